@@ -1,0 +1,132 @@
+"""The env contract: a vectorized multi-agent env that speaks in batched tensors.
+
+Every env the trainer sees (the built-in MPE tasks, PettingZoo workers) is a
+`MultiAgentEnv` over `E` copies of `A` agents. Shapes are fixed for the life of
+the env; agents that do not exist at a step are marked by `alive`.
+
+| field        | shape          | dtype | meaning                                        |
+|--------------|----------------|-------|------------------------------------------------|
+| obs          | [E, A, O]      | float | local observation, zero-padded to O            |
+| state        | [E, S]         | float | global state for the critic                    |
+| action_mask  | [E, A, K]      | bool  | legal logits (K = sum of discrete sizes)       |
+| reward       | [E, A]         | float | per-agent reward for the step just taken       |
+| terminated   | [E, A]         | bool  | the agent's episode ended for good             |
+| truncated    | [E, A]         | bool  | the agent's episode was cut by a time limit    |
+| alive        | [E, A]         | bool  | the agent acts at the returned observation     |
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+import torch
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What one agent's action is: discrete sub-actions or a continuous box.
+
+    `nvec` holds the size of each discrete sub-action (one entry for Discrete,
+    several for MultiDiscrete); `low`/`high` hold the bounds of a continuous box.
+    """
+
+    kind: Literal["discrete", "continuous"]
+    nvec: tuple[int, ...] = ()
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+
+    @property
+    def logits_dim(self) -> int:
+        """Width of the policy head: sum of sub-action sizes, or D means for a box."""
+        return sum(self.nvec) if self.kind == "discrete" else len(self.low)
+
+    @property
+    def action_dim(self) -> int:
+        """Entries per agent in the action tensor: sub-actions, or box dimensions."""
+        return len(self.nvec) if self.kind == "discrete" else len(self.low)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Static facts about a vectorized env, fixed when it is built."""
+
+    name: str
+    agent_names: tuple[str, ...]
+    obs_dim: int
+    state_dim: int
+    action: ActionSpec
+    max_episode_steps: int | None = None
+    state_source: Literal["env", "concat_obs"] = "concat_obs"
+    obs_sizes: tuple[int, ...] = field(default=())
+
+    @property
+    def num_agents(self) -> int:
+        """Number of agent slots A."""
+        return len(self.agent_names)
+
+
+class MultiAgentStepResult(NamedTuple):
+    """What one vectorized step returns; every field holds all envs and agents.
+
+    Envs whose episode ended this step are reset in place: `obs`, `state`,
+    `alive` and `action_mask` already belong to the new episode, while
+    `final_state` holds the state the finished episode reached, which the
+    trainer needs to bootstrap truncated episodes.
+    """
+
+    obs: torch.Tensor  # [E, A, O]
+    state: torch.Tensor  # [E, S]
+    reward: torch.Tensor  # [E, A]
+    terminated: torch.Tensor  # [E, A] bool
+    truncated: torch.Tensor  # [E, A] bool
+    alive: torch.Tensor  # [E, A] bool, for the returned obs
+    action_mask: torch.Tensor  # [E, A, K] bool, for the returned obs
+    env_done: torch.Tensor  # [E] bool, the env finished its episode and was reset
+    final_state: torch.Tensor  # [E, S], equal to `state` where env_done is False
+    info: dict
+
+
+class MultiAgentEnv(ABC):
+    """A vectorized multi-agent env: `num_envs` copies, `num_agents` agent slots.
+
+    Observations, states and masks stay readable between steps through the
+    getters, so the trainer never needs per-agent Python objects.
+    """
+
+    spec: EnvSpec
+    num_envs: int
+    device: torch.device
+
+    @property
+    def num_agents(self) -> int:
+        """Number of agent slots A."""
+        return self.spec.num_agents
+
+    @abstractmethod
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reset every copy; return observations `[E, A, O]`."""
+
+    @abstractmethod
+    def step(self, actions: torch.Tensor) -> MultiAgentStepResult:
+        """Advance every copy by one step; actions `[E, A]` (long) or `[E, A, D]`."""
+
+    @abstractmethod
+    def get_global_state(self) -> torch.Tensor:
+        """Global state of the current step, `[E, S]`."""
+
+    @abstractmethod
+    def get_observation(self, agent_id: int) -> torch.Tensor:
+        """Observation of one agent slot across all copies, `[E, O]`."""
+
+    @abstractmethod
+    def get_action_mask(self) -> torch.Tensor:
+        """Legal logits of the current step, `[E, A, K]` bool."""
+
+    @abstractmethod
+    def get_alive(self) -> torch.Tensor:
+        """Which agent slots act at the current step, `[E, A]` bool."""
+
+    def close(self) -> None:
+        """Release worker processes or other resources; a no-op by default."""
