@@ -72,8 +72,8 @@ class MultiAgentStepResult(NamedTuple):
 
     Envs whose episode ended this step are reset in place: `obs`, `state`,
     `alive` and `action_mask` already belong to the new episode, while
-    `final_state` holds the state the finished episode reached, which the
-    trainer needs to bootstrap truncated episodes.
+    `final_obs` and `final_state` hold what the finished episode reached,
+    which the trainer needs to bootstrap truncated episodes.
     """
 
     obs: torch.Tensor  # [E, A, O]
@@ -84,6 +84,7 @@ class MultiAgentStepResult(NamedTuple):
     alive: torch.Tensor  # [E, A] bool, for the returned obs
     action_mask: torch.Tensor  # [E, A, K] bool, for the returned obs
     env_done: torch.Tensor  # [E] bool, the env finished its episode and was reset
+    final_obs: torch.Tensor  # [E, A, O], equal to `obs` where env_done is False
     final_state: torch.Tensor  # [E, S], equal to `state` where env_done is False
     info: dict
 
@@ -128,5 +129,5 @@ class MultiAgentEnv(ABC):
     def get_alive(self) -> torch.Tensor:
         """Which agent slots act at the current step, `[E, A]` bool."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most envs hold nothing
         """Release worker processes or other resources; a no-op by default."""

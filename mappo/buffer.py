@@ -1,0 +1,143 @@
+"""`AgentBuffer`: one rollout of every env and agent, preallocated and written in place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import torch
+
+from mappo.losses import compute_gae
+
+
+class RolloutMinibatch(NamedTuple):
+    """A minibatch of B (step, env) rows, each holding all A agent slots."""
+
+    obs: torch.Tensor  # [B, A, O]
+    state: torch.Tensor  # [B, S]
+    action_mask: torch.Tensor  # [B, A, K]
+    actions: torch.Tensor  # [B, A, D]
+    log_probs: torch.Tensor  # [B, A]
+    values: torch.Tensor  # [B, A], in the critic's units
+    advantages: torch.Tensor  # [B, A]
+    returns: torch.Tensor  # [B, A], in the critic's units
+    weights: torch.Tensor  # [B, A], 1.0 where the agent acted, else 0.0
+
+
+class AgentBuffer:
+    """Rollout storage for T steps of E envs with A agents, allocated once on the device.
+
+    Shapes: obs `[T, E, A, O]`, state `[T, E, S]`, action_mask `[T, E, A, K]`,
+    actions `[T, E, A, D]`, and `[T, E, A]` for log_probs, values, rewards,
+    dones, truncated, truncation_values, alive, advantages and returns.
+    `add` writes step `len(self)`; `clear` starts over without freeing memory.
+    """
+
+    def __init__(
+        self,
+        rollout_steps: int,
+        num_envs: int,
+        num_agents: int,
+        obs_dim: int,
+        state_dim: int,
+        action_dim: int,
+        logits_dim: int | None = None,
+        action_dtype: torch.dtype = torch.long,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        T, E, A = rollout_steps, num_envs, num_agents
+        logits_dim = logits_dim if logits_dim is not None else action_dim
+
+        def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        self.rollout_steps = T
+        self.observations = zeros(T, E, A, obs_dim)
+        self.states = zeros(T, E, state_dim)
+        self.action_masks = zeros(T, E, A, logits_dim, dtype=torch.bool)
+        self.actions = zeros(T, E, A, action_dim, dtype=action_dtype)
+        self.log_probs = zeros(T, E, A)
+        self.values = zeros(T, E, A)
+        self.rewards = zeros(T, E, A)
+        self.dones = zeros(T, E, A, dtype=torch.bool)
+        self.truncated = zeros(T, E, A, dtype=torch.bool)
+        self.truncation_values = zeros(T, E, A)
+        self.alive = zeros(T, E, A, dtype=torch.bool)
+        self.advantages = zeros(T, E, A)
+        self.returns = zeros(T, E, A)
+        self.step = 0
+
+    def __len__(self) -> int:
+        return self.step
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        log_prob: torch.Tensor,
+        reward: torch.Tensor | float,
+        done: torch.Tensor | bool,
+        value: torch.Tensor,
+        *,
+        state: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        alive: torch.Tensor | bool = True,
+        truncated: torch.Tensor | bool = False,
+        truncation_value: torch.Tensor | float = 0.0,
+    ) -> None:
+        """Store one step of every env and agent (each argument broadcast to its slot)."""
+        if self.step >= self.rollout_steps:
+            raise IndexError(f"AgentBuffer is full ({self.rollout_steps} steps); call clear()")
+        t = self.step
+        self.observations[t] = obs
+        self.actions[t] = action
+        self.log_probs[t] = log_prob
+        self.rewards[t] = reward
+        self.dones[t] = done
+        self.values[t] = value
+        self.alive[t] = alive
+        self.truncated[t] = truncated
+        self.truncation_values[t] = truncation_value
+        if state is not None:
+            self.states[t] = state
+        self.action_masks[t] = True if action_mask is None else action_mask
+        self.step += 1
+
+    def clear(self) -> None:
+        """Start a new rollout; storage is reused."""
+        self.step = 0
+
+    def compute_returns_and_advantage(
+        self, last_value: torch.Tensor, gamma: float, gae_lambda: float
+    ) -> None:
+        """GAE into `advantages` and `returns = advantages + values`; last_value is `[E, A]`."""
+        self.advantages[:] = compute_gae(
+            self.rewards, self.values, self.dones, last_value, gamma, gae_lambda,
+            truncated=self.truncated, truncation_values=self.truncation_values,
+        )
+        torch.add(self.advantages, self.values, out=self.returns)
+
+    def minibatches(
+        self,
+        num_minibatches: int,
+        to_critic_units: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    ) -> Iterator[RolloutMinibatch]:
+        """Shuffle the T·E (step, env) rows and yield them in `num_minibatches` near-equal parts.
+
+        Rows keep all agents together so the agent-batched actor and the
+        critic's per-agent head each run once per minibatch. Values and
+        returns are mapped to the critic's units once, not per minibatch.
+        """
+        rows = self.rollout_steps * self.observations.shape[1]
+
+        def flat(x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(0, 1)
+
+        fields = (
+            flat(self.observations), flat(self.states), flat(self.action_masks),
+            flat(self.actions), flat(self.log_probs), flat(to_critic_units(self.values)),
+            flat(self.advantages), flat(to_critic_units(self.returns)), flat(self.alive).float(),
+        )
+        order = torch.randperm(rows, device=self.observations.device)
+        for index in order.tensor_split(num_minibatches):
+            yield RolloutMinibatch(*(x[index] for x in fields))

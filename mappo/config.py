@@ -1,0 +1,195 @@
+"""`MappoConfig`: every knob of a run in one dataclass, which also makes the CLI.
+
+The first block holds the specification's fields with the specification's
+defaults; the rest are our additions. Each field's `help` is its one-line doc
+and becomes its `--flag` help text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """A config key, type or value that cannot be used; the message names it."""
+
+
+def _f(default: Any, help: str, **choices: Any) -> Any:
+    """A dataclass field whose metadata carries its one-line doc (and allowed values)."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help, **choices})
+    return field(default=default, metadata={"help": help, **choices})
+
+
+@dataclass
+class MappoConfig:
+    """Configuration of a MAPPO run (specification fields first, then ours)."""
+
+    # --- specification fields, specification defaults -------------------------
+    num_agents: int = _f(2, "number of agents (taken from the env when training starts)")
+    share_policy: bool = _f(True, "one policy for all agents (agent one-hot appended to obs)")
+    use_global_state: bool = _f(True, "critic sees the env's global state, else concatenated obs")
+    obs_dim: int = _f(16, "local observation size (taken from the env)")
+    global_state_dim: int = _f(32, "critic input size (taken from the env)")
+    action_dim: int = _f(5, "policy output size per agent (taken from the env)")
+    clip_coef: float = _f(0.2, "PPO ratio clip, also the value clip")
+    vf_coef: float = _f(0.5, "value loss coefficient")
+    ent_coef: float = _f(0.01, "entropy bonus coefficient")
+    gamma: float = _f(0.99, "discount factor")
+    gae_lambda: float = _f(0.95, "GAE lambda")
+    update_epochs: int = _f(10, "passes over each rollout")
+    minibatch_size: int = _f(256, "agent-steps per minibatch (one optimizer step each)")
+    # --- our additions ---------------------------------------------------------
+    env: str = _f("spread", "built-in env name, or module:callable returning a ParallelEnv")
+    env_kwargs: dict = _f({}, "keyword arguments for the env constructor (JSON on the CLI)")
+    total_steps: int = _f(2_000_000, "env steps to train for (one step = all agents act once)")
+    num_envs: int = _f(128, "env copies stepped together")
+    rollout_steps: int = _f(25, "steps per env per rollout (T)")
+    lr: float = _f(7e-4, "Adam learning rate for actor and critic")
+    adam_eps: float = _f(1e-5, "Adam epsilon")
+    anneal_lr: bool = _f(False, "decay the learning rate linearly to zero over the run")
+    hidden_dim: int = _f(64, "width of the two hidden layers of actor and critic")
+    activation: str = _f("tanh", "hidden activation", choices=("tanh", "relu"))
+    policy_head_gain: float = _f(0.01, "orthogonal init gain of the policy head")
+    max_grad_norm: float = _f(10.0, "global gradient-norm clip")
+    norm_adv: bool = _f(True, "normalize advantages per minibatch")
+    value_norm: bool = _f(True, "normalize value targets with running statistics")
+    value_norm_beta: float = _f(0.99999, "decay of the value normalizer's running moments")
+    clip_value_loss: bool = _f(True, "clip the value update around the old prediction")
+    huber_delta: float = _f(0.0, "Huber loss delta for the value loss; 0 means squared error")
+    seed: int = _f(0, "random seed for torch, the env and minibatch order")
+    device: str = _f("cpu", "torch device", choices=("cpu", "cuda"))
+    torch_threads: int = _f(0, "torch intra-op threads; 0 keeps torch's choice")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field, ready for TOML or a checkpoint."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> MappoConfig:
+        """A copy with some fields changed (validated like any config)."""
+        return from_dict({**self.to_dict(), **changes})
+
+    def save(self, path: str | Path) -> None:
+        """Write the full config as TOML, loadable with `load` or `--config`."""
+        Path(path).write_text(tomli_w.dumps(self.to_dict()))
+
+    def matched_to_env(self, env_name: str, **env_dims: int) -> MappoConfig:
+        """Take `num_agents`, `obs_dim`, `global_state_dim`, `action_dim` from the env.
+
+        A field still at the specification's default is simply replaced; a
+        field set to anything else must agree with the env.
+        """
+        for name, env_value in env_dims.items():
+            value = getattr(self, name)
+            if value != FIELDS[name].default and value != env_value:
+                raise ConfigError(
+                    f"config key '{name}' = {value} contradicts env '{env_name}', "
+                    f"which has {name} = {env_value}"
+                )
+        return self.replace(**env_dims)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MappoConfig:
+        """Read a TOML file holding any subset of the fields."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"cannot read config file {path}: {err}") from None
+        return from_dict(data, source=str(path))
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(MappoConfig)}
+ENV_DIM_FIELDS = ("num_agents", "obs_dim", "global_state_dim", "action_dim")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check `value` against the field's declared type; convert only lossless cases."""
+    kind = FIELDS[name].type
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "dict": isinstance(value, dict),
+    }[kind]
+    if not ok:
+        raise ConfigError(f"config key '{name}' = {value!r}: expected {kind}")
+    return float(value) if kind == "float" else value
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> MappoConfig:
+    """Build a config from a mapping, refusing unknown keys with a suggestion."""
+    for key in data:
+        if key not in FIELDS:
+            near = difflib.get_close_matches(key, FIELDS, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"unknown config key '{key}' in {source}{hint}")
+    return MappoConfig(**{k: _coerce(k, v) for k, v in data.items()})
+
+
+def validate(cfg: MappoConfig) -> None:
+    """Raise `ConfigError` naming the first field whose value cannot work."""
+    for name in FIELDS:
+        _coerce(name, getattr(cfg, name))
+
+    def need(cond: bool, name: str, allowed: str) -> None:
+        if not cond:
+            raise ConfigError(f"config key '{name}' = {getattr(cfg, name)!r}: must be {allowed}")
+
+    for name in ("gamma", "gae_lambda"):
+        need(0.0 <= getattr(cfg, name) <= 1.0, name, "in [0, 1]")
+    for name in ("num_agents", "obs_dim", "global_state_dim", "action_dim", "update_epochs",
+                 "minibatch_size", "total_steps", "num_envs", "rollout_steps", "hidden_dim"):
+        need(getattr(cfg, name) >= 1, name, "an integer >= 1")
+    for name in ("lr", "adam_eps", "max_grad_norm", "policy_head_gain"):
+        need(getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name)), name, "> 0")
+    for name in ("clip_coef", "vf_coef", "ent_coef", "huber_delta"):
+        need(getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name)), name, ">= 0")
+    need(0.0 < cfg.value_norm_beta <= 1.0, "value_norm_beta", "in (0, 1]")
+    need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
+    for name, f in FIELDS.items():
+        if "choices" in f.metadata:
+            need(getattr(cfg, name) in f.metadata["choices"], name,
+                 "one of " + ", ".join(f.metadata["choices"]))
+    batch = cfg.num_envs * cfg.rollout_steps * cfg.num_agents
+    if cfg.minibatch_size > batch:
+        raise ConfigError(
+            f"config key 'minibatch_size' = {cfg.minibatch_size}: must be <= the batch of "
+            f"num_envs*rollout_steps*num_agents = {batch}"
+        )
+
+
+def parse_cli_value(name: str, text: str) -> Any:
+    """Turn one `--flag value` string into the field's type, or raise ConfigError."""
+    kind = FIELDS[name].type
+    try:
+        if kind == "bool":
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if kind == "int":
+            return int(float(text)) if float(text).is_integer() else int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "dict":
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+        return text
+    except ValueError:
+        raise ConfigError(f"config key '{name}' = {text!r}: expected {kind}") from None

@@ -1,0 +1,97 @@
+"""The three formulas of PPO: GAE, the clipped policy loss, the clipped value loss.
+
+Every function works on any trailing shape (`[T, E, A]` in training) and takes
+an optional `weights` tensor that is 0 for samples of agents that do not exist,
+so a dead agent adds nothing to a loss or its gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def masked_mean(x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of `x` over the samples whose weight is non-zero (plain mean without weights)."""
+    if weights is None:
+        return x.mean()
+    return (x * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+    truncated: torch.Tensor | None = None,
+    truncation_values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Generalized advantage estimates, one backward scan over time.
+
+    rewards, values, dones: `[T, ...]`; `dones[t]` says the episode ended with
+    step t (terminated or truncated). last_value: `[...]`, the value of the
+    observation after the final step. Where `truncated[t]` the episode was cut
+    by a time limit, so it is bootstrapped from `truncation_values[t]` (the
+    value of the final observation); where it terminated, nothing follows.
+    Returns advantages `[T, ...]`.
+    """
+    steps = rewards.shape[0]
+    advantages = torch.empty_like(rewards)
+    not_done = 1.0 - dones.to(rewards.dtype)
+    bootstrap = torch.zeros_like(rewards)
+    if truncated is not None:
+        bootstrap = torch.where(truncated, truncation_values, bootstrap)
+    next_advantage = torch.zeros_like(last_value)
+    next_value = last_value
+    for t in reversed(range(steps)):
+        # After a finished episode the next value is the bootstrap (0 if it terminated).
+        next_v = not_done[t] * next_value + (1.0 - not_done[t]) * bootstrap[t]
+        delta = rewards[t] + gamma * next_v - values[t]
+        next_advantage = delta + gamma * gae_lambda * not_done[t] * next_advantage
+        advantages[t] = next_advantage
+        next_value = values[t]
+    return advantages
+
+
+def ppo_policy_loss(
+    advantages: torch.Tensor,
+    new_log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    clip_coef: float,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Clipped surrogate: mean of -min(r·A, clip(r, 1±ε)·A), r = π_new/π_old."""
+    ratio = (new_log_probs - old_log_probs).exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef) * advantages
+    return masked_mean(-torch.minimum(unclipped, clipped), weights)
+
+
+def ppo_value_loss(
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_coef: float,
+    weights: torch.Tensor | None = None,
+    huber_delta: float = 0.0,
+    clip: bool = True,
+) -> torch.Tensor:
+    """Value loss, pessimistic over the raw and the clipped prediction.
+
+    Per sample: max(ℓ(v - R), ℓ(v_old + clip(v - v_old, ±ε) - R)), with
+    ℓ(e) = e²/2, or the Huber loss when `huber_delta > 0`.
+    """
+
+    def error_loss(error: torch.Tensor) -> torch.Tensor:
+        if huber_delta > 0:
+            return torch.nn.functional.huber_loss(
+                error, torch.zeros_like(error), reduction="none", delta=huber_delta
+            )
+        return 0.5 * error.square()
+
+    loss = error_loss(new_values - returns)
+    if clip:
+        clipped = old_values + (new_values - old_values).clamp(-clip_coef, clip_coef)
+        loss = torch.maximum(loss, error_loss(clipped - returns))
+    return masked_mean(loss, weights)

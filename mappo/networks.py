@@ -1,0 +1,133 @@
+"""Actor and centralized critic, batched over agents.
+
+Policies (one shared, one per agent, or one per group of agents) live in one
+module whose weights carry a group axis `[G, in, out]`; each agent slot reads
+its group's slice, and all agents run in one batched matmul.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mappo.envs.base import ActionSpec
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+HIDDEN_GAIN = math.sqrt(2.0)
+
+
+def _orthogonal(shape: tuple[int, ...], gain: float) -> torch.Tensor:
+    """Orthogonal init of a `[..., in, out]` stack of weights, one matrix per leading index."""
+    weight = torch.empty(shape)
+    for matrix in weight.view(-1, shape[-2], shape[-1]):
+        nn.init.orthogonal_(matrix, gain)
+    return weight
+
+
+class GroupedLinear(nn.Module):
+    """A linear layer with one weight matrix per policy group.
+
+    Input `[A, B, in]` (agent slot first), `group_of_agent` `[A]` maps each slot
+    to its group; output `[A, B, out]`.
+    """
+
+    def __init__(self, num_groups: int, in_dim: int, out_dim: int, gain: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(_orthogonal((num_groups, in_dim, out_dim), gain))
+        self.bias = nn.Parameter(torch.zeros(num_groups, out_dim))
+
+    def forward(self, x: torch.Tensor, group_of_agent: torch.Tensor) -> torch.Tensor:
+        if self.weight.shape[0] == 1:
+            return torch.matmul(x, self.weight[0]) + self.bias[0]
+        return torch.baddbmm(
+            self.bias[group_of_agent].unsqueeze(1), x, self.weight[group_of_agent]
+        )
+
+
+class Actor(nn.Module):
+    """Decentralized policy: local observation (+ agent one-hot) → action-distribution parameters.
+
+    `group_of_agent[a]` is the policy group of agent slot a: all zeros for a
+    shared policy, `0..A-1` for independent ones. When groups are shared by
+    several agents, an agent one-hot is appended to the observation; its
+    product with the first layer is a per-agent row of weights, so it is added
+    as such instead of concatenating a one-hot to every input.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        group_of_agent: list[int],
+        hidden_dim: int,
+        action: ActionSpec,
+        activation: str = "tanh",
+        head_gain: float = 0.01,
+    ) -> None:
+        super().__init__()
+        num_agents = len(group_of_agent)
+        num_groups = max(group_of_agent) + 1
+        self.action = action
+        self.register_buffer("group_of_agent", torch.tensor(group_of_agent), persistent=False)
+        self.register_buffer("agent_index", torch.arange(num_agents), persistent=False)
+        self.use_agent_id = num_groups < num_agents
+        first = _orthogonal((num_groups, obs_dim + num_agents, hidden_dim), HIDDEN_GAIN)
+        self.fc1 = GroupedLinear(num_groups, obs_dim, hidden_dim, HIDDEN_GAIN)
+        with torch.no_grad():
+            self.fc1.weight.copy_(first[:, :obs_dim])
+        # Rows of the first layer that multiply the agent one-hot: [G, A, hidden].
+        self.agent_id_weight = nn.Parameter(
+            first[:, obs_dim:].clone(), requires_grad=self.use_agent_id
+        )
+        self.fc2 = GroupedLinear(num_groups, hidden_dim, hidden_dim, HIDDEN_GAIN)
+        self.head = GroupedLinear(num_groups, hidden_dim, action.logits_dim, head_gain)
+        self.act = ACTIVATIONS[activation]()
+        if action.kind == "continuous":
+            self.log_std = nn.Parameter(torch.zeros(num_groups, action.logits_dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs `[B, A, O]` → logits or Gaussian means `[B, A, K]`."""
+        groups = self.group_of_agent
+        x = self.fc1(obs.transpose(0, 1), groups)  # [A, B, hidden]
+        if self.use_agent_id:
+            x = x + self.agent_id_weight[groups, self.agent_index].unsqueeze(1)
+        x = self.act(x)
+        x = self.act(self.fc2(x, groups))
+        return self.head(x, groups).transpose(0, 1)
+
+    def agent_log_std(self) -> torch.Tensor:
+        """Per-agent log standard deviation `[A, D]` of a Gaussian policy."""
+        return self.log_std[self.group_of_agent]
+
+
+class CentralizedCritic(nn.Module):
+    """Value function on the global state: `[B, global_state_dim]` → `[B, num_values]`.
+
+    With `num_values = A` it outputs one value per agent slot from one pass over
+    the state, so agents with their own rewards get their own value.
+    """
+
+    def __init__(
+        self,
+        global_state_dim: int,
+        hidden_dim: int,
+        num_values: int = 1,
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        layers = [
+            nn.Linear(global_state_dim, hidden_dim), act(),
+            nn.Linear(hidden_dim, hidden_dim), act(),
+            nn.Linear(hidden_dim, num_values),
+        ]
+        linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        for layer, gain in zip(linears, (HIDDEN_GAIN, HIDDEN_GAIN, 1.0), strict=True):
+            nn.init.orthogonal_(layer.weight, gain)
+            nn.init.zeros_(layer.bias)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, global_state: torch.Tensor) -> torch.Tensor:
+        """global_state `[B, S]` → values `[B, num_values]`."""
+        return self.net(global_state)

@@ -1,0 +1,109 @@
+"""The run folder: config.toml, metrics.csv, checkpoint.pt, curve.png and TensorBoard events."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+
+from mappo.checkpoint import save_checkpoint
+from mappo.config import MappoConfig
+from mappo.trainer import MappoMetrics
+
+RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt")
+CURVE_INTERVAL_S = 20.0
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used as asked (e.g. it already holds a run)."""
+
+
+class RunFolder:
+    """Writes one run's artifacts; refuses to overwrite an existing run unless told to."""
+
+    def __init__(self, path: str | Path, config: MappoConfig, force: bool = False) -> None:
+        self.path = Path(path)
+        existing = [name for name in RUN_FILES if (self.path / name).exists()]
+        if existing and not force:
+            raise RunFolderError(
+                f"run folder {self.path} already holds a run ({', '.join(existing)}); "
+                "pass --resume to continue it or --force to overwrite it"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in existing:
+            (self.path / name).unlink()
+        config.save(self.path / "config.toml")
+        self.metrics_path = self.path / "metrics.csv"
+        self.checkpoint_path = self.path / "checkpoint.pt"
+        self.curve_path = self.path / "curve.png"
+        self._writer = None
+        self._last_curve = time.monotonic()
+        self._title = f"{config.env} (seed {config.seed})"
+
+    def log(self, metrics: MappoMetrics) -> None:
+        """Append one update's row to metrics.csv and TensorBoard; redraw the curve now and then."""
+        row = metrics.as_dict()
+        new_file = not self.metrics_path.exists()
+        with open(self.metrics_path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        tensorboard = self._tensorboard()
+        for name, value in row.items():
+            if name != "env_steps" and not (isinstance(value, float) and math.isnan(value)):
+                tensorboard.add_scalar(f"train/{name}", value, metrics.env_steps)
+        if time.monotonic() - self._last_curve > CURVE_INTERVAL_S:
+            self.draw_curve()
+
+    def save(self, payload: dict) -> None:
+        """Write the checkpoint atomically."""
+        save_checkpoint(self.checkpoint_path, payload)
+
+    def draw_curve(self) -> None:
+        """Redraw curve.png: episode return against env steps, from metrics.csv."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps, returns = read_curve(self.metrics_path)
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        ax.plot(steps, returns, lw=1.5)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("mean per-agent episode return")
+        ax.set_title(self._title)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        tmp = self.curve_path.with_name(".curve.tmp.png")
+        fig.savefig(tmp)
+        plt.close(fig)
+        tmp.replace(self.curve_path)
+        self._last_curve = time.monotonic()
+
+    def close(self) -> None:
+        """Final curve and flushed TensorBoard events."""
+        if self.metrics_path.exists():
+            self.draw_curve()
+        if self._writer is not None:
+            self._writer.close()
+
+    def _tensorboard(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.path))
+        return self._writer
+
+
+def read_curve(metrics_path: Path) -> tuple[list[int], list[float]]:
+    """(env_steps, episode_return) of every row with a finished episode."""
+    steps, returns = [], []
+    with open(metrics_path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            value = float(row["episode_return"])
+            if not math.isnan(value):
+                steps.append(int(row["env_steps"]))
+                returns.append(value)
+    return steps, returns

@@ -1,0 +1,313 @@
+"""`MappoTrainer`: collect a batched rollout, then update actor and critic with PPO.
+
+The only Python loops on the hot path are over rollout steps, epochs and
+minibatches; every env and agent is a row of one tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mappo.buffer import AgentBuffer, RolloutMinibatch
+from mappo.config import MappoConfig
+from mappo.distributions import ActionDistribution
+from mappo.envs.base import MultiAgentEnv
+from mappo.envs.registry import make_env
+from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
+from mappo.networks import Actor, CentralizedCritic
+from mappo.value_norm import ValueNorm
+
+
+@dataclass
+class MappoMetrics:
+    """Diagnostics of one update (losses averaged over its minibatches)."""
+
+    policy_loss: float
+    value_loss: float
+    entropy: float
+    approx_kl: float = 0.0
+    clip_fraction: float = 0.0
+    explained_variance: float = 0.0
+    grad_norm: float = 0.0
+    episode_return: float = math.nan  # mean per-agent return of episodes finished this rollout
+    episodes: int = 0
+    env_steps: int = 0  # total so far; one env step = every agent of one env acting once
+    steps_per_second: float = 0.0
+    env_time: float = 0.0  # seconds in env.step this rollout
+    inference_time: float = 0.0  # seconds in actor and critic forward passes this rollout
+    update_time: float = 0.0  # seconds in the whole PPO update
+    forward_time: float = 0.0  # of which in minibatch forward passes and losses
+    backward_time: float = 0.0  # of which in backward passes and optimizer steps
+
+    def as_dict(self) -> dict[str, float]:
+        """Field name → value, in declaration order."""
+        return dataclasses.asdict(self)
+
+
+class MappoTrainer:
+    """MAPPO: decentralized actors (shared, per agent) and a centralized critic.
+
+    Build it from a config (the env is made from `config.env`) or hand it an
+    env. `train()` runs to `config.total_steps`; `collect_rollout()` and
+    `update()` are the two halves of one iteration.
+    """
+
+    def __init__(self, config: MappoConfig, env: MultiAgentEnv | None = None) -> None:
+        torch.manual_seed(config.seed)
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        self.device = torch.device(config.device)
+        self.env = env or make_env(
+            config.env, config.num_envs, self.device, config.seed, config.env_kwargs
+        )
+        spec = self.env.spec
+        num_agents, obs_dim = spec.num_agents, spec.obs_dim
+        concat_dim = num_agents * obs_dim
+        state_dim = spec.state_dim if config.use_global_state else concat_dim
+        self.config = config.matched_to_env(
+            spec.name, num_agents=num_agents, obs_dim=obs_dim, global_state_dim=state_dim,
+            action_dim=spec.action.logits_dim,
+        ).replace(num_envs=self.env.num_envs)
+        cfg = self.config
+        self.action_spec = spec.action
+        agents = list(range(num_agents))
+        group_of_agent = [0] * num_agents if cfg.share_policy else agents
+        self.actor = Actor(
+            obs_dim, group_of_agent, cfg.hidden_dim, spec.action, cfg.activation,
+            cfg.policy_head_gain,
+        ).to(self.device)
+        self.critic = CentralizedCritic(
+            state_dim, cfg.hidden_dim, num_agents, cfg.activation
+        ).to(self.device)
+        self.value_norm = ValueNorm(cfg.value_norm_beta, enabled=cfg.value_norm).to(self.device)
+        self.parameters = [p for p in (*self.actor.parameters(), *self.critic.parameters())
+                           if p.requires_grad]
+        # The fused kernel updates every parameter in one call; the default loops per tensor.
+        self.optimizer = torch.optim.Adam(
+            self.parameters, lr=cfg.lr, eps=cfg.adam_eps, fused=True
+        )
+        discrete = spec.action.kind == "discrete"
+        self.buffer = AgentBuffer(
+            cfg.rollout_steps, self.env.num_envs, num_agents, obs_dim, state_dim,
+            spec.action.action_dim, spec.action.logits_dim,
+            torch.long if discrete else torch.float32, self.device,
+        )
+        self.env_steps = 0
+        self.updates = 0
+        self._obs = self.env.reset(seed=cfg.seed)  # [E, A, O]
+        self._state = self.env.get_global_state()  # [E, S]
+        self._mask = self.env.get_action_mask()  # [E, A, K]
+        self._alive = self.env.get_alive()  # [E, A]
+        self._running_return = torch.zeros(self._alive.shape, device=self.device)  # [E, A]
+        self._ever_alive = self._alive.clone()  # [E, A]
+        self._return_sum = torch.zeros((), device=self.device)
+        self._episode_count = torch.zeros((), device=self.device)
+        self._times = {"env": 0.0, "inference": 0.0}
+
+    # --- acting ----------------------------------------------------------------
+
+    def critic_input(self, obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The critic's view: the env's global state, or all observations concatenated."""
+        return state if self.config.use_global_state else obs.flatten(1)
+
+    def distribution(self, obs: torch.Tensor, mask: torch.Tensor) -> ActionDistribution:
+        """The actor's action distribution for observations `[B, A, O]`."""
+        params = self.actor(obs)
+        log_std = self.actor.agent_log_std() if self.action_spec.kind == "continuous" else None
+        return ActionDistribution(self.action_spec, params, mask, log_std)
+
+    @torch.no_grad()
+    def value(self, critic_input: torch.Tensor) -> torch.Tensor:
+        """Per-agent value in return units, `[B, A]`."""
+        return self.value_norm.denormalize(self.critic(critic_input))
+
+    @torch.no_grad()
+    def collect_rollout(self) -> None:
+        """Fill the buffer with `rollout_steps` steps of every env."""
+        buf, env = self.buffer, self.env
+        buf.clear()
+        squeeze_action = self.action_spec.kind == "discrete" and self.action_spec.action_dim == 1
+        for _ in range(self.config.rollout_steps):
+            t0 = time.perf_counter()
+            critic_in = self.critic_input(self._obs, self._state)
+            dist = self.distribution(self._obs, self._mask)
+            action = dist.sample()  # [E, A, D]
+            log_prob = dist.log_prob(action)  # [E, A]
+            value = self.value(critic_in)  # [E, A]
+            t1 = time.perf_counter()
+            result = env.step(action.squeeze(-1) if squeeze_action else action)
+            t2 = time.perf_counter()
+            done = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
+            truncated = result.truncated & ~result.terminated
+            truncation_value = 0.0
+            if bool(result.env_done.any()):
+                # Bootstrap time-limit ends from the value of the state the episode reached.
+                truncation_value = self.value(
+                    self.critic_input(result.final_obs, result.final_state)
+                )
+            buf.add(
+                self._obs, action, log_prob, result.reward, done, value, state=critic_in,
+                action_mask=self._mask, alive=self._alive, truncated=truncated,
+                truncation_value=truncation_value,
+            )
+            self._times["env"] += t2 - t1
+            self._times["inference"] += (t1 - t0) + (time.perf_counter() - t2)
+            self._track_episodes(result.reward, result.env_done)
+            self._obs, self._state = result.obs, result.state
+            self._mask, self._alive = result.action_mask, result.alive
+            self._ever_alive |= self._alive
+        self.env_steps += self.config.rollout_steps * self.env.num_envs
+
+    def _track_episodes(self, reward: torch.Tensor, env_done: torch.Tensor) -> None:
+        """Accumulate per-agent returns; fold finished envs into the update's tally."""
+        self._running_return += reward * self._alive
+        agents = self._ever_alive.sum(-1).clamp_min(1)
+        per_agent = (self._running_return * self._ever_alive).sum(-1) / agents  # [E]
+        self._return_sum += (per_agent * env_done).sum()
+        self._episode_count += env_done.sum()
+        self._running_return *= ~env_done.unsqueeze(-1)
+        self._ever_alive &= ~env_done.unsqueeze(-1)
+
+    # --- learning --------------------------------------------------------------
+
+    def update(self) -> MappoMetrics:
+        """PPO on the buffer: `update_epochs` passes of minibatches, one optimizer step each."""
+        cfg, buf = self.config, self.buffer
+        start = time.perf_counter()
+        last_value = self.value(self.critic_input(self._obs, self._state))
+        buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda)
+        self.value_norm.update(buf.returns, buf.alive)
+        samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
+        num_minibatches = max(1, round(samples / cfg.minibatch_size))
+        stats = torch.zeros(6, device=self.device)
+        forward_time = backward_time = 0.0
+        for _ in range(cfg.update_epochs):
+            for mb in buf.minibatches(num_minibatches, self.value_norm.normalize):
+                t0 = time.perf_counter()
+                loss, mb_stats = self.minibatch_loss(mb)
+                t1 = time.perf_counter()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
+                self.optimizer.step()
+                stats += torch.cat([mb_stats, grad_norm.reshape(1)])
+                forward_time += t1 - t0
+                backward_time += time.perf_counter() - t1
+        stats = (stats / (cfg.update_epochs * num_minibatches)).tolist()
+        self.updates += 1
+        update_time = time.perf_counter() - start
+        episodes = int(self._episode_count.item())
+        metrics = MappoMetrics(
+            policy_loss=stats[0], value_loss=stats[1], entropy=stats[2], approx_kl=stats[3],
+            clip_fraction=stats[4], grad_norm=stats[5],
+            explained_variance=self._explained_variance(),
+            episode_return=self._return_sum.item() / episodes if episodes else math.nan,
+            episodes=episodes, env_steps=self.env_steps,
+            env_time=self._times["env"], inference_time=self._times["inference"],
+            update_time=update_time, forward_time=forward_time, backward_time=backward_time,
+        )
+        self._return_sum.zero_()
+        self._episode_count.zero_()
+        self._times = {"env": 0.0, "inference": 0.0}
+        return metrics
+
+    def minibatch_loss(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """PPO loss of one minibatch, and its detached diagnostics.
+
+        Returns `(loss, [policy_loss, value_loss, entropy, approx_kl, clip_fraction])`.
+        Every term is a mean over live agents only (`mb.weights`).
+        """
+        cfg = self.config
+        dist = self.distribution(mb.obs, mb.action_mask)
+        new_log_prob = dist.log_prob(mb.actions)  # [B, A]
+        entropy = masked_mean(dist.entropy(), mb.weights)
+        advantages = mb.advantages
+        if cfg.norm_adv:
+            mean = masked_mean(advantages, mb.weights)
+            std = masked_mean((advantages - mean).square(), mb.weights).sqrt()
+            advantages = (advantages - mean) / (std + 1e-8)
+        policy_loss = ppo_policy_loss(
+            advantages, new_log_prob, mb.log_probs, cfg.clip_coef, mb.weights
+        )
+        value_loss = ppo_value_loss(
+            self.critic(mb.state), mb.values, mb.returns, cfg.clip_coef, mb.weights,
+            cfg.huber_delta, cfg.clip_value_loss,
+        )
+        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        with torch.no_grad():
+            log_ratio = new_log_prob - mb.log_probs
+            ratio = log_ratio.exp()
+            approx_kl = masked_mean((ratio - 1) - log_ratio, mb.weights)
+            clip_fraction = masked_mean(
+                ((ratio - 1).abs() > cfg.clip_coef).float(), mb.weights
+            )
+            stats = torch.stack([
+                policy_loss, value_loss, entropy, approx_kl, clip_fraction
+            ]).detach()
+        return loss, stats
+
+    def _explained_variance(self) -> float:
+        """1 - Var(returns - values) / Var(returns) over the samples of live agents."""
+        w = self.buffer.alive.float()
+        returns, values = self.buffer.returns, self.buffer.values
+        mean = masked_mean(returns, w)
+        var_returns = masked_mean((returns - mean).square(), w)
+        residual = returns - values
+        var_residual = masked_mean((residual - masked_mean(residual, w)).square(), w)
+        return float(1.0 - var_residual / var_returns) if var_returns > 0 else math.nan
+
+    def train(self, callback: Callable[[MappoMetrics], Any] | None = None) -> list[MappoMetrics]:
+        """Alternate rollouts and updates until `config.total_steps` env steps are done.
+
+        `callback(metrics)` runs after every update; returning True stops early.
+        """
+        history = []
+        total = self.config.total_steps
+        while self.env_steps < total:
+            if self.config.anneal_lr:
+                fraction = 1.0 - self.env_steps / total
+                for group in self.optimizer.param_groups:
+                    group["lr"] = fraction * self.config.lr
+            start = time.perf_counter()
+            steps_before = self.env_steps
+            self.collect_rollout()
+            metrics = self.update()
+            metrics.steps_per_second = (self.env_steps - steps_before) / (
+                time.perf_counter() - start
+            )
+            history.append(metrics)
+            if callback is not None and callback(metrics):
+                break
+        return history
+
+    # --- persistence -----------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training: weights, optimizer, normalizer, counters."""
+        return {
+            "config": self.config.to_dict(),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "value_norm": self.value_norm.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved (the config is the caller's to check)."""
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.value_norm.load_state_dict(state["value_norm"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.env_steps = int(state["env_steps"])
+        self.updates = int(state["updates"])
+        torch.set_rng_state(state["torch_rng"])

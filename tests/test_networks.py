@@ -1,0 +1,57 @@
+"""Batched policies equal their per-agent definitions."""
+
+import torch
+
+from mappo.envs.base import ActionSpec
+from mappo.networks import Actor
+
+DISCRETE = ActionSpec("discrete", nvec=(5,))
+
+
+def _mlp(x, w1, b1, w2, b2, w3, b3):
+    h = torch.tanh(x @ w1 + b1)
+    h = torch.tanh(h @ w2 + b2)
+    return h @ w3 + b3
+
+
+def test_independent_policies_are_one_batched_matmul_of_separate_mlps() -> None:
+    torch.manual_seed(0)
+    actor = Actor(obs_dim=6, group_of_agent=[0, 1, 2], hidden_dim=8, action=DISCRETE)
+    obs = torch.randn(10, 3, 6)
+    out = actor(obs)
+    assert out.shape == (10, 3, 5)
+    for a in range(3):
+        expected = _mlp(obs[:, a], actor.fc1.weight[a], actor.fc1.bias[a], actor.fc2.weight[a],
+                        actor.fc2.bias[a], actor.head.weight[a], actor.head.bias[a])
+        torch.testing.assert_close(out[:, a], expected)
+    assert not actor.use_agent_id
+
+
+def test_shared_policy_sees_the_agent_one_hot() -> None:
+    torch.manual_seed(0)
+    actor = Actor(obs_dim=6, group_of_agent=[0, 0, 0], hidden_dim=8, action=DISCRETE)
+    obs = torch.randn(10, 3, 6)
+    out = actor(obs)
+    # The same MLP on [obs, one-hot(agent)], first layer = [obs rows; one-hot rows].
+    w1 = torch.cat([actor.fc1.weight[0], actor.agent_id_weight[0]], 0)  # [6 + 3, 8]
+    for a in range(3):
+        one_hot = torch.zeros(10, 3)
+        one_hot[:, a] = 1
+        expected = _mlp(torch.cat([obs[:, a], one_hot], -1), w1, actor.fc1.bias[0],
+                        actor.fc2.weight[0], actor.fc2.bias[0], actor.head.weight[0],
+                        actor.head.bias[0])
+        torch.testing.assert_close(out[:, a], expected)
+    # Same observation, different agent: different output.
+    same = obs[:, :1].expand(10, 3, 6)
+    logits = actor(same)
+    assert (logits[:, 0] - logits[:, 1]).abs().max() > 0
+
+
+def test_orthogonal_init_and_small_policy_head() -> None:
+    torch.manual_seed(0)
+    actor = Actor(obs_dim=16, group_of_agent=[0, 1], hidden_dim=64, action=DISCRETE,
+                  head_gain=0.01)
+    w = actor.fc2.weight[1]  # [64, 64], orthogonal with gain sqrt(2)
+    torch.testing.assert_close(w.T @ w, 2.0 * torch.eye(64), atol=1e-4, rtol=0)
+    head = actor.head.weight[0]  # [64, 5]: orthonormal columns scaled by 0.01
+    torch.testing.assert_close(head.T @ head, 1e-4 * torch.eye(5), atol=1e-7, rtol=0)
