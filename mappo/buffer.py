@@ -138,6 +138,9 @@ class AgentBuffer:
             flat(self.actions), flat(self.log_probs), flat(to_critic_units(self.values)),
             flat(self.advantages), flat(to_critic_units(self.returns)), flat(self.alive).float(),
         )
+        # One gather per field per epoch; each minibatch is then a contiguous slice.
         order = torch.randperm(rows, device=self.observations.device)
-        for index in order.tensor_split(num_minibatches):
-            yield RolloutMinibatch(*(x[index] for x in fields))
+        shuffled = [x[order] for x in fields]
+        bounds = torch.linspace(0, rows, num_minibatches + 1).round().long().tolist()
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            yield RolloutMinibatch(*(x[start:end] for x in shuffled))

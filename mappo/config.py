@@ -68,7 +68,7 @@ class MappoConfig:
     huber_delta: float = _f(0.0, "Huber loss delta for the value loss; 0 means squared error")
     seed: int = _f(0, "random seed for torch, the env and minibatch order")
     device: str = _f("cpu", "torch device", choices=("cpu", "cuda"))
-    torch_threads: int = _f(0, "torch intra-op threads; 0 keeps torch's choice")
+    torch_threads: int = _f(1, "intra-op threads (small ops gain nothing); 0 = torch's choice")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -25,7 +25,8 @@ def test_wrong_type_names_key_and_value() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "allowed"),
     [("gamma", 1.5, r"in \[0, 1\]"), ("gae_lambda", -0.1, r"in \[0, 1\]"),
-     ("num_envs", 0, "an integer >= 1"), ("lr", 0.0, "> 0"), ("activation", "gelu", "one of tanh, relu")],
+     ("num_envs", 0, "an integer >= 1"), ("lr", 0.0, "> 0"),
+     ("activation", "gelu", "one of tanh, relu")],
 )
 def test_impossible_values(key, value, allowed) -> None:
     with pytest.raises(ConfigError, match=f"'{key}' = {value!r}: must be {allowed}"):
