@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import statistics
 import sys
 import time
 from collections import deque
 from pathlib import Path
 
+from mappo.checkpoint import CheckpointError
 from mappo.config import FIELDS, ConfigError, MappoConfig, from_dict, parse_cli_value
 from mappo.run_folder import RunFolder, RunFolderError
 
@@ -34,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         default = "{}" if kind == "dict" else f.default
         train.add_argument(_flag(name), dest=f"cfg_{name}", metavar=metavar,
                            help=f"{f.metadata['help']} (default {default})")
+    evaluate = commands.add_parser("eval", help="evaluate a run's trained policy")
+    evaluate.add_argument("run_dir", type=Path, help="run folder holding checkpoint.pt")
+    evaluate.add_argument("--episodes", type=int, default=100, help="episodes to run")
+    evaluate.add_argument("--deterministic", action="store_true", help="greedy actions")
+    evaluate.add_argument("--json", action="store_true", help="end with one JSON line")
+    evaluate.add_argument("--device", default=None, help="torch device (default: the run's)")
+    evaluate.add_argument("--seed", type=int, default=1000, help="seed of the eval envs")
     return parser
 
 
@@ -87,13 +97,35 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    """Print mean and std of the per-agent episode return of a trained run."""
+    from mappo.evaluation import evaluate_run
+
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
+    returns = evaluate_run(args.run_dir, args.episodes, args.deterministic, args.device,
+                           args.seed)
+    mean = statistics.fmean(returns)
+    std = statistics.pstdev(returns)
+    mode = "deterministic" if args.deterministic else "stochastic"
+    print(f"{args.run_dir}: per-agent episode return {mean:.3f} ± {std:.3f} "
+          f"over {len(returns)} episodes ({mode})")
+    if args.json:
+        print(json.dumps({"mean_episode_return": mean, "std_episode_return": std,
+                          "episodes": len(returns), "deterministic": args.deterministic,
+                          "run_dir": str(args.run_dir)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mappo` command."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
             return train(args)
-    except (ConfigError, RunFolderError) as err:
+        if args.command == "eval":
+            return evaluate(args)
+    except (ConfigError, RunFolderError, CheckpointError) as err:
         print(f"mappo: error: {err}", file=sys.stderr)
         return 2
     return 1

@@ -51,6 +51,8 @@ class MappoConfig:
     # --- our additions ---------------------------------------------------------
     env: str = _f("spread", "built-in env name, or module:callable returning a ParallelEnv")
     env_kwargs: dict = _f({}, "keyword arguments for the env constructor (JSON on the CLI)")
+    num_workers: int = _f(0, "worker processes stepping PettingZoo envs; 0 steps them in-process")
+    policy_groups: str = _f("", "comma-separated agent-name prefixes, one policy per prefix")
     total_steps: int = _f(2_000_000, "env steps to train for (one step = all agents act once)")
     num_envs: int = _f(128, "env copies stepped together")
     rollout_steps: int = _f(25, "steps per env per rollout (T)")
@@ -160,6 +162,7 @@ def validate(cfg: MappoConfig) -> None:
         need(getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name)), name, ">= 0")
     need(0.0 < cfg.value_norm_beta <= 1.0, "value_norm_beta", "in (0, 1]")
     need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
+    need(cfg.num_workers >= 0, "num_workers", ">= 0")
     for name, f in FIELDS.items():
         if "choices" in f.metadata:
             need(getattr(cfg, name) in f.metadata["choices"], name,

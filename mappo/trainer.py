@@ -16,13 +16,32 @@ from typing import Any
 import torch
 
 from mappo.buffer import AgentBuffer, RolloutMinibatch
-from mappo.config import MappoConfig
+from mappo.config import ConfigError, MappoConfig
 from mappo.distributions import ActionDistribution
 from mappo.envs.base import MultiAgentEnv
 from mappo.envs.registry import make_env
+from mappo.episodes import EpisodeTracker
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.networks import Actor, CentralizedCritic
 from mappo.value_norm import ValueNorm
+
+
+def policy_groups(agent_names: tuple[str, ...], share_policy: bool, prefixes: str) -> list[int]:
+    """Policy index of each agent slot: by name prefix when given, else shared or one each."""
+    if not prefixes:
+        return [0] * len(agent_names) if share_policy else list(range(len(agent_names)))
+    groups = [p.strip() for p in prefixes.split(",") if p.strip()]
+    index = []
+    for name in agent_names:
+        matches = [g for g, prefix in enumerate(groups) if name.startswith(prefix)]
+        if not matches:
+            raise ConfigError(
+                f"config key 'policy_groups' = {prefixes!r}: agent '{name}' matches no prefix "
+                f"(agents: {', '.join(agent_names)})"
+            )
+        index.append(matches[0])
+    used = sorted(set(index))
+    return [used.index(g) for g in index]  # drop prefixes no agent uses
 
 
 @dataclass
@@ -77,8 +96,7 @@ class MappoTrainer:
         ).replace(num_envs=self.env.num_envs)
         cfg = self.config
         self.action_spec = spec.action
-        agents = list(range(num_agents))
-        group_of_agent = [0] * num_agents if cfg.share_policy else agents
+        group_of_agent = policy_groups(spec.agent_names, cfg.share_policy, cfg.policy_groups)
         self.actor = Actor(
             obs_dim, group_of_agent, cfg.hidden_dim, spec.action, cfg.activation,
             cfg.policy_head_gain,
@@ -105,10 +123,7 @@ class MappoTrainer:
         self._state = self.env.get_global_state()  # [E, S]
         self._mask = self.env.get_action_mask()  # [E, A, K]
         self._alive = self.env.get_alive()  # [E, A]
-        self._running_return = torch.zeros(self._alive.shape, device=self.device)  # [E, A]
-        self._ever_alive = self._alive.clone()  # [E, A]
-        self._return_sum = torch.zeros((), device=self.device)
-        self._episode_count = torch.zeros((), device=self.device)
+        self.episodes = EpisodeTracker(self._alive)
         self._times = {"env": 0.0, "inference": 0.0}
 
     # --- acting ----------------------------------------------------------------
@@ -128,12 +143,24 @@ class MappoTrainer:
         """Per-agent value in return units, `[B, A]`."""
         return self.value_norm.denormalize(self.critic(critic_input))
 
+    def env_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Policy actions `[E, A, D]` in the env's format (`[E, A]` for a single Discrete)."""
+        single = self.action_spec.kind == "discrete" and self.action_spec.action_dim == 1
+        return action.squeeze(-1) if single else action
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, mask: torch.Tensor, deterministic: bool = False
+    ) -> torch.Tensor:
+        """Env-format actions of the decentralized actors for observations `[E, A, O]`."""
+        dist = self.distribution(obs, mask)
+        return self.env_action(dist.mode() if deterministic else dist.sample())
+
     @torch.no_grad()
     def collect_rollout(self) -> None:
         """Fill the buffer with `rollout_steps` steps of every env."""
         buf, env = self.buffer, self.env
         buf.clear()
-        squeeze_action = self.action_spec.kind == "discrete" and self.action_spec.action_dim == 1
         for _ in range(self.config.rollout_steps):
             t0 = time.perf_counter()
             critic_in = self.critic_input(self._obs, self._state)
@@ -142,7 +169,7 @@ class MappoTrainer:
             log_prob = dist.log_prob(action)  # [E, A]
             value = self.value(critic_in)  # [E, A]
             t1 = time.perf_counter()
-            result = env.step(action.squeeze(-1) if squeeze_action else action)
+            result = env.step(self.env_action(action))
             t2 = time.perf_counter()
             done = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
             truncated = result.truncated & ~result.terminated
@@ -159,21 +186,10 @@ class MappoTrainer:
             )
             self._times["env"] += t2 - t1
             self._times["inference"] += (t1 - t0) + (time.perf_counter() - t2)
-            self._track_episodes(result.reward, result.env_done)
+            self.episodes.step(result.reward, self._alive, result.env_done, result.alive)
             self._obs, self._state = result.obs, result.state
             self._mask, self._alive = result.action_mask, result.alive
-            self._ever_alive |= self._alive
         self.env_steps += self.config.rollout_steps * self.env.num_envs
-
-    def _track_episodes(self, reward: torch.Tensor, env_done: torch.Tensor) -> None:
-        """Accumulate per-agent returns; fold finished envs into the update's tally."""
-        self._running_return += reward * self._alive
-        agents = self._ever_alive.sum(-1).clamp_min(1)
-        per_agent = (self._running_return * self._ever_alive).sum(-1) / agents  # [E]
-        self._return_sum += (per_agent * env_done).sum()
-        self._episode_count += env_done.sum()
-        self._running_return *= ~env_done.unsqueeze(-1)
-        self._ever_alive &= ~env_done.unsqueeze(-1)
 
     # --- learning --------------------------------------------------------------
 
@@ -203,18 +219,16 @@ class MappoTrainer:
         stats = (stats / (cfg.update_epochs * num_minibatches)).tolist()
         self.updates += 1
         update_time = time.perf_counter() - start
-        episodes = int(self._episode_count.item())
+        episode_return, episodes = self.episodes.pop_mean()
         metrics = MappoMetrics(
             policy_loss=stats[0], value_loss=stats[1], entropy=stats[2], approx_kl=stats[3],
             clip_fraction=stats[4], grad_norm=stats[5],
             explained_variance=self._explained_variance(),
-            episode_return=self._return_sum.item() / episodes if episodes else math.nan,
+            episode_return=episode_return,
             episodes=episodes, env_steps=self.env_steps,
             env_time=self._times["env"], inference_time=self._times["inference"],
             update_time=update_time, forward_time=forward_time, backward_time=backward_time,
         )
-        self._return_sum.zero_()
-        self._episode_count.zero_()
         self._times = {"env": 0.0, "inference": 0.0}
         return metrics
 

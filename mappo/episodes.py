@@ -1,0 +1,46 @@
+"""Episode returns as users mean them: the mean per-agent return of each finished episode."""
+
+from __future__ import annotations
+
+import torch
+
+
+class EpisodeTracker:
+    """Running per-agent returns of E envs, folded into a tally when an env finishes.
+
+    An agent counts in its episode's mean if it was alive at any step of it;
+    rewards only accrue while it is alive.
+    """
+
+    def __init__(self, alive: torch.Tensor) -> None:
+        self.running = torch.zeros(alive.shape, device=alive.device)  # [E, A]
+        self.ever_alive = alive.clone()  # [E, A]
+        self.return_sum = torch.zeros((), device=alive.device)
+        self.count = torch.zeros((), device=alive.device)
+
+    def step(
+        self, reward: torch.Tensor, acted: torch.Tensor, env_done: torch.Tensor,
+        next_alive: torch.Tensor,
+    ) -> torch.Tensor:
+        """Add one step's rewards `[E, A]` of the agents that `acted`; return `[E]` episode means.
+
+        The returned value is meaningful where `env_done`; those envs start over
+        with `next_alive`, the agents of their new episode.
+        """
+        self.running += reward * acted
+        agents = self.ever_alive.sum(-1).clamp_min(1)
+        per_agent = (self.running * self.ever_alive).sum(-1) / agents  # [E]
+        self.return_sum += (per_agent * env_done).sum()
+        self.count += env_done.sum()
+        keep = ~env_done.unsqueeze(-1)
+        self.running *= keep
+        self.ever_alive = (self.ever_alive & keep) | next_alive
+        return per_agent
+
+    def pop_mean(self) -> tuple[float, int]:
+        """(mean episode return, episodes) since the last call; NaN when none finished."""
+        count = int(self.count.item())
+        mean = self.return_sum.item() / count if count else float("nan")
+        self.return_sum.zero_()
+        self.count.zero_()
+        return mean, count

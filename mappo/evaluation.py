@@ -1,0 +1,64 @@
+"""Load a run's trained policy and measure it: per-agent episode returns over N episodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mappo.checkpoint import CheckpointError, load_checkpoint
+from mappo.config import ConfigError, from_dict
+from mappo.episodes import EpisodeTracker
+from mappo.trainer import MappoTrainer
+
+MAX_EVAL_ENVS = 128
+
+
+def load_run(run_dir: str | Path, **config_changes) -> MappoTrainer:
+    """A trainer rebuilt from `run_dir/checkpoint.pt`, its config, weights and optimizer."""
+    path = Path(run_dir) / "checkpoint.pt"
+    payload = load_checkpoint(path)
+    try:
+        config = from_dict({**payload["config"], **config_changes}, source=str(path))
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
+    trainer = MappoTrainer(config)
+    try:
+        trainer.load_state_dict(payload)
+    except (RuntimeError, KeyError, ValueError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(
+            f"checkpoint {path} does not fit env '{config.env}': {first}"
+        ) from None
+    return trainer
+
+
+@torch.no_grad()
+def evaluate(trainer: MappoTrainer, episodes: int, deterministic: bool = False,
+             seed: int = 1000) -> list[float]:
+    """Mean per-agent return of each of the first `episodes` episodes to finish."""
+    env = trainer.env
+    obs = env.reset(seed=seed)
+    mask, alive = env.get_action_mask(), env.get_alive()
+    tracker = EpisodeTracker(alive)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        result = env.step(trainer.act(obs, mask, deterministic))
+        per_agent = tracker.step(result.reward, alive, result.env_done, result.alive)
+        returns.extend(per_agent[result.env_done].tolist())
+        obs, mask, alive = result.obs, result.action_mask, result.alive
+    return returns[:episodes]
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 100, deterministic: bool = False,
+                 device: str | None = None, seed: int = 1000) -> list[float]:
+    """Load `run_dir` and evaluate it on `min(episodes, 128)` env copies."""
+    # No update runs here; a minibatch of 1 keeps the batch-size check valid for few envs.
+    changes = {"num_envs": min(episodes, MAX_EVAL_ENVS), "minibatch_size": 1}
+    if device is not None:
+        changes["device"] = device
+    trainer = load_run(run_dir, **changes)
+    try:
+        return evaluate(trainer, episodes, deterministic, seed)
+    finally:
+        trainer.env.close()

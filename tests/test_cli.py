@@ -1,0 +1,78 @@
+"""`mappo train` and `mappo eval` from the command line: run folder, exit codes, messages."""
+
+import csv
+import json
+
+import pytest
+
+from mappo import MappoConfig
+from mappo.cli import main
+
+TINY = ["--total-steps", "1600", "--num-envs", "16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--run-dir", str(path), "--seed", "3", *TINY]) == 0
+    return path
+
+
+def test_train_writes_the_run_folder(run_dir) -> None:
+    for name in ("config.toml", "metrics.csv", "checkpoint.pt", "curve.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert len(rows) == 4  # 1600 steps / (16 envs * 25 steps)
+    for column in ("env_steps", "episode_return", "policy_loss", "value_loss", "entropy",
+                   "approx_kl", "clip_fraction", "explained_variance", "steps_per_second"):
+        assert column in rows[0]
+    assert [int(r["env_steps"]) for r in rows] == [400, 800, 1200, 1600]
+    # Every update of 25 steps finishes exactly one 25-step episode per env.
+    assert all(int(r["episodes"]) == 16 for r in rows)
+    assert -60 < float(rows[0]["episode_return"]) < -10
+
+
+def test_config_toml_is_the_full_config_and_loads(run_dir) -> None:
+    config = MappoConfig.load(run_dir / "config.toml")
+    assert (config.seed, config.num_envs, config.num_agents, config.obs_dim) == (3, 16, 3, 18)
+
+
+def test_existing_run_folder_is_refused(run_dir, capsys) -> None:
+    before = (run_dir / "metrics.csv").read_bytes()
+    assert main(["train", "--run-dir", str(run_dir), *TINY]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run_dir / "metrics.csv").read_bytes() == before
+
+
+def test_eval_prints_json_last(run_dir, capsys) -> None:
+    assert main(["eval", str(run_dir), "--episodes", "6", "--json", "--deterministic"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert result["episodes"] == 6
+    assert -60 < result["mean_episode_return"] < 0
+    assert result["std_episode_return"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "culprit"),
+    [(["--clip-coeff", "0.1"], "unrecognized arguments: --clip-coeff"),
+     (["--gamma", "2"], "'gamma' = 2.0: must be in [0, 1]"),
+     (["--update-epochs", "many"], "'update_epochs' = 'many': expected int"),
+     (["--share-policy", "maybe"], "'share_policy' = 'maybe': expected bool")],
+)
+def test_bad_flags_exit_2_naming_the_culprit(argv, culprit, tmp_path, capsys) -> None:
+    try:
+        code = main(["train", "--run-dir", str(tmp_path / "r"), *argv, *TINY])
+    except SystemExit as exit_:  # argparse's own unknown-flag exit
+        code = exit_.code
+    assert code == 2
+    assert culprit in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_key_in_toml_suggests(tmp_path, capsys) -> None:
+    (tmp_path / "c.toml").write_text("learning_rate = 0.001\n")
+    assert main(["train", "--config", str(tmp_path / "c.toml"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'learning_rate'" in err and str(tmp_path / "c.toml") in err
