@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from mappo.config import ConfigError, from_dict
+
+if TYPE_CHECKING:
+    from mappo.trainer import MappoTrainer
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "optimizer")
@@ -51,3 +56,33 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"this mappo reads version {FORMAT_VERSION}"
         )
     return payload
+
+
+def load_trainer(
+    path: str | Path, resume_rollout: bool = True, **config_changes: Any
+) -> tuple[MappoTrainer, dict[str, Any]]:
+    """A trainer rebuilt from a checkpoint file: its config (with `config_changes`) and state.
+
+    `resume_rollout` also restores the env and the episodes in flight (for
+    `--resume`); evaluation starts fresh episodes instead. Returns the trainer
+    and the raw payload. A checkpoint whose shapes do not fit the env its
+    config builds is refused with a `CheckpointError`.
+    """
+    from mappo.trainer import MappoTrainer
+
+    path = Path(path)
+    payload = load_checkpoint(path)
+    try:
+        config = from_dict({**payload["config"], **config_changes}, source=str(path))
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
+    trainer = MappoTrainer(config)
+    try:
+        trainer.load_state_dict(payload, resume_rollout)
+    except (RuntimeError, KeyError, ValueError) as err:
+        first = str(err).strip().splitlines()[0]
+        trainer.env.close()
+        raise CheckpointError(
+            f"checkpoint {path} does not fit env '{config.env}': {first}"
+        ) from None
+    return trainer, payload

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
+import signal
 import statistics
 import sys
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from mappo.checkpoint import CheckpointError
 from mappo.config import FIELDS, ConfigError, MappoConfig, from_dict, parse_cli_value
+from mappo.envs.base import EnvError
 from mappo.run_folder import RunFolder, RunFolderError
 
 CHECKPOINT_EVERY_UPDATES = 50
@@ -25,11 +28,14 @@ def _flag(name: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The `mappo` command line: `train` with one flag per config field."""
     parser = argparse.ArgumentParser(prog="mappo", description="Multi-Agent PPO")
+    parser.add_argument("--debug", action="store_true", help="full tracebacks for env errors")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a MAPPO policy and write a run folder")
     train.add_argument("--config", type=Path, help="TOML file with any MappoConfig fields")
     train.add_argument("--run-dir", type=Path, help="run folder (default runs/<env>-<time>)")
     train.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR from its checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     for name, f in FIELDS.items():
         kind = f.type
@@ -47,51 +53,98 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> MappoConfig:
-    """Defaults, then the TOML file, then command-line flags."""
-    config = MappoConfig.load(args.config) if args.config else MappoConfig()
-    overrides = {
+def _cli_overrides(args: argparse.Namespace) -> dict:
+    """The config fields given as flags, parsed to their types."""
+    return {
         name: parse_cli_value(name, getattr(args, f"cfg_{name}"))
         for name in FIELDS
         if getattr(args, f"cfg_{name}") is not None
     }
-    return from_dict({**config.to_dict(), **overrides}, source="command line")
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask training to stop after the current update; a second one kills."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _open_run(args: argparse.Namespace):
+    """(trainer, run folder) for a new run, or for `--resume RUN_DIR` at its checkpoint."""
+    from mappo.checkpoint import load_trainer
+    from mappo.trainer import MappoTrainer
+
+    overrides = _cli_overrides(args)
+    if args.resume is not None:
+        extra = sorted(set(overrides) - {"total_steps"})
+        if extra or args.config or args.run_dir:
+            given = extra + [f for f in ("config", "run_dir") if getattr(args, f)]
+            raise ConfigError(
+                f"--resume continues a run with its own config; only --total-steps may "
+                f"change (got {', '.join(given)})"
+            )
+        trainer, _ = load_trainer(args.resume / "checkpoint.pt", **overrides)
+        return trainer, RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
+    config = MappoConfig.load(args.config) if args.config else MappoConfig()
+    config = from_dict({**config.to_dict(), **overrides}, source="command line")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = args.run_dir or Path("runs") / f"{config.env.replace(':', '-')}-{stamp}"
+    RunFolder.check_free(run_dir, args.force)  # before any work
+    trainer = MappoTrainer(config)
+    return trainer, RunFolder.create(run_dir, trainer.config, force=args.force)
 
 
 def train(args: argparse.Namespace) -> int:
     """Train to the configured budget, writing the run folder as it goes."""
     from tqdm import tqdm
 
-    from mappo.trainer import MappoTrainer
-
-    config = config_from_args(args)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = args.run_dir or Path("runs") / f"{config.env.replace(':', '-')}-{stamp}"
-    trainer = MappoTrainer(config)
-    folder = RunFolder(run_dir, trainer.config, force=args.force)
+    trainer, folder = _open_run(args)
     recent = deque(maxlen=10)
-    bar = tqdm(total=trainer.config.total_steps, unit="step", unit_scale=True,
-               disable=args.quiet, dynamic_ncols=True)
+    bar = tqdm(total=trainer.config.total_steps, initial=trainer.env_steps, unit="step",
+               unit_scale=True, disable=args.quiet, dynamic_ncols=True)
     bar.write(f"run folder: {folder.path}")
 
-    def on_update(metrics) -> None:
-        folder.log(metrics)
-        if not math.isnan(metrics.episode_return):
-            recent.append(metrics.episode_return)
-        bar.update(metrics.env_steps - bar.n)
-        bar.set_postfix(steps_s=f"{metrics.steps_per_second:,.0f}",
-                        ret=f"{sum(recent) / len(recent):.2f}" if recent else "n/a")
-        if trainer.updates % CHECKPOINT_EVERY_UPDATES == 0:
-            folder.save(trainer.state_dict())
+    with _StopOnSignal() as stop:
 
-    try:
-        trainer.train(on_update)
-    finally:
-        bar.close()
-        folder.save(trainer.state_dict())
-        folder.close()
-        trainer.env.close()
+        def on_update(metrics) -> bool:
+            folder.log(metrics)
+            if not math.isnan(metrics.episode_return):
+                recent.append(metrics.episode_return)
+            bar.update(metrics.env_steps - bar.n)
+            bar.set_postfix(steps_s=f"{metrics.steps_per_second:,.0f}",
+                            ret=f"{sum(recent) / len(recent):.2f}" if recent else "n/a")
+            if trainer.updates % CHECKPOINT_EVERY_UPDATES == 0:
+                folder.save(trainer.state_dict())
+            return stop.signal_name is not None
+
+        try:
+            trainer.train(on_update)
+            # Saved only after a whole update: a crash mid-rollout keeps the last good one.
+            folder.save(trainer.state_dict())
+        finally:
+            bar.close()
+            folder.close()
+            trainer.env.close()
     final = f"{sum(recent) / len(recent):.3f}" if recent else "n/a"
+    if stop.signal_name is not None:
+        print(f"{stop.signal_name}: stopped after {trainer.env_steps} env steps; checkpoint "
+              f"saved. Continue with: mappo train --resume {folder.path}")
+        return 0
     print(f"done: {trainer.env_steps} env steps, recent episode return {final}, "
           f"run folder {folder.path}")
     return 0
@@ -117,10 +170,22 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unknown_flag_error(unknown: list[str]) -> ConfigError:
+    """A ConfigError for the first unrecognized argument, with the nearest flag suggested."""
+    flag = next((u for u in unknown if u.startswith("--")), unknown[0])
+    name = flag.lstrip("-").split("=")[0].replace("-", "_")
+    near = difflib.get_close_matches(name, [*FIELDS, "run_dir", "config", "resume"], n=1)
+    hint = f"; did you mean {_flag(near[0])}?" if near else ""
+    return ConfigError(f"unknown option '{flag}'{hint}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `mappo` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the `mappo` command: one line and exit code 2 for bad input."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
     try:
+        if unknown:
+            raise _unknown_flag_error(unknown)
         if args.command == "train":
             return train(args)
         if args.command == "eval":
@@ -128,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunFolderError, CheckpointError) as err:
         print(f"mappo: error: {err}", file=sys.stderr)
         return 2
+    except EnvError as err:
+        if args.debug:
+            raise
+        print(f"mappo: env error: {err}", file=sys.stderr)
+        return 3
     return 1
 
 

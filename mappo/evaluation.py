@@ -6,31 +6,11 @@ from pathlib import Path
 
 import torch
 
-from mappo.checkpoint import CheckpointError, load_checkpoint
-from mappo.config import ConfigError, from_dict
+from mappo.checkpoint import load_trainer
 from mappo.episodes import EpisodeTracker
 from mappo.trainer import MappoTrainer
 
 MAX_EVAL_ENVS = 128
-
-
-def load_run(run_dir: str | Path, **config_changes) -> MappoTrainer:
-    """A trainer rebuilt from `run_dir/checkpoint.pt`, its config, weights and optimizer."""
-    path = Path(run_dir) / "checkpoint.pt"
-    payload = load_checkpoint(path)
-    try:
-        config = from_dict({**payload["config"], **config_changes}, source=str(path))
-    except ConfigError as err:
-        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
-    trainer = MappoTrainer(config)
-    try:
-        trainer.load_state_dict(payload)
-    except (RuntimeError, KeyError, ValueError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(
-            f"checkpoint {path} does not fit env '{config.env}': {first}"
-        ) from None
-    return trainer
 
 
 @torch.no_grad()
@@ -57,7 +37,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, deterministic: bool =
     changes = {"num_envs": min(episodes, MAX_EVAL_ENVS), "minibatch_size": 1}
     if device is not None:
         changes["device"] = device
-    trainer = load_run(run_dir, **changes)
+    trainer, _ = load_trainer(Path(run_dir) / "checkpoint.pt", resume_rollout=False, **changes)
     try:
         return evaluate(trainer, episodes, deterministic, seed)
     finally:

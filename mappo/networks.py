@@ -29,21 +29,28 @@ def _orthogonal(shape: tuple[int, ...], gain: float) -> torch.Tensor:
 class GroupedLinear(nn.Module):
     """A linear layer with one weight matrix per policy group.
 
-    Input `[A, B, in]` (agent slot first), `group_of_agent` `[A]` maps each slot
-    to its group; output `[A, B, out]`.
+    Input `[B, A, in]`; `group_of_agent` `[A]` maps each agent slot to its
+    group; output `[B, A, out]`. One group is one matmul over all B·A rows;
+    several groups are one batched matmul over the agent axis.
     """
 
-    def __init__(self, num_groups: int, in_dim: int, out_dim: int, gain: float) -> None:
+    def __init__(self, group_of_agent: list[int], in_dim: int, out_dim: int, gain: float) -> None:
         super().__init__()
+        num_groups = max(group_of_agent) + 1
         self.weight = nn.Parameter(_orthogonal((num_groups, in_dim, out_dim), gain))
         self.bias = nn.Parameter(torch.zeros(num_groups, out_dim))
+        # Independent policies (group a for agent a) read the weights as they are, no gather.
+        self.gather = group_of_agent != list(range(len(group_of_agent)))
+        self.register_buffer("group_of_agent", torch.tensor(group_of_agent), persistent=False)
 
-    def forward(self, x: torch.Tensor, group_of_agent: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.shape[0] == 1:
             return torch.matmul(x, self.weight[0]) + self.bias[0]
-        return torch.baddbmm(
-            self.bias[group_of_agent].unsqueeze(1), x, self.weight[group_of_agent]
-        )
+        weight, bias = self.weight, self.bias
+        if self.gather:
+            weight, bias = weight[self.group_of_agent], bias[self.group_of_agent]
+        out = torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), weight)  # [A, B, out]
+        return out.transpose(0, 1)
 
 
 class Actor(nn.Module):
@@ -70,31 +77,36 @@ class Actor(nn.Module):
         num_groups = max(group_of_agent) + 1
         self.action = action
         self.register_buffer("group_of_agent", torch.tensor(group_of_agent), persistent=False)
-        self.register_buffer("agent_index", torch.arange(num_agents), persistent=False)
         self.use_agent_id = num_groups < num_agents
         first = _orthogonal((num_groups, obs_dim + num_agents, hidden_dim), HIDDEN_GAIN)
-        self.fc1 = GroupedLinear(num_groups, obs_dim, hidden_dim, HIDDEN_GAIN)
+        self.fc1 = GroupedLinear(group_of_agent, obs_dim, hidden_dim, HIDDEN_GAIN)
         with torch.no_grad():
             self.fc1.weight.copy_(first[:, :obs_dim])
         # Rows of the first layer that multiply the agent one-hot: [G, A, hidden].
         self.agent_id_weight = nn.Parameter(
             first[:, obs_dim:].clone(), requires_grad=self.use_agent_id
         )
-        self.fc2 = GroupedLinear(num_groups, hidden_dim, hidden_dim, HIDDEN_GAIN)
-        self.head = GroupedLinear(num_groups, hidden_dim, action.logits_dim, head_gain)
+        self.fc2 = GroupedLinear(group_of_agent, hidden_dim, hidden_dim, HIDDEN_GAIN)
+        self.head = GroupedLinear(group_of_agent, hidden_dim, action.logits_dim, head_gain)
         self.act = ACTIVATIONS[activation]()
         if action.kind == "continuous":
             self.log_std = nn.Parameter(torch.zeros(num_groups, action.logits_dim))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs `[B, A, O]` → logits or Gaussian means `[B, A, K]`."""
-        groups = self.group_of_agent
-        x = self.fc1(obs.transpose(0, 1), groups)  # [A, B, hidden]
+        x = self.fc1(obs)  # [B, A, hidden]
         if self.use_agent_id:
-            x = x + self.agent_id_weight[groups, self.agent_index].unsqueeze(1)
+            x = x + self._agent_id_rows()
         x = self.act(x)
-        x = self.act(self.fc2(x, groups))
-        return self.head(x, groups).transpose(0, 1)
+        x = self.act(self.fc2(x))
+        return self.head(x)
+
+    def _agent_id_rows(self) -> torch.Tensor:
+        """The first layer's one-hot rows of each agent's own group, `[A, hidden]`."""
+        if self.agent_id_weight.shape[0] == 1:
+            return self.agent_id_weight[0]
+        agents = torch.arange(len(self.group_of_agent), device=self.agent_id_weight.device)
+        return self.agent_id_weight[self.group_of_agent, agents]
 
     def agent_log_std(self) -> torch.Tensor:
         """Per-agent log standard deviation `[A, D]` of a Gaussian policy."""

@@ -22,24 +22,54 @@ class RunFolderError(RuntimeError):
 class RunFolder:
     """Writes one run's artifacts; refuses to overwrite an existing run unless told to."""
 
-    def __init__(self, path: str | Path, config: MappoConfig, force: bool = False) -> None:
+    def __init__(self, path: str | Path, title: str) -> None:
         self.path = Path(path)
-        existing = [name for name in RUN_FILES if (self.path / name).exists()]
-        if existing and not force:
-            raise RunFolderError(
-                f"run folder {self.path} already holds a run ({', '.join(existing)}); "
-                "pass --resume to continue it or --force to overwrite it"
-            )
-        self.path.mkdir(parents=True, exist_ok=True)
-        for name in existing:
-            (self.path / name).unlink()
-        config.save(self.path / "config.toml")
+        self.config_path = self.path / "config.toml"
         self.metrics_path = self.path / "metrics.csv"
         self.checkpoint_path = self.path / "checkpoint.pt"
         self.curve_path = self.path / "curve.png"
         self._writer = None
+        self._purge_step: int | None = None
         self._last_curve = time.monotonic()
-        self._title = f"{config.env} (seed {config.seed})"
+        self._title = title
+
+    @staticmethod
+    def check_free(path: str | Path, force: bool = False) -> None:
+        """Refuse a folder that holds a run, unless `force`; called before any work."""
+        existing = [name for name in RUN_FILES if (Path(path) / name).exists()]
+        if existing and not force:
+            raise RunFolderError(
+                f"run folder {path} already holds a run ({', '.join(existing)}); "
+                "pass --resume to continue it or --force to overwrite it"
+            )
+
+    @classmethod
+    def create(cls, path: str | Path, config: MappoConfig, force: bool = False) -> RunFolder:
+        """A new run folder holding `config.toml` (an existing run is removed only with `force`)."""
+        cls.check_free(path, force)
+        folder = cls(path, f"{config.env} (seed {config.seed})")
+        folder.path.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            (folder.path / name).unlink(missing_ok=True)
+        config.save(folder.config_path)
+        return folder
+
+    @classmethod
+    def resume(cls, path: str | Path, config: MappoConfig, env_steps: int) -> RunFolder:
+        """Reopen a run at its checkpoint: metrics rows past `env_steps` are dropped."""
+        folder = cls(path, f"{config.env} (seed {config.seed})")
+        config.save(folder.config_path)
+        if folder.metrics_path.exists():
+            with open(folder.metrics_path, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            kept = [row for row in rows if int(row["env_steps"]) <= env_steps]
+            if len(kept) < len(rows):
+                with open(folder.metrics_path, "w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(kept)
+        folder._purge_step = env_steps + 1  # TensorBoard drops events past the checkpoint
+        return folder
 
     def log(self, metrics: MappoMetrics) -> None:
         """Append one update's row to metrics.csv and TensorBoard; redraw the curve now and then."""
@@ -93,7 +123,7 @@ class RunFolder:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.path))
+            self._writer = SummaryWriter(str(self.path), purge_step=self._purge_step)
         return self._writer
 
 

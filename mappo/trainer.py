@@ -304,7 +304,12 @@ class MappoTrainer:
     # --- persistence -----------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training: weights, optimizer, normalizer, counters."""
+        """Everything needed to continue training exactly where it stands.
+
+        Weights, optimizer, value normalizer, counters, the torch RNG, and the
+        rollout in flight: the env's own snapshot (where it can take one), the
+        current observations and the episodes' running returns.
+        """
         return {
             "config": self.config.to_dict(),
             "actor": self.actor.state_dict(),
@@ -314,10 +319,20 @@ class MappoTrainer:
             "env_steps": self.env_steps,
             "updates": self.updates,
             "torch_rng": torch.get_rng_state(),
+            "env": self.env.state_dict(),
+            "rollout": {
+                "obs": self._obs, "state": self._state, "mask": self._mask,
+                "alive": self._alive, "running_return": self.episodes.running,
+                "ever_alive": self.episodes.ever_alive,
+            },
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` saved (the config is the caller's to check)."""
+    def load_state_dict(self, state: dict[str, Any], resume_rollout: bool = True) -> None:
+        """Restore what `state_dict` saved (the config is the caller's to check).
+
+        With `resume_rollout`, the env and the episodes in flight continue where
+        they stood; an env without snapshots starts fresh episodes instead.
+        """
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.value_norm.load_state_dict(state["value_norm"])
@@ -325,3 +340,10 @@ class MappoTrainer:
         self.env_steps = int(state["env_steps"])
         self.updates = int(state["updates"])
         torch.set_rng_state(state["torch_rng"])
+        if resume_rollout and state.get("env") is not None and self.env.state_dict() is not None:
+            self.env.load_state_dict(state["env"])
+            rollout = {k: v.to(self.device) for k, v in state["rollout"].items()}
+            self._obs, self._state = rollout["obs"], rollout["state"]
+            self._mask, self._alive = rollout["mask"], rollout["alive"]
+            self.episodes.running = rollout["running_return"]
+            self.episodes.ever_alive = rollout["ever_alive"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -89,6 +89,10 @@ class MultiAgentStepResult(NamedTuple):
     info: dict
 
 
+class EnvError(RuntimeError):
+    """An env broke the contract; the message names the env, step, agent and field."""
+
+
 class MultiAgentEnv(ABC):
     """A vectorized multi-agent env: `num_envs` copies, `num_agents` agent slots.
 
@@ -128,6 +132,14 @@ class MultiAgentEnv(ABC):
     @abstractmethod
     def get_alive(self) -> torch.Tensor:
         """Which agent slots act at the current step, `[E, A]` bool."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """A snapshot of every copy's state for exact resumption, or None if the env has none."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot taken by `state_dict`."""
+        raise NotImplementedError(f"env '{self.spec.name}' cannot restore a snapshot")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most envs hold nothing
         """Release worker processes or other resources; a no-op by default."""

@@ -1,7 +1,15 @@
-"""Env names → vectorized envs: built-in tasks by name, anything else by `module:callable`."""
+"""Env names → vectorized envs: built-in tasks by name, anything else by `module:callable`.
+
+`module:callable` names a function (or class) returning one PettingZoo
+`ParallelEnv`, e.g. `mpe2.simple_spread_v3:parallel_env`; it is called with
+`**env_kwargs` for every copy. A leading `pettingzoo:` is accepted and dropped.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -9,6 +17,7 @@ import torch
 from mappo.envs.base import MultiAgentEnv
 
 BUILTIN_ENVS = ("spread",)
+PETTINGZOO_PREFIX = "pettingzoo:"
 
 
 def make_env(
@@ -17,11 +26,53 @@ def make_env(
     device: str | torch.device = "cpu",
     seed: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    *,
+    num_workers: int = 0,
 ) -> MultiAgentEnv:
-    """Build `num_envs` copies of the env called `name`."""
+    """Build `num_envs` copies of the env called `name`.
+
+    `num_workers` only applies to PettingZoo envs (the built-in ones are
+    vectorized in torch and run in this process).
+    """
     env_kwargs = dict(env_kwargs or {})
     if name == "spread":
         from mappo.envs.spread import SpreadEnv
 
         return SpreadEnv(num_envs, device=device, seed=seed, **env_kwargs)
-    raise ValueError(f"unknown env '{name}': built-in envs are {', '.join(BUILTIN_ENVS)}")
+    if ":" in name:
+        from mappo.envs.pettingzoo import PettingZooWrapper
+
+        factory = import_env_factory(name)
+        return PettingZooWrapper(
+            partial(factory, **env_kwargs), num_envs, num_workers=num_workers, seed=seed,
+            device=device, name=name,
+        )
+    raise ValueError(
+        f"unknown env '{name}': built-in envs are {', '.join(BUILTIN_ENVS)}, "
+        "or name a PettingZoo env as module:callable (e.g. mpe2.simple_spread_v3:parallel_env)"
+    )
+
+
+def import_env_factory(name: str) -> Callable[..., Any]:
+    """The callable a `[pettingzoo:]module:callable` env name refers to; errors name `name`."""
+    target = name.removeprefix(PETTINGZOO_PREFIX)
+    module_name, _, attr = target.rpartition(":")
+    if not module_name or not attr:
+        raise ValueError(
+            f"env '{name}': expected module:callable, e.g. mpe2.simple_spread_v3:parallel_env"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"env '{name}': cannot import module '{module_name}' ({err})") from err
+    factory = module
+    for part in attr.split("."):  # `module:Class.method` works too
+        try:
+            factory = getattr(factory, part)
+        except AttributeError as err:
+            raise ValueError(
+                f"env '{name}': module '{module_name}' has no attribute '{attr}'"
+            ) from err
+    if not callable(factory):
+        raise ValueError(f"env '{name}': '{attr}' in '{module_name}' is not callable")
+    return factory

@@ -15,6 +15,8 @@ Episodes last exactly `max_cycles` steps and end by truncation only.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec, MultiAgentEnv, MultiAgentStepResult
@@ -248,6 +250,32 @@ class SpreadEnv(MultiAgentEnv):
             final_state=final_state,
             info={},
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Positions, velocities, step counters and the generator: enough to resume exactly."""
+        return {
+            "pos": self._pos.clone(), "vel": self._vel.clone(),
+            "landmarks": self._landmarks.clone(), "steps": self._steps.clone(),
+            "lockstep_steps": -1 if self._lockstep_steps is None else self._lockstep_steps,
+            "generator": self._gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot of `state_dict` taken from a spread env of the same size."""
+        if tuple(state["pos"].shape) != tuple(self._pos.shape):
+            raise ValueError(
+                f"snapshot holds agents {tuple(state['pos'].shape)}, this env "
+                f"{tuple(self._pos.shape)}"
+            )
+        dev, dtype = self.device, self.dtype
+        self._pos = state["pos"].to(dev, dtype)
+        self._vel = state["vel"].to(dev, dtype)
+        self._landmarks = state["landmarks"].to(dev, dtype)
+        self._steps = state["steps"].to(dev)
+        lockstep = int(state["lockstep_steps"])
+        self._lockstep_steps = None if lockstep < 0 else lockstep
+        self._gen.set_state(state["generator"])
+        self._obs = self._observe(*self._relative_positions())
 
     def get_global_state(self) -> torch.Tensor:
         """Concatenated observations of all agents, `[E, A * O]`."""

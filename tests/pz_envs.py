@@ -1,0 +1,212 @@
+"""Small PettingZoo `ParallelEnv`s whose every number the tests can predict.
+
+Every env observes `[offset, episode, t, agent_index]` unless it says
+otherwise, where `offset` is drawn from the env's RNG at each reset (so seeding
+is visible), `episode` counts resets from 1 and `t` counts steps in the
+episode. Rewards are `10 * agent_index + t`. Each env keeps the actions it
+received in `received` and asserts that exactly its live agents sent one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+
+class CounterEnv(ParallelEnv):
+    """The shared plumbing: `num_agents` agents, every one truncated at `episode_length`."""
+
+    metadata = {"name": "counter"}
+
+    def __init__(self, num_agents: int = 2, episode_length: int = 5) -> None:
+        self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
+        self.agents: list[str] = []
+        self.episode_length = episode_length
+        self.max_cycles = episode_length
+        self.rng = np.random.default_rng()
+        self.offset = 0
+        self.episode = 0
+        self.t = 0
+        self.received: list[dict[str, Any]] = []
+
+    # Spaces; subclasses override per agent.
+    def observation_space(self, agent: str) -> spaces.Space:
+        """`[offset, episode, t, agent_index]`."""
+        return spaces.Box(-np.inf, np.inf, (4,), np.float32)
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """Five moves, as in MPE."""
+        return spaces.Discrete(5)
+
+    # Behaviour; subclasses override.
+    def observe(self, agent: str) -> Any:
+        """The observation of `agent` now."""
+        return np.array([self.offset, self.episode, self.t, self.index(agent)], np.float32)
+
+    def terminates(self, agent: str) -> bool:
+        """Whether `agent` ends for good at this step."""
+        return False
+
+    # ParallelEnv API.
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict]]:
+        """Start an episode; a seed restarts the RNG that draws `offset`."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.offset = int(self.rng.integers(1000))
+        self.episode += 1
+        self.t = 0
+        self.agents = list(self.possible_agents)
+        return {a: self.observe(a) for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Advance one step; finished agents leave `agents`."""
+        assert set(actions) == set(self.agents), f"actions for {set(actions)}, live {self.agents}"
+        self.received.append(dict(actions))
+        self.t += 1
+        rewards = {a: 10.0 * self.index(a) + self.t for a in self.agents}
+        terminations = {a: self.terminates(a) for a in self.agents}
+        truncations = {a: self.t >= self.episode_length for a in self.agents}
+        obs = {a: self.observe(a) for a in self.agents}
+        infos = {a: {} for a in self.agents}
+        self.agents = [a for a in self.agents if not (terminations[a] or truncations[a])]
+        return obs, rewards, terminations, truncations, infos
+
+    def index(self, agent: str) -> int:
+        """Slot of `agent` in `possible_agents`."""
+        return self.possible_agents.index(agent)
+
+
+class DyingAgentEnv(CounterEnv):
+    """Three agents; agent_1 terminates at step 2 of 5, the others are truncated at 5."""
+
+    def __init__(self, episode_length: int = 5) -> None:
+        super().__init__(num_agents=3, episode_length=episode_length)
+
+    def terminates(self, agent: str) -> bool:
+        """agent_1 dies at step 2."""
+        return agent == "agent_1" and self.t == 2
+
+
+class MaskedEnv(CounterEnv):
+    """Dict observations with an `action_mask`; agent_0 has 3 actions, agent_1 has 5.
+
+    Action j is legal at step t when `(t + j)` is even; the env asserts that
+    every action it receives was legal.
+    """
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        """`observation` as in CounterEnv plus an int8 `action_mask`."""
+        n = self.action_space(agent).n
+        return spaces.Dict({
+            "observation": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            "action_mask": spaces.Box(0, 1, (n,), np.int8),
+        })
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """3 actions for agent_0, 5 for agent_1."""
+        return spaces.Discrete(3 if agent == "agent_0" else 5)
+
+    def mask(self, agent: str) -> np.ndarray:
+        """Legal actions of `agent` at the current step."""
+        n = self.action_space(agent).n
+        return ((self.t + np.arange(n)) % 2 == 0).astype(np.int8)
+
+    def observe(self, agent: str) -> Any:
+        """The counter observation and the current mask."""
+        return {"observation": super().observe(agent), "action_mask": self.mask(agent)}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Refuse illegal actions, then step."""
+        for agent, action in actions.items():
+            assert self.mask(agent)[action] == 1, f"{agent} took illegal action {action}"
+        return super().step(actions)
+
+
+class HeteroObsEnv(CounterEnv):
+    """Observations of 2, 2x3 (flattened to 6) and 4 floats for agents 0, 1, 2.
+
+    Agent i observes `1000 * t + 10 * (i + 1) + arange(size)`.
+    """
+
+    SHAPES = {"agent_0": (2,), "agent_1": (2, 3), "agent_2": (4,)}
+
+    def __init__(self) -> None:
+        super().__init__(num_agents=3)
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        """A Box of this agent's own shape."""
+        return spaces.Box(-np.inf, np.inf, self.SHAPES[agent], np.float32)
+
+    def observe(self, agent: str) -> Any:
+        """Values that tell agent, step and position apart."""
+        shape = self.SHAPES[agent]
+        values = 1000 * self.t + 10 * (self.index(agent) + 1) + np.arange(np.prod(shape))
+        return values.reshape(shape).astype(np.float32)
+
+
+class BoxActionEnv(CounterEnv):
+    """Continuous actions: agent_0 in [-1, 1]^2, agent_1 in [0, 5]^3."""
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """Bounds and sizes differ per agent."""
+        if agent == "agent_0":
+            return spaces.Box(-1.0, 1.0, (2,), np.float32)
+        return spaces.Box(0.0, 5.0, (3,), np.float32)
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Refuse actions outside the agent's box, then step."""
+        for agent, action in actions.items():
+            assert self.action_space(agent).contains(action), f"{agent}: {action}"
+        return super().step(actions)
+
+
+class MultiDiscreteEnv(CounterEnv):
+    """agent_0 acts in MultiDiscrete([3, 2]); agent_1 in Discrete(4, start=1)."""
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """One two-part action and one single action with a start offset."""
+        if agent == "agent_0":
+            return spaces.MultiDiscrete([3, 2])
+        return spaces.Discrete(4, start=1)
+
+
+class MixedActionEnv(CounterEnv):
+    """agent_0 is discrete and agent_1 continuous: the wrapper must refuse it."""
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """Discrete for agent_0, Box for agent_1."""
+        if agent == "agent_0":
+            return spaces.Discrete(5)
+        return spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+class StatefulEnv(CounterEnv):
+    """CounterEnv with a global state `[offset, episode, t]`."""
+
+    state_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+
+    def state(self) -> np.ndarray:
+        """The env's own global state."""
+        return np.array([self.offset, self.episode, self.t], np.float32)
+
+
+class VariableLengthEnv(StatefulEnv):
+    """Episodes last `2 + seed % 3` steps, fixed by the first seeded reset."""
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict]]:
+        """Fix the episode length from the seed, then reset as usual."""
+        if seed is not None:
+            self.episode_length = 2 + seed % 3
+        return super().reset(seed, options)
+
+
+def not_a_parallel_env(**kwargs: Any) -> dict:
+    """A factory returning something that is not an env, for the registry's error."""
+    return {"kwargs": kwargs}

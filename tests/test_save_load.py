@@ -1,0 +1,140 @@
+"""Checkpoints: exact resume, atomic writes, and refusal of bad files with a clear reason."""
+
+import csv
+import os
+import signal
+
+import pytest
+import torch
+
+from mappo.checkpoint import CheckpointError, load_checkpoint, load_trainer, save_checkpoint
+from mappo.cli import main
+from mappo.run_folder import RunFolder
+
+RUN = ["--total-steps", "2000", "--num-envs", "16", "--seed", "7", "--quiet"]
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_interrupted_and_resumed_equals_straight_through(tmp_path, monkeypatch) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", "--run-dir", str(straight), *RUN]) == 0
+
+    log = RunFolder.log
+    calls = []
+
+    def log_then_interrupt(self, metrics):
+        log(self, metrics)
+        calls.append(metrics.env_steps)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the third update's wait
+
+    monkeypatch.setattr(RunFolder, "log", log_then_interrupt)
+    assert main(["train", "--run-dir", str(resumed), *RUN]) == 0
+    assert load_checkpoint(resumed / "checkpoint.pt")["env_steps"] == 800
+    monkeypatch.setattr(RunFolder, "log", log)
+    assert main(["train", "--resume", str(resumed), "--quiet"]) == 0
+
+    a = load_checkpoint(straight / "checkpoint.pt")
+    b = load_checkpoint(resumed / "checkpoint.pt")
+    assert a["env_steps"] == b["env_steps"] == 2000
+    for part in ("actor", "critic", "value_norm"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name}"
+    for index, state in a["optimizer"]["state"].items():
+        for key, tensor in state.items():
+            assert torch.equal(tensor, b["optimizer"]["state"][index][key])
+    rows_a, rows_b = _rows(straight), _rows(resumed)
+    assert [r["env_steps"] for r in rows_b] == [r["env_steps"] for r in rows_a]
+    assert [r["policy_loss"] for r in rows_b] == [r["policy_loss"] for r in rows_a]
+    assert [r["episode_return"] for r in rows_b] == [r["episode_return"] for r in rows_a]
+
+
+def test_resume_refuses_other_flags(tmp_path, capsys) -> None:
+    run = tmp_path / "r"
+    assert main(["train", "--run-dir", str(run), "--total-steps", "400", "--num-envs", "16",
+                 "--quiet"]) == 0
+    assert main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
+    assert "only --total-steps may change (got lr)" in capsys.readouterr().err
+
+
+def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"config": {}, "actor": {"w": torch.ones(3)}, "critic": {},
+                           "value_norm": {}, "optimizer": {}})
+
+    def dies_halfway(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"config": {}, "actor": {"w": torch.zeros(3)}, "critic": {},
+                               "value_norm": {}, "optimizer": {}})
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["actor"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("ckpt") / "run"
+    assert main(["train", "--run-dir", str(run), "--total-steps", "400", "--num-envs", "16",
+                 "--quiet"]) == 0
+    return run
+
+
+def test_truncated_checkpoint_is_refused_naming_the_file(trained, tmp_path) -> None:
+    data = (trained / "checkpoint.pt").read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"checkpoint {bad} is corrupt or truncated"):
+        load_checkpoint(bad)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(garbage)
+
+
+def test_other_format_version_is_refused(trained, tmp_path) -> None:
+    payload = load_checkpoint(trained / "checkpoint.pt")
+    payload["format_version"] = 99
+    path = tmp_path / "v99.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="format version 99, this mappo reads version 1"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_of_another_env_shape_is_refused(trained, tmp_path) -> None:
+    payload = load_checkpoint(trained / "checkpoint.pt")
+    payload["config"]["env_kwargs"] = {"num_agents": 4}
+    for key in ("num_agents", "obs_dim", "global_state_dim"):
+        payload["config"][key] = {"num_agents": 2, "obs_dim": 16, "global_state_dim": 32}[key]
+    path = tmp_path / "other.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} does not fit env 'spread'"):
+        load_trainer(path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/mappo-pwned",))
+
+
+def test_pickled_code_is_never_run(tmp_path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "config": _Exploit()}, path)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(path)
+    assert not os.path.exists("/tmp/mappo-pwned")
+
+
+def test_eval_of_a_corrupt_checkpoint_exits_2(trained, tmp_path, capsys) -> None:
+    run = tmp_path / "broken"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["eval", str(run), "--episodes", "2"]) == 2
+    assert f"checkpoint {run / 'checkpoint.pt'}" in capsys.readouterr().err
