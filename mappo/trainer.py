@@ -18,7 +18,7 @@ import torch
 from mappo.buffer import AgentBuffer, RolloutMinibatch
 from mappo.config import ConfigError, MappoConfig
 from mappo.distributions import ActionDistribution
-from mappo.envs.base import MultiAgentEnv
+from mappo.envs.base import EnvError, MultiAgentEnv
 from mappo.envs.registry import make_env
 from mappo.episodes import EpisodeTracker
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
@@ -189,7 +189,33 @@ class MappoTrainer:
             self.episodes.step(result.reward, self._alive, result.env_done, result.alive)
             self._obs, self._state = result.obs, result.state
             self._mask, self._alive = result.action_mask, result.alive
+        self._check_finite()
         self.env_steps += self.config.rollout_steps * self.env.num_envs
+
+    def _check_finite(self) -> None:
+        """Refuse a rollout holding NaN or inf from the env, naming where it first appeared.
+
+        One pass over the buffer per rollout instead of a device sync per step;
+        the update, and so every write to disk, happens only after it.
+        """
+        buf, spec = self.buffer, self.env.spec
+        fields = (("reward", buf.rewards), ("observation", buf.observations),
+                  ("global state", buf.states))
+        for field, values in fields:
+            finite = torch.isfinite(values)
+            if bool(finite.all()):
+                continue
+            first = (~finite).nonzero()[0].tolist()  # [t, e, a, ...] or [t, e, s]
+            t, copy = first[0], first[1]
+            agent = f"agent '{spec.agent_names[first[2]]}'" if field != "global state" else "state"
+            value = values[tuple(first)].item()
+            # Rewards at t come from step t+1; observations at t were returned by step t
+            # (step 0 being the reset).
+            step = self.updates * buf.rollout_steps + t + (field == "reward")
+            raise EnvError(
+                f"env '{spec.name}' returned {value} in the {field} of {agent}, env copy "
+                f"{copy}, at step {step} (counting env.step calls, 0 = reset)"
+            )
 
     # --- learning --------------------------------------------------------------
 
