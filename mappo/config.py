@@ -138,7 +138,7 @@ def from_dict(data: dict[str, Any], source: str = "config") -> MappoConfig:
         if key not in FIELDS:
             near = difflib.get_close_matches(key, FIELDS, n=1)
             hint = f"; did you mean '{near[0]}'?" if near else ""
-            raise ConfigError(f"unknown config key '{key}' in {source}{hint}")
+            raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
     return MappoConfig(**{k: _coerce(k, v) for k, v in data.items()})
 
 

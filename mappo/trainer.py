@@ -84,7 +84,8 @@ class MappoTrainer:
             torch.set_num_threads(config.torch_threads)
         self.device = torch.device(config.device)
         self.env = env or make_env(
-            config.env, config.num_envs, self.device, config.seed, config.env_kwargs
+            config.env, config.num_envs, self.device, config.seed, config.env_kwargs,
+            num_workers=config.num_workers,
         )
         spec = self.env.spec
         num_agents, obs_dim = spec.num_agents, spec.obs_dim

@@ -207,6 +207,15 @@ class VariableLengthEnv(StatefulEnv):
         return super().reset(seed, options)
 
 
+class WrongObsSizeEnv(CounterEnv):
+    """agent_1 observes 5 floats instead of its declared 4 from step 2 on."""
+
+    def observe(self, agent: str) -> Any:
+        """One float too many for agent_1 once t >= 2."""
+        obs = super().observe(agent)
+        return np.append(obs, 0.0).astype(np.float32) if agent == "agent_1" and self.t >= 2 else obs
+
+
 def not_a_parallel_env(**kwargs: Any) -> dict:
     """A factory returning something that is not an env, for the registry's error."""
     return {"kwargs": kwargs}

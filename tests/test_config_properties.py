@@ -22,7 +22,7 @@ def test_random_configs_build_or_name_the_culprit(data) -> None:
     except ConfigError as err:
         message = str(err)
         assert "\n" not in message
-        assert any(f"'{key}'" in message for key in [*data, "minibatch_size"]), message
+        assert any(repr(key) in message for key in [*data, "minibatch_size"]), message
     else:
         for key, value in data.items():
             assert getattr(config, key) == value

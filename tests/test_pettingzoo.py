@@ -11,6 +11,7 @@ import pytest
 import pz_envs
 import torch
 
+from mappo.envs.base import EnvError
 from mappo.envs.pettingzoo import PettingZooWrapper
 from mappo.envs.registry import make_env
 
@@ -214,6 +215,18 @@ def test_workers_give_the_same_tensors_as_in_process() -> None:
 def test_num_envs_must_split_evenly_over_workers() -> None:
     with pytest.raises(ValueError, match="multiple of num_workers"):
         PettingZooWrapper(pz_envs.CounterEnv, 5, num_workers=2)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gymnasium logs the worker's traceback
+def test_observation_of_the_wrong_size_is_an_env_error() -> None:
+    for num_workers in (0, 2):
+        env = PettingZooWrapper(pz_envs.WrongObsSizeEnv, 2, num_workers=num_workers, name="bad")
+        try:
+            env.step(zeros_action(env))
+            with pytest.raises(EnvError, match="env 'bad' .* 5 floats for agent 'agent_1'"):
+                env.step(zeros_action(env))
+        finally:
+            env.close()
 
 
 # ---------------------------------------------------------------------- registry

@@ -39,7 +39,13 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 from pettingzoo.utils.env import AECEnv
 
-from mappo.envs.base import ActionSpec, EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.base import (
+    ActionSpec,
+    EnvError,
+    EnvSpec,
+    MultiAgentEnv,
+    MultiAgentStepResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +225,13 @@ class PettingZooBatch(gymnasium.Env):
                 if "action_mask" in ob:
                     masks[i] = ob["action_mask"]
                 ob = ob["observation"]
-            raw[i, : layout.obs_sizes[i]] = np.asarray(ob, np.float32).reshape(-1)
+            flat = np.asarray(ob, np.float32).reshape(-1)
+            if flat.size != layout.obs_sizes[i]:
+                raise EnvError(
+                    f"env '{layout.name}' returned an observation of {flat.size} floats for "
+                    f"agent '{name}', whose observation space has {layout.obs_sizes[i]}"
+                )
+            raw[i, : flat.size] = flat
             present[i] = True
         self._out["alive"][j] = present & ~finished
 
