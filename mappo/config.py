@@ -53,7 +53,7 @@ class MappoConfig:
     env_kwargs: dict = _f({}, "keyword arguments for the env constructor (JSON on the CLI)")
     num_workers: int = _f(0, "worker processes stepping PettingZoo envs; 0 steps them in-process")
     policy_groups: str = _f("", "comma-separated agent-name prefixes, one policy per prefix")
-    total_steps: int = _f(2_000_000, "env steps to train for (one step = all agents act once)")
+    total_steps: int = _f(1_500_000, "env steps to train for (one step = all agents act once)")
     num_envs: int = _f(128, "env copies stepped together")
     rollout_steps: int = _f(25, "steps per env per rollout (T)")
     lr: float = _f(7e-4, "Adam learning rate for actor and critic")
@@ -70,6 +70,8 @@ class MappoConfig:
     huber_delta: float = _f(0.0, "Huber loss delta for the value loss; 0 means squared error")
     seed: int = _f(0, "random seed for torch, the env and minibatch order")
     device: str = _f("cpu", "torch device", choices=("cpu", "cuda"))
+    compile: str = _f("auto", "torch.compile the minibatch loss; auto: for runs of 200k+ steps",
+                      choices=("auto", "true", "false"))
     torch_threads: int = _f(1, "intra-op threads (small ops gain nothing); 0 = torch's choice")
 
     def __post_init__(self) -> None:

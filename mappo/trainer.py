@@ -7,6 +7,7 @@ minibatches; every env and agent is a row of one tensor.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +25,9 @@ from mappo.episodes import EpisodeTracker
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.networks import Actor, CentralizedCritic
 from mappo.value_norm import ValueNorm
+
+logger = logging.getLogger(__name__)
+COMPILE_MIN_STEPS = 200_000  # below this, compiling (~20 s cold) costs more than it saves
 
 
 def policy_groups(agent_names: tuple[str, ...], share_policy: bool, prefixes: str) -> list[int]:
@@ -120,6 +124,15 @@ class MappoTrainer:
         )
         self.env_steps = 0
         self.updates = 0
+        self._compile = cfg.compile == "true" or (
+            cfg.compile == "auto" and cfg.total_steps >= COMPILE_MIN_STEPS
+        )
+        # Fused kernels make an update ~1.6x faster on CPU (benchmarks/throughput.py);
+        # one graph per minibatch size, of which a config has at most two.
+        self._loss_fn = (
+            torch.compile(self.minibatch_loss, dynamic=False) if self._compile
+            else self.minibatch_loss
+        )
         self._obs = self.env.reset(seed=cfg.seed)  # [E, A, O]
         self._state = self.env.get_global_state()  # [E, S]
         self._mask = self.env.get_action_mask()  # [E, A, K]
@@ -234,7 +247,7 @@ class MappoTrainer:
         for _ in range(cfg.update_epochs):
             for mb in buf.minibatches(num_minibatches, self.value_norm.normalize):
                 t0 = time.perf_counter()
-                loss, mb_stats = self.minibatch_loss(mb)
+                loss, mb_stats = self._minibatch_loss_fast(mb)
                 t1 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -258,6 +271,18 @@ class MappoTrainer:
         )
         self._times = {"env": 0.0, "inference": 0.0}
         return metrics
+
+    def _minibatch_loss_fast(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """`minibatch_loss`, compiled when configured; `auto` falls back to eager on failure."""
+        try:
+            return self._loss_fn(mb)
+        except Exception as err:  # torch.compile raises many types (no compiler, backend bug)
+            if self._loss_fn is self.minibatch_loss or self.config.compile == "true":
+                raise
+            logger.warning("torch.compile failed (%s); training continues without it",
+                           str(err).splitlines()[0] if str(err) else type(err).__name__)
+            self._loss_fn = self.minibatch_loss
+            return self._loss_fn(mb)
 
     def minibatch_loss(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
         """PPO loss of one minibatch, and its detached diagnostics.
