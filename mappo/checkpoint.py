@@ -11,10 +11,12 @@ import torch
 from mappo.config import ConfigError, from_dict
 
 if TYPE_CHECKING:
+    from mappo.distributed import Distributed
     from mappo.trainer import MappoTrainer
 
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "optimizer")
+REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "optimizer",
+                 "ranks")
 
 
 class CheckpointError(RuntimeError):
@@ -59,7 +61,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_trainer(
-    path: str | Path, resume_rollout: bool = True, **config_changes: Any
+    path: str | Path,
+    resume_rollout: bool = True,
+    distributed: Distributed | None = None,
+    **config_changes: Any,
 ) -> tuple[MappoTrainer, dict[str, Any]]:
     """A trainer rebuilt from a checkpoint file: its config (with `config_changes`) and state.
 
@@ -76,7 +81,7 @@ def load_trainer(
         config = from_dict({**payload["config"], **config_changes}, source=str(path))
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
-    trainer = MappoTrainer(config)
+    trainer = MappoTrainer(config, distributed=distributed)
     try:
         trainer.load_state_dict(payload, resume_rollout)
     except (RuntimeError, KeyError, ValueError) as err:

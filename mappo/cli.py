@@ -6,8 +6,10 @@ import argparse
 import difflib
 import json
 import math
+import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections import deque
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="TOML file with any MappoConfig fields")
     train.add_argument("--run-dir", type=Path, help="run folder (default runs/<env>-<time>)")
     train.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    train.add_argument("--nproc", type=int, default=1,
+                       help="data-parallel ranks on this node (runs torchrun for you)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue the run in RUN_DIR from its checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -85,8 +89,9 @@ class _StopOnSignal:
 
 
 def _open_run(args: argparse.Namespace):
-    """(trainer, run folder) for a new run, or for `--resume RUN_DIR` at its checkpoint."""
-    from mappo.checkpoint import load_trainer
+    """(trainer, run folder or None off rank 0) for a new run or `--resume RUN_DIR`."""
+    from mappo.checkpoint import load_checkpoint, load_trainer
+    from mappo.distributed import Distributed
     from mappo.trainer import MappoTrainer
 
     overrides = _cli_overrides(args)
@@ -98,52 +103,86 @@ def _open_run(args: argparse.Namespace):
                 f"--resume continues a run with its own config; only --total-steps may "
                 f"change (got {', '.join(given)})"
             )
-        trainer, _ = load_trainer(args.resume / "checkpoint.pt", **overrides)
-        return trainer, RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
+        path = args.resume / "checkpoint.pt"
+        dist = Distributed.from_environment(load_checkpoint(path)["config"]["device"])
+        trainer, _ = load_trainer(path, distributed=dist, **overrides)
+        folder = (RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
+                  if dist.is_main else None)
+        return trainer, folder
     config = MappoConfig.load(args.config) if args.config else MappoConfig()
     config = from_dict({**config.to_dict(), **overrides}, source="command line")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = args.run_dir or Path("runs") / f"{config.env.replace(':', '-')}-{stamp}"
-    RunFolder.check_free(run_dir, args.force)  # before any work
-    trainer = MappoTrainer(config)
-    return trainer, RunFolder.create(run_dir, trainer.config, force=args.force)
+    dist = Distributed.from_environment(config.device)
+    if dist.is_main:
+        RunFolder.check_free(run_dir, args.force)  # before any work
+    trainer = MappoTrainer(config, distributed=dist)
+    folder = RunFolder.create(run_dir, trainer.config, force=args.force) if dist.is_main else None
+    return trainer, folder
+
+
+def _launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
+    """`mappo train --nproc N`: rerun this command as N ranks under torchrun on this node."""
+    rest, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={args.nproc}", "-m", "mappo", *rest]
+    return subprocess.call(command)
 
 
 def train(args: argparse.Namespace) -> int:
-    """Train to the configured budget, writing the run folder as it goes."""
+    """Train to the configured budget; rank 0 writes the run folder as it goes."""
     from tqdm import tqdm
 
     trainer, folder = _open_run(args)
+    main_rank = folder is not None
     recent = deque(maxlen=10)
     bar = tqdm(total=trainer.config.total_steps, initial=trainer.env_steps, unit="step",
-               unit_scale=True, disable=args.quiet, dynamic_ncols=True)
-    bar.write(f"run folder: {folder.path}")
+               unit_scale=True, disable=args.quiet or not main_rank, dynamic_ncols=True)
+    if main_rank:
+        bar.write(f"run folder: {folder.path}")
+
+    def save() -> None:
+        state = trainer.state_dict()  # a collective call: every rank takes part
+        if main_rank:
+            folder.save(state)
 
     with _StopOnSignal() as stop:
 
         def on_update(metrics) -> bool:
-            folder.log(metrics)
+            if main_rank:
+                folder.log(metrics)
             if not math.isnan(metrics.episode_return):
                 recent.append(metrics.episode_return)
             bar.update(metrics.env_steps - bar.n)
             bar.set_postfix(steps_s=f"{metrics.steps_per_second:,.0f}",
                             ret=f"{sum(recent) / len(recent):.2f}" if recent else "n/a")
             if trainer.updates % CHECKPOINT_EVERY_UPDATES == 0:
-                folder.save(trainer.state_dict())
+                save()
             return stop.signal_name is not None
 
         try:
             trainer.train(on_update)
             # Saved only after a whole update: a crash mid-rollout keeps the last good one.
-            folder.save(trainer.state_dict())
+            save()
         finally:
             bar.close()
-            folder.close()
+            if main_rank:
+                folder.close()
             trainer.env.close()
+            trainer.dist.shutdown()
+    if not main_rank:
+        return 0
     final = f"{sum(recent) / len(recent):.3f}" if recent else "n/a"
-    if stop.signal_name is not None:
-        print(f"{stop.signal_name}: stopped after {trainer.env_steps} env steps; checkpoint "
-              f"saved. Continue with: mappo train --resume {folder.path}")
+    if trainer.env_steps < trainer.config.total_steps:
+        print(f"stopped after {trainer.env_steps} env steps; checkpoint saved. "
+              f"Continue with: mappo train --resume {folder.path}")
         return 0
     print(f"done: {trainer.env_steps} env steps, recent episode return {final}, "
           f"run folder {folder.path}")
@@ -186,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if unknown:
             raise _unknown_flag_error(unknown)
+        if args.command == "train" and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+            return _launch_ranks(args, sys.argv[1:] if argv is None else argv)
         if args.command == "train":
             return train(args)
         if args.command == "eval":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -37,10 +39,18 @@ class EpisodeTracker:
         self.ever_alive = (self.ever_alive & keep) | next_alive
         return per_agent
 
-    def pop_mean(self) -> tuple[float, int]:
-        """(mean episode return, episodes) since the last call; NaN when none finished."""
-        count = int(self.count.item())
-        mean = self.return_sum.item() / count if count else float("nan")
+    def pop_mean(
+        self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[float, int]:
+        """(mean episode return, episodes) since the last call; NaN when none finished.
+
+        `reduce` sums the tally over data-parallel ranks.
+        """
+        tally = torch.stack([self.return_sum, self.count])
+        if reduce is not None:
+            tally = reduce(tally)
+        total, count = tally[0].item(), int(tally[1].item())
+        mean = total / count if count else float("nan")
         self.return_sum.zero_()
         self.count.zero_()
         return mean, count

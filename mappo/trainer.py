@@ -18,6 +18,7 @@ import torch
 
 from mappo.buffer import AgentBuffer, RolloutMinibatch
 from mappo.config import ConfigError, MappoConfig
+from mappo.distributed import Distributed
 from mappo.distributions import ActionDistribution
 from mappo.envs.base import EnvError, MultiAgentEnv
 from mappo.envs.registry import make_env
@@ -27,6 +28,7 @@ from mappo.networks import Actor, CentralizedCritic
 from mappo.value_norm import ValueNorm
 
 logger = logging.getLogger(__name__)
+RANK_SEED_STRIDE = 1_000_003  # rank r seeds its envs and sampling with seed + r * stride
 COMPILE_MIN_STEPS = 200_000  # below this, compiling (~20 s cold) costs more than it saves
 
 
@@ -82,13 +84,21 @@ class MappoTrainer:
     `update()` are the two halves of one iteration.
     """
 
-    def __init__(self, config: MappoConfig, env: MultiAgentEnv | None = None) -> None:
+    def __init__(
+        self,
+        config: MappoConfig,
+        env: MultiAgentEnv | None = None,
+        distributed: Distributed | None = None,
+    ) -> None:
+        self.dist = distributed or Distributed()
         torch.manual_seed(config.seed)
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self.device = torch.device(config.device)
+        # Each rank has its own envs and seed stream; rank 0 matches a single process.
+        rank_seed = config.seed + RANK_SEED_STRIDE * self.dist.rank
         self.env = env or make_env(
-            config.env, config.num_envs, self.device, config.seed, config.env_kwargs,
+            config.env, config.num_envs, self.device, rank_seed, config.env_kwargs,
             num_workers=config.num_workers,
         )
         spec = self.env.spec
@@ -112,6 +122,9 @@ class MappoTrainer:
         self.value_norm = ValueNorm(cfg.value_norm_beta, enabled=cfg.value_norm).to(self.device)
         self.parameters = [p for p in (*self.actor.parameters(), *self.critic.parameters())
                            if p.requires_grad]
+        self.dist.broadcast_parameters(self.parameters)
+        if self.dist.world_size > 1:
+            torch.manual_seed(rank_seed)  # own sampling and minibatch streams per rank
         # The fused kernel updates every parameter in one call; the default loops per tensor.
         self.optimizer = torch.optim.Adam(
             self.parameters, lr=cfg.lr, eps=cfg.adam_eps, fused=True
@@ -133,7 +146,7 @@ class MappoTrainer:
             torch.compile(self.minibatch_loss, dynamic=False) if self._compile
             else self.minibatch_loss
         )
-        self._obs = self.env.reset(seed=cfg.seed)  # [E, A, O]
+        self._obs = self.env.reset(seed=rank_seed)  # [E, A, O]
         self._state = self.env.get_global_state()  # [E, S]
         self._mask = self.env.get_action_mask()  # [E, A, K]
         self._alive = self.env.get_alive()  # [E, A]
@@ -204,7 +217,7 @@ class MappoTrainer:
             self._obs, self._state = result.obs, result.state
             self._mask, self._alive = result.action_mask, result.alive
         self._check_finite()
-        self.env_steps += self.config.rollout_steps * self.env.num_envs
+        self.env_steps += self.config.rollout_steps * self.env.num_envs * self.dist.world_size
 
     def _check_finite(self) -> None:
         """Refuse a rollout holding NaN or inf from the env, naming where it first appeared.
@@ -239,7 +252,7 @@ class MappoTrainer:
         start = time.perf_counter()
         last_value = self.value(self.critic_input(self._obs, self._state))
         buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda)
-        self.value_norm.update(buf.returns, buf.alive)
+        self.value_norm.update(buf.returns, buf.alive, self.dist.sum)
         samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
         num_minibatches = max(1, round(samples / cfg.minibatch_size))
         stats = torch.zeros(6, device=self.device)
@@ -251,6 +264,7 @@ class MappoTrainer:
                 t1 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                self.dist.average_gradients(self.parameters)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
                 self.optimizer.step()
                 stats += torch.cat([mb_stats, grad_norm.reshape(1)])
@@ -259,7 +273,7 @@ class MappoTrainer:
         stats = (stats / (cfg.update_epochs * num_minibatches)).tolist()
         self.updates += 1
         update_time = time.perf_counter() - start
-        episode_return, episodes = self.episodes.pop_mean()
+        episode_return, episodes = self.episodes.pop_mean(self.dist.sum)
         metrics = MappoMetrics(
             policy_loss=stats[0], value_loss=stats[1], entropy=stats[2], approx_kl=stats[3],
             clip_fraction=stats[4], grad_norm=stats[5],
@@ -349,7 +363,8 @@ class MappoTrainer:
                 time.perf_counter() - start
             )
             history.append(metrics)
-            if callback is not None and callback(metrics):
+            # Ranks stop together, or the next all-reduce would wait forever.
+            if self.dist.any(callback is not None and bool(callback(metrics))):
                 break
         return history
 
@@ -358,18 +373,12 @@ class MappoTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly where it stands.
 
-        Weights, optimizer, value normalizer, counters, the torch RNG, and the
-        rollout in flight: the env's own snapshot (where it can take one), the
-        current observations and the episodes' running returns.
+        Weights, optimizer, value normalizer and counters, plus per rank: the
+        torch RNG and the rollout in flight (the env's own snapshot where it can
+        take one, the current observations, the episodes' running returns).
+        With several ranks this is a collective call; rank 0 gets every rank's part.
         """
-        return {
-            "config": self.config.to_dict(),
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "value_norm": self.value_norm.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "env_steps": self.env_steps,
-            "updates": self.updates,
+        own = {
             "torch_rng": torch.get_rng_state(),
             "env": self.env.state_dict(),
             "rollout": {
@@ -378,12 +387,23 @@ class MappoTrainer:
                 "ever_alive": self.episodes.ever_alive,
             },
         }
+        return {
+            "config": self.config.to_dict(),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "value_norm": self.value_norm.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "ranks": self.dist.gather(own),
+        }
 
     def load_state_dict(self, state: dict[str, Any], resume_rollout: bool = True) -> None:
         """Restore what `state_dict` saved (the config is the caller's to check).
 
         With `resume_rollout`, the env and the episodes in flight continue where
-        they stood; an env without snapshots starts fresh episodes instead.
+        they stood, when the checkpoint has this rank's part and the env can
+        take snapshots; otherwise fresh episodes start.
         """
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
@@ -391,10 +411,16 @@ class MappoTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = int(state["env_steps"])
         self.updates = int(state["updates"])
-        torch.set_rng_state(state["torch_rng"])
-        if resume_rollout and state.get("env") is not None and self.env.state_dict() is not None:
-            self.env.load_state_dict(state["env"])
-            rollout = {k: v.to(self.device) for k, v in state["rollout"].items()}
+        ranks = state["ranks"]
+        if len(ranks) != self.dist.world_size:
+            logger.warning("checkpoint has %d rank(s), this run %d: episodes start afresh",
+                           len(ranks), self.dist.world_size)
+            return
+        own = ranks[self.dist.rank]
+        torch.set_rng_state(own["torch_rng"])
+        if resume_rollout and own["env"] is not None and self.env.state_dict() is not None:
+            self.env.load_state_dict(own["env"])
+            rollout = {k: v.to(self.device) for k, v in own["rollout"].items()}
             self._obs, self._state = rollout["obs"], rollout["state"]
             self._mask, self._alive = rollout["mask"], rollout["alive"]
             self.episodes.running = rollout["running_return"]

@@ -7,6 +7,8 @@ Its state is a buffer of the module, so checkpoints carry it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -34,15 +36,26 @@ class ValueNorm(nn.Module):
         return mean, var
 
     @torch.no_grad()
-    def update(self, targets: torch.Tensor, weights: torch.Tensor | None = None) -> None:
-        """Fold a batch of targets in; samples with weight 0 (dead agents) are left out."""
+    def update(
+        self,
+        targets: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """Fold a batch of targets in; samples with weight 0 (dead agents) are left out.
+
+        `reduce` sums the batch's moments over data-parallel ranks, so every
+        rank folds in the statistics of the whole, pooled batch.
+        """
         if not self.enabled:
             return
         x = targets.double()
         w = torch.ones_like(x) if weights is None else weights.double()
-        count = w.sum().clamp_min(1.0)
-        batch_mean = (x * w).sum() / count
-        batch_mean_sq = (x.square() * w).sum() / count
+        sums = torch.stack([(x * w).sum(), (x.square() * w).sum(), w.sum()])
+        if reduce is not None:
+            sums = reduce(sums)
+        count = sums[2].clamp_min(1.0)
+        batch_mean, batch_mean_sq = sums[0] / count, sums[1] / count
         self.running_mean.mul_(self.beta).add_(batch_mean * (1.0 - self.beta))
         self.running_mean_sq.mul_(self.beta).add_(batch_mean_sq * (1.0 - self.beta))
         self.debiasing_term.mul_(self.beta).add_(1.0 - self.beta)

@@ -64,7 +64,7 @@ def test_resume_refuses_other_flags(tmp_path, capsys) -> None:
 def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"config": {}, "actor": {"w": torch.ones(3)}, "critic": {},
-                           "value_norm": {}, "optimizer": {}})
+                           "value_norm": {}, "optimizer": {}, "ranks": []})
 
     def dies_halfway(obj, handle, *args, **kwargs):
         handle.write(b"PK\x03\x04 half a zip")
@@ -73,7 +73,7 @@ def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) 
     monkeypatch.setattr(torch, "save", dies_halfway)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"config": {}, "actor": {"w": torch.zeros(3)}, "critic": {},
-                               "value_norm": {}, "optimizer": {}})
+                               "value_norm": {}, "optimizer": {}, "ranks": []})
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["actor"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left

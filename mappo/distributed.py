@@ -1,0 +1,86 @@
+"""Data-parallel training on `torch.distributed`: each rank collects its own rollout.
+
+Ranks start from the same parameters, average gradients with one all-reduce
+per minibatch, and pool the value normalizer's statistics, so every rank holds
+identical parameters after every optimizer step. Launched by `torchrun`
+(which sets RANK, WORLD_SIZE, MASTER_ADDR, ...); a single process needs none
+of it and every method below is then a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place among the ranks, and the collectives the trainer needs."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_environment(cls, device: str) -> Distributed:
+        """Join the process group torchrun describes (gloo on CPU, nccl on CUDA), if any."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes the run folder and prints."""
+        return self.rank == 0
+
+    def broadcast_parameters(self, parameters: list[torch.Tensor]) -> None:
+        """Make every rank start from rank 0's parameters."""
+        if self.world_size > 1:
+            for tensor in parameters:
+                dist.broadcast(tensor.data, src=0)
+
+    def average_gradients(self, parameters: list[torch.Tensor]) -> None:
+        """Replace each gradient by its mean over ranks, in one all-reduce."""
+        if self.world_size == 1:
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum of `tensor` over ranks (in place)."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if `flag` is True on any (e.g. a stop request)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)])
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's `obj` on rank 0 (None elsewhere)."""
+        if self.world_size == 1:
+            return [obj]
+        out = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def shutdown(self) -> None:
+        """Leave the process group."""
+        if self.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
