@@ -219,3 +219,26 @@ class WrongObsSizeEnv(CounterEnv):
 def not_a_parallel_env(**kwargs: Any) -> dict:
     """A factory returning something that is not an env, for the registry's error."""
     return {"kwargs": kwargs}
+
+
+class MalformedEnv(CounterEnv):
+    """Returns `bad_value` as agent_1's `field` ("observation" or "reward") at step `bad_step`."""
+
+    def __init__(
+        self, field: str = "observation", bad_value: Any = None, bad_step: int = 2
+    ) -> None:
+        super().__init__(num_agents=2, episode_length=5)
+        self.field, self.bad_value, self.bad_step = field, bad_value, bad_step
+
+    def observe(self, agent: str) -> Any:
+        """The counter observation, or the bad value."""
+        if self.field == "observation" and agent == "agent_1" and self.t == self.bad_step:
+            return self.bad_value
+        return super().observe(agent)
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Step, then spoil agent_1's reward if asked."""
+        obs, rewards, terms, truncs, infos = super().step(actions)
+        if self.field == "reward" and self.t == self.bad_step and "agent_1" in rewards:
+            rewards["agent_1"] = self.bad_value
+        return obs, rewards, terms, truncs, infos

@@ -223,7 +223,8 @@ def test_observation_of_the_wrong_size_is_an_env_error() -> None:
         env = PettingZooWrapper(pz_envs.WrongObsSizeEnv, 2, num_workers=num_workers, name="bad")
         try:
             env.step(zeros_action(env))
-            with pytest.raises(EnvError, match="env 'bad' .* 5 floats for agent 'agent_1'"):
+            with pytest.raises(EnvError, match="env 'bad' returned a bad observation for agent "
+                               "'agent_1' in env copy 0 at episode step 2: 5 values where"):
                 env.step(zeros_action(env))
         finally:
             env.close()

@@ -136,6 +136,7 @@ class PettingZooBatch(gymnasium.Env):
         # [k, A, O]: the last obs dict as read, agents that just finished included
         self._raw_obs = np.zeros((k, A, layout.obs_dim), np.float32)
         self._env_mask: list[dict[int, np.ndarray]] = [{} for _ in range(k)]
+        self._episode_steps = np.zeros(k, np.int64)  # [k]: steps into each copy's episode
 
     # ------------------------------------------------------------- gymnasium API
 
@@ -147,6 +148,7 @@ class PettingZooBatch(gymnasium.Env):
         if not self.envs:
             self.envs = [self.env_fn() for _ in range(self.num_copies)]
         out = self._out
+        self._episode_steps[:] = 0
         for j, env in enumerate(self.envs):
             obs, _ = env.reset(seed=None if seed is None else seed + j)
             self._read_obs(j, obs, np.zeros(len(self.layout.agents), np.bool_))
@@ -185,13 +187,15 @@ class PettingZooBatch(gymnasium.Env):
             for i, name in enumerate(layout.agents) if acted[i]
         }
         obs, rewards, terminations, truncations, _ = env.step(sent)
+        self._episode_steps[j] += 1
         finished = np.zeros(len(layout.agents), np.bool_)  # [A], as the env reports it
         for i, name in enumerate(layout.agents):
             term = bool(terminations.get(name, False))
             trunc = bool(truncations.get(name, False))
             finished[i] = term or trunc
             # Agents that did not act neither earn rewards nor finish (again).
-            out["reward"][j, i] = rewards.get(name, 0.0) if acted[i] else 0.0
+            reward = rewards.get(name, 0.0) if acted[i] else 0.0
+            out["reward"][j, i] = self._floats(reward, j, name, "reward", 1)[0]
             out["terminated"][j, i] = term and acted[i]
             out["truncated"][j, i] = trunc and acted[i]
         self._read_obs(j, obs, finished)
@@ -201,6 +205,7 @@ class PettingZooBatch(gymnasium.Env):
             # The finished episode's last view, agents that just finished included.
             out["final_obs"][j] = self._raw_obs[j]
             out["final_state"][j] = self._state(j, self._raw_obs[j])
+            self._episode_steps[j] = 0
             obs, _ = env.reset()
             self._read_obs(j, obs, np.zeros(len(layout.agents), np.bool_))
             self._publish(j)
@@ -218,22 +223,39 @@ class PettingZooBatch(gymnasium.Env):
         masks = self._env_mask[j]
         masks.clear()
         for i, name in enumerate(layout.agents):
-            ob = obs.get(name)
-            if ob is None:
+            if name not in obs:
                 continue
+            ob = obs[name]
             if layout.dict_obs[i]:
+                if not isinstance(ob, dict) or "observation" not in ob:
+                    problem = f"expected a dict with 'observation', got {type(ob).__name__}"
+                    raise self._error(j, name, "observation", problem)
                 if "action_mask" in ob:
-                    masks[i] = ob["action_mask"]
+                    size = len(layout.mask_index[i])
+                    masks[i] = self._floats(ob["action_mask"], j, name, "action_mask", size)
                 ob = ob["observation"]
-            flat = np.asarray(ob, np.float32).reshape(-1)
-            if flat.size != layout.obs_sizes[i]:
-                raise EnvError(
-                    f"env '{layout.name}' returned an observation of {flat.size} floats for "
-                    f"agent '{name}', whose observation space has {layout.obs_sizes[i]}"
-                )
-            raw[i, : flat.size] = flat
+            raw[i, : layout.obs_sizes[i]] = self._floats(
+                ob, j, name, "observation", layout.obs_sizes[i]
+            )
             present[i] = True
         self._out["alive"][j] = present & ~finished
+
+    def _floats(self, value: Any, j: int, agent: str, field: str, size: int) -> np.ndarray:
+        """`value` as `size` float32s, or an EnvError naming env, copy, step, agent and field."""
+        try:
+            flat = np.asarray(value, np.float32).reshape(-1)
+        except (TypeError, ValueError) as err:
+            raise self._error(j, agent, field, f"not numbers ({err})") from None
+        if flat.size != size:
+            raise self._error(j, agent, field, f"{flat.size} values where its space has {size}")
+        return flat
+
+    def _error(self, j: int, agent: str, field: str, problem: str) -> EnvError:
+        """An EnvError for a malformed value of one agent's field in copy j."""
+        return EnvError(
+            f"env '{self.layout.name}' returned a bad {field} for agent '{agent}' in env copy "
+            f"{j} at episode step {self._episode_steps[j]}: {problem}"
+        )
 
     def _publish(self, j: int) -> None:
         """Fill obs, action_mask and state of copy j from `_raw_obs[j]` and alive."""
@@ -250,7 +272,7 @@ class PettingZooBatch(gymnasium.Env):
     def _state(self, j: int, obs: np.ndarray) -> np.ndarray:
         """Global state of copy j, `[S]`: the env's own, or the given `[A, O]` obs flattened."""
         if self.layout.state_source == "env":
-            return np.asarray(self.envs[j].state(), np.float32).reshape(-1)
+            return self._floats(self.envs[j].state(), j, "(global)", "state", self.layout.state_dim)
         return obs.reshape(-1)
 
     def _env_action(self, i: int, action: np.ndarray) -> Any:
