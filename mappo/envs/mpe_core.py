@@ -182,3 +182,32 @@ def world_step(
         pos, size, pair_mask, params.contact_force, params.contact_margin
     )
     return integrate(pos, vel, force, params, mass=mass, max_speed=max_speed, movable=movable)
+
+
+def message_table(
+    dim_c: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Message of each word of a discrete speaker, `[C, C]`: word w is the one-hot e_w.
+
+    mpe2 broadcasts a discrete word as a one-hot vector of the channel size C
+    (there is no silent word: a speaker always sends one of its C words).
+    """
+    return torch.eye(dim_c, device=device, dtype=dtype)
+
+
+def move_and_say_tables(
+    accel: float,
+    dim_c: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Force `[5 * C, 2]` and message `[5 * C, C]` of each action of an agent that moves and speaks.
+
+    mpe2 gives such an agent a single Discrete(5 * C) action and splits it as
+    move = a % 5, word = a // 5, so a = word * 5 + move. Indexing the two tables
+    with the action does that split as two lookups.
+    """
+    force = discrete_move_table(accel, device, dtype).repeat(dim_c, 1)  # row a: move a % 5
+    words = message_table(dim_c, device, dtype)  # [C, C]
+    message = words.repeat_interleave(NUM_DISCRETE_MOVES, dim=0)  # row a: word a // 5
+    return force, message

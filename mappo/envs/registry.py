@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable
 from functools import partial
@@ -14,9 +15,15 @@ from typing import Any
 
 import torch
 
+from mappo.config import ConfigError
 from mappo.envs.base import MultiAgentEnv
 
-BUILTIN_ENVS = ("spread",)
+# Built-in envs, vectorized in torch: name -> (module, class).
+BUILTIN_ENVS = {
+    "spread": ("mappo.envs.spread", "SpreadEnv"),
+    "reference": ("mappo.envs.reference", "ReferenceEnv"),
+    "speaker_listener": ("mappo.envs.speaker_listener", "SpeakerListenerEnv"),
+}
 PETTINGZOO_PREFIX = "pettingzoo:"
 
 
@@ -35,10 +42,13 @@ def make_env(
     vectorized in torch and run in this process).
     """
     env_kwargs = dict(env_kwargs or {})
-    if name == "spread":
-        from mappo.envs.spread import SpreadEnv
-
-        return SpreadEnv(num_envs, device=device, seed=seed, **env_kwargs)
+    if name in BUILTIN_ENVS:
+        module_name, class_name = BUILTIN_ENVS[name]
+        env_class = getattr(importlib.import_module(module_name), class_name)
+        try:
+            return env_class(num_envs, device=device, seed=seed, **env_kwargs)
+        except TypeError as err:  # an unknown or mistyped keyword
+            raise ConfigError(f"config key 'env_kwargs' = {env_kwargs!r}: {err}") from None
     if ":" in name:
         from mappo.envs.pettingzoo import PettingZooWrapper
 
@@ -47,8 +57,10 @@ def make_env(
             partial(factory, **env_kwargs), num_envs, num_workers=num_workers, seed=seed,
             device=device, name=name,
         )
-    raise ValueError(
-        f"unknown env '{name}': built-in envs are {', '.join(BUILTIN_ENVS)}, "
+    near = difflib.get_close_matches(name, BUILTIN_ENVS, n=1)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    raise ConfigError(
+        f"config key 'env' = '{name}': {hint}built-in envs are {', '.join(BUILTIN_ENVS)}, "
         "or name a PettingZoo env as module:callable (e.g. mpe2.simple_spread_v3:parallel_env)"
     )
 
@@ -58,21 +70,21 @@ def import_env_factory(name: str) -> Callable[..., Any]:
     target = name.removeprefix(PETTINGZOO_PREFIX)
     module_name, _, attr = target.rpartition(":")
     if not module_name or not attr:
-        raise ValueError(
+        raise ConfigError(
             f"env '{name}': expected module:callable, e.g. mpe2.simple_spread_v3:parallel_env"
         )
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"env '{name}': cannot import module '{module_name}' ({err})") from err
+        raise ConfigError(f"env '{name}': cannot import module '{module_name}' ({err})") from err
     factory = module
     for part in attr.split("."):  # `module:Class.method` works too
         try:
             factory = getattr(factory, part)
         except AttributeError as err:
-            raise ValueError(
+            raise ConfigError(
                 f"env '{name}': module '{module_name}' has no attribute '{attr}'"
             ) from err
     if not callable(factory):
-        raise ValueError(f"env '{name}': '{attr}' in '{module_name}' is not callable")
+        raise ConfigError(f"env '{name}': '{attr}' in '{module_name}' is not callable")
     return factory
