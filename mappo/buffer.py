@@ -22,6 +22,11 @@ class RolloutMinibatch(NamedTuple):
     advantages: torch.Tensor  # [B, A]
     returns: torch.Tensor  # [B, A], in the critic's units
     weights: torch.Tensor  # [B, A], 1.0 where the agent acted, else 0.0
+    # Recurrent policies: rows are sequences, every field above gains an axis
+    # [B, L, ...] after B, and these hold the state at each sequence's start.
+    actor_hidden: torch.Tensor | None = None  # [B, A, H]
+    critic_hidden: torch.Tensor | None = None  # [B, H]
+    episode_start: torch.Tensor | None = None  # [B, L, A] bool: reset the state here
 
 
 class AgentBuffer:
@@ -31,6 +36,8 @@ class AgentBuffer:
     actions `[T, E, A, D]`, and `[T, E, A]` for log_probs, values, rewards,
     dones, truncated, truncation_values, alive, advantages and returns.
     `add` writes step `len(self)`; `clear` starts over without freeing memory.
+    With `recurrent_hidden_dim`, it also keeps actor_hidden `[T, E, A, H]`,
+    critic_hidden `[T, E, H]` and episode_start `[T, E, A]`.
     """
 
     def __init__(
@@ -44,6 +51,7 @@ class AgentBuffer:
         logits_dim: int | None = None,
         action_dtype: torch.dtype = torch.long,
         device: str | torch.device = "cpu",
+        recurrent_hidden_dim: int = 0,
     ) -> None:
         T, E, A = rollout_steps, num_envs, num_agents
         logits_dim = logits_dim if logits_dim is not None else action_dim
@@ -65,6 +73,11 @@ class AgentBuffer:
         self.alive = zeros(T, E, A, dtype=torch.bool)
         self.advantages = zeros(T, E, A)
         self.returns = zeros(T, E, A)
+        if recurrent_hidden_dim:
+            H = recurrent_hidden_dim
+            self.actor_hidden = zeros(T, E, A, H)  # the state each step's forward started from
+            self.critic_hidden = zeros(T, E, H)
+            self.episode_start = zeros(T, E, A, dtype=torch.bool)
         self.step = 0
 
     def __len__(self) -> int:
@@ -84,6 +97,9 @@ class AgentBuffer:
         alive: torch.Tensor | bool = True,
         truncated: torch.Tensor | bool = False,
         truncation_value: torch.Tensor | float = 0.0,
+        actor_hidden: torch.Tensor | None = None,
+        critic_hidden: torch.Tensor | None = None,
+        episode_start: torch.Tensor | None = None,
     ) -> None:
         """Store one step of every env and agent (each argument broadcast to its slot)."""
         if self.step >= self.rollout_steps:
@@ -101,6 +117,10 @@ class AgentBuffer:
         if state is not None:
             self.states[t] = state
         self.action_masks[t] = True if action_mask is None else action_mask
+        if actor_hidden is not None:
+            self.actor_hidden[t] = actor_hidden
+            self.critic_hidden[t] = critic_hidden
+            self.episode_start[t] = episode_start
         self.step += 1
 
     def clear(self) -> None:
@@ -121,26 +141,48 @@ class AgentBuffer:
         self,
         num_minibatches: int,
         to_critic_units: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+        chunk_length: int = 0,
     ) -> Iterator[RolloutMinibatch]:
-        """Shuffle the T·E (step, env) rows and yield them in `num_minibatches` near-equal parts.
+        """Shuffle the rows and yield them in `num_minibatches` near-equal parts.
 
-        Rows keep all agents together so the agent-batched actor and the
-        critic's per-agent head each run once per minibatch. Values and
+        Feed-forward (`chunk_length = 0`): a row is one (step, env) with all its
+        agents, so the agent-batched actor and the critic's per-agent head each
+        run once per minibatch. Recurrent: a row is `chunk_length` consecutive
+        steps of one env, with the hidden states stored at its first step; the
+        last chunk of a rollout is padded with zero-weight steps. Values and
         returns are mapped to the critic's units once, not per minibatch.
         """
-        rows = self.rollout_steps * self.observations.shape[1]
-
-        def flat(x: torch.Tensor) -> torch.Tensor:
-            return x.flatten(0, 1)
-
-        fields = (
-            flat(self.observations), flat(self.states), flat(self.action_masks),
-            flat(self.actions), flat(self.log_probs), flat(to_critic_units(self.values)),
-            flat(self.advantages), flat(to_critic_units(self.returns)), flat(self.alive).float(),
-        )
+        fields = [self.observations, self.states, self.action_masks, self.actions,
+                  self.log_probs, to_critic_units(self.values), self.advantages,
+                  to_critic_units(self.returns), self.alive.float()]
+        if chunk_length:
+            fields, starts = self._chunks(fields, chunk_length)
+        else:
+            fields, starts = [x.flatten(0, 1) for x in fields], []
+        rows = fields[0].shape[0]
         # One gather per field per epoch; each minibatch is then a contiguous slice.
         order = torch.randperm(rows, device=self.observations.device)
         shuffled = [x[order] for x in fields]
+        starts = [x[order] for x in starts]
         bounds = torch.linspace(0, rows, num_minibatches + 1).round().long().tolist()
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-            yield RolloutMinibatch(*(x[start:end] for x in shuffled))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            yield RolloutMinibatch(*(x[lo:hi] for x in shuffled), *(x[lo:hi] for x in starts))
+
+    def _chunks(
+        self, fields: list[torch.Tensor], length: int
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """`[T, E, ...]` fields as `[C·E, L, ...]` sequences, and the states at their starts."""
+        T = self.rollout_steps
+        num_chunks = -(-T // length)
+        pad = num_chunks * length - T
+
+        def sequences(x: torch.Tensor) -> torch.Tensor:
+            if pad:  # zero padding; its weight (the last field) is 0 too
+                x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+            x = x.view(num_chunks, length, *x.shape[1:]).transpose(1, 2)  # [C, E, L, ...]
+            return x.flatten(0, 1)
+
+        first = slice(0, T, length)  # the first step of each chunk
+        starts = [self.actor_hidden[first].flatten(0, 1), self.critic_hidden[first].flatten(0, 1),
+                  sequences(self.episode_start)]
+        return [sequences(x) for x in fields], starts

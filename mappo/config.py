@@ -61,6 +61,9 @@ class MappoConfig:
     anneal_lr: bool = _f(False, "decay the learning rate linearly to zero over the run")
     hidden_dim: int = _f(64, "width of the two hidden layers of actor and critic")
     activation: str = _f("tanh", "hidden activation", choices=("tanh", "relu"))
+    input_layer_norm: bool = _f(False, "LayerNorm on the actor's and critic's inputs")
+    recurrent: bool = _f(False, "GRU after the MLP in actor and critic (rMAPPO)")
+    data_chunk_length: int = _f(10, "steps per training sequence of a recurrent policy")
     policy_head_gain: float = _f(0.01, "orthogonal init gain of the policy head")
     max_grad_norm: float = _f(10.0, "global gradient-norm clip")
     norm_adv: bool = _f(True, "normalize advantages per minibatch")
@@ -156,7 +159,8 @@ def validate(cfg: MappoConfig) -> None:
     for name in ("gamma", "gae_lambda"):
         need(0.0 <= getattr(cfg, name) <= 1.0, name, "in [0, 1]")
     for name in ("num_agents", "obs_dim", "global_state_dim", "action_dim", "update_epochs",
-                 "minibatch_size", "total_steps", "num_envs", "rollout_steps", "hidden_dim"):
+                 "minibatch_size", "total_steps", "num_envs", "rollout_steps", "hidden_dim",
+                 "data_chunk_length"):
         need(getattr(cfg, name) >= 1, name, "an integer >= 1")
     for name in ("lr", "adam_eps", "max_grad_norm", "policy_head_gain"):
         need(getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name)), name, "> 0")

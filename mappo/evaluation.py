@@ -21,12 +21,20 @@ def evaluate(trainer: MappoTrainer, episodes: int, deterministic: bool = False,
     obs = env.reset(seed=seed)
     mask, alive = env.get_action_mask(), env.get_alive()
     tracker = EpisodeTracker(alive)
+    recurrent = trainer.config.recurrent
+    hidden = torch.zeros(*alive.shape, trainer.config.hidden_dim, device=alive.device)
+    start = torch.ones_like(alive)
     returns: list[float] = []
     while len(returns) < episodes:
-        result = env.step(trainer.act(obs, mask, deterministic))
+        if recurrent:
+            action, hidden = trainer.act_recurrent(obs, mask, hidden, start, deterministic)
+        else:
+            action = trainer.act(obs, mask, deterministic)
+        result = env.step(action)
         per_agent = tracker.step(result.reward, alive, result.env_done, result.alive)
         returns.extend(per_agent[result.env_done].tolist())
         obs, mask, alive = result.obs, result.action_mask, result.alive
+        start = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
     return returns[:episodes]
 
 

@@ -53,6 +53,43 @@ class GroupedLinear(nn.Module):
         return out.transpose(0, 1)
 
 
+class GroupedLayerNorm(nn.Module):
+    """LayerNorm over the last axis of `[B, A, D]`, with one affine pair per policy group."""
+
+    def __init__(self, group_of_agent: list[int], dim: int) -> None:
+        super().__init__()
+        num_groups = max(group_of_agent) + 1
+        self.weight = nn.Parameter(torch.ones(num_groups, dim))
+        self.bias = nn.Parameter(torch.zeros(num_groups, dim))
+        self.register_buffer("group_of_agent", torch.tensor(group_of_agent), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.shape[0] == 1:
+            return nn.functional.layer_norm(x, x.shape[-1:], self.weight[0], self.bias[0])
+        normed = nn.functional.layer_norm(x, x.shape[-1:])
+        return normed * self.weight[self.group_of_agent] + self.bias[self.group_of_agent]
+
+
+class GroupedGRUCell(nn.Module):
+    """A GRU cell per policy group (torch.nn.GRUCell's equations), batched over agents.
+
+    Input and hidden `[B, A, H]` → new hidden `[B, A, H]`.
+    """
+
+    def __init__(self, group_of_agent: list[int], hidden_dim: int) -> None:
+        super().__init__()
+        self.input = GroupedLinear(group_of_agent, hidden_dim, 3 * hidden_dim, 1.0)
+        self.recurrent = GroupedLinear(group_of_agent, hidden_dim, 3 * hidden_dim, 1.0)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        in_r, in_z, in_n = self.input(x).chunk(3, -1)
+        h_r, h_z, h_n = self.recurrent(hidden).chunk(3, -1)
+        reset = torch.sigmoid(in_r + h_r)
+        update = torch.sigmoid(in_z + h_z)
+        candidate = torch.tanh(in_n + reset * h_n)
+        return (1.0 - update) * candidate + update * hidden
+
+
 class Actor(nn.Module):
     """Decentralized policy: local observation (+ agent one-hot) → action-distribution parameters.
 
@@ -71,6 +108,8 @@ class Actor(nn.Module):
         action: ActionSpec,
         activation: str = "tanh",
         head_gain: float = 0.01,
+        recurrent: bool = False,
+        input_layer_norm: bool = False,
     ) -> None:
         super().__init__()
         num_agents = len(group_of_agent)
@@ -91,15 +130,31 @@ class Actor(nn.Module):
         self.act = ACTIVATIONS[activation]()
         if action.kind == "continuous":
             self.log_std = nn.Parameter(torch.zeros(num_groups, action.logits_dim))
+        self.input_norm = GroupedLayerNorm(group_of_agent, obs_dim) if input_layer_norm else None
+        self.gru = GroupedGRUCell(group_of_agent, hidden_dim) if recurrent else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs `[B, A, O]` → logits or Gaussian means `[B, A, K]`."""
+        """obs `[B, A, O]` → logits or Gaussian means `[B, A, K]` (feed-forward actors)."""
+        if self.gru is not None:
+            raise RuntimeError("a recurrent actor needs its hidden state: use forward_recurrent")
+        return self.head(self._features(obs))
+
+    def forward_recurrent(
+        self, obs: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of a recurrent actor: obs `[B, A, O]`, hidden `[B, A, H]` → (params, hidden)."""
+        hidden = self.gru(self._features(obs), hidden)
+        return self.head(hidden), hidden
+
+    def _features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The MLP trunk, `[B, A, O]` → `[B, A, hidden]`."""
+        if self.input_norm is not None:
+            obs = self.input_norm(obs)
         x = self.fc1(obs)  # [B, A, hidden]
         if self.use_agent_id:
             x = x + self._agent_id_rows()
         x = self.act(x)
-        x = self.act(self.fc2(x))
-        return self.head(x)
+        return self.act(self.fc2(x))
 
     def _agent_id_rows(self) -> torch.Tensor:
         """The first layer's one-hot rows of each agent's own group, `[A, hidden]`."""
@@ -117,7 +172,8 @@ class CentralizedCritic(nn.Module):
     """Value function on the global state: `[B, global_state_dim]` → `[B, num_values]`.
 
     With `num_values = A` it outputs one value per agent slot from one pass over
-    the state, so agents with their own rewards get their own value.
+    the state, so agents with their own rewards get their own value. With
+    `recurrent`, a GRU cell sits between the MLP and the head.
     """
 
     def __init__(
@@ -126,20 +182,33 @@ class CentralizedCritic(nn.Module):
         hidden_dim: int,
         num_values: int = 1,
         activation: str = "tanh",
+        recurrent: bool = False,
+        input_layer_norm: bool = False,
     ) -> None:
         super().__init__()
         act = ACTIVATIONS[activation]
-        layers = [
+        norm = [nn.LayerNorm(global_state_dim)] if input_layer_norm else []
+        self.trunk = nn.Sequential(
+            *norm,
             nn.Linear(global_state_dim, hidden_dim), act(),
             nn.Linear(hidden_dim, hidden_dim), act(),
-            nn.Linear(hidden_dim, num_values),
-        ]
-        linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        )
+        self.head = nn.Linear(hidden_dim, num_values)
+        linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.head]
         for layer, gain in zip(linears, (HIDDEN_GAIN, HIDDEN_GAIN, 1.0), strict=True):
             nn.init.orthogonal_(layer.weight, gain)
             nn.init.zeros_(layer.bias)
-        self.net = nn.Sequential(*layers)
+        self.gru = nn.GRUCell(hidden_dim, hidden_dim) if recurrent else None
 
     def forward(self, global_state: torch.Tensor) -> torch.Tensor:
-        """global_state `[B, S]` → values `[B, num_values]`."""
-        return self.net(global_state)
+        """global_state `[B, S]` → values `[B, num_values]` (feed-forward critics)."""
+        if self.gru is not None:
+            raise RuntimeError("a recurrent critic needs its hidden state: use forward_recurrent")
+        return self.head(self.trunk(global_state))
+
+    def forward_recurrent(
+        self, global_state: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: global_state `[B, S]`, hidden `[B, H]` → (values `[B, num_values]`, hidden)."""
+        hidden = self.gru(self.trunk(global_state), hidden)
+        return self.head(hidden), hidden

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -48,6 +48,25 @@ def policy_groups(agent_names: tuple[str, ...], share_policy: bool, prefixes: st
         index.append(matches[0])
     used = sorted(set(index))
     return [used.index(g) for g in index]  # drop prefixes no agent uses
+
+
+class Memory(NamedTuple):
+    """Recurrent state of actor `[B, A, H]` and critic `[B, H]`."""
+
+    actor: torch.Tensor
+    critic: torch.Tensor
+
+    @classmethod
+    def zeros(cls, batch: int, agents: int, hidden: int, device: torch.device) -> Memory:
+        """The state at the start of every episode."""
+        return cls(torch.zeros(batch, agents, hidden, device=device),
+                   torch.zeros(batch, hidden, device=device))
+
+    def reset(self, episode_start: torch.Tensor) -> Memory:
+        """Cleared where an episode starts: agents by `episode_start` `[B, A]`, the critic
+        where every agent of its env starts (the env was reset)."""
+        keep = ~episode_start
+        return Memory(self.actor * keep.unsqueeze(-1), self.critic * keep.any(-1, keepdim=True))
 
 
 @dataclass
@@ -114,10 +133,11 @@ class MappoTrainer:
         group_of_agent = policy_groups(spec.agent_names, cfg.share_policy, cfg.policy_groups)
         self.actor = Actor(
             obs_dim, group_of_agent, cfg.hidden_dim, spec.action, cfg.activation,
-            cfg.policy_head_gain,
+            cfg.policy_head_gain, cfg.recurrent, cfg.input_layer_norm,
         ).to(self.device)
         self.critic = CentralizedCritic(
-            state_dim, cfg.hidden_dim, num_agents, cfg.activation
+            state_dim, cfg.hidden_dim, num_agents, cfg.activation, cfg.recurrent,
+            cfg.input_layer_norm,
         ).to(self.device)
         self.value_norm = ValueNorm(cfg.value_norm_beta, enabled=cfg.value_norm).to(self.device)
         self.parameters = [p for p in (*self.actor.parameters(), *self.critic.parameters())
@@ -134,6 +154,7 @@ class MappoTrainer:
             cfg.rollout_steps, self.env.num_envs, num_agents, obs_dim, state_dim,
             spec.action.action_dim, spec.action.logits_dim,
             torch.long if discrete else torch.float32, self.device,
+            recurrent_hidden_dim=cfg.hidden_dim if cfg.recurrent else 0,
         )
         self.env_steps = 0
         self.updates = 0
@@ -151,6 +172,10 @@ class MappoTrainer:
         self._mask = self.env.get_action_mask()  # [E, A, K]
         self._alive = self.env.get_alive()  # [E, A]
         self.episodes = EpisodeTracker(self._alive)
+        # Recurrent state after the last step, and which agents start an episode now.
+        self._memory = Memory.zeros(self.env.num_envs, num_agents, cfg.hidden_dim, self.device) \
+            if cfg.recurrent else None
+        self._episode_start = torch.ones_like(self._alive)  # [E, A]
         self._times = {"env": 0.0, "inference": 0.0}
 
     # --- acting ----------------------------------------------------------------
@@ -161,9 +186,29 @@ class MappoTrainer:
 
     def distribution(self, obs: torch.Tensor, mask: torch.Tensor) -> ActionDistribution:
         """The actor's action distribution for observations `[B, A, O]`."""
-        params = self.actor(obs)
+        return self._distribution(self.actor(obs), mask)
+
+    def _distribution(self, params: torch.Tensor, mask: torch.Tensor) -> ActionDistribution:
         log_std = self.actor.agent_log_std() if self.action_spec.kind == "continuous" else None
         return ActionDistribution(self.action_spec, params, mask, log_std)
+
+    def policy_step(
+        self, obs: torch.Tensor, critic_in: torch.Tensor, memory: Memory | None,
+        episode_start: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, Memory | None, Memory | None]:
+        """One step of actor and critic.
+
+        Returns (policy parameters `[B, A, K]`, values in critic units `[B, A]`,
+        memory after the step, memory the step started from). A recurrent
+        policy starts from `memory` cleared where `episode_start` `[B, A]` is
+        set; a feed-forward one ignores both.
+        """
+        if memory is None:
+            return self.actor(obs), self.critic(critic_in), None, None
+        used = memory.reset(episode_start)
+        params, actor_hidden = self.actor.forward_recurrent(obs, used.actor)
+        values, critic_hidden = self.critic.forward_recurrent(critic_in, used.critic)
+        return params, values, Memory(actor_hidden, critic_hidden), used
 
     @torch.no_grad()
     def value(self, critic_input: torch.Tensor) -> torch.Tensor:
@@ -184,6 +229,18 @@ class MappoTrainer:
         return self.env_action(dist.mode() if deterministic else dist.sample())
 
     @torch.no_grad()
+    def act_recurrent(
+        self, obs: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor,
+        episode_start: torch.Tensor, deterministic: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`act` for a recurrent actor: hidden `[E, A, H]` is cleared where `episode_start`;
+        returns env-format actions and the hidden state after the step."""
+        hidden = hidden * ~episode_start.unsqueeze(-1)
+        params, hidden = self.actor.forward_recurrent(obs, hidden)
+        dist = self._distribution(params, mask)
+        return self.env_action(dist.mode() if deterministic else dist.sample()), hidden
+
+    @torch.no_grad()
     def collect_rollout(self) -> None:
         """Fill the buffer with `rollout_steps` steps of every env."""
         buf, env = self.buffer, self.env
@@ -191,10 +248,13 @@ class MappoTrainer:
         for _ in range(self.config.rollout_steps):
             t0 = time.perf_counter()
             critic_in = self.critic_input(self._obs, self._state)
-            dist = self.distribution(self._obs, self._mask)
+            params, value, memory, used = self.policy_step(
+                self._obs, critic_in, self._memory, self._episode_start
+            )
+            dist = self._distribution(params, self._mask)
+            value = self.value_norm.denormalize(value)  # [E, A], in return units
             action = dist.sample()  # [E, A, D]
             log_prob = dist.log_prob(action)  # [E, A]
-            value = self.value(critic_in)  # [E, A]
             t1 = time.perf_counter()
             result = env.step(self.env_action(action))
             t2 = time.perf_counter()
@@ -203,14 +263,19 @@ class MappoTrainer:
             truncation_value = 0.0
             if bool(result.env_done.any()):
                 # Bootstrap time-limit ends from the value of the state the episode reached.
-                truncation_value = self.value(
-                    self.critic_input(result.final_obs, result.final_state)
+                truncation_value = self._value_after(
+                    self.critic_input(result.final_obs, result.final_state), memory
                 )
+            recurrent = {} if memory is None else {
+                "actor_hidden": used.actor, "critic_hidden": used.critic,
+                "episode_start": self._episode_start,
+            }
             buf.add(
                 self._obs, action, log_prob, result.reward, done, value, state=critic_in,
                 action_mask=self._mask, alive=self._alive, truncated=truncated,
-                truncation_value=truncation_value,
+                truncation_value=truncation_value, **recurrent,
             )
+            self._memory, self._episode_start = memory, done
             self._times["env"] += t2 - t1
             self._times["inference"] += (t1 - t0) + (time.perf_counter() - t2)
             self.episodes.step(result.reward, self._alive, result.env_done, result.alive)
@@ -218,6 +283,14 @@ class MappoTrainer:
             self._mask, self._alive = result.action_mask, result.alive
         self._check_finite()
         self.env_steps += self.config.rollout_steps * self.env.num_envs * self.dist.world_size
+
+    @torch.no_grad()
+    def _value_after(self, critic_in: torch.Tensor, memory: Memory | None) -> torch.Tensor:
+        """Per-agent value in return units of a state reached after a step with `memory`."""
+        if memory is None:
+            return self.value(critic_in)
+        values, _ = self.critic.forward_recurrent(critic_in, memory.critic)
+        return self.value_norm.denormalize(values)
 
     def _check_finite(self) -> None:
         """Refuse a rollout holding NaN or inf from the env, naming where it first appeared.
@@ -250,15 +323,19 @@ class MappoTrainer:
         """PPO on the buffer: `update_epochs` passes of minibatches, one optimizer step each."""
         cfg, buf = self.config, self.buffer
         start = time.perf_counter()
-        last_value = self.value(self.critic_input(self._obs, self._state))
+        critic_in = self.critic_input(self._obs, self._state)
+        memory = None if self._memory is None else self._memory.reset(self._episode_start)
+        last_value = self._value_after(critic_in, memory)
         buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda)
         self.value_norm.update(buf.returns, buf.alive, self.dist.sum)
         samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
-        num_minibatches = max(1, round(samples / cfg.minibatch_size))
+        chunk = cfg.data_chunk_length if cfg.recurrent else 0
+        rows = (-(-buf.rollout_steps // chunk) if chunk else buf.rollout_steps) * self.env.num_envs
+        num_minibatches = min(rows, max(1, round(samples / cfg.minibatch_size)))
         stats = torch.zeros(6, device=self.device)
         forward_time = backward_time = 0.0
         for _ in range(cfg.update_epochs):
-            for mb in buf.minibatches(num_minibatches, self.value_norm.normalize):
+            for mb in buf.minibatches(num_minibatches, self.value_norm.normalize, chunk):
                 t0 = time.perf_counter()
                 loss, mb_stats = self._minibatch_loss_fast(mb)
                 t1 = time.perf_counter()
@@ -305,8 +382,11 @@ class MappoTrainer:
         Every term is a mean over live agents only (`mb.weights`).
         """
         cfg = self.config
-        dist = self.distribution(mb.obs, mb.action_mask)
-        new_log_prob = dist.log_prob(mb.actions)  # [B, A]
+        if mb.actor_hidden is None:
+            dist, new_values = self.distribution(mb.obs, mb.action_mask), self.critic(mb.state)
+        else:
+            dist, new_values = self._unroll(mb)
+        new_log_prob = dist.log_prob(mb.actions)  # [B, A] (recurrent: [B, L, A])
         entropy = masked_mean(dist.entropy(), mb.weights)
         advantages = mb.advantages
         if cfg.norm_adv:
@@ -317,7 +397,7 @@ class MappoTrainer:
             advantages, new_log_prob, mb.log_probs, cfg.clip_coef, mb.weights
         )
         value_loss = ppo_value_loss(
-            self.critic(mb.state), mb.values, mb.returns, cfg.clip_coef, mb.weights,
+            new_values, mb.values, mb.returns, cfg.clip_coef, mb.weights,
             cfg.huber_delta, cfg.clip_value_loss,
         )
         loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
@@ -332,6 +412,19 @@ class MappoTrainer:
                 policy_loss, value_loss, entropy, approx_kl, clip_fraction
             ]).detach()
         return loss, stats
+
+    def _unroll(self, mb: RolloutMinibatch) -> tuple[ActionDistribution, torch.Tensor]:
+        """Actor and critic over sequences `[B, L, ...]` from their stored start states."""
+        memory = Memory(mb.actor_hidden, mb.critic_hidden)
+        params, values = [], []
+        for step in range(mb.obs.shape[1]):  # the GRU's recurrence: one step at a time
+            step_params, step_values, memory, _ = self.policy_step(
+                mb.obs[:, step], mb.state[:, step], memory, mb.episode_start[:, step]
+            )
+            params.append(step_params)
+            values.append(step_values)
+        return (self._distribution(torch.stack(params, 1), mb.action_mask),
+                torch.stack(values, 1))
 
     def _explained_variance(self) -> float:
         """1 - Var(returns - values) / Var(returns) over the samples of live agents."""
@@ -384,7 +477,10 @@ class MappoTrainer:
             "rollout": {
                 "obs": self._obs, "state": self._state, "mask": self._mask,
                 "alive": self._alive, "running_return": self.episodes.running,
-                "ever_alive": self.episodes.ever_alive,
+                "ever_alive": self.episodes.ever_alive, "episode_start": self._episode_start,
+                **({} if self._memory is None else {
+                    "actor_hidden": self._memory.actor, "critic_hidden": self._memory.critic,
+                }),
             },
         }
         return {
@@ -425,3 +521,6 @@ class MappoTrainer:
             self._mask, self._alive = rollout["mask"], rollout["alive"]
             self.episodes.running = rollout["running_return"]
             self.episodes.ever_alive = rollout["ever_alive"]
+            self._episode_start = rollout["episode_start"]
+            if self._memory is not None:
+                self._memory = Memory(rollout["actor_hidden"], rollout["critic_hidden"])

@@ -1,0 +1,80 @@
+"""rMAPPO: training on chunks from stored hidden states equals the step-by-step computation."""
+
+import pytest
+import torch
+
+from mappo import MappoConfig, MappoTrainer
+from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
+
+
+def _recurrent_trainer(**overrides) -> MappoTrainer:
+    config = MappoConfig(recurrent=True, data_chunk_length=10, num_envs=4, rollout_steps=25,
+                         minibatch_size=16, total_steps=200, seed=3, **overrides)
+    return MappoTrainer(config)
+
+
+def test_chunked_loss_equals_the_step_by_step_loss_with_stored_hidden_states() -> None:
+    trainer = _recurrent_trainer()
+    trainer.collect_rollout()
+    buf = trainer.buffer
+    buf.compute_returns_and_advantage(torch.zeros(4, 3), 0.99, 0.95)
+    trainer.value_norm.update(buf.returns, buf.alive)
+    # Sanity: 25 steps in chunks of 10 leave a padded last chunk; episodes restart at step 0.
+    assert buf.episode_start[0].all() and not buf.episode_start[1:].any()
+    assert buf.actor_hidden[5].abs().sum() > 0
+
+    (mb,) = buf.minibatches(1, trainer.value_norm.normalize, chunk_length=10)
+    assert mb.obs.shape[:2] == (3 * 4, 10)  # 3 chunks x 4 envs, 10 steps each
+    assert mb.weights.sum().item() == 25 * 4 * 3  # the 5 padded steps per env weigh nothing
+    loss, stats = trainer.minibatch_loss(mb)
+
+    # Step by step: every (t, e) from the hidden state stored at that very step.
+    with torch.no_grad():
+        obs, states = buf.observations.flatten(0, 1), buf.states.flatten(0, 1)
+        params, _ = trainer.actor.forward_recurrent(obs, buf.actor_hidden.flatten(0, 1))
+        values, _ = trainer.critic.forward_recurrent(states, buf.critic_hidden.flatten(0, 1))
+        dist = trainer._distribution(params, buf.action_masks.flatten(0, 1))
+        log_prob = dist.log_prob(buf.actions.flatten(0, 1))
+        weights = buf.alive.flatten(0, 1).float()
+        adv = buf.advantages.flatten(0, 1)
+        adv = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
+        cfg = trainer.config
+        expected = (
+            ppo_policy_loss(adv, log_prob, buf.log_probs.flatten(0, 1), cfg.clip_coef, weights)
+            + cfg.vf_coef * ppo_value_loss(
+                values, trainer.value_norm.normalize(buf.values.flatten(0, 1)),
+                trainer.value_norm.normalize(buf.returns.flatten(0, 1)), cfg.clip_coef, weights)
+            - cfg.ent_coef * masked_mean(dist.entropy(), weights)
+        )
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    # Same parameters as the rollout: every ratio is 1, so no KL and nothing clipped.
+    torch.testing.assert_close(log_prob, buf.log_probs.flatten(0, 1), atol=1e-5, rtol=0)
+    assert stats[3].item() == pytest.approx(0.0, abs=1e-6)
+    assert stats[4].item() == 0.0
+
+
+def test_hidden_state_is_cleared_at_episode_starts_inside_a_chunk() -> None:
+    trainer = _recurrent_trainer(env_kwargs={"max_cycles": 7})
+    trainer.collect_rollout()
+    buf = trainer.buffer
+    starts = buf.episode_start[:, 0, 0].nonzero().flatten().tolist()
+    assert starts == [0, 7, 14, 21]
+    assert buf.actor_hidden[starts].abs().max().item() == 0.0
+    assert buf.critic_hidden[starts].abs().max().item() == 0.0
+    assert buf.actor_hidden[8].abs().max().item() > 0.0
+
+
+def test_recurrent_training_runs_and_resumes_exactly(tmp_path) -> None:
+    from mappo.checkpoint import load_checkpoint
+    from mappo.cli import main
+
+    # 10-step rollouts of 25-step episodes: the break at 320 steps falls mid-episode.
+    flags = ["--recurrent", "true", "--num-envs", "8", "--rollout-steps", "10",
+             "--minibatch-size", "64", "--quiet"]
+    assert main(["train", "--run-dir", str(tmp_path / "a"), "--total-steps", "640", *flags]) == 0
+    assert main(["train", "--run-dir", str(tmp_path / "b"), "--total-steps", "320", *flags]) == 0
+    assert main(["train", "--resume", str(tmp_path / "b"), "--total-steps", "640",
+                 "--quiet"]) == 0
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in "ab")
+    for name, tensor in a["actor"].items():
+        assert torch.equal(tensor, b["actor"][name]), name
