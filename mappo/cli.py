@@ -16,11 +16,21 @@ from collections import deque
 from pathlib import Path
 
 from mappo.checkpoint import CheckpointError
-from mappo.config import FIELDS, ConfigError, MappoConfig, from_dict, parse_cli_value
+from mappo.config import (
+    FIELDS,
+    PRESETS,
+    ConfigError,
+    MappoConfig,
+    from_dict,
+    parse_cli_value,
+    read_toml,
+)
 from mappo.envs.base import EnvError
 from mappo.run_folder import RunFolder, RunFolderError
 
 CHECKPOINT_EVERY_UPDATES = 50
+EVAL_EPISODES = 100
+RENDER_EPISODES = 3
 
 
 def _flag(name: str) -> str:
@@ -36,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="TOML file with any MappoConfig fields")
     train.add_argument("--run-dir", type=Path, help="run folder (default runs/<env>-<time>)")
     train.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    train.add_argument("--preset", choices=sorted(PRESETS),
+                       help="start from a named set of settings (config file and flags win)")
     train.add_argument("--nproc", type=int, default=1,
                        help="data-parallel ranks on this node (runs torchrun for you)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -49,11 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"{f.metadata['help']} (default {default})")
     evaluate = commands.add_parser("eval", help="evaluate a run's trained policy")
     evaluate.add_argument("run_dir", type=Path, help="run folder holding checkpoint.pt")
-    evaluate.add_argument("--episodes", type=int, default=100, help="episodes to run")
+    evaluate.add_argument("--episodes", type=int, default=None,
+                          help=f"episodes to run (default {EVAL_EPISODES}; "
+                               f"{RENDER_EPISODES} with --render)")
     evaluate.add_argument("--deterministic", action="store_true", help="greedy actions")
     evaluate.add_argument("--json", action="store_true", help="end with one JSON line")
     evaluate.add_argument("--device", default=None, help="torch device (default: the run's)")
     evaluate.add_argument("--seed", type=int, default=1000, help="seed of the eval envs")
+    evaluate.add_argument("--render", type=Path, metavar="FILE",
+                          help="draw the episodes (env copy 0, on cpu unless --device) "
+                               "into FILE.gif or FILE.mp4")
+    evaluate.add_argument("--fps", type=float, default=10.0, help="frames per second of --render")
+    plot = commands.add_parser("plot", help="learning curves of runs; seeds become a mean ± std")
+    plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders")
+    plot.add_argument("--out", type=Path, required=True, help="image file to write (.png, .pdf)")
+    plot.add_argument("--x", choices=("env_steps", "wall_time"), default="env_steps",
+                      help="x axis (default env_steps)")
+    export = commands.add_parser("export", help="write the actors as TorchScript (and ONNX)")
+    export.add_argument("run_dir", type=Path, help="run folder holding checkpoint.pt")
+    export.add_argument("--out", type=Path, required=True, help="folder for the files")
+    export.add_argument("--no-onnx", action="store_true", help="TorchScript only")
     return parser
 
 
@@ -97,8 +124,8 @@ def _open_run(args: argparse.Namespace):
     overrides = _cli_overrides(args)
     if args.resume is not None:
         extra = sorted(set(overrides) - {"total_steps"})
-        if extra or args.config or args.run_dir:
-            given = extra + [f for f in ("config", "run_dir") if getattr(args, f)]
+        if extra or args.config or args.run_dir or args.preset:
+            given = extra + [f for f in ("config", "run_dir", "preset") if getattr(args, f)]
             raise ConfigError(
                 f"--resume continues a run with its own config; only --total-steps may "
                 f"change (got {', '.join(given)})"
@@ -109,8 +136,10 @@ def _open_run(args: argparse.Namespace):
         folder = (RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
                   if dist.is_main else None)
         return trainer, folder
-    config = MappoConfig.load(args.config) if args.config else MappoConfig()
-    config = from_dict({**config.to_dict(), **overrides}, source="command line")
+    from_file = read_toml(args.config) if args.config else {}
+    env = overrides.get("env", from_file.get("env", MappoConfig().env))
+    preset = PRESETS[args.preset](env) if args.preset else {}
+    config = from_dict({**preset, **from_file, **overrides}, source="command line")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = args.run_dir or Path("runs") / f"{config.env.replace(':', '-')}-{stamp}"
     dist = Distributed.from_environment(config.device)
@@ -193,8 +222,12 @@ def evaluate(args: argparse.Namespace) -> int:
     """Print mean and std of the per-agent episode return of a trained run."""
     from mappo.evaluation import evaluate_run
 
+    if args.episodes is None:
+        args.episodes = EVAL_EPISODES if args.render is None else RENDER_EPISODES
     if args.episodes < 1:
         raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
+    if args.render is not None:
+        return render(args)
     returns = evaluate_run(args.run_dir, args.episodes, args.deterministic, args.device,
                            args.seed)
     mean = statistics.fmean(returns)
@@ -206,6 +239,46 @@ def evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({"mean_episode_return": mean, "std_episode_return": std,
                           "episodes": len(returns), "deterministic": args.deterministic,
                           "run_dir": str(args.run_dir)}))
+    return 0
+
+
+def render(args: argparse.Namespace) -> int:
+    """`eval --render`: draw episodes of the run's policy into a GIF or MP4."""
+    from mappo.render import render_run
+
+    start = time.perf_counter()
+    returns = render_run(args.run_dir, args.render, args.episodes, args.deterministic,
+                         args.seed, args.fps, args.device or "cpu")
+    mean = statistics.fmean(returns)
+    print(f"{args.render}: {len(returns)} episodes rendered in "
+          f"{time.perf_counter() - start:.1f} s, per-agent episode return {mean:.3f}")
+    if args.json:
+        print(json.dumps({"mean_episode_return": mean, "episode_returns": returns,
+                          "episodes": len(returns), "deterministic": args.deterministic,
+                          "run_dir": str(args.run_dir), "render": str(args.render)}))
+    return 0
+
+
+def plot(args: argparse.Namespace) -> int:
+    """Draw the learning curves of several runs on one figure."""
+    from mappo.plotting import plot_runs
+
+    groups = plot_runs(args.run_dirs, args.out, args.x)
+    for group in groups:
+        print(f"{group.label}: {len(group.runs)} run(s)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """Write a run's actors, one file per policy, and layout.json."""
+    from mappo.export import export_run
+
+    layout = export_run(args.run_dir, args.out, onnx=False if args.no_onnx else None)
+    for policy in layout["policies"]:
+        files = " + ".join(f for f in (policy["file"], policy.get("onnx")) if f)
+        print(f"{files}: agents {', '.join(policy['agent_names'])}")
+    print(f"wrote {args.out / 'layout.json'}")
     return 0
 
 
@@ -231,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             return train(args)
         if args.command == "eval":
             return evaluate(args)
+        if args.command == "plot":
+            return plot(args)
+        if args.command == "export":
+            return export(args)
     except (ConfigError, RunFolderError, CheckpointError) as err:
         print(f"mappo: error: {err}", file=sys.stderr)
         return 2

@@ -47,7 +47,7 @@ class MappoConfig:
     gamma: float = _f(0.99, "discount factor")
     gae_lambda: float = _f(0.95, "GAE lambda")
     update_epochs: int = _f(10, "passes over each rollout")
-    minibatch_size: int = _f(256, "agent-steps per minibatch (one optimizer step each)")
+    minibatch_size: int = _f(256, "agent-steps per minibatch (one optimizer step each); 0 = all")
     # --- our additions ---------------------------------------------------------
     env: str = _f("spread", "built-in env name, or module:callable returning a ParallelEnv")
     env_kwargs: dict = _f({}, "keyword arguments for the env constructor (JSON on the CLI)")
@@ -110,12 +110,50 @@ class MappoConfig:
     @classmethod
     def load(cls, path: str | Path) -> MappoConfig:
         """Read a TOML file holding any subset of the fields."""
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"cannot read config file {path}: {err}") from None
-        return from_dict(data, source=str(path))
+        return from_dict(read_toml(path), source=str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The keys a TOML config file sets, unvalidated."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
+    check_keys(data, str(path))
+    return data
+
+
+PAPER_MPE_AGENTS = {"spread": 3, "reference": 2, "speaker_listener": 2}
+
+
+def paper_mpe_preset(env: str) -> dict[str, Any]:
+    """The official MAPPO code's MPE settings (rMAPPO) for one of the paper's three tasks.
+
+    Hidden 64 with input LayerNorm and a GRU, Tanh on Spread (ReLU elsewhere),
+    lr 7e-4, Adam eps 1e-5, 128 envs x 25 steps, one minibatch, 10 epochs on
+    Spread and 15 on Reference and Comm, clip 0.2, entropy 0.01, value
+    coefficient 1, Huber value loss (delta 10) with clipping, running value
+    normalization (beta 0.99999), gradient norm 10, policy head gain 0.01, a
+    shared policy on Spread and Reference and separate ones on Comm.
+    """
+    if env not in PAPER_MPE_AGENTS:
+        raise ConfigError(
+            f"preset 'paper-mpe' covers the envs {', '.join(PAPER_MPE_AGENTS)}, not {env!r}"
+        )
+    return dict(
+        env=env, recurrent=True, data_chunk_length=10, hidden_dim=64, input_layer_norm=True,
+        activation="tanh" if env == "spread" else "relu", lr=7e-4, adam_eps=1e-5,
+        num_envs=128, rollout_steps=25,
+        minibatch_size=0,  # the whole rollout in one minibatch
+        update_epochs=10 if env == "spread" else 15, clip_coef=0.2, ent_coef=0.01, vf_coef=1.0,
+        huber_delta=10.0, clip_value_loss=True, value_norm=True, value_norm_beta=0.99999,
+        max_grad_norm=10.0, policy_head_gain=0.01, share_policy=env != "speaker_listener",
+        gamma=0.99, gae_lambda=0.95,
+    )
+
+
+PRESETS = {"paper-mpe": paper_mpe_preset}
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(MappoConfig)}
@@ -139,12 +177,17 @@ def _coerce(name: str, value: Any) -> Any:
 
 def from_dict(data: dict[str, Any], source: str = "config") -> MappoConfig:
     """Build a config from a mapping, refusing unknown keys with a suggestion."""
+    check_keys(data, source)
+    return MappoConfig(**{k: _coerce(k, v) for k, v in data.items()})
+
+
+def check_keys(data: dict[str, Any], source: str) -> None:
+    """Refuse keys that are not config fields, naming the source and the nearest field."""
     for key in data:
         if key not in FIELDS:
             near = difflib.get_close_matches(key, FIELDS, n=1)
             hint = f"; did you mean '{near[0]}'?" if near else ""
             raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
-    return MappoConfig(**{k: _coerce(k, v) for k, v in data.items()})
 
 
 def validate(cfg: MappoConfig) -> None:
@@ -158,8 +201,9 @@ def validate(cfg: MappoConfig) -> None:
 
     for name in ("gamma", "gae_lambda"):
         need(0.0 <= getattr(cfg, name) <= 1.0, name, "in [0, 1]")
+    need(cfg.minibatch_size >= 0, "minibatch_size", ">= 0 (0: the whole rollout at once)")
     for name in ("num_agents", "obs_dim", "global_state_dim", "action_dim", "update_epochs",
-                 "minibatch_size", "total_steps", "num_envs", "rollout_steps", "hidden_dim",
+                 "total_steps", "num_envs", "rollout_steps", "hidden_dim",
                  "data_chunk_length"):
         need(getattr(cfg, name) >= 1, name, "an integer >= 1")
     for name in ("lr", "adam_eps", "max_grad_norm", "policy_head_gain"):

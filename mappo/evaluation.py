@@ -41,8 +41,8 @@ def evaluate(trainer: MappoTrainer, episodes: int, deterministic: bool = False,
 def evaluate_run(run_dir: str | Path, episodes: int = 100, deterministic: bool = False,
                  device: str | None = None, seed: int = 1000) -> list[float]:
     """Load `run_dir` and evaluate it on `min(episodes, 128)` env copies."""
-    # No update runs here; a minibatch of 1 keeps the batch-size check valid for few envs.
-    changes = {"num_envs": min(episodes, MAX_EVAL_ENVS), "minibatch_size": 1}
+    # No update runs here; one whole-batch minibatch keeps the size check valid for few envs.
+    changes = {"num_envs": min(episodes, MAX_EVAL_ENVS), "minibatch_size": 0}
     if device is not None:
         changes["device"] = device
     trainer, _ = load_trainer(Path(run_dir) / "checkpoint.pt", resume_rollout=False, **changes)

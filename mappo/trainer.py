@@ -331,7 +331,8 @@ class MappoTrainer:
         samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
         chunk = cfg.data_chunk_length if cfg.recurrent else 0
         rows = (-(-buf.rollout_steps // chunk) if chunk else buf.rollout_steps) * self.env.num_envs
-        num_minibatches = min(rows, max(1, round(samples / cfg.minibatch_size)))
+        wanted = round(samples / cfg.minibatch_size) if cfg.minibatch_size else 1
+        num_minibatches = min(rows, max(1, wanted))
         stats = torch.zeros(6, device=self.device)
         forward_time = backward_time = 0.0
         for _ in range(cfg.update_epochs):

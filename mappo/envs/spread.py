@@ -52,7 +52,10 @@ class SpreadEnv(MultiAgentEnv):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
+        global_state: str = "concat_obs",
     ) -> None:
+        if global_state not in ("concat_obs", "world"):
+            raise ValueError(f"global_state must be 'concat_obs' or 'world', got {global_state!r}")
         if not 0.0 <= local_ratio <= 1.0:
             raise ValueError(f"local_ratio must be in [0, 1], got {local_ratio}")
         self.num_envs = num_envs
@@ -70,10 +73,10 @@ class SpreadEnv(MultiAgentEnv):
             name="spread",
             agent_names=tuple(f"agent_{i}" for i in range(A)),
             obs_dim=obs_dim,
-            state_dim=A * obs_dim,
+            state_dim=A * obs_dim if global_state == "concat_obs" else 4 * A + 2 * L,
             action=ActionSpec(kind="discrete", nvec=(NUM_DISCRETE_MOVES,)),
             max_episode_steps=max_cycles,
-            state_source="concat_obs",
+            state_source="concat_obs" if global_state == "concat_obs" else "env",
             obs_sizes=(obs_dim,) * A,
         )
 
@@ -215,7 +218,7 @@ class SpreadEnv(MultiAgentEnv):
         rel = self._relative_positions()
         reward = self._reward(*rel)  # [E, A], at the positions the episode reached
         obs = self._observe(*rel)
-        state = obs.reshape(E, -1)  # [E, A * O]: the concatenated observations
+        state = self._global_state(obs)
 
         if self._lockstep_steps is not None:
             self._lockstep_steps += 1
@@ -230,7 +233,7 @@ class SpreadEnv(MultiAgentEnv):
             if self._lockstep_steps is not None:
                 self._lockstep_steps = 0  # every env was at the limit and restarted
             obs = self._observe(*self._relative_positions())
-            state = obs.reshape(E, -1)
+            state = self._global_state(obs)
             truncated = env_done[:, None].expand(E, A).clone()  # [E, A]
         else:
             env_done, truncated = self._false_e, self._false_ea
@@ -277,9 +280,17 @@ class SpreadEnv(MultiAgentEnv):
         self._gen.set_state(state["generator"])
         self._obs = self._observe(*self._relative_positions())
 
+    def _global_state(self, obs: torch.Tensor) -> torch.Tensor:
+        """`[E, S]`: mpe2's concatenated observations, or the world itself (agent positions
+        and velocities, landmark positions), which the critic ablation compares against."""
+        if self.spec.state_source == "concat_obs":
+            return obs.reshape(self.num_envs, -1)
+        return torch.cat([self._pos.flatten(1), self._vel.flatten(1),
+                          self._landmarks.flatten(1)], dim=1)
+
     def get_global_state(self) -> torch.Tensor:
-        """Concatenated observations of all agents, `[E, A * O]`."""
-        return self._obs.reshape(self.num_envs, -1)
+        """The global state of the current step, `[E, S]` (see `global_state`)."""
+        return self._global_state(self._obs)
 
     def get_observation(self, agent_id: int) -> torch.Tensor:
         """Observation of agent slot `agent_id` in every env, `[E, O]`."""
@@ -292,3 +303,23 @@ class SpreadEnv(MultiAgentEnv):
     def get_alive(self) -> torch.Tensor:
         """Every agent acts at every step, `[E, A]`."""
         return self._alive
+
+
+def official_team_return(
+    per_agent_return: float, num_agents: int = 3, max_cycles: int = 25, local_ratio: float = 0.5
+) -> float:
+    """A spread episode return on the official MAPPO code's scale, from ours (mpe2's).
+
+    mpe2 gives agent i `(1-ρ)·G + ρ·L_i` per step (G: minus the landmarks'
+    distances to their nearest agent; L_i: minus i's collisions with others).
+    The official on-policy env gives every agent the team sum of `G + L_i - 1`
+    (each agent "collides" with itself), i.e. `N·G + Σ L_i - N` per step. With
+    ρ = 0.5, `N·G + Σ L_i = 2·Σ_i r_i`, so per episode
+    official = 2·(sum over agents of our return) - N·T = 2·N·R - N·T for a
+    mean per-agent return R. Other mixes have no exact conversion. The official
+    env also spawns landmarks in 0.8·U(-1, 1) instead of U(-1, 1), which this
+    conversion cannot undo: the numbers are comparable, not identical tasks.
+    """
+    if local_ratio != 0.5:
+        raise ValueError(f"no exact conversion for local_ratio {local_ratio}; it needs 0.5")
+    return 2.0 * num_agents * per_agent_return - num_agents * max_cycles

@@ -1,0 +1,31 @@
+"""`--preset paper-mpe`: the official code's settings per task, under the config file and flags."""
+
+import pytest
+
+from mappo import ConfigError, MappoConfig
+from mappo.cli import main
+from mappo.config import paper_mpe_preset
+
+
+def test_paper_preset_per_task() -> None:
+    spread = MappoConfig(**paper_mpe_preset("spread"))
+    assert (spread.recurrent, spread.hidden_dim, spread.activation, spread.update_epochs) == (
+        True, 64, "tanh", 10)
+    assert (spread.vf_coef, spread.huber_delta, spread.lr) == (1.0, 10.0, 7e-4)
+    assert spread.num_envs == 128
+    assert spread.minibatch_size == 0 and spread.share_policy and spread.input_layer_norm
+    comm = MappoConfig(**paper_mpe_preset("speaker_listener"))
+    assert (comm.update_epochs, comm.share_policy, comm.activation) == (15, False, "relu")
+    with pytest.raises(ConfigError, match="covers the envs spread, reference, speaker_listener"):
+        paper_mpe_preset("mpe2.simple_tag_v3:parallel_env")
+
+
+def test_preset_on_the_command_line_with_flags_on_top(tmp_path) -> None:
+    run = tmp_path / "r"
+    assert main(["train", "--preset", "paper-mpe", "--env", "reference", "--num-envs", "4",
+                 "--total-steps", "200", "--update-epochs", "2", "--run-dir", str(run),
+                 "--quiet"]) == 0
+    config = MappoConfig.load(run / "config.toml")
+    assert (config.env, config.recurrent, config.num_envs, config.update_epochs) == (
+        "reference", True, 4, 2)
+    assert (config.huber_delta, config.minibatch_size, config.activation) == (10.0, 0, "relu")
