@@ -42,7 +42,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, deterministic: bool =
                  device: str | None = None, seed: int = 1000) -> list[float]:
     """Load `run_dir` and evaluate it on `min(episodes, 128)` env copies."""
     # No update runs here; one whole-batch minibatch keeps the size check valid for few envs.
-    changes = {"num_envs": min(episodes, MAX_EVAL_ENVS), "minibatch_size": 0}
+    changes = {"num_envs": min(episodes, MAX_EVAL_ENVS), "minibatch_size": 0, "compile": "false"}
     if device is not None:
         changes["device"] = device
     trainer, _ = load_trainer(Path(run_dir) / "checkpoint.pt", resume_rollout=False, **changes)

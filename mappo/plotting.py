@@ -1,0 +1,194 @@
+"""Learning curves of several runs on one figure, seeds of one config folded into a band.
+
+Runs whose `config.toml` differ only in `seed` form a group, drawn as the
+mean ± std (over its runs) of `episode_return` interpolated onto a common x
+grid; a group of one run is drawn as its own curve. Each group is labelled
+by the config keys whose values differ between groups, e.g.
+`share_policy=False`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mappo.config import ENV_DIM_FIELDS, FIELDS
+from mappo.run_folder import RunFolderError
+
+X_AXES = ("env_steps", "wall_time")
+GROUP_IGNORED_KEYS = ("seed",)
+GRID_POINTS = 200
+
+
+class PlotError(RunFolderError):
+    """Runs that cannot be plotted, or an output file matplotlib cannot write; says why."""
+
+
+@dataclass
+class RunCurve:
+    """One run's learning curve: episode return against env steps and wall time."""
+
+    path: Path
+    config: dict[str, Any]
+    env_steps: np.ndarray  # [N], rows with a finished episode only
+    wall_time: np.ndarray  # [N] seconds of training up to each of those rows
+    episode_return: np.ndarray  # [N]
+
+    def x(self, axis: str) -> np.ndarray:
+        """The x values for axis `env_steps` or `wall_time`."""
+        return self.env_steps if axis == "env_steps" else self.wall_time
+
+
+@dataclass
+class RunGroup:
+    """Runs sharing one config but for the seed, and what tells the group apart."""
+
+    runs: list[RunCurve]
+    label: str = ""
+    differing: dict[str, Any] = field(default_factory=dict)  # key → value, keys that vary
+
+    def band(self, axis: str, points: int = GRID_POINTS
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x grid, mean, std) of the runs' returns, each run interpolated onto the grid.
+
+        The grid spans the x range every run covers, so each point averages all
+        runs; std is the population std over runs (0 for a single run).
+        """
+        xs = [run.x(axis) for run in self.runs]
+        lo, hi = max(float(x[0]) for x in xs), min(float(x[-1]) for x in xs)
+        if len(self.runs) == 1:  # nothing to align: keep the run's own points
+            run = self.runs[0]
+            return run.x(axis), run.episode_return, np.zeros_like(run.episode_return)
+        if hi < lo:
+            names = ", ".join(str(run.path) for run in self.runs)
+            raise PlotError(f"runs {names} share no {axis} range to average over")
+        grid = np.linspace(lo, hi, points)
+        ys = np.stack([np.interp(grid, run.x(axis), run.episode_return) for run in self.runs])
+        return grid, ys.mean(0), ys.std(0)
+
+
+def _config_defaults() -> dict[str, Any]:
+    """Every MappoConfig field's default, so configs of older versions still compare."""
+    defaults = {}
+    for name, f in FIELDS.items():
+        factory = f.default_factory
+        defaults[name] = factory() if callable(factory) else f.default
+    return defaults
+
+
+def read_run(run_dir: str | Path) -> RunCurve:
+    """Load `config.toml` and `metrics.csv` of one run folder."""
+    path = Path(run_dir)
+    config_path, metrics_path = path / "config.toml", path / "metrics.csv"
+    for needed in (config_path, metrics_path):
+        if not needed.is_file():
+            raise PlotError(f"run folder {path}: no {needed.name}")
+    try:
+        config = {**_config_defaults(), **tomllib.loads(config_path.read_text())}
+    except tomllib.TOMLDecodeError as err:
+        raise PlotError(f"run folder {path}: config.toml is not valid TOML ({err})") from None
+    steps, wall, returns = [], [], []
+    elapsed, previous_steps = 0.0, 0
+    with open(metrics_path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            env_steps = int(float(row["env_steps"]))
+            # Each row is one update; its wall time is the steps it added at its own rate.
+            speed = float(row.get("steps_per_second") or 0.0)
+            if speed > 0 and math.isfinite(speed):
+                elapsed += (env_steps - previous_steps) / speed
+            previous_steps = env_steps
+            value = float(row["episode_return"])
+            if not math.isnan(value):  # updates in which no episode finished
+                steps.append(env_steps)
+                wall.append(elapsed)
+                returns.append(value)
+    if not returns:
+        raise PlotError(f"run folder {path}: metrics.csv holds no finished episode yet")
+    return RunCurve(path, config, np.asarray(steps, np.float64), np.asarray(wall, np.float64),
+                    np.asarray(returns, np.float64))
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a config value (dicts such as env_kwargs included)."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+
+
+def format_value(value: Any) -> str:
+    """A config value as a label shows it: `False`, `0.0005`, `spread`, `{"num_agents": 4}`."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def group_runs(runs: Sequence[RunCurve],
+               ignored: Sequence[str] = GROUP_IGNORED_KEYS) -> list[RunGroup]:
+    """Group runs whose configs agree on every key but `ignored`; label by the keys that vary.
+
+    Groups keep the order of their first run. Env sizes (`num_agents`,
+    `obs_dim`, ...) appear in labels only when nothing else varies. With a
+    single group the label is the env name.
+    """
+    groups: dict[tuple, RunGroup] = {}
+    for run in runs:
+        key = tuple(sorted((k, _frozen(v)) for k, v in run.config.items() if k not in ignored))
+        groups.setdefault(key, RunGroup(runs=[])).runs.append(run)
+    result = list(groups.values())
+    keys = sorted({k for run in runs for k in run.config} - set(ignored))
+    varying = [k for k in keys
+               if len({_frozen(group.runs[0].config.get(k)) for group in result}) > 1]
+    if any(k not in ENV_DIM_FIELDS for k in varying):
+        # Sizes read off the env follow from the keys that changed it; they only add noise.
+        varying = [k for k in varying if k not in ENV_DIM_FIELDS]
+    for group in result:
+        config = group.runs[0].config
+        group.differing = {k: config.get(k) for k in varying}
+        group.label = (", ".join(f"{k}={format_value(v)}" for k, v in group.differing.items())
+                       or str(config.get("env", "run")))
+    return result
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
+              x: str = "env_steps") -> list[RunGroup]:
+    """Draw the learning curves of `run_dirs` on one figure saved to `out`; return the groups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x not in X_AXES:
+        raise PlotError(f"--x {x}: must be one of {', '.join(X_AXES)}")
+    groups = group_runs([read_run(d) for d in run_dirs])
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    out = Path(out)
+    formats = fig.canvas.get_supported_filetypes()
+    if out.suffix.lstrip(".").lower() not in formats:
+        plt.close(fig)
+        raise PlotError(f"--out {out}: the file must end in one of "
+                        f"{', '.join('.' + f for f in sorted(formats))}")
+    for group in groups:
+        grid, mean, std = group.band(x)
+        n = len(group.runs)
+        label = f"{group.label} ({n} seeds)" if n > 1 else group.label
+        (line,) = ax.plot(grid, mean, lw=1.6, label=label)
+        if n > 1:
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2,
+                            lw=0)
+    ax.set_xlabel("env steps" if x == "env_steps" else "wall time (s)")
+    ax.set_ylabel("mean per-agent episode return")
+    envs = sorted({str(run.config.get("env")) for group in groups for run in group.runs})
+    ax.set_title(", ".join(envs))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return groups

@@ -1,0 +1,94 @@
+"""`mappo plot`: runs grouped by config but for the seed, labelled by what differs, banded."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mappo.cli import main
+from mappo.plotting import group_runs, plot_runs, read_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(path, config: str, rows: list[tuple[int, float, float]]):
+    """A run folder written by hand: `config.toml` text and (env_steps, return, steps/s) rows."""
+    path.mkdir(parents=True)
+    (path / "config.toml").write_text(config)
+    lines = ["env_steps,episode_return,policy_loss,steps_per_second"]
+    lines += [f"{steps},{ret},0.1,{speed}" for steps, ret, speed in rows]
+    (path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def linear_rows(steps: list[int], offset: float) -> list[tuple[int, float, float]]:
+    """Return = steps / 100 + offset, at 1000 steps/s."""
+    return [(s, s / 100 + offset, 1000.0) for s in steps]
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two seeds of one config, an independent-policy run, and a run with another lr."""
+    return [
+        make_run(tmp_path / "a", 'env = "spread"\nseed = 0\nshare_policy = true\n',
+                 linear_rows([100, 200, 300], 0.0)),
+        make_run(tmp_path / "b", 'env = "spread"\nseed = 1\nshare_policy = true\n',
+                 linear_rows([150, 250, 350], 2.0)),
+        make_run(tmp_path / "c", 'env = "spread"\nseed = 0\nshare_policy = false\n',
+                 linear_rows([100, 200], -1.0)),
+        make_run(tmp_path / "d", 'env = "spread"\nseed = 5\nshare_policy = true\nlr = 5e-4\n',
+                 linear_rows([100, 200], 1.0)),
+    ]
+
+
+def test_seeds_group_and_labels_name_the_keys_that_differ(runs) -> None:
+    groups = group_runs([read_run(r) for r in runs])
+    assert [[run.path.name for run in g.runs] for g in groups] == [["a", "b"], ["c"], ["d"]]
+    assert [g.label for g in groups] == [
+        "lr=0.0007, share_policy=True",
+        "lr=0.0007, share_policy=False",
+        "lr=0.0005, share_policy=True",
+    ]
+    assert groups[1].differing == {"lr": 0.0007, "share_policy": False}
+
+
+def test_band_is_mean_and_std_over_seeds_on_the_common_range(runs) -> None:
+    group = group_runs([read_run(runs[0]), read_run(runs[1])])[0]
+    assert group.label == "spread"  # a single group: nothing differs
+    grid, mean, std = group.band("env_steps", points=7)
+    # Only steps both runs cover: 150..300. Run a is x/100, run b is x/100 + 2.
+    np.testing.assert_allclose(grid, np.linspace(150, 300, 7))
+    np.testing.assert_allclose(mean, grid / 100 + 1.0)
+    np.testing.assert_allclose(std, 1.0)
+
+
+def test_wall_time_sums_each_updates_steps_over_its_speed(tmp_path) -> None:
+    run = read_run(make_run(tmp_path / "w", "seed = 0\n", [
+        (100, 1.0, 100.0),  # 1 s
+        (200, math.nan, 50.0),  # 2 s; no episode finished, but the time still passed
+        (300, 3.0, 100.0),  # 1 s
+    ]))
+    np.testing.assert_allclose(run.env_steps, [100, 300])
+    np.testing.assert_allclose(run.wall_time, [1.0, 4.0])
+    np.testing.assert_allclose(run.episode_return, [1.0, 3.0])
+
+
+def test_plot_writes_an_image_for_either_axis(runs, tmp_path, capsys) -> None:
+    groups = plot_runs(runs, tmp_path / "steps.png")
+    assert len(groups) == 3
+    assert (tmp_path / "steps.png").read_bytes()[:8] == PNG_MAGIC
+    argv = ["plot", *map(str, runs), "--out", str(tmp_path / "wall.png"), "--x", "wall_time"]
+    assert main(argv) == 0
+    assert (tmp_path / "wall.png").read_bytes()[:8] == PNG_MAGIC
+    out = capsys.readouterr().out
+    assert "lr=0.0007, share_policy=True: 2 run(s)" in out
+
+
+def test_a_folder_without_metrics_is_refused(tmp_path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.toml").write_text("seed = 0\n")
+    assert main(["plot", str(tmp_path / "empty"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no metrics.csv" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
