@@ -243,7 +243,9 @@ class PettingZooBatch(gymnasium.Env):
     def _floats(self, value: Any, j: int, agent: str, field: str, size: int) -> np.ndarray:
         """`value` as `size` float32s, or an EnvError naming env, copy, step, agent and field."""
         try:
-            flat = np.asarray(value, np.float32).reshape(-1)
+            # A float64 beyond float32's range becomes inf, which the trainer's check names.
+            with np.errstate(over="ignore"):
+                flat = np.asarray(value, np.float32).reshape(-1)
         except (TypeError, ValueError) as err:
             raise self._error(j, agent, field, f"not numbers ({err})") from None
         if flat.size != size:
