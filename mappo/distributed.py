@@ -23,6 +23,7 @@ class Distributed:
 
     rank: int = 0
     world_size: int = 1
+    device: str = "cpu"  # where collective tensors live: nccl needs them on the GPU
 
     @classmethod
     def from_environment(cls, device: str) -> Distributed:
@@ -30,9 +31,12 @@ class Distributed:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size == 1:
             return cls()
+        cuda = device.startswith("cuda")
+        if cuda:  # one GPU per rank on each node; "cuda" then means this rank's GPU
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
+            dist.init_process_group(backend="nccl" if cuda else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), "cuda" if cuda else "cpu")
 
     @property
     def is_main(self) -> bool:
@@ -68,7 +72,7 @@ class Distributed:
         """True on every rank if `flag` is True on any (e.g. a stop request)."""
         if self.world_size == 1:
             return flag
-        value = torch.tensor([float(flag)])
+        value = torch.tensor([float(flag)], device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
