@@ -474,6 +474,8 @@ class MappoTrainer:
         """
         own = {
             "torch_rng": torch.get_rng_state(),
+            # Sampling on a GPU draws from its own generator.
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "env": self.env.state_dict(),
             "rollout": {
                 "obs": self._obs, "state": self._state, "mask": self._mask,
@@ -515,6 +517,8 @@ class MappoTrainer:
             return
         own = ranks[self.dist.rank]
         torch.set_rng_state(own["torch_rng"])
+        if own.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda_rng"])
         if resume_rollout and own["env"] is not None and self.env.state_dict() is not None:
             self.env.load_state_dict(own["env"])
             rollout = {k: v.to(self.device) for k, v in own["rollout"].items()}
