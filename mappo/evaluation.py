@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from mappo.checkpoint import load_trainer
+from mappo.envs.base import MultiAgentStepResult
 from mappo.episodes import EpisodeTracker
 from mappo.trainer import MappoTrainer
 
@@ -14,28 +16,45 @@ MAX_EVAL_ENVS = 128
 
 
 @torch.no_grad()
-def evaluate(trainer: MappoTrainer, episodes: int, deterministic: bool = False,
-             seed: int = 1000) -> list[float]:
-    """Mean per-agent return of each of the first `episodes` episodes to finish."""
+def play(
+    trainer: MappoTrainer, deterministic: bool = False, seed: int = 1000
+) -> Iterator[tuple[torch.Tensor, MultiAgentStepResult | None, torch.Tensor | None]]:
+    """Run the trained actors from a fresh reset, forever.
+
+    Yields `(obs, None, None)` for the first observation, then after every
+    step `(obs acted on, step result, per-agent episode return [E])`, the last
+    being meaningful where `result.env_done`. A recurrent actor carries its
+    hidden state, cleared where an agent's episode starts.
+    """
     env = trainer.env
     obs = env.reset(seed=seed)
     mask, alive = env.get_action_mask(), env.get_alive()
     tracker = EpisodeTracker(alive)
-    recurrent = trainer.config.recurrent
     hidden = torch.zeros(*alive.shape, trainer.config.hidden_dim, device=alive.device)
     start = torch.ones_like(alive)
-    returns: list[float] = []
-    while len(returns) < episodes:
-        if recurrent:
+    yield obs, None, None
+    while True:
+        if trainer.config.recurrent:
             action, hidden = trainer.act_recurrent(obs, mask, hidden, start, deterministic)
         else:
             action = trainer.act(obs, mask, deterministic)
         result = env.step(action)
         per_agent = tracker.step(result.reward, alive, result.env_done, result.alive)
-        returns.extend(per_agent[result.env_done].tolist())
+        yield obs, result, per_agent
         obs, mask, alive = result.obs, result.action_mask, result.alive
         start = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
-    return returns[:episodes]
+
+
+def evaluate(trainer: MappoTrainer, episodes: int, deterministic: bool = False,
+             seed: int = 1000) -> list[float]:
+    """Mean per-agent return of each of the first `episodes` episodes to finish."""
+    returns: list[float] = []
+    for _, result, per_agent in play(trainer, deterministic, seed):
+        if result is not None:
+            returns.extend(per_agent[result.env_done].tolist())
+            if len(returns) >= episodes:
+                return returns[:episodes]
+    raise AssertionError("unreachable: play() never stops")
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 100, deterministic: bool = False,

@@ -24,7 +24,7 @@ from mappo.checkpoint import CheckpointError, load_checkpoint
 from mappo.config import ConfigError, from_dict
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.spread import AGENT_SIZE, COMM_DIM
-from mappo.episodes import EpisodeTracker
+from mappo.evaluation import play
 from mappo.trainer import MappoTrainer
 
 LANDMARK_SIZE = 0.05  # mpe2's default entity size, which simple_spread's landmarks keep
@@ -192,31 +192,15 @@ def run_episodes(
     `on_step(obs, None)` sees the first observation, then `on_step(obs, result)`
     every step (`obs` being the one the policy acted on).
     """
-    env = trainer.env
-    obs = env.reset(seed=seed)
-    mask, alive = env.get_action_mask(), env.get_alive()
-    tracker = EpisodeTracker(alive)
-    # A recurrent actor carries a hidden state, cleared where an agent's episode starts.
-    recurrent = getattr(trainer.config, "recurrent", False)
-    hidden = torch.zeros(*alive.shape, trainer.config.hidden_dim, device=alive.device)
-    start = torch.ones_like(alive)
-    if on_step is not None:
-        on_step(obs, None)
     returns: list[float] = []
-    while len(returns) < episodes:
-        if recurrent:
-            action, hidden = trainer.act_recurrent(obs, mask, hidden, start, deterministic)
-        else:
-            action = trainer.act(obs, mask, deterministic)
-        result = env.step(action)
-        per_agent = tracker.step(result.reward, alive, result.env_done, result.alive)
+    for obs, result, per_agent in play(trainer, deterministic, seed):
         if on_step is not None:
             on_step(obs, result)
-        if bool(result.env_done[0]):
+        if result is not None and bool(result.env_done[0]):
             returns.append(float(per_agent[0]))
-        obs, mask, alive = result.obs, result.action_mask, result.alive
-        start = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
-    return returns
+            if len(returns) == episodes:
+                return returns
+    raise AssertionError("unreachable: play() never stops")
 
 
 def record_spread(trainer: MappoTrainer, episodes: int, deterministic: bool = False,
