@@ -184,11 +184,11 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
     ax.set_xlabel("env steps" if x == "env_steps" else "wall time (s)")
     ax.set_ylabel("mean per-agent episode return")
     envs = sorted({str(run.config.get("env")) for group in groups for run in group.runs})
-    ax.set_title(", ".join(envs))
+    ax.set_title(envs[0] if len(envs) == 1 else f"{len(envs)} envs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    # Below the axes, so long labels (several differing keys) neither cover curves nor clip.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    fig.savefig(out, bbox_inches="tight")
     plt.close(fig)
     return groups
