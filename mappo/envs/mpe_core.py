@@ -23,6 +23,7 @@ float32 and float64 runs of the same episode drift apart during long contacts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import torch
 
@@ -128,23 +129,32 @@ def collision_force(
     return (delta * magnitude[..., None]).sum(2)  # [E, n, 2]
 
 
+class Bodies(TypedDict, total=False):
+    """Per-entity properties of the integrator; an omitted one takes mpe2's default.
+
+    `mass` and `max_speed` are floats or `[n]` tensors (inf in `max_speed` for
+    entities without a limit; None: no limit at all); `movable` `[n]` bool keeps
+    immovable entities where they are (None: all move).
+    """
+
+    mass: float | torch.Tensor
+    max_speed: float | torch.Tensor | None
+    movable: torch.Tensor | None
+
+
 def integrate(
-    pos: torch.Tensor,
-    vel: torch.Tensor,
-    force: torch.Tensor,
-    params: PhysicsParams,
-    mass: float | torch.Tensor = 1.0,
-    max_speed: float | torch.Tensor | None = None,
-    movable: torch.Tensor | None = None,
+    pos: torch.Tensor, vel: torch.Tensor, force: torch.Tensor, params: PhysicsParams,
+    **bodies: Unpack[Bodies],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One explicit Euler step exactly in mpe2's order; returns new (pos, vel).
 
     Position advances with the velocity from before this step; then the velocity
     is damped, the force added, and the speed clipped. `pos`, `vel`, `force` are
-    `[E, n, 2]`; `mass` and `max_speed` are floats or `[n]` tensors (use inf in
-    `max_speed` for entities without a limit); `movable` `[n]` bool keeps
-    immovable entities where they are.
+    `[E, n, 2]`; `bodies` as `Bodies` describes (mass 1, no speed limit, all movable).
     """
+    mass = bodies.get("mass", 1.0)
+    max_speed = bodies.get("max_speed")
+    movable = bodies.get("movable")
     if isinstance(mass, torch.Tensor):
         mass = mass[:, None]  # [n, 1]
     new_pos = pos + vel * params.dt
@@ -163,25 +173,21 @@ def integrate(
 
 
 def world_step(
-    pos: torch.Tensor,
-    vel: torch.Tensor,
-    action_force: torch.Tensor,
-    size: torch.Tensor,
-    pair_mask: torch.Tensor,
-    params: PhysicsParams,
-    mass: float | torch.Tensor = 1.0,
-    max_speed: float | torch.Tensor | None = None,
-    movable: torch.Tensor | None = None,
+    pos: torch.Tensor, vel: torch.Tensor, action_force: torch.Tensor,
+    size: torch.Tensor, pair_mask: torch.Tensor, params: PhysicsParams,
+    **bodies: Unpack[Bodies],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """mpe2's `World.step` for all envs: contact forces, then integration.
 
-    `action_force` `[E, n, 2]` is zero for entities without a controller. The
-    contact forces are evaluated at the positions before the move, as in mpe2.
+    `action_force` `[E, n, 2]` is zero for entities without a controller; `size`
+    `[n]` radii and `pair_mask` `[n, n]` (from `contact_pair_mask`) shape the
+    contacts, `bodies` the integration. The contact forces are evaluated at the
+    positions before the move, as in mpe2.
     """
     force = action_force + collision_force(
         pos, size, pair_mask, params.contact_force, params.contact_margin
     )
-    return integrate(pos, vel, force, params, mass=mass, max_speed=max_speed, movable=movable)
+    return integrate(pos, vel, force, params, **bodies)
 
 
 def message_table(
