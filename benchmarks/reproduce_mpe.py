@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from mappo.checkpoint import load_checkpoint
 from mappo.cli import main as mappo_main
 from mappo.envs.spread import official_team_return
 from mappo.evaluation import evaluate_run
@@ -44,8 +45,10 @@ def run_task(task: str, seed: int, steps: int, device: str, episodes: int,
     code = mappo_main(["train", "--preset", "paper-mpe", "--env", task, "--seed", str(seed),
                        "--total-steps", str(steps), "--device", device, "--run-dir",
                        str(run_dir), "--force", "--quiet", *flags])
-    if code != 0:
-        raise SystemExit(f"training {task} seed {seed} failed with exit code {code}")
+    trained = load_checkpoint(run_dir / "checkpoint.pt")["env_steps"]
+    if code != 0 or trained < steps:  # an interrupted run exits 0 but stops short
+        raise SystemExit(f"training {task} seed {seed} stopped at {trained} env steps "
+                         f"(exit code {code})")
     returns = evaluate_run(run_dir, episodes, deterministic=True)
     return {"task": task, "seed": seed, "steps": steps, "run_dir": str(run_dir),
             "eval_return": statistics.fmean(returns)}
@@ -98,7 +101,11 @@ def main() -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     suffix = "-quick" if args.quick else ""
-    (out / f"mpe{suffix}.md").write_text("\n".join(lines) + "\n")
+    table = out / f"mpe{suffix}.md"
+    # Keep the ablation table that benchmarks/ablate_mpe.py appends, if it is there.
+    previous = table.read_text() if table.exists() else ""
+    ablations = previous[previous.find("\n## Ablations"):] if "## Ablations" in previous else ""
+    table.write_text("\n".join(lines) + "\n" + ablations)
     plot_runs([r["run_dir"] for r in runs], out / f"mpe{suffix}.png")  # seeds as bands
     print("\n".join(lines))
     print(json.dumps({"scale": scale, "seeds": seeds, "summary": summary, "runs": runs}))

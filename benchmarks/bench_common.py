@@ -1,0 +1,107 @@
+"""Helpers shared by the benchmark scripts: machine facts, timing summaries, results files.
+
+Not a benchmark itself. Each script records the machine (cores, load average at
+its start) beside its figures, because on a shared machine the load decides
+how far the numbers can be trusted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shlex
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """Cores, CPU, load averages (1, 5, 15 min) and the time, taken now."""
+    load = os.getloadavg()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "load_average": [round(x, 2) for x in load],
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+    }
+
+
+def machine_line(info: dict) -> str:
+    """One human-readable line describing `machine_info()`."""
+    load = ", ".join(f"{x:.2f}" for x in info["load_average"])
+    return (f"machine: {info['cores']} cores ({info['cpu']}), load average {load} "
+            f"(1/5/15 min) at start, {info['date_utc']}")
+
+
+def command_line() -> str:
+    """The command that ran this script, as it could be typed again."""
+    script = os.path.relpath(sys.argv[0], REPO_ROOT)
+    return " ".join(shlex.quote(x) for x in ["python", script, *sys.argv[1:]])
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence."""
+    return statistics.median(values)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table; floats are printed with a sensible number of digits."""
+
+    def cell(value: object) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, float):
+            if value != value:  # NaN
+                return "n/a"
+            if abs(value) >= 100:
+                return f"{value:,.0f}"
+            if abs(value) >= 1:
+                return f"{value:.2f}"
+            return f"{value:.3g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(
+    name: str, title: str, info: dict, sections: Sequence[str], quick: bool
+) -> Path:
+    """Write `benchmarks/results/<name>.md`: title, command, date, machine, then `sections`."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.md"
+    load = ", ".join(f"{x:.2f}" for x in info["load_average"])
+    load_end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    header = [
+        f"# {title}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| command | `{command_line()}` |",
+        f"| mode | {'quick (--quick)' if quick else 'full'} |",
+        f"| date | {info['date_utc']} |",
+        f"| machine | {info['cores']} cores, {info['cpu']}, Python {info['python']} |",
+        f"| load average at start (1/5/15 min, `uptime`) | {load} |",
+        f"| load average at end | {load_end} |",
+        "",
+    ]
+    path.write_text("\n".join(header) + "\n" + "\n\n".join(sections).rstrip() + "\n")
+    return path
