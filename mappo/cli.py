@@ -26,7 +26,7 @@ from mappo.config import (
     read_toml,
 )
 from mappo.envs.base import EnvError
-from mappo.run_folder import RunFolder, RunFolderError
+from mappo.run_folder import RunFolder, RunFolderError, require_wandb
 
 CHECKPOINT_EVERY_UPDATES = 50
 EVAL_EPISODES = 100
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     train.add_argument("--preset", choices=sorted(PRESETS),
                        help="start from a named set of settings (config file and flags win)")
+    train.add_argument("--wandb", action="store_true",
+                       help="also log to Weights & Biases (WANDB_MODE=offline works)")
+    train.add_argument("--wandb-project", default="mappo", help="W&B project name")
     train.add_argument("--nproc", type=int, default=1,
                        help="data-parallel ranks on this node (runs torchrun for you)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -169,8 +172,12 @@ def train(args: argparse.Namespace) -> int:
     """Train to the configured budget; rank 0 writes the run folder as it goes."""
     from tqdm import tqdm
 
+    if args.wandb:
+        require_wandb()
     trainer, folder = _open_run(args)
     main_rank = folder is not None
+    if main_rank and args.wandb:
+        folder.use_wandb(trainer.config, args.wandb_project)
     recent = deque(maxlen=10)
     bar = tqdm(total=trainer.config.total_steps, initial=trainer.env_steps, unit="step",
                unit_scale=True, disable=args.quiet or not main_rank, dynamic_ncols=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import time
 from pathlib import Path
 
 from mappo.checkpoint import save_checkpoint
-from mappo.config import MappoConfig
+from mappo.config import ConfigError, MappoConfig
 from mappo.trainer import MappoMetrics
 
 RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt")
@@ -17,6 +18,14 @@ CURVE_INTERVAL_S = 20.0
 
 class RunFolderError(RuntimeError):
     """The run folder cannot be used as asked (e.g. it already holds a run)."""
+
+
+def require_wandb() -> None:
+    """Refuse `--wandb` before any work when the wandb package is missing."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise ConfigError("--wandb needs the wandb package: pip install 'mappo[wandb]'") from None
 
 
 class RunFolder:
@@ -29,6 +38,7 @@ class RunFolder:
         self.checkpoint_path = self.path / "checkpoint.pt"
         self.curve_path = self.path / "curve.png"
         self._writer = None
+        self._wandb = None
         self._purge_step: int | None = None
         self._last_curve = time.monotonic()
         self._title = title
@@ -80,12 +90,28 @@ class RunFolder:
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
+        scalars = {
+            f"train/{name}": value for name, value in row.items()
+            if name != "env_steps" and not (isinstance(value, float) and math.isnan(value))
+        }
         tensorboard = self._tensorboard()
-        for name, value in row.items():
-            if name != "env_steps" and not (isinstance(value, float) and math.isnan(value)):
-                tensorboard.add_scalar(f"train/{name}", value, metrics.env_steps)
+        for name, value in scalars.items():
+            tensorboard.add_scalar(name, value, metrics.env_steps)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=metrics.env_steps)
         if time.monotonic() - self._last_curve > CURVE_INTERVAL_S:
             self.draw_curve()
+
+    def use_wandb(self, config: MappoConfig, project: str) -> None:
+        """Also send every metrics row to Weights & Biases (`WANDB_MODE=offline` keeps it local).
+
+        The W&B run id derives from the folder, so `--resume` continues the same W&B run.
+        """
+        import wandb
+
+        run_id = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
+        self._wandb = wandb.init(project=project, name=self.path.name, id=run_id,
+                                 resume="allow", dir=str(self.path), config=config.to_dict())
 
     def save(self, payload: dict) -> None:
         """Write the checkpoint atomically."""
@@ -118,6 +144,8 @@ class RunFolder:
             self.draw_curve()
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
     def _tensorboard(self):
         if self._writer is None:
