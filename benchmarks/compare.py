@@ -105,7 +105,7 @@ def run_mappo(config: MappoConfig, iterations: int) -> dict:
         "return": finite[-1] if finite else None,
         "env_steps": trainer.env_steps,
         "warmup_s": warmup_s,
-        "compiled": trainer._compile,
+        "compiled": trainer.compiled,
         "minibatches": max(1, round(cfg.num_envs * cfg.rollout_steps * cfg.num_agents
                                     / cfg.minibatch_size)),
     }

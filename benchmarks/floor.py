@@ -121,7 +121,7 @@ def measure(configs: dict[str, MappoConfig], repeats: int, warmup: int) -> dict[
     sides = {}
     for mode, cfg in configs.items():
         trainer = MappoTrainer(cfg)
-        compiled = trainer._compile  # the trainer's resolved choice
+        compiled = trainer.compiled  # the trainer's resolved choice
         sides[mode] = (trainer, Floor(trainer.config, compiled))
     warmup_s = {}
     for mode, (trainer, floor) in sides.items():
@@ -154,7 +154,7 @@ def measure(configs: dict[str, MappoConfig], repeats: int, warmup: int) -> dict[
         r["multiple_update"] = r["mappo_update"] / r["floor_update"]
         r["warmup_s"] = warmup_s[mode]
         r["num_minibatches"] = sides[mode][1].num_minibatches
-        r["compiled"] = sides[mode][0]._compile
+        r["compiled"] = sides[mode][0].compiled
         results[mode] = r
     return results
 

@@ -83,7 +83,7 @@ def run_point(num_envs: int, num_agents: int, updates: int, compile_mode: str) -
     frames = num_envs * ROLLOUT_STEPS
     return {
         "num_envs": num_envs, "num_agents": num_agents, "batch_agent_steps": batch,
-        "minibatch_size": batch // MINIBATCHES, "compiled": trainer._compile,
+        "minibatch_size": batch // MINIBATCHES, "compiled": trainer.compiled,
         "frames_per_second": frames / median(times),
         "agent_steps_per_second": frames * num_agents / median(times),
         "seconds_per_iteration": median(times), "warmup_s": warmup_s,

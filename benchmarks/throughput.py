@@ -5,17 +5,18 @@
 Prints env steps/s over whole iterations (rollout plus update, after one
 warm-up iteration) and the share of that time spent in env.step, in the
 rollout's forward passes, and in the update's forward and backward passes
-(the backward share includes the optimizer step). Last line: one JSON object.
+(the backward share includes the optimizer step). Writes
+benchmarks/results/throughput.md; last line: one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
+from bench_common import machine_info, machine_line, markdown_table, write_results
 
 from mappo import MappoConfig, MappoTrainer
 
@@ -29,6 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     updates = 5 if args.quick else args.updates
 
+    info = machine_info()
     overrides = {"device": args.device}
     if args.num_envs:
         overrides["num_envs"] = args.num_envs
@@ -53,14 +55,20 @@ def main() -> None:
     shares["other"] = 1.0 - sum(shares.values())
 
     cfg = trainer.config
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch thread(s), device {cfg.device}")
-    print(f"config: {cfg.env}, {cfg.num_envs} envs x {cfg.rollout_steps} steps, "
-          f"{cfg.update_epochs} epochs, minibatch {cfg.minibatch_size} agent-steps")
-    print(f"training throughput: {steps / elapsed:,.0f} env steps/s "
-          f"({steps} steps in {elapsed:.2f} s)")
-    for name, share in shares.items():
-        print(f"  {name:16s} {100 * share:5.1f} %")
+    lines = [
+        f"{machine_line(info)}; device {cfg.device}, {torch.get_num_threads()} torch thread(s)",
+        f"config: {cfg.env}, {cfg.num_envs} envs x {cfg.rollout_steps} steps, "
+        f"{cfg.update_epochs} epochs, minibatch {cfg.minibatch_size} agent-steps, "
+        f"loss compiled: {trainer.compiled}",
+        f"training throughput: {steps / elapsed:,.0f} env steps/s ({steps} steps in "
+        f"{elapsed:.2f} s, {updates} updates after one warm-up update)",
+    ]
+    table = markdown_table(["part", "share of time"],
+                           [[name, f"{100 * share:.1f} %"] for name, share in shares.items()])
+    print("\n".join(lines))
+    print(table)
+    write_results("throughput", "Training throughput of the default config", info,
+                  ["\n\n".join(lines), table], args.quick)
     print(json.dumps({"env_steps_per_second": steps / elapsed,
                       **{f"share_{k}": v for k, v in shares.items()}}))
 

@@ -158,13 +158,13 @@ class MappoTrainer:
         )
         self.env_steps = 0
         self.updates = 0
-        self._compile = cfg.compile == "true" or (
+        self.compiled = cfg.compile == "true" or (  # the minibatch loss runs compiled
             cfg.compile == "auto" and cfg.total_steps >= COMPILE_MIN_STEPS
         )
         # Fused kernels make an update ~1.6x faster on CPU (benchmarks/throughput.py);
         # one graph per minibatch size, of which a config has at most two.
         self._loss_fn = (
-            torch.compile(self.minibatch_loss, dynamic=False) if self._compile
+            torch.compile(self.minibatch_loss, dynamic=False) if self.compiled
             else self.minibatch_loss
         )
         self._obs = self.env.reset(seed=rank_seed)  # [E, A, O]
@@ -373,7 +373,7 @@ class MappoTrainer:
                 raise
             logger.warning("torch.compile failed (%s); training continues without it",
                            str(err).splitlines()[0] if str(err) else type(err).__name__)
-            self._loss_fn = self.minibatch_loss
+            self._loss_fn, self.compiled = self.minibatch_loss, False
             return self._loss_fn(mb)
 
     def minibatch_loss(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
