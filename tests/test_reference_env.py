@@ -1,8 +1,10 @@
-"""ReferenceEnv against mpe2's simple_reference_v3, step by step, plus its own contract."""
+"""ReferenceEnv against mpe2's simple_reference_v3, step by step, plus its own contract.
+
+Behaviour shared by every MPE task (auto-reset, seeding, snapshots, action
+shapes) is tested in test_mpe_tasks.py.
+"""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pytest
@@ -149,89 +151,6 @@ def test_spec_and_state_layout() -> None:
     assert (out.obs[..., 11:].sum(-1) == 1).all()
 
 
-def test_auto_reset_keeps_final_state() -> None:
-    num_envs = 5
-    env = ReferenceEnv(num_envs, seed=3)
-    # Same start and actions, but no time limit at step 25: its state at step 25
-    # is what the finished episode reached.
-    twin = ReferenceEnv(num_envs, max_cycles=MAX_CYCLES + 1, seed=3)
-    gen = torch.Generator().manual_seed(0)
-    for t in range(MAX_CYCLES):
-        actions = torch.randint(0, 50, (num_envs, 2), generator=gen)
-        out, twin_out = env.step(actions), twin.step(actions)
-        if t < MAX_CYCLES - 1:
-            assert not out.env_done.any() and not out.truncated.any()
-            assert torch.equal(out.obs, twin_out.obs)
-    assert out.env_done.all() and out.truncated.all() and not out.terminated.any()
-    assert torch.equal(out.final_state, twin_out.state)
-    assert torch.equal(out.final_obs, twin_out.obs)
-    assert torch.equal(out.reward, twin_out.reward)
-    assert not torch.equal(out.obs, out.final_obs)  # a new episode started
-    assert torch.equal(out.state, out.obs.reshape(num_envs, -1))
-    assert (out.obs[..., 0:2] == 0).all() and (out.obs[..., 11:] == 0).all()  # at rest, silent
-    assert (out.obs[..., 2:8].abs() <= 2).all()  # both spawned in [-1, 1]^2
-    noop = torch.zeros(num_envs, 2, dtype=torch.long)
-    done_steps = [t for t in range(MAX_CYCLES) if env.step(noop).env_done.any()]
-    assert done_steps == [MAX_CYCLES - 1]
-
-
-def test_envs_at_different_steps_reset_independently() -> None:
-    env = ReferenceEnv(4, seed=0)
-    positions = torch.rand(4, 2, 2) * 2 - 1
-    landmarks = torch.rand(4, 3, 2) * 2 - 1
-    goal = torch.tensor([[0, 1], [2, 2], [1, 0], [0, 0]])
-    env.set_state(positions, landmarks, goal, step_count=torch.tensor([0, 24, 10, 24]))
-    noop = torch.zeros(4, 2, dtype=torch.long)
-    out = env.step(noop)
-    assert out.env_done.tolist() == [False, True, False, True]
-    assert out.truncated.tolist() == [[d] * 2 for d in [False, True, False, True]]
-    kept = ~out.env_done
-    assert torch.equal(out.final_state[kept], out.state[kept])
-    assert not torch.equal(out.final_state[~kept], out.state[~kept])
-    ends = {e: [] for e in range(4)}
-    for t in range(1, 26):
-        for e in env.step(noop).env_done.nonzero().flatten().tolist():
-            ends[e].append(t)
-    assert ends == {0: [24], 1: [25], 2: [14], 3: [25]}
-
-
-def test_seed_determinism() -> None:
-    a, b, c = ReferenceEnv(8, seed=7), ReferenceEnv(8, seed=7), ReferenceEnv(8, seed=8)
-    assert torch.equal(a.get_global_state(), b.get_global_state())
-    assert not torch.equal(a.get_global_state(), c.get_global_state())
-    actions = torch.randint(0, 50, (8, 2), generator=torch.Generator().manual_seed(0))
-    for _ in range(MAX_CYCLES):
-        out_a, out_b = a.step(actions), b.step(actions)
-    assert out_a.env_done.all()
-    assert torch.equal(out_a.obs, out_b.obs)  # the auto-reset draws the same starts
-    assert torch.equal(a.reset(seed=1), b.reset(seed=1))
-
-
-def test_snapshot_resumes_exactly() -> None:
-    num_envs = 6
-    env = ReferenceEnv(num_envs, seed=0)
-    # Out of lockstep, so the snapshot must carry per-env step counters.
-    env.set_state(
-        torch.rand(num_envs, 2, 2), torch.rand(num_envs, 3, 2),
-        torch.randint(0, 3, (num_envs, 2)), step_count=torch.arange(num_envs) * 3,
-    )  # fmt: skip
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(7):
-        env.step(torch.randint(0, 50, (num_envs, 2), generator=gen))
-    buffer = io.BytesIO()
-    torch.save(env.state_dict(), buffer)  # what a checkpoint does with it
-    buffer.seek(0)
-    resumed = ReferenceEnv(num_envs, seed=99)
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    assert torch.equal(resumed.get_global_state(), env.get_global_state())
-    # Through every env's auto-reset, so the generator state is exercised too.
-    for _ in range(2 * MAX_CYCLES):
-        actions = torch.randint(0, 50, (num_envs, 2), generator=gen)
-        out, out_resumed = env.step(actions), resumed.step(actions)
-        for field in ("obs", "state", "reward", "env_done", "final_obs"):
-            assert torch.equal(getattr(out, field), getattr(out_resumed, field)), field
-
-
 def test_random_policy_return() -> None:
     # mpe2 itself gives -28.45 +- 0.17 per agent (3000 episodes of uniform random actions).
     num_envs = 512
@@ -242,13 +161,3 @@ def test_random_policy_return() -> None:
         episode_return += env.step(torch.randint(0, 50, (num_envs, 2), generator=gen)).reward
     # 512 episodes: a standard error of about 0.4.
     assert abs(episode_return.mean().item() - (-28.45)) < 2.0
-
-
-def test_action_shape_is_validated() -> None:
-    env = ReferenceEnv(4, seed=0)
-    with pytest.raises(ValueError, match=r"\[E, A\] = \[4, 2\], got \[4\]"):
-        env.step(torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"got \[4, 2, 2\]"):
-        env.step(torch.zeros(4, 2, 2, dtype=torch.long))
-    with pytest.raises(IndexError):
-        env.step(torch.full((4, 2), 50))

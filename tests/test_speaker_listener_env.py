@@ -1,8 +1,10 @@
-"""SpeakerListenerEnv against mpe2's simple_speaker_listener_v4, step by step, plus its contract."""
+"""SpeakerListenerEnv against mpe2's simple_speaker_listener_v4, step by step, plus its contract.
+
+Behaviour shared by every MPE task (auto-reset, seeding, snapshots, action
+shapes) is tested in test_mpe_tasks.py.
+"""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pytest
@@ -159,87 +161,6 @@ def test_spec_and_layout() -> None:
     assert ((out.obs[:, 0, None, :3] - colors).abs().amax(-1).amin(-1) < 1e-7).all()
 
 
-def test_auto_reset_keeps_final_state() -> None:
-    num_envs = 5
-    env = SpeakerListenerEnv(num_envs, seed=3)
-    twin = SpeakerListenerEnv(num_envs, max_cycles=MAX_CYCLES + 1, seed=3)
-    gen = torch.Generator().manual_seed(0)
-    for t in range(MAX_CYCLES):
-        actions = _random_actions(num_envs, gen)
-        out, twin_out = env.step(actions), twin.step(actions)
-        if t < MAX_CYCLES - 1:
-            assert not out.env_done.any() and not out.truncated.any()
-            assert torch.equal(out.obs, twin_out.obs)
-    assert out.env_done.all() and out.truncated.all() and not out.terminated.any()
-    assert torch.equal(out.final_state, twin_out.state)
-    assert torch.equal(out.final_obs, twin_out.obs)
-    assert torch.equal(out.reward, twin_out.reward)
-    assert not torch.equal(out.state, out.final_state)  # a new episode started
-    assert torch.equal(out.state, env.get_global_state())
-    listener = out.obs[:, 1]
-    assert (listener[:, 0:2] == 0).all() and (listener[:, 8:] == 0).all()  # at rest, unspoken
-    noop = torch.zeros(num_envs, 2, dtype=torch.long)
-    done_steps = [t for t in range(MAX_CYCLES) if env.step(noop).env_done.any()]
-    assert done_steps == [MAX_CYCLES - 1]
-
-
-def test_envs_at_different_steps_reset_independently() -> None:
-    env = SpeakerListenerEnv(4, seed=0)
-    env.set_state(
-        torch.rand(4, 2) * 2 - 1, torch.rand(4, 3, 2) * 2 - 1, torch.tensor([0, 1, 2, 0]),
-        step_count=torch.tensor([0, 24, 10, 24]),
-    )  # fmt: skip
-    noop = torch.zeros(4, 2, dtype=torch.long)
-    out = env.step(noop)
-    assert out.env_done.tolist() == [False, True, False, True]
-    kept = ~out.env_done
-    assert torch.equal(out.final_state[kept], out.state[kept])
-    assert not torch.equal(out.final_state[~kept], out.state[~kept])
-    ends = {e: [] for e in range(4)}
-    for t in range(1, 26):
-        for e in env.step(noop).env_done.nonzero().flatten().tolist():
-            ends[e].append(t)
-    assert ends == {0: [24], 1: [25], 2: [14], 3: [25]}
-
-
-def test_seed_determinism() -> None:
-    a, b = SpeakerListenerEnv(8, seed=7), SpeakerListenerEnv(8, seed=7)
-    c = SpeakerListenerEnv(8, seed=8)
-    assert torch.equal(a.get_global_state(), b.get_global_state())
-    assert not torch.equal(a.get_global_state(), c.get_global_state())
-    actions = _random_actions(8, torch.Generator().manual_seed(0))
-    for _ in range(MAX_CYCLES):
-        out_a, out_b = a.step(actions), b.step(actions)
-    assert out_a.env_done.all()
-    assert torch.equal(out_a.state, out_b.state)  # the auto-reset draws the same starts
-    assert torch.equal(a.reset(seed=1), b.reset(seed=1))
-
-
-def test_snapshot_resumes_exactly() -> None:
-    num_envs = 6
-    env = SpeakerListenerEnv(num_envs, seed=0)
-    env.set_state(
-        torch.rand(num_envs, 2), torch.rand(num_envs, 3, 2), torch.randint(0, 3, (num_envs,)),
-        step_count=torch.arange(num_envs) * 3,
-    )  # fmt: skip
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(7):
-        env.step(_random_actions(num_envs, gen))
-    buffer = io.BytesIO()
-    torch.save(env.state_dict(), buffer)  # what a checkpoint does with it
-    buffer.seek(0)
-    resumed = SpeakerListenerEnv(num_envs, seed=99)
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    assert torch.equal(resumed.get_global_state(), env.get_global_state())
-    assert torch.equal(resumed.get_observation(1), env.get_observation(1))
-    # Through every env's auto-reset, so the generator state is exercised too.
-    for _ in range(2 * MAX_CYCLES):
-        actions = _random_actions(num_envs, gen)
-        out, out_resumed = env.step(actions), resumed.step(actions)
-        for field in ("obs", "state", "reward", "env_done", "final_obs", "final_state"):
-            assert torch.equal(getattr(out, field), getattr(out_resumed, field)), field
-
-
 def test_random_policy_return() -> None:
     # mpe2 itself gives -39.7 +- 0.6 (3000 episodes of uniform random actions).
     num_envs = 512
@@ -252,11 +173,8 @@ def test_random_policy_return() -> None:
     assert abs(episode_return.mean().item() - (-39.7)) < 5.0
 
 
-def test_actions_are_validated() -> None:
+def test_speaker_has_only_three_words() -> None:
+    # Action 3 is in range for the listener's moves but not the speaker's words.
     env = SpeakerListenerEnv(4, seed=0)
-    with pytest.raises(ValueError, match=r"\[E, A\] = \[4, 2\], got \[4\]"):
-        env.step(torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"got \[4, 2, 1\]"):
-        env.step(torch.zeros(4, 2, 1, dtype=torch.long))
     with pytest.raises(IndexError):  # the speaker has no word 3: its masked logits
         env.step(torch.tensor([[3, 0]] * 4))

@@ -1,4 +1,8 @@
-"""SpreadEnv against mpe2's simple_spread_v3, step by step, plus its own contract."""
+"""SpreadEnv against mpe2's simple_spread_v3, step by step, plus its own contract.
+
+Behaviour shared by every MPE task (auto-reset, seeding, snapshots, action
+shapes) is tested in test_mpe_tasks.py.
+"""
 
 from __future__ import annotations
 
@@ -140,64 +144,6 @@ def test_spec_and_state_layout() -> None:
     assert ref.unwrapped.state().shape == (54,)
 
 
-def test_auto_reset_keeps_final_state() -> None:
-    num_envs = 5
-    env = SpreadEnv(num_envs, seed=3)
-    # Same start and actions, but no time limit at step 25: its state at step 25
-    # is what the finished episode reached.
-    twin = SpreadEnv(num_envs, max_cycles=MAX_CYCLES + 1, seed=3)
-    gen = torch.Generator().manual_seed(0)
-    for t in range(MAX_CYCLES):
-        actions = torch.randint(0, 5, (num_envs, 3), generator=gen)
-        out, twin_out = env.step(actions), twin.step(actions)
-        if t < MAX_CYCLES - 1:
-            assert not out.env_done.any() and not out.truncated.any()
-            assert torch.equal(out.obs, twin_out.obs)
-    assert out.env_done.all() and out.truncated.all() and not out.terminated.any()
-    assert torch.equal(out.final_state, twin_out.state)
-    assert torch.equal(out.final_obs, twin_out.obs)
-    assert not torch.equal(out.obs, out.final_obs)  # a new episode started
-    assert torch.equal(out.state, out.obs.reshape(num_envs, -1))
-    assert (out.obs[..., 0:2] == 0).all()  # at rest
-    assert (out.obs[..., 2:4].abs() <= 1).all()  # spawned in [-1, 1]^2
-    # The next episode again lasts 25 steps.
-    noop = torch.zeros(num_envs, 3, dtype=torch.long)
-    done_steps = [t for t in range(MAX_CYCLES) if env.step(noop).env_done.any()]
-    assert done_steps == [MAX_CYCLES - 1]
-
-
-def test_envs_at_different_steps_reset_independently() -> None:
-    env = SpreadEnv(4, seed=0)
-    positions = torch.rand(4, 3, 2) * 2 - 1
-    env.set_state(positions, -positions, step_count=torch.tensor([0, 24, 10, 24]))
-    noop = torch.zeros(4, 3, dtype=torch.long)
-    out = env.step(noop)
-    assert out.env_done.tolist() == [False, True, False, True]
-    assert out.truncated.tolist() == [[d] * 3 for d in [False, True, False, True]]
-    kept = ~out.env_done
-    assert torch.equal(out.final_state[kept], out.state[kept])
-    assert not torch.equal(out.final_state[~kept], out.state[~kept])
-    # Every env then runs to 25 steps from where it was: env 2 has 14 steps left,
-    # env 0 has 24, and envs 1 and 3 restarted at 0.
-    ends = {e: [] for e in range(4)}
-    for t in range(1, 26):
-        for e in env.step(noop).env_done.nonzero().flatten().tolist():
-            ends[e].append(t)
-    assert ends == {0: [24], 1: [25], 2: [14], 3: [25]}
-
-
-def test_seed_determinism() -> None:
-    a, b, c = SpreadEnv(8, seed=7), SpreadEnv(8, seed=7), SpreadEnv(8, seed=8)
-    assert torch.equal(a.get_global_state(), b.get_global_state())
-    assert not torch.equal(a.get_global_state(), c.get_global_state())
-    actions = torch.randint(0, 5, (8, 3), generator=torch.Generator().manual_seed(0))
-    for _ in range(MAX_CYCLES):
-        out_a, out_b = a.step(actions), b.step(actions)
-    assert out_a.env_done.all()
-    assert torch.equal(out_a.obs, out_b.obs)  # the auto-reset draws the same positions
-    assert torch.equal(a.reset(seed=1), b.reset(seed=1))
-
-
 def test_random_policy_return() -> None:
     # mpe2 itself gives -26.3 +- 0.15 (3000 episodes of uniform random actions).
     num_envs = 512
@@ -207,14 +153,6 @@ def test_random_policy_return() -> None:
     for _ in range(MAX_CYCLES):
         episode_return += env.step(torch.randint(0, 5, (num_envs, 3), generator=gen)).reward
     assert abs(episode_return.mean().item() - (-27.5)) < 3.0
-
-
-def test_action_shape_is_validated() -> None:
-    env = SpreadEnv(4, seed=0)
-    with pytest.raises(ValueError, match=r"\[E, A\] = \[4, 3\], got \[4\]"):
-        env.step(torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"got \[4, 3, 1\]"):
-        env.step(torch.zeros(4, 3, 1, dtype=torch.long))
 
 
 def test_core_world_step_matches_mpe2_world() -> None:
