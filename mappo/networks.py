@@ -8,6 +8,7 @@ its group's slice, and all agents run in one batched matmul.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -70,6 +71,35 @@ class GroupedLayerNorm(nn.Module):
         return normed * self.weight[self.group_of_agent] + self.bias[self.group_of_agent]
 
 
+def gru_update(input_gates: torch.Tensor, hidden_gates: torch.Tensor,
+               hidden: torch.Tensor) -> torch.Tensor:
+    """torch.nn.GRUCell's update from its two projections `[..., 3H]` and the hidden `[..., H]`."""
+    in_r, in_z, in_n = input_gates.chunk(3, -1)
+    h_r, h_z, h_n = hidden_gates.chunk(3, -1)
+    reset = torch.sigmoid(in_r + h_r)
+    update = torch.sigmoid(in_z + h_z)
+    candidate = torch.tanh(in_n + reset * h_n)
+    return (1.0 - update) * candidate + update * hidden
+
+
+def gru_scan(
+    input_gates: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
+    recurrent: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Run a GRU over time: input projections `[B, L, ..., 3H]` computed for every step at
+    once, so only the recurrent projection is left inside the loop over L.
+
+    `hidden` `[B, ..., H]` is the state before step 0, cleared where `starts`
+    `[B, L, ...]` marks an episode start. Returns the states `[B, L, ..., H]`.
+    """
+    states = []
+    for step in range(input_gates.shape[1]):
+        hidden = hidden * ~starts[:, step].unsqueeze(-1)
+        hidden = gru_update(input_gates[:, step], recurrent(hidden), hidden)
+        states.append(hidden)
+    return torch.stack(states, 1)
+
+
 class GroupedGRUCell(nn.Module):
     """A GRU cell per policy group (torch.nn.GRUCell's equations), batched over agents.
 
@@ -82,12 +112,13 @@ class GroupedGRUCell(nn.Module):
         self.recurrent = GroupedLinear(group_of_agent, hidden_dim, 3 * hidden_dim, 1.0)
 
     def forward(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        in_r, in_z, in_n = self.input(x).chunk(3, -1)
-        h_r, h_z, h_n = self.recurrent(hidden).chunk(3, -1)
-        reset = torch.sigmoid(in_r + h_r)
-        update = torch.sigmoid(in_z + h_z)
-        candidate = torch.tanh(in_n + reset * h_n)
-        return (1.0 - update) * candidate + update * hidden
+        return gru_update(self.input(x), self.recurrent(hidden), hidden)
+
+    def scan(self, x: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Sequences `[B, L, A, H]` from `hidden` `[B, A, H]`, cleared at `starts` `[B, L, A]`."""
+        B, L = x.shape[:2]
+        input_gates = self.input(x.flatten(0, 1)).unflatten(0, (B, L))
+        return gru_scan(input_gates, hidden, starts, self.recurrent)
 
 
 class Actor(nn.Module):
@@ -145,6 +176,17 @@ class Actor(nn.Module):
         """One step of a recurrent actor: obs `[B, A, O]`, hidden `[B, A, H]` → (params, hidden)."""
         hidden = self.gru(self._features(obs), hidden)
         return self.head(hidden), hidden
+
+    def unroll(
+        self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor
+    ) -> torch.Tensor:
+        """A recurrent actor over sequences: obs `[B, L, A, O]` from hidden `[B, A, H]`,
+        cleared at `starts` `[B, L, A]` → params `[B, L, A, K]`. The MLP and the head
+        run once over all steps; only the GRU's recurrence loops over L."""
+        B, L = obs.shape[:2]
+        features = self._features(obs.flatten(0, 1)).unflatten(0, (B, L))
+        states = self.gru.scan(features, hidden, starts)
+        return self.head(states.flatten(0, 1)).unflatten(0, (B, L))
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
         """The MLP trunk, `[B, A, O]` → `[B, A, hidden]`."""
@@ -212,3 +254,14 @@ class CentralizedCritic(nn.Module):
         """One step: global_state `[B, S]`, hidden `[B, H]` → (values `[B, num_values]`, hidden)."""
         hidden = self.gru(self.trunk(global_state), hidden)
         return self.head(hidden), hidden
+
+    def unroll(
+        self, global_state: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor
+    ) -> torch.Tensor:
+        """Over sequences: states `[B, L, S]` from hidden `[B, H]`, cleared at `starts`
+        `[B, L]` → values `[B, L, num_values]`; only the recurrence loops over L."""
+        gru = self.gru
+        input_gates = nn.functional.linear(self.trunk(global_state), gru.weight_ih, gru.bias_ih)
+        states = gru_scan(input_gates, hidden, starts,
+                          lambda h: nn.functional.linear(h, gru.weight_hh, gru.bias_hh))
+        return self.head(states)

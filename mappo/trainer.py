@@ -415,17 +415,14 @@ class MappoTrainer:
         return loss, stats
 
     def _unroll(self, mb: RolloutMinibatch) -> tuple[ActionDistribution, torch.Tensor]:
-        """Actor and critic over sequences `[B, L, ...]` from their stored start states."""
-        memory = Memory(mb.actor_hidden, mb.critic_hidden)
-        params, values = [], []
-        for step in range(mb.obs.shape[1]):  # the GRU's recurrence: one step at a time
-            step_params, step_values, memory, _ = self.policy_step(
-                mb.obs[:, step], mb.state[:, step], memory, mb.episode_start[:, step]
-            )
-            params.append(step_params)
-            values.append(step_values)
-        return (self._distribution(torch.stack(params, 1), mb.action_mask),
-                torch.stack(values, 1))
+        """Actor and critic over sequences `[B, L, ...]` from their stored start states.
+
+        The critic's state clears where every agent of its env starts (the env was reset),
+        as in `Memory.reset`.
+        """
+        params = self.actor.unroll(mb.obs, mb.actor_hidden, mb.episode_start)
+        values = self.critic.unroll(mb.state, mb.critic_hidden, mb.episode_start.all(-1))
+        return self._distribution(params, mb.action_mask), values
 
     def _explained_variance(self) -> float:
         """1 - Var(returns - values) / Var(returns) over the samples of live agents."""
