@@ -12,6 +12,7 @@ from mappo.config import ConfigError, from_dict
 
 if TYPE_CHECKING:
     from mappo.distributed import Distributed
+    from mappo.envs.base import MultiAgentEnv
     from mappo.trainer import MappoTrainer
 
 FORMAT_VERSION = 1
@@ -64,6 +65,7 @@ def load_trainer(
     path: str | Path,
     resume_rollout: bool = True,
     distributed: Distributed | None = None,
+    env: MultiAgentEnv | None = None,
     **config_changes: Any,
 ) -> tuple[MappoTrainer, dict[str, Any]]:
     """A trainer rebuilt from a checkpoint file: its config (with `config_changes`) and state.
@@ -81,7 +83,7 @@ def load_trainer(
         config = from_dict({**payload["config"], **config_changes}, source=str(path))
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
-    trainer = MappoTrainer(config, distributed=distributed)
+    trainer = MappoTrainer(config, env=env, distributed=distributed)
     try:
         trainer.load_state_dict(payload, resume_rollout)
     except (RuntimeError, KeyError, ValueError) as err:

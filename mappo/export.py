@@ -363,7 +363,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path,
                onnx: bool | None = None) -> dict[str, Any]:
     """Load the run in `run_dir` (one env copy, on CPU) and export its actors to `out_dir`."""
     # Nothing trains here: one copy, no compiling (which would import inductor).
-    changes = {"num_envs": 1, "minibatch_size": 1, "num_workers": 0, "device": "cpu",
+    changes = {"num_envs": 1, "minibatch_size": 0, "num_workers": 0, "device": "cpu",
                "compile": "false"}
     trainer, _ = load_trainer(Path(run_dir) / "checkpoint.pt", resume_rollout=False, **changes)
     try:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mappo.checkpoint import CheckpointError, load_checkpoint
-from mappo.config import ConfigError, from_dict
+from mappo.checkpoint import load_checkpoint, load_trainer
+from mappo.config import ConfigError
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.spread import AGENT_SIZE, COMM_DIM
 from mappo.evaluation import play
@@ -303,31 +303,19 @@ def load_for_render(run_dir: str | Path, device: str = "cpu",
     with `render_mode="rgb_array"` and wrapped to record its frames.
     """
     path = Path(run_dir) / "checkpoint.pt"
-    payload = load_checkpoint(path)
-    # One copy, in process. No update runs: a minibatch of 1 keeps the config valid, and
-    # nothing is worth compiling (which would import inductor, seconds of start-up).
-    changes = {"num_envs": 1, "minibatch_size": 1, "num_workers": 0, "device": device,
-               "compile": "false"}
-    try:
-        config = from_dict({**payload["config"], **changes}, source=str(path))
-    except ConfigError as err:
-        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
+    config = load_checkpoint(path)["config"]
     env, recorder = None, None
-    if ":" in config.env:
-        env, recorder = _pettingzoo_recorder(config.env, config.env_kwargs, seed)
-    elif config.env != "spread":
+    if ":" in config["env"]:
+        env, recorder = _pettingzoo_recorder(config["env"], config["env_kwargs"], seed)
+    elif config["env"] != "spread":
         raise RenderError(
-            f"env '{config.env}': rendering supports the built-in spread env and "
+            f"env '{config['env']}': rendering supports the built-in spread env and "
             "PettingZoo envs (module:callable)"
         )
-    trainer = MappoTrainer(config, env=env)
-    try:
-        trainer.load_state_dict(payload, resume_rollout=False)
-    except (RuntimeError, KeyError, ValueError) as err:
-        trainer.env.close()
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {path} does not fit env '{config.env}': {first}") \
-            from None
+    # One copy, in process, nothing trained and nothing worth compiling (which would
+    # import inductor, seconds of start-up).
+    trainer, _ = load_trainer(path, resume_rollout=False, env=env, num_envs=1,
+                              minibatch_size=0, num_workers=0, device=device, compile="false")
     return trainer, recorder
 
 
