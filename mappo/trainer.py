@@ -109,6 +109,9 @@ class MappoTrainer:
         env: MultiAgentEnv | None = None,
         distributed: Distributed | None = None,
     ) -> None:
+        if config.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("config key 'device' = 'cuda': this torch has no usable CUDA "
+                              "device; use 'cpu'")
         self.dist = distributed or Distributed()
         torch.manual_seed(config.seed)
         if config.torch_threads:

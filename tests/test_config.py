@@ -43,3 +43,13 @@ def test_env_dimensions_replace_spec_defaults_and_contradictions_fail() -> None:
     assert (cfg.num_agents, cfg.obs_dim) == (3, 18)
     with pytest.raises(ConfigError, match="'num_agents' = 4 contradicts env 'spread'.* = 3"):
         MappoConfig(num_agents=4).matched_to_env("spread", num_agents=3)
+
+
+def test_cuda_without_a_gpu_is_a_config_error(monkeypatch) -> None:
+    import torch
+
+    from mappo import MappoTrainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="'device' = 'cuda': this torch has no usable CUDA"):
+        MappoTrainer(MappoConfig(device="cuda", num_envs=4, minibatch_size=20))
