@@ -242,3 +242,27 @@ class MalformedEnv(CounterEnv):
         if self.field == "reward" and self.t == self.bad_step and "agent_1" in rewards:
             rewards["agent_1"] = self.bad_value
         return obs, rewards, terms, truncs, infos
+
+
+class LateJoinerEnv(CounterEnv):
+    """Three agents; agent_2 is absent until step 2 and acts from then on."""
+
+    def __init__(self) -> None:
+        super().__init__(num_agents=3, episode_length=5)
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict]]:
+        """Start with agent_0 and agent_1 only."""
+        obs, infos = super().reset(seed, options)
+        self.agents.remove("agent_2")
+        return ({a: o for a, o in obs.items() if a != "agent_2"},
+                {a: i for a, i in infos.items() if a != "agent_2"})
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Step the live agents; agent_2 joins once step 2 is done."""
+        obs, rewards, terminations, truncations, infos = super().step(actions)
+        if self.t == 2:
+            self.agents.append("agent_2")
+            obs["agent_2"] = self.observe("agent_2")
+        return obs, rewards, terminations, truncations, infos

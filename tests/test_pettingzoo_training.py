@@ -84,3 +84,15 @@ def test_env_state_is_the_critic_input_when_the_env_has_one() -> None:
     states = trainer.buffer.states  # [T, E, 3]: [offset, episode, t] from env.state()
     assert states[:5, 0, 2].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert states[5, 0, 1].item() == states[0, 0, 1].item() + 1  # the next episode
+
+
+def test_late_joiner_is_not_alive_before_it_joins_and_counts_after() -> None:
+    trainer = trainer_for("LateJoinerEnv")
+    metrics = trainer.train()  # the env asserts no action reaches agent_2 before it joins
+    buf = trainer.buffer
+    expected_alive = torch.tensor([False, False, True, True, True] * 2)
+    assert torch.equal(buf.alive[:, :, 2], expected_alive[:, None].expand(10, 4))
+    assert buf.observations[:2, :, 2].abs().max().item() == 0.0
+    assert buf.observations[2, 0, 2, 3].item() == 2.0  # its own agent index, once present
+    # rewards 10*agent + t: agent_0 1..5 = 15, agent_1 11..15 = 65, agent_2 23+24+25 = 72
+    assert metrics[-1].episode_return == pytest.approx((15 + 65 + 72) / 3)
