@@ -214,9 +214,14 @@ class MappoTrainer:
         return params, values, Memory(actor_hidden, critic_hidden), used
 
     @torch.no_grad()
-    def value(self, critic_input: torch.Tensor) -> torch.Tensor:
-        """Per-agent value in return units, `[B, A]`."""
-        return self.value_norm.denormalize(self.critic(critic_input))
+    def value(self, critic_input: torch.Tensor, memory: Memory | None = None) -> torch.Tensor:
+        """Per-agent value in return units, `[B, A]`; a recurrent critic continues from
+        `memory`, the state after the step that reached `critic_input`."""
+        if memory is None:
+            values = self.critic(critic_input)
+        else:
+            values, _ = self.critic.forward_recurrent(critic_input, memory.critic)
+        return self.value_norm.denormalize(values)
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """Policy actions `[E, A, D]` in the env's format (`[E, A]` for a single Discrete)."""
@@ -266,7 +271,7 @@ class MappoTrainer:
             truncation_value = 0.0
             if bool(result.env_done.any()):
                 # Bootstrap time-limit ends from the value of the state the episode reached.
-                truncation_value = self._value_after(
+                truncation_value = self.value(
                     self.critic_input(result.final_obs, result.final_state), memory
                 )
             recurrent = {} if memory is None else {
@@ -286,14 +291,6 @@ class MappoTrainer:
             self._mask, self._alive = result.action_mask, result.alive
         self._check_finite()
         self.env_steps += self.config.rollout_steps * self.env.num_envs * self.dist.world_size
-
-    @torch.no_grad()
-    def _value_after(self, critic_in: torch.Tensor, memory: Memory | None) -> torch.Tensor:
-        """Per-agent value in return units of a state reached after a step with `memory`."""
-        if memory is None:
-            return self.value(critic_in)
-        values, _ = self.critic.forward_recurrent(critic_in, memory.critic)
-        return self.value_norm.denormalize(values)
 
     def _check_finite(self) -> None:
         """Refuse a rollout holding NaN or inf from the env, naming where it first appeared.
@@ -328,7 +325,7 @@ class MappoTrainer:
         start = time.perf_counter()
         critic_in = self.critic_input(self._obs, self._state)
         memory = None if self._memory is None else self._memory.reset(self._episode_start)
-        last_value = self._value_after(critic_in, memory)
+        last_value = self.value(critic_in, memory)
         buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda)
         self.value_norm.update(buf.returns, buf.alive, self.dist.sum)
         samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
