@@ -1,13 +1,16 @@
 """Reproduce the MAPPO paper on MPE with the official code's settings (`--preset paper-mpe`).
 
     python benchmarks/reproduce_mpe.py [--quick] [--scale 1.0] [--seeds 0 1 2] [--device cpu]
+                                       [--recurrent true|false] [--jobs 1]
 
 Trains Spread (20M env steps), Reference (3M) and Comm / speaker_listener
 (2M) — times `--scale` — over the seeds, evaluates each final policy
 deterministically on 100 episodes, and writes benchmarks/results/mpe.md (task,
 steps, our mean ± std per-agent return, Spread on the official code's scale,
 reference figures) and benchmarks/results/mpe.png (the learning curves). Run
-folders go to benchmarks/runs/. Last line: one JSON object.
+folders go to benchmarks/runs/. `--recurrent false` trains the preset without
+its GRUs; `--jobs` trains that many runs at once (one torch thread each).
+Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import platform
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -62,23 +66,29 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(PAPER_BUDGETS))
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--recurrent", choices=["true", "false"], default="true",
+                        help="the preset's GRU actor and critic (rMAPPO) or feed-forward ones")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     args = parser.parse_args()
     scale, seeds = (0.01, [0]) if args.quick else (args.scale, args.seeds)
+    flags = ("--recurrent", args.recurrent)
 
     start = time.time()
+    jobs = [(task, seed, int(PAPER_BUDGETS[task] * scale), args.device, args.episodes, flags)
+            for task in args.tasks for seed in seeds]
     runs = []
-    for task in args.tasks:
-        steps = int(PAPER_BUDGETS[task] * scale)
-        for seed in seeds:
-            run = run_task(task, seed, steps, args.device, args.episodes)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for run in pool.map(run_task, *zip(*jobs, strict=True)):
             runs.append(run)
-            print(f"{task:17s} seed {seed}: {steps:,} steps, greedy return over "
-                  f"{args.episodes} episodes {run['eval_return']:.2f}", flush=True)
+            print(f"{run['task']:17s} seed {run['seed']}: {run['steps']:,} steps, greedy return "
+                  f"over {args.episodes} episodes {run['eval_return']:.2f}", flush=True)
 
+    model = "GRU actor and critic (rMAPPO)" if args.recurrent == "true" else "feed-forward"
     lines = [
-        "# MAPPO on MPE with the official settings (`--preset paper-mpe`)", "",
+        f"# MAPPO on MPE with the official settings (`--preset paper-mpe`), {model}", "",
         f"Command: `python benchmarks/reproduce_mpe.py --scale {scale} --seeds "
-        f"{' '.join(map(str, seeds))} --device {args.device}`  ",
+        f"{' '.join(map(str, seeds))} --device {args.device} --recurrent {args.recurrent} "
+        f"--jobs {args.jobs}`  ",
         f"Date: {time.strftime('%Y-%m-%d')}; machine: {os.cpu_count()} cores "
         f"{platform.machine()}, device {args.device}, torch {torch.__version__}; wall time "
         f"{(time.time() - start) / 60:.1f} min", "",

@@ -8,7 +8,6 @@ its group's slice, and all agents run in one batched matmul.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -53,6 +52,12 @@ class GroupedLinear(nn.Module):
         out = torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), weight)  # [A, B, out]
         return out.transpose(0, 1)
 
+    def per_agent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each agent slot's weight `[A, in, out]` and bias `[A, out]` (several groups)."""
+        if self.gather:
+            return self.weight[self.group_of_agent], self.bias[self.group_of_agent]
+        return self.weight, self.bias
+
 
 class GroupedLayerNorm(nn.Module):
     """LayerNorm over the last axis of `[B, A, D]`, with one affine pair per policy group."""
@@ -82,22 +87,108 @@ def gru_update(input_gates: torch.Tensor, hidden_gates: torch.Tensor,
     return (1.0 - update) * candidate + update * hidden
 
 
-def gru_scan(
-    input_gates: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
-    recurrent: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
-    """Run a GRU over time: input projections `[B, L, ..., 3H]` computed for every step at
-    once, so only the recurrent projection is left inside the loop over L.
+class GruScan(torch.autograd.Function):
+    """A GRU over time with a hand-written backward, in layout `[L, G, N, ...]`.
 
-    `hidden` `[B, ..., H]` is the state before step 0, cleared where `starts`
-    `[B, L, ...]` marks an episode start. Returns the states `[B, L, ..., H]`.
+    Autograd would record ~12 small ops per step and replay ~25 in backward, each
+    with its bookkeeping; on short rows that overhead, not arithmetic, is the
+    cost of a long unroll. Here forward keeps the gates it needs and backward
+    runs the chain rule by hand, so one step costs ~8 ops forward and ~15
+    backward, and the recurrent weight's gradient is one matmul over all steps.
+
+    input_gates `[L, G, N, 3H]` (the input projection, bias included), hidden
+    `[G, N, H]`, keep `[L, G, N, 1]` (0 clears the state before that step),
+    weight `[G, H, 3H]`, bias `[G, 3H]` (group g's recurrent projection is
+    `h @ weight[g] + bias[g]`) → states `[L, G, N, H]`. The equations are
+    torch.nn.GRUCell's.
     """
-    states = []
-    for step in range(input_gates.shape[1]):
-        hidden = hidden * ~starts[:, step].unsqueeze(-1)
-        hidden = gru_update(input_gates[:, step], recurrent(hidden), hidden)
+
+    @staticmethod
+    def forward(ctx, input_gates: torch.Tensor, hidden: torch.Tensor, keep: torch.Tensor,
+                weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        steps, H = input_gates.shape[0], hidden.shape[-1]
+        bias = bias.unsqueeze(1)  # [G, 1, 3H]
+        previous = hidden.new_empty((steps, *hidden.shape))  # [L, G, N, H] state entering step t
+        projected = torch.empty_like(input_gates)  # [L, G, N, 3H] h @ W + b
+        gates_rz = input_gates.new_empty((*previous.shape[:-1], 2 * H))  # [L, G, N, 2H] r, z
+        candidate = torch.empty_like(previous)  # [L, G, N, H] n
+        states = torch.empty_like(previous)  # [L, G, N, H]
+        # Per-step views made once: indexing inside the loop costs as much as the arithmetic.
+        x_rz, x_n = input_gates[..., :2 * H].unbind(0), input_gates[..., 2 * H:].unbind(0)
+        p_all, p_rz, p_n = (projected.unbind(0), projected[..., :2 * H].unbind(0),
+                            projected[..., 2 * H:].unbind(0))
+        rz, reset, update = (gates_rz.unbind(0), gates_rz[..., :H].unbind(0),
+                             gates_rz[..., H:].unbind(0))
+        keeps, prev, n, out = keep.unbind(0), previous.unbind(0), candidate.unbind(0), \
+            states.unbind(0)
+        for t in range(steps):
+            hidden = torch.mul(hidden, keeps[t], out=prev[t])
+            torch.baddbmm(bias, hidden, weight, out=p_all[t])
+            torch.add(x_rz[t], p_rz[t], out=rz[t]).sigmoid_()
+            torch.addcmul(x_n[t], reset[t], p_n[t], out=n[t]).tanh_()
+            hidden = torch.lerp(n[t], hidden, update[t], out=out[t])  # (1 - z) n + z h
+        ctx.save_for_backward(previous, gates_rz, candidate, projected[..., 2 * H:], keep, weight)
+        return states
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_states: torch.Tensor):  # type: ignore[override]
+        previous, gates_rz, candidate, hidden_n, keep, weight = ctx.saved_tensors
+        steps, G, H = previous.shape[0], previous.shape[1], previous.shape[-1]
+        weight_t = weight.transpose(1, 2)  # [G, 3H, H]
+        # What does not depend on the recursion is computed for all steps at once.
+        sigmoid_slope = gates_rz - gates_rz * gates_rz  # [L, G, N, 2H]
+        hidden_minus_n = previous - candidate  # [L, G, N, H]
+        grad_n_pre = torch.empty_like(previous)  # [L, G, N, H] d(x_n + r * hn)
+        grad_projected = previous.new_empty((*previous.shape[:-1], 3 * H))  # [L, G, N, 3H]
+        g_all, g_r, g_z, g_rz, g_n = (
+            grad_projected.unbind(0), grad_projected[..., :H].unbind(0),
+            grad_projected[..., H:2 * H].unbind(0), grad_projected[..., :2 * H].unbind(0),
+            grad_projected[..., 2 * H:].unbind(0),
+        )
+        reset, update = gates_rz[..., :H].unbind(0), gates_rz[..., H:].unbind(0)
+        n, slope, h_minus_n = candidate.unbind(0), sigmoid_slope.unbind(0), \
+            hidden_minus_n.unbind(0)
+        keeps, grad_out, hn, grad_n_out = keep.unbind(0), grad_states.unbind(0), \
+            hidden_n.unbind(0), grad_n_pre.unbind(0)
+        grad_hidden = grad_out[steps - 1]  # d/d h_t, h_t the state leaving step t
+        for t in reversed(range(steps)):
+            grad_n = torch.addcmul(grad_hidden, grad_hidden, update[t], value=-1.0)  # (1 - z)
+            torch.addcmul(grad_n, grad_n * n[t], n[t], value=-1.0, out=grad_n_out[t])  # tanh
+            torch.mul(grad_n_out[t], hn[t], out=g_r[t])
+            torch.mul(grad_hidden, h_minus_n[t], out=g_z[t])
+            g_rz[t].mul_(slope[t])  # through the sigmoids
+            torch.mul(grad_n_out[t], reset[t], out=g_n[t])
+            grad_hidden = torch.baddbmm(grad_hidden * update[t], g_all[t], weight_t)
+            if t:  # the state entering step t is the last one times keep[t]
+                grad_hidden = torch.addcmul(grad_out[t - 1], grad_hidden, keeps[t])
+        grad_initial = grad_hidden * keeps[0]
+        grad_input = torch.cat([grad_projected[..., :2 * H], grad_n_pre], -1)  # [L, G, N, 3H]
+        # dL/dW[g] = sum over steps and rows of h^T dproj: one matmul for all steps.
+        grad_weight = torch.bmm(previous.transpose(0, 1).reshape(G, -1, H).transpose(1, 2),
+                                grad_projected.transpose(0, 1).reshape(G, -1, 3 * H))
+        return grad_input, grad_initial, None, grad_weight, grad_projected.sum((0, 2))
+
+
+def gru_scan(input_gates: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
+             weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Run a GRU over time (`GruScan`), with the input projections `[L, G, N, 3H]` of
+    every step computed beforehand so that only the recurrence is left in the loop.
+
+    `hidden` `[G, N, H]` is the state before step 0, cleared where `starts`
+    `[L, G, N]` marks an episode start. Returns the states `[L, G, N, H]`.
+    """
+    keep = (~starts).unsqueeze(-1).to(hidden.dtype)
+    if not torch.compiler.is_compiling():
+        return GruScan.apply(input_gates.contiguous(), hidden, keep, weight, bias)
+    # Compiled, plain ops are better: the compiler fuses each step's gate arithmetic,
+    # forward and backward, into a few kernels (benchmarks/throughput.py --recurrent).
+    states, bias = [], bias.unsqueeze(1)
+    for t in range(input_gates.shape[0]):
+        hidden = hidden * keep[t]
+        hidden = gru_update(input_gates[t], torch.baddbmm(bias, hidden, weight), hidden)
         states.append(hidden)
-    return torch.stack(states, 1)
+    return torch.stack(states)
 
 
 class GroupedGRUCell(nn.Module):
@@ -116,9 +207,20 @@ class GroupedGRUCell(nn.Module):
 
     def scan(self, x: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """Sequences `[B, L, A, H]` from `hidden` `[B, A, H]`, cleared at `starts` `[B, L, A]`."""
-        B, L = x.shape[:2]
-        input_gates = self.input(x.flatten(0, 1)).unflatten(0, (B, L))
-        return gru_scan(input_gates, hidden, starts, self.recurrent)
+        B, L, A = x.shape[:3]
+        input_gates = self.input(x.flatten(0, 1)).unflatten(0, (B, L))  # [B, L, A, 3H]
+        if self.recurrent.weight.shape[0] == 1:  # one shared GRU: every (env, agent) is a row
+            layout = (L, 1, B * A)
+            states = gru_scan(
+                input_gates.transpose(0, 1).reshape(*layout, -1), hidden.reshape(1, B * A, -1),
+                starts.transpose(0, 1).reshape(layout), self.recurrent.weight,
+                self.recurrent.bias,
+            )  # [L, 1, B * A, H]
+            return states.reshape(L, B, A, -1).transpose(0, 1)
+        weight, bias = self.recurrent.per_agent()  # one GRU per agent slot: agents are groups
+        states = gru_scan(input_gates.permute(1, 2, 0, 3), hidden.transpose(0, 1),
+                          starts.permute(1, 2, 0), weight, bias)  # [L, A, B, H]
+        return states.permute(2, 0, 1, 3)
 
 
 class Actor(nn.Module):
@@ -262,6 +364,7 @@ class CentralizedCritic(nn.Module):
         `[B, L]` → values `[B, L, num_values]`; only the recurrence loops over L."""
         gru = self.gru
         input_gates = nn.functional.linear(self.trunk(global_state), gru.weight_ih, gru.bias_ih)
-        states = gru_scan(input_gates, hidden, starts,
-                          lambda h: nn.functional.linear(h, gru.weight_hh, gru.bias_hh))
-        return self.head(states)
+        states = gru_scan(input_gates.transpose(0, 1).unsqueeze(1), hidden.unsqueeze(0),
+                          starts.transpose(0, 1).unsqueeze(1), gru.weight_hh.t().unsqueeze(0),
+                          gru.bias_hh.unsqueeze(0))  # [L, 1, B, H]
+        return self.head(states.squeeze(1).transpose(0, 1))

@@ -78,3 +78,44 @@ def test_recurrent_training_runs_and_resumes_exactly(tmp_path) -> None:
     a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in "ab")
     for name, tensor in a["actor"].items():
         assert torch.equal(tensor, b["actor"][name]), name
+
+
+def test_gru_scan_matches_nn_gru_cell_step_by_step_with_resets_values_and_gradients() -> None:
+    """The hand-written backward of `GruScan` against autograd through torch.nn.GRUCell."""
+    from mappo.networks import gru_scan
+
+    torch.manual_seed(0)
+    steps, groups, rows, size = 9, 2, 5, 4
+    cells = [torch.nn.GRUCell(size, size).double() for _ in range(groups)]
+    x = torch.randn(steps, groups, rows, size, dtype=torch.float64)
+    h0 = torch.randn(groups, rows, size, dtype=torch.float64, requires_grad=True)
+    starts = torch.rand(steps, groups, rows) < 0.25
+    upstream = torch.randn(steps, groups, rows, size, dtype=torch.float64)
+
+    expected = []
+    for g, cell in enumerate(cells):
+        h, out = h0[g], []
+        for t in range(steps):
+            h = cell(x[t, g], h * ~starts[t, g].unsqueeze(-1))
+            out.append(h)
+        expected.append(torch.stack(out))
+    expected = torch.stack(expected, 1)  # [L, G, N, H]
+    (expected * upstream).sum().backward()
+
+    w_ih, b_ih, w_hh, b_hh = (
+        torch.stack([getter(c) for c in cells]).detach().requires_grad_()
+        for getter in (lambda c: c.weight_ih, lambda c: c.bias_ih, lambda c: c.weight_hh.t(),
+                       lambda c: c.bias_hh)
+    )
+    input_gates = torch.einsum("lgni,goi->lgno", x, w_ih) + b_ih.unsqueeze(1)
+    h0_ours = h0.detach().requires_grad_()
+    states = gru_scan(input_gates, h0_ours, starts, w_hh, b_hh)
+    (states * upstream).sum().backward()
+
+    torch.testing.assert_close(states, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(h0_ours.grad, h0.grad, rtol=0, atol=1e-12)
+    for ours, theirs in [(w_ih.grad, [c.weight_ih.grad for c in cells]),
+                         (b_ih.grad, [c.bias_ih.grad for c in cells]),
+                         (w_hh.grad, [c.weight_hh.grad.t() for c in cells]),
+                         (b_hh.grad, [c.bias_hh.grad for c in cells])]:
+        torch.testing.assert_close(ours, torch.stack(theirs), rtol=0, atol=1e-12)
