@@ -17,7 +17,7 @@ Then it times mappo's whole iteration (`MappoTrainer.collect_rollout()` +
 `update()`) for the same config and reports medians. The trainer compiles its
 minibatch loss when `config.compile` resolves to on (auto: total_steps >=
 200k, so on for the default config); the floor's loss is then compiled the
-same way (`torch.compile(dynamic=False)`), and the headline multiple compares
+same way (`torch.compile(dynamic=False)`, C++ wrapper on CPU), and the headline multiple compares
 like with like. The eager pair (trainer with compile="false", eager floor)
 is always measured too. Every repeat times all four (floor and mappo, eager
 and compiled) one after the other, so all see the same machine load. All use
@@ -75,7 +75,9 @@ class Floor:
         self.num_minibatches = max(1, round(samples / cfg.minibatch_size))
         self.bounds = torch.linspace(0, rows, self.num_minibatches + 1).round().long().tolist()
         self.loss_fn: Callable[..., torch.Tensor] = (
-            torch.compile(self.loss, dynamic=False) if compiled else self.loss
+            torch.compile(self.loss, dynamic=False,
+                          options={"cpp_wrapper": cfg.device.startswith("cpu")})
+            if compiled else self.loss
         )
 
     def loss(
