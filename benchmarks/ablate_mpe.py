@@ -1,11 +1,12 @@
 """The paper's implementation ablations on Spread, each a flag on top of `--preset paper-mpe`.
 
     python benchmarks/ablate_mpe.py [--quick] [--scale 0.1] [--seeds 0 1 2] [--device cpu]
+                                    [--recurrent true|false] [--jobs 1]
 
 Variants: the preset; value normalization off; more epochs (15 and 30);
 a larger clip (0.5); the critic on the env's world state (agent positions and
 velocities, landmark positions) instead of the concatenated observations.
-Each final policy is evaluated greedily on 100 episodes. Appends the table to
+Each final policy is evaluated greedily on 100 episodes. Adds (or replaces) its table in
 benchmarks/results/mpe.md (quick runs: mpe-quick.md). Last line: one JSON object.
 """
 
@@ -16,7 +17,7 @@ import json
 import statistics
 import time
 
-from reproduce_mpe import HERE, PAPER_BUDGETS, run_task
+from reproduce_mpe import HERE, PAPER_BUDGETS, run_all
 
 VARIANTS = {
     "preset (value norm on, 10 epochs, clip 0.2, critic on concat obs)": (),
@@ -35,36 +36,41 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--recurrent", choices=["true", "false"], default="true",
+                        help="the preset's GRU actor and critic (rMAPPO) or feed-forward ones")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     args = parser.parse_args()
     scale, seeds = (0.005, [0]) if args.quick else (args.scale, args.seeds)
     steps = int(PAPER_BUDGETS["spread"] * scale)
 
     start = time.time()
+    jobs = [("spread", seed, steps, args.device, args.episodes,
+             (*flags, "--recurrent", args.recurrent), f"-ablation{index}")
+            for index, flags in enumerate(VARIANTS.values()) for seed in seeds]
+    runs = run_all(jobs, args.jobs)
     rows, results = [], {}
     for index, (variant, flags) in enumerate(VARIANTS.items()):
-        values = []
-        for seed in seeds:
-            run = run_task("spread", seed, steps, args.device, args.episodes, flags,
-                           name=f"-ablation{index}")
-            values.append(run["eval_return"])
+        values = [r["eval_return"] for r in runs if r["name"] == f"-ablation{index}"]
         mean = statistics.fmean(values)
         std = statistics.pstdev(values) if len(values) > 1 else 0.0
         results[variant] = {"mean": mean, "std": std, "returns": values}
         rows.append(f"| {variant} | `{' '.join(flags) or '-'}` | {mean:.2f} ± {std:.2f} |")
-        print(rows[-1], flush=True)
 
     lines = [
         "", "## Ablations on Spread", "",
         f"Command: `python benchmarks/ablate_mpe.py --scale {scale} --seeds "
-        f"{' '.join(map(str, seeds))} --device {args.device}`; {steps:,} env steps per run, "
+        f"{' '.join(map(str, seeds))} --device {args.device} --recurrent {args.recurrent} "
+        f"--jobs {args.jobs}`; {steps:,} env steps per run, "
         f"greedy return over {args.episodes} episodes (mpe2 scale), mean ± std over "
         f"{len(seeds)} seed(s); wall time {(time.time() - start) / 60:.1f} min.", "",
         "| variant | flags on top of the preset | return |", "|---|---|---|", *rows,
     ]
     path = HERE / "results" / ("mpe-quick.md" if args.quick else "mpe.md")
     path.parent.mkdir(exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write("\n".join(lines) + "\n")
+    previous = path.read_text() if path.exists() else ""
+    if "\n## Ablations" in previous:  # replace the table of an earlier run
+        previous = previous[:previous.index("\n## Ablations")]
+    path.write_text(previous.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps({"steps": steps, "seeds": seeds, "results": results}))
 

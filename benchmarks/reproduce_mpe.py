@@ -28,12 +28,20 @@ import torch
 
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main as mappo_main
-from mappo.envs.spread import official_team_return
+from mappo.envs import speaker_listener, spread
 from mappo.evaluation import evaluate_run
 from mappo.plotting import plot_runs
 
 HERE = Path(__file__).parent
 PAPER_BUDGETS = {"spread": 20_000_000, "reference": 3_000_000, "speaker_listener": 2_000_000}
+# Per-agent returns (mpe2 scale) on the official on-policy code's logged scale, and what
+# the conversion cannot undo.
+OFFICIAL_SCALE = {
+    "spread": (spread.official_team_return, "landmarks in U(−1,1), official 0.8·U(−1,1)"),
+    "speaker_listener": (speaker_listener.official_team_return,
+                         "official physics applies the force before moving"),
+}
+NO_CONVERSION = "none exact: mpe2 scores distances, the official code squared distances"
 REFERENCE = {
     "spread": "assign-and-go policy ≈ −7.9 (mpe2 scale); official-code users ≈ −120 (official "
               "scale)",
@@ -43,19 +51,33 @@ REFERENCE = {
 
 
 def run_task(task: str, seed: int, steps: int, device: str, episodes: int,
-             flags: tuple[str, ...] = (), name: str = "") -> dict:
-    """Train one seed with the preset (plus `flags`), then evaluate it greedily."""
+             flags: tuple[str, ...] = (), name: str = "", train: bool = True) -> dict:
+    """Train one seed with the preset (plus `flags`), then evaluate it greedily;
+    `train=False` evaluates the run folder an earlier call left."""
     run_dir = HERE / "runs" / f"mpe-{task}{name}-seed{seed}"
     code = mappo_main(["train", "--preset", "paper-mpe", "--env", task, "--seed", str(seed),
                        "--total-steps", str(steps), "--device", device, "--run-dir",
-                       str(run_dir), "--force", "--quiet", *flags])
-    trained = load_checkpoint(run_dir / "checkpoint.pt")["env_steps"]
+                       str(run_dir), "--force", "--quiet", *flags]) if train else 0
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    trained = checkpoint["env_steps"]
     if code != 0 or trained < steps:  # an interrupted run exits 0 but stops short
         raise SystemExit(f"training {task} seed {seed} stopped at {trained} env steps "
                          f"(exit code {code})")
     returns = evaluate_run(run_dir, episodes, deterministic=True)
-    return {"task": task, "seed": seed, "steps": steps, "run_dir": str(run_dir),
+    return {"task": task, "name": name, "seed": seed, "steps": steps, "run_dir": str(run_dir),
+            "recurrent": checkpoint["config"]["recurrent"],
             "eval_return": statistics.fmean(returns)}
+
+
+def run_all(jobs: list[tuple], processes: int) -> list[dict]:
+    """`run_task(*job)` for every job, `processes` at a time, in order."""
+    runs = []
+    with ProcessPoolExecutor(processes) as pool:
+        for run in pool.map(run_task, *zip(*jobs, strict=True)):
+            runs.append(run)
+            print(f"{run['task']:17s}{run['name']} seed {run['seed']}: {run['steps']:,} steps, "
+                  f"greedy return {run['eval_return']:.2f}", flush=True)
+    return runs
 
 
 def main() -> None:
@@ -69,29 +91,28 @@ def main() -> None:
     parser.add_argument("--recurrent", choices=["true", "false"], default="true",
                         help="the preset's GRU actor and critic (rMAPPO) or feed-forward ones")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    parser.add_argument("--no-train", action="store_true",
+                        help="evaluate and tabulate the run folders an earlier run left")
     args = parser.parse_args()
     scale, seeds = (0.01, [0]) if args.quick else (args.scale, args.seeds)
     flags = ("--recurrent", args.recurrent)
 
     start = time.time()
-    jobs = [(task, seed, int(PAPER_BUDGETS[task] * scale), args.device, args.episodes, flags)
-            for task in args.tasks for seed in seeds]
-    runs = []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for run in pool.map(run_task, *zip(*jobs, strict=True)):
-            runs.append(run)
-            print(f"{run['task']:17s} seed {run['seed']}: {run['steps']:,} steps, greedy return "
-                  f"over {args.episodes} episodes {run['eval_return']:.2f}", flush=True)
+    runs = run_all([(task, seed, int(PAPER_BUDGETS[task] * scale), args.device, args.episodes,
+                     flags, "", not args.no_train) for task in args.tasks for seed in seeds],
+                   args.jobs)
+    if {run["recurrent"] for run in runs} != {args.recurrent == "true"}:
+        raise SystemExit(f"the run folders do not all match --recurrent {args.recurrent}")
 
     model = "GRU actor and critic (rMAPPO)" if args.recurrent == "true" else "feed-forward"
     lines = [
         f"# MAPPO on MPE with the official settings (`--preset paper-mpe`), {model}", "",
         f"Command: `python benchmarks/reproduce_mpe.py --scale {scale} --seeds "
         f"{' '.join(map(str, seeds))} --device {args.device} --recurrent {args.recurrent} "
-        f"--jobs {args.jobs}`  ",
+        f"--jobs {args.jobs}{' --no-train' * args.no_train}`  ",
         f"Date: {time.strftime('%Y-%m-%d')}; machine: {os.cpu_count()} cores "
         f"{platform.machine()}, device {args.device}, torch {torch.__version__}; wall time "
-        f"{(time.time() - start) / 60:.1f} min", "",
+        f"{(time.time() - start) / 60:.1f} min{' (evaluation only)' * args.no_train}", "",
         f"Budgets are {scale:g} x the paper's (Spread 20M, Reference 3M, Comm 2M env steps). "
         "Returns are mean per-agent episode returns of the final policies, greedy, "
         f"{args.episodes} episodes per seed, mean ± std over seeds.", "",
@@ -103,8 +124,12 @@ def main() -> None:
         values = [r["eval_return"] for r in runs if r["task"] == task]
         mean = statistics.fmean(values)
         std = statistics.pstdev(values) if len(values) > 1 else 0.0
-        official = (f"{official_team_return(mean):.1f} ± {6 * std:.1f} (landmarks in U(−1,1), "
-                    "official 0.8·U(−1,1))" if task == "spread" else "no exact conversion")
+        official = NO_CONVERSION
+        if task in OFFICIAL_SCALE:
+            convert, caveat = OFFICIAL_SCALE[task]
+            converted = [convert(v) for v in values]
+            spread_of = statistics.pstdev(converted) if len(converted) > 1 else 0.0
+            official = f"{statistics.fmean(converted):.1f} ± {spread_of:.1f} ({caveat})"
         lines.append(f"| {task} | {int(PAPER_BUDGETS[task] * scale):,} | {len(values)} | "
                      f"{mean:.2f} ± {std:.2f} | {official} | {REFERENCE[task]} |")
         summary[task] = {"mean": mean, "std": std}

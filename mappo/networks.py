@@ -182,7 +182,8 @@ def gru_scan(input_gates: torch.Tensor, hidden: torch.Tensor, starts: torch.Tens
     if not torch.compiler.is_compiling():
         return GruScan.apply(input_gates.contiguous(), hidden, keep, weight, bias)
     # Compiled, plain ops are better: the compiler fuses each step's gate arithmetic,
-    # forward and backward, into a few kernels (benchmarks/throughput.py --recurrent).
+    # forward and backward, into a few kernels. Measured on `--preset paper-mpe` (2-core
+    # CPU): an update takes 0.65 s so, 0.83 s with GruScan inside the compiled loss.
     states, bias = [], bias.unsqueeze(1)
     for t in range(input_gates.shape[0]):
         hidden = hidden * keep[t]

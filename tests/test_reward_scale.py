@@ -38,3 +38,23 @@ def test_known_values() -> None:
     assert official_team_return(-7.9) == pytest.approx(-122.4)
     with pytest.raises(ValueError, match="local_ratio 0.3"):
         official_team_return(-10.0, local_ratio=0.3)
+
+
+def test_speaker_listener_conversion_matches_the_official_team_reward() -> None:
+    from mappo.envs.speaker_listener import SpeakerListenerEnv
+    from mappo.envs.speaker_listener import official_team_return as official_comm_return
+
+    env = SpeakerListenerEnv(32, seed=2, dtype=torch.float64)
+    env.reset(seed=2)
+    ours = torch.zeros(32, dtype=torch.float64)
+    official = torch.zeros(32, dtype=torch.float64)
+    for _ in range(25):
+        goal = env._goal.clone()  # the goal of the episode this step belongs to
+        result = env.step(torch.randint(0, 3, (32, 2)))
+        # The listener observes [vel (2), landmark - listener (3 x 2), message (3)].
+        rel = result.final_obs[:, 1, 2:8].reshape(32, 3, 2)[torch.arange(32), goal]  # [E, 2]
+        official += 2 * -(rel.square().sum(-1))  # every agent gets the sum of both rewards
+        ours += result.reward.mean(-1)
+    assert ours.std() > 0
+    for e in range(32):
+        assert official_comm_return(ours[e].item()) == pytest.approx(official[e].item(), abs=1e-9)

@@ -171,3 +171,15 @@ class SpeakerListenerEnv(MpeTask[torch.Tensor]):
             "_landmarks": ("landmark_pos", landmark_pos, (E, L, 2)),
             "_goal": ("goal", goal, (E,)),
         })
+
+
+def official_team_return(per_agent_return: float) -> float:
+    """A speaker_listener episode return on the official MAPPO code's scale, from ours (mpe2's).
+
+    Both agents get `-d²` per step here (d: the listener's distance to the goal),
+    as in the official on-policy env, which hands every agent the team sum
+    (`shared_reward`), `2·(-d²)`: official = 2·R for a per-agent return R. Spawn
+    ranges agree (U(-1, 1)); the official physics applies the new force before
+    moving, mpe2 after, so the numbers are comparable, not identical tasks.
+    """
+    return 2.0 * per_agent_return
