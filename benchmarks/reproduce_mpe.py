@@ -113,6 +113,8 @@ def main() -> None:
         f"Date: {time.strftime('%Y-%m-%d')}; machine: {os.cpu_count()} cores "
         f"{platform.machine()}, device {args.device}, torch {torch.__version__}; wall time "
         f"{(time.time() - start) / 60:.1f} min{' (evaluation only)' * args.no_train}", "",
+        *(["The run folders were trained by the same command without `--no-train`; this "
+           "table re-evaluates their final checkpoints.", ""] if args.no_train else []),
         f"Budgets are {scale:g} x the paper's (Spread 20M, Reference 3M, Comm 2M env steps). "
         "Returns are mean per-agent episode returns of the final policies, greedy, "
         f"{args.episodes} episodes per seed, mean ± std over seeds.", "",
