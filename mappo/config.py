@@ -37,6 +37,7 @@ class MappoConfig:
     # --- specification fields, specification defaults -------------------------
     num_agents: int = _f(2, "number of agents (taken from the env when training starts)")
     share_policy: bool = _f(True, "one policy for all agents (agent one-hot appended to obs)")
+    agent_id: bool = _f(True, "append each agent's one-hot to a shared policy's observation")
     use_global_state: bool = _f(True, "critic sees the env's global state, else concatenated obs")
     obs_dim: int = _f(16, "local observation size (taken from the env)")
     global_state_dim: int = _f(32, "critic input size (taken from the env)")
@@ -62,6 +63,7 @@ class MappoConfig:
     hidden_dim: int = _f(64, "width of the two hidden layers of actor and critic")
     activation: str = _f("tanh", "hidden activation", choices=("tanh", "relu"))
     input_layer_norm: bool = _f(False, "LayerNorm on the actor's and critic's inputs")
+    hidden_layer_norm: bool = _f(False, "LayerNorm after each hidden layer (and the GRU)")
     recurrent: bool = _f(False, "GRU after the MLP in actor and critic (rMAPPO)")
     data_chunk_length: int = _f(10, "steps per training sequence of a recurrent policy")
     policy_head_gain: float = _f(0.01, "orthogonal init gain of the policy head")
@@ -69,6 +71,9 @@ class MappoConfig:
     norm_adv: bool = _f(True, "normalize advantages per minibatch")
     value_norm: bool = _f(True, "normalize value targets with running statistics")
     value_norm_beta: float = _f(0.99999, "decay of the value normalizer's running moments")
+    bootstrap_time_limits: bool = _f(
+        True, "bootstrap episodes cut by a time limit from their last state's value, "
+        "else treat the cut as terminal")
     clip_value_loss: bool = _f(True, "clip the value update around the old prediction")
     huber_delta: float = _f(0.0, "Huber loss delta for the value loss; 0 means squared error")
     seed: int = _f(0, "random seed for torch, the env and minibatch order")
@@ -130,12 +135,15 @@ PAPER_MPE_AGENTS = {"spread": 3, "reference": 2, "speaker_listener": 2}
 def paper_mpe_preset(env: str) -> dict[str, Any]:
     """The official MAPPO code's MPE settings (rMAPPO) for one of the paper's three tasks.
 
-    Hidden 64 with input LayerNorm and a GRU, Tanh on Spread (ReLU elsewhere),
-    lr 7e-4, Adam eps 1e-5, 128 envs x 25 steps, one minibatch, 10 epochs on
-    Spread and 15 on Reference and Comm, clip 0.2, entropy 0.01, value
-    coefficient 1, Huber value loss (delta 10) with clipping, running value
-    normalization (beta 0.99999), gradient norm 10, policy head gain 0.01, a
-    shared policy on Spread and Reference and separate ones on Comm.
+    Hidden 64 with input LayerNorm, LayerNorm after each hidden layer and a
+    GRU, Tanh on Spread (ReLU elsewhere), lr 7e-4, Adam eps 1e-5, 128 envs x 25
+    steps, one minibatch, 10 epochs on Spread and 15 on Reference and Comm,
+    clip 0.2, entropy 0.01, value coefficient 1, Huber value loss (delta 10)
+    with clipping, running value normalization (beta 0.99999), gradient norm
+    10, policy head gain 0.01, a shared policy on Spread and Reference and
+    separate ones on Comm. Like that code, a shared policy sees no agent id and
+    the 25-step time limit ends an episode as a terminal state would (its
+    `use_proper_time_limits` is off).
     """
     if env not in PAPER_MPE_AGENTS:
         raise ConfigError(
@@ -143,6 +151,7 @@ def paper_mpe_preset(env: str) -> dict[str, Any]:
         )
     return dict(
         env=env, recurrent=True, data_chunk_length=10, hidden_dim=64, input_layer_norm=True,
+        hidden_layer_norm=True, agent_id=False, bootstrap_time_limits=False,
         activation="tanh" if env == "spread" else "relu", lr=7e-4, adam_eps=1e-5,
         num_envs=128, rollout_steps=25,
         minibatch_size=0,  # the whole rollout in one minibatch

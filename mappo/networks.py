@@ -244,13 +244,15 @@ class Actor(nn.Module):
         head_gain: float = 0.01,
         recurrent: bool = False,
         input_layer_norm: bool = False,
+        hidden_layer_norm: bool = False,
+        agent_id: bool = True,
     ) -> None:
         super().__init__()
         num_agents = len(group_of_agent)
         num_groups = max(group_of_agent) + 1
         self.action = action
         self.register_buffer("group_of_agent", torch.tensor(group_of_agent), persistent=False)
-        self.use_agent_id = num_groups < num_agents
+        self.use_agent_id = agent_id and num_groups < num_agents
         first = _orthogonal((num_groups, obs_dim + num_agents, hidden_dim), HIDDEN_GAIN)
         self.fc1 = GroupedLinear(group_of_agent, obs_dim, hidden_dim, HIDDEN_GAIN)
         with torch.no_grad():
@@ -266,6 +268,11 @@ class Actor(nn.Module):
             self.log_std = nn.Parameter(torch.zeros(num_groups, action.logits_dim))
         self.input_norm = GroupedLayerNorm(group_of_agent, obs_dim) if input_layer_norm else None
         self.gru = GroupedGRUCell(group_of_agent, hidden_dim) if recurrent else None
+        # The official MAPPO code's LayerNorm after each hidden layer and after the GRU.
+        norms = (2 + recurrent) if hidden_layer_norm else 0
+        self.hidden_norms = nn.ModuleList(
+            GroupedLayerNorm(group_of_agent, hidden_dim) for _ in range(norms)
+        )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs `[B, A, O]` → logits or Gaussian means `[B, A, K]` (feed-forward actors)."""
@@ -278,7 +285,7 @@ class Actor(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of a recurrent actor: obs `[B, A, O]`, hidden `[B, A, H]` → (params, hidden)."""
         hidden = self.gru(self._features(obs), hidden)
-        return self.head(hidden), hidden
+        return self.head(self._norm(2, hidden)), hidden
 
     def unroll(
         self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor
@@ -289,7 +296,7 @@ class Actor(nn.Module):
         B, L = obs.shape[:2]
         features = self._features(obs.flatten(0, 1)).unflatten(0, (B, L))
         states = self.gru.scan(features, hidden, starts)
-        return self.head(states.flatten(0, 1)).unflatten(0, (B, L))
+        return self.head(self._norm(2, states.flatten(0, 1))).unflatten(0, (B, L))
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
         """The MLP trunk, `[B, A, O]` → `[B, A, hidden]`."""
@@ -298,8 +305,12 @@ class Actor(nn.Module):
         x = self.fc1(obs)  # [B, A, hidden]
         if self.use_agent_id:
             x = x + self._agent_id_rows()
-        x = self.act(x)
-        return self.act(self.fc2(x))
+        x = self._norm(0, self.act(x))
+        return self._norm(1, self.act(self.fc2(x)))
+
+    def _norm(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The `index`-th hidden LayerNorm, or x itself when there are none."""
+        return self.hidden_norms[index](x) if self.hidden_norms else x
 
     def _agent_id_rows(self) -> torch.Tensor:
         """The first layer's one-hot rows of each agent's own group, `[A, hidden]`."""
@@ -329,14 +340,17 @@ class CentralizedCritic(nn.Module):
         activation: str = "tanh",
         recurrent: bool = False,
         input_layer_norm: bool = False,
+        hidden_layer_norm: bool = False,
     ) -> None:
         super().__init__()
         act = ACTIVATIONS[activation]
         norm = [nn.LayerNorm(global_state_dim)] if input_layer_norm else []
+        hidden_norm = [nn.LayerNorm(hidden_dim)] if hidden_layer_norm else []
         self.trunk = nn.Sequential(
             *norm,
-            nn.Linear(global_state_dim, hidden_dim), act(),
-            nn.Linear(hidden_dim, hidden_dim), act(),
+            nn.Linear(global_state_dim, hidden_dim), act(), *hidden_norm,
+            nn.Linear(hidden_dim, hidden_dim), act(), *(nn.LayerNorm(hidden_dim)
+                                                       for _ in hidden_norm),
         )
         self.head = nn.Linear(hidden_dim, num_values)
         linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.head]
@@ -344,6 +358,7 @@ class CentralizedCritic(nn.Module):
             nn.init.orthogonal_(layer.weight, gain)
             nn.init.zeros_(layer.bias)
         self.gru = nn.GRUCell(hidden_dim, hidden_dim) if recurrent else None
+        self.gru_norm = nn.LayerNorm(hidden_dim) if recurrent and hidden_layer_norm else None
 
     def forward(self, global_state: torch.Tensor) -> torch.Tensor:
         """global_state `[B, S]` → values `[B, num_values]` (feed-forward critics)."""
@@ -356,7 +371,7 @@ class CentralizedCritic(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: global_state `[B, S]`, hidden `[B, H]` → (values `[B, num_values]`, hidden)."""
         hidden = self.gru(self.trunk(global_state), hidden)
-        return self.head(hidden), hidden
+        return self._head(hidden), hidden
 
     def unroll(
         self, global_state: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor
@@ -368,4 +383,8 @@ class CentralizedCritic(nn.Module):
         states = gru_scan(input_gates.transpose(0, 1).unsqueeze(1), hidden.unsqueeze(0),
                           starts.transpose(0, 1).unsqueeze(1), gru.weight_hh.t().unsqueeze(0),
                           gru.bias_hh.unsqueeze(0))  # [L, 1, B, H]
-        return self.head(states.squeeze(1).transpose(0, 1))
+        return self._head(states.squeeze(1).transpose(0, 1))
+
+    def _head(self, gru_out: torch.Tensor) -> torch.Tensor:
+        """Values from the GRU's output, through its LayerNorm when there is one."""
+        return self.head(gru_out if self.gru_norm is None else self.gru_norm(gru_out))

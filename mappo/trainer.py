@@ -136,11 +136,12 @@ class MappoTrainer:
         group_of_agent = policy_groups(spec.agent_names, cfg.share_policy, cfg.policy_groups)
         self.actor = Actor(
             obs_dim, group_of_agent, cfg.hidden_dim, spec.action, cfg.activation,
-            cfg.policy_head_gain, cfg.recurrent, cfg.input_layer_norm,
+            cfg.policy_head_gain, cfg.recurrent, cfg.input_layer_norm, cfg.hidden_layer_norm,
+            cfg.agent_id,
         ).to(self.device)
         self.critic = CentralizedCritic(
             state_dim, cfg.hidden_dim, num_agents, cfg.activation, cfg.recurrent,
-            cfg.input_layer_norm,
+            cfg.input_layer_norm, cfg.hidden_layer_norm,
         ).to(self.device)
         self.value_norm = ValueNorm(cfg.value_norm_beta, enabled=cfg.value_norm).to(self.device)
         self.parameters = [p for p in (*self.actor.parameters(), *self.critic.parameters())
@@ -272,8 +273,10 @@ class MappoTrainer:
             t2 = time.perf_counter()
             done = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
             truncated = result.truncated & ~result.terminated
+            if not self.config.bootstrap_time_limits:
+                truncated = torch.zeros_like(truncated)  # a time limit ends it like a terminal
             truncation_value = 0.0
-            if bool(result.env_done.any()):
+            if bool(truncated.any()):
                 # Bootstrap time-limit ends from the value of the state the episode reached.
                 truncation_value = self.value(
                     self.critic_input(result.final_obs, result.final_state), memory
