@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mappo import AgentBuffer, compute_gae
+from mappo import AgentBuffer, MappoConfig, MappoTrainer, compute_gae
 
 
 def test_three_steps_with_one_terminal_and_one_truncation() -> None:
@@ -61,3 +61,23 @@ def test_buffer_returns_are_advantages_plus_values() -> None:
     # returns are discounted sums: step 1 = 1 + 0.5*2 = 2, step 0 = 1 + 0.5*2 = 2
     assert buf.returns.flatten().tolist() == pytest.approx([2.0, 2.0])
     assert buf.advantages.flatten().tolist() == pytest.approx([1.5, 1.75])
+
+
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_trainer_bootstraps_time_limits_only_when_configured(bootstrap) -> None:
+    # Spread episodes of 3 steps end by the time limit after the rollout's last step.
+    config = MappoConfig(env_kwargs={"max_cycles": 3}, num_envs=4, rollout_steps=3,
+                         minibatch_size=0, total_steps=12, bootstrap_time_limits=bootstrap)
+    trainer = MappoTrainer(config)
+    trainer.collect_rollout()
+    buf = trainer.buffer
+    assert buf.dones[2].all() and not buf.dones[:2].any()
+    buf.compute_returns_and_advantage(torch.full((4, 3), 1e3), 0.99, 0.95)
+    if bootstrap:
+        # The cut is followed by the value of the state it reached, not the next episode's.
+        assert buf.truncated[2].all() and buf.truncation_values[2].abs().min() > 0
+        expected = buf.rewards[2] + 0.99 * buf.truncation_values[2]
+    else:
+        assert not buf.truncated.any()  # the official code's reading: a terminal state
+        expected = buf.rewards[2]
+    torch.testing.assert_close(buf.returns[2], expected)

@@ -1,9 +1,10 @@
 """Batched policies equal their per-agent definitions."""
 
+import pytest
 import torch
 
 from mappo.envs.base import ActionSpec
-from mappo.networks import Actor
+from mappo.networks import Actor, CentralizedCritic
 
 DISCRETE = ActionSpec("discrete", nvec=(5,))
 
@@ -45,6 +46,49 @@ def test_shared_policy_sees_the_agent_one_hot() -> None:
     same = obs[:, :1].expand(10, 3, 6)
     logits = actor(same)
     assert (logits[:, 0] - logits[:, 1]).abs().max() > 0
+
+
+def test_shared_policy_without_agent_id_acts_alike_on_alike_observations() -> None:
+    torch.manual_seed(0)
+    actor = Actor(obs_dim=6, group_of_agent=[0, 0, 0], hidden_dim=8, action=DISCRETE,
+                  agent_id=False)
+    obs = torch.randn(10, 1, 6).expand(10, 3, 6)
+    logits = actor(obs)
+    torch.testing.assert_close(logits[:, 1], logits[:, 0])
+    torch.testing.assert_close(logits[:, 2], logits[:, 0])
+    assert not actor.agent_id_weight.requires_grad  # not a trained parameter
+
+
+def _head_inputs(module: torch.nn.Module, run) -> torch.Tensor:
+    """What `module.head` received while `run()` ran."""
+    seen = []
+    handle = module.head.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    run()
+    handle.remove()
+    return torch.cat([x.reshape(-1, x.shape[-1]) for x in seen])
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("groups", [[0, 0, 0], [0, 1, 2]])
+def test_hidden_layer_norm_feeds_the_heads_normalized_features(recurrent, groups) -> None:
+    # As the official MAPPO code: LayerNorm after each hidden layer, and after the GRU.
+    torch.manual_seed(0)
+    actor = Actor(6, groups, 8, DISCRETE, recurrent=recurrent, hidden_layer_norm=True)
+    critic = CentralizedCritic(18, 8, 3, recurrent=recurrent, hidden_layer_norm=True)
+    obs, state = 3.0 * torch.randn(10, 3, 6) + 1.0, 3.0 * torch.randn(10, 18)
+    if recurrent:
+        hidden = torch.randn(10, 3, 8)
+        actor_in = _head_inputs(actor, lambda: actor.forward_recurrent(obs, hidden))
+        critic_in = _head_inputs(critic, lambda: critic.forward_recurrent(state, hidden[:, 0]))
+    else:
+        actor_in = _head_inputs(actor, lambda: actor(obs))
+        critic_in = _head_inputs(critic, lambda: critic(state))
+    for features in (actor_in, critic_in):
+        torch.testing.assert_close(features.mean(-1), torch.zeros(len(features)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(features.var(-1, unbiased=False), torch.ones(len(features)),
+                                   atol=1e-3, rtol=0)
+    plain = Actor(6, groups, 8, DISCRETE, recurrent=recurrent)
+    assert len(list(actor.parameters())) - len(list(plain.parameters())) == 2 * (2 + recurrent)
 
 
 def test_orthogonal_init_and_small_policy_head() -> None:

@@ -13,8 +13,14 @@ def _recurrent_trainer(**overrides) -> MappoTrainer:
     return MappoTrainer(config)
 
 
-def test_chunked_loss_equals_the_step_by_step_loss_with_stored_hidden_states() -> None:
-    trainer = _recurrent_trainer()
+OFFICIAL_ARCHITECTURE = {"hidden_layer_norm": True, "input_layer_norm": True, "agent_id": False}
+
+
+@pytest.mark.parametrize("architecture", [{}, OFFICIAL_ARCHITECTURE])
+def test_chunked_loss_equals_the_step_by_step_loss_with_stored_hidden_states(
+    architecture,
+) -> None:
+    trainer = _recurrent_trainer(**architecture)
     trainer.collect_rollout()
     buf = trainer.buffer
     buf.compute_returns_and_advantage(torch.zeros(4, 3), 0.99, 0.95)
