@@ -36,7 +36,7 @@ class MappoConfig:
 
     # --- specification fields, specification defaults -------------------------
     num_agents: int = _f(2, "number of agents (taken from the env when training starts)")
-    share_policy: bool = _f(True, "one policy for all agents (agent one-hot appended to obs)")
+    share_policy: bool = _f(True, "one policy for all agents (seeing an agent one-hot: agent_id)")
     agent_id: bool = _f(True, "append each agent's one-hot to a shared policy's observation")
     use_global_state: bool = _f(True, "critic sees the env's global state, else concatenated obs")
     obs_dim: int = _f(16, "local observation size (taken from the env)")

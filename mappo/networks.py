@@ -345,12 +345,13 @@ class CentralizedCritic(nn.Module):
         super().__init__()
         act = ACTIVATIONS[activation]
         norm = [nn.LayerNorm(global_state_dim)] if input_layer_norm else []
-        hidden_norm = [nn.LayerNorm(hidden_dim)] if hidden_layer_norm else []
+
+        def hidden_layer(in_dim: int) -> list[nn.Module]:
+            return [nn.Linear(in_dim, hidden_dim), act(),
+                    *([nn.LayerNorm(hidden_dim)] if hidden_layer_norm else [])]
+
         self.trunk = nn.Sequential(
-            *norm,
-            nn.Linear(global_state_dim, hidden_dim), act(), *hidden_norm,
-            nn.Linear(hidden_dim, hidden_dim), act(), *(nn.LayerNorm(hidden_dim)
-                                                       for _ in hidden_norm),
+            *norm, *hidden_layer(global_state_dim), *hidden_layer(hidden_dim)
         )
         self.head = nn.Linear(hidden_dim, num_values)
         linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.head]
