@@ -273,10 +273,10 @@ class MappoTrainer:
             t2 = time.perf_counter()
             done = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
             truncated = result.truncated & ~result.terminated
+            truncation_value = 0.0
             if not self.config.bootstrap_time_limits:
                 truncated = torch.zeros_like(truncated)  # a time limit ends it like a terminal
-            truncation_value = 0.0
-            if bool(truncated.any()):
+            elif bool(result.env_done.any()):
                 # Bootstrap time-limit ends from the value of the state the episode reached.
                 truncation_value = self.value(
                     self.critic_input(result.final_obs, result.final_state), memory
