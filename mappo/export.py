@@ -83,6 +83,17 @@ class GreedyPolicy(nn.Module):
             weight, bias = torch.ones(self.obs_dim), torch.zeros(self.obs_dim)
         self.register_buffer("norm_weight", weight)
         self.register_buffer("norm_bias", bias)
+        # LayerNorms after the two hidden layers (`hidden_layer_norm`), `[2, H]` each.
+        hidden_norms = list(getattr(actor, "hidden_norms", []))
+        self.hidden_norm = bool(hidden_norms)
+        hidden = self.hidden_dim = int(actor.fc2.weight.shape[-1])
+        if hidden_norms:
+            pairs = [weights(n) for n in hidden_norms[:2]]
+            weight, bias = torch.stack([w for w, _ in pairs]), torch.stack([b for _, b in pairs])
+        else:
+            weight, bias = torch.ones(2, hidden), torch.zeros(2, hidden)
+        self.register_buffer("hidden_norm_weight", weight)
+        self.register_buffer("hidden_norm_bias", bias)
         for name in ("fc1", "fc2", "head"):
             weight, bias = weights(getattr(actor, name))
             self.register_buffer(f"{name}_weight", weight)
@@ -108,21 +119,30 @@ class GreedyPolicy(nn.Module):
     def _activation(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x) if self.relu else torch.tanh(x)
 
+    def _layer_norm(self, x: torch.Tensor, size: int, weight: torch.Tensor,
+                    bias: torch.Tensor) -> torch.Tensor:
+        # GroupedLayerNorm's two forms, kept apart for the same reason as the biases.
+        if self.fused_bias:
+            return nn.functional.layer_norm(x, [size]) * weight + bias
+        return nn.functional.layer_norm(x, [size], weight, bias)
+
+    def _hidden(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """A hidden layer's activation, then its LayerNorm when the actor has them."""
+        x = self._activation(x)
+        if self.hidden_norm:
+            x = self._layer_norm(x, self.hidden_dim, self.hidden_norm_weight[index],
+                                 self.hidden_norm_bias[index])
+        return x
+
     def act(self, obs: torch.Tensor, agent: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
         """Greedy actions of checked inputs: obs `[B, obs_dim]`, agent `[B]`, legal `[B, K]`."""
         if self.input_norm:
-            # GroupedLayerNorm's two forms, kept apart for the same reason as the biases.
-            if self.fused_bias:
-                obs = nn.functional.layer_norm(obs, [self.obs_dim])
-                obs = obs * self.norm_weight + self.norm_bias
-            else:
-                obs = nn.functional.layer_norm(obs, [self.obs_dim], self.norm_weight,
-                                               self.norm_bias)
+            obs = self._layer_norm(obs, self.obs_dim, self.norm_weight, self.norm_bias)
         x = self._linear(obs, self.fc1_weight, self.fc1_bias)
         if self.use_agent_id:
             x = x + self.agent_rows[agent]
-        x = self._activation(x)
-        x = self._activation(self._linear(x, self.fc2_weight, self.fc2_bias))
+        x = self._hidden(x, 0)
+        x = self._hidden(self._linear(x, self.fc2_weight, self.fc2_bias), 1)
         params = self._linear(x, self.head_weight, self.head_bias)
         if not self.discrete:
             return torch.clamp(params, self.low[agent], self.high[agent])

@@ -134,6 +134,10 @@ def test_onnx_file_gives_the_same_actions(trained, tmp_path) -> None:
      ({"policy_groups": "agent_0,agent_"}, ["agent_0.pt", "agent.pt"]),
      ({"input_layer_norm": True}, ["policy.pt"]),
      ({"input_layer_norm": True, "share_policy": False},
+      ["agent_0.pt", "agent_1.pt", "agent_2.pt"]),
+     # The feed-forward paper-mpe layout: LayerNorm after the hidden layers, no agent id.
+     ({"input_layer_norm": True, "hidden_layer_norm": True, "agent_id": False}, ["policy.pt"]),
+     ({"hidden_layer_norm": True, "share_policy": False},
       ["agent_0.pt", "agent_1.pt", "agent_2.pt"])],
 )
 def test_one_file_per_policy(changes, files, tmp_path) -> None:
