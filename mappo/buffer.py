@@ -18,7 +18,7 @@ class RolloutMinibatch(NamedTuple):
     action_mask: torch.Tensor  # [B, A, K]
     actions: torch.Tensor  # [B, A, D]
     log_probs: torch.Tensor  # [B, A]
-    values: torch.Tensor  # [B, A], in the critic's units
+    values: torch.Tensor  # [B, A], the critic's raw output at collection (the value clip's centre)
     advantages: torch.Tensor  # [B, A]
     returns: torch.Tensor  # [B, A], in the critic's units
     weights: torch.Tensor  # [B, A], 1.0 where the agent acted, else 0.0
@@ -33,8 +33,10 @@ class AgentBuffer:
     """Rollout storage for T steps of E envs with A agents, allocated once on the device.
 
     Shapes: obs `[T, E, A, O]`, state `[T, E, S]`, action_mask `[T, E, A, K]`,
-    actions `[T, E, A, D]`, and `[T, E, A]` for log_probs, values, rewards,
-    dones, truncated, truncation_values, alive, advantages and returns.
+    actions `[T, E, A, D]`, and `[T, E, A]` for log_probs, values, critic_values,
+    rewards, dones, truncated, truncation_values, alive, advantages and returns.
+    `values` are in return units (for GAE); `critic_values` are what the critic
+    output at collection time, in its own (normalized) units.
     `add` writes step `len(self)`; `clear` starts over without freeing memory.
     With `recurrent_hidden_dim`, it also keeps actor_hidden `[T, E, A, H]`,
     critic_hidden `[T, E, H]` and episode_start `[T, E, A]`.
@@ -66,6 +68,7 @@ class AgentBuffer:
         self.actions = zeros(T, E, A, action_dim, dtype=action_dtype)
         self.log_probs = zeros(T, E, A)
         self.values = zeros(T, E, A)
+        self.critic_values = zeros(T, E, A)
         self.rewards = zeros(T, E, A)
         self.dones = zeros(T, E, A, dtype=torch.bool)
         self.truncated = zeros(T, E, A, dtype=torch.bool)
@@ -97,11 +100,16 @@ class AgentBuffer:
         alive: torch.Tensor | bool = True,
         truncated: torch.Tensor | bool = False,
         truncation_value: torch.Tensor | float = 0.0,
+        critic_value: torch.Tensor | None = None,
         actor_hidden: torch.Tensor | None = None,
         critic_hidden: torch.Tensor | None = None,
         episode_start: torch.Tensor | None = None,
     ) -> None:
-        """Store one step of every env and agent (each argument broadcast to its slot)."""
+        """Store one step of every env and agent (each argument broadcast to its slot).
+
+        `value` is in return units; `critic_value` is the critic's raw output
+        (the same as `value` when the critic is not normalized, the default).
+        """
         if self.step >= self.rollout_steps:
             raise IndexError(f"AgentBuffer is full ({self.rollout_steps} steps); call clear()")
         t = self.step
@@ -111,6 +119,7 @@ class AgentBuffer:
         self.rewards[t] = reward
         self.dones[t] = done
         self.values[t] = value
+        self.critic_values[t] = value if critic_value is None else critic_value
         self.alive[t] = alive
         self.truncated[t] = truncated
         self.truncation_values[t] = truncation_value
@@ -149,11 +158,13 @@ class AgentBuffer:
         agents, so the agent-batched actor and the critic's per-agent head each
         run once per minibatch. Recurrent: a row is `chunk_length` consecutive
         steps of one env, with the hidden states stored at its first step; the
-        last chunk of a rollout is padded with zero-weight steps. Values and
-        returns are mapped to the critic's units once, not per minibatch.
+        last chunk of a rollout is padded with zero-weight steps. Returns are
+        mapped to the critic's units (with the normalizer as it is now) once, not
+        per minibatch; the value clip is centred on the critic's own stored
+        output, which a normalizer update must not move.
         """
         fields = [self.observations, self.states, self.action_masks, self.actions,
-                  self.log_probs, to_critic_units(self.values), self.advantages,
+                  self.log_probs, self.critic_values, self.advantages,
                   to_critic_units(self.returns), self.alive.float()]
         if chunk_length:
             fields, starts = self._chunks(fields, chunk_length)

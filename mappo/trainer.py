@@ -265,6 +265,7 @@ class MappoTrainer:
                 self._obs, critic_in, self._memory, self._episode_start
             )
             dist = self._distribution(params, self._mask)
+            critic_value = value  # [E, A], the critic's own units: the value clip's centre
             value = self.value_norm.denormalize(value)  # [E, A], in return units
             action = dist.sample()  # [E, A, D]
             log_prob = dist.log_prob(action)  # [E, A]
@@ -288,7 +289,7 @@ class MappoTrainer:
             buf.add(
                 self._obs, action, log_prob, result.reward, done, value, state=critic_in,
                 action_mask=self._mask, alive=self._alive, truncated=truncated,
-                truncation_value=truncation_value, **recurrent,
+                truncation_value=truncation_value, critic_value=critic_value, **recurrent,
             )
             self._memory, self._episode_start = memory, done
             self._times["env"] += t2 - t1

@@ -12,8 +12,8 @@ from mappo.distributed import Distributed
 CONFIG = dict(num_envs=4, rollout_steps=5, minibatch_size=15, update_epochs=2, total_steps=40,
               seed=11)
 BUFFER_FIELDS = ("observations", "states", "action_masks", "actions", "log_probs", "values",
-                 "rewards", "dones", "truncated", "truncation_values", "alive", "advantages",
-                 "returns")
+                 "critic_values", "rewards", "dones", "truncated", "truncation_values", "alive",
+                 "advantages", "returns")
 
 
 def _rank(rank: int, world_size: int, init_file: str, out_dir: str) -> None:

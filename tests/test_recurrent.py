@@ -48,7 +48,7 @@ def test_chunked_loss_equals_the_step_by_step_loss_with_stored_hidden_states(
         expected = (
             ppo_policy_loss(adv, log_prob, buf.log_probs.flatten(0, 1), cfg.clip_coef, weights)
             + cfg.vf_coef * ppo_value_loss(
-                values, trainer.value_norm.normalize(buf.values.flatten(0, 1)),
+                values, buf.critic_values.flatten(0, 1),
                 trainer.value_norm.normalize(buf.returns.flatten(0, 1)), cfg.clip_coef, weights)
             - cfg.ent_coef * masked_mean(dist.entropy(), weights)
         )
