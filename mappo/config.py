@@ -74,6 +74,9 @@ class MappoConfig:
     bootstrap_time_limits: bool = _f(
         True, "bootstrap episodes cut by a time limit from their last state's value, "
         "else treat the cut as terminal")
+    team_reward: bool = _f(
+        False, "credit every agent slot with the mean reward of the agents that acted, until "
+        "its env's episode ends (dead agents too), instead of its own reward until it dies")
     clip_value_loss: bool = _f(True, "clip the value update around the old prediction")
     huber_delta: float = _f(0.0, "Huber loss delta for the value loss; 0 means squared error")
     seed: int = _f(0, "random seed for torch, the env and minibatch order")
@@ -81,6 +84,8 @@ class MappoConfig:
     compile: str = _f("auto", "torch.compile the minibatch loss; auto: for runs of 200k+ steps",
                       choices=("auto", "true", "false"))
     torch_threads: int = _f(1, "intra-op threads (small ops gain nothing); 0 = torch's choice")
+    checkpoint_interval: float = _f(
+        300.0, "seconds of wall time between checkpoints (also one after the first update)")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -222,6 +227,7 @@ def validate(cfg: MappoConfig) -> None:
     need(0.0 < cfg.value_norm_beta <= 1.0, "value_norm_beta", "in (0, 1]")
     need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
     need(cfg.num_workers >= 0, "num_workers", ">= 0")
+    need(cfg.checkpoint_interval > 0, "checkpoint_interval", "> 0 seconds")
     for name, f in FIELDS.items():
         if "choices" in f.metadata:
             need(getattr(cfg, name) in f.metadata["choices"], name,
