@@ -275,8 +275,8 @@ class FrameRecorder:
 def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
                          seed: int) -> tuple[MultiAgentEnv, FrameRecorder]:
     """(one-copy PettingZooWrapper whose copy records frames, that copy's FrameRecorder)."""
-    from mappo.envs.pettingzoo import PettingZooWrapper
     from mappo.envs.registry import import_env_factory
+    from mappo.envs.thirdparty.wrapper import PettingZooWrapper
 
     try:
         factory = import_env_factory(config_env)

@@ -50,6 +50,10 @@ class CounterEnv(ParallelEnv):
         """Whether `agent` ends for good at this step."""
         return False
 
+    def truncates(self, agent: str) -> bool:
+        """Whether `agent` is cut off by a time limit at this step."""
+        return self.t >= self.episode_length
+
     # ParallelEnv API.
     def reset(
         self, seed: int | None = None, options: dict | None = None
@@ -70,7 +74,7 @@ class CounterEnv(ParallelEnv):
         self.t += 1
         rewards = {a: 10.0 * self.index(a) + self.t for a in self.agents}
         terminations = {a: self.terminates(a) for a in self.agents}
-        truncations = {a: self.t >= self.episode_length for a in self.agents}
+        truncations = {a: self.truncates(a) for a in self.agents}
         obs = {a: self.observe(a) for a in self.agents}
         infos = {a: {} for a in self.agents}
         self.agents = [a for a in self.agents if not (terminations[a] or truncations[a])]
@@ -90,6 +94,14 @@ class DyingAgentEnv(CounterEnv):
     def terminates(self, agent: str) -> bool:
         """agent_1 dies at step 2."""
         return agent == "agent_1" and self.t == 2
+
+
+class LoneTruncationEnv(CounterEnv):
+    """Two agents; agent_0 is truncated at step 2 of 5 while agent_1 goes on."""
+
+    def truncates(self, agent: str) -> bool:
+        """agent_0's own time limit is 2 steps."""
+        return self.t >= (2 if agent == "agent_0" else self.episode_length)
 
 
 class MaskedEnv(CounterEnv):
@@ -186,13 +198,19 @@ class MixedActionEnv(CounterEnv):
 
 
 class StatefulEnv(CounterEnv):
-    """CounterEnv with a global state `[offset, episode, t]`."""
+    """CounterEnv with a global state `[offset, episode, t]`; counts calls in `state_calls`."""
 
     state_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    state_calls = 0
 
     def state(self) -> np.ndarray:
         """The env's own global state."""
+        self.state_calls += 1
         return np.array([self.offset, self.episode, self.t], np.float32)
+
+
+class StatefulLoneTruncationEnv(LoneTruncationEnv, StatefulEnv):
+    """LoneTruncationEnv with StatefulEnv's global state."""
 
 
 class VariableLengthEnv(StatefulEnv):

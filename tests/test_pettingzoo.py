@@ -12,8 +12,8 @@ import pz_envs
 import torch
 
 from mappo.envs.base import EnvError
-from mappo.envs.pettingzoo import PettingZooWrapper
 from mappo.envs.registry import make_env
+from mappo.envs.thirdparty.wrapper import PettingZooWrapper
 
 torch.set_num_threads(1)
 
@@ -61,6 +61,8 @@ def test_dying_agent_is_masked_out_and_gets_no_action() -> None:
             assert (r.reward[:, 1] == (12.0 if t == 2 else 0.0 if t > 2 else 10.0 + t)).all()
             if t >= 2:
                 assert (r.obs[:, 1] == 0).all() and r.action_mask[:, 1].all()
+            if t == 2:  # final_obs keeps what agent_1 saw as it died: t 2, slot 1
+                assert (r.final_obs[:, 1, 2:] == torch.tensor([2.0, 1.0])).all()
         else:
             assert r.env_done.all()
             assert r.truncated[:, [0, 2]].all() and not r.truncated[:, 1].any()
@@ -135,6 +137,15 @@ def test_box_actions_are_clipped_to_each_agents_bounds() -> None:
     env.close()
 
 
+def test_box_action_mask_marks_each_agents_own_dimensions() -> None:
+    env = wrap(pz_envs.BoxActionEnv, num_envs=2)  # agent_0 acts in 2 dimensions, agent_1 in 3
+    expected = torch.tensor([[True, True, False], [True, True, True]]).expand(2, 2, 3)
+    assert torch.equal(env.get_action_mask(), expected)
+    r = env.step(torch.zeros(2, 2, 3))
+    assert torch.equal(r.action_mask, expected)
+    env.close()
+
+
 def test_multidiscrete_and_discrete_start() -> None:
     env = wrap(pz_envs.MultiDiscreteEnv, num_envs=1)
     assert env.spec.action.nvec == (4, 2)
@@ -155,7 +166,7 @@ def test_mixed_discrete_and_box_agents_are_refused() -> None:
 
 
 def test_global_state_from_env_or_concatenated_obs(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="mappo.envs.pettingzoo"):
+    with caplog.at_level(logging.INFO, logger="mappo.envs.thirdparty.wrapper"):
         with_state = wrap(pz_envs.StatefulEnv, num_envs=2, seed=3)
         without = wrap(pz_envs.CounterEnv, num_envs=2, seed=3)
     assert with_state.spec.state_source == "env" and with_state.spec.state_dim == 3
@@ -192,6 +203,37 @@ def test_auto_reset_at_different_steps_keeps_final_obs_and_state() -> None:
         assert (r.state[:, 1] == episode).all()
         assert torch.equal(r.final_obs[~done], r.obs[~done])
         assert torch.equal(r.final_state[~done], r.state[~done])
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "env_cls", [pz_envs.LoneTruncationEnv, pz_envs.StatefulLoneTruncationEnv]
+)
+def test_agent_truncated_alone_keeps_its_last_observation_in_final_obs(env_cls: type) -> None:
+    env = wrap(env_cls, num_envs=2, seed=0)
+    offset = torch.tensor([offsets(i, 1)[0] for i in range(2)], dtype=torch.float32)
+    env.step(zeros_action(env))
+    r = env.step(zeros_action(env))
+    # agent_0 is cut off at step 2; agent_1, and so the copy, go on.
+    assert not r.env_done.any()
+    assert r.truncated[:, 0].all() and not r.truncated[:, 1].any() and not r.terminated.any()
+    assert not r.alive[:, 0].any() and r.alive[:, 1].all()
+    assert (r.obs[:, 0] == 0).all()
+    # What the env returned for agent_0 at step 2: [offset, episode 1, t 2, slot 0].
+    seen = torch.stack([offset, torch.ones(2), torch.full((2,), 2.0), torch.zeros(2)], -1)
+    assert torch.equal(r.final_obs[:, 0], seen)
+    assert torch.equal(r.final_obs[:, 1], r.obs[:, 1])
+    if env.spec.state_source == "concat_obs":
+        assert torch.equal(r.final_state, r.final_obs.reshape(2, 8))
+        assert torch.equal(r.state, r.obs.reshape(2, 8))
+    else:  # the env has not moved since the step: one state, read once per step and reset
+        expected = torch.stack([offset, torch.ones(2), torch.full((2,), 2.0)], -1)
+        assert torch.equal(r.final_state, expected) and torch.equal(r.state, expected)
+        assert [copy.state_calls for copy in env.local_envs] == [3, 3]
+    # A step later agent_0 has been gone since the last one: zeros, and no new truncation.
+    r = env.step(zeros_action(env))  # the env asserts no action is sent for agent_0
+    assert (r.final_obs[:, 0] == 0).all() and not r.truncated[:, 0].any()
+    assert (r.final_obs[:, 1, 2] == 3).all()
     env.close()
 
 

@@ -71,9 +71,12 @@ class MultiAgentStepResult(NamedTuple):
     """What one vectorized step returns; every field holds all envs and agents.
 
     Envs whose episode ended this step are reset in place: `obs`, `state`,
-    `alive` and `action_mask` already belong to the new episode, while
-    `final_obs` and `final_state` hold what the finished episode reached,
-    which the trainer needs to bootstrap truncated episodes.
+    `alive` and `action_mask` already belong to the new episode. `final_obs`
+    holds each agent's observation at the end of this step, agents that just
+    terminated or were truncated included (their `obs` reads zeros, as they are
+    no longer alive), and `final_state` the global state of that view; where
+    `env_done` they hold what the finished episode reached. The trainer
+    bootstraps a truncated agent from them, whether or not its env goes on.
     """
 
     obs: torch.Tensor  # [E, A, O]
@@ -84,8 +87,8 @@ class MultiAgentStepResult(NamedTuple):
     alive: torch.Tensor  # [E, A] bool, for the returned obs
     action_mask: torch.Tensor  # [E, A, K] bool, for the returned obs
     env_done: torch.Tensor  # [E] bool, the env finished its episode and was reset
-    final_obs: torch.Tensor  # [E, A, O], equal to `obs` where env_done is False
-    final_state: torch.Tensor  # [E, S], equal to `state` where env_done is False
+    final_obs: torch.Tensor  # [E, A, O], each agent's view after this step, before any reset
+    final_state: torch.Tensor  # [E, S], the global state of final_obs's view
     info: dict
 
 

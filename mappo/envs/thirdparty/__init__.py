@@ -1,0 +1,25 @@
+"""Third-party Python envs, run in E copies, as one batched `MultiAgentEnv`.
+
+A third-party env speaks in per-agent Python dicts; the trainer wants
+fixed-shape tensors over all copies and agents. Three layers bridge the two:
+
+* `layout` reads one probe copy once: agent slots, padded observation width,
+  how each agent's action space maps onto the policy's logits or box
+  dimensions (`static_mask`, `mask_index`, bounds), where the global state
+  comes from and how long an episode lasts. The result, `PettingZooLayout`,
+  is picklable, so worker processes build their copies without probing again.
+* `batch` owns k copies and turns each step into fixed-shape arrays (obs,
+  state, reward, flags, masks, final obs/state), padding observations,
+  sending actions only to live agents and resetting finished copies itself.
+  It is a `gymnasium.Env`, which is what lets it run in a worker process.
+* `wrapper` is the `MultiAgentEnv` the trainer sees: one batch of all E copies
+  in this process, or W batches in gymnasium's `AsyncVectorEnv` over shared
+  memory; the arrays become torch tensors once per step.
+
+Only PettingZoo's parallel API is read today (`inspect_parallel_env` and
+`PettingZooBatch._step_copy`/`_read_obs`). Other kinds of env planned here
+(PettingZoo AEC envs, Gymnasium envs with Tuple spaces over agents) need their
+own probe and their own per-copy step; the space-to-logits mapping of
+`layout`, the arrays and masks of `batch` and the whole of `wrapper` (worker
+pool, seeding, tensors) are meant to serve them unchanged.
+"""

@@ -1,0 +1,216 @@
+"""k copies of a PettingZoo `ParallelEnv` as one gymnasium env of fixed-shape arrays.
+
+`PettingZooBatch` owns the copies and presents them as arrays laid out by a
+`PettingZooLayout`. Its *observation* is a `Dict` of Boxes carrying everything
+a step produces (obs, state, reward, flags, masks, final obs/state), and it
+resets finished copies itself. To gymnasium it is an env that never ends: it
+always reports reward 0 and terminated/truncated False, so gymnasium's own
+autoreset never fires.
+
+Agent slots are `env.possible_agents` in order. A slot whose agent has finished
+or is absent from the observation dict is not alive: zero observation, every
+action legal (so distributions stay valid), reward 0, and no action is sent
+for it. `final_obs` holds the observation each agent received at this step,
+agents that just finished included (agents the env no longer observes read
+zeros), and `final_state` the global state of that view: what the trainer
+bootstraps a truncated agent from, even while the rest of its copy goes on. A copy's
+episode ends when no agent is left alive (or `env.agents` is empty); it is then
+reset in place, and `final_obs`/`final_state` keep what the finished episode
+reached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from mappo.envs.base import EnvError
+from mappo.envs.thirdparty.layout import PettingZooLayout
+
+
+class PettingZooBatch(gymnasium.Env):
+    """k copies of a PettingZoo `ParallelEnv` as one gymnasium env of arrays.
+
+    `reset(seed=s)` resets copy j with seed `s + j`; `step(actions)` takes
+    `[k, A, n]` actions and returns the Dict of step arrays (`PettingZooLayout.step_space`) as its
+    observation (reward 0, never terminated or truncated: finished copies are
+    reset here). The copies are created on the first reset, so the throwaway
+    instance `AsyncVectorEnv` makes in the parent process to read the spaces
+    costs nothing. The returned arrays are reused between calls.
+    """
+
+    def __init__(
+        self, env_fn: Callable[[], Any], layout: PettingZooLayout, num_copies: int
+    ) -> None:
+        self.env_fn, self.layout, self.num_copies = env_fn, layout, num_copies
+        self.observation_space = layout.step_space(num_copies)
+        self.action_space = layout.action_space(num_copies)
+        self.envs: list[Any] = []
+        k, A = num_copies, len(layout.agents)
+        self._out = {
+            key: np.zeros(space.shape, space.dtype)
+            for key, space in self.observation_space.spaces.items()
+        }
+        # [k, A, O]: the last obs dict as read, agents that just finished included
+        self._raw_obs = np.zeros((k, A, layout.obs_dim), np.float32)
+        self._env_mask: list[dict[int, np.ndarray]] = [{} for _ in range(k)]
+        self._episode_steps = np.zeros(k, np.int64)  # [k]: steps into each copy's episode
+
+    # ------------------------------------------------------------- gymnasium API
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict]:
+        """Reset every copy (copy j with seed `seed + j`, if given); the step arrays."""
+        super().reset(seed=seed)
+        if not self.envs:
+            self.envs = [self.env_fn() for _ in range(self.num_copies)]
+        out = self._out
+        self._episode_steps[:] = 0
+        for j, env in enumerate(self.envs):
+            obs, _ = env.reset(seed=None if seed is None else seed + j)
+            self._read_obs(j, obs, np.zeros(len(self.layout.agents), np.bool_))
+            self._publish(j)
+        for key in ("reward", "terminated", "truncated", "env_done"):
+            out[key][:] = 0
+        out["final_obs"][:] = out["obs"]
+        out["final_state"][:] = out["state"]
+        return out, {}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        """Step every copy with `[k, A, n]` actions; finished copies start over."""
+        if self.layout.action.kind == "continuous":
+            # One vectorized clip to each agent's own bounds, before any per-agent work.
+            actions = np.clip(actions, self.layout.low, self.layout.high)
+        acted = self._out["alive"].copy()  # [k, A]: the agents whose actions count this step
+        for j in range(self.num_copies):
+            self._step_copy(j, actions[j], acted[j])
+        return self._out, 0.0, False, False, {}
+
+    def close(self) -> None:
+        """Close every copy."""
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
+    # ----------------------------------------------------------------- internals
+
+    def _step_copy(self, j: int, actions: np.ndarray, acted: np.ndarray) -> None:
+        """Step copy j with its `[A, n]` actions, sending only those of `acted` `[A]` agents."""
+        layout, out, env = self.layout, self._out, self.envs[j]
+        sent = {
+            name: self._env_action(i, actions[i])
+            for i, name in enumerate(layout.agents) if acted[i]
+        }
+        obs, rewards, terminations, truncations, _ = env.step(sent)
+        self._episode_steps[j] += 1
+        finished = np.zeros(len(layout.agents), np.bool_)  # [A], as the env reports it
+        for i, name in enumerate(layout.agents):
+            term = bool(terminations.get(name, False))
+            trunc = bool(truncations.get(name, False))
+            finished[i] = term or trunc
+            # Agents that did not act neither earn rewards nor finish (again).
+            reward = rewards.get(name, 0.0) if acted[i] else 0.0
+            out["reward"][j, i] = self._floats(reward, j, name, "reward", 1)[0]
+            out["terminated"][j, i] = term and acted[i]
+            out["truncated"][j, i] = trunc and acted[i]
+        self._read_obs(j, obs, finished)
+        # The view this step ended on, agents that just finished included: an agent
+        # truncated alone is bootstrapped from it while its copy goes on.
+        out["final_obs"][j] = self._raw_obs[j]
+        done = not env.agents or not out["alive"][j].any()
+        out["env_done"][j] = done
+        if done:
+            out["final_state"][j] = self._state(j, self._raw_obs[j])
+            self._episode_steps[j] = 0
+            obs, _ = env.reset()
+            self._read_obs(j, obs, np.zeros(len(layout.agents), np.bool_))
+            self._publish(j)
+        else:
+            self._publish(j)
+            # No reset since the step, so env.state() is already read, once; concatenated
+            # observations differ from the published ones by the agents that just finished.
+            out["final_state"][j] = (
+                out["state"][j] if layout.state_source == "env"
+                else self._state(j, self._raw_obs[j])
+            )
+
+    def _read_obs(self, j: int, obs: dict[str, Any], finished: np.ndarray) -> None:
+        """Copy j's observation dict into `_raw_obs[j]`; set alive for who may act next."""
+        layout = self.layout
+        raw = self._raw_obs[j]  # [A, O]
+        raw[:] = 0.0
+        present = np.zeros(len(layout.agents), np.bool_)  # [A]: in the obs dict
+        masks = self._env_mask[j]
+        masks.clear()
+        for i, name in enumerate(layout.agents):
+            if name not in obs:
+                continue
+            ob = obs[name]
+            if layout.dict_obs[i]:
+                if not isinstance(ob, dict) or "observation" not in ob:
+                    problem = f"expected a dict with 'observation', got {type(ob).__name__}"
+                    raise self._error(j, name, "observation", problem)
+                if "action_mask" in ob:
+                    size = len(layout.mask_index[i])
+                    masks[i] = self._floats(ob["action_mask"], j, name, "action_mask", size)
+                ob = ob["observation"]
+            raw[i, : layout.obs_sizes[i]] = self._floats(
+                ob, j, name, "observation", layout.obs_sizes[i]
+            )
+            present[i] = True
+        self._out["alive"][j] = present & ~finished
+
+    def _floats(self, value: Any, j: int, agent: str, field: str, size: int) -> np.ndarray:
+        """`value` as `size` float32s, or an EnvError naming env, copy, step, agent and field."""
+        try:
+            # A float64 beyond float32's range becomes inf, which the trainer's check names.
+            with np.errstate(over="ignore"):
+                flat = np.asarray(value, np.float32).reshape(-1)
+        except (TypeError, ValueError) as err:
+            raise self._error(j, agent, field, f"not numbers ({err})") from None
+        if flat.size != size:
+            raise self._error(j, agent, field, f"{flat.size} values where its space has {size}")
+        return flat
+
+    def _error(self, j: int, agent: str, field: str, problem: str) -> EnvError:
+        """An EnvError for a malformed value of one agent's field in copy j."""
+        return EnvError(
+            f"env '{self.layout.name}' returned a bad {field} for agent '{agent}' in env copy "
+            f"{j} at episode step {self._episode_steps[j]}: {problem}"
+        )
+
+    def _publish(self, j: int) -> None:
+        """Fill obs, action_mask and state of copy j from `_raw_obs[j]` and alive."""
+        layout, out = self.layout, self._out
+        alive = out["alive"][j]  # [A]
+        out["obs"][j] = self._raw_obs[j] * alive[:, None]  # dead slots read zeros
+        mask = out["action_mask"][j]  # [A, K]
+        mask[:] = layout.static_mask
+        for i, env_mask in self._env_mask[j].items():
+            mask[i, layout.mask_index[i]] = np.asarray(env_mask).reshape(-1) != 0
+        mask[~alive] = True  # any action is "legal" for a slot whose action is dropped
+        out["state"][j] = self._state(j, out["obs"][j])
+
+    def _state(self, j: int, obs: np.ndarray) -> np.ndarray:
+        """Global state of copy j, `[S]`: the env's own, or the given `[A, O]` obs flattened."""
+        if self.layout.state_source == "env":
+            return self._floats(self.envs[j].state(), j, "(global)", "state", self.layout.state_dim)
+        return obs.reshape(-1)
+
+    def _env_action(self, i: int, action: np.ndarray) -> Any:
+        """Agent i's slice of its padded action row, in the form its space takes."""
+        space = self.layout.action_spaces[i]
+        if isinstance(space, spaces.Discrete):
+            return int(action[0]) + int(space.start)
+        if isinstance(space, spaces.MultiDiscrete):
+            n = space.nvec.size
+            return (action[:n].reshape(space.shape) + space.start).astype(space.dtype)
+        return action[: math.prod(space.shape)].reshape(space.shape).astype(space.dtype)

@@ -1,0 +1,233 @@
+"""Reading an env's layout: how one PettingZoo env maps onto fixed-shape arrays.
+
+`inspect_parallel_env` probes one copy of a PettingZoo `ParallelEnv` and
+returns a `PettingZooLayout`: the agent slots (`env.possible_agents` in order),
+each agent's observation size (padded to the largest, O), its action space
+mapped onto the policy's K logits (Discrete/MultiDiscrete: sub-action blocks
+sized by the largest agent) or D box dimensions (Box: the largest agent's),
+where the global state comes from (`env.state()`, else every agent's padded
+observation concatenated) and the episode length if the env exposes one.
+An env it cannot wrap is refused here, with a message naming the env and agent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo.utils.env import AECEnv
+
+from mappo.envs.base import ActionSpec
+
+# Where the env's episode length may be stored, on the env or its unwrapped base.
+EPISODE_LENGTH_ATTRS = ("max_episode_steps", "max_cycles", "max_steps")
+
+
+@dataclass(frozen=True)
+class PettingZooLayout:
+    """How one PettingZoo env maps onto fixed-shape arrays; read off a probe copy.
+
+    Picklable, so worker processes build their batch from it without probing again.
+    `static_mask` `[A, K]` marks each agent's own actions among the K logits (for
+    Box actions, its own dimensions among the D); `mask_index[i]` lists the
+    logits the env's own `action_mask` of agent i covers (its sub-actions'
+    blocks, in order). `low`/`high` `[A, D]` are each agent's Box bounds, padded
+    with -inf/inf on dimensions it does not have.
+    """
+
+    name: str
+    agents: tuple[str, ...]
+    obs_sizes: tuple[int, ...]
+    dict_obs: tuple[bool, ...]  # the agent's observation is a Dict with `observation`
+    action_spaces: tuple[spaces.Space, ...]
+    action: ActionSpec
+    static_mask: np.ndarray  # [A, K] bool
+    mask_index: tuple[np.ndarray, ...]
+    low: np.ndarray  # [A, D] float32, continuous only
+    high: np.ndarray  # [A, D] float32, continuous only
+    state_source: Literal["env", "concat_obs"]
+    state_dim: int
+    max_episode_steps: int | None
+
+    @property
+    def obs_dim(self) -> int:
+        """Padded observation width O: the largest agent's."""
+        return max(self.obs_sizes)
+
+    def step_space(self, k: int) -> spaces.Dict:
+        """The Dict of Boxes one step of k copies fills, shared memory included."""
+        A, S, K = len(self.agents), self.state_dim, self.action.logits_dim
+        obs_dim = self.obs_dim
+
+        def real(*shape: int) -> spaces.Box:
+            return spaces.Box(-np.inf, np.inf, shape, np.float32)
+
+        def flag(*shape: int) -> spaces.Box:
+            return spaces.Box(0, 1, shape, np.bool_)
+
+        return spaces.Dict({
+            "obs": real(k, A, obs_dim), "state": real(k, S), "reward": real(k, A),
+            "terminated": flag(k, A), "truncated": flag(k, A), "alive": flag(k, A),
+            "action_mask": flag(k, A, K), "env_done": flag(k),
+            "final_obs": real(k, A, obs_dim), "final_state": real(k, S),
+        })
+
+    def action_space(self, k: int) -> spaces.Box:
+        """Actions of k copies: `[k, A, n_sub]` int64, or `[k, A, D]` float32."""
+        A, n = len(self.agents), self.action.action_dim
+        if self.action.kind == "discrete":
+            high = np.broadcast_to(np.asarray(self.action.nvec) - 1, (k, A, n))
+            return spaces.Box(np.zeros((k, A, n), np.int64), high.astype(np.int64), dtype=np.int64)
+        return spaces.Box(-np.inf, np.inf, (k, A, n), np.float32)
+
+
+def inspect_parallel_env(env: Any, name: str) -> PettingZooLayout:
+    """Read spaces, state and episode length off one copy; raise if it cannot be wrapped."""
+    missing = [attr for attr in ("possible_agents", "reset", "step") if not hasattr(env, attr)]
+    if missing:
+        raise ValueError(
+            f"env '{name}' built a {type(env).__name__}, not a PettingZoo ParallelEnv "
+            f"(it has no {', '.join(missing)}); for an AEC env pass its parallel_env"
+        )
+    if isinstance(env, AECEnv):  # has reset/step too, but one agent at a time
+        raise ValueError(
+            f"env '{name}' built an AEC env ({type(env).__name__}); pass the module's "
+            "parallel_env, or wrap it with pettingzoo.utils.conversions.aec_to_parallel"
+        )
+    agents = tuple(env.possible_agents)
+    if not agents:
+        raise ValueError(f"env '{name}' has no possible_agents")
+
+    obs_sizes: list[int] = []
+    dict_obs: list[bool] = []
+    mask_sizes: list[int | None] = []  # entries of the env's own action_mask, if it has one
+    for agent in agents:
+        space = env.observation_space(agent)
+        inner = space
+        is_dict = isinstance(space, spaces.Dict)
+        if is_dict:
+            if "observation" not in space.spaces:
+                raise ValueError(
+                    f"env '{name}': agent {agent} has a Dict observation space without an "
+                    f"'observation' key: {space}"
+                )
+            inner = space["observation"]
+        if not isinstance(inner, spaces.Box):
+            raise ValueError(
+                f"env '{name}': agent {agent} observes {inner}; only Box observations "
+                "(or a Dict of 'observation' Box and 'action_mask') are supported"
+            )
+        obs_sizes.append(math.prod(inner.shape))
+        dict_obs.append(is_dict)
+        has_mask = is_dict and "action_mask" in space.spaces
+        mask_sizes.append(math.prod(space["action_mask"].shape) if has_mask else None)
+
+    action_spaces = tuple(env.action_space(agent) for agent in agents)
+    if all(isinstance(s, (spaces.Discrete, spaces.MultiDiscrete)) for s in action_spaces):
+        action, static_mask, mask_index = _discrete_layout(agents, action_spaces)
+        for agent, size, index in zip(agents, mask_sizes, mask_index, strict=True):
+            if size is not None and size != len(index):
+                raise ValueError(
+                    f"env '{name}': agent {agent}'s action_mask has {size} entries but its "
+                    f"action space has {len(index)} actions"
+                )
+        low = high = np.zeros((len(agents), 0), np.float32)
+    elif all(isinstance(s, spaces.Box) for s in action_spaces):
+        if any(size is not None for size in mask_sizes):
+            raise ValueError(f"env '{name}': an action_mask needs discrete actions")
+        action, static_mask, low, high = _box_layout(action_spaces)
+        mask_index = tuple(np.zeros(0, np.int64) for _ in agents)
+    else:
+        listing = ", ".join(f"{a}: {s}" for a, s in zip(agents, action_spaces, strict=True))
+        raise ValueError(
+            f"env '{name}': agents must all act in Discrete/MultiDiscrete spaces or all in "
+            f"Box spaces; got {listing}"
+        )
+
+    state_dim = _env_state_dim(env)
+    state_source: Literal["env", "concat_obs"] = "env" if state_dim is not None else "concat_obs"
+    if state_dim is None:
+        state_dim = len(agents) * max(obs_sizes)
+    return PettingZooLayout(
+        name=name, agents=agents, obs_sizes=tuple(obs_sizes), dict_obs=tuple(dict_obs),
+        action_spaces=action_spaces, action=action, static_mask=static_mask,
+        mask_index=mask_index, low=low, high=high, state_source=state_source,
+        state_dim=state_dim, max_episode_steps=_episode_length(env),
+    )
+
+
+def _discrete_layout(
+    agents: tuple[str, ...], action_spaces: tuple[spaces.Space, ...]
+) -> tuple[ActionSpec, np.ndarray, tuple[np.ndarray, ...]]:
+    """Sub-action sizes (max over agents), each agent's legal logits, its env-mask targets.
+
+    An agent with fewer sub-actions than the longest gets a dummy sub-action in
+    each missing position whose only legal choice is 0; it is never sent.
+    """
+    own = [
+        (int(s.n),) if isinstance(s, spaces.Discrete) else tuple(int(n) for n in s.nvec.reshape(-1))
+        for s in action_spaces
+    ]
+    positions = max(len(nvec) for nvec in own)
+    nvec = tuple(max(v[p] for v in own if p < len(v)) for p in range(positions))
+    starts = np.concatenate([[0], np.cumsum(nvec)[:-1]]).astype(np.int64)  # [n_sub]
+    static_mask = np.zeros((len(agents), sum(nvec)), np.bool_)  # [A, K]
+    mask_index = []
+    for i, agent_nvec in enumerate(own):
+        for p in range(positions):
+            size = agent_nvec[p] if p < len(agent_nvec) else 1
+            static_mask[i, starts[p] : starts[p] + size] = True
+        mask_index.append(
+            np.concatenate([starts[p] + np.arange(n) for p, n in enumerate(agent_nvec)])
+        )
+    return ActionSpec(kind="discrete", nvec=nvec), static_mask, tuple(mask_index)
+
+
+def _box_layout(
+    action_spaces: tuple[spaces.Space, ...],
+) -> tuple[ActionSpec, np.ndarray, np.ndarray, np.ndarray]:
+    """A D-dimensional box (D = largest agent): spec, static mask and bounds, each `[A, D]`.
+
+    The static mask is True on an agent's own dimensions: the padded ones are
+    never sent to the env, so the trainer leaves them out of log-probabilities
+    and entropy. `low`/`high` are each agent's bounds, for clipping.
+    """
+    dims = [math.prod(s.shape) for s in action_spaces]
+    D = max(dims)
+    has_dim = np.arange(D)[None, :] < np.asarray(dims)[:, None]  # [A, D]
+    low = np.full((len(action_spaces), D), -np.inf, np.float32)  # [A, D]
+    high = np.full((len(action_spaces), D), np.inf, np.float32)  # [A, D]
+    for i, (space, d) in enumerate(zip(action_spaces, dims, strict=True)):
+        low[i, :d] = space.low.reshape(-1)
+        high[i, :d] = space.high.reshape(-1)
+    # The spec's bounds cover every agent having the dimension: the loosest bound in each.
+    spec = ActionSpec(
+        kind="continuous",
+        low=tuple(float(x) for x in np.where(has_dim, low, np.inf).min(0)),
+        high=tuple(float(x) for x in np.where(has_dim, high, -np.inf).max(0)),
+    )
+    return spec, has_dim, low, high
+
+
+def _env_state_dim(env: Any) -> int | None:
+    """Size of `env.state()` after a reset, or None when the env has no global state."""
+    # Asked of the env itself rather than read off `state_space`: some envs
+    # declare the space and still raise in state().
+    env.reset(seed=0)
+    try:
+        return int(np.asarray(env.state()).size)
+    except (AttributeError, NotImplementedError):
+        return None
+
+
+def _episode_length(env: Any) -> int | None:
+    """The env's step limit if it exposes one under a usual name, else None."""
+    for obj in (env, getattr(env, "unwrapped", None)):
+        for attr in EPISODE_LENGTH_ATTRS:
+            value = getattr(obj, attr, None)
+            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                return int(value)
+    return None

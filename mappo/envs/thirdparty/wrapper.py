@@ -1,0 +1,190 @@
+"""Any PettingZoo `ParallelEnv` as a `MultiAgentEnv`: E copies, batched tensors out.
+
+`PettingZooWrapper` probes one copy for its layout, then steps the E copies as
+`PettingZooBatch`es. With `num_workers=0` it holds one batch of all E copies
+and calls it directly. With W workers it runs W batches of E/W copies in
+gymnasium's `AsyncVectorEnv` with `shared_memory=True`: each worker writes its
+batch's arrays into shared memory, so per step only the actions and
+gymnasium's scalar placeholders go through the pipes. Either way the arrays
+become torch tensors once per step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+
+from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.thirdparty.batch import PettingZooBatch
+from mappo.envs.thirdparty.layout import inspect_parallel_env
+
+logger = logging.getLogger(__name__)
+
+
+class PettingZooWrapper(MultiAgentEnv):
+    """E copies of a PettingZoo `ParallelEnv` behind the batched-tensor env contract.
+
+    `env_fn()` must build one fresh copy. `num_workers=0` steps every copy in
+    this process; `num_workers=W` splits them over W processes of gymnasium's
+    `AsyncVectorEnv` (shared memory), E/W copies each. Copy i is first reset
+    with seed `seed + i`; later auto-resets continue each copy's own RNG.
+    Returned tensors are fresh every step.
+    """
+
+    def __init__(
+        self,
+        env_fn: Callable[[], Any],
+        num_envs: int,
+        num_workers: int = 0,
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+        name: str | None = None,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if num_workers and num_envs % num_workers:
+            raise ValueError(
+                f"num_envs ({num_envs}) must be a multiple of num_workers ({num_workers}): "
+                "every worker steps the same number of copies"
+            )
+        self.num_envs, self.num_workers = num_envs, num_workers
+        self.device = torch.device(device)
+        name = name or getattr(env_fn, "__qualname__", None) or repr(env_fn)
+        probe = env_fn()
+        try:
+            layout = inspect_parallel_env(probe, name)
+        finally:
+            if hasattr(probe, "close"):  # a wrong object still gets its error, not this one
+                probe.close()
+        self.layout = layout
+        self.spec = EnvSpec(
+            name=name,
+            agent_names=layout.agents,
+            obs_dim=layout.obs_dim,
+            state_dim=layout.state_dim,
+            action=layout.action,
+            max_episode_steps=layout.max_episode_steps,
+            state_source=layout.state_source,
+            obs_sizes=layout.obs_sizes,
+        )
+        if layout.state_source == "env":
+            logger.info("%s: global state from env.state(), %d floats", name, layout.state_dim)
+        else:
+            logger.info(
+                "%s: no env.state(); global state = all agents' padded observations, %d floats",
+                name, layout.state_dim,
+            )
+
+        copies = num_envs // max(num_workers, 1)
+        make_batch = partial(PettingZooBatch, env_fn, layout, copies)
+        self._batch: PettingZooBatch | None = None
+        self._pool: AsyncVectorEnv | None = None
+        if num_workers == 0:
+            self._batch = make_batch()
+        else:
+            self._pool = AsyncVectorEnv(
+                [make_batch] * num_workers,
+                shared_memory=True,
+                copy=False,  # we copy once, into torch
+                autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
+            )
+        self._copies_per_batch = copies
+        # Per-field shape with the worker axis folded into E: [W, k, ...] -> [E, ...].
+        step_space = layout.step_space(num_envs)
+        self._shapes = {key: space.shape for key, space in step_space.spaces.items()}
+        self._action_shape = layout.action_space(num_envs).shape  # [E, A, n]
+        self._action_dtype = np.int64 if layout.action.kind == "discrete" else np.float32
+        self._closed = False
+        self._fields: dict[str, torch.Tensor] = {}
+        try:
+            self.reset(seed)
+        except BaseException:
+            self.close()  # do not leave worker processes behind a failed start
+            raise
+
+    # ------------------------------------------------------------------- API
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reset every copy, copy i with seed `seed + i` if given; obs `[E, A, O]`."""
+        if self._pool is None:
+            arrays, _ = self._batch.reset(seed=seed)
+        else:
+            k = self._copies_per_batch
+            seeds = None if seed is None else [seed + w * k for w in range(self.num_workers)]
+            arrays, _ = self._pool.reset(seed=seeds)
+        self._load(arrays)
+        return self._fields["obs"]
+
+    def step(self, actions: torch.Tensor) -> MultiAgentStepResult:
+        """Apply actions `[E, A]` (Discrete), `[E, A, n]` (MultiDiscrete) or `[E, A, D]` (Box)."""
+        E, A, n = self._action_shape
+        # A single Discrete sub-action may come without its trailing axis, as the trainer sends it.
+        allowed = [(E, A, n), (E, A)] if n == 1 else [(E, A, n)]
+        if tuple(actions.shape) not in allowed:
+            raise ValueError(
+                f"{self.spec.name}: actions must have shape "
+                f"{' or '.join(str(list(s)) for s in allowed)}, got {list(actions.shape)}"
+            )
+        batch = actions.detach().cpu().numpy().astype(self._action_dtype, copy=False)
+        batch = batch.reshape(E, A, n)
+        if self._pool is None:
+            arrays, *_ = self._batch.step(batch)
+        else:
+            arrays, *_ = self._pool.step(batch.reshape(self.num_workers, -1, A, n))
+        self._load(arrays)
+        f = self._fields
+        return MultiAgentStepResult(
+            obs=f["obs"], state=f["state"], reward=f["reward"], terminated=f["terminated"],
+            truncated=f["truncated"], alive=f["alive"], action_mask=f["action_mask"],
+            env_done=f["env_done"], final_obs=f["final_obs"], final_state=f["final_state"],
+            info={},
+        )
+
+    def get_global_state(self) -> torch.Tensor:
+        """Global state of the current step, `[E, S]`."""
+        return self._fields["state"]
+
+    def get_observation(self, agent_id: int) -> torch.Tensor:
+        """Observation of agent slot `agent_id` in every copy, `[E, O]`."""
+        return self._fields["obs"][:, agent_id]
+
+    def get_action_mask(self) -> torch.Tensor:
+        """Legal logits of the current step, `[E, A, K]` bool."""
+        return self._fields["action_mask"]
+
+    def get_alive(self) -> torch.Tensor:
+        """Which agent slots act at the current step, `[E, A]` bool."""
+        return self._fields["alive"]
+
+    @property
+    def local_envs(self) -> list[Any]:
+        """The PettingZoo copies, in order, when they run in this process; [] with workers."""
+        return self._batch.envs if self._batch is not None else []
+
+    def close(self) -> None:
+        """Shut the worker processes down, or close the in-process copies."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pool is not None:
+            self._pool.close()
+        else:
+            self._batch.close()
+
+    # ----------------------------------------------------------------- internals
+
+    def _load(self, arrays: dict[str, np.ndarray]) -> None:
+        """Turn the batch's (or the shared memory's) arrays into fresh tensors on `device`."""
+        # copy=True: the arrays are overwritten by the next step, the tensors must not be.
+        self._fields = {
+            key: torch.from_numpy(arrays[key].reshape(shape)).to(self.device, copy=True)
+            for key, shape in self._shapes.items()
+        }
