@@ -34,9 +34,11 @@ class AgentBuffer:
 
     Shapes: obs `[T, E, A, O]`, state `[T, E, S]`, action_mask `[T, E, A, K]`,
     actions `[T, E, A, D]`, and `[T, E, A]` for log_probs, values, critic_values,
-    rewards, dones, truncated, truncation_values, alive, advantages and returns.
-    `values` are in return units (for GAE); `critic_values` are what the critic
-    output at collection time, in its own (normalized) units.
+    rewards, env_rewards, dones, truncated, truncation_values, alive, advantages
+    and returns. `values` are in return units (for GAE); `critic_values` are
+    what the critic output at collection time, in its own (normalized) units.
+    `rewards` are as GAE credits them, `env_rewards` as the env gave them (they
+    differ with a team reward).
     `add` writes step `len(self)`; `clear` starts over without freeing memory.
     With `recurrent_hidden_dim`, it also keeps actor_hidden `[T, E, A, H]`,
     critic_hidden `[T, E, H]` and episode_start `[T, E, A]`.
@@ -70,6 +72,7 @@ class AgentBuffer:
         self.values = zeros(T, E, A)
         self.critic_values = zeros(T, E, A)
         self.rewards = zeros(T, E, A)
+        self.env_rewards = zeros(T, E, A)
         self.dones = zeros(T, E, A, dtype=torch.bool)
         self.truncated = zeros(T, E, A, dtype=torch.bool)
         self.truncation_values = zeros(T, E, A)
@@ -101,6 +104,7 @@ class AgentBuffer:
         truncated: torch.Tensor | bool = False,
         truncation_value: torch.Tensor | float = 0.0,
         critic_value: torch.Tensor | None = None,
+        env_reward: torch.Tensor | float | None = None,
         actor_hidden: torch.Tensor | None = None,
         critic_hidden: torch.Tensor | None = None,
         episode_start: torch.Tensor | None = None,
@@ -109,6 +113,7 @@ class AgentBuffer:
 
         `value` is in return units; `critic_value` is the critic's raw output
         (the same as `value` when the critic is not normalized, the default).
+        `env_reward` is the env's own reward when `reward` is a credited one.
         """
         if self.step >= self.rollout_steps:
             raise IndexError(f"AgentBuffer is full ({self.rollout_steps} steps); call clear()")
@@ -117,6 +122,7 @@ class AgentBuffer:
         self.actions[t] = action
         self.log_probs[t] = log_prob
         self.rewards[t] = reward
+        self.env_rewards[t] = reward if env_reward is None else env_reward
         self.dones[t] = done
         self.values[t] = value
         self.critic_values[t] = value if critic_value is None else critic_value

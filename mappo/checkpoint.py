@@ -83,7 +83,10 @@ def load_trainer(
         config = from_dict({**payload["config"], **config_changes}, source=str(path))
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
-    trainer = MappoTrainer(config, env=env, distributed=distributed)
+    try:
+        trainer = MappoTrainer(config, env=env, distributed=distributed)
+    except ConfigError as err:  # the saved env facts contradict the env the config builds
+        raise CheckpointError(f"checkpoint {path} does not fit env '{config.env}': {err}") from None
     try:
         trainer.load_state_dict(payload, resume_rollout)
     except (RuntimeError, KeyError, ValueError) as err:

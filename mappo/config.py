@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import tomllib
@@ -32,7 +33,10 @@ def _f(default: Any, help: str, **choices: Any) -> Any:
 
 @dataclass
 class MappoConfig:
-    """Configuration of a MAPPO run (specification fields first, then ours)."""
+    """Configuration of a MAPPO run (specification fields first, then ours).
+
+    `given` holds the names of the fields its creator set explicitly.
+    """
 
     # --- specification fields, specification defaults -------------------------
     num_agents: int = _f(2, "number of agents (taken from the env when training starts)")
@@ -95,27 +99,40 @@ class MappoConfig:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> MappoConfig:
-        """A copy with some fields changed (validated like any config)."""
-        return from_dict({**self.to_dict(), **changes})
+        """A copy with some fields changed (validated like any config); the changed fields
+        count as given."""
+        copy = from_dict({**self.to_dict(), **changes})
+        copy.given = self.given | frozenset(changes)
+        return copy
 
     def save(self, path: str | Path) -> None:
         """Write the full config as TOML, loadable with `load` or `--config`."""
         Path(path).write_text(tomli_w.dumps(self.to_dict()))
 
-    def matched_to_env(self, env_name: str, **env_dims: int) -> MappoConfig:
-        """Take `num_agents`, `obs_dim`, `global_state_dim`, `action_dim` from the env.
+    def matched_to_env(self, env_name: str, **facts: int) -> MappoConfig:
+        """Take the env's facts (`num_agents`, `obs_dim`, `global_state_dim`, `action_dim`,
+        `num_envs`), then run the checks that need them.
 
-        A field still at the specification's default is simply replaced; a
-        field set to anything else must agree with the env.
+        A field the user did not set is simply replaced; one that was set (as a
+        keyword, in a file or as a flag) must agree with the env, even when it
+        equals the default.
         """
-        for name, env_value in env_dims.items():
+        for name, env_value in facts.items():
             value = getattr(self, name)
-            if value != FIELDS[name].default and value != env_value:
+            if name in self.given and value != env_value:
                 raise ConfigError(
                     f"config key '{name}' = {value} contradicts env '{env_name}', "
                     f"which has {name} = {env_value}"
                 )
-        return self.replace(**env_dims)
+        matched = self.replace(**facts)
+        matched.given = self.given  # the env's values are not the user's choices
+        batch = matched.num_envs * matched.rollout_steps * matched.num_agents
+        if matched.minibatch_size > batch:
+            raise ConfigError(
+                f"config key 'minibatch_size' = {matched.minibatch_size}: must be <= the batch "
+                f"of num_envs*rollout_steps*num_agents = {batch} for env '{env_name}'"
+            )
+        return matched
 
     @classmethod
     def load(cls, path: str | Path) -> MappoConfig:
@@ -170,6 +187,27 @@ def paper_mpe_preset(env: str) -> dict[str, Any]:
 PRESETS = {"paper-mpe": paper_mpe_preset}
 
 
+def _record_given(cls: type[MappoConfig]) -> type[MappoConfig]:
+    """Wrap the dataclass `__init__` so that a config knows which fields its caller set.
+
+    `config.given` is the frozenset of those names (keywords, positional
+    arguments, keys of a file or of flags): checks against the env refuse a set
+    value that contradicts it, even one equal to the default, and warn about a
+    set flag that cannot take effect.
+    """
+    generated = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    @functools.wraps(generated)
+    def init(self: MappoConfig, *args: Any, **kwargs: Any) -> None:
+        self.given = frozenset(names[: len(args)]) | frozenset(kwargs)
+        generated(self, *args, **kwargs)
+
+    cls.__init__ = init
+    return cls
+
+
+_record_given(MappoConfig)
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(MappoConfig)}
 ENV_DIM_FIELDS = ("num_agents", "obs_dim", "global_state_dim", "action_dim")
 
@@ -232,11 +270,10 @@ def validate(cfg: MappoConfig) -> None:
         if "choices" in f.metadata:
             need(getattr(cfg, name) in f.metadata["choices"], name,
                  "one of " + ", ".join(f.metadata["choices"]))
-    batch = cfg.num_envs * cfg.rollout_steps * cfg.num_agents
-    if cfg.minibatch_size > batch:
+    if cfg.policy_groups and not cfg.share_policy:
         raise ConfigError(
-            f"config key 'minibatch_size' = {cfg.minibatch_size}: must be <= the batch of "
-            f"num_envs*rollout_steps*num_agents = {batch}"
+            f"config key 'policy_groups' = {cfg.policy_groups!r} shares one policy per prefix, "
+            "but share_policy = false asks for one per agent; drop one of them"
         )
 
 

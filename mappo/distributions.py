@@ -20,7 +20,9 @@ class ActionDistribution:
 
     Discrete: `params` are logits `[..., K]` (K = sum of sub-action sizes) and
     `mask` marks legal logits; an illegal action gets probability exactly 0.
-    Continuous: `params` are means `[..., D]` and `log_std` is `[..., D]`.
+    Continuous: `params` are means `[..., D]` and `log_std` is `[..., D]`; `mask`
+    `[..., D]` marks each agent's own dimensions, so the padding of an agent
+    with fewer than D takes no part in log-probabilities or entropy.
     Actions are `[..., n_sub]` long (discrete) or `[..., D]` float.
     """
 
@@ -41,6 +43,7 @@ class ActionDistribution:
         else:
             self.mean = params
             self.log_std = log_std.expand_as(params)
+            self.dims = None if mask is None else mask.to(params.dtype)  # [..., D], 1 = real
 
     def sample(self) -> torch.Tensor:
         """One action per agent."""
@@ -60,16 +63,20 @@ class ActionDistribution:
         """Log-probability of `actions`, summed over sub-actions or dimensions: `[...]`."""
         if self.spec.kind == "continuous":
             z = (actions - self.mean) / self.log_std.exp()
-            return (-0.5 * z.square() - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            return self._sum_dims(-0.5 * z.square() - self.log_std - 0.5 * math.log(2 * math.pi))
         index = actions if len(self.spec.nvec) == 1 else actions + self._offsets(actions)
         return self.log_probs_all.gather(-1, index).sum(-1)
 
     def entropy(self) -> torch.Tensor:
         """Entropy, summed over sub-actions or dimensions: `[...]`."""
         if self.spec.kind == "continuous":
-            return (self.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+            return self._sum_dims(self.log_std + 0.5 * math.log(2 * math.pi * math.e))
         p_log_p = self.log_probs_all.exp() * self.log_probs_all
         return -p_log_p.sum(-1)
+
+    def _sum_dims(self, per_dim: torch.Tensor) -> torch.Tensor:
+        """Sum over the Gaussian's dimensions `[..., D]` that the agent has."""
+        return (per_dim if self.dims is None else per_dim * self.dims).sum(-1)
 
     def _offsets(self, like: torch.Tensor) -> torch.Tensor:
         """Start of each sub-action's block of logits, `[n_sub]`."""

@@ -1,4 +1,10 @@
-"""Episode returns as users mean them: the mean per-agent return of each finished episode."""
+"""Episode returns as users mean them, and the team reward that credits every agent slot.
+
+Two definitions, by `team_reward`: the mean per-agent return of each finished
+episode (each agent's own rewards while it is alive), or the team return (the
+sum over the episode of each step's team reward, the mean reward of the agents
+that acted at that step).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,30 @@ from collections.abc import Callable
 import torch
 
 
+def team_rewards(reward: torch.Tensor, acted: torch.Tensor) -> torch.Tensor:
+    """Each env's team reward in every agent slot, `[E, A]`: the mean reward `[E, A]` of
+    the agents that `acted` `[E, A]` at this step (0 where none did)."""
+    acted_rewards = torch.where(acted, reward, torch.zeros_like(reward))
+    count = acted.sum(-1, keepdim=True).clamp_min(1).to(reward.dtype)
+    return (acted_rewards.sum(-1, keepdim=True) / count).expand_as(reward)
+
+
+def return_label(team_reward: bool) -> str:
+    """What an episode return means under `team_reward`, for tables, plots and logs."""
+    return "team episode return" if team_reward else "mean per-agent episode return"
+
+
 class EpisodeTracker:
     """Running per-agent returns of E envs, folded into a tally when an env finishes.
 
     An agent counts in its episode's mean if it was alive at any step of it;
-    rewards only accrue while it is alive.
+    rewards only accrue while it is alive. With `team_reward`, every slot
+    accrues the team reward at every step, so each episode's value is the team
+    return.
     """
 
-    def __init__(self, alive: torch.Tensor) -> None:
+    def __init__(self, alive: torch.Tensor, team_reward: bool = False) -> None:
+        self.team_reward = team_reward
         self.running = torch.zeros(alive.shape, device=alive.device)  # [E, A]
         self.ever_alive = alive.clone()  # [E, A]
         self.return_sum = torch.zeros((), device=alive.device)
@@ -29,7 +51,10 @@ class EpisodeTracker:
         The returned value is meaningful where `env_done`; those envs start over
         with `next_alive`, the agents of their new episode.
         """
-        self.running += reward * acted
+        if self.team_reward:
+            self.running += team_rewards(reward, acted)
+        else:
+            self.running += torch.where(acted, reward, torch.zeros_like(reward))
         agents = self.ever_alive.sum(-1).clamp_min(1)
         per_agent = (self.running * self.ever_alive).sum(-1) / agents  # [E]
         self.return_sum += (per_agent * env_done).sum()

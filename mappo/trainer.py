@@ -20,9 +20,9 @@ from mappo.buffer import AgentBuffer, RolloutMinibatch
 from mappo.config import ConfigError, MappoConfig
 from mappo.distributed import Distributed
 from mappo.distributions import ActionDistribution
-from mappo.envs.base import EnvError, MultiAgentEnv
+from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
-from mappo.episodes import EpisodeTracker
+from mappo.episodes import EpisodeTracker, team_rewards
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.networks import Actor, CentralizedCritic
 from mappo.value_norm import ValueNorm
@@ -80,7 +80,9 @@ class MappoMetrics:
     clip_fraction: float = 0.0
     explained_variance: float = 0.0
     grad_norm: float = 0.0
-    episode_return: float = math.nan  # mean per-agent return of episodes finished this rollout
+    # Of the episodes finished this rollout: mean per-agent return, or team return with
+    # team_reward (episodes.return_label).
+    episode_return: float = math.nan
     episodes: int = 0
     env_steps: int = 0  # total so far; one env step = every agent of one env acting once
     steps_per_second: float = 0.0
@@ -129,9 +131,14 @@ class MappoTrainer:
         state_dim = spec.state_dim if config.use_global_state else concat_dim
         self.config = config.matched_to_env(
             spec.name, num_agents=num_agents, obs_dim=obs_dim, global_state_dim=state_dim,
-            action_dim=spec.action.logits_dim,
-        ).replace(num_envs=self.env.num_envs)
+            action_dim=spec.action.logits_dim, num_envs=self.env.num_envs,
+        )
         cfg = self.config
+        if "use_global_state" in cfg.given and cfg.use_global_state \
+                and spec.state_source == "concat_obs":
+            logger.warning("env '%s' has no global state of its own: use_global_state = true "
+                           "has no effect, the critic sees all observations concatenated",
+                           spec.name)
         self.action_spec = spec.action
         group_of_agent = policy_groups(spec.agent_names, cfg.share_policy, cfg.policy_groups)
         self.actor = Actor(
@@ -179,7 +186,7 @@ class MappoTrainer:
         self._state = self.env.get_global_state()  # [E, S]
         self._mask = self.env.get_action_mask()  # [E, A, K]
         self._alive = self.env.get_alive()  # [E, A]
-        self.episodes = EpisodeTracker(self._alive)
+        self.episodes = EpisodeTracker(self._alive, cfg.team_reward)
         # Recurrent state after the last step, and which agents start an episode now.
         self._memory = Memory.zeros(self.env.num_envs, num_agents, cfg.hidden_dim, self.device) \
             if cfg.recurrent else None
@@ -272,13 +279,13 @@ class MappoTrainer:
             t1 = time.perf_counter()
             result = env.step(self.env_action(action))
             t2 = time.perf_counter()
-            done = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
-            truncated = result.truncated & ~result.terminated
+            reward, done, truncated, agent_done = self.credit(result)
             truncation_value = 0.0
             if not self.config.bootstrap_time_limits:
                 truncated = torch.zeros_like(truncated)  # a time limit ends it like a terminal
-            elif bool(result.env_done.any()):
-                # Bootstrap time-limit ends from the value of the state the episode reached.
+            elif bool(truncated.any()):
+                # Bootstrap time-limit ends (of an env, or of one agent while its env goes on)
+                # from the value of the final observation.
                 truncation_value = self.value(
                     self.critic_input(result.final_obs, result.final_state), memory
                 )
@@ -287,11 +294,12 @@ class MappoTrainer:
                 "episode_start": self._episode_start,
             }
             buf.add(
-                self._obs, action, log_prob, result.reward, done, value, state=critic_in,
+                self._obs, action, log_prob, reward, done, value, state=critic_in,
                 action_mask=self._mask, alive=self._alive, truncated=truncated,
-                truncation_value=truncation_value, critic_value=critic_value, **recurrent,
+                truncation_value=truncation_value, critic_value=critic_value,
+                env_reward=result.reward, **recurrent,
             )
-            self._memory, self._episode_start = memory, done
+            self._memory, self._episode_start = memory, agent_done
             self._times["env"] += t2 - t1
             self._times["inference"] += (t1 - t0) + (time.perf_counter() - t2)
             self.episodes.step(result.reward, self._alive, result.env_done, result.alive)
@@ -300,6 +308,27 @@ class MappoTrainer:
         self._check_finite()
         self.env_steps += self.config.rollout_steps * self.env.num_envs * self.dist.world_size
 
+    def credit(
+        self, result: MultiAgentStepResult
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What one step means for learning, each `[E, A]`: (reward, done, truncated) as GAE
+        credits them, and which agents' own episodes ended (their recurrent state restarts).
+
+        Own rewards: an agent is credited with its reward until its episode ends.
+        `team_reward`: every slot, alive or dead, is credited with its env's team
+        reward until the env's episode ends, so an action that kills an agent is
+        still credited with what the team earns after; a team episode ends cut by
+        a time limit when some agent was truncated and none terminated.
+        """
+        agent_done = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
+        if not self.config.team_reward:
+            return result.reward, agent_done, result.truncated & ~result.terminated, agent_done
+        env_done = result.env_done.unsqueeze(-1)  # [E, 1]
+        cut = env_done & result.truncated.any(-1, keepdim=True) \
+            & ~result.terminated.any(-1, keepdim=True)
+        return (team_rewards(result.reward, self._alive), env_done.expand_as(agent_done),
+                cut.expand_as(agent_done), agent_done)
+
     def _check_finite(self) -> None:
         """Refuse a rollout holding NaN or inf from the env, naming where it first appeared.
 
@@ -307,7 +336,7 @@ class MappoTrainer:
         the update, and so every write to disk, happens only after it.
         """
         buf, spec = self.buffer, self.env.spec
-        fields = (("reward", buf.rewards), ("observation", buf.observations),
+        fields = (("reward", buf.env_rewards), ("observation", buf.observations),
                   ("global state", buf.states))
         for field, values in fields:
             finite = torch.isfinite(values)

@@ -33,16 +33,65 @@ def test_impossible_values(key, value, allowed) -> None:
         from_dict({key: value})
 
 
-def test_minibatch_larger_than_the_batch() -> None:
-    with pytest.raises(ConfigError, match="'minibatch_size' = 5000: must be <= .* = 400"):
-        MappoConfig(num_envs=8, rollout_steps=25, num_agents=2, minibatch_size=5000)
+def test_minibatch_is_checked_against_the_real_env_batch() -> None:
+    # 8 envs x 25 steps: 400 agent-steps with the spec's default of 2 agents, 600 with spread's 3.
+    cfg = MappoConfig(num_envs=8, rollout_steps=25, minibatch_size=500)
+    assert cfg.matched_to_env("spread", num_agents=3).minibatch_size == 500
+    with pytest.raises(ConfigError, match="'minibatch_size' = 700: must be <= .* = 600 for env"):
+        MappoConfig(num_envs=8, rollout_steps=25, minibatch_size=700).matched_to_env(
+            "spread", num_agents=3)
 
 
-def test_env_dimensions_replace_spec_defaults_and_contradictions_fail() -> None:
+def test_trainer_accepts_a_minibatch_valid_only_for_the_real_env() -> None:
+    from mappo import MappoTrainer
+
+    trainer = MappoTrainer(MappoConfig(num_envs=2, rollout_steps=5, minibatch_size=30))
+    assert (trainer.config.num_agents, trainer.config.minibatch_size) == (3, 30)
+
+
+def test_env_dimensions_replace_unset_fields_and_set_ones_must_agree() -> None:
     cfg = MappoConfig().matched_to_env("spread", num_agents=3, obs_dim=18)
     assert (cfg.num_agents, cfg.obs_dim) == (3, 18)
     with pytest.raises(ConfigError, match="'num_agents' = 4 contradicts env 'spread'.* = 3"):
         MappoConfig(num_agents=4).matched_to_env("spread", num_agents=3)
+    # Set explicitly to the spec's default is still a contradiction.
+    with pytest.raises(ConfigError, match="'num_agents' = 2 contradicts env 'spread'.* = 3"):
+        MappoConfig(num_agents=2).matched_to_env("spread", num_agents=3)
+    with pytest.raises(ConfigError, match="'obs_dim' = 16 contradicts"):
+        from_dict({"obs_dim": 16}).matched_to_env("spread", obs_dim=18)
+
+
+def test_given_fields_follow_keywords_files_and_replace(tmp_path) -> None:
+    assert MappoConfig().given == frozenset()
+    assert MappoConfig(lr=1e-3).given == {"lr"}
+    (tmp_path / "c.toml").write_text("num_agents = 3\nseed = 4\n")
+    loaded = MappoConfig.load(tmp_path / "c.toml")
+    assert loaded.given == {"num_agents", "seed"}
+    assert loaded.replace(gamma=0.9).given == {"num_agents", "seed", "gamma"}
+    # Values taken from the env are not the user's.
+    assert MappoConfig().matched_to_env("spread", num_agents=3).given == frozenset()
+
+
+def test_policy_groups_with_share_policy_false_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'policy_groups' = 'adversary,agent' .* share_policy"):
+        MappoConfig(policy_groups="adversary,agent", share_policy=False)
+
+
+def test_use_global_state_without_an_env_state_warns_once_when_set(caplog) -> None:
+    from mappo import MappoTrainer
+
+    small = dict(num_envs=2, rollout_steps=5, minibatch_size=0)
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        MappoTrainer(MappoConfig(**small))  # default: spread's critic sees concatenated obs
+        assert not caplog.records
+        MappoTrainer(MappoConfig(use_global_state=True, **small))
+    assert len(caplog.records) == 1
+    assert "env 'spread' has no global state of its own" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        MappoTrainer(MappoConfig(use_global_state=True, env_kwargs={"global_state": "world"},
+                                 **small))
+    assert not caplog.records
 
 
 def test_cuda_without_a_gpu_is_a_config_error(monkeypatch) -> None:

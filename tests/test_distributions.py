@@ -40,3 +40,23 @@ def test_gaussian_log_prob_and_entropy() -> None:
     assert dist.entropy().item() == pytest.approx(
         sum(0.5 * math.log(2 * math.pi * math.e * s * s) for s in (1.0, 2.0))
     )
+
+
+def test_padded_box_dimensions_take_no_part_in_log_prob_or_entropy() -> None:
+    # Agent 0 acts in 2 dimensions, agent 1 in 3: agent 0's third is padding.
+    spec = ActionSpec("continuous", low=(-1.0,) * 3, high=(1.0,) * 3)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    mean = torch.tensor([[0.1, -0.2, 0.3], [0.0, 0.5, -0.5]])
+    log_std = torch.tensor([[0.0, -0.5, 0.7], [0.2, 0.2, 0.2]])
+    action = torch.tensor([[0.4, 0.1, -2.0], [0.3, 0.3, 0.3]])
+    dist = ActionDistribution(spec, mean, mask, log_std)
+    normal = torch.distributions.Normal(mean, log_std.exp())
+    expected = torch.stack([normal.log_prob(action)[0, :2].sum(), normal.log_prob(action)[1].sum()])
+    torch.testing.assert_close(dist.log_prob(action), expected)
+    one_dim = 0.5 * math.log(2 * math.pi * math.e)
+    assert dist.entropy().tolist() == pytest.approx([2 * one_dim - 0.5, 3 * one_dim + 0.6])
+    # Whatever the padded dimension holds, agent 0's log-probability stays the same.
+    moved = ActionDistribution(spec, mean + torch.tensor([0.0, 0.0, 9.0]), mask, log_std)
+    other = action.clone()
+    other[0, 2] = 7.0
+    assert moved.log_prob(other)[0].item() == pytest.approx(dist.log_prob(action)[0].item())

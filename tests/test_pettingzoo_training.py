@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -96,3 +98,14 @@ def test_late_joiner_is_not_alive_before_it_joins_and_counts_after() -> None:
     assert buf.observations[2, 0, 2, 3].item() == 2.0  # its own agent index, once present
     # rewards 10*agent + t: agent_0 1..5 = 15, agent_1 11..15 = 65, agent_2 23+24+25 = 72
     assert metrics[-1].episode_return == pytest.approx((15 + 65 + 72) / 3)
+
+
+def test_box_entropy_counts_each_agents_own_dimensions() -> None:
+    # BoxActionEnv: agent_0 acts in 2 dimensions, agent_1 in 3; log std starts at 0.
+    trainer = trainer_for("BoxActionEnv")
+    trainer.collect_rollout()
+    trainer.buffer.compute_returns_and_advantage(torch.zeros(4, 2), 0.99, 0.95)
+    mb = next(trainer.buffer.minibatches(1))
+    _, stats = trainer.minibatch_loss(mb)
+    one_dim = 0.5 * math.log(2 * math.pi * math.e)
+    assert stats[2].item() == pytest.approx((2 * one_dim + 3 * one_dim) / 2, rel=1e-5)
