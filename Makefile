@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch==2.13.0 goes in first: pip takes the CPU wheel from local disk, and the
-# project's own pin then installs nothing more (a bare `torch` pulls CUDA).
+# project's torch range then installs nothing more (a bare `torch` pulls CUDA).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,pettingzoo]"
 	touch $(STAMP)
 
 train: setup

@@ -1,5 +1,7 @@
 """mappo: fast, faithful Multi-Agent PPO on PyTorch."""
 
+from typing import Any
+
 from mappo.buffer import AgentBuffer, RolloutMinibatch
 from mappo.checkpoint import CheckpointError
 from mappo.config import ConfigError, MappoConfig
@@ -21,8 +23,18 @@ __all__ = [
     "MappoTrainer",
     "MultiAgentEnv",
     "MultiAgentStepResult",
+    "PettingZooWrapper",
     "RolloutMinibatch",
     "compute_gae",
     "ppo_policy_loss",
     "ppo_value_loss",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`PettingZooWrapper` on first use: `import mappo` needs no pettingzoo or gymnasium."""
+    if name == "PettingZooWrapper":
+        from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+
+        return PettingZooWrapper
+    raise AttributeError(f"module 'mappo' has no attribute '{name}'")

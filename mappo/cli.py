@@ -14,9 +14,11 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import TextIO
 
 from mappo.checkpoint import CheckpointError
 from mappo.config import (
+    ENV_DIM_FIELDS,
     FIELDS,
     PRESETS,
     ConfigError,
@@ -27,10 +29,16 @@ from mappo.config import (
 )
 from mappo.envs.base import EnvError
 from mappo.run_folder import RunFolder, RunFolderError, require_wandb
+from mappo.trainer import MappoMetrics, MappoTrainer
 
 CHECKPOINT_EVERY_UPDATES = 50
 EVAL_EPISODES = 100
 RENDER_EPISODES = 3
+RECENT_UPDATES = 10  # the "recent return" pools the episodes of this many updates
+SUMMARY_INTERVAL_S = 30.0  # one progress line this often when stdout is not a terminal
+FIRST_EPISODE_UPDATES = 3  # no episode finished after this many updates: say why
+# The env-derived fields are read off the env, so they are no flags (a config file may hold them).
+CLI_FIELDS = {name: f for name, f in FIELDS.items() if name not in ENV_DIM_FIELDS}
 
 
 def _flag(name: str) -> str:
@@ -55,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data-parallel ranks on this node (runs torchrun for you)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue the run in RUN_DIR from its checkpoint")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    for name, f in FIELDS.items():
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bar (on a terminal) or progress lines (in a log)")
+    for name, f in CLI_FIELDS.items():
         kind = f.type
         metavar = {"bool": "true|false", "dict": "JSON"}.get(kind, kind.upper())
         default = "{}" if kind == "dict" else f.default
@@ -91,7 +100,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
     """The config fields given as flags, parsed to their types."""
     return {
         name: parse_cli_value(name, getattr(args, f"cfg_{name}"))
-        for name in FIELDS
+        for name in CLI_FIELDS
         if getattr(args, f"cfg_{name}") is not None
     }
 
@@ -122,7 +131,6 @@ def _open_run(args: argparse.Namespace):
     """(trainer, run folder or None off rank 0) for a new run or `--resume RUN_DIR`."""
     from mappo.checkpoint import load_checkpoint, load_trainer
     from mappo.distributed import Distributed
-    from mappo.trainer import MappoTrainer
 
     overrides = _cli_overrides(args)
     if args.resume is not None:
@@ -133,7 +141,7 @@ def _open_run(args: argparse.Namespace):
                 f"--resume continues a run with its own config; only --total-steps may "
                 f"change (got {', '.join(given)})"
             )
-        path = args.resume / "checkpoint.pt"
+        path = RunFolder.checkpoint_to_resume(args.resume)
         dist = Distributed.from_environment(load_checkpoint(path)["config"]["device"])
         trainer, _ = load_trainer(path, distributed=dist, **overrides)
         folder = (RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
@@ -168,60 +176,175 @@ def _launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
     return subprocess.call(command)
 
 
-def train(args: argparse.Namespace) -> int:
-    """Train to the configured budget; rank 0 writes the run folder as it goes."""
-    from tqdm import tqdm
+class RecentReturns:
+    """Mean per-agent return of the episodes finished in the last `RECENT_UPDATES` updates.
 
+    Every episode weighs the same, so an update that finished 4 episodes counts
+    4 times one that finished 1; an update that finished none still takes its
+    slot, so old returns age out while no episode ends.
+    """
+
+    def __init__(self, updates: int = RECENT_UPDATES) -> None:
+        self._window: deque[tuple[float, int]] = deque(maxlen=updates)  # (return sum, episodes)
+
+    def add(self, episode_return: float, episodes: int) -> None:
+        """One update: the mean return of the `episodes` it finished (NaN when none)."""
+        self._window.append((episode_return * episodes if episodes else 0.0, episodes))
+
+    @property
+    def episodes(self) -> int:
+        """Episodes finished in the window."""
+        return sum(count for _, count in self._window)
+
+    @property
+    def mean(self) -> float:
+        """Their mean return; NaN when none finished."""
+        episodes = self.episodes
+        return sum(total for total, _ in self._window) / episodes if episodes else math.nan
+
+    def text(self, digits: int = 2) -> str:
+        """The mean for people: `digits` decimals, or n/a."""
+        return f"{self.mean:.{digits}f}" if self.episodes else "n/a"
+
+
+class Progress:
+    """Training progress on `stream` (stdout by default), for a person or for a log.
+
+    On a terminal, a tqdm bar with steps/s and the recent return. Otherwise
+    (batch jobs, CI, `> log`) no carriage returns: one summary line every
+    `SUMMARY_INTERVAL_S` seconds and one at the end. `quiet` shows neither.
+    """
+
+    def __init__(self, total: int, env_steps: int, quiet: bool,
+                 stream: TextIO | None = None) -> None:
+        from tqdm import tqdm
+
+        self.stream = stream or sys.stdout
+        self.total = total
+        self.env_steps = env_steps
+        self.updates = 0  # updates of this process (a resumed run counts afresh)
+        self.recent = RecentReturns()
+        terminal = self.stream.isatty()
+        self._bar = tqdm(total=total, initial=env_steps, unit="step", unit_scale=True,
+                         dynamic_ncols=True, file=self.stream) if terminal and not quiet else None
+        self._lines = not terminal and not quiet
+        self._start = self._line_time = time.monotonic()
+        self._line_steps = env_steps
+
+    def write(self, line: str) -> None:
+        """A line of its own (above the bar on a terminal)."""
+        if self._bar is not None:
+            self._bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def update(self, metrics: MappoMetrics) -> None:
+        """Take one update's metrics; redraw the bar, or print a line when one is due."""
+        self.updates += 1
+        self.env_steps = metrics.env_steps
+        self.recent.add(metrics.episode_return, metrics.episodes)
+        if self._bar is not None:
+            self._bar.update(metrics.env_steps - self._bar.n)
+            self._bar.set_postfix(steps_s=f"{metrics.steps_per_second:,.0f}",
+                                  ret=self.recent.text())
+        elif self._lines and time.monotonic() - self._line_time >= SUMMARY_INTERVAL_S:
+            self._summary_line()
+
+    def close(self) -> None:
+        """Close the bar, or print the last summary line."""
+        if self._bar is not None:
+            self._bar.close()
+        elif self._lines and self.env_steps > self._line_steps:
+            self._summary_line()
+
+    def _summary_line(self) -> None:
+        now = time.monotonic()
+        rate = (self.env_steps - self._line_steps) / max(now - self._line_time, 1e-9)
+        elapsed = round(now - self._start)
+        self.write(
+            f"env steps {self.env_steps:,} / {self.total:,} "
+            f"({100 * self.env_steps / self.total:.1f} %), {rate:,.0f} steps/s, "
+            f"recent return {self.recent.text()}, "
+            f"elapsed {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
+        )
+        self._line_time, self._line_steps = now, self.env_steps
+
+
+def _no_episode_hint(trainer: MappoTrainer) -> str:
+    """Why no return shows yet when the first updates finished no episode, and what helps."""
+    cfg = trainer.config
+    steps = FIRST_EPISODE_UPDATES * cfg.rollout_steps
+    copies = cfg.num_envs * trainer.dist.world_size
+    length = trainer.env.spec.max_episode_steps
+    wait = (f"this env's episodes of up to {length:,} steps first end after "
+            f"{copies * length:,} env steps" if length else
+            f"episodes of L steps first end after {copies:,} x L env steps")
+    return (f"no episode has finished in the first {FIRST_EPISODE_UPDATES} updates "
+            f"({steps} steps per env copy): returns are logged when episodes end, and with "
+            f"{copies:,} env copies {wait}; fewer --num-envs make them end sooner")
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train to the configured budget; rank 0 writes the run folder as it goes.
+
+    A checkpoint is written after the first update, then whenever
+    `checkpoint_interval` seconds or `CHECKPOINT_EVERY_UPDATES` updates have
+    passed, and at the end: a hard kill (SIGKILL, out of memory, a lost node)
+    loses at most one interval.
+    """
     if args.wandb:
         require_wandb()
     trainer, folder = _open_run(args)
     main_rank = folder is not None
     if main_rank and args.wandb:
         folder.use_wandb(trainer.config, args.wandb_project)
-    recent = deque(maxlen=10)
-    bar = tqdm(total=trainer.config.total_steps, initial=trainer.env_steps, unit="step",
-               unit_scale=True, disable=args.quiet or not main_rank, dynamic_ncols=True)
+    progress = Progress(trainer.config.total_steps, trainer.env_steps,
+                        quiet=args.quiet or not main_rank)
     if main_rank:
-        bar.write(f"run folder: {folder.path}")
+        progress.write(f"run folder: {folder.path}")
+    saved_steps, saved_time = None, 0.0  # the last checkpoint: env steps, monotonic time
 
     def save() -> None:
+        nonlocal saved_steps, saved_time
         state = trainer.state_dict()  # a collective call: every rank takes part
         if main_rank:
             folder.save(state)
+        saved_steps, saved_time = trainer.env_steps, time.monotonic()
 
     with _StopOnSignal() as stop:
 
-        def on_update(metrics) -> bool:
+        def on_update(metrics: MappoMetrics) -> bool:
             if main_rank:
                 folder.log(metrics)
-            if not math.isnan(metrics.episode_return):
-                recent.append(metrics.episode_return)
-            bar.update(metrics.env_steps - bar.n)
-            bar.set_postfix(steps_s=f"{metrics.steps_per_second:,.0f}",
-                            ret=f"{sum(recent) / len(recent):.2f}" if recent else "n/a")
-            if trainer.updates % CHECKPOINT_EVERY_UPDATES == 0:
+            progress.update(metrics)
+            if (main_rank and progress.updates == FIRST_EPISODE_UPDATES
+                    and progress.recent.episodes == 0):
+                progress.write(_no_episode_hint(trainer))
+            due = (saved_steps is None or trainer.updates % CHECKPOINT_EVERY_UPDATES == 0
+                   or time.monotonic() - saved_time >= trainer.config.checkpoint_interval)
+            if trainer.dist.any(due):  # ranks' clocks differ, and saving is collective
                 save()
             return stop.signal_name is not None
 
         try:
             trainer.train(on_update)
             # Saved only after a whole update: a crash mid-rollout keeps the last good one.
-            save()
+            if trainer.env_steps != saved_steps:
+                save()
         finally:
-            bar.close()
+            progress.close()
             if main_rank:
                 folder.close()
             trainer.env.close()
             trainer.dist.shutdown()
     if not main_rank:
         return 0
-    final = f"{sum(recent) / len(recent):.3f}" if recent else "n/a"
     if trainer.env_steps < trainer.config.total_steps:
         print(f"stopped after {trainer.env_steps} env steps; checkpoint saved. "
               f"Continue with: mappo train --resume {folder.path}")
         return 0
-    print(f"done: {trainer.env_steps} env steps, recent episode return {final}, "
-          f"run folder {folder.path}")
+    print(f"done: {trainer.env_steps} env steps, recent episode return "
+          f"{progress.recent.text(3)}, run folder {folder.path}")
     return 0
 
 
@@ -293,7 +416,10 @@ def _unknown_flag_error(unknown: list[str]) -> ConfigError:
     """A ConfigError for the first unrecognized argument, with the nearest flag suggested."""
     flag = next((u for u in unknown if u.startswith("--")), unknown[0])
     name = flag.lstrip("-").split("=")[0].replace("-", "_")
-    near = difflib.get_close_matches(name, [*FIELDS, "run_dir", "config", "resume"], n=1)
+    if name in ENV_DIM_FIELDS:
+        return ConfigError(f"unknown option '{flag}'; {name} is read off the env, not set "
+                           "(the env's own options go in --env-kwargs)")
+    near = difflib.get_close_matches(name, [*CLI_FIELDS, "run_dir", "config", "resume"], n=1)
     hint = f"; did you mean {_flag(near[0])}?" if near else ""
     return ConfigError(f"unknown option '{flag}'{hint}")
 

@@ -53,6 +53,27 @@ class RunFolder:
                 "pass --resume to continue it or --force to overwrite it"
             )
 
+    @staticmethod
+    def checkpoint_to_resume(path: str | Path) -> Path:
+        """The checkpoint `--resume path` continues from; a missing one says what to run."""
+        path = Path(path)
+        checkpoint = path / "checkpoint.pt"
+        if checkpoint.is_file():
+            return checkpoint
+        if not path.is_dir():
+            raise RunFolderError(
+                f"run folder {path} does not exist; start a run there with: "
+                f"mappo train --run-dir {path}"
+            )
+        config = path / "config.toml"
+        # A saved config.toml holds every field, so it restarts the same run.
+        again = (f"mappo train --config {config} --run-dir {path} --force" if config.is_file()
+                 else f"mappo train --run-dir {path} --force and the run's flags")
+        raise RunFolderError(
+            f"run folder {path} has no checkpoint.pt (the run stopped before its first "
+            f"checkpoint, or this is not a run folder); start it again with: {again}"
+        )
+
     @classmethod
     def create(cls, path: str | Path, config: MappoConfig, force: bool = False) -> RunFolder:
         """A new run folder holding `config.toml` (an existing run is removed only with `force`)."""

@@ -4,8 +4,10 @@ import csv
 import json
 
 import pytest
+import torch
 
 from mappo import MappoConfig
+from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 
 TINY = ["--total-steps", "1600", "--num-envs", "16", "--quiet"]
@@ -72,3 +74,50 @@ def test_unknown_key_in_toml_suggests(tmp_path, capsys) -> None:
     assert main(["train", "--config", str(tmp_path / "c.toml"), *TINY]) == 2
     err = capsys.readouterr().err
     assert "unknown config key 'learning_rate'" in err and str(tmp_path / "c.toml") in err
+
+
+def test_help_offers_no_env_derived_fields(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--num-envs" in out and "--checkpoint-interval" in out
+    for flag in ("--num-agents", "--obs-dim", "--global-state-dim", "--action-dim"):
+        assert flag not in out
+
+
+def test_env_derived_field_as_flag_is_an_unknown_option(tmp_path, capsys) -> None:
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--num-agents", "3", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err == ("mappo: error: unknown option '--num-agents'; num_agents is read off the "
+                   "env, not set (the env's own options go in --env-kwargs)\n")
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_without_checkpoint_says_what_to_run(run_dir, tmp_path, capsys) -> None:
+    # A run killed before its first checkpoint: config.toml and metrics.csv, no checkpoint.pt.
+    run = tmp_path / "killed"
+    run.mkdir()
+    for name in ("config.toml", "metrics.csv"):
+        (run / name).write_bytes((run_dir / name).read_bytes())
+    assert main(["train", "--resume", str(run)]) == 2
+    again = f"mappo train --config {run / 'config.toml'} --run-dir {run} --force"
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {run} has no checkpoint.pt (the run stopped before its "
+        f"first checkpoint, or this is not a run folder); start it again with: {again}\n")
+    # The saved config (num_agents, obs_dim, ... included) starts the same run again.
+    assert main(["train", *again.split()[2:], "--quiet"]) == 0
+    assert MappoConfig.load(run / "config.toml") == MappoConfig.load(run_dir / "config.toml")
+    again_actor = load_checkpoint(run / "checkpoint.pt")["actor"]
+    for name, tensor in load_checkpoint(run_dir / "checkpoint.pt")["actor"].items():
+        assert torch.equal(again_actor[name], tensor), name
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "--resume", str(empty)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"start it again with: mappo train --run-dir {empty} --force and the run's flags\n")
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {tmp_path / 'nowhere'} does not exist; start a run there "
+        f"with: mappo train --run-dir {tmp_path / 'nowhere'}\n")

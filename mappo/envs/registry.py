@@ -3,6 +3,7 @@
 `module:callable` names a function (or class) returning one PettingZoo
 `ParallelEnv`, e.g. `mpe2.simple_spread_v3:parallel_env`; it is called with
 `**env_kwargs` for every copy. A leading `pettingzoo:` is accepted and dropped.
+Such envs need the `pettingzoo` extra (pettingzoo and gymnasium).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ BUILTIN_ENVS = {
     "speaker_listener": ("mappo.envs.speaker_listener", "SpeakerListenerEnv"),
 }
 PETTINGZOO_PREFIX = "pettingzoo:"
+PETTINGZOO_EXTRA = ("pettingzoo", "gymnasium")  # the packages of `pip install 'mappo[pettingzoo]'`
 
 
 def make_env(
@@ -50,8 +52,15 @@ def make_env(
         except TypeError as err:  # an unknown or mistyped keyword
             raise ConfigError(f"config key 'env_kwargs' = {env_kwargs!r}: {err}") from None
     if ":" in name:
-        from mappo.envs.pettingzoo import PettingZooWrapper
-
+        try:
+            from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+        except ModuleNotFoundError as err:
+            if (err.name or "").partition(".")[0] not in PETTINGZOO_EXTRA:
+                raise
+            raise ConfigError(
+                f"env '{name}' is a PettingZoo env and needs the pettingzoo extra: "
+                "pip install 'mappo[pettingzoo]'"
+            ) from None
         factory = import_env_factory(name)
         return PettingZooWrapper(
             partial(factory, **env_kwargs), num_envs, num_workers=num_workers, seed=seed,

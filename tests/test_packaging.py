@@ -1,0 +1,71 @@
+"""Packaging: a torch range, PettingZoo as an extra, and a clear line when it is missing."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+import mappo.envs.thirdparty
+from mappo.config import ConfigError
+from mappo.envs.registry import make_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def requirements(names: list[str]) -> dict[str, Requirement]:
+    """Requirement strings by package name."""
+    parsed = [Requirement(text) for text in names]
+    return {r.name: r for r in parsed}
+
+
+def test_torch_is_a_range_and_pettingzoo_an_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = requirements(project["dependencies"])
+    torch_range = core["torch"].specifier
+    assert torch_range.contains("2.13.0") and torch_range.contains("2.4.0")
+    assert not torch_range.contains("2.3.1") and not torch_range.contains("3.0.0")
+    extras = project["optional-dependencies"]
+    assert sorted(requirements(extras["pettingzoo"])) == ["gymnasium", "pettingzoo"]
+    for group in (core, requirements(extras["dev"])):
+        assert not {"pettingzoo", "gymnasium"} & set(group)
+    assert project["license"] == "MIT"
+    assert 'pip install --quiet -e ".[dev,pettingzoo]"' in (ROOT / "Makefile").read_text()
+
+
+def test_import_mappo_needs_no_pettingzoo() -> None:
+    code = ("import sys, mappo\n"
+            "assert 'pettingzoo' not in sys.modules and 'gymnasium' not in sys.modules\n"
+            "print(mappo.PettingZooWrapper.__module__, 'PettingZooWrapper' in mappo.__all__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["mappo.envs.thirdparty.wrapper", "True"]
+
+
+class Uninstalled:
+    """A meta path finder for which `package` and its modules are not installed."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def find_spec(self, name: str, path=None, target=None) -> None:
+        if name.partition(".")[0] == self.package:
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+
+
+@pytest.mark.parametrize("missing", ["pettingzoo", "gymnasium"])
+def test_missing_extra_names_the_pip_command(missing, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "meta_path", [Uninstalled(missing), *sys.meta_path])
+    # Forget what is imported, so the imports run again (all restored after the test).
+    monkeypatch.setattr(mappo.envs, "thirdparty", mappo.envs.thirdparty)
+    for name in list(sys.modules):
+        if name.partition(".")[0] == missing or name.startswith("mappo.envs.thirdparty"):
+            monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ConfigError) as info:
+        make_env("mpe2.simple_spread_v3:parallel_env", 2)
+    assert str(info.value) == (
+        "env 'mpe2.simple_spread_v3:parallel_env' is a PettingZoo env and needs the "
+        "pettingzoo extra: pip install 'mappo[pettingzoo]'")

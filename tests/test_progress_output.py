@@ -1,0 +1,148 @@
+"""`mappo train`'s progress: a bar on a terminal, summary lines in a log, the recent return."""
+
+import csv
+import io
+import math
+
+import pytest
+
+from mappo import MappoMetrics, cli
+from mappo.cli import Progress, RecentReturns, main
+
+TINY = ["--total-steps", "1600", "--num-envs", "16", "--seed", "3"]  # 4 updates of 400 steps
+
+
+def update(env_steps: int, episode_return: float = math.nan, episodes: int = 0) -> MappoMetrics:
+    """The metrics of one update, as far as progress output reads them."""
+    return MappoMetrics(policy_loss=0.0, value_loss=0.0, entropy=0.0, env_steps=env_steps,
+                        episode_return=episode_return, episodes=episodes,
+                        steps_per_second=1000.0)
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class Clock:
+    """`time.monotonic` that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_recent_return_is_the_mean_of_recent_episodes() -> None:
+    recent = RecentReturns()
+    recent.add(10.0, 1)
+    for _ in range(10):  # ten updates without an episode push the old return out
+        recent.add(math.nan, 0)
+    assert (recent.episodes, recent.text()) == (0, "n/a")
+    recent.add(238.0, 4)
+    assert (recent.episodes, recent.mean) == (4, 238.0)
+
+    weighted = RecentReturns()
+    weighted.add(1.0, 1)
+    weighted.add(4.0, 3)
+    weighted.add(math.nan, 0)
+    assert weighted.mean == 3.25  # (1 + 3 * 4) / 4 episodes, not (1 + 4) / 2 updates
+    assert weighted.text(3) == "3.250"
+
+
+def test_recent_return_keeps_the_last_ten_updates() -> None:
+    recent = RecentReturns()
+    recent.add(-100.0, 5)
+    for _ in range(9):
+        recent.add(-2.0, 1)
+    assert recent.mean == pytest.approx((-500 - 18) / 14)
+    recent.add(-2.0, 1)  # the eleventh update drops the first
+    assert recent.mean == -2.0
+
+
+def test_log_gets_a_summary_line_per_interval_and_one_at_the_end(monkeypatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(cli, "time", clock)
+    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 30.0)
+    out = io.StringIO()
+    progress = Progress(total=1000, env_steps=0, quiet=False, stream=out)
+    clock.now = 10.0
+    progress.update(update(100, -20.0, 2))
+    assert out.getvalue() == ""  # 10 s: no line yet
+    clock.now = 30.0
+    progress.update(update(300, -10.0, 2))
+    clock.now = 45.0
+    progress.update(update(600))
+    clock.now = 50.0
+    progress.close()
+    assert out.getvalue().splitlines() == [
+        "env steps 300 / 1,000 (30.0 %), 10 steps/s, recent return -15.00, elapsed 0:00:30",
+        "env steps 600 / 1,000 (60.0 %), 15 steps/s, recent return -15.00, elapsed 0:00:50",
+    ]
+
+
+def test_terminal_gets_the_bar_and_quiet_gets_nothing(monkeypatch) -> None:
+    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 0.0)
+    terminal = Terminal()
+    progress = Progress(total=1000, env_steps=0, quiet=False, stream=terminal)
+    progress.update(update(500, -3.0, 1))
+    progress.close()
+    assert "\r" in terminal.getvalue() and "ret=-3.00" in terminal.getvalue()
+    assert "env steps" not in terminal.getvalue()
+    for stream in (Terminal(), io.StringIO()):
+        progress = Progress(total=1000, env_steps=0, quiet=True, stream=stream)
+        progress.update(update(500, -3.0, 1))
+        progress.close()
+        assert stream.getvalue() == ""
+
+
+def test_train_in_a_log_prints_lines_not_a_bar(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 1e9)  # none due before the end
+    assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY]) == 0
+    captured = capsys.readouterr()  # capsys's stdout is not a terminal
+    assert "\r" not in captured.out + captured.err
+    lines = captured.out.splitlines()
+    summaries = [line for line in lines if line.startswith("env steps")]
+    assert len(summaries) == 1  # the one at the end
+    assert summaries[0].startswith("env steps 1,600 / 1,600 (100.0 %), ")
+    assert "no episode has finished" not in captured.out  # spread's episodes fit a rollout
+
+    # The recent return printed is the episode-weighted mean of the last 10 updates' rows.
+    with open(tmp_path / "r" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))[-10:]
+    episodes = sum(int(r["episodes"]) for r in rows)
+    mean = sum(float(r["episode_return"]) * int(r["episodes"]) for r in rows) / episodes
+    assert f"recent return {mean:.2f}," in summaries[0]
+    assert lines[-1].startswith(f"done: 1600 env steps, recent episode return {mean:.3f}, ")
+
+
+def test_train_in_a_log_prints_a_line_per_interval(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 0.0)  # every update is due
+    assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY]) == 0
+    out = capsys.readouterr().out
+    steps = [line.split(" / ")[0] for line in out.splitlines() if line.startswith("env steps")]
+    assert steps == ["env steps 400", "env steps 800", "env steps 1,200", "env steps 1,600"]
+
+
+def test_quiet_train_prints_no_progress(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 0.0)
+    assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines()] == ["run folder", "done"]
+
+
+def test_long_episodes_get_one_hint(tmp_path, capsys) -> None:
+    # 200-step episodes, 5-step rollouts: no episode ends in the run's 4 updates.
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--env-kwargs",
+                 '{"max_cycles": 200}', "--rollout-steps", "5", "--num-envs", "4",
+                 "--minibatch-size", "60", "--total-steps", "80", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    hint = ("no episode has finished in the first 3 updates (15 steps per env copy): returns "
+            "are logged when episodes end, and with 4 env copies this env's episodes of up "
+            "to 200 steps first end after 800 env steps; fewer --num-envs make them end sooner")
+    assert out.count("no episode has finished") == 1
+    assert hint in out.splitlines()
+    assert "recent episode return n/a" in out
