@@ -10,21 +10,27 @@ from pathlib import Path
 
 import torch
 
-from mappo.checkpoint import load_trainer
+from mappo.config import MappoConfig
+from mappo.envs.base import MultiAgentEnv
+from mappo.envs.registry import make_env
+from mappo.policy import load_policy
 
 
 def main(checkpoint: str | Path, episodes: int = 3, seed: int = 0) -> list[float]:
     """Mean per-agent return of `episodes` greedy episodes of the checkpoint's policy."""
-    # One env copy, fresh episodes; nothing trains, so no minibatches and no compiling.
-    trainer, _ = load_trainer(checkpoint, resume_rollout=False, num_envs=1, minibatch_size=1,
-                              compile="false")
-    env = trainer.env
+
+    def one_copy(config: MappoConfig) -> MultiAgentEnv:  # the run's env, one copy
+        return make_env(config.env, 1, config.device, seed, config.env_kwargs)
+
+    policy, env = load_policy(checkpoint, one_copy)  # no trainer, no optimizer
     obs, mask = env.reset(seed=seed), env.get_action_mask()  # [1, A, O], [1, A, K]
+    state, start = None, None  # a recurrent actor's state, and where episodes begin
     running = torch.zeros(env.num_agents)
     returns: list[float] = []
     while len(returns) < episodes:
-        action = trainer.act(obs, mask, deterministic=True)  # the env's own action format
+        action, state = policy.act(obs, mask, state, start, deterministic=True)  # env format
         result = env.step(action)
+        start = result.agent_done  # those agents' next observation opens a new episode
         running += result.reward[0]
         if bool(result.env_done[0]):  # the env already started the next episode
             returns.append(float(running.mean()))

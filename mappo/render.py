@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mappo.checkpoint import load_checkpoint, load_trainer
-from mappo.config import ConfigError
+from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.registry import make_env
 from mappo.envs.spread import AGENT_SIZE, COMM_DIM
 from mappo.evaluation import play
-from mappo.trainer import MappoTrainer
+from mappo.policy import Policy, load_policy
 
 LANDMARK_SIZE = 0.05  # mpe2's default entity size, which simple_spread's landmarks keep
 FRAME_SIZE = 400  # pixels per side of a spread frame
@@ -184,29 +184,29 @@ def spread_frames(episode: SpreadEpisode, size: int = FRAME_SIZE) -> list[np.nda
 
 @torch.no_grad()
 def run_episodes(
-    trainer: MappoTrainer, episodes: int, deterministic: bool, seed: int,
+    policy: Policy, env: MultiAgentEnv, episodes: int, deterministic: bool, seed: int,
     on_step: Callable[[torch.Tensor, MultiAgentStepResult | None], None] | None = None,
 ) -> list[float]:
-    """Act until env copy 0 finishes `episodes` episodes; their mean per-agent returns.
+    """Act until env copy 0 finishes `episodes` episodes; their returns.
 
     `on_step(obs, None)` sees the first observation, then `on_step(obs, result)`
     every step (`obs` being the one the policy acted on).
     """
     returns: list[float] = []
-    for obs, result, per_agent in play(trainer, deterministic, seed):
+    for obs, result, per_episode in play(policy, env, deterministic, seed):
         if on_step is not None:
             on_step(obs, result)
         if result is not None and bool(result.env_done[0]):
-            returns.append(float(per_agent[0]))
+            returns.append(float(per_episode[0]))
             if len(returns) == episodes:
                 return returns
     raise AssertionError("unreachable: play() never stops")
 
 
-def record_spread(trainer: MappoTrainer, episodes: int, deterministic: bool = False,
-                  seed: int = 1000) -> list[SpreadEpisode]:
-    """Positions of env copy 0 over `episodes` episodes of the trainer's policy on spread."""
-    num_agents = trainer.env.num_agents
+def record_spread(policy: Policy, env: MultiAgentEnv, episodes: int,
+                  deterministic: bool = False, seed: int = 1000) -> list[SpreadEpisode]:
+    """Positions of env copy 0 over `episodes` episodes of the policy on spread."""
+    num_agents = env.num_agents
     positions: list[np.ndarray] = []
     finished: list[tuple[np.ndarray, np.ndarray]] = []
     landmarks: list[np.ndarray] = []
@@ -227,7 +227,7 @@ def record_spread(trainer: MappoTrainer, episodes: int, deterministic: bool = Fa
             positions.append(agents)
             landmarks.append(marks)
 
-    returns = run_episodes(trainer, episodes, deterministic, seed, on_step)
+    returns = run_episodes(policy, env, episodes, deterministic, seed, on_step)
     return [SpreadEpisode(agents, marks, ret)
             for (agents, marks), ret in zip(finished, returns, strict=True)]
 
@@ -295,28 +295,29 @@ def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
     return env, env.local_envs[0]
 
 
-def load_for_render(run_dir: str | Path, device: str = "cpu",
-                    seed: int = 1000) -> tuple[MappoTrainer, FrameRecorder | None]:
-    """(trainer on one env copy, FrameRecorder or None) for the run in `run_dir`.
+def load_for_render(run_dir: str | Path, device: str = "cpu", seed: int = 1000
+                    ) -> tuple[Policy, MultiAgentEnv, FrameRecorder | None]:
+    """(policy, one env copy, FrameRecorder or None) for the run in `run_dir`.
 
     Spread needs nothing more than its positions; a PettingZoo env is rebuilt
     with `render_mode="rgb_array"` and wrapped to record its frames.
     """
-    path = Path(run_dir) / "checkpoint.pt"
-    config = load_checkpoint(path)["config"]
-    env, recorder = None, None
-    if ":" in config["env"]:
-        env, recorder = _pettingzoo_recorder(config["env"], config["env_kwargs"], seed)
-    elif config["env"] != "spread":
-        raise RenderError(
-            f"env '{config['env']}': rendering supports the built-in spread env and "
-            "PettingZoo envs (module:callable)"
-        )
-    # One copy, in process, nothing trained and nothing worth compiling (which would
-    # import inductor, seconds of start-up).
-    trainer, _ = load_trainer(path, resume_rollout=False, env=env, num_envs=1,
-                              minibatch_size=0, num_workers=0, device=device, compile="false")
-    return trainer, recorder
+    recorders: list[FrameRecorder] = []
+
+    def build(config: MappoConfig) -> MultiAgentEnv:
+        if ":" in config.env:
+            env, recorder = _pettingzoo_recorder(config.env, config.env_kwargs, seed)
+            recorders.append(recorder)
+            return env
+        if config.env != "spread":
+            raise RenderError(
+                f"env '{config.env}': rendering supports the built-in spread env and "
+                "PettingZoo envs (module:callable)"
+            )
+        return make_env(config.env, 1, config.device, seed, config.env_kwargs)
+
+    policy, env = load_policy(Path(run_dir) / "checkpoint.pt", build, device)
+    return policy, env, (recorders[0] if recorders else None)
 
 
 # --------------------------------------------------------------------- writing
@@ -398,21 +399,21 @@ def render_run(run_dir: str | Path, out: str | Path, episodes: int = 3,
     check_video_path(out)  # before loading anything
     if not fps > 0:
         raise RenderError(f"--fps {fps}: must be > 0")
-    trainer, recorder = load_for_render(run_dir, device, seed)
+    policy, env, recorder = load_for_render(run_dir, device, seed)
     palette = None
     try:
         if recorder is None:
-            recorded = record_spread(trainer, episodes, deterministic, seed)
+            recorded = record_spread(policy, env, episodes, deterministic, seed)
             clips = [spread_frames(episode) for episode in recorded]
             returns = [episode.episode_return for episode in recorded]
-            palette = spread_palette(trainer.env.num_agents)
+            palette = spread_palette(env.num_agents)
         else:
-            # The trainer reset the env once on construction; only our episodes count.
-            returns = run_episodes(trainer, episodes, deterministic, seed,
+            # The wrapper reset the env once on construction; only our episodes count.
+            returns = run_episodes(policy, env, episodes, deterministic, seed,
                                    partial(_drop_earlier_episodes, recorder))
             clips = recorder.episodes[:episodes]
     finally:
-        trainer.env.close()
+        env.close()
     frames = [frame for clip in clips for frame in clip + [clip[-1]] * HOLD_FRAMES]
     write_video(frames, out, fps, palette)
     return returns

@@ -12,61 +12,22 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from mappo.buffer import AgentBuffer, RolloutMinibatch
 from mappo.config import ConfigError, MappoConfig
 from mappo.distributed import Distributed
-from mappo.distributions import ActionDistribution
 from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
 from mappo.episodes import EpisodeTracker, team_rewards
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
-from mappo.networks import Actor, CentralizedCritic
-from mappo.value_norm import ValueNorm
+from mappo.policy import Policy, RecurrentState, env_facts
 
 logger = logging.getLogger(__name__)
 RANK_SEED_STRIDE = 1_000_003  # rank r seeds its envs and sampling with seed + r * stride
 COMPILE_MIN_STEPS = 200_000  # below this, compiling (~20 s cold) costs more than it saves
-
-
-def policy_groups(agent_names: tuple[str, ...], share_policy: bool, prefixes: str) -> list[int]:
-    """Policy index of each agent slot: by name prefix when given, else shared or one each."""
-    if not prefixes:
-        return [0] * len(agent_names) if share_policy else list(range(len(agent_names)))
-    groups = [p.strip() for p in prefixes.split(",") if p.strip()]
-    index = []
-    for name in agent_names:
-        matches = [g for g, prefix in enumerate(groups) if name.startswith(prefix)]
-        if not matches:
-            raise ConfigError(
-                f"config key 'policy_groups' = {prefixes!r}: agent '{name}' matches no prefix "
-                f"(agents: {', '.join(agent_names)})"
-            )
-        index.append(matches[0])
-    used = sorted(set(index))
-    return [used.index(g) for g in index]  # drop prefixes no agent uses
-
-
-class Memory(NamedTuple):
-    """Recurrent state of actor `[B, A, H]` and critic `[B, H]`."""
-
-    actor: torch.Tensor
-    critic: torch.Tensor
-
-    @classmethod
-    def zeros(cls, batch: int, agents: int, hidden: int, device: torch.device) -> Memory:
-        """The state at the start of every episode."""
-        return cls(torch.zeros(batch, agents, hidden, device=device),
-                   torch.zeros(batch, hidden, device=device))
-
-    def reset(self, episode_start: torch.Tensor) -> Memory:
-        """Cleared where an episode starts: agents by `episode_start` `[B, A]`, the critic
-        where every agent of its env starts (the env was reset)."""
-        keep = ~episode_start
-        return Memory(self.actor * keep.unsqueeze(-1), self.critic * keep.any(-1, keepdim=True))
 
 
 @dataclass
@@ -126,12 +87,8 @@ class MappoTrainer:
             num_workers=config.num_workers,
         )
         spec = self.env.spec
-        num_agents, obs_dim = spec.num_agents, spec.obs_dim
-        concat_dim = num_agents * obs_dim
-        state_dim = spec.state_dim if config.use_global_state else concat_dim
         self.config = config.matched_to_env(
-            spec.name, num_agents=num_agents, obs_dim=obs_dim, global_state_dim=state_dim,
-            action_dim=spec.action.logits_dim, num_envs=self.env.num_envs,
+            spec.name, **env_facts(spec, config.use_global_state), num_envs=self.env.num_envs,
         )
         cfg = self.config
         if "use_global_state" in cfg.given and cfg.use_global_state \
@@ -139,20 +96,8 @@ class MappoTrainer:
             logger.warning("env '%s' has no global state of its own: use_global_state = true "
                            "has no effect, the critic sees all observations concatenated",
                            spec.name)
-        self.action_spec = spec.action
-        group_of_agent = policy_groups(spec.agent_names, cfg.share_policy, cfg.policy_groups)
-        self.actor = Actor(
-            obs_dim, group_of_agent, cfg.hidden_dim, spec.action, cfg.activation,
-            cfg.policy_head_gain, cfg.recurrent, cfg.input_layer_norm, cfg.hidden_layer_norm,
-            cfg.agent_id,
-        ).to(self.device)
-        self.critic = CentralizedCritic(
-            state_dim, cfg.hidden_dim, num_agents, cfg.activation, cfg.recurrent,
-            cfg.input_layer_norm, cfg.hidden_layer_norm,
-        ).to(self.device)
-        self.value_norm = ValueNorm(cfg.value_norm_beta, enabled=cfg.value_norm).to(self.device)
-        self.parameters = [p for p in (*self.actor.parameters(), *self.critic.parameters())
-                           if p.requires_grad]
+        self.policy = Policy(spec, cfg).to(self.device)
+        self.parameters = [p for p in self.policy.parameters() if p.requires_grad]
         self.dist.broadcast_parameters(self.parameters)
         if self.dist.world_size > 1:
             torch.manual_seed(rank_seed)  # own sampling and minibatch streams per rank
@@ -162,7 +107,8 @@ class MappoTrainer:
         )
         discrete = spec.action.kind == "discrete"
         self.buffer = AgentBuffer(
-            cfg.rollout_steps, self.env.num_envs, num_agents, obs_dim, state_dim,
+            cfg.rollout_steps, self.env.num_envs, spec.num_agents, spec.obs_dim,
+            self.policy.state_dim,
             spec.action.action_dim, spec.action.logits_dim,
             torch.long if discrete else torch.float32, self.device,
             recurrent_hidden_dim=cfg.hidden_dim if cfg.recurrent else 0,
@@ -188,96 +134,26 @@ class MappoTrainer:
         self._alive = self.env.get_alive()  # [E, A]
         self.episodes = EpisodeTracker(self._alive, cfg.team_reward)
         # Recurrent state after the last step, and which agents start an episode now.
-        self._memory = Memory.zeros(self.env.num_envs, num_agents, cfg.hidden_dim, self.device) \
-            if cfg.recurrent else None
+        self._memory = self.policy.initial_state(self.env.num_envs)
         self._episode_start = torch.ones_like(self._alive)  # [E, A]
         self._times = {"env": 0.0, "inference": 0.0}
-
-    # --- acting ----------------------------------------------------------------
-
-    def critic_input(self, obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The critic's view: the env's global state, or all observations concatenated."""
-        return state if self.config.use_global_state else obs.flatten(1)
-
-    def distribution(self, obs: torch.Tensor, mask: torch.Tensor) -> ActionDistribution:
-        """The actor's action distribution for observations `[B, A, O]`."""
-        return self._distribution(self.actor(obs), mask)
-
-    def _distribution(self, params: torch.Tensor, mask: torch.Tensor) -> ActionDistribution:
-        log_std = self.actor.agent_log_std() if self.action_spec.kind == "continuous" else None
-        return ActionDistribution(self.action_spec, params, mask, log_std)
-
-    def policy_step(
-        self, obs: torch.Tensor, critic_in: torch.Tensor, memory: Memory | None,
-        episode_start: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, Memory | None, Memory | None]:
-        """One step of actor and critic.
-
-        Returns (policy parameters `[B, A, K]`, values in critic units `[B, A]`,
-        memory after the step, memory the step started from). A recurrent
-        policy starts from `memory` cleared where `episode_start` `[B, A]` is
-        set; a feed-forward one ignores both.
-        """
-        if memory is None:
-            return self.actor(obs), self.critic(critic_in), None, None
-        used = memory.reset(episode_start)
-        params, actor_hidden = self.actor.forward_recurrent(obs, used.actor)
-        values, critic_hidden = self.critic.forward_recurrent(critic_in, used.critic)
-        return params, values, Memory(actor_hidden, critic_hidden), used
-
-    @torch.no_grad()
-    def value(self, critic_input: torch.Tensor, memory: Memory | None = None) -> torch.Tensor:
-        """Per-agent value in return units, `[B, A]`; a recurrent critic continues from
-        `memory`, the state after the step that reached `critic_input`."""
-        if memory is None:
-            values = self.critic(critic_input)
-        else:
-            values, _ = self.critic.forward_recurrent(critic_input, memory.critic)
-        return self.value_norm.denormalize(values)
-
-    def env_action(self, action: torch.Tensor) -> torch.Tensor:
-        """Policy actions `[E, A, D]` in the env's format (`[E, A]` for a single Discrete)."""
-        single = self.action_spec.kind == "discrete" and self.action_spec.action_dim == 1
-        return action.squeeze(-1) if single else action
-
-    @torch.no_grad()
-    def act(
-        self, obs: torch.Tensor, mask: torch.Tensor, deterministic: bool = False
-    ) -> torch.Tensor:
-        """Env-format actions of the decentralized actors for observations `[E, A, O]`."""
-        dist = self.distribution(obs, mask)
-        return self.env_action(dist.mode() if deterministic else dist.sample())
-
-    @torch.no_grad()
-    def act_recurrent(
-        self, obs: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor,
-        episode_start: torch.Tensor, deterministic: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`act` for a recurrent actor: hidden `[E, A, H]` is cleared where `episode_start`;
-        returns env-format actions and the hidden state after the step."""
-        hidden = hidden * ~episode_start.unsqueeze(-1)
-        params, hidden = self.actor.forward_recurrent(obs, hidden)
-        dist = self._distribution(params, mask)
-        return self.env_action(dist.mode() if deterministic else dist.sample()), hidden
 
     @torch.no_grad()
     def collect_rollout(self) -> None:
         """Fill the buffer with `rollout_steps` steps of every env."""
-        buf, env = self.buffer, self.env
+        buf, env, policy = self.buffer, self.env, self.policy
         buf.clear()
         for _ in range(self.config.rollout_steps):
             t0 = time.perf_counter()
-            critic_in = self.critic_input(self._obs, self._state)
-            params, value, memory, used = self.policy_step(
-                self._obs, critic_in, self._memory, self._episode_start
-            )
-            dist = self._distribution(params, self._mask)
-            critic_value = value  # [E, A], the critic's own units: the value clip's centre
-            value = self.value_norm.denormalize(value)  # [E, A], in return units
+            critic_in = policy.critic_input(self._obs, self._state)
+            step = policy.step(self._obs, critic_in, self._memory, self._episode_start)
+            dist = policy.distribution(step.params, self._mask)
+            critic_value = step.values  # [E, A], the critic's own units: the value clip's centre
+            value = policy.value_norm.denormalize(critic_value)  # [E, A], in return units
             action = dist.sample()  # [E, A, D]
             log_prob = dist.log_prob(action)  # [E, A]
             t1 = time.perf_counter()
-            result = env.step(self.env_action(action))
+            result = env.step(policy.env_action(action))
             t2 = time.perf_counter()
             reward, done, truncated, agent_done = self.credit(result)
             truncation_value = 0.0
@@ -286,11 +162,11 @@ class MappoTrainer:
             elif bool(truncated.any()):
                 # Bootstrap time-limit ends (of an env, or of one agent while its env goes on)
                 # from the value of the final observation.
-                truncation_value = self.value(
-                    self.critic_input(result.final_obs, result.final_state), memory
+                truncation_value = policy.value(
+                    policy.critic_input(result.final_obs, result.final_state), step.state
                 )
-            recurrent = {} if memory is None else {
-                "actor_hidden": used.actor, "critic_hidden": used.critic,
+            recurrent = {} if step.state is None else {
+                "actor_hidden": step.used_state.actor, "critic_hidden": step.used_state.critic,
                 "episode_start": self._episode_start,
             }
             buf.add(
@@ -299,7 +175,7 @@ class MappoTrainer:
                 truncation_value=truncation_value, critic_value=critic_value,
                 env_reward=result.reward, **recurrent,
             )
-            self._memory, self._episode_start = memory, agent_done
+            self._memory, self._episode_start = step.state, agent_done
             self._times["env"] += t2 - t1
             self._times["inference"] += (t1 - t0) + (time.perf_counter() - t2)
             self.episodes.step(result.reward, self._alive, result.env_done, result.alive)
@@ -320,7 +196,7 @@ class MappoTrainer:
         still credited with what the team earns after; a team episode ends cut by
         a time limit when some agent was truncated and none terminated.
         """
-        agent_done = result.terminated | result.truncated | result.env_done.unsqueeze(-1)
+        agent_done = result.agent_done
         if not self.config.team_reward:
             return result.reward, agent_done, result.truncated & ~result.terminated, agent_done
         env_done = result.env_done.unsqueeze(-1)  # [E, 1]
@@ -360,11 +236,12 @@ class MappoTrainer:
         """PPO on the buffer: `update_epochs` passes of minibatches, one optimizer step each."""
         cfg, buf = self.config, self.buffer
         start = time.perf_counter()
-        critic_in = self.critic_input(self._obs, self._state)
+        policy = self.policy
+        critic_in = policy.critic_input(self._obs, self._state)
         memory = None if self._memory is None else self._memory.reset(self._episode_start)
-        last_value = self.value(critic_in, memory)
+        last_value = policy.value(critic_in, memory)
         buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda)
-        self.value_norm.update(buf.returns, buf.alive, self.dist.sum)
+        policy.value_norm.update(buf.returns, buf.alive, self.dist.sum)
         samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
         chunk = cfg.data_chunk_length if cfg.recurrent else 0
         rows = (-(-buf.rollout_steps // chunk) if chunk else buf.rollout_steps) * self.env.num_envs
@@ -373,7 +250,7 @@ class MappoTrainer:
         stats = torch.zeros(6, device=self.device)
         forward_time = backward_time = 0.0
         for _ in range(cfg.update_epochs):
-            for mb in buf.minibatches(num_minibatches, self.value_norm.normalize, chunk):
+            for mb in buf.minibatches(num_minibatches, policy.value_norm.normalize, chunk):
                 t0 = time.perf_counter()
                 loss, mb_stats = self._minibatch_loss_fast(mb)
                 t1 = time.perf_counter()
@@ -420,10 +297,7 @@ class MappoTrainer:
         Every term is a mean over live agents only (`mb.weights`).
         """
         cfg = self.config
-        if mb.actor_hidden is None:
-            dist, new_values = self.distribution(mb.obs, mb.action_mask), self.critic(mb.state)
-        else:
-            dist, new_values = self._unroll(mb)
+        dist, new_values = self.policy.evaluate(mb)
         new_log_prob = dist.log_prob(mb.actions)  # [B, A] (recurrent: [B, L, A])
         entropy = masked_mean(dist.entropy(), mb.weights)
         advantages = mb.advantages
@@ -450,16 +324,6 @@ class MappoTrainer:
                 policy_loss, value_loss, entropy, approx_kl, clip_fraction
             ]).detach()
         return loss, stats
-
-    def _unroll(self, mb: RolloutMinibatch) -> tuple[ActionDistribution, torch.Tensor]:
-        """Actor and critic over sequences `[B, L, ...]` from their stored start states.
-
-        The critic's state clears where every agent of its env starts (the env was reset),
-        as in `Memory.reset`.
-        """
-        params = self.actor.unroll(mb.obs, mb.actor_hidden, mb.episode_start)
-        values = self.critic.unroll(mb.state, mb.critic_hidden, mb.episode_start.all(-1))
-        return self._distribution(params, mb.action_mask), values
 
     def _explained_variance(self) -> float:
         """1 - Var(returns - values) / Var(returns) over the samples of live agents."""
@@ -522,9 +386,7 @@ class MappoTrainer:
         }
         return {
             "config": self.config.to_dict(),
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "value_norm": self.value_norm.state_dict(),
+            **self.policy.state_dicts(),
             "optimizer": self.optimizer.state_dict(),
             "env_steps": self.env_steps,
             "updates": self.updates,
@@ -538,9 +400,7 @@ class MappoTrainer:
         they stood, when the checkpoint has this rank's part and the env can
         take snapshots; otherwise fresh episodes start.
         """
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.value_norm.load_state_dict(state["value_norm"])
+        self.policy.load_state_dicts(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = int(state["env_steps"])
         self.updates = int(state["updates"])
@@ -562,4 +422,4 @@ class MappoTrainer:
             self.episodes.ever_alive = rollout["ever_alive"]
             self._episode_start = rollout["episode_start"]
             if self._memory is not None:
-                self._memory = Memory(rollout["actor_hidden"], rollout["critic_hidden"])
+                self._memory = RecurrentState(rollout["actor_hidden"], rollout["critic_hidden"])

@@ -61,7 +61,7 @@ def test_independent_policy_of_an_agent_dead_everywhere_gets_no_gradient() -> No
     weights = mb.weights.clone()
     weights[:, 2] = 0.0
     _loss_and_grads(trainer, mb._replace(weights=weights))
-    for layer in (trainer.actor.fc1, trainer.actor.fc2, trainer.actor.head):
+    for layer in (trainer.policy.actor.fc1, trainer.policy.actor.fc2, trainer.policy.actor.head):
         assert layer.weight.grad[2].abs().max().item() == 0.0
         assert layer.weight.grad[0].abs().max().item() > 0.0
 

@@ -65,14 +65,14 @@ def test_two_ranks_equal_one_process_on_both_ranks_data(tmp_path) -> None:
     for p, start in zip(trainer.parameters, ranks[0]["initial"], strict=True):
         assert torch.equal(p.detach(), start)
     buffers = [_buffer_from(r["buffer"]) for r in ranks]
-    trainer.value_norm.update(torch.cat([b.returns for b in buffers]),
+    trainer.policy.value_norm.update(torch.cat([b.returns for b in buffers]),
                               torch.cat([b.alive for b in buffers]))
     samples = 5 * 4 * 3
     num_minibatches = round(samples / CONFIG["minibatch_size"])
     orders = []
     for rank, buf in zip(ranks, buffers, strict=True):
         torch.set_rng_state(rank["rng"])
-        orders.append([list(buf.minibatches(num_minibatches, trainer.value_norm.normalize))
+        orders.append([list(buf.minibatches(num_minibatches, trainer.policy.value_norm.normalize))
                        for _ in range(CONFIG["update_epochs"])])
     for epoch in range(CONFIG["update_epochs"]):
         for index in range(num_minibatches):

@@ -5,7 +5,7 @@ import torch
 
 from mappo import ConfigError
 from mappo.episodes import EpisodeTracker
-from mappo.trainer import policy_groups
+from mappo.policy import policy_groups
 
 
 def test_mean_per_agent_return_of_finished_episodes() -> None:

@@ -22,7 +22,9 @@ def test_masked_actions_have_probability_zero_and_are_never_taken(share_policy) 
     trainer.train()  # the env asserts every action it receives was legal
     buf = trainer.buffer
     with torch.no_grad():
-        dist = trainer.distribution(buf.observations.flatten(0, 1), buf.action_masks.flatten(0, 1))
+        policy = trainer.policy
+        dist = policy.distribution(policy.actor(buf.observations.flatten(0, 1)),
+                                   buf.action_masks.flatten(0, 1))
     probs = dist.log_probs_all.exp()  # [T*E, A, K]
     illegal = ~buf.action_masks.flatten(0, 1)
     assert illegal.any()
@@ -65,17 +67,17 @@ def test_heterogeneous_observations_and_independent_policies() -> None:
     assert obs[..., 0, 2:].abs().max().item() == 0.0  # agent_0 has 2 floats, 4 of padding
     assert obs[..., 2, 4:].abs().max().item() == 0.0  # agent_2 has 4
     assert obs[0, 0, 1].tolist() == [20.0 + i for i in range(6)]  # agent_1 fills all 6
-    assert len(trainer.actor.fc1.weight) == 3
+    assert len(trainer.policy.actor.fc1.weight) == 3
 
 
 def test_box_actions_train_with_a_learned_log_std_and_clipping_only_at_the_env() -> None:
     trainer = trainer_for("BoxActionEnv")
-    log_std_before = trainer.actor.log_std.detach().clone()
+    log_std_before = trainer.policy.actor.log_std.detach().clone()
     trainer.train()  # the env asserts each action lies in the agent's own box
     actions = trainer.buffer.actions  # [T, E, A, 3] unclipped samples of the Gaussian
     assert actions.dtype == torch.float32
     assert (actions[..., 0, :2].abs() > 1.0).any()  # the policy sampled outside [-1, 1]
-    assert not torch.equal(trainer.actor.log_std.detach(), log_std_before)
+    assert not torch.equal(trainer.policy.actor.log_std.detach(), log_std_before)
 
 
 def test_env_state_is_the_critic_input_when_the_env_has_one() -> None:

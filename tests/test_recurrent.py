@@ -24,12 +24,12 @@ def test_chunked_loss_equals_the_step_by_step_loss_with_stored_hidden_states(
     trainer.collect_rollout()
     buf = trainer.buffer
     buf.compute_returns_and_advantage(torch.zeros(4, 3), 0.99, 0.95)
-    trainer.value_norm.update(buf.returns, buf.alive)
+    trainer.policy.value_norm.update(buf.returns, buf.alive)
     # Sanity: 25 steps in chunks of 10 leave a padded last chunk; episodes restart at step 0.
     assert buf.episode_start[0].all() and not buf.episode_start[1:].any()
     assert buf.actor_hidden[5].abs().sum() > 0
 
-    (mb,) = buf.minibatches(1, trainer.value_norm.normalize, chunk_length=10)
+    (mb,) = buf.minibatches(1, trainer.policy.value_norm.normalize, chunk_length=10)
     assert mb.obs.shape[:2] == (3 * 4, 10)  # 3 chunks x 4 envs, 10 steps each
     assert mb.weights.sum().item() == 25 * 4 * 3  # the 5 padded steps per env weigh nothing
     loss, stats = trainer.minibatch_loss(mb)
@@ -37,9 +37,9 @@ def test_chunked_loss_equals_the_step_by_step_loss_with_stored_hidden_states(
     # Step by step: every (t, e) from the hidden state stored at that very step.
     with torch.no_grad():
         obs, states = buf.observations.flatten(0, 1), buf.states.flatten(0, 1)
-        params, _ = trainer.actor.forward_recurrent(obs, buf.actor_hidden.flatten(0, 1))
-        values, _ = trainer.critic.forward_recurrent(states, buf.critic_hidden.flatten(0, 1))
-        dist = trainer._distribution(params, buf.action_masks.flatten(0, 1))
+        params, _ = trainer.policy.actor.forward_recurrent(obs, buf.actor_hidden.flatten(0, 1))
+        values, _ = trainer.policy.critic.forward_recurrent(states, buf.critic_hidden.flatten(0, 1))
+        dist = trainer.policy.distribution(params, buf.action_masks.flatten(0, 1))
         log_prob = dist.log_prob(buf.actions.flatten(0, 1))
         weights = buf.alive.flatten(0, 1).float()
         adv = buf.advantages.flatten(0, 1)
@@ -49,7 +49,8 @@ def test_chunked_loss_equals_the_step_by_step_loss_with_stored_hidden_states(
             ppo_policy_loss(adv, log_prob, buf.log_probs.flatten(0, 1), cfg.clip_coef, weights)
             + cfg.vf_coef * ppo_value_loss(
                 values, buf.critic_values.flatten(0, 1),
-                trainer.value_norm.normalize(buf.returns.flatten(0, 1)), cfg.clip_coef, weights)
+                trainer.policy.value_norm.normalize(buf.returns.flatten(0, 1)), cfg.clip_coef,
+                weights)
             - cfg.ent_coef * masked_mean(dist.entropy(), weights)
         )
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)

@@ -101,9 +101,10 @@ def spread_trainer() -> MappoTrainer:
 
 
 def test_recorded_episodes_are_the_evaluated_ones(spread_trainer) -> None:
-    episodes = record_spread(spread_trainer, 2, deterministic=True, seed=11)
+    policy, env = spread_trainer.policy, spread_trainer.env
+    episodes = record_spread(policy, env, 2, deterministic=True, seed=11)
     assert [e.agents.shape for e in episodes] == [(26, 3, 2)] * 2  # reset + 25 steps
-    expected = evaluate(spread_trainer, 2, deterministic=True, seed=11)
+    expected = evaluate(policy, env, 2, deterministic=True, seed=11)
     assert [e.episode_return for e in episodes] == pytest.approx(expected)
     env = SpreadEnv(num_envs=1, seed=11)  # the same seed starts the same first episode
     agents, landmarks = spread_positions(env.reset(seed=11)[0], 3)
@@ -162,6 +163,6 @@ def test_rgb_frames_of_few_colours_are_stored_exactly(tmp_path) -> None:
 def test_recurrent_policy_renders_the_episodes_eval_measures() -> None:
     trainer = MappoTrainer(MappoConfig(num_envs=1, minibatch_size=1, seed=4, compile="false",
                                        recurrent=True))
-    episodes = record_spread(trainer, 2, deterministic=True, seed=11)
-    expected = evaluate(trainer, 2, deterministic=True, seed=11)
+    episodes = record_spread(trainer.policy, trainer.env, 2, deterministic=True, seed=11)
+    expected = evaluate(trainer.policy, trainer.env, 2, deterministic=True, seed=11)
     assert [e.episode_return for e in episodes] == pytest.approx(expected)

@@ -33,11 +33,11 @@ def _one_episode(env: str, critic_value: float | None = 0.0, **overrides) -> Map
                          compile="false", **overrides)
     trainer = MappoTrainer(config)
     if critic_value is None:
-        trainer.critic = SumCritic(trainer.env.num_agents)
+        trainer.policy.critic = SumCritic(trainer.env.num_agents)
     else:
         with torch.no_grad():
-            trainer.critic.head.weight.zero_()
-            trainer.critic.head.bias.fill_(critic_value)
+            trainer.policy.critic.head.weight.zero_()
+            trainer.policy.critic.head.bias.fill_(critic_value)
     trainer.collect_rollout()
     trainer.buffer.compute_returns_and_advantage(
         torch.zeros(1, trainer.env.num_agents), GAMMA, 1.0)

@@ -91,6 +91,12 @@ class MultiAgentStepResult(NamedTuple):
     final_state: torch.Tensor  # [E, S], the global state of final_obs's view
     info: dict
 
+    @property
+    def agent_done(self) -> torch.Tensor:
+        """`[E, A]` bool: the agent's own episode ended with this step (it terminated, was
+        truncated, or its env finished), so its next observation starts a new one."""
+        return self.terminated | self.truncated | self.env_done.unsqueeze(-1)
+
 
 class EnvError(RuntimeError):
     """An env broke the contract; the message names the env, step, agent and field."""

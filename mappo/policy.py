@@ -1,0 +1,249 @@
+"""`Policy`: the decentralized actors, the centralized critic and the value normalizer.
+
+Everything that acts or values, and nothing that learns: the trainer owns a
+`Policy` and an optimizer over its parameters; evaluation, rendering and export
+load a `Policy` from a checkpoint with `load_policy`, no trainer and no
+optimizer. A recurrent policy carries one `RecurrentState`, whose `reset` is the
+one rule for where hidden states restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from mappo.buffer import RolloutMinibatch
+from mappo.checkpoint import CheckpointError, load_checkpoint
+from mappo.config import ConfigError, MappoConfig, from_dict
+from mappo.distributions import ActionDistribution
+from mappo.envs.base import EnvSpec, MultiAgentEnv
+from mappo.networks import Actor, CentralizedCritic
+from mappo.value_norm import ValueNorm
+
+
+def policy_groups(agent_names: tuple[str, ...], share_policy: bool, prefixes: str) -> list[int]:
+    """Policy index of each agent slot: by name prefix when given, else shared or one each."""
+    if not prefixes:
+        return [0] * len(agent_names) if share_policy else list(range(len(agent_names)))
+    groups = [p.strip() for p in prefixes.split(",") if p.strip()]
+    index = []
+    for name in agent_names:
+        matches = [g for g, prefix in enumerate(groups) if name.startswith(prefix)]
+        if not matches:
+            raise ConfigError(
+                f"config key 'policy_groups' = {prefixes!r}: agent '{name}' matches no prefix "
+                f"(agents: {', '.join(agent_names)})"
+            )
+        index.append(matches[0])
+    used = sorted(set(index))
+    return [used.index(g) for g in index]  # drop prefixes no agent uses
+
+
+def env_facts(spec: EnvSpec, use_global_state: bool) -> dict[str, int]:
+    """The config fields an env fixes: `num_agents`, `obs_dim`, `global_state_dim` (the
+    critic's input: the env's state, or all observations concatenated), `action_dim`."""
+    concat = spec.num_agents * spec.obs_dim
+    return {"num_agents": spec.num_agents, "obs_dim": spec.obs_dim,
+            "global_state_dim": spec.state_dim if use_global_state else concat,
+            "action_dim": spec.action.logits_dim}
+
+
+def critic_starts(episode_start: torch.Tensor) -> torch.Tensor:
+    """Where the critic's state restarts, `[..., A]` → `[...]`: where every agent of the
+    env starts an episode, i.e. the env was reset (the critic sees the whole env)."""
+    return episode_start.all(-1)
+
+
+class RecurrentState(NamedTuple):
+    """Hidden states of a recurrent policy: actor `[B, A, H]`, critic `[B, H]`."""
+
+    actor: torch.Tensor
+    critic: torch.Tensor
+
+    @classmethod
+    def zeros(cls, batch: int, agents: int, hidden: int, device: torch.device) -> RecurrentState:
+        """The state at the start of every episode."""
+        return cls(torch.zeros(batch, agents, hidden, device=device),
+                   torch.zeros(batch, hidden, device=device))
+
+    def reset(self, episode_start: torch.Tensor) -> RecurrentState:
+        """Cleared where episodes start: each agent's by `episode_start` `[B, A]`, the
+        critic's by `critic_starts`."""
+        return RecurrentState(self.actor * ~episode_start.unsqueeze(-1),
+                              self.critic * ~critic_starts(episode_start).unsqueeze(-1))
+
+
+class PolicyStep(NamedTuple):
+    """One step of actor and critic on a batch of envs."""
+
+    params: torch.Tensor  # [B, A, K]: logits or Gaussian means
+    values: torch.Tensor  # [B, A], the critic's own (normalized) units
+    state: RecurrentState | None  # after the step
+    used_state: RecurrentState | None  # the step started from (reset applied)
+
+
+class Policy(nn.Module):
+    """Actor, critic and value normalizer of one env's layout and one config.
+
+    `spec` fixes the agents, observation and action layout; `config` the
+    networks (`hidden_dim`, `recurrent`, layer norms, policy sharing, ...).
+    """
+
+    def __init__(self, spec: EnvSpec, config: MappoConfig) -> None:
+        super().__init__()
+        self.spec, self.config = spec, config
+        self.action_spec = spec.action
+        self.state_dim = env_facts(spec, config.use_global_state)["global_state_dim"]
+        group_of_agent = policy_groups(spec.agent_names, config.share_policy,
+                                       config.policy_groups)
+        self.actor = Actor(
+            spec.obs_dim, group_of_agent, config.hidden_dim, spec.action, config.activation,
+            config.policy_head_gain, config.recurrent, config.input_layer_norm,
+            config.hidden_layer_norm, config.agent_id,
+        )
+        self.critic = CentralizedCritic(
+            self.state_dim, config.hidden_dim, spec.num_agents, config.activation,
+            config.recurrent, config.input_layer_norm, config.hidden_layer_norm,
+        )
+        self.value_norm = ValueNorm(config.value_norm_beta, enabled=config.value_norm)
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether actor and critic carry a `RecurrentState`."""
+        return self.config.recurrent
+
+    def initial_state(self, num_envs: int) -> RecurrentState | None:
+        """Zero hidden states for `num_envs` envs, or None for a feed-forward policy."""
+        if not self.recurrent:
+            return None
+        device = self.critic.head.weight.device
+        return RecurrentState.zeros(num_envs, self.spec.num_agents, self.config.hidden_dim,
+                                    device)
+
+    # --- acting ----------------------------------------------------------------
+
+    def critic_input(self, obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The critic's view `[B, S]`: the env's global state, or all observations concatenated."""
+        return state if self.config.use_global_state else obs.flatten(1)
+
+    def distribution(self, params: torch.Tensor, mask: torch.Tensor) -> ActionDistribution:
+        """The action distribution of actor outputs `params` `[..., A, K]` under `mask`."""
+        log_std = self.actor.agent_log_std() if self.action_spec.kind == "continuous" else None
+        return ActionDistribution(self.action_spec, params, mask, log_std)
+
+    def step(
+        self, obs: torch.Tensor, critic_in: torch.Tensor, state: RecurrentState | None,
+        episode_start: torch.Tensor,
+    ) -> PolicyStep:
+        """Actor and critic on obs `[B, A, O]` and critic input `[B, S]`; a recurrent policy
+        continues from `state` reset where `episode_start` `[B, A]`."""
+        if state is None:
+            return PolicyStep(self.actor(obs), self.critic(critic_in), None, None)
+        used = state.reset(episode_start)
+        params, actor_hidden = self.actor.forward_recurrent(obs, used.actor)
+        values, critic_hidden = self.critic.forward_recurrent(critic_in, used.critic)
+        return PolicyStep(params, values, RecurrentState(actor_hidden, critic_hidden), used)
+
+    @torch.no_grad()
+    def value(self, critic_in: torch.Tensor, state: RecurrentState | None = None) -> torch.Tensor:
+        """Per-agent value in return units, `[B, A]`; a recurrent critic continues from
+        `state`, the state after the step that reached `critic_in`."""
+        if state is None:
+            values = self.critic(critic_in)
+        else:
+            values, _ = self.critic.forward_recurrent(critic_in, state.critic)
+        return self.value_norm.denormalize(values)
+
+    def env_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Policy actions `[B, A, D]` in the env's format (`[B, A]` for a single Discrete)."""
+        single = self.action_spec.kind == "discrete" and self.action_spec.action_dim == 1
+        return action.squeeze(-1) if single else action
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, mask: torch.Tensor, state: RecurrentState | None = None,
+        episode_start: torch.Tensor | None = None, deterministic: bool = False,
+    ) -> tuple[torch.Tensor, RecurrentState | None]:
+        """Env-format actions of the decentralized actors for obs `[B, A, O]`, and the
+        recurrent state after the step (None for a feed-forward policy).
+
+        A recurrent actor continues from `state` (zeros when None) reset where
+        `episode_start` `[B, A]`; the critic takes no part.
+        """
+        if self.recurrent:
+            if state is None:
+                state = self.initial_state(obs.shape[0])
+            if episode_start is not None:
+                state = state.reset(episode_start)
+            params, actor_hidden = self.actor.forward_recurrent(obs, state.actor)
+            state = state._replace(actor=actor_hidden)
+        else:
+            params = self.actor(obs)
+        dist = self.distribution(params, mask)
+        return self.env_action(dist.mode() if deterministic else dist.sample()), state
+
+    # --- learning --------------------------------------------------------------
+
+    def evaluate(self, mb: RolloutMinibatch) -> tuple[ActionDistribution, torch.Tensor]:
+        """Action distribution and critic values (own units) of a minibatch, with gradients.
+
+        Feed-forward rows are `[B, ...]`. Recurrent rows are sequences
+        `[B, L, ...]` run from their stored start states, reset as
+        `RecurrentState.reset` does; only the GRU recurrence loops over L.
+        """
+        if mb.actor_hidden is None:
+            return self.distribution(self.actor(mb.obs), mb.action_mask), self.critic(mb.state)
+        params = self.actor.unroll(mb.obs, mb.actor_hidden, mb.episode_start)
+        values = self.critic.unroll(mb.state, mb.critic_hidden, critic_starts(mb.episode_start))
+        return self.distribution(params, mb.action_mask), values
+
+    # --- persistence -----------------------------------------------------------
+
+    def state_dicts(self) -> dict[str, Any]:
+        """The checkpoint's `actor`, `critic` and `value_norm` entries."""
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "value_norm": self.value_norm.state_dict()}
+
+    def load_state_dicts(self, payload: dict[str, Any]) -> None:
+        """Restore what `state_dicts` saved (raises on a shape mismatch)."""
+        self.actor.load_state_dict(payload["actor"])
+        self.critic.load_state_dict(payload["critic"])
+        self.value_norm.load_state_dict(payload["value_norm"])
+
+
+def load_policy(
+    path: str | Path,
+    make_env: Callable[[MappoConfig], MultiAgentEnv],
+    device: str | None = None,
+) -> tuple[Policy, MultiAgentEnv]:
+    """The trained `Policy` of a checkpoint file and the env it acts in.
+
+    `make_env(config)` builds the env from the run's config (with `device` in
+    place of the run's when given); no trainer and no optimizer are built. A
+    checkpoint whose config or weights do not fit that env is refused with a
+    `CheckpointError` naming the file.
+    """
+    path = Path(path)
+    payload = load_checkpoint(path)
+    try:
+        config = from_dict(payload["config"], source=str(path))
+        if device is not None:
+            config = config.replace(device=device)
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
+    env = make_env(config)
+    try:
+        spec = env.spec
+        matched = config.matched_to_env(spec.name, **env_facts(spec, config.use_global_state))
+        policy = Policy(spec, matched)
+        policy.load_state_dicts(payload)
+    except (ConfigError, RuntimeError, KeyError, ValueError) as err:
+        env.close()
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} does not fit env '{config.env}': {first}") \
+            from None
+    return policy.to(config.device).eval(), env
