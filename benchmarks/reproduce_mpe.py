@@ -63,7 +63,7 @@ def run_task(task: str, seed: int, steps: int, device: str, episodes: int,
     if code != 0 or trained < steps:  # an interrupted run exits 0 but stops short
         raise SystemExit(f"training {task} seed {seed} stopped at {trained} env steps "
                          f"(exit code {code})")
-    returns = evaluate_run(run_dir, episodes, deterministic=True)
+    returns = evaluate_run(run_dir, episodes, deterministic=True).returns
     return {"task": task, "name": name, "seed": seed, "steps": steps, "run_dir": str(run_dir),
             "recurrent": checkpoint["config"]["recurrent"],
             "eval_return": statistics.fmean(returns)}

@@ -349,7 +349,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """Print mean and std of the per-agent episode return of a trained run."""
+    """Print mean and std of the episode return of a trained run (per-agent mean, or the
+    team return with `team_reward`)."""
     from mappo.evaluation import evaluate_run
 
     if args.episodes is None:
@@ -358,16 +359,17 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
     if args.render is not None:
         return render(args)
-    returns = evaluate_run(args.run_dir, args.episodes, args.deterministic, args.device,
-                           args.seed)
-    mean = statistics.fmean(returns)
-    std = statistics.pstdev(returns)
+    result = evaluate_run(args.run_dir, args.episodes, args.deterministic, args.device,
+                          args.seed)
+    mean = statistics.fmean(result.returns)
+    std = statistics.pstdev(result.returns)
     mode = "deterministic" if args.deterministic else "stochastic"
-    print(f"{args.run_dir}: per-agent episode return {mean:.3f} ± {std:.3f} "
-          f"over {len(returns)} episodes ({mode})")
+    print(f"{args.run_dir}: {result.label} {mean:.3f} ± {std:.3f} "
+          f"over {len(result.returns)} episodes ({mode})")
     if args.json:
         print(json.dumps({"mean_episode_return": mean, "std_episode_return": std,
-                          "episodes": len(returns), "deterministic": args.deterministic,
+                          "return_definition": result.definition,
+                          "episodes": len(result.returns), "deterministic": args.deterministic,
                           "run_dir": str(args.run_dir)}))
     return 0
 
@@ -377,14 +379,15 @@ def render(args: argparse.Namespace) -> int:
     from mappo.render import render_run
 
     start = time.perf_counter()
-    returns = render_run(args.run_dir, args.render, args.episodes, args.deterministic,
-                         args.seed, args.fps, args.device or "cpu")
-    mean = statistics.fmean(returns)
-    print(f"{args.render}: {len(returns)} episodes rendered in "
-          f"{time.perf_counter() - start:.1f} s, per-agent episode return {mean:.3f}")
+    result = render_run(args.run_dir, args.render, args.episodes, args.deterministic,
+                        args.seed, args.fps, args.device or "cpu")
+    mean = statistics.fmean(result.returns)
+    print(f"{args.render}: {len(result.returns)} episodes rendered in "
+          f"{time.perf_counter() - start:.1f} s, {result.label} {mean:.3f}")
     if args.json:
-        print(json.dumps({"mean_episode_return": mean, "episode_returns": returns,
-                          "episodes": len(returns), "deterministic": args.deterministic,
+        print(json.dumps({"mean_episode_return": mean, "episode_returns": result.returns,
+                          "return_definition": result.definition,
+                          "episodes": len(result.returns), "deterministic": args.deterministic,
                           "run_dir": str(args.run_dir), "render": str(args.render)}))
     return 0
 

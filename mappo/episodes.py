@@ -21,6 +21,11 @@ def team_rewards(reward: torch.Tensor, acted: torch.Tensor) -> torch.Tensor:
     return (acted_rewards.sum(-1, keepdim=True) / count).expand_as(reward)
 
 
+def return_definition(team_reward: bool) -> str:
+    """Which episode return a run reports, as metrics.csv and JSON name it."""
+    return "team" if team_reward else "per_agent"
+
+
 def return_label(team_reward: bool) -> str:
     """What an episode return means under `team_reward`, for tables, plots and logs."""
     return "team episode return" if team_reward else "mean per-agent episode return"

@@ -4,16 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from mappo.config import MappoConfig
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
-from mappo.episodes import EpisodeTracker
+from mappo.episodes import EpisodeTracker, return_definition, return_label
 from mappo.policy import Policy, load_policy
 
 MAX_EVAL_ENVS = 128
+
+
+class Evaluation(NamedTuple):
+    """Episode returns of a run's policy, and which return they are (`team_reward`)."""
+
+    returns: list[float]
+    label: str  # for people: "mean per-agent episode return" or "team episode return"
+    definition: str  # for files: "per_agent" or "team"
+
+    @classmethod
+    def of(cls, policy: Policy, returns: list[float]) -> Evaluation:
+        """`returns` labelled by what `policy`'s run measures."""
+        team = policy.config.team_reward
+        return cls(returns, return_label(team), return_definition(team))
 
 
 @torch.no_grad()
@@ -66,10 +81,10 @@ def load_run(run_dir: str | Path, num_envs: int, device: str | None = None,
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 100, deterministic: bool = False,
-                 device: str | None = None, seed: int = 1000) -> list[float]:
+                 device: str | None = None, seed: int = 1000) -> Evaluation:
     """Load `run_dir` and evaluate it on `min(episodes, 128)` env copies."""
     policy, env = load_run(run_dir, min(episodes, MAX_EVAL_ENVS), device, seed)
     try:
-        return evaluate(policy, env, episodes, deterministic, seed)
+        return Evaluation.of(policy, evaluate(policy, env, episodes, deterministic, seed))
     finally:
         env.close()

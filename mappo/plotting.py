@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mappo.config import ENV_DIM_FIELDS, FIELDS
+from mappo.episodes import return_label
 from mappo.run_folder import RunFolderError
 
 X_AXES = ("env_steps", "wall_time")
@@ -182,7 +183,9 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2,
                             lw=0)
     ax.set_xlabel("env steps" if x == "env_steps" else "wall time (s)")
-    ax.set_ylabel("mean per-agent episode return")
+    team = {bool(run.config.get("team_reward", False)) for g in groups for run in g.runs}
+    ax.set_ylabel(return_label(team.pop()) if len(team) == 1
+                  else "episode return (team or mean per-agent, by run)")
     envs = sorted({str(run.config.get("env")) for group in groups for run in group.runs})
     ax.set_title(envs[0] if len(envs) == 1 else f"{len(envs)} envs")
     ax.grid(alpha=0.3)

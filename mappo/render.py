@@ -24,7 +24,7 @@ from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
 from mappo.envs.spread import AGENT_SIZE, COMM_DIM
-from mappo.evaluation import play
+from mappo.evaluation import Evaluation, play
 from mappo.policy import Policy, load_policy
 
 LANDMARK_SIZE = 0.05  # mpe2's default entity size, which simple_spread's landmarks keep
@@ -394,7 +394,7 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: float = 10.0,
 
 def render_run(run_dir: str | Path, out: str | Path, episodes: int = 3,
                deterministic: bool = False, seed: int = 1000, fps: float = 10.0,
-               device: str = "cpu") -> list[float]:
+               device: str = "cpu") -> Evaluation:
     """Render `episodes` episodes of the run's policy (env copy 0) to `out`; their returns."""
     check_video_path(out)  # before loading anything
     if not fps > 0:
@@ -416,7 +416,7 @@ def render_run(run_dir: str | Path, out: str | Path, episodes: int = 3,
         env.close()
     frames = [frame for clip in clips for frame in clip + [clip[-1]] * HOLD_FRAMES]
     write_video(frames, out, fps, palette)
-    return returns
+    return Evaluation.of(policy, returns)
 
 
 def _drop_earlier_episodes(recorder: FrameRecorder, obs: torch.Tensor,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mappo.checkpoint import save_checkpoint
 from mappo.config import ConfigError, MappoConfig
+from mappo.episodes import return_label
 from mappo.trainer import MappoMetrics
 
 RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt")
@@ -31,7 +32,8 @@ def require_wandb() -> None:
 class RunFolder:
     """Writes one run's artifacts; refuses to overwrite an existing run unless told to."""
 
-    def __init__(self, path: str | Path, title: str) -> None:
+    def __init__(self, path: str | Path, title: str,
+                 return_label: str = "mean per-agent episode return") -> None:
         self.path = Path(path)
         self.config_path = self.path / "config.toml"
         self.metrics_path = self.path / "metrics.csv"
@@ -41,7 +43,7 @@ class RunFolder:
         self._wandb = None
         self._purge_step: int | None = None
         self._last_curve = time.monotonic()
-        self._title = title
+        self._title, self._return_label = title, return_label
 
     @staticmethod
     def check_free(path: str | Path, force: bool = False) -> None:
@@ -78,7 +80,7 @@ class RunFolder:
     def create(cls, path: str | Path, config: MappoConfig, force: bool = False) -> RunFolder:
         """A new run folder holding `config.toml` (an existing run is removed only with `force`)."""
         cls.check_free(path, force)
-        folder = cls(path, f"{config.env} (seed {config.seed})")
+        folder = cls(path, f"{config.env} (seed {config.seed})", return_label(config.team_reward))
         folder.path.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (folder.path / name).unlink(missing_ok=True)
@@ -88,7 +90,7 @@ class RunFolder:
     @classmethod
     def resume(cls, path: str | Path, config: MappoConfig, env_steps: int) -> RunFolder:
         """Reopen a run at its checkpoint: metrics rows past `env_steps` are dropped."""
-        folder = cls(path, f"{config.env} (seed {config.seed})")
+        folder = cls(path, f"{config.env} (seed {config.seed})", return_label(config.team_reward))
         config.save(folder.config_path)
         if folder.metrics_path.exists():
             with open(folder.metrics_path, newline="") as handle:
@@ -113,7 +115,8 @@ class RunFolder:
             writer.writerow(row)
         scalars = {
             f"train/{name}": value for name, value in row.items()
-            if name != "env_steps" and not (isinstance(value, float) and math.isnan(value))
+            if name != "env_steps" and not isinstance(value, str)
+            and not (isinstance(value, float) and math.isnan(value))
         }
         tensorboard = self._tensorboard()
         for name, value in scalars.items():
@@ -149,7 +152,7 @@ class RunFolder:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         ax.plot(steps, returns, lw=1.5)
         ax.set_xlabel("env steps")
-        ax.set_ylabel("mean per-agent episode return")
+        ax.set_ylabel(self._return_label)
         ax.set_title(self._title)
         ax.grid(alpha=0.3)
         fig.tight_layout()

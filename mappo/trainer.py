@@ -21,7 +21,7 @@ from mappo.config import ConfigError, MappoConfig
 from mappo.distributed import Distributed
 from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
-from mappo.episodes import EpisodeTracker, team_rewards
+from mappo.episodes import EpisodeTracker, return_definition, team_rewards
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.policy import Policy, RecurrentState, env_facts
 
@@ -44,6 +44,7 @@ class MappoMetrics:
     # Of the episodes finished this rollout: mean per-agent return, or team return with
     # team_reward (episodes.return_label).
     episode_return: float = math.nan
+    return_definition: str = "per_agent"  # "team" with team_reward
     episodes: int = 0
     env_steps: int = 0  # total so far; one env step = every agent of one env acting once
     steps_per_second: float = 0.0
@@ -53,7 +54,7 @@ class MappoMetrics:
     forward_time: float = 0.0  # of which in minibatch forward passes and losses
     backward_time: float = 0.0  # of which in backward passes and optimizer steps
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | str]:
         """Field name → value, in declaration order."""
         return dataclasses.asdict(self)
 
@@ -271,6 +272,7 @@ class MappoTrainer:
             clip_fraction=stats[4], grad_norm=stats[5],
             explained_variance=self._explained_variance(),
             episode_return=episode_return,
+            return_definition=return_definition(cfg.team_reward),
             episodes=episodes, env_steps=self.env_steps,
             env_time=self._times["env"], inference_time=self._times["inference"],
             update_time=update_time, forward_time=forward_time, backward_time=backward_time,

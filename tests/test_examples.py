@@ -66,4 +66,4 @@ def test_load_and_act_returns_what_eval_measures(checkpoint) -> None:
     assert len(returns) == 2
     # One env copy, seed 7, greedy: the episodes `mappo eval --deterministic` runs.
     expected = evaluate_run(checkpoint.parent, episodes=1, deterministic=True, seed=7)
-    assert returns[0] == pytest.approx(expected[0], abs=1e-5)
+    assert returns[0] == pytest.approx(expected.returns[0], abs=1e-5)

@@ -133,7 +133,7 @@ def test_pettingzoo_env_renders_its_own_frames(tmp_path) -> None:
     trainer = MappoTrainer(config)
     save_checkpoint(tmp_path / "checkpoint.pt", trainer.state_dict())
     trainer.env.close()
-    returns = render_run(tmp_path, tmp_path / "pz.gif", episodes=2, seed=3)
+    returns = render_run(tmp_path, tmp_path / "pz.gif", episodes=2, seed=3).returns
     assert len(returns) == 2 and all(-40 < r < 0 for r in returns)
     frames = iio.imread(tmp_path / "pz.gif", index=None)
     assert frames.shape[1:] == (700, 700, 3)

@@ -106,3 +106,28 @@ def test_agent_truncated_while_its_env_goes_on_bootstraps_from_its_final_observa
 def test_without_time_limit_bootstrapping_a_lone_truncation_is_terminal() -> None:
     trainer = _one_episode("LoneTruncationEnv", critic_value=3.0, bootstrap_time_limits=False)
     assert trainer.buffer.advantages[1, 0, 0].item() == pytest.approx(2.0 - 3.0)
+
+
+def test_metrics_and_eval_say_which_return_they_report(tmp_path, capsys) -> None:
+    import csv
+    import json
+
+    from mappo.cli import main
+
+    flags = ["--env", "pz_envs:DyingAgentEnv", "--num-envs", "2", "--rollout-steps", "5",
+             "--minibatch-size", "0", "--total-steps", "20", "--quiet"]
+    for team in ("false", "true"):
+        run = tmp_path / team
+        assert main(["train", "--run-dir", str(run), "--team-reward", team, *flags]) == 0
+        with open(run / "metrics.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        definition = "team" if team == "true" else "per_agent"
+        assert {row["return_definition"] for row in rows} == {definition}
+        # Rewards do not depend on actions: every episode returns 65 (team) or 51 (mean).
+        assert float(rows[0]["episode_return"]) == pytest.approx(65.0 if team == "true" else 51.0)
+        capsys.readouterr()
+        assert main(["eval", str(run), "--episodes", "2", "--json"]) == 0
+        line, payload = capsys.readouterr().out.strip().splitlines()
+        label = "team episode return" if team == "true" else "mean per-agent episode return"
+        assert f"{label} {65.0 if team == 'true' else 51.0:.3f}" in line
+        assert json.loads(payload)["return_definition"] == definition
