@@ -134,8 +134,9 @@ class MappoTrainer:
         self._mask = self.env.get_action_mask()  # [E, A, K]
         self._alive = self.env.get_alive()  # [E, A]
         self.episodes = EpisodeTracker(self._alive, cfg.team_reward)
-        # Recurrent state after the last step, and which agents start an episode now.
-        self._memory = self.policy.initial_state(self.env.num_envs)
+        # Recurrent state after the last step (None if feed-forward), and which agents start
+        # an episode now.
+        self._recurrent_state = self.policy.initial_state(self.env.num_envs)
         self._episode_start = torch.ones_like(self._alive)  # [E, A]
         self._times = {"env": 0.0, "inference": 0.0}
 
@@ -147,7 +148,7 @@ class MappoTrainer:
         for _ in range(self.config.rollout_steps):
             t0 = time.perf_counter()
             critic_in = policy.critic_input(self._obs, self._state)
-            step = policy.step(self._obs, critic_in, self._memory, self._episode_start)
+            step = policy.step(self._obs, critic_in, self._recurrent_state, self._episode_start)
             dist = policy.distribution(step.params, self._mask)
             critic_value = step.values  # [E, A], the critic's own units: the value clip's centre
             value = policy.value_norm.denormalize(critic_value)  # [E, A], in return units
@@ -176,7 +177,7 @@ class MappoTrainer:
                 truncation_value=truncation_value, critic_value=critic_value,
                 env_reward=result.reward, **recurrent,
             )
-            self._memory, self._episode_start = step.state, agent_done
+            self._recurrent_state, self._episode_start = step.state, agent_done
             self._times["env"] += t2 - t1
             self._times["inference"] += (t1 - t0) + (time.perf_counter() - t2)
             self.episodes.step(result.reward, self._alive, result.env_done, result.alive)
@@ -239,8 +240,9 @@ class MappoTrainer:
         start = time.perf_counter()
         policy = self.policy
         critic_in = policy.critic_input(self._obs, self._state)
-        memory = None if self._memory is None else self._memory.reset(self._episode_start)
-        last_value = policy.value(critic_in, memory)
+        hidden = self._recurrent_state
+        last_value = policy.value(critic_in, None if hidden is None
+                                  else hidden.reset(self._episode_start))
         buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda)
         policy.value_norm.update(buf.returns, buf.alive, self.dist.sum)
         samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
@@ -381,8 +383,9 @@ class MappoTrainer:
                 "obs": self._obs, "state": self._state, "mask": self._mask,
                 "alive": self._alive, "running_return": self.episodes.running,
                 "ever_alive": self.episodes.ever_alive, "episode_start": self._episode_start,
-                **({} if self._memory is None else {
-                    "actor_hidden": self._memory.actor, "critic_hidden": self._memory.critic,
+                **({} if self._recurrent_state is None else {
+                    "actor_hidden": self._recurrent_state.actor,
+                    "critic_hidden": self._recurrent_state.critic,
                 }),
             },
         }
@@ -423,5 +426,6 @@ class MappoTrainer:
             self.episodes.running = rollout["running_return"]
             self.episodes.ever_alive = rollout["ever_alive"]
             self._episode_start = rollout["episode_start"]
-            if self._memory is not None:
-                self._memory = RecurrentState(rollout["actor_hidden"], rollout["critic_hidden"])
+            if self._recurrent_state is not None:
+                self._recurrent_state = RecurrentState(rollout["actor_hidden"],
+                                                       rollout["critic_hidden"])
