@@ -1,13 +1,23 @@
 """Ship the actors alone: one TorchScript (and ONNX) file per policy, plus `layout.json`.
 
-Each file holds one policy (the shared one, one agent's, or one group's) as a
-module mapping observations `[B, obs_dim]` to greedy actions: the argmax of
-each sub-action's masked logits (`[B, n_sub]` int64), or the Gaussian mean
-clipped to the agent's bounds (`[B, D]` float32). A policy serving several
-agents takes the agent slot index `[B]` of each row, because the agent one-hot
-is part of its first layer. The math repeats `Actor.forward` and
-`ActionDistribution.mode` operation for operation, so the actions equal
-`MappoTrainer.act(..., deterministic=True)` exactly.
+Each file serves one policy (the shared one, one agent's, or one group's) with
+the run's own `Actor` module, traced (so every file carries the whole actor),
+followed by `ActionDistribution.mode`: its actions are `Policy.act(...,
+deterministic=True)`'s by construction, the argmax of each sub-action's masked
+logits (`[B, n_sub]` int64), or the Gaussian mean clipped to the agent's
+bounds (`[B, D]` float32). Inputs:
+
+* `obs` `[B, obs_dim]` float32 (rows of an agent with a smaller observation
+  may also come unpadded, `[B, obs_size]`);
+* `agent` `[B]` int64 agent slot indices, all served by this policy; may be
+  None when the policy serves a single agent (a policy serving several needs
+  it: the agent one-hot, and a group's slots, are part of the network);
+* `mask` `[B, K]` bool, True for legal logits (discrete actions only);
+* `hidden` `[B, hidden_dim]` float32, recurrent actors only: the `new_hidden`
+  this file returned for the same agent at its previous step, zeros (or None)
+  at every episode start.
+
+A feed-forward file returns the action; a recurrent one `(action, new_hidden)`.
 """
 
 from __future__ import annotations
@@ -25,85 +35,72 @@ import numpy as np
 import torch
 from torch import nn
 
-from mappo.checkpoint import load_trainer
-from mappo.config import ConfigError
-from mappo.envs.base import ActionSpec
+from mappo.distributions import ActionDistribution
+from mappo.envs.base import MultiAgentEnv
+from mappo.evaluation import load_run
 from mappo.networks import Actor
-from mappo.trainer import MappoTrainer
+from mappo.policy import Policy
 
 LAYOUT_FORMAT = "mappo-actors"
 LAYOUT_VERSION = 1
 ONNX_OPSET = 17
 
 
-class ExportError(ConfigError):
-    """A trained actor that cannot be exported; a ConfigError, so the CLI reports it plainly."""
+def _own_slot(x: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+    """Row b's entry at agent slot `agent[b]`: `[B, A, C]` → `[B, C]`."""
+    return x.gather(1, agent.view(-1, 1, 1).expand(-1, 1, x.shape[-1]))[:, 0]
+
+
+class ActorSlot(nn.Module):
+    """The trained `Actor`, run for one agent slot per row, then its greedy action.
+
+    The actor takes every slot at once (`[B, A, O]`) and computes each slot
+    on its own, so each row's observation (and hidden state) is copied into
+    all A slots, the actor runs unchanged on the layout it was trained on, and
+    the row's own slot is read back. That costs A times the arithmetic of one
+    slot, and buys running the very module that was trained, not a copy of its
+    math. `forward(obs [B, O], agent [B], legal [B, K][, hidden [B, H]])` →
+    action (and the new hidden state); traced, so inputs are not checked here.
+    """
+
+    def __init__(self, actor: Actor) -> None:
+        super().__init__()
+        self.actor = actor
+        self.num_agents = len(actor.group_of_agent)
+
+    def forward(self, obs: torch.Tensor, agent: torch.Tensor, legal: torch.Tensor,
+                hidden: torch.Tensor | None = None) -> Any:
+        every_slot = (-1, self.num_agents, -1)
+        obs = obs.unsqueeze(1).expand(every_slot).contiguous()
+        if hidden is None:
+            params = self.actor(obs)
+        else:
+            hidden = hidden.unsqueeze(1).expand(every_slot).contiguous()
+            params, hidden = self.actor.forward_recurrent(obs, hidden)
+            hidden = _own_slot(hidden, agent)
+        spec = self.actor.action
+        log_std = self.actor.agent_log_std()[agent] if spec.kind == "continuous" else None
+        action = ActionDistribution(spec, _own_slot(params, agent), legal, log_std).mode()
+        return action if hidden is None else (action, hidden)
 
 
 class GreedyPolicy(nn.Module):
-    """One policy of a trained `Actor`, standalone: observations → greedy actions.
+    """One policy of a trained actor, standalone: checked inputs → greedy actions.
 
-    `forward(obs, agent=None, mask=None)`:
-
-    * `obs` `[B, obs_dim]` float32 (rows of an agent with a smaller
-      observation may also come unpadded, `[B, obs_size]`);
-    * `agent` `[B]` int64 agent slot indices, all served by this policy; may be
-      None when the policy serves a single agent;
-    * `mask` `[B, K]` bool, True for legal logits (discrete actions only).
+    Holds the traced `ActorSlot` (`core`) and what the env fixes: the agents
+    served, each agent's static action mask and Box bounds. `forward(obs,
+    agent=None, mask=None)` takes the inputs of the module docstring; the
+    recurrent form is `RecurrentGreedyPolicy`.
     """
 
-    def __init__(self, actor: Actor, group: int, spec: ActionSpec, static_mask: np.ndarray,
-                 low: np.ndarray, high: np.ndarray) -> None:
+    def __init__(self, core: nn.Module, agents: list[int], obs_dim: int, discrete: bool,
+                 static_mask: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
         super().__init__()
-        if getattr(actor, "gru", None) is not None:
-            raise ExportError("recurrent actors cannot be exported yet: their greedy action "
-                              "depends on a hidden state the exported module does not carry")
-        group_of_agent = actor.group_of_agent.tolist()
-        agents = [a for a, g in enumerate(group_of_agent) if g == group]
-        num_groups = actor.fc1.weight.shape[0]
-        self.obs_dim = int(actor.fc1.weight.shape[1])
-        self.discrete = spec.kind == "discrete"
-        self.nvec = list(spec.nvec) if self.discrete else [0]
+        self.core = core
+        self.obs_dim = obs_dim
+        self.discrete = discrete
         self.default_agent = agents[0] if len(agents) == 1 else -1
-        # GroupedLinear adds the bias after matmul for one group and fuses it (baddbmm) for
-        # several; repeating that keeps the logits, and so every argmax, bit for bit.
-        self.fused_bias = num_groups > 1
-        self.use_agent_id = bool(actor.use_agent_id)
-        self.relu = isinstance(actor.act, nn.ReLU)
-        self.neg = float(torch.finfo(torch.float32).min)  # what ActionDistribution masks with
-
-        def weights(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-            return layer.weight[group].detach().clone(), layer.bias[group].detach().clone()
-
-        norm = getattr(actor, "input_norm", None)
-        self.input_norm = norm is not None
-        if norm is not None:
-            weight, bias = weights(norm)
-        else:
-            weight, bias = torch.ones(self.obs_dim), torch.zeros(self.obs_dim)
-        self.register_buffer("norm_weight", weight)
-        self.register_buffer("norm_bias", bias)
-        # LayerNorms after the two hidden layers (`hidden_layer_norm`), `[2, H]` each.
-        hidden_norms = list(getattr(actor, "hidden_norms", []))
-        self.hidden_norm = bool(hidden_norms)
-        hidden = self.hidden_dim = int(actor.fc2.weight.shape[-1])
-        if hidden_norms:
-            pairs = [weights(n) for n in hidden_norms[:2]]
-            weight, bias = torch.stack([w for w, _ in pairs]), torch.stack([b for _, b in pairs])
-        else:
-            weight, bias = torch.ones(2, hidden), torch.zeros(2, hidden)
-        self.register_buffer("hidden_norm_weight", weight)
-        self.register_buffer("hidden_norm_bias", bias)
-        for name in ("fc1", "fc2", "head"):
-            weight, bias = weights(getattr(actor, name))
-            self.register_buffer(f"{name}_weight", weight)
-            self.register_buffer(f"{name}_bias", bias)
-        # Row a: agent a's one-hot row of this group's first layer (zeros if not used).
-        id_rows = actor.agent_id_weight.detach()[group].clone()
-        if not self.use_agent_id:
-            id_rows.zero_()
-        self.register_buffer("agent_rows", id_rows)  # [A, H]
-        served = torch.zeros(len(group_of_agent), dtype=torch.bool)
+        served = torch.zeros(len(static_mask), dtype=torch.bool)
         served[agents] = True
         self.register_buffer("served", served)  # [A]
         # np.array copies: the env's arrays may be read-only views.
@@ -111,50 +108,9 @@ class GreedyPolicy(nn.Module):
         self.register_buffer("low", torch.from_numpy(np.array(low, np.float32)))  # [A, D]
         self.register_buffer("high", torch.from_numpy(np.array(high, np.float32)))  # [A, D]
 
-    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        if self.fused_bias:
-            return torch.addmm(bias, x, weight)
-        return torch.matmul(x, weight) + bias
-
-    def _activation(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x) if self.relu else torch.tanh(x)
-
-    def _layer_norm(self, x: torch.Tensor, size: int, weight: torch.Tensor,
-                    bias: torch.Tensor) -> torch.Tensor:
-        # GroupedLayerNorm's two forms, kept apart for the same reason as the biases.
-        if self.fused_bias:
-            return nn.functional.layer_norm(x, [size]) * weight + bias
-        return nn.functional.layer_norm(x, [size], weight, bias)
-
-    def _hidden(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        """A hidden layer's activation, then its LayerNorm when the actor has them."""
-        x = self._activation(x)
-        if self.hidden_norm:
-            x = self._layer_norm(x, self.hidden_dim, self.hidden_norm_weight[index],
-                                 self.hidden_norm_bias[index])
-        return x
-
-    def act(self, obs: torch.Tensor, agent: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
-        """Greedy actions of checked inputs: obs `[B, obs_dim]`, agent `[B]`, legal `[B, K]`."""
-        if self.input_norm:
-            obs = self._layer_norm(obs, self.obs_dim, self.norm_weight, self.norm_bias)
-        x = self._linear(obs, self.fc1_weight, self.fc1_bias)
-        if self.use_agent_id:
-            x = x + self.agent_rows[agent]
-        x = self._hidden(x, 0)
-        x = self._hidden(self._linear(x, self.fc2_weight, self.fc2_bias), 1)
-        params = self._linear(x, self.head_weight, self.head_bias)
-        if not self.discrete:
-            return torch.clamp(params, self.low[agent], self.high[agent])
-        logits = params.masked_fill(~legal, self.neg)
-        if len(self.nvec) == 1:
-            return logits.log_softmax(-1).argmax(-1, keepdim=True)
-        heads = [block.log_softmax(-1).argmax(-1) for block in torch.split(logits, self.nvec, -1)]
-        return torch.stack(heads, -1)
-
-    def forward(self, obs: torch.Tensor, agent: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Greedy actions for observations `[B, obs_dim]` of the agents `agent` `[B]`."""
+    def checked(self, obs: torch.Tensor,
+                agent: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs zero-padded to `[B, obs_dim]` and one served agent index per row `[B]`."""
         if obs.dim() != 2 or obs.shape[1] > self.obs_dim:
             raise ValueError(f"obs must be [B, <= {self.obs_dim}], got {list(obs.shape)}")
         if obs.shape[1] < self.obs_dim:  # an agent with a smaller observation, unpadded
@@ -169,25 +125,47 @@ class GreedyPolicy(nn.Module):
         if bool((agent < 0).any()) or bool((agent >= self.served.shape[0]).any()) \
                 or not bool(self.served[agent].all()):
             raise ValueError("agent index not served by this policy (see layout.json)")
+        return obs, agent
+
+    def legal(self, agent: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Legal logits `[B, K]`: the agent's own actions, and `mask` where given."""
         legal = self.static_mask[agent]
-        if mask is not None:
-            legal = legal & mask
-        return self.act(obs, agent, legal)
+        return legal if mask is None else legal & mask
 
+    def bounded(self, action: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+        """Box actions clipped to each row's agent bounds (as the env clips); others as they are."""
+        if self.discrete:
+            return action
+        return torch.clamp(action, self.low[agent], self.high[agent])
 
-class _OnnxPolicy(nn.Module):
-    """`GreedyPolicy` with every input required, as the ONNX graph takes them."""
-
-    def __init__(self, policy: GreedyPolicy) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, obs: torch.Tensor, agent: torch.Tensor,
+    def forward(self, obs: torch.Tensor, agent: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        legal = self.policy.static_mask[agent]
-        if mask is not None:
-            legal = legal & mask
-        return self.policy.act(obs, agent, legal)
+        """Greedy actions for observations `[B, obs_dim]` of the agents `agent` `[B]`."""
+        obs, agent = self.checked(obs, agent)
+        return self.bounded(self.core(obs, agent, self.legal(agent, mask)), agent)
+
+
+class RecurrentGreedyPolicy(GreedyPolicy):
+    """`GreedyPolicy` of a recurrent actor: it takes and returns each row's hidden state."""
+
+    def __init__(self, core: nn.Module, agents: list[int], obs_dim: int, discrete: bool,
+                 static_mask: np.ndarray, low: np.ndarray, high: np.ndarray,
+                 hidden_dim: int) -> None:
+        super().__init__(core, agents, obs_dim, discrete, static_mask, low, high)
+        self.hidden_dim = hidden_dim
+
+    def forward(self, obs: torch.Tensor, agent: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None,
+                hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(action, new_hidden)` from hidden `[B, hidden_dim]`; None is an episode start."""
+        obs, agent = self.checked(obs, agent)
+        if hidden is None:
+            hidden = obs.new_zeros([obs.shape[0], self.hidden_dim])
+        elif list(hidden.shape) != [obs.shape[0], self.hidden_dim]:
+            raise ValueError(f"hidden must be [{obs.shape[0]}, {self.hidden_dim}], "
+                             f"got {list(hidden.shape)}")
+        action, hidden = self.core(obs, agent, self.legal(agent, mask), hidden)
+        return self.bounded(action, agent), hidden
 
 
 # ---------------------------------------------------------------------- layout
@@ -198,7 +176,7 @@ def _finite_or_none(values: Any) -> list[float | None]:
     return [float(v) if math.isfinite(float(v)) else None for v in np.asarray(values).ravel()]
 
 
-def _is_pettingzoo(env: Any) -> bool:
+def _is_pettingzoo(env: MultiAgentEnv) -> bool:
     """Whether `env` wraps PettingZoo copies (whose layout holds per-agent spaces)."""
     try:
         from mappo.envs.thirdparty.wrapper import PettingZooWrapper
@@ -207,24 +185,26 @@ def _is_pettingzoo(env: Any) -> bool:
     return isinstance(env, PettingZooWrapper)
 
 
-def _env_layout(trainer: MappoTrainer) -> dict[str, Any]:
+def _env_layout(env: MultiAgentEnv) -> dict[str, Any]:
     """Static mask `[A, K]`, bounds `[A, D]`, mask targets and action spaces of each agent."""
-    spec = trainer.env.spec
+    spec = env.spec
     A, action = spec.num_agents, spec.action
-    if _is_pettingzoo(trainer.env):
-        layout = trainer.env.layout
+    discrete = action.kind == "discrete"
+    if _is_pettingzoo(env):
+        layout = env.layout
         return {
             "static_mask": layout.static_mask, "low": layout.low, "high": layout.high,
             "mask_index": [index.tolist() for index in layout.mask_index],
             "spaces": [_space_json(space) for space in layout.action_spaces],
-            # Dict observations are how a PettingZoo env hands out an action_mask.
-            "has_mask": any(layout.dict_obs) or not bool(layout.static_mask.all()),
+            # Dict observations are how a PettingZoo env hands out an action_mask. A Box
+            # static mask marks each agent's own dimensions: nothing a caller masks.
+            "has_mask": discrete and (any(layout.dict_obs) or not bool(layout.static_mask.all())),
         }
     # A built-in env: its masks are constant (the slots of actions an agent lacks), so the
     # mask at reset is every step's.
-    static_mask = trainer.env.get_action_mask()[0].cpu().numpy().astype(np.bool_)  # [A, K]
-    D = action.action_dim if action.kind == "continuous" else 0
-    if action.kind == "discrete":
+    static_mask = env.get_action_mask()[0].cpu().numpy().astype(np.bool_)  # [A, K]
+    D = 0 if discrete else action.action_dim
+    if discrete:
         starts = np.cumsum([0, *action.nvec[:-1]])
         spaces_json = [
             {"kind": "discrete", "start": [0] * len(action.nvec),
@@ -240,7 +220,7 @@ def _env_layout(trainer: MappoTrainer) -> dict[str, Any]:
         "low": np.broadcast_to(np.asarray(action.low, np.float32), (A, D)),
         "high": np.broadcast_to(np.asarray(action.high, np.float32), (A, D)),
         "mask_index": [np.flatnonzero(row).tolist() for row in static_mask],
-        "spaces": spaces_json, "has_mask": not bool(static_mask.all()),
+        "spaces": spaces_json, "has_mask": discrete and not bool(static_mask.all()),
     }
 
 
@@ -283,58 +263,94 @@ def onnx_available() -> bool:
     return importlib.util.find_spec("onnx") is not None
 
 
-def _write_onnx(policy: GreedyPolicy, path: Path, discrete: bool) -> list[str]:
-    """Trace `policy` into an ONNX file with a dynamic batch axis; the graph's input names."""
+def _traced_core(core: ActorSlot, obs_dim: int,
+                 hidden_dim: int | None) -> torch.jit.ScriptModule:
+    """`core` traced; checked on a second batch size, the one size that varies."""
+    num_agents, logits_dim = core.num_agents, core.actor.action.logits_dim
+
+    def inputs(batch: int) -> tuple[torch.Tensor, ...]:
+        args = (torch.randn(batch, obs_dim), torch.arange(batch) % num_agents,
+                torch.ones(batch, logits_dim, dtype=torch.bool))
+        return args if hidden_dim is None else (*args, torch.randn(batch, hidden_dim))
+
+    with warnings.catch_warnings():
+        # The tracer warns about the actor's branches on its parameters' shapes, which are
+        # fixed; and torch 2.13 marks TorchScript deprecated (see `export_policy`).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.trace(core, inputs(2), check_inputs=[inputs(3)])
+
+
+def _greedy(core: nn.Module, agents: list[int], policy: Policy,
+            env_layout: dict[str, Any]) -> GreedyPolicy:
+    """The module of the file serving `agents`, around `core` (traced or not)."""
+    fixed = (core, agents, policy.spec.obs_dim, policy.action_spec.kind == "discrete",
+             env_layout["static_mask"], env_layout["low"], env_layout["high"])
+    if not policy.recurrent:
+        return GreedyPolicy(*fixed).eval()
+    return RecurrentGreedyPolicy(*fixed, policy.config.hidden_dim).eval()
+
+
+def _write_onnx(policy: GreedyPolicy, path: Path,
+                hidden_dim: int | None) -> tuple[list[str], list[str]]:
+    """Export `policy` to an ONNX file with a dynamic batch axis; its input and output names."""
     import onnx
 
     B = 2
     obs = torch.zeros(B, policy.obs_dim)
     agent = policy.served.nonzero()[0].expand(B).contiguous()
-    args: tuple[torch.Tensor, ...] = (obs, agent)
-    names = ["obs", "agent"]
-    if discrete:
-        args += (torch.ones(B, policy.static_mask.shape[1], dtype=torch.bool),)
-        names.append("mask")
+    optional = {"mask": torch.ones(B, policy.static_mask.shape[1], dtype=torch.bool)} \
+        if policy.discrete else {}
+    if hidden_dim is not None:
+        optional["hidden"] = torch.zeros(B, hidden_dim)
+    inputs = ["obs", "agent", *optional]
+    outputs = ["action"] if hidden_dim is None else ["action", "new_hidden"]
     with warnings.catch_warnings():
-        # The TorchScript-based exporter is deprecated, but needs no onnxscript.
+        # The TorchScript-based exporter is deprecated, but needs no onnxscript. It traces
+        # `forward` on valid inputs, so the checks pass and leave nothing in the graph
+        # (the tracer warns that they would not run on other inputs).
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _OnnxPolicy(policy).eval(), args, str(path), input_names=names,
-            output_names=["action"], opset_version=ONNX_OPSET, dynamo=False,
-            dynamic_axes={name: {0: "batch"} for name in [*names, "action"]},
+            policy, (obs, agent), str(path), kwargs=optional,
+            input_names=inputs, output_names=outputs, opset_version=ONNX_OPSET, dynamo=False,
+            dynamic_axes={name: {0: "batch"} for name in [*inputs, *outputs]},
         )
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
-    return [i.name for i in model.graph.input]
+    return [i.name for i in model.graph.input], [o.name for o in model.graph.output]
 
 
-def export_trainer(trainer: MappoTrainer, out_dir: str | Path,
-                   onnx: bool | None = None) -> dict[str, Any]:
-    """Write every policy of `trainer` to `out_dir` with `layout.json`; return the layout.
+def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
+                  onnx: bool | None = None) -> dict[str, Any]:
+    """Write every actor policy of `policy` to `out_dir` with `layout.json`; return the layout.
 
-    `onnx=None` writes ONNX files when the `onnx` package imports.
+    `env` (any number of copies) supplies the layout: static masks, bounds and
+    action spaces of each agent. `onnx=None` writes ONNX files when the `onnx`
+    package imports.
     """
     if onnx is None:
         onnx = onnx_available()
-    spec, cfg = trainer.env.spec, trainer.config
-    env = _env_layout(trainer)
-    actor = trainer.actor
-    group_of_agent = actor.group_of_agent.tolist()
+    spec, cfg = policy.spec, policy.config
+    discrete = spec.action.kind == "discrete"
+    hidden_dim = cfg.hidden_dim if policy.recurrent else None
+    env_layout = _env_layout(env)
+    group_of_agent = policy.actor.group_of_agent.tolist()
     stems = policy_file_stems(spec.agent_names, group_of_agent, cfg.policy_groups)
-    actor_cpu = copy.deepcopy(actor).cpu()
-    # Every policy is built (and so checked) before anything is written.
-    greedy = [GreedyPolicy(actor_cpu, g, spec.action, env["static_mask"], env["low"],
-                           env["high"]).eval() for g in range(len(stems))]
+    # A copy on CPU without gradients: the trained policy stays as it is.
+    actor = copy.deepcopy(policy.actor).cpu().eval().requires_grad_(False)
+    core = ActorSlot(actor)
+    traced = _traced_core(core, spec.obs_dim, hidden_dim)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     policies, file_of_agent = [], {}
-    for g, (stem, policy) in enumerate(zip(stems, greedy, strict=True)):
+    for g, stem in enumerate(stems):
+        agents = [a for a, gg in enumerate(group_of_agent) if gg == g]
         with warnings.catch_warnings():
             # torch 2.13 marks TorchScript deprecated; it is still what loads with
             # nothing but `torch.jit.load` (and from C++ via libtorch).
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(torch.jit.script(policy), str(out_dir / f"{stem}.pt"))
-        agents = [a for a, gg in enumerate(group_of_agent) if gg == g]
+            scripted = torch.jit.script(_greedy(traced, agents, policy, env_layout))
+            torch.jit.save(scripted, str(out_dir / f"{stem}.pt"))
         entry: dict[str, Any] = {
             "file": f"{stem}.pt", "agents": agents,
             "agent_names": [spec.agent_names[a] for a in agents],
@@ -342,11 +358,22 @@ def export_trainer(trainer: MappoTrainer, out_dir: str | Path,
         }
         if onnx:
             entry["onnx"] = f"{stem}.onnx"
-            entry["onnx_inputs"] = _write_onnx(policy, out_dir / f"{stem}.onnx",
-                                               spec.action.kind == "discrete")
+            # The ONNX exporter traces by itself, and not through an already traced module.
+            entry["onnx_inputs"], entry["onnx_outputs"] = _write_onnx(
+                _greedy(core, agents, policy, env_layout), out_dir / f"{stem}.onnx", hidden_dim)
         policies.append(entry)
         file_of_agent.update({a: entry["file"] for a in agents})
     action = spec.action
+    inputs = {
+        "obs": "[B, obs_dim] float32; an agent's own obs_size floats, zero-padded",
+        "agent": "[B] int64 agent slot index; optional when the file serves one agent",
+        "mask": "[B, logits_dim] bool, optional: True = legal logit; an agent's own "
+                "action_mask goes at its mask_index",
+    }
+    if hidden_dim is not None:
+        inputs["hidden"] = (f"[B, {hidden_dim}] float32: the new_hidden this file returned "
+                            "for the same agent at its previous step; zeros at every episode "
+                            "start")
     layout = {
         "format": LAYOUT_FORMAT, "version": LAYOUT_VERSION,
         "env": cfg.env, "env_kwargs": cfg.env_kwargs,
@@ -354,24 +381,24 @@ def export_trainer(trainer: MappoTrainer, out_dir: str | Path,
         "action": {
             "kind": action.kind,
             "logits_dim": action.logits_dim,
-            **({"nvec": list(action.nvec)} if action.kind == "discrete"
-               else {"dim": action.action_dim}),
+            **({"nvec": list(action.nvec)} if discrete else {"dim": action.action_dim}),
             "output": ("[B, n_sub] int64: the index of each sub-action, 0-based (add the "
-                       "agent's start)" if action.kind == "discrete"
+                       "agent's start)" if discrete
                        else "[B, D] float32: the mean, clipped to the agent's bounds"),
         },
-        "has_action_mask": bool(env["has_mask"]),
-        "inputs": {
-            "obs": "[B, obs_dim] float32; an agent's own obs_size floats, zero-padded",
-            "agent": "[B] int64 agent slot index; optional when the file serves one agent",
-            "mask": "[B, logits_dim] bool, optional: True = legal logit; an agent's own "
-                    "action_mask goes at its mask_index",
+        "has_action_mask": bool(env_layout["has_mask"]),
+        "inputs": inputs,
+        "outputs": ["action"] if hidden_dim is None else ["action", "new_hidden"],
+        "recurrent": None if hidden_dim is None else {
+            "hidden_dim": hidden_dim, "initial": "zeros",
+            "reset": "at every episode start (of that agent)",
+            "call": "action, new_hidden = policy(obs, agent, mask, hidden)",
         },
         "policies": policies,
         "agents": [
             {"index": a, "name": name, "policy_file": file_of_agent[a],
              "obs_size": int(spec.obs_sizes[a]) if spec.obs_sizes else spec.obs_dim,
-             "action_space": env["spaces"][a], "mask_index": env["mask_index"][a]}
+             "action_space": env_layout["spaces"][a], "mask_index": env_layout["mask_index"][a]}
             for a, name in enumerate(spec.agent_names)
         ],
     }
@@ -381,12 +408,9 @@ def export_trainer(trainer: MappoTrainer, out_dir: str | Path,
 
 def export_run(run_dir: str | Path, out_dir: str | Path,
                onnx: bool | None = None) -> dict[str, Any]:
-    """Load the run in `run_dir` (one env copy, on CPU) and export its actors to `out_dir`."""
-    # Nothing trains here: one copy, no compiling (which would import inductor).
-    changes = {"num_envs": 1, "minibatch_size": 0, "num_workers": 0, "device": "cpu",
-               "compile": "false"}
-    trainer, _ = load_trainer(Path(run_dir) / "checkpoint.pt", resume_rollout=False, **changes)
+    """Load the run in `run_dir` (its policy and one env copy, on CPU) and export its actors."""
+    policy, env = load_run(run_dir, num_envs=1, device="cpu")
     try:
-        return export_trainer(trainer, out_dir, onnx)
+        return export_policy(policy, env, out_dir, onnx)
     finally:
-        trainer.env.close()
+        env.close()

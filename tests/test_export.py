@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import pz_envs
@@ -11,12 +12,39 @@ import torch
 from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import save_checkpoint
 from mappo.cli import main
+from mappo.config import paper_mpe_preset
+from mappo.envs.registry import make_env
 from mappo.envs.spread import SpreadEnv
-from mappo.export import export_trainer, onnx_available
+from mappo.export import export_policy, onnx_available
+from mappo.policy import Policy
 
 NUM_OBS = 1000
 # torch 2.13 marks TorchScript deprecated; loading it is what this feature promises.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+# The feed-forward `--preset paper-mpe` architecture: input and hidden LayerNorms, no agent id.
+PAPER_MPE_FEED_FORWARD = {**paper_mpe_preset("spread"), "recurrent": False}
+# BoxActionEnv's boxes, padded to 3 dimensions: agent_0 [-1, 1]^2, agent_1 [0, 5]^3.
+BOX_LOW = torch.tensor([[-1.0, -1.0, -float("inf")], [0.0, 0.0, 0.0]])
+BOX_HIGH = torch.tensor([[1.0, 1.0, float("inf")], [5.0, 5.0, 5.0]])
+
+
+def _pz(env_class: type) -> str:
+    """The env name of a tests/pz_envs.py class."""
+    return f"{pz_envs.__name__}:{env_class.__name__}"
+
+
+def _run_folder(path: Path, **config) -> MappoTrainer:
+    """A fresh trainer of `config` whose weights are saved as the run folder `path`."""
+    trainer = MappoTrainer(MappoConfig(**{"num_envs": 2, "minibatch_size": 2, "seed": 1,
+                                          "compile": "false", **config}))
+    save_checkpoint(path / "checkpoint.pt", trainer.state_dict())
+    return trainer
+
+
+def _export(run: Path, out: Path) -> dict:
+    """`mappo export run --out out --no-onnx`, and the layout.json it wrote."""
+    assert main(["export", str(run), "--out", str(out), "--no-onnx"]) == 0
+    return json.loads((out / "layout.json").read_text())
 
 
 def _spread_observations(seed: int = 5) -> torch.Tensor:
@@ -60,10 +88,15 @@ def _exported_actions(out_dir, layout, obs, mask=None, pass_agent=True) -> torch
     return torch.stack(actions, 1)
 
 
-def _reference(trainer: MappoTrainer, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The trained policy's greedy actions, `[B, A, D]` whatever the env's action format."""
-    action = trainer.act(obs, mask, deterministic=True)
+def _as_3d(action: torch.Tensor) -> torch.Tensor:
+    """Env-format actions as `[B, A, D]` (a single Discrete comes as `[B, A]`)."""
     return action.unsqueeze(-1) if action.dim() == 2 else action
+
+
+def _reference(policy: Policy, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The trained feed-forward policy's greedy actions, `[B, A, D]`."""
+    action, _ = policy.act(obs, mask, deterministic=True)
+    return _as_3d(action)
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +113,16 @@ def trained(tmp_path_factory):
 def test_shared_policy_export_equals_trained_greedy_actions(trained, tmp_path) -> None:
     trainer, run = trained
     out = tmp_path / "actors"
-    assert main(["export", str(run), "--out", str(out)]) == 0
-    layout = json.loads((out / "layout.json").read_text())
+    layout = _export(run, out)
     assert [p["file"] for p in layout["policies"]] == ["policy.pt"]
     assert layout["policies"][0]["agents"] == [0, 1, 2]
     assert layout["policies"][0]["needs_agent_index"] is True
     assert (layout["obs_dim"], layout["action"]["nvec"]) == (18, [5])
     assert layout["has_action_mask"] is False
+    assert (layout["recurrent"], layout["outputs"]) == (None, ["action"])
     obs = _spread_observations()
     mask = torch.ones(NUM_OBS, 3, 5, dtype=torch.bool)
-    expected = _reference(trainer, obs, mask)
+    expected = _reference(trainer.policy, obs, mask)
     assert torch.equal(_exported_actions(out, layout, obs), expected)
     assert torch.equal(_exported_actions(out, layout, obs, mask), expected)
     # A policy that does not act the same for everyone (the one-hot is inside the file).
@@ -97,15 +130,17 @@ def test_shared_policy_export_equals_trained_greedy_actions(trained, tmp_path) -
     assert not torch.equal(expected[:, 0], expected[:, 1])
 
 
-def test_shared_policy_needs_a_served_agent_index(trained, tmp_path) -> None:
+def test_exported_inputs_are_checked_by_name(trained, tmp_path) -> None:
     trainer, _ = trained
-    export_trainer(trainer, tmp_path, onnx=False)
+    export_policy(trainer.policy, trainer.env, tmp_path, onnx=False)
     policy = torch.jit.load(str(tmp_path / "policy.pt"))
     obs = torch.zeros(4, 18)
     with pytest.raises(torch.jit.Error, match="serves several agents"):
         policy(obs)
     with pytest.raises(torch.jit.Error, match="not served"):
         policy(obs, torch.full((4,), 3))
+    with pytest.raises(torch.jit.Error, match=r"obs must be \[B, <= 18\], got \[4, 19\]"):
+        policy(torch.zeros(4, 19), torch.tensor(0))
     assert policy(obs, torch.tensor(1)).shape == (4, 1)  # one index for the whole batch
 
 
@@ -114,13 +149,14 @@ def test_onnx_file_gives_the_same_actions(trained, tmp_path) -> None:
     from onnx.reference import ReferenceEvaluator
 
     trainer, _ = trained
-    layout = export_trainer(trainer, tmp_path, onnx=True)
+    layout = export_policy(trainer.policy, trainer.env, tmp_path, onnx=True)
     entry = layout["policies"][0]
-    assert entry["onnx_inputs"] == ["obs", "agent", "mask"]
+    assert (entry["onnx_inputs"], entry["onnx_outputs"]) == (["obs", "agent", "mask"],
+                                                             ["action"])
     session = ReferenceEvaluator(str(tmp_path / entry["onnx"]))
     obs = _spread_observations()
     mask = torch.ones(NUM_OBS, 3, 5, dtype=torch.bool)
-    expected = _reference(trainer, obs, mask)
+    expected = _reference(trainer.policy, obs, mask)
     for a in range(3):
         (action,) = session.run(None, {"obs": obs[:, a].numpy(),
                                        "agent": torch.full((NUM_OBS,), a).numpy(),
@@ -135,55 +171,58 @@ def test_onnx_file_gives_the_same_actions(trained, tmp_path) -> None:
      ({"input_layer_norm": True}, ["policy.pt"]),
      ({"input_layer_norm": True, "share_policy": False},
       ["agent_0.pt", "agent_1.pt", "agent_2.pt"]),
-     # The feed-forward paper-mpe layout: LayerNorm after the hidden layers, no agent id.
-     ({"input_layer_norm": True, "hidden_layer_norm": True, "agent_id": False}, ["policy.pt"]),
+     (PAPER_MPE_FEED_FORWARD, ["policy.pt"]),
      ({"hidden_layer_norm": True, "share_policy": False},
       ["agent_0.pt", "agent_1.pt", "agent_2.pt"])],
 )
 def test_one_file_per_policy(changes, files, tmp_path) -> None:
-    trainer = MappoTrainer(MappoConfig(num_envs=4, minibatch_size=4, seed=1, compile="false",
-                                       **changes))
-    layout = export_trainer(trainer, tmp_path, onnx=False)
+    trainer = _run_folder(tmp_path, **{**changes, "num_envs": 4, "minibatch_size": 4})
+    out = tmp_path / "actors"
+    layout = _export(tmp_path, out)
     assert [p["file"] for p in layout["policies"]] == files
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == sorted(files)
+    assert sorted(p.name for p in out.glob("*.pt")) == sorted(files)
     obs = _spread_observations()
     mask = torch.ones(NUM_OBS, 3, 5, dtype=torch.bool)
-    expected = _reference(trainer, obs, mask)
-    assert torch.equal(_exported_actions(tmp_path, layout, obs), expected)
+    expected = _reference(trainer.policy, obs, mask)
+    assert len(expected.unique()) > 1
+    assert torch.equal(_exported_actions(out, layout, obs), expected)
     if len(files) == 3:  # a file serving one agent needs no agent index
-        assert torch.equal(_exported_actions(tmp_path, layout, obs, pass_agent=False), expected)
+        assert torch.equal(_exported_actions(out, layout, obs, pass_agent=False), expected)
 
 
 @pytest.mark.parametrize(
-    ("env_class", "share_policy"),
-    [(pz_envs.MaskedEnv, True), (pz_envs.MultiDiscreteEnv, False),
-     (pz_envs.BoxActionEnv, True), (pz_envs.HeteroObsEnv, False)],
+    ("env_class", "changes"),
+    [(pz_envs.MaskedEnv, {}), (pz_envs.MultiDiscreteEnv, {"share_policy": False}),
+     (pz_envs.BoxActionEnv, {}), (pz_envs.HeteroObsEnv, {"share_policy": False}),
+     (pz_envs.HeteroObsEnv, {"policy_groups": "agent_0,agent_"})],
 )
-def test_pettingzoo_masks_sub_actions_bounds_and_padding(env_class, share_policy,
-                                                         tmp_path) -> None:
-    config = MappoConfig(env=f"{pz_envs.__name__}:{env_class.__name__}", num_envs=2,
-                         minibatch_size=2, share_policy=share_policy, compile="false")
-    trainer = MappoTrainer(config)
+def test_pettingzoo_masks_sub_actions_bounds_padding_and_groups(env_class, changes,
+                                                                tmp_path) -> None:
+    trainer = _run_folder(tmp_path, env=_pz(env_class), **changes)
     try:
-        layout = export_trainer(trainer, tmp_path, onnx=False)
+        out = tmp_path / "actors"
+        layout = _export(tmp_path, out)
         obs, mask = _random_inputs(trainer)
-        expected = _reference(trainer, obs, mask)
+        expected = _reference(trainer.policy, obs, mask)
     finally:
         trainer.env.close()
-    if trainer.action_spec.kind == "continuous":
-        # The trained policy hands the env its raw mean; the exported one clips it to each
-        # agent's own box (agent_0 [-1, 1]^2, agent_1 [0, 5]^3).
-        low = torch.tensor([[-1.0, -1.0, -float("inf")], [0.0, 0.0, 0.0]])
-        high = torch.tensor([[1.0, 1.0, float("inf")], [5.0, 5.0, 5.0]])
-        clipped = torch.clamp(expected, low, high)
+    exported = _exported_actions(out, layout, obs, mask)
+    if trainer.policy.action_spec.kind == "continuous":
+        # The trained policy hands the env its raw mean, which the env clips to each
+        # agent's own box; the exported one clips it itself.
+        clipped = torch.clamp(expected, BOX_LOW, BOX_HIGH)
         assert (clipped != expected).any()  # some means were out of bounds
-        expected = clipped
-    assert torch.equal(_exported_actions(tmp_path, layout, obs, mask), expected)
+        torch.testing.assert_close(exported, clipped, rtol=0, atol=1e-6)
+        # Dimensions of different sizes are not an action mask.
+        assert layout["has_action_mask"] is False
+    else:
+        assert torch.equal(exported, expected)
+        assert len(expected.unique()) > 1
     if env_class is pz_envs.MaskedEnv:
         assert layout["has_action_mask"] is True
         assert layout["agents"][0]["mask_index"] == [0, 1, 2]
         # Without a mask, agent_0 still never picks the two actions it does not have.
-        unmasked = _exported_actions(tmp_path, layout, obs)
+        unmasked = _exported_actions(out, layout, obs)
         assert unmasked[:, 0].max() <= 2 and unmasked[:, 1].max() == 4
     if env_class is pz_envs.MultiDiscreteEnv:
         assert layout["agents"][1]["action_space"] == {"kind": "discrete", "nvec": [4],
@@ -191,19 +230,20 @@ def test_pettingzoo_masks_sub_actions_bounds_and_padding(env_class, share_policy
     if env_class is pz_envs.HeteroObsEnv:
         # Agent 0 observes 2 floats: unpadded rows give the same actions as padded ones.
         assert layout["agents"][0]["obs_size"] == 2
-        policy = torch.jit.load(str(tmp_path / layout["agents"][0]["policy_file"]))
+        policy = torch.jit.load(str(out / layout["agents"][0]["policy_file"]))
         assert torch.equal(policy(obs[:, 0, :2]), policy(obs[:, 0]))
+    if "policy_groups" in changes:
+        assert [(p["file"], p["agents"]) for p in layout["policies"]] == \
+            [("agent_0.pt", [0]), ("agent.pt", [1, 2])]
 
 
 @pytest.mark.skipif(not onnx_available(), reason="onnx is not installed")
 def test_onnx_continuous_policy_clips_like_torchscript(tmp_path) -> None:
     from onnx.reference import ReferenceEvaluator
 
-    config = MappoConfig(env=f"{pz_envs.__name__}:BoxActionEnv", num_envs=2, minibatch_size=2,
-                         compile="false")
-    trainer = MappoTrainer(config)
+    trainer = _run_folder(tmp_path, env=_pz(pz_envs.BoxActionEnv))
     try:
-        layout = export_trainer(trainer, tmp_path, onnx=True)
+        layout = export_policy(trainer.policy, trainer.env, tmp_path, onnx=True)
         obs, _ = _random_inputs(trainer)
     finally:
         trainer.env.close()
@@ -220,10 +260,106 @@ def test_onnx_continuous_policy_clips_like_torchscript(tmp_path) -> None:
     assert float(action.min()) == 0.0  # agent_1's box starts at 0: negative means clipped
 
 
-def test_recurrent_actor_is_refused_by_name(tmp_path, capsys) -> None:
-    trainer = MappoTrainer(MappoConfig(num_envs=2, minibatch_size=2, compile="false",
-                                       recurrent=True))
-    save_checkpoint(tmp_path / "checkpoint.pt", trainer.state_dict())
-    assert main(["export", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
-    assert "recurrent actors cannot be exported" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+def _rollout(policy: Policy, config: MappoConfig, files: list, steps: int = 30,
+             num_envs: int = 8) -> tuple[list[tuple[torch.Tensor, ...]], int]:
+    """Step `num_envs` copies of the run's env with the trained recurrent policy's greedy
+    actions, feeding each agent's file the hidden state it returned last, zeroed where the
+    agent's episode starts.
+
+    Returns per step (policy actions `[E, A, D]`, policy actor state `[E, A, H]`, file
+    actions, file hidden states), and how many steps after the first started an episode.
+    """
+    env = make_env(config.env, num_envs, "cpu", 7, config.env_kwargs)
+    try:
+        obs, mask = env.reset(seed=7), env.get_action_mask()
+        start = torch.ones_like(env.get_alive())
+        state = policy.initial_state(num_envs)
+        hidden = torch.zeros_like(state.actor)
+        record, restarts = [], 0
+        for t in range(steps):
+            restarts += int(t > 0 and bool(start.any()))
+            expected, state = policy.act(obs, mask, state, start, deterministic=True)
+            hidden = torch.where(start.unsqueeze(-1), 0.0, hidden)  # the caller's reset
+            actions = []
+            for a, file in enumerate(files):
+                action, hidden[:, a] = file(obs[:, a], torch.full((num_envs,), a), mask[:, a],
+                                            hidden[:, a])
+                actions.append(action)
+            record.append((_as_3d(expected), state.actor, torch.stack(actions, 1),
+                           hidden.clone()))
+            result = env.step(expected)
+            obs, mask, start = result.obs, result.action_mask, result.agent_done
+    finally:
+        env.close()
+    return record, restarts
+
+
+@pytest.mark.parametrize(
+    "config",
+    [paper_mpe_preset("spread"),  # shared GRU policy, LayerNorms, no agent id
+     {"env": "spread", "recurrent": True, "share_policy": False},
+     {"env": _pz(pz_envs.MaskedEnv), "recurrent": True},
+     {"env": _pz(pz_envs.BoxActionEnv), "recurrent": True, "share_policy": False}],
+    ids=["paper-mpe", "spread-per-agent", "masked", "box"],
+)
+def test_recurrent_export_carries_its_hidden_state_like_the_policy(config, tmp_path) -> None:
+    trainer = _run_folder(tmp_path, **{**config, "num_envs": 2, "minibatch_size": 2})
+    trainer.env.close()
+    out = tmp_path / "actors"
+    layout = _export(tmp_path, out)
+    H = trainer.config.hidden_dim
+    assert layout["recurrent"] == {
+        "hidden_dim": H, "initial": "zeros", "reset": "at every episode start (of that agent)",
+        "call": "action, new_hidden = policy(obs, agent, mask, hidden)"}
+    assert layout["outputs"] == ["action", "new_hidden"]
+    assert layout["inputs"]["hidden"].startswith(f"[B, {H}] float32")
+    files = [torch.jit.load(str(out / entry["policy_file"])) for entry in layout["agents"]]
+    steps, restarts = _rollout(trainer.policy, trainer.config, files)
+    assert restarts >= 1  # episodes restarted mid-rollout, and the files were reset there
+    box = trainer.policy.action_spec.kind == "continuous"
+    for expected, state, actions, hidden in steps:
+        if box:
+            torch.testing.assert_close(actions, torch.clamp(expected, BOX_LOW, BOX_HIGH),
+                                       rtol=0, atol=1e-6)
+            torch.testing.assert_close(hidden, state, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(actions, expected)
+            assert torch.equal(hidden, state)
+    assert steps[-1][3].abs().sum() > 0
+    if not box:
+        assert len(torch.cat([s[0] for s in steps]).unique()) > 1
+
+
+def test_recurrent_file_starts_from_zeros_and_checks_the_hidden_shape(tmp_path) -> None:
+    trainer = _run_folder(tmp_path, recurrent=True)
+    export_policy(trainer.policy, trainer.env, tmp_path, onnx=False)
+    policy = torch.jit.load(str(tmp_path / "policy.pt"))
+    obs, agent = _spread_observations()[:4, 1], torch.tensor(1)
+    action, hidden = policy(obs, agent)
+    assert hidden.shape == (4, 64)
+    assert torch.equal(policy(obs, agent, None, torch.zeros(4, 64))[0], action)
+    with pytest.raises(torch.jit.Error, match=r"hidden must be \[4, 64\], got \[4, 32\]"):
+        policy(obs, agent, None, torch.zeros(4, 32))
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnx is not installed")
+def test_onnx_recurrent_file_matches_torchscript_step_by_step(tmp_path) -> None:
+    from onnx.reference import ReferenceEvaluator
+
+    trainer = _run_folder(tmp_path, recurrent=True)
+    layout = export_policy(trainer.policy, trainer.env, tmp_path, onnx=True)
+    entry = layout["policies"][0]
+    assert (entry["onnx_inputs"], entry["onnx_outputs"]) == (
+        ["obs", "agent", "mask", "hidden"], ["action", "new_hidden"])
+    session = ReferenceEvaluator(str(tmp_path / entry["onnx"]))
+    scripted = torch.jit.load(str(tmp_path / entry["file"]))
+    obs, agent = _spread_observations(), torch.full((NUM_OBS,), 2)
+    mask = torch.ones(NUM_OBS, 5, dtype=torch.bool)
+    onnx_hidden = script_hidden = torch.zeros(NUM_OBS, 64)
+    for _ in range(3):  # the same observations again: only the hidden state moves
+        action, onnx_hidden = (torch.from_numpy(x) for x in session.run(None, {
+            "obs": obs[:, 2].numpy(), "agent": agent.numpy(), "mask": mask.numpy(),
+            "hidden": onnx_hidden.numpy()}))
+        expected, script_hidden = scripted(obs[:, 2], agent, mask, script_hidden)
+        torch.testing.assert_close(onnx_hidden, script_hidden, rtol=0, atol=1e-6)
+        assert torch.equal(action, expected)
