@@ -49,7 +49,7 @@ def make_env(
 ) -> MultiAgentEnv:
     """Build `num_envs` copies of the env called `name`.
 
-    `num_workers` only applies to PettingZoo envs (the built-in ones are
+    `num_workers` only applies to PettingZoo and Gymnasium envs (the built-in ones are
     vectorized in torch and run in this process).
     """
     env_kwargs = dict(env_kwargs or {})
