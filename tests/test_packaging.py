@@ -1,4 +1,4 @@
-"""Packaging: a torch range, PettingZoo as an extra, and a clear line when it is missing."""
+"""Packaging: a torch range, PettingZoo and EPyMARL envs as extras, a clear line when missing."""
 
 import subprocess
 import sys
@@ -29,6 +29,9 @@ def test_torch_is_a_range_and_pettingzoo_an_extra() -> None:
     assert not torch_range.contains("2.3.1") and not torch_range.contains("3.0.0")
     extras = project["optional-dependencies"]
     assert sorted(requirements(extras["pettingzoo"])) == ["gymnasium", "pettingzoo"]
+    epymarl_envs = requirements(extras["epymarl-envs"])
+    assert sorted(epymarl_envs) == ["lbforaging", "mappo", "rware"]
+    assert epymarl_envs["mappo"].extras == {"pettingzoo"}
     for group in (core, requirements(extras["dev"])):
         assert not {"pettingzoo", "gymnasium"} & set(group)
     assert project["license"] == "MIT"
@@ -56,8 +59,12 @@ class Uninstalled:
             raise ModuleNotFoundError(f"No module named '{name}'", name=name)
 
 
+@pytest.mark.parametrize(("env", "kind"), [
+    ("mpe2.simple_spread_v3:parallel_env", "PettingZoo"),
+    ("gymnasium:lbforaging:Foraging-8x8-2p-2f-coop-v3", "Gymnasium"),
+])
 @pytest.mark.parametrize("missing", ["pettingzoo", "gymnasium"])
-def test_missing_extra_names_the_pip_command(missing, monkeypatch) -> None:
+def test_missing_extra_names_the_pip_command(missing, env, kind, monkeypatch) -> None:
     monkeypatch.setattr(sys, "meta_path", [Uninstalled(missing), *sys.meta_path])
     # Forget what is imported, so the imports run again (all restored after the test).
     monkeypatch.setattr(mappo.envs, "thirdparty", mappo.envs.thirdparty)
@@ -65,7 +72,7 @@ def test_missing_extra_names_the_pip_command(missing, monkeypatch) -> None:
         if name.partition(".")[0] == missing or name.startswith("mappo.envs.thirdparty"):
             monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ConfigError) as info:
-        make_env("mpe2.simple_spread_v3:parallel_env", 2)
+        make_env(env, 2)
     assert str(info.value) == (
-        "env 'mpe2.simple_spread_v3:parallel_env' is a PettingZoo env and needs the "
-        "pettingzoo extra: pip install 'mappo[pettingzoo]'")
+        f"env '{env}' is a {kind} env and needs the pettingzoo extra: "
+        "pip install 'mappo[pettingzoo]'")

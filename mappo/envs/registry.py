@@ -1,9 +1,17 @@
-"""Env names → vectorized envs: built-in tasks by name, anything else by `module:callable`.
+"""Env names → vectorized envs: built-in tasks by name, Python envs by where they live.
 
 `module:callable` names a function (or class) returning one PettingZoo
 `ParallelEnv`, e.g. `mpe2.simple_spread_v3:parallel_env`; it is called with
 `**env_kwargs` for every copy. A leading `pettingzoo:` is accepted and dropped.
-Such envs need the `pettingzoo` extra (pettingzoo and gymnasium).
+
+`gymnasium:[module:]id` names a Gymnasium env with Tuple spaces over agents
+(lbforaging, rware, EPyMARL's envs): what follows `gymnasium:` is what
+`gymnasium.make` takes, so `module`, if given, is imported to register `id`,
+and every copy is `gymnasium.make(id, **env_kwargs)` seen through
+`TupleEnvAsParallel`. Without a module the id must be registered already.
+
+Both kinds run through `PettingZooWrapper` and need the `pettingzoo` extra
+(pettingzoo and gymnasium).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ BUILTIN_ENVS = {
     "speaker_listener": ("mappo.envs.speaker_listener", "SpeakerListenerEnv"),
 }
 PETTINGZOO_PREFIX = "pettingzoo:"
+GYMNASIUM_PREFIX = "gymnasium:"
 PETTINGZOO_EXTRA = ("pettingzoo", "gymnasium")  # the packages of `pip install 'mappo[pettingzoo]'`
 
 
@@ -40,7 +49,7 @@ def make_env(
 ) -> MultiAgentEnv:
     """Build `num_envs` copies of the env called `name`.
 
-    `num_workers` only applies to PettingZoo envs (the built-in ones are
+    `num_workers` only applies to PettingZoo and Gymnasium envs (the built-in ones are
     vectorized in torch and run in this process).
     """
     env_kwargs = dict(env_kwargs or {})
@@ -57,8 +66,9 @@ def make_env(
         except ModuleNotFoundError as err:
             if (err.name or "").partition(".")[0] not in PETTINGZOO_EXTRA:
                 raise
+            kind = "Gymnasium" if name.startswith(GYMNASIUM_PREFIX) else "PettingZoo"
             raise ConfigError(
-                f"env '{name}' is a PettingZoo env and needs the pettingzoo extra: "
+                f"env '{name}' is a {kind} env and needs the pettingzoo extra: "
                 "pip install 'mappo[pettingzoo]'"
             ) from None
         factory = import_env_factory(name)
@@ -70,23 +80,27 @@ def make_env(
     hint = f"did you mean '{near[0]}'? " if near else ""
     raise ConfigError(
         f"config key 'env' = '{name}': {hint}built-in envs are {', '.join(BUILTIN_ENVS)}, "
-        "or name a PettingZoo env as module:callable (e.g. mpe2.simple_spread_v3:parallel_env)"
+        "or name a PettingZoo env as module:callable (e.g. mpe2.simple_spread_v3:parallel_env) "
+        "or a Gymnasium one as gymnasium:module:id (e.g. "
+        "gymnasium:lbforaging:Foraging-8x8-2p-2f-coop-v3)"
     )
 
 
 def import_env_factory(name: str) -> Callable[..., Any]:
-    """The callable a `[pettingzoo:]module:callable` env name refers to; errors name `name`."""
+    """The callable building one copy of the env `name` names; errors name `name`.
+
+    `[pettingzoo:]module:callable` is that callable; `gymnasium:[module:]id`
+    is `TupleEnvAsParallel.make` of the id. Either is called with `**env_kwargs`.
+    """
+    if name.startswith(GYMNASIUM_PREFIX):
+        return _gymnasium_factory(name)
     target = name.removeprefix(PETTINGZOO_PREFIX)
     module_name, _, attr = target.rpartition(":")
     if not module_name or not attr:
         raise ConfigError(
             f"env '{name}': expected module:callable, e.g. mpe2.simple_spread_v3:parallel_env"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"env '{name}': cannot import module '{module_name}' ({err})") from err
-    factory = module
+    factory = _import_module(name, module_name)
     for part in attr.split("."):  # `module:Class.method` works too
         try:
             factory = getattr(factory, part)
@@ -97,3 +111,58 @@ def import_env_factory(name: str) -> Callable[..., Any]:
     if not callable(factory):
         raise ConfigError(f"env '{name}': '{attr}' in '{module_name}' is not callable")
     return factory
+
+
+def _gymnasium_factory(name: str) -> Callable[..., Any]:
+    """`TupleEnvAsParallel.make` of the id `gymnasium:[module:]id` names, once it is registered."""
+    import gymnasium
+
+    from mappo.envs.thirdparty.gymnasium_tuple import TupleEnvAsParallel
+
+    target = name.removeprefix(GYMNASIUM_PREFIX)
+    module_name, _, env_id = target.rpartition(":")
+    if not env_id:
+        raise ConfigError(
+            f"env '{name}': expected gymnasium:module:id, e.g. "
+            "gymnasium:lbforaging:Foraging-8x8-2p-2f-coop-v3"
+        )
+    if module_name:
+        _import_module(name, module_name)
+    if env_id not in gymnasium.registry:
+        raise ConfigError(f"env '{name}': {_unknown_gymnasium_id(env_id, module_name)}")
+    # The full `module:id`: gymnasium.make imports the module again in a fresh worker process.
+    return partial(TupleEnvAsParallel.make, target)
+
+
+def _unknown_gymnasium_id(env_id: str, module_name: str) -> str:
+    """Why `env_id` is not registered, and what is: close ids (the module's own, if named)."""
+    import gymnasium
+
+    ids = list(gymnasium.registry)
+    if module_name:
+        package = module_name.partition(".")[0]
+        ids = [i for i in ids if _package_of(gymnasium.registry[i].entry_point) == package]
+    near = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.7)
+    if near:
+        hint = "did you mean " + " or ".join(f"'{n}'" for n in near) + "?"
+    elif module_name:
+        listing = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        hint = f"{module_name} registers {listing or 'no Gymnasium env'}"
+    else:
+        hint = f"name the module that registers it: gymnasium:<module>:{env_id}"
+    where = f" after importing {module_name}" if module_name else ""
+    return f"no Gymnasium env '{env_id}' is registered{where}; {hint}"
+
+
+def _package_of(entry_point: Any) -> str:
+    """The top-level package an env spec's entry point (`module:attr` or a callable) is in."""
+    module = entry_point if isinstance(entry_point, str) else getattr(entry_point, "__module__", "")
+    return (module or "").partition(":")[0].partition(".")[0]
+
+
+def _import_module(name: str, module_name: str) -> Any:
+    """`module_name` imported, or a ConfigError naming the env `name` and why."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"env '{name}': cannot import module '{module_name}' ({err})") from err

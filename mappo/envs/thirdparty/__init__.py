@@ -16,10 +16,10 @@ fixed-shape tensors over all copies and agents. Three layers bridge the two:
   in this process, or W batches in gymnasium's `AsyncVectorEnv` over shared
   memory; the arrays become torch tensors once per step.
 
-Only PettingZoo's parallel API is read today (`inspect_parallel_env` and
-`PettingZooBatch._step_copy`/`_read_obs`). Other kinds of env planned here
-(PettingZoo AEC envs, Gymnasium envs with Tuple spaces over agents) need their
-own probe and their own per-copy step; the space-to-logits mapping of
-`layout`, the arrays and masks of `batch` and the whole of `wrapper` (worker
-pool, seeding, tensors) are meant to serve them unchanged.
+Only PettingZoo's parallel API is read (`inspect_parallel_env` and
+`PettingZooBatch._step_copy`/`_read_obs`). Other kinds of env are shown
+through it rather than given a probe of their own: `gymnasium_tuple` presents
+a Gymnasium env whose spaces are Tuples over agents (lbforaging, rware,
+EPyMARL's envs) as a parallel env, so layout, batch and wrapper serve it
+unchanged. (PettingZoo AEC envs are planned here too.)
 """
