@@ -35,7 +35,9 @@ def _f(default: Any, help: str, **choices: Any) -> Any:
 class MappoConfig:
     """Configuration of a MAPPO run (specification fields first, then ours).
 
-    `given` holds the names of the fields its creator set explicitly.
+    `given` holds the names of the fields its creator set explicitly (copy a
+    config with `replace`, which keeps it; `dataclasses.replace` passes every
+    field and so marks them all as set).
     """
 
     # --- specification fields, specification defaults -------------------------
@@ -106,8 +108,15 @@ class MappoConfig:
         return copy
 
     def save(self, path: str | Path) -> None:
-        """Write the full config as TOML, loadable with `load` or `--config`."""
-        Path(path).write_text(tomli_w.dumps(self.to_dict()))
+        """Write the full config as TOML, loadable with `load` or `--config`.
+
+        The fields read off the env go in a `[read_off_env]` table: they say what
+        the run's env was, and reading the file back skips them, so the file
+        starts the same run on the same env, or a run on another env size.
+        """
+        data = self.to_dict()
+        facts = {name: data.pop(name) for name in ENV_DIM_FIELDS}
+        Path(path).write_text(tomli_w.dumps({**data, READ_OFF_ENV: facts}))
 
     def matched_to_env(self, env_name: str, **facts: int) -> MappoConfig:
         """Take the env's facts (`num_agents`, `obs_dim`, `global_state_dim`, `action_dim`,
@@ -122,15 +131,17 @@ class MappoConfig:
             if name in self.given and value != env_value:
                 raise ConfigError(
                     f"config key '{name}' = {value} contradicts env '{env_name}', "
-                    f"which has {name} = {env_value}"
+                    f"which has {name} = {env_value}; leave it unset to take the env's"
                 )
         matched = self.replace(**facts)
         matched.given = self.given  # the env's values are not the user's choices
         batch = matched.num_envs * matched.rollout_steps * matched.num_agents
         if matched.minibatch_size > batch:
+            default = "" if "minibatch_size" in self.given else " (the default)"
             raise ConfigError(
-                f"config key 'minibatch_size' = {matched.minibatch_size}: must be <= the batch "
-                f"of num_envs*rollout_steps*num_agents = {batch} for env '{env_name}'"
+                f"config key 'minibatch_size' = {matched.minibatch_size}{default}: must be <= "
+                f"the batch of num_envs*rollout_steps*num_agents = {batch} for env "
+                f"'{env_name}' (0 takes the whole batch)"
             )
         return matched
 
@@ -147,6 +158,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
+    facts = data.pop(READ_OFF_ENV, {})
+    if not isinstance(facts, dict):
+        raise ConfigError(f"config file {path}: '{READ_OFF_ENV}' must be a table")
     check_keys(data, str(path))
     return data
 
@@ -210,6 +224,7 @@ def _record_given(cls: type[MappoConfig]) -> type[MappoConfig]:
 _record_given(MappoConfig)
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(MappoConfig)}
 ENV_DIM_FIELDS = ("num_agents", "obs_dim", "global_state_dim", "action_dim")
+READ_OFF_ENV = "read_off_env"  # config.toml's table of ENV_DIM_FIELDS (facts, not settings)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -272,8 +287,9 @@ def validate(cfg: MappoConfig) -> None:
                  "one of " + ", ".join(f.metadata["choices"]))
     if cfg.policy_groups and not cfg.share_policy:
         raise ConfigError(
-            f"config key 'policy_groups' = {cfg.policy_groups!r} shares one policy per prefix, "
-            "but share_policy = false asks for one per agent; drop one of them"
+            f"config key 'policy_groups' = {cfg.policy_groups!r} shares one policy per prefix "
+            "and needs share_policy = true; share_policy = false (set here or by a preset) "
+            "asks for one policy per agent"
         )
 
 

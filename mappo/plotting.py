@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mappo.config import ENV_DIM_FIELDS, FIELDS
+from mappo.config import ENV_DIM_FIELDS, FIELDS, READ_OFF_ENV
 from mappo.episodes import return_label
 from mappo.run_folder import RunFolderError
 
@@ -93,7 +93,8 @@ def read_run(run_dir: str | Path) -> RunCurve:
         if not needed.is_file():
             raise PlotError(f"run folder {path}: no {needed.name}")
     try:
-        config = {**_config_defaults(), **tomllib.loads(config_path.read_text())}
+        saved = tomllib.loads(config_path.read_text())
+        config = {**_config_defaults(), **saved, **saved.pop(READ_OFF_ENV, {})}
     except tomllib.TOMLDecodeError as err:
         raise PlotError(f"run folder {path}: config.toml is not valid TOML ({err})") from None
     steps, wall, returns = [], [], []

@@ -36,8 +36,20 @@ def test_train_writes_the_run_folder(run_dir) -> None:
 
 
 def test_config_toml_is_the_full_config_and_loads(run_dir) -> None:
+    import tomllib
+
+    saved = tomllib.loads((run_dir / "config.toml").read_text())
+    # The env's facts are there to read, apart from the settings.
+    assert saved["read_off_env"] == {"num_agents": 3, "obs_dim": 18, "global_state_dim": 54,
+                                     "action_dim": 5}
     config = MappoConfig.load(run_dir / "config.toml")
-    assert (config.seed, config.num_envs, config.num_agents, config.obs_dim) == (3, 16, 3, 18)
+    assert (config.seed, config.num_envs) == (3, 16)
+    # Read back, the facts are not settings: the file trains another size of the env.
+    assert not set(config.given) & {"num_agents", "obs_dim", "global_state_dim", "action_dim"}
+    bigger = config.replace(env_kwargs={"num_agents": 4}, total_steps=16, minibatch_size=0)
+    from mappo import MappoTrainer
+
+    assert MappoTrainer(bigger).config.num_agents == 4
 
 
 def test_existing_run_folder_is_refused(run_dir, capsys) -> None:
