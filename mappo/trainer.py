@@ -85,7 +85,7 @@ class MappoTrainer:
         rank_seed = config.seed + RANK_SEED_STRIDE * self.dist.rank
         self.env = env or make_env(
             config.env, config.num_envs, self.device, rank_seed, config.env_kwargs,
-            num_workers=config.num_workers,
+            num_workers=config.num_workers, use_state=config.use_global_state,
         )
         spec = self.env.spec
         self.config = config.matched_to_env(

@@ -99,7 +99,16 @@ class MultiAgentStepResult(NamedTuple):
 
 
 class EnvError(RuntimeError):
-    """An env broke the contract; the message names the env, step, agent and field."""
+    """An env broke the contract or raised; the message names the env, step, agent and field
+    (or the call that raised)."""
+
+
+def env_raised(env: str, call: str, where: str, err: BaseException) -> EnvError:
+    """The one-line `EnvError` for an exception env `env` raised in `call` (e.g. "step()"),
+    `where` naming the copy and step; raise it `from err` to keep the traceback."""
+    text = str(err).strip()
+    reason = f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+    return EnvError(f"env '{env}' failed in {call} of {where}: {reason}")
 
 
 class MultiAgentEnv(ABC):
