@@ -239,6 +239,11 @@ def not_a_parallel_env(**kwargs: Any) -> dict:
     return {"kwargs": kwargs}
 
 
+def not_a_vectorized_env(num_envs: int, device: str, seed: int | None) -> dict:
+    """A vectorized factory (it takes num_envs) returning something that is not an env."""
+    return {"num_envs": num_envs}
+
+
 class MalformedEnv(CounterEnv):
     """Returns `bad_value` as agent_1's `field` ("observation" or "reward") at step `bad_step`."""
 

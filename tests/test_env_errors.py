@@ -165,6 +165,9 @@ def test_env_whose_state_fails_stops_in_one_line_when_the_critic_uses_it(env, st
      "does not step yet; pass its parallel form: --env mpe2.simple_spread_v3:parallel_env "
      "where the module has one, or a callable returning "
      "pettingzoo.utils.conversions.aec_to_parallel(env)"),
+    (f"{MODULE}:not_a_vectorized_env", {},
+     f"env '{MODULE}:not_a_vectorized_env' takes num_envs, so it was called as a vectorized "
+     f"env, but it returned a dict, not a mappo MultiAgentEnv; {ENV_CALLABLES}"),
     ("gymnasium.envs.classic_control.cartpole:CartPoleEnv", {},
      "env 'gymnasium.envs.classic_control.cartpole:CartPoleEnv' built a single-agent "
      f"Gymnasium env (CartPoleEnv), not a multi-agent one; {ENV_CALLABLES}"),
