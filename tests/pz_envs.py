@@ -9,6 +9,7 @@ received in `received` and asserts that exactly its live agents sent one.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,14 @@ class CounterEnv(ParallelEnv):
     def index(self, agent: str) -> int:
         """Slot of `agent` in `possible_agents`."""
         return self.possible_agents.index(agent)
+
+
+class UnpicklableEnv(CounterEnv):
+    """CounterEnv holding a lock, which pickle refuses."""
+
+    def __init__(self, num_agents: int = 2, episode_length: int = 5) -> None:
+        super().__init__(num_agents, episode_length)
+        self.lock = threading.Lock()
 
 
 class DyingAgentEnv(CounterEnv):

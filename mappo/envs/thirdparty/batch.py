@@ -22,6 +22,7 @@ reached.
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -98,6 +99,24 @@ class PettingZooBatch(gymnasium.Env):
         for j in range(self.num_copies):
             self._step_copy(j, actions[j], acted[j])
         return self._out, 0.0, False, False, {}
+
+    def pickled_state(self) -> bytes | str:
+        """The copies and the arrays of their current step, pickled; or why they cannot be
+        (returned, not raised, so that a worker process survives it)."""
+        snapshot = (self.envs, self._out, self._raw_obs, self._env_mask, self._episode_steps)
+        try:
+            return pickle.dumps(snapshot)
+        except Exception as err:  # pickling raises TypeError, AttributeError, PicklingError, ...
+            text = str(err).strip()
+            return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+    def load_pickled_state(self, parts: list[bytes]) -> dict[str, np.ndarray]:
+        """Continue from the `pickled_state` of this batch's place in `parts` (one per batch,
+        in copy order); the step arrays."""
+        snapshot = pickle.loads(parts[self.first_copy // self.num_copies])
+        self.close()  # the copies made at start-up give way to the snapshot's
+        self.envs, self._out, self._raw_obs, self._env_mask, self._episode_steps = snapshot
+        return self._out
 
     def close(self) -> None:
         """Close every copy."""

@@ -6,12 +6,14 @@ and calls it directly. With W workers it runs W batches of E/W copies in
 gymnasium's `AsyncVectorEnv` with `shared_memory=True`: each worker writes its
 batch's arrays into shared memory, so per step only the actions and
 gymnasium's scalar placeholders go through the pipes. Either way the arrays
-become torch tensors once per step.
+become torch tensors once per step. For `--resume`, `pickled_state` pickles
+every batch where it runs (each worker its own, through `AsyncVectorEnv.call`).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -169,6 +171,30 @@ class PettingZooWrapper(MultiAgentEnv):
     def get_alive(self) -> torch.Tensor:
         """Which agent slots act at the current step, `[E, A]` bool."""
         return self._fields["alive"]
+
+    def pickled_state(self) -> bytes:
+        """Every batch's copies and step arrays pickled (asked of each worker, if any)."""
+        if self._pool is None:
+            parts = [self._batch.pickled_state()]
+        else:
+            parts = list(self._in_workers(partial(self._pool.call, "pickled_state")))
+        why = next((part for part in parts if isinstance(part, str)), None)
+        if why is not None:
+            raise pickle.PicklingError(f"env '{self.spec.name}' cannot be pickled ({why})")
+        return pickle.dumps(parts)
+
+    def load_pickled_state(self, data: bytes) -> None:
+        """Continue every copy from `pickled_state`'s bytes (same number of workers)."""
+        parts = pickle.loads(data)
+        if len(parts) != max(self.num_workers, 1):
+            raise ValueError(f"env '{self.spec.name}': a snapshot of {len(parts)} batch(es) "
+                             f"cannot continue in {max(self.num_workers, 1)}")
+        if self._pool is None:
+            arrays = self._batch.load_pickled_state(parts)
+        else:
+            outs = self._in_workers(partial(self._pool.call, "load_pickled_state", parts))
+            arrays = {key: np.stack([out[key] for out in outs]) for key in outs[0]}  # [W, k, ...]
+        self._load(arrays)
 
     @property
     def local_envs(self) -> list[Any]:
