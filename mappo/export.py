@@ -7,7 +7,7 @@ clipped to the agent's bounds (`[B, D]` float32). A policy serving several
 agents takes the agent slot index `[B]` of each row, because the agent one-hot
 is part of its first layer. The math repeats `Actor.forward` and
 `ActionDistribution.mode` operation for operation, so the actions equal
-`MappoTrainer.act(..., deterministic=True)` exactly.
+`Policy.act(..., deterministic=True)` exactly.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mappo.checkpoint import load_trainer
-from mappo.config import ConfigError
-from mappo.envs.base import ActionSpec
+from mappo.config import ConfigError, MappoConfig
+from mappo.envs.base import ActionSpec, MultiAgentEnv
+from mappo.envs.registry import make_env
 from mappo.networks import Actor
-from mappo.trainer import MappoTrainer
+from mappo.policy import Policy, load_policy
 
 LAYOUT_FORMAT = "mappo-actors"
 LAYOUT_VERSION = 1
@@ -207,12 +207,12 @@ def _is_pettingzoo(env: Any) -> bool:
     return isinstance(env, PettingZooWrapper)
 
 
-def _env_layout(trainer: MappoTrainer) -> dict[str, Any]:
+def _env_layout(env: MultiAgentEnv) -> dict[str, Any]:
     """Static mask `[A, K]`, bounds `[A, D]`, mask targets and action spaces of each agent."""
-    spec = trainer.env.spec
+    spec = env.spec
     A, action = spec.num_agents, spec.action
-    if _is_pettingzoo(trainer.env):
-        layout = trainer.env.layout
+    if _is_pettingzoo(env):
+        layout = env.layout
         return {
             "static_mask": layout.static_mask, "low": layout.low, "high": layout.high,
             "mask_index": [index.tolist() for index in layout.mask_index],
@@ -222,7 +222,7 @@ def _env_layout(trainer: MappoTrainer) -> dict[str, Any]:
         }
     # A built-in env: its masks are constant (the slots of actions an agent lacks), so the
     # mask at reset is every step's.
-    static_mask = trainer.env.get_action_mask()[0].cpu().numpy().astype(np.bool_)  # [A, K]
+    static_mask = env.get_action_mask()[0].cpu().numpy().astype(np.bool_)  # [A, K]
     D = action.action_dim if action.kind == "continuous" else 0
     if action.kind == "discrete":
         starts = np.cumsum([0, *action.nvec[:-1]])
@@ -308,23 +308,25 @@ def _write_onnx(policy: GreedyPolicy, path: Path, discrete: bool) -> list[str]:
     return [i.name for i in model.graph.input]
 
 
-def export_trainer(trainer: MappoTrainer, out_dir: str | Path,
-                   onnx: bool | None = None) -> dict[str, Any]:
-    """Write every policy of `trainer` to `out_dir` with `layout.json`; return the layout.
+def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
+                  onnx: bool | None = None) -> dict[str, Any]:
+    """Write every actor of `policy`, which acts in `env`, to `out_dir` with `layout.json`;
+    return the layout.
 
     `onnx=None` writes ONNX files when the `onnx` package imports.
     """
     if onnx is None:
         onnx = onnx_available()
-    spec, cfg = trainer.env.spec, trainer.config
-    env = _env_layout(trainer)
-    actor = trainer.actor
+    spec, cfg = env.spec, policy.config
+    actor = policy.actor
+    env_layout = _env_layout(env)
     group_of_agent = actor.group_of_agent.tolist()
     stems = policy_file_stems(spec.agent_names, group_of_agent, cfg.policy_groups)
     actor_cpu = copy.deepcopy(actor).cpu()
     # Every policy is built (and so checked) before anything is written.
-    greedy = [GreedyPolicy(actor_cpu, g, spec.action, env["static_mask"], env["low"],
-                           env["high"]).eval() for g in range(len(stems))]
+    greedy = [GreedyPolicy(actor_cpu, g, spec.action, env_layout["static_mask"],
+                           env_layout["low"], env_layout["high"]).eval()
+              for g in range(len(stems))]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     policies, file_of_agent = [], {}
@@ -360,7 +362,7 @@ def export_trainer(trainer: MappoTrainer, out_dir: str | Path,
                        "agent's start)" if action.kind == "discrete"
                        else "[B, D] float32: the mean, clipped to the agent's bounds"),
         },
-        "has_action_mask": bool(env["has_mask"]),
+        "has_action_mask": bool(env_layout["has_mask"]),
         "inputs": {
             "obs": "[B, obs_dim] float32; an agent's own obs_size floats, zero-padded",
             "agent": "[B] int64 agent slot index; optional when the file serves one agent",
@@ -371,7 +373,7 @@ def export_trainer(trainer: MappoTrainer, out_dir: str | Path,
         "agents": [
             {"index": a, "name": name, "policy_file": file_of_agent[a],
              "obs_size": int(spec.obs_sizes[a]) if spec.obs_sizes else spec.obs_dim,
-             "action_space": env["spaces"][a], "mask_index": env["mask_index"][a]}
+             "action_space": env_layout["spaces"][a], "mask_index": env_layout["mask_index"][a]}
             for a, name in enumerate(spec.agent_names)
         ],
     }
@@ -381,12 +383,14 @@ def export_trainer(trainer: MappoTrainer, out_dir: str | Path,
 
 def export_run(run_dir: str | Path, out_dir: str | Path,
                onnx: bool | None = None) -> dict[str, Any]:
-    """Load the run in `run_dir` (one env copy, on CPU) and export its actors to `out_dir`."""
-    # Nothing trains here: one copy, no compiling (which would import inductor).
-    changes = {"num_envs": 1, "minibatch_size": 0, "num_workers": 0, "device": "cpu",
-               "compile": "false"}
-    trainer, _ = load_trainer(Path(run_dir) / "checkpoint.pt", resume_rollout=False, **changes)
+    """Load the run in `run_dir` (its policy, one env copy, on CPU) and export its actors to
+    `out_dir`; no trainer is built and the env's global state is never asked for."""
+
+    def one_copy(config: MappoConfig) -> MultiAgentEnv:
+        return make_env(config.env, 1, "cpu", env_kwargs=config.env_kwargs, use_state=False)
+
+    policy, env = load_policy(Path(run_dir) / "checkpoint.pt", one_copy, device="cpu")
     try:
-        return export_trainer(trainer, out_dir, onnx)
+        return export_policy(policy, env, out_dir, onnx)
     finally:
-        trainer.env.close()
+        env.close()

@@ -12,7 +12,7 @@ from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import save_checkpoint
 from mappo.cli import main
 from mappo.envs.spread import SpreadEnv
-from mappo.export import export_trainer, onnx_available
+from mappo.export import export_policy, onnx_available
 
 NUM_OBS = 1000
 # torch 2.13 marks TorchScript deprecated; loading it is what this feature promises.
@@ -62,7 +62,7 @@ def _exported_actions(out_dir, layout, obs, mask=None, pass_agent=True) -> torch
 
 def _reference(trainer: MappoTrainer, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The trained policy's greedy actions, `[B, A, D]` whatever the env's action format."""
-    action = trainer.act(obs, mask, deterministic=True)
+    action, _ = trainer.policy.act(obs, mask, deterministic=True)
     return action.unsqueeze(-1) if action.dim() == 2 else action
 
 
@@ -99,7 +99,7 @@ def test_shared_policy_export_equals_trained_greedy_actions(trained, tmp_path) -
 
 def test_shared_policy_needs_a_served_agent_index(trained, tmp_path) -> None:
     trainer, _ = trained
-    export_trainer(trainer, tmp_path, onnx=False)
+    export_policy(trainer.policy, trainer.env, tmp_path, onnx=False)
     policy = torch.jit.load(str(tmp_path / "policy.pt"))
     obs = torch.zeros(4, 18)
     with pytest.raises(torch.jit.Error, match="serves several agents"):
@@ -114,7 +114,7 @@ def test_onnx_file_gives_the_same_actions(trained, tmp_path) -> None:
     from onnx.reference import ReferenceEvaluator
 
     trainer, _ = trained
-    layout = export_trainer(trainer, tmp_path, onnx=True)
+    layout = export_policy(trainer.policy, trainer.env, tmp_path, onnx=True)
     entry = layout["policies"][0]
     assert entry["onnx_inputs"] == ["obs", "agent", "mask"]
     session = ReferenceEvaluator(str(tmp_path / entry["onnx"]))
@@ -143,7 +143,7 @@ def test_onnx_file_gives_the_same_actions(trained, tmp_path) -> None:
 def test_one_file_per_policy(changes, files, tmp_path) -> None:
     trainer = MappoTrainer(MappoConfig(num_envs=4, minibatch_size=4, seed=1, compile="false",
                                        **changes))
-    layout = export_trainer(trainer, tmp_path, onnx=False)
+    layout = export_policy(trainer.policy, trainer.env, tmp_path, onnx=False)
     assert [p["file"] for p in layout["policies"]] == files
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == sorted(files)
     obs = _spread_observations()
@@ -165,12 +165,12 @@ def test_pettingzoo_masks_sub_actions_bounds_and_padding(env_class, share_policy
                          minibatch_size=2, share_policy=share_policy, compile="false")
     trainer = MappoTrainer(config)
     try:
-        layout = export_trainer(trainer, tmp_path, onnx=False)
+        layout = export_policy(trainer.policy, trainer.env, tmp_path, onnx=False)
         obs, mask = _random_inputs(trainer)
         expected = _reference(trainer, obs, mask)
     finally:
         trainer.env.close()
-    if trainer.action_spec.kind == "continuous":
+    if trainer.policy.action_spec.kind == "continuous":
         # The trained policy hands the env its raw mean; the exported one clips it to each
         # agent's own box (agent_0 [-1, 1]^2, agent_1 [0, 5]^3).
         low = torch.tensor([[-1.0, -1.0, -float("inf")], [0.0, 0.0, 0.0]])
@@ -203,7 +203,7 @@ def test_onnx_continuous_policy_clips_like_torchscript(tmp_path) -> None:
                          compile="false")
     trainer = MappoTrainer(config)
     try:
-        layout = export_trainer(trainer, tmp_path, onnx=True)
+        layout = export_policy(trainer.policy, trainer.env, tmp_path, onnx=True)
         obs, _ = _random_inputs(trainer)
     finally:
         trainer.env.close()
