@@ -15,9 +15,10 @@ from mappo.run_folder import RunFolder
 
 RUN = ["--total-steps", "2000", "--num-envs", "16", "--seed", "7", "--quiet"]
 MODULE = pz_envs.__name__
+SHORT = ["--total-steps", "600", "--num-envs", "4", "--minibatch-size", "50", "--seed", "3",
+         "--quiet"]
 # Episodes of 7 steps, 25-step rollouts: a run stopped after 2 updates is 1 step into an episode.
-PZ_RUN = ["--env-kwargs", '{"episode_length": 7}', "--total-steps", "600", "--num-envs", "4",
-          "--minibatch-size", "50", "--seed", "3", "--quiet"]
+PZ_RUN = ["--env-kwargs", '{"episode_length": 7}', *SHORT]
 
 
 def _rows(run_dir):
@@ -68,11 +69,16 @@ def test_interrupted_and_resumed_equals_straight_through(tmp_path, monkeypatch) 
     _assert_same_training(straight, resumed, 2000)
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_pettingzoo_run_resumed_mid_episode_equals_straight_through(num_workers, tmp_path,
-                                                                    monkeypatch,
+@pytest.mark.parametrize(("env", "kwargs", "num_workers"), [
+    (f"{MODULE}:CounterEnv", '{"episode_length": 7}', 0),
+    (f"{MODULE}:CounterEnv", '{"episode_length": 7}', 2),
+    # mpe2's envs are gymnasium EzPickles, which pickle their constructor arguments only.
+    ("mpe2.simple_spread_v3:parallel_env", '{"max_cycles": 7}', 2),
+])
+def test_pettingzoo_run_resumed_mid_episode_equals_straight_through(env, kwargs, num_workers,
+                                                                    tmp_path, monkeypatch,
                                                                     caplog) -> None:
-    argv = ["--env", f"{MODULE}:CounterEnv", "--num-workers", str(num_workers), *PZ_RUN]
+    argv = ["--env", env, "--env-kwargs", kwargs, "--num-workers", str(num_workers), *SHORT]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main(["train", "--run-dir", str(straight), *argv]) == 0
     _train_stopped_after_two_updates(resumed, argv, monkeypatch)

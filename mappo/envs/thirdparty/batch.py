@@ -21,6 +21,7 @@ reached.
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils.ezpickle import EzPickle
 
 from mappo.envs.base import EnvError, env_raised
 from mappo.envs.thirdparty.layout import PettingZooLayout
@@ -101,11 +103,13 @@ class PettingZooBatch(gymnasium.Env):
         return self._out, 0.0, False, False, {}
 
     def pickled_state(self) -> bytes | str:
-        """The copies and the arrays of their current step, pickled; or why they cannot be
-        (returned, not raised, so that a worker process survives it)."""
+        """The copies and the arrays of their current step, pickled by their state; or why
+        they cannot be (returned, not raised, so that a worker process survives it)."""
         snapshot = (self.envs, self._out, self._raw_obs, self._env_mask, self._episode_steps)
+        buffer = io.BytesIO()
         try:
-            return pickle.dumps(snapshot)
+            _StatePickler(buffer).dump(snapshot)
+            return buffer.getvalue()
         except Exception as err:  # pickling raises TypeError, AttributeError, PicklingError, ...
             text = str(err).strip()
             return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
@@ -251,3 +255,34 @@ class PettingZooBatch(gymnasium.Env):
             n = space.nvec.size
             return (action[:n].reshape(space.shape) + space.start).astype(space.dtype)
         return action[: math.prod(space.shape)].reshape(space.shape).astype(space.dtype)
+
+
+class _StatePickler(pickle.Pickler):
+    """A pickler that keeps the state of gymnasium `EzPickle` objects.
+
+    Most PettingZoo envs (mpe2's, sisl's, butterfly's) are `EzPickle`s, which
+    pickle only their constructor arguments: unpickled, they would be fresh
+    envs, not the episodes in flight. Here they are rebuilt by their
+    constructor and then given back every attribute they had, except pygame's
+    drawing surfaces and fonts (display, not simulation, and unpicklable),
+    which the constructor makes again. Any other attribute that cannot be
+    pickled (a C simulator's objects) fails the snapshot, as it should.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, EzPickle):
+            return NotImplemented
+        state = {name: value for name, value in vars(obj).items()
+                 if not type(value).__module__.startswith("pygame")}
+        rebuild = (type(obj), obj._ezpickle_args, obj._ezpickle_kwargs)
+        return _construct, rebuild, state, None, None, _set_attributes
+
+
+def _construct(cls: type, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """A fresh `cls(*args, **kwargs)`, as `EzPickle` rebuilds itself."""
+    return cls(*args, **kwargs)
+
+
+def _set_attributes(obj: Any, state: dict[str, Any]) -> None:
+    """Give a rebuilt object back the attributes `_StatePickler` kept."""
+    obj.__dict__.update(state)
