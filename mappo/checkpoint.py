@@ -80,7 +80,7 @@ def load_trainer(
 
     `resume_rollout` also restores the env and the episodes in flight (for
     `--resume`), from the checkpoint's env snapshot or from `pickled_env`
-    (`MappoTrainer.load_state_dict`); export starts fresh episodes instead.
+    (`MappoTrainer.load_state_dict`); without it, fresh episodes start.
     Returns the trainer and the raw payload. A checkpoint whose shapes do not
     fit the env its config builds is refused with a `CheckpointError`.
     """

@@ -103,12 +103,16 @@ class EnvError(RuntimeError):
     (or the call that raised)."""
 
 
+def error_line(err: BaseException) -> str:
+    """`err` in one line: its type and the first line of its message."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def env_raised(env: str, call: str, where: str, err: BaseException) -> EnvError:
     """The one-line `EnvError` for an exception env `env` raised in `call` (e.g. "step()"),
     `where` naming the copy and step; raise it `from err` to keep the traceback."""
-    text = str(err).strip()
-    reason = f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
-    return EnvError(f"env '{env}' failed in {call} of {where}: {reason}")
+    return EnvError(f"env '{env}' failed in {call} of {where}: {error_line(err)}")
 
 
 class MultiAgentEnv(ABC):

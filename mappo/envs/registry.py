@@ -127,14 +127,15 @@ def _kwargs_error(name: str, factory: Callable[..., Any], env_kwargs: dict[str, 
     when its signature lists them."""
     fixed = {"num_envs", "device", "seed"} if is_vectorized(factory) else set()
     try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        params = []
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # no signature to read
+        params = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
     takes = [p.name for p in params if p.name not in fixed and p.kind in (
         p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    open_ended = any(p.kind == p.VAR_KEYWORD for p in params)
-    hint = (f"; it takes {', '.join(takes) or 'none'}" if params and not open_ended
-            else "; pass only keywords it takes")
+    if any(p.kind == p.VAR_KEYWORD for p in params):  # it passes them on: no list to give
+        hint = "; pass only keywords it takes"
+    else:
+        hint = f"; it takes {', '.join(takes) or 'none'}"
     reason = str(err).strip().splitlines()[0] if str(err).strip() else "TypeError"
     return ConfigError(
         f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused them ({reason}){hint}"

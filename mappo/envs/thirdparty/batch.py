@@ -32,7 +32,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils.ezpickle import EzPickle
 
-from mappo.envs.base import EnvError, env_raised
+from mappo.envs.base import EnvError, env_raised, error_line
 from mappo.envs.thirdparty.layout import PettingZooLayout
 
 
@@ -111,8 +111,7 @@ class PettingZooBatch(gymnasium.Env):
             _StatePickler(buffer).dump(snapshot)
             return buffer.getvalue()
         except Exception as err:  # pickling raises TypeError, AttributeError, PicklingError, ...
-            text = str(err).strip()
-            return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+            return error_line(err)
 
     def load_pickled_state(self, parts: list[bytes]) -> dict[str, np.ndarray]:
         """Continue from the `pickled_state` of this batch's place in `parts` (one per batch,
