@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
@@ -24,21 +26,26 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to a temporary file beside `path`, then rename it into place.
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """`write(handle)` into a temporary file beside `path`, then rename it into place.
 
-    A crash mid-write leaves the previous checkpoint untouched.
+    A crash mid-write leaves the previous file untouched.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
-            torch.save({**payload, "format_version": FORMAT_VERSION}, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write `payload` atomically: a crash mid-write leaves the previous checkpoint."""
+    write_atomically(path, partial(torch.save, {**payload, "format_version": FORMAT_VERSION}))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -66,14 +73,16 @@ def load_trainer(
     resume_rollout: bool = True,
     distributed: Distributed | None = None,
     env: MultiAgentEnv | None = None,
+    pickled_env: bytes | str | None = None,
     **config_changes: Any,
 ) -> tuple[MappoTrainer, dict[str, Any]]:
     """A trainer rebuilt from a checkpoint file: its config (with `config_changes`) and state.
 
     `resume_rollout` also restores the env and the episodes in flight (for
-    `--resume`); evaluation starts fresh episodes instead. Returns the trainer
-    and the raw payload. A checkpoint whose shapes do not fit the env its
-    config builds is refused with a `CheckpointError`.
+    `--resume`), from the checkpoint's env snapshot or from `pickled_env`
+    (`MappoTrainer.load_state_dict`); without it, fresh episodes start.
+    Returns the trainer and the raw payload. A checkpoint whose shapes do not
+    fit the env its config builds is refused with a `CheckpointError`.
     """
     from mappo.trainer import MappoTrainer
 
@@ -88,7 +97,7 @@ def load_trainer(
     except ConfigError as err:  # the saved env facts contradict the env the config builds
         raise CheckpointError(f"checkpoint {path} does not fit env '{config.env}': {err}") from None
     try:
-        trainer.load_state_dict(payload, resume_rollout)
+        trainer.load_state_dict(payload, resume_rollout, pickled_env)
     except (RuntimeError, KeyError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
         trainer.env.close()

@@ -142,8 +142,10 @@ def _open_run(args: argparse.Namespace):
                 f"change (got {', '.join(given)})"
             )
         path = RunFolder.checkpoint_to_resume(args.resume)
-        dist = Distributed.from_environment(load_checkpoint(path)["config"]["device"])
-        trainer, _ = load_trainer(path, distributed=dist, **overrides)
+        payload = load_checkpoint(path)
+        dist = Distributed.from_environment(payload["config"]["device"])
+        pickled_env = RunFolder.read_pickled_env(args.resume, payload)
+        trainer, _ = load_trainer(path, distributed=dist, pickled_env=pickled_env, **overrides)
         folder = (RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
                   if dist.is_main else None)
         return trainer, folder
@@ -306,9 +308,10 @@ def train(args: argparse.Namespace) -> int:
 
     def save() -> None:
         nonlocal saved_steps, saved_time
-        state = trainer.state_dict()  # a collective call: every rank takes part
+        state = trainer.state_dict()  # collective calls: every rank takes part
+        pickled_env = trainer.pickled_env_state()
         if main_rank:
-            folder.save(state)
+            folder.save(state, pickled_env)
         saved_steps, saved_time = trainer.env_steps, time.monotonic()
 
     with _StopOnSignal() as stop:

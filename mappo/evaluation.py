@@ -72,10 +72,14 @@ def evaluate(policy: Policy, env: MultiAgentEnv, episodes: int, deterministic: b
 
 def load_run(run_dir: str | Path, num_envs: int, device: str | None = None,
              seed: int = 1000) -> tuple[Policy, MultiAgentEnv]:
-    """The run's trained policy and `num_envs` fresh copies of its env, stepped in process."""
+    """The run's trained policy and `num_envs` fresh copies of its env, stepped in process.
+
+    Only the actors act, so the env's own global state is never asked for.
+    """
 
     def build(config: MappoConfig) -> MultiAgentEnv:
-        return make_env(config.env, num_envs, config.device, seed, config.env_kwargs)
+        return make_env(config.env, num_envs, config.device, seed, config.env_kwargs,
+                        use_state=False)
 
     return load_policy(Path(run_dir) / "checkpoint.pt", build, device)
 

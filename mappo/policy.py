@@ -97,7 +97,7 @@ class Policy(nn.Module):
         super().__init__()
         self.spec, self.config = spec, config
         self.action_spec = spec.action
-        self.state_dim = env_facts(spec, config.use_global_state)["global_state_dim"]
+        self.state_dim = config.global_state_dim  # the critic's input, matched to the env
         group_of_agent = policy_groups(spec.agent_names, config.share_policy,
                                        config.policy_groups)
         self.actor = Actor(
@@ -238,7 +238,11 @@ def load_policy(
     env = make_env(config)
     try:
         spec = env.spec
-        matched = config.matched_to_env(spec.name, **env_facts(spec, config.use_global_state))
+        facts = env_facts(spec, config.use_global_state)
+        # Acting never reads the critic, which keeps the checkpoint's input size: the env
+        # need not produce a global state (eval and render build it without one).
+        del facts["global_state_dim"]
+        matched = config.matched_to_env(spec.name, **facts)
         policy = Policy(spec, matched)
         policy.load_state_dicts(payload)
     except (ConfigError, RuntimeError, KeyError, ValueError) as err:

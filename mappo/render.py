@@ -291,7 +291,7 @@ def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
                 f"env '{config_env}' does not take render_mode='rgb_array': {err}"
             ) from None
 
-    env = PettingZooWrapper(make, 1, num_workers=0, seed=seed, name=config_env)
+    env = PettingZooWrapper(make, 1, num_workers=0, seed=seed, name=config_env, use_state=False)
     return env, env.local_envs[0]
 
 

@@ -1,4 +1,11 @@
-"""The run folder: config.toml, metrics.csv, checkpoint.pt, curve.png and TensorBoard events."""
+"""The run folder: config.toml, metrics.csv, checkpoint.pt, curve.png and TensorBoard events,
+and env_state.pkl for envs whose state lives in Python objects (PettingZoo envs).
+
+env_state.pkl holds the env copies pickled at the last checkpoint, which records
+its SHA-256: only `--resume` of this folder unpickles it (the user's own run), and
+only when the digest matches; eval and export never read it, so a checkpoint
+passed on stays free of pickled code.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,13 @@ import math
 import time
 from pathlib import Path
 
-from mappo.checkpoint import save_checkpoint
+from mappo.checkpoint import save_checkpoint, write_atomically
 from mappo.config import ConfigError, MappoConfig
 from mappo.episodes import return_label
 from mappo.trainer import MappoMetrics
 
-RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt")
+ENV_STATE_FILE = "env_state.pkl"
+RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", ENV_STATE_FILE)
 CURVE_INTERVAL_S = 20.0
 
 
@@ -38,6 +46,7 @@ class RunFolder:
         self.config_path = self.path / "config.toml"
         self.metrics_path = self.path / "metrics.csv"
         self.checkpoint_path = self.path / "checkpoint.pt"
+        self.env_state_path = self.path / ENV_STATE_FILE
         self.curve_path = self.path / "curve.png"
         self._writer = None
         self._wandb = None
@@ -137,9 +146,36 @@ class RunFolder:
         self._wandb = wandb.init(project=project, name=self.path.name, id=run_id,
                                  resume="allow", dir=str(self.path), config=config.to_dict())
 
-    def save(self, payload: dict) -> None:
-        """Write the checkpoint atomically."""
+    def save(self, payload: dict, pickled_env: bytes | str | None = None) -> None:
+        """Write the checkpoint atomically, and `pickled_env` (`MappoTrainer.pickled_env_state`)
+        to env_state.pkl before it, its digest in the checkpoint; a reason instead of bytes
+        (the env cannot be pickled) is recorded in the checkpoint for `--resume` to say."""
+        if isinstance(pickled_env, bytes):
+            write_atomically(self.env_state_path, lambda handle: handle.write(pickled_env))
+            payload = {**payload, "env_state": {"sha256": hashlib.sha256(pickled_env).hexdigest()}}
+        elif pickled_env is not None:
+            payload = {**payload, "env_state": {"unpicklable": pickled_env}}
         save_checkpoint(self.checkpoint_path, payload)
+        if not isinstance(pickled_env, bytes):  # a file from an earlier save is no longer valid
+            self.env_state_path.unlink(missing_ok=True)
+
+    @staticmethod
+    def read_pickled_env(path: str | Path, payload: dict) -> bytes | str | None:
+        """For `--resume` of the run in `path` from its checkpoint `payload`: env_state.pkl's
+        bytes when they are the ones the checkpoint recorded, else why not; None when the
+        checkpoint expects none (the env's own state_dict, if any, is in it)."""
+        saved = payload.get("env_state")
+        if saved is None:
+            return None
+        if "unpicklable" in saved:
+            return saved["unpicklable"]
+        file = Path(path) / ENV_STATE_FILE
+        if not file.is_file():
+            return f"{file} is missing"
+        data = file.read_bytes()
+        if hashlib.sha256(data).hexdigest() != saved["sha256"]:
+            return f"{file} is not the one the checkpoint recorded (another save wrote it)"
+        return data
 
     def draw_curve(self) -> None:
         """Redraw curve.png: episode return against env steps, from metrics.csv."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ class MappoTrainer:
         rank_seed = config.seed + RANK_SEED_STRIDE * self.dist.rank
         self.env = env or make_env(
             config.env, config.num_envs, self.device, rank_seed, config.env_kwargs,
-            num_workers=config.num_workers,
+            num_workers=config.num_workers, use_state=config.use_global_state,
         )
         spec = self.env.spec
         self.config = config.matched_to_env(
@@ -367,12 +368,14 @@ class MappoTrainer:
     # --- persistence -----------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training exactly where it stands.
+        """Everything needed to continue training exactly where it stands, as tensors.
 
         Weights, optimizer, value normalizer and counters, plus per rank: the
-        torch RNG and the rollout in flight (the env's own snapshot where it can
-        take one, the current observations, the episodes' running returns).
-        With several ranks this is a collective call; rank 0 gets every rank's part.
+        torch RNG and the rollout in flight (the env's `state_dict` where it has
+        one, the current observations, the episodes' running returns). An env
+        whose state lives in Python objects is kept by `pickled_env_state`
+        instead, outside the checkpoint. With several ranks this is a collective
+        call; rank 0 gets every rank's part.
         """
         own = {
             "torch_rng": torch.get_rng_state(),
@@ -398,12 +401,30 @@ class MappoTrainer:
             "ranks": self.dist.gather(own),
         }
 
-    def load_state_dict(self, state: dict[str, Any], resume_rollout: bool = True) -> None:
+    def pickled_env_state(self) -> bytes | str | None:
+        """Every rank's env copies pickled (`MultiAgentEnv.pickled_state`), for exact
+        resumption: one blob on rank 0, or why some copy cannot be pickled; None on the
+        other ranks and for envs without Python state. A collective call."""
+        try:
+            own = self.env.pickled_state()
+        except pickle.PicklingError as err:
+            own = str(err)
+        parts = self.dist.gather(own)
+        if parts is None or all(part is None for part in parts):
+            return None
+        why = next((part for part in parts if isinstance(part, str)), None)
+        return why if why is not None else pickle.dumps(parts)
+
+    def load_state_dict(self, state: dict[str, Any], resume_rollout: bool = True,
+                        pickled_env: bytes | str | None = None) -> None:
         """Restore what `state_dict` saved (the config is the caller's to check).
 
         With `resume_rollout`, the env and the episodes in flight continue where
-        they stood, when the checkpoint has this rank's part and the env can
-        take snapshots; otherwise fresh episodes start.
+        they stood when the checkpoint has this rank's part and the env's
+        snapshot: its `state_dict` in the checkpoint, or `pickled_env`, the blob
+        `pickled_env_state` returned at the same moment (unpickled here: only
+        for the user's own run). Otherwise fresh episodes start, with a warning
+        saying why (`pickled_env` may be that reason).
         """
         self.policy.load_state_dicts(state)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -418,14 +439,29 @@ class MappoTrainer:
         torch.set_rng_state(own["torch_rng"])
         if own.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(own["cuda_rng"])
-        if resume_rollout and own["env"] is not None and self.env.state_dict() is not None:
-            self.env.load_state_dict(own["env"])
-            rollout = {k: v.to(self.device) for k, v in own["rollout"].items()}
-            self._obs, self._state = rollout["obs"], rollout["state"]
-            self._mask, self._alive = rollout["mask"], rollout["alive"]
-            self.episodes.running = rollout["running_return"]
-            self.episodes.ever_alive = rollout["ever_alive"]
-            self._episode_start = rollout["episode_start"]
-            if self._recurrent_state is not None:
-                self._recurrent_state = RecurrentState(rollout["actor_hidden"],
-                                                       rollout["critic_hidden"])
+        if not resume_rollout:
+            return
+        why = self._restore_env(own["env"], pickled_env)
+        if why is not None:
+            logger.warning("episodes restart from a reset instead of continuing: %s", why)
+            return
+        rollout = {k: v.to(self.device) for k, v in own["rollout"].items()}
+        self._obs, self._state = rollout["obs"], rollout["state"]
+        self._mask, self._alive = rollout["mask"], rollout["alive"]
+        self.episodes.running = rollout["running_return"]
+        self.episodes.ever_alive = rollout["ever_alive"]
+        self._episode_start = rollout["episode_start"]
+        if self._recurrent_state is not None:
+            self._recurrent_state = RecurrentState(rollout["actor_hidden"],
+                                                   rollout["critic_hidden"])
+
+    def _restore_env(self, env_state: dict[str, Any] | None,
+                     pickled_env: bytes | str | None) -> str | None:
+        """Put the env back as it was saved; why it cannot be, or None when done."""
+        if env_state is not None and self.env.state_dict() is not None:
+            self.env.load_state_dict(env_state)
+            return None
+        if isinstance(pickled_env, bytes):
+            self.env.load_pickled_state(pickle.loads(pickled_env)[self.dist.rank])
+            return None
+        return pickled_env or f"the checkpoint holds no snapshot of env '{self.env.spec.name}'"

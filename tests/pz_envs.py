@@ -9,6 +9,7 @@ received in `received` and asserts that exactly its live agents sent one.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,14 @@ class CounterEnv(ParallelEnv):
     def index(self, agent: str) -> int:
         """Slot of `agent` in `possible_agents`."""
         return self.possible_agents.index(agent)
+
+
+class UnpicklableEnv(CounterEnv):
+    """CounterEnv holding a lock, which pickle refuses."""
+
+    def __init__(self, num_agents: int = 2, episode_length: int = 5) -> None:
+        super().__init__(num_agents, episode_length)
+        self.lock = threading.Lock()
 
 
 class DyingAgentEnv(CounterEnv):
@@ -239,6 +248,11 @@ def not_a_parallel_env(**kwargs: Any) -> dict:
     return {"kwargs": kwargs}
 
 
+def not_a_vectorized_env(num_envs: int, device: str, seed: int | None) -> dict:
+    """A vectorized factory (it takes num_envs) returning something that is not an env."""
+    return {"num_envs": num_envs}
+
+
 class MalformedEnv(CounterEnv):
     """Returns `bad_value` as agent_1's `field` ("observation" or "reward") at step `bad_step`."""
 
@@ -284,3 +298,62 @@ class LateJoinerEnv(CounterEnv):
             self.agents.append("agent_2")
             obs["agent_2"] = self.observe("agent_2")
         return obs, rewards, terminations, truncations, infos
+
+
+class StateFailsAtEpisodeEndEnv(StatefulEnv):
+    """StatefulEnv whose `state()` raises once the episode is over, as multiwalker's
+    does at its first episode end."""
+
+    def state(self) -> np.ndarray:
+        """The global state, until the episode ends."""
+        if self.t >= self.episode_length:
+            raise IndexError("the episode is over")
+        return super().state()
+
+
+class StateFailsWhenAgentsAreGoneEnv(DyingAgentEnv, StatefulEnv):
+    """DyingAgentEnv whose `state()` raises once an agent is gone, as magent2 battle's
+    does when a team is wiped out."""
+
+    def state(self) -> np.ndarray:
+        """The global state, while every agent is there."""
+        if len(self.agents) < len(self.possible_agents):
+            raise ValueError("an agent is gone")
+        return super().state()
+
+
+class BrokenEnv(StatefulEnv):
+    """StatefulEnv that raises `RuntimeError("<call> broke")` in `call` ("reset", "step" or
+    "state") in episode `episode` at episode step `step` (a reset: the one starting
+    `episode`), in the copy first reset with seed `seed` only."""
+
+    def __init__(self, call: str = "step", episode: int = 7, step: int = 3,
+                 seed: int = 9) -> None:
+        super().__init__()
+        self.broken = (call, episode, step)
+        self.broken_seed = seed
+        self.first_seed: int | None = None
+
+    def breaks(self, call: str, episode: int, step: int) -> None:
+        """Raise if this is the broken call of the broken copy."""
+        if self.first_seed == self.broken_seed and (call, episode, step) == self.broken:
+            raise RuntimeError(f"{call} broke\nthe env's second line")
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict]]:
+        """Reset, unless this is the broken reset."""
+        if self.first_seed is None:
+            self.first_seed = seed
+        self.breaks("reset", self.episode + 1, 0)
+        return super().reset(seed, options)
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Step, unless this is the broken step."""
+        self.breaks("step", self.episode, self.t + 1)
+        return super().step(actions)
+
+    def state(self) -> np.ndarray:
+        """The global state, unless this is the broken moment."""
+        self.breaks("state", self.episode, self.t)
+        return super().state()

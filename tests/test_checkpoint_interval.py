@@ -23,9 +23,9 @@ def saved_steps(monkeypatch) -> list[int]:
     steps = []
     save = RunFolder.save
 
-    def record(self, payload):
+    def record(self, payload, pickled_env=None):
         steps.append(payload["env_steps"])
-        save(self, payload)
+        save(self, payload, pickled_env)
 
     monkeypatch.setattr(RunFolder, "save", record)
     return steps

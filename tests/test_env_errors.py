@@ -1,15 +1,25 @@
-"""An env that returns NaN or inf is stopped with a message naming env, agent, field and step."""
+"""A broken env stops the run with one line: NaN or inf named by env, agent, field and step;
+an exception inside the env by env, call, copy and step; an env of the wrong kind or with
+wrong keywords by what would work."""
 
+import csv
+import json
 import math
 
 import pytest
+import pz_envs
 import torch
 
 import mappo.trainer
 from mappo import MappoConfig, MappoTrainer
+from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 from mappo.envs.base import EnvError
+from mappo.envs.registry import ENV_CALLABLES
 from mappo.envs.spread import SpreadEnv
+
+MODULE = pz_envs.__name__
+SMALL = ["--num-envs", "4", "--minibatch-size", "50", "--total-steps", "400", "--quiet"]
 
 
 class PoisonedSpread(SpreadEnv):
@@ -56,3 +66,116 @@ def test_cli_reports_env_errors_in_one_line(tmp_path, monkeypatch, capsys) -> No
     assert "Traceback" not in err
     assert err.strip().startswith("mappo: env error: env 'spread' returned nan in the reward")
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize(("call", "episode", "broken_step", "named_step"),
+                         [("step", 7, 3, 3), ("state", 7, 3, 3), ("reset", 8, 0, 5)])
+def test_an_exception_in_the_env_is_one_line_after_the_last_checkpoint(
+    call, episode, broken_step, named_step, num_workers, tmp_path, capsys
+) -> None:
+    # Copy 2 (seed 9; worker 1's first copy with 2 workers) breaks in the second rollout
+    # (4 copies x 25 steps per update, episodes of 5 steps; the first two resets are the
+    # wrapper's and the trainer's, so episode 7 starts at step 25 and episode 8 at step 30).
+    run = tmp_path / "r"
+    kwargs = {"call": call, "episode": episode, "step": broken_step}
+    code = main(["train", "--env", f"{MODULE}:BrokenEnv", "--env-kwargs", json.dumps(kwargs),
+                 "--run-dir", str(run), "--seed", "7", "--num-workers", str(num_workers),
+                 *SMALL])
+    assert code == 3
+    assert capsys.readouterr().err == (
+        f"mappo: env error: env '{MODULE}:BrokenEnv' failed in {call}() of env copy 2 at "
+        f"episode step {named_step}: RuntimeError: {call} broke\n"
+    )
+    # The first update's checkpoint and metrics stay; nothing of the broken rollout is saved.
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 100
+    with open(run / "metrics.csv", newline="") as handle:
+        assert [row["env_steps"] for row in csv.DictReader(handle)] == ["100"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_debug_keeps_the_env_traceback(num_workers, tmp_path) -> None:
+    with pytest.raises(EnvError, match="failed in step") as info:
+        main(["--debug", "train", "--env", f"{MODULE}:BrokenEnv", "--run-dir",
+              str(tmp_path / "r"), "--seed", "7", "--num-workers", str(num_workers), *SMALL])
+    # In process the env's exception is the cause; from a worker, its traceback is a note.
+    shown = (repr(info.value.__cause__) if num_workers == 0
+             else "\n".join(info.value.__notes__))
+    assert "step broke" in shown and "the env's second line" in shown
+
+
+@pytest.mark.parametrize("env", ["StateFailsAtEpisodeEndEnv", "StateFailsWhenAgentsAreGoneEnv"])
+def test_env_whose_state_fails_trains_when_the_critic_does_not_use_it(env) -> None:
+    config = MappoConfig(env=f"{MODULE}:{env}", num_envs=2, minibatch_size=50, total_steps=100,
+                         use_global_state=False)
+    trainer = MappoTrainer(config)
+    try:
+        assert trainer.env.spec.state_source == "concat_obs"  # the probe did not ask either
+        trainer.train()
+        assert trainer.env_steps == 100
+        assert [copy.state_calls for copy in trainer.env.local_envs] == [0, 0]
+    finally:
+        trainer.env.close()
+
+
+def test_eval_never_asks_for_the_state(tmp_path, monkeypatch, capsys) -> None:
+    run = tmp_path / "r"
+    assert main(["train", "--env", f"{MODULE}:StatefulEnv", "--use-global-state", "true",
+                 "--run-dir", str(run), *SMALL]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["config"]["global_state_dim"] == 3
+
+    def no_state(self):
+        raise AssertionError("state() called")
+
+    monkeypatch.setattr(pz_envs.StatefulEnv, "state", no_state)
+    assert main(["eval", str(run), "--episodes", "4"]) == 0
+    assert "over 4 episodes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("env", "step", "error"), [
+    ("StateFailsAtEpisodeEndEnv", 5, "IndexError: the episode is over"),
+    ("StateFailsWhenAgentsAreGoneEnv", 2, "ValueError: an agent is gone"),
+])
+def test_env_whose_state_fails_stops_in_one_line_when_the_critic_uses_it(env, step, error,
+                                                                         tmp_path,
+                                                                         capsys) -> None:
+    code = main(["train", "--env", f"{MODULE}:{env}", "--run-dir", str(tmp_path / "r"),
+                 "--use-global-state", "true", *SMALL])
+    assert code == 3
+    assert capsys.readouterr().err == (
+        f"mappo: env error: env '{MODULE}:{env}' failed in state() of env copy 0 at episode "
+        f"step {step}: {error}\n"
+    )
+
+
+@pytest.mark.parametrize(("env", "kwargs", "message"), [
+    (f"{MODULE}:CounterEnv", {"nope": 1},
+     f"config key 'env_kwargs' = {{'nope': 1}}: env '{MODULE}:CounterEnv' refused them "
+     "(CounterEnv.__init__() got an unexpected keyword argument 'nope'); it takes "
+     "num_agents, episode_length"),
+    ("mpe2.simple_spread_v3:parallel_env", {"M": 4},
+     "config key 'env_kwargs' = {'M': 4}: env 'mpe2.simple_spread_v3:parallel_env' refused "
+     "them (raw_env.__init__() got an unexpected keyword argument 'M'); pass only keywords "
+     "it takes"),
+    (f"{MODULE}:not_a_parallel_env", {},
+     f"env '{MODULE}:not_a_parallel_env' built a dict, not a PettingZoo ParallelEnv (it has "
+     f"no possible_agents, reset, step); {ENV_CALLABLES}"),
+    ("mpe2.simple_spread_v3:env", {},
+     "env 'mpe2.simple_spread_v3:env' built an AEC env (OrderEnforcingWrapper), which mappo "
+     "does not step yet; pass its parallel form: --env mpe2.simple_spread_v3:parallel_env "
+     "where the module has one, or a callable returning "
+     "pettingzoo.utils.conversions.aec_to_parallel(env)"),
+    (f"{MODULE}:not_a_vectorized_env", {},
+     f"env '{MODULE}:not_a_vectorized_env' takes num_envs, so it was called as a vectorized "
+     f"env, but it returned a dict, not a mappo MultiAgentEnv; {ENV_CALLABLES}"),
+    ("gymnasium.envs.classic_control.cartpole:CartPoleEnv", {},
+     "env 'gymnasium.envs.classic_control.cartpole:CartPoleEnv' built a single-agent "
+     f"Gymnasium env (CartPoleEnv), not a multi-agent one; {ENV_CALLABLES}"),
+])
+def test_env_of_the_wrong_kind_or_with_wrong_keywords_is_one_line(env, kwargs, message,
+                                                                  tmp_path, capsys) -> None:
+    code = main(["train", "--env", env, "--env-kwargs", json.dumps(kwargs), "--run-dir",
+                 str(tmp_path / "r"), *SMALL])
+    assert code == 2
+    assert capsys.readouterr().err == f"mappo: error: {message}\n"
+    assert not (tmp_path / "r").exists()  # refused before any work

@@ -2,9 +2,11 @@
 
 import csv
 import os
+import pickle
 import signal
 
 import pytest
+import pz_envs
 import torch
 
 from mappo.checkpoint import CheckpointError, load_checkpoint, load_trainer, save_checkpoint
@@ -12,6 +14,11 @@ from mappo.cli import main
 from mappo.run_folder import RunFolder
 
 RUN = ["--total-steps", "2000", "--num-envs", "16", "--seed", "7", "--quiet"]
+MODULE = pz_envs.__name__
+SHORT = ["--total-steps", "600", "--num-envs", "4", "--minibatch-size", "50", "--seed", "3",
+         "--quiet"]
+# Episodes of 7 steps, 25-step rollouts: a run stopped after 2 updates is 1 step into an episode.
+PZ_RUN = ["--env-kwargs", '{"episode_length": 7}', *SHORT]
 
 
 def _rows(run_dir):
@@ -19,10 +26,8 @@ def _rows(run_dir):
         return list(csv.DictReader(handle))
 
 
-def test_interrupted_and_resumed_equals_straight_through(tmp_path, monkeypatch) -> None:
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert main(["train", "--run-dir", str(straight), *RUN]) == 0
-
+def _train_stopped_after_two_updates(run_dir, argv, monkeypatch) -> None:
+    """`mappo train` into `run_dir`, stopped by Ctrl-C after its second update."""
     log = RunFolder.log
     calls = []
 
@@ -32,15 +37,16 @@ def test_interrupted_and_resumed_equals_straight_through(tmp_path, monkeypatch) 
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the third update's wait
 
-    monkeypatch.setattr(RunFolder, "log", log_then_interrupt)
-    assert main(["train", "--run-dir", str(resumed), *RUN]) == 0
-    assert load_checkpoint(resumed / "checkpoint.pt")["env_steps"] == 800
-    monkeypatch.setattr(RunFolder, "log", log)
-    assert main(["train", "--resume", str(resumed), "--quiet"]) == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(RunFolder, "log", log_then_interrupt)
+        assert main(["train", "--run-dir", str(run_dir), *argv]) == 0
 
+
+def _assert_same_training(straight, resumed, env_steps) -> None:
+    """Both runs end with bitwise the same parameters, optimizer state and metrics."""
     a = load_checkpoint(straight / "checkpoint.pt")
     b = load_checkpoint(resumed / "checkpoint.pt")
-    assert a["env_steps"] == b["env_steps"] == 2000
+    assert a["env_steps"] == b["env_steps"] == env_steps
     for part in ("actor", "critic", "value_norm"):
         for name, tensor in a[part].items():
             assert torch.equal(tensor, b[part][name]), f"{part}.{name}"
@@ -51,6 +57,90 @@ def test_interrupted_and_resumed_equals_straight_through(tmp_path, monkeypatch) 
     assert [r["env_steps"] for r in rows_b] == [r["env_steps"] for r in rows_a]
     assert [r["policy_loss"] for r in rows_b] == [r["policy_loss"] for r in rows_a]
     assert [r["episode_return"] for r in rows_b] == [r["episode_return"] for r in rows_a]
+
+
+def test_interrupted_and_resumed_equals_straight_through(tmp_path, monkeypatch) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", "--run-dir", str(straight), *RUN]) == 0
+    _train_stopped_after_two_updates(resumed, RUN, monkeypatch)
+    assert load_checkpoint(resumed / "checkpoint.pt")["env_steps"] == 800
+    assert not (resumed / "env_state.pkl").exists()  # spread's state is in the checkpoint
+    assert main(["train", "--resume", str(resumed), "--quiet"]) == 0
+    _assert_same_training(straight, resumed, 2000)
+
+
+@pytest.mark.parametrize(("env", "kwargs", "num_workers"), [
+    (f"{MODULE}:CounterEnv", '{"episode_length": 7}', 0),
+    (f"{MODULE}:CounterEnv", '{"episode_length": 7}', 2),
+    # mpe2's envs are gymnasium EzPickles, which pickle their constructor arguments only.
+    ("mpe2.simple_spread_v3:parallel_env", '{"max_cycles": 7}', 2),
+])
+def test_pettingzoo_run_resumed_mid_episode_equals_straight_through(env, kwargs, num_workers,
+                                                                    tmp_path, monkeypatch,
+                                                                    caplog) -> None:
+    argv = ["--env", env, "--env-kwargs", kwargs, "--num-workers", str(num_workers), *SHORT]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", "--run-dir", str(straight), *argv]) == 0
+    _train_stopped_after_two_updates(resumed, argv, monkeypatch)
+    assert (resumed / "env_state.pkl").is_file()
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        assert main(["train", "--resume", str(resumed), "--quiet"]) == 0
+    _assert_same_training(straight, resumed, 600)
+    assert "episodes restart" not in caplog.text  # they continued
+
+
+def test_pettingzoo_copies_continue_their_episodes(tmp_path, monkeypatch) -> None:
+    run = tmp_path / "r"
+    _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:CounterEnv", *PZ_RUN],
+                                     monkeypatch)
+    payload = load_checkpoint(run / "checkpoint.pt")
+    trainer, _ = load_trainer(run / "checkpoint.pt",
+                              pickled_env=RunFolder.read_pickled_env(run, payload))
+    # 50 steps per copy: episodes 1 (the wrapper's reset) + 1 (the trainer's) + 7 full ones.
+    assert [(copy.episode, copy.t) for copy in trainer.env.local_envs] == [(9, 1)] * 4
+    assert (trainer._obs[:, :, 1:3] == torch.tensor([9.0, 1.0])).all()
+    trainer.env.close()
+
+
+def test_unpicklable_env_resumes_with_fresh_episodes_and_says_why(tmp_path, monkeypatch,
+                                                                  caplog) -> None:
+    run = tmp_path / "r"
+    _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:UnpicklableEnv", *PZ_RUN],
+                                     monkeypatch)
+    why = (f"env '{MODULE}:UnpicklableEnv' cannot be pickled (TypeError: cannot pickle "
+           "'_thread.lock' object)")
+    payload = load_checkpoint(run / "checkpoint.pt")
+    assert payload["env_state"] == {"unpicklable": why}
+    assert not (run / "env_state.pkl").exists()
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        trainer, _ = load_trainer(run / "checkpoint.pt",
+                                  pickled_env=RunFolder.read_pickled_env(run, payload))
+    assert [(copy.episode, copy.t) for copy in trainer.env.local_envs] == [(2, 0)] * 4
+    trainer.env.close()
+    restarts = [r.getMessage() for r in caplog.records if "episodes restart" in r.getMessage()]
+    assert restarts == [f"episodes restart from a reset instead of continuing: {why}"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert f"episodes restart from a reset instead of continuing: {why}" in caplog.text
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 600
+
+
+def test_env_state_file_is_unpickled_only_by_resume_and_only_when_it_is_the_checkpoints(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    run = tmp_path / "r"
+    _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:CounterEnv", *PZ_RUN],
+                                     monkeypatch)
+    (run / "env_state.pkl").write_bytes(pickle.dumps(_Exploit()))
+    assert main(["eval", str(run), "--episodes", "2"]) == 0
+    payload = load_checkpoint(run / "checkpoint.pt")
+    assert RunFolder.read_pickled_env(run, payload) == (
+        f"{run / 'env_state.pkl'} is not the one the checkpoint recorded (another save wrote it)")
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "is not the one the checkpoint recorded" in caplog.text
+    assert not os.path.exists("/tmp/mappo-pwned")
 
 
 def test_resume_refuses_other_flags(tmp_path, capsys) -> None:

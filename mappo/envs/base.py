@@ -99,7 +99,20 @@ class MultiAgentStepResult(NamedTuple):
 
 
 class EnvError(RuntimeError):
-    """An env broke the contract; the message names the env, step, agent and field."""
+    """An env broke the contract or raised; the message names the env, step, agent and field
+    (or the call that raised)."""
+
+
+def error_line(err: BaseException) -> str:
+    """`err` in one line: its type and the first line of its message."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def env_raised(env: str, call: str, where: str, err: BaseException) -> EnvError:
+    """The one-line `EnvError` for an exception env `env` raised in `call` (e.g. "step()"),
+    `where` naming the copy and step; raise it `from err` to keep the traceback."""
+    return EnvError(f"env '{env}' failed in {call} of {where}: {error_line(err)}")
 
 
 class MultiAgentEnv(ABC):
@@ -143,12 +156,29 @@ class MultiAgentEnv(ABC):
         """Which agent slots act at the current step, `[E, A]` bool."""
 
     def state_dict(self) -> dict[str, Any] | None:
-        """A snapshot of every copy's state for exact resumption, or None if the env has none."""
+        """A snapshot of every copy's state for exact resumption, or None if the env has none.
+
+        Tensors and plain values only: it goes into the checkpoint, which is loaded
+        with `torch.load(weights_only=True)`.
+        """
         return None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a snapshot taken by `state_dict`."""
         raise NotImplementedError(f"env '{self.spec.name}' cannot restore a snapshot")
+
+    def pickled_state(self) -> bytes | None:
+        """Every copy pickled, for exact resumption of an env whose state lives in Python
+        objects (a PettingZoo env's); None when it has none beyond `state_dict`.
+
+        Raises `pickle.PicklingError` saying why when a copy cannot be pickled.
+        """
+        return None
+
+    def load_pickled_state(self, data: bytes) -> None:
+        """Continue from bytes `pickled_state` returned. Unpickling runs code: only for
+        bytes the user wrote themselves (`--resume` of their own run folder)."""
+        raise NotImplementedError(f"env '{self.spec.name}' keeps no pickled state")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most envs hold nothing
         """Release worker processes or other resources; a no-op by default."""

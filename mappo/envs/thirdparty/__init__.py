@@ -12,6 +12,8 @@ fixed-shape tensors over all copies and agents. Three layers bridge the two:
   state, reward, flags, masks, final obs/state), padding observations,
   sending actions only to live agents and resetting finished copies itself.
   It is a `gymnasium.Env`, which is what lets it run in a worker process.
+  What a copy raises becomes one `EnvError` line; `pickled_state` snapshots
+  the copies for `--resume`.
 * `wrapper` is the `MultiAgentEnv` the trainer sees: one batch of all E copies
   in this process, or W batches in gymnasium's `AsyncVectorEnv` over shared
   memory; the arrays become torch tensors once per step.

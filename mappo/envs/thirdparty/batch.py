@@ -21,15 +21,18 @@ reached.
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils.ezpickle import EzPickle
 
-from mappo.envs.base import EnvError
+from mappo.envs.base import EnvError, env_raised, error_line
 from mappo.envs.thirdparty.layout import PettingZooLayout
 
 
@@ -41,13 +44,18 @@ class PettingZooBatch(gymnasium.Env):
     observation (reward 0, never terminated or truncated: finished copies are
     reset here). The copies are created on the first reset, so the throwaway
     instance `AsyncVectorEnv` makes in the parent process to read the spaces
-    costs nothing. The returned arrays are reused between calls.
+    costs nothing. The returned arrays are reused between calls. `first_copy`
+    is the index of copy 0 among all copies, for messages. Whatever a copy
+    raises in `reset`, `step` or `state` becomes a one-line `EnvError` naming
+    the env, the call, the copy and its episode step.
     """
 
     def __init__(
-        self, env_fn: Callable[[], Any], layout: PettingZooLayout, num_copies: int
+        self, env_fn: Callable[[], Any], layout: PettingZooLayout, num_copies: int,
+        first_copy: int = 0,
     ) -> None:
         self.env_fn, self.layout, self.num_copies = env_fn, layout, num_copies
+        self.first_copy = first_copy
         self.observation_space = layout.step_space(num_copies)
         self.action_space = layout.action_space(num_copies)
         self.envs: list[Any] = []
@@ -73,7 +81,7 @@ class PettingZooBatch(gymnasium.Env):
         out = self._out
         self._episode_steps[:] = 0
         for j, env in enumerate(self.envs):
-            obs, _ = env.reset(seed=None if seed is None else seed + j)
+            obs, _ = self._call(j, "reset()", env.reset, seed=None if seed is None else seed + j)
             self._read_obs(j, obs, np.zeros(len(self.layout.agents), np.bool_))
             self._publish(j)
         for key in ("reward", "terminated", "truncated", "env_done"):
@@ -94,6 +102,25 @@ class PettingZooBatch(gymnasium.Env):
             self._step_copy(j, actions[j], acted[j])
         return self._out, 0.0, False, False, {}
 
+    def pickled_state(self) -> bytes | str:
+        """The copies and the arrays of their current step, pickled by their state; or why
+        they cannot be (returned, not raised, so that a worker process survives it)."""
+        snapshot = (self.envs, self._out, self._raw_obs, self._env_mask, self._episode_steps)
+        buffer = io.BytesIO()
+        try:
+            _StatePickler(buffer).dump(snapshot)
+            return buffer.getvalue()
+        except Exception as err:  # pickling raises TypeError, AttributeError, PicklingError, ...
+            return error_line(err)
+
+    def load_pickled_state(self, parts: list[bytes]) -> dict[str, np.ndarray]:
+        """Continue from the `pickled_state` of this batch's place in `parts` (one per batch,
+        in copy order); the step arrays."""
+        snapshot = pickle.loads(parts[self.first_copy // self.num_copies])
+        self.close()  # the copies made at start-up give way to the snapshot's
+        self.envs, self._out, self._raw_obs, self._env_mask, self._episode_steps = snapshot
+        return self._out
+
     def close(self) -> None:
         """Close every copy."""
         for env in self.envs:
@@ -109,8 +136,8 @@ class PettingZooBatch(gymnasium.Env):
             name: self._env_action(i, actions[i])
             for i, name in enumerate(layout.agents) if acted[i]
         }
-        obs, rewards, terminations, truncations, _ = env.step(sent)
-        self._episode_steps[j] += 1
+        self._episode_steps[j] += 1  # first, so an error in this step names it
+        obs, rewards, terminations, truncations, _ = self._call(j, "step()", env.step, sent)
         finished = np.zeros(len(layout.agents), np.bool_)  # [A], as the env reports it
         for i, name in enumerate(layout.agents):
             term = bool(terminations.get(name, False))
@@ -129,8 +156,8 @@ class PettingZooBatch(gymnasium.Env):
         out["env_done"][j] = done
         if done:
             out["final_state"][j] = self._state(j, self._raw_obs[j])
+            obs, _ = self._call(j, "reset()", env.reset)
             self._episode_steps[j] = 0
-            obs, _ = env.reset()
             self._read_obs(j, obs, np.zeros(len(layout.agents), np.bool_))
             self._publish(j)
         else:
@@ -183,9 +210,21 @@ class PettingZooBatch(gymnasium.Env):
     def _error(self, j: int, agent: str, field: str, problem: str) -> EnvError:
         """An EnvError for a malformed value of one agent's field in copy j."""
         return EnvError(
-            f"env '{self.layout.name}' returned a bad {field} for agent '{agent}' in env copy "
-            f"{j} at episode step {self._episode_steps[j]}: {problem}"
+            f"env '{self.layout.name}' returned a bad {field} for agent '{agent}' in "
+            f"{self._where(j)}: {problem}"
         )
+
+    def _call(self, j: int, call: str, method: Callable[..., Any], *args: Any,
+              **kwargs: Any) -> Any:
+        """`method(*args, **kwargs)` of copy j; what it raises becomes a one-line EnvError."""
+        try:
+            return method(*args, **kwargs)
+        except Exception as err:
+            raise env_raised(self.layout.name, call, self._where(j), err) from err
+
+    def _where(self, j: int) -> str:
+        """Copy j among all copies, and its episode step, for messages."""
+        return f"env copy {self.first_copy + j} at episode step {self._episode_steps[j]}"
 
     def _publish(self, j: int) -> None:
         """Fill obs, action_mask and state of copy j from `_raw_obs[j]` and alive."""
@@ -202,7 +241,8 @@ class PettingZooBatch(gymnasium.Env):
     def _state(self, j: int, obs: np.ndarray) -> np.ndarray:
         """Global state of copy j, `[S]`: the env's own, or the given `[A, O]` obs flattened."""
         if self.layout.state_source == "env":
-            return self._floats(self.envs[j].state(), j, "(global)", "state", self.layout.state_dim)
+            state = self._call(j, "state()", self.envs[j].state)
+            return self._floats(state, j, "(global)", "state", self.layout.state_dim)
         return obs.reshape(-1)
 
     def _env_action(self, i: int, action: np.ndarray) -> Any:
@@ -214,3 +254,34 @@ class PettingZooBatch(gymnasium.Env):
             n = space.nvec.size
             return (action[:n].reshape(space.shape) + space.start).astype(space.dtype)
         return action[: math.prod(space.shape)].reshape(space.shape).astype(space.dtype)
+
+
+class _StatePickler(pickle.Pickler):
+    """A pickler that keeps the state of gymnasium `EzPickle` objects.
+
+    Most PettingZoo envs (mpe2's, sisl's, butterfly's) are `EzPickle`s, which
+    pickle only their constructor arguments: unpickled, they would be fresh
+    envs, not the episodes in flight. Here they are rebuilt by their
+    constructor and then given back every attribute they had, except pygame's
+    drawing surfaces and fonts (display, not simulation, and unpicklable),
+    which the constructor makes again. Any other attribute that cannot be
+    pickled (a C simulator's objects) fails the snapshot, as it should.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, EzPickle):
+            return NotImplemented
+        state = {name: value for name, value in vars(obj).items()
+                 if not type(value).__module__.startswith("pygame")}
+        rebuild = (type(obj), obj._ezpickle_args, obj._ezpickle_kwargs)
+        return _construct, rebuild, state, None, None, _set_attributes
+
+
+def _construct(cls: type, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """A fresh `cls(*args, **kwargs)`, as `EzPickle` rebuilds itself."""
+    return cls(*args, **kwargs)
+
+
+def _set_attributes(obj: Any, state: dict[str, Any]) -> None:
+    """Give a rebuilt object back the attributes `_StatePickler` kept."""
+    obj.__dict__.update(state)

@@ -5,9 +5,10 @@ returns a `PettingZooLayout`: the agent slots (`env.possible_agents` in order),
 each agent's observation size (padded to the largest, O), its action space
 mapped onto the policy's K logits (Discrete/MultiDiscrete: sub-action blocks
 sized by the largest agent) or D box dimensions (Box: the largest agent's),
-where the global state comes from (`env.state()`, else every agent's padded
-observation concatenated) and the episode length if the env exposes one.
-An env it cannot wrap is refused here, with a message naming the env and agent.
+where the global state comes from (`env.state()` when the critic uses it and
+the env has it, else every agent's padded observation concatenated) and the
+episode length if the env exposes one.
+An env it cannot wrap is refused here with a `ConfigError` naming the env and agent.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import gymnasium
 import numpy as np
 from gymnasium import spaces
 from pettingzoo.utils.env import AECEnv
 
-from mappo.envs.base import ActionSpec
+from mappo.config import ConfigError
+from mappo.envs.base import ActionSpec, EnvError, env_raised
+from mappo.envs.registry import ENV_CALLABLES, PETTINGZOO_PREFIX
 
 # Where the env's episode length may be stored, on the env or its unwrapped base.
 EPISODE_LENGTH_ATTRS = ("max_episode_steps", "max_cycles", "max_steps")
@@ -84,22 +88,33 @@ class PettingZooLayout:
         return spaces.Box(-np.inf, np.inf, (k, A, n), np.float32)
 
 
-def inspect_parallel_env(env: Any, name: str) -> PettingZooLayout:
-    """Read spaces, state and episode length off one copy; raise if it cannot be wrapped."""
+def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> PettingZooLayout:
+    """Read spaces, state and episode length off one copy; raise if it cannot be wrapped.
+
+    With `use_state` False, `env.state()` is never called (some envs' states fail at
+    moments the critic does not need them) and the state is the concatenated observations.
+    """
+    if isinstance(env, AECEnv):  # has reset/step too, but one agent at a time
+        module = name.removeprefix(PETTINGZOO_PREFIX).rpartition(":")[0]
+        raise ConfigError(
+            f"env '{name}' built an AEC env ({type(env).__name__}), which mappo does not "
+            f"step yet; pass its parallel form: --env {module}:parallel_env where the module "
+            "has one, or a callable returning pettingzoo.utils.conversions.aec_to_parallel(env)"
+        )
+    if isinstance(env, gymnasium.Env):
+        raise ConfigError(
+            f"env '{name}' built a single-agent Gymnasium env ({type(env).__name__}), not a "
+            f"multi-agent one; {ENV_CALLABLES}"
+        )
     missing = [attr for attr in ("possible_agents", "reset", "step") if not hasattr(env, attr)]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"env '{name}' built a {type(env).__name__}, not a PettingZoo ParallelEnv "
-            f"(it has no {', '.join(missing)}); for an AEC env pass its parallel_env"
-        )
-    if isinstance(env, AECEnv):  # has reset/step too, but one agent at a time
-        raise ValueError(
-            f"env '{name}' built an AEC env ({type(env).__name__}); pass the module's "
-            "parallel_env, or wrap it with pettingzoo.utils.conversions.aec_to_parallel"
+            f"(it has no {', '.join(missing)}); {ENV_CALLABLES}"
         )
     agents = tuple(env.possible_agents)
     if not agents:
-        raise ValueError(f"env '{name}' has no possible_agents")
+        raise ConfigError(f"env '{name}' has no possible_agents")
 
     obs_sizes: list[int] = []
     dict_obs: list[bool] = []
@@ -110,13 +125,13 @@ def inspect_parallel_env(env: Any, name: str) -> PettingZooLayout:
         is_dict = isinstance(space, spaces.Dict)
         if is_dict:
             if "observation" not in space.spaces:
-                raise ValueError(
+                raise ConfigError(
                     f"env '{name}': agent {agent} has a Dict observation space without an "
                     f"'observation' key: {space}"
                 )
             inner = space["observation"]
         if not isinstance(inner, spaces.Box):
-            raise ValueError(
+            raise ConfigError(
                 f"env '{name}': agent {agent} observes {inner}; only Box observations "
                 "(or a Dict of 'observation' Box and 'action_mask') are supported"
             )
@@ -130,24 +145,24 @@ def inspect_parallel_env(env: Any, name: str) -> PettingZooLayout:
         action, static_mask, mask_index = _discrete_layout(agents, action_spaces)
         for agent, size, index in zip(agents, mask_sizes, mask_index, strict=True):
             if size is not None and size != len(index):
-                raise ValueError(
+                raise ConfigError(
                     f"env '{name}': agent {agent}'s action_mask has {size} entries but its "
                     f"action space has {len(index)} actions"
                 )
         low = high = np.zeros((len(agents), 0), np.float32)
     elif all(isinstance(s, spaces.Box) for s in action_spaces):
         if any(size is not None for size in mask_sizes):
-            raise ValueError(f"env '{name}': an action_mask needs discrete actions")
+            raise ConfigError(f"env '{name}': an action_mask needs discrete actions")
         action, static_mask, low, high = _box_layout(action_spaces)
         mask_index = tuple(np.zeros(0, np.int64) for _ in agents)
     else:
         listing = ", ".join(f"{a}: {s}" for a, s in zip(agents, action_spaces, strict=True))
-        raise ValueError(
+        raise ConfigError(
             f"env '{name}': agents must all act in Discrete/MultiDiscrete spaces or all in "
             f"Box spaces; got {listing}"
         )
 
-    state_dim = _env_state_dim(env)
+    state_dim = _env_state_dim(env, name) if use_state else None
     state_source: Literal["env", "concat_obs"] = "env" if state_dim is not None else "concat_obs"
     if state_dim is None:
         state_dim = len(agents) * max(obs_sizes)
@@ -212,15 +227,22 @@ def _box_layout(
     return spec, has_dim, low, high
 
 
-def _env_state_dim(env: Any) -> int | None:
+def _env_state_dim(env: Any, name: str) -> int | None:
     """Size of `env.state()` after a reset, or None when the env has no global state."""
     # Asked of the env itself rather than read off `state_space`: some envs
     # declare the space and still raise in state().
-    env.reset(seed=0)
+    where = "the probe copy, after reset(seed=0)"
+    try:
+        env.reset(seed=0)
+    except Exception as err:
+        raise env_raised(name, "reset()", where, err) from err
     try:
         return int(np.asarray(env.state()).size)
     except (AttributeError, NotImplementedError):
         return None
+    except Exception as err:
+        error = env_raised(name, "state()", where, err)
+        raise EnvError(f"{error}; --use-global-state false never calls it") from err
 
 
 def _episode_length(env: Any) -> int | None:

@@ -6,12 +6,15 @@ and calls it directly. With W workers it runs W batches of E/W copies in
 gymnasium's `AsyncVectorEnv` with `shared_memory=True`: each worker writes its
 batch's arrays into shared memory, so per step only the actions and
 gymnasium's scalar placeholders go through the pipes. Either way the arrays
-become torch tensors once per step.
+become torch tensors once per step. For `--resume`, `pickled_state` pickles
+every batch where it runs (each worker its own, through `AsyncVectorEnv.call`).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -34,7 +37,9 @@ class PettingZooWrapper(MultiAgentEnv):
     this process; `num_workers=W` splits them over W processes of gymnasium's
     `AsyncVectorEnv` (shared memory), E/W copies each. Copy i is first reset
     with seed `seed + i`; later auto-resets continue each copy's own RNG.
-    Returned tensors are fresh every step.
+    `use_state` says whether the critic uses the env's own global state: when
+    False, `env.state()` is never called and the state is every agent's padded
+    observation concatenated. Returned tensors are fresh every step.
     """
 
     def __init__(
@@ -45,6 +50,7 @@ class PettingZooWrapper(MultiAgentEnv):
         seed: int | None = None,
         device: str | torch.device = "cpu",
         name: str | None = None,
+        use_state: bool = True,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -60,7 +66,7 @@ class PettingZooWrapper(MultiAgentEnv):
         name = name or getattr(env_fn, "__qualname__", None) or repr(env_fn)
         probe = env_fn()
         try:
-            layout = inspect_parallel_env(probe, name)
+            layout = inspect_parallel_env(probe, name, use_state)
         finally:
             if hasattr(probe, "close"):  # a wrong object still gets its error, not this one
                 probe.close()
@@ -79,19 +85,19 @@ class PettingZooWrapper(MultiAgentEnv):
             logger.info("%s: global state from env.state(), %d floats", name, layout.state_dim)
         else:
             logger.info(
-                "%s: no env.state(); global state = all agents' padded observations, %d floats",
-                name, layout.state_dim,
+                "%s: %s; global state = all agents' padded observations, %d floats",
+                name, "no env.state()" if use_state else "env.state() unused", layout.state_dim,
             )
 
         copies = num_envs // max(num_workers, 1)
-        make_batch = partial(PettingZooBatch, env_fn, layout, copies)
         self._batch: PettingZooBatch | None = None
         self._pool: AsyncVectorEnv | None = None
         if num_workers == 0:
-            self._batch = make_batch()
+            self._batch = PettingZooBatch(env_fn, layout, copies)
         else:
             self._pool = AsyncVectorEnv(
-                [make_batch] * num_workers,
+                [partial(PettingZooBatch, env_fn, layout, copies, w * copies)
+                 for w in range(num_workers)],
                 shared_memory=True,
                 copy=False,  # we copy once, into torch
                 autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
@@ -119,7 +125,7 @@ class PettingZooWrapper(MultiAgentEnv):
         else:
             k = self._copies_per_batch
             seeds = None if seed is None else [seed + w * k for w in range(self.num_workers)]
-            arrays, _ = self._pool.reset(seed=seeds)
+            arrays, _ = self._in_workers(partial(self._pool.reset, seed=seeds))
         self._load(arrays)
         return self._fields["obs"]
 
@@ -138,7 +144,9 @@ class PettingZooWrapper(MultiAgentEnv):
         if self._pool is None:
             arrays, *_ = self._batch.step(batch)
         else:
-            arrays, *_ = self._pool.step(batch.reshape(self.num_workers, -1, A, n))
+            arrays, *_ = self._in_workers(
+                partial(self._pool.step, batch.reshape(self.num_workers, -1, A, n))
+            )
         self._load(arrays)
         f = self._fields
         return MultiAgentStepResult(
@@ -164,6 +172,30 @@ class PettingZooWrapper(MultiAgentEnv):
         """Which agent slots act at the current step, `[E, A]` bool."""
         return self._fields["alive"]
 
+    def pickled_state(self) -> bytes:
+        """Every batch's copies and step arrays pickled (asked of each worker, if any)."""
+        if self._pool is None:
+            parts = [self._batch.pickled_state()]
+        else:
+            parts = list(self._in_workers(partial(self._pool.call, "pickled_state")))
+        why = next((part for part in parts if isinstance(part, str)), None)
+        if why is not None:
+            raise pickle.PicklingError(f"env '{self.spec.name}' cannot be pickled ({why})")
+        return pickle.dumps(parts)
+
+    def load_pickled_state(self, data: bytes) -> None:
+        """Continue every copy from `pickled_state`'s bytes (same number of workers)."""
+        parts = pickle.loads(data)
+        if len(parts) != max(self.num_workers, 1):
+            raise ValueError(f"env '{self.spec.name}': a snapshot of {len(parts)} batch(es) "
+                             f"cannot continue in {max(self.num_workers, 1)}")
+        if self._pool is None:
+            arrays = self._batch.load_pickled_state(parts)
+        else:
+            outs = self._in_workers(partial(self._pool.call, "load_pickled_state", parts))
+            arrays = {key: np.stack([out[key] for out in outs]) for key in outs[0]}  # [W, k, ...]
+        self._load(arrays)
+
     @property
     def local_envs(self) -> list[Any]:
         """The PettingZoo copies, in order, when they run in this process; [] with workers."""
@@ -180,6 +212,24 @@ class PettingZooWrapper(MultiAgentEnv):
             self._batch.close()
 
     # ----------------------------------------------------------------- internals
+
+    @staticmethod
+    def _in_workers(call: Callable[[], Any]) -> Any:
+        """`call()` on the worker pool. A worker's exception comes back as the batch raised
+        it (one line); gymnasium's log of the worker's traceback, which it prints as
+        warnings, becomes notes on it instead (shown with the traceback by `mappo --debug`)."""
+        with warnings.catch_warnings(record=True) as logged:
+            warnings.simplefilter("always")
+            try:
+                result = call()
+            except Exception as err:
+                for warning in logged:
+                    err.add_note(str(warning.message))
+                raise
+        for warning in logged:  # a successful call's warnings are passed on as they came
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
+        return result
 
     def _load(self, arrays: dict[str, np.ndarray]) -> None:
         """Turn the batch's (or the shared memory's) arrays into fresh tensors on `device`."""
