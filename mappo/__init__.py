@@ -23,7 +23,6 @@ __all__ = [
     "MappoTrainer",
     "MultiAgentEnv",
     "MultiAgentStepResult",
-    "PettingZooWrapper",
     "RolloutMinibatch",
     "compute_gae",
     "ppo_policy_loss",
@@ -32,9 +31,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """`PettingZooWrapper` on first use: `import mappo` needs no pettingzoo or gymnasium."""
+    """`PettingZooWrapper` on first use: `import mappo` (and `from mappo import *`, which
+    leaves it out) needs no pettingzoo or gymnasium."""
     if name == "PettingZooWrapper":
-        from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+        from mappo.envs.registry import pettingzoo_wrapper
 
-        return PettingZooWrapper
+        try:
+            return pettingzoo_wrapper("mappo.PettingZooWrapper")
+        except ConfigError:
+            raise ImportError("mappo.PettingZooWrapper needs the pettingzoo extra: "
+                              "pip install 'mappo[pettingzoo]'") from None
     raise AttributeError(f"module 'mappo' has no attribute '{name}'")

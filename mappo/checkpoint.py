@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
-from mappo.config import ConfigError, from_dict
+from mappo.config import ConfigError, MappoConfig, from_dict
 
 if TYPE_CHECKING:
     from mappo.distributed import Distributed
@@ -68,6 +68,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def saved_config(payload: dict[str, Any], path: str | Path, **changes: Any) -> MappoConfig:
+    """The config a checkpoint was trained with, `changes` on top.
+
+    The fields its user set are those recorded at save time (`config_given`)
+    plus `changes`: the rest, the env's facts among them, were not choices, so
+    the checks against the env treat them as the run's defaults did.
+    """
+    try:
+        config = from_dict({**payload["config"], **changes}, source=str(path))
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
+    config.given = frozenset(payload.get("config_given", ())) | frozenset(changes)
+    return config
+
+
 def load_trainer(
     path: str | Path,
     resume_rollout: bool = True,
@@ -88,10 +103,7 @@ def load_trainer(
 
     path = Path(path)
     payload = load_checkpoint(path)
-    try:
-        config = from_dict({**payload["config"], **config_changes}, source=str(path))
-    except ConfigError as err:
-        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
+    config = saved_config(payload, path, **config_changes)
     try:
         trainer = MappoTrainer(config, env=env, distributed=distributed)
     except ConfigError as err:  # the saved env facts contradict the env the config builds

@@ -281,6 +281,11 @@ def validate(cfg: MappoConfig) -> None:
     need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
     need(cfg.num_workers >= 0, "num_workers", ">= 0")
     need(cfg.checkpoint_interval > 0, "checkpoint_interval", "> 0 seconds")
+    if cfg.num_workers and cfg.num_envs % cfg.num_workers:
+        raise ConfigError(
+            f"config key 'num_workers' = {cfg.num_workers}: num_envs = {cfg.num_envs} must be "
+            "a multiple of it (every worker steps the same number of copies)"
+        )
     for name, f in FIELDS.items():
         if "choices" in f.metadata:
             need(getattr(cfg, name) in f.metadata["choices"], name,

@@ -12,7 +12,7 @@ from mappo.config import MappoConfig
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
 from mappo.episodes import EpisodeTracker, return_definition, return_label
-from mappo.policy import Policy, load_policy
+from mappo.policy import Policy, episode_starts, load_policy
 
 MAX_EVAL_ENVS = 128
 
@@ -52,10 +52,10 @@ def play(
     while True:
         action, state = policy.act(obs, mask, state, start, deterministic)
         result = env.step(action)
+        start = episode_starts(result, tracker.ever_alive)  # before the tracker folds it in
         per_episode = tracker.step(result.reward, alive, result.env_done, result.alive)
         yield obs, result, per_episode
         obs, mask, alive = result.obs, result.action_mask, result.alive
-        start = result.agent_done
 
 
 def evaluate(policy: Policy, env: MultiAgentEnv, episodes: int, deterministic: bool = False,

@@ -15,7 +15,8 @@ bounds (`[B, D]` float32). Inputs:
 * `mask` `[B, K]` bool, True for legal logits (discrete actions only);
 * `hidden` `[B, hidden_dim]` float32, recurrent actors only: the `new_hidden`
   this file returned for the same agent at its previous step, zeros (or None)
-  at every episode start.
+  at every episode start of that agent (and when an agent that joined an
+  episode late first acts).
 
 A feed-forward file returns the action; a recurrent one `(action, new_hidden)`.
 """
@@ -391,7 +392,8 @@ def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
         "outputs": ["action"] if hidden_dim is None else ["action", "new_hidden"],
         "recurrent": None if hidden_dim is None else {
             "hidden_dim": hidden_dim, "initial": "zeros",
-            "reset": "at every episode start (of that agent)",
+            "reset": "at every episode start of that agent, and when it first acts in an "
+                     "episode it joined late",
             "call": "action, new_hidden = policy(obs, agent, mask, hidden)",
         },
         "policies": policies,

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from mappo.buffer import RolloutMinibatch
-from mappo.checkpoint import CheckpointError, load_checkpoint
-from mappo.config import ConfigError, MappoConfig, from_dict
+from mappo.checkpoint import CheckpointError, load_checkpoint, saved_config
+from mappo.config import ConfigError, MappoConfig
 from mappo.distributions import ActionDistribution
-from mappo.envs.base import EnvSpec, MultiAgentEnv
+from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
 from mappo.networks import Actor, CentralizedCritic
 from mappo.value_norm import ValueNorm
 
@@ -56,6 +56,14 @@ def critic_starts(episode_start: torch.Tensor) -> torch.Tensor:
     """Where the critic's state restarts, `[..., A]` → `[...]`: where every agent of the
     env starts an episode, i.e. the env was reset (the critic sees the whole env)."""
     return episode_start.all(-1)
+
+
+def episode_starts(result: MultiAgentStepResult, ever_alive: torch.Tensor) -> torch.Tensor:
+    """Where agents start an episode with their next action, `[E, A]`, which is where their
+    recurrent state restarts: the agent's episode ended with this step (`agent_done`),
+    or it is alive now for the first time in its env's episode (it joined late).
+    `ever_alive` `[E, A]` marks the agents alive at some step of the episode so far."""
+    return result.agent_done | (result.alive & ~ever_alive)
 
 
 class RecurrentState(NamedTuple):
@@ -229,12 +237,7 @@ def load_policy(
     """
     path = Path(path)
     payload = load_checkpoint(path)
-    try:
-        config = from_dict(payload["config"], source=str(path))
-        if device is not None:
-            config = config.replace(device=device)
-    except ConfigError as err:
-        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
+    config = saved_config(payload, path, **({} if device is None else {"device": device}))
     env = make_env(config)
     try:
         spec = env.spec

@@ -275,9 +275,9 @@ class FrameRecorder:
 def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
                          seed: int) -> tuple[MultiAgentEnv, FrameRecorder]:
     """(one-copy PettingZooWrapper whose copy records frames, that copy's FrameRecorder)."""
-    from mappo.envs.registry import import_env_factory
-    from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+    from mappo.envs.registry import import_env_factory, pettingzoo_wrapper
 
+    PettingZooWrapper = pettingzoo_wrapper(config_env)  # noqa: N806 - a class
     try:
         factory = import_env_factory(config_env)
     except ValueError as err:  # module or callable missing here

@@ -10,6 +10,7 @@ passed on stays free of pickled code.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import math
 import time
@@ -23,6 +24,7 @@ from mappo.trainer import MappoMetrics
 ENV_STATE_FILE = "env_state.pkl"
 RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", ENV_STATE_FILE)
 CURVE_INTERVAL_S = 20.0
+METRICS_COLUMNS = [f.name for f in dataclasses.fields(MappoMetrics)]  # metrics.csv's header
 
 
 class RunFolderError(RuntimeError):
@@ -98,16 +100,19 @@ class RunFolder:
 
     @classmethod
     def resume(cls, path: str | Path, config: MappoConfig, env_steps: int) -> RunFolder:
-        """Reopen a run at its checkpoint: metrics rows past `env_steps` are dropped."""
+        """Reopen a run at its checkpoint: metrics rows past `env_steps` are dropped, and
+        rows of an older mappo are rewritten in today's columns (new ones left empty)."""
         folder = cls(path, f"{config.env} (seed {config.seed})", return_label(config.team_reward))
         config.save(folder.config_path)
         if folder.metrics_path.exists():
             with open(folder.metrics_path, newline="") as handle:
-                rows = list(csv.DictReader(handle))
+                reader = csv.DictReader(handle)
+                rows, columns = list(reader), reader.fieldnames
             kept = [row for row in rows if int(row["env_steps"]) <= env_steps]
-            if len(kept) < len(rows):
+            if len(kept) < len(rows) or columns != METRICS_COLUMNS:
                 with open(folder.metrics_path, "w", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                    writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS,
+                                            extrasaction="ignore")
                     writer.writeheader()
                     writer.writerows(kept)
         folder._purge_step = env_steps + 1  # TensorBoard drops events past the checkpoint

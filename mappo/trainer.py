@@ -24,7 +24,7 @@ from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
 from mappo.episodes import EpisodeTracker, return_definition, team_rewards
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
-from mappo.policy import Policy, RecurrentState, env_facts
+from mappo.policy import Policy, RecurrentState, env_facts, episode_starts
 
 logger = logging.getLogger(__name__)
 RANK_SEED_STRIDE = 1_000_003  # rank r seeds its envs and sampling with seed + r * stride
@@ -93,11 +93,7 @@ class MappoTrainer:
             spec.name, **env_facts(spec, config.use_global_state), num_envs=self.env.num_envs,
         )
         cfg = self.config
-        if "use_global_state" in cfg.given and cfg.use_global_state \
-                and spec.state_source == "concat_obs":
-            logger.warning("env '%s' has no global state of its own: use_global_state = true "
-                           "has no effect, the critic sees all observations concatenated",
-                           spec.name)
+        self._warn_about_flags_without_effect()
         self.policy = Policy(spec, cfg).to(self.device)
         self.parameters = [p for p in self.policy.parameters() if p.requires_grad]
         self.dist.broadcast_parameters(self.parameters)
@@ -141,6 +137,23 @@ class MappoTrainer:
         self._episode_start = torch.ones_like(self._alive)  # [E, A]
         self._times = {"env": 0.0, "inference": 0.0}
 
+    def _warn_about_flags_without_effect(self) -> None:
+        """One warning line for each field the user set that this env or config ignores."""
+        cfg, spec = self.config, self.env.spec
+        ignored = {
+            "use_global_state": cfg.use_global_state and spec.state_source == "concat_obs"
+            and f"env '{spec.name}' has no global state of its own: use_global_state = true "
+            "has no effect, the critic sees all observations concatenated",
+            "num_workers": cfg.num_workers != getattr(self.env, "num_workers", 0)
+            and f"num_workers = {cfg.num_workers} has no effect: env '{spec.name}' steps "
+            "all its copies in this process",
+            "data_chunk_length": not cfg.recurrent
+            and "data_chunk_length has no effect without recurrent = true",
+        }
+        for name, message in ignored.items():
+            if name in cfg.given and message:
+                logger.warning(message)
+
     @torch.no_grad()
     def collect_rollout(self) -> None:
         """Fill the buffer with `rollout_steps` steps of every env."""
@@ -158,7 +171,7 @@ class MappoTrainer:
             t1 = time.perf_counter()
             result = env.step(policy.env_action(action))
             t2 = time.perf_counter()
-            reward, done, truncated, agent_done = self.credit(result)
+            reward, done, truncated = self.credit(result)
             truncation_value = 0.0
             if not self.config.bootstrap_time_limits:
                 truncated = torch.zeros_like(truncated)  # a time limit ends it like a terminal
@@ -178,7 +191,8 @@ class MappoTrainer:
                 truncation_value=truncation_value, critic_value=critic_value,
                 env_reward=result.reward, **recurrent,
             )
-            self._recurrent_state, self._episode_start = step.state, agent_done
+            self._recurrent_state = step.state
+            self._episode_start = episode_starts(result, self.episodes.ever_alive)
             self._times["env"] += t2 - t1
             self._times["inference"] += (t1 - t0) + (time.perf_counter() - t2)
             self.episodes.step(result.reward, self._alive, result.env_done, result.alive)
@@ -189,9 +203,9 @@ class MappoTrainer:
 
     def credit(
         self, result: MultiAgentStepResult
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What one step means for learning, each `[E, A]`: (reward, done, truncated) as GAE
-        credits them, and which agents' own episodes ended (their recurrent state restarts).
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What one step means for learning, each `[E, A]`: reward, done and truncated as GAE
+        credits them.
 
         Own rewards: an agent is credited with its reward until its episode ends.
         `team_reward`: every slot, alive or dead, is credited with its env's team
@@ -199,14 +213,14 @@ class MappoTrainer:
         still credited with what the team earns after; a team episode ends cut by
         a time limit when some agent was truncated and none terminated.
         """
-        agent_done = result.agent_done
         if not self.config.team_reward:
-            return result.reward, agent_done, result.truncated & ~result.terminated, agent_done
+            return result.reward, result.agent_done, result.truncated & ~result.terminated
         env_done = result.env_done.unsqueeze(-1)  # [E, 1]
         cut = env_done & result.truncated.any(-1, keepdim=True) \
             & ~result.terminated.any(-1, keepdim=True)
-        return (team_rewards(result.reward, self._alive), env_done.expand_as(agent_done),
-                cut.expand_as(agent_done), agent_done)
+        every_slot = result.reward.shape
+        return (team_rewards(result.reward, self._alive), env_done.expand(every_slot),
+                cut.expand(every_slot))
 
     def _check_finite(self) -> None:
         """Refuse a rollout holding NaN or inf from the env, naming where it first appeared.
@@ -394,6 +408,7 @@ class MappoTrainer:
         }
         return {
             "config": self.config.to_dict(),
+            "config_given": sorted(self.config.given),
             **self.policy.state_dicts(),
             "optimizer": self.optimizer.state_dict(),
             "env_steps": self.env_steps,

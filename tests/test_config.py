@@ -102,3 +102,20 @@ def test_cuda_without_a_gpu_is_a_config_error(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="'device' = 'cuda': this torch has no usable CUDA"):
         MappoTrainer(MappoConfig(device="cuda", num_envs=4, minibatch_size=20))
+
+
+def test_flags_that_cannot_take_effect_warn_once_each(caplog) -> None:
+    from mappo import MappoTrainer
+
+    small = dict(num_envs=2, rollout_steps=5, minibatch_size=0)
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        MappoTrainer(MappoConfig(num_workers=2, data_chunk_length=5, **small))
+    assert [r.getMessage() for r in caplog.records] == [
+        "num_workers = 2 has no effect: env 'spread' steps all its copies in this process",
+        "data_chunk_length has no effect without recurrent = true",
+    ]
+
+
+def test_copies_not_divisible_by_workers_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="'num_workers' = 3: num_envs = 4 must be a multiple"):
+        MappoConfig(num_envs=4, num_workers=3)

@@ -309,7 +309,9 @@ def test_recurrent_export_carries_its_hidden_state_like_the_policy(config, tmp_p
     layout = _export(tmp_path, out)
     H = trainer.config.hidden_dim
     assert layout["recurrent"] == {
-        "hidden_dim": H, "initial": "zeros", "reset": "at every episode start (of that agent)",
+        "hidden_dim": H, "initial": "zeros",
+        "reset": "at every episode start of that agent, and when it first acts in an episode "
+                 "it joined late",
         "call": "action, new_hidden = policy(obs, agent, mask, hidden)"}
     assert layout["outputs"] == ["action", "new_hidden"]
     assert layout["inputs"]["hidden"].startswith(f"[B, {H}] float32")

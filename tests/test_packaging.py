@@ -41,11 +41,13 @@ def test_torch_is_a_range_and_pettingzoo_an_extra() -> None:
 def test_import_mappo_needs_no_pettingzoo() -> None:
     code = ("import sys, mappo\n"
             "assert 'pettingzoo' not in sys.modules and 'gymnasium' not in sys.modules\n"
+            "from mappo import *\n"
+            "assert 'pettingzoo' not in sys.modules and 'gymnasium' not in sys.modules\n"
             "print(mappo.PettingZooWrapper.__module__, 'PettingZooWrapper' in mappo.__all__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["mappo.envs.thirdparty.wrapper", "True"]
+    assert result.stdout.split() == ["mappo.envs.thirdparty.wrapper", "False"]
 
 
 class Uninstalled:
@@ -76,3 +78,27 @@ def test_missing_extra_names_the_pip_command(missing, env, kind, monkeypatch) ->
     assert str(info.value) == (
         f"env '{env}' is a {kind} env and needs the pettingzoo extra: "
         "pip install 'mappo[pettingzoo]'")
+
+
+def test_missing_extra_for_the_wrapper_and_render_is_one_line(monkeypatch, tmp_path) -> None:
+    from mappo.render import render_run
+
+    # A PettingZoo run, saved while the extra is installed.
+    trainer = mappo.MappoTrainer(mappo.MappoConfig(
+        env="mpe2.simple_spread_v3:parallel_env", num_envs=1, minibatch_size=0,
+        compile="false"))
+    from mappo.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "checkpoint.pt", trainer.state_dict())
+    trainer.env.close()
+    monkeypatch.setattr(sys, "meta_path", [Uninstalled("gymnasium"), *sys.meta_path])
+    monkeypatch.setattr(mappo.envs, "thirdparty", mappo.envs.thirdparty)
+    for name in list(sys.modules):
+        if name.partition(".")[0] in ("gymnasium", "pettingzoo", "mpe2") \
+                or name.startswith("mappo.envs.thirdparty"):
+            monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ImportError, match=r"^mappo.PettingZooWrapper needs the pettingzoo "
+                                          r"extra: pip install 'mappo\[pettingzoo\]'$"):
+        mappo.PettingZooWrapper  # noqa: B018 - the attribute access is the test
+    with pytest.raises(ConfigError, match="is a PettingZoo env and needs the pettingzoo extra"):
+        render_run(tmp_path, tmp_path / "out.gif", episodes=1)

@@ -126,3 +126,19 @@ def test_gru_scan_matches_nn_gru_cell_step_by_step_with_resets_values_and_gradie
                          (w_hh.grad, [c.weight_hh.grad.t() for c in cells]),
                          (b_hh.grad, [c.bias_hh.grad for c in cells])]:
         torch.testing.assert_close(ours, torch.stack(theirs), rtol=0, atol=1e-12)
+
+
+def test_an_agent_that_joins_late_starts_from_a_zero_state() -> None:
+    # LateJoinerEnv: agent_2 is absent for the first two steps of each 5-step episode.
+    config = MappoConfig(env="pz_envs:LateJoinerEnv", recurrent=True, num_envs=2,
+                         rollout_steps=10, minibatch_size=0, total_steps=20, compile="false")
+    trainer = MappoTrainer(config)
+    trainer.collect_rollout()
+    buf = trainer.buffer
+    assert buf.alive[:5, 0, 2].tolist() == [False, False, True, True, True]
+    # It starts where the episode starts (index 0, 5) and where it first acts (2, 7).
+    assert buf.episode_start[:, 0, 2].nonzero().flatten().tolist() == [0, 2, 5, 7]
+    assert buf.actor_hidden[[2, 7], :, 2].abs().max().item() == 0.0
+    # The others start only with the episode.
+    assert buf.episode_start[:, 0, 0].nonzero().flatten().tolist() == [0, 5]
+    assert buf.actor_hidden[3, :, 2].abs().max().item() > 0.0

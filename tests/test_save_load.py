@@ -228,3 +228,30 @@ def test_eval_of_a_corrupt_checkpoint_exits_2(trained, tmp_path, capsys) -> None
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main(["eval", str(run), "--episodes", "2"]) == 2
     assert f"checkpoint {run / 'checkpoint.pt'}" in capsys.readouterr().err
+
+
+def test_resume_rewrites_an_older_metrics_header_and_restores_what_the_user_set(
+        tmp_path, caplog) -> None:
+    from mappo.cli import main
+
+    run = tmp_path / "run"
+    flags = ["--env", "pz_envs:CounterEnv", "--num-envs", "2", "--rollout-steps", "10",
+             "--minibatch-size", "0", "--quiet"]
+    assert main(["train", "--run-dir", str(run), "--total-steps", "40", *flags]) == 0
+    # metrics.csv as an older mappo wrote it: no return_definition column.
+    lines = (run / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    drop = header.index("return_definition")
+    (run / "metrics.csv").write_text("\n".join(
+        ",".join(cell for i, cell in enumerate(line.split(",")) if i != drop) for line in lines
+    ) + "\n")
+    with caplog.at_level("WARNING"):
+        assert main(["train", "--resume", str(run), "--total-steps", "80", "--quiet"]) == 0
+    # use_global_state was never set by the user: no warning that it cannot take effect.
+    assert not [r for r in caplog.records if "use_global_state" in r.getMessage()]
+    import csv
+
+    with open(run / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["env_steps"]) for row in rows] == [20, 40, 60, 80]
+    assert [row["return_definition"] for row in rows] == ["", "", "per_agent", "per_agent"]

@@ -76,13 +76,7 @@ def make_env(
         factory = import_env_factory(name)
         if is_vectorized(factory):
             return _make_vectorized(name, factory, num_envs, device, seed, env_kwargs)
-        try:
-            from mappo.envs.thirdparty.wrapper import PettingZooWrapper
-        except ModuleNotFoundError as err:
-            if (err.name or "").partition(".")[0] not in PETTINGZOO_EXTRA:
-                raise
-            raise _extra_missing(name) from None
-        return PettingZooWrapper(
+        return pettingzoo_wrapper(name)(
             partial(_build_copy, name, factory, env_kwargs), num_envs, num_workers=num_workers,
             seed=seed, device=device, name=name, use_state=use_state,
         )
@@ -151,6 +145,18 @@ def _kwargs_error(name: str, factory: Callable[..., Any], env_kwargs: dict[str, 
     return ConfigError(
         f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused them ({reason}){hint}"
     )
+
+
+def pettingzoo_wrapper(name: str) -> type:
+    """The `PettingZooWrapper` class that runs the env `name`, or the one line naming the
+    pip extra when pettingzoo or gymnasium is not installed."""
+    try:
+        from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+    except ModuleNotFoundError as err:
+        if (err.name or "").partition(".")[0] not in PETTINGZOO_EXTRA:
+            raise
+        raise _extra_missing(name) from None
+    return PettingZooWrapper
 
 
 def _extra_missing(name: str) -> ConfigError:
