@@ -224,7 +224,6 @@ class Progress:
         self.stream = stream or sys.stdout
         self.total = total
         self.env_steps = env_steps
-        self.updates = 0  # updates of this process (a resumed run counts afresh)
         self.recent = RecentReturns()
         terminal = self.stream.isatty()
         self._bar = tqdm(total=total, initial=env_steps, unit="step", unit_scale=True,
@@ -242,7 +241,6 @@ class Progress:
 
     def update(self, metrics: MappoMetrics) -> None:
         """Take one update's metrics; redraw the bar, or print a line when one is due."""
-        self.updates += 1
         self.env_steps = metrics.env_steps
         self.recent.add(metrics.episode_return, metrics.episodes)
         if self._bar is not None:
@@ -320,7 +318,7 @@ def train(args: argparse.Namespace) -> int:
             if main_rank:
                 folder.log(metrics)
             progress.update(metrics)
-            if (main_rank and progress.updates == FIRST_EPISODE_UPDATES
+            if (main_rank and trainer.updates == FIRST_EPISODE_UPDATES
                     and progress.recent.episodes == 0):
                 progress.write(_no_episode_hint(trainer))
             due = (saved_steps is None or trainer.updates % CHECKPOINT_EVERY_UPDATES == 0
