@@ -42,6 +42,8 @@ class RunCurve:
     env_steps: np.ndarray  # [N], rows with a finished episode only
     wall_time: np.ndarray  # [N] seconds of training up to each of those rows
     episode_return: np.ndarray  # [N]
+    # The last non-empty `eval_return` of metrics.csv, where the run evaluated while training.
+    eval_return: float | None = None
 
     def x(self, axis: str) -> np.ndarray:
         """The x values for axis `env_steps` or `wall_time`."""
@@ -63,17 +65,24 @@ class RunGroup:
         The grid spans the x range every run covers, so each point averages all
         runs; std is the population std over runs (0 for a single run).
         """
-        xs = [run.x(axis) for run in self.runs]
-        lo, hi = max(float(x[0]) for x in xs), min(float(x[-1]) for x in xs)
         if len(self.runs) == 1:  # nothing to align: keep the run's own points
             run = self.runs[0]
             return run.x(axis), run.episode_return, np.zeros_like(run.episode_return)
-        if hi < lo:
-            names = ", ".join(str(run.path) for run in self.runs)
-            raise PlotError(f"runs {names} share no {axis} range to average over")
-        grid = np.linspace(lo, hi, points)
-        ys = np.stack([np.interp(grid, run.x(axis), run.episode_return) for run in self.runs])
+        grid, ys = on_common_grid(self.runs, axis, points)
         return grid, ys.mean(0), ys.std(0)
+
+
+def on_common_grid(runs: Sequence[RunCurve], axis: str = "env_steps",
+                   points: int = GRID_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(grid [P], returns [R, P]): each run's returns interpolated onto `points` x values
+    spanning the range every run covers, so each grid point holds all runs."""
+    xs = [run.x(axis) for run in runs]
+    lo, hi = max(float(x[0]) for x in xs), min(float(x[-1]) for x in xs)
+    if hi < lo:
+        names = ", ".join(str(run.path) for run in runs)
+        raise PlotError(f"runs {names} share no {axis} range to average over")
+    grid = np.linspace(lo, hi, points)
+    return grid, np.stack([np.interp(grid, run.x(axis), run.episode_return) for run in runs])
 
 
 def _config_defaults() -> dict[str, Any]:
@@ -98,7 +107,7 @@ def read_run(run_dir: str | Path) -> RunCurve:
     except tomllib.TOMLDecodeError as err:
         raise PlotError(f"run folder {path}: config.toml is not valid TOML ({err})") from None
     steps, wall, returns = [], [], []
-    elapsed, previous_steps = 0.0, 0
+    elapsed, previous_steps, eval_return = 0.0, 0, None
     with open(metrics_path, newline="") as handle:
         for row in csv.DictReader(handle):
             env_steps = int(float(row["env_steps"]))
@@ -112,10 +121,12 @@ def read_run(run_dir: str | Path) -> RunCurve:
                 steps.append(env_steps)
                 wall.append(elapsed)
                 returns.append(value)
+            if row.get("eval_return"):  # empty in updates that did not evaluate
+                eval_return = float(row["eval_return"])
     if not returns:
         raise PlotError(f"run folder {path}: metrics.csv holds no finished episode yet")
     return RunCurve(path, config, np.asarray(steps, np.float64), np.asarray(wall, np.float64),
-                    np.asarray(returns, np.float64))
+                    np.asarray(returns, np.float64), eval_return)
 
 
 def _frozen(value: Any) -> Any:
@@ -160,21 +171,10 @@ def group_runs(runs: Sequence[RunCurve],
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
               x: str = "env_steps") -> list[RunGroup]:
     """Draw the learning curves of `run_dirs` on one figure saved to `out`; return the groups."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if x not in X_AXES:
         raise PlotError(f"--x {x}: must be one of {', '.join(X_AXES)}")
     groups = group_runs([read_run(d) for d in run_dirs])
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    out = Path(out)
-    formats = fig.canvas.get_supported_filetypes()
-    if out.suffix.lstrip(".").lower() not in formats:
-        plt.close(fig)
-        raise PlotError(f"--out {out}: the file must end in one of "
-                        f"{', '.join('.' + f for f in sorted(formats))}")
+    fig, ax = open_figure(out, "--out")
     for group in groups:
         grid, mean, std = group.band(x)
         n = len(group.runs)
@@ -184,15 +184,43 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2,
                             lw=0)
     ax.set_xlabel("env steps" if x == "env_steps" else "wall time (s)")
+    ax.set_ylabel(returns_label(groups))
+    save_figure(fig, ax, groups, out)
+    return groups
+
+
+def open_figure(out: str | Path, option: str):
+    """(figure, axes) for a file `out` matplotlib can write; `option` names it in the error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    formats = fig.canvas.get_supported_filetypes()
+    if Path(out).suffix.lstrip(".").lower() not in formats:
+        plt.close(fig)
+        raise PlotError(f"{option} {out}: the file must end in one of "
+                        f"{', '.join('.' + f for f in sorted(formats))}")
+    return fig, ax
+
+
+def returns_label(groups: Sequence[RunGroup]) -> str:
+    """Which episode return the groups' runs log: team, mean per-agent, or a mix."""
     team = {bool(run.config.get("team_reward", False)) for g in groups for run in g.runs}
-    ax.set_ylabel(return_label(team.pop()) if len(team) == 1
-                  else "episode return (team or mean per-agent, by run)")
+    return (return_label(team.pop()) if len(team) == 1
+            else "episode return (team or mean per-agent, by run)")
+
+
+def save_figure(fig, ax, groups: Sequence[RunGroup], out: str | Path) -> None:
+    """Title by env, grid, legend below the axes; write `out` and close the figure."""
+    import matplotlib.pyplot as plt
+
     envs = sorted({str(run.config.get("env")) for group in groups for run in group.runs})
     ax.set_title(envs[0] if len(envs) == 1 else f"{len(envs)} envs")
     ax.grid(alpha=0.3)
     # Below the axes, so long labels (several differing keys) neither cover curves nor clip.
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, bbox_inches="tight")
     plt.close(fig)
-    return groups
