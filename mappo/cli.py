@@ -1,4 +1,5 @@
-"""`mappo train`: every MappoConfig field is a flag; a TOML file can hold any of them."""
+"""`mappo train | eval | plot | report | export`: every MappoConfig field is a train flag; a TOML
+file can hold any of them."""
 
 from __future__ import annotations
 
@@ -89,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, required=True, help="image file to write (.png, .pdf)")
     plot.add_argument("--x", choices=("env_steps", "wall_time"), default="env_steps",
                       help="x axis (default env_steps)")
+    report = commands.add_parser(
+        "report", help="final returns of runs, seeds pooled: mean, IQM, bootstrap CIs, P(X > Y)")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders")
+    report.add_argument("--out", type=Path, help="also write the tables to this markdown file")
+    report.add_argument("--json", type=Path, help="write the runs in marl-eval's JSON layout")
+    report.add_argument("--episodes", type=int, default=EVAL_EPISODES,
+                        help="greedy episodes to score a run without eval_return "
+                             f"(default {EVAL_EPISODES})")
+    report.add_argument("--plot", type=Path, help="IQM training curves with CI bands (.png)")
     export = commands.add_parser("export", help="write the actors as TorchScript (and ONNX)")
     export.add_argument("run_dir", type=Path, help="run folder holding checkpoint.pt")
     export.add_argument("--out", type=Path, required=True, help="folder for the files")
@@ -404,6 +414,17 @@ def plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(args: argparse.Namespace) -> int:
+    """Print the runs' pooled final returns; write the markdown, JSON and plot asked for."""
+    from mappo.report import write_report
+
+    print(write_report(args.run_dirs, args.episodes, args.out, args.json, args.plot), end="")
+    for written in (args.out, args.json, args.plot):
+        if written is not None:
+            print(f"wrote {written}")
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
     """Write a run's actors, one file per policy, and layout.json."""
     from mappo.export import export_run
@@ -443,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             return evaluate(args)
         if args.command == "plot":
             return plot(args)
+        if args.command == "report":
+            return report(args)
         if args.command == "export":
             return export(args)
     except (ConfigError, RunFolderError, CheckpointError) as err:

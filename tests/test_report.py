@@ -1,0 +1,156 @@
+"""`mappo report`: IQM, bootstrap CIs and P(X > Y) by hand; tables, marl-eval JSON, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_plot import PNG_MAGIC
+
+from mappo.cli import main
+from mappo.report import bootstrap_ci, improvement_ci, iqm, probability_of_improvement
+
+
+def make_run(path, config: str, returns: list[float], eval_return: float | None = None):
+    """A run folder by hand: config.toml text, one update per 100 env steps with the given
+    training returns, and an eval_return column whose last non-empty value is `eval_return`."""
+    path.mkdir(parents=True)
+    (path / "config.toml").write_text(config)
+    lines = ["env_steps,episode_return,steps_per_second,eval_return"]
+    lines += [f"{100 * (i + 1)},{ret},1000.0," for i, ret in enumerate(returns)]
+    if eval_return is not None:
+        lines[-1] += str(eval_return)
+        lines.append(f"{100 * (len(returns) + 1)},nan,1000.0,")  # updates after it: empty
+    (path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --- statistics by hand ---------------------------------------------------------------------
+
+def test_iqm_weights_the_middle_half_fractionally() -> None:
+    assert iqm(np.array([4.0, 1.0, 3.0, 2.0])) == pytest.approx(2.5)  # (2 + 3) / 2
+    # Middle 2.5 of 5: 3/4 of the 2nd, the 3rd, 3/4 of the 4th: (1.5 + 3 + 3) / 2.5.
+    assert iqm(np.array([1.0, 2.0, 3.0, 4.0, 5.0])) == pytest.approx(3.0)
+    # Asymmetric: (0.75·1 + 2 + 0.75·4) / 2.5 = 2.3 (scipy's trim_mean, as rliable: 7/3).
+    assert iqm(np.array([8.0, 0.0, 2.0, 1.0, 4.0])) == pytest.approx(2.3)
+    # 3 runs: the middle 1.5 are 1/4 of the lowest, the median, 1/4 of the highest.
+    assert iqm(np.array([0.0, 1.0, 5.0])) == pytest.approx((1 + 0.25 * 5) / 1.5)
+    assert iqm(np.array([7.0])) == 7.0
+    # Along an axis: each column its own IQM.
+    np.testing.assert_allclose(iqm(np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0],
+                                             [4.0, 40.0]]), axis=0), [2.5, 25.0])
+
+
+def test_probability_of_improvement_counts_pairs_and_halves_ties() -> None:
+    x, y = np.array([3.0, 4.0]), np.array([1.0, 2.0])
+    assert probability_of_improvement(x, y) == 1.0
+    assert probability_of_improvement(y, x) == 0.0
+    assert probability_of_improvement(x, x) == 0.5
+    # Pairs (2,2) tie, (2,1) win, twice over: (0.5 + 1 + 0.5 + 1) / 4.
+    assert probability_of_improvement(np.array([2.0, 2.0]), np.array([2.0, 1.0])) == 0.75
+    assert improvement_ci(x, y) == (1.0, 1.0)  # every resample of X beats every one of Y
+
+
+def test_bootstrap_ci_holds_the_mean_and_repeats_under_its_seed() -> None:
+    scores = np.array([1.3, 2.9, 4.1, 8.6, 3.2, 0.7, 5.4])
+    lo, hi = bootstrap_ci([scores], np.mean)
+    assert lo < scores.mean() < hi
+    assert 0.7 < lo and hi < 8.6  # means of 7 resampled runs stay well inside the range
+    assert bootstrap_ci([scores], np.mean) == (lo, hi)
+    assert bootstrap_ci([scores], np.mean, seed=1) != (lo, hi)
+
+
+def test_bootstrap_resamples_within_each_stratum() -> None:
+    low, high = np.zeros(3), np.full(3, 10.0)
+    # Each task keeps its 3 runs in every resample, so the pooled mean is always 5.
+    lo, hi = bootstrap_ci([low, high], np.mean)
+    assert (lo, hi) == (5.0, 5.0)
+    pooled_lo, pooled_hi = bootstrap_ci([np.concatenate([low, high])], np.mean)
+    assert pooled_lo < 5.0 < pooled_hi
+
+
+# --- the command ----------------------------------------------------------------------------
+
+SHARED = 'env = "spread"\nseed = {seed}\nshare_policy = true\n'
+SEPARATE = 'env = "spread"\nseed = {seed}\nshare_policy = false\n'
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two configs of spread, two seeds each, scored by the eval_return they logged."""
+    return [
+        make_run(tmp_path / "s0", SHARED.format(seed=0), [-30.0, -20.0], eval_return=-18.0),
+        make_run(tmp_path / "s1", SHARED.format(seed=1), [-32.0, -22.0], eval_return=-16.0),
+        make_run(tmp_path / "i0", SEPARATE.format(seed=0), [-31.0, -25.0], eval_return=-24.0),
+        make_run(tmp_path / "i1", SEPARATE.format(seed=1), [-29.0, -27.0], eval_return=-26.0),
+    ]
+
+
+def test_report_prints_the_groups_and_the_probability_of_improvement(runs, tmp_path,
+                                                                      capsys) -> None:
+    out = tmp_path / "report.md"
+    assert main(["report", *map(str, runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = out.read_text()
+    assert table in printed
+    # Two runs: the IQM (middle half of 2 values, each weighted 1/2) is the mean.
+    assert ("| share_policy=True | spread | 2 | mean per-agent episode return | "
+            "eval_return in metrics.csv | -17.000 | [-18.000, -16.000] | -17.000 | "
+            "[-18.000, -16.000] |") in table
+    assert "| share_policy=False | spread | 2 |" in table
+    assert "| share_policy=True | share_policy=False | spread | 1.000 | [1.000, 1.000] |" in table
+    assert "2,000 samples, seed 0" in table
+
+
+def test_json_is_marl_eval_layout_and_plot_is_an_image(runs, tmp_path) -> None:
+    data, image = tmp_path / "runs.json", tmp_path / "iqm.png"
+    assert main(["report", *map(str, runs), "--json", str(data), "--plot", str(image)]) == 0
+    assert image.read_bytes()[:8] == PNG_MAGIC
+    layout = json.loads(data.read_text())
+    assert list(layout) == ["spread"]
+    assert list(layout["spread"]) == ["spread"]
+    algorithms = layout["spread"]["spread"]
+    assert list(algorithms) == ["share_policy=true", "share_policy=false"]
+    run = algorithms["share_policy=true"]["run_2"]
+    assert list(run)[-1] == "absolute_metrics"
+    assert run["absolute_metrics"] == {"return": [-16.0]}
+    # Curves on one grid over the steps all runs cover (100..200), as many points as the
+    # sparsest run logged: 2.
+    assert run == {"step_1": {"step_count": 100, "return": [-32.0]},
+                   "step_2": {"step_count": 200, "return": [-22.0]},
+                   "absolute_metrics": {"return": [-16.0]}}
+
+
+def test_a_run_is_evaluated_from_its_checkpoint_without_eval_return(tmp_path, capsys) -> None:
+    from mappo import MappoConfig, MappoTrainer
+    from mappo.run_folder import RunFolder
+
+    trainer = MappoTrainer(MappoConfig(num_envs=2, total_steps=100, minibatch_size=0))
+    folder = RunFolder.create(tmp_path / "run", trainer.config)
+    folder.save(trainer.state_dict())
+    (tmp_path / "run" / "metrics.csv").write_text("env_steps,episode_return\n50,-40.0\n")
+    data = tmp_path / "runs.json"
+    assert main(["report", str(tmp_path / "run"), "--episodes", "3", "--json", str(data)]) == 0
+    assert "| spread | spread | 1 | mean per-agent episode return | 3 greedy episodes |" in (
+        capsys.readouterr().out)
+    returns = json.loads(data.read_text())["spread"]["spread"]["spread"]["run_1"][
+        "absolute_metrics"]["return"]
+    assert len(returns) == 3 and all(-200 < r < 0 for r in returns)
+
+
+def test_errors_are_one_line(tmp_path, capsys) -> None:
+    no_score = make_run(tmp_path / "n", SHARED.format(seed=0), [-30.0])
+    assert main(["report", str(no_score)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"mappo: error: run folder {no_score}: no checkpoint.pt to evaluate and no "
+                   "eval_return in metrics.csv\n")
+    empty = make_run(tmp_path / "e", SHARED.format(seed=1), [])
+    assert main(["report", str(empty)]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {empty}: metrics.csv holds no finished episode yet\n")
+    scored = make_run(tmp_path / "ok", SHARED.format(seed=2), [-30.0], eval_return=-20.0)
+    assert main(["report", str(scored), "--plot", str(tmp_path / "x.txt")]) == 2
+    assert capsys.readouterr().err.startswith("mappo: error: --plot ")
+    assert main(["report", str(scored), "--episodes", "0"]) == 2
+    assert capsys.readouterr().err == "mappo: error: --episodes = 0: must be >= 1\n"
