@@ -167,9 +167,6 @@ def score_run(run: RunCurve, episodes: int) -> Score:
     """The run's `eval_return` from training if it logged one, else a greedy evaluation."""
     if run.eval_return is not None:
         return Score(run.eval_return, [run.eval_return], "eval_return in metrics.csv")
-    if not (run.path / "checkpoint.pt").is_file():
-        raise ReportError(f"run folder {run.path}: no checkpoint.pt to evaluate and no "
-                          "eval_return in metrics.csv")
     from mappo.evaluation import evaluate_run  # torch and the env stack: only when needed
 
     returns = evaluate_run(run.path, episodes, deterministic=True).returns
@@ -191,7 +188,11 @@ def build_report(run_dirs: Sequence[str | Path],
     """Score every run, then the groups' statistics and every pair of groups of one task."""
     if episodes < 1:
         raise ConfigError(f"--episodes = {episodes}: must be >= 1")
-    runs = [read_run(d) for d in run_dirs]  # every folder read before any evaluation
+    runs = [read_run(d) for d in run_dirs]
+    for run in runs:  # all checked before the first evaluation, which takes a while
+        if run.eval_return is None and not (run.path / "checkpoint.pt").is_file():
+            raise ReportError(f"run folder {run.path}: no checkpoint.pt to evaluate and no "
+                              "eval_return in metrics.csv")
     reports = [summarize(group, [score_run(run, episodes) for run in group.runs])
                for group in group_runs(runs)]
     comparisons = []
