@@ -154,3 +154,18 @@ def test_errors_are_one_line(tmp_path, capsys) -> None:
     assert capsys.readouterr().err.startswith("mappo: error: --plot ")
     assert main(["report", str(scored), "--episodes", "0"]) == 2
     assert capsys.readouterr().err == "mappo: error: --episodes = 0: must be >= 1\n"
+
+
+def test_a_run_without_a_score_is_refused_before_any_evaluation(tmp_path, capsys,
+                                                                monkeypatch) -> None:
+    import mappo.evaluation
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated before every run was checked")
+
+    monkeypatch.setattr(mappo.evaluation, "evaluate_run", never)
+    to_evaluate = make_run(tmp_path / "c", SHARED.format(seed=0), [-30.0])
+    (to_evaluate / "checkpoint.pt").write_bytes(b"")
+    no_score = make_run(tmp_path / "n", SHARED.format(seed=1), [-30.0])
+    assert main(["report", str(to_evaluate), str(no_score)]) == 2
+    assert f"run folder {no_score}: no checkpoint.pt" in capsys.readouterr().err
