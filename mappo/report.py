@@ -11,11 +11,10 @@ Per group: the mean and the interquartile mean (IQM) of the scores, each with a
 each task). Between groups of one task: the probability of improvement
 P(X > Y), with a bootstrap CI. A task is an env with its `env_kwargs`.
 
-The IQM is the mean of the middle 50 % of the scores with fractional weights:
-of 5 sorted scores the middle 2.5 are 3/4 of the 2nd, the 3rd and 3/4 of the
-4th. rliable's `aggregate_iqm` (`scipy.stats.trim_mean(scores, 0.25)`) drops
-whole runs instead, int(n / 4) at each end; the two agree when n is a multiple
-of 4 and differ otherwise (3 runs: rliable's IQM is their plain mean).
+The IQM is computed as rliable's `aggregate_iqm` does
+(`scipy.stats.trim_mean(scores, 0.25)`): whole runs are dropped, ⌊n/4⌋ at each
+end, so figures compare with those of rliable and marl-eval (with 3 runs it
+is their plain mean).
 """
 
 from __future__ import annotations
@@ -57,17 +56,13 @@ class ReportError(RunFolderError):
 
 
 def iqm(scores: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Interquartile mean along `axis`: the mean of the middle 50 % of the values.
-
-    Sorted value i holds the probability mass [i, i + 1) of n; its weight is
-    the part of that interval inside [n/4, 3n/4), over n/2. So [1, 2, 3, 4]
-    gives (2 + 3) / 2 = 2.5 and [1, 2, 3, 4, 5] gives (0.75·2 + 3 + 0.75·4) / 2.5 = 3.0.
+    """Interquartile mean along `axis`, as rliable computes it (`scipy.stats.trim_mean`
+    with 0.25): the mean after dropping the ⌊n/4⌋ lowest and highest values. [1, 2, 3, 4]
+    gives 2.5, [0, 1, 2, 4, 8] gives 7/3; below 4 runs it is the plain mean.
     """
     ordered = np.moveaxis(np.sort(scores, axis=axis), axis, -1)
     n = ordered.shape[-1]
-    lower = np.arange(n)
-    weights = np.clip(np.minimum(lower + 1, 0.75 * n) - np.maximum(lower, 0.25 * n), 0, None)
-    return ordered @ (weights / weights.sum())
+    return ordered[..., n // 4 : n - n // 4].mean(-1)
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -219,8 +214,9 @@ def markdown(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) 
     percent = f"{100 * CONFIDENCE:g} %"
     lines = [
         "Score of a run: its final evaluation return (greedy episodes of checkpoint.pt, or the "
-        "last eval_return logged in training). Mean and IQM (mean of the middle 50 % of the "
-        f"runs' scores) over the runs of a group, with {percent} stratified percentile-bootstrap "
+        "last eval_return logged in training). Mean and IQM (rliable's: the mean without the "
+        f"lowest and highest quarter of the runs) over the runs of a group, with {percent} "
+        "stratified percentile-bootstrap "
         f"CIs ({BOOTSTRAP_SAMPLES:,} samples, seed {BOOTSTRAP_SEED}).",
         "",
         f"| group | task | runs | return | scored from | mean | {percent} CI | IQM | "
