@@ -70,6 +70,9 @@ class MappoConfig:
     activation: str = _f("tanh", "hidden activation", choices=("tanh", "relu"))
     input_layer_norm: bool = _f(False, "LayerNorm on the actor's and critic's inputs")
     hidden_layer_norm: bool = _f(False, "LayerNorm after each hidden layer (and the GRU)")
+    critic: str = _f("centralized", "centralized: one critic on the global view (MAPPO); "
+                     "local: each agent's critic sees its own observation (IPPO)",
+                     choices=("centralized", "local"))
     recurrent: bool = _f(False, "GRU after the MLP in actor and critic (rMAPPO)")
     data_chunk_length: int = _f(10, "steps per training sequence of a recurrent policy")
     policy_head_gain: float = _f(0.01, "orthogonal init gain of the policy head")
@@ -95,6 +98,11 @@ class MappoConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def critic_uses_state(self) -> bool:
+        """Whether the critic reads the env's global state (so the env must produce one)."""
+        return self.use_global_state and self.critic == "centralized"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field, ready for TOML or a checkpoint."""

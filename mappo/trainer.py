@@ -61,7 +61,8 @@ class MappoMetrics:
 
 
 class MappoTrainer:
-    """MAPPO: decentralized actors (shared, per agent) and a centralized critic.
+    """MAPPO: decentralized actors (shared, per agent) and a centralized critic (IPPO with
+    `critic = local`: a critic per agent on its own observation).
 
     Build it from a config (the env is made from `config.env`) or hand it an
     env. `train()` runs to `config.total_steps`; `collect_rollout()` and
@@ -86,11 +87,11 @@ class MappoTrainer:
         rank_seed = config.seed + RANK_SEED_STRIDE * self.dist.rank
         self.env = env or make_env(
             config.env, config.num_envs, self.device, rank_seed, config.env_kwargs,
-            num_workers=config.num_workers, use_state=config.use_global_state,
+            num_workers=config.num_workers, use_state=config.critic_uses_state,
         )
         spec = self.env.spec
         self.config = config.matched_to_env(
-            spec.name, **env_facts(spec, config.use_global_state), num_envs=self.env.num_envs,
+            spec.name, **env_facts(spec, config.critic_uses_state), num_envs=self.env.num_envs,
         )
         cfg = self.config
         self._warn_about_flags_without_effect()
@@ -110,6 +111,7 @@ class MappoTrainer:
             spec.action.action_dim, spec.action.logits_dim,
             torch.long if discrete else torch.float32, self.device,
             recurrent_hidden_dim=cfg.hidden_dim if cfg.recurrent else 0,
+            local_critic=self.policy.local_critic,
         )
         self.env_steps = 0
         self.updates = 0
@@ -141,9 +143,12 @@ class MappoTrainer:
         """One warning line for each field the user set that this env or config ignores."""
         cfg, spec = self.config, self.env.spec
         ignored = {
-            "use_global_state": cfg.use_global_state and spec.state_source == "concat_obs"
-            and f"env '{spec.name}' has no global state of its own: use_global_state = true "
-            "has no effect, the critic sees all observations concatenated",
+            "use_global_state": (
+                "use_global_state has no effect with critic = local: each agent's critic "
+                "sees its own observation" if cfg.critic == "local" else
+                cfg.use_global_state and spec.state_source == "concat_obs"
+                and f"env '{spec.name}' has no global state of its own: use_global_state = "
+                "true has no effect, the critic sees all observations concatenated"),
             "num_workers": cfg.num_workers != getattr(self.env, "num_workers", 0)
             and f"num_workers = {cfg.num_workers} has no effect: env '{spec.name}' steps "
             "all its copies in this process",
@@ -186,7 +191,8 @@ class MappoTrainer:
                 "episode_start": self._episode_start,
             }
             buf.add(
-                self._obs, action, log_prob, reward, done, value, state=critic_in,
+                self._obs, action, log_prob, reward, done, value,
+                state=None if policy.local_critic else critic_in,
                 action_mask=self._mask, alive=self._alive, truncated=truncated,
                 truncation_value=truncation_value, critic_value=critic_value,
                 env_reward=result.reward, **recurrent,
