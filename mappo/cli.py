@@ -318,6 +318,14 @@ def train(args: argparse.Namespace) -> int:
             if main_rank:
                 folder.log(metrics)
             progress.update(metrics)
+            # Only rank 0 evaluates (NaN elsewhere, and where no evaluation ran).
+            best = main_rank and metrics.eval_return > trainer.best_eval_return
+            if trainer.dist.any(best):  # the state is gathered from every rank
+                if best:
+                    trainer.best_eval_return = metrics.eval_return
+                state = trainer.state_dict()
+                if main_rank:
+                    folder.save_best(state)
             if (main_rank and trainer.updates == FIRST_EPISODE_UPDATES
                     and progress.recent.episodes == 0):
                 progress.write(_no_episode_hint(trainer))
@@ -336,7 +344,7 @@ def train(args: argparse.Namespace) -> int:
             progress.close()
             if main_rank:
                 folder.close()
-            trainer.env.close()
+            trainer.close()
             trainer.dist.shutdown()
     if not main_rank:
         return 0

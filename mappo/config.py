@@ -95,6 +95,10 @@ class MappoConfig:
     torch_threads: int = _f(1, "intra-op threads (small ops gain nothing); 0 = torch's choice")
     checkpoint_interval: float = _f(
         300.0, "seconds of wall time between checkpoints (also one after the first update)")
+    eval_interval: int = _f(
+        0, "env steps between greedy evaluations on env copies of their own (best.pt keeps "
+        "the best policy); 0 = off")
+    eval_episodes: int = _f(32, "episodes per evaluation during training")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -289,6 +293,8 @@ def validate(cfg: MappoConfig) -> None:
     need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
     need(cfg.num_workers >= 0, "num_workers", ">= 0")
     need(cfg.checkpoint_interval > 0, "checkpoint_interval", "> 0 seconds")
+    need(cfg.eval_interval >= 0, "eval_interval", ">= 0 env steps (0: no evaluation)")
+    need(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1")
     if cfg.num_workers and cfg.num_envs % cfg.num_workers:
         raise ConfigError(
             f"config key 'num_workers' = {cfg.num_workers}: num_envs = {cfg.num_envs} must be "
