@@ -99,3 +99,19 @@ def test_eval_fields_are_validated() -> None:
         MappoConfig(eval_interval=-1)
     with pytest.raises(ConfigError, match=r"'eval_episodes' = 0: must be an integer >= 1"):
         MappoConfig(eval_episodes=0)
+
+
+def test_evaluation_restores_torch_rng_even_when_the_env_draws_from_it(monkeypatch) -> None:
+    # The built-in envs have generators of their own; a user's env may draw from torch's.
+    import mappo.trainer
+
+    def drawing_evaluate(*args, **kwargs):
+        torch.rand(3)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(mappo.trainer, "evaluate", drawing_evaluate)
+    trainer = mappo.trainer.MappoTrainer(MappoConfig(num_envs=4, eval_interval=100,
+                                                     eval_episodes=4))
+    before = torch.get_rng_state()
+    trainer.evaluate_policy()
+    assert torch.equal(torch.get_rng_state(), before)
