@@ -143,7 +143,8 @@ class MappoTrainer:
         self._recurrent_state = self.policy.initial_state(self.env.num_envs)
         self._episode_start = torch.ones_like(self._alive)  # [E, A]
         self._times = {"env": 0.0, "inference": 0.0}
-        # Evaluation during training, on rank 0 only (every rank holds the same weights).
+        # Evaluation during training, on rank 0 only (every rank holds the same weights), in
+        # copies of `config.env` (also when this trainer was handed its env).
         self.eval_seed = cfg.seed + EVAL_SEED_OFFSET
         self.best_eval_return = -math.inf  # the run's caller decides what is kept as best
         self.eval_env = None
