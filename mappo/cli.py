@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, required=True, help="image file to write (.png, .pdf)")
     plot.add_argument("--x", choices=("env_steps", "wall_time"), default="env_steps",
                       help="x axis (default env_steps)")
+    plot.add_argument("--y", choices=("episode_return", "eval_return"), default="episode_return",
+                      help="training episodes' return, or the evaluations' (--eval-interval)")
     export = commands.add_parser("export", help="write the actors as TorchScript (and ONNX)")
     export.add_argument("run_dir", type=Path, help="run folder holding checkpoint.pt")
     export.add_argument("--out", type=Path, required=True, help="folder for the files")
@@ -405,7 +407,7 @@ def plot(args: argparse.Namespace) -> int:
     """Draw the learning curves of several runs on one figure."""
     from mappo.plotting import plot_runs
 
-    groups = plot_runs(args.run_dirs, args.out, args.x)
+    groups = plot_runs(args.run_dirs, args.out, args.x, args.y)
     for group in groups:
         print(f"{group.label}: {len(group.runs)} run(s)")
     print(f"wrote {args.out}")

@@ -1,10 +1,10 @@
 """Learning curves of several runs on one figure, seeds of one config folded into a band.
 
 Runs whose `config.toml` differ only in `seed` form a group, drawn as the
-mean ± std (over its runs) of `episode_return` interpolated onto a common x
-grid; a group of one run is drawn as its own curve. Each group is labelled
-by the config keys whose values differ between groups, e.g.
-`share_policy=False`.
+mean ± std (over its runs) of `episode_return` (or, with `y = "eval_return"`, of
+the evaluations during training) interpolated onto a common x grid; a group of
+one run is drawn as its own curve. Each group is labelled by the config keys
+whose values differ between groups, e.g. `share_policy=False`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from mappo.episodes import return_label
 from mappo.run_folder import RunFolderError
 
 X_AXES = ("env_steps", "wall_time")
+Y_COLUMNS = ("episode_return", "eval_return")  # metrics.csv columns a curve can show
 GROUP_IGNORED_KEYS = ("seed",)
 GRID_POINTS = 200
 
@@ -35,13 +36,13 @@ class PlotError(RunFolderError):
 
 @dataclass
 class RunCurve:
-    """One run's learning curve: episode return against env steps and wall time."""
+    """One run's learning curve: a return column against env steps and wall time."""
 
     path: Path
     config: dict[str, Any]
-    env_steps: np.ndarray  # [N], rows with a finished episode only
+    env_steps: np.ndarray  # [N], rows with a value only (a finished episode, an evaluation)
     wall_time: np.ndarray  # [N] seconds of training up to each of those rows
-    episode_return: np.ndarray  # [N]
+    returns: np.ndarray  # [N], of the column read (`read_run`'s y)
 
     def x(self, axis: str) -> np.ndarray:
         """The x values for axis `env_steps` or `wall_time`."""
@@ -67,12 +68,12 @@ class RunGroup:
         lo, hi = max(float(x[0]) for x in xs), min(float(x[-1]) for x in xs)
         if len(self.runs) == 1:  # nothing to align: keep the run's own points
             run = self.runs[0]
-            return run.x(axis), run.episode_return, np.zeros_like(run.episode_return)
+            return run.x(axis), run.returns, np.zeros_like(run.returns)
         if hi < lo:
             names = ", ".join(str(run.path) for run in self.runs)
             raise PlotError(f"runs {names} share no {axis} range to average over")
         grid = np.linspace(lo, hi, points)
-        ys = np.stack([np.interp(grid, run.x(axis), run.episode_return) for run in self.runs])
+        ys = np.stack([np.interp(grid, run.x(axis), run.returns) for run in self.runs])
         return grid, ys.mean(0), ys.std(0)
 
 
@@ -85,8 +86,8 @@ def _config_defaults() -> dict[str, Any]:
     return defaults
 
 
-def read_run(run_dir: str | Path) -> RunCurve:
-    """Load `config.toml` and `metrics.csv` of one run folder."""
+def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
+    """Load `config.toml` and column `y` of `metrics.csv` of one run folder."""
     path = Path(run_dir)
     config_path, metrics_path = path / "config.toml", path / "metrics.csv"
     for needed in (config_path, metrics_path):
@@ -107,13 +108,14 @@ def read_run(run_dir: str | Path) -> RunCurve:
             if speed > 0 and math.isfinite(speed):
                 elapsed += (env_steps - previous_steps) / speed
             previous_steps = env_steps
-            value = float(row["episode_return"])
-            if not math.isnan(value):  # updates in which no episode finished
+            value = float(row.get(y) or "nan")
+            if not math.isnan(value):  # updates with no finished episode, or no evaluation
                 steps.append(env_steps)
                 wall.append(elapsed)
                 returns.append(value)
     if not returns:
-        raise PlotError(f"run folder {path}: metrics.csv holds no finished episode yet")
+        what = "no finished episode" if y == "episode_return" else f"no {y} (--eval-interval)"
+        raise PlotError(f"run folder {path}: metrics.csv holds {what} yet")
     return RunCurve(path, config, np.asarray(steps, np.float64), np.asarray(wall, np.float64),
                     np.asarray(returns, np.float64))
 
@@ -157,9 +159,10 @@ def group_runs(runs: Sequence[RunCurve],
     return result
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
-              x: str = "env_steps") -> list[RunGroup]:
-    """Draw the learning curves of `run_dirs` on one figure saved to `out`; return the groups."""
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, x: str = "env_steps",
+              y: str = "episode_return") -> list[RunGroup]:
+    """Draw the learning curves (metrics.csv column `y`) of `run_dirs` on one figure saved
+    to `out`; return the groups."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +170,9 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
 
     if x not in X_AXES:
         raise PlotError(f"--x {x}: must be one of {', '.join(X_AXES)}")
-    groups = group_runs([read_run(d) for d in run_dirs])
+    if y not in Y_COLUMNS:
+        raise PlotError(f"--y {y}: must be one of {', '.join(Y_COLUMNS)}")
+    groups = group_runs([read_run(d, y) for d in run_dirs])
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     out = Path(out)
     formats = fig.canvas.get_supported_filetypes()
@@ -185,8 +190,9 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
                             lw=0)
     ax.set_xlabel("env steps" if x == "env_steps" else "wall time (s)")
     team = {bool(run.config.get("team_reward", False)) for g in groups for run in g.runs}
-    ax.set_ylabel(return_label(team.pop()) if len(team) == 1
-                  else "episode return (team or mean per-agent, by run)")
+    label = (return_label(team.pop()) if len(team) == 1
+             else "episode return (team or mean per-agent, by run)")
+    ax.set_ylabel(label if y == "episode_return" else f"{label}, greedy evaluation")
     envs = sorted({str(run.config.get("env")) for group in groups for run in group.runs})
     ax.set_title(envs[0] if len(envs) == 1 else f"{len(envs)} envs")
     ax.grid(alpha=0.3)

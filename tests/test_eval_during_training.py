@@ -12,6 +12,7 @@ from mappo.cli import main
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.registry import make_env
 from mappo.evaluation import evaluate
+from mappo.plotting import read_run
 from mappo.policy import load_policy
 from mappo.trainer import EVAL_SEED_OFFSET
 
@@ -115,3 +116,16 @@ def test_evaluation_restores_torch_rng_even_when_the_env_draws_from_it(monkeypat
     before = torch.get_rng_state()
     trainer.evaluate_policy()
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_curve_png_and_mappo_plot_show_the_evaluations(runs, tmp_path, capsys) -> None:
+    plain, run = runs
+    assert (run / "curve.png").stat().st_size > 0
+    curve = read_run(run, "eval_return")
+    assert curve.env_steps.tolist() == [800, 1600]
+    assert curve.returns.tolist() == [v for _, v in sorted(_evaluations(run).items())]
+    assert main(["plot", str(run), "--y", "eval_return", "--out", str(tmp_path / "e.png")]) == 0
+    assert (tmp_path / "e.png").stat().st_size > 0
+    assert main(["plot", str(plain), "--y", "eval_return", "--out", str(tmp_path / "p.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "metrics.csv holds no eval_return (--eval-interval) yet")
