@@ -150,6 +150,11 @@ def _open_run(args: argparse.Namespace):
         trainer, _ = load_trainer(path, distributed=dist, pickled_env=pickled_env, **overrides)
         folder = (RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
                   if dist.is_main else None)
+        if folder is not None and folder.best_path.is_file():
+            # best.pt may be newer than checkpoint.pt (a stop between the two saves): its
+            # score stays the bar that a later evaluation must beat.
+            best = load_checkpoint(folder.best_path).get("best_eval_return", -math.inf)
+            trainer.best_eval_return = max(trainer.best_eval_return, float(best))
         return trainer, folder
     from_file = read_toml(args.config) if args.config else {}
     env = overrides.get("env", from_file.get("env", MappoConfig().env))

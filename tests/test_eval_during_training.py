@@ -1,14 +1,16 @@
 """Evaluation during training: greedy episodes every `eval_interval` env steps, best.pt."""
 
 import csv
+import math
+import shutil
 import statistics
 
 import pytest
 import torch
 from test_save_load import _assert_same_training, _train_stopped_after_two_updates
 
-from mappo.checkpoint import load_checkpoint
-from mappo.cli import main
+from mappo.checkpoint import load_checkpoint, save_checkpoint
+from mappo.cli import _open_run, build_parser, main
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.registry import make_env
 from mappo.evaluation import evaluate
@@ -129,3 +131,15 @@ def test_curve_png_and_mappo_plot_show_the_evaluations(runs, tmp_path, capsys) -
     assert main(["plot", str(plain), "--y", "eval_return", "--out", str(tmp_path / "p.png")]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "metrics.csv holds no eval_return (--eval-interval) yet")
+
+
+def test_resume_keeps_best_pts_score_as_the_bar(runs, tmp_path) -> None:
+    _, run = runs
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    # As if the run stopped after writing best.pt but before the next checkpoint.pt.
+    stale = {**load_checkpoint(copy / "checkpoint.pt"), "best_eval_return": -math.inf}
+    save_checkpoint(copy / "checkpoint.pt", stale)
+    trainer, folder = _open_run(build_parser().parse_args(["train", "--resume", str(copy)]))
+    trainer.close()
+    assert trainer.best_eval_return == max(_evaluations(run).values())
