@@ -9,6 +9,7 @@ import torch
 from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import load_checkpoint, load_trainer
 from mappo.cli import main
+from mappo.config import ConfigError
 from mappo.evaluation import evaluate_run
 from mappo.networks import LocalCritic
 from mappo.policy import Policy
@@ -65,3 +66,9 @@ def test_checkpoint_round_trip_keeps_the_local_critic(tmp_path) -> None:
         assert torch.equal(tensor, payload["critic"][name]), name
     assert trainer.config.critic == "local"
     assert len(evaluate_run(run, episodes=4, deterministic=True).returns) == 4  # actor only
+
+
+def test_critic_choices_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"'critic' = 'global': must be one of centralized, "
+                                          r"local"):
+        MappoConfig(critic="global")
