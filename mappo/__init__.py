@@ -7,7 +7,7 @@ from mappo.checkpoint import CheckpointError
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import ActionSpec, EnvSpec, MultiAgentEnv, MultiAgentStepResult
 from mappo.losses import compute_gae, ppo_policy_loss, ppo_value_loss
-from mappo.networks import Actor, CentralizedCritic
+from mappo.networks import Actor, CentralizedCritic, LocalCritic
 from mappo.trainer import MappoMetrics, MappoTrainer
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "EnvSpec",
+    "LocalCritic",
     "MappoConfig",
     "MappoMetrics",
     "MappoTrainer",

@@ -25,7 +25,7 @@ class RolloutMinibatch(NamedTuple):
     # Recurrent policies: rows are sequences, every field above gains an axis
     # [B, L, ...] after B, and these hold the state at each sequence's start.
     actor_hidden: torch.Tensor | None = None  # [B, A, H]
-    critic_hidden: torch.Tensor | None = None  # [B, H]
+    critic_hidden: torch.Tensor | None = None  # [B, H], or [B, A, H] for a local critic
     episode_start: torch.Tensor | None = None  # [B, L, A] bool: reset the state here
 
 
@@ -41,7 +41,9 @@ class AgentBuffer:
     differ with a team reward).
     `add` writes step `len(self)`; `clear` starts over without freeing memory.
     With `recurrent_hidden_dim`, it also keeps actor_hidden `[T, E, A, H]`,
-    critic_hidden `[T, E, H]` and episode_start `[T, E, A]`.
+    critic_hidden `[T, E, H]` (`[T, E, A, H]` with `local_critic`) and
+    episode_start `[T, E, A]`. A local critic reads the stored observations:
+    pass `state_dim = 0`.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class AgentBuffer:
         action_dtype: torch.dtype = torch.long,
         device: str | torch.device = "cpu",
         recurrent_hidden_dim: int = 0,
+        local_critic: bool = False,
     ) -> None:
         T, E, A = rollout_steps, num_envs, num_agents
         logits_dim = logits_dim if logits_dim is not None else action_dim
@@ -82,7 +85,7 @@ class AgentBuffer:
         if recurrent_hidden_dim:
             H = recurrent_hidden_dim
             self.actor_hidden = zeros(T, E, A, H)  # the state each step's forward started from
-            self.critic_hidden = zeros(T, E, H)
+            self.critic_hidden = zeros(T, E, A, H) if local_critic else zeros(T, E, H)
             self.episode_start = zeros(T, E, A, dtype=torch.bool)
         self.step = 0
 

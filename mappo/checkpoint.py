@@ -112,7 +112,7 @@ def load_trainer(
         trainer.load_state_dict(payload, resume_rollout, pickled_env)
     except (RuntimeError, KeyError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
-        trainer.env.close()
+        trainer.close()
         raise CheckpointError(
             f"checkpoint {path} does not fit env '{config.env}': {first}"
         ) from None

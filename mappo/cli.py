@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, required=True, help="image file to write (.png, .pdf)")
     plot.add_argument("--x", choices=("env_steps", "wall_time"), default="env_steps",
                       help="x axis (default env_steps)")
+    plot.add_argument("--y", choices=("episode_return", "eval_return"), default="episode_return",
+                      help="training episodes' return, or the evaluations' (--eval-interval)")
     report = commands.add_parser(
         "report", help="final returns of runs, seeds pooled: mean, IQM, bootstrap CIs, P(X > Y)")
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders")
@@ -158,6 +160,11 @@ def _open_run(args: argparse.Namespace):
         trainer, _ = load_trainer(path, distributed=dist, pickled_env=pickled_env, **overrides)
         folder = (RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
                   if dist.is_main else None)
+        if folder is not None and folder.best_path.is_file():
+            # best.pt may be newer than checkpoint.pt (a stop between the two saves): its
+            # score stays the bar that a later evaluation must beat.
+            best = load_checkpoint(folder.best_path).get("best_eval_return", -math.inf)
+            trainer.best_eval_return = max(trainer.best_eval_return, float(best))
         return trainer, folder
     from_file = read_toml(args.config) if args.config else {}
     env = overrides.get("env", from_file.get("env", MappoConfig().env))
@@ -328,6 +335,14 @@ def train(args: argparse.Namespace) -> int:
             if main_rank:
                 folder.log(metrics)
             progress.update(metrics)
+            # Only rank 0 evaluates (NaN elsewhere, and where no evaluation ran).
+            best = main_rank and metrics.eval_return > trainer.best_eval_return
+            if trainer.dist.any(best):  # the state is gathered from every rank
+                if best:
+                    trainer.best_eval_return = metrics.eval_return
+                state = trainer.state_dict()
+                if main_rank:
+                    folder.save_best(state)
             if (main_rank and trainer.updates == FIRST_EPISODE_UPDATES
                     and progress.recent.episodes == 0):
                 progress.write(_no_episode_hint(trainer))
@@ -346,7 +361,7 @@ def train(args: argparse.Namespace) -> int:
             progress.close()
             if main_rank:
                 folder.close()
-            trainer.env.close()
+            trainer.close()
             trainer.dist.shutdown()
     if not main_rank:
         return 0
@@ -407,7 +422,7 @@ def plot(args: argparse.Namespace) -> int:
     """Draw the learning curves of several runs on one figure."""
     from mappo.plotting import plot_runs
 
-    groups = plot_runs(args.run_dirs, args.out, args.x)
+    groups = plot_runs(args.run_dirs, args.out, args.x, args.y)
     for group in groups:
         print(f"{group.label}: {len(group.runs)} run(s)")
     print(f"wrote {args.out}")

@@ -70,6 +70,9 @@ class MappoConfig:
     activation: str = _f("tanh", "hidden activation", choices=("tanh", "relu"))
     input_layer_norm: bool = _f(False, "LayerNorm on the actor's and critic's inputs")
     hidden_layer_norm: bool = _f(False, "LayerNorm after each hidden layer (and the GRU)")
+    critic: str = _f("centralized", "centralized: one critic on the global view (MAPPO); "
+                     "local: each agent's critic sees its own observation (IPPO)",
+                     choices=("centralized", "local"))
     recurrent: bool = _f(False, "GRU after the MLP in actor and critic (rMAPPO)")
     data_chunk_length: int = _f(10, "steps per training sequence of a recurrent policy")
     policy_head_gain: float = _f(0.01, "orthogonal init gain of the policy head")
@@ -92,9 +95,18 @@ class MappoConfig:
     torch_threads: int = _f(1, "intra-op threads (small ops gain nothing); 0 = torch's choice")
     checkpoint_interval: float = _f(
         300.0, "seconds of wall time between checkpoints (also one after the first update)")
+    eval_interval: int = _f(
+        0, "env steps between greedy evaluations on env copies of their own (best.pt keeps "
+        "the best policy); 0 = off")
+    eval_episodes: int = _f(32, "episodes per evaluation during training")
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def critic_uses_state(self) -> bool:
+        """Whether the critic reads the env's global state (so the env must produce one)."""
+        return self.use_global_state and self.critic == "centralized"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field, ready for TOML or a checkpoint."""
@@ -281,6 +293,8 @@ def validate(cfg: MappoConfig) -> None:
     need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
     need(cfg.num_workers >= 0, "num_workers", ">= 0")
     need(cfg.checkpoint_interval > 0, "checkpoint_interval", "> 0 seconds")
+    need(cfg.eval_interval >= 0, "eval_interval", ">= 0 env steps (0: no evaluation)")
+    need(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1")
     if cfg.num_workers and cfg.num_envs % cfg.num_workers:
         raise ConfigError(
             f"config key 'num_workers' = {cfg.num_workers}: num_envs = {cfg.num_envs} must be "

@@ -1,4 +1,4 @@
-"""Actor and centralized critic, batched over agents.
+"""Actor, centralized critic and local (IPPO) critic, batched over agents.
 
 Policies (one shared, one per agent, or one per group of agents) live in one
 module whose weights carry a group axis `[G, in, out]`; each agent slot reads
@@ -224,14 +224,16 @@ class GroupedGRUCell(nn.Module):
         return states.permute(2, 0, 1, 3)
 
 
-class Actor(nn.Module):
-    """Decentralized policy: local observation (+ agent one-hot) → action-distribution parameters.
+class AgentNetwork(nn.Module):
+    """An MLP (optionally GRU) per policy group over each agent's own input, batched over agents.
 
     `group_of_agent[a]` is the policy group of agent slot a: all zeros for a
-    shared policy, `0..A-1` for independent ones. When groups are shared by
-    several agents, an agent one-hot is appended to the observation; its
-    product with the first layer is a per-agent row of weights, so it is added
-    as such instead of concatenating a one-hot to every input.
+    shared network, `0..A-1` for independent ones. When groups are shared by
+    several agents, an agent one-hot is appended to the input; its product with
+    the first layer is a per-agent row of weights, so it is added as such
+    instead of concatenating a one-hot to every input. Input `[B, A, O]` →
+    output `[B, A, out_dim]`. The actor and the local (IPPO) critic are two
+    heads on this one body.
     """
 
     def __init__(
@@ -239,7 +241,7 @@ class Actor(nn.Module):
         obs_dim: int,
         group_of_agent: list[int],
         hidden_dim: int,
-        action: ActionSpec,
+        out_dim: int,
         activation: str = "tanh",
         head_gain: float = 0.01,
         recurrent: bool = False,
@@ -250,7 +252,6 @@ class Actor(nn.Module):
         super().__init__()
         num_agents = len(group_of_agent)
         num_groups = max(group_of_agent) + 1
-        self.action = action
         self.register_buffer("group_of_agent", torch.tensor(group_of_agent), persistent=False)
         self.use_agent_id = agent_id and num_groups < num_agents
         first = _orthogonal((num_groups, obs_dim + num_agents, hidden_dim), HIDDEN_GAIN)
@@ -262,10 +263,8 @@ class Actor(nn.Module):
             first[:, obs_dim:].clone(), requires_grad=self.use_agent_id
         )
         self.fc2 = GroupedLinear(group_of_agent, hidden_dim, hidden_dim, HIDDEN_GAIN)
-        self.head = GroupedLinear(group_of_agent, hidden_dim, action.logits_dim, head_gain)
+        self.head = GroupedLinear(group_of_agent, hidden_dim, out_dim, head_gain)
         self.act = ACTIVATIONS[activation]()
-        if action.kind == "continuous":
-            self.log_std = nn.Parameter(torch.zeros(num_groups, action.logits_dim))
         self.input_norm = GroupedLayerNorm(group_of_agent, obs_dim) if input_layer_norm else None
         self.gru = GroupedGRUCell(group_of_agent, hidden_dim) if recurrent else None
         # The official MAPPO code's LayerNorm after each hidden layer and after the GRU.
@@ -275,24 +274,24 @@ class Actor(nn.Module):
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs `[B, A, O]` → logits or Gaussian means `[B, A, K]` (feed-forward actors)."""
+        """obs `[B, A, O]` → outputs `[B, A, out_dim]` (feed-forward networks)."""
         if self.gru is not None:
-            raise RuntimeError("a recurrent actor needs its hidden state: use forward_recurrent")
+            raise RuntimeError("a recurrent network needs its hidden state: use forward_recurrent")
         return self.head(self._features(obs))
 
     def forward_recurrent(
         self, obs: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of a recurrent actor: obs `[B, A, O]`, hidden `[B, A, H]` → (params, hidden)."""
+        """One recurrent step: obs `[B, A, O]`, hidden `[B, A, H]` → (outputs, hidden)."""
         hidden = self.gru(self._features(obs), hidden)
         return self.head(self._norm(2, hidden)), hidden
 
     def unroll(
         self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor
     ) -> torch.Tensor:
-        """A recurrent actor over sequences: obs `[B, L, A, O]` from hidden `[B, A, H]`,
-        cleared at `starts` `[B, L, A]` → params `[B, L, A, K]`. The MLP and the head
-        run once over all steps; only the GRU's recurrence loops over L."""
+        """Over sequences: obs `[B, L, A, O]` from hidden `[B, A, H]`, cleared at `starts`
+        `[B, L, A]` → outputs `[B, L, A, out_dim]`. The MLP and the head run once over
+        all steps; only the GRU's recurrence loops over L."""
         B, L = obs.shape[:2]
         features = self._features(obs.flatten(0, 1)).unflatten(0, (B, L))
         states = self.gru.scan(features, hidden, starts)
@@ -318,6 +317,30 @@ class Actor(nn.Module):
             return self.agent_id_weight[0]
         agents = torch.arange(len(self.group_of_agent), device=self.agent_id_weight.device)
         return self.agent_id_weight[self.group_of_agent, agents]
+
+
+class Actor(AgentNetwork):
+    """Decentralized policy: local observation (+ agent one-hot) → action-distribution
+    parameters `[B, A, K]` (logits or Gaussian means), with `AgentNetwork`'s layout."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        group_of_agent: list[int],
+        hidden_dim: int,
+        action: ActionSpec,
+        activation: str = "tanh",
+        head_gain: float = 0.01,
+        recurrent: bool = False,
+        input_layer_norm: bool = False,
+        hidden_layer_norm: bool = False,
+        agent_id: bool = True,
+    ) -> None:
+        super().__init__(obs_dim, group_of_agent, hidden_dim, action.logits_dim, activation,
+                         head_gain, recurrent, input_layer_norm, hidden_layer_norm, agent_id)
+        self.action = action
+        if action.kind == "continuous":
+            self.log_std = nn.Parameter(torch.zeros(max(group_of_agent) + 1, action.logits_dim))
 
     def agent_log_std(self) -> torch.Tensor:
         """Per-agent log standard deviation `[A, D]` of a Gaussian policy."""
@@ -389,3 +412,37 @@ class CentralizedCritic(nn.Module):
     def _head(self, gru_out: torch.Tensor) -> torch.Tensor:
         """Values from the GRU's output, through its LayerNorm when there is one."""
         return self.head(gru_out if self.gru_norm is None else self.gru_norm(gru_out))
+
+
+class LocalCritic(AgentNetwork):
+    """Independent (IPPO) value functions: each agent's value from its own observation only.
+
+    obs `[B, A, O]` → values `[B, A]`, with the actor's grouping (one critic per
+    policy group, seeing the agent one-hot when a group is shared) so that
+    `critic = local` changes what the critic sees and nothing else. The same
+    interface as `CentralizedCritic`, with a recurrent state per agent `[B, A, H]`.
+    """
+
+    def __init__(self, obs_dim: int, group_of_agent: list[int], hidden_dim: int,
+                 activation: str = "tanh", recurrent: bool = False,
+                 input_layer_norm: bool = False, hidden_layer_norm: bool = False,
+                 agent_id: bool = True) -> None:
+        super().__init__(obs_dim, group_of_agent, hidden_dim, 1, activation, 1.0, recurrent,
+                         input_layer_norm, hidden_layer_norm, agent_id)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs `[B, A, O]` → values `[B, A]` (feed-forward critics)."""
+        return super().forward(obs).squeeze(-1)
+
+    def forward_recurrent(
+        self, obs: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: obs `[B, A, O]`, hidden `[B, A, H]` → (values `[B, A]`, hidden)."""
+        values, hidden = super().forward_recurrent(obs, hidden)
+        return values.squeeze(-1), hidden
+
+    def unroll(self, obs: torch.Tensor, hidden: torch.Tensor,
+               starts: torch.Tensor) -> torch.Tensor:
+        """obs `[B, L, A, O]` from hidden `[B, A, H]`, cleared at `starts` `[B, L, A]` →
+        values `[B, L, A]`."""
+        return super().unroll(obs, hidden, starts).squeeze(-1)

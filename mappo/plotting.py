@@ -1,7 +1,8 @@
 """Learning curves of several runs on one figure, seeds of one config folded into a band.
 
 Runs whose `config.toml` differ only in `seed` form a group, drawn as the
-mean ± std (over its runs) of `episode_return` interpolated onto a common x
+mean ± std (over its runs) of `episode_return` (or, with `y = "eval_return"`, of
+the evaluations during training) interpolated onto a common x
 grid; a group of one run is drawn as its own curve. Each group is labelled
 by the config keys whose values differ between groups, e.g.
 `share_policy=False`.
@@ -25,6 +26,7 @@ from mappo.episodes import return_label
 from mappo.run_folder import RunFolderError
 
 X_AXES = ("env_steps", "wall_time")
+Y_COLUMNS = ("episode_return", "eval_return")  # metrics.csv columns a curve can show
 GROUP_IGNORED_KEYS = ("seed",)
 GRID_POINTS = 200
 
@@ -41,7 +43,7 @@ class RunCurve:
     config: dict[str, Any]
     env_steps: np.ndarray  # [N], rows with a finished episode only
     wall_time: np.ndarray  # [N] seconds of training up to each of those rows
-    episode_return: np.ndarray  # [N]
+    returns: np.ndarray  # [N], of the column read (`read_run`'s y)
     # The last non-empty `eval_return` of metrics.csv, where the run evaluated while training.
     eval_return: float | None = None
 
@@ -67,7 +69,7 @@ class RunGroup:
         """
         if len(self.runs) == 1:  # nothing to align: keep the run's own points
             run = self.runs[0]
-            return run.x(axis), run.episode_return, np.zeros_like(run.episode_return)
+            return run.x(axis), run.returns, np.zeros_like(run.returns)
         grid, ys = on_common_grid(self.runs, axis, points)
         return grid, ys.mean(0), ys.std(0)
 
@@ -82,7 +84,7 @@ def on_common_grid(runs: Sequence[RunCurve], axis: str = "env_steps",
         names = ", ".join(str(run.path) for run in runs)
         raise PlotError(f"runs {names} share no {axis} range to average over")
     grid = np.linspace(lo, hi, points)
-    return grid, np.stack([np.interp(grid, run.x(axis), run.episode_return) for run in runs])
+    return grid, np.stack([np.interp(grid, run.x(axis), run.returns) for run in runs])
 
 
 def _config_defaults() -> dict[str, Any]:
@@ -94,8 +96,8 @@ def _config_defaults() -> dict[str, Any]:
     return defaults
 
 
-def read_run(run_dir: str | Path) -> RunCurve:
-    """Load `config.toml` and `metrics.csv` of one run folder."""
+def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
+    """Load `config.toml` and column `y` of `metrics.csv` of one run folder."""
     path = Path(run_dir)
     config_path, metrics_path = path / "config.toml", path / "metrics.csv"
     for needed in (config_path, metrics_path):
@@ -116,15 +118,16 @@ def read_run(run_dir: str | Path) -> RunCurve:
             if speed > 0 and math.isfinite(speed):
                 elapsed += (env_steps - previous_steps) / speed
             previous_steps = env_steps
-            value = float(row["episode_return"])
-            if not math.isnan(value):  # updates in which no episode finished
+            value = float(row.get(y) or "nan")
+            if not math.isnan(value):  # updates with no finished episode, or no evaluation
                 steps.append(env_steps)
                 wall.append(elapsed)
                 returns.append(value)
             if row.get("eval_return"):  # empty in updates that did not evaluate
                 eval_return = float(row["eval_return"])
     if not returns:
-        raise PlotError(f"run folder {path}: metrics.csv holds no finished episode yet")
+        what = "no finished episode" if y == "episode_return" else f"no {y} (--eval-interval)"
+        raise PlotError(f"run folder {path}: metrics.csv holds {what} yet")
     return RunCurve(path, config, np.asarray(steps, np.float64), np.asarray(wall, np.float64),
                     np.asarray(returns, np.float64), eval_return)
 
@@ -168,12 +171,15 @@ def group_runs(runs: Sequence[RunCurve],
     return result
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
-              x: str = "env_steps") -> list[RunGroup]:
-    """Draw the learning curves of `run_dirs` on one figure saved to `out`; return the groups."""
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, x: str = "env_steps",
+              y: str = "episode_return") -> list[RunGroup]:
+    """Draw the learning curves (metrics.csv column `y`) of `run_dirs` on one figure saved
+    to `out`; return the groups."""
     if x not in X_AXES:
         raise PlotError(f"--x {x}: must be one of {', '.join(X_AXES)}")
-    groups = group_runs([read_run(d) for d in run_dirs])
+    if y not in Y_COLUMNS:
+        raise PlotError(f"--y {y}: must be one of {', '.join(Y_COLUMNS)}")
+    groups = group_runs([read_run(d, y) for d in run_dirs])
     fig, ax = open_figure(out, "--out")
     for group in groups:
         grid, mean, std = group.band(x)
@@ -184,7 +190,8 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path,
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2,
                             lw=0)
     ax.set_xlabel("env steps" if x == "env_steps" else "wall time (s)")
-    ax.set_ylabel(returns_label(groups))
+    label = returns_label(groups)
+    ax.set_ylabel(label if y == "episode_return" else f"{label}, greedy evaluation")
     save_figure(fig, ax, groups, out)
     return groups
 

@@ -21,7 +21,7 @@ from mappo.checkpoint import CheckpointError, load_checkpoint, saved_config
 from mappo.config import ConfigError, MappoConfig
 from mappo.distributions import ActionDistribution
 from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
-from mappo.networks import Actor, CentralizedCritic
+from mappo.networks import Actor, CentralizedCritic, LocalCritic
 from mappo.value_norm import ValueNorm
 
 
@@ -67,22 +67,27 @@ def episode_starts(result: MultiAgentStepResult, ever_alive: torch.Tensor) -> to
 
 
 class RecurrentState(NamedTuple):
-    """Hidden states of a recurrent policy: actor `[B, A, H]`, critic `[B, H]`."""
+    """Hidden states of a recurrent policy: actor `[B, A, H]`, critic `[B, H]` (centralized)
+    or `[B, A, H]` (local: one per agent, like the actor's)."""
 
     actor: torch.Tensor
     critic: torch.Tensor
 
     @classmethod
-    def zeros(cls, batch: int, agents: int, hidden: int, device: torch.device) -> RecurrentState:
+    def zeros(cls, batch: int, agents: int, hidden: int, device: torch.device,
+              local_critic: bool = False) -> RecurrentState:
         """The state at the start of every episode."""
+        critic = (batch, agents, hidden) if local_critic else (batch, hidden)
         return cls(torch.zeros(batch, agents, hidden, device=device),
-                   torch.zeros(batch, hidden, device=device))
+                   torch.zeros(critic, device=device))
 
     def reset(self, episode_start: torch.Tensor) -> RecurrentState:
         """Cleared where episodes start: each agent's by `episode_start` `[B, A]`, the
-        critic's by `critic_starts`."""
+        critic's by `critic_starts` (a local critic's per agent, as the actor's)."""
+        per_agent = self.critic.dim() == self.actor.dim()
+        critic_start = episode_start if per_agent else critic_starts(episode_start)
         return RecurrentState(self.actor * ~episode_start.unsqueeze(-1),
-                              self.critic * ~critic_starts(episode_start).unsqueeze(-1))
+                              self.critic * ~critic_start.unsqueeze(-1))
 
 
 class PolicyStep(NamedTuple):
@@ -105,7 +110,10 @@ class Policy(nn.Module):
         super().__init__()
         self.spec, self.config = spec, config
         self.action_spec = spec.action
-        self.state_dim = config.global_state_dim  # the critic's input, matched to the env
+        self.local_critic = config.critic == "local"
+        # The global input a centralized critic reads, matched to the env; a local critic
+        # reads the observations, which the rollout stores anyway, so it needs none.
+        self.state_dim = 0 if self.local_critic else config.global_state_dim
         group_of_agent = policy_groups(spec.agent_names, config.share_policy,
                                        config.policy_groups)
         self.actor = Actor(
@@ -113,7 +121,13 @@ class Policy(nn.Module):
             config.policy_head_gain, config.recurrent, config.input_layer_norm,
             config.hidden_layer_norm, config.agent_id,
         )
-        self.critic = CentralizedCritic(
+        # IPPO's critics follow the actor's sharing and agent-id rules: the flag changes
+        # what a critic sees and nothing else, so the comparison isolates that.
+        self.critic = LocalCritic(
+            spec.obs_dim, group_of_agent, config.hidden_dim, config.activation,
+            config.recurrent, config.input_layer_norm, config.hidden_layer_norm,
+            config.agent_id,
+        ) if self.local_critic else CentralizedCritic(
             self.state_dim, config.hidden_dim, spec.num_agents, config.activation,
             config.recurrent, config.input_layer_norm, config.hidden_layer_norm,
         )
@@ -130,12 +144,15 @@ class Policy(nn.Module):
             return None
         device = self.critic.head.weight.device
         return RecurrentState.zeros(num_envs, self.spec.num_agents, self.config.hidden_dim,
-                                    device)
+                                    device, self.local_critic)
 
     # --- acting ----------------------------------------------------------------
 
-    def critic_input(self, obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The critic's view `[B, S]`: the env's global state, or all observations concatenated."""
+    def critic_input(self, obs: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """The critic's view: `[B, S]`, the env's global state or all observations
+        concatenated; a local critic's is the observations themselves, `[B, A, O]`."""
+        if self.local_critic:
+            return obs
         return state if self.config.use_global_state else obs.flatten(1)
 
     def distribution(self, params: torch.Tensor, mask: torch.Tensor) -> ActionDistribution:
@@ -147,7 +164,7 @@ class Policy(nn.Module):
         self, obs: torch.Tensor, critic_in: torch.Tensor, state: RecurrentState | None,
         episode_start: torch.Tensor,
     ) -> PolicyStep:
-        """Actor and critic on obs `[B, A, O]` and critic input `[B, S]`; a recurrent policy
+        """Actor and critic on obs `[B, A, O]` and `critic_input`; a recurrent policy
         continues from `state` reset where `episode_start` `[B, A]`."""
         if state is None:
             return PolicyStep(self.actor(obs), self.critic(critic_in), None, None)
@@ -203,10 +220,12 @@ class Policy(nn.Module):
         `[B, L, ...]` run from their stored start states, reset as
         `RecurrentState.reset` does; only the GRU recurrence loops over L.
         """
+        critic_in = mb.obs if self.local_critic else mb.state
         if mb.actor_hidden is None:
-            return self.distribution(self.actor(mb.obs), mb.action_mask), self.critic(mb.state)
+            return self.distribution(self.actor(mb.obs), mb.action_mask), self.critic(critic_in)
         params = self.actor.unroll(mb.obs, mb.actor_hidden, mb.episode_start)
-        values = self.critic.unroll(mb.state, mb.critic_hidden, critic_starts(mb.episode_start))
+        starts = mb.episode_start if self.local_critic else critic_starts(mb.episode_start)
+        values = self.critic.unroll(critic_in, mb.critic_hidden, starts)
         return self.distribution(params, mb.action_mask), values
 
     # --- persistence -----------------------------------------------------------

@@ -1,5 +1,6 @@
 """The run folder: config.toml, metrics.csv, checkpoint.pt, curve.png and TensorBoard events,
-and env_state.pkl for envs whose state lives in Python objects (PettingZoo envs).
+best.pt with evaluation during training, and env_state.pkl for envs whose state lives in
+Python objects (PettingZoo envs).
 
 env_state.pkl holds the env copies pickled at the last checkpoint, which records
 its SHA-256: only `--resume` of this folder unpickles it (the user's own run), and
@@ -22,7 +23,7 @@ from mappo.episodes import return_label
 from mappo.trainer import MappoMetrics
 
 ENV_STATE_FILE = "env_state.pkl"
-RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", ENV_STATE_FILE)
+RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", "best.pt", ENV_STATE_FILE)
 CURVE_INTERVAL_S = 20.0
 METRICS_COLUMNS = [f.name for f in dataclasses.fields(MappoMetrics)]  # metrics.csv's header
 
@@ -48,6 +49,7 @@ class RunFolder:
         self.config_path = self.path / "config.toml"
         self.metrics_path = self.path / "metrics.csv"
         self.checkpoint_path = self.path / "checkpoint.pt"
+        self.best_path = self.path / "best.pt"
         self.env_state_path = self.path / ENV_STATE_FILE
         self.curve_path = self.path / "curve.png"
         self._writer = None
@@ -119,16 +121,22 @@ class RunFolder:
         return folder
 
     def log(self, metrics: MappoMetrics) -> None:
-        """Append one update's row to metrics.csv and TensorBoard; redraw the curve now and then."""
+        """Append one update's row to metrics.csv and TensorBoard; redraw the curve now and then.
+
+        `eval_return` is left empty in metrics.csv after updates with no
+        evaluation, and goes to TensorBoard as `eval/return`.
+        """
         row = metrics.as_dict()
         new_file = not self.metrics_path.exists()
         with open(self.metrics_path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(row))
             if new_file:
                 writer.writeheader()
-            writer.writerow(row)
+            writer.writerow({**row, "eval_return": "" if math.isnan(metrics.eval_return)
+                             else metrics.eval_return})
         scalars = {
-            f"train/{name}": value for name, value in row.items()
+            "eval/return" if name == "eval_return" else f"train/{name}": value
+            for name, value in row.items()
             if name != "env_steps" and not isinstance(value, str)
             and not (isinstance(value, float) and math.isnan(value))
         }
@@ -164,6 +172,10 @@ class RunFolder:
         if not isinstance(pickled_env, bytes):  # a file from an earlier save is no longer valid
             self.env_state_path.unlink(missing_ok=True)
 
+    def save_best(self, payload: dict) -> None:
+        """Write best.pt, the checkpoint of the best evaluation so far, atomically."""
+        save_checkpoint(self.best_path, payload)
+
     @staticmethod
     def read_pickled_env(path: str | Path, payload: dict) -> bytes | str | None:
         """For `--resume` of the run in `path` from its checkpoint `payload`: env_state.pkl's
@@ -183,15 +195,20 @@ class RunFolder:
         return data
 
     def draw_curve(self) -> None:
-        """Redraw curve.png: episode return against env steps, from metrics.csv."""
+        """Redraw curve.png: episode return against env steps, from metrics.csv, with the
+        evaluations' returns as points when there are any."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         steps, returns = read_curve(self.metrics_path)
+        eval_steps, eval_returns = read_curve(self.metrics_path, "eval_return")
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        ax.plot(steps, returns, lw=1.5)
+        ax.plot(steps, returns, lw=1.5, label="training episodes")
+        if eval_steps:
+            ax.plot(eval_steps, eval_returns, "o-", ms=3, lw=1.0, label="evaluation (greedy)")
+            ax.legend(fontsize=8)
         ax.set_xlabel("env steps")
         ax.set_ylabel(self._return_label)
         ax.set_title(self._title)
@@ -220,12 +237,14 @@ class RunFolder:
         return self._writer
 
 
-def read_curve(metrics_path: Path) -> tuple[list[int], list[float]]:
-    """(env_steps, episode_return) of every row with a finished episode."""
+def read_curve(metrics_path: Path, column: str = "episode_return"
+               ) -> tuple[list[int], list[float]]:
+    """(env_steps, column) of every row where `column` holds a number: the rows with a
+    finished episode, or with an evaluation for `eval_return`."""
     steps, returns = [], []
     with open(metrics_path, newline="") as handle:
         for row in csv.DictReader(handle):
-            value = float(row["episode_return"])
+            value = float(row.get(column) or "nan")
             if not math.isnan(value):
                 steps.append(int(row["env_steps"]))
                 returns.append(value)

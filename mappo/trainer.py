@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import math
 import pickle
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,12 +24,14 @@ from mappo.distributed import Distributed
 from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
 from mappo.episodes import EpisodeTracker, return_definition, team_rewards
+from mappo.evaluation import MAX_EVAL_ENVS, evaluate
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.policy import Policy, RecurrentState, env_facts, episode_starts
 
 logger = logging.getLogger(__name__)
 RANK_SEED_STRIDE = 1_000_003  # rank r seeds its envs and sampling with seed + r * stride
 COMPILE_MIN_STEPS = 200_000  # below this, compiling (~20 s cold) costs more than it saves
+EVAL_SEED_OFFSET = 500_001  # evaluation envs: seed + this, between ranks 0 and 1's seeds
 
 
 @dataclass
@@ -47,6 +50,8 @@ class MappoMetrics:
     episode_return: float = math.nan
     return_definition: str = "per_agent"  # "team" with team_reward
     episodes: int = 0
+    # Mean return of eval_episodes greedy episodes when an evaluation ran after this update.
+    eval_return: float = math.nan
     env_steps: int = 0  # total so far; one env step = every agent of one env acting once
     steps_per_second: float = 0.0
     env_time: float = 0.0  # seconds in env.step this rollout
@@ -61,7 +66,8 @@ class MappoMetrics:
 
 
 class MappoTrainer:
-    """MAPPO: decentralized actors (shared, per agent) and a centralized critic.
+    """MAPPO: decentralized actors (shared, per agent) and a centralized critic (IPPO with
+    `critic = local`: a critic per agent on its own observation).
 
     Build it from a config (the env is made from `config.env`) or hand it an
     env. `train()` runs to `config.total_steps`; `collect_rollout()` and
@@ -86,11 +92,11 @@ class MappoTrainer:
         rank_seed = config.seed + RANK_SEED_STRIDE * self.dist.rank
         self.env = env or make_env(
             config.env, config.num_envs, self.device, rank_seed, config.env_kwargs,
-            num_workers=config.num_workers, use_state=config.use_global_state,
+            num_workers=config.num_workers, use_state=config.critic_uses_state,
         )
         spec = self.env.spec
         self.config = config.matched_to_env(
-            spec.name, **env_facts(spec, config.use_global_state), num_envs=self.env.num_envs,
+            spec.name, **env_facts(spec, config.critic_uses_state), num_envs=self.env.num_envs,
         )
         cfg = self.config
         self._warn_about_flags_without_effect()
@@ -110,6 +116,7 @@ class MappoTrainer:
             spec.action.action_dim, spec.action.logits_dim,
             torch.long if discrete else torch.float32, self.device,
             recurrent_hidden_dim=cfg.hidden_dim if cfg.recurrent else 0,
+            local_critic=self.policy.local_critic,
         )
         self.env_steps = 0
         self.updates = 0
@@ -136,14 +143,52 @@ class MappoTrainer:
         self._recurrent_state = self.policy.initial_state(self.env.num_envs)
         self._episode_start = torch.ones_like(self._alive)  # [E, A]
         self._times = {"env": 0.0, "inference": 0.0}
+        # Evaluation during training, on rank 0 only (every rank holds the same weights), in
+        # copies of `config.env` (also when this trainer was handed its env).
+        self.eval_seed = cfg.seed + EVAL_SEED_OFFSET
+        self.best_eval_return = -math.inf  # the run's caller decides what is kept as best
+        self.eval_env = None
+        if cfg.eval_interval and self.dist.is_main:
+            with self._rng_of_its_own():
+                self.eval_env = make_env(
+                    cfg.env, min(cfg.eval_episodes, MAX_EVAL_ENVS), self.device, self.eval_seed,
+                    cfg.env_kwargs, use_state=False,  # only the actors act
+                )
+
+    def _rng_of_its_own(self) -> Any:
+        """A context in which torch's random streams (CPU and this run's GPU) are saved and
+        restored, so that evaluation leaves training's draws exactly as they would be."""
+        return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+
+    def evaluate_policy(self) -> float:
+        """Mean return of `eval_episodes` greedy episodes of the current policy on the
+        evaluation envs (`mappo eval`'s code path).
+
+        Every evaluation replays the same episodes from a reset with `eval_seed`,
+        so evaluations compare with each other and a resumed run repeats them;
+        the training envs and the torch RNG stream of training are not touched.
+        """
+        with self._rng_of_its_own():
+            returns = evaluate(self.policy, self.eval_env, self.config.eval_episodes,
+                               deterministic=True, seed=self.eval_seed)
+        return statistics.fmean(returns)
+
+    def close(self) -> None:
+        """Close the training envs and the evaluation envs."""
+        self.env.close()
+        if self.eval_env is not None:
+            self.eval_env.close()
 
     def _warn_about_flags_without_effect(self) -> None:
         """One warning line for each field the user set that this env or config ignores."""
         cfg, spec = self.config, self.env.spec
         ignored = {
-            "use_global_state": cfg.use_global_state and spec.state_source == "concat_obs"
-            and f"env '{spec.name}' has no global state of its own: use_global_state = true "
-            "has no effect, the critic sees all observations concatenated",
+            "use_global_state": (
+                "use_global_state has no effect with critic = local: each agent's critic "
+                "sees its own observation" if cfg.critic == "local" else
+                cfg.use_global_state and spec.state_source == "concat_obs"
+                and f"env '{spec.name}' has no global state of its own: use_global_state = "
+                "true has no effect, the critic sees all observations concatenated"),
             "num_workers": cfg.num_workers != getattr(self.env, "num_workers", 0)
             and f"num_workers = {cfg.num_workers} has no effect: env '{spec.name}' steps "
             "all its copies in this process",
@@ -186,7 +231,8 @@ class MappoTrainer:
                 "episode_start": self._episode_start,
             }
             buf.add(
-                self._obs, action, log_prob, reward, done, value, state=critic_in,
+                self._obs, action, log_prob, reward, done, value,
+                state=None if policy.local_critic else critic_in,
                 action_mask=self._mask, alive=self._alive, truncated=truncated,
                 truncation_value=truncation_value, critic_value=critic_value,
                 env_reward=result.reward, **recurrent,
@@ -358,6 +404,8 @@ class MappoTrainer:
         """Alternate rollouts and updates until `config.total_steps` env steps are done.
 
         `callback(metrics)` runs after every update; returning True stops early.
+        With `eval_interval`, an update that crosses a multiple of it is followed
+        by `evaluate_policy`, its result in `metrics.eval_return`.
         """
         history = []
         total = self.config.total_steps
@@ -373,6 +421,9 @@ class MappoTrainer:
             metrics.steps_per_second = (self.env_steps - steps_before) / (
                 time.perf_counter() - start
             )
+            interval = self.config.eval_interval
+            if self.eval_env is not None and self.env_steps // interval > steps_before // interval:
+                metrics.eval_return = self.evaluate_policy()
             history.append(metrics)
             # Ranks stop together, or the next all-reduce would wait forever.
             if self.dist.any(callback is not None and bool(callback(metrics))):
@@ -413,6 +464,7 @@ class MappoTrainer:
             "optimizer": self.optimizer.state_dict(),
             "env_steps": self.env_steps,
             "updates": self.updates,
+            "best_eval_return": self.best_eval_return,
             "ranks": self.dist.gather(own),
         }
 
@@ -445,6 +497,7 @@ class MappoTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = int(state["env_steps"])
         self.updates = int(state["updates"])
+        self.best_eval_return = float(state.get("best_eval_return", -math.inf))
         ranks = state["ranks"]
         if len(ranks) != self.dist.world_size:
             logger.warning("checkpoint has %d rank(s), this run %d: episodes start afresh",

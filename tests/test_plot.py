@@ -72,7 +72,7 @@ def test_wall_time_sums_each_updates_steps_over_its_speed(tmp_path) -> None:
     ]))
     np.testing.assert_allclose(run.env_steps, [100, 300])
     np.testing.assert_allclose(run.wall_time, [1.0, 4.0])
-    np.testing.assert_allclose(run.episode_return, [1.0, 3.0])
+    np.testing.assert_allclose(run.returns, [1.0, 3.0])
 
 
 def test_plot_writes_an_image_for_either_axis(runs, tmp_path, capsys) -> None:
