@@ -63,7 +63,7 @@ class Uninstalled:
 
 @pytest.mark.parametrize(("env", "kind"), [
     ("mpe2.simple_spread_v3:parallel_env", "PettingZoo"),
-    ("gymnasium:lbforaging:Foraging-8x8-2p-2f-coop-v3", "Gymnasium"),
+    ("gymnasium:gym_envs:TupleCounter-v0", "Gymnasium"),
 ])
 @pytest.mark.parametrize("missing", ["pettingzoo", "gymnasium"])
 def test_missing_extra_names_the_pip_command(missing, env, kind, monkeypatch) -> None:
