@@ -170,6 +170,9 @@ def _open_run(args: argparse.Namespace):
     env = overrides.get("env", from_file.get("env", MappoConfig().env))
     preset = PRESETS[args.preset](env) if args.preset else {}
     config = from_dict({**preset, **from_file, **overrides}, source="command line")
+    # A preset's values are a bundle, not the user's choices: no warning that one of them
+    # has no effect (the file's and the flags' are).
+    config.given = frozenset(from_file) | frozenset(overrides)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = args.run_dir or Path("runs") / f"{config.env.replace(':', '-')}-{stamp}"
     dist = Distributed.from_environment(config.device)

@@ -33,3 +33,15 @@ def test_preset_on_the_command_line_with_flags_on_top(tmp_path) -> None:
     assert (config.env, config.recurrent, config.num_envs, config.update_epochs) == (
         "reference", True, 4, 2)
     assert (config.huber_delta, config.minibatch_size, config.activation) == (10.0, 0, "relu")
+
+
+def test_preset_fields_without_effect_do_not_warn_but_flags_do(tmp_path, caplog) -> None:
+    flags = ["--preset", "paper-mpe", "--env", "spread", "--recurrent", "false",
+             "--num-envs", "4", "--total-steps", "100", "--quiet"]
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        assert main(["train", "--run-dir", str(tmp_path / "a"), *flags]) == 0
+        assert not caplog.records  # the preset's data_chunk_length, unused without a GRU
+        assert main(["train", "--run-dir", str(tmp_path / "b"), *flags,
+                     "--data-chunk-length", "5"]) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "data_chunk_length has no effect without recurrent = true"]
