@@ -172,6 +172,17 @@ class AgentBuffer:
         per minibatch; the value clip is centred on the critic's own stored
         output, which a normalizer update must not move.
         """
+        shuffled = self.shuffled_rows(to_critic_units, chunk_length)
+        for lo, hi in minibatch_bounds(shuffled[0].shape[0], num_minibatches):
+            yield RolloutMinibatch(*(x[lo:hi] for x in shuffled))
+
+    def shuffled_rows(
+        self,
+        to_critic_units: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+        chunk_length: int = 0,
+    ) -> list[torch.Tensor]:
+        """The fields of `RolloutMinibatch`, in its order, with their rows in one random
+        order (one `torch.randperm` from the global stream); `minibatches` slices them."""
         fields = [self.observations, self.states, self.action_masks, self.actions,
                   self.log_probs, self.critic_values, self.advantages,
                   to_critic_units(self.returns), self.alive.float()]
@@ -179,14 +190,9 @@ class AgentBuffer:
             fields, starts = self._chunks(fields, chunk_length)
         else:
             fields, starts = [x.flatten(0, 1) for x in fields], []
-        rows = fields[0].shape[0]
         # One gather per field per epoch; each minibatch is then a contiguous slice.
-        order = torch.randperm(rows, device=self.observations.device)
-        shuffled = [x[order] for x in fields]
-        starts = [x[order] for x in starts]
-        bounds = torch.linspace(0, rows, num_minibatches + 1).round().long().tolist()
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            yield RolloutMinibatch(*(x[lo:hi] for x in shuffled), *(x[lo:hi] for x in starts))
+        order = torch.randperm(fields[0].shape[0], device=self.observations.device)
+        return [x[order] for x in fields + starts]
 
     def _chunks(
         self, fields: list[torch.Tensor], length: int
@@ -206,3 +212,9 @@ class AgentBuffer:
         starts = [self.actor_hidden[first].flatten(0, 1), self.critic_hidden[first].flatten(0, 1),
                   sequences(self.episode_start)]
         return [sequences(x) for x in fields], starts
+
+
+def minibatch_bounds(rows: int, num_minibatches: int) -> list[tuple[int, int]]:
+    """`(lo, hi)` of `num_minibatches` near-equal consecutive slices of `rows` rows."""
+    bounds = torch.linspace(0, rows, num_minibatches + 1).round().long().tolist()
+    return list(zip(bounds[:-1], bounds[1:], strict=True))

@@ -179,7 +179,10 @@ def gru_scan(input_gates: torch.Tensor, hidden: torch.Tensor, starts: torch.Tens
     `[L, G, N]` marks an episode start. Returns the states `[L, G, N, H]`.
     """
     keep = (~starts).unsqueeze(-1).to(hidden.dtype)
-    if not torch.compiler.is_compiling():
+    # Under torch.func.vmap (several seeds as one network, mappo.seeds) GruScan's in-place
+    # `out=` ops cannot be batched: the plain ops below can.
+    batched = torch._C._functorch.is_batchedtensor(input_gates)
+    if not torch.compiler.is_compiling() and not batched:
         return GruScan.apply(input_gates.contiguous(), hidden, keep, weight, bias)
     # Compiled, plain ops are better: the compiler fuses each step's gate arithmetic,
     # forward and backward, into a few kernels. Measured on `--preset paper-mpe` (2-core

@@ -65,6 +65,16 @@ class MappoMetrics:
         return dataclasses.asdict(self)
 
 
+def anneal_learning_rate(optimizer: torch.optim.Optimizer, config: MappoConfig,
+                         env_steps: int) -> None:
+    """With `anneal_lr`, set the learning rate for the update after `env_steps` steps: `lr`
+    decayed linearly to zero at `total_steps`."""
+    if config.anneal_lr:
+        fraction = 1.0 - env_steps / config.total_steps
+        for group in optimizer.param_groups:
+            group["lr"] = fraction * config.lr
+
+
 class MappoTrainer:
     """MAPPO: decentralized actors (shared, per agent) and a centralized critic (IPPO with
     `critic = local`: a critic per agent on its own observation).
@@ -172,6 +182,14 @@ class MappoTrainer:
             returns = evaluate(self.policy, self.eval_env, self.config.eval_episodes,
                                deterministic=True, seed=self.eval_seed)
         return statistics.fmean(returns)
+
+    def evaluate_if_due(self, steps_before: int) -> float:
+        """`evaluate_policy` when the last update crossed a multiple of `eval_interval`
+        (it started at `steps_before` env steps), else NaN."""
+        interval = self.config.eval_interval
+        if self.eval_env is not None and self.env_steps // interval > steps_before // interval:
+            return self.evaluate_policy()
+        return math.nan
 
     def close(self) -> None:
         """Close the training envs and the evaluation envs."""
@@ -299,22 +317,11 @@ class MappoTrainer:
         """PPO on the buffer: `update_epochs` passes of minibatches, one optimizer step each."""
         cfg, buf = self.config, self.buffer
         start = time.perf_counter()
-        policy = self.policy
-        critic_in = policy.critic_input(self._obs, self._state)
-        hidden = self._recurrent_state
-        last_value = policy.value(critic_in, None if hidden is None
-                                  else hidden.reset(self._episode_start))
-        buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda)
-        policy.value_norm.update(buf.returns, buf.alive, self.dist.sum)
-        samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
-        chunk = cfg.data_chunk_length if cfg.recurrent else 0
-        rows = (-(-buf.rollout_steps // chunk) if chunk else buf.rollout_steps) * self.env.num_envs
-        wanted = round(samples / cfg.minibatch_size) if cfg.minibatch_size else 1
-        num_minibatches = min(rows, max(1, wanted))
+        num_minibatches, chunk = self.prepare_update()
         stats = torch.zeros(6, device=self.device)
         forward_time = backward_time = 0.0
         for _ in range(cfg.update_epochs):
-            for mb in buf.minibatches(num_minibatches, policy.value_norm.normalize, chunk):
+            for mb in buf.minibatches(num_minibatches, self.policy.value_norm.normalize, chunk):
                 t0 = time.perf_counter()
                 loss, mb_stats = self._minibatch_loss_fast(mb)
                 t1 = time.perf_counter()
@@ -326,9 +333,33 @@ class MappoTrainer:
                 stats += torch.cat([mb_stats, grad_norm.reshape(1)])
                 forward_time += t1 - t0
                 backward_time += time.perf_counter() - t1
-        stats = (stats / (cfg.update_epochs * num_minibatches)).tolist()
+        return self.finish_update(stats / (cfg.update_epochs * num_minibatches),
+                                  time.perf_counter() - start, forward_time, backward_time)
+
+    def prepare_update(self) -> tuple[int, int]:
+        """The part of `update` before its minibatches: GAE over the rollout and the value
+        normalizer's update. Returns (minibatches per epoch, sequence length or 0)."""
+        cfg, buf, policy = self.config, self.buffer, self.policy
+        critic_in = policy.critic_input(self._obs, self._state)
+        hidden = self._recurrent_state
+        last_value = policy.value(critic_in, None if hidden is None
+                                  else hidden.reset(self._episode_start))
+        buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda)
+        policy.value_norm.update(buf.returns, buf.alive, self.dist.sum)
+        samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
+        chunk = cfg.data_chunk_length if cfg.recurrent else 0
+        rows = (-(-buf.rollout_steps // chunk) if chunk else buf.rollout_steps) * self.env.num_envs
+        wanted = round(samples / cfg.minibatch_size) if cfg.minibatch_size else 1
+        return min(rows, max(1, wanted)), chunk
+
+    def finish_update(self, mean_stats: torch.Tensor, update_time: float,
+                      forward_time: float = 0.0, backward_time: float = 0.0) -> MappoMetrics:
+        """The part of `update` after its minibatches: count it and gather its metrics from
+        `mean_stats` `[6]` (policy loss, value loss, entropy, approx KL, clip fraction,
+        gradient norm, each averaged over the minibatches)."""
+        cfg = self.config
+        stats = mean_stats.tolist()
         self.updates += 1
-        update_time = time.perf_counter() - start
         episode_return, episodes = self.episodes.pop_mean(self.dist.sum)
         metrics = MappoMetrics(
             policy_loss=stats[0], value_loss=stats[1], entropy=stats[2], approx_kl=stats[3],
@@ -410,10 +441,7 @@ class MappoTrainer:
         history = []
         total = self.config.total_steps
         while self.env_steps < total:
-            if self.config.anneal_lr:
-                fraction = 1.0 - self.env_steps / total
-                for group in self.optimizer.param_groups:
-                    group["lr"] = fraction * self.config.lr
+            anneal_learning_rate(self.optimizer, self.config, self.env_steps)
             start = time.perf_counter()
             steps_before = self.env_steps
             self.collect_rollout()
@@ -421,9 +449,7 @@ class MappoTrainer:
             metrics.steps_per_second = (self.env_steps - steps_before) / (
                 time.perf_counter() - start
             )
-            interval = self.config.eval_interval
-            if self.eval_env is not None and self.env_steps // interval > steps_before // interval:
-                metrics.eval_return = self.evaluate_policy()
+            metrics.eval_return = self.evaluate_if_due(steps_before)
             history.append(metrics)
             # Ranks stop together, or the next all-reduce would wait forever.
             if self.dist.any(callback is not None and bool(callback(metrics))):

@@ -1,0 +1,323 @@
+"""`MultiSeedTrainer`: K independent runs of one config, differing only in their seed, trained
+in one process as one batched network.
+
+Each seed is a `MappoTrainer` of its own: its envs, rollout buffer, value
+normalizer, episode tracker, evaluation envs and torch random stream (swapped
+in around everything it draws: action sampling, minibatch shuffles). What is
+batched is the learning: the trainable parameters of all seeds are stacked into
+tensors with a leading seed axis `[K, ...]`, each seed's policy reading its
+slice as a view, and one minibatch step runs the PPO loss of all K seeds at
+once (`torch.func.vmap` over `torch.func.functional_call`), one backward, a
+gradient-norm clip per seed and one Adam step. Adam is elementwise, so one Adam
+over stacked parameters is K Adams. With the default config an update is most
+of training's time and each minibatch step is small, so K seeds share its
+per-op overhead; nothing crosses the seed axis, so each seed learns what it
+would alone (tests/test_seeds.py).
+
+One seed (K = 1) takes the solo path: the trainer's own update, bitwise a solo run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mappo.buffer import RolloutMinibatch, minibatch_bounds
+from mappo.config import ConfigError, MappoConfig
+from mappo.envs.base import MultiAgentEnv
+from mappo.trainer import MappoMetrics, MappoTrainer, anneal_learning_rate
+
+
+class SeedStreams:
+    """torch's global random streams (CPU, and the run's GPU) of each seed, swapped in
+    around that seed's work so that each seed draws exactly what it would alone."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.states: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+    def capture(self) -> None:
+        """Add the stream as it stands now, as the next seed's."""
+        self.states.append(self._now())
+
+    @contextlib.contextmanager
+    def use(self, k: int) -> Iterator[None]:
+        """Seed `k`'s streams are the global ones inside; after, where they stand is kept
+        as seed k's and the global streams are as they were before."""
+        outside = self._now()
+        self._set(self.states[k])
+        try:
+            yield
+        finally:
+            self.states[k] = self._now()
+            self._set(outside)
+
+    def _now(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return torch.get_rng_state(), torch.cuda.get_rng_state() if self.cuda else None
+
+    @staticmethod
+    def _set(state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1])
+
+
+class _SeedLoss(nn.Module):
+    """`MappoTrainer.minibatch_loss` of one trainer as a module's forward, so that
+    `torch.func.functional_call` can run it on any seed's parameters."""
+
+    def __init__(self, trainer: MappoTrainer) -> None:
+        super().__init__()
+        self.policy = trainer.policy
+        self._loss = trainer.minibatch_loss
+
+    def forward(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._loss(mb)
+
+
+class MultiSeedTrainer:
+    """K runs of `config`, one per seed in `seeds`, trained together in this process.
+
+    `envs`, when given, holds one env per seed (else each seed makes its own
+    from `config.env`, seeded with its seed, as a solo run does). `train()` runs
+    every seed to `config.total_steps`; `trainers[k]` is seed k's `MappoTrainer`,
+    whose `policy` holds the seed's current weights; `seed_state_dict(k)` is a
+    checkpoint exactly like a solo run's.
+    """
+
+    def __init__(self, config: MappoConfig, seeds: Sequence[int],
+                 envs: Sequence[MultiAgentEnv] | None = None) -> None:
+        seeds = list(seeds)
+        check_seeds(seeds)
+        if envs is not None and len(envs) != len(seeds):
+            raise ConfigError(f"{len(envs)} envs for {len(seeds)} seeds: give one env per seed")
+        streams = SeedStreams(torch.device(config.device))
+        trainers = []
+        for k, seed in enumerate(seeds):
+            # MappoTrainer seeds torch itself: seed s starts where a solo run with seed s does.
+            trainers.append(MappoTrainer(config.replace(seed=seed),
+                                         env=None if envs is None else envs[k]))
+            streams.capture()
+        self._join(trainers, streams)
+
+    @classmethod
+    def from_trainers(cls, trainers: Sequence[MappoTrainer],
+                      streams: SeedStreams) -> MultiSeedTrainer:
+        """Train existing trainers (e.g. each loaded from its seed's checkpoint) together;
+        `streams` holds each one's random streams, in order."""
+        self = cls.__new__(cls)
+        self._join(list(trainers), streams)
+        return self
+
+    def _join(self, trainers: list[MappoTrainer], streams: SeedStreams) -> None:
+        """Stack the trainers' parameters and optimizer states along a seed axis."""
+        self.trainers, self.streams = trainers, streams
+        self.seeds = [t.config.seed for t in trainers]
+        check_seeds(self.seeds)
+        first = trainers[0]
+        self.config = first.config
+        self.device = first.device
+        for t in trainers:
+            others = {**t.config.to_dict(), "seed": 0} != {**first.config.to_dict(), "seed": 0}
+            if others or t.dist.world_size > 1:
+                raise ConfigError("the seeds of one process share one config, on one rank; "
+                                  f"seed {t.config.seed}'s differs from seed {self.seeds[0]}'s")
+        if len(trainers) == 1:  # the solo path: bitwise a solo run
+            self.parameters, self.optimizer = first.parameters, first.optimizer
+            return
+        names = [name for name, p in first.policy.named_parameters() if p.requires_grad]
+        # [K, ...] per trainable tensor, in the order of MappoTrainer.parameters (the order of
+        # a solo checkpoint's optimizer state).
+        self.parameters = [nn.Parameter(torch.stack([t.parameters[i].detach() for t in trainers]))
+                           for i in range(len(names))]
+        saved = [t.optimizer.state_dict() for t in trainers]
+        for k, t in enumerate(trainers):
+            views = []
+            for name, stacked in zip(names, self.parameters, strict=True):
+                owner, _, leaf = name.rpartition(".")
+                view = nn.Parameter(stacked.data[k])  # shares the stacked storage
+                setattr(t.policy.get_submodule(owner), leaf, view)
+                views.append(view)
+            t.parameters = views
+            # The seed's own optimizer only stands in for the checkpoint's layout; the
+            # stacked one steps, and seed_state_dict slices its state.
+            t.optimizer = torch.optim.Adam(views, lr=self.config.lr, eps=self.config.adam_eps)
+        self.optimizer = torch.optim.Adam(self.parameters, lr=self.config.lr,
+                                          eps=self.config.adam_eps, fused=True)
+        if saved[0]["state"]:  # resumed seeds: their Adam moments, stacked
+            self.optimizer.load_state_dict(stack_optimizer_states(saved))
+        self._param_names = ["policy." + name for name in names]
+        loss_module = _SeedLoss(first)
+
+        def seed_loss(params: list[torch.Tensor], fields: tuple[torch.Tensor | None, ...]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+            weights = dict(zip(self._param_names, params, strict=True))
+            return torch.func.functional_call(loss_module, weights, (RolloutMinibatch(*fields),))
+
+        # (parameters [K, ...] each, minibatch fields [K, B, ...]) → (losses [K], stats [K, 5]);
+        # a feed-forward minibatch has no recurrent fields (None, not mapped).
+        recurrent = (0 if self.config.recurrent else None,) * 3
+        self._batched_loss = torch.func.vmap(
+            seed_loss, in_dims=(0, (0,) * (len(RolloutMinibatch._fields) - 3) + recurrent))
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps done by each seed (all seeds step together)."""
+        return self.trainers[0].env_steps
+
+    @property
+    def updates(self) -> int:
+        """Updates done by each seed."""
+        return self.trainers[0].updates
+
+    def collect_rollouts(self) -> None:
+        """Every seed's rollout, each drawing from its own random stream.
+
+        A Python loop over the K seeds: each seed keeps its own env object, whose
+        copies follow exactly the trajectory of a solo run with that seed (and
+        PettingZoo or Gymnasium envs are separate objects anyway). K is small and
+        each iteration is a whole rollout of E env copies, so the loop adds K
+        calls per rollout, not per env or per step.
+        """
+        for k, trainer in enumerate(self.trainers):
+            with self.streams.use(k):
+                trainer.collect_rollout()
+
+    def update(self) -> list[MappoMetrics]:
+        """PPO on every seed's rollout, all seeds in each minibatch step; one metrics each."""
+        if len(self.trainers) == 1:
+            with self.streams.use(0):
+                return [self.trainers[0].update()]
+        cfg, trainers = self.config, self.trainers
+        start = time.perf_counter()
+        plans = [t.prepare_update() for t in trainers]  # GAE and value normalizer, per seed
+        num_minibatches, chunk = plans[0]
+        stats = torch.zeros(len(trainers), 6, device=self.device)  # [K, 6]
+        forward_time = backward_time = 0.0
+        for _ in range(cfg.update_epochs):
+            per_seed = []
+            for k, t in enumerate(trainers):  # each seed's own shuffle, from its own stream
+                with self.streams.use(k):
+                    per_seed.append(t.buffer.shuffled_rows(t.policy.value_norm.normalize, chunk))
+            # One stack per field per epoch; each minibatch is then a slice. [K, rows, ...]
+            fields = [torch.stack(parts) for parts in zip(*per_seed, strict=True)]
+            for lo, hi in minibatch_bounds(fields[0].shape[1], num_minibatches):
+                mb = RolloutMinibatch(*(x[:, lo:hi] for x in fields))
+                t0 = time.perf_counter()
+                losses, mb_stats = self._batched_loss(self.parameters, tuple(mb))
+                t1 = time.perf_counter()
+                self.optimizer.zero_grad(set_to_none=True)
+                losses.sum().backward()  # seeds share no parameter: each gets its own gradient
+                grad_norm = clip_grad_norm_per_seed(self.parameters, cfg.max_grad_norm)
+                self.optimizer.step()
+                stats += torch.cat([mb_stats, grad_norm.unsqueeze(1)], 1)
+                forward_time += t1 - t0
+                backward_time += time.perf_counter() - t1
+        stats /= cfg.update_epochs * num_minibatches
+        update_time = time.perf_counter() - start
+        return [t.finish_update(stats[k], update_time, forward_time, backward_time)
+                for k, t in enumerate(trainers)]
+
+    def train(self, callback: Callable[[list[MappoMetrics]], Any] | None = None
+              ) -> list[list[MappoMetrics]]:
+        """Alternate rollouts and updates of every seed until `config.total_steps` env steps
+        each, as `MappoTrainer.train` does for one; `callback(metrics)` gets the K metrics
+        of each update (in the order of `seeds`) and stops training by returning True."""
+        history = []
+        while self.env_steps < self.config.total_steps:
+            anneal_learning_rate(self.optimizer, self.config, self.env_steps)
+            start = time.perf_counter()
+            steps_before = self.env_steps
+            self.collect_rollouts()
+            metrics = self.update()
+            steps_per_second = (self.env_steps - steps_before) / (time.perf_counter() - start)
+            for trainer, seed_metrics in zip(self.trainers, metrics, strict=True):
+                seed_metrics.steps_per_second = steps_per_second  # of this seed
+                seed_metrics.eval_return = trainer.evaluate_if_due(steps_before)
+            history.append(metrics)
+            if callback is not None and bool(callback(metrics)):
+                break
+        return history
+
+    def seed_state_dict(self, k: int) -> dict[str, Any]:
+        """Seed k's checkpoint, exactly a solo run's: its own weights, its slice of the
+        optimizer state and its own random stream, in tensors of their own."""
+        trainer = self.trainers[k]
+        with self.streams.use(k):
+            state = trainer.state_dict()
+        if len(self.trainers) > 1:
+            for name in ("actor", "critic"):  # views of the stacked storage: saved alone
+                state[name] = {key: value.clone() for key, value in state[name].items()}
+            state["optimizer"] = slice_optimizer_state(self.optimizer.state_dict(), k)
+        return state
+
+    def close(self) -> None:
+        """Close every seed's envs."""
+        for trainer in self.trainers:
+            trainer.close()
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """Refuse an empty or repeated list of seeds."""
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ConfigError(f"--seeds: seed {repeated[0]} appears twice; each run needs its own")
+
+
+def clip_grad_norm_per_seed(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` for each seed on its own: the gradients `[K, ...]` of
+    seed k scaled so that their joint norm is at most `max_norm`. Returns the norms `[K]`
+    before clipping."""
+    grads = [p.grad for p in parameters]
+    per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
+    norms = torch.linalg.vector_norm(per_tensor, dim=0)  # [K]
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s formula
+    torch._foreach_mul_(grads, [scale.view(-1, *[1] * (g.dim() - 1)) for g in grads])
+    return norms
+
+
+def stack_optimizer_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Solo Adam state dicts of the same parameters, one per seed, as one over the stacked
+    parameters: moments stacked `[K, ...]`; step counts and settings are the first's (all
+    seeds have taken the same steps)."""
+    stacked = {}
+    for index, first in states[0]["state"].items():
+        stacked[index] = {name: value if name == "step" else
+                          torch.stack([s["state"][index][name] for s in states])
+                          for name, value in first.items()}
+    return {"state": stacked, "param_groups": states[0]["param_groups"]}
+
+
+def slice_optimizer_state(state: dict[str, Any], k: int) -> dict[str, Any]:
+    """Seed k's part of the stacked Adam's state dict: a solo Adam's state dict."""
+    return {
+        "state": {index: {name: value.clone() if name == "step" else value[k].clone()
+                          for name, value in entry.items()}
+                  for index, entry in state["state"].items()},
+        "param_groups": [dict(group) for group in state["param_groups"]],
+    }
+
+
+def pooled_metrics(metrics: list[MappoMetrics]) -> MappoMetrics:
+    """The seeds' metrics of one update as one, for progress output: env steps and steps/s
+    of all seeds together, the episode-weighted mean return, losses averaged."""
+    episodes = sum(m.episodes for m in metrics)
+    finished = [(m.episode_return, m.episodes) for m in metrics if m.episodes]
+    pooled = MappoMetrics(
+        **{name: sum(getattr(m, name) for m in metrics) / len(metrics)
+           for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+                        "explained_variance", "grad_norm")},
+        episode_return=sum(r * n for r, n in finished) / episodes if episodes else math.nan,
+        return_definition=metrics[0].return_definition, episodes=episodes,
+        env_steps=sum(m.env_steps for m in metrics),
+        steps_per_second=sum(m.steps_per_second for m in metrics),
+    )
+    return pooled
