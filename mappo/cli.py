@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data-parallel ranks on this node (runs torchrun for you)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue the run in RUN_DIR from its checkpoint")
+    train.add_argument("--seeds", metavar="S,S,...",
+                       help="train these seeds in one process as one batched network; seed s "
+                            "writes the run folder RUN_DIR/seed_<s> (--resume RUN_DIR goes on)")
     train.add_argument("--quiet", action="store_true",
                        help="no progress bar (on a terminal) or progress lines (in a log)")
     for name, f in CLI_FIELDS.items():
@@ -146,13 +149,7 @@ def _open_run(args: argparse.Namespace):
 
     overrides = _cli_overrides(args)
     if args.resume is not None:
-        extra = sorted(set(overrides) - {"total_steps"})
-        if extra or args.config or args.run_dir or args.preset:
-            given = extra + [f for f in ("config", "run_dir", "preset") if getattr(args, f)]
-            raise ConfigError(
-                f"--resume continues a run with its own config; only --total-steps may "
-                f"change (got {', '.join(given)})"
-            )
+        _check_resume_flags(args, overrides)
         path = RunFolder.checkpoint_to_resume(args.resume)
         payload = load_checkpoint(path)
         dist = Distributed.from_environment(payload["config"]["device"])
@@ -160,12 +157,32 @@ def _open_run(args: argparse.Namespace):
         trainer, _ = load_trainer(path, distributed=dist, pickled_env=pickled_env, **overrides)
         folder = (RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
                   if dist.is_main else None)
-        if folder is not None and folder.best_path.is_file():
-            # best.pt may be newer than checkpoint.pt (a stop between the two saves): its
-            # score stays the bar that a later evaluation must beat.
-            best = load_checkpoint(folder.best_path).get("best_eval_return", -math.inf)
-            trainer.best_eval_return = max(trainer.best_eval_return, float(best))
+        if folder is not None:
+            _keep_best_bar(folder, trainer)
         return trainer, folder
+    config = _new_config(args, overrides)
+    run_dir = args.run_dir or _default_run_dir(config)
+    dist = Distributed.from_environment(config.device)
+    if dist.is_main:
+        RunFolder.check_free(run_dir, args.force)  # before any work
+    trainer = MappoTrainer(config, distributed=dist)
+    folder = RunFolder.create(run_dir, trainer.config, force=args.force) if dist.is_main else None
+    return trainer, folder
+
+
+def _check_resume_flags(args: argparse.Namespace, overrides: dict) -> None:
+    """`--resume` takes no config but `--total-steps`: refuse anything else, naming it."""
+    extra = sorted(set(overrides) - {"total_steps"})
+    if extra or args.config or args.run_dir or args.preset:
+        given = extra + [f for f in ("config", "run_dir", "preset") if getattr(args, f)]
+        raise ConfigError(
+            f"--resume continues a run with its own config; only --total-steps may "
+            f"change (got {', '.join(given)})"
+        )
+
+
+def _new_config(args: argparse.Namespace, overrides: dict) -> MappoConfig:
+    """A new run's config: the preset, then the config file, then the flags."""
     from_file = read_toml(args.config) if args.config else {}
     env = overrides.get("env", from_file.get("env", MappoConfig().env))
     preset = PRESETS[args.preset](env) if args.preset else {}
@@ -173,14 +190,23 @@ def _open_run(args: argparse.Namespace):
     # A preset's values are a bundle, not the user's choices: no warning that one of them
     # has no effect (the file's and the flags' are).
     config.given = frozenset(from_file) | frozenset(overrides)
+    return config
+
+
+def _default_run_dir(config: MappoConfig) -> Path:
+    """runs/<env>-<time> for a run started without --run-dir."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = args.run_dir or Path("runs") / f"{config.env.replace(':', '-')}-{stamp}"
-    dist = Distributed.from_environment(config.device)
-    if dist.is_main:
-        RunFolder.check_free(run_dir, args.force)  # before any work
-    trainer = MappoTrainer(config, distributed=dist)
-    folder = RunFolder.create(run_dir, trainer.config, force=args.force) if dist.is_main else None
-    return trainer, folder
+    return Path("runs") / f"{config.env.replace(':', '-')}-{stamp}"
+
+
+def _keep_best_bar(folder: RunFolder, trainer: MappoTrainer) -> None:
+    """On --resume: best.pt may be newer than checkpoint.pt (a stop between the two saves),
+    so its score stays the bar that a later evaluation must beat."""
+    from mappo.checkpoint import load_checkpoint
+
+    if folder.best_path.is_file():
+        best = load_checkpoint(folder.best_path).get("best_eval_return", -math.inf)
+        trainer.best_eval_return = max(trainer.best_eval_return, float(best))
 
 
 def _launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
@@ -304,6 +330,141 @@ def _no_episode_hint(trainer: MappoTrainer) -> str:
             f"{copies:,} env copies {wait}; fewer --num-envs make them end sooner")
 
 
+def _checkpoint_due(updates: int, saved_steps: int | None, saved_time: float,
+                    interval: float) -> bool:
+    """Whether to checkpoint after this update: none saved yet, every
+    `CHECKPOINT_EVERY_UPDATES` updates, and `interval` seconds after the last save."""
+    return (saved_steps is None or updates % CHECKPOINT_EVERY_UPDATES == 0
+            or time.monotonic() - saved_time >= interval)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` → [0, 1, 2]; anything else is refused naming the flag."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds = {text!r}: give integers separated by commas, "
+                          "e.g. --seeds 0,1,2") from None
+
+
+def _seed_folders(path: Path) -> list[Path]:
+    """The seed_<s> run folders a `--seeds` run wrote in `path`, by seed."""
+    found = [p for p in path.glob("seed_*") if p.is_dir() and p.name[5:].lstrip("-").isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def _is_seeds_run(args: argparse.Namespace) -> bool:
+    """`--seeds`, or `--resume D` of a folder that a `--seeds` run wrote."""
+    if args.seeds is not None:
+        return True
+    resume = args.resume
+    return (resume is not None and not (resume / "checkpoint.pt").is_file()
+            and bool(_seed_folders(resume)))
+
+
+def _open_seeds(args: argparse.Namespace):
+    """(MultiSeedTrainer, one run folder per seed) for `--seeds` or `--resume` of its folder."""
+    from mappo.checkpoint import load_checkpoint, load_trainer
+    from mappo.seeds import MultiSeedTrainer, SeedStreams
+
+    if args.nproc > 1 or args.wandb:
+        raise ConfigError(f"--seeds trains every seed in one process; it does not combine "
+                          f"with {'--nproc' if args.nproc > 1 else '--wandb'}")
+    overrides = _cli_overrides(args)
+    if args.resume is not None:
+        _check_resume_flags(args, overrides)
+        trainers, paths, streams = [], _seed_folders(args.resume), None
+        try:
+            for path in paths:
+                checkpoint = RunFolder.checkpoint_to_resume(path)
+                pickled_env = RunFolder.read_pickled_env(path, load_checkpoint(checkpoint))
+                trainer, _ = load_trainer(checkpoint, pickled_env=pickled_env, **overrides)
+                trainers.append(trainer)
+                streams = streams or SeedStreams(trainer.device)
+                streams.capture()  # the seed's stream, as its checkpoint saved it
+            multi = MultiSeedTrainer.from_trainers(trainers, streams)
+        except BaseException:
+            for trainer in trainers:
+                trainer.close()
+            raise
+        folders = [RunFolder.resume(path, t.config, t.env_steps)
+                   for path, t in zip(paths, trainers, strict=True)]
+        for folder, trainer in zip(folders, trainers, strict=True):
+            _keep_best_bar(folder, trainer)
+        return multi, folders
+    if "seed" in overrides:
+        raise ConfigError("--seed and --seeds: give the seeds of the runs with --seeds only")
+    seeds = _parse_seeds(args.seeds)
+    config = _new_config(args, overrides)
+    run_dir = args.run_dir or _default_run_dir(config)
+    paths = [run_dir / f"seed_{seed}" for seed in seeds]
+    for path in paths:
+        RunFolder.check_free(path, args.force)  # before any work
+    multi = MultiSeedTrainer(config, seeds)
+    folders = [RunFolder.create(path, t.config, force=args.force)
+               for path, t in zip(paths, multi.trainers, strict=True)]
+    return multi, folders
+
+
+def train_seeds(args: argparse.Namespace) -> int:
+    """`train --seeds`: every seed to the budget in one process, each writing its own run
+    folder as a solo run does (checkpoints on the same schedule, best.pt, Ctrl-C saves)."""
+    from mappo.seeds import pooled_metrics
+
+    multi, folders = _open_seeds(args)
+    trainers = multi.trainers
+    run_dir = folders[0].path.parent
+    progress = Progress(len(trainers) * multi.config.total_steps,
+                        len(trainers) * multi.env_steps, quiet=args.quiet)
+    progress.write(f"{len(trainers)} seeds in one process, run folders {run_dir}/seed_<s> "
+                   f"(seeds {', '.join(map(str, multi.seeds))}); env steps and steps/s count "
+                   "all seeds together")
+    recent = [RecentReturns() for _ in trainers]
+    saved_steps, saved_time = None, 0.0
+
+    def save() -> None:
+        nonlocal saved_steps, saved_time
+        for k, folder in enumerate(folders):
+            folder.save(multi.seed_state_dict(k), trainers[k].pickled_env_state())
+        saved_steps, saved_time = multi.env_steps, time.monotonic()
+
+    with _StopOnSignal() as stop:
+
+        def on_update(metrics: list[MappoMetrics]) -> bool:
+            for k, (folder, seed_metrics) in enumerate(zip(folders, metrics, strict=True)):
+                folder.log(seed_metrics)
+                recent[k].add(seed_metrics.episode_return, seed_metrics.episodes)
+                if seed_metrics.eval_return > trainers[k].best_eval_return:
+                    trainers[k].best_eval_return = seed_metrics.eval_return
+                    folder.save_best(multi.seed_state_dict(k))
+            progress.update(pooled_metrics(metrics))
+            if multi.updates == FIRST_EPISODE_UPDATES and progress.recent.episodes == 0:
+                progress.write(_no_episode_hint(trainers[0]))
+            if _checkpoint_due(multi.updates, saved_steps, saved_time,
+                               multi.config.checkpoint_interval):
+                save()
+            return stop.signal_name is not None
+
+        try:
+            multi.train(on_update)
+            if multi.env_steps != saved_steps:
+                save()
+        finally:
+            progress.close()
+            for folder in folders:
+                folder.close()
+            multi.close()
+    if multi.env_steps < multi.config.total_steps:
+        print(f"stopped after {multi.env_steps} env steps per seed; checkpoints saved. "
+              f"Continue with: mappo train --resume {run_dir}")
+        return 0
+    returns = ", ".join(f"seed {seed} {r.text(3)}" for seed, r in zip(multi.seeds, recent,
+                                                                       strict=True))
+    print(f"done: {multi.env_steps} env steps per seed, recent episode return {returns}; "
+          f"run folders {run_dir}/seed_<s>")
+    return 0
+
+
 def train(args: argparse.Namespace) -> int:
     """Train to the configured budget; rank 0 writes the run folder as it goes.
 
@@ -312,6 +473,8 @@ def train(args: argparse.Namespace) -> int:
     passed, and at the end: a hard kill (SIGKILL, out of memory, a lost node)
     loses at most one interval.
     """
+    if _is_seeds_run(args):
+        return train_seeds(args)
     if args.wandb:
         require_wandb()
     trainer, folder = _open_run(args)
@@ -349,8 +512,8 @@ def train(args: argparse.Namespace) -> int:
             if (main_rank and trainer.updates == FIRST_EPISODE_UPDATES
                     and progress.recent.episodes == 0):
                 progress.write(_no_episode_hint(trainer))
-            due = (saved_steps is None or trainer.updates % CHECKPOINT_EVERY_UPDATES == 0
-                   or time.monotonic() - saved_time >= trainer.config.checkpoint_interval)
+            due = _checkpoint_due(trainer.updates, saved_steps, saved_time,
+                                  trainer.config.checkpoint_interval)
             if trainer.dist.any(due):  # ranks' clocks differ, and saving is collective
                 save()
             return stop.signal_name is not None
@@ -474,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if unknown:
             raise _unknown_flag_error(unknown)
-        if args.command == "train" and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if (args.command == "train" and args.nproc > 1 and "WORLD_SIZE" not in os.environ
+                and not _is_seeds_run(args)):  # which refuses --nproc itself
             return _launch_ranks(args, sys.argv[1:] if argv is None else argv)
         if args.command == "train":
             return train(args)
