@@ -165,6 +165,14 @@ class MultiSeedTrainer:
         recurrent = (0 if self.config.recurrent else None,) * 3
         self._batched_loss = torch.func.vmap(
             seed_loss, in_dims=(0, (0,) * (len(RolloutMinibatch._fields) - 3) + recurrent))
+        # Compiled when a solo run of this config would be (the first trainer decides, and
+        # falls back to eager for all seeds when compiling fails).
+        self._compiled_loss = first.compile_loss(self._batched_loss)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the batched minibatch loss runs compiled (`config.compile`)."""
+        return self.trainers[0].compiled
 
     @property
     def env_steps(self) -> int:
@@ -210,7 +218,8 @@ class MultiSeedTrainer:
             for lo, hi in minibatch_bounds(fields[0].shape[1], num_minibatches):
                 mb = RolloutMinibatch(*(x[:, lo:hi] for x in fields))
                 t0 = time.perf_counter()
-                losses, mb_stats = self._batched_loss(self.parameters, tuple(mb))
+                losses, mb_stats = self.trainers[0].run_loss(
+                    self._compiled_loss, self._batched_loss, self.parameters, tuple(mb))
                 t1 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.sum().backward()  # seeds share no parameter: each gets its own gradient

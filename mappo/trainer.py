@@ -133,16 +133,7 @@ class MappoTrainer:
         self.compiled = cfg.compile == "true" or (  # the minibatch loss runs compiled
             cfg.compile == "auto" and cfg.total_steps >= COMPILE_MIN_STEPS
         )
-        # Fused kernels make an update ~1.6x faster on CPU (benchmarks/throughput.py);
-        # one graph per minibatch size, of which a config has at most two. On CPU a C++
-        # wrapper calls the kernels instead of Python: 11 % more frames/s on JaxMARL's
-        # recurrent config (benchmarks/compare.py), 4 % on the default, for ~12 s more
-        # compiling.
-        options = {"cpp_wrapper": self.device.type == "cpu"}
-        self._loss_fn = (
-            torch.compile(self.minibatch_loss, dynamic=False, options=options) if self.compiled
-            else self.minibatch_loss
-        )
+        self._loss_fn = self.compile_loss(self.minibatch_loss)
         self._obs = self.env.reset(seed=rank_seed)  # [E, A, O]
         self._state = self.env.get_global_state()  # [E, S]
         self._mask = self.env.get_action_mask()  # [E, A, K]
@@ -374,17 +365,39 @@ class MappoTrainer:
         self._times = {"env": 0.0, "inference": 0.0}
         return metrics
 
-    def _minibatch_loss_fast(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """`minibatch_loss`, compiled when configured; `auto` falls back to eager on failure."""
+    def compile_loss(self, loss: Callable[..., Any]) -> Callable[..., Any]:
+        """`loss` compiled when this trainer compiles (`self.compiled`), else itself.
+
+        Fused kernels make an update ~1.6x faster on CPU (benchmarks/throughput.py);
+        one graph per minibatch size, of which a config has at most two. On CPU a C++
+        wrapper calls the kernels instead of Python: 11 % more frames/s on JaxMARL's
+        recurrent config (benchmarks/compare.py), 4 % on the default, for ~12 s more
+        compiling.
+        """
+        if not self.compiled:
+            return loss
+        options = {"cpp_wrapper": self.device.type == "cpu"}
+        return torch.compile(loss, dynamic=False, options=options)
+
+    def run_loss(self, compiled: Callable[..., Any], eager: Callable[..., Any],
+                 *args: Any) -> Any:
+        """`compiled(*args)`; when compiling fails and `compile` is auto, a warning, and
+        `eager(*args)` from then on (`self.compiled` turns False)."""
+        if not self.compiled:
+            return eager(*args)
         try:
-            return self._loss_fn(mb)
+            return compiled(*args)
         except Exception as err:  # torch.compile raises many types (no compiler, backend bug)
-            if self._loss_fn is self.minibatch_loss or self.config.compile == "true":
+            if self.config.compile == "true":
                 raise
             logger.warning("torch.compile failed (%s); training continues without it",
                            str(err).splitlines()[0] if str(err) else type(err).__name__)
-            self._loss_fn, self.compiled = self.minibatch_loss, False
-            return self._loss_fn(mb)
+            self.compiled = False
+            return eager(*args)
+
+    def _minibatch_loss_fast(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """`minibatch_loss`, compiled when configured; `auto` falls back to eager on failure."""
+        return self.run_loss(self._loss_fn, self.minibatch_loss, mb)
 
     def minibatch_loss(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
         """PPO loss of one minibatch, and its detached diagnostics.

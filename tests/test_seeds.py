@@ -1,0 +1,175 @@
+"""Several seeds in one process (`MultiSeedTrainer`, `mappo train --seeds`): each seed learns
+exactly what it would alone, and writes a run folder exactly like a solo run's."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from mappo import MappoConfig, MappoTrainer
+from mappo.checkpoint import load_checkpoint
+from mappo.cli import main
+from mappo.policy import load_policy
+from mappo.seeds import MultiSeedTrainer, clip_grad_norm_per_seed
+
+TIMINGS = {"steps_per_second", "env_time", "inference_time", "update_time", "forward_time",
+           "backward_time"}
+
+
+def small(**overrides) -> MappoConfig:
+    settings = {"num_envs": 8, "rollout_steps": 20, "minibatch_size": 64, "update_epochs": 2,
+                "total_steps": 480, "compile": "false", **overrides}
+    return MappoConfig(**settings)
+
+
+def comparable(metrics) -> dict:
+    """The metrics without timings, NaN as text (NaN != NaN)."""
+    return {k: repr(v) for k, v in metrics.as_dict().items() if k not in TIMINGS}
+
+
+def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
+
+
+def test_one_seed_is_bitwise_a_solo_run() -> None:
+    config = small(seed=4)
+    multi = MultiSeedTrainer(config, [4])
+    multi_history = multi.train()
+    solo = MappoTrainer(config)
+    solo_history = solo.train()
+    assert len(multi_history) == len(solo_history) == 3
+    for [seed_metrics], solo_metrics in zip(multi_history, solo_history, strict=True):
+        assert comparable(seed_metrics) == comparable(solo_metrics)
+    assert not math.isnan(multi_history[-1][0].episode_return)  # episodes finished
+    for ours, theirs in zip(multi.trainers[0].policy.parameters(), solo.policy.parameters(),
+                            strict=True):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"recurrent": True, "data_chunk_length": 5}, {"critic": "local", "share_policy": False},
+    {"env": "pz_envs:BoxActionEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
+], ids=["feed-forward", "recurrent", "ippo-per-agent", "pettingzoo-box"])
+def test_each_seeds_update_equals_a_solo_update_on_the_same_data(overrides) -> None:
+    config = small(**overrides)
+    multi = MultiSeedTrainer(config, [3, 5, 7])
+    solo = MappoTrainer(config.replace(seed=5))
+    multi.collect_rollouts()
+    solo.collect_rollout()
+    seed5 = multi.trainers[1]
+    # Seed 5 starts and samples as a solo run with seed 5 does: the same data, bit for bit.
+    for name in ("observations", "actions", "rewards", "log_probs"):
+        assert torch.equal(getattr(seed5.buffer, name), getattr(solo.buffer, name)), name
+    before = [p.clone() for p in solo.parameters]
+    [_, metrics, _] = multi.update()
+    solo_metrics = solo.update()
+    assert max_difference(seed5.parameters, before) > 1e-4  # the update moved them
+    assert max_difference(seed5.parameters, solo.parameters) < 1e-6
+    assert metrics.policy_loss == pytest.approx(solo_metrics.policy_loss, abs=1e-6)
+    assert metrics.grad_norm == pytest.approx(solo_metrics.grad_norm, rel=1e-5)
+
+
+def test_seeds_do_not_interact() -> None:
+    config = small()
+    runs = [MultiSeedTrainer(config, [0, 1]) for _ in range(2)]
+    for multi in runs:
+        multi.collect_rollouts()
+    changed = runs[1].trainers[1].buffer
+    changed.rewards.mul_(-3.0).add_(1.0)  # seed 1's data differs in the second run
+    changed.observations.add_(0.5)
+    for multi in runs:
+        multi.update()
+    seed0 = [multi.trainers[0].parameters for multi in runs]
+    seed1 = [multi.trainers[1].parameters for multi in runs]
+    assert max_difference(*seed1) > 1e-4
+    for a, b in zip(*seed0, strict=True):
+        assert torch.equal(a, b)
+    value_norms = [multi.trainers[0].policy.value_norm.running_mean for multi in runs]
+    assert torch.equal(*value_norms)
+
+
+def test_gradient_norm_is_clipped_per_seed() -> None:
+    # Seed 0's gradient has norm 5 (3-4-5 over two tensors), seed 1's 0.5.
+    weight = torch.zeros(2, 2, requires_grad=True)
+    bias = torch.zeros(2, 1, requires_grad=True)
+    weight.grad = torch.tensor([[3.0, 0.0], [0.3, 0.0]])
+    bias.grad = torch.tensor([[4.0], [0.4]])
+    norms = clip_grad_norm_per_seed([weight, bias], max_norm=1.0)
+    assert norms.tolist() == pytest.approx([5.0, 0.5])
+    scale = 1.0 / (5.0 + 1e-6)
+    assert weight.grad.flatten().tolist() == pytest.approx([3.0 * scale, 0.0, 0.3, 0.0])
+    assert bias.grad.flatten().tolist() == pytest.approx([4.0 * scale, 0.4])
+
+
+def read_rows(path) -> list[dict]:
+    """metrics.csv's rows without the timing columns."""
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMINGS}
+                for row in csv.DictReader(handle)]
+
+
+def train_args(run_dir, *extra: str) -> list[str]:
+    return ["train", "--run-dir", str(run_dir), "--num-envs", "8", "--rollout-steps", "20",
+            "--minibatch-size", "64", "--update-epochs", "2", "--compile", "false",
+            "--quiet", *extra]
+
+
+def test_cli_seeds_write_solo_run_folders_and_resume_all_seeds(tmp_path) -> None:
+    multi_dir, solo_dir = tmp_path / "seeds", tmp_path / "solo"
+    assert main(train_args(multi_dir, "--seeds", "2,9", "--total-steps", "320",
+                           "--eval-interval", "160", "--eval-episodes", "2")) == 0
+    assert main(train_args(solo_dir, "--seed", "9", "--total-steps", "320",
+                           "--eval-interval", "160", "--eval-episodes", "2")) == 0
+    ours = load_checkpoint(multi_dir / "seed_9" / "checkpoint.pt")
+    solo = load_checkpoint(solo_dir / "checkpoint.pt")
+    assert sorted(ours) == sorted(solo)
+    assert ours["config"] == solo["config"] and ours["config"]["seed"] == 9
+    assert ours["env_steps"] == solo["env_steps"] == 320
+    for name in ("actor", "critic"):
+        for key, tensor in solo[name].items():
+            assert ours[name][key].shape == tensor.shape, key
+            assert (ours[name][key] - tensor).abs().max().item() < 1e-5, key
+    assert ours["optimizer"]["param_groups"] == solo["optimizer"]["param_groups"]
+    for index, state in solo["optimizer"]["state"].items():
+        assert ours["optimizer"]["state"][index]["exp_avg"].shape == state["exp_avg"].shape
+    # Each seed folder is a run folder: evaluation, best.pt, metrics.
+    assert ours["best_eval_return"] == pytest.approx(solo["best_eval_return"], abs=1e-4)
+    for seed in (2, 9):
+        folder = multi_dir / f"seed_{seed}"
+        assert {"config.toml", "metrics.csv", "checkpoint.pt", "best.pt", "curve.png"} <= {
+            p.name for p in folder.iterdir()}
+        assert len((folder / "metrics.csv").read_text().splitlines()) == 1 + 2
+        policy, env = load_policy(folder / "checkpoint.pt", lambda c: MappoTrainer(c).env)
+        env.close()
+        assert policy.config.seed == seed
+
+    # Stopped after 2 updates and resumed to 4 = 4 updates straight, bit for bit.
+    straight = tmp_path / "straight"
+    assert main(train_args(straight, "--seeds", "2,9", "--total-steps", "640",
+                           "--eval-interval", "160", "--eval-episodes", "2")) == 0
+    assert main(["train", "--resume", str(multi_dir), "--total-steps", "640", "--quiet"]) == 0
+    for seed in (2, 9):
+        resumed = load_checkpoint(multi_dir / f"seed_{seed}" / "checkpoint.pt")
+        expected = load_checkpoint(straight / f"seed_{seed}" / "checkpoint.pt")
+        assert resumed["env_steps"] == 640
+        for name in ("actor", "critic"):
+            for key, tensor in expected[name].items():
+                assert torch.equal(resumed[name][key], tensor), (seed, key)
+        rows = [read_rows(run / f"seed_{seed}" / "metrics.csv") for run in (multi_dir, straight)]
+        assert len(rows[0]) == 4 and rows[0] == rows[1]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", "0,0"], "--seeds: seed 0 appears twice; each run needs its own"),
+    (["--seeds", "0,x"], "--seeds = '0,x': give integers separated by commas, e.g. --seeds 0,1,2"),
+    (["--seeds", "0,1", "--seed", "3"],
+     "--seed and --seeds: give the seeds of the runs with --seeds only"),
+    (["--seeds", "0,1", "--nproc", "2"],
+     "--seeds trains every seed in one process; it does not combine with --nproc"),
+])
+def test_bad_seeds_are_refused_in_one_line(tmp_path, capsys, flags, message) -> None:
+    assert main(train_args(tmp_path / "run", *flags)) == 2
+    assert capsys.readouterr().err == f"mappo: error: {message}\n"
