@@ -6,8 +6,10 @@
 Variants: the preset; value normalization off; more epochs (15 and 30);
 a larger clip (0.5); the critic on the env's world state (agent positions and
 velocities, landmark positions) instead of the concatenated observations.
-Each final policy is evaluated greedily on 100 episodes. Adds (or replaces) its table in
-benchmarks/results/mpe.md (quick runs: mpe-quick.md). Last line: one JSON object.
+The seeds of a variant train in one process (`mappo train --seeds`); `--jobs`
+trains that many variants at once. Each final policy is evaluated greedily on
+100 episodes. Adds (or replaces) its table in benchmarks/results/mpe.md (quick
+runs: mpe-quick.md). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -38,15 +40,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--recurrent", choices=["true", "false"], default="true",
                         help="the preset's GRU actor and critic (rMAPPO) or feed-forward ones")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    parser.add_argument("--jobs", type=int, default=1, help="variants trained at the same time")
     args = parser.parse_args()
     scale, seeds = (0.005, [0]) if args.quick else (args.scale, args.seeds)
     steps = int(PAPER_BUDGETS["spread"] * scale)
 
     start = time.time()
-    jobs = [("spread", seed, steps, args.device, args.episodes,
+    jobs = [("spread", seeds, steps, args.device, args.episodes,
              (*flags, "--recurrent", args.recurrent), f"-ablation{index}")
-            for index, flags in enumerate(VARIANTS.values()) for seed in seeds]
+            for index, flags in enumerate(VARIANTS.values())]
     runs = run_all(jobs, args.jobs)
     rows, results = [], {}
     for index, (variant, flags) in enumerate(VARIANTS.items()):

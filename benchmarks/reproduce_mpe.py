@@ -8,8 +8,9 @@ Trains Spread (20M env steps), Reference (3M) and Comm / speaker_listener
 deterministically on 100 episodes, and writes benchmarks/results/mpe.md (task,
 steps, our mean ± std per-agent return, Spread on the official code's scale,
 reference figures) and benchmarks/results/mpe.png (the learning curves). Run
-folders go to benchmarks/runs/. `--recurrent false` trains the preset without
-its GRUs; `--jobs` trains that many runs at once (one torch thread each).
+folders go to benchmarks/runs/mpe-<task>/seed_<s>: the seeds of a task train in
+one process (`mappo train --seeds`). `--recurrent false` trains the preset
+without its GRUs; `--jobs` trains that many tasks at once (one torch thread each).
 Last line: one JSON object.
 """
 
@@ -50,33 +51,42 @@ REFERENCE = {
 }
 
 
-def run_task(task: str, seed: int, steps: int, device: str, episodes: int,
-             flags: tuple[str, ...] = (), name: str = "", train: bool = True) -> dict:
-    """Train one seed with the preset (plus `flags`), then evaluate it greedily;
-    `train=False` evaluates the run folder an earlier call left."""
-    run_dir = HERE / "runs" / f"mpe-{task}{name}-seed{seed}"
-    code = mappo_main(["train", "--preset", "paper-mpe", "--env", task, "--seed", str(seed),
-                       "--total-steps", str(steps), "--device", device, "--run-dir",
-                       str(run_dir), "--force", "--quiet", *flags]) if train else 0
-    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
-    trained = checkpoint["env_steps"]
-    if code != 0 or trained < steps:  # an interrupted run exits 0 but stops short
-        raise SystemExit(f"training {task} seed {seed} stopped at {trained} env steps "
-                         f"(exit code {code})")
-    returns = evaluate_run(run_dir, episodes, deterministic=True).returns
-    return {"task": task, "name": name, "seed": seed, "steps": steps, "run_dir": str(run_dir),
-            "recurrent": checkpoint["config"]["recurrent"],
-            "eval_return": statistics.fmean(returns)}
+def run_task(task: str, seeds: list[int], steps: int, device: str, episodes: int,
+             flags: tuple[str, ...] = (), name: str = "", train: bool = True) -> list[dict]:
+    """Train the seeds of one task in one process (`mappo train --seeds`) with the preset
+    (plus `flags`), then evaluate each greedily; `train=False` evaluates the run folders
+    an earlier call left."""
+    run_dir = HERE / "runs" / f"mpe-{task}{name}"
+    code = mappo_main(["train", "--preset", "paper-mpe", "--env", task, "--seeds",
+                       ",".join(map(str, seeds)), "--total-steps", str(steps), "--device", device,
+                       "--run-dir", str(run_dir), "--force", "--quiet", *flags]) if train else 0
+    runs = []
+    for seed in seeds:
+        seed_dir = run_dir / f"seed_{seed}"
+        if not train and not seed_dir.exists():  # folders of this script before --seeds
+            seed_dir = HERE / "runs" / f"mpe-{task}{name}-seed{seed}"
+        checkpoint = load_checkpoint(seed_dir / "checkpoint.pt")
+        trained = checkpoint["env_steps"]
+        if code != 0 or trained < steps:  # an interrupted run exits 0 but stops short
+            raise SystemExit(f"training {task} seed {seed} stopped at {trained} env steps "
+                             f"(exit code {code})")
+        returns = evaluate_run(seed_dir, episodes, deterministic=True).returns
+        runs.append({"task": task, "name": name, "seed": seed, "steps": steps,
+                     "run_dir": str(seed_dir), "recurrent": checkpoint["config"]["recurrent"],
+                     "eval_return": statistics.fmean(returns)})
+    return runs
 
 
 def run_all(jobs: list[tuple], processes: int) -> list[dict]:
-    """`run_task(*job)` for every job, `processes` at a time, in order."""
+    """`run_task(*job)` for every job (one task, its seeds in one process), `processes` jobs
+    at a time, in order; the runs of every seed."""
     runs = []
     with ProcessPoolExecutor(processes) as pool:
-        for run in pool.map(run_task, *zip(*jobs, strict=True)):
-            runs.append(run)
-            print(f"{run['task']:17s}{run['name']} seed {run['seed']}: {run['steps']:,} steps, "
-                  f"greedy return {run['eval_return']:.2f}", flush=True)
+        for seeds_runs in pool.map(run_task, *zip(*jobs, strict=True)):
+            for run in seeds_runs:
+                runs.append(run)
+                print(f"{run['task']:17s}{run['name']} seed {run['seed']}: {run['steps']:,} "
+                      f"steps, greedy return {run['eval_return']:.2f}", flush=True)
     return runs
 
 
@@ -90,7 +100,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--recurrent", choices=["true", "false"], default="true",
                         help="the preset's GRU actor and critic (rMAPPO) or feed-forward ones")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    parser.add_argument("--jobs", type=int, default=1, help="tasks trained at the same time")
     parser.add_argument("--no-train", action="store_true",
                         help="evaluate and tabulate the run folders an earlier run left")
     args = parser.parse_args()
@@ -98,9 +108,8 @@ def main() -> None:
     flags = ("--recurrent", args.recurrent)
 
     start = time.time()
-    runs = run_all([(task, seed, int(PAPER_BUDGETS[task] * scale), args.device, args.episodes,
-                     flags, "", not args.no_train) for task in args.tasks for seed in seeds],
-                   args.jobs)
+    runs = run_all([(task, seeds, int(PAPER_BUDGETS[task] * scale), args.device, args.episodes,
+                     flags, "", not args.no_train) for task in args.tasks], args.jobs)
     if {run["recurrent"] for run in runs} != {args.recurrent == "true"}:
         raise SystemExit(f"the run folders do not all match --recurrent {args.recurrent}")
 
