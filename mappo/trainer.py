@@ -255,7 +255,8 @@ class MappoTrainer:
 
         Own rewards: an agent is credited with its reward until its episode ends.
         In a turn-based env (`spec.turn_based`) the rewards and flags of agents waiting
-        for their turn are kept here; GAE credits them to each agent's last action.
+        for their turn are kept here; GAE credits them to each agent's last action (the
+        team reward is then the mean over every slot, whoever acted).
         `team_reward`: every slot, alive or dead, is credited with its env's team
         reward until the env's episode ends, so an action that kills an agent is
         still credited with what the team earns after; a team episode ends cut by
@@ -267,7 +268,9 @@ class MappoTrainer:
         cut = env_done & result.truncated.any(-1, keepdim=True) \
             & ~result.terminated.any(-1, keepdim=True)
         every_slot = result.reward.shape
-        return (team_rewards(result.reward, self._alive), env_done.expand(every_slot),
+        # In a turn-based env every agent in the game earns at every turn (as EpisodeTracker).
+        earned = torch.ones_like(self._alive) if self.env.spec.turn_based else self._alive
+        return (team_rewards(result.reward, earned), env_done.expand(every_slot),
                 cut.expand(every_slot))
 
     def _check_finite(self) -> None:

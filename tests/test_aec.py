@@ -152,3 +152,14 @@ def test_cli_trains_evaluates_and_renders_a_turn_based_game(num_workers, tmp_pat
     gif = tmp_path / "game.gif"
     assert main(["eval", str(run), "--render", str(gif), "--episodes", "1", "--json"]) == 0
     assert gif.stat().st_size > 0
+
+
+def test_team_reward_of_a_turn_based_game_is_the_mean_over_every_player() -> None:
+    # Turns 1-4 reward the players [0, 1], [2, 0], [0, 3], [4 - 10, 10]: team 0.5, 1, 1.5, 2.
+    config = MappoConfig(env=f"{MODULE}:RelayEnv", num_envs=1, rollout_steps=4, team_reward=True,
+                         minibatch_size=0, total_steps=4, compile="false")
+    trainer = MappoTrainer(config)
+    metrics = trainer.train()[-1]
+    assert trainer.buffer.rewards[:, 0].tolist() == [[0.5, 0.5], [1, 1], [1.5, 1.5], [2, 2]]
+    assert (metrics.episodes, metrics.episode_return) == (1, 5.0)
+    trainer.close()
