@@ -115,9 +115,18 @@ class AECEnvAsParallel:
         """Step every done agent PettingZoo selects with None until a live one is to act (or
         none is left), as the AEC API requires."""
         env = self.env
-        while env.agents and (env.terminations[env.agent_selection]
-                              or env.truncations[env.agent_selection]):
+
+        def selected_is_done() -> bool:
+            agent = env.agent_selection
+            return bool(env.agents) and (env.terminations[agent] or env.truncations[agent])
+
+        for _ in range(len(env.agents)):  # each None step removes one agent
+            if not selected_is_done():
+                return
             env.step(None)
+        if selected_is_done():  # an env whose None steps remove nobody would loop forever
+            raise RuntimeError(f"done agent '{env.agent_selection}' is still selected after "
+                               "every agent was stepped with None")
 
     def _observe_selected(self) -> tuple[dict[str, Any], dict[str, dict]]:
         """The observation and info of the agent to act, alone; empty once the game is over."""
