@@ -146,12 +146,18 @@ class AgentBuffer:
         self.step = 0
 
     def compute_returns_and_advantage(
-        self, last_value: torch.Tensor, gamma: float, gae_lambda: float
+        self, last_value: torch.Tensor, gamma: float, gae_lambda: float,
+        turn_based: bool = False,
     ) -> None:
-        """GAE into `advantages` and `returns = advantages + values`; last_value is `[E, A]`."""
+        """GAE into `advantages` and `returns = advantages + values`; last_value is `[E, A]`.
+
+        `turn_based`: an agent's turns are the steps it was alive at; the rewards
+        between them are credited to its last action (`compute_gae`'s `acting`).
+        """
         self.advantages[:] = compute_gae(
             self.rewards, self.values, self.dones, last_value, gamma, gae_lambda,
             truncated=self.truncated, truncation_values=self.truncation_values,
+            acting=self.alive if turn_based else None,
         )
         torch.add(self.advantages, self.values, out=self.returns)
 

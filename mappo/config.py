@@ -56,7 +56,7 @@ class MappoConfig:
     update_epochs: int = _f(10, "passes over each rollout")
     minibatch_size: int = _f(256, "agent-steps per minibatch (one optimizer step each); 0 = all")
     # --- our additions ---------------------------------------------------------
-    env: str = _f("spread", "built-in env name, or module:callable returning a ParallelEnv")
+    env: str = _f("spread", "built-in env, or module:callable returning a ParallelEnv or AECEnv")
     env_kwargs: dict = _f({}, "keyword arguments for the env constructor (JSON on the CLI)")
     num_workers: int = _f(0, "worker processes stepping PettingZoo envs; 0 steps them in-process")
     policy_groups: str = _f("", "comma-separated agent-name prefixes, one policy per prefix")

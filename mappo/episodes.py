@@ -35,13 +35,16 @@ class EpisodeTracker:
     """Running per-agent returns of E envs, folded into a tally when an env finishes.
 
     An agent counts in its episode's mean if it was alive at any step of it;
-    rewards only accrue while it is alive. With `team_reward`, every slot
-    accrues the team reward at every step, so each episode's value is the team
-    return.
+    rewards only accrue while it is alive, or, in a `turn_based` env, at every
+    step (rewards arrive between an agent's turns). With `team_reward`, every
+    slot accrues the team reward at every step, so each episode's value is the
+    team return.
     """
 
-    def __init__(self, alive: torch.Tensor, team_reward: bool = False) -> None:
+    def __init__(self, alive: torch.Tensor, team_reward: bool = False,
+                 turn_based: bool = False) -> None:
         self.team_reward = team_reward
+        self.turn_based = turn_based
         self.running = torch.zeros(alive.shape, device=alive.device)  # [E, A]
         self.ever_alive = alive.clone()  # [E, A]
         self.return_sum = torch.zeros((), device=alive.device)
@@ -56,6 +59,8 @@ class EpisodeTracker:
         The returned value is meaningful where `env_done`; those envs start over
         with `next_alive`, the agents of their new episode.
         """
+        if self.turn_based:  # every agent in the game earns, whoever acted
+            acted = torch.ones_like(acted)
         if self.team_reward:
             self.running += team_rewards(reward, acted)
         else:

@@ -45,7 +45,7 @@ def play(
     """
     obs = env.reset(seed=seed)
     mask, alive = env.get_action_mask(), env.get_alive()
-    tracker = EpisodeTracker(alive, policy.config.team_reward)
+    tracker = EpisodeTracker(alive, policy.config.team_reward, env.spec.turn_based)
     state = policy.initial_state(env.num_envs)
     start = torch.ones_like(alive)
     yield obs, None, None

@@ -26,6 +26,7 @@ def compute_gae(
     gae_lambda: float,
     truncated: torch.Tensor | None = None,
     truncation_values: torch.Tensor | None = None,
+    acting: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generalized advantage estimates, one backward scan over time.
 
@@ -34,6 +35,16 @@ def compute_gae(
     observation after the final step. Where `truncated[t]` the episode was cut
     by a time limit, so it is bootstrapped from `truncation_values[t]` (the
     value of the final observation); where it terminated, nothing follows.
+
+    Turn-based envs pass `acting` `[T, ...]` bool, the steps at which each agent
+    acted; its other steps are skipped. The advantage at an acting step t then
+    uses the rewards the agent received from step t up to its next acting step,
+    summed, and its value there: δ_t = Σ r + γ·V(next turn) − V(t), A_t = δ_t +
+    γλ·A(next turn). So γ and λ apply once per own turn, as when only acting
+    steps are stored. An episode ending (for that agent) before its next turn
+    cuts the sum there, bootstrapped as above. An agent that has not acted
+    again by the end of the rollout is bootstrapped from `last_value`.
+    Non-acting steps get advantage 0. Without `acting` every step is a turn.
     Returns advantages `[T, ...]`.
     """
     steps = rewards.shape[0]
@@ -42,15 +53,25 @@ def compute_gae(
     bootstrap = torch.zeros_like(rewards)
     if truncated is not None:
         bootstrap = torch.where(truncated, truncation_values, bootstrap)
-    next_advantage = torch.zeros_like(last_value)
-    next_value = last_value
+    next_advantage = torch.zeros_like(last_value)  # at the agent's next turn
+    next_value = last_value  # at the agent's next turn
+    pending_reward = torch.zeros_like(last_value)  # received after step t, before that turn
     for t in reversed(range(steps)):
         # After a finished episode the next value is the bootstrap (0 if it terminated).
         next_v = not_done[t] * next_value + (1.0 - not_done[t]) * bootstrap[t]
-        delta = rewards[t] + gamma * next_v - values[t]
-        next_advantage = delta + gamma * gae_lambda * not_done[t] * next_advantage
-        advantages[t] = next_advantage
-        next_value = values[t]
+        carried = not_done[t] * next_advantage
+        reward = rewards[t] if acting is None else rewards[t] + not_done[t] * pending_reward
+        delta = reward + gamma * next_v - values[t]
+        advantage = delta + gamma * gae_lambda * carried
+        if acting is None:
+            advantages[t] = next_advantage = advantage
+            next_value = values[t]
+        else:  # a step where the agent waits passes on what follows, its reward added
+            turn = acting[t]
+            advantages[t] = torch.where(turn, advantage, 0.0)
+            next_advantage = torch.where(turn, advantage, carried)
+            next_value = torch.where(turn, values[t], next_v)
+            pending_reward = torch.where(turn, 0.0, reward)
     return advantages
 
 

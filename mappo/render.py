@@ -278,6 +278,7 @@ def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
     from mappo.envs.registry import import_env_factory, pettingzoo_wrapper
 
     PettingZooWrapper = pettingzoo_wrapper(config_env)  # noqa: N806 - a class
+    from mappo.envs.thirdparty.aec import parallel_view  # importable once the wrapper is
     try:
         factory = import_env_factory(config_env)
     except ValueError as err:  # module or callable missing here
@@ -285,11 +286,12 @@ def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
 
     def make() -> FrameRecorder:
         try:
-            return FrameRecorder(factory(**env_kwargs, render_mode="rgb_array"))
+            env = factory(**env_kwargs, render_mode="rgb_array")
         except TypeError as err:
             raise RenderError(
                 f"env '{config_env}' does not take render_mode='rgb_array': {err}"
             ) from None
+        return FrameRecorder(parallel_view(env))  # an AEC env's frames after every turn
 
     env = PettingZooWrapper(make, 1, num_workers=0, seed=seed, name=config_env, use_state=False)
     return env, env.local_envs[0]

@@ -138,7 +138,7 @@ class MappoTrainer:
         self._state = self.env.get_global_state()  # [E, S]
         self._mask = self.env.get_action_mask()  # [E, A, K]
         self._alive = self.env.get_alive()  # [E, A]
-        self.episodes = EpisodeTracker(self._alive, cfg.team_reward)
+        self.episodes = EpisodeTracker(self._alive, cfg.team_reward, spec.turn_based)
         # Recurrent state after the last step (None if feed-forward), and which agents start
         # an episode now.
         self._recurrent_state = self.policy.initial_state(self.env.num_envs)
@@ -263,6 +263,9 @@ class MappoTrainer:
         credits them.
 
         Own rewards: an agent is credited with its reward until its episode ends.
+        In a turn-based env (`spec.turn_based`) the rewards and flags of agents waiting
+        for their turn are kept here; GAE credits them to each agent's last action (the
+        team reward is then the mean over every slot, whoever acted).
         `team_reward`: every slot, alive or dead, is credited with its env's team
         reward until the env's episode ends, so an action that kills an agent is
         still credited with what the team earns after; a team episode ends cut by
@@ -274,7 +277,9 @@ class MappoTrainer:
         cut = env_done & result.truncated.any(-1, keepdim=True) \
             & ~result.terminated.any(-1, keepdim=True)
         every_slot = result.reward.shape
-        return (team_rewards(result.reward, self._alive), env_done.expand(every_slot),
+        # In a turn-based env every agent in the game earns at every turn (as EpisodeTracker).
+        earned = torch.ones_like(self._alive) if self.env.spec.turn_based else self._alive
+        return (team_rewards(result.reward, earned), env_done.expand(every_slot),
                 cut.expand(every_slot))
 
     def _check_finite(self) -> None:
@@ -333,9 +338,12 @@ class MappoTrainer:
         cfg, buf, policy = self.config, self.buffer, self.policy
         critic_in = policy.critic_input(self._obs, self._state)
         hidden = self._recurrent_state
+        # [E, A]. Turn-based: an agent not to act now is bootstrapped from this value too,
+        # the critic's for it at the final state (its own observation slot reads zeros).
         last_value = policy.value(critic_in, None if hidden is None
                                   else hidden.reset(self._episode_start))
-        buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda)
+        buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda,
+                                          self.env.spec.turn_based)
         policy.value_norm.update(buf.returns, buf.alive, self.dist.sum)
         samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
         chunk = cfg.data_chunk_length if cfg.recurrent else 0

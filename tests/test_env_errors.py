@@ -160,11 +160,6 @@ def test_env_whose_state_fails_stops_in_one_line_when_the_critic_uses_it(env, st
     (f"{MODULE}:not_a_parallel_env", {},
      f"env '{MODULE}:not_a_parallel_env' built a dict, not a PettingZoo ParallelEnv (it has "
      f"no possible_agents, reset, step); {ENV_CALLABLES}"),
-    ("mpe2.simple_spread_v3:env", {},
-     "env 'mpe2.simple_spread_v3:env' built an AEC env (OrderEnforcingWrapper), which mappo "
-     "does not step yet; pass its parallel form: --env mpe2.simple_spread_v3:parallel_env "
-     "where the module has one, or a callable returning "
-     "pettingzoo.utils.conversions.aec_to_parallel(env)"),
     (f"{MODULE}:not_a_vectorized_env", {},
      f"env '{MODULE}:not_a_vectorized_env' takes num_envs, so it was called as a vectorized "
      f"env, but it returned a dict, not a mappo MultiAgentEnv; {ENV_CALLABLES}"),

@@ -74,6 +74,9 @@ def test_interrupted_and_resumed_equals_straight_through(tmp_path, monkeypatch) 
     (f"{MODULE}:CounterEnv", '{"episode_length": 7}', 2),
     # mpe2's envs are gymnasium EzPickles, which pickle their constructor arguments only.
     ("mpe2.simple_spread_v3:parallel_env", '{"max_cycles": 7}', 2),
+    # A turn-based (AEC) game of 7 turns, stopped mid-game.
+    ("aec_envs:RelayEnv", '{"turns": 7}', 0),
+    ("aec_envs:RelayEnv", '{"turns": 7}', 2),
 ])
 def test_pettingzoo_run_resumed_mid_episode_equals_straight_through(env, kwargs, num_workers,
                                                                     tmp_path, monkeypatch,

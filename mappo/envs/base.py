@@ -50,7 +50,13 @@ class ActionSpec:
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """Static facts about a vectorized env, fixed when it is built."""
+    """Static facts about a vectorized env, fixed when it is built.
+
+    `turn_based`: agents take turns (a PettingZoo AEC env): at each step only the
+    agent to act is alive, while every agent in the game receives rewards and
+    may finish. The learner then credits an agent's rewards between its turns
+    to its last action (`compute_gae` with `acting`).
+    """
 
     name: str
     agent_names: tuple[str, ...]
@@ -60,6 +66,7 @@ class EnvSpec:
     max_episode_steps: int | None = None
     state_source: Literal["env", "concat_obs"] = "concat_obs"
     obs_sizes: tuple[int, ...] = field(default=())
+    turn_based: bool = False
 
     @property
     def num_agents(self) -> int:

@@ -7,8 +7,10 @@
   `num_envs=E, device=..., seed=..., **env_kwargs`, and must return a
   `MultiAgentEnv` holding all E copies (`num_workers` does not apply).
 * otherwise, a function (or class) returning one PettingZoo `ParallelEnv`,
-  e.g. `mpe2.simple_spread_v3:parallel_env`; it is called with `**env_kwargs`
-  for every copy. A leading `pettingzoo:` is accepted and dropped.
+  e.g. `mpe2.simple_spread_v3:parallel_env`, or one turn-based `AECEnv`, e.g.
+  `pettingzoo.classic.tictactoe_v3:env` (one turn per step: see
+  `thirdparty.aec`); it is called with `**env_kwargs` for every copy. A
+  leading `pettingzoo:` is accepted and dropped.
 
 `gymnasium:[module:]id` names a Gymnasium env with Tuple spaces over agents
 (lbforaging, rware, EPyMARL's envs): what follows `gymnasium:` is what
@@ -46,7 +48,8 @@ PETTINGZOO_EXTRA = ("pettingzoo", "gymnasium")  # the packages of `pip install '
 # What `--env module:callable` may name; error messages about the env's kind end with it.
 ENV_CALLABLES = (
     "--env takes module:callable (or module:attr.attr, e.g. module:Class.method) returning a "
-    "PettingZoo ParallelEnv, or a mappo MultiAgentEnv subclass or callable taking num_envs"
+    "PettingZoo ParallelEnv or AECEnv, or a mappo MultiAgentEnv subclass or callable taking "
+    "num_envs"
 )
 
 

@@ -22,6 +22,9 @@ Only PettingZoo's parallel API is read (`inspect_parallel_env` and
 `PettingZooBatch._step_copy`/`_read_obs`). Other kinds of env are shown
 through it rather than given a probe of their own: `gymnasium_tuple` presents
 a Gymnasium env whose spaces are Tuples over agents (lbforaging, rware,
-EPyMARL's envs) as a parallel env, so layout, batch and wrapper serve it
-unchanged. (PettingZoo AEC envs are planned here too.)
+EPyMARL's envs) as a parallel env, and `aec` a turn-based PettingZoo
+`AECEnv` as a parallel env in which only the agent to act observes (the
+wrapper adapts AEC copies itself), so layout, batch and wrapper serve them
+unchanged but for one flag, `turn_based`: agents waiting for their turn keep
+their rewards and flags.
 """

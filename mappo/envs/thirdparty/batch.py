@@ -10,9 +10,10 @@ autoreset never fires.
 Agent slots are `env.possible_agents` in order. A slot whose agent has finished
 or is absent from the observation dict is not alive: zero observation, every
 action legal (so distributions stay valid), reward 0, and no action is sent
-for it. `final_obs` holds the observation each agent received at this step,
-agents that just finished included (agents the env no longer observes read
-zeros), and `final_state` the global state of that view: what the trainer
+for it; in a turn-based env (`aec`), agents waiting for their turn still
+receive rewards and finish. `final_obs` holds the observation each agent
+received at this step, agents that just finished included (agents the env no
+longer observes read zeros), and `final_state` the global state of that view: what the trainer
 bootstraps a truncated agent from, even while the rest of its copy goes on. A copy's
 episode ends when no agent is left alive (or `env.agents` is empty); it is then
 reset in place, and `final_obs`/`final_state` keep what the finished episode
@@ -139,15 +140,19 @@ class PettingZooBatch(gymnasium.Env):
         self._episode_steps[j] += 1  # first, so an error in this step names it
         obs, rewards, terminations, truncations, _ = self._call(j, "step()", env.step, sent)
         finished = np.zeros(len(layout.agents), np.bool_)  # [A], as the env reports it
+        turn_based = layout.turn_based
         for i, name in enumerate(layout.agents):
             term = bool(terminations.get(name, False))
             trunc = bool(truncations.get(name, False))
             finished[i] = term or trunc
-            # Agents that did not act neither earn rewards nor finish (again).
-            reward = rewards.get(name, 0.0) if acted[i] else 0.0
+            # In a parallel env, agents that did not act neither earn rewards nor finish
+            # (again). In a turn-based one every agent still in the game does both, between
+            # its turns; the adapter reports each agent's flags once.
+            counts = acted[i] or turn_based
+            reward = rewards.get(name, 0.0) if counts else 0.0
             out["reward"][j, i] = self._floats(reward, j, name, "reward", 1)[0]
-            out["terminated"][j, i] = term and acted[i]
-            out["truncated"][j, i] = trunc and acted[i]
+            out["terminated"][j, i] = term and counts
+            out["truncated"][j, i] = trunc and counts
         self._read_obs(j, obs, finished)
         # The view this step ended on, agents that just finished included: an agent
         # truncated alone is bootstrapped from it while its copy goes on.

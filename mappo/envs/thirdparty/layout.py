@@ -6,8 +6,9 @@ each agent's observation size (padded to the largest, O), its action space
 mapped onto the policy's K logits (Discrete/MultiDiscrete: sub-action blocks
 sized by the largest agent) or D box dimensions (Box: the largest agent's),
 where the global state comes from (`env.state()` when the critic uses it and
-the env has it, else every agent's padded observation concatenated) and the
-episode length if the env exposes one.
+the env has it, else every agent's padded observation concatenated), the
+episode length if the env exposes one, and whether agents take turns (an AEC
+env, which the wrapper shows through `aec.AECEnvAsParallel` before probing).
 An env it cannot wrap is refused here with a `ConfigError` naming the env and agent.
 """
 
@@ -20,11 +21,10 @@ from typing import Any, Literal
 import gymnasium
 import numpy as np
 from gymnasium import spaces
-from pettingzoo.utils.env import AECEnv
 
 from mappo.config import ConfigError
 from mappo.envs.base import ActionSpec, EnvError, env_raised
-from mappo.envs.registry import ENV_CALLABLES, PETTINGZOO_PREFIX
+from mappo.envs.registry import ENV_CALLABLES
 
 # Where the env's episode length may be stored, on the env or its unwrapped base.
 EPISODE_LENGTH_ATTRS = ("max_episode_steps", "max_cycles", "max_steps")
@@ -55,6 +55,9 @@ class PettingZooLayout:
     state_source: Literal["env", "concat_obs"]
     state_dim: int
     max_episode_steps: int | None
+    # Agents take turns (an AEC env seen through `AECEnvAsParallel`): the rewards and flags
+    # of agents that did not act at a step count too.
+    turn_based: bool = False
 
     @property
     def obs_dim(self) -> int:
@@ -94,13 +97,6 @@ def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> Petting
     With `use_state` False, `env.state()` is never called (some envs' states fail at
     moments the critic does not need them) and the state is the concatenated observations.
     """
-    if isinstance(env, AECEnv):  # has reset/step too, but one agent at a time
-        module = name.removeprefix(PETTINGZOO_PREFIX).rpartition(":")[0]
-        raise ConfigError(
-            f"env '{name}' built an AEC env ({type(env).__name__}), which mappo does not "
-            f"step yet; pass its parallel form: --env {module}:parallel_env where the module "
-            "has one, or a callable returning pettingzoo.utils.conversions.aec_to_parallel(env)"
-        )
     if isinstance(env, gymnasium.Env):
         raise ConfigError(
             f"env '{name}' built a single-agent Gymnasium env ({type(env).__name__}), not a "
@@ -171,6 +167,7 @@ def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> Petting
         action_spaces=action_spaces, action=action, static_mask=static_mask,
         mask_index=mask_index, low=low, high=high, state_source=state_source,
         state_dim=state_dim, max_episode_steps=_episode_length(env),
+        turn_based=bool(getattr(env, "turn_based", False)),
     )
 
 

@@ -24,6 +24,7 @@ import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
 from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.thirdparty.aec import parallel_view
 from mappo.envs.thirdparty.batch import PettingZooBatch
 from mappo.envs.thirdparty.layout import inspect_parallel_env
 
@@ -31,9 +32,11 @@ logger = logging.getLogger(__name__)
 
 
 class PettingZooWrapper(MultiAgentEnv):
-    """E copies of a PettingZoo `ParallelEnv` behind the batched-tensor env contract.
+    """E copies of a PettingZoo `ParallelEnv` (or `AECEnv`) behind the batched-tensor env
+    contract.
 
-    `env_fn()` must build one fresh copy. `num_workers=0` steps every copy in
+    `env_fn()` must build one fresh copy; an `AECEnv` is stepped one turn per
+    step through `AECEnvAsParallel` (`spec.turn_based`). `num_workers=0` steps every copy in
     this process; `num_workers=W` splits them over W processes of gymnasium's
     `AsyncVectorEnv` (shared memory), E/W copies each. Copy i is first reset
     with seed `seed + i`; later auto-resets continue each copy's own RNG.
@@ -64,6 +67,7 @@ class PettingZooWrapper(MultiAgentEnv):
         self.num_envs, self.num_workers = num_envs, num_workers
         self.device = torch.device(device)
         name = name or getattr(env_fn, "__qualname__", None) or repr(env_fn)
+        env_fn = partial(_built_as_parallel, env_fn)  # every copy, probe and workers' alike
         probe = env_fn()
         try:
             layout = inspect_parallel_env(probe, name, use_state)
@@ -80,6 +84,7 @@ class PettingZooWrapper(MultiAgentEnv):
             max_episode_steps=layout.max_episode_steps,
             state_source=layout.state_source,
             obs_sizes=layout.obs_sizes,
+            turn_based=layout.turn_based,
         )
         if layout.state_source == "env":
             logger.info("%s: global state from env.state(), %d floats", name, layout.state_dim)
@@ -238,3 +243,8 @@ class PettingZooWrapper(MultiAgentEnv):
             key: torch.from_numpy(arrays[key].reshape(shape)).to(self.device, copy=True)
             for key, shape in self._shapes.items()
         }
+
+
+def _built_as_parallel(env_fn: Callable[[], Any]) -> Any:
+    """One copy from `env_fn()`, an `AECEnv` shown through the parallel API."""
+    return parallel_view(env_fn())
