@@ -117,6 +117,7 @@ class MappoTrainer:
             torch.long if discrete else torch.float32, self.device,
             recurrent_hidden_dim=cfg.hidden_dim if cfg.recurrent else 0,
             local_critic=self.policy.local_critic,
+            obs_dtype=spec.obs_dtype, state_dtype=self.policy.critic_input_dtype,
         )
         self.env_steps = 0
         self.updates = 0
