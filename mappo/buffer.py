@@ -33,7 +33,8 @@ class AgentBuffer:
     """Rollout storage for T steps of E envs with A agents, allocated once on the device.
 
     Shapes: obs `[T, E, A, O]` (in `obs_dtype`: uint8 images stay uint8, one byte a
-    pixel; the networks make floats of each minibatch), state `[T, E, S]` (`state_dtype`), action_mask `[T, E, A, K]`,
+    pixel; the networks make floats of each minibatch), state `[T, E, S]`
+    (`state_dtype`), action_mask `[T, E, A, K]`,
     actions `[T, E, A, D]`, and `[T, E, A]` for log_probs, values, critic_values,
     rewards, env_rewards, dones, truncated, truncation_values, alive, advantages
     and returns. `values` are in return units (for GAE); `critic_values` are

@@ -196,7 +196,7 @@ class PettingZooBatch(gymnasium.Env):
         self._out["alive"][j] = present & ~finished
 
     def _floats(self, value: Any, j: int, agent: str, field: str, size: int,
-                dtype: np.dtype = np.dtype(np.float32)) -> np.ndarray:
+                dtype: type = np.float32) -> np.ndarray:
         """`value` as `size` numbers of `dtype` (float32, or uint8 for an image), or an
         EnvError naming env, copy, step, agent and field."""
         try:

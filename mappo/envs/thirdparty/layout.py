@@ -73,7 +73,7 @@ class PettingZooLayout:
         A, S, K = len(self.agents), self.state_dim, self.action.logits_dim
         obs_dim = self.obs_dim
 
-        def real(*shape: int, dtype: np.dtype = np.dtype(np.float32)) -> spaces.Box:
+        def real(*shape: int, dtype: type = np.float32) -> spaces.Box:
             if dtype == np.uint8:
                 return spaces.Box(0, 255, shape, np.uint8)
             return spaces.Box(-np.inf, np.inf, shape, np.float32)
