@@ -279,6 +279,8 @@ class MappoTrainer:
         fields = (("reward", buf.env_rewards), ("observation", buf.observations),
                   ("global state", buf.states))
         for field, values in fields:
+            if not values.is_floating_point():  # uint8 images: every value is finite
+                continue
             finite = torch.isfinite(values)
             if bool(finite.all()):
                 continue
