@@ -125,7 +125,7 @@ def main() -> None:
              ["the same rollout stored as before, float32 raw screens (GiB, "
               "T·E·(A+1)·280·480·3·4)", flat_float / GIB]]),
         "Return curve (mean per-agent episode return of the episodes finished in each "
-        f"rollout; image_env.png):\n\n" + markdown_table(
+        "rollout; image_env.png):\n\n" + markdown_table(
             ["env steps", "episode return", "episodes"], curve),
     ]
     name = "image_env_quick" if args.quick else "image_env"
