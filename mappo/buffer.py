@@ -32,7 +32,9 @@ class RolloutMinibatch(NamedTuple):
 class AgentBuffer:
     """Rollout storage for T steps of E envs with A agents, allocated once on the device.
 
-    Shapes: obs `[T, E, A, O]`, state `[T, E, S]`, action_mask `[T, E, A, K]`,
+    Shapes: obs `[T, E, A, O]` (in `obs_dtype`: uint8 images stay uint8, one byte a
+    pixel; the networks make floats of each minibatch), state `[T, E, S]`
+    (`state_dtype`), action_mask `[T, E, A, K]`,
     actions `[T, E, A, D]`, and `[T, E, A]` for log_probs, values, critic_values,
     rewards, env_rewards, dones, truncated, truncation_values, alive, advantages
     and returns. `values` are in return units (for GAE); `critic_values` are
@@ -59,6 +61,8 @@ class AgentBuffer:
         device: str | torch.device = "cpu",
         recurrent_hidden_dim: int = 0,
         local_critic: bool = False,
+        obs_dtype: torch.dtype = torch.float32,
+        state_dtype: torch.dtype = torch.float32,
     ) -> None:
         T, E, A = rollout_steps, num_envs, num_agents
         logits_dim = logits_dim if logits_dim is not None else action_dim
@@ -67,8 +71,8 @@ class AgentBuffer:
             return torch.zeros(shape, dtype=dtype, device=device)
 
         self.rollout_steps = T
-        self.observations = zeros(T, E, A, obs_dim)
-        self.states = zeros(T, E, state_dim)
+        self.observations = zeros(T, E, A, obs_dim, dtype=obs_dtype)
+        self.states = zeros(T, E, state_dim, dtype=state_dtype)
         self.action_masks = zeros(T, E, A, logits_dim, dtype=torch.bool)
         self.actions = zeros(T, E, A, action_dim, dtype=action_dtype)
         self.log_probs = zeros(T, E, A)

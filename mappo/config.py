@@ -70,6 +70,13 @@ class MappoConfig:
     activation: str = _f("tanh", "hidden activation", choices=("tanh", "relu"))
     input_layer_norm: bool = _f(False, "LayerNorm on the actor's and critic's inputs")
     hidden_layer_norm: bool = _f(False, "LayerNorm after each hidden layer (and the GRU)")
+    encoder: str = _f("auto", "observation encoder before the MLP: cnn (images: Boxes with 3 "
+                      "axes), mlp (flattened); auto: cnn for images, mlp otherwise",
+                      choices=("auto", "cnn", "mlp"))
+    image_layout: str = _f("auto", "axis order of image observations and states: hwc "
+                           "(channels last), chw (channels first); auto: chw when the first "
+                           "axis is the smallest and <= 16, else hwc",
+                           choices=("auto", "hwc", "chw"))
     critic: str = _f("centralized", "centralized: one critic on the global view (MAPPO); "
                      "local: each agent's critic sees its own observation (IPPO)",
                      choices=("centralized", "local"))

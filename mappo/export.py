@@ -8,7 +8,8 @@ logits (`[B, n_sub]` int64), or the Gaussian mean clipped to the agent's
 bounds (`[B, D]` float32). Inputs:
 
 * `obs` `[B, obs_dim]` float32 (rows of an agent with a smaller observation
-  may also come unpadded, `[B, obs_size]`);
+  may also come unpadded, `[B, obs_size]`); for an image env, the uint8
+  image flattened in its own axis order (`obs_shape` in layout.json);
 * `agent` `[B]` int64 agent slot indices, all served by this policy; may be
   None when the policy serves a single agent (a policy serving several needs
   it: the agent one-hot, and a group's slots, are part of the network);
@@ -264,13 +265,21 @@ def onnx_available() -> bool:
     return importlib.util.find_spec("onnx") is not None
 
 
-def _traced_core(core: ActorSlot, obs_dim: int,
-                 hidden_dim: int | None) -> torch.jit.ScriptModule:
+def _example_obs(batch: int, obs_dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """Observations to trace with, `[batch, obs_dim]` in the env's dtype (the actor's
+    conversion of uint8 pixels to floats is traced with them)."""
+    if dtype == torch.uint8:
+        return torch.randint(0, 256, (batch, obs_dim), dtype=torch.uint8)
+    return torch.randn(batch, obs_dim)
+
+
+def _traced_core(core: ActorSlot, obs_dim: int, hidden_dim: int | None,
+                 obs_dtype: torch.dtype = torch.float32) -> torch.jit.ScriptModule:
     """`core` traced; checked on a second batch size, the one size that varies."""
     num_agents, logits_dim = core.num_agents, core.actor.action.logits_dim
 
     def inputs(batch: int) -> tuple[torch.Tensor, ...]:
-        args = (torch.randn(batch, obs_dim), torch.arange(batch) % num_agents,
+        args = (_example_obs(batch, obs_dim, obs_dtype), torch.arange(batch) % num_agents,
                 torch.ones(batch, logits_dim, dtype=torch.bool))
         return args if hidden_dim is None else (*args, torch.randn(batch, hidden_dim))
 
@@ -292,13 +301,13 @@ def _greedy(core: nn.Module, agents: list[int], policy: Policy,
     return RecurrentGreedyPolicy(*fixed, policy.config.hidden_dim).eval()
 
 
-def _write_onnx(policy: GreedyPolicy, path: Path,
-                hidden_dim: int | None) -> tuple[list[str], list[str]]:
+def _write_onnx(policy: GreedyPolicy, path: Path, hidden_dim: int | None,
+                obs_dtype: torch.dtype = torch.float32) -> tuple[list[str], list[str]]:
     """Export `policy` to an ONNX file with a dynamic batch axis; its input and output names."""
     import onnx
 
     B = 2
-    obs = torch.zeros(B, policy.obs_dim)
+    obs = torch.zeros(B, policy.obs_dim, dtype=obs_dtype)
     agent = policy.served.nonzero()[0].expand(B).contiguous()
     optional = {"mask": torch.ones(B, policy.static_mask.shape[1], dtype=torch.bool)} \
         if policy.discrete else {}
@@ -340,7 +349,7 @@ def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
     # A copy on CPU without gradients: the trained policy stays as it is.
     actor = copy.deepcopy(policy.actor).cpu().eval().requires_grad_(False)
     core = ActorSlot(actor)
-    traced = _traced_core(core, spec.obs_dim, hidden_dim)
+    traced = _traced_core(core, spec.obs_dim, hidden_dim, spec.obs_dtype)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     policies, file_of_agent = [], {}
@@ -361,12 +370,16 @@ def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
             entry["onnx"] = f"{stem}.onnx"
             # The ONNX exporter traces by itself, and not through an already traced module.
             entry["onnx_inputs"], entry["onnx_outputs"] = _write_onnx(
-                _greedy(core, agents, policy, env_layout), out_dir / f"{stem}.onnx", hidden_dim)
+                _greedy(core, agents, policy, env_layout), out_dir / f"{stem}.onnx", hidden_dim,
+                spec.obs_dtype)
         policies.append(entry)
         file_of_agent.update({a: entry["file"] for a in agents})
     action = spec.action
+    image = bool(spec.obs_shape)
     inputs = {
-        "obs": "[B, obs_dim] float32; an agent's own obs_size floats, zero-padded",
+        "obs": (f"[B, obs_dim] {str(spec.obs_dtype).removeprefix('torch.')}: the agent's image "
+                "of obs_shape, flattened in its own axis order" if image
+                else "[B, obs_dim] float32; an agent's own obs_size floats, zero-padded"),
         "agent": "[B] int64 agent slot index; optional when the file serves one agent",
         "mask": "[B, logits_dim] bool, optional: True = legal logit; an agent's own "
                 "action_mask goes at its mask_index",
@@ -379,6 +392,7 @@ def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
         "format": LAYOUT_FORMAT, "version": LAYOUT_VERSION,
         "env": cfg.env, "env_kwargs": cfg.env_kwargs,
         "obs_dim": spec.obs_dim,
+        **({"obs_shape": list(spec.obs_shape)} if image else {}),
         "action": {
             "kind": action.kind,
             "logits_dim": action.logits_dim,

@@ -2,7 +2,9 @@
 
 Policies (one shared, one per agent, or one per group of agents) live in one
 module whose weights carry a group axis `[G, in, out]`; each agent slot reads
-its group's slice, and all agents run in one batched matmul.
+its group's slice, and all agents run in one batched matmul. Image
+observations pass an `ImageEncoder` (a small CNN, grouped the same way) before
+the MLP; the centralized critic encodes its images with one of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,40 @@ from mappo.envs.base import ActionSpec
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 HIDDEN_GAIN = math.sqrt(2.0)
+IMAGE_FEATURES = 256  # width of an ImageEncoder's output, the MLP's input
+# (out_channels, kernel, stride, padding) of the CNN's layers. Images of 36+ pixels a side get
+# the Nature-DQN stack (84x84 -> 7x7); smaller ones (a gridworld, 12x12) 3x3 kernels that
+# keep every pixel in view (12x12 -> 3x3).
+NATURE_CNN = ((32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0))
+SMALL_CNN = ((32, 3, 1, 1), (64, 3, 2, 1), (64, 3, 2, 1))
+NATURE_MIN_SIDE = 36
+
+
+def to_float_input(x: torch.Tensor) -> torch.Tensor:
+    """A network's input as floats: uint8 (an image's pixels, as stored) scaled to [0, 1],
+    float as it is. Runs per forward pass, so rollouts keep the env's compact dtype."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x.float() if x.dtype != torch.float32 else x
+
+
+def image_axes(shape: tuple[int, ...], layout: str = "auto") -> tuple[tuple[int, int, int], bool]:
+    """`(C, H, W)` of an image of `shape` (3 axes) and whether its channels are last.
+
+    `layout` "hwc" or "chw" says it; "auto" reads channels first when the first
+    axis is the smallest and at most 16 (`(4, 84, 84)`, `(3, 12, 12)`), else
+    channels last (`(84, 84, 4)`, PettingZoo's and SuperSuit's order).
+    """
+    if len(shape) != 3:
+        raise ValueError(f"an image has 3 axes, got shape {tuple(shape)}")
+    a, b, c = shape
+    first = layout == "chw" or (layout == "auto" and a <= 16 and a < min(b, c))
+    return ((a, b, c), False) if first else ((c, a, b), True)
+
+
+def _conv_out(side: int, kernel: int, stride: int, padding: int) -> int:
+    """Output side length of a convolution."""
+    return (side + 2 * padding - kernel) // stride + 1
 
 
 def _orthogonal(shape: tuple[int, ...], gain: float) -> torch.Tensor:
@@ -74,6 +110,98 @@ class GroupedLayerNorm(nn.Module):
             return nn.functional.layer_norm(x, x.shape[-1:], self.weight[0], self.bias[0])
         normed = nn.functional.layer_norm(x, x.shape[-1:])
         return normed * self.weight[self.group_of_agent] + self.bias[self.group_of_agent]
+
+
+class GroupedConv2d(nn.Module):
+    """A 2-D convolution with one filter bank per policy group, batched over agents.
+
+    Input `[N, A, C, H, W]` → `[N, A, out, H', W']`. One group is one convolution
+    with the agent axis folded into the batch; several are one grouped
+    convolution (`groups=A`) over the agents' channels stacked, each agent slot
+    with its own group's filters.
+    """
+
+    def __init__(self, group_of_agent: list[int], in_channels: int, out_channels: int,
+                 kernel: int, stride: int, padding: int, gain: float) -> None:
+        super().__init__()
+        num_groups = max(group_of_agent) + 1
+        weight = torch.empty(num_groups, out_channels, in_channels, kernel, kernel)
+        for bank in weight:
+            nn.init.orthogonal_(bank, gain)  # [out, in·k·k] orthogonal, per group
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.zeros(num_groups, out_channels))
+        self.stride, self.padding = stride, padding
+        self.gather = group_of_agent != list(range(len(group_of_agent)))
+        self.register_buffer("group_of_agent", torch.tensor(group_of_agent), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, A = x.shape[:2]
+        if self.weight.shape[0] == 1:
+            out = nn.functional.conv2d(x.flatten(0, 1), self.weight[0], self.bias[0],
+                                       self.stride, self.padding)
+            return out.unflatten(0, (N, A))
+        weight, bias = self.weight, self.bias
+        if self.gather:
+            weight, bias = weight[self.group_of_agent], bias[self.group_of_agent]
+        out = nn.functional.conv2d(x.flatten(1, 2), weight.flatten(0, 1), bias.flatten(),
+                                   self.stride, self.padding, groups=A)  # [N, A·out, H', W']
+        return out.unflatten(1, (A, -1))
+
+
+class ImageEncoder(nn.Module):
+    """A small CNN per policy group: flat images `[B, A, O]` → features `[B, A, out_dim]`.
+
+    `shape` is one image's shape as stored (O is its product), read as
+    `image_axes(shape, layout)` says. uint8 pixels become floats in [0, 1] here,
+    per forward pass. Layers: `NATURE_CNN` for images of 36+ pixels a side, else
+    `SMALL_CNN`, ReLU after each, then a grouped linear layer to `out_dim`
+    (ReLU); orthogonal init with gain √2, zero biases, like the MLP.
+    """
+
+    def __init__(self, group_of_agent: list[int], shape: tuple[int, ...], layout: str = "auto",
+                 out_dim: int = IMAGE_FEATURES) -> None:
+        super().__init__()
+        (channels, height, width), self.channels_last = image_axes(shape, layout)
+        self.shape, self.out_dim = tuple(shape), out_dim
+        stack = NATURE_CNN if min(height, width) >= NATURE_MIN_SIDE else SMALL_CNN
+        convs = []
+        for out_channels, kernel, stride, padding in stack:
+            convs.append(GroupedConv2d(group_of_agent, channels, out_channels, kernel, stride,
+                                       padding, HIDDEN_GAIN))
+            channels = out_channels
+            height = _conv_out(height, kernel, stride, padding)
+            width = _conv_out(width, kernel, stride, padding)
+        if min(height, width) < 1:
+            raise ValueError(f"images of shape {self.shape} are too small for the CNN")
+        self.convs = nn.ModuleList(convs)
+        self.fc = GroupedLinear(group_of_agent, channels * height * width, out_dim, HIDDEN_GAIN)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = to_float_input(obs).unflatten(-1, self.shape)  # [B, A, *shape]
+        if self.channels_last:
+            x = x.permute(0, 1, 4, 2, 3)  # [B, A, C, H, W]
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return torch.relu(self.fc(x.flatten(2)))
+
+
+class CriticImageEncoder(nn.Module):
+    """The centralized critic's CNN: a global input `[..., n·O]` that is n images (every
+    agent's observation concatenated, or the env's own image state, n = 1) → features
+    `[..., n·out_dim]`. One CNN for all n images, which fold into the batch; their place
+    in the concatenation says whose they are."""
+
+    def __init__(self, num_images: int, shape: tuple[int, ...], layout: str = "auto",
+                 out_dim: int = IMAGE_FEATURES) -> None:
+        super().__init__()
+        self.num_images = num_images
+        self.images = ImageEncoder([0] * num_images, shape, layout, out_dim)
+        self.out_dim = num_images * out_dim
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        lead = state.shape[:-1]
+        images = state.reshape(-1, self.num_images, state.shape[-1] // self.num_images)
+        return self.images(images).reshape(*lead, self.out_dim)
 
 
 def gru_update(input_gates: torch.Tensor, hidden_gates: torch.Tensor,
@@ -236,7 +364,9 @@ class AgentNetwork(nn.Module):
     the first layer is a per-agent row of weights, so it is added as such
     instead of concatenating a one-hot to every input. Input `[B, A, O]` →
     output `[B, A, out_dim]`. The actor and the local (IPPO) critic are two
-    heads on this one body.
+    heads on this one body. An `encoder` (an `ImageEncoder` for images) maps
+    the observations to the MLP's input `[B, A, encoder.out_dim]` first;
+    without one, the MLP reads them as floats (`to_float_input`).
     """
 
     def __init__(
@@ -251,9 +381,12 @@ class AgentNetwork(nn.Module):
         input_layer_norm: bool = False,
         hidden_layer_norm: bool = False,
         agent_id: bool = True,
+        encoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
         num_agents = len(group_of_agent)
+        self.encoder = encoder
+        obs_dim = encoder.out_dim if encoder is not None else obs_dim
         num_groups = max(group_of_agent) + 1
         self.register_buffer("group_of_agent", torch.tensor(group_of_agent), persistent=False)
         self.use_agent_id = agent_id and num_groups < num_agents
@@ -301,7 +434,8 @@ class AgentNetwork(nn.Module):
         return self.head(self._norm(2, states.flatten(0, 1))).unflatten(0, (B, L))
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
-        """The MLP trunk, `[B, A, O]` → `[B, A, hidden]`."""
+        """The encoder (if any) and MLP trunk, `[B, A, O]` → `[B, A, hidden]`."""
+        obs = to_float_input(obs) if self.encoder is None else self.encoder(obs)
         if self.input_norm is not None:
             obs = self.input_norm(obs)
         x = self.fc1(obs)  # [B, A, hidden]
@@ -338,9 +472,11 @@ class Actor(AgentNetwork):
         input_layer_norm: bool = False,
         hidden_layer_norm: bool = False,
         agent_id: bool = True,
+        encoder: nn.Module | None = None,
     ) -> None:
         super().__init__(obs_dim, group_of_agent, hidden_dim, action.logits_dim, activation,
-                         head_gain, recurrent, input_layer_norm, hidden_layer_norm, agent_id)
+                         head_gain, recurrent, input_layer_norm, hidden_layer_norm, agent_id,
+                         encoder)
         self.action = action
         if action.kind == "continuous":
             self.log_std = nn.Parameter(torch.zeros(max(group_of_agent) + 1, action.logits_dim))
@@ -355,7 +491,9 @@ class CentralizedCritic(nn.Module):
 
     With `num_values = A` it outputs one value per agent slot from one pass over
     the state, so agents with their own rewards get their own value. With
-    `recurrent`, a GRU cell sits between the MLP and the head.
+    `recurrent`, a GRU cell sits between the MLP and the head. An `encoder` (a
+    `CriticImageEncoder` for images) maps the state to the MLP's input
+    `[B, encoder.out_dim]` first; without one, the MLP reads it as floats.
     """
 
     def __init__(
@@ -367,8 +505,11 @@ class CentralizedCritic(nn.Module):
         recurrent: bool = False,
         input_layer_norm: bool = False,
         hidden_layer_norm: bool = False,
+        encoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.encoder = encoder
+        global_state_dim = encoder.out_dim if encoder is not None else global_state_dim
         act = ACTIVATIONS[activation]
         norm = [nn.LayerNorm(global_state_dim)] if input_layer_norm else []
 
@@ -391,13 +532,13 @@ class CentralizedCritic(nn.Module):
         """global_state `[B, S]` → values `[B, num_values]` (feed-forward critics)."""
         if self.gru is not None:
             raise RuntimeError("a recurrent critic needs its hidden state: use forward_recurrent")
-        return self.head(self.trunk(global_state))
+        return self.head(self._trunk(global_state))
 
     def forward_recurrent(
         self, global_state: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: global_state `[B, S]`, hidden `[B, H]` → (values `[B, num_values]`, hidden)."""
-        hidden = self.gru(self.trunk(global_state), hidden)
+        hidden = self.gru(self._trunk(global_state), hidden)
         return self._head(hidden), hidden
 
     def unroll(
@@ -406,11 +547,17 @@ class CentralizedCritic(nn.Module):
         """Over sequences: states `[B, L, S]` from hidden `[B, H]`, cleared at `starts`
         `[B, L]` → values `[B, L, num_values]`; only the recurrence loops over L."""
         gru = self.gru
-        input_gates = nn.functional.linear(self.trunk(global_state), gru.weight_ih, gru.bias_ih)
+        input_gates = nn.functional.linear(self._trunk(global_state), gru.weight_ih,
+                                           gru.bias_ih)
         states = gru_scan(input_gates.transpose(0, 1).unsqueeze(1), hidden.unsqueeze(0),
                           starts.transpose(0, 1).unsqueeze(1), gru.weight_hh.t().unsqueeze(0),
                           gru.bias_hh.unsqueeze(0))  # [L, 1, B, H]
         return self._head(states.squeeze(1).transpose(0, 1))
+
+    def _trunk(self, global_state: torch.Tensor) -> torch.Tensor:
+        """The encoder (if any) and MLP, `[..., S]` → `[..., hidden]`."""
+        x = to_float_input(global_state) if self.encoder is None else self.encoder(global_state)
+        return self.trunk(x)
 
     def _head(self, gru_out: torch.Tensor) -> torch.Tensor:
         """Values from the GRU's output, through its LayerNorm when there is one."""
@@ -429,9 +576,9 @@ class LocalCritic(AgentNetwork):
     def __init__(self, obs_dim: int, group_of_agent: list[int], hidden_dim: int,
                  activation: str = "tanh", recurrent: bool = False,
                  input_layer_norm: bool = False, hidden_layer_norm: bool = False,
-                 agent_id: bool = True) -> None:
+                 agent_id: bool = True, encoder: nn.Module | None = None) -> None:
         super().__init__(obs_dim, group_of_agent, hidden_dim, 1, activation, 1.0, recurrent,
-                         input_layer_norm, hidden_layer_norm, agent_id)
+                         input_layer_norm, hidden_layer_norm, agent_id, encoder)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs `[B, A, O]` → values `[B, A]` (feed-forward critics)."""

@@ -21,7 +21,13 @@ from mappo.checkpoint import CheckpointError, load_checkpoint, saved_config
 from mappo.config import ConfigError, MappoConfig
 from mappo.distributions import ActionDistribution
 from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
-from mappo.networks import Actor, CentralizedCritic, LocalCritic
+from mappo.networks import (
+    Actor,
+    CentralizedCritic,
+    CriticImageEncoder,
+    ImageEncoder,
+    LocalCritic,
+)
 from mappo.value_norm import ValueNorm
 
 
@@ -50,6 +56,28 @@ def env_facts(spec: EnvSpec, use_global_state: bool) -> dict[str, int]:
     return {"num_agents": spec.num_agents, "obs_dim": spec.obs_dim,
             "global_state_dim": spec.state_dim if use_global_state else concat,
             "action_dim": spec.action.logits_dim}
+
+
+def uses_cnn(spec: EnvSpec, config: MappoConfig) -> bool:
+    """Whether the actors encode observations with a CNN: `encoder` cnn, or auto on an
+    image env; `encoder = cnn` on vector observations is a `ConfigError`."""
+    if config.encoder == "cnn" and not spec.obs_shape:
+        raise ConfigError(
+            f"config key 'encoder' = 'cnn': env '{spec.name}' observes vectors of "
+            f"{spec.obs_dim} numbers, not images (Boxes with 3 axes); use encoder = auto or mlp"
+        )
+    return bool(spec.obs_shape) and config.encoder != "mlp"
+
+
+def critic_images(spec: EnvSpec, config: MappoConfig) -> tuple[int, ...]:
+    """What a centralized critic reads as images, `(n, *image shape)`, or () for a vector:
+    every agent's image observation concatenated (n = A), or the env's own image state
+    (n = 1). The encoder field rules both, as it does the actors'."""
+    if config.encoder == "mlp" or (config.critic == "local"):
+        return ()
+    if config.use_global_state and spec.state_source == "env":
+        return (1, *spec.state_shape) if spec.state_shape else ()
+    return (spec.num_agents, *spec.obs_shape) if spec.obs_shape else ()
 
 
 def critic_starts(episode_start: torch.Tensor) -> torch.Tensor:
@@ -106,7 +134,8 @@ class Policy(nn.Module):
     networks (`hidden_dim`, `recurrent`, layer norms, policy sharing, ...).
     """
 
-    def __init__(self, spec: EnvSpec, config: MappoConfig) -> None:
+    def __init__(self, spec: EnvSpec, config: MappoConfig,
+                 critic_view: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.spec, self.config = spec, config
         self.action_spec = spec.action
@@ -116,20 +145,32 @@ class Policy(nn.Module):
         self.state_dim = 0 if self.local_critic else config.global_state_dim
         group_of_agent = policy_groups(spec.agent_names, config.share_policy,
                                        config.policy_groups)
+        cnn = uses_cnn(spec, config)
+
+        def encoder() -> ImageEncoder | None:  # the actor's and a local critic's, each its own
+            return ImageEncoder(group_of_agent, spec.obs_shape, config.image_layout) \
+                if cnn else None
+
+        # What the centralized critic reads as images, `(n, *shape)` or (); a checkpoint's
+        # own when loading one (its env's image state is unknown to an env built to act).
+        self.critic_view = critic_images(spec, config) if critic_view is None \
+            else tuple(critic_view)
         self.actor = Actor(
             spec.obs_dim, group_of_agent, config.hidden_dim, spec.action, config.activation,
             config.policy_head_gain, config.recurrent, config.input_layer_norm,
-            config.hidden_layer_norm, config.agent_id,
+            config.hidden_layer_norm, config.agent_id, encoder(),
         )
         # IPPO's critics follow the actor's sharing and agent-id rules: the flag changes
         # what a critic sees and nothing else, so the comparison isolates that.
         self.critic = LocalCritic(
             spec.obs_dim, group_of_agent, config.hidden_dim, config.activation,
             config.recurrent, config.input_layer_norm, config.hidden_layer_norm,
-            config.agent_id,
+            config.agent_id, encoder(),
         ) if self.local_critic else CentralizedCritic(
             self.state_dim, config.hidden_dim, spec.num_agents, config.activation,
             config.recurrent, config.input_layer_norm, config.hidden_layer_norm,
+            CriticImageEncoder(self.critic_view[0], self.critic_view[1:], config.image_layout)
+            if self.critic_view else None,
         )
         self.value_norm = ValueNorm(config.value_norm_beta, enabled=config.value_norm)
 
@@ -147,6 +188,12 @@ class Policy(nn.Module):
                                     device, self.local_critic)
 
     # --- acting ----------------------------------------------------------------
+
+    @property
+    def critic_input_dtype(self) -> torch.dtype:
+        """The dtype of `critic_input`'s global view: the env's state's, or the observations'
+        (uint8 for images, which the critic's encoder turns into floats)."""
+        return self.spec.state_dtype if self.config.use_global_state else self.spec.obs_dtype
 
     def critic_input(self, obs: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         """The critic's view: `[B, S]`, the env's global state or all observations
@@ -233,7 +280,8 @@ class Policy(nn.Module):
     def state_dicts(self) -> dict[str, Any]:
         """The checkpoint's `actor`, `critic` and `value_norm` entries."""
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "value_norm": self.value_norm.state_dict()}
+                "value_norm": self.value_norm.state_dict(),
+                "critic_view": list(self.critic_view)}
 
     def load_state_dicts(self, payload: dict[str, Any]) -> None:
         """Restore what `state_dicts` saved (raises on a shape mismatch)."""
@@ -265,7 +313,7 @@ def load_policy(
         # need not produce a global state (eval and render build it without one).
         del facts["global_state_dim"]
         matched = config.matched_to_env(spec.name, **facts)
-        policy = Policy(spec, matched)
+        policy = Policy(spec, matched, payload.get("critic_view"))
         policy.load_state_dicts(payload)
     except (ConfigError, RuntimeError, KeyError, ValueError) as err:
         env.close()

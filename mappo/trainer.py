@@ -127,6 +127,7 @@ class MappoTrainer:
             torch.long if discrete else torch.float32, self.device,
             recurrent_hidden_dim=cfg.hidden_dim if cfg.recurrent else 0,
             local_critic=self.policy.local_critic,
+            obs_dtype=spec.obs_dtype, state_dtype=self.policy.critic_input_dtype,
         )
         self.env_steps = 0
         self.updates = 0
@@ -292,6 +293,8 @@ class MappoTrainer:
         fields = (("reward", buf.env_rewards), ("observation", buf.observations),
                   ("global state", buf.states))
         for field, values in fields:
+            if not values.is_floating_point():  # uint8 images: every value is finite
+                continue
             finite = torch.isfinite(values)
             if bool(finite.all()):
                 continue

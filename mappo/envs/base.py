@@ -6,13 +6,19 @@ the env; agents that do not exist at a step are marked by `alive`.
 
 | field        | shape          | dtype | meaning                                        |
 |--------------|----------------|-------|------------------------------------------------|
-| obs          | [E, A, O]      | float | local observation, zero-padded to O            |
-| state        | [E, S]         | float | global state for the critic                    |
+| obs          | [E, A, O]      | obs_dtype | local observation, zero-padded to O        |
+| state        | [E, S]         | state_dtype | global state for the critic              |
 | action_mask  | [E, A, K]      | bool  | legal logits (K = sum of discrete sizes)       |
 | reward       | [E, A]         | float | per-agent reward for the step just taken       |
 | terminated   | [E, A]         | bool  | the agent's episode ended for good             |
 | truncated    | [E, A]         | bool  | the agent's episode was cut by a time limit    |
 | alive        | [E, A]         | bool  | the agent acts at the returned observation     |
+
+Observations and states keep the env's own dtype (`EnvSpec.obs_dtype`,
+`state_dtype`: float32, or uint8 for images), so a uint8 image costs one byte
+per pixel all the way into the rollout buffer; networks turn it into floats
+per forward pass. An image observation travels flattened: O = H·W·C (in the
+env's own axis order, `EnvSpec.obs_shape`), and likewise an image state.
 """
 
 from __future__ import annotations
@@ -67,6 +73,13 @@ class EnvSpec:
     state_source: Literal["env", "concat_obs"] = "concat_obs"
     obs_sizes: tuple[int, ...] = field(default=())
     turn_based: bool = False
+    # An image observation's shape as the env gives it (3 axes, e.g. (H, W, C)); () for a
+    # vector. Every agent's image has this shape; O is its product.
+    obs_shape: tuple[int, ...] = field(default=())
+    obs_dtype: torch.dtype = torch.float32  # uint8 for images, kept so into the buffer
+    # The env's own global state when it is an image (3 axes), else (); S is its product.
+    state_shape: tuple[int, ...] = field(default=())
+    state_dtype: torch.dtype = torch.float32
 
     @property
     def num_agents(self) -> int:

@@ -66,7 +66,7 @@ class PettingZooBatch(gymnasium.Env):
             for key, space in self.observation_space.spaces.items()
         }
         # [k, A, O]: the last obs dict as read, agents that just finished included
-        self._raw_obs = np.zeros((k, A, layout.obs_dim), np.float32)
+        self._raw_obs = np.zeros((k, A, layout.obs_dim), layout.obs_dtype)
         self._env_mask: list[dict[int, np.ndarray]] = [{} for _ in range(k)]
         self._episode_steps = np.zeros(k, np.int64)  # [k]: steps into each copy's episode
 
@@ -178,7 +178,7 @@ class PettingZooBatch(gymnasium.Env):
         """Copy j's observation dict into `_raw_obs[j]`; set alive for who may act next."""
         layout = self.layout
         raw = self._raw_obs[j]  # [A, O]
-        raw[:] = 0.0
+        raw[:] = 0
         present = np.zeros(len(layout.agents), np.bool_)  # [A]: in the obs dict
         masks = self._env_mask[j]
         masks.clear()
@@ -195,17 +195,19 @@ class PettingZooBatch(gymnasium.Env):
                     masks[i] = self._floats(ob["action_mask"], j, name, "action_mask", size)
                 ob = ob["observation"]
             raw[i, : layout.obs_sizes[i]] = self._floats(
-                ob, j, name, "observation", layout.obs_sizes[i]
+                ob, j, name, "observation", layout.obs_sizes[i], layout.obs_dtype
             )
             present[i] = True
         self._out["alive"][j] = present & ~finished
 
-    def _floats(self, value: Any, j: int, agent: str, field: str, size: int) -> np.ndarray:
-        """`value` as `size` float32s, or an EnvError naming env, copy, step, agent and field."""
+    def _floats(self, value: Any, j: int, agent: str, field: str, size: int,
+                dtype: type = np.float32) -> np.ndarray:
+        """`value` as `size` numbers of `dtype` (float32, or uint8 for an image), or an
+        EnvError naming env, copy, step, agent and field."""
         try:
             # A float64 beyond float32's range becomes inf, which the trainer's check names.
             with np.errstate(over="ignore"):
-                flat = np.asarray(value, np.float32).reshape(-1)
+                flat = np.asarray(value, dtype).reshape(-1)
         except (TypeError, ValueError) as err:
             raise self._error(j, agent, field, f"not numbers ({err})") from None
         if flat.size != size:
@@ -247,7 +249,8 @@ class PettingZooBatch(gymnasium.Env):
         """Global state of copy j, `[S]`: the env's own, or the given `[A, O]` obs flattened."""
         if self.layout.state_source == "env":
             state = self._call(j, "state()", self.envs[j].state)
-            return self._floats(state, j, "(global)", "state", self.layout.state_dim)
+            return self._floats(state, j, "(global)", "state", self.layout.state_dim,
+                                self.layout.state_dtype)
         return obs.reshape(-1)
 
     def _env_action(self, i: int, action: np.ndarray) -> Any:

@@ -9,6 +9,9 @@ where the global state comes from (`env.state()` when the critic uses it and
 the env has it, else every agent's padded observation concatenated), the
 episode length if the env exposes one, and whether agents take turns (an AEC
 env, which the wrapper shows through `aec.AECEnvAsParallel` before probing).
+Observation Boxes with 3 axes are images: every agent must then see the same
+shape and dtype (images are not padded across agents), and a uint8 image stays
+uint8 in the step arrays, as does a uint8 `env.state()`; everything else is float32.
 An env it cannot wrap is refused here with a `ConfigError` naming the env and agent.
 """
 
@@ -58,6 +61,10 @@ class PettingZooLayout:
     # Agents take turns (an AEC env seen through `AECEnvAsParallel`): the rewards and flags
     # of agents that did not act at a step count too.
     turn_based: bool = False
+    obs_shape: tuple[int, ...] = ()  # an image observation's shape, every agent's; () else
+    obs_dtype: np.dtype = np.dtype(np.float32)  # uint8 for uint8 images
+    state_shape: tuple[int, ...] = ()  # the env's own state when it is an image
+    state_dtype: np.dtype = np.dtype(np.float32)
 
     @property
     def obs_dim(self) -> int:
@@ -69,17 +76,20 @@ class PettingZooLayout:
         A, S, K = len(self.agents), self.state_dim, self.action.logits_dim
         obs_dim = self.obs_dim
 
-        def real(*shape: int) -> spaces.Box:
+        def real(*shape: int, dtype: type = np.float32) -> spaces.Box:
+            if dtype == np.uint8:
+                return spaces.Box(0, 255, shape, np.uint8)
             return spaces.Box(-np.inf, np.inf, shape, np.float32)
 
         def flag(*shape: int) -> spaces.Box:
             return spaces.Box(0, 1, shape, np.bool_)
 
+        obs, state = self.obs_dtype, self.state_dtype
         return spaces.Dict({
-            "obs": real(k, A, obs_dim), "state": real(k, S), "reward": real(k, A),
-            "terminated": flag(k, A), "truncated": flag(k, A), "alive": flag(k, A),
-            "action_mask": flag(k, A, K), "env_done": flag(k),
-            "final_obs": real(k, A, obs_dim), "final_state": real(k, S),
+            "obs": real(k, A, obs_dim, dtype=obs), "state": real(k, S, dtype=state),
+            "reward": real(k, A), "terminated": flag(k, A), "truncated": flag(k, A),
+            "alive": flag(k, A), "action_mask": flag(k, A, K), "env_done": flag(k),
+            "final_obs": real(k, A, obs_dim, dtype=obs), "final_state": real(k, S, dtype=state),
         })
 
     def action_space(self, k: int) -> spaces.Box:
@@ -113,6 +123,7 @@ def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> Petting
         raise ConfigError(f"env '{name}' has no possible_agents")
 
     obs_sizes: list[int] = []
+    obs_boxes: list[spaces.Box] = []
     dict_obs: list[bool] = []
     mask_sizes: list[int | None] = []  # entries of the env's own action_mask, if it has one
     for agent in agents:
@@ -132,6 +143,7 @@ def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> Petting
                 "(or a Dict of 'observation' Box and 'action_mask') are supported"
             )
         obs_sizes.append(math.prod(inner.shape))
+        obs_boxes.append(inner)
         dict_obs.append(is_dict)
         has_mask = is_dict and "action_mask" in space.spaces
         mask_sizes.append(math.prod(space["action_mask"].shape) if has_mask else None)
@@ -158,17 +170,49 @@ def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> Petting
             f"Box spaces; got {listing}"
         )
 
-    state_dim = _env_state_dim(env, name) if use_state else None
-    state_source: Literal["env", "concat_obs"] = "env" if state_dim is not None else "concat_obs"
-    if state_dim is None:
-        state_dim = len(agents) * max(obs_sizes)
+    obs_shape, obs_dtype = _image_layout(name, agents, obs_boxes)
+    state = _env_state(env, name) if use_state else None
+    state_source: Literal["env", "concat_obs"] = "env" if state is not None else "concat_obs"
+    if state is None:  # every agent's padded observation, in their dtype
+        state_dim, state_shape, state_dtype = len(agents) * max(obs_sizes), (), obs_dtype
+    else:
+        state_dim = state.size
+        state_shape = state.shape if state.ndim == 3 else ()
+        state_dtype = np.dtype(np.uint8 if state.dtype == np.uint8 else np.float32)
     return PettingZooLayout(
         name=name, agents=agents, obs_sizes=tuple(obs_sizes), dict_obs=tuple(dict_obs),
         action_spaces=action_spaces, action=action, static_mask=static_mask,
         mask_index=mask_index, low=low, high=high, state_source=state_source,
         state_dim=state_dim, max_episode_steps=_episode_length(env),
         turn_based=bool(getattr(env, "turn_based", False)),
+        obs_shape=obs_shape, obs_dtype=obs_dtype, state_shape=tuple(state_shape),
+        state_dtype=state_dtype,
     )
+
+
+def _image_layout(
+    name: str, agents: tuple[str, ...], boxes: list[spaces.Box]
+) -> tuple[tuple[int, ...], np.dtype]:
+    """The image shape every agent shares (() for vector observations) and the dtype the
+    observations are stored in: uint8 when every agent's Box is uint8, else float32.
+
+    Images of different shapes would need padding inside the picture, which no
+    encoder can read sensibly: they are refused naming the agents.
+    """
+    images = [len(box.shape) == 3 for box in boxes]
+    uint8 = all(box.dtype == np.uint8 for box in boxes)
+    dtype = np.dtype(np.uint8 if uint8 else np.float32)
+    if not any(images):
+        return (), dtype
+    shapes = {tuple(box.shape) for box in boxes}
+    if not all(images) or len(shapes) > 1:
+        listing = ", ".join(f"{a}: {tuple(b.shape)}" for a, b in zip(agents, boxes, strict=True))
+        raise ConfigError(
+            f"env '{name}': image observations (Boxes with 3 axes) must have one shape for "
+            f"every agent, as images are not padded; got {listing}. Resize them to one shape "
+            "(e.g. supersuit.resize_v1)"
+        )
+    return tuple(boxes[0].shape), dtype
 
 
 def _discrete_layout(
@@ -224,8 +268,8 @@ def _box_layout(
     return spec, has_dim, low, high
 
 
-def _env_state_dim(env: Any, name: str) -> int | None:
-    """Size of `env.state()` after a reset, or None when the env has no global state."""
+def _env_state(env: Any, name: str) -> np.ndarray | None:
+    """`env.state()` after a reset, or None when the env has no global state."""
     # Asked of the env itself rather than read off `state_space`: some envs
     # declare the space and still raise in state().
     where = "the probe copy, after reset(seed=0)"
@@ -234,7 +278,7 @@ def _env_state_dim(env: Any, name: str) -> int | None:
     except Exception as err:
         raise env_raised(name, "reset()", where, err) from err
     try:
-        return int(np.asarray(env.state()).size)
+        return np.asarray(env.state())
     except (AttributeError, NotImplementedError):
         return None
     except Exception as err:

@@ -31,6 +31,11 @@ from mappo.envs.thirdparty.layout import inspect_parallel_env
 logger = logging.getLogger(__name__)
 
 
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of a layout's numpy one (uint8 or float32)."""
+    return torch.from_numpy(np.zeros(0, dtype)).dtype
+
+
 class PettingZooWrapper(MultiAgentEnv):
     """E copies of a PettingZoo `ParallelEnv` (or `AECEnv`) behind the batched-tensor env
     contract.
@@ -85,6 +90,10 @@ class PettingZooWrapper(MultiAgentEnv):
             state_source=layout.state_source,
             obs_sizes=layout.obs_sizes,
             turn_based=layout.turn_based,
+            obs_shape=layout.obs_shape,
+            obs_dtype=_torch_dtype(layout.obs_dtype),
+            state_shape=layout.state_shape,
+            state_dtype=_torch_dtype(layout.state_dtype),
         )
         if layout.state_source == "env":
             logger.info("%s: global state from env.state(), %d floats", name, layout.state_dim)

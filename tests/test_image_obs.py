@@ -1,0 +1,191 @@
+"""Image observations: CNN encoders, uint8 storage, training, errors, eval and export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from mappo import MappoConfig, MappoTrainer
+from mappo.cli import main
+from mappo.config import ConfigError
+from mappo.networks import GroupedConv2d, ImageEncoder, image_axes
+
+COLOUR = "image_envs:ColourEnv"
+H = W = 12
+C = 3
+# torch 2.13 marks TorchScript deprecated; loading it is what export promises.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+
+
+def trainer_for(**overrides) -> MappoTrainer:
+    config = {"env": COLOUR, "num_envs": 4, "rollout_steps": 10, "minibatch_size": 20,
+              "update_epochs": 2, "total_steps": 40, "compile": "false", **overrides}
+    return MappoTrainer(MappoConfig(**config))
+
+
+def test_image_axes_rule() -> None:
+    assert image_axes((84, 84, 4)) == ((4, 84, 84), True)
+    assert image_axes((12, 12, 3)) == ((3, 12, 12), True)
+    assert image_axes((4, 84, 84)) == ((4, 84, 84), False)
+    assert image_axes((3, 12, 12)) == ((3, 12, 12), False)
+    # The override wins over the rule.
+    assert image_axes((12, 12, 3), "chw") == ((12, 12, 3), False)
+    assert image_axes((3, 12, 12), "hwc") == ((12, 3, 12), True)
+
+
+def test_encoder_output_shape_and_scaling() -> None:
+    torch.manual_seed(0)
+    encoder = ImageEncoder([0, 1], (H, W, C))  # two agents, a CNN each
+    pixels = torch.randint(0, 256, (5, 2, H * W * C), dtype=torch.uint8)
+    features = encoder(pixels)
+    assert features.shape == (5, 2, 256)
+    # uint8 pixels are read as pixels / 255.
+    assert torch.allclose(features, encoder(pixels.float() / 255), atol=1e-6)
+    # 84x84 frames get the Nature-DQN stack: 20x20, 9x9, 7x7 maps of 64 channels.
+    nature = ImageEncoder([0], (84, 84, 4))
+    assert nature.fc.weight.shape == (1, 64 * 7 * 7, 256)
+    assert nature(torch.zeros(3, 1, 84 * 84 * 4, dtype=torch.uint8)).shape == (3, 1, 256)
+
+
+def test_grouped_conv_runs_each_agent_with_its_groups_filters() -> None:
+    torch.manual_seed(0)
+    conv = GroupedConv2d([1, 0, 1], 3, 8, 3, 1, 1, 1.0)  # agents 0 and 2 share group 1
+    x = torch.randn(4, 3, 3, 6, 6)  # [N, A, C, H, W]
+    out = conv(x)
+    for agent, group in enumerate([1, 0, 1]):
+        by_hand = torch.nn.functional.conv2d(x[:, agent], conv.weight[group], conv.bias[group],
+                                             padding=1)
+        assert torch.allclose(out[:, agent], by_hand, atol=1e-5)
+
+
+def test_channels_first_env_is_read_as_channels_first() -> None:
+    hwc = ImageEncoder([0], (H, W, C))
+    chw = ImageEncoder([0], (C, H, W))
+    chw.load_state_dict(hwc.state_dict())
+    image = torch.randint(0, 256, (2, 1, H, W, C), dtype=torch.uint8)
+    assert not chw.channels_last
+    assert torch.allclose(hwc(image.flatten(2)), chw(image.permute(0, 1, 4, 2, 3).flatten(2)),
+                          atol=1e-6)
+    trainer = trainer_for(env_kwargs={"layout": "chw"})
+    assert trainer.env.spec.obs_shape == (C, H, W)
+    assert not trainer.policy.actor.encoder.channels_last
+
+
+def test_observations_are_stored_as_uint8_memory_by_formula() -> None:
+    trainer = trainer_for()
+    trainer.collect_rollout()
+    buf = trainer.buffer
+    T, E, A = 10, 4, 2
+    assert buf.observations.dtype == torch.uint8
+    assert buf.observations.nbytes == T * E * A * H * W * C * 1 == 34_560
+    # The critic's view (every agent's image, concatenated) is uint8 too.
+    assert buf.states.dtype == torch.uint8
+    assert buf.states.nbytes == T * E * A * H * W * C
+    # Each stored image holds one 3x3 patch of 255 in one channel.
+    images = buf.observations.view(T, E, A, H, W, C)
+    assert (images == 255).sum((-3, -2, -1)).eq(9).all()
+    # A minibatch keeps the stored dtype; the networks make floats of it.
+    mb = next(buf.minibatches(2))
+    assert mb.obs.dtype == torch.uint8
+    actor = trainer.policy.actor
+    assert torch.allclose(actor(mb.obs), actor(mb.obs.float() / 255), atol=1e-6)
+
+
+def test_actor_and_critic_get_cnns() -> None:
+    trainer = trainer_for()
+    policy = trainer.policy
+    assert isinstance(policy.actor.encoder, ImageEncoder)
+    assert policy.critic_view == (2, H, W, C)  # the two agents' images
+    assert policy.critic.encoder.out_dim == 2 * 256
+    shared = trainer_for(share_policy=False).policy.actor.encoder  # one CNN per agent
+    assert shared.convs[0].weight.shape[0] == 2
+
+
+def test_an_image_state_gets_the_critics_cnn() -> None:
+    trainer = trainer_for(env_kwargs={"image_state": True})
+    assert trainer.policy.critic_view == (1, H, W, C)
+    trainer.train()
+    assert trainer.buffer.states.dtype == torch.uint8
+    assert trainer.buffer.states.nbytes == 10 * 4 * H * W * C
+
+
+def test_mlp_encoder_on_images_flattens_them() -> None:
+    trainer = trainer_for(encoder="mlp")
+    assert trainer.policy.actor.encoder is None and trainer.policy.critic.encoder is None
+    assert trainer.policy.actor.fc1.weight.shape[1] == H * W * C
+    trainer.train()
+    assert trainer.buffer.observations.dtype == torch.uint8
+
+
+def test_ippo_critic_gets_its_own_cnn() -> None:
+    trainer = trainer_for(critic="local")
+    assert isinstance(trainer.policy.critic.encoder, ImageEncoder)
+    assert trainer.policy.critic.encoder is not trainer.policy.actor.encoder
+    trainer.train()
+
+
+def test_recurrent_policy_on_images_trains() -> None:
+    trainer = trainer_for(recurrent=True, data_chunk_length=5)
+    metrics = trainer.train()
+    assert math.isfinite(metrics[-1].policy_loss)
+
+
+def test_cnn_encoder_on_vector_observations_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="config key 'encoder' = 'cnn': env 'spread' observes "
+                                          "vectors of 18 numbers"):
+        MappoTrainer(MappoConfig(encoder="cnn", num_envs=16, compile="false"))
+
+
+def test_cnn_encoder_on_vectors_exits_2_on_the_cli(tmp_path, capsys) -> None:
+    run = tmp_path / "r"
+    assert main(["train", "--run-dir", str(run), "--encoder", "cnn", "--num-envs", "16",
+                 "--total-steps", "50", "--quiet"]) == 2
+    assert "config key 'encoder' = 'cnn'" in capsys.readouterr().err
+
+
+def test_images_of_different_shapes_are_refused_naming_the_agents() -> None:
+    with pytest.raises(ConfigError, match=r"agent_0: \(12, 12, 3\), agent_1: \(14, 14, 3\)"):
+        trainer_for(env_kwargs={"ragged": True})
+
+
+@pytest.fixture(scope="module")
+def colour_run(tmp_path_factory):
+    """A CLI run on ColourEnv (the critic on the env's image state), 2048 env steps."""
+    run = tmp_path_factory.mktemp("runs") / "colour"
+    assert main(["train", "--run-dir", str(run), "--env", COLOUR, "--env-kwargs",
+                 '{"image_state": true}', "--num-envs", "8", "--rollout-steps", "32",
+                 "--minibatch-size", "128", "--update-epochs", "4", "--total-steps", "2048",
+                 "--seed", "1", "--compile", "false", "--quiet"]) == 0
+    return run
+
+
+def test_return_rises_on_an_image_task(colour_run) -> None:
+    # Naming the patch's colour: 4 per episode by chance, 8 when seen (8 steps).
+    with open(colour_run / "metrics.csv") as f:
+        returns = [float(row["episode_return"]) for row in csv.DictReader(f)]
+    assert len(returns) == 8  # 2048 steps of 8 envs x 32
+    assert returns[0] < 5.0
+    assert sum(returns[-2:]) / 2 > returns[0] + 2.5, returns
+
+
+def test_eval_and_export_work_with_the_cnn(colour_run, tmp_path, capsys) -> None:
+    assert main(["eval", str(colour_run), "--episodes", "16", "--json", "--deterministic"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["episodes"] == 16
+    assert result["mean_episode_return"] > 6.0  # 4 by chance, 8 at best
+    out = tmp_path / "actors"
+    assert main(["export", str(colour_run), "--out", str(out), "--no-onnx"]) == 0
+    layout = json.loads((out / "layout.json").read_text())
+    assert layout["obs_shape"] == [H, W, C]
+    assert layout["inputs"]["obs"].startswith("[B, obs_dim] uint8")
+    # The exported file names the colour of a red and of a green patch as trained.
+    exported = torch.jit.load(str(out / layout["policies"][0]["file"]))
+    images = torch.zeros(2, H, W, C, dtype=torch.uint8)
+    images[0, 4:7, 4:7, 0] = 255  # red
+    images[1, 2:5, 6:9, 1] = 255  # green
+    actions = exported(images.flatten(1), torch.zeros(2, dtype=torch.long))
+    assert actions.flatten().tolist() == [0, 1]
