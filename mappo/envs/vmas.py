@@ -263,19 +263,33 @@ class VmasEnv(MultiAgentEnv):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a snapshot of `state_dict` from an env of the same scenario and size."""
-        slots = _per_env_slots(self._env, self.num_envs)
-        saved = state["world"]
-        if set(saved) != set(slots):
-            missing = sorted(set(slots) ^ set(saved))[:3]
-            raise ValueError(f"snapshot does not fit env '{self.spec.name}' "
-                             f"(it differs in {', '.join(missing)})")
-        for path, (owner, key, get, put) in slots.items():
-            current = get(owner, key)
-            if tuple(saved[path].shape) != tuple(current.shape):
-                raise ValueError(f"snapshot holds {path} {tuple(saved[path].shape)}, this "
-                                 f"{self.spec.name} env {tuple(current.shape)}")
-            _write(owner, key, put, current, saved[path].to(current.device, current.dtype))
+        """Restore a snapshot of `state_dict` from an env of the same scenario and size.
+
+        Tensors the scenario creates on its first step may be in the snapshot and not yet
+        in this env: they are created where the snapshot had them.
+        """
+        slots, objects = _walk(self._env, self.num_envs)
+        for path, tensor in state["world"].items():
+            if path in slots:
+                owner, key, get, put = slots[path]
+                current = get(owner, key)
+                if tuple(tensor.shape) != tuple(current.shape):
+                    raise ValueError(f"snapshot holds {path} {tuple(tensor.shape)}, this "
+                                     f"{self.spec.name} env {tuple(current.shape)}")
+                _write(owner, key, put, current, tensor.to(current.device, current.dtype))
+                continue
+            owner_path, _, key = path.rpartition(".")
+            if owner_path not in objects or tensor.shape[:1] != (self.num_envs,):
+                raise ValueError(f"snapshot holds {path}, which this {self.spec.name} env of "
+                                 f"{self.num_envs} copies has no place for")
+            owner = objects[owner_path]
+            if isinstance(owner, list):
+                owner[int(key)] = tensor.to(self.device).clone()
+            elif isinstance(owner, dict):
+                owner[key if key in owner or not key.isdigit() else int(key)] = \
+                    tensor.to(self.device).clone()
+            else:
+                setattr(owner, key, tensor.to(self.device).clone())
         kind, keys, pos, has_gauss, cached = state["numpy_rng"]
         version, internal, gauss_next = state["python_rng"]
         self._rng = [
@@ -285,10 +299,14 @@ class VmasEnv(MultiAgentEnv):
         ]
         self._obs = state["obs"].to(self.device)
 
-    def render_frame(self) -> np.ndarray:
-        """An RGB frame `[H, W, 3]` uint8 of copy 0 as it stands."""
-        with self._own_rng():
-            return self._frame()
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each agent's own action box, low and high `[A, D]` (0 on padded dimensions);
+        discrete actions have none (`[A, 0]`)."""
+        if self.spec.action.kind == "discrete":
+            empty = np.zeros((self.num_agents, 0), np.float32)
+            return empty, empty
+        return self._low.cpu().numpy(), self._high.cpu().numpy()
 
     # -------------------------------------------------------------- internals
 
@@ -384,15 +402,23 @@ def _is_simulator_object(obj: Any) -> bool:
 
 
 def _per_env_slots(env: Any, num_envs: int) -> dict[str, tuple[Any, Any, Any, Any]]:
+    """The per-copy tensors of `_walk`: path → (owner, key, getter, setter)."""
+    return _walk(env, num_envs)[0]
+
+
+def _walk(env: Any, num_envs: int) -> tuple[dict[str, tuple[Any, Any, Any, Any]],
+                                            dict[str, Any]]:
     """Every tensor with one row per copy, `[E, ...]`, reachable from the VMAS env through
     its own objects, lists and dicts: path → (owner, key, getter, setter).
 
     These hold the simulator's state (entity positions, velocities, step counters,
     scenario bookkeeping such as shaping terms). The walk visits each object once,
     breadth first in attribute order, so paths are the same for the same scenario.
-    Rebuilt on every use: scenarios add attributes as they run.
+    Rebuilt on every use: scenarios add attributes as they run. Also returns every
+    object and container visited, by path.
     """
     slots: dict[str, tuple[Any, Any, Any, Any]] = {}
+    objects: dict[str, Any] = {}
     seen: set[int] = set()
     queue: collections.deque[tuple[Any, str]] = collections.deque([(env, "env")])
     while queue:
@@ -400,6 +426,7 @@ def _per_env_slots(env: Any, num_envs: int) -> dict[str, tuple[Any, Any, Any, An
         if id(obj) in seen:
             continue
         seen.add(id(obj))
+        objects[path] = obj
         if isinstance(obj, dict):  # keyed by names or numbers (object keys make no path)
             entries = [(k, v) for k, v in obj.items() if isinstance(k, (str, int))]
             get, put = _get_item, _set_item
@@ -416,4 +443,4 @@ def _per_env_slots(env: Any, num_envs: int) -> dict[str, tuple[Any, Any, Any, An
             elif isinstance(value, (dict, list)) or (
                     hasattr(value, "__dict__") and _is_simulator_object(value)):
                 queue.append((value, where))
-    return slots
+    return slots, objects
