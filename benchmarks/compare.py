@@ -1,6 +1,7 @@
-"""mappo vs BenchMARL's MAPPO on simple_spread, and mappo on JaxMARL's MPE MAPPO config.
+"""mappo vs BenchMARL's MAPPO on simple_spread and on VMAS, and mappo on JaxMARL's MPE config.
 
     python benchmarks/compare.py [--quick] [--iterations N]
+    python benchmarks/compare.py --only-vmas [--vmas-iterations N]
 
 Training frames/s (env steps collected and trained on per second: env steps
 of one iteration / the median seconds of collection plus update, over the
@@ -35,8 +36,24 @@ BenchMARL uses its own (no compile). `vs_benchmarl` = (1) / (3);
 `vs_benchmarl_same_env` = (2) / (3). Returns are the mean per-agent episode
 return of the episodes that ended in the last timed iteration (both libraries
 define it so); after a handful of iterations they only show that learning
-runs. Last line: one JSON object; the table goes to
-`benchmarks/results/compare.md`.
+runs.
+
+VMAS section (also alone with `--only-vmas`, which rewrites only that section
+of compare.md): BenchMARL's MAPPO and mappo on the same VMAS scenario
+(`navigation`, BenchMARL's task settings: 3 agents, 100-step episodes), the same
+simulator (VMAS on CPU, continuous actions; BenchMARL through torchrl's VmasEnv,
+mappo through `vmas:navigation`), BenchMARL's default experiment: 10 envs x 600
+steps = 6000 frames per iteration, 45 epochs x 15 minibatches of 400 frames
+(mappo: 1200 agent-steps), actor and critic MLP 256x256 tanh, shared policy, a
+critic on all observations, lr 5e-5, Adam eps 1e-6, gamma 0.99, lambda 0.9,
+clip 0.2, entropy 0, squared-error value loss (critic coefficient 1: mappo's
+vf_coef 2 on its halved loss), grad-norm clip 5, no advantage or value
+normalization, no value clipping (mappo: `--preset benchmarl-vmas` with these
+batch settings). Both run the same number of iterations; the return each
+reaches is the mean per-agent return of the episodes ended in its last
+iteration, at equal frames. `vs_benchmarl_vmas` = mappo / BenchMARL frames/s.
+
+Last line: one JSON object; the table goes to `benchmarks/results/compare.md`.
 """
 
 from __future__ import annotations
@@ -45,14 +62,24 @@ import argparse
 import json
 import math
 import os
+import re
 import tempfile
 import time
 import traceback
 
 import torch
-from bench_common import machine_info, machine_line, markdown_table, median, write_results
+from bench_common import (
+    RESULTS_DIR,
+    command_line,
+    machine_info,
+    machine_line,
+    markdown_table,
+    median,
+    write_results,
+)
 
 from mappo import MappoConfig, MappoTrainer
+from mappo.config import benchmarl_vmas_preset
 
 NUM_ENVS = 128
 ROLLOUT_STEPS = 25
@@ -213,16 +240,190 @@ def run_benchmarl(iterations: int) -> dict:
     }
 
 
+# BenchMARL's default experiment (benchmarl/conf/experiment/base_experiment.yaml) on VMAS.
+VMAS_SCENARIO = "navigation"
+VMAS_AGENTS = 3  # BenchMARL's navigation task
+VMAS_NUM_ENVS = 10
+VMAS_FRAMES = 6000  # per iteration: 600 steps of each env
+VMAS_EPOCHS = 45
+VMAS_MINIBATCH_FRAMES = 400
+VMAS_MINIBATCHES = -(-VMAS_FRAMES // VMAS_MINIBATCH_FRAMES)  # 15
+VMAS_GAMMA = 0.99  # the default experiment's (the fine-tuned VMAS config's is 0.9)
+VMAS_SECTION = "## VMAS: BenchMARL's MAPPO and mappo on the same simulator"
+
+
+def vmas_mappo_config() -> MappoConfig:
+    """`--preset benchmarl-vmas` on navigation with BenchMARL's default batch settings."""
+    preset = benchmarl_vmas_preset(f"vmas:{VMAS_SCENARIO}")
+    preset.update(
+        num_envs=VMAS_NUM_ENVS, rollout_steps=VMAS_FRAMES // VMAS_NUM_ENVS,
+        update_epochs=VMAS_EPOCHS, minibatch_size=VMAS_MINIBATCH_FRAMES * VMAS_AGENTS,
+        gamma=VMAS_GAMMA, eval_interval=0, torch_threads=1, seed=0,
+    )
+    assert preset["env_kwargs"]["n_agents"] == VMAS_AGENTS
+    return MappoConfig(**preset)
+
+
+def run_benchmarl_vmas(iterations: int) -> dict:
+    """BenchMARL MAPPO on VMAS navigation, its defaults: frames/s after one warm-up."""
+    from benchmarl.algorithms import MappoConfig as BenchmarlMappoConfig
+    from benchmarl.environments import VmasTask
+    from benchmarl.experiment import Experiment, ExperimentConfig
+    from benchmarl.models.mlp import MlpConfig
+
+    task = getattr(VmasTask, VMAS_SCENARIO.upper()).get_from_yaml()
+    mappo = vmas_mappo_config()
+    assert task.config["n_agents"] == VMAS_AGENTS
+    assert task.config["max_steps"] == mappo.env_kwargs["max_steps"]
+    experiment_config = ExperimentConfig.get_from_yaml()  # BenchMARL's defaults, checked:
+    for key, value in {
+        "on_policy_collected_frames_per_batch": VMAS_FRAMES,
+        "on_policy_n_envs_per_worker": VMAS_NUM_ENVS,
+        "on_policy_n_minibatch_iters": VMAS_EPOCHS,
+        "on_policy_minibatch_size": VMAS_MINIBATCH_FRAMES, "gamma": mappo.gamma,
+        "lr": mappo.lr, "adam_eps": mappo.adam_eps, "clip_grad_norm": True,
+        "clip_grad_val": mappo.max_grad_norm, "share_policy_params": True,
+        "prefer_continuous_actions": True,
+    }.items():
+        assert getattr(experiment_config, key) == value, (key, getattr(experiment_config, key))
+    for key, value in {
+        "sampling_device": "cpu", "train_device": "cpu", "buffer_device": "cpu",
+        "max_n_iters": iterations + 1, "max_n_frames": None,
+        "evaluation": False, "render": False, "loggers": [], "create_json": False,
+        "checkpoint_interval": 0, "checkpoint_at_end": False,
+        "save_folder": tempfile.mkdtemp(prefix="benchmarl-compare-vmas-"),
+    }.items():
+        setattr(experiment_config, key, value)
+    algorithm_config = BenchmarlMappoConfig.get_from_yaml()
+    assert (algorithm_config.lmbda, algorithm_config.clip_epsilon, algorithm_config.entropy_coef,
+            algorithm_config.critic_coef, algorithm_config.loss_critic_type) == (
+        mappo.gae_lambda, mappo.clip_coef, mappo.ent_coef, mappo.vf_coef / 2, "l2")
+    model_config = MlpConfig.get_from_yaml()
+    assert list(model_config.num_cells) == [mappo.hidden_dim] * 2
+    assert model_config.activation_class is torch.nn.Tanh
+
+    stamps = BenchmarlStamps()
+    start = time.perf_counter()
+    experiment = Experiment(task=task, algorithm_config=algorithm_config,
+                            model_config=model_config, critic_model_config=model_config,
+                            seed=0, config=experiment_config, callbacks=[stamps])
+    setup_s = time.perf_counter() - start
+    experiment.run()
+    collect = [stamps.collected[i] - stamps.trained[i - 1] for i in range(1, iterations + 1)]
+    train = [stamps.trained[i] - stamps.collected[i] for i in range(1, iterations + 1)]
+    finite = [r for r in stamps.returns if math.isfinite(r)]
+    import benchmarl
+    import vmas
+
+    return {
+        **iteration_figures(VMAS_FRAMES, collect, train),
+        "first_return": finite[0] if finite else None,
+        "return": finite[-1] if finite else None,
+        "env_steps": len(stamps.collected) * VMAS_FRAMES,
+        "warmup_s": setup_s + (stamps.trained[0] - start if stamps.trained else 0.0),
+        "compiled": False,
+        "minibatches": VMAS_MINIBATCHES,
+        "version": f"BenchMARL {benchmarl.__version__}, VMAS {vmas.__version__}",
+    }
+
+
+def run_vmas_comparison(iterations: int) -> tuple[dict, str]:
+    """mappo then BenchMARL on VMAS navigation: (figures, markdown section)."""
+    labels = {"mappo": f"mappo, vmas:{VMAS_SCENARIO} (`--preset benchmarl-vmas`, "
+                       "BenchMARL's default batch)",
+              "benchmarl": f"BenchMARL MAPPO, VMAS {VMAS_SCENARIO} (torchrl VmasEnv)"}
+    runs: dict[str, dict | None] = {"mappo": run_mappo(vmas_mappo_config(), iterations)}
+    status = "ran"
+    try:
+        runs["benchmarl"] = run_benchmarl_vmas(iterations)
+        status = runs["benchmarl"]["version"]
+    except Exception as err:  # keep the mappo half whatever BenchMARL does
+        runs["benchmarl"] = None
+        status = f"unavailable: {type(err).__name__}: {err}"
+        traceback.print_exc()
+    for key, r in runs.items():
+        if r is not None:
+            print(f"{labels[key]}: {r['frames_per_second']:,.0f} frames/s (collect "
+                  f"{r['collect_s_per_iteration']:.2f} s + update "
+                  f"{r['update_s_per_iteration']:.2f} s per iteration), return "
+                  f"{r['return']} after {r['env_steps']:,} frames")
+    bench = runs["benchmarl"]
+    ratio = runs["mappo"]["frames_per_second"] / bench["frames_per_second"] if bench else None
+    rows = []
+    for key, label in labels.items():
+        r = runs[key]
+        rows.append([label, *(None,) * 7] if r is None else [
+            label, r["frames_per_second"], r["collect_s_per_iteration"],
+            r["update_s_per_iteration"], r["minibatches"], r["compiled"], r["return"],
+            r["env_steps"]])
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    summary = (f"`vs_benchmarl_vmas` = {ratio:.2f} (mappo / BenchMARL frames/s; goal >= 20)."
+               if ratio is not None else f"`vs_benchmarl_vmas` = null: BenchMARL {status}.")
+    section = "\n".join([
+        VMAS_SECTION, "",
+        f"Command `{command_line()}`; load average at the end of this section {load}; "
+        f"{status}.", "",
+        f"Same simulator and scenario (VMAS `{VMAS_SCENARIO}`, 3 agents, 100-step episodes, "
+        "continuous actions, CPU), BenchMARL's default experiment for both: "
+        f"{VMAS_NUM_ENVS} envs x {VMAS_FRAMES // VMAS_NUM_ENVS} steps = {VMAS_FRAMES} "
+        f"frames per iteration, {VMAS_EPOCHS} epochs x {VMAS_MINIBATCHES} minibatches of "
+        f"{VMAS_MINIBATCH_FRAMES} frames, MLP 256x256 tanh for actor and critic, shared "
+        "policy, critic on all observations, lr 5e-5, gamma 0.99, lambda 0.9, clip 0.2, no "
+        "entropy, squared-error value loss, grad-norm clip 5, no advantage or value "
+        "normalization, 1 torch thread. Frames/s from the median of "
+        f"{iterations} timed iterations after 1 warm-up; return = mean per-agent return of "
+        "the episodes ended in the last iteration, both after the same frames. What still "
+        "differs: BenchMARL's tanh-squashed Gaussian with a state-dependent scale against "
+        "mappo's Gaussian with a learned log-std clipped to the box; one value for all agents "
+        "against one per agent; two optimizers against one (see `benchmarl_vmas_preset`).",
+        "", summary, "",
+        markdown_table(["run", "frames/s", "collect s/iter", "update s/iter",
+                        "minibatches/epoch", "compiled", "return reached", "frames"], rows),
+    ])
+    figures = {
+        "vmas_mappo_frames_per_second": runs["mappo"]["frames_per_second"],
+        "vmas_benchmarl_frames_per_second": bench["frames_per_second"] if bench else None,
+        "vs_benchmarl_vmas": ratio,
+        "vmas_mappo_return": runs["mappo"]["return"],
+        "vmas_benchmarl_return": bench["return"] if bench else None,
+        "vmas_frames_each": runs["mappo"]["env_steps"],
+        "vmas_benchmarl_status": status,
+    }
+    return figures, section
+
+
+def replace_section(path, heading: str, section: str) -> None:
+    """Put `section` (starting with `heading`) into the markdown file in place of the old
+    one, or at its end."""
+    text = path.read_text() if path.is_file() else ""
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section.rstrip() + "\n\n", text).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
+    path.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 timed iterations per run")
     parser.add_argument("--iterations", type=int, default=None,
                         help="timed iterations per run (after one warm-up)")
+    parser.add_argument("--only-vmas", action="store_true",
+                        help="run only the VMAS comparison and rewrite its section")
+    parser.add_argument("--vmas-iterations", type=int, default=None,
+                        help="timed iterations of the VMAS comparison (default 4; --quick 1)")
     args = parser.parse_args()
     iterations = args.iterations or (2 if args.quick else 20)
+    vmas_iterations = args.vmas_iterations or (1 if args.quick else 4)
     torch.set_num_threads(1)
     info = machine_info()
     print(machine_line(info))
+    if args.only_vmas:
+        figures, section = run_vmas_comparison(vmas_iterations)
+        replace_section(RESULTS_DIR / "compare.md", VMAS_SECTION, section)
+        print(json.dumps({**figures, "load_average_start": info["load_average"][0]}))
+        return
     print(f"batch {NUM_ENVS} envs x {ROLLOUT_STEPS} steps, {EPOCHS} epochs x {MINIBATCHES} "
           f"minibatches, MLP {HIDDEN}x{HIDDEN} tanh, 1 thread; 1 warm-up + {iterations} "
           "timed iterations each")
@@ -337,8 +538,9 @@ def main() -> None:
         "",
         ratios,
     ])
+    vmas_figures, vmas_section = run_vmas_comparison(vmas_iterations)
     write_results("compare", "mappo vs BenchMARL MAPPO (and JaxMARL's MPE config)", info,
-                  [notes, table], args.quick)
+                  [notes, table, vmas_section], args.quick)
 
     def figure(key: str, field: str) -> float | None:
         return runs[key][field] if runs[key] else None
@@ -358,6 +560,7 @@ def main() -> None:
         "env_steps_each": runs["mappo"]["env_steps"],
         "benchmarl_status": benchmarl_status,
         "benchmarl_env": "mpe2 simple_spread_v3 via PettingZoo (torchrl PettingZooEnv)",
+        **vmas_figures,
         "load_average_start": info["load_average"][0],
     }))
 

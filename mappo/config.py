@@ -217,7 +217,82 @@ def paper_mpe_preset(env: str) -> dict[str, Any]:
     )
 
 
-PRESETS = {"paper-mpe": paper_mpe_preset}
+# BenchMARL 1.5.2's task settings for VMAS (benchmarl/conf/task/vmas/<scenario>.yaml), for the
+# scenarios of its VMAS benchmark: passed to the scenario as env_kwargs.
+BENCHMARL_VMAS_TASKS: dict[str, dict[str, Any]] = {
+    "balance": {"max_steps": 100, "n_agents": 4, "random_package_pos_on_line": True,
+                "package_mass": 5},
+    "navigation": {"max_steps": 100, "n_agents": 3, "collisions": True,
+                   "agents_with_same_goal": 1, "split_goals": False,
+                   "observe_all_goals": False, "shared_rew": False, "lidar_range": 0.35,
+                   "agent_radius": 0.1},
+    "sampling": {"max_steps": 100, "n_agents": 3, "shared_rew": False, "n_gaussians": 3,
+                 "lidar_range": 0.2, "cov": 0.05, "collisions": True, "spawn_same_pos": False},
+    "transport": {"max_steps": 100, "n_agents": 4, "n_packages": 1, "package_width": 0.15,
+                  "package_length": 0.15, "package_mass": 50},
+    "wheel": {"max_steps": 100, "n_agents": 4, "line_length": 1, "line_mass": 30,
+              "desired_velocity": 0.05},
+}
+BENCHMARL_VMAS_MINIBATCH_FRAMES = 4096  # env steps per minibatch (`on_policy_minibatch_size`)
+
+
+def benchmarl_vmas_preset(env: str) -> dict[str, Any]:
+    """BenchMARL's fine-tuned MAPPO settings for VMAS, on one of its benchmark scenarios.
+
+    From BenchMARL 1.5.2 (git 179a956, July 2025): `fine_tuned/vmas/conf/config.yaml`
+    (the experiment), `benchmarl/conf/algorithm/mappo.yaml`,
+    `benchmarl/conf/model/layers/mlp.yaml` and `benchmarl/conf/task/vmas/<scenario>.yaml`.
+
+    | BenchMARL | value | mappo field |
+    |---|---|---|
+    | on_policy_n_envs_per_worker | 600 | num_envs 600 |
+    | on_policy_collected_frames_per_batch | 60,000 | rollout_steps 100 (600 x 100) |
+    | on_policy_n_minibatch_iters | 45 | update_epochs 45 |
+    | on_policy_minibatch_size | 4096 frames | minibatch_size 4096 x n_agents agent-steps |
+    | max_n_frames | 10M | total_steps 10M |
+    | lr, adam_eps | 5e-5, 1e-6 | lr, adam_eps |
+    | gamma (fine-tuned for VMAS), lmbda | 0.9, 0.9 | gamma, gae_lambda |
+    | clip_epsilon | 0.2 | clip_coef |
+    | entropy_coef | 0 | ent_coef 0 |
+    | critic_coef, loss_critic_type | 1, l2: (v-R)^2 | vf_coef 2 (mappo's: (v-R)^2/2) |
+    | clip_grad_norm, clip_grad_val | True, 5 | max_grad_norm 5 |
+    | normalize_advantage (torchrl ClipPPOLoss) | False | norm_adv false |
+    | no value normalization, no value clipping | | value_norm false, clip_value_loss false |
+    | mlp num_cells, activation | [256, 256], Tanh | hidden_dim 256, activation tanh |
+    | share_policy_params | True (no agent id) | share_policy true, agent_id false |
+    | prefer_continuous_actions | True | VMAS continuous_actions (its default here) |
+    | evaluation_interval, evaluation_episodes | 120,000, 200 | eval_interval, eval_episodes |
+    | task max_steps (truncation, bootstrapped) | 100 | env_kwargs max_steps |
+
+    No mappo equivalent: BenchMARL's continuous policy is a tanh-squashed Gaussian whose
+    scale the network outputs (`use_tanh_normal`, `scale_mapping biased_softplus_1.0`);
+    mappo's is a Gaussian with a learned state-independent log-std, clipped to the
+    bounds. `share_param_critic` True gives one value for all agents from a critic on all
+    observations; mappo's centralized critic on the same input has one output per agent.
+    BenchMARL steps actor and critic with separate Adam optimizers and clips each one's
+    gradient norm; mappo uses one optimizer and one clip. Both init schemes are the
+    libraries' own (BenchMARL: torch's default; mappo: orthogonal). `minibatch_size` is
+    counted for the task's n_agents: `--env-kwargs` replaces the task settings whole.
+    """
+    scenario = env.removeprefix("vmas:")
+    if not env.startswith("vmas:") or scenario not in BENCHMARL_VMAS_TASKS:
+        raise ConfigError(
+            f"preset 'benchmarl-vmas' covers the envs "
+            f"{', '.join('vmas:' + name for name in BENCHMARL_VMAS_TASKS)}, not {env!r}"
+        )
+    task = dict(BENCHMARL_VMAS_TASKS[scenario])
+    return dict(
+        env=env, env_kwargs=task, num_envs=600, rollout_steps=100, update_epochs=45,
+        minibatch_size=BENCHMARL_VMAS_MINIBATCH_FRAMES * task["n_agents"],
+        total_steps=10_000_000, lr=5e-5, adam_eps=1e-6, gamma=0.9, gae_lambda=0.9,
+        clip_coef=0.2, ent_coef=0.0, vf_coef=2.0, huber_delta=0.0, max_grad_norm=5.0,
+        norm_adv=False, value_norm=False, clip_value_loss=False, hidden_dim=256,
+        activation="tanh", share_policy=True, agent_id=False, recurrent=False,
+        bootstrap_time_limits=True, eval_interval=120_000, eval_episodes=200,
+    )
+
+
+PRESETS = {"paper-mpe": paper_mpe_preset, "benchmarl-vmas": benchmarl_vmas_preset}
 
 
 def _record_given(cls: type[MappoConfig]) -> type[MappoConfig]:

@@ -217,10 +217,12 @@ def _env_layout(env: MultiAgentEnv) -> dict[str, Any]:
     else:
         spaces_json = [{"kind": "continuous", "shape": [D], "low": _finite_or_none(action.low),
                         "high": _finite_or_none(action.high)}] * A
+    # Each agent's own box where the env knows it (VMAS), else the spec's bounds for all.
+    low, high = getattr(env, "action_bounds", (action.low, action.high))
     return {
         "static_mask": static_mask,
-        "low": np.broadcast_to(np.asarray(action.low, np.float32), (A, D)),
-        "high": np.broadcast_to(np.asarray(action.high, np.float32), (A, D)),
+        "low": np.broadcast_to(np.asarray(low, np.float32), (A, D)),
+        "high": np.broadcast_to(np.asarray(high, np.float32), (A, D)),
         "mask_index": [np.flatnonzero(row).tolist() for row in static_mask],
         "spaces": spaces_json, "has_mask": discrete and not bool(static_mask.all()),
     }

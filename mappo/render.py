@@ -5,6 +5,7 @@ policy acts (agents as circles of their true radius, landmarks, each agent's
 path so far), with plain numpy on a fixed-size canvas: no display and no
 plotting library on the way. PettingZoo envs draw themselves: one copy is built
 with `render_mode="rgb_array"` and its frame is taken after every reset and step.
+VMAS envs draw themselves too (`VmasEnv(record_frames=True)`, through pyglet).
 Either way the first env copy is the one shown, and imageio writes the file.
 """
 
@@ -15,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
-from mappo.envs.registry import make_env
+from mappo.envs.registry import VMAS_PREFIX, make_env
 from mappo.envs.spread import AGENT_SIZE, COMM_DIM
 from mappo.evaluation import Evaluation, play
 from mappo.policy import Policy, load_policy
@@ -232,6 +233,12 @@ def record_spread(policy: Policy, env: MultiAgentEnv, episodes: int,
             for (agents, marks), ret in zip(finished, returns, strict=True)]
 
 
+class RecordsFrames(Protocol):
+    """An env (or env copy) that keeps a list of RGB frames per episode it played."""
+
+    episodes: list[list[np.ndarray]]
+
+
 class FrameRecorder:
     """A PettingZoo `ParallelEnv` that keeps `render()`'s frame after every reset and step.
 
@@ -298,22 +305,28 @@ def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
 
 
 def load_for_render(run_dir: str | Path, device: str = "cpu", seed: int = 1000
-                    ) -> tuple[Policy, MultiAgentEnv, FrameRecorder | None]:
-    """(policy, one env copy, FrameRecorder or None) for the run in `run_dir`.
+                    ) -> tuple[Policy, MultiAgentEnv, RecordsFrames | None]:
+    """(policy, one env copy, its frame recorder or None) for the run in `run_dir`.
 
     Spread needs nothing more than its positions; a PettingZoo env is rebuilt
-    with `render_mode="rgb_array"` and wrapped to record its frames.
+    with `render_mode="rgb_array"` and wrapped to record its frames; a VMAS env
+    records its own.
     """
-    recorders: list[FrameRecorder] = []
+    recorders: list[RecordsFrames] = []
 
     def build(config: MappoConfig) -> MultiAgentEnv:
+        if config.env.startswith(VMAS_PREFIX):
+            env = make_env(config.env, 1, config.device, seed,
+                           {**config.env_kwargs, "record_frames": True})
+            recorders.append(env)
+            return env
         if ":" in config.env:
             env, recorder = _pettingzoo_recorder(config.env, config.env_kwargs, seed)
             recorders.append(recorder)
             return env
         if config.env != "spread":
             raise RenderError(
-                f"env '{config.env}': rendering supports the built-in spread env and "
+                f"env '{config.env}': rendering supports the built-in spread env, VMAS envs and "
                 "PettingZoo envs (module:callable)"
             )
         return make_env(config.env, 1, config.device, seed, config.env_kwargs)
@@ -421,7 +434,7 @@ def render_run(run_dir: str | Path, out: str | Path, episodes: int = 3,
     return Evaluation.of(policy, returns)
 
 
-def _drop_earlier_episodes(recorder: FrameRecorder, obs: torch.Tensor,
+def _drop_earlier_episodes(recorder: RecordsFrames, obs: torch.Tensor,
                            result: MultiAgentStepResult | None) -> None:
     """On the first observation, forget the frames of resets before it."""
     if result is None:

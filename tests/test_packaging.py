@@ -80,6 +80,16 @@ def test_missing_extra_names_the_pip_command(missing, env, kind, monkeypatch) ->
         "pip install 'mappo[pettingzoo]'")
 
 
+def test_missing_vmas_names_the_pip_command(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "meta_path", [Uninstalled("vmas"), *sys.meta_path])
+    for name in list(sys.modules):
+        if name.partition(".")[0] == "vmas":
+            monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ConfigError) as info:
+        make_env("vmas:balance", 2)
+    assert str(info.value) == "env 'vmas:balance' needs VMAS: pip install 'mappo[vmas]'"
+
+
 def test_missing_extra_for_the_wrapper_and_render_is_one_line(monkeypatch, tmp_path) -> None:
     from mappo.render import render_run
 

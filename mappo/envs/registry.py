@@ -12,6 +12,10 @@
   `thirdparty.aec`); it is called with `**env_kwargs` for every copy. A
   leading `pettingzoo:` is accepted and dropped.
 
+`vmas:<scenario>` names a VMAS scenario (`vmas:balance`), run on the training
+device by `VmasEnv`; `env_kwargs` go to the scenario (and `continuous_actions`,
+`max_steps`). It needs the `vmas` extra.
+
 `gymnasium:[module:]id` names a Gymnasium env with Tuple spaces over agents
 (lbforaging, rware, EPyMARL's envs): what follows `gymnasium:` is what
 `gymnasium.make` takes, so `module`, if given, is imported to register `id`,
@@ -43,6 +47,7 @@ BUILTIN_ENVS = {
     "speaker_listener": ("mappo.envs.speaker_listener", "SpeakerListenerEnv"),
 }
 PETTINGZOO_PREFIX = "pettingzoo:"
+VMAS_PREFIX = "vmas:"  # `vmas:<scenario>`, mappo.envs.vmas (the vmas extra)
 GYMNASIUM_PREFIX = "gymnasium:"
 PETTINGZOO_EXTRA = ("pettingzoo", "gymnasium")  # the packages of `pip install 'mappo[pettingzoo]'`
 # What `--env module:callable` may name; error messages about the env's kind end with it.
@@ -71,6 +76,12 @@ def make_env(
     observations, or only the actors act), so `env.state()` is never called.
     """
     env_kwargs = dict(env_kwargs or {})
+    if name.startswith(VMAS_PREFIX):  # VMAS scenarios: batched in torch like the built-ins
+        from mappo.envs.vmas import VmasEnv
+
+        scenario = name.removeprefix(VMAS_PREFIX)
+        return _make_vectorized(name, partial(VmasEnv, scenario=scenario), num_envs, device,
+                                seed, env_kwargs)
     if name in BUILTIN_ENVS:
         module_name, class_name = BUILTIN_ENVS[name]
         env_class = getattr(importlib.import_module(module_name), class_name)
