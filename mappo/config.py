@@ -292,7 +292,49 @@ def benchmarl_vmas_preset(env: str) -> dict[str, Any]:
     )
 
 
-PRESETS = {"paper-mpe": paper_mpe_preset, "benchmarl-vmas": benchmarl_vmas_preset}
+# EPyMARL's episode limits (`env_args.time_limit`) for the benchmark paper's Gymnasium envs,
+# by the module that registers them (`gymnasium:<module>:<id>`).
+EPYMARL_TIME_LIMITS = {"lbforaging": 50, "rware": 500}
+
+
+def epymarl_preset(env: str) -> dict[str, Any]:
+    """EPyMARL's MAPPO settings (its `src/config/algs/mappo.yaml`) for an LBF or RWARE env.
+
+    Mapped: lr 3e-4 (Adam, torch's eps 1e-8), hidden 128 with ReLU and a GRU,
+    an agent one-hot for the shared policy, entropy 0.001, 4 epochs over the
+    whole batch (one minibatch), clip 0.2, gradient norm 10, gamma 0.99, a
+    centralized critic with an unclipped squared value loss (coefficient 1), the team reward
+    (EPyMARL sums the agents' rewards into one common reward), 10 env copies
+    each stepped for one episode limit (50 steps on LBF, 500 on RWARE) per
+    update, so a batch is 10 episodes, trained as whole sequences. EPyMARL
+    standardises rewards by running statistics; the closest here is value
+    normalization with advantage normalization, which undo the reward scale
+    for the critic and the actor. No equivalent: its 5-step returns from a
+    target critic updated softly (tau 0.01), used here as GAE (lambda 0.95)
+    from the critic itself; its separate actor and critic optimizers and
+    gradient clips; PyTorch's default weight init.
+    """
+    module = env.removeprefix("gymnasium:").partition(":")[0]
+    if not env.startswith("gymnasium:") or module not in EPYMARL_TIME_LIMITS:
+        raise ConfigError(
+            f"preset 'epymarl' covers the Gymnasium envs of "
+            f"{', '.join(EPYMARL_TIME_LIMITS)} (gymnasium:<module>:<id>), not {env!r}"
+        )
+    episode = EPYMARL_TIME_LIMITS[module]
+    return dict(
+        env=env, lr=3e-4, adam_eps=1e-8, hidden_dim=128, activation="relu", recurrent=True,
+        data_chunk_length=episode, share_policy=True, agent_id=True, ent_coef=0.001,
+        update_epochs=4, clip_coef=0.2, minibatch_size=0, max_grad_norm=10.0, gamma=0.99,
+        vf_coef=1.0, gae_lambda=0.95, critic="centralized", clip_value_loss=False, huber_delta=0.0,
+        team_reward=True, value_norm=True, norm_adv=True, num_envs=10, rollout_steps=episode,
+    )
+
+
+PRESETS = {
+    "paper-mpe": paper_mpe_preset,
+    "benchmarl-vmas": benchmarl_vmas_preset,
+    "epymarl": epymarl_preset,
+}
 
 
 def _record_given(cls: type[MappoConfig]) -> type[MappoConfig]:

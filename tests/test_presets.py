@@ -1,10 +1,10 @@
-"""`--preset paper-mpe`: the official code's settings per task, under the config file and flags."""
+"""`--preset paper-mpe` and `--preset epymarl`: published settings, under files and flags."""
 
 import pytest
 
 from mappo import ConfigError, MappoConfig
 from mappo.cli import main
-from mappo.config import paper_mpe_preset
+from mappo.config import epymarl_preset, paper_mpe_preset
 
 
 def test_paper_preset_per_task() -> None:
@@ -45,3 +45,17 @@ def test_preset_fields_without_effect_do_not_warn_but_flags_do(tmp_path, caplog)
                      "--data-chunk-length", "5"]) == 0
     assert [r.getMessage() for r in caplog.records] == [
         "data_chunk_length has no effect without recurrent = true"]
+
+
+def test_epymarl_preset_maps_mappo_yaml_and_the_episode_limit() -> None:
+    lbf = MappoConfig(**epymarl_preset("gymnasium:lbforaging:Foraging-8x8-2p-2f-coop-v3"))
+    # EPyMARL's mappo.yaml: lr 3e-4, hidden 128, GRU, entropy 0.001, 4 epochs, clip 0.2.
+    assert (lbf.lr, lbf.hidden_dim, lbf.recurrent, lbf.ent_coef) == (3e-4, 128, True, 0.001)
+    assert (lbf.update_epochs, lbf.clip_coef, lbf.minibatch_size) == (4, 0.2, 0)
+    # A batch is 10 env copies x one 50-step LBF episode, trained as whole sequences.
+    assert (lbf.num_envs, lbf.rollout_steps, lbf.data_chunk_length) == (10, 50, 50)
+    assert lbf.team_reward and not lbf.clip_value_loss and lbf.agent_id
+    rware = MappoConfig(**epymarl_preset("gymnasium:rware:rware-tiny-2ag-v2"))
+    assert (rware.rollout_steps, rware.data_chunk_length) == (500, 500)
+    with pytest.raises(ConfigError, match="covers the Gymnasium envs of lbforaging, rware"):
+        epymarl_preset("spread")
