@@ -618,16 +618,23 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unknown_flag_error(unknown: list[str]) -> ConfigError:
-    """A ConfigError for the first unrecognized argument, with the nearest flag suggested."""
+def _unknown_flag_error(unknown: list[str], command: argparse.ArgumentParser,
+                        name_of_command: str) -> ConfigError:
+    """A ConfigError for the first unrecognized argument, with the nearest flag of the
+    command it was given to suggested (a train option given to another command says so)."""
     flag = next((u for u in unknown if u.startswith("--")), unknown[0])
     name = flag.lstrip("-").split("=")[0].replace("-", "_")
-    if name in ENV_DIM_FIELDS:
+    if name_of_command == "train" and name in ENV_DIM_FIELDS:
         return ConfigError(f"unknown option '{flag}'; {name} is read off the env, not set "
                            "(the env's own options go in --env-kwargs)")
-    near = difflib.get_close_matches(name, [*CLI_FIELDS, "run_dir", "config", "resume"], n=1)
+    options = [o for action in command._actions for o in action.option_strings
+               if o.startswith("--")]
+    if name_of_command != "train" and name in CLI_FIELDS:
+        return ConfigError(f"'mappo {name_of_command}' has no option '{flag}': it reads the "
+                           f"run's own config.toml (options: {', '.join(options)})")
+    near = difflib.get_close_matches(name, [o[2:].replace("-", "_") for o in options], n=1)
     hint = f"; did you mean {_flag(near[0])}?" if near else ""
-    return ConfigError(f"unknown option '{flag}'{hint}")
+    return ConfigError(f"unknown option '{flag}' for 'mappo {name_of_command}'{hint}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -636,7 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     try:
         if unknown:
-            raise _unknown_flag_error(unknown)
+            commands = next(a for a in parser._actions
+                            if isinstance(a, argparse._SubParsersAction))
+            raise _unknown_flag_error(unknown, commands.choices[args.command], args.command)
         if (args.command == "train" and args.nproc > 1 and "WORLD_SIZE" not in os.environ
                 and not _is_seeds_run(args)):  # which refuses --nproc itself
             return _launch_ranks(args, sys.argv[1:] if argv is None else argv)

@@ -70,7 +70,8 @@ def test_eval_prints_json_last(run_dir, capsys) -> None:
 
 @pytest.mark.parametrize(
     ("argv", "culprit"),
-    [(["--clip-coeff", "0.1"], "unknown option '--clip-coeff'; did you mean --clip-coef?"),
+    [(["--clip-coeff", "0.1"],
+      "unknown option '--clip-coeff' for 'mappo train'; did you mean --clip-coef?"),
      (["--gamma", "2"], "'gamma' = 2.0: must be in [0, 1]"),
      (["--update-epochs", "many"], "'update_epochs' = 'many': expected int"),
      (["--share-policy", "maybe"], "'share_policy' = 'maybe': expected bool")],
@@ -79,6 +80,16 @@ def test_bad_flags_exit_2_naming_the_culprit(argv, culprit, tmp_path, capsys) ->
     assert main(["train", "--run-dir", str(tmp_path / "r"), *argv, *TINY]) == 2
     assert culprit in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_other_commands_suggest_their_own_options(run_dir, capsys) -> None:
+    assert main(["eval", str(run_dir), "--episdoes", "3"]) == 2
+    assert capsys.readouterr().err == (
+        "mappo: error: unknown option '--episdoes' for 'mappo eval'; did you mean --episodes?\n")
+    assert main(["eval", str(run_dir), "--env-kwargs", "{}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mappo: error: 'mappo eval' has no option '--env-kwargs': it reads "
+                          "the run's own config.toml (options: --help, --episodes,")
 
 
 def test_unknown_key_in_toml_suggests(tmp_path, capsys) -> None:
