@@ -162,6 +162,16 @@ def test_cli_seeds_write_solo_run_folders_and_resume_all_seeds(tmp_path) -> None
         assert len(rows[0]) == 4 and rows[0] == rows[1]
 
 
+def test_seeds_refuse_a_folder_holding_a_solo_run(tmp_path, capsys) -> None:
+    run = tmp_path / "solo"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(train_args(run, "--seeds", "0,1", "--force")) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {run} holds a run of its own (checkpoint.pt); --seeds "
+        "writes its runs in RUN_DIR/seed_<s>: choose another --run-dir\n")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--seeds", "0,0"], "--seeds: seed 0 appears twice; each run needs its own"),
     (["--seeds", "0,x"], "--seeds = '0,x': give integers separated by commas, e.g. --seeds 0,1,2"),
