@@ -1,6 +1,6 @@
 """Several seeds in one process (`mappo train --seeds`) against the same seeds one after another.
 
-    python benchmarks/seeds.py [--updates 3] [--warmup 1] [--compile auto|true|false]
+    python benchmarks/seeds.py [--updates 2] [--warmup 1] [--compile auto|true|false]
 
 The default config (spread, 128 envs x 25 steps, 10 epochs, minibatches of 256
 agent-steps), seeds 0-7. Each measurement runs in a fresh process: `warmup`
@@ -83,7 +83,7 @@ def rate(results: list[tuple[int, float, bool]]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--updates", type=int, default=3, help="timed updates per measurement")
+    parser.add_argument("--updates", type=int, default=2, help="timed updates per measurement")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates before them")
     parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto")
     args = parser.parse_args()
@@ -91,21 +91,25 @@ def main() -> None:
     start = time.perf_counter()
     common = (args.updates, args.warmup, args.compile)
 
-    # One thread each.
+    # One thread each. The 8-seed pair first and back to back (the load of a shared machine
+    # drifts); K = 1, 2, 4 one after another are the first K seeds of the same solo pass.
     [solo] = in_processes([(False, SEEDS, 1, *common)])
+    print(f"8 seeds one after another, 1 thread: {rate(solo):,.0f} env steps/s", flush=True)
     rows, summary = [], {}
-    for k in (1, 2, 4, 8):
+    for k in (8, 4, 2, 1):
         [batched] = in_processes([(True, SEEDS[:k], 1, *common)])
         ours, theirs = rate(batched), rate(solo[:k])
-        rows.append([f"{k} seeds, 1 thread", ours, theirs, ours / theirs])
+        print(f"{k} seeds in one process, 1 thread: {ours:,.0f} env steps/s", flush=True)
+        rows.insert(0, [f"{k} seeds, 1 thread", ours, theirs, ours / theirs])
         summary[f"k{k}_1thread"] = {"batched": ours, "one_after_another": theirs}
     # Both cores.
     half = len(SEEDS) // 2
-    [two_threads] = in_processes([(True, SEEDS, 2, *common)])
-    pair = in_processes([(True, SEEDS[:half], 1, *common), (True, SEEDS[half:], 1, *common)])
     solo_pair = in_processes([(False, SEEDS[:half], 1, *common),
                               (False, SEEDS[half:], 1, *common)])
     theirs = sum(rate(r) for r in solo_pair)
+    print(f"8 seeds, two solo processes at once: {theirs:,.0f} env steps/s", flush=True)
+    [two_threads] = in_processes([(True, SEEDS, 2, *common)])
+    pair = in_processes([(True, SEEDS[:half], 1, *common), (True, SEEDS[half:], 1, *common)])
     for label, ours in (("8 seeds, 1 process, 2 threads", rate(two_threads)),
                         ("8 seeds, 2 processes of 4, 1 thread each",
                          sum(rate(r) for r in pair))):

@@ -8,6 +8,7 @@ from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import ActionSpec, EnvSpec, MultiAgentEnv, MultiAgentStepResult
 from mappo.losses import compute_gae, ppo_policy_loss, ppo_value_loss
 from mappo.networks import Actor, CentralizedCritic, LocalCritic
+from mappo.seeds import MultiSeedTrainer
 from mappo.trainer import MappoMetrics, MappoTrainer
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "MappoTrainer",
     "MultiAgentEnv",
     "MultiAgentStepResult",
+    "MultiSeedTrainer",
     "RolloutMinibatch",
     "compute_gae",
     "ppo_policy_loss",

@@ -397,6 +397,10 @@ def _open_seeds(args: argparse.Namespace):
     seeds = _parse_seeds(args.seeds)
     config = _new_config(args, overrides)
     run_dir = args.run_dir or _default_run_dir(config)
+    if (run_dir / "checkpoint.pt").exists():  # --resume D would find that run, not the seeds
+        raise RunFolderError(f"run folder {run_dir} holds a run of its own (checkpoint.pt); "
+                             "--seeds writes its runs in RUN_DIR/seed_<s>: choose another "
+                             "--run-dir")
     paths = [run_dir / f"seed_{seed}" for seed in seeds]
     for path in paths:
         RunFolder.check_free(path, args.force)  # before any work

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 from mappo.policy import load_policy
+from mappo.run_folder import RunFolder
 from mappo.seeds import MultiSeedTrainer, clip_grad_norm_per_seed
 
 TIMINGS = {"steps_per_second", "env_time", "inference_time", "update_time", "forward_time",
@@ -162,6 +165,16 @@ def test_cli_seeds_write_solo_run_folders_and_resume_all_seeds(tmp_path) -> None
         assert len(rows[0]) == 4 and rows[0] == rows[1]
 
 
+def test_seeds_refuse_a_folder_holding_a_solo_run(tmp_path, capsys) -> None:
+    run = tmp_path / "solo"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(train_args(run, "--seeds", "0,1", "--force")) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {run} holds a run of its own (checkpoint.pt); --seeds "
+        "writes its runs in RUN_DIR/seed_<s>: choose another --run-dir\n")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--seeds", "0,0"], "--seeds: seed 0 appears twice; each run needs its own"),
     (["--seeds", "0,x"], "--seeds = '0,x': give integers separated by commas, e.g. --seeds 0,1,2"),
@@ -173,3 +186,41 @@ def test_cli_seeds_write_solo_run_folders_and_resume_all_seeds(tmp_path) -> None
 def test_bad_seeds_are_refused_in_one_line(tmp_path, capsys, flags, message) -> None:
     assert main(train_args(tmp_path / "run", *flags)) == 2
     assert capsys.readouterr().err == f"mappo: error: {message}\n"
+
+
+def test_ctrl_c_saves_every_seed_and_resume_equals_straight_through(tmp_path,
+                                                                    monkeypatch) -> None:
+    # A PettingZoo env: each seed's env copies are pickled into its own env_state.pkl.
+    run = ["--env", "pz_envs:CounterEnv", "--env-kwargs", '{"episode_length": 7}',
+           "--total-steps", "400", "--num-envs", "4", "--minibatch-size", "50",
+           "--compile", "false", "--seeds", "3,4", "--quiet"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", "--run-dir", str(straight), *run]) == 0
+    log, calls = RunFolder.log, []
+
+    def log_then_interrupt(self, metrics):
+        log(self, metrics)
+        calls.append(metrics.env_steps)
+        if len(calls) == 2 * 2:  # both seeds logged their second update: Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunFolder, "log", log_then_interrupt)
+        assert main(["train", "--run-dir", str(resumed), *run]) == 0
+    for seed in (3, 4):
+        assert load_checkpoint(resumed / f"seed_{seed}" / "checkpoint.pt")["env_steps"] == 200
+        assert (resumed / f"seed_{seed}" / "env_state.pkl").is_file()
+    assert main(["train", "--resume", str(resumed), "--quiet"]) == 0
+    for seed in (3, 4):
+        a = load_checkpoint(straight / f"seed_{seed}" / "checkpoint.pt")
+        b = load_checkpoint(resumed / f"seed_{seed}" / "checkpoint.pt")
+        assert a["env_steps"] == b["env_steps"] == 400
+        for part in ("actor", "critic", "value_norm"):
+            for name, tensor in a[part].items():
+                assert torch.equal(tensor, b[part][name]), (seed, part, name)
+        for index, state in a["optimizer"]["state"].items():
+            for key, tensor in state.items():
+                assert torch.equal(tensor, b["optimizer"]["state"][index][key]), (seed, key)
+        rows = [read_rows(run_dir / f"seed_{seed}" / "metrics.csv")
+                for run_dir in (straight, resumed)]
+        assert len(rows[0]) == 4 and rows[0] == rows[1]
