@@ -213,3 +213,11 @@ def test_supersuit_preprocessed_pistonball_is_a_uint8_channels_last_image() -> N
         env.close()
     encoder = ImageEncoder([0] * 4, env.spec.obs_shape)
     assert encoder.channels_last and encoder.fc.weight.shape == (1, 64 * 7 * 7, 256)
+
+
+def test_image_layout_on_a_vector_env_warns(caplog) -> None:
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        MappoTrainer(MappoConfig(image_layout="chw", num_envs=2, rollout_steps=5,
+                                 minibatch_size=0))
+    assert [r.getMessage() for r in caplog.records] == [
+        "image_layout has no effect: env 'spread' has no image observations"]
