@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -59,31 +60,34 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def train(run_dir: Path, flags: list[str]) -> dict:
-    """`mappo train` with `flags` in a child process: its metrics.csv rows, wall time,
-    RSS 30 s after start, peak RSS, and the command."""
-    command = [sys.executable, "-m", "mappo", "train", "--run-dir", str(run_dir), "--force",
-               "--quiet",
-               "--use-global-state", "false", "--seed", "0", *flags]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT), str(REPO_ROOT / "examples"), env.get("PYTHONPATH", "")])
-    start = time.perf_counter()
-    child = subprocess.Popen(command, env=env)
-    peak = at_30s = 0
-    while child.poll() is None:
-        rss = rss_bytes(child.pid)
-        peak = max(peak, rss)
-        if not at_30s and time.perf_counter() - start >= 30:
-            at_30s = rss
-        time.sleep(0.5)
-    if child.returncode:
-        raise SystemExit(f"mappo train exited with {child.returncode}")
+def train(run_dir: Path, flags: list[str], code: Path = REPO_ROOT, reuse: bool = False) -> dict:
+    """`mappo train` with `flags` in a child process, running the mappo found in `code`:
+    its metrics.csv rows, wall time, RSS 30 s after start, peak RSS, and the command.
+    With `reuse`, a run folder that holds these from an earlier call is read instead."""
+    saved = run_dir / "measured.json"
+    if not (reuse and saved.exists()):
+        command = [sys.executable, "-m", "mappo", "train", "--run-dir", str(run_dir), "--force",
+                   "--quiet", "--use-global-state", "false", "--seed", "0", *flags]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(code), str(REPO_ROOT / "examples"), env.get("PYTHONPATH", "")])
+        start = time.perf_counter()
+        child = subprocess.Popen(command, env=env)
+        peak = at_30s = 0
+        while child.poll() is None:
+            rss = rss_bytes(child.pid)
+            peak = max(peak, rss)
+            if not at_30s and time.perf_counter() - start >= 30:
+                at_30s = rss
+            time.sleep(0.5)
+        if child.returncode:
+            raise SystemExit(f"mappo train exited with {child.returncode}")
+        saved.write_text(json.dumps({
+            "wall_s": time.perf_counter() - start, "peak_rss": peak, "rss_30s": at_30s,
+            "command": "mappo " + " ".join(command[3:]).replace(str(REPO_ROOT) + "/", "")}))
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    return {"rows": rows, "wall_s": time.perf_counter() - start, "peak_rss": peak,
-            "rss_30s": at_30s,
-            "command": "mappo " + " ".join(command[3:]).replace(str(REPO_ROOT) + "/", "")}
+    return {"rows": rows, **json.loads(saved.read_text())}
 
 
 def rates(run: dict) -> tuple[int, float, float]:
@@ -104,6 +108,11 @@ def main() -> None:
                         help="env steps of the pong run (128 copies x 10 steps = 1 iteration)")
     parser.add_argument("--pistonball-steps", type=int, default=700,
                         help="env steps of the pistonball run (2 copies x 25 steps per iteration)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout of mappo before image support (e.g. a worktree of "
+                             "711447f): pong at 8 copies with its code and with this one")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read runs measured earlier from benchmarks/runs/ instead")
     args = parser.parse_args()
     copies = 8 if args.quick else MappoConfig().num_envs
     rollout = 25 if args.quick else 10
@@ -112,12 +121,17 @@ def main() -> None:
     info = machine_info()
     name = "image_env_quick" if args.quick else "image_env"
     runs = REPO_ROOT / "benchmarks" / "runs" / name
+    # Before and after on the same 8 copies, default config: one iteration each.
+    pong_8 = ["--env", "image_env:cooperative_pong", "--num-envs", "8", "--total-steps", "200"]
+    pairs = [] if args.before is None else [
+        ("before (float32, MLP)", train(runs / "pong8_before", pong_8, args.before, args.reuse)),
+        ("now (uint8, CNN)", train(runs / "pong8_now", pong_8, reuse=args.reuse))]
     pong = train(runs / "pong", [
         "--env", "image_env:cooperative_pong", "--num-envs", str(copies),
-        "--rollout-steps", str(rollout), "--total-steps", str(pong_steps)])
+        "--rollout-steps", str(rollout), "--total-steps", str(pong_steps)], reuse=args.reuse)
     piston = train(runs / "pistonball", [
         "--env", "image_env:pistonball", "--num-envs", "2", "--update-epochs", "4",
-        "--total-steps", str(piston_steps)])
+        "--total-steps", str(piston_steps)], reuse=args.reuse)
     finished = [r for r in piston["rows"] if int(r["episodes"])]
     if finished:
         plot_runs([runs / "pistonball"], RESULTS_DIR / f"{name}.png")
@@ -133,6 +147,22 @@ def main() -> None:
                      run["rss_30s"] / GIB, run["peak_rss"] / GIB])
     curve = [(int(r["env_steps"]), float(r["episode_return"]), int(r["episodes"]))
              for r in piston["rows"]]
+    before_after = []
+    if pairs:
+        table = []
+        for label, run in pairs:
+            steps, per_iteration, whole = rates(run)
+            table.append([label, steps, per_iteration, whole, run["rss_30s"] / GIB,
+                          run["peak_rss"] / GIB])
+        before_after = [
+            f"Before and after in this run, cooperative_pong_v6 on 8 copies, the default config "
+            f"(25 steps x 8 copies, 10 epochs) but `--use-global-state false`, one iteration; "
+            f"before = the code in `{args.before}`:\n\n- `{pairs[0][1]['command']}`\n\n"
+            + markdown_table(["code", "env steps", "env steps/s (iterations)",
+                              "env steps/s (whole run)", "RSS at 30 s (GiB)",
+                              "peak RSS (GiB)"], table)
+            + f"\n\nnow / before: {table[1][2] / table[0][2]:.2f}x the env steps/s, "
+            f"{table[1][5] / table[0][5]:.2f}x the peak memory."]
     sections = [
         "Commands (with `PYTHONPATH=.:examples`; 1 torch thread, the default; env copies "
         "stepped in process, the default):\n\n" + "\n".join(
@@ -147,6 +177,7 @@ def main() -> None:
         "to float32, plus the RGB state), T·E·A·280·480·3·4 + T·E·280·480·3·4 bytes = "
         f"{before_bytes / GIB:.2f} GiB. The issue's before: 9 GiB of memory within 30 s "
         "at 128 copies, 4 env steps/s with 8 copies (its other settings unknown).",
+        *before_after,
         "Pistonball return curve (mean per-agent episode return of the episodes finished "
         f"in each rollout; {name}.png):\n\n" + markdown_table(
             ["env steps", "episode return", "episodes"], curve),
