@@ -73,7 +73,7 @@ def critic_images(spec: EnvSpec, config: MappoConfig) -> tuple[int, ...]:
     """What a centralized critic reads as images, `(n, *image shape)`, or () for a vector:
     every agent's image observation concatenated (n = A), or the env's own image state
     (n = 1). The encoder field rules both, as it does the actors'."""
-    if config.encoder == "mlp" or (config.critic == "local"):
+    if config.encoder == "mlp" or config.critic == "local":
         return ()
     if config.use_global_state and spec.state_source == "env":
         return (1, *spec.state_shape) if spec.state_shape else ()

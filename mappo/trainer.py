@@ -204,6 +204,8 @@ class MappoTrainer:
             "all its copies in this process",
             "data_chunk_length": not cfg.recurrent
             and "data_chunk_length has no effect without recurrent = true",
+            "image_layout": not spec.obs_shape and not spec.state_shape
+            and f"image_layout has no effect: env '{spec.name}' has no image observations",
         }
         for name, message in ignored.items():
             if name in cfg.given and message:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -189,3 +190,34 @@ def test_eval_and_export_work_with_the_cnn(colour_run, tmp_path, capsys) -> None
     images[1, 2:5, 6:9, 1] = 255  # green
     actions = exported(images.flatten(1), torch.zeros(2, dtype=torch.long))
     assert actions.flatten().tolist() == [0, 1]
+
+
+def test_supersuit_preprocessed_pistonball_is_a_uint8_channels_last_image() -> None:
+    pytest.importorskip("supersuit")
+    pytest.importorskip("pymunk")
+    from test_examples import load_example
+
+    from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+
+    example = load_example("image_env")
+    env = PettingZooWrapper(partial(example.pistonball, n_pistons=4), num_envs=1,
+                            use_state=False)
+    try:
+        assert env.spec.obs_shape == (84, 84, 4) and env.num_agents == 4
+        assert env.spec.obs_dtype == torch.uint8 and env.spec.obs_dim == 84 * 84 * 4
+        assert env.spec.action.nvec == (3,)  # discrete moves
+        obs = env.step(torch.ones(1, 4, dtype=torch.long)).obs
+        assert obs.dtype == torch.uint8 and obs.shape == (1, 4, 84 * 84 * 4)
+        assert obs.max() > 0  # the frames show pistons and ball
+    finally:
+        env.close()
+    encoder = ImageEncoder([0] * 4, env.spec.obs_shape)
+    assert encoder.channels_last and encoder.fc.weight.shape == (1, 64 * 7 * 7, 256)
+
+
+def test_image_layout_on_a_vector_env_warns(caplog) -> None:
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        MappoTrainer(MappoConfig(image_layout="chw", num_envs=2, rollout_steps=5,
+                                 minibatch_size=0))
+    assert [r.getMessage() for r in caplog.records] == [
+        "image_layout has no effect: env 'spread' has no image observations"]
