@@ -174,6 +174,8 @@ def test_unknown_scenario_and_reserved_kwargs_are_one_line() -> None:
         make_env("vmas:balance", 2, env_kwargs={"dict_spaces": True})
     with pytest.raises(ConfigError, match="max_steps = 0 must be an integer >= 1"):
         make_env("vmas:balance", 2, env_kwargs={"max_steps": 0})
+    with pytest.raises(ConfigError, match=r"env 'vmas:navigation' refused them \("):
+        make_env("vmas:navigation", 2, env_kwargs={"n_agents": 2, "agents_with_same_goal": 5})
 
 
 @pytest.mark.parametrize("continuous", [True, False])

@@ -118,11 +118,16 @@ class VmasEnv(MultiAgentEnv):
         self._shared_rng: list[Any] = Environment.vmas_random_state
         self._rng = list(self._shared_rng)
         with self._own_rng():
-            self._env = vmas.make_env(
-                scenario, num_envs=num_envs, device=self.device,
-                continuous_actions=continuous_actions, max_steps=max_steps, seed=seed,
-                dict_spaces=False, terminated_truncated=True, **scenario_kwargs,
-            )
+            try:
+                self._env = vmas.make_env(
+                    scenario, num_envs=num_envs, device=self.device,
+                    continuous_actions=continuous_actions, max_steps=max_steps, seed=seed,
+                    dict_spaces=False, terminated_truncated=True, **scenario_kwargs,
+                )
+            except (AssertionError, ValueError) as err:  # scenarios check kwargs by assert
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else "refused"
+                raise ConfigError(f"config key 'env_kwargs' = {scenario_kwargs!r}: env "
+                                  f"'{name}' refused them ({reason})") from None
             first_obs = self._env.reset()
         self._layout(name, first_obs, continuous_actions)
         E, A = num_envs, self.num_agents
