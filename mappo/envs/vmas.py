@@ -49,7 +49,14 @@ import numpy as np
 import torch
 
 from mappo.config import ConfigError
-from mappo.envs.base import ActionSpec, EnvError, EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.base import (
+    ActionSpec,
+    EnvError,
+    EnvSpec,
+    MultiAgentEnv,
+    MultiAgentStepResult,
+    error_line,
+)
 from mappo.envs.registry import VMAS_PREFIX
 
 # BenchMARL's VMAS tasks end episodes after 100 steps (all but a few long ones); without a
@@ -391,9 +398,10 @@ class VmasEnv(MultiAgentEnv):
         """Copy 0 drawn by VMAS (pyglet, off screen), inside `_own_rng`."""
         try:
             frame = self._env.render(mode="rgb_array", env_index=0)
-        except ImportError as err:
-            raise ConfigError(f"env '{self.spec.name}': VMAS renders with pyglet, which "
-                              f"failed to load ({err}); pip install 'pyglet<=1.5.27'") from None
+        except Exception as err:  # pyglet missing, or no display or EGL to draw off screen
+            raise ConfigError(f"env '{self.spec.name}': VMAS could not render with pyglet "
+                              f"({error_line(err)}); it needs pyglet<=1.5.27 and an OpenGL "
+                              "display or EGL") from None
         return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
 
     def _start_recording(self) -> None:
