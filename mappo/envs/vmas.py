@@ -19,10 +19,17 @@ hands its per-agent outputs to the trainer as single tensors:
   the rest masked. VMAS takes a list with one view per agent.
 * finished copies restart in place without a loop over copies: VMAS resets a
   single copy (`reset_at(index)`) or all of them, so every per-copy tensor of
-  the simulator (found once by walking its objects, see `_per_env_slots`) is
-  saved, all copies are reset, and the copies that were not done get their
-  saved values back with one `torch.where` per tensor. The same tensors, with
-  the RNG states VMAS keeps, are the env's `state_dict` for exact resumption.
+  the simulator (those with the copies on their first axis, found by walking
+  its objects, see `_walk`) is saved, all copies are reset, and the copies
+  that were not done get their rows back with one `torch.where` per tensor;
+  what a full reset redraws for all copies at once (simple_speaker_listener's
+  goal landmark, colours) goes back as it was, as `reset_at` would keep it.
+  The same walk gives the env's `state_dict` for exact resumption: the
+  per-copy tensors, the shared values (numbers, small tensors, which object an
+  attribute names) and the RNG states VMAS keeps. A scenario that kept
+  per-copy state outside tensors would escape both (none of VMAS's does, as
+  far as the tests check: balance, navigation, transport, sampling, wheel,
+  simple_speaker_listener, give_way).
 
 Each `VmasEnv` keeps its own VMAS random streams (VMAS shares one set between
 all its envs in a process, so training and evaluation envs would otherwise
@@ -42,7 +49,14 @@ import numpy as np
 import torch
 
 from mappo.config import ConfigError
-from mappo.envs.base import ActionSpec, EnvError, EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.base import (
+    ActionSpec,
+    EnvError,
+    EnvSpec,
+    MultiAgentEnv,
+    MultiAgentStepResult,
+    error_line,
+)
 from mappo.envs.registry import VMAS_PREFIX
 
 # BenchMARL's VMAS tasks end episodes after 100 steps (all but a few long ones); without a
@@ -111,11 +125,16 @@ class VmasEnv(MultiAgentEnv):
         self._shared_rng: list[Any] = Environment.vmas_random_state
         self._rng = list(self._shared_rng)
         with self._own_rng():
-            self._env = vmas.make_env(
-                scenario, num_envs=num_envs, device=self.device,
-                continuous_actions=continuous_actions, max_steps=max_steps, seed=seed,
-                dict_spaces=False, terminated_truncated=True, **scenario_kwargs,
-            )
+            try:
+                self._env = vmas.make_env(
+                    scenario, num_envs=num_envs, device=self.device,
+                    continuous_actions=continuous_actions, max_steps=max_steps, seed=seed,
+                    dict_spaces=False, terminated_truncated=True, **scenario_kwargs,
+                )
+            except (AssertionError, ValueError) as err:  # scenarios check kwargs by assert
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else "refused"
+                raise ConfigError(f"config key 'env_kwargs' = {scenario_kwargs!r}: env "
+                                  f"'{name}' refused them ({reason})") from None
             first_obs = self._env.reset()
         self._layout(name, first_obs, continuous_actions)
         E, A = num_envs, self.num_agents
@@ -246,15 +265,28 @@ class VmasEnv(MultiAgentEnv):
         return self._alive
 
     def state_dict(self) -> dict[str, Any]:
-        """Every per-copy tensor of the simulator, by its path from the env, and this env's
-        VMAS random streams: enough to continue exactly."""
-        world = {path: get(owner, key).clone() for path, (owner, key, get, _) in
-                 _per_env_slots(self._env, self.num_envs).items()}
+        """Every per-copy tensor of the simulator by its path from the env, the values
+        shared by all copies (numbers, small tensors, which object an attribute names:
+        simple_speaker_listener's goal), and this env's VMAS random streams: enough to
+        continue exactly."""
+        slots, objects, shared = _walk(self._env, self.num_envs)
+        world = {path: get(owner, key).clone() for path, (owner, key, get, _) in slots.items()}
+        path_of = {id(obj): path for path, obj in objects.items()}
+        values: dict[str, tuple[str, Any]] = {}
+        for path, owner, key, get, _ in shared:
+            value = get(owner, key)
+            if value is None or isinstance(value, (bool, int, float, str)):
+                values[path] = ("value", value)
+            elif isinstance(value, torch.Tensor):
+                values[path] = ("tensor", value.clone())
+            elif id(value) in path_of:
+                values[path] = ("ref", path_of[id(value)])
         torch_rng, numpy_rng, python_rng = self._rng
         kind, keys, pos, has_gauss, cached = numpy_rng
         version, internal, gauss_next = python_rng
         return {
             "world": world,
+            "shared": values,
             "obs": self._obs.clone(),
             "torch_rng": torch_rng.clone(),
             "numpy_rng": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
@@ -268,7 +300,7 @@ class VmasEnv(MultiAgentEnv):
         Tensors the scenario creates on its first step may be in the snapshot and not yet
         in this env: they are created where the snapshot had them.
         """
-        slots, objects = _walk(self._env, self.num_envs)
+        slots, objects, _ = _walk(self._env, self.num_envs)
         for path, tensor in state["world"].items():
             if path in slots:
                 owner, key, get, put = slots[path]
@@ -282,14 +314,15 @@ class VmasEnv(MultiAgentEnv):
             if owner_path not in objects or tensor.shape[:1] != (self.num_envs,):
                 raise ValueError(f"snapshot holds {path}, which this {self.spec.name} env of "
                                  f"{self.num_envs} copies has no place for")
-            owner = objects[owner_path]
-            if isinstance(owner, list):
-                owner[int(key)] = tensor.to(self.device).clone()
-            elif isinstance(owner, dict):
-                owner[key if key in owner or not key.isdigit() else int(key)] = \
-                    tensor.to(self.device).clone()
-            else:
-                setattr(owner, key, tensor.to(self.device).clone())
+            _place(objects[owner_path], key, tensor.to(self.device).clone())
+        for path, (kind, saved) in state.get("shared", {}).items():
+            owner_path, _, key = path.rpartition(".")
+            if owner_path not in objects or (kind == "ref" and saved not in objects):
+                continue  # built anew by this env's scenario, as the snapshot's was
+            value = objects[saved] if kind == "ref" else saved
+            if kind == "tensor":
+                value = value.to(self.device).clone()
+            _place(objects[owner_path], key, value)
         kind, keys, pos, has_gauss, cached = state["numpy_rng"]
         version, internal, gauss_next = state["python_rng"]
         self._rng = [
@@ -338,10 +371,22 @@ class VmasEnv(MultiAgentEnv):
         observations `[E, A, O]` to act on: the new episode's where done, `obs` elsewhere."""
         if bool(done.all()):
             return self._stack_obs(self._env.reset())
-        slots = _per_env_slots(self._env, self.num_envs)
+        # As VMAS's own `reset_at(i)`: only the done copies' rows change. Everything else
+        # a full reset redraws (values shared by all copies, such as the goal landmark of
+        # simple_speaker_listener, or colours) goes back to what it was.
+        slots, _, shared = _walk(self._env, self.num_envs)
         kept = {path: get(owner, key).clone() for path, (owner, key, get, _) in slots.items()}
+        kept_shared = [(owner, key, get, put, _copy(get(owner, key)))
+                       for _, owner, key, get, put in shared]
         fresh = self._stack_obs(self._env.reset())  # every copy restarts ...
-        for path, (owner, key, get, put) in slots.items():  # ... and the others go back
+        for owner, key, get, put, value in kept_shared:  # ... and the rest goes back
+            current = get(owner, key)
+            if isinstance(value, torch.Tensor) and isinstance(current, torch.Tensor) \
+                    and current.shape == value.shape:
+                _write(owner, key, put, current, value)
+            elif current is not value:
+                put(owner, key, value)
+        for path, (owner, key, get, put) in slots.items():
             new = get(owner, key)
             if new.shape != kept[path].shape:
                 raise EnvError(f"env '{self.spec.name}': reset changed the shape of {path}")
@@ -353,9 +398,10 @@ class VmasEnv(MultiAgentEnv):
         """Copy 0 drawn by VMAS (pyglet, off screen), inside `_own_rng`."""
         try:
             frame = self._env.render(mode="rgb_array", env_index=0)
-        except ImportError as err:
-            raise ConfigError(f"env '{self.spec.name}': VMAS renders with pyglet, which "
-                              f"failed to load ({err}); pip install 'pyglet<=1.5.27'") from None
+        except Exception as err:  # pyglet missing, or no display or EGL to draw off screen
+            raise ConfigError(f"env '{self.spec.name}': VMAS could not render with pyglet "
+                              f"({error_line(err)}); it needs pyglet<=1.5.27 and an OpenGL "
+                              "display or EGL") from None
         return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
 
     def _start_recording(self) -> None:
@@ -393,6 +439,16 @@ def _write(owner: Any, key: Any, put: Any, current: torch.Tensor, value: torch.T
         put(owner, key, value.clone())
 
 
+def _place(owner: Any, key: str, value: Any) -> None:
+    """Set `owner`'s entry `key` (as a path writes it: list indices and dict keys as text)."""
+    if isinstance(owner, list):
+        owner[int(key)] = value
+    elif isinstance(owner, dict):
+        owner[key if key in owner or not key.isdigit() else int(key)] = value
+    elif getattr(owner, key, None) is not value:
+        setattr(owner, key, value)
+
+
 def _is_simulator_object(obj: Any) -> bool:
     """Whether `obj` belongs to VMAS: its classes, or a scenario file's, which VMAS loads
     as a module without a name. Its renderer holds no per-copy state."""
@@ -406,8 +462,13 @@ def _per_env_slots(env: Any, num_envs: int) -> dict[str, tuple[Any, Any, Any, An
     return _walk(env, num_envs)[0]
 
 
+def _copy(value: Any) -> Any:
+    """A tensor cloned (a reset may write into it), anything else as it is."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
 def _walk(env: Any, num_envs: int) -> tuple[dict[str, tuple[Any, Any, Any, Any]],
-                                            dict[str, Any]]:
+                                            dict[str, Any], list[tuple[str, Any, Any, Any, Any]]]:
     """Every tensor with one row per copy, `[E, ...]`, reachable from the VMAS env through
     its own objects, lists and dicts: path → (owner, key, getter, setter).
 
@@ -415,10 +476,12 @@ def _walk(env: Any, num_envs: int) -> tuple[dict[str, tuple[Any, Any, Any, Any]]
     scenario bookkeeping such as shaping terms). The walk visits each object once,
     breadth first in attribute order, so paths are the same for the same scenario.
     Rebuilt on every use: scenarios add attributes as they run. Also returns every
-    object and container visited, by path.
+    object and container visited, by path, and every other entry of theirs (values and
+    references shared by all copies): (path, owner, key, getter, setter).
     """
     slots: dict[str, tuple[Any, Any, Any, Any]] = {}
     objects: dict[str, Any] = {}
+    shared: list[tuple[Any, Any, Any, Any]] = []
     seen: set[int] = set()
     queue: collections.deque[tuple[Any, str]] = collections.deque([(env, "env")])
     while queue:
@@ -436,11 +499,14 @@ def _walk(env: Any, num_envs: int) -> tuple[dict[str, tuple[Any, Any, Any, Any]]
             entries, get, put = list(vars(obj).items()), _get_attr, _set_attr
         for key, value in entries:
             where = f"{path}.{key}"
-            if isinstance(value, torch.Tensor):
-                if value.dim() >= 1 and value.shape[0] == num_envs and id(value) not in seen:
+            if isinstance(value, torch.Tensor) and value.dim() >= 1 \
+                    and value.shape[0] == num_envs:
+                if id(value) not in seen:
                     seen.add(id(value))
                     slots[where] = (obj, key, get, put)
-            elif isinstance(value, (dict, list)) or (
+                continue
+            shared.append((where, obj, key, get, put))
+            if isinstance(value, (dict, list)) or (
                     hasattr(value, "__dict__") and _is_simulator_object(value)):
                 queue.append((value, where))
-    return slots, objects
+    return slots, objects, shared
