@@ -22,7 +22,7 @@ import torch
 
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
-from mappo.envs.registry import make_env
+from mappo.envs.registry import JAXMARL_PREFIX, make_env
 from mappo.envs.spread import AGENT_SIZE, COMM_DIM
 from mappo.evaluation import Evaluation, play
 from mappo.policy import Policy, load_policy
@@ -305,6 +305,9 @@ def load_for_render(run_dir: str | Path, device: str = "cpu", seed: int = 1000
     recorders: list[FrameRecorder] = []
 
     def build(config: MappoConfig) -> MultiAgentEnv:
+        if config.env.startswith(JAXMARL_PREFIX):
+            raise RenderError(f"env '{config.env}': JaxMARL envs are not rendered; "
+                              "`mappo eval` without --render measures the policy")
         if ":" in config.env:
             env, recorder = _pettingzoo_recorder(config.env, config.env_kwargs, seed)
             recorders.append(recorder)
