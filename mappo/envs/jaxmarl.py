@@ -123,6 +123,15 @@ def to_torch(array: Any, device: torch.device) -> torch.Tensor:
     return tensor if tensor.device == device else tensor.to(device)
 
 
+def to_jax(tensor: torch.Tensor, device: Any) -> Any:
+    """Torch actions as a JAX array on `device`, sharing memory where both are on it (64-bit
+    integers become int32 first: JAX runs without 64-bit types by default)."""
+    if tensor.dtype == torch.long:
+        tensor = tensor.to(torch.int32)
+    array = jax.dlpack.from_dlpack(tensor.contiguous())
+    return array if array.devices() == {device} else jax.device_put(array, device)
+
+
 class JaxMarlEnv(MultiAgentEnv):
     """E copies of one JaxMARL env, stepped by one jitted call per step.
 
@@ -242,6 +251,18 @@ class JaxMarlEnv(MultiAgentEnv):
         allies = self.env.num_allies
         return ~inner.unit_alive[allies:].any() & inner.unit_alive[:allies].any()
 
+    @property
+    def changing_action_mask(self) -> bool:
+        """Whether legal actions change from step to step (the env has a mask function)."""
+        return self._mask_fn is not None
+
+    def static_action_mask(self) -> torch.Tensor:
+        """`[A, K]` bool: each agent's own action slots (its `Discrete(n)` within the K)."""
+        own = torch.ones(self.num_agents, self.spec.action.logits_dim, dtype=torch.bool)
+        for agent, n in enumerate(self._num_actions):
+            own[agent, n:] = False
+        return own
+
     # ---------------------------------------------------------------- torch side
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
@@ -254,9 +275,7 @@ class JaxMarlEnv(MultiAgentEnv):
         return self._out["obs"]
 
     def step(self, actions: torch.Tensor) -> MultiAgentStepResult:
-        if actions.dtype == torch.long:  # JAX runs without 64-bit integers by default
-            actions = actions.to(torch.int32)
-        actions = jax.dlpack.from_dlpack(actions.contiguous())
+        actions = to_jax(actions, self.jax_device)
         if self._alive_jax is None:
             raise RuntimeError(f"env '{self.spec.name}': call reset() before step()")
         key, state, *out = self._step_fn(self._key, self._state, actions, self._alive_jax)
@@ -274,9 +293,10 @@ class JaxMarlEnv(MultiAgentEnv):
     _alive_jax: Any = None
 
     def _keep(self, **arrays: Any) -> None:
-        """Hold the step's JAX arrays (alive stays in JAX for the next step) and their
-        torch views."""
+        """Hold the step's JAX arrays (alive goes back into the next step) and their torch
+        views, which share their memory."""
         self._alive_jax = arrays["alive"]
+        self._jax_out = arrays
         self._out = {k: to_torch(v, self.device) for k, v in arrays.items()}
 
     def get_global_state(self) -> torch.Tensor:
