@@ -185,8 +185,12 @@ def _new_config(args: argparse.Namespace, overrides: dict) -> MappoConfig:
     """A new run's config: the preset, then the config file, then the flags."""
     from_file = read_toml(args.config) if args.config else {}
     env = overrides.get("env", from_file.get("env", MappoConfig().env))
-    preset = PRESETS[args.preset](env) if args.preset else {}
-    config = from_dict({**preset, **from_file, **overrides}, source="command line")
+    env_kwargs = overrides.get("env_kwargs", from_file.get("env_kwargs"))
+    preset = PRESETS[args.preset](env, env_kwargs) if args.preset else {}
+    merged = {**preset, **from_file, **overrides}
+    if "env_kwargs" in preset:  # the preset's env settings with the user's on top
+        merged["env_kwargs"] = preset["env_kwargs"]
+    config = from_dict(merged, source="command line")
     # A preset's values are a bundle, not the user's choices: no warning that one of them
     # has no effect (the file's and the flags' are).
     config.given = frozenset(from_file) | frozenset(overrides)
@@ -271,6 +275,7 @@ class Progress:
         self.total = total
         self.env_steps = env_steps
         self.recent = RecentReturns()
+        self.recent_wins = RecentReturns()  # the same window, over won (1) and lost (0) episodes
         terminal = self.stream.isatty()
         self._bar = tqdm(total=total, initial=env_steps, unit="step", unit_scale=True,
                          dynamic_ncols=True, file=self.stream) if terminal and not quiet else None
@@ -289,10 +294,13 @@ class Progress:
         """Take one update's metrics; redraw the bar, or print a line when one is due."""
         self.env_steps = metrics.env_steps
         self.recent.add(metrics.episode_return, metrics.episodes)
+        if not math.isnan(metrics.win_rate):
+            self.recent_wins.add(metrics.win_rate, metrics.episodes)
         if self._bar is not None:
             self._bar.update(metrics.env_steps - self._bar.n)
+            wins = {"win": self.recent_wins.text()} if self.recent_wins.episodes else {}
             self._bar.set_postfix(steps_s=f"{metrics.steps_per_second:,.0f}",
-                                  ret=self.recent.text())
+                                  ret=self.recent.text(), **wins)
         elif self._lines and time.monotonic() - self._line_time >= SUMMARY_INTERVAL_S:
             self._summary_line()
 
@@ -311,7 +319,8 @@ class Progress:
             f"env steps {self.env_steps:,} / {self.total:,} "
             f"({100 * self.env_steps / self.total:.1f} %), {rate:,.0f} steps/s, "
             f"recent return {self.recent.text()}, "
-            f"elapsed {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
+            + (f"win rate {self.recent_wins.text()}, " if self.recent_wins.episodes else "")
+            + f"elapsed {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
         )
         self._line_time, self._line_steps = now, self.env_steps
 
@@ -560,10 +569,12 @@ def evaluate(args: argparse.Namespace) -> int:
     mean = statistics.fmean(result.returns)
     std = statistics.pstdev(result.returns)
     mode = "deterministic" if args.deterministic else "stochastic"
-    print(f"{args.run_dir}: {result.label} {mean:.3f} ± {std:.3f} "
+    wins = "" if result.win_rate is None else f", win rate {result.win_rate:.3f}"
+    print(f"{args.run_dir}: {result.label} {mean:.3f} ± {std:.3f}{wins} "
           f"over {len(result.returns)} episodes ({mode})")
     if args.json:
         print(json.dumps({"mean_episode_return": mean, "std_episode_return": std,
+                          **({} if result.win_rate is None else {"win_rate": result.win_rate}),
                           "return_definition": result.definition,
                           "episodes": len(result.returns), "deterministic": args.deterministic,
                           "run_dir": str(args.run_dir)}))

@@ -187,7 +187,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 PAPER_MPE_AGENTS = {"spread": 3, "reference": 2, "speaker_listener": 2}
 
 
-def paper_mpe_preset(env: str) -> dict[str, Any]:
+def paper_mpe_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The official MAPPO code's MPE settings (rMAPPO) for one of the paper's three tasks.
 
     Hidden 64 with input LayerNorm, LayerNorm after each hidden layer and a
@@ -198,7 +198,7 @@ def paper_mpe_preset(env: str) -> dict[str, Any]:
     10, policy head gain 0.01, a shared policy on Spread and Reference and
     separate ones on Comm. Like that code, a shared policy sees no agent id and
     the 25-step time limit ends an episode as a terminal state would (its
-    `use_proper_time_limits` is off).
+    `use_proper_time_limits` is off). `env_kwargs` change nothing here.
     """
     if env not in PAPER_MPE_AGENTS:
         raise ConfigError(
@@ -236,7 +236,7 @@ BENCHMARL_VMAS_TASKS: dict[str, dict[str, Any]] = {
 BENCHMARL_VMAS_MINIBATCH_FRAMES = 4096  # env steps per minibatch (`on_policy_minibatch_size`)
 
 
-def benchmarl_vmas_preset(env: str) -> dict[str, Any]:
+def benchmarl_vmas_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """BenchMARL's fine-tuned MAPPO settings for VMAS, on one of its benchmark scenarios.
 
     From BenchMARL 1.5.2 (git 179a956, July 2025): `fine_tuned/vmas/conf/config.yaml`
@@ -272,7 +272,8 @@ def benchmarl_vmas_preset(env: str) -> dict[str, Any]:
     BenchMARL steps actor and critic with separate Adam optimizers and clips each one's
     gradient norm; mappo uses one optimizer and one clip. Both init schemes are the
     libraries' own (BenchMARL: torch's default; mappo: orthogonal). `minibatch_size` is
-    counted for the task's n_agents: `--env-kwargs` replaces the task settings whole.
+    counted for the task's n_agents; `env_kwargs` (`--env-kwargs`) override single task
+    settings.
     """
     scenario = env.removeprefix("vmas:")
     if not env.startswith("vmas:") or scenario not in BENCHMARL_VMAS_TASKS:
@@ -280,7 +281,7 @@ def benchmarl_vmas_preset(env: str) -> dict[str, Any]:
             f"preset 'benchmarl-vmas' covers the envs "
             f"{', '.join('vmas:' + name for name in BENCHMARL_VMAS_TASKS)}, not {env!r}"
         )
-    task = dict(BENCHMARL_VMAS_TASKS[scenario])
+    task = {**BENCHMARL_VMAS_TASKS[scenario], **(env_kwargs or {})}
     return dict(
         env=env, env_kwargs=task, num_envs=600, rollout_steps=100, update_epochs=45,
         minibatch_size=BENCHMARL_VMAS_MINIBATCH_FRAMES * task["n_agents"],
@@ -297,7 +298,7 @@ def benchmarl_vmas_preset(env: str) -> dict[str, Any]:
 EPYMARL_TIME_LIMITS = {"lbforaging": 50, "rware": 500}
 
 
-def epymarl_preset(env: str) -> dict[str, Any]:
+def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """EPyMARL's MAPPO settings (its `src/config/algs/mappo.yaml`) for an LBF or RWARE env.
 
     Mapped: lr 3e-4 (Adam, torch's eps 1e-8), hidden 128 with ReLU and a GRU,
@@ -312,7 +313,7 @@ def epymarl_preset(env: str) -> dict[str, Any]:
     for the critic and the actor. No equivalent: its 5-step returns from a
     target critic updated softly (tau 0.01), used here as GAE (lambda 0.95)
     from the critic itself; its separate actor and critic optimizers and
-    gradient clips; PyTorch's default weight init.
+    gradient clips; PyTorch's default weight init. `env_kwargs` change nothing here.
     """
     module = env.removeprefix("gymnasium:").partition(":")[0]
     if not env.startswith("gymnasium:") or module not in EPYMARL_TIME_LIMITS:
@@ -330,10 +331,80 @@ def epymarl_preset(env: str) -> dict[str, Any]:
     )
 
 
+JAXMARL_SMAX_ENVS = ("jaxmarl:HeuristicEnemySMAX", "jaxmarl:SMAX")
+JAXMARL_SMAX_MAP = "2s3z"  # the config's MAP_NAME
+JAXMARL_SMAX_ENV_KWARGS = {"see_enemy_actions": True, "walls_cause_death": True,
+                           "attack_mode": "closest"}
+JAXMARL_MINIBATCHES = 4  # NUM_MINIBATCHES
+
+
+def jaxmarl_smax_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """JaxMARL's MAPPO settings for SMAX: `baselines/MAPPO/config/mappo_homogenous_rnn_smax.yaml`
+    and `baselines/MAPPO/mappo_rnn_smax.py` of FLAIROx/JaxMARL at commit c793d09 (the
+    config unchanged since a9b91a7, 2024-04-02).
+
+    LR 2e-3 annealed linearly to 0 (ANNEAL_LR), Adam eps 1e-5, 128 envs x 128 steps,
+    10M env steps, 4 epochs of 4 minibatches (`minibatch_size` is a quarter of the
+    rollout's agent-steps, so it follows the map's number of allies), gamma 0.99,
+    GAE lambda 0.95, clip 0.2 (also the value clip), entropy 0, value coefficient
+    0.5, gradient norm 0.25, ReLU, 128-wide layers and a GRU of 128 backpropagated
+    through whole 128-step rollouts, one policy shared by the allies seeing no agent
+    id, squared-error value loss without value normalization, the team reward
+    credited to every ally until its env's episode ends, and the time limit ending an
+    episode as a terminal state (GAE on the global done). Env: HeuristicEnemySMAX
+    on map 2s3z unless `env_kwargs` names another `scenario`.
+
+    Not matched, for want of an equivalent: JaxMARL clips the actor's and the
+    critic's gradient norms separately (mappo clips them together), orders its
+    layers Dense-GRU-Dense where mappo has Dense-Dense-GRU, gives its critic the
+    world state with an agent one-hot (mappo's critic reads the state once and
+    outputs one value per agent), and trains on dead allies' samples, which mappo
+    masks out of every loss.
+    """
+    if env == MappoConfig().env:  # --env not given: the preset's own env
+        env = JAXMARL_SMAX_ENVS[0]
+    if env not in JAXMARL_SMAX_ENVS:
+        raise ConfigError(
+            f"preset 'jaxmarl-smax' covers the envs {', '.join(JAXMARL_SMAX_ENVS)}, not {env!r}"
+        )
+    env_kwargs = {**JAXMARL_SMAX_ENV_KWARGS, "scenario": JAXMARL_SMAX_MAP, **(env_kwargs or {})}
+    allies = smax_allies(env_kwargs["scenario"])
+    num_envs, rollout_steps = 128, 128
+    return dict(
+        env=env, env_kwargs=env_kwargs, lr=2e-3, adam_eps=1e-5, anneal_lr=True,
+        num_envs=num_envs, rollout_steps=rollout_steps, total_steps=10_000_000,
+        update_epochs=4,
+        minibatch_size=num_envs * rollout_steps * allies // JAXMARL_MINIBATCHES,
+        gamma=0.99, gae_lambda=0.95, clip_coef=0.2, ent_coef=0.0, vf_coef=0.5,
+        max_grad_norm=0.25, activation="relu", hidden_dim=128, recurrent=True,
+        data_chunk_length=rollout_steps, agent_id=False, share_policy=True,
+        value_norm=False, huber_delta=0.0, clip_value_loss=True, norm_adv=True,
+        input_layer_norm=False, hidden_layer_norm=False, policy_head_gain=0.01,
+        team_reward=True, bootstrap_time_limits=False, use_global_state=True,
+    )
+
+
+def smax_allies(scenario: Any) -> int:
+    """Number of allies (agents mappo controls) on the SMAX map `scenario` names."""
+    if not isinstance(scenario, str):
+        raise ConfigError(f"preset 'jaxmarl-smax': env_kwargs 'scenario' = {scenario!r} must "
+                          "be an SMAX map name, e.g. '3m'")
+    try:
+        from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
+    except ModuleNotFoundError:
+        raise ConfigError("preset 'jaxmarl-smax' trains JaxMARL's SMAX, which needs jax and "
+                          "jaxmarl: pip install 'mappo[jax]'") from None
+    if scenario not in MAP_NAME_TO_SCENARIO:
+        raise ConfigError(f"preset 'jaxmarl-smax': no SMAX map {scenario!r}; maps: "
+                          f"{', '.join(MAP_NAME_TO_SCENARIO)}")
+    return int(MAP_NAME_TO_SCENARIO[scenario].num_allies)
+
+
 PRESETS = {
     "paper-mpe": paper_mpe_preset,
     "benchmarl-vmas": benchmarl_vmas_preset,
     "epymarl": epymarl_preset,
+    "jaxmarl-smax": jaxmarl_smax_preset,
 }
 
 

@@ -1,5 +1,9 @@
 """Episode returns as users mean them, and the team reward that credits every agent slot.
 
+An env may also say which finished episodes were won: a `[E]` bool `info["win"]`
+in its step result, read where `env_done` (SMAX does). The tracker counts them,
+and training, `mappo eval` and the logs report the win rate.
+
 Two definitions, by `team_reward`: the mean per-agent return of each finished
 episode (each agent's own rewards while it is alive), or the team return (the
 sum over the episode of each step's team reward, the mean reward of the agents
@@ -49,18 +53,24 @@ class EpisodeTracker:
         self.ever_alive = alive.clone()  # [E, A]
         self.return_sum = torch.zeros((), device=alive.device)
         self.count = torch.zeros((), device=alive.device)
+        self.win_sum = torch.zeros((), device=alive.device)  # of episodes whose env says
+        self.win_count = torch.zeros((), device=alive.device)
 
     def step(
         self, reward: torch.Tensor, acted: torch.Tensor, env_done: torch.Tensor,
-        next_alive: torch.Tensor,
+        next_alive: torch.Tensor, win: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Add one step's rewards `[E, A]` of the agents that `acted`; return `[E]` episode means.
 
         The returned value is meaningful where `env_done`; those envs start over
-        with `next_alive`, the agents of their new episode.
+        with `next_alive`, the agents of their new episode. `win` `[E]` bool, when
+        the env reports it, says which of the finished episodes were won.
         """
         if self.turn_based:  # every agent in the game earns, whoever acted
             acted = torch.ones_like(acted)
+        if win is not None:
+            self.win_sum += (win & env_done).sum()
+            self.win_count += env_done.sum()
         if self.team_reward:
             self.running += team_rewards(reward, acted)
         else:
@@ -89,3 +99,16 @@ class EpisodeTracker:
         self.return_sum.zero_()
         self.count.zero_()
         return mean, count
+
+    def pop_win_rate(
+        self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[float, int]:
+        """(fraction of won episodes, episodes) since the last call, of the episodes whose
+        env reports a win flag; NaN when none did. `reduce` sums over ranks."""
+        tally = torch.stack([self.win_sum, self.win_count])
+        if reduce is not None:
+            tally = reduce(tally)
+        wins, count = tally[0].item(), int(tally[1].item())
+        self.win_sum.zero_()
+        self.win_count.zero_()
+        return (wins / count if count else float("nan")), count

@@ -1,4 +1,5 @@
-"""Load a run's trained policy and measure it: episode returns over N episodes."""
+"""Load a run's trained policy and measure it: episode returns (and wins, where the env
+reports them) over N episodes."""
 
 from __future__ import annotations
 
@@ -23,12 +24,19 @@ class Evaluation(NamedTuple):
     returns: list[float]
     label: str  # for people: "mean per-agent episode return" or "team episode return"
     definition: str  # for files: "per_agent" or "team"
+    wins: tuple[bool, ...] = ()  # per episode, where the env reports a win (SMAX)
 
     @classmethod
-    def of(cls, policy: Policy, returns: list[float]) -> Evaluation:
-        """`returns` labelled by what `policy`'s run measures."""
+    def of(cls, policy: Policy, returns: list[float], wins: list[bool] | None = None
+           ) -> Evaluation:
+        """`returns` (and `wins`) labelled by what `policy`'s run measures."""
         team = policy.config.team_reward
-        return cls(returns, return_label(team), return_definition(team))
+        return cls(returns, return_label(team), return_definition(team), tuple(wins or ()))
+
+    @property
+    def win_rate(self) -> float | None:
+        """Fraction of the episodes won, or None when the env reports no wins."""
+        return sum(self.wins) / len(self.wins) if self.wins else None
 
 
 @torch.no_grad()
@@ -61,12 +69,23 @@ def play(
 def evaluate(policy: Policy, env: MultiAgentEnv, episodes: int, deterministic: bool = False,
              seed: int = 1000) -> list[float]:
     """The return of each of the first `episodes` episodes to finish."""
+    return evaluate_episodes(policy, env, episodes, deterministic, seed)[0]
+
+
+def evaluate_episodes(policy: Policy, env: MultiAgentEnv, episodes: int,
+                      deterministic: bool = False, seed: int = 1000
+                      ) -> tuple[list[float], list[bool]]:
+    """The return of each of the first `episodes` episodes to finish, and whether each was
+    won (empty when the env reports no wins)."""
     returns: list[float] = []
+    wins: list[bool] = []
     for _, result, per_episode in play(policy, env, deterministic, seed):
         if result is not None:
             returns.extend(per_episode[result.env_done].tolist())
+            if "win" in result.info:
+                wins.extend(result.info["win"][result.env_done].tolist())
             if len(returns) >= episodes:
-                return returns[:episodes]
+                return returns[:episodes], wins[:episodes]
     raise AssertionError("unreachable: play() never stops")
 
 
@@ -89,6 +108,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, deterministic: bool =
     """Load `run_dir` and evaluate it on `min(episodes, 128)` env copies."""
     policy, env = load_run(run_dir, min(episodes, MAX_EVAL_ENVS), device, seed)
     try:
-        return Evaluation.of(policy, evaluate(policy, env, episodes, deterministic, seed))
+        return Evaluation.of(policy, *evaluate_episodes(policy, env, episodes, deterministic,
+                                                        seed))
     finally:
         env.close()

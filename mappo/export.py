@@ -203,8 +203,12 @@ def _env_layout(env: MultiAgentEnv) -> dict[str, Any]:
             "has_mask": discrete and (any(layout.dict_obs) or not bool(layout.static_mask.all())),
         }
     # A built-in env: its masks are constant (the slots of actions an agent lacks), so the
-    # mask at reset is every step's.
-    static_mask = env.get_action_mask()[0].cpu().numpy().astype(np.bool_)  # [A, K]
+    # mask at reset is every step's. An env whose legal actions change (JaxMARL's) says
+    # which slots are each agent's with `static_action_mask`, and callers pass the mask.
+    static = getattr(env, "static_action_mask", None)
+    static_mask = (static() if static is not None else env.get_action_mask()[0]
+                   ).cpu().numpy().astype(np.bool_)  # [A, K]
+    changing_mask = bool(getattr(env, "changing_action_mask", False))
     D = 0 if discrete else action.action_dim
     if discrete:
         starts = np.cumsum([0, *action.nvec[:-1]])
@@ -224,7 +228,8 @@ def _env_layout(env: MultiAgentEnv) -> dict[str, Any]:
         "low": np.broadcast_to(np.asarray(low, np.float32), (A, D)),
         "high": np.broadcast_to(np.asarray(high, np.float32), (A, D)),
         "mask_index": [np.flatnonzero(row).tolist() for row in static_mask],
-        "spaces": spaces_json, "has_mask": discrete and not bool(static_mask.all()),
+        "spaces": spaces_json,
+        "has_mask": discrete and (changing_mask or not bool(static_mask.all())),
     }
 
 

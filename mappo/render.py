@@ -23,7 +23,7 @@ import torch
 
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
-from mappo.envs.registry import VMAS_PREFIX, make_env
+from mappo.envs.registry import JAXMARL_PREFIX, VMAS_PREFIX, make_env
 from mappo.envs.spread import AGENT_SIZE, COMM_DIM
 from mappo.evaluation import Evaluation, play
 from mappo.policy import Policy, load_policy
@@ -320,6 +320,9 @@ def load_for_render(run_dir: str | Path, device: str = "cpu", seed: int = 1000
                            {**config.env_kwargs, "record_frames": True})
             recorders.append(env)
             return env
+        if config.env.startswith(JAXMARL_PREFIX):
+            raise RenderError(f"env '{config.env}': JaxMARL envs are not rendered; "
+                              "`mappo eval` without --render measures the policy")
         if ":" in config.env:
             env, recorder = _pettingzoo_recorder(config.env, config.env_kwargs, seed)
             recorders.append(recorder)

@@ -124,7 +124,8 @@ class RunFolder:
         """Append one update's row to metrics.csv and TensorBoard; redraw the curve now and then.
 
         `eval_return` is left empty in metrics.csv after updates with no
-        evaluation, and goes to TensorBoard as `eval/return`.
+        evaluation, and goes to TensorBoard as `eval/return`; `win_rate` is left
+        empty for envs that report no wins, and after updates that finished no episode.
         """
         row = metrics.as_dict()
         new_file = not self.metrics_path.exists()
@@ -132,8 +133,9 @@ class RunFolder:
             writer = csv.DictWriter(handle, fieldnames=list(row))
             if new_file:
                 writer.writeheader()
-            writer.writerow({**row, "eval_return": "" if math.isnan(metrics.eval_return)
-                             else metrics.eval_return})
+            # Empty cells where no evaluation ran, or where the env reports no wins.
+            writer.writerow({**row, **{name: "" for name in ("eval_return", "win_rate")
+                                       if math.isnan(row[name])}})
         scalars = {
             "eval/return" if name == "eval_return" else f"train/{name}": value
             for name, value in row.items()

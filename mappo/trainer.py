@@ -50,6 +50,8 @@ class MappoMetrics:
     episode_return: float = math.nan
     return_definition: str = "per_agent"  # "team" with team_reward
     episodes: int = 0
+    # Fraction of those episodes won, for envs that report a win (SMAX); NaN otherwise.
+    win_rate: float = math.nan
     # Mean return of eval_episodes greedy episodes when an evaluation ran after this update.
     eval_return: float = math.nan
     env_steps: int = 0  # total so far; one env step = every agent of one env acting once
@@ -253,7 +255,8 @@ class MappoTrainer:
             self._episode_start = episode_starts(result, self.episodes.ever_alive)
             self._times["env"] += t2 - t1
             self._times["inference"] += (t1 - t0) + (time.perf_counter() - t2)
-            self.episodes.step(result.reward, self._alive, result.env_done, result.alive)
+            self.episodes.step(result.reward, self._alive, result.env_done, result.alive,
+                               result.info.get("win"))
             self._obs, self._state = result.obs, result.state
             self._mask, self._alive = result.action_mask, result.alive
         self._check_finite()
@@ -365,13 +368,14 @@ class MappoTrainer:
         stats = mean_stats.tolist()
         self.updates += 1
         episode_return, episodes = self.episodes.pop_mean(self.dist.sum)
+        win_rate, _ = self.episodes.pop_win_rate(self.dist.sum)
         metrics = MappoMetrics(
             policy_loss=stats[0], value_loss=stats[1], entropy=stats[2], approx_kl=stats[3],
             clip_fraction=stats[4], grad_norm=stats[5],
             explained_variance=self._explained_variance(),
             episode_return=episode_return,
             return_definition=return_definition(cfg.team_reward),
-            episodes=episodes, env_steps=self.env_steps,
+            episodes=episodes, win_rate=win_rate, env_steps=self.env_steps,
             env_time=self._times["env"], inference_time=self._times["inference"],
             update_time=update_time, forward_time=forward_time, backward_time=backward_time,
         )

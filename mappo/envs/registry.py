@@ -16,6 +16,10 @@
 device by `VmasEnv`; `env_kwargs` go to the scenario (and `continuous_actions`,
 `max_steps`). It needs the `vmas` extra.
 
+`jaxmarl:<name>` names an env JaxMARL registers (`jaxmarl.make(name, **env_kwargs)`,
+e.g. `jaxmarl:HeuristicEnemySMAX` with `{"scenario": "3m"}`): all copies step in one
+jitted JAX call (`mappo.envs.jaxmarl`); it needs the `jax` extra.
+
 `gymnasium:[module:]id` names a Gymnasium env with Tuple spaces over agents
 (lbforaging, rware, EPyMARL's envs): what follows `gymnasium:` is what
 `gymnasium.make` takes, so `module`, if given, is imported to register `id`,
@@ -48,6 +52,7 @@ BUILTIN_ENVS = {
 }
 PETTINGZOO_PREFIX = "pettingzoo:"
 VMAS_PREFIX = "vmas:"  # `vmas:<scenario>`, mappo.envs.vmas (the vmas extra)
+JAXMARL_PREFIX = "jaxmarl:"  # `jaxmarl:<registered name>`: JaxMARL envs, stepped in JAX
 GYMNASIUM_PREFIX = "gymnasium:"
 PETTINGZOO_EXTRA = ("pettingzoo", "gymnasium")  # the packages of `pip install 'mappo[pettingzoo]'`
 # What `--env module:callable` may name; error messages about the env's kind end with it.
@@ -86,6 +91,10 @@ def make_env(
         module_name, class_name = BUILTIN_ENVS[name]
         env_class = getattr(importlib.import_module(module_name), class_name)
         return _make_vectorized(name, env_class, num_envs, device, seed, env_kwargs)
+    if name.startswith(JAXMARL_PREFIX):
+        from mappo.envs.jaxmarl import make_jaxmarl_env
+
+        return make_jaxmarl_env(name, num_envs, device, seed, env_kwargs)
     if ":" in name:
         factory = import_env_factory(name)
         if is_vectorized(factory):

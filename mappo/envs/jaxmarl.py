@@ -1,0 +1,424 @@
+"""JaxMARL envs (SMAX, Hanabi, Overcooked, MPE, ...) as one `MultiAgentEnv`, stepped in JAX.
+
+`--env jaxmarl:<registered name>` builds `jaxmarl.make(name, **env_kwargs)` and
+runs all E copies in one jitted, vmapped call per step: the env's own
+`step_env`, the reset of every finished copy (as JaxMARL's `step` does) and the
+packing of observations, masks, rewards and dones into `[E, A, ...]` arrays all
+happen inside it. Its outputs reach torch through DLPack without a copy (on
+CPU, and on a GPU both frameworks see); actions go back the same way.
+
+What the bridge reads off the env:
+
+* observations: each agent's array, flattened and zero-padded to the largest;
+* the critic's state: `obs["world_state"]` where the env gives one (SMAX), else
+  all observations concatenated (as JaxMARL's MAPPO does for Hanabi);
+* the action mask: `get_avail_actions` (SMAX), `get_legal_moves` (Hanabi), else
+  all legal; actions beyond an agent's own `Discrete(n)` are masked;
+* dead agents: `dones[agent]` before the episode ends (a SMAX unit that died);
+  they are not alive until their env resets;
+* time limits: an episode that ends because the state's step count reached the
+  env's `max_steps` is truncated, any other end terminates;
+* SMAX's win: all enemies dead with an ally alive at the episode's end (the
+  condition of SMAX's won-battle bonus), as `info["win"]` `[E]`.
+
+JAX runs on the CPU, or on the GPU when the training device is CUDA and JAX
+sees a GPU. The env's state is a pytree of arrays: `state_dict` copies it
+(exact resumption).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from mappo.config import ConfigError
+from mappo.envs.base import ActionSpec, EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.registry import JAXMARL_PREFIX
+
+try:
+    import jax
+    import jax.numpy as jnp
+    import jaxmarl
+except ModuleNotFoundError as err:  # re-raised by `make_jaxmarl_env` as one line
+    _MISSING: ModuleNotFoundError | None = err
+else:
+    _MISSING = None
+
+logger = logging.getLogger(__name__)
+MISSING_EXTRA = "JaxMARL envs need jax and jaxmarl: pip install 'mappo[jax]'"
+SMAX_ENVS = ("SMAX", "HeuristicEnemySMAX", "LearnedPolicyEnemySMAX")
+OUTPUTS = ("obs", "state", "reward", "terminated", "truncated", "alive", "action_mask",
+           "env_done", "final_obs", "final_state", "win")
+
+
+def make_jaxmarl_env(name: str, num_envs: int, device: str | torch.device = "cpu",
+                     seed: int | None = None, env_kwargs: dict[str, Any] | None = None
+                     ) -> JaxMarlEnv:
+    """`jaxmarl:<registered name>` as a `JaxMarlEnv`, or one line saying why not."""
+    if _MISSING is not None:
+        raise ConfigError(f"env '{name}': {MISSING_EXTRA} ({_MISSING.name} is missing)")
+    env_id = name.removeprefix(JAXMARL_PREFIX)
+    if env_id not in jaxmarl.registered_envs:
+        import difflib
+
+        near = difflib.get_close_matches(env_id, jaxmarl.registered_envs, n=3)
+        hint = ("did you mean " + " or ".join(f"'jaxmarl:{n}'" for n in near) + "? ") if near \
+            else ""
+        raise ConfigError(f"env '{name}': JaxMARL registers no env '{env_id}'; {hint}"
+                          f"see jaxmarl.registered_envs")
+    kwargs = _jaxmarl_kwargs(name, env_id, dict(env_kwargs or {}))
+    try:
+        env = jaxmarl.make(env_id, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused "
+                          f"them ({str(err).splitlines()[0]})") from None
+    return JaxMarlEnv(env, name, num_envs, device, seed)
+
+
+def _jaxmarl_kwargs(name: str, env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`env_kwargs` as `jaxmarl.make` takes them: SMAX map names (`"scenario": "3m"`) and
+    Overcooked layout names (`"layout": "cramped_room"`) become the library's objects."""
+    if env_id in SMAX_ENVS and isinstance(kwargs.get("scenario"), str):
+        from jaxmarl.environments.smax import map_name_to_scenario
+        from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
+
+        if kwargs["scenario"] not in MAP_NAME_TO_SCENARIO:
+            raise ConfigError(
+                f"config key 'env_kwargs' = {kwargs!r}: env '{name}' has no SMAX map "
+                f"'{kwargs['scenario']}'; maps: {', '.join(MAP_NAME_TO_SCENARIO)}")
+        kwargs["scenario"] = map_name_to_scenario(kwargs["scenario"])
+    if env_id == "overcooked" and isinstance(kwargs.get("layout"), str):
+        from flax.core import FrozenDict
+        from jaxmarl.environments.overcooked import overcooked_layouts
+
+        if kwargs["layout"] not in overcooked_layouts:
+            raise ConfigError(
+                f"config key 'env_kwargs' = {kwargs!r}: env '{name}' has no Overcooked layout "
+                f"'{kwargs['layout']}'; layouts: {', '.join(overcooked_layouts)}")
+        kwargs["layout"] = FrozenDict(overcooked_layouts[kwargs["layout"]])
+    return kwargs
+
+
+def jax_device_for(device: torch.device) -> Any:
+    """The JAX device that pairs with torch's `device`: the GPU when torch trains on CUDA
+    and JAX sees a GPU, else the CPU (the arrays then cross by one copy per step)."""
+    if device.type == "cuda":
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:  # this jaxlib has no GPU backend
+            gpus = []
+        if gpus:
+            return gpus[device.index or 0] if (device.index or 0) < len(gpus) else gpus[0]
+        logger.warning("JAX sees no GPU: the JaxMARL env runs on the CPU and its arrays are "
+                       "copied to %s every step (install jax with CUDA to avoid it)", device)
+    return jax.devices("cpu")[0]
+
+
+def to_torch(array: Any, device: torch.device) -> torch.Tensor:
+    """A JAX array as a torch tensor on `device`, sharing its memory where both are on the
+    same device (DLPack), else one copy."""
+    tensor = torch.from_dlpack(array)
+    return tensor if tensor.device == device else tensor.to(device)
+
+
+def to_jax(tensor: torch.Tensor, device: Any) -> Any:
+    """Torch actions as a JAX array on `device`, sharing memory where both are on it (64-bit
+    integers become int32 first: JAX runs without 64-bit types by default)."""
+    if tensor.dtype == torch.long:
+        tensor = tensor.to(torch.int32)
+    array = jax.dlpack.from_dlpack(tensor.contiguous())
+    return array if array.devices() == {device} else jax.device_put(array, device)
+
+
+class JaxMarlEnv(MultiAgentEnv):
+    """E copies of one JaxMARL env, stepped by one jitted call per step.
+
+    `env` is the JaxMARL env (`jaxmarl.make(...)`), `name` what `--env` said.
+    """
+
+    def __init__(self, env: Any, name: str, num_envs: int,
+                 device: str | torch.device = "cpu", seed: int | None = None) -> None:
+        self.env, self.num_envs = env, num_envs
+        self.device = torch.device(device)
+        self.jax_device = jax_device_for(self.device)
+        agents = list(env.agents)
+        self._agents = agents
+        obs_sizes = tuple(_size(env.observation_space(a).shape) for a in agents)
+        action = _action_spec(name, env, agents)
+        self._num_actions = [int(env.action_space(a).n) for a in agents] \
+            if action.kind == "discrete" else []
+        # Probe one reset for what the spaces do not say: a world state, and obs sizes
+        # (Overcooked's space is [W, H, C] where its obs are [H, W, C]; the size agrees).
+        probe_obs, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+        self._world_state = "world_state" in probe_obs
+        obs_dim = max(obs_sizes)
+        state_dim = _size(probe_obs["world_state"].shape) if self._world_state \
+            else obs_dim * len(agents)
+        self.spec = EnvSpec(
+            name=name, agent_names=tuple(agents), obs_dim=obs_dim, state_dim=state_dim,
+            action=action, max_episode_steps=_max_steps(env),
+            state_source="env" if self._world_state else "concat_obs", obs_sizes=obs_sizes,
+        )
+        self._mask_fn = _mask_function(env)
+        self._smax = hasattr(env, "num_allies") and name.removeprefix(JAXMARL_PREFIX) in SMAX_ENVS
+        # Both run where their inputs live: the key (and the state) on `jax_device`.
+        self._reset_fn = jax.jit(self._reset_all)
+        self._step_fn = jax.jit(self._step_all)
+        self._key = jax.device_put(jax.random.PRNGKey(0 if seed is None else seed),
+                                   self.jax_device)
+        self._state: Any = None
+        self._out: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ JAX side
+
+    def _pack(self, obs: dict, state: Any, alive: Any) -> tuple[Any, Any, Any]:
+        """One copy's obs dict → obs `[A, O]` (zeros where not alive), critic state `[S]`,
+        action mask `[A, K]`."""
+        rows = [jnp.ravel(obs[a]).astype(jnp.float32) for a in self._agents]
+        obs_dim = self.spec.obs_dim
+        packed = jnp.stack([jnp.pad(r, (0, obs_dim - r.shape[0])) for r in rows])  # [A, O]
+        packed = packed * alive[:, None]
+        world = jnp.ravel(obs["world_state"]).astype(jnp.float32) if self._world_state \
+            else packed.reshape(-1)  # [S]
+        return packed, world, self._mask(state, alive)
+
+    def _mask(self, state: Any, alive: Any) -> Any:
+        """Legal logits `[A, K]`: the env's own mask within each agent's `Discrete(n)`."""
+        if not self._num_actions:  # a continuous box: every dimension is the agent's
+            return jnp.ones((len(self._agents), self.spec.action.logits_dim), dtype=bool)
+        width = max(self._num_actions)
+        own = jnp.arange(width)[None, :] < jnp.array(self._num_actions)[:, None]  # [A, K]
+        if self._mask_fn is None:
+            return own
+        legal = self._mask_fn(state)
+        rows = [jnp.pad(jnp.asarray(legal[a]).astype(bool), (0, width - n))
+                for a, n in zip(self._agents, self._num_actions, strict=True)]
+        mask = jnp.stack(rows) & own
+        # A dead agent's action is ignored, but it still needs one legal logit to sample.
+        return jnp.where(alive[:, None], mask, own & (jnp.arange(width) == 0)[None, :])
+
+    def _reset_one(self, key: Any) -> tuple[Any, ...]:
+        obs, state = self.env.reset(key)
+        state = _strongly_typed(state)
+        alive = jnp.ones(len(self._agents), dtype=bool)
+        return (state, *self._pack(obs, state, alive), alive)
+
+    def _reset_all(self, key: Any) -> tuple[Any, ...]:
+        """Every copy reset: (state, obs `[E, A, O]`, critic state `[E, S]`, mask, alive)."""
+        return jax.vmap(self._reset_one)(jax.random.split(key, self.num_envs))
+
+    def _step_one(self, key: Any, state: Any, action: Any, alive: Any) -> tuple[Any, ...]:
+        """One copy: step, then reset where the episode ended (JaxMARL's `step`), keeping
+        what the finished episode reached as final obs and state."""
+        key_step, key_reset = jax.random.split(key)
+        actions = {a: action[i] for i, a in enumerate(self._agents)}
+        obs, next_state, reward, dones, _ = self.env.step_env(key_step, state, actions)
+        env_done = dones["__all__"]
+        agent_done = jnp.stack([dones[a] for a in self._agents])  # [A]
+        reward = jnp.stack([reward[a] for a in self._agents]).astype(jnp.float32)  # [A]
+        time_up = _time_up(self.env, next_state)
+        ended = alive & (agent_done | env_done)  # [A] the agent's episode ends with this step
+        truncated = ended & time_up & ~(agent_done & ~env_done)
+        terminated = ended & ~truncated
+        still = alive & ~ended  # [A] alive in the final view
+        final_obs, final_state, _ = self._pack(obs, next_state, alive)
+        win = self._won(next_state) & env_done
+        reset = self._reset_one(key_reset)
+        state_out = jax.tree.map(lambda r, s: jnp.where(env_done, r, s), reset[0],
+                                 _strongly_typed(next_state))
+        alive_out = jnp.where(env_done, reset[4], still)
+        new_obs, new_world, _ = self._pack(obs, next_state, still)
+        obs_out = jnp.where(env_done, reset[1], new_obs)
+        world_out = jnp.where(env_done, reset[2], new_world)
+        mask_out = self._mask(state_out, alive_out)
+        return (state_out, obs_out, world_out, reward, terminated, truncated, alive_out,
+                mask_out, env_done, final_obs, final_state, win)
+
+    def _step_all(self, key: Any, state: Any, actions: Any, alive: Any) -> tuple[Any, ...]:
+        """Every copy stepped by actions `[E, A]` (or `[E, A, D]`); finished copies reset."""
+        key, sub = jax.random.split(key)
+        out = jax.vmap(self._step_one)(jax.random.split(sub, self.num_envs), state, actions,
+                                       alive)
+        return (key, *out)
+
+    def _won(self, state: Any) -> Any:
+        """SMAX: all enemies dead and an ally alive (its won-battle bonus); else False."""
+        if not self._smax:
+            return jnp.array(False)
+        inner = state.state if hasattr(state, "enemy_policy_state") else state
+        allies = self.env.num_allies
+        return ~inner.unit_alive[allies:].any() & inner.unit_alive[:allies].any()
+
+    @property
+    def changing_action_mask(self) -> bool:
+        """Whether legal actions change from step to step (the env has a mask function)."""
+        return self._mask_fn is not None
+
+    def static_action_mask(self) -> torch.Tensor:
+        """`[A, K]` bool: each agent's own action slots (its `Discrete(n)` within the K)."""
+        own = torch.ones(self.num_agents, self.spec.action.logits_dim, dtype=torch.bool)
+        for agent, n in enumerate(self._num_actions):
+            own[agent, n:] = False
+        return own
+
+    # ---------------------------------------------------------------- torch side
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        if seed is not None:
+            self._key = jax.device_put(jax.random.PRNGKey(seed), self.jax_device)
+        self._key, sub = jax.random.split(self._key)
+        state, obs, world, mask, alive = self._reset_fn(sub)
+        self._state = state
+        self._keep(obs=obs, state=world, action_mask=mask, alive=alive)
+        return self._out["obs"]
+
+    def step(self, actions: torch.Tensor) -> MultiAgentStepResult:
+        actions = to_jax(actions, self.jax_device)
+        if self._alive_jax is None:
+            raise RuntimeError(f"env '{self.spec.name}': call reset() before step()")
+        key, state, *out = self._step_fn(self._key, self._state, actions, self._alive_jax)
+        self._key, self._state = key, state
+        tensors = dict(zip(OUTPUTS, out, strict=True))
+        self._keep(**tensors)
+        t = self._out
+        return MultiAgentStepResult(
+            obs=t["obs"], state=t["state"], reward=t["reward"], terminated=t["terminated"],
+            truncated=t["truncated"], alive=t["alive"], action_mask=t["action_mask"],
+            env_done=t["env_done"], final_obs=t["final_obs"], final_state=t["final_state"],
+            info={"win": t["win"]} if self._smax else {},
+        )
+
+    _alive_jax: Any = None
+
+    def _keep(self, **arrays: Any) -> None:
+        """Hold the step's JAX arrays (alive goes back into the next step) and their torch
+        views, which share their memory."""
+        self._alive_jax = arrays["alive"]
+        self._jax_out = arrays
+        self._out = {k: to_torch(v, self.device) for k, v in arrays.items()}
+
+    def get_global_state(self) -> torch.Tensor:
+        return self._out["state"]
+
+    def get_observation(self, agent_id: int) -> torch.Tensor:
+        return self._out["obs"][:, agent_id]
+
+    def get_action_mask(self) -> torch.Tensor:
+        return self._out["action_mask"]
+
+    def get_alive(self) -> torch.Tensor:
+        return self._out["alive"]
+
+    # ------------------------------------------------------------ snapshots
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every copy's JAX state (its pytree's leaves as tensors), the key and the current
+        outputs: enough to continue exactly."""
+        leaves = jax.tree.leaves(self._state)
+        return {
+            "leaves": [_leaf_to_torch(leaf) for leaf in leaves],
+            "key": _leaf_to_torch(self._key),
+            "outputs": {k: v.clone() for k, v in self._out.items()
+                        if k in ("obs", "state", "action_mask", "alive")},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        template = self._state if self._state is not None else self._reset_fn(self._key)[0]
+        leaves, treedef = jax.tree.flatten(template)
+        if len(state["leaves"]) != len(leaves):
+            raise ValueError(f"env '{self.spec.name}': the snapshot holds "
+                             f"{len(state['leaves'])} arrays, this env's state {len(leaves)}")
+        restored = [_leaf_from_torch(saved, like, self.jax_device)
+                    for saved, like in zip(state["leaves"], leaves, strict=True)]
+        self._state = jax.tree.unflatten(treedef, restored)
+        self._key = _leaf_from_torch(state["key"], self._key, self.jax_device)
+        outputs = state["outputs"]
+        self._keep(**{k: jax.device_put(outputs[k].cpu().numpy(), self.jax_device)
+                      for k in ("obs", "state", "action_mask", "alive")})
+
+
+def _size(shape: Any) -> int:
+    """Number of entries of an array of `shape`."""
+    size = 1
+    for n in (shape if isinstance(shape, tuple | list) else (shape,)):  # Hanabi's is an int
+        size *= int(n)
+    return size
+
+
+def _action_spec(name: str, env: Any, agents: list[str]) -> ActionSpec:
+    """Discrete actions (one `Discrete(n)` per agent, n may differ: padded and masked), or
+    one continuous box shared by all agents."""
+    spaces = [env.action_space(a) for a in agents]
+    kinds = {type(s).__name__ for s in spaces}
+    if kinds == {"Discrete"}:
+        return ActionSpec(kind="discrete", nvec=(max(int(s.n) for s in spaces),))
+    if kinds == {"Box"} and len({tuple(s.shape) for s in spaces}) == 1:
+        import numpy as np
+
+        low = np.broadcast_to(np.asarray(spaces[0].low, dtype=float), spaces[0].shape).ravel()
+        high = np.broadcast_to(np.asarray(spaces[0].high, dtype=float), spaces[0].shape).ravel()
+        return ActionSpec(kind="continuous", low=tuple(low.tolist()), high=tuple(high.tolist()))
+    raise ConfigError(f"env '{name}': action spaces {sorted(kinds)} are not supported; mappo "
+                      "takes Discrete, or one Box shape shared by every agent")
+
+
+def _mask_function(env: Any) -> Any:
+    """The env's legal-action function (`get_avail_actions`, Hanabi's `get_legal_moves`),
+    or None when it has none."""
+    for attr in ("get_avail_actions", "get_legal_moves"):
+        fn = getattr(env, attr, None)
+        if fn is None:
+            continue
+        try:
+            jax.eval_shape(fn, jax.eval_shape(env.reset, jax.random.PRNGKey(0))[1])
+        except NotImplementedError:
+            continue
+        return fn
+    return None
+
+
+def _inner_state(state: Any) -> Any:
+    """The env state holding the step count (SMAX-with-enemies wraps SMAX's in `.state`)."""
+    return state.state if not hasattr(state, "step") and hasattr(state, "state") else state
+
+
+def _max_steps(env: Any) -> int | None:
+    """The env's time limit in steps, if it states one."""
+    limit = getattr(env, "max_steps", None)
+    return int(limit) if isinstance(limit, int | float) else None
+
+
+def _time_up(env: Any, state: Any) -> Any:
+    """Whether `state` reached the env's time limit (False when it states none)."""
+    limit = _max_steps(env)
+    inner = _inner_state(state)
+    if limit is None or not hasattr(inner, "step"):
+        return jnp.array(False)
+    return inner.step >= limit
+
+
+def _strongly_typed(state: Any) -> Any:
+    """`state` with no weakly typed leaves (a reset's `step = 0` is one), so that the state
+    a reset returns and the one a step returns have the same types: one compile, not two."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
+
+
+def _leaf_to_torch(leaf: Any) -> torch.Tensor:
+    """A JAX array copied into a torch tensor a checkpoint can hold (unsigned ints wider
+    than a byte, such as PRNG keys, as int64)."""
+    import numpy as np
+
+    array = np.asarray(leaf)
+    if array.dtype.kind == "u" and array.dtype.itemsize > 1:
+        array = array.astype(np.int64)
+    return torch.from_numpy(array.copy())
+
+
+def _leaf_from_torch(tensor: torch.Tensor, like: Any, device: Any) -> Any:
+    """A saved leaf back as a JAX array of `like`'s dtype and shape on `device`."""
+    array = tensor.cpu().numpy().astype(like.dtype)
+    if array.shape != like.shape:
+        raise ValueError(f"a saved env array has shape {array.shape}, this env's {like.shape}")
+    return jax.device_put(array, device)
