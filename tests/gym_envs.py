@@ -12,7 +12,7 @@ Rewards are `10 * i + t` per agent, or the team float `t`.
 The other ids: `TupleCounterMethodMask-v0` hands its masks out by
 `get_avail_actions()` instead, `TupleCounterState-v0` has a `get_state()`,
 `TupleCounterTimeLimit-v0` is cut at 3 steps by gymnasium's TimeLimit,
-`TupleCounterWindow-v0` renders only in a window ('human').
+`WindowOnly-v0` renders only in a window ('human').
 """
 
 from __future__ import annotations
@@ -154,10 +154,10 @@ class WindowOnlyEnv(TupleCounterEnv):
 
 
 gymnasium.register("TupleCounter-v0", entry_point=TupleCounterEnv)
-gymnasium.register("TupleCounterWindow-v0", entry_point=WindowOnlyEnv)
 gymnasium.register("TupleCounterMethodMask-v0", entry_point=MethodMaskEnv)
 gymnasium.register("TupleCounterState-v0", entry_point=StateEnv)
 gymnasium.register(
     "TupleCounterTimeLimit-v0", entry_point=TupleCounterEnv, max_episode_steps=3,
     kwargs={"episode_length": 100},
 )
+gymnasium.register("WindowOnly-v0", entry_point=WindowOnlyEnv)

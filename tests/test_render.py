@@ -170,7 +170,7 @@ def test_recurrent_policy_renders_the_episodes_eval_measures() -> None:
 
 def test_env_that_cannot_render_to_an_array_says_so_in_one_line(tmp_path, capsys) -> None:
     pytest.importorskip("gymnasium")
-    env = "gymnasium:gym_envs:TupleCounterWindow-v0"
+    env = "gymnasium:gym_envs:WindowOnly-v0"
     config = MappoConfig(env=env, num_envs=2, minibatch_size=1, compile="false")
     trainer = MappoTrainer(config)
     save_checkpoint(tmp_path / "checkpoint.pt", trainer.state_dict())
