@@ -291,6 +291,8 @@ def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
     except ValueError as err:  # module or callable missing here
         raise RenderError(str(err)) from None
 
+    _check_renders_to_array(config_env, factory, env_kwargs)
+
     def make() -> FrameRecorder:
         try:
             env = factory(**env_kwargs, render_mode="rgb_array")
@@ -302,6 +304,31 @@ def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
 
     env = PettingZooWrapper(make, 1, num_workers=0, seed=seed, name=config_env, use_state=False)
     return env, env.local_envs[0]
+
+
+def _check_renders_to_array(config_env: str, factory: Callable[..., Any],
+                            env_kwargs: dict) -> None:
+    """A RenderError unless the env may render to an array: one copy built as in training
+    tells its `metadata["render_modes"]`; an env that lists none is tried as it is.
+
+    Asked before any copy is built with `render_mode="rgb_array"`: an env that lacks the
+    mode may fail anywhere (gymnasium's checker raises at the first reset), which would
+    read as a failure of the env rather than of the rendering.
+    """
+    probe = factory(**env_kwargs)
+    try:
+        modes = (getattr(probe, "metadata", None) or {}).get("render_modes")
+    finally:
+        if hasattr(probe, "close"):
+            probe.close()
+    if modes is not None and "rgb_array" not in modes:
+        listed = ", ".join(repr(mode) for mode in modes) or "none"
+        raise RenderError(
+            f"env '{config_env}' cannot render to an array: its render modes are {listed} "
+            "('human' draws in a window), and --render records the frames of "
+            "render_mode='rgb_array'; an env listing 'rgb_array' in metadata['render_modes'] "
+            "renders (mappo eval without --render still scores this run)"
+        )
 
 
 def load_for_render(run_dir: str | Path, device: str = "cpu", seed: int = 1000

@@ -11,7 +11,8 @@ Rewards are `10 * i + t` per agent, or the team float `t`.
 
 The other ids: `TupleCounterMethodMask-v0` hands its masks out by
 `get_avail_actions()` instead, `TupleCounterState-v0` has a `get_state()`,
-`TupleCounterTimeLimit-v0` is cut at 3 steps by gymnasium's TimeLimit.
+`TupleCounterTimeLimit-v0` is cut at 3 steps by gymnasium's TimeLimit,
+`WindowOnly-v0` renders only in a window ('human').
 """
 
 from __future__ import annotations
@@ -141,6 +142,17 @@ class MixedActionEnv(TupleCounterEnv):
         ])
 
 
+class WindowOnlyEnv(TupleCounterEnv):
+    """TupleCounterEnv that draws only in a window, as lbforaging: its one render mode is
+    'human' (gymnasium's checker then refuses `render_mode="rgb_array"` at the first reset)."""
+
+    metadata = {"render_modes": ["human"]}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.render_mode = render_mode
+
+
 gymnasium.register("TupleCounter-v0", entry_point=TupleCounterEnv)
 gymnasium.register("TupleCounterMethodMask-v0", entry_point=MethodMaskEnv)
 gymnasium.register("TupleCounterState-v0", entry_point=StateEnv)
@@ -148,3 +160,4 @@ gymnasium.register(
     "TupleCounterTimeLimit-v0", entry_point=TupleCounterEnv, max_episode_steps=3,
     kwargs={"episode_length": 100},
 )
+gymnasium.register("WindowOnly-v0", entry_point=WindowOnlyEnv)

@@ -357,3 +357,22 @@ class BrokenEnv(StatefulEnv):
         """The global state, unless this is the broken moment."""
         self.breaks("state", self.episode, self.t)
         return super().state()
+
+
+class StateFailsAfterTerminationEnv(StatefulEnv):
+    """StatefulEnv whose agents all terminate at `episode_length`, after which `state()`
+    raises, as multiwalker's does once a walker fell (its episode then ends for all)."""
+
+    def terminates(self, agent: str) -> bool:
+        """Every agent terminates at the end of the episode."""
+        return self.t >= self.episode_length
+
+    def truncates(self, agent: str) -> bool:
+        """No time limit: the episode ends by termination."""
+        return False
+
+    def state(self) -> np.ndarray:
+        """The global state, until the episode ends."""
+        if self.t >= self.episode_length:
+            raise IndexError("the episode is over")
+        return super().state()

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import pz_envs
 import torch
@@ -17,6 +18,8 @@ from mappo.cli import main
 from mappo.envs.base import EnvError
 from mappo.envs.registry import ENV_CALLABLES
 from mappo.envs.spread import SpreadEnv
+from mappo.envs.thirdparty.batch import STATE_FALLBACK, PettingZooBatch
+from mappo.envs.thirdparty.layout import inspect_parallel_env
 
 MODULE = pz_envs.__name__
 SMALL = ["--num-envs", "4", "--minibatch-size", "50", "--total-steps", "400", "--quiet"]
@@ -83,9 +86,10 @@ def test_an_exception_in_the_env_is_one_line_after_the_last_checkpoint(
                  "--run-dir", str(run), "--seed", "7", "--num-workers", str(num_workers),
                  *SMALL])
     assert code == 3
+    hint = f"; {STATE_FALLBACK}" if call == "state" else ""
     assert capsys.readouterr().err == (
         f"mappo: env error: env '{MODULE}:BrokenEnv' failed in {call}() of env copy 2 at "
-        f"episode step {named_step}: RuntimeError: {call} broke\n"
+        f"episode step {named_step}: RuntimeError: {call} broke{hint}\n"
     )
     # The first update's checkpoint and metrics stay; nothing of the broken rollout is saved.
     assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 100
@@ -144,8 +148,34 @@ def test_env_whose_state_fails_stops_in_one_line_when_the_critic_uses_it(env, st
     assert code == 3
     assert capsys.readouterr().err == (
         f"mappo: env error: env '{MODULE}:{env}' failed in state() of env copy 0 at episode "
-        f"step {step}: {error}\n"
+        f"step {step}: {error}; the critic reads env.state(); --use-global-state false gives "
+        "it the agents' observations instead and never calls it\n"
     )
+
+
+def test_an_episode_that_ends_in_termination_never_asks_for_the_state_after_it(
+        tmp_path) -> None:
+    # As multiwalker: every walker terminates when one falls, and state() then raises. Nothing
+    # bootstraps from a terminated end, so training with the env's state runs through.
+    run = tmp_path / "r"
+    env = f"{MODULE}:StateFailsAfterTerminationEnv"
+    assert main(["train", "--env", env, "--use-global-state", "true", "--run-dir", str(run),
+                 *SMALL]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 400
+    batch = PettingZooBatch(pz_envs.StateFailsAfterTerminationEnv,
+                            inspect_parallel_env(pz_envs.StateFailsAfterTerminationEnv(), env),
+                            num_copies=1)
+    arrays, _ = batch.reset(seed=0)
+    calls = []
+    for _ in range(5):
+        before = arrays["state"].copy()  # [1, 3]: [offset, episode, t]
+        arrays, *_ = batch.step(np.zeros((1, 2, 1), np.int64))
+        calls.append(batch.envs[0].state_calls)
+    # One state() per step, from reset on; at the terminated end (t = 5) only the new
+    # episode's, and the final state repeats the last one read (t = 4).
+    assert calls == [2, 3, 4, 5, 6]
+    assert arrays["env_done"][0] and np.array_equal(arrays["final_state"], before)
+    assert before[0, 2] == 4 and arrays["state"][0, 1:].tolist() == [2, 0]
 
 
 @pytest.mark.parametrize(("env", "kwargs", "message"), [

@@ -55,6 +55,7 @@ def test_epymarl_preset_maps_mappo_yaml_and_the_episode_limit() -> None:
     # A batch is 10 env copies x one 50-step LBF episode, trained as whole sequences.
     assert (lbf.num_envs, lbf.rollout_steps, lbf.data_chunk_length) == (10, 50, 50)
     assert lbf.team_reward and not lbf.clip_value_loss and lbf.agent_id
+    assert not lbf.norm_adv  # EPyMARL does not normalize advantages
     rware = MappoConfig(**epymarl_preset("gymnasium:rware:rware-tiny-2ag-v2"))
     assert (rware.rollout_steps, rware.data_chunk_length) == (500, 500)
     with pytest.raises(ConfigError, match="covers the Gymnasium envs of lbforaging, rware"):

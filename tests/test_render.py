@@ -166,3 +166,21 @@ def test_recurrent_policy_renders_the_episodes_eval_measures() -> None:
     episodes = record_spread(trainer.policy, trainer.env, 2, deterministic=True, seed=11)
     expected = evaluate(trainer.policy, trainer.env, 2, deterministic=True, seed=11)
     assert [e.episode_return for e in episodes] == pytest.approx(expected)
+
+
+def test_env_that_cannot_render_to_an_array_says_so_in_one_line(tmp_path, capsys) -> None:
+    pytest.importorskip("gymnasium")
+    env = "gymnasium:gym_envs:WindowOnly-v0"
+    config = MappoConfig(env=env, num_envs=2, minibatch_size=1, compile="false")
+    trainer = MappoTrainer(config)
+    save_checkpoint(tmp_path / "checkpoint.pt", trainer.state_dict())
+    trainer.env.close()
+    assert main(["eval", str(tmp_path), "--render", str(tmp_path / "out.gif")]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: env '{env}' cannot render to an array: its render modes are 'human' "
+        "('human' draws in a window), and --render records the frames of "
+        "render_mode='rgb_array'; an env listing 'rgb_array' in metadata['render_modes'] "
+        "renders (mappo eval without --render still scores this run)\n"
+    )
+    assert not (tmp_path / "out.gif").exists()
+    assert main(["eval", str(tmp_path), "--episodes", "2"]) == 0  # scoring needs no frames

@@ -17,7 +17,9 @@ longer observes read zeros), and `final_state` the global state of that view: wh
 bootstraps a truncated agent from, even while the rest of its copy goes on. A copy's
 episode ends when no agent is left alive (or `env.agents` is empty); it is then
 reset in place, and `final_obs`/`final_state` keep what the finished episode
-reached.
+reached. An episode whose agents all terminated is never bootstrapped, so its
+end does not ask the env for `state()` (multiwalker cannot give one once a
+walker fell): `final_state` then repeats the last state read.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from gymnasium.utils.ezpickle import EzPickle
 
 from mappo.envs.base import EnvError, env_raised, error_line
 from mappo.envs.thirdparty.layout import PettingZooLayout
+
+# What the one line for an env whose state() failed adds: the setting that needs no state().
+STATE_FALLBACK = ("the critic reads env.state(); --use-global-state false gives it the agents' "
+                  "observations instead and never calls it")
 
 
 class PettingZooBatch(gymnasium.Env):
@@ -160,7 +166,13 @@ class PettingZooBatch(gymnasium.Env):
         done = not env.agents or not out["alive"][j].any()
         out["env_done"][j] = done
         if done:
-            out["final_state"][j] = self._state(j, self._raw_obs[j])
+            if layout.state_source != "env" or out["truncated"][j].any():
+                out["final_state"][j] = self._state(j, self._raw_obs[j])
+            else:
+                # Every agent terminated, so nothing is bootstrapped from this state; some
+                # envs cannot give one after such an end (multiwalker once a walker fell),
+                # so keep the last state read, a finite placeholder nothing reads.
+                out["final_state"][j] = out["state"][j]
             obs, _ = self._call(j, "reset()", env.reset)
             self._episode_steps[j] = 0
             self._read_obs(j, obs, np.zeros(len(layout.agents), np.bool_))
@@ -248,7 +260,10 @@ class PettingZooBatch(gymnasium.Env):
     def _state(self, j: int, obs: np.ndarray) -> np.ndarray:
         """Global state of copy j, `[S]`: the env's own, or the given `[A, O]` obs flattened."""
         if self.layout.state_source == "env":
-            state = self._call(j, "state()", self.envs[j].state)
+            try:
+                state = self._call(j, "state()", self.envs[j].state)
+            except EnvError as err:  # say what trains without it
+                raise EnvError(f"{err}; {STATE_FALLBACK}") from err.__cause__
             return self._floats(state, j, "(global)", "state", self.layout.state_dim,
                                 self.layout.state_dtype)
         return obs.reshape(-1)

@@ -108,6 +108,11 @@ class TupleEnvAsParallel:
         return self._action_spaces[self._slots[agent]]
 
     @property
+    def metadata(self) -> dict[str, Any]:
+        """The Gymnasium env's metadata (its `render_modes` among them)."""
+        return self.env.metadata
+
+    @property
     def unwrapped(self) -> gymnasium.Env:
         """The Gymnasium env without its wrappers (where the layout looks for `max_steps`)."""
         return self.env.unwrapped
