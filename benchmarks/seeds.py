@@ -37,9 +37,10 @@ SEEDS = list(range(8))
 
 
 def measure(batched: bool, seeds: list[int], threads: int, updates: int, warmup: int,
-            compile_mode: str) -> list[tuple[int, float, bool]]:
-    """(env steps, timed seconds, compiled) of training `seeds`: one `MultiSeedTrainer` when
-    `batched`, else one `MappoTrainer` after another (one entry per seed)."""
+            compile_mode: str) -> list[tuple[int, float, bool, float]]:
+    """(env steps, timed seconds, compiled, CPU seconds of this process in that time) of
+    training `seeds`: one `MultiSeedTrainer` when `batched`, else one `MappoTrainer` after
+    another (one entry per seed)."""
     from mappo import MappoConfig, MappoTrainer
     from mappo.seeds import MultiSeedTrainer
 
@@ -58,27 +59,33 @@ def measure(batched: bool, seeds: list[int], threads: int, updates: int, warmup:
             collect(trainer)
             trainer.update()
         before = trainer.env_steps
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(updates):
             collect(trainer)
             trainer.update()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         steps = (trainer.env_steps - before) * (len(seeds) if batched else 1)
-        results.append((steps, seconds, trainer.compiled))
+        results.append((steps, seconds, trainer.compiled, cpu))
         trainer.close()
     return results
 
 
-def in_processes(jobs: list[tuple]) -> list[list[tuple[int, float, bool]]]:
+def in_processes(jobs: list[tuple]) -> list[list[tuple[int, float, bool, float]]]:
     """`measure(*job)` for every job, each in a fresh process, all at the same time."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
         return list(pool.map(measure, *zip(*jobs, strict=True)))
 
 
-def rate(results: list[tuple[int, float, bool]]) -> float:
-    """Env steps per second of measurements run one after another."""
+def rate(results: list[tuple[int, float, bool, float]]) -> float:
+    """Env steps per (wall-clock) second of measurements run one after another."""
     return sum(r[0] for r in results) / sum(r[1] for r in results)
+
+
+def cpu_rate(results: list[tuple[int, float, bool, float]]) -> float:
+    """Env steps per CPU second of this process (all its threads): what the measurement
+    got done with the CPU time it was given, which other work on the cores changes less."""
+    return sum(r[0] for r in results) / sum(r[3] for r in results)
 
 
 def main() -> None:
@@ -91,55 +98,69 @@ def main() -> None:
     start = time.perf_counter()
     common = (args.updates, args.warmup, args.compile)
 
+    rows, summary = [], {}
+
+    def write(compiled: set[bool], missing: str = "") -> None:
+        """The table as it stands (rewritten after each part, so a cut run keeps its figures)."""
+        headers = ["measurement", "seeds in one process: env steps/s",
+                   "seeds one after another: env steps/s", "ratio",
+                   "in one process: env steps per CPU s", "one after another: per CPU s",
+                   "ratio (CPU time)"]
+        lines = [
+            f"{machine_line(info)}; load average at end "
+            f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}",
+            f"default config (spread, 128 envs x 25 steps, 10 epochs, minibatch 256 "
+            f"agent-steps); per measurement {args.warmup} untimed + {args.updates} timed "
+            f"iterations (rollout + update) per seed, env steps of all seeds counted; "
+            f"minibatch loss compiled: {' / '.join(sorted(map(str, compiled)))} (--compile "
+            f"{args.compile}); wall time {(time.perf_counter() - start) / 60:.1f} min",
+            "Both cores, one after another = two solo processes at once, each training 4 "
+            "seeds one after another; their rates added. Env steps/s are over wall-clock "
+            "time; per CPU s, over the CPU time the measuring processes got (all their "
+            "threads), which the other work on a shared machine changes less: on a loaded "
+            "machine read the CPU-time ratio; on an idle one the two agree at one thread.",
+            *([missing] if missing else []),
+        ]
+        table = markdown_table(headers, rows)
+        write_results("seeds", "Seeds in one process against seeds one after another", info,
+                      ["\n\n".join(lines), table], quick=False)
+        print("\n".join(lines))
+        print(table, flush=True)
+
     # One thread each. The 8-seed pair first and back to back (the load of a shared machine
     # drifts); K = 1, 2, 4 one after another are the first K seeds of the same solo pass.
     [solo] = in_processes([(False, SEEDS, 1, *common)])
     print(f"8 seeds one after another, 1 thread: {rate(solo):,.0f} env steps/s", flush=True)
-    rows, summary = [], {}
     for k in (8, 4, 2, 1):
         [batched] = in_processes([(True, SEEDS[:k], 1, *common)])
         ours, theirs = rate(batched), rate(solo[:k])
+        ours_cpu, theirs_cpu = cpu_rate(batched), cpu_rate(solo[:k])
         print(f"{k} seeds in one process, 1 thread: {ours:,.0f} env steps/s", flush=True)
-        rows.insert(0, [f"{k} seeds, 1 thread", ours, theirs, ours / theirs])
-        summary[f"k{k}_1thread"] = {"batched": ours, "one_after_another": theirs}
-    # Both cores.
+        rows.insert(0, [f"{k} seeds, 1 thread", ours, theirs, ours / theirs,
+                        ours_cpu, theirs_cpu, ours_cpu / theirs_cpu])
+        summary[f"k{k}_1thread"] = {"batched": ours, "one_after_another": theirs,
+                                    "batched_per_cpu_s": ours_cpu,
+                                    "one_after_another_per_cpu_s": theirs_cpu}
+    compiled = {r[2] for r in solo}
+    # Both cores: two processes at once, then one process with two threads.
     half = len(SEEDS) // 2
     solo_pair = in_processes([(False, SEEDS[:half], 1, *common),
                               (False, SEEDS[half:], 1, *common)])
-    theirs = sum(rate(r) for r in solo_pair)
+    theirs, theirs_cpu = sum(rate(r) for r in solo_pair), cpu_rate(sum(solo_pair, []))
     print(f"8 seeds, two solo processes at once: {theirs:,.0f} env steps/s", flush=True)
-    [two_threads] = in_processes([(True, SEEDS, 2, *common)])
     pair = in_processes([(True, SEEDS[:half], 1, *common), (True, SEEDS[half:], 1, *common)])
-    for label, ours in (("8 seeds, 1 process, 2 threads", rate(two_threads)),
-                        ("8 seeds, 2 processes of 4, 1 thread each",
-                         sum(rate(r) for r in pair))):
-        rows.append([label, ours, theirs, ours / theirs])
-    summary["both_cores"] = {"batched_2_threads": rate(two_threads),
-                             "batched_2_processes": sum(rate(r) for r in pair),
-                             "solo_2_processes": theirs}
-    compiled = {r[2] for group in (solo, two_threads) for r in group}
-    minutes = (time.perf_counter() - start) / 60
-
-    headers = ["measurement", "seeds in one process: env steps/s",
-               "seeds one after another: env steps/s", "ratio"]
-    table = markdown_table(headers, rows)
-    lines = [
-        f"{machine_line(info)}; load average at end "
-        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}",
-        f"default config (spread, 128 envs x 25 steps, 10 epochs, minibatch 256 agent-steps); "
-        f"per measurement {args.warmup} untimed + {args.updates} timed iterations (rollout + "
-        f"update) per seed, env steps of all seeds counted; minibatch loss compiled: "
-        f"{' / '.join(sorted(map(str, compiled)))} (--compile {args.compile}); "
-        f"wall time {minutes:.1f} min",
-        "Both cores, one after another = two solo processes at once, each training 4 seeds "
-        "one after another; their rates added.",
-    ]
-    print("\n".join(lines))
-    print(table)
-    write_results("seeds", "Seeds in one process against seeds one after another", info,
-                  ["\n\n".join(lines), table], quick=False)
+    ours = sum(rate(r) for r in pair)
+    rows.append(["8 seeds, 2 processes of 4 seeds, 1 thread each", ours, theirs, ours / theirs,
+                 cpu_rate(sum(pair, [])), theirs_cpu, cpu_rate(sum(pair, [])) / theirs_cpu])
+    summary["both_cores"] = {"batched_2_processes": ours, "solo_2_processes": theirs}
+    write(compiled, "(8 seeds in 1 process with 2 threads: still running when this was written)")
+    [two_threads] = in_processes([(True, SEEDS, 2, *common)])
+    ours = rate(two_threads)
+    rows.append(["8 seeds, 1 process, 2 threads", ours, theirs, ours / theirs,
+                 cpu_rate(two_threads), theirs_cpu, cpu_rate(two_threads) / theirs_cpu])
+    summary["both_cores"]["batched_2_threads"] = ours
+    write(compiled)
     print(json.dumps({"compiled": sorted(compiled), "summary": summary}))
-
 
 if __name__ == "__main__":
     main()

@@ -55,7 +55,9 @@ def test_one_seed_is_bitwise_a_solo_run() -> None:
 @pytest.mark.parametrize("overrides", [
     {}, {"recurrent": True, "data_chunk_length": 5}, {"critic": "local", "share_policy": False},
     {"env": "pz_envs:BoxActionEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
-], ids=["feed-forward", "recurrent", "ippo-per-agent", "pettingzoo-box"])
+    {"env": "gymnasium:gym_envs:TupleCounter-v0", "num_envs": 4, "rollout_steps": 10,
+     "minibatch_size": 40},
+], ids=["feed-forward", "recurrent", "ippo-per-agent", "pettingzoo-box", "gymnasium"])
 def test_each_seeds_update_equals_a_solo_update_on_the_same_data(overrides) -> None:
     config = small(**overrides)
     multi = MultiSeedTrainer(config, [3, 5, 7])
