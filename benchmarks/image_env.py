@@ -72,7 +72,6 @@ def train(run_dir: Path, flags: list[str], code: Path = REPO_ROOT, reuse: bool =
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(code), str(REPO_ROOT / "examples"), env.get("PYTHONPATH", "")])
-        load = round(os.getloadavg()[0], 2)
         start = time.perf_counter()
         child = subprocess.Popen(command, env=env)
         peak = at_30s = 0
@@ -86,7 +85,6 @@ def train(run_dir: Path, flags: list[str], code: Path = REPO_ROOT, reuse: bool =
             raise SystemExit(f"mappo train exited with {child.returncode}")
         saved.write_text(json.dumps({
             "wall_s": time.perf_counter() - start, "peak_rss": peak, "rss_30s": at_30s,
-            "load_at_start": load, "date": time.strftime("%H:%M UTC", time.gmtime()),
             "command": "mappo " + " ".join(command[3:]).replace(str(REPO_ROOT) + "/", "")}))
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -127,14 +125,9 @@ def main() -> None:
     runs = REPO_ROOT / "benchmarks" / "runs" / name
     # Before and after on the same 8 copies, default config: one iteration each.
     pong_8 = ["--env", "image_env:cooperative_pong", "--num-envs", "8", "--total-steps", "200"]
-    # The issue's before: the raw 280x480x3 frames, which its README did not say to shrink.
-    pong_8_raw = ["--env", "pettingzoo.butterfly.cooperative_pong_v6:parallel_env",
-                  *pong_8[2:]]
     pairs = [] if args.before is None else [
-        ("before, raw frames", train(runs / "pong8_before_raw", pong_8_raw, args.before,
-                                     args.reuse)),
-        ("before, preprocessed", train(runs / "pong8_before", pong_8, args.before, args.reuse)),
-        ("now, preprocessed", train(runs / "pong8_now", pong_8, reuse=args.reuse))]
+        ("before (float32, MLP)", train(runs / "pong8_before", pong_8, args.before, args.reuse)),
+        ("now (uint8, CNN)", train(runs / "pong8_now", pong_8, reuse=args.reuse))]
     pong = train(runs / "pong", [
         "--env", "image_env:cooperative_pong", "--num-envs", str(copies),
         "--rollout-steps", str(rollout), "--total-steps", str(pong_steps)], reuse=args.reuse)
@@ -153,7 +146,7 @@ def main() -> None:
                                  ("pistonball_v6", piston, 2)):
         steps, per_iteration, whole = rates(run)
         rows.append([label, num_envs, steps, per_iteration, whole, run["wall_s"],
-                     run["rss_30s"] / GIB, run["peak_rss"] / GIB, run.get("load_at_start")])
+                     run["rss_30s"] / GIB, run["peak_rss"] / GIB])
     curve = [(int(r["env_steps"]), float(r["episode_return"]), int(r["episodes"]))
              for r in piston["rows"]]
     before_after = []
@@ -161,23 +154,17 @@ def main() -> None:
         table = []
         for label, run in pairs:
             steps, per_iteration, whole = rates(run)
-            table.append([label, run["command"].split("--env ")[1].split(" ")[0], steps,
-                          per_iteration, whole, run["rss_30s"] / GIB, run["peak_rss"] / GIB,
-                          run.get("load_at_start")])
-        raw, flat, now = table
+            table.append([label, steps, per_iteration, whole, run["rss_30s"] / GIB,
+                          run["peak_rss"] / GIB])
         before_after = [
-            "Before and after, cooperative_pong_v6 on 8 copies, the default config (25 steps "
-            "x 8 copies, 10 epochs) but `--use-global-state false`, one iteration each; before "
-            f"= the mappo package of commit 711447f (in `{args.before}`): observations "
-            "flattened to float32 into the MLP. Raw frames are the (280, 480, 3) screens, as "
-            "the issue ran them; preprocessed, examples/image_env.py's (84, 84, 4):\n\n"
-            + markdown_table(["code", "env", "env steps", "env steps/s (iterations)",
+            f"Before and after in this run, cooperative_pong_v6 on 8 copies, the default config "
+            f"(25 steps x 8 copies, 10 epochs) but `--use-global-state false`, one iteration; "
+            f"before = the code in `{args.before}`:\n\n- `{pairs[0][1]['command']}`\n\n"
+            + markdown_table(["code", "env steps", "env steps/s (iterations)",
                               "env steps/s (whole run)", "RSS at 30 s (GiB)",
-                              "peak RSS (GiB)", "load (1 min) at start"], table)
-            + f"\n\nnow / before on the same preprocessed frames: {now[3] / flat[3]:.2f}x "
-            f"the env steps/s, {now[6] / flat[6]:.2f}x the peak memory; now (preprocessed) / "
-            f"before (raw frames): {now[3] / raw[3]:.2f}x the env steps/s, "
-            f"{now[6] / raw[6]:.2f}x the peak memory."]
+                              "peak RSS (GiB)"], table)
+            + f"\n\nnow / before: {table[1][2] / table[0][2]:.2f}x the env steps/s, "
+            f"{table[1][5] / table[0][5]:.2f}x the peak memory."]
     sections = [
         "Commands (with `PYTHONPATH=.:examples`; 1 torch thread, the default; env copies "
         "stepped in process, the default):\n\n" + "\n".join(
@@ -185,7 +172,7 @@ def main() -> None:
         markdown_table(
             ["env", "copies", "env steps", "env steps/s (iterations)",
              "env steps/s (whole run)", "wall time (s)", "RSS at 30 s (GiB)",
-             "peak RSS (GiB)", "load (1 min) at start"], rows),
+             "peak RSS (GiB)"], rows),
         f"Pong rollout storage by formula (T = {T}, E = {E}, A = {A}): observations and "
         "the critic's frames as uint8 now, 2·T·E·A·84·84·4 bytes = "
         f"{uint8_bytes / 2**20:.0f} MiB; the same rollout as before (raw frames flattened "
