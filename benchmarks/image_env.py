@@ -1,6 +1,7 @@
 """Image envs trained through the CLI: env steps/s, peak memory and the return curve.
 
     python benchmarks/image_env.py [--quick] [--pong-steps 1280] [--pistonball-steps 700]
+                                   [--before DIR] [--reuse]
 
 Two `mappo train` runs in child processes, on examples/image_env.py's envs
 (SuperSuit's blue channel, 84x84 resize and 4-frame stack: uint8 (84, 84, 4)
@@ -109,8 +110,9 @@ def main() -> None:
     parser.add_argument("--pistonball-steps", type=int, default=700,
                         help="env steps of the pistonball run (2 copies x 25 steps per iteration)")
     parser.add_argument("--before", type=Path, default=None,
-                        help="a checkout of mappo before image support (e.g. a worktree of "
-                             "711447f): pong at 8 copies with its code and with this one")
+                        help="a folder holding the mappo package before image support "
+                             "(git archive 711447f mappo | tar -x -C DIR): pong on 8 copies "
+                             "with that code and with this one")
     parser.add_argument("--reuse", action="store_true",
                         help="read runs measured earlier from benchmarks/runs/ instead")
     args = parser.parse_args()
