@@ -1,11 +1,12 @@
 """VMAS balance and navigation with BenchMARL's fine-tuned MAPPO config (--preset benchmarl-vmas).
 
-    python benchmarks/vmas_suite.py [--fraction 0.024] [--seeds 0] [--tasks balance navigation]
+    python benchmarks/vmas_suite.py [--fraction 0.018] [--seeds 0] [--tasks balance navigation]
                                     [--device cpu] [--jobs 1] [--quick]
 
 Trains each task with the preset for `--fraction` of BenchMARL's budget (10M
-frames = env steps; the default 0.024 is 4 iterations of 60,000 frames, each
-45 epochs over 15 minibatches of 4096 frames), evaluating
+frames = env steps; the default 0.018 is 3 iterations of 60,000 frames, each
+45 epochs over 15 minibatches of 4096 frames: 39-45 minutes per task on the
+shared 2-core machine at load 12-18, two tasks at once), evaluating
 greedily on 200 episodes every 120,000 frames as BenchMARL does, and writes
 `benchmarks/results/suites_vmas.md` (table, command, machine) and
 `benchmarks/results/suites_vmas.png` (training return per iteration, seeds as
@@ -68,8 +69,8 @@ def train_task(task: str, seed: int, frames: int, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fraction", type=float, default=0.024,
-                        help="fraction of BenchMARL's 10M frames (default 0.024: 4 iterations)")
+    parser.add_argument("--fraction", type=float, default=0.018,
+                        help="fraction of BenchMARL's 10M frames (default 0.018: 3 iterations)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--tasks", nargs="+", default=["balance", "navigation"],
                         choices=sorted(BENCHMARL_VMAS_TASKS))
