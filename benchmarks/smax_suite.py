@@ -58,7 +58,10 @@ PAPER = ("JaxMARL paper (Rutherford et al., arXiv:2311.10090), SMAX results figu
 def train(map_name: str, seed: int, steps: int, minutes: float) -> dict:
     """One run of the preset on `map_name`: its per-update curve and summary."""
     preset = jaxmarl_smax_preset("jaxmarl:HeuristicEnemySMAX", {"scenario": map_name})
-    config = MappoConfig(**{**preset, "total_steps": steps, "seed": seed, "torch_threads": 1})
+    # Eager: compiling a loss that backpropagates through 128-step sequences takes minutes
+    # on this CPU (benchmarks/compare.py runs whole sequences eager too).
+    config = MappoConfig(**{**preset, "total_steps": steps, "seed": seed, "torch_threads": 1,
+                            "compile": "false"})
     start = time.perf_counter()
     trainer = MappoTrainer(config)
     setup_s = time.perf_counter() - start
@@ -169,8 +172,9 @@ def main() -> None:
         f"`--preset jaxmarl-smax` (JaxMARL's `mappo_homogenous_rnn_smax.yaml`) for "
         f"{args.steps:,} env steps per run ({args.steps / JAXMARL_BUDGET:.1%} of the config's "
         f"1e7; the learning rate anneals over these steps), seeds {args.seeds}, wall-time "
-        f"cap {args.minutes} min per run, 1 torch thread and 1 XLA thread. Win rate and "
-        "return are training figures (stochastic policy) of the episodes that ended in each "
+        f"cap {args.minutes} min per run, 1 torch thread and 1 XLA thread, eager (no "
+        "torch.compile). Win rate and return are training figures (stochastic policy) of the "
+        "episodes that ended in each "
         f"update's rollout.\n\nCompared with: {PAPER}.\n\n{speed}"
     )
     write_results("suites_smax", "SMAX with the jaxmarl-smax preset", info,

@@ -222,7 +222,7 @@ class JaxMarlEnv(MultiAgentEnv):
         ended = alive & (agent_done | env_done)  # [A] the agent's episode ends with this step
         truncated = ended & time_up & ~(agent_done & ~env_done)
         terminated = ended & ~truncated
-        still = alive & ~ended  # [A] alive in the final view
+        still = alive & ~ended  # [A] alive at the next step, if the episode goes on
         final_obs, final_state, _ = self._pack(obs, next_state, alive)
         win = self._won(next_state) & env_done
         reset = self._reset_one(key_reset)
