@@ -136,7 +136,7 @@ def run_one(row: SuiteRow, settings: str, seed: int, steps: int, episodes: int,
     return {
         "suite": row.suite, "env": row.env, "settings": settings, "seed": seed,
         "steps": int(checkpoint["env_steps"]), "run_dir": str(run_dir), "agents": agents,
-        "command": "mappo " + shlex.join(args),
+        "command": "mappo " + shlex.join(args).replace(f"{HERE.parent}/", ""),
         "wall_s": (wall := training_seconds(run_dir)),
         "steps_per_s": checkpoint["env_steps"] / wall,
         "load_1min": (load_start + os.getloadavg()[0]) / 2 if train else math.nan,
@@ -263,7 +263,8 @@ def main() -> None:
         "time on the loaded machine.",
         "Commands (run folders under benchmarks/runs/suites/):\n\n" + "\n".join(
             f"    {r['command']}" for r in runs),
-        f"Curves: {png.relative_to(HERE)}. Wall time of this script: "
+        f"Curves: {png.relative_to(HERE)} (training rows in which few episodes ended show "
+        "as spikes). Wall time of this script: "
         f"{(time.time() - start) / 60:.1f} min, {args.jobs} run(s) at a time.",
     ]
     name = "suites-quick" if args.quick else "suites"
