@@ -62,7 +62,7 @@ class SuiteRow:
     suite: str
     env: str  # `--env` of mappo train
     paper_env: str  # the env (and version) the paper trained
-    steps: dict[str, int]  # our budget at --scale 1, per settings
+    steps: dict[str, int]  # our budget at --scale 1, per settings (a settings absent: not run)
     paper_steps: int
     paper_figure: str
     citation: str
@@ -80,16 +80,16 @@ LBF_NORM = ("team return = sum of the agents' rewards; LBF normalizes rewards so
 RWARE_NORM = "team return = shelves delivered by the team in the 500-step episode"
 ROWS: tuple[SuiteRow, ...] = (
     SuiteRow("lbf", "gymnasium:lbforaging:Foraging-8x8-2p-2f-coop-v3",
-             "Foraging-8x8-2p-2f-coop-v0 (lbforaging 1.x, gym)",
+             "Foraging-8x8-2p-2f-coop (gym-era lbforaging, -v0/-v1)",
              {"epymarl": 100_000, "default": 250_000}, 20_000_000,
              PAPER_FIGURE, PAPER, LBF_NORM),
     SuiteRow("lbf", "gymnasium:lbforaging:Foraging-10x10-3p-3f-v3",
-             "Foraging-10x10-3p-3f-v0 (lbforaging 1.x, gym)",
+             "Foraging-10x10-3p-3f (gym-era lbforaging, -v0/-v1)",
              {"epymarl": 60_000, "default": 100_000}, 20_000_000,
              PAPER_FIGURE, PAPER, LBF_NORM),
     SuiteRow("rware", "gymnasium:rware:rware-tiny-2ag-v2",
-             "rware-tiny-2ag-v1 (rware 1.x, gym)",
-             {"epymarl": 30_000, "default": 130_000}, 40_000_000,
+             "rware-tiny-2ag-v1 (gym-era rware)",
+             {"epymarl": 30_000}, 40_000_000,
              PAPER_FIGURE, PAPER, RWARE_NORM),
 )
 KEPT_SECTION = "## Other PettingZoo envs"  # written by hand, kept when the table is rewritten
@@ -136,7 +136,7 @@ def run_one(row: SuiteRow, settings: str, seed: int, steps: int, episodes: int,
     return {
         "suite": row.suite, "env": row.env, "settings": settings, "seed": seed,
         "steps": int(checkpoint["env_steps"]), "run_dir": str(run_dir), "agents": agents,
-        "command": "mappo " + shlex.join(args),
+        "command": "mappo " + shlex.join(args).replace(f"{HERE.parent}/", ""),
         "wall_s": (wall := training_seconds(run_dir)),
         "steps_per_s": checkpoint["env_steps"] / wall,
         "load_1min": (load_start + os.getloadavg()[0]) / 2 if train else math.nan,
@@ -194,7 +194,8 @@ def main() -> None:
     rows = [r for r in ROWS if r.suite in args.suites]
     jobs = [(row, settings, seed, int(row.steps[settings] * scale), args.episodes,
              not args.no_train)
-            for row in rows for settings in args.settings for seed in seeds]
+            for row in rows for settings in args.settings if settings in row.steps
+            for seed in seeds]
 
     info = machine_info()
     start = time.time()
@@ -227,8 +228,9 @@ def main() -> None:
         f"{LBF_NORM}. RWARE: {RWARE_NORM}. mappo logs the mean over agents (the team "
         "reward of `--team-reward true` is the agents' mean reward), so every return here "
         "is mappo's times the number of agents.",
-        "Env versions: the paper (2021) trained lbforaging and rware releases on gym "
-        "(`Foraging-...-v0`, `rware-...-v1`); here lbforaging 2.0.0 (`-v3`) and rware 2.0.0 "
+        "Env versions: the paper (2021) trained the gym-era releases of lbforaging "
+        "(ids `Foraging-...-v0`/`-v1`) and rware (`rware-...-v1`); here lbforaging 2.0.0 "
+        "(`-v3`) and rware 2.0.0 "
         "(`-v2`) on Gymnasium, which EPyMARL's README now lists for the same tasks. The tasks "
         "(grid, agents, food, levels, sight, 50-step LBF and 500-step RWARE episodes) are "
         "the ones named there; dynamics changes between the releases are not checked here.",
@@ -247,9 +249,22 @@ def main() -> None:
         "held no copy of the table; fill them in from the PDF, noting that Table 3 reports "
         "each algorithm's maximum evaluation return over training, the appendix the "
         "average over training.",
+        "Notes. (1) The first mapping of EPyMARL's reward standardisation normalized "
+        "advantages per minibatch: on LBF 8x8 coop its first 116k steps found food in 3 "
+        "of 232 updates, and the normalization turned those near-zero advantages into "
+        "unit-sized noise that drove the policy's entropy from 1.79 (uniform over 6 actions) "
+        "to 0.58; EPyMARL does not normalize advantages, and the preset no longer does "
+        "(entropy then stays near 1.78; food in 22 of 200 updates). (2) With 10 copies x "
+        "50 steps a preset update sees "
+        "500 env steps, so the preset's 100k steps are 200 updates; EPyMARL's 20M are 40,000. "
+        "mappo's defaults see 3,200 env steps per update and solve LBF 8x8 coop (team return "
+        "1.00 greedy) within this budget. (3) RWARE under the defaults (128 copies x 500-step "
+        "episodes) ends its first episodes after 64k env steps; it was left out here for "
+        "time on the loaded machine.",
         "Commands (run folders under benchmarks/runs/suites/):\n\n" + "\n".join(
             f"    {r['command']}" for r in runs),
-        f"Curves: {png.relative_to(HERE)}. Wall time of this script: "
+        f"Curves: {png.relative_to(HERE)} (training rows in which few episodes ended show "
+        "as spikes). Wall time of this script: "
         f"{(time.time() - start) / 60:.1f} min, {args.jobs} run(s) at a time.",
     ]
     name = "suites-quick" if args.quick else "suites"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mappo.config import ConfigError, MappoConfig
-from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult, error_line
 from mappo.envs.registry import JAXMARL_PREFIX, VMAS_PREFIX, make_env
 from mappo.envs.spread import AGENT_SIZE, COMM_DIM
 from mappo.evaluation import Evaluation, play
@@ -248,8 +248,9 @@ class FrameRecorder:
     wrapper class: pettingzoo need not be installed to render spread.)
     """
 
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: Any, name: str = "") -> None:
         self.env = env
+        self.name = name  # the env as the run names it, for messages
         self.episodes: list[list[np.ndarray]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -270,7 +271,14 @@ class FrameRecorder:
         return result
 
     def _frame(self) -> np.ndarray:
-        frame = self.env.render()
+        try:
+            frame = self.env.render()
+        except Exception as err:  # the env's own drawing code, whatever it raises
+            raise RenderError(
+                f"env '{self.name}' could not draw a frame: render() raised "
+                f"{error_line(err)}; an env that draws with pyglet or pygame may need a "
+                "display even for rgb_array (run the command under xvfb-run)"
+            ) from err
         if not isinstance(frame, np.ndarray) or frame.ndim != 3:
             raise RenderError(
                 f"env render() returned {type(frame).__name__}, not an RGB array; "
@@ -300,10 +308,23 @@ def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
             raise RenderError(
                 f"env '{config_env}' does not take render_mode='rgb_array': {err}"
             ) from None
-        return FrameRecorder(parallel_view(env))  # an AEC env's frames after every turn
+        # An AEC env's frames after every turn.
+        return FrameRecorder(parallel_view(env), config_env)
 
-    env = PettingZooWrapper(make, 1, num_workers=0, seed=seed, name=config_env, use_state=False)
+    env = render_errors_first(partial(
+        PettingZooWrapper, make, 1, num_workers=0, seed=seed, name=config_env, use_state=False))
     return env, env.local_envs[0]
+
+
+def render_errors_first(call: Callable[[], Any]) -> Any:
+    """`call()`, where a RenderError that the env wrapper reported as an env failure (the
+    frame is taken inside the env's reset and step) is raised as itself."""
+    try:
+        return call()
+    except EnvError as err:
+        if isinstance(err.__cause__, RenderError):
+            raise err.__cause__ from None
+        raise
 
 
 def _check_renders_to_array(config_env: str, factory: Callable[..., Any],
@@ -454,8 +475,9 @@ def render_run(run_dir: str | Path, out: str | Path, episodes: int = 3,
             palette = spread_palette(env.num_agents)
         else:
             # The wrapper reset the env once on construction; only our episodes count.
-            returns = run_episodes(policy, env, episodes, deterministic, seed,
-                                   partial(_drop_earlier_episodes, recorder))
+            returns = render_errors_first(partial(
+                run_episodes, policy, env, episodes, deterministic, seed,
+                partial(_drop_earlier_episodes, recorder)))
             clips = recorder.episodes[:episodes]
     finally:
         env.close()

@@ -12,7 +12,8 @@ Rewards are `10 * i + t` per agent, or the team float `t`.
 The other ids: `TupleCounterMethodMask-v0` hands its masks out by
 `get_avail_actions()` instead, `TupleCounterState-v0` has a `get_state()`,
 `TupleCounterTimeLimit-v0` is cut at 3 steps by gymnasium's TimeLimit,
-`WindowOnly-v0` renders only in a window ('human').
+`WindowOnly-v0` renders only in a window ('human'), `NoDisplay-v0`'s render()
+fails as pyglet's does without a display.
 """
 
 from __future__ import annotations
@@ -153,6 +154,17 @@ class WindowOnlyEnv(TupleCounterEnv):
         self.render_mode = render_mode
 
 
+class NoDisplayEnv(WindowOnlyEnv):
+    """WindowOnlyEnv that lists 'rgb_array' but cannot draw without a display, as rware's
+    pyglet renderer on a headless machine."""
+
+    metadata = {"render_modes": ["human", "rgb_array"]}
+
+    def render(self) -> np.ndarray:
+        """Fail as pyglet does without a display."""
+        raise RuntimeError('Cannot connect to "None"')
+
+
 gymnasium.register("TupleCounter-v0", entry_point=TupleCounterEnv)
 gymnasium.register("TupleCounterMethodMask-v0", entry_point=MethodMaskEnv)
 gymnasium.register("TupleCounterState-v0", entry_point=StateEnv)
@@ -161,3 +173,4 @@ gymnasium.register(
     kwargs={"episode_length": 100},
 )
 gymnasium.register("WindowOnly-v0", entry_point=WindowOnlyEnv)
+gymnasium.register("NoDisplay-v0", entry_point=NoDisplayEnv)

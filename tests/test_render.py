@@ -184,3 +184,17 @@ def test_env_that_cannot_render_to_an_array_says_so_in_one_line(tmp_path, capsys
     )
     assert not (tmp_path / "out.gif").exists()
     assert main(["eval", str(tmp_path), "--episodes", "2"]) == 0  # scoring needs no frames
+
+
+def test_env_whose_render_fails_says_so_as_a_render_error(tmp_path, capsys) -> None:
+    pytest.importorskip("gymnasium")
+    env = "gymnasium:gym_envs:NoDisplay-v0"
+    trainer = MappoTrainer(MappoConfig(env=env, num_envs=2, minibatch_size=1, compile="false"))
+    save_checkpoint(tmp_path / "checkpoint.pt", trainer.state_dict())
+    trainer.env.close()
+    assert main(["eval", str(tmp_path), "--render", str(tmp_path / "out.gif")]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: env '{env}' could not draw a frame: render() raised RuntimeError: "
+        'Cannot connect to "None"; an env that draws with pyglet or pygame may need a display '
+        "even for rgb_array (run the command under xvfb-run)\n"
+    )
