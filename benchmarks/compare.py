@@ -179,12 +179,38 @@ def register_mpe2_with_torchrl() -> None:
     torchrl_pettingzoo._load_available_envs = lambda: dict(mpe_environments)
 
 
+def run_benchmarl_experiment(experiment_kwargs: dict, iterations: int, frames: int,
+                             minibatches: int) -> dict:
+    """Run one BenchMARL `Experiment(**experiment_kwargs)` (seed 0) and time its
+    iterations; `frames` env steps per iteration."""
+    from benchmarl.experiment import Experiment
+
+    stamps = BenchmarlStamps()
+    start = time.perf_counter()
+    experiment = Experiment(**experiment_kwargs, seed=0, callbacks=[stamps])
+    setup_s = time.perf_counter() - start
+    experiment.run()
+    # Iteration i >= 1: collection from the end of training i-1 to batch i, then training i.
+    collect = [stamps.collected[i] - stamps.trained[i - 1] for i in range(1, iterations + 1)]
+    train = [stamps.trained[i] - stamps.collected[i] for i in range(1, iterations + 1)]
+    finite = [r for r in stamps.returns if math.isfinite(r)]
+    return {
+        **iteration_figures(frames, collect, train),
+        "first_return": finite[0] if finite else None,
+        "return": finite[-1] if finite else None,
+        "env_steps": len(stamps.collected) * frames,
+        "warmup_s": setup_s + (stamps.trained[0] - start if stamps.trained else 0.0),
+        "compiled": False,
+        "minibatches": minibatches,
+    }
+
+
 def run_benchmarl(iterations: int) -> dict:
     """BenchMARL MAPPO on mpe2 simple_spread_v3: frames/s after one warm-up iteration."""
     register_mpe2_with_torchrl()
     from benchmarl.algorithms import MappoConfig as BenchmarlMappoConfig
     from benchmarl.environments import PettingZooTask
-    from benchmarl.experiment import Experiment, ExperimentConfig
+    from benchmarl.experiment import ExperimentConfig
     from benchmarl.models.mlp import MlpConfig
 
     task = PettingZooTask.SIMPLE_SPREAD.get_from_yaml()
@@ -215,29 +241,13 @@ def run_benchmarl(iterations: int) -> dict:
     model_config.num_cells = [HIDDEN, HIDDEN]
     model_config.activation_class = torch.nn.Tanh
 
-    stamps = BenchmarlStamps()
-    start = time.perf_counter()
-    experiment = Experiment(task=task, algorithm_config=algorithm_config,
-                            model_config=model_config, critic_model_config=model_config,
-                            seed=0, config=experiment_config, callbacks=[stamps])
-    setup_s = time.perf_counter() - start
-    experiment.run()
-    # Iteration i >= 1: collection from the end of training i-1 to batch i, then training i.
-    collect = [stamps.collected[i] - stamps.trained[i - 1] for i in range(1, iterations + 1)]
-    train = [stamps.trained[i] - stamps.collected[i] for i in range(1, iterations + 1)]
-    finite = [r for r in stamps.returns if math.isfinite(r)]
     import benchmarl
 
-    return {
-        **iteration_figures(NUM_ENVS * ROLLOUT_STEPS, collect, train),
-        "first_return": finite[0] if finite else None,
-        "return": finite[-1] if finite else None,
-        "env_steps": len(stamps.collected) * NUM_ENVS * ROLLOUT_STEPS,
-        "warmup_s": setup_s + (stamps.trained[0] - start if stamps.trained else 0.0),
-        "compiled": False,
-        "minibatches": -(-NUM_ENVS * ROLLOUT_STEPS // BENCHMARL_MINIBATCH),
-        "version": getattr(benchmarl, "__version__", "?"),
-    }
+    figures = run_benchmarl_experiment(
+        dict(task=task, algorithm_config=algorithm_config, model_config=model_config,
+             critic_model_config=model_config, config=experiment_config),
+        iterations, NUM_ENVS * ROLLOUT_STEPS, -(-NUM_ENVS * ROLLOUT_STEPS // BENCHMARL_MINIBATCH))
+    return {**figures, "version": getattr(benchmarl, "__version__", "?")}
 
 
 # BenchMARL's default experiment (benchmarl/conf/experiment/base_experiment.yaml) on VMAS.
@@ -268,7 +278,7 @@ def run_benchmarl_vmas(iterations: int) -> dict:
     """BenchMARL MAPPO on VMAS navigation, its defaults: frames/s after one warm-up."""
     from benchmarl.algorithms import MappoConfig as BenchmarlMappoConfig
     from benchmarl.environments import VmasTask
-    from benchmarl.experiment import Experiment, ExperimentConfig
+    from benchmarl.experiment import ExperimentConfig
     from benchmarl.models.mlp import MlpConfig
 
     task = getattr(VmasTask, VMAS_SCENARIO.upper()).get_from_yaml()
@@ -302,29 +312,14 @@ def run_benchmarl_vmas(iterations: int) -> dict:
     assert list(model_config.num_cells) == [mappo.hidden_dim] * 2
     assert model_config.activation_class is torch.nn.Tanh
 
-    stamps = BenchmarlStamps()
-    start = time.perf_counter()
-    experiment = Experiment(task=task, algorithm_config=algorithm_config,
-                            model_config=model_config, critic_model_config=model_config,
-                            seed=0, config=experiment_config, callbacks=[stamps])
-    setup_s = time.perf_counter() - start
-    experiment.run()
-    collect = [stamps.collected[i] - stamps.trained[i - 1] for i in range(1, iterations + 1)]
-    train = [stamps.trained[i] - stamps.collected[i] for i in range(1, iterations + 1)]
-    finite = [r for r in stamps.returns if math.isfinite(r)]
     import benchmarl
     import vmas
 
-    return {
-        **iteration_figures(VMAS_FRAMES, collect, train),
-        "first_return": finite[0] if finite else None,
-        "return": finite[-1] if finite else None,
-        "env_steps": len(stamps.collected) * VMAS_FRAMES,
-        "warmup_s": setup_s + (stamps.trained[0] - start if stamps.trained else 0.0),
-        "compiled": False,
-        "minibatches": VMAS_MINIBATCHES,
-        "version": f"BenchMARL {benchmarl.__version__}, VMAS {vmas.__version__}",
-    }
+    figures = run_benchmarl_experiment(
+        dict(task=task, algorithm_config=algorithm_config, model_config=model_config,
+             critic_model_config=model_config, config=experiment_config),
+        iterations, VMAS_FRAMES, VMAS_MINIBATCHES)
+    return {**figures, "version": f"BenchMARL {benchmarl.__version__}, VMAS {vmas.__version__}"}
 
 
 def run_vmas_comparison(iterations: int, info: dict) -> tuple[dict, str]:
