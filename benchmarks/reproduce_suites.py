@@ -66,9 +66,9 @@ PAPER = ("Papoudakis, Christianos, Schäfer, Albrecht (2021), \"Benchmarking Mul
          "Benchmarks, arXiv:2006.07869")
 # The paper's MAPPO figures are in its Table 3 (maximum returns, 95 % CI over 5 seeds, shared
 # parameters) and its appendix (average returns). They could not be read on the machine that
-# wrote this script (no network; the stored copies of the paper that the search index holds
-# (ar5iv, vdocument.in) answer with their first page only), so no number is quoted: the cell
-# names the table to look in.
+# wrote this script (no network; searches of the stored web pages returned only the opening
+# of the paper's vdocument.in copy, nothing of its ar5iv copy), so no number is quoted: the
+# cell names the table to look in.
 PAPER_FIGURE = "Table 3, MAPPO row (not quoted: see the note under the table)"
 BENCHMARL = ("BenchMARL (Bettini, Prorok, Moens), arXiv:2312.01472, the VMAS sample-efficiency "
              "figure: MAPPO with this fine-tuned config, 10M frames, 3 seeds")
@@ -292,11 +292,11 @@ def suite_prose(heading: str, table: str, scale: float, episodes: int) -> list[s
             "steps, minibatches of 256, 10 epochs, MLP 64 tanh, per-agent rewards). Greedy = "
             "`mappo eval RUN --deterministic --episodes N` (the same code).",
             "Paper figure: " + PAPER_FIGURE.split("(")[0] + "of the paper. Its numbers are "
-            "not copied here: the machine that ran this had no network, and the stored copies "
-            "of the paper the search index holds (ar5iv, vdocument.in) answered with their "
-            "first page only; fill them in from the PDF, noting that Table 3 reports "
-            "each algorithm's maximum evaluation return over training, the appendix the "
-            "average over training.",
+            "not copied here: the machine that ran this had no network, and searches of the "
+            "stored web pages returned only the opening (abstract, introduction) of the "
+            "paper's vdocument.in copy and nothing of its ar5iv copy; fill them in from "
+            "the PDF, noting that Table 3 reports each algorithm's maximum evaluation "
+            "return over training, the appendix the average over training.",
             "Notes. (1) The first mapping of EPyMARL's reward standardisation normalized "
             "advantages per minibatch: on LBF 8x8 coop its first 116k steps found food in 3 "
             "of 232 updates, and the normalization turned those near-zero advantages into "
