@@ -4,13 +4,14 @@ in one process as one batched network.
 Each seed is a `MappoTrainer` of its own: its envs, rollout buffer, value
 normalizer, episode tracker, evaluation envs and torch random stream (swapped
 in around everything it draws: action sampling, minibatch shuffles). What is
-batched is the learning: the trainable parameters of all seeds are stacked into
-tensors with a leading seed axis `[K, ...]`, each seed's policy reading its
-slice as a view, and one minibatch step runs the PPO loss of all K seeds at
-once (`torch.func.vmap` over `torch.func.functional_call`), one backward, a
-gradient-norm clip per seed and one Adam step. Adam is elementwise, so one Adam
-over stacked parameters is K Adams. With the default config an update is most
-of training's time and each minibatch step is small, so K seeds share its
+batched is the learning: the trainable parameters of all seeds live in one
+flat tensor `[K, P]`, each seed's policy reading its part through views, and
+one minibatch step is one function (compiled into one program when the
+trainer compiles): the PPO loss of all K seeds at once (`torch.func.vmap`
+over `torch.func.functional_call`), its gradient, a gradient-norm clip per
+seed and Adam on the flat tensors. Adam is elementwise, so one Adam over the
+flat parameters is K Adams. With the default config an update is most of
+training's time and each minibatch step is small, so K seeds share its
 per-op overhead; nothing crosses the seed axis, so each seed learns what it
 would alone (tests/test_seeds.py).
 
@@ -132,10 +133,13 @@ class MultiSeedTrainer:
             self.parameters, self.optimizer = first.parameters, first.optimizer
             return
         names = [name for name, p in first.policy.named_parameters() if p.requires_grad]
-        # [K, ...] per trainable tensor, in the order of MappoTrainer.parameters (the order of
-        # a solo checkpoint's optimizer state).
-        self.parameters = [nn.Parameter(torch.stack([t.parameters[i].detach() for t in trainers]))
-                           for i in range(len(names))]
+        layout = FlatLayout([p.shape for p in first.parameters])
+        # [K, P]: every trainable tensor of every seed, in the order of MappoTrainer.parameters
+        # (the order of a solo checkpoint's optimizer state). One flat tensor, so that the
+        # step's clip and Adam are one kernel each; the tensors below are views of it.
+        self._weights = torch.stack([torch.cat([p.detach().flatten() for p in t.parameters])
+                                     for t in trainers])
+        self.parameters = [nn.Parameter(view) for view in layout.split(self._weights)]
         saved = [t.optimizer.state_dict() for t in trainers]
         for k, t in enumerate(trainers):
             views = []
@@ -146,28 +150,71 @@ class MultiSeedTrainer:
                 views.append(view)
             t.parameters = views
             # The seed's own optimizer only stands in for the checkpoint's layout; the
-            # stacked one steps, and seed_state_dict slices its state.
+            # stacked one holds the state, and seed_state_dict slices it.
             t.optimizer = torch.optim.Adam(views, lr=self.config.lr, eps=self.config.adam_eps)
+        # Holds the moments (views of flat ones, written by adam_step) and the learning
+        # rate (set by anneal_learning_rate) in the layout of a solo run's (fused) Adam.
         self.optimizer = torch.optim.Adam(self.parameters, lr=self.config.lr,
                                           eps=self.config.adam_eps, fused=True)
         if saved[0]["state"]:  # resumed seeds: their Adam moments, stacked
             self.optimizer.load_state_dict(stack_optimizer_states(saved))
-        self._param_names = ["policy." + name for name in names]
+        self._adam_state = flat_adam_state(self.optimizer, layout, self._weights)
+        param_names = ["policy." + name for name in names]
         loss_module = _SeedLoss(first)
 
-        def seed_loss(params: list[torch.Tensor], fields: tuple[torch.Tensor | None, ...]
+        def seed_loss(weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-            weights = dict(zip(self._param_names, params, strict=True))
-            return torch.func.functional_call(loss_module, weights, (RolloutMinibatch(*fields),))
+            params = dict(zip(param_names, layout.split(weights), strict=True))
+            return torch.func.functional_call(loss_module, params, (RolloutMinibatch(*fields),))
 
-        # (parameters [K, ...] each, minibatch fields [K, B, ...]) → (losses [K], stats [K, 5]);
+        # (weights [K, P], minibatch fields [K, B, ...]) → (losses [K], stats [K, 5]);
         # a feed-forward minibatch has no recurrent fields (None, not mapped).
         recurrent = (0 if self.config.recurrent else None,) * 3
-        self._batched_loss = torch.func.vmap(
+        batched_loss = torch.func.vmap(
             seed_loss, in_dims=(0, (0,) * (len(RolloutMinibatch._fields) - 3) + recurrent))
+
+        def summed_loss(weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+            losses, stats = batched_loss(weights, fields)
+            return losses.sum(), stats  # seeds share no parameter: each gets its own gradient
+
+        self._summed_loss = summed_loss
+        self._traced_gradient = torch.func.grad(summed_loss, has_aux=True)
         # Compiled when a solo run of this config would be (the first trainer decides, and
         # falls back to eager for all seeds when compiling fails).
-        self._compiled_loss = first.compile_loss(self._batched_loss)
+        self._compiled_step = first.compile_loss(self._train_step)
+
+    def _gradient(self, weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradient `[K, P]` of every seed's loss at `weights` `[K, P]`, and the loss
+        stats `[K, 5]`. Compiled, `torch.func.grad` puts the backward pass in the step's
+        program; eager, autograd's backward costs less per call than its wrappers."""
+        if torch.compiler.is_compiling():
+            return self._traced_gradient(weights, fields)
+        weights = weights.detach().requires_grad_()
+        with torch.enable_grad():
+            loss, stats = self._summed_loss(weights, fields)
+        (gradient,) = torch.autograd.grad(loss, weights)
+        return gradient, stats
+
+    def _train_step(self, weights: torch.Tensor, exp_avg: torch.Tensor,
+                    exp_avg_sq: torch.Tensor, step: torch.Tensor, lr: torch.Tensor,
+                    fields: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        """One minibatch step of every seed, as one function so that it compiles into one
+        program: the gradients of the K losses, a gradient-norm clip per seed, and Adam,
+        written in place into `weights` `[K, P]` and the flat Adam state. Returns the
+        step's stats `[K, 6]` (the loss's five, the gradient norm before clipping).
+
+        At the default minibatch of 256 agent-steps the autograd engine, `.grad`
+        tensors and per-tensor optimizer calls of a `.backward()` step cost more than
+        the network's arithmetic; here they are not there.
+        """
+        gradient, stats = self._gradient(weights, fields)
+        norms = torch.linalg.vector_norm(gradient, dim=1)  # [K]: clip_grad_norm_'s, per seed
+        scale = (self.config.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        adam_step(weights, gradient * scale.unsqueeze(1), exp_avg, exp_avg_sq, step, lr,
+                  self.config.adam_eps)
+        return torch.cat([stats, norms.unsqueeze(1)], 1)
 
     @property
     def compiled(self) -> bool:
@@ -207,7 +254,10 @@ class MultiSeedTrainer:
         plans = [t.prepare_update() for t in trainers]  # GAE and value normalizer, per seed
         num_minibatches, chunk = plans[0]
         stats = torch.zeros(len(trainers), 6, device=self.device)  # [K, 6]
-        forward_time = backward_time = 0.0
+        # Set by anneal_learning_rate between updates; a tensor, so that a new value does not
+        # recompile the step.
+        lr = torch.tensor(self.optimizer.param_groups[0]["lr"], device=self.device)
+        first = trainers[0]
         for _ in range(cfg.update_epochs):
             per_seed = []
             for k, t in enumerate(trainers):  # each seed's own shuffle, from its own stream
@@ -216,22 +266,13 @@ class MultiSeedTrainer:
             # One stack per field per epoch; each minibatch is then a slice. [K, rows, ...]
             fields = [torch.stack(parts) for parts in zip(*per_seed, strict=True)]
             for lo, hi in minibatch_bounds(fields[0].shape[1], num_minibatches):
-                mb = RolloutMinibatch(*(x[:, lo:hi] for x in fields))
-                t0 = time.perf_counter()
-                losses, mb_stats = self.trainers[0].run_loss(
-                    self._compiled_loss, self._batched_loss, self.parameters, tuple(mb))
-                t1 = time.perf_counter()
-                self.optimizer.zero_grad(set_to_none=True)
-                losses.sum().backward()  # seeds share no parameter: each gets its own gradient
-                grad_norm = clip_grad_norm_per_seed(self.parameters, cfg.max_grad_norm)
-                self.optimizer.step()
-                stats += torch.cat([mb_stats, grad_norm.unsqueeze(1)], 1)
-                forward_time += t1 - t0
-                backward_time += time.perf_counter() - t1
+                mb = tuple(RolloutMinibatch(*(x[:, lo:hi] for x in fields)))
+                stats += first.run_loss(self._compiled_step, self._train_step, self._weights,
+                                        *self._adam_state, lr, mb)
         stats /= cfg.update_epochs * num_minibatches
         update_time = time.perf_counter() - start
-        return [t.finish_update(stats[k], update_time, forward_time, backward_time)
-                for k, t in enumerate(trainers)]
+        # Forward and backward are one program here: its time is the update's.
+        return [t.finish_update(stats[k], update_time) for k, t in enumerate(trainers)]
 
     def train(self, callback: Callable[[list[MappoMetrics]], Any] | None = None
               ) -> list[list[MappoMetrics]]:
@@ -281,16 +322,55 @@ def check_seeds(seeds: Sequence[int]) -> None:
         raise ConfigError(f"--seeds: seed {repeated[0]} appears twice; each run needs its own")
 
 
-def clip_grad_norm_per_seed(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """`torch.nn.utils.clip_grad_norm_` for each seed on its own: the gradients `[K, ...]` of
-    seed k scaled so that their joint norm is at most `max_norm`. Returns the norms `[K]`
-    before clipping."""
-    grads = [p.grad for p in parameters]
-    per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
-    norms = torch.linalg.vector_norm(per_tensor, dim=0)  # [K]
-    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s formula
-    torch._foreach_mul_(grads, [scale.view(-1, *[1] * (g.dim() - 1)) for g in grads])
-    return norms
+class FlatLayout:
+    """Where each of a list of tensors (one seed's parameters) lies in one flat vector."""
+
+    def __init__(self, shapes: Sequence[torch.Size]) -> None:
+        self.shapes = [tuple(shape) for shape in shapes]
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Views of `flat` `[..., P]` as the tensors `[..., *shape]`, in order."""
+        lead = flat.shape[:-1]
+        return [part.view(*lead, *shape)
+                for part, shape in zip(flat.split(self.sizes, -1), self.shapes, strict=True)]
+
+
+def flat_adam_state(optimizer: torch.optim.Adam, layout: FlatLayout, weights: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat moments `[K, P]` beside `weights` and one step count, holding `optimizer`'s
+    state (zeros for a fresh run, as torch's Adam starts); the optimizer's state entries
+    become views of them, so its `state_dict` holds whatever `adam_step` writes."""
+    params = optimizer.param_groups[0]["params"]
+    exp_avg, exp_avg_sq = torch.zeros_like(weights), torch.zeros_like(weights)
+    step = torch.zeros((), dtype=torch.float32, device=weights.device)
+    for name, flat in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        for p, view in zip(params, layout.split(flat), strict=True):
+            if optimizer.state[p]:
+                view.copy_(optimizer.state[p][name])
+    if optimizer.state[params[0]]:
+        step.fill_(float(optimizer.state[params[0]]["step"]))  # every tensor stepped alike
+    for p, avg, avg_sq in zip(params, layout.split(exp_avg), layout.split(exp_avg_sq),
+                              strict=True):
+        optimizer.state[p] = {"step": step, "exp_avg": avg, "exp_avg_sq": avg_sq}
+    return exp_avg, exp_avg_sq, step
+
+
+@torch.no_grad()
+def adam_step(weight: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
+              exp_avg_sq: torch.Tensor, step: torch.Tensor, lr: torch.Tensor, eps: float,
+              betas: tuple[float, float] = (0.9, 0.999)) -> None:
+    """`torch.optim.Adam`'s update (no weight decay, no amsgrad) of one tensor, in place,
+    as plain tensor ops that compile into the caller's program. Elementwise, so over
+    flat `[K, P]` tensors it is K independent Adams."""
+    beta1, beta2 = betas
+    step.add_(1)
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = (1 - beta2 ** step).sqrt()
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+    weight.sub_(exp_avg / denom * (lr / bias_correction1))
 
 
 def stack_optimizer_states(states: list[dict[str, Any]]) -> dict[str, Any]:
