@@ -100,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders")
     report.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     report.add_argument("--json", type=Path, help="write the runs in marl-eval's JSON layout")
-    report.add_argument("--episodes", type=int, default=EVAL_EPISODES,
-                        help="greedy episodes to score a run without eval_return "
-                             f"(default {EVAL_EPISODES})")
+    report.add_argument("--episodes", type=int,
+                        help="score every run by this many greedy episodes of its checkpoint.pt "
+                             "(default: the last eval_return logged in training, else "
+                             f"{EVAL_EPISODES} episodes)")
     report.add_argument("--plot", type=Path, help="IQM training curves with CI bands (.png)")
     export = commands.add_parser("export", help="write the actors as TorchScript (and ONNX)")
     export.add_argument("run_dir", type=Path, help="run folder holding checkpoint.pt")

@@ -2,9 +2,10 @@
 
 Runs are grouped as `mappo plot` groups them (`plotting.group_runs`: configs
 equal but for the seed, labelled by the keys that differ). A run's score is
-its final evaluation return: the last `eval_return` in its metrics.csv where
-the run evaluated while training, else the mean return of `episodes` greedy
-episodes of its checkpoint.pt (`evaluate_run(..., deterministic=True)`).
+its final evaluation return: the mean return of `episodes` greedy episodes of
+its checkpoint.pt (`evaluate_run(..., deterministic=True)`) when `episodes` is
+given; else the last `eval_return` in its metrics.csv where the run evaluated
+while training, and 100 greedy episodes where it did not.
 
 Per group: the mean and the interquartile mean (IQM) of the scores, each with a
 95 % stratified percentile-bootstrap CI (runs resampled with replacement within
@@ -158,12 +159,14 @@ def task_name(config: dict[str, Any]) -> str:
     return f"{env} {format_value(kwargs)}" if kwargs else env
 
 
-def score_run(run: RunCurve, episodes: int) -> Score:
-    """The run's `eval_return` from training if it logged one, else a greedy evaluation."""
-    if run.eval_return is not None:
+def score_run(run: RunCurve, episodes: int | None) -> Score:
+    """`episodes` greedy episodes of the run's checkpoint; without `episodes`, its
+    `eval_return` from training if it logged one, else `EVAL_EPISODES` greedy ones."""
+    if episodes is None and run.eval_return is not None:
         return Score(run.eval_return, [run.eval_return], "eval_return in metrics.csv")
     from mappo.evaluation import evaluate_run  # torch and the env stack: only when needed
 
+    episodes = episodes or EVAL_EPISODES
     returns = evaluate_run(run.path, episodes, deterministic=True).returns
     return Score(float(np.mean(returns)), returns, f"{episodes} greedy episodes")
 
@@ -178,16 +181,18 @@ def summarize(group: RunGroup, scores: list[Score]) -> GroupReport:
                        (float(iqm_lo), float(iqm_hi)))
 
 
-def build_report(run_dirs: Sequence[str | Path],
-                 episodes: int = EVAL_EPISODES) -> tuple[list[GroupReport], list[Comparison]]:
-    """Score every run, then the groups' statistics and every pair of groups of one task."""
-    if episodes < 1:
+def build_report(run_dirs: Sequence[str | Path], episodes: int | None = None
+                 ) -> tuple[list[GroupReport], list[Comparison]]:
+    """Score every run (`score_run`), then the groups' statistics and every pair of groups
+    of one task."""
+    if episodes is not None and episodes < 1:
         raise ConfigError(f"--episodes = {episodes}: must be >= 1")
     runs = [read_run(d) for d in run_dirs]
     for run in runs:  # all checked before the first evaluation, which takes a while
-        if run.eval_return is None and not (run.path / "checkpoint.pt").is_file():
-            raise ReportError(f"run folder {run.path}: no checkpoint.pt to evaluate and no "
-                              "eval_return in metrics.csv")
+        if (run.eval_return is None or episodes is not None) \
+                and not (run.path / "checkpoint.pt").is_file():
+            logged = "" if episodes is not None else " and no eval_return in metrics.csv"
+            raise ReportError(f"run folder {run.path}: no checkpoint.pt to evaluate{logged}")
     reports = [summarize(group, [score_run(run, episodes) for run in group.runs])
                for group in group_runs(runs)]
     comparisons = []
@@ -213,10 +218,10 @@ def markdown(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) 
     """The groups' table and the P(X > Y) table, with what the numbers are."""
     percent = f"{100 * CONFIDENCE:g} %"
     lines = [
-        "Score of a run: its final evaluation return (greedy episodes of checkpoint.pt, or the "
-        "last eval_return logged in training). Mean and IQM (rliable's: the mean without the "
-        f"lowest and highest quarter of the runs) over the runs of a group, with {percent} "
-        "stratified percentile-bootstrap "
+        "Score of a run: its final evaluation return (greedy episodes of checkpoint.pt with "
+        "--episodes, else the last eval_return logged in training). Mean and IQM (rliable's: "
+        "the mean without the lowest and highest quarter of the runs) over the runs of a "
+        f"group, with {percent} stratified percentile-bootstrap "
         f"CIs ({BOOTSTRAP_SAMPLES:,} samples, seed {BOOTSTRAP_SEED}).",
         "",
         f"| group | task | runs | return | scored from | mean | {percent} CI | IQM | "
@@ -289,7 +294,7 @@ def plot_iqm_curves(reports: Sequence[GroupReport], out: str | Path, fig, ax) ->
     save_figure(fig, ax, groups, out)
 
 
-def write_report(run_dirs: Sequence[str | Path], episodes: int = EVAL_EPISODES,
+def write_report(run_dirs: Sequence[str | Path], episodes: int | None = None,
                  out: str | Path | None = None, json_out: str | Path | None = None,
                  plot: str | Path | None = None) -> str:
     """Build the report of `run_dirs`; write the files asked for; return the markdown."""

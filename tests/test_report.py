@@ -138,6 +138,30 @@ def test_a_run_is_evaluated_from_its_checkpoint_without_eval_return(tmp_path, ca
     assert len(returns) == 3 and all(-200 < r < 0 for r in returns)
 
 
+def test_episodes_given_score_from_the_checkpoint_even_with_eval_return(tmp_path,
+                                                                         capsys) -> None:
+    from mappo import MappoConfig, MappoTrainer
+    from mappo.run_folder import RunFolder
+
+    trainer = MappoTrainer(MappoConfig(num_envs=2, total_steps=100, minibatch_size=0))
+    RunFolder.create(tmp_path / "run", trainer.config).save(trainer.state_dict())
+    # A training evaluation far from anything an untrained policy scores on spread.
+    (tmp_path / "run" / "metrics.csv").write_text(
+        "env_steps,episode_return,eval_return\n50,-40.0,-1.5\n")
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert "| eval_return in metrics.csv | -1.500 |" in capsys.readouterr().out
+    data = tmp_path / "runs.json"
+    assert main(["report", str(tmp_path / "run"), "--episodes", "4", "--json", str(data)]) == 0
+    assert "| 4 greedy episodes |" in capsys.readouterr().out
+    returns = json.loads(data.read_text())["spread"]["spread"]["spread"]["run_1"][
+        "absolute_metrics"]["return"]
+    assert len(returns) == 4 and all(-200 < r < -5 for r in returns)
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    assert main(["report", str(tmp_path / "run"), "--episodes", "4"]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {tmp_path / 'run'}: no checkpoint.pt to evaluate\n")
+
+
 def test_errors_are_one_line(tmp_path, capsys) -> None:
     no_score = make_run(tmp_path / "n", SHARED.format(seed=0), [-30.0])
     assert main(["report", str(no_score)]) == 2
