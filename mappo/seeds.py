@@ -271,8 +271,9 @@ class MultiSeedTrainer:
                                         *self._adam_state, lr, mb)
         stats /= cfg.update_epochs * num_minibatches
         update_time = time.perf_counter() - start
-        # Forward and backward are one program here: its time is the update's.
-        return [t.finish_update(stats[k], update_time) for k, t in enumerate(trainers)]
+        # Forward and backward are one program here, not timed apart (NaN in the metrics).
+        return [t.finish_update(stats[k], update_time, math.nan, math.nan)
+                for k, t in enumerate(trainers)]
 
     def train(self, callback: Callable[[list[MappoMetrics]], Any] | None = None
               ) -> list[list[MappoMetrics]]:

@@ -61,6 +61,7 @@ class MappoMetrics:
     update_time: float = 0.0  # seconds in the whole PPO update
     forward_time: float = 0.0  # of which in minibatch forward passes and losses
     backward_time: float = 0.0  # of which in backward passes and optimizer steps
+    # (Both NaN with several seeds in one process: there a minibatch step is one program.)
 
     def as_dict(self) -> dict[str, float | str]:
         """Field name → value, in declaration order."""
