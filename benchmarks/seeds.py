@@ -1,6 +1,7 @@
 """Several seeds in one process (`mappo train --seeds`) against the same seeds one after another.
 
     python benchmarks/seeds.py [--updates 2] [--warmup 1] [--compile auto|true|false]
+                               [--counts 8 4 2 1] [--one-thread-only]
 
 The default config (spread, 128 envs x 25 steps, 10 epochs, minibatches of 256
 agent-steps), seeds 0-7. Each measurement runs in a fresh process: `warmup`
@@ -17,8 +18,11 @@ the env steps of all seeds together per second of the timed iterations.
 
 `--compile auto` lets the trainer choose as it does for a run of this budget
 (it compiles only runs of `COMPILE_MIN_STEPS` or more, so these short
-measurements run eager); `true` compiles solo and batched losses alike.
-Writes benchmarks/results/seeds.md; last line: one JSON object.
+measurements run eager); `true` compiles solo and batched steps alike, as
+every run of the default 1.5M steps does. `--counts` picks the K of the
+one-thread part, `--one-thread-only` skips the both-cores part.
+Writes benchmarks/results/seeds.md (seeds_compiled.md with `--compile true`);
+last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -93,6 +97,11 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=2, help="timed updates per measurement")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates before them")
     parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto")
+    parser.add_argument("--counts", type=int, nargs="+", default=[8, 4, 2, 1],
+                        choices=range(1, len(SEEDS) + 1), metavar="K",
+                        help=f"seeds per process in the one-thread part (1-{len(SEEDS)})")
+    parser.add_argument("--one-thread-only", action="store_true",
+                        help="skip the both-cores part")
     args = parser.parse_args()
     info = machine_info()
     start = time.perf_counter()
@@ -122,16 +131,19 @@ def main() -> None:
             *([missing] if missing else []),
         ]
         table = markdown_table(headers, rows)
-        write_results("seeds", "Seeds in one process against seeds one after another", info,
+        name = "seeds_compiled" if args.compile == "true" else "seeds"
+        write_results(name, "Seeds in one process against seeds one after another", info,
                       ["\n\n".join(lines), table], quick=False)
         print("\n".join(lines))
         print(table, flush=True)
 
     # One thread each. The 8-seed pair first and back to back (the load of a shared machine
     # drifts); K = 1, 2, 4 one after another are the first K seeds of the same solo pass.
-    [solo] = in_processes([(False, SEEDS, 1, *common)])
-    print(f"8 seeds one after another, 1 thread: {rate(solo):,.0f} env steps/s", flush=True)
-    for k in (8, 4, 2, 1):
+    counts = sorted(set(args.counts), reverse=True)
+    [solo] = in_processes([(False, SEEDS[:counts[0]], 1, *common)])
+    print(f"{counts[0]} seeds one after another, 1 thread: {rate(solo):,.0f} env steps/s",
+          flush=True)
+    for k in counts:
         [batched] = in_processes([(True, SEEDS[:k], 1, *common)])
         ours, theirs = rate(batched), rate(solo[:k])
         ours_cpu, theirs_cpu = cpu_rate(batched), cpu_rate(solo[:k])
@@ -142,6 +154,10 @@ def main() -> None:
                                     "batched_per_cpu_s": ours_cpu,
                                     "one_after_another_per_cpu_s": theirs_cpu}
     compiled = {r[2] for r in solo}
+    if args.one_thread_only:
+        write(compiled)
+        print(json.dumps({"compiled": sorted(compiled), "summary": summary}))
+        return
     # Both cores: two processes at once, then one process with two threads.
     half = len(SEEDS) // 2
     solo_pair = in_processes([(False, SEEDS[:half], 1, *common),
