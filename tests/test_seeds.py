@@ -81,11 +81,13 @@ def test_each_seeds_update_equals_a_solo_update_on_the_same_data(overrides) -> N
         assert solo_metrics.grad_norm > 2 * config.max_grad_norm
 
 
-def test_compiled_step_equals_the_eager_step() -> None:
+@pytest.mark.parametrize("overrides", [{}, {"recurrent": True, "data_chunk_length": 5}],
+                         ids=["feed-forward", "recurrent"])
+def test_compiled_step_equals_the_eager_step(overrides) -> None:
     # The compiled step takes its gradient with torch.func.grad, the eager one with autograd.
     trained = []
     for compile_mode in ("true", "false"):
-        multi = MultiSeedTrainer(small(compile=compile_mode), [0, 1])
+        multi = MultiSeedTrainer(small(compile=compile_mode, **overrides), [0, 1])
         multi.collect_rollouts()
         [metrics, _] = multi.update()
         trained.append((multi, metrics))
