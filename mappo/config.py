@@ -196,9 +196,13 @@ def paper_mpe_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict
     clip 0.2, entropy 0.01, value coefficient 1, Huber value loss (delta 10)
     with clipping, running value normalization (beta 0.99999), gradient norm
     10, policy head gain 0.01, a shared policy on Spread and Reference and
-    separate ones on Comm. Like that code, a shared policy sees no agent id and
+    separate ones on Comm. Like that code, a shared policy sees no agent id,
     the 25-step time limit ends an episode as a terminal state would (its
-    `use_proper_time_limits` is off). `env_kwargs` change nothing here.
+    `use_proper_time_limits` is off), and every agent learns from the team
+    reward (its MPE env gives each agent the sum of all agents' rewards in all
+    three tasks, which are `collaborative`; it differs from the mean that
+    `team_reward` credits by a fixed scale and offset, which value and
+    advantage normalization remove). `env_kwargs` change nothing here.
     """
     if env not in PAPER_MPE_AGENTS:
         raise ConfigError(
@@ -213,7 +217,7 @@ def paper_mpe_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict
         update_epochs=10 if env == "spread" else 15, clip_coef=0.2, ent_coef=0.01, vf_coef=1.0,
         huber_delta=10.0, clip_value_loss=True, value_norm=True, value_norm_beta=0.99999,
         max_grad_norm=10.0, policy_head_gain=0.01, share_policy=env != "speaker_listener",
-        gamma=0.99, gae_lambda=0.95,
+        gamma=0.99, gae_lambda=0.95, team_reward=True,
     )
 
 

@@ -14,9 +14,11 @@ def test_paper_preset_per_task() -> None:
     assert (spread.vf_coef, spread.huber_delta, spread.lr) == (1.0, 10.0, 7e-4)
     assert spread.num_envs == 128
     assert spread.minibatch_size == 0 and spread.share_policy and spread.input_layer_norm
-    # The official network and time-limit handling: LayerNorm after hidden layers, no agent
-    # id for the shared policy, the 25-step limit read as a terminal state.
+    # The official network, time-limit and reward handling: LayerNorm after hidden layers, no
+    # agent id for the shared policy, the 25-step limit read as a terminal state, and every
+    # agent trained on the team reward (the official MPE env's shared_reward).
     assert spread.hidden_layer_norm and not spread.agent_id and not spread.bootstrap_time_limits
+    assert spread.team_reward and not MappoConfig().team_reward
     assert MappoConfig().bootstrap_time_limits and MappoConfig().agent_id  # library defaults
     comm = MappoConfig(**paper_mpe_preset("speaker_listener"))
     assert (comm.update_epochs, comm.share_policy, comm.activation) == (15, False, "relu")
