@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -340,12 +341,34 @@ def _no_episode_hint(trainer: MappoTrainer) -> str:
             f"{copies:,} env copies {wait}; fewer --num-envs make them end sooner")
 
 
-def _checkpoint_due(updates: int, saved_steps: int | None, saved_time: float,
-                    interval: float) -> bool:
-    """Whether to checkpoint after this update: none saved yet, every
-    `CHECKPOINT_EVERY_UPDATES` updates, and `interval` seconds after the last save."""
-    return (saved_steps is None or updates % CHECKPOINT_EVERY_UPDATES == 0
-            or time.monotonic() - saved_time >= interval)
+class _CheckpointSchedule:
+    """When a training run writes its checkpoint: after the first update, every
+    `CHECKPOINT_EVERY_UPDATES` updates, `interval` seconds after the last save, and at
+    the end unless the last update is already saved. `write()` saves and returns the
+    env steps it saved."""
+
+    def __init__(self, write: Callable[[], int], interval: float) -> None:
+        self._write = write
+        self._interval = interval
+        self._saved_steps: int | None = None
+        self._saved_time = 0.0  # time.monotonic() of the last save
+
+    def due(self, updates: int) -> bool:
+        """Whether to save after update number `updates`."""
+        return (self._saved_steps is None or updates % CHECKPOINT_EVERY_UPDATES == 0
+                or time.monotonic() - self._saved_time >= self._interval)
+
+    def save(self) -> None:
+        """Write a checkpoint now."""
+        self._saved_steps = self._write()
+        self._saved_time = time.monotonic()
+
+    def save_final(self, env_steps: int) -> None:
+        """Save at the end of training, unless `env_steps` is what was saved last.
+
+        Only whole updates are saved: a crash mid-rollout keeps the last good one."""
+        if env_steps != self._saved_steps:
+            self.save()
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -434,13 +457,13 @@ def train_seeds(args: argparse.Namespace) -> int:
                    f"(seeds {', '.join(map(str, multi.seeds))}); env steps and steps/s count "
                    "all seeds together")
     recent = [RecentReturns() for _ in trainers]
-    saved_steps, saved_time = None, 0.0
 
-    def save() -> None:
-        nonlocal saved_steps, saved_time
+    def write() -> int:
         for k, folder in enumerate(folders):
             folder.save(multi.seed_state_dict(k), trainers[k].pickled_env_state())
-        saved_steps, saved_time = multi.env_steps, time.monotonic()
+        return multi.env_steps
+
+    checkpoints = _CheckpointSchedule(write, multi.config.checkpoint_interval)
 
     with _StopOnSignal() as stop:
 
@@ -454,15 +477,13 @@ def train_seeds(args: argparse.Namespace) -> int:
             progress.update(pooled_metrics(metrics))
             if multi.updates == FIRST_EPISODE_UPDATES and progress.recent.episodes == 0:
                 progress.write(_no_episode_hint(trainers[0]))
-            if _checkpoint_due(multi.updates, saved_steps, saved_time,
-                               multi.config.checkpoint_interval):
-                save()
+            if checkpoints.due(multi.updates):
+                checkpoints.save()
             return stop.signal_name is not None
 
         try:
             multi.train(on_update)
-            if multi.env_steps != saved_steps:
-                save()
+            checkpoints.save_final(multi.env_steps)
         finally:
             progress.close()
             for folder in folders:
@@ -499,15 +520,15 @@ def train(args: argparse.Namespace) -> int:
                         quiet=args.quiet or not main_rank)
     if main_rank:
         progress.write(f"run folder: {folder.path}")
-    saved_steps, saved_time = None, 0.0  # the last checkpoint: env steps, monotonic time
 
-    def save() -> None:
-        nonlocal saved_steps, saved_time
+    def write() -> int:
         state = trainer.state_dict()  # collective calls: every rank takes part
         pickled_env = trainer.pickled_env_state()
         if main_rank:
             folder.save(state, pickled_env)
-        saved_steps, saved_time = trainer.env_steps, time.monotonic()
+        return trainer.env_steps
+
+    checkpoints = _CheckpointSchedule(write, trainer.config.checkpoint_interval)
 
     with _StopOnSignal() as stop:
 
@@ -526,17 +547,14 @@ def train(args: argparse.Namespace) -> int:
             if (main_rank and trainer.updates == FIRST_EPISODE_UPDATES
                     and progress.recent.episodes == 0):
                 progress.write(_no_episode_hint(trainer))
-            due = _checkpoint_due(trainer.updates, saved_steps, saved_time,
-                                  trainer.config.checkpoint_interval)
-            if trainer.dist.any(due):  # ranks' clocks differ, and saving is collective
-                save()
+            # Ranks' clocks differ, and saving is collective.
+            if trainer.dist.any(checkpoints.due(trainer.updates)):
+                checkpoints.save()
             return stop.signal_name is not None
 
         try:
             trainer.train(on_update)
-            # Saved only after a whole update: a crash mid-rollout keeps the last good one.
-            if trainer.env_steps != saved_steps:
-                save()
+            checkpoints.save_final(trainer.env_steps)
         finally:
             progress.close()
             if main_rank:
