@@ -44,8 +44,9 @@ OFFICIAL_SCALE = {
 }
 NO_CONVERSION = "none exact: mpe2 scores distances, the official code squared distances"
 REFERENCE = {
-    "spread": "assign-and-go policy ≈ −7.9 (mpe2 scale); official-code users ≈ −120 (official "
-              "scale)",
+    "spread": "assign-and-go policy −7.78 (mpe2 scale; −119.4 official scale with the "
+              "official landmarks; spread_reference_policy.py); official-code users ≈ −120 "
+              "(official scale)",
     "reference": "random policy −28.4 (mpe2 scale, measured)",
     "speaker_listener": "random policy −39.7 (mpe2 scale, measured)",
 }
