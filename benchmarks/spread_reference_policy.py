@@ -9,9 +9,12 @@ points that way. `--dampings` compares a few damping gains. Each setting plays
 `--episodes` episodes of the built-in `spread` (mpe2's `simple_spread_v3`), once
 with landmarks drawn in U(-1, 1) as mpe2 does, once in 0.8 * U(-1, 1) as the
 official MAPPO code does, the latter also on that code's reward scale
-(`official_team_return`). Writes `benchmarks/results/spread_reference_policy.md`.
+(`official_team_return`). With `--runs`, trained spread runs play the same
+episodes greedily, and a second table says where each policy's agents end: on
+distinct landmarks, on the least-distance assignment, by a fixed convention.
+Writes `benchmarks/results/spread_reference_policy.md`.
 
-    python benchmarks/spread_reference_policy.py
+    python benchmarks/spread_reference_policy.py [--runs RUN_DIR ...]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,6 +32,7 @@ from bench_common import machine_info, markdown_table, write_results  # noqa: E4
 
 from mappo.envs.mpe_core import discrete_move_table  # noqa: E402
 from mappo.envs.spread import SpreadEnv, official_team_return  # noqa: E402
+from mappo.evaluation import load_run  # noqa: E402
 
 NUM_AGENTS = 3
 OFFICIAL_LANDMARK_SCALE = 0.8  # the official code spawns landmarks in 0.8 * U(-1, 1)
@@ -63,25 +68,81 @@ def moves(obs: torch.Tensor, target: torch.Tensor, damping: float) -> torch.Tens
     return score.argmax(-1)
 
 
-def episode_returns(episodes: int, damping: float, landmark_scale: float, seed: int
-                    ) -> torch.Tensor:
-    """Mean per-agent return `[episodes]` of one episode in each of `episodes` env copies."""
-    env = SpreadEnv(episodes, NUM_AGENTS, seed=seed)
+Act = Callable[[torch.Tensor], torch.Tensor]  # observations [E, A, O] -> moves [E, A]
+
+
+def play_episode(env: SpreadEnv, obs: torch.Tensor, act: Act) -> tuple[torch.Tensor,
+                                                                         torch.Tensor]:
+    """One episode in every copy of `env` from `obs`: the mean per-agent return `[E]` and
+    the last observation `[E, A, O]` (before the copies reset)."""
+    total = torch.zeros(env.num_envs)
+    for _ in range(env.spec.max_episode_steps):
+        result = env.step(act(obs))
+        total += result.reward.mean(-1)
+        obs = result.obs
+    assert bool(result.env_done.all()) and result.final_obs is not None, \
+        "every copy should end its episode together"
+    return total, result.final_obs
+
+
+def fresh_start(env: SpreadEnv, landmark_scale: float, seed: int) -> torch.Tensor:
+    """Reset `env` (landmarks drawn in `landmark_scale` * U(-1, 1)); first obs `[E, A, O]`."""
     obs = env.reset(seed=seed)
     if landmark_scale != 1.0:
         generator = torch.Generator().manual_seed(seed)
-        agents = torch.rand(episodes, NUM_AGENTS, 2, generator=generator) * 2 - 1
-        landmarks = landmark_scale * (torch.rand(episodes, NUM_AGENTS, 2,
-                                                 generator=generator) * 2 - 1)
+        E = env.num_envs
+        agents = torch.rand(E, NUM_AGENTS, 2, generator=generator) * 2 - 1
+        landmarks = landmark_scale * (torch.rand(E, NUM_AGENTS, 2, generator=generator) * 2 - 1)
         obs = env.set_state(agents, landmarks)
-    target = assignment(obs)
-    total = torch.zeros(episodes)
-    for _ in range(env.spec.max_episode_steps):
-        result = env.step(moves(obs, target, damping))
-        total += result.reward.mean(-1)
-        obs = result.obs
-    assert bool(result.env_done.all()), "every copy should end its episode together"
-    return total
+    return obs
+
+
+def hand_coded(episodes: int, damping: float, landmark_scale: float, seed: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The assign-and-go policy for one episode in each of `episodes` copies: returns `[E]`,
+    first and last observations `[E, A, O]`."""
+    env = SpreadEnv(episodes, NUM_AGENTS, seed=seed)
+    first = fresh_start(env, landmark_scale, seed)
+    target = assignment(first)
+    returns, last = play_episode(env, first, lambda obs: moves(obs, target, damping))
+    return returns, first, last
+
+
+@torch.no_grad()
+def learned(run_dir: Path, episodes: int, seed: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A trained run's greedy policy for one episode in each of `episodes` copies: returns
+    `[E]`, first and last observations `[E, A, O]`."""
+    policy, env = load_run(run_dir, episodes, seed=seed)
+    first = env.reset(seed=seed)
+    mask = env.get_action_mask()
+    carried = {"state": policy.initial_state(episodes),
+               "start": torch.ones(episodes, NUM_AGENTS, dtype=torch.bool)}
+
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        action, carried["state"] = policy.act(obs, mask, carried["state"], carried["start"],
+                                              True)
+        carried["start"] = torch.zeros_like(carried["start"])
+        return action
+
+    returns, last = play_episode(env, first, act)
+    env.close()
+    return returns, first, last
+
+
+def endings(first: torch.Tensor, last: torch.Tensor) -> tuple[float, float, float]:
+    """Where agents end, from each episode's first and last observations `[E, A, O]`: the
+    share of episodes whose agents end nearest to distinct landmarks, the share ending on
+    the least-total-distance assignment of the start, and the share of the most common
+    agent -> landmark-slot map (1/6 if every map is as common)."""
+    E, A = last.shape[:2]
+    dist = torch.linalg.vector_norm(last[..., 4:4 + 2 * A].reshape(E, A, A, 2), dim=-1)
+    nearest = dist.argmin(-1)  # [E, A]: each agent's nearest landmark slot
+    distinct = (nearest.sort(-1).values == torch.arange(A)).all(-1)
+    optimal = (nearest == assignment(first)).all(-1)
+    codes = (nearest * A ** torch.arange(A)).sum(-1)  # one integer per map
+    top_map = codes.unique(return_counts=True)[1].max().item() / E
+    return distinct.float().mean().item(), optimal.float().mean().item(), top_map
 
 
 def main() -> None:
@@ -89,28 +150,46 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=2000, help="episodes per setting")
     parser.add_argument("--dampings", type=float, nargs="+", default=[0.0, 0.3, 0.5],
                         help="velocity gains of the move rule")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[],
+                        help="trained spread runs to set beside it (greedy, same episodes)")
     parser.add_argument("--seed", type=int, default=123, help="env seed")
     args = parser.parse_args()
     info = machine_info()
-    rows, means = [], []
+    rows, means, ending_rows = [], [], []
     for damping in args.dampings:
-        ours = episode_returns(args.episodes, damping, 1.0, args.seed)
-        official = episode_returns(args.episodes, damping, OFFICIAL_LANDMARK_SCALE, args.seed)
+        ours, first, last = hand_coded(args.episodes, damping, 1.0, args.seed)
+        official = hand_coded(args.episodes, damping, OFFICIAL_LANDMARK_SCALE, args.seed)[0]
         means.append(ours.mean().item())
         sem = ours.std().item() / args.episodes ** 0.5
         official_mean = official.mean().item()
         rows.append([damping, f"{means[-1]:.2f} ± {sem:.2f}", f"{official_mean:.2f}",
                      f"{official_team_return(official_mean):.1f}"])
+        ending_rows.append([f"hand-coded, damping {damping}", rows[-1][1],
+                            *endings(first, last)])
         print(f"damping {damping}: {rows[-1][1]} (mpe2 landmarks), {rows[-1][2]} "
               f"(official landmarks, {rows[-1][3]} on the official scale)")
+    for run in args.runs:
+        returns, first, last = learned(run, args.episodes, args.seed)
+        sem = returns.std().item() / args.episodes ** 0.5
+        ending_rows.append([str(run), f"{returns.mean().item():.2f} ± {sem:.2f}",
+                            *endings(first, last)])
+        print(f"{run}: {ending_rows[-1][1]}")
     table = markdown_table(
         ["damping", "mpe2 spread: mean per-agent return ± s.e.",
          "landmarks in 0.8·U(−1,1): per-agent return", "same, official scale"], rows)
     note = (f"{args.episodes} episodes per setting, each agent deciding from its own "
-            f"observation. The best setting scores {max(means):.2f} on the library's spread: the "
-            "hand-coded level a learned policy is compared with.")
+            f"observation. The best setting scores {max(means):.2f} on the library's spread: "
+            "the hand-coded level a learned policy is compared with.")
+    ending_table = markdown_table(
+        ["policy", "return ± s.e.", "ends on distinct landmarks",
+         "ends on the least-distance assignment", "most common agent→landmark map"],
+        ending_rows)
+    ending_note = ("Where the agents end, on mpe2's landmarks (the same episodes for every "
+                   "policy): a policy covering the landmarks by a fixed convention (say, "
+                   "agent 0 to the first landmark listed) ends on the least-distance "
+                   "assignment about as often as chance, 1/6.")
     write_results("spread_reference_policy", "Spread: the hand-coded assign-and-go policy",
-                  info, [table, note], quick=False)
+                  info, [table, note, ending_table, ending_note], quick=False)
 
 
 if __name__ == "__main__":
