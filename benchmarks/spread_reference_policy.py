@@ -11,7 +11,8 @@ with landmarks drawn in U(-1, 1) as mpe2 does, once in 0.8 * U(-1, 1) as the
 official MAPPO code does, the latter also on that code's reward scale
 (`official_team_return`). With `--runs`, trained spread runs play the same
 episodes greedily, and a second table says where each policy's agents end: on
-distinct landmarks, on the least-distance assignment, by a fixed convention.
+distinct landmarks, on the least-distance assignment, by a fixed convention, and
+whether they end elsewhere when the agents swap their slots in the policy.
 Writes `benchmarks/results/spread_reference_policy.md`.
 
     python benchmarks/spread_reference_policy.py [--runs RUN_DIR ...]
@@ -109,25 +110,34 @@ def hand_coded(episodes: int, damping: float, landmark_scale: float, seed: int
 
 
 @torch.no_grad()
-def learned(run_dir: Path, episodes: int, seed: int
+def learned(run_dir: Path, episodes: int, seed: int, rotation: int = 0
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A trained run's greedy policy for one episode in each of `episodes` copies: returns
-    `[E]`, first and last observations `[E, A, O]`."""
+    `[E]`, first and last observations `[E, A, O]`. With `rotation` r, agent p acts in the
+    policy's agent slot (p + r) mod A: its one-hot (or its own network) is another's."""
     policy, env = load_run(run_dir, episodes, seed=seed)
     first = env.reset(seed=seed)
     mask = env.get_action_mask()
+    slot_agent = (torch.arange(NUM_AGENTS) - rotation) % NUM_AGENTS  # agent acting in slot
+    agent_slot = torch.argsort(slot_agent)
     carried = {"state": policy.initial_state(episodes),
                "start": torch.ones(episodes, NUM_AGENTS, dtype=torch.bool)}
 
     def act(obs: torch.Tensor) -> torch.Tensor:
-        action, carried["state"] = policy.act(obs, mask, carried["state"], carried["start"],
-                                              True)
+        action, carried["state"] = policy.act(obs[:, slot_agent], mask, carried["state"],
+                                              carried["start"], True)
         carried["start"] = torch.zeros_like(carried["start"])
-        return action
+        return action[:, agent_slot]
 
     returns, last = play_episode(env, first, act)
     env.close()
     return returns, first, last
+
+
+def nearest_landmark(obs: torch.Tensor) -> torch.Tensor:
+    """Each agent's nearest landmark slot `[E, A]` from observations `[E, A, O]`."""
+    E, A = obs.shape[:2]
+    return torch.linalg.vector_norm(obs[..., 4:4 + 2 * A].reshape(E, A, A, 2), dim=-1).argmin(-1)
 
 
 def endings(first: torch.Tensor, last: torch.Tensor) -> tuple[float, float, float]:
@@ -136,8 +146,7 @@ def endings(first: torch.Tensor, last: torch.Tensor) -> tuple[float, float, floa
     the least-total-distance assignment of the start, and the share of the most common
     agent -> landmark-slot map (1/6 if every map is as common)."""
     E, A = last.shape[:2]
-    dist = torch.linalg.vector_norm(last[..., 4:4 + 2 * A].reshape(E, A, A, 2), dim=-1)
-    nearest = dist.argmin(-1)  # [E, A]: each agent's nearest landmark slot
+    nearest = nearest_landmark(last)  # [E, A]
     distinct = (nearest.sort(-1).values == torch.arange(A)).all(-1)
     optimal = (nearest == assignment(first)).all(-1)
     codes = (nearest * A ** torch.arange(A)).sum(-1)  # one integer per map
@@ -165,14 +174,16 @@ def main() -> None:
         rows.append([damping, f"{means[-1]:.2f} ± {sem:.2f}", f"{official_mean:.2f}",
                      f"{official_team_return(official_mean):.1f}"])
         ending_rows.append([f"hand-coded, damping {damping}", rows[-1][1],
-                            *endings(first, last)])
+                            *endings(first, last), 0.0])  # no agent reads its slot
         print(f"damping {damping}: {rows[-1][1]} (mpe2 landmarks), {rows[-1][2]} "
               f"(official landmarks, {rows[-1][3]} on the official scale)")
     for run in args.runs:
         returns, first, last = learned(run, args.episodes, args.seed)
+        rotated = learned(run, args.episodes, args.seed, rotation=1)[2]
+        changed = (nearest_landmark(rotated) != nearest_landmark(last)).any(-1)
         sem = returns.std().item() / args.episodes ** 0.5
         ending_rows.append([str(run), f"{returns.mean().item():.2f} ± {sem:.2f}",
-                            *endings(first, last)])
+                            *endings(first, last), changed.float().mean().item()])
         print(f"{run}: {ending_rows[-1][1]}")
     table = markdown_table(
         ["damping", "mpe2 spread: mean per-agent return ± s.e.",
@@ -182,12 +193,17 @@ def main() -> None:
             "the hand-coded level a learned policy is compared with.")
     ending_table = markdown_table(
         ["policy", "return ± s.e.", "ends on distinct landmarks",
-         "ends on the least-distance assignment", "most common agent→landmark map"],
+         "ends on the least-distance assignment", "most common agent→landmark map",
+         "agents' slots rotated: episodes ending elsewhere"],
         ending_rows)
     ending_note = ("Where the agents end, on mpe2's landmarks (the same episodes for every "
                    "policy): a policy covering the landmarks by a fixed convention (say, "
                    "agent 0 to the first landmark listed) ends on the least-distance "
-                   "assignment about as often as chance, 1/6.")
+                   "assignment about as often as chance, 1/6. Last column: the same "
+                   "episodes with every agent acting in the next agent's slot of the policy "
+                   "(its agent one-hot, or its network), and the share of episodes where some "
+                   "agent then ends at another landmark; a policy that shares out landmarks "
+                   "by agent identity scores high, one that reads only the geometry 0.")
     write_results("spread_reference_policy", "Spread: the hand-coded assign-and-go policy",
                   info, [table, note, ending_table, ending_note], quick=False)
 
