@@ -57,9 +57,13 @@ def test_one_seed_is_bitwise_a_solo_run() -> None:
     {"env": "pz_envs:BoxActionEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
     {"env": "gymnasium:gym_envs:TupleCounter-v0", "num_envs": 4, "rollout_steps": 10,
      "minibatch_size": 40},
+    {"env": "pz_envs:MaskedEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
+    {"env": "aec_envs:RelayEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
+    {"env": "image_envs:ColourEnv", "env_kwargs": {"image_state": True}, "num_envs": 4,
+     "rollout_steps": 8, "minibatch_size": 16},
     {"max_grad_norm": 0.05},
 ], ids=["feed-forward", "recurrent", "ippo-per-agent", "pettingzoo-box", "gymnasium",
-        "gradients-clipped"])
+        "action-masks", "turn-based", "images", "gradients-clipped"])
 def test_each_seeds_update_equals_a_solo_update_on_the_same_data(overrides) -> None:
     config = small(**overrides)
     multi = MultiSeedTrainer(config, [3, 5, 7])
