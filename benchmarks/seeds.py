@@ -2,11 +2,13 @@
 
     python benchmarks/seeds.py [--updates 2] [--warmup 1] [--compile auto|true|false]
                                [--counts 8 4 2 1] [--one-thread-only]
+                               [--preset paper-mpe [--recurrent false]]
 
 The default config (spread, 128 envs x 25 steps, 10 epochs, minibatches of 256
-agent-steps), seeds 0-7. Each measurement runs in a fresh process: `warmup`
-whole iterations (rollout + update) untimed, then `updates` timed, and counts
-the env steps of all seeds together per second of the timed iterations.
+agent-steps), or a preset's config for spread, seeds 0-7. Each measurement
+runs in a fresh process: `warmup` whole iterations (rollout + update) untimed,
+then `updates` timed, and counts the env steps of all seeds together per
+second of the timed iterations.
 
 - one thread: K = 1, 2, 4, 8 seeds in one process (`MultiSeedTrainer`) against
   the same K seeds trained one after another in one process (the first K of
@@ -20,9 +22,12 @@ the env steps of all seeds together per second of the timed iterations.
 (it compiles only runs of `COMPILE_MIN_STEPS` or more, so these short
 measurements run eager); `true` compiles solo and batched steps alike, as
 every run of the default 1.5M steps does. `--counts` picks the K of the
-one-thread part, `--one-thread-only` skips the both-cores part.
-Writes benchmarks/results/seeds.md (seeds_compiled.md with `--compile true`);
-last line: one JSON object.
+one-thread part, `--one-thread-only` skips the both-cores part. `--preset`
+measures a preset's config instead of the defaults (paper-mpe: one
+whole-rollout minibatch, so an update is 10 large steps instead of 375 small
+ones); `--recurrent` overrides its choice of a GRU.
+Writes benchmarks/results/seeds.md (seeds_compiled.md with `--compile true`,
+seeds_<preset>[_compiled].md with `--preset`); last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -37,19 +42,22 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from bench_common import machine_info, machine_line, markdown_table, write_results
 
+from mappo.config import PRESETS, MappoConfig
+
 SEEDS = list(range(8))
 
 
 def measure(batched: bool, seeds: list[int], threads: int, updates: int, warmup: int,
-            compile_mode: str) -> list[tuple[int, float, bool, float]]:
+            settings: dict) -> list[tuple[int, float, bool, float]]:
     """(env steps, timed seconds, compiled, CPU seconds of this process in that time) of
     training `seeds`: one `MultiSeedTrainer` when `batched`, else one `MappoTrainer` after
-    another (one entry per seed)."""
-    from mappo import MappoConfig, MappoTrainer
+    another (one entry per seed). `settings` are the config's fields that differ from the
+    defaults."""
+    from mappo import MappoTrainer
     from mappo.seeds import MultiSeedTrainer
 
     torch.set_num_threads(threads)
-    config = MappoConfig(torch_threads=threads, compile=compile_mode)
+    config = MappoConfig(**settings, torch_threads=threads)
     config = config.replace(
         total_steps=(updates + warmup) * config.num_envs * config.rollout_steps)
     if batched:
@@ -102,11 +110,26 @@ def main() -> None:
                         help=f"seeds per process in the one-thread part (1-{len(SEEDS)})")
     parser.add_argument("--one-thread-only", action="store_true",
                         help="skip the both-cores part")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="measure this preset's config for spread instead of the defaults")
+    parser.add_argument("--recurrent", choices=("true", "false"),
+                        help="GRU or not, over the preset's choice")
     args = parser.parse_args()
     info = machine_info()
     start = time.perf_counter()
-    common = (args.updates, args.warmup, args.compile)
+    settings = {**(PRESETS[args.preset]("spread") if args.preset else {}),
+                "compile": args.compile}
+    if args.recurrent:
+        settings["recurrent"] = args.recurrent == "true"
+    config = MappoConfig(**settings)
+    common = (args.updates, args.warmup, settings)
 
+    minibatch = (f"minibatch {config.minibatch_size} agent-steps" if config.minibatch_size
+                 else "one whole-rollout minibatch")
+    described = (f"{'preset ' + args.preset if args.preset else 'default'} config (spread, "
+                 f"{config.num_envs} envs x {config.rollout_steps} steps, "
+                 f"{config.update_epochs} epochs, {minibatch}"
+                 f"{', GRU' if config.recurrent else ''})")
     rows, summary = [], {}
 
     def write(compiled: set[bool], missing: str = "") -> None:
@@ -118,8 +141,7 @@ def main() -> None:
         lines = [
             f"{machine_line(info)}; load average at end "
             f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}",
-            f"default config (spread, 128 envs x 25 steps, 10 epochs, minibatch 256 "
-            f"agent-steps); per measurement {args.warmup} untimed + {args.updates} timed "
+            f"{described}; per measurement {args.warmup} untimed + {args.updates} timed "
             f"iterations (rollout + update) per seed, env steps of all seeds counted; "
             f"minibatch loss compiled: {' / '.join(sorted(map(str, compiled)))} (--compile "
             f"{args.compile}); wall time {(time.perf_counter() - start) / 60:.1f} min",
@@ -131,7 +153,8 @@ def main() -> None:
             *([missing] if missing else []),
         ]
         table = markdown_table(headers, rows)
-        name = "seeds_compiled" if args.compile == "true" else "seeds"
+        name = "_".join(["seeds", *([args.preset] if args.preset else []),
+                         *(["compiled"] if args.compile == "true" else [])])
         write_results(name, "Seeds in one process against seeds one after another", info,
                       ["\n\n".join(lines), table], quick=False)
         print("\n".join(lines))
