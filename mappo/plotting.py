@@ -27,7 +27,9 @@ from mappo.run_folder import RunFolderError
 
 X_AXES = ("env_steps", "wall_time")
 Y_COLUMNS = ("episode_return", "eval_return")  # metrics.csv columns a curve can show
-GROUP_IGNORED_KEYS = ("seed",)
+# Keys that do not change what a run learns: its seed, and when it saves and evaluates
+# (evaluation leaves training bitwise unchanged), so runs differing only there pool.
+GROUP_IGNORED_KEYS = ("seed", "checkpoint_interval", "eval_interval", "eval_episodes")
 GRID_POINTS = 200
 
 
@@ -54,7 +56,8 @@ class RunCurve:
 
 @dataclass
 class RunGroup:
-    """Runs sharing one config but for the seed, and what tells the group apart."""
+    """Runs sharing one config but for `GROUP_IGNORED_KEYS`, and what tells the group
+    apart."""
 
     runs: list[RunCurve]
     label: str = ""

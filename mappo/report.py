@@ -1,11 +1,12 @@
 """`mappo report`: seeds pooled into mean, IQM and bootstrap CIs, and marl-eval JSON.
 
 Runs are grouped as `mappo plot` groups them (`plotting.group_runs`: configs
-equal but for the seed, labelled by the keys that differ). A run's score is
-its final evaluation return: the mean return of `episodes` greedy episodes of
-its checkpoint.pt (`evaluate_run(..., deterministic=True)`) when `episodes` is
-given; else the last `eval_return` in its metrics.csv where the run evaluated
-while training, and 100 greedy episodes where it did not.
+equal but for the seed and when they save and evaluate, labelled by the keys
+that differ). A run's score is its final evaluation return: the mean return
+of `episodes` greedy episodes of its checkpoint.pt (`evaluate_run(...,
+deterministic=True)`) when `episodes` is given; else the last `eval_return` in
+its metrics.csv where the run evaluated while training, and 100 greedy
+episodes where it did not.
 
 Per group: the mean and the interquartile mean (IQM) of the scores, each with a
 95 % stratified percentile-bootstrap CI (runs resampled with replacement within

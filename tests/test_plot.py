@@ -54,6 +54,20 @@ def test_seeds_group_and_labels_name_the_keys_that_differ(runs) -> None:
     assert groups[1].differing == {"lr": 0.0007, "share_policy": False}
 
 
+def test_runs_differing_only_in_when_they_save_and_evaluate_are_seeds_of_one_group(
+        tmp_path) -> None:
+    common = 'env = "spread"\nlr = 5e-4\n'
+    runs = [make_run(tmp_path / "a", common + "seed = 0\neval_interval = 1000000\n",
+                     linear_rows([100], 0.0)),
+            make_run(tmp_path / "b", common + "seed = 1\neval_interval = 2000000\n"
+                     "eval_episodes = 100\ncheckpoint_interval = 60.0\n", linear_rows([100], 0.0)),
+            make_run(tmp_path / "c", 'env = "spread"\nlr = 3e-4\nseed = 2\n',
+                     linear_rows([100], 0.0))]
+    groups = group_runs([read_run(r) for r in runs])
+    assert [[run.path.name for run in g.runs] for g in groups] == [["a", "b"], ["c"]]
+    assert [g.label for g in groups] == ["lr=0.0005", "lr=0.0003"]
+
+
 def test_band_is_mean_and_std_over_seeds_on_the_common_range(runs) -> None:
     group = group_runs([read_run(runs[0]), read_run(runs[1])])[0]
     assert group.label == "spread"  # a single group: nothing differs
