@@ -110,7 +110,7 @@ def main() -> None:
                         help=f"seeds per process in the one-thread part (1-{len(SEEDS)})")
     parser.add_argument("--one-thread-only", action="store_true",
                         help="skip the both-cores part")
-    parser.add_argument("--preset", choices=sorted(PRESETS),
+    parser.add_argument("--preset", choices=("paper-mpe",),  # the presets that cover spread
                         help="measure this preset's config for spread instead of the defaults")
     parser.add_argument("--recurrent", choices=("true", "false"),
                         help="GRU or not, over the preset's choice")
