@@ -20,16 +20,22 @@ hands its per-agent outputs to the trainer as single tensors:
 * finished copies restart in place without a loop over copies: VMAS resets a
   single copy (`reset_at(index)`) or all of them, so every per-copy tensor of
   the simulator (those with the copies on their first axis, found by walking
-  its objects, see `_walk`) is saved, all copies are reset, and the copies
-  that were not done get their rows back with one `torch.where` per tensor;
-  what a full reset redraws for all copies at once (simple_speaker_listener's
-  goal landmark, colours) goes back as it was, as `reset_at` would keep it.
+  everything it holds: objects' attributes, lists, tuples, dicts keyed by
+  anything, such as football's opponent AI, which keys its plans by `Agent`; see
+  `_walk`) is saved, all copies are reset, and the copies that were not done
+  get their rows back with one `torch.where` per tensor; what a full reset
+  redraws for all copies at once (simple_speaker_listener's goal landmark,
+  colours) or builds anew (sampling's gaussians) goes back as it was, as
+  `reset_at` would keep it, with the new episode's rows where done.
   The same walk gives the env's `state_dict` for exact resumption: the
   per-copy tensors, the shared values (numbers, small tensors, which object an
-  attribute names) and the RNG states VMAS keeps. A scenario that kept
-  per-copy state outside tensors would escape both (none of VMAS's does, as
-  far as the tests check: balance, navigation, transport, sampling, wheel,
-  simple_speaker_listener, give_way).
+  entry names), the dicts and lists holding them, and the RNG states VMAS
+  keeps. A scenario that kept per-copy state outside tensors would escape both
+  (none of VMAS's does, as far as tests/test_vmas_twin.py checks, which runs
+  them all). Copies still share the random streams: a reset draws for every
+  copy, and football's AI draws noise for the copies where a player lacks the
+  ball, so one copy's reset changes the others' later draws (as with VMAS's own
+  `reset_at`), not their state.
 
 Each `VmasEnv` keeps its own VMAS random streams (VMAS shares one set between
 all its envs in a process, so training and evaluation envs would otherwise
@@ -39,8 +45,11 @@ which the trainer saves with its own RNG.
 
 from __future__ import annotations
 
+import ast
 import collections
 import difflib
+import functools
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -266,9 +275,9 @@ class VmasEnv(MultiAgentEnv):
 
     def state_dict(self) -> dict[str, Any]:
         """Every per-copy tensor of the simulator by its path from the env, the values
-        shared by all copies (numbers, small tensors, which object an attribute names:
-        simple_speaker_listener's goal), and this env's VMAS random streams: enough to
-        continue exactly."""
+        shared by all copies (numbers, small tensors, which object an entry names:
+        simple_speaker_listener's goal), the dicts and lists that hold them, and this env's
+        VMAS random streams: enough to continue exactly."""
         slots, objects, shared = _walk(self._env, self.num_envs)
         world = {path: get(owner, key).clone() for path, (owner, key, get, _) in slots.items()}
         path_of = {id(obj): path for path, obj in objects.items()}
@@ -279,6 +288,10 @@ class VmasEnv(MultiAgentEnv):
                 values[path] = ("value", value)
             elif isinstance(value, torch.Tensor):
                 values[path] = ("tensor", value.clone())
+            elif type(value) in (dict, list) and path_of.get(id(value)) == path:
+                # Where it is first reached: a scenario may make it as it runs, so that a
+                # fresh env has yet to (joint_passage's `info_stored`, made on each step).
+                values[path] = (type(value).__name__, len(value))
             elif id(value) in path_of:
                 values[path] = ("ref", path_of[id(value)])
         torch_rng, numpy_rng, python_rng = self._rng
@@ -298,9 +311,18 @@ class VmasEnv(MultiAgentEnv):
         """Restore a snapshot of `state_dict` from an env of the same scenario and size.
 
         Tensors the scenario creates on its first step may be in the snapshot and not yet
-        in this env: they are created where the snapshot had them.
+        in this env: they are created where the snapshot had them, and so are the dicts and
+        lists that hold them.
         """
-        slots, objects, _ = _walk(self._env, self.num_envs)
+        slots, objects, shared = _walk(self._env, self.num_envs)
+        entries = {path: (owner, key, get, put) for path, owner, key, get, put in shared}
+        saved_shared = state.get("shared", {})
+        for path, (kind, size) in saved_shared.items():  # containers first, for what they hold
+            if kind in ("dict", "list") and path not in objects:
+                found = _owner_of(path, objects)
+                container = {} if kind == "dict" else [None] * size
+                if found is not None and _place(*found, container, objects):
+                    objects[path] = container
         for path, tensor in state["world"].items():
             if path in slots:
                 owner, key, get, put = slots[path]
@@ -310,19 +332,29 @@ class VmasEnv(MultiAgentEnv):
                                      f"{self.spec.name} env {tuple(current.shape)}")
                 _write(owner, key, put, current, tensor.to(current.device, current.dtype))
                 continue
-            owner_path, _, key = path.rpartition(".")
-            if owner_path not in objects or tensor.shape[:1] != (self.num_envs,):
+            found = _owner_of(path, objects)
+            if found is None or tensor.shape[:1] != (self.num_envs,) or not _place(
+                    *found, tensor.to(self.device).clone(), objects):
                 raise ValueError(f"snapshot holds {path}, which this {self.spec.name} env of "
                                  f"{self.num_envs} copies has no place for")
-            _place(objects[owner_path], key, tensor.to(self.device).clone())
-        for path, (kind, saved) in state.get("shared", {}).items():
-            owner_path, _, key = path.rpartition(".")
-            if owner_path not in objects or (kind == "ref" and saved not in objects):
-                continue  # built anew by this env's scenario, as the snapshot's was
-            value = objects[saved] if kind == "ref" else saved
+        for path, (kind, saved) in saved_shared.items():
+            if kind in ("dict", "list") or (kind == "ref" and (
+                    saved == path or saved not in objects)):
+                continue  # a container placed above, the object there, or built anew
+            if kind == "ref":  # as it is now: writing a tuple's item above made a new tuple
+                owner, key, get, _ = entries.get(saved, (objects, saved, _get_item, None))
+                value = get(owner, key)
+            else:
+                value = saved
             if kind == "tensor":
                 value = value.to(self.device).clone()
-            _place(objects[owner_path], key, value)
+            if path in entries:  # through its own setter: a tuple's item makes a new tuple
+                owner, key, get, put = entries[path]
+                current = get(owner, key)
+                if current is not value and not _equal(current, value):
+                    put(owner, key, value)
+            elif (found := _owner_of(path, objects)) is not None:
+                _place(*found, value, objects)
         kind, keys, pos, has_gauss, cached = state["numpy_rng"]
         version, internal, gauss_next = state["python_rng"]
         self._rng = [
@@ -373,12 +405,16 @@ class VmasEnv(MultiAgentEnv):
             return self._stack_obs(self._env.reset())
         # As VMAS's own `reset_at(i)`: only the done copies' rows change. Everything else
         # a full reset redraws (values shared by all copies, such as the goal landmark of
-        # simple_speaker_listener, or colours) goes back to what it was.
+        # simple_speaker_listener, or colours) or builds anew (objects and containers, such
+        # as sampling's gaussians) goes back to what it was, and gets the new episode's
+        # rows where done: those the reset left at the same path.
         slots, _, shared = _walk(self._env, self.num_envs)
         kept = {path: get(owner, key).clone() for path, (owner, key, get, _) in slots.items()}
         kept_shared = [(owner, key, get, put, _copy(get(owner, key)))
                        for _, owner, key, get, put in shared]
         fresh = self._stack_obs(self._env.reset())  # every copy restarts ...
+        reset = {path: get(owner, key)
+                 for path, (owner, key, get, _) in _walk(self._env, self.num_envs)[0].items()}
         for owner, key, get, put, value in kept_shared:  # ... and the rest goes back
             current = get(owner, key)
             if isinstance(value, torch.Tensor) and isinstance(current, torch.Tensor) \
@@ -386,12 +422,17 @@ class VmasEnv(MultiAgentEnv):
                 _write(owner, key, put, current, value)
             elif current is not value:
                 put(owner, key, value)
-        for path, (owner, key, get, put) in slots.items():
-            new = get(owner, key)
+        merged = {}  # all first: a tensor the reset made may be the view of another
+        for path, (owner, key, get, _) in slots.items():
+            new = reset.get(path)
+            if new is None:  # no longer at this path: where the entry is now
+                new = get(owner, key)
             if new.shape != kept[path].shape:
                 raise EnvError(f"env '{self.spec.name}': reset changed the shape of {path}")
             where = done.view(-1, *[1] * (new.dim() - 1))
-            _write(owner, key, put, new, torch.where(where, new, kept[path]))
+            merged[path] = torch.where(where, new, kept[path])
+        for path, (owner, key, get, put) in slots.items():
+            _write(owner, key, put, get(owner, key), merged[path])
         return torch.where(done[:, None, None], fresh, obs)
 
     def _frame(self) -> np.ndarray:
@@ -413,6 +454,16 @@ class VmasEnv(MultiAgentEnv):
 
 # ---------------------------------------------------------------- per-copy tensors
 
+# Where the walk does not go: the renderer (pyglet's windows, VMAS's geometry) holds no
+# per-copy state, and code, classes and modules hold none of one env's.
+_NOT_WALKED_MODULES = ("pyglet", "vmas.simulator.rendering")
+_ATOMS = (type(None), bool, int, float, complex, str, bytes)
+_NOT_WALKED_TYPES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+                     types.MethodType, types.CodeType, torch.Tensor, np.ndarray)
+
+# (owner, key, getter, setter): one entry of an object or container, as the walk reads it.
+_Entry = tuple[Any, Any, Any, Any]
+
 
 def _get_attr(owner: Any, key: str) -> Any:
     return getattr(owner, key)
@@ -430,6 +481,23 @@ def _set_item(owner: Any, key: Any, value: Any) -> None:
     owner[key] = value
 
 
+def _tuple_setter(holder: _Entry) -> Any:
+    """A setter for the items of the tuple in entry `holder`: a tuple cannot change, so a
+    new one, with the item replaced, goes where the tuple is (read anew at every call, so
+    that two replacements in a row both stay)."""
+    holder_owner, holder_key, holder_get, holder_put = holder
+
+    def put(owner: Any, key: int, value: Any) -> None:
+        current = holder_get(holder_owner, holder_key)
+        items = list(current)
+        items[key] = value
+        kind = type(current)
+        holder_put(holder_owner, holder_key,
+                   kind._make(items) if hasattr(kind, "_make") else kind(items))  # namedtuple
+
+    return put
+
+
 def _write(owner: Any, key: Any, put: Any, current: torch.Tensor, value: torch.Tensor) -> None:
     """Give a slot `value`: in place, so that every alias of the tensor sees it, or as a new
     tensor where the current one cannot be written (an expanded view)."""
@@ -439,27 +507,145 @@ def _write(owner: Any, key: Any, put: Any, current: torch.Tensor, value: torch.T
         put(owner, key, value.clone())
 
 
-def _place(owner: Any, key: str, value: Any) -> None:
-    """Set `owner`'s entry `key` (as a path writes it: list indices and dict keys as text)."""
-    if isinstance(owner, list):
-        owner[int(key)] = value
-    elif isinstance(owner, dict):
-        owner[key if key in owner or not key.isdigit() else int(key)] = value
-    elif getattr(owner, key, None) is not value:
-        setattr(owner, key, value)
+def _walkable(value: Any) -> bool:
+    """Whether the walk goes into `value`: containers, and any object with attributes
+    (VMAS's entities and world, a scenario's helpers such as football's opponent AI,
+    dataclasses, torch distributions) but code, classes, modules and the renderer."""
+    if isinstance(value, (dict, list, tuple)):
+        return True
+    if type(value) in _ATOMS or isinstance(value, _NOT_WALKED_TYPES):
+        return False
+    if (type(value).__module__ or "").startswith(_NOT_WALKED_MODULES):
+        return False
+    return hasattr(value, "__dict__") or bool(_slot_names(value))
 
 
-def _is_simulator_object(obj: Any) -> bool:
-    """Whether `obj` belongs to VMAS: its classes, or a scenario file's, which VMAS loads
-    as a module without a name. Its renderer holds no per-copy state."""
-    module = type(obj).__module__ or ""
-    return (module == "" or module.startswith("vmas.")) and not module.startswith(
-        "vmas.simulator.rendering")
+def _named_first(value: Any) -> bool:
+    """Whether the walk visits `value` in its first round (see `_walk`): dicts, lists, and
+    VMAS's objects: its classes, or a scenario file's, which VMAS loads as a module
+    without a name."""
+    if isinstance(value, (dict, list)):
+        return True
+    module = type(value).__module__ or ""
+    return module == "" or module.startswith("vmas.")
 
 
-def _per_env_slots(env: Any, num_envs: int) -> dict[str, tuple[Any, Any, Any, Any]]:
-    """The per-copy tensors of `_walk`: path → (owner, key, getter, setter)."""
-    return _walk(env, num_envs)[0]
+@functools.cache
+def _class_slots(cls: type) -> tuple[str, ...]:
+    """The `__slots__` attributes of `cls` and its bases (private names as Python stores
+    them)."""
+    names = []
+    for base in cls.__mro__:
+        slots = base.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{base.__name__.lstrip('_')}{name}"
+            names.append(name)
+    return tuple(names)
+
+
+def _slot_names(obj: Any) -> list[str]:
+    """The `__slots__` attributes `obj` has set."""
+    return [name for name in _class_slots(type(obj)) if hasattr(obj, name)]
+
+
+def _attributes(obj: Any) -> list[tuple[str, Any]]:
+    """`obj`'s own attributes, in its `__dict__` then its `__slots__`."""
+    entries = list(vars(obj).items()) if hasattr(obj, "__dict__") else []
+    return entries + [(name, getattr(obj, name)) for name in _slot_names(obj)]
+
+
+def _key_text(key: Any, path_of: dict[int, str]) -> str | None:
+    """How a path names the entry of a dict at `key`: a name or a non-negative number as it
+    is (as attributes and list items), any other key as `[expression]`, which
+    `_key_from_text` reads back: literals, tuples, frozensets, and `ref('path')` for an
+    object by the path the walk reached it at. None while such an object has no path."""
+    if isinstance(key, str) and not key.startswith("["):
+        return key
+    if type(key) is int and key >= 0:
+        return str(key)
+    expression = _key_expression(key, path_of)
+    return None if expression is None else f"[{expression}]"
+
+
+def _key_expression(key: Any, path_of: dict[int, str]) -> str | None:
+    """`key` as an expression for `_key_text` (frozensets sorted: their order is not)."""
+    if key is None or type(key) in (bool, int, float, str, bytes):
+        return repr(key)
+    if type(key) in (tuple, frozenset):
+        parts = [_key_expression(k, path_of) for k in key]
+        if None in parts:
+            return None
+        if type(key) is tuple:
+            return "(" + "".join(f"{part}, " for part in parts) + ")"
+        return f"frozenset({{{', '.join(sorted(parts))}}})" if parts else "frozenset()"
+    if id(key) in path_of:
+        return f"ref({path_of[id(key)]!r})"
+    return None
+
+
+def _key_from_text(owner: dict, text: str, objects: dict[str, Any]) -> Any:
+    """The dict key that `_key_text` wrote as `text` (`objects`: the walk's, by path)."""
+    if not text.startswith("["):
+        return int(text) if text.isdigit() and text not in owner else text
+    return _evaluate(ast.parse(text[1:-1], mode="eval").body, objects)
+
+
+def _evaluate(node: ast.expr, objects: dict[str, Any]) -> Any:
+    """The value of an expression of `_key_expression`, which evaluates nothing else."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_evaluate(node.operand, objects)
+    if isinstance(node, ast.Tuple):
+        return tuple(_evaluate(item, objects) for item in node.elts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+        if node.func.id == "frozenset" and len(node.args) <= 1:
+            items = node.args[0].elts if node.args and isinstance(node.args[0], ast.Set) else []
+            return frozenset(_evaluate(item, objects) for item in items)
+        if node.func.id == "ref" and len(node.args) == 1:
+            return objects[_evaluate(node.args[0], objects)]
+    raise ValueError(f"not a key: {ast.unparse(node)}")
+
+
+def _owner_of(path: str, objects: dict[str, Any]) -> tuple[Any, str] | None:
+    """The object or container a path's last entry belongs to, and that entry's text (which
+    may hold dots: dict keys), or None if the walk did not reach it."""
+    end = len(path)
+    while (dot := path.rfind(".", 0, end)) > 0:
+        if path[:dot] in objects:
+            return objects[path[:dot]], path[dot + 1:]
+        end = dot
+    return None
+
+
+def _place(owner: Any, text: str, value: Any, objects: dict[str, Any]) -> bool:
+    """Set `owner`'s entry named `text` in a path (list items and dict keys as
+    `_key_text` writes them); False where there is no such place (a tuple, a key that
+    names nothing here)."""
+    try:
+        if isinstance(owner, list):
+            owner[int(text)] = value
+        elif isinstance(owner, dict):
+            owner[_key_from_text(owner, text, objects)] = value
+        elif isinstance(owner, tuple) or not text.isidentifier():
+            return False  # an attribute of something this env has not made (yet)
+        elif getattr(owner, text, None) is not value:
+            setattr(owner, text, value)
+    except (ValueError, SyntaxError, KeyError, IndexError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def _equal(current: Any, value: Any) -> bool:
+    """Whether a snapshot's shared `value` is already what an entry holds (then it stays,
+    not replaced: replacing a tuple's item replaces the tuple)."""
+    if isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor):
+        return (current.dtype == value.dtype and current.shape == value.shape
+                and current.device == value.device and bool(torch.equal(current, value)))
+    return type(value) in _ATOMS and type(current) is type(value) and current == value
 
 
 def _copy(value: Any) -> Any:
@@ -467,46 +653,90 @@ def _copy(value: Any) -> Any:
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
-def _walk(env: Any, num_envs: int) -> tuple[dict[str, tuple[Any, Any, Any, Any]],
-                                            dict[str, Any], list[tuple[str, Any, Any, Any, Any]]]:
+def _walk(env: Any, num_envs: int) -> tuple[dict[str, _Entry], dict[str, Any],
+                                            list[tuple[str, Any, Any, Any, Any]]]:
     """Every tensor with one row per copy, `[E, ...]`, reachable from the VMAS env through
-    its own objects, lists and dicts: path → (owner, key, getter, setter).
+    any objects' attributes (`__dict__` and `__slots__`), lists, tuples and dicts (keyed by
+    anything: football's opponent AI keys its plans by `Agent`): path →
+    (owner, key, getter, setter).
 
     These hold the simulator's state (entity positions, velocities, step counters,
-    scenario bookkeeping such as shaping terms). The walk visits each object once,
-    breadth first in attribute order, so paths are the same for the same scenario.
-    Rebuilt on every use: scenarios add attributes as they run. Also returns every
-    object and container visited, by path, and every other entry of theirs (values and
-    references shared by all copies): (path, owner, key, getter, setter).
+    scenario bookkeeping such as shaping terms or an AI's plans). The walk visits each
+    object once, breadth first in attribute and insertion order, so paths are the same
+    for the same scenario. It goes first through VMAS's own objects (`_named_first`),
+    lists, and dicts keyed by names and numbers, so that what those reach keeps the paths
+    snapshots had before the walk went further; then through the rest (tuples, other
+    objects), one at a time; last through dict entries keyed by anything else (objects,
+    named by their paths, which they have by then; tuples; see `_key_text`). Rebuilt on every use:
+    scenarios add attributes as they run. Also returns every object and container
+    visited, by path, and every other entry of theirs (values and references shared by
+    all copies): (path, owner, key, getter, setter).
     """
-    slots: dict[str, tuple[Any, Any, Any, Any]] = {}
+    slots: dict[str, _Entry] = {}
     objects: dict[str, Any] = {}
-    shared: list[tuple[Any, Any, Any, Any]] = []
-    seen: set[int] = set()
-    queue: collections.deque[tuple[Any, str]] = collections.deque([(env, "env")])
-    while queue:
-        obj, path = queue.popleft()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        objects[path] = obj
-        if isinstance(obj, dict):  # keyed by names or numbers (object keys make no path)
-            entries = [(k, v) for k, v in obj.items() if isinstance(k, (str, int))]
-            get, put = _get_item, _set_item
-        elif isinstance(obj, list):
-            entries, get, put = list(enumerate(obj)), _get_item, _set_item
-        else:
-            entries, get, put = list(vars(obj).items()), _get_attr, _set_attr
-        for key, value in entries:
-            where = f"{path}.{key}"
-            if isinstance(value, torch.Tensor) and value.dim() >= 1 \
-                    and value.shape[0] == num_envs:
-                if id(value) not in seen:
-                    seen.add(id(value))
-                    slots[where] = (obj, key, get, put)
+    path_of: dict[int, str] = {}  # id → path of every object visited
+    shared: list[tuple[str, Any, Any, Any, Any]] = []
+    seen: set[int] = set()  # objects and per-copy tensors already placed
+    queue: collections.deque[tuple[Any, str, _Entry | None]] = collections.deque()
+    later: collections.deque[tuple[Any, str, _Entry | None]] = collections.deque()
+    keyed: list[tuple[dict, str, int, Any, Any]] = []  # dict entries keyed by objects
+
+    def visit(value: Any, path: str, holder: _Entry | None) -> None:
+        seen.add(id(value))
+        objects[path] = value
+        path_of[id(value)] = path
+        queue.append((value, path, holder))
+
+    def entry(owner: Any, key: Any, text: str, value: Any, path: str, get: Any,
+              put: Any) -> None:
+        where = f"{path}.{text}"
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 \
+                and value.shape[0] == num_envs:
+            if id(value) not in seen:
+                seen.add(id(value))
+                slots[where] = (owner, key, get, put)
+            return
+        shared.append((where, owner, key, get, put))
+        if type(value) in _ATOMS or id(value) in seen or not _walkable(value):
+            return
+        if _named_first(value):
+            visit(value, where, (owner, key, get, put))
+        else:  # seen only if nothing else reaches it
+            later.append((value, where, (owner, key, get, put)))
+
+    visit(env, "env", None)
+    while queue or later or keyed:
+        if not queue and later:
+            obj, path, holder = later.popleft()
+            if id(obj) in seen:
                 continue
-            shared.append((where, obj, key, get, put))
-            if isinstance(value, (dict, list)) or (
-                    hasattr(value, "__dict__") and _is_simulator_object(value)):
-                queue.append((value, where))
+            visit(obj, path, holder)
+            continue
+        if not queue:  # every object reachable otherwise has its path: name the rest
+            for owner, path, index, key, value in keyed:
+                text = _key_text(key, path_of)
+                if text is None and _walkable(key) and not isinstance(key, tuple):
+                    visit(key, f"{path}.[#{index}]", None)  # reached only as a key
+                    text = _key_text(key, path_of)
+                entry(owner, key, text or f"[#{index}]", value, path, _get_item, _set_item)
+            keyed = []
+            continue
+        obj, path, holder = queue.popleft()
+        if isinstance(obj, dict):
+            for index, (key, value) in enumerate(list(obj.items())):
+                text = _key_text(key, {}) if isinstance(key, (str, int)) else None
+                if text is None:
+                    keyed.append((obj, path, index, key, value))
+                else:
+                    entry(obj, key, text, value, path, _get_item, _set_item)
+        elif isinstance(obj, list):
+            for index, value in enumerate(list(obj)):
+                entry(obj, index, str(index), value, path, _get_item, _set_item)
+        elif isinstance(obj, tuple):
+            put = _tuple_setter(holder) if holder is not None else None
+            for index, value in enumerate(obj):
+                entry(obj, index, str(index), value, path, _get_item, put)
+        else:
+            for name, value in _attributes(obj):
+                entry(obj, name, name, value, path, _get_attr, _set_attr)
     return slots, objects, shared
