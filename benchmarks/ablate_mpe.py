@@ -1,11 +1,17 @@
-"""The paper's implementation ablations on Spread, each a flag on top of `--preset paper-mpe`.
+"""Implementation ablations on Spread, each a flag on top of `--preset paper-mpe` or of the
+library's defaults (`--base defaults`).
 
     python benchmarks/ablate_mpe.py [--quick] [--scale 0.1] [--seeds 0 1 2] [--device cpu]
-                                    [--recurrent true|false] [--jobs 1]
+                                    [--base paper-mpe|defaults] [--recurrent true|false]
+                                    [--jobs 1]
 
-Variants: the preset; value normalization off; more epochs (15 and 30);
-a larger clip (0.5); the critic on the env's world state (agent positions and
-velocities, landmark positions) instead of the concatenated observations.
+Variants of the preset (the paper's ablations): the preset; value
+normalization off; more epochs (15 and 30); a larger clip (0.5); the critic on
+the env's world state (agent positions and velocities, landmark positions)
+instead of the concatenated observations. Variants of the defaults: each
+setting that `auto` decides on MPE turned the other way (the time left in the
+critic, terminal time limits, the agent one-hot, the team reward), value
+normalization off, the world state.
 The seeds of a variant train in one process (`mappo train --seeds`); `--jobs`
 trains that many variants at once. Each final policy is evaluated greedily on
 100 episodes. Adds (or replaces) its table in benchmarks/results/mpe.md (quick
@@ -19,14 +25,24 @@ import json
 import statistics
 import time
 
-from reproduce_mpe import HERE, PAPER_BUDGETS, run_all
+from reproduce_mpe import BASES, HERE, PAPER_BUDGETS, run_all
 
-VARIANTS = {
+PRESET_VARIANTS = {
     "preset (value norm on, 10 epochs, clip 0.2, critic on concat obs)": (),
     "value normalization off": ("--value-norm", "false"),
     "15 epochs": ("--update-epochs", "15"),
     "30 epochs": ("--update-epochs", "30"),
     "clip 0.5": ("--clip-coef", "0.5"),
+    "critic on env world state": ("--env-kwargs", '{"global_state": "world"}'),
+}
+DEFAULTS_VARIANTS = {
+    "defaults (on MPE: no agent one-hot, team reward, terminal time limit, time left in the "
+    "critic)": (),
+    "no time left in the critic": ("--critic-time-left", "false"),
+    "time limits bootstrapped (so no time left)": ("--bootstrap-time-limits", "true"),
+    "agent one-hot": ("--agent-id", "true"),
+    "own rewards": ("--team-reward", "false"),
+    "value normalization off": ("--value-norm", "false"),
     "critic on env world state": ("--env-kwargs", '{"global_state": "world"}'),
 }
 
@@ -38,20 +54,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--recurrent", choices=["true", "false"], default="true",
-                        help="the preset's GRU actor and critic (rMAPPO) or feed-forward ones")
+    parser.add_argument("--base", choices=sorted(BASES), default="paper-mpe",
+                        help="the official settings, or the library's defaults")
+    parser.add_argument("--recurrent", choices=["true", "false"], default=None,
+                        help="GRU actor and critic (rMAPPO) or feed-forward ones (default: "
+                             "the preset's true; the defaults' false)")
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at the same time")
     args = parser.parse_args()
     scale, seeds = (0.005, [0]) if args.quick else (args.scale, args.seeds)
     steps = int(PAPER_BUDGETS["spread"] * scale)
+    recurrent = args.recurrent or ("true" if args.base == "paper-mpe" else "false")
+    variants = PRESET_VARIANTS if args.base == "paper-mpe" else DEFAULTS_VARIANTS
 
     start = time.time()
     jobs = [("spread", seeds, steps, args.device, args.episodes,
-             (*flags, "--recurrent", args.recurrent), f"-ablation{index}")
-            for index, flags in enumerate(VARIANTS.values())]
+             (*flags, "--recurrent", recurrent), f"-ablation{index}", True, args.base)
+            for index, flags in enumerate(variants.values())]
     runs = run_all(jobs, args.jobs)
     rows, results = [], {}
-    for index, (variant, flags) in enumerate(VARIANTS.items()):
+    for index, (variant, flags) in enumerate(variants.items()):
         values = [r["eval_return"] for r in runs if r["name"] == f"-ablation{index}"]
         mean = statistics.fmean(values)
         std = statistics.pstdev(values) if len(values) > 1 else 0.0
@@ -60,14 +81,16 @@ def main() -> None:
 
     lines = [
         "", "## Ablations on Spread", "",
-        f"Command: `python benchmarks/ablate_mpe.py --scale {scale} --seeds "
-        f"{' '.join(map(str, seeds))} --device {args.device} --recurrent {args.recurrent} "
+        f"Command: `python benchmarks/ablate_mpe.py --base {args.base} --scale {scale} "
+        f"--seeds {' '.join(map(str, seeds))} --device {args.device} --recurrent {recurrent} "
         f"--jobs {args.jobs}`; {steps:,} env steps per run, "
         f"greedy return over {args.episodes} episodes (mpe2 scale), mean ± std over "
         f"{len(seeds)} seed(s); wall time {(time.time() - start) / 60:.1f} min.", "",
-        "| variant | flags on top of the preset | return |", "|---|---|---|", *rows,
+        f"| variant | flags on top of the {'preset' if args.base == 'paper-mpe' else 'defaults'}"
+        " | return |", "|---|---|---|", *rows,
     ]
-    path = HERE / "results" / ("mpe-quick.md" if args.quick else "mpe.md")
+    stem = "mpe" if args.base == "paper-mpe" else "mpe_defaults"
+    path = HERE / "results" / f"{stem}{'-quick' if args.quick else ''}.md"
     path.parent.mkdir(exist_ok=True)
     previous = path.read_text() if path.exists() else ""
     if "\n## Ablations" in previous:  # replace the table of an earlier run

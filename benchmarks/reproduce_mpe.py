@@ -1,17 +1,20 @@
-"""Reproduce the MAPPO paper on MPE with the official code's settings (`--preset paper-mpe`).
+"""Reproduce the MAPPO paper on MPE with the official code's settings (`--preset paper-mpe`),
+or with the library's defaults (`--base defaults`: `mappo train` with no flags).
 
     python benchmarks/reproduce_mpe.py [--quick] [--scale 1.0] [--seeds 0 1 2] [--device cpu]
-                                       [--recurrent true|false] [--jobs 1]
+                                       [--base paper-mpe|defaults] [--recurrent true|false]
+                                       [--tasks ...] [--jobs 1]
 
 Trains Spread (20M env steps), Reference (3M) and Comm / speaker_listener
 (2M) — times `--scale` — over the seeds, evaluates each final policy
 deterministically on 100 episodes, and writes benchmarks/results/mpe.md (task,
 steps, our mean ± std per-agent return, Spread on the official code's scale,
-reference figures) and benchmarks/results/mpe.png (the learning curves). Run
-folders go to benchmarks/runs/mpe-<task>/seed_<s>: the seeds of a task train in
-one process (`mappo train --seeds`). `--recurrent false` trains the preset
-without its GRUs; `--jobs` trains that many tasks at once (one torch thread each).
-Last line: one JSON object.
+reference figures) and benchmarks/results/mpe.png (the learning curves);
+`--base defaults` writes mpe_defaults.md and .png. Run folders go to
+benchmarks/runs/mpe-<task>/seed_<s> (mpe-defaults-<task>/...): the seeds of a
+task train in one process (`mappo train --seeds`). `--recurrent false` trains
+the preset without its GRUs; `--jobs` trains that many tasks at once (one torch
+thread each). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -52,13 +55,17 @@ REFERENCE = {
 }
 
 
+BASES = {"paper-mpe": ("--preset", "paper-mpe"), "defaults": ()}  # --base → its flags
+
+
 def run_task(task: str, seeds: list[int], steps: int, device: str, episodes: int,
-             flags: tuple[str, ...] = (), name: str = "", train: bool = True) -> list[dict]:
-    """Train the seeds of one task in one process (`mappo train --seeds`) with the preset
-    (plus `flags`), then evaluate each greedily; `train=False` evaluates the run folders
-    an earlier call left."""
-    run_dir = HERE / "runs" / f"mpe-{task}{name}"
-    code = mappo_main(["train", "--preset", "paper-mpe", "--env", task, "--seeds",
+             flags: tuple[str, ...] = (), name: str = "", train: bool = True,
+             base: str = "paper-mpe") -> list[dict]:
+    """Train the seeds of one task in one process (`mappo train --seeds`) with the preset or
+    the defaults (`base`, plus `flags`), then evaluate each greedily; `train=False`
+    evaluates the run folders an earlier call left."""
+    run_dir = HERE / "runs" / f"mpe-{'defaults-' * (base == 'defaults')}{task}{name}"
+    code = mappo_main(["train", *BASES[base], "--env", task, "--seeds",
                        ",".join(map(str, seeds)), "--total-steps", str(steps), "--device", device,
                        "--run-dir", str(run_dir), "--force", "--quiet", *flags]) if train else 0
     runs = []
@@ -99,27 +106,33 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(PAPER_BUDGETS))
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--recurrent", choices=["true", "false"], default="true",
-                        help="the preset's GRU actor and critic (rMAPPO) or feed-forward ones")
+    parser.add_argument("--base", choices=sorted(BASES), default="paper-mpe",
+                        help="the official settings, or the library's defaults")
+    parser.add_argument("--recurrent", choices=["true", "false"], default=None,
+                        help="GRU actor and critic (rMAPPO) or feed-forward ones (default: "
+                             "the preset's true; the defaults' false)")
     parser.add_argument("--jobs", type=int, default=1, help="tasks trained at the same time")
     parser.add_argument("--no-train", action="store_true",
                         help="evaluate and tabulate the run folders an earlier run left")
     args = parser.parse_args()
     scale, seeds = (0.01, [0]) if args.quick else (args.scale, args.seeds)
-    flags = ("--recurrent", args.recurrent)
+    recurrent = args.recurrent or ("true" if args.base == "paper-mpe" else "false")
+    flags = ("--recurrent", recurrent)
 
     start = time.time()
     runs = run_all([(task, seeds, int(PAPER_BUDGETS[task] * scale), args.device, args.episodes,
-                     flags, "", not args.no_train) for task in args.tasks], args.jobs)
-    if {run["recurrent"] for run in runs} != {args.recurrent == "true"}:
-        raise SystemExit(f"the run folders do not all match --recurrent {args.recurrent}")
+                     flags, "", not args.no_train, args.base) for task in args.tasks], args.jobs)
+    if {run["recurrent"] for run in runs} != {recurrent == "true"}:
+        raise SystemExit(f"the run folders do not all match --recurrent {recurrent}")
 
-    model = "GRU actor and critic (rMAPPO)" if args.recurrent == "true" else "feed-forward"
+    model = "GRU actor and critic (rMAPPO)" if recurrent == "true" else "feed-forward"
+    title = ("the official settings (`--preset paper-mpe`)" if args.base == "paper-mpe"
+             else "the library's defaults (`mappo train`, no flags)")
     lines = [
-        f"# MAPPO on MPE with the official settings (`--preset paper-mpe`), {model}", "",
-        f"Command: `python benchmarks/reproduce_mpe.py --scale {scale} --seeds "
-        f"{' '.join(map(str, seeds))} --device {args.device} --recurrent {args.recurrent} "
-        f"--jobs {args.jobs}{' --no-train' * args.no_train}`  ",
+        f"# MAPPO on MPE with {title}, {model}", "",
+        f"Command: `python benchmarks/reproduce_mpe.py --base {args.base} --scale {scale} "
+        f"--seeds {' '.join(map(str, seeds))} --device {args.device} --recurrent {recurrent} "
+        f"--tasks {' '.join(args.tasks)} --jobs {args.jobs}{' --no-train' * args.no_train}`  ",
         f"Date: {time.strftime('%Y-%m-%d')}; machine: {os.cpu_count()} cores "
         f"{platform.machine()}, device {args.device}, torch {torch.__version__}; wall time "
         f"{(time.time() - start) / 60:.1f} min{' (evaluation only)' * args.no_train}", "",
@@ -147,7 +160,7 @@ def main() -> None:
         summary[task] = {"mean": mean, "std": std}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    suffix = "-quick" if args.quick else ""
+    suffix = ("_defaults" if args.base == "defaults" else "") + ("-quick" if args.quick else "")
     table = out / f"mpe{suffix}.md"
     # Keep the ablation table that benchmarks/ablate_mpe.py appends, if it is there.
     previous = table.read_text() if table.exists() else ""

@@ -49,7 +49,7 @@ def main() -> None:
         buf, policy = trainer.buffer, trainer.policy
         # The start of `update()`: GAE from the value after the last step, one normalizer step
         # (on a copy: the real update takes it again).
-        critic_in = policy.critic_input(trainer._obs, trainer._state)
+        critic_in = policy.critic_input(trainer._obs, trainer._state, trainer._episode_steps)
         buf.compute_returns_and_advantage(policy.value(critic_in), cfg.gamma, cfg.gae_lambda)
         norm = copy.deepcopy(policy.value_norm)
         norm.update(buf.returns, buf.alive)

@@ -27,6 +27,9 @@ class RolloutMinibatch(NamedTuple):
     actor_hidden: torch.Tensor | None = None  # [B, A, H]
     critic_hidden: torch.Tensor | None = None  # [B, H], or [B, A, H] for a local critic
     episode_start: torch.Tensor | None = None  # [B, L, A] bool: reset the state here
+    # Turn-based envs: [B, L, A] bool, the agent acted at this step (its hidden state advances
+    # only then); `weights` may be 0 there, for a turn whose advantage waits (AgentBuffer).
+    acting: torch.Tensor | None = None
 
 
 class AgentBuffer:
@@ -46,6 +49,18 @@ class AgentBuffer:
     critic_hidden `[T, E, H]` (`[T, E, A, H]` with `local_critic`) and
     episode_start `[T, E, A]`. A local critic reads the stored observations:
     pass `state_dim = 0`.
+
+    Turn-based envs (`turn_based`): an agent waiting for its turn when the
+    rollout ends has an open turn, whose advantage needs the rewards it
+    receives until its next turn and the value there, both in a later rollout.
+    Such a turn is deferred: left out of this update (`trained`), its GAE chain
+    cut with its own value (as a rollout's last step is with the next value),
+    and carried into the next rollout by `carry_open_turns`, as the carry rows
+    `[:A]` that precede every field's T steps (one row per agent slot: its open
+    turn's step, every other slot waiting), with the rewards it had received so
+    far. So every reward reaches the agent's last action wherever the boundary
+    falls, and every turn is completed with a value of an input the critic is
+    trained on. The time axis is then A + T long; `add` writes after the carry.
     """
 
     def __init__(
@@ -63,14 +78,16 @@ class AgentBuffer:
         local_critic: bool = False,
         obs_dtype: torch.dtype = torch.float32,
         state_dtype: torch.dtype = torch.float32,
+        turn_based: bool = False,
     ) -> None:
-        T, E, A = rollout_steps, num_envs, num_agents
+        self.carry_rows = num_agents if turn_based else 0
+        T, E, A = self.carry_rows + rollout_steps, num_envs, num_agents
         logits_dim = logits_dim if logits_dim is not None else action_dim
 
         def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=device)
 
-        self.rollout_steps = T
+        self.rollout_steps = rollout_steps
         self.observations = zeros(T, E, A, obs_dim, dtype=obs_dtype)
         self.states = zeros(T, E, state_dim, dtype=state_dtype)
         self.action_masks = zeros(T, E, A, logits_dim, dtype=torch.bool)
@@ -83,18 +100,28 @@ class AgentBuffer:
         self.dones = zeros(T, E, A, dtype=torch.bool)
         self.truncated = zeros(T, E, A, dtype=torch.bool)
         self.truncation_values = zeros(T, E, A)
-        self.alive = zeros(T, E, A, dtype=torch.bool)
+        self.alive = zeros(T, E, A, dtype=torch.bool)  # the agent acts at this step
+        self.deferred = zeros(T, E, A, dtype=torch.bool)  # an open turn, left for later
         self.advantages = zeros(T, E, A)
         self.returns = zeros(T, E, A)
+        self.recurrent = bool(recurrent_hidden_dim)
         if recurrent_hidden_dim:
             H = recurrent_hidden_dim
             self.actor_hidden = zeros(T, E, A, H)  # the state each step's forward started from
             self.critic_hidden = zeros(T, E, A, H) if local_critic else zeros(T, E, H)
             self.episode_start = zeros(T, E, A, dtype=torch.bool)
-        self.step = 0
+        # Open turns found by `compute_returns_and_advantage`: (step of each agent's last
+        # turn [E, A], whether it is deferred [E, A], rewards received since it [E, A]).
+        self._open_turns: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.step = self.carry_rows
 
     def __len__(self) -> int:
-        return self.step
+        return self.step - self.carry_rows
+
+    @property
+    def trained(self) -> torch.Tensor:
+        """`[A + T, E, A]` bool: the samples this update learns from (acting, not deferred)."""
+        return self.alive & ~self.deferred
 
     def add(
         self,
@@ -122,7 +149,7 @@ class AgentBuffer:
         (the same as `value` when the critic is not normalized, the default).
         `env_reward` is the env's own reward when `reward` is a credited one.
         """
-        if self.step >= self.rollout_steps:
+        if len(self) >= self.rollout_steps:
             raise IndexError(f"AgentBuffer is full ({self.rollout_steps} steps); call clear()")
         t = self.step
         self.observations[t] = obs
@@ -146,24 +173,95 @@ class AgentBuffer:
         self.step += 1
 
     def clear(self) -> None:
-        """Start a new rollout; storage is reused."""
-        self.step = 0
+        """Start a new rollout (after the carry rows, if any); storage is reused."""
+        self.step = self.carry_rows
 
     def compute_returns_and_advantage(
         self, last_value: torch.Tensor, gamma: float, gae_lambda: float,
-        turn_based: bool = False,
+        next_acting: torch.Tensor | None = None,
     ) -> None:
         """GAE into `advantages` and `returns = advantages + values`; last_value is `[E, A]`.
 
-        `turn_based`: an agent's turns are the steps it was alive at; the rewards
-        between them are credited to its last action (`compute_gae`'s `acting`).
+        Turn-based (`turn_based` at construction): an agent's turns are the steps
+        it was alive at; the rewards between them are credited to its last action
+        (`compute_gae`'s `acting`). `next_acting` `[E, A]` marks the agents to act
+        after the rollout, whose last turn `last_value` completes; the open turns
+        of the others are deferred (see the class doc).
         """
+        deferred = None
+        if self.carry_rows:
+            self._defer_open_turns(next_acting)
+            deferred = self.deferred
         self.advantages[:] = compute_gae(
             self.rewards, self.values, self.dones, last_value, gamma, gae_lambda,
             truncated=self.truncated, truncation_values=self.truncation_values,
-            acting=self.alive if turn_based else None,
+            acting=self.alive if self.carry_rows else None, deferred=deferred,
         )
         torch.add(self.advantages, self.values, out=self.returns)
+
+    def _defer_open_turns(self, next_acting: torch.Tensor) -> None:
+        """Mark in `deferred` each agent's last turn that is still open at the rollout's end
+        (the agent is in the game, has not finished since, and does not act next)."""
+        steps = torch.arange(self.alive.shape[0], device=self.alive.device).view(-1, 1, 1)
+        last_turn = torch.where(self.alive, steps, -1).amax(0)  # [E, A], -1: no turn
+        since = steps >= last_turn  # [A + T, E, A]: the last turn's step and after
+        finished = (self.dones & since).any(0)
+        deferred = (last_turn >= 0) & ~finished & ~next_acting  # [E, A]
+        self.deferred.zero_()
+        self.deferred.scatter_(0, last_turn.clamp_min(0).unsqueeze(0), deferred.unsqueeze(0))
+        self._open_turns = (last_turn, deferred, (self.rewards * since).sum(0))
+
+    def carry_open_turns(self) -> None:
+        """Copy the deferred turns into the carry rows, for the next rollout's update: carry
+        row r holds agent r's open turn (its step's every field, the other slots not acting)
+        with the rewards it received since, and no done flag. Call after the update."""
+        if not self.carry_rows or self._open_turns is None:
+            return
+        last_turn, deferred, received = self._open_turns
+        envs = torch.arange(last_turn.shape[0], device=last_turn.device)
+        source = last_turn.clamp_min(0).T  # [A, E]: the step carry row r copies, per env
+        for x in self._row_fields():
+            x[: self.carry_rows] = x[source, envs]  # gathers (copies) before writing
+        agents = self.carry_rows
+        own = torch.eye(agents, dtype=torch.bool, device=envs.device).unsqueeze(1)  # [A, 1, A]
+        carried = own & deferred.T.unsqueeze(-1)  # [A, E, A]: row r, slot r, if deferred
+        carry = slice(0, agents)
+        self.alive[carry] = carried
+        self.rewards[carry] = torch.where(carried, received.T.unsqueeze(-1), 0.0)
+        for x in (self.env_rewards, self.truncation_values, self.advantages, self.returns):
+            x[carry] = 0.0  # computed anew by the next update
+        for x in (self.dones, self.truncated, self.deferred):
+            x[carry] = False
+        self._open_turns = None
+
+    def _row_fields(self) -> list[torch.Tensor]:
+        """Every per-step field (time first)."""
+        fields = [self.observations, self.states, self.action_masks, self.actions,
+                  self.log_probs, self.values, self.critic_values, self.rewards,
+                  self.env_rewards, self.dones, self.truncated, self.truncation_values,
+                  self.alive, self.deferred, self.advantages, self.returns]
+        if self.recurrent:
+            fields += [self.actor_hidden, self.critic_hidden, self.episode_start]
+        return fields
+
+    def carry_state(self) -> dict[str, torch.Tensor]:
+        """The carry rows of every field, for a checkpoint (empty when there are none)."""
+        if not self.carry_rows:
+            return {}
+        return {str(i): x[: self.carry_rows].clone() for i, x in enumerate(self._row_fields())}
+
+    def load_carry_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `carry_state` saved."""
+        for i, x in enumerate(self._row_fields()):
+            if str(i) in state:
+                x[: self.carry_rows] = state[str(i)]
+
+    def num_rows(self, chunk_length: int = 0) -> int:
+        """Rows `shuffled_rows` yields: (step, env) pairs, or sequences of `chunk_length`."""
+        E, steps = self.alive.shape[1], self.rollout_steps
+        if not chunk_length:
+            return (self.carry_rows + steps) * E
+        return (-(-steps // chunk_length) + self.carry_rows) * E
 
     def minibatches(
         self,
@@ -192,36 +290,48 @@ class AgentBuffer:
         chunk_length: int = 0,
     ) -> list[torch.Tensor]:
         """The fields of `RolloutMinibatch`, in its order, with their rows in one random
-        order (one `torch.randperm` from the global stream); `minibatches` slices them."""
+        order (one `torch.randperm` from the global stream); `minibatches` slices them.
+        The carry rows of a turn-based env come first, each its own row (a sequence of
+        one step, padded, for a recurrent policy)."""
         fields = [self.observations, self.states, self.action_masks, self.actions,
                   self.log_probs, self.critic_values, self.advantages,
-                  to_critic_units(self.returns), self.alive.float()]
+                  to_critic_units(self.returns), self.trained.float()]
         if chunk_length:
-            fields, starts = self._chunks(fields, chunk_length)
+            fields = self._chunks(fields, chunk_length)
         else:
-            fields, starts = [x.flatten(0, 1) for x in fields], []
+            fields = [x.flatten(0, 1) for x in fields]
         # One gather per field per epoch; each minibatch is then a contiguous slice.
         order = torch.randperm(fields[0].shape[0], device=self.observations.device)
-        return [x[order] for x in fields + starts]
+        return [x[order] for x in fields]
 
-    def _chunks(
-        self, fields: list[torch.Tensor], length: int
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """`[T, E, ...]` fields as `[C·E, L, ...]` sequences, and the states at their starts."""
-        T = self.rollout_steps
+    def _chunks(self, fields: list[torch.Tensor], length: int) -> list[torch.Tensor]:
+        """`[A + T, E, ...]` fields as `[R, L, ...]` sequences, then the states at their
+        starts (and, turn-based, who acts at each step): the T steps in chunks of
+        `length`, each carry row a sequence of its own."""
+        T, carry = self.rollout_steps, self.carry_rows
         num_chunks = -(-T // length)
         pad = num_chunks * length - T
 
         def sequences(x: torch.Tensor) -> torch.Tensor:
-            if pad:  # zero padding; its weight (the last field) is 0 too
-                x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
-            x = x.view(num_chunks, length, *x.shape[1:]).transpose(1, 2)  # [C, E, L, ...]
-            return x.flatten(0, 1)
+            steps = x[carry:]
+            if pad:  # zero padding; its weight is 0 too
+                steps = torch.cat([steps, steps.new_zeros((pad, *steps.shape[1:]))])
+            steps = steps.view(num_chunks, length, *x.shape[1:]).transpose(1, 2)  # [C, E, L, ...]
+            if not carry:
+                return steps.flatten(0, 1)
+            alone = x[:carry].unsqueeze(2)  # [A, E, 1, ...]: one step each, then padding
+            alone = torch.cat([alone, alone.new_zeros((*alone.shape[:2], length - 1,
+                                                       *alone.shape[3:]))], 2)
+            return torch.cat([alone, steps]).flatten(0, 1)
 
-        first = slice(0, T, length)  # the first step of each chunk
-        starts = [self.actor_hidden[first].flatten(0, 1), self.critic_hidden[first].flatten(0, 1),
+        def firsts(x: torch.Tensor) -> torch.Tensor:
+            chunk_starts = x[carry:][::length]  # [C, E, ...]
+            return torch.cat([x[:carry], chunk_starts]).flatten(0, 1)
+
+        starts = [firsts(self.actor_hidden), firsts(self.critic_hidden),
                   sequences(self.episode_start)]
-        return [sequences(x) for x in fields], starts
+        acting = [sequences(self.alive)] if carry else []
+        return [sequences(x) for x in fields] + starts + acting
 
 
 def minibatch_bounds(rows: int, num_minibatches: int) -> list[tuple[int, int]]:

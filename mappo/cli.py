@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no progress bar (on a terminal) or progress lines (in a log)")
     for name, f in CLI_FIELDS.items():
         kind = f.type
-        metavar = {"bool": "true|false", "dict": "JSON"}.get(kind, kind.upper())
+        metavar = {"bool": "true|false", "AutoBool": "auto|true|false",
+                   "dict": "JSON"}.get(kind, kind.upper())
         default = "{}" if kind == "dict" else f.default
         train.add_argument(_flag(name), dest=f"cfg_{name}", metavar=metavar,
                            help=f"{f.metadata['help']} (default {default})")
@@ -456,6 +457,8 @@ def train_seeds(args: argparse.Namespace) -> int:
     progress.write(f"{len(trainers)} seeds in one process, run folders {run_dir}/seed_<s> "
                    f"(seeds {', '.join(map(str, multi.seeds))}); env steps and steps/s count "
                    "all seeds together")
+    if trainers[0].auto_settings:
+        progress.write(trainers[0].auto_settings)
     recent = [RecentReturns() for _ in trainers]
 
     def write() -> int:
@@ -520,6 +523,8 @@ def train(args: argparse.Namespace) -> int:
                         quiet=args.quiet or not main_rank)
     if main_rank:
         progress.write(f"run folder: {folder.path}")
+        if trainer.auto_settings:
+            progress.write(trainer.auto_settings)
 
     def write() -> int:
         state = trainer.state_dict()  # collective calls: every rank takes part

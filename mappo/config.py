@@ -19,6 +19,11 @@ from typing import Any
 
 import tomli_w
 
+# A setting that may be left to the env: True, False or "auto" (`mappo.task_settings`).
+AutoBool = bool | str
+AUTO = "auto"
+KIND_NAMES = {"AutoBool": "true, false or auto"}  # how errors name a field's type
+
 
 class ConfigError(ValueError):
     """A config key, type or value that cannot be used; the message names it."""
@@ -43,7 +48,8 @@ class MappoConfig:
     # --- specification fields, specification defaults -------------------------
     num_agents: int = _f(2, "number of agents (taken from the env when training starts)")
     share_policy: bool = _f(True, "one policy for all agents (seeing an agent one-hot: agent_id)")
-    agent_id: bool = _f(True, "append each agent's one-hot to a shared policy's observation")
+    agent_id: AutoBool = _f("auto", "append each agent's one-hot to a shared policy's "
+                            "observation; auto: as the env family's official code (else true)")
     use_global_state: bool = _f(True, "critic sees the env's global state, else concatenated obs")
     obs_dim: int = _f(16, "local observation size (taken from the env)")
     global_state_dim: int = _f(32, "critic input size (taken from the env)")
@@ -74,8 +80,10 @@ class MappoConfig:
                       "axes), mlp (flattened); auto: cnn for images, mlp otherwise",
                       choices=("auto", "cnn", "mlp"))
     image_layout: str = _f("auto", "axis order of image observations and states: hwc "
-                           "(channels last), chw (channels first); auto: chw when the first "
-                           "axis is the smallest and <= 16, else hwc",
+                           "(channels last), chw (channels first); auto: the env's own where "
+                           "it says it (JaxMARL: hwc), else read off the shape where only "
+                           "one order has 1, 3 or 4 channels beside two larger sides (84x84x3: "
+                           "hwc), else an error asking for hwc or chw",
                            choices=("auto", "hwc", "chw"))
     critic: str = _f("centralized", "centralized: one critic on the global view (MAPPO); "
                      "local: each agent's critic sees its own observation (IPPO)",
@@ -87,12 +95,17 @@ class MappoConfig:
     norm_adv: bool = _f(True, "normalize advantages per minibatch")
     value_norm: bool = _f(True, "normalize value targets with running statistics")
     value_norm_beta: float = _f(0.99999, "decay of the value normalizer's running moments")
-    bootstrap_time_limits: bool = _f(
-        True, "bootstrap episodes cut by a time limit from their last state's value, "
-        "else treat the cut as terminal")
-    team_reward: bool = _f(
-        False, "credit every agent slot with the mean reward of the agents that acted, until "
-        "its env's episode ends (dead agents too), instead of its own reward until it dies")
+    bootstrap_time_limits: AutoBool = _f(
+        "auto", "bootstrap episodes cut by a time limit from their last state's value, else "
+        "treat the cut as terminal; auto: terminal where the limit is part of the task (MPE, "
+        "SMAX), else bootstrap")
+    critic_time_left: AutoBool = _f(
+        "auto", "the centralized critic also reads the fraction of the episode's time limit "
+        "left; auto: where time limits are terminal and the env has one")
+    team_reward: AutoBool = _f(
+        "auto", "credit every agent slot with the mean reward of the agents that acted, until "
+        "its env's episode ends (dead agents too), instead of its own reward until it dies; "
+        "auto: as the env family's official code (else false)")
     clip_value_loss: bool = _f(True, "clip the value update around the old prediction")
     huber_delta: float = _f(0.0, "Huber loss delta for the value loss; 0 means squared error")
     seed: int = _f(0, "random seed for torch, the env and minibatch order")
@@ -198,11 +211,12 @@ def paper_mpe_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict
     10, policy head gain 0.01, a shared policy on Spread and Reference and
     separate ones on Comm. Like that code, a shared policy sees no agent id,
     the 25-step time limit ends an episode as a terminal state would (its
-    `use_proper_time_limits` is off), and every agent learns from the team
-    reward (its MPE env gives each agent the sum of all agents' rewards in all
-    three tasks, which are `collaborative`; it differs from the mean that
-    `team_reward` credits by a fixed scale and offset, which value and
-    advantage normalization remove). `env_kwargs` change nothing here.
+    `use_proper_time_limits` is off) with no time left in the critic's input,
+    and every agent learns from the team reward (its MPE env gives each agent
+    the sum of all agents' rewards in all three tasks, which are
+    `collaborative`; it differs from the mean that `team_reward` credits by a
+    fixed scale and offset, which value and advantage normalization remove).
+    `env_kwargs` change nothing here.
     """
     if env not in PAPER_MPE_AGENTS:
         raise ConfigError(
@@ -217,7 +231,7 @@ def paper_mpe_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict
         update_epochs=10 if env == "spread" else 15, clip_coef=0.2, ent_coef=0.01, vf_coef=1.0,
         huber_delta=10.0, clip_value_loss=True, value_norm=True, value_norm_beta=0.99999,
         max_grad_norm=10.0, policy_head_gain=0.01, share_policy=env != "speaker_listener",
-        gamma=0.99, gae_lambda=0.95, team_reward=True,
+        gamma=0.99, gae_lambda=0.95, team_reward=True, critic_time_left=False,
     )
 
 
@@ -358,7 +372,8 @@ def jaxmarl_smax_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> d
     through whole 128-step rollouts, one policy shared by the allies seeing no agent
     id, squared-error value loss without value normalization, the team reward
     credited to every ally until its env's episode ends, and the time limit ending an
-    episode as a terminal state (GAE on the global done). Env: HeuristicEnemySMAX
+    episode as a terminal state (GAE on the global done) with no time left in the critic's
+    input. Env: HeuristicEnemySMAX
     on map 2s3z unless `env_kwargs` names another `scenario`.
 
     Not matched, for want of an equivalent: JaxMARL clips the actor's and the
@@ -387,7 +402,8 @@ def jaxmarl_smax_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> d
         data_chunk_length=rollout_steps, agent_id=False, share_policy=True,
         value_norm=False, huber_delta=0.0, clip_value_loss=True, norm_adv=True,
         input_layer_norm=False, hidden_layer_norm=False, policy_head_gain=0.01,
-        team_reward=True, bootstrap_time_limits=False, use_global_state=True,
+        team_reward=True, bootstrap_time_limits=False, critic_time_left=False,
+        use_global_state=True,
     )
 
 
@@ -450,9 +466,10 @@ def _coerce(name: str, value: Any) -> Any:
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "str": isinstance(value, str),
         "dict": isinstance(value, dict),
+        "AutoBool": isinstance(value, bool) or value == AUTO,
     }[kind]
     if not ok:
-        raise ConfigError(f"config key '{name}' = {value!r}: expected {kind}")
+        raise ConfigError(f"config key '{name}' = {value!r}: expected {KIND_NAMES.get(kind, kind)}")
     return float(value) if kind == "float" else value
 
 
@@ -517,8 +534,10 @@ def validate(cfg: MappoConfig) -> None:
 def parse_cli_value(name: str, text: str) -> Any:
     """Turn one `--flag value` string into the field's type, or raise ConfigError."""
     kind = FIELDS[name].type
+    if kind == "AutoBool" and text.lower() == AUTO:
+        return AUTO
     try:
-        if kind == "bool":
+        if kind in ("bool", "AutoBool"):
             lowered = text.lower()
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError
@@ -534,4 +553,5 @@ def parse_cli_value(name: str, text: str) -> Any:
             return value
         return text
     except ValueError:
-        raise ConfigError(f"config key '{name}' = {text!r}: expected {kind}") from None
+        raise ConfigError(f"config key '{name}' = {text!r}: expected "
+                          f"{KIND_NAMES.get(kind, kind)}") from None

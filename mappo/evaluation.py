@@ -58,7 +58,7 @@ def play(
     start = torch.ones_like(alive)
     yield obs, None, None
     while True:
-        action, state = policy.act(obs, mask, state, start, deterministic)
+        action, state = policy.act(obs, mask, state, start, deterministic, acting=alive)
         result = env.step(action)
         start = episode_starts(result, tracker.ever_alive)  # before the tracker folds it in
         per_episode = tracker.step(result.reward, alive, result.env_done, result.alive)

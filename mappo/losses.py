@@ -27,6 +27,7 @@ def compute_gae(
     truncated: torch.Tensor | None = None,
     truncation_values: torch.Tensor | None = None,
     acting: torch.Tensor | None = None,
+    deferred: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generalized advantage estimates, one backward scan over time.
 
@@ -45,6 +46,10 @@ def compute_gae(
     cuts the sum there, bootstrapped as above. An agent that has not acted
     again by the end of the rollout is bootstrapped from `last_value`.
     Non-acting steps get advantage 0. Without `acting` every step is a turn.
+    `deferred` `[T, ...]` marks acting steps whose turn is still open (its
+    advantage is computed in a later rollout): they get advantage 0, and the
+    turns before them are cut there with their value, as a rollout's last step
+    is cut with the next value.
     Returns advantages `[T, ...]`.
     """
     steps = rewards.shape[0]
@@ -68,6 +73,8 @@ def compute_gae(
             next_value = values[t]
         else:  # a step where the agent waits passes on what follows, its reward added
             turn = acting[t]
+            if deferred is not None:
+                advantage = torch.where(deferred[t], 0.0, advantage)
             advantages[t] = torch.where(turn, advantage, 0.0)
             next_advantage = torch.where(turn, advantage, carried)
             next_value = torch.where(turn, values[t], next_v)

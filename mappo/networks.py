@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from mappo.config import ConfigError
 from mappo.envs.base import ActionSpec
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -25,6 +26,12 @@ IMAGE_FEATURES = 256  # width of an ImageEncoder's output, the MLP's input
 NATURE_CNN = ((32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0))
 SMALL_CNN = ((32, 3, 1, 1), (64, 3, 2, 1), (64, 3, 2, 1))
 NATURE_MIN_SIDE = 36
+# What `image_layout = auto` reads off a shape alone: a channel axis of grey, RGB, RGBA (or 4
+# stacked grey frames) beside two larger sides no more than twice as long as each other.
+# A gridworld's feature planes fit neither: Overcooked's (4, 5, 26) would otherwise pass as 4
+# channels of a 5x26 picture.
+PICTURE_CHANNELS = (1, 3, 4)
+PICTURE_MAX_ASPECT = 2
 
 
 def to_float_input(x: torch.Tensor) -> torch.Tensor:
@@ -35,18 +42,41 @@ def to_float_input(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype != torch.float32 else x
 
 
-def image_axes(shape: tuple[int, ...], layout: str = "auto") -> tuple[tuple[int, int, int], bool]:
+def image_axes(shape: tuple[int, ...], layout: str = "auto", said: str | None = None,
+               env: str | None = None) -> tuple[tuple[int, int, int], bool]:
     """`(C, H, W)` of an image of `shape` (3 axes) and whether its channels are last.
 
-    `layout` "hwc" or "chw" says it; "auto" reads channels first when the first
-    axis is the smallest and at most 16 (`(4, 84, 84)`, `(3, 12, 12)`), else
-    channels last (`(84, 84, 4)`, PettingZoo's and SuperSuit's order).
+    `layout` "hwc" or "chw" says it and always wins. "auto" takes what the env
+    says (`said`, its `EnvSpec.image_layout`), else reads the shape when only
+    one order makes it a picture (`PICTURE_CHANNELS` channels, two larger sides
+    at most `PICTURE_MAX_ASPECT` apart: `(84, 84, 4)` and `(12, 12, 3)` are
+    channels last, as Gymnasium's and PettingZoo's images are; `(4, 84, 84)`
+    channels first). Any other shape is a `ConfigError` naming env `env` and
+    `--image-layout`: a wrong guess trains a CNN on scrambled pictures, silently.
     """
     if len(shape) != 3:
         raise ValueError(f"an image has 3 axes, got shape {tuple(shape)}")
+    order = layout if layout != "auto" else said or _picture_order(tuple(shape))
+    if order is None:
+        who = f"env '{env}'" if env else "the env"
+        raise ConfigError(f"{who} observes images of shape {tuple(shape)}; say its axis order "
+                          "with --image-layout hwc or chw")
     a, b, c = shape
-    first = layout == "chw" or (layout == "auto" and a <= 16 and a < min(b, c))
-    return ((a, b, c), False) if first else ((c, a, b), True)
+    return ((a, b, c), False) if order == "chw" else ((c, a, b), True)
+
+
+def _picture_order(shape: tuple[int, int, int]) -> str | None:
+    """The one order, "hwc" or "chw", that reads `shape` as a picture; None if neither or
+    both do."""
+
+    def picture(channels: int, height: int, width: int) -> bool:
+        return (channels in PICTURE_CHANNELS and min(height, width) > channels
+                and max(height, width) <= PICTURE_MAX_ASPECT * min(height, width))
+
+    a, b, c = shape
+    orders = [order for order, axes in (("hwc", (c, a, b)), ("chw", (a, b, c)))
+              if picture(*axes)]
+    return orders[0] if len(orders) == 1 else None
 
 
 def _conv_out(side: int, kernel: int, stride: int, padding: int) -> int:
@@ -152,16 +182,18 @@ class ImageEncoder(nn.Module):
     """A small CNN per policy group: flat images `[B, A, O]` → features `[B, A, out_dim]`.
 
     `shape` is one image's shape as stored (O is its product), read as
-    `image_axes(shape, layout)` says. uint8 pixels become floats in [0, 1] here,
+    `image_axes(shape, layout, said, env)` says (`said`: the env's `image_layout`, `env`
+    its name for the error). uint8 pixels become floats in [0, 1] here,
     per forward pass. Layers: `NATURE_CNN` for images of 36+ pixels a side, else
     `SMALL_CNN`, ReLU after each, then a grouped linear layer to `out_dim`
     (ReLU); orthogonal init with gain √2, zero biases, like the MLP.
     """
 
     def __init__(self, group_of_agent: list[int], shape: tuple[int, ...], layout: str = "auto",
-                 out_dim: int = IMAGE_FEATURES) -> None:
+                 out_dim: int = IMAGE_FEATURES, *, said: str | None = None,
+                 env: str | None = None) -> None:
         super().__init__()
-        (channels, height, width), self.channels_last = image_axes(shape, layout)
+        (channels, height, width), self.channels_last = image_axes(shape, layout, said, env)
         self.shape, self.out_dim = tuple(shape), out_dim
         stack = NATURE_CNN if min(height, width) >= NATURE_MIN_SIDE else SMALL_CNN
         convs = []
@@ -189,13 +221,14 @@ class CriticImageEncoder(nn.Module):
     """The centralized critic's CNN: a global input `[..., n·O]` that is n images (every
     agent's observation concatenated, or the env's own image state, n = 1) → features
     `[..., n·out_dim]`. One CNN for all n images, which fold into the batch; their place
-    in the concatenation says whose they are."""
+    in the concatenation says whose they are. `layout`, `said`, `env`: as `ImageEncoder`'s."""
 
     def __init__(self, num_images: int, shape: tuple[int, ...], layout: str = "auto",
-                 out_dim: int = IMAGE_FEATURES) -> None:
+                 out_dim: int = IMAGE_FEATURES, *, said: str | None = None,
+                 env: str | None = None) -> None:
         super().__init__()
         self.num_images = num_images
-        self.images = ImageEncoder([0] * num_images, shape, layout, out_dim)
+        self.images = ImageEncoder([0] * num_images, shape, layout, out_dim, said=said, env=env)
         self.out_dim = num_images * out_dim
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
@@ -299,18 +332,21 @@ class GruScan(torch.autograd.Function):
 
 
 def gru_scan(input_gates: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
-             weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+             weight: torch.Tensor, bias: torch.Tensor,
+             advance: torch.Tensor | None = None) -> torch.Tensor:
     """Run a GRU over time (`GruScan`), with the input projections `[L, G, N, 3H]` of
     every step computed beforehand so that only the recurrence is left in the loop.
 
     `hidden` `[G, N, H]` is the state before step 0, cleared where `starts`
-    `[L, G, N]` marks an episode start. Returns the states `[L, G, N, H]`.
+    `[L, G, N]` marks an episode start. With `advance` `[L, G, N]` bool (turn-based
+    envs: the agent acted), a row's state changes only at the steps it marks and
+    is carried unchanged through the others. Returns the states `[L, G, N, H]`.
     """
     keep = (~starts).unsqueeze(-1).to(hidden.dtype)
     # Under torch.func.vmap (several seeds as one network, mappo.seeds) GruScan's in-place
-    # `out=` ops cannot be batched: the plain ops below can.
+    # `out=` ops cannot be batched: the plain ops below can. GruScan has no `advance`.
     batched = torch._C._functorch.is_batchedtensor(input_gates)
-    if not torch.compiler.is_compiling() and not batched:
+    if not torch.compiler.is_compiling() and not batched and advance is None:
         return GruScan.apply(input_gates.contiguous(), hidden, keep, weight, bias)
     # Compiled, plain ops are better: the compiler fuses each step's gate arithmetic,
     # forward and backward, into a few kernels. Measured on `--preset paper-mpe` (2-core
@@ -318,7 +354,8 @@ def gru_scan(input_gates: torch.Tensor, hidden: torch.Tensor, starts: torch.Tens
     states, bias = [], bias.unsqueeze(1)
     for t in range(input_gates.shape[0]):
         hidden = hidden * keep[t]
-        hidden = gru_update(input_gates[t], torch.baddbmm(bias, hidden, weight), hidden)
+        new = gru_update(input_gates[t], torch.baddbmm(bias, hidden, weight), hidden)
+        hidden = new if advance is None else torch.where(advance[t].unsqueeze(-1), new, hidden)
         states.append(hidden)
     return torch.stack(states)
 
@@ -337,8 +374,10 @@ class GroupedGRUCell(nn.Module):
     def forward(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         return gru_update(self.input(x), self.recurrent(hidden), hidden)
 
-    def scan(self, x: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-        """Sequences `[B, L, A, H]` from `hidden` `[B, A, H]`, cleared at `starts` `[B, L, A]`."""
+    def scan(self, x: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
+             advance: torch.Tensor | None = None) -> torch.Tensor:
+        """Sequences `[B, L, A, H]` from `hidden` `[B, A, H]`, cleared at `starts` `[B, L, A]`,
+        each agent's state changing only where `advance` `[B, L, A]` (when given)."""
         B, L, A = x.shape[:3]
         input_gates = self.input(x.flatten(0, 1)).unflatten(0, (B, L))  # [B, L, A, 3H]
         if self.recurrent.weight.shape[0] == 1:  # one shared GRU: every (env, agent) is a row
@@ -347,11 +386,13 @@ class GroupedGRUCell(nn.Module):
                 input_gates.transpose(0, 1).reshape(*layout, -1), hidden.reshape(1, B * A, -1),
                 starts.transpose(0, 1).reshape(layout), self.recurrent.weight,
                 self.recurrent.bias,
+                None if advance is None else advance.transpose(0, 1).reshape(layout),
             )  # [L, 1, B * A, H]
             return states.reshape(L, B, A, -1).transpose(0, 1)
         weight, bias = self.recurrent.per_agent()  # one GRU per agent slot: agents are groups
         states = gru_scan(input_gates.permute(1, 2, 0, 3), hidden.transpose(0, 1),
-                          starts.permute(1, 2, 0), weight, bias)  # [L, A, B, H]
+                          starts.permute(1, 2, 0), weight, bias,
+                          None if advance is None else advance.permute(1, 2, 0))  # [L, A, B, H]
         return states.permute(2, 0, 1, 3)
 
 
@@ -423,14 +464,16 @@ class AgentNetwork(nn.Module):
         return self.head(self._norm(2, hidden)), hidden
 
     def unroll(
-        self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor
+        self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
+        acting: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Over sequences: obs `[B, L, A, O]` from hidden `[B, A, H]`, cleared at `starts`
-        `[B, L, A]` → outputs `[B, L, A, out_dim]`. The MLP and the head run once over
-        all steps; only the GRU's recurrence loops over L."""
+        `[B, L, A]` → outputs `[B, L, A, out_dim]`; with `acting` `[B, L, A]` (turn-based)
+        an agent's state advances only at its own turns. The MLP and the head run once
+        over all steps; only the GRU's recurrence loops over L."""
         B, L = obs.shape[:2]
         features = self._features(obs.flatten(0, 1)).unflatten(0, (B, L))
-        states = self.gru.scan(features, hidden, starts)
+        states = self.gru.scan(features, hidden, starts, acting)
         return self.head(self._norm(2, states.flatten(0, 1))).unflatten(0, (B, L))
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
@@ -591,8 +634,8 @@ class LocalCritic(AgentNetwork):
         values, hidden = super().forward_recurrent(obs, hidden)
         return values.squeeze(-1), hidden
 
-    def unroll(self, obs: torch.Tensor, hidden: torch.Tensor,
-               starts: torch.Tensor) -> torch.Tensor:
-        """obs `[B, L, A, O]` from hidden `[B, A, H]`, cleared at `starts` `[B, L, A]` →
-        values `[B, L, A]`."""
-        return super().unroll(obs, hidden, starts).squeeze(-1)
+    def unroll(self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
+               acting: torch.Tensor | None = None) -> torch.Tensor:
+        """obs `[B, L, A, O]` from hidden `[B, A, H]`, cleared at `starts` `[B, L, A]`
+        (advancing only where `acting`, when given) → values `[B, L, A]`."""
+        return super().unroll(obs, hidden, starts, acting).squeeze(-1)

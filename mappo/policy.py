@@ -49,13 +49,21 @@ def policy_groups(agent_names: tuple[str, ...], share_policy: bool, prefixes: st
     return [used.index(g) for g in index]  # drop prefixes no agent uses
 
 
-def env_facts(spec: EnvSpec, use_global_state: bool) -> dict[str, int]:
+def env_facts(spec: EnvSpec, use_global_state: bool, time_left: bool = False
+              ) -> dict[str, int]:
     """The config fields an env fixes: `num_agents`, `obs_dim`, `global_state_dim` (the
-    critic's input: the env's state, or all observations concatenated), `action_dim`."""
+    critic's input: the env's state, or all observations concatenated, and with
+    `time_left` one more number, the fraction of the time limit left), `action_dim`."""
     concat = spec.num_agents * spec.obs_dim
     return {"num_agents": spec.num_agents, "obs_dim": spec.obs_dim,
-            "global_state_dim": spec.state_dim if use_global_state else concat,
+            "global_state_dim": (spec.state_dim if use_global_state else concat) + time_left,
             "action_dim": spec.action.logits_dim}
+
+
+def time_left(episode_steps: torch.Tensor, time_limit: int) -> torch.Tensor:
+    """The fraction of the time limit left after `episode_steps` `[B]` steps, `[B, 1]`:
+    1 at an episode's first observation, 0 at the one that reaches the limit."""
+    return (1.0 - episode_steps / time_limit).clamp_min(0.0).unsqueeze(-1)
 
 
 def uses_cnn(spec: EnvSpec, config: MappoConfig) -> bool:
@@ -137,6 +145,11 @@ class Policy(nn.Module):
     def __init__(self, spec: EnvSpec, config: MappoConfig,
                  critic_view: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        unresolved = [name for name in ("agent_id", "critic_time_left")
+                      if not isinstance(getattr(config, name), bool)]
+        if unresolved:
+            raise ConfigError(f"config key '{unresolved[0]}' = 'auto' is decided per env: "
+                              "pass the config through mappo.task_settings.resolve_auto first")
         self.spec, self.config = spec, config
         self.action_spec = spec.action
         self.local_critic = config.critic == "local"
@@ -148,8 +161,8 @@ class Policy(nn.Module):
         cnn = uses_cnn(spec, config)
 
         def encoder() -> ImageEncoder | None:  # the actor's and a local critic's, each its own
-            return ImageEncoder(group_of_agent, spec.obs_shape, config.image_layout) \
-                if cnn else None
+            return ImageEncoder(group_of_agent, spec.obs_shape, config.image_layout,
+                                said=spec.image_layout, env=spec.name) if cnn else None
 
         # What the centralized critic reads as images, `(n, *shape)` or (); a checkpoint's
         # own when loading one (its env's image state is unknown to an env built to act).
@@ -169,7 +182,8 @@ class Policy(nn.Module):
         ) if self.local_critic else CentralizedCritic(
             self.state_dim, config.hidden_dim, spec.num_agents, config.activation,
             config.recurrent, config.input_layer_norm, config.hidden_layer_norm,
-            CriticImageEncoder(self.critic_view[0], self.critic_view[1:], config.image_layout)
+            CriticImageEncoder(self.critic_view[0], self.critic_view[1:], config.image_layout,
+                               said=spec.image_layout, env=spec.name)
             if self.critic_view else None,
         )
         self.value_norm = ValueNorm(config.value_norm_beta, enabled=config.value_norm)
@@ -195,12 +209,19 @@ class Policy(nn.Module):
         (uint8 for images, which the critic's encoder turns into floats)."""
         return self.spec.state_dtype if self.config.use_global_state else self.spec.obs_dtype
 
-    def critic_input(self, obs: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+    def critic_input(self, obs: torch.Tensor, state: torch.Tensor | None,
+                     episode_steps: torch.Tensor | None = None) -> torch.Tensor:
         """The critic's view: `[B, S]`, the env's global state or all observations
-        concatenated; a local critic's is the observations themselves, `[B, A, O]`."""
+        concatenated, then with `critic_time_left` the fraction of the time limit left
+        after `episode_steps` `[B]`; a local critic's is the observations themselves,
+        `[B, A, O]`."""
         if self.local_critic:
             return obs
-        return state if self.config.use_global_state else obs.flatten(1)
+        view = state if self.config.use_global_state else obs.flatten(1)
+        if not self.config.critic_time_left:
+            return view
+        left = time_left(episode_steps, self.spec.max_episode_steps)
+        return torch.cat([view.to(left.dtype), left], dim=-1)
 
     def distribution(self, params: torch.Tensor, mask: torch.Tensor) -> ActionDistribution:
         """The action distribution of actor outputs `params` `[..., A, K]` under `mask`."""
@@ -209,16 +230,33 @@ class Policy(nn.Module):
 
     def step(
         self, obs: torch.Tensor, critic_in: torch.Tensor, state: RecurrentState | None,
-        episode_start: torch.Tensor,
+        episode_start: torch.Tensor, acting: torch.Tensor | None = None,
     ) -> PolicyStep:
         """Actor and critic on obs `[B, A, O]` and `critic_input`; a recurrent policy
-        continues from `state` reset where `episode_start` `[B, A]`."""
+        continues from `state` reset where `episode_start` `[B, A]`. In a turn-based env
+        an agent's hidden states advance only where it is `acting` `[B, A]`."""
         if state is None:
             return PolicyStep(self.actor(obs), self.critic(critic_in), None, None)
         used = state.reset(episode_start)
         params, actor_hidden = self.actor.forward_recurrent(obs, used.actor)
         values, critic_hidden = self.critic.forward_recurrent(critic_in, used.critic)
-        return PolicyStep(params, values, RecurrentState(actor_hidden, critic_hidden), used)
+        after = self._advanced(used, RecurrentState(actor_hidden, critic_hidden), acting)
+        return PolicyStep(params, values, after, used)
+
+    def _advanced(self, before: RecurrentState, after: RecurrentState,
+                  acting: torch.Tensor | None) -> RecurrentState:
+        """`after`, kept at `before` for agents that did not act in a turn-based env (the
+        per-agent states: the actor's, a local critic's; a centralized critic sees the
+        whole env and advances at every step)."""
+        if acting is None or not self.spec.turn_based:
+            return after
+        keep = acting.unsqueeze(-1)
+
+        def per_agent(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+            return torch.where(keep, new, old) if new.dim() == keep.dim() else new
+
+        return RecurrentState(per_agent(before.actor, after.actor),
+                              per_agent(before.critic, after.critic))
 
     @torch.no_grad()
     def value(self, critic_in: torch.Tensor, state: RecurrentState | None = None) -> torch.Tensor:
@@ -239,12 +277,14 @@ class Policy(nn.Module):
     def act(
         self, obs: torch.Tensor, mask: torch.Tensor, state: RecurrentState | None = None,
         episode_start: torch.Tensor | None = None, deterministic: bool = False,
+        acting: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RecurrentState | None]:
         """Env-format actions of the decentralized actors for obs `[B, A, O]`, and the
         recurrent state after the step (None for a feed-forward policy).
 
         A recurrent actor continues from `state` (zeros when None) reset where
-        `episode_start` `[B, A]`; the critic takes no part.
+        `episode_start` `[B, A]`, advancing (in a turn-based env) only where `acting`
+        `[B, A]`; the critic takes no part.
         """
         if self.recurrent:
             if state is None:
@@ -252,7 +292,7 @@ class Policy(nn.Module):
             if episode_start is not None:
                 state = state.reset(episode_start)
             params, actor_hidden = self.actor.forward_recurrent(obs, state.actor)
-            state = state._replace(actor=actor_hidden)
+            state = self._advanced(state, state._replace(actor=actor_hidden), acting)
         else:
             params = self.actor(obs)
         dist = self.distribution(params, mask)
@@ -270,9 +310,12 @@ class Policy(nn.Module):
         critic_in = mb.obs if self.local_critic else mb.state
         if mb.actor_hidden is None:
             return self.distribution(self.actor(mb.obs), mb.action_mask), self.critic(critic_in)
-        params = self.actor.unroll(mb.obs, mb.actor_hidden, mb.episode_start)
-        starts = mb.episode_start if self.local_critic else critic_starts(mb.episode_start)
-        values = self.critic.unroll(critic_in, mb.critic_hidden, starts)
+        params = self.actor.unroll(mb.obs, mb.actor_hidden, mb.episode_start, mb.acting)
+        if self.local_critic:
+            values = self.critic.unroll(critic_in, mb.critic_hidden, mb.episode_start, mb.acting)
+        else:
+            values = self.critic.unroll(critic_in, mb.critic_hidden,
+                                        critic_starts(mb.episode_start))
         return self.distribution(params, mb.action_mask), values
 
     # --- persistence -----------------------------------------------------------

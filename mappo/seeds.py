@@ -170,8 +170,11 @@ class MultiSeedTrainer:
         # (weights [K, P], minibatch fields [K, B, ...]) → (losses [K], stats [K, 5]);
         # a feed-forward minibatch has no recurrent fields (None, not mapped).
         recurrent = (0 if self.config.recurrent else None,) * 3
+        # A turn-based env's recurrent minibatch also says who acted at each step.
+        acting = (0 if self.config.recurrent and first.env.spec.turn_based else None,)
         batched_loss = torch.func.vmap(
-            seed_loss, in_dims=(0, (0,) * (len(RolloutMinibatch._fields) - 3) + recurrent))
+            seed_loss,
+            in_dims=(0, (0,) * (len(RolloutMinibatch._fields) - 4) + recurrent + acting))
 
         def summed_loss(weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
                         ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,7 @@ from mappo.episodes import EpisodeTracker, return_definition, team_rewards
 from mappo.evaluation import MAX_EVAL_ENVS, evaluate
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.policy import Policy, RecurrentState, env_facts, episode_starts
+from mappo.task_settings import resolve_auto
 
 logger = logging.getLogger(__name__)
 RANK_SEED_STRIDE = 1_000_003  # rank r seeds its envs and sampling with seed + r * stride
@@ -108,8 +109,11 @@ class MappoTrainer:
             num_workers=config.num_workers, use_state=config.critic_uses_state,
         )
         spec = self.env.spec
+        # The `auto` settings decided for this env, and the line that says so.
+        config, self.auto_settings = resolve_auto(config, spec)
         self.config = config.matched_to_env(
-            spec.name, **env_facts(spec, config.critic_uses_state), num_envs=self.env.num_envs,
+            spec.name, **env_facts(spec, config.critic_uses_state, config.critic_time_left),
+            num_envs=self.env.num_envs,
         )
         cfg = self.config
         self._warn_about_flags_without_effect()
@@ -131,6 +135,7 @@ class MappoTrainer:
             recurrent_hidden_dim=cfg.hidden_dim if cfg.recurrent else 0,
             local_critic=self.policy.local_critic,
             obs_dtype=spec.obs_dtype, state_dtype=self.policy.critic_input_dtype,
+            turn_based=spec.turn_based,
         )
         self.env_steps = 0
         self.updates = 0
@@ -142,6 +147,8 @@ class MappoTrainer:
         self._state = self.env.get_global_state()  # [E, S]
         self._mask = self.env.get_action_mask()  # [E, A, K]
         self._alive = self.env.get_alive()  # [E, A]
+        self._episode_steps = torch.zeros(self.env.num_envs, dtype=torch.long,
+                                          device=self.device)  # [E], steps into the episode
         self.episodes = EpisodeTracker(self._alive, cfg.team_reward, spec.turn_based)
         # Recurrent state after the last step (None if feed-forward), and which agents start
         # an episode now.
@@ -221,8 +228,9 @@ class MappoTrainer:
         buf.clear()
         for _ in range(self.config.rollout_steps):
             t0 = time.perf_counter()
-            critic_in = policy.critic_input(self._obs, self._state)
-            step = policy.step(self._obs, critic_in, self._recurrent_state, self._episode_start)
+            critic_in = policy.critic_input(self._obs, self._state, self._episode_steps)
+            step = policy.step(self._obs, critic_in, self._recurrent_state, self._episode_start,
+                               self._alive)
             dist = policy.distribution(step.params, self._mask)
             critic_value = step.values  # [E, A], the critic's own units: the value clip's centre
             value = policy.value_norm.denormalize(critic_value)  # [E, A], in return units
@@ -239,7 +247,8 @@ class MappoTrainer:
                 # Bootstrap time-limit ends (of an env, or of one agent while its env goes on)
                 # from the value of the final observation.
                 truncation_value = policy.value(
-                    policy.critic_input(result.final_obs, result.final_state), step.state
+                    policy.critic_input(result.final_obs, result.final_state,
+                                        self._episode_steps + 1), step.state
                 )
             recurrent = {} if step.state is None else {
                 "actor_hidden": step.used_state.actor, "critic_hidden": step.used_state.critic,
@@ -260,6 +269,7 @@ class MappoTrainer:
                                result.info.get("win"))
             self._obs, self._state = result.obs, result.state
             self._mask, self._alive = result.action_mask, result.alive
+            self._episode_steps = torch.where(result.env_done, 0, self._episode_steps + 1)
         self._check_finite()
         self.env_steps += self.config.rollout_steps * self.env.num_envs * self.dist.world_size
 
@@ -296,8 +306,9 @@ class MappoTrainer:
         the update, and so every write to disk, happens only after it.
         """
         buf, spec = self.buffer, self.env.spec
-        fields = (("reward", buf.env_rewards), ("observation", buf.observations),
-                  ("global state", buf.states))
+        rollout = slice(buf.carry_rows, None)  # the carry rows were checked when collected
+        fields = (("reward", buf.env_rewards[rollout]), ("observation", buf.observations[rollout]),
+                  ("global state", buf.states[rollout]))
         for field, values in fields:
             if not values.is_floating_point():  # uint8 images: every value is finite
                 continue
@@ -345,20 +356,19 @@ class MappoTrainer:
         """The part of `update` before its minibatches: GAE over the rollout and the value
         normalizer's update. Returns (minibatches per epoch, sequence length or 0)."""
         cfg, buf, policy = self.config, self.buffer, self.policy
-        critic_in = policy.critic_input(self._obs, self._state)
+        critic_in = policy.critic_input(self._obs, self._state, self._episode_steps)
         hidden = self._recurrent_state
         # [E, A]. Turn-based: an agent not to act now is bootstrapped from this value too,
         # the critic's for it at the final state (its own observation slot reads zeros).
         last_value = policy.value(critic_in, None if hidden is None
                                   else hidden.reset(self._episode_start))
         buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda,
-                                          self.env.spec.turn_based)
-        policy.value_norm.update(buf.returns, buf.alive, self.dist.sum)
+                                          next_acting=self._alive)
+        policy.value_norm.update(buf.returns, buf.trained, self.dist.sum)
         samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
         chunk = cfg.data_chunk_length if cfg.recurrent else 0
-        rows = (-(-buf.rollout_steps // chunk) if chunk else buf.rollout_steps) * self.env.num_envs
         wanted = round(samples / cfg.minibatch_size) if cfg.minibatch_size else 1
-        return min(rows, max(1, wanted)), chunk
+        return min(buf.num_rows(chunk), max(1, wanted)), chunk
 
     def finish_update(self, mean_stats: torch.Tensor, update_time: float,
                       forward_time: float = 0.0, backward_time: float = 0.0) -> MappoMetrics:
@@ -381,6 +391,7 @@ class MappoTrainer:
             update_time=update_time, forward_time=forward_time, backward_time=backward_time,
         )
         self._times = {"env": 0.0, "inference": 0.0}
+        self.buffer.carry_open_turns()  # a turn-based env's open turns, for the next update
         return metrics
 
     def compile_loss(self, loss: Callable[..., Any]) -> Callable[..., Any]:
@@ -454,7 +465,7 @@ class MappoTrainer:
 
     def _explained_variance(self) -> float:
         """1 - Var(returns - values) / Var(returns) over the samples of live agents."""
-        w = self.buffer.alive.float()
+        w = self.buffer.trained.float()
         returns, values = self.buffer.returns, self.buffer.values
         mean = masked_mean(returns, w)
         var_returns = masked_mean((returns - mean).square(), w)
@@ -507,6 +518,7 @@ class MappoTrainer:
             "rollout": {
                 "obs": self._obs, "state": self._state, "mask": self._mask,
                 "alive": self._alive, "running_return": self.episodes.running,
+                "episode_steps": self._episode_steps, "carry": self.buffer.carry_state(),
                 "ever_alive": self.episodes.ever_alive, "episode_start": self._episode_start,
                 **({} if self._recurrent_state is None else {
                     "actor_hidden": self._recurrent_state.actor,
@@ -570,12 +582,16 @@ class MappoTrainer:
         if why is not None:
             logger.warning("episodes restart from a reset instead of continuing: %s", why)
             return
-        rollout = {k: v.to(self.device) for k, v in own["rollout"].items()}
+        rollout = {k: v.to(self.device) for k, v in own["rollout"].items() if k != "carry"}
         self._obs, self._state = rollout["obs"], rollout["state"]
         self._mask, self._alive = rollout["mask"], rollout["alive"]
         self.episodes.running = rollout["running_return"]
         self.episodes.ever_alive = rollout["ever_alive"]
         self._episode_start = rollout["episode_start"]
+        if "episode_steps" in rollout:  # checkpoints before it: counted from now on
+            self._episode_steps = rollout["episode_steps"]
+        self.buffer.load_carry_state({k: v.to(self.device)
+                                      for k, v in own["rollout"].get("carry", {}).items()})
         if self._recurrent_state is not None:
             self._recurrent_state = RecurrentState(rollout["actor_hidden"],
                                                    rollout["critic_hidden"])

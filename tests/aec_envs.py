@@ -109,3 +109,67 @@ class RelayEnv(AECEnv):
     def render(self) -> np.ndarray:
         """A 4x4 RGB frame whose red channel is the turn count."""
         return np.full((4, 4, 3), self.t, np.uint8)
+
+
+class LateRewardEnv(AECEnv):
+    """Two players alternate for `turns` turns. Each sees a one-hot target of 3 moves, drawn
+    afresh after each of its turns, and is paid 1 for playing it, one move late: when the
+    other player has moved (the last mover when the game ends). With 2-step rollouts the
+    second player's pay always arrives in the next rollout, before its next turn."""
+
+    metadata = {"name": "late_reward"}
+
+    def __init__(self, turns: int = 6) -> None:
+        super().__init__()
+        self.possible_agents = ["player_0", "player_1"]
+        self.agents: list[str] = []
+        self.turns = turns
+        self.rng = np.random.default_rng()
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        """The one-hot target of `agent`."""
+        return spaces.Box(0.0, 1.0, (3,), np.float32)
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """Three moves."""
+        return spaces.Discrete(3)
+
+    def observe(self, agent: str) -> np.ndarray:
+        """`agent`'s target, one-hot."""
+        return np.eye(3, dtype=np.float32)[self.target[agent]]
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        """Start a game with fresh targets."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.t = 0
+        self.agents = list(self.possible_agents)
+        self.target = {agent: int(self.rng.integers(3)) for agent in self.agents}
+        self.owed: tuple[str, float] | None = None
+        self.rewards = dict.fromkeys(self.agents, 0.0)
+        self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
+        self.terminations = dict.fromkeys(self.agents, False)
+        self.truncations = dict.fromkeys(self.agents, False)
+        self.infos = {agent: {} for agent in self.agents}
+        self.agent_selection = self.agents[0]
+
+    def step(self, action: Any) -> None:
+        """The selected player moves; the previous mover is paid."""
+        agent = self.agent_selection
+        if self.terminations[agent]:
+            self._was_dead_step(action)
+            return
+        self._cumulative_rewards[agent] = 0.0
+        self._clear_rewards()
+        if self.owed is not None:
+            self.rewards[self.owed[0]] = self.owed[1]
+        self.owed = (agent, float(int(action) == self.target[agent]))
+        self.target[agent] = int(self.rng.integers(3))
+        self.t += 1
+        if self.t >= self.turns:  # the last mover is paid as the game ends
+            self.rewards[agent] += self.owed[1]
+            self.terminations = dict.fromkeys(self.agents, True)
+        other = self.agents[1 - self.agents.index(agent)]
+        self.agent_selection = other
+        self._accumulate_rewards()
+        self._deads_step_first()

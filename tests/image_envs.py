@@ -1,4 +1,4 @@
-"""A small PettingZoo `ParallelEnv` with uint8 image observations, for the CNN path.
+"""Small PettingZoo `ParallelEnv`s with uint8 image observations, for the CNN path.
 
 `ColourEnv`: each agent sees a dark `size`x`size` RGB image holding one 3x3
 patch, red or green, at a random place; action 0 says "red", 1 "green". The
@@ -6,6 +6,9 @@ reward is 1 when the agent names its own patch's colour, else 0, and the
 image is redrawn every step, so only looking at the image earns more than
 chance: a random policy's episode return is `episode_length / 2`, a seeing
 one's `episode_length`.
+
+`GridEnv`: images of any 3-axis `shape` (a gridworld's feature planes, e.g.
+Overcooked's `(4, 5, 26)`), random bits, no reward: for reading axis orders.
 """
 
 from __future__ import annotations
@@ -100,3 +103,49 @@ class ColourEnv(ParallelEnv):
         if done:
             self.agents = []
         return obs, rewards, {a: False for a in flags}, flags, infos
+
+
+class GridEnv(ParallelEnv):
+    """Two agents seeing random 0/1 images of `shape`, for `episode_length` steps."""
+
+    metadata = {"name": "grid"}
+
+    def __init__(self, shape: tuple[int, ...] = (4, 5, 26), episode_length: int = 4) -> None:
+        self.possible_agents = ["agent_0", "agent_1"]
+        self.agents: list[str] = []
+        self.shape, self.episode_length = tuple(shape), episode_length
+        self.max_cycles = episode_length
+        self.rng = np.random.default_rng()
+        self.t = 0
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        """A uint8 image of `shape`."""
+        return spaces.Box(0, 1, self.shape, np.uint8)
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """Two actions, both ignored."""
+        return spaces.Discrete(2)
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        return {a: self.rng.integers(2, size=self.shape, dtype=np.uint8)
+                for a in self.possible_agents}
+
+    def reset(self, seed: int | None = None,
+              options: dict | None = None) -> tuple[dict[str, Any], dict[str, dict]]:
+        """Start an episode."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.t = 0
+        self.agents = list(self.possible_agents)
+        return self._observe(), {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """New images, reward 0; truncated after `episode_length` steps."""
+        self.t += 1
+        done = self.t >= self.episode_length
+        flags = {a: done for a in self.agents}
+        infos = {a: {} for a in self.agents}
+        if done:
+            self.agents = []
+        return (self._observe(), {a: 0.0 for a in flags}, {a: False for a in flags}, flags,
+                infos)

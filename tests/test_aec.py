@@ -4,6 +4,7 @@ credited to its last action, masks are honoured, games end as PettingZoo says.""
 import json
 
 import aec_envs
+import numpy as np
 import pytest
 import torch
 
@@ -90,20 +91,130 @@ def test_trainer_credits_rewards_between_turns_by_hand() -> None:
     trainer = MappoTrainer(config)
     trainer.collect_rollout()
     buf = trainer.buffer
-    assert buf.alive[:, 0].tolist() == [[True, False], [False, True]] * 3
+    steps = slice(buf.carry_rows, None)  # after the carry rows (one per player, none yet)
+    assert buf.carry_rows == 2 and not buf.alive[: buf.carry_rows].any()
+    assert buf.alive[steps, 0].tolist() == [[True, False], [False, True]] * 3
     # Rewards of waiting players are kept: player_0 gets 2 at turn 2 and 4 - 10 at turn 4.
-    assert buf.rewards[:, 0].tolist() == [[0, 1], [2, 0], [0, 3], [-6, 10], [0, 1], [2, 0]]
-    assert buf.dones[:, 0].tolist() == [[False] * 2] * 3 + [[True] * 2] + [[False] * 2] * 2
+    assert buf.rewards[steps, 0].tolist() == [[0, 1], [2, 0], [0, 3], [-6, 10], [0, 1], [2, 0]]
+    assert buf.dones[steps, 0].tolist() == [[False] * 2] * 3 + [[True] * 2] + [[False] * 2] * 2
     # With a zero critic, and 1 and 3 after the rollout, γ = 0.5 and λ = 0.5:
     buf.values.zero_()
-    buf.compute_returns_and_advantage(torch.tensor([[1.0, 3.0]]), 0.5, 0.5, turn_based=True)
-    # player_0: t=2: -6; t=0: 0 + 2 + 0.25 * -6 = 0.5; t=4: 0 + 2 + 0.5 * 1 = 2.5.
-    # player_1: t=3: 10; t=1: 0 + 3 + 0.25 * 10 = 5.5; t=5: 0 + 0.5 * 3 = 1.5.
-    assert buf.advantages[:, 0, 0].tolist() == pytest.approx([0.5, 0, -6, 0, 2.5, 0])
-    assert buf.advantages[:, 0, 1].tolist() == pytest.approx([0, 5.5, 0, 10, 0, 1.5])
+    buf.compute_returns_and_advantage(torch.tensor([[1.0, 3.0]]), 0.5, 0.5,
+                                      next_acting=torch.tensor([[True, False]]))
+    # player_0 acts next, so its last turn is completed with its value then (1):
+    # t=2: -6; t=0: 0 + 2 + 0.25 * -6 = 0.5; t=4: 0 + 2 + 0.5 * 1 = 2.5.
+    # player_1 waits: its turn at t=5 stays open (deferred: no advantage yet);
+    # t=3: 10; t=1: 0 + 3 + 0.25 * 10 = 5.5.
+    assert buf.advantages[steps, 0, 0].tolist() == pytest.approx([0.5, 0, -6, 0, 2.5, 0])
+    assert buf.advantages[steps, 0, 1].tolist() == pytest.approx([0, 5.5, 0, 10, 0, 0])
+    assert buf.deferred[steps, 0].tolist() == [[False, False]] * 5 + [[False, True]]
+    assert not buf.trained[buf.carry_rows + 5, 0, 1]
     # The trainer's own update takes the turn-based path: waiting steps have no advantage.
     trainer.update()
     assert (buf.advantages[~buf.alive] == 0).all() and (buf.advantages[buf.alive] != 0).any()
+    trainer.close()
+
+
+def test_a_reward_received_across_the_rollout_boundary_reaches_the_last_action() -> None:
+    # As above; player_1's turn at t=5 (turn 2 of game 2) is open when the rollout ends. It is
+    # carried into the next rollout, where player_1 receives 3 at turn 3 (player_0's move)
+    # and wins at turn 4 (+10): with a zero critic, γ = λ = 0.5, its advantage is
+    # 3 + 0.25 * 10 = 5.5. Raising the reward by 1000 raises that advantage by 1000.
+    def carried_advantage(bonus_of_turn_3: float) -> float:
+        config = MappoConfig(env=f"{MODULE}:RelayEnv", num_envs=1, rollout_steps=6,
+                             minibatch_size=0, total_steps=12, compile="false", gamma=0.5,
+                             gae_lambda=0.5, value_norm=False)
+        trainer = MappoTrainer(config)
+        head = trainer.policy.critic.head
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)  # V = 0 everywhere
+        trainer.collect_rollout()
+        trainer.prepare_update()
+        trainer.buffer.carry_open_turns()
+        trainer.collect_rollout()
+        buf = trainer.buffer
+        buf.rewards[buf.carry_rows, 0, 1] += bonus_of_turn_3  # received at its first step
+        trainer.prepare_update()
+        # Carry row 1 is player_1's open turn, acting alone there, with nothing received yet.
+        assert buf.alive[: buf.carry_rows, 0].tolist() == [[False, False], [False, True]]
+        assert buf.rewards[1, 0, 1] == 0.0
+        # It saw [offset, episode, 1 turn played, player 1].
+        assert buf.trained[1, 0, 1] and buf.observations[1, 0, 1, 2:].tolist() == [1, 1]
+        advantage = float(buf.advantages[1, 0, 1])
+        trainer.close()
+        return advantage
+
+    assert carried_advantage(0.0) == pytest.approx(5.5)
+    assert carried_advantage(1000.0) == pytest.approx(1005.5)
+
+
+def test_both_players_learn_when_one_is_always_paid_in_the_next_rollout() -> None:
+    # Two-step rollouts: player_1 moves last in each, and its pay arrives with player_0's
+    # move, the first step of the next rollout (games outlast the run: no pay at a game's
+    # end). Separate policies, so that neither learns from the other's pay. Both must learn
+    # to play their target (chance: 1 in 3); without the carried turns player_1 played
+    # [2, 1, 1], [1, 1, 0], [2, 0, 1] for seeds 1-3.
+    config = MappoConfig(env=f"{MODULE}:LateRewardEnv", env_kwargs={"turns": 1000},
+                         num_envs=16, rollout_steps=2,
+                         share_policy=False, minibatch_size=0, update_epochs=4, lr=3e-3,
+                         total_steps=3000, compile="false", seed=1)
+    trainer = MappoTrainer(config)
+    trainer.train()
+    targets = torch.eye(3).unsqueeze(1).expand(3, 2, 3)  # [target, player, one-hot]
+    moves, _ = trainer.policy.act(targets, torch.ones(3, 2, 3, dtype=torch.bool),
+                                  deterministic=True)
+    assert moves.tolist() == [[0, 0], [1, 1], [2, 2]]  # every target, both players
+    trainer.close()
+
+
+def test_a_game_cut_by_its_time_limit_is_bootstrapped_from_every_players_last_view() -> None:
+    # PettingZoo MPE's turn-based Spread, cut after 2 cycles of 3 turns: at the 6th step every
+    # agent is truncated, and its final observation is what it sees then, before the
+    # done-steps remove it (a twin env played the same way), not zeros.
+    from mpe2 import simple_spread_v3
+
+    env = PettingZooWrapper(lambda: simple_spread_v3.env(max_cycles=2), 1, seed=0,
+                            name="spread_aec")
+    twin = simple_spread_v3.env(max_cycles=2)
+    twin.reset(seed=0)
+    for _ in range(6):
+        result = env.step(torch.zeros(1, 3, dtype=torch.long))
+        twin.step(0)
+    assert result.truncated.tolist() == [[True] * 3] and result.env_done.tolist() == [True]
+    seen = torch.tensor(np.stack([twin.observe(agent) for agent in twin.possible_agents]))
+    assert seen.abs().sum(-1).min() > 1.0  # every agent's view holds positions, not zeros
+    torch.testing.assert_close(result.final_obs[0, :, : seen.shape[1]], seen)
+    env.close()
+
+
+def test_a_recurrent_players_state_advances_only_on_its_own_turns() -> None:
+    # Games of 4 turns: player_0 moves at steps 0 and 2, player_1 at 1 and 3; at step 4 a new
+    # game starts. The stored states are those each step started from.
+    config = MappoConfig(env=f"{MODULE}:RelayEnv", num_envs=2, rollout_steps=7, recurrent=True,
+                         data_chunk_length=3, minibatch_size=0, total_steps=14,
+                         compile="false")
+    trainer = MappoTrainer(config)
+    trainer.collect_rollout()
+    buf = trainer.buffer
+    hidden = buf.actor_hidden[buf.carry_rows:, 0]  # [T, A, H]
+    # Which player's state changed from step t to t + 1: only the one that moved at t.
+    assert [[bool((hidden[t + 1, a] != hidden[t, a]).any()) for a in range(2)]
+            for t in range(3)] == [[True, False], [False, True], [True, False]]
+    # Training replays the same states: before any update every log-probability of an
+    # acted step is recomputed as collected (the unroll skips the steps a player waits).
+    trainer.prepare_update()
+
+    def recomputed_matches() -> bool:
+        mb = next(buf.minibatches(1, trainer.policy.value_norm.normalize, 3))
+        dist, _ = trainer.policy.evaluate(mb)
+        acted = mb.weights > 0
+        return torch.allclose(dist.log_prob(mb.actions)[acted], mb.log_probs[acted], atol=1e-5)
+
+    assert recomputed_matches()
+    trainer.finish_update(torch.zeros(6), 0.0)  # no learning: carry the open turn over
+    trainer.collect_rollout()
+    trainer.prepare_update()
+    assert buf.trained[: buf.carry_rows].any() and recomputed_matches()  # the carried turn too
     trainer.close()
 
 
@@ -160,6 +271,7 @@ def test_team_reward_of_a_turn_based_game_is_the_mean_over_every_player() -> Non
                          minibatch_size=0, total_steps=4, compile="false")
     trainer = MappoTrainer(config)
     metrics = trainer.train()[-1]
-    assert trainer.buffer.rewards[:, 0].tolist() == [[0.5, 0.5], [1, 1], [1.5, 1.5], [2, 2]]
+    buf = trainer.buffer
+    assert buf.rewards[buf.carry_rows:, 0].tolist() == [[0.5, 0.5], [1, 1], [1.5, 1.5], [2, 2]]
     assert (metrics.episodes, metrics.episode_return) == (1, 5.0)
     trainer.close()

@@ -39,9 +39,13 @@ def test_config_toml_is_the_full_config_and_loads(run_dir) -> None:
     import tomllib
 
     saved = tomllib.loads((run_dir / "config.toml").read_text())
-    # The env's facts are there to read, apart from the settings.
-    assert saved["read_off_env"] == {"num_agents": 3, "obs_dim": 18, "global_state_dim": 54,
+    # The env's facts are there to read, apart from the settings: the critic reads the
+    # 3 x 18 observations and the time left (Spread's time limit is part of its task).
+    assert saved["read_off_env"] == {"num_agents": 3, "obs_dim": 18, "global_state_dim": 55,
                                      "action_dim": 5}
+    # The auto settings are written as what they were decided to be.
+    assert (saved["agent_id"], saved["bootstrap_time_limits"], saved["critic_time_left"],
+            saved["team_reward"]) == (False, False, True, True)
     config = MappoConfig.load(run_dir / "config.toml")
     assert (config.seed, config.num_envs) == (3, 16)
     # Read back, the facts are not settings: the file trains another size of the env.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from functools import partial
 
 import pytest
@@ -13,9 +14,11 @@ import torch
 from mappo import MappoConfig, MappoTrainer
 from mappo.cli import main
 from mappo.config import ConfigError
-from mappo.networks import GroupedConv2d, ImageEncoder, image_axes
+from mappo.networks import CriticImageEncoder, GroupedConv2d, ImageEncoder, image_axes
 
 COLOUR = "image_envs:ColourEnv"
+GRID = "image_envs:GridEnv"
+OVERCOOKED = (4, 5, 26)  # JaxMARL's Overcooked on cramped_room: 4x5 cells, 26 feature planes
 H = W = 12
 C = 3
 # torch 2.13 marks TorchScript deprecated; loading it is what export promises.
@@ -29,13 +32,94 @@ def trainer_for(**overrides) -> MappoTrainer:
 
 
 def test_image_axes_rule() -> None:
+    # Pictures: 1, 3 or 4 channels beside two larger sides, in either order.
     assert image_axes((84, 84, 4)) == ((4, 84, 84), True)
+    assert image_axes((84, 84, 3)) == ((3, 84, 84), True)
     assert image_axes((12, 12, 3)) == ((3, 12, 12), True)
+    assert image_axes((210, 160, 3)) == ((3, 210, 160), True)  # an Atari frame
     assert image_axes((4, 84, 84)) == ((4, 84, 84), False)
     assert image_axes((3, 12, 12)) == ((3, 12, 12), False)
-    # The override wins over the rule.
+    assert image_axes((1, 64, 48)) == ((1, 64, 48), False)
+    # The override wins over the rule and over what the env says.
     assert image_axes((12, 12, 3), "chw") == ((12, 12, 3), False)
     assert image_axes((3, 12, 12), "hwc") == ((12, 3, 12), True)
+    assert image_axes((84, 84, 3), "chw", said="hwc") == ((84, 84, 3), False)
+    assert image_axes(OVERCOOKED, "chw", said="hwc") == (OVERCOOKED, False)
+
+
+def test_auto_takes_the_envs_own_axis_order() -> None:
+    # Overcooked's grid is channels last, as JaxMARL says: 26 planes of 4x5 cells, not the
+    # 4 planes of 5x26 that "the first axis is small" made of it.
+    assert image_axes(OVERCOOKED, said="hwc") == ((26, 4, 5), True)
+    assert image_axes((3, 84, 84), said="hwc") == ((84, 3, 84), True)  # the env's word wins
+    encoder = ImageEncoder([0], OVERCOOKED, said="hwc")
+    assert encoder.channels_last
+    assert encoder.convs[0].weight.shape == (1, 32, 26, 3, 3)  # [G, out, in = C, k, k]
+    grid = torch.randint(0, 2, (3, 1, *OVERCOOKED), dtype=torch.uint8)
+    assert encoder(grid.flatten(2)).shape == (3, 1, 256)
+    critic = CriticImageEncoder(2, OVERCOOKED, said="hwc")
+    assert critic.images.channels_last
+
+
+@pytest.mark.parametrize("shape", [OVERCOOKED, (26, 4, 5), (8, 8, 8), (4, 4, 4), (3, 84, 4),
+                                   (3, 40, 200), (5, 9, 26)])
+def test_a_shape_auto_cannot_read_is_refused_naming_image_layout(shape) -> None:
+    said = f"env 'grid' observes images of shape {shape}; say its axis order with " \
+        "--image-layout hwc or chw"
+    with pytest.raises(ConfigError, match=f"^{re.escape(said)}$"):
+        image_axes(shape, env="grid")
+    with pytest.raises(ConfigError, match="--image-layout hwc or chw"):
+        ImageEncoder([0], shape)
+
+
+def test_an_env_of_unreadable_images_trains_once_its_layout_is_given() -> None:
+    with pytest.raises(ConfigError, match=re.escape(
+            "observes images of shape (4, 5, 26); say its axis order with --image-layout "
+            "hwc or chw")):
+        trainer_for(env=GRID)
+    hwc = trainer_for(env=GRID, image_layout="hwc")
+    assert hwc.env.spec.obs_shape == OVERCOOKED
+    assert hwc.policy.actor.encoder.channels_last
+    assert hwc.policy.actor.encoder.convs[0].weight.shape[2] == 26
+    assert hwc.policy.critic.encoder.images.convs[0].weight.shape[2] == 26
+    hwc.train()
+    # Whatever the shape suggests, the flag is obeyed.
+    chw = trainer_for(env=GRID, image_layout="chw")
+    assert not chw.policy.actor.encoder.channels_last
+    assert chw.policy.actor.encoder.convs[0].weight.shape[2] == 4
+    picture = trainer_for(image_layout="chw")  # ColourEnv's (12, 12, 3) read as 12 channels
+    assert picture.policy.actor.encoder.convs[0].weight.shape[2] == 12
+
+
+def test_training_reads_images_in_the_order_the_env_says() -> None:
+    from dataclasses import replace
+
+    from mappo.envs.registry import make_env
+
+    def grid(layout: str = "auto") -> MappoTrainer:
+        env = make_env(GRID, 4)
+        env.spec = replace(env.spec, image_layout="hwc")  # as JaxMARL's adapter says it
+        config = {"env": GRID, "num_envs": 4, "rollout_steps": 10, "minibatch_size": 0,
+                  "total_steps": 40, "compile": "false", "image_layout": layout}
+        return MappoTrainer(MappoConfig(**config), env=env)
+
+    said = grid()
+    assert said.policy.actor.encoder.channels_last
+    assert said.policy.actor.encoder.convs[0].weight.shape[2] == 26
+    assert said.policy.critic.encoder.images.convs[0].weight.shape[2] == 26
+    said.train()
+    assert grid("chw").policy.actor.encoder.convs[0].weight.shape[2] == 4  # the flag wins
+    with pytest.raises(ConfigError, match=re.escape(
+            f"env '{GRID}' observes images of shape (4, 5, 26); say its axis order")):
+        trainer_for(env=GRID)  # an env that says nothing, and a shape that says nothing
+
+
+def test_unreadable_images_exit_2_on_the_cli_naming_the_flag(tmp_path, capsys) -> None:
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--env", GRID, "--num-envs", "2",
+                 "--minibatch-size", "0", "--total-steps", "16", "--compile", "false",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("say its axis order with --image-layout hwc or chw")
 
 
 def test_encoder_output_shape_and_scaling() -> None:

@@ -1,5 +1,5 @@
 """JaxMARL envs through `--env jaxmarl:<name>`: shapes, masks, resets, dying SMAX units, wins,
-DLPack without copies, snapshots, and the jaxmarl-smax preset.
+time limits, DLPack without copies, snapshots, image layouts, and the jaxmarl-smax preset.
 
 The tests needing jax and jaxmarl skip without them (`pip install 'mappo[jax]'`); each JAX
 env is built once per module, since compiling a SMAX step takes tens of seconds on CPU.
@@ -19,15 +19,26 @@ pytest.importorskip("jaxmarl")
 from mappo.config import jaxmarl_smax_preset  # noqa: E402
 from mappo.envs.jaxmarl import to_jax  # noqa: E402
 from mappo.envs.registry import make_env  # noqa: E402
+from mappo.networks import image_axes  # noqa: E402
 from mappo.trainer import MappoTrainer  # noqa: E402
 
 E = 4  # env copies
 SMAX_ALLIES = 3  # map 3m
+LIMIT = 12  # a short SMAX time limit, which many random battles reach
+E_LIMIT = 64  # copies of the short-limit env
 
 
 @pytest.fixture(scope="module")
 def smax():
     env = make_env("jaxmarl:HeuristicEnemySMAX", E, seed=0, env_kwargs={"scenario": "3m"})
+    env.reset(seed=0)
+    return env
+
+
+@pytest.fixture(scope="module")
+def smax_short():
+    env = make_env("jaxmarl:HeuristicEnemySMAX", E_LIMIT, seed=0,
+                   env_kwargs={"scenario": "3m", "max_steps": LIMIT})
     env.reset(seed=0)
     return env
 
@@ -126,6 +137,72 @@ def test_a_won_battle_is_flagged_and_counted(smax) -> None:
     tracker.step(result.reward, smax.get_alive(), result.env_done, result.alive,
                  result.info["win"])
     assert tracker.pop_win_rate() == (1.0, E)
+
+
+def test_at_the_time_limit_the_fallen_terminate_and_only_survivors_are_truncated(
+        smax_short) -> None:
+    env = smax_short
+    env.reset(seed=0)
+    gen = torch.Generator().manual_seed(0)
+    units = env.env.num_allies + env.env.num_enemies
+    features = len(env.env.own_features)  # per unit in the world state, health first
+    ends = fallen_seen = survivors_seen = decided_seen = 0
+    while ends < 256:
+        # SMAX's own limit: `step >= max_steps`, compared before the step counts itself.
+        at_limit = torch.from_dlpack(env._state.state.step) >= LIMIT  # [E]
+        alive = env.get_alive().clone()
+        result = env.step(random_legal(env.get_action_mask(), gen))
+        assert bool(result.env_done[at_limit].all())
+        # Each unit's health in the world state the step reached: 0 once it is dead.
+        health = result.final_state[:, :units * features].unflatten(-1, (units, features))
+        unit_alive = health[..., 0] > 0  # [E, units]
+        decided = ~unit_alive[:, :SMAX_ALLIES].any(-1) | ~unit_alive[:, SMAX_ALLIES:].any(-1)
+        # Only time cuts episodes: nothing is truncated off the limit step (nor on the step
+        # before it, where the step count first reads max_steps).
+        assert not bool(result.truncated[~at_limit].any())
+        cut = (at_limit & ~decided)[:, None]  # the battle goes on; time ends it
+        survivors = cut & alive & unit_alive[:, :SMAX_ALLIES]
+        fallen = cut & alive & ~unit_alive[:, :SMAX_ALLIES]  # killed on the last step
+        assert bool(result.truncated[survivors].all())
+        assert not bool(result.terminated[survivors].any())
+        assert bool(result.terminated[fallen].all())
+        assert not bool(result.truncated[fallen].any())  # never bootstrapped from the dead
+        won_or_lost = (at_limit & decided)[:, None] & alive  # decided on the last step
+        assert bool(result.terminated[won_or_lost].all())
+        assert not bool(result.truncated[won_or_lost].any())
+        ends += int(at_limit.sum())
+        fallen_seen += int(fallen.sum())
+        survivors_seen += int(survivors.sum())
+        decided_seen += int((at_limit & decided).sum())
+    # Random allies against SMAX's heuristic enemies (seeds 0): 70 units die on the last
+    # step of 256 cut battles, and 6 battles are decided on it.
+    assert ends == 256 and fallen_seen >= 30 and survivors_seen >= 300 and decided_seen >= 1, \
+        (ends, fallen_seen, survivors_seen, decided_seen)
+
+
+@pytest.mark.parametrize("side", ["won", "lost"])
+def test_a_battle_decided_at_the_time_limit_terminates(smax_short, side) -> None:
+    env = smax_short
+    env.reset(seed=13)
+    inner = env._state.state
+    losers = slice(SMAX_ALLIES, None) if side == "won" else slice(0, SMAX_ALLIES)
+    # Every copy at its last step, with one side at no health: that side dies in the step.
+    env._state = env._state.replace(state=inner.replace(
+        step=inner.step.at[:].set(LIMIT), unit_health=inner.unit_health.at[:, losers].set(0.0)))
+    result = env.step(torch.zeros(E_LIMIT, SMAX_ALLIES, dtype=torch.long))
+    assert result.env_done.tolist() == [True] * E_LIMIT
+    assert result.terminated.tolist() == [[True] * SMAX_ALLIES] * E_LIMIT
+    assert int(result.truncated.sum()) == 0
+    assert result.info["win"].tolist() == [side == "won"] * E_LIMIT
+
+
+def test_overcooked_says_its_grid_is_channels_last(spread) -> None:
+    env = make_env("jaxmarl:overcooked", 2, seed=0, env_kwargs={"layout": "cramped_room"})
+    obs = jax.eval_shape(env.env.reset, jax.random.PRNGKey(0))[0]["agent_0"]
+    assert obs.shape == (4, 5, 26)  # [H, W, C]: 26 feature planes of the 4x5 kitchen
+    assert env.spec.image_layout == "hwc"
+    assert image_axes(obs.shape, said=env.spec.image_layout) == ((26, 4, 5), True)
+    assert spread.spec.image_layout is None  # vectors
 
 
 def test_arrays_cross_to_torch_and_back_without_a_copy(spread) -> None:

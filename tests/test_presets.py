@@ -18,8 +18,9 @@ def test_paper_preset_per_task() -> None:
     # agent id for the shared policy, the 25-step limit read as a terminal state, and every
     # agent trained on the team reward (the official MPE env's shared_reward).
     assert spread.hidden_layer_norm and not spread.agent_id and not spread.bootstrap_time_limits
-    assert spread.team_reward and not MappoConfig().team_reward
-    assert MappoConfig().bootstrap_time_limits and MappoConfig().agent_id  # library defaults
+    assert spread.team_reward
+    # Unlike the library's auto settings on MPE, its critic does not see the time left.
+    assert spread.critic_time_left is False
     comm = MappoConfig(**paper_mpe_preset("speaker_listener"))
     assert (comm.update_epochs, comm.share_policy, comm.activation) == (15, False, "relu")
     with pytest.raises(ConfigError, match="covers the envs spread, reference, speaker_listener"):

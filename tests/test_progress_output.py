@@ -131,7 +131,9 @@ def test_quiet_train_prints_no_progress(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 0.0)
     assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY, "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert [line.split(":")[0] for line in out.splitlines()] == ["run folder", "done"]
+    # What the run is: its folder and the settings decided for its env; then the end.
+    assert [line.split(":")[0] for line in out.splitlines()] == [
+        "run folder", "auto settings for env 'spread'", "done"]
 
 
 def test_long_episodes_get_one_hint(tmp_path, capsys) -> None:

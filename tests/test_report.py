@@ -94,7 +94,7 @@ def test_report_prints_the_groups_and_the_probability_of_improvement(runs, tmp_p
     table = out.read_text()
     assert table in printed
     # Two runs: the IQM (middle half of 2 values, each weighted 1/2) is the mean.
-    assert ("| share_policy=True | spread | 2 | mean per-agent episode return | "
+    assert ("| share_policy=True | spread | 2 | team episode return | "
             "eval_return in metrics.csv | -17.000 | [-18.000, -16.000] | -17.000 | "
             "[-18.000, -16.000] |") in table
     assert "| share_policy=False | spread | 2 |" in table
@@ -131,7 +131,7 @@ def test_a_run_is_evaluated_from_its_checkpoint_without_eval_return(tmp_path, ca
     (tmp_path / "run" / "metrics.csv").write_text("env_steps,episode_return\n50,-40.0\n")
     data = tmp_path / "runs.json"
     assert main(["report", str(tmp_path / "run"), "--episodes", "3", "--json", str(data)]) == 0
-    assert "| spread | spread | 1 | mean per-agent episode return | 3 greedy episodes |" in (
+    assert "| spread | spread | 1 | team episode return | 3 greedy episodes |" in (
         capsys.readouterr().out)
     returns = json.loads(data.read_text())["spread"]["spread"]["spread"]["run_1"][
         "absolute_metrics"]["return"]

@@ -55,6 +55,24 @@ class ActionSpec:
 
 
 @dataclass(frozen=True)
+class TaskConventions:
+    """What an env family's official MAPPO code does where the MAPPO specification is silent;
+    `auto` config settings follow it (`mappo.task_settings`). None: the family has no
+    convention, and the library's own default applies.
+
+    `time_limit_in_task`: the env is scored by its return up to the time limit, so the
+    limit is part of the task (Pardo et al., 2018, "Time Limits in Reinforcement
+    Learning"): it ends episodes as a terminal state does and the critic sees the time
+    left. False: the limit only cuts training episodes, which are bootstrapped.
+    """
+
+    source: str = ""  # whose code, e.g. "the official MAPPO code on MPE"
+    time_limit_in_task: bool | None = None
+    team_reward: bool | None = None  # every agent learns from the team's reward
+    agent_id: bool | None = None  # a shared actor sees its agent's one-hot
+
+
+@dataclass(frozen=True)
 class EnvSpec:
     """Static facts about a vectorized env, fixed when it is built.
 
@@ -80,6 +98,11 @@ class EnvSpec:
     # The env's own global state when it is an image (3 axes), else (); S is its product.
     state_shape: tuple[int, ...] = field(default=())
     state_dtype: torch.dtype = torch.float32
+    conventions: TaskConventions = field(default=TaskConventions())
+    # The axis order of the image observations and image state, where the env family says
+    # it (JaxMARL's grids: "hwc"); None: unknown, read off the shape where that is
+    # unambiguous (`mappo.networks.image_axes`), else `--image-layout` must say it.
+    image_layout: Literal["hwc", "chw"] | None = None
 
     @property
     def num_agents(self) -> int:

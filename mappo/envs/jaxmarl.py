@@ -16,8 +16,16 @@ What the bridge reads off the env:
   all legal; actions beyond an agent's own `Discrete(n)` are masked;
 * dead agents: `dones[agent]` before the episode ends (a SMAX unit that died);
   they are not alive until their env resets;
-* time limits: an episode that ends because the state's step count reached the
-  env's `max_steps` is truncated, any other end terminates;
+* time limits: an agent whose episode ends only because the state's step count
+  reached the env's `max_steps` is truncated; one the env's own rules end (a SMAX
+  unit killed on the last step, a battle decided on it) terminates. On a step where
+  some copy reaches its limit, the env is stepped a second time from the state with
+  its step count set back, which gives the dones of its rules alone (`_rule_dones`);
+  other steps skip it;
+* image observations: flattened like the rest (no `obs_shape`: an MLP reads them);
+  JaxMARL's grids are channels last (Overcooked's `get_obs`: "height x width x
+  n_layers", the order flax's convolutions read), which the spec says as
+  `image_layout` "hwc" where every agent's observation has 3 axes;
 * SMAX's win: all enemies dead with an ally alive at the episode's end (the
   condition of SMAX's won-battle bonus), as `info["win"]` `[E]`.
 
@@ -28,13 +36,21 @@ sees a GPU. The env's state is a pytree of arrays: `state_dict` copies it
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import torch
 
 from mappo.config import ConfigError
-from mappo.envs.base import ActionSpec, EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.base import (
+    ActionSpec,
+    EnvSpec,
+    MultiAgentEnv,
+    MultiAgentStepResult,
+    TaskConventions,
+)
+from mappo.envs.mpe_task import OFFICIAL_MPE
 from mappo.envs.registry import JAXMARL_PREFIX
 
 try:
@@ -49,6 +65,10 @@ else:
 logger = logging.getLogger(__name__)
 MISSING_EXTRA = "JaxMARL envs need jax and jaxmarl: pip install 'mappo[jax]'"
 SMAX_ENVS = ("SMAX", "HeuristicEnemySMAX", "LearnedPolicyEnemySMAX")
+# JaxMARL's MAPPO on SMAX: scored by battles won within the time limit, the limit ends an
+# episode as a terminal state (GAE on the global done), and the allies share one reward.
+SMAX_CONVENTIONS = TaskConventions(source="JaxMARL's MAPPO on SMAX", time_limit_in_task=True,
+                                   team_reward=True)
 OUTPUTS = ("obs", "state", "reward", "terminated", "truncated", "alive", "action_mask",
            "env_done", "final_obs", "final_state", "win")
 
@@ -153,6 +173,7 @@ class JaxMarlEnv(MultiAgentEnv):
         # (Overcooked's space is [W, H, C] where its obs are [H, W, C]; the size agrees).
         probe_obs, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
         self._world_state = "world_state" in probe_obs
+        grids = all(len(getattr(probe_obs.get(a), "shape", ())) == 3 for a in agents)
         obs_dim = max(obs_sizes)
         state_dim = _size(probe_obs["world_state"].shape) if self._world_state \
             else obs_dim * len(agents)
@@ -160,6 +181,8 @@ class JaxMarlEnv(MultiAgentEnv):
             name=name, agent_names=tuple(agents), obs_dim=obs_dim, state_dim=state_dim,
             action=action, max_episode_steps=_max_steps(env),
             state_source="env" if self._world_state else "concat_obs", obs_sizes=obs_sizes,
+            conventions=_conventions(name.removeprefix(JAXMARL_PREFIX)),
+            image_layout="hwc" if grids else None,
         )
         self._mask_fn = _mask_function(env)
         self._smax = hasattr(env, "num_allies") and name.removeprefix(JAXMARL_PREFIX) in SMAX_ENVS
@@ -209,19 +232,48 @@ class JaxMarlEnv(MultiAgentEnv):
         """Every copy reset: (state, obs `[E, A, O]`, critic state `[E, S]`, mask, alive)."""
         return jax.vmap(self._reset_one)(jax.random.split(key, self.num_envs))
 
-    def _step_one(self, key: Any, state: Any, action: Any, alive: Any) -> tuple[Any, ...]:
-        """One copy: step, then reset where the episode ended (JaxMARL's `step`), keeping
-        what the finished episode reached as final obs and state."""
-        key_step, key_reset = jax.random.split(key)
+    def _env_step(self, key: Any, state: Any, action: Any) -> tuple[Any, ...]:
+        """One copy's `step_env`: obs, next state, rewards `[A]`, agent dones `[A]` and the
+        env's done."""
         actions = {a: action[i] for i, a in enumerate(self._agents)}
-        obs, next_state, reward, dones, _ = self.env.step_env(key_step, state, actions)
-        env_done = dones["__all__"]
+        obs, next_state, reward, dones, _ = self.env.step_env(key, state, actions)
         agent_done = jnp.stack([dones[a] for a in self._agents])  # [A]
         reward = jnp.stack([reward[a] for a in self._agents]).astype(jnp.float32)  # [A]
-        time_up = _time_up(self.env, next_state)
+        return obs, next_state, reward, agent_done, dones["__all__"]
+
+    def _rule_dones(self, key: Any, state: Any, actions: Any, next_state: Any,
+                    agent_done: Any, env_done: Any) -> tuple[Any, Any]:
+        """Every copy's dones `[E, A]`, `[E]` by the env's own rules, as if no time limit
+        were reached: the env stepped again, with the same keys and actions, from `state`
+        with its step count set back (`_set_back`).
+
+        Only where some copy ends something at its time limit; `lax.cond` outside the
+        vmap really skips the second step elsewhere, so ordinary steps pay one `any`.
+        """
+        limit = _max_steps(self.env)
+        if limit is None or not hasattr(_inner_state(state), "step"):
+            return agent_done, env_done  # no limit the bridge can see: every end is the env's
+        time_up = jax.vmap(lambda s: _time_up(self.env, s))(next_state)  # [E]
+        hit = (time_up & (env_done | agent_done.any(-1))).any()
+
+        def without_limit() -> tuple[Any, Any]:
+            earlier = jax.vmap(lambda s: _set_back(s, limit))(state)
+            _, _, _, agent, env = jax.vmap(self._env_step)(key, earlier, actions)
+            # Running out of time only adds dones: a done of the rules is a done of the step.
+            return agent & agent_done, env & env_done
+
+        return jax.lax.cond(hit, without_limit, lambda: (agent_done, env_done))
+
+    def _finish_one(self, key_reset: Any, obs: Any, next_state: Any, reward: Any,
+                    agent_done: Any, env_done: Any, rule_agent: Any, rule_env: Any,
+                    alive: Any) -> tuple[Any, ...]:
+        """One copy after its step: terminated where the env's rules (`rule_agent`,
+        `rule_env`) end the agent, truncated where only the time limit does; reset where
+        the episode ended (JaxMARL's `step`), keeping what it reached as final obs and
+        state."""
         ended = alive & (agent_done | env_done)  # [A] the agent's episode ends with this step
-        truncated = ended & time_up & ~(agent_done & ~env_done)
-        terminated = ended & ~truncated
+        terminated = ended & (rule_agent | rule_env)
+        truncated = ended & ~terminated
         still = alive & ~ended  # [A] alive at the next step, if the episode goes on
         final_obs, final_state, _ = self._pack(obs, next_state, alive)
         win = self._won(next_state) & env_done
@@ -239,8 +291,14 @@ class JaxMarlEnv(MultiAgentEnv):
     def _step_all(self, key: Any, state: Any, actions: Any, alive: Any) -> tuple[Any, ...]:
         """Every copy stepped by actions `[E, A]` (or `[E, A, D]`); finished copies reset."""
         key, sub = jax.random.split(key)
-        out = jax.vmap(self._step_one)(jax.random.split(sub, self.num_envs), state, actions,
-                                       alive)
+        keys = jax.vmap(jax.random.split)(jax.random.split(sub, self.num_envs))  # [E, 2, ...]
+        key_step, key_reset = keys[:, 0], keys[:, 1]
+        obs, next_state, reward, agent_done, env_done = jax.vmap(self._env_step)(
+            key_step, state, actions)
+        rule_agent, rule_env = self._rule_dones(key_step, state, actions, next_state,
+                                                agent_done, env_done)
+        out = jax.vmap(self._finish_one)(key_reset, obs, next_state, reward, agent_done,
+                                         env_done, rule_agent, rule_env, alive)
         return (key, *out)
 
     def _won(self, state: Any) -> Any:
@@ -384,6 +442,14 @@ def _inner_state(state: Any) -> Any:
     return state.state if not hasattr(state, "step") and hasattr(state, "state") else state
 
 
+def _conventions(registered: str) -> TaskConventions:
+    """What the official MAPPO code of the family of JaxMARL env `registered` does where the
+    specification is silent: SMAX's, MPE's (`MPE_*`: the same tasks), else nothing."""
+    if registered in SMAX_ENVS:
+        return SMAX_CONVENTIONS
+    return OFFICIAL_MPE if registered.startswith("MPE_") else TaskConventions()
+
+
 def _max_steps(env: Any) -> int | None:
     """The env's time limit in steps, if it states one."""
     limit = getattr(env, "max_steps", None)
@@ -391,12 +457,25 @@ def _max_steps(env: Any) -> int | None:
 
 
 def _time_up(env: Any, state: Any) -> Any:
-    """Whether `state` reached the env's time limit (False when it states none)."""
+    """Whether `state`, as a step returns it, counts `max_steps` steps or more (False when
+    the env states no limit): that step is where the limit ends the episode in envs that
+    compare the count after counting the step, or the one before it in envs that compare
+    before (SMAX, MPE); `_rule_dones` tells which ends the limit made."""
     limit = _max_steps(env)
     inner = _inner_state(state)
     if limit is None or not hasattr(inner, "step"):
         return jnp.array(False)
     return inner.step >= limit
+
+
+def _set_back(state: Any, limit: int) -> Any:
+    """`state` with its step count at most `limit - 2`, where no time limit bites whether
+    the env compares the count before counting the step (SMAX, MPE: `step >= max_steps`,
+    or switch_riddle's `step + 1 >= max_steps`) or after (Overcooked)."""
+    inner = _inner_state(state)
+    step = jnp.minimum(inner.step, max(limit - 2, 0)).astype(inner.step.dtype)
+    earlier = dataclasses.replace(inner, step=step)
+    return earlier if inner is state else dataclasses.replace(state, state=earlier)
 
 
 def _strongly_typed(state: Any) -> Any:

@@ -18,15 +18,23 @@ its `_snapshot_fields` names, which `state_dict`, `load_state_dict` and
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
-from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult, TaskConventions
 from mappo.envs.mpe_core import PhysicsParams
 
 GeometryT = TypeVar("GeometryT")
+
+
+# The official MAPPO code on MPE (on-policy, `MPE_env` with `shared_reward`): scored by the
+# 25-step return, the limit is terminal (`use_proper_time_limits` off), every agent gets the
+# team's reward, and a shared actor sees no agent id.
+OFFICIAL_MPE = TaskConventions(source="the official MAPPO code on MPE", time_limit_in_task=True,
+                               team_reward=True, agent_id=False)
 
 
 class MpeTask(MultiAgentEnv, Generic[GeometryT]):
@@ -51,7 +59,7 @@ class MpeTask(MultiAgentEnv, Generic[GeometryT]):
         device: str | torch.device,
         dtype: torch.dtype,
     ) -> None:
-        self.spec = spec
+        self.spec = dataclasses.replace(spec, conventions=OFFICIAL_MPE)
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.dtype = dtype

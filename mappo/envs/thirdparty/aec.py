@@ -19,7 +19,9 @@ What is read, and how it maps:
   that sum to the agent's last action (`compute_gae` with `acting`).
 * terminations / truncations: `env.terminations` / `env.truncations` after
   the step, each reported once, at the step an agent becomes done (whoever
-  acted). Agents that are done are then stepped with `None` actions until
+  acted), with the agent's observation at that moment in the observation dict
+  (its final view: a time limit is bootstrapped from it; not alive, since it
+  is done). Agents that are done are then stepped with `None` actions until
   PettingZoo removes them, as the AEC API requires; the episode is over when
   `env.agents` is empty.
 * action masks: the `action_mask` of a Dict observation (pettingzoo.classic's
@@ -93,9 +95,12 @@ class AECEnvAsParallel:
         terminations = {a: bool(env.terminations.get(a, False)) for a in playing}
         truncations = {a: bool(env.truncations.get(a, False)) for a in playing}
         infos = {a: env.infos.get(a, {}) for a in playing}
+        # Each agent this step finished is seen once more, before the done-steps remove it:
+        # an agent cut by a time limit is bootstrapped from this view.
+        final = {a: env.observe(a) for a in playing if terminations[a] or truncations[a]}
         self._remove_done_agents()
         obs, _ = self._observe_selected()
-        return obs, rewards, terminations, truncations, infos
+        return {**final, **obs}, rewards, terminations, truncations, infos
 
     def state(self) -> Any:
         """The AEC env's `state()` (AECEnv's default raises NotImplementedError)."""

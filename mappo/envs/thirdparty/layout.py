@@ -26,7 +26,8 @@ import numpy as np
 from gymnasium import spaces
 
 from mappo.config import ConfigError
-from mappo.envs.base import ActionSpec, EnvError, env_raised
+from mappo.envs.base import ActionSpec, EnvError, TaskConventions, env_raised
+from mappo.envs.mpe_task import OFFICIAL_MPE
 from mappo.envs.registry import ENV_CALLABLES
 
 # Where the env's episode length may be stored, on the env or its unwrapped base.
@@ -65,6 +66,7 @@ class PettingZooLayout:
     obs_dtype: np.dtype = np.dtype(np.float32)  # uint8 for uint8 images
     state_shape: tuple[int, ...] = ()  # the env's own state when it is an image
     state_dtype: np.dtype = np.dtype(np.float32)
+    conventions: TaskConventions = TaskConventions()  # of the env's family (`EnvSpec`)
 
     @property
     def obs_dim(self) -> int:
@@ -186,7 +188,7 @@ def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> Petting
         state_dim=state_dim, max_episode_steps=_episode_length(env),
         turn_based=bool(getattr(env, "turn_based", False)),
         obs_shape=obs_shape, obs_dtype=obs_dtype, state_shape=tuple(state_shape),
-        state_dtype=state_dtype,
+        state_dtype=state_dtype, conventions=_family_conventions(env),
     )
 
 
@@ -284,6 +286,16 @@ def _env_state(env: Any, name: str) -> np.ndarray | None:
     except Exception as err:
         error = env_raised(name, "state()", where, err)
         raise EnvError(f"{error}; --use-global-state false never calls it") from err
+
+
+MPE_MODULES = ("mpe2.", "pettingzoo.mpe.")  # PettingZoo's MPE, in its old and new homes
+
+
+def _family_conventions(env: Any) -> TaskConventions:
+    """What the official MAPPO code does on the env's family: MPE's for PettingZoo's MPE
+    tasks (the same tasks as the built-in ones), else nothing."""
+    module = type(getattr(env, "unwrapped", env)).__module__ + "."
+    return OFFICIAL_MPE if module.startswith(MPE_MODULES) else TaskConventions()
 
 
 def _episode_length(env: Any) -> int | None:

@@ -94,6 +94,7 @@ class PettingZooWrapper(MultiAgentEnv):
             obs_dtype=_torch_dtype(layout.obs_dtype),
             state_shape=layout.state_shape,
             state_dtype=_torch_dtype(layout.state_dtype),
+            conventions=layout.conventions,
         )
         if layout.state_source == "env":
             logger.info("%s: global state from env.state(), %d floats", name, layout.state_dim)
