@@ -21,7 +21,7 @@ class RolloutMinibatch(NamedTuple):
     values: torch.Tensor  # [B, A], the critic's raw output at collection (the value clip's centre)
     advantages: torch.Tensor  # [B, A]
     returns: torch.Tensor  # [B, A], in the critic's units
-    weights: torch.Tensor  # [B, A], 1.0 where the agent acted, else 0.0
+    weights: torch.Tensor  # [B, A], 1.0 where the agent acted (a turn not deferred), else 0.0
     # Recurrent policies: rows are sequences, every field above gains an axis
     # [B, L, ...] after B, and these hold the state at each sequence's start.
     actor_hidden: torch.Tensor | None = None  # [B, A, H]

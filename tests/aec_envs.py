@@ -22,6 +22,18 @@ from gymnasium import spaces
 from pettingzoo import AECEnv
 
 
+def start_game(env: AECEnv) -> None:
+    """PettingZoo's bookkeeping at a reset: every player in, nothing received, none done, the
+    first to move."""
+    env.agents = list(env.possible_agents)
+    env.rewards = dict.fromkeys(env.agents, 0.0)
+    env._cumulative_rewards = dict.fromkeys(env.agents, 0.0)
+    env.terminations = dict.fromkeys(env.agents, False)
+    env.truncations = dict.fromkeys(env.agents, False)
+    env.infos = {agent: {} for agent in env.agents}
+    env.agent_selection = env.agents[0]
+
+
 class RelayEnv(AECEnv):
     """Players moving in turn, rewarded while they wait; see the module docstring."""
 
@@ -69,13 +81,7 @@ class RelayEnv(AECEnv):
         self.offset = int(self.rng.integers(1000))
         self.episode += 1
         self.t = 0
-        self.agents = list(self.possible_agents)
-        self.rewards = dict.fromkeys(self.agents, 0.0)
-        self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
-        self.terminations = dict.fromkeys(self.agents, False)
-        self.truncations = dict.fromkeys(self.agents, False)
-        self.infos = {agent: {} for agent in self.agents}
-        self.agent_selection = self.agents[0]
+        start_game(self)
 
     def step(self, action: Any) -> None:
         """The selected player moves (a done one must be sent None and leaves)."""
@@ -143,15 +149,9 @@ class LateRewardEnv(AECEnv):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.t = 0
-        self.agents = list(self.possible_agents)
+        start_game(self)
         self.target = {agent: int(self.rng.integers(3)) for agent in self.agents}
         self.owed: tuple[str, float] | None = None
-        self.rewards = dict.fromkeys(self.agents, 0.0)
-        self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
-        self.terminations = dict.fromkeys(self.agents, False)
-        self.truncations = dict.fromkeys(self.agents, False)
-        self.infos = {agent: {} for agent in self.agents}
-        self.agent_selection = self.agents[0]
 
     def step(self, action: Any) -> None:
         """The selected player moves; the previous mover is paid."""
