@@ -358,8 +358,8 @@ class MappoTrainer:
         cfg, buf, policy = self.config, self.buffer, self.policy
         critic_in = policy.critic_input(self._obs, self._state, self._episode_steps)
         hidden = self._recurrent_state
-        # [E, A]. Turn-based: an agent not to act now is bootstrapped from this value too,
-        # the critic's for it at the final state (its own observation slot reads zeros).
+        # [E, A]. Turn-based: it completes the last turn of the agents to act now; the others'
+        # open turns wait for their next turn (AgentBuffer's deferred turns).
         last_value = policy.value(critic_in, None if hidden is None
                                   else hidden.reset(self._episode_start))
         buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda,
