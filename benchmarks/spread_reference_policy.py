@@ -13,9 +13,9 @@ official MAPPO code does, the latter also on that code's reward scale
 episodes greedily, and a second table says where each policy's agents end: on
 distinct landmarks, on the least-distance assignment, by a fixed convention, and
 whether they end elsewhere when the agents swap their slots in the policy.
-Writes `benchmarks/results/spread_reference_policy.md`.
+Writes `benchmarks/results/spread_reference_policy.md` (or `<--results>.md`).
 
-    python benchmarks/spread_reference_policy.py [--runs RUN_DIR ...]
+    python benchmarks/spread_reference_policy.py [--runs RUN_DIR ...] [--results NAME]
 """
 
 from __future__ import annotations
@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, nargs="*", default=[],
                         help="trained spread runs to set beside it (greedy, same episodes)")
     parser.add_argument("--seed", type=int, default=123, help="env seed")
+    parser.add_argument("--results", default="spread_reference_policy",
+                        help="name of the results file, benchmarks/results/<name>.md")
     args = parser.parse_args()
     info = machine_info()
     rows, means, ending_rows = [], [], []
@@ -204,7 +206,7 @@ def main() -> None:
                    "(its agent one-hot, or its network), and the share of episodes where some "
                    "agent then ends at another landmark; a policy that shares out landmarks "
                    "by agent identity scores high, one that reads only the geometry 0.")
-    write_results("spread_reference_policy", "Spread: the hand-coded assign-and-go policy",
+    write_results(args.results, "Spread: the hand-coded assign-and-go policy",
                   info, [table, note, ending_table, ending_note], quick=False)
 
 
