@@ -79,7 +79,7 @@ from bench_common import (
 )
 
 from mappo import MappoConfig, MappoTrainer
-from mappo.config import benchmarl_vmas_preset
+from mappo.presets import benchmarl_vmas_preset
 
 NUM_ENVS = 128
 ROLLOUT_STEPS = 25

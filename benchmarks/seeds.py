@@ -42,7 +42,8 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from bench_common import machine_info, machine_line, markdown_table, write_results
 
-from mappo.config import PRESETS, MappoConfig
+from mappo.config import MappoConfig
+from mappo.presets import PRESETS
 
 SEEDS = list(range(8))
 

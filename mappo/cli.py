@@ -22,7 +22,6 @@ from mappo.checkpoint import CheckpointError
 from mappo.config import (
     ENV_DIM_FIELDS,
     FIELDS,
-    PRESETS,
     ConfigError,
     MappoConfig,
     from_dict,
@@ -30,6 +29,7 @@ from mappo.config import (
     read_toml,
 )
 from mappo.envs.base import EnvError
+from mappo.presets import PRESETS
 from mappo.run_folder import RunFolder, RunFolderError, require_wandb
 from mappo.trainer import MappoMetrics, MappoTrainer
 

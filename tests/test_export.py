@@ -12,11 +12,11 @@ import torch
 from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import save_checkpoint
 from mappo.cli import main
-from mappo.config import paper_mpe_preset
 from mappo.envs.registry import make_env
 from mappo.envs.spread import SpreadEnv
 from mappo.export import export_policy, onnx_available
 from mappo.policy import Policy
+from mappo.presets import paper_mpe_preset
 
 NUM_OBS = 1000
 # torch 2.13 marks TorchScript deprecated; loading it is what this feature promises.

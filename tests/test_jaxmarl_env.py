@@ -16,10 +16,10 @@ from mappo.episodes import EpisodeTracker
 jax = pytest.importorskip("jax")
 pytest.importorskip("jaxmarl")
 
-from mappo.config import jaxmarl_smax_preset  # noqa: E402
 from mappo.envs.jaxmarl import to_jax  # noqa: E402
 from mappo.envs.registry import make_env  # noqa: E402
 from mappo.networks import image_axes  # noqa: E402
+from mappo.presets import jaxmarl_smax_preset  # noqa: E402
 from mappo.trainer import MappoTrainer  # noqa: E402
 
 E = 4  # env copies

@@ -4,7 +4,7 @@ import pytest
 
 from mappo import ConfigError, MappoConfig
 from mappo.cli import main
-from mappo.config import epymarl_preset, paper_mpe_preset
+from mappo.presets import epymarl_preset, paper_mpe_preset
 
 
 def test_paper_preset_per_task() -> None:

@@ -12,9 +12,9 @@ vmas = pytest.importorskip("vmas")
 
 from mappo import ConfigError, MappoConfig, MappoTrainer  # noqa: E402
 from mappo.cli import main  # noqa: E402
-from mappo.config import benchmarl_vmas_preset  # noqa: E402
 from mappo.distributions import ActionDistribution  # noqa: E402
 from mappo.envs.registry import make_env  # noqa: E402
+from mappo.presets import benchmarl_vmas_preset  # noqa: E402
 
 
 def navigation(num_envs: int = 4, seed: int = 0, **kwargs) -> object:
