@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
-from mappo.config import ConfigError, MappoConfig, from_dict
+from mappo.config import MappoConfig, from_dict
+from mappo.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from mappo.distributed import Distributed
@@ -20,10 +21,6 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "optimizer",
                  "ranks")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:

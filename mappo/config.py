@@ -19,14 +19,12 @@ from typing import Any
 
 import tomli_w
 
+from mappo.errors import ConfigError
+
 # A setting that may be left to the env: True, False or "auto" (`mappo.task_settings`).
 AutoBool = bool | str
 AUTO = "auto"
 KIND_NAMES = {"AutoBool": "true, false or auto"}  # how errors name a field's type
-
-
-class ConfigError(ValueError):
-    """A config key, type or value that cannot be used; the message names it."""
 
 
 def _f(default: Any, help: str, **choices: Any) -> Any:

@@ -14,8 +14,8 @@ import math
 import torch
 from torch import nn
 
-from mappo.config import ConfigError
 from mappo.envs.base import ActionSpec
+from mappo.errors import ConfigError
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 HIDDEN_GAIN = math.sqrt(2.0)

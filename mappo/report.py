@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from mappo.config import ConfigError
 from mappo.episodes import return_label
+from mappo.errors import ConfigError
 from mappo.plotting import (
     RunCurve,
     RunGroup,

@@ -18,18 +18,15 @@ import time
 from pathlib import Path
 
 from mappo.checkpoint import save_checkpoint, write_atomically
-from mappo.config import ConfigError, MappoConfig
+from mappo.config import MappoConfig
 from mappo.episodes import return_label
+from mappo.errors import ConfigError, RunFolderError
 from mappo.trainer import MappoMetrics
 
 ENV_STATE_FILE = "env_state.pkl"
 RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", "best.pt", ENV_STATE_FILE)
 CURVE_INTERVAL_S = 20.0
 METRICS_COLUMNS = [f.name for f in dataclasses.fields(MappoMetrics)]  # metrics.csv's header
-
-
-class RunFolderError(RuntimeError):
-    """The run folder cannot be used as asked (e.g. it already holds a run)."""
 
 
 def require_wandb() -> None:

@@ -29,6 +29,8 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from mappo.errors import EnvError
+
 
 @dataclass(frozen=True)
 class ActionSpec:
@@ -139,11 +141,6 @@ class MultiAgentStepResult(NamedTuple):
         """`[E, A]` bool: the agent's own episode ended with this step (it terminated, was
         truncated, or its env finished), so its next observation starts a new one."""
         return self.terminated | self.truncated | self.env_done.unsqueeze(-1)
-
-
-class EnvError(RuntimeError):
-    """An env broke the contract or raised; the message names the env, step, agent and field
-    (or the call that raised)."""
 
 
 def error_line(err: BaseException) -> str:

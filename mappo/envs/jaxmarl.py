@@ -42,7 +42,6 @@ from typing import Any
 
 import torch
 
-from mappo.config import ConfigError
 from mappo.envs.base import (
     ActionSpec,
     EnvSpec,
@@ -52,6 +51,7 @@ from mappo.envs.base import (
 )
 from mappo.envs.mpe_task import OFFICIAL_MPE
 from mappo.envs.registry import JAXMARL_PREFIX
+from mappo.errors import ConfigError
 
 try:
     import jax

@@ -41,8 +41,8 @@ from typing import Any
 
 import torch
 
-from mappo.config import ConfigError
 from mappo.envs.base import MultiAgentEnv
+from mappo.errors import ConfigError
 
 # Built-in envs, vectorized in torch: name -> (module, class).
 BUILTIN_ENVS = {

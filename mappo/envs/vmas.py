@@ -57,7 +57,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mappo.config import ConfigError
 from mappo.envs.base import (
     ActionSpec,
     EnvError,
@@ -67,6 +66,7 @@ from mappo.envs.base import (
     error_line,
 )
 from mappo.envs.registry import VMAS_PREFIX
+from mappo.errors import ConfigError
 
 # BenchMARL's VMAS tasks end episodes after 100 steps (all but a few long ones); without a
 # limit, scenarios that never terminate would never finish an episode.
