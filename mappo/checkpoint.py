@@ -1,4 +1,6 @@
-"""Checkpoints: written atomically, read back only through `torch.load(weights_only=True)`."""
+"""The checkpoint format: written atomically, read back only through
+`torch.load(weights_only=True)`, validated, and nothing more (building a trainer from one
+is `MappoTrainer.from_checkpoint`'s)."""
 
 from __future__ import annotations
 
@@ -6,17 +8,12 @@ import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 
 from mappo.config import MappoConfig, from_dict
 from mappo.errors import CheckpointError, ConfigError
-
-if TYPE_CHECKING:
-    from mappo.distributed import Distributed
-    from mappo.envs.base import MultiAgentEnv
-    from mappo.trainer import MappoTrainer
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "optimizer",
@@ -80,39 +77,3 @@ def saved_config(payload: dict[str, Any], path: str | Path, **changes: Any) -> M
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
     config.given = frozenset(payload.get("config_given", ())) | frozenset(changes)
     return config
-
-
-def load_trainer(
-    path: str | Path,
-    resume_rollout: bool = True,
-    distributed: Distributed | None = None,
-    env: MultiAgentEnv | None = None,
-    pickled_env: bytes | str | None = None,
-    **config_changes: Any,
-) -> tuple[MappoTrainer, dict[str, Any]]:
-    """A trainer rebuilt from a checkpoint file: its config (with `config_changes`) and state.
-
-    `resume_rollout` also restores the env and the episodes in flight (for
-    `--resume`), from the checkpoint's env snapshot or from `pickled_env`
-    (`MappoTrainer.load_state_dict`); without it, fresh episodes start.
-    Returns the trainer and the raw payload. A checkpoint whose shapes do not
-    fit the env its config builds is refused with a `CheckpointError`.
-    """
-    from mappo.trainer import MappoTrainer
-
-    path = Path(path)
-    payload = load_checkpoint(path)
-    config = saved_config(payload, path, **config_changes)
-    try:
-        trainer = MappoTrainer(config, env=env, distributed=distributed)
-    except ConfigError as err:  # the saved env facts contradict the env the config builds
-        raise CheckpointError(f"checkpoint {path} does not fit env '{config.env}': {err}") from None
-    try:
-        trainer.load_state_dict(payload, resume_rollout, pickled_env)
-    except (RuntimeError, KeyError, ValueError) as err:
-        first = str(err).strip().splitlines()[0]
-        trainer.close()
-        raise CheckpointError(
-            f"checkpoint {path} does not fit env '{config.env}': {first}"
-        ) from None
-    return trainer, payload

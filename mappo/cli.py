@@ -147,7 +147,7 @@ class _StopOnSignal:
 
 def _open_run(args: argparse.Namespace):
     """(trainer, run folder or None off rank 0) for a new run or `--resume RUN_DIR`."""
-    from mappo.checkpoint import load_checkpoint, load_trainer
+    from mappo.checkpoint import load_checkpoint
     from mappo.distributed import Distributed
 
     overrides = _cli_overrides(args)
@@ -157,7 +157,8 @@ def _open_run(args: argparse.Namespace):
         payload = load_checkpoint(path)
         dist = Distributed.from_environment(payload["config"]["device"])
         pickled_env = RunFolder.read_pickled_env(args.resume, payload)
-        trainer, _ = load_trainer(path, distributed=dist, pickled_env=pickled_env, **overrides)
+        trainer, _ = MappoTrainer.from_checkpoint(path, distributed=dist, pickled_env=pickled_env,
+                                                  **overrides)
         folder = (RunFolder.resume(args.resume, trainer.config, trainer.env_steps)
                   if dist.is_main else None)
         if folder is not None:
@@ -398,7 +399,7 @@ def _is_seeds_run(args: argparse.Namespace) -> bool:
 
 def _open_seeds(args: argparse.Namespace):
     """(MultiSeedTrainer, one run folder per seed) for `--seeds` or `--resume` of its folder."""
-    from mappo.checkpoint import load_checkpoint, load_trainer
+    from mappo.checkpoint import load_checkpoint
     from mappo.seeds import MultiSeedTrainer, SeedStreams
 
     if args.nproc > 1 or args.wandb:
@@ -412,7 +413,8 @@ def _open_seeds(args: argparse.Namespace):
             for path in paths:
                 checkpoint = RunFolder.checkpoint_to_resume(path)
                 pickled_env = RunFolder.read_pickled_env(path, load_checkpoint(checkpoint))
-                trainer, _ = load_trainer(checkpoint, pickled_env=pickled_env, **overrides)
+                trainer, _ = MappoTrainer.from_checkpoint(checkpoint, pickled_env=pickled_env,
+                                                          **overrides)
                 trainers.append(trainer)
                 streams = streams or SeedStreams(trainer.device)
                 streams.capture()  # the seed's stream, as its checkpoint saved it

@@ -14,16 +14,19 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from mappo.buffer import AgentBuffer, RolloutMinibatch
+from mappo.checkpoint import load_checkpoint, saved_config
 from mappo.config import ConfigError, MappoConfig
 from mappo.distributed import Distributed
 from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
 from mappo.episodes import EpisodeTracker, return_definition, team_rewards
+from mappo.errors import CheckpointError
 from mappo.evaluation import MAX_EVAL_ENVS, evaluate
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.policy import Policy, RecurrentState, env_facts, episode_starts
@@ -536,6 +539,43 @@ class MappoTrainer:
             "best_eval_return": self.best_eval_return,
             "ranks": self.dist.gather(own),
         }
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        resume_rollout: bool = True,
+        distributed: Distributed | None = None,
+        env: MultiAgentEnv | None = None,
+        pickled_env: bytes | str | None = None,
+        **config_changes: Any,
+    ) -> tuple[MappoTrainer, dict[str, Any]]:
+        """A trainer rebuilt from a checkpoint file: its config (with `config_changes`) and
+        state.
+
+        `resume_rollout` also restores the env and the episodes in flight (for
+        `--resume`), from the checkpoint's env snapshot or from `pickled_env`
+        (`load_state_dict`); without it, fresh episodes start. Returns the trainer
+        and the raw payload. A checkpoint whose shapes do not fit the env its config
+        builds is refused with a `CheckpointError`.
+        """
+        path = Path(path)
+        payload = load_checkpoint(path)
+        config = saved_config(payload, path, **config_changes)
+        try:
+            trainer = cls(config, env=env, distributed=distributed)
+        except ConfigError as err:  # the saved env facts contradict the env the config builds
+            raise CheckpointError(
+                f"checkpoint {path} does not fit env '{config.env}': {err}") from None
+        try:
+            trainer.load_state_dict(payload, resume_rollout, pickled_env)
+        except (RuntimeError, KeyError, ValueError) as err:
+            first = str(err).strip().splitlines()[0]
+            trainer.close()
+            raise CheckpointError(
+                f"checkpoint {path} does not fit env '{config.env}': {first}"
+            ) from None
+        return trainer, payload
 
     def pickled_env_state(self) -> bytes | str | None:
         """Every rank's env copies pickled (`MultiAgentEnv.pickled_state`), for exact

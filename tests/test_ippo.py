@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mappo import MappoConfig, MappoTrainer
-from mappo.checkpoint import load_checkpoint, load_trainer
+from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 from mappo.config import ConfigError
 from mappo.evaluation import evaluate_run
@@ -60,7 +60,7 @@ def test_checkpoint_round_trip_keeps_the_local_critic(tmp_path) -> None:
                  "--total-steps", "400", "--num-envs", "16", "--quiet"]) == 0
     payload = load_checkpoint(run / "checkpoint.pt")
     assert payload["config"]["critic"] == "local"
-    trainer, _ = load_trainer(run / "checkpoint.pt")
+    trainer, _ = MappoTrainer.from_checkpoint(run / "checkpoint.pt")
     assert isinstance(trainer.policy.critic, LocalCritic)
     for name, tensor in trainer.policy.critic.state_dict().items():
         assert torch.equal(tensor, payload["critic"][name]), name

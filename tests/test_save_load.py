@@ -9,7 +9,8 @@ import pytest
 import pz_envs
 import torch
 
-from mappo.checkpoint import CheckpointError, load_checkpoint, load_trainer, save_checkpoint
+from mappo import MappoTrainer
+from mappo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mappo.cli import main
 from mappo.run_folder import RunFolder
 
@@ -97,7 +98,7 @@ def test_pettingzoo_copies_continue_their_episodes(tmp_path, monkeypatch) -> Non
     _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:CounterEnv", *PZ_RUN],
                                      monkeypatch)
     payload = load_checkpoint(run / "checkpoint.pt")
-    trainer, _ = load_trainer(run / "checkpoint.pt",
+    trainer, _ = MappoTrainer.from_checkpoint(run / "checkpoint.pt",
                               pickled_env=RunFolder.read_pickled_env(run, payload))
     # 50 steps per copy: episodes 1 (the wrapper's reset) + 1 (the trainer's) + 7 full ones.
     assert [(copy.episode, copy.t) for copy in trainer.env.local_envs] == [(9, 1)] * 4
@@ -116,7 +117,7 @@ def test_unpicklable_env_resumes_with_fresh_episodes_and_says_why(tmp_path, monk
     assert payload["env_state"] == {"unpicklable": why}
     assert not (run / "env_state.pkl").exists()
     with caplog.at_level("WARNING", logger="mappo.trainer"):
-        trainer, _ = load_trainer(run / "checkpoint.pt",
+        trainer, _ = MappoTrainer.from_checkpoint(run / "checkpoint.pt",
                                   pickled_env=RunFolder.read_pickled_env(run, payload))
     assert [(copy.episode, copy.t) for copy in trainer.env.local_envs] == [(2, 0)] * 4
     trainer.env.close()
@@ -209,7 +210,7 @@ def test_checkpoint_of_another_env_shape_is_refused(trained, tmp_path) -> None:
     path = tmp_path / "other.pt"
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match=f"checkpoint {path} does not fit env 'spread'"):
-        load_trainer(path)
+        MappoTrainer.from_checkpoint(path)
 
 
 class _Exploit:
