@@ -13,18 +13,11 @@ from mappo.cli import main
 TINY = ["--total-steps", "1600", "--num-envs", "16", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["train", "--run-dir", str(path), "--seed", "3", *TINY]) == 0
-    return path
-
-
-def test_train_writes_the_run_folder(run_dir) -> None:
+def test_train_writes_the_run_folder(tiny_run) -> None:
     for name in ("config.toml", "metrics.csv", "checkpoint.pt", "curve.png"):
-        assert (run_dir / name).stat().st_size > 0, name
-    assert list(run_dir.glob("events.out.tfevents.*"))
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+        assert (tiny_run / name).stat().st_size > 0, name
+    assert list(tiny_run.glob("events.out.tfevents.*"))
+    rows = list(csv.DictReader(open(tiny_run / "metrics.csv")))
     assert len(rows) == 4  # 1600 steps / (16 envs * 25 steps)
     for column in ("env_steps", "episode_return", "policy_loss", "value_loss", "entropy",
                    "approx_kl", "clip_fraction", "explained_variance", "steps_per_second"):
@@ -35,10 +28,10 @@ def test_train_writes_the_run_folder(run_dir) -> None:
     assert -60 < float(rows[0]["episode_return"]) < -10
 
 
-def test_config_toml_is_the_full_config_and_loads(run_dir) -> None:
+def test_config_toml_is_the_full_config_and_loads(tiny_run) -> None:
     import tomllib
 
-    saved = tomllib.loads((run_dir / "config.toml").read_text())
+    saved = tomllib.loads((tiny_run / "config.toml").read_text())
     # The env's facts are there to read, apart from the settings: the critic reads the
     # 3 x 18 observations and the time left (Spread's time limit is part of its task).
     assert saved["read_off_env"] == {"num_agents": 3, "obs_dim": 18, "global_state_dim": 55,
@@ -46,7 +39,7 @@ def test_config_toml_is_the_full_config_and_loads(run_dir) -> None:
     # The auto settings are written as what they were decided to be.
     assert (saved["agent_id"], saved["bootstrap_time_limits"], saved["critic_time_left"],
             saved["team_reward"]) == (False, False, True, True)
-    config = MappoConfig.load(run_dir / "config.toml")
+    config = MappoConfig.load(tiny_run / "config.toml")
     assert (config.seed, config.num_envs) == (3, 16)
     # Read back, the facts are not settings: the file trains another size of the env.
     assert not set(config.given) & {"num_agents", "obs_dim", "global_state_dim", "action_dim"}
@@ -56,15 +49,15 @@ def test_config_toml_is_the_full_config_and_loads(run_dir) -> None:
     assert MappoTrainer(bigger).config.num_agents == 4
 
 
-def test_existing_run_folder_is_refused(run_dir, capsys) -> None:
-    before = (run_dir / "metrics.csv").read_bytes()
-    assert main(["train", "--run-dir", str(run_dir), *TINY]) == 2
+def test_existing_run_folder_is_refused(tiny_run, capsys) -> None:
+    before = (tiny_run / "metrics.csv").read_bytes()
+    assert main(["train", "--run-dir", str(tiny_run), *TINY]) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert (run_dir / "metrics.csv").read_bytes() == before
+    assert (tiny_run / "metrics.csv").read_bytes() == before
 
 
-def test_eval_prints_json_last(run_dir, capsys) -> None:
-    assert main(["eval", str(run_dir), "--episodes", "6", "--json", "--deterministic"]) == 0
+def test_eval_prints_json_last(tiny_run, capsys) -> None:
+    assert main(["eval", str(tiny_run), "--episodes", "6", "--json", "--deterministic"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
     assert result["episodes"] == 6
@@ -86,11 +79,11 @@ def test_bad_flags_exit_2_naming_the_culprit(argv, culprit, tmp_path, capsys) ->
     assert not (tmp_path / "r").exists()
 
 
-def test_other_commands_suggest_their_own_options(run_dir, capsys) -> None:
-    assert main(["eval", str(run_dir), "--episdoes", "3"]) == 2
+def test_other_commands_suggest_their_own_options(tiny_run, capsys) -> None:
+    assert main(["eval", str(tiny_run), "--episdoes", "3"]) == 2
     assert capsys.readouterr().err == (
         "mappo: error: unknown option '--episdoes' for 'mappo eval'; did you mean --episodes?\n")
-    assert main(["eval", str(run_dir), "--env-kwargs", "{}"]) == 2
+    assert main(["eval", str(tiny_run), "--env-kwargs", "{}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mappo: error: 'mappo eval' has no option '--env-kwargs': it reads "
                           "the run's own config.toml (options: --help, --episodes,")
@@ -121,12 +114,12 @@ def test_env_derived_field_as_flag_is_an_unknown_option(tmp_path, capsys) -> Non
     assert not (tmp_path / "r").exists()
 
 
-def test_resume_without_checkpoint_says_what_to_run(run_dir, tmp_path, capsys) -> None:
+def test_resume_without_checkpoint_says_what_to_run(tiny_run, tmp_path, capsys) -> None:
     # A run killed before its first checkpoint: config.toml and metrics.csv, no checkpoint.pt.
     run = tmp_path / "killed"
     run.mkdir()
     for name in ("config.toml", "metrics.csv"):
-        (run / name).write_bytes((run_dir / name).read_bytes())
+        (run / name).write_bytes((tiny_run / name).read_bytes())
     assert main(["train", "--resume", str(run)]) == 2
     again = f"mappo train --config {run / 'config.toml'} --run-dir {run} --force"
     assert capsys.readouterr().err == (
@@ -134,9 +127,9 @@ def test_resume_without_checkpoint_says_what_to_run(run_dir, tmp_path, capsys) -
         f"first checkpoint, or this is not a run folder); start it again with: {again}\n")
     # The saved config (num_agents, obs_dim, ... included) starts the same run again.
     assert main(["train", *again.split()[2:], "--quiet"]) == 0
-    assert MappoConfig.load(run / "config.toml") == MappoConfig.load(run_dir / "config.toml")
+    assert MappoConfig.load(run / "config.toml") == MappoConfig.load(tiny_run / "config.toml")
     again_actor = load_checkpoint(run / "checkpoint.pt")["actor"]
-    for name, tensor in load_checkpoint(run_dir / "checkpoint.pt")["actor"].items():
+    for name, tensor in load_checkpoint(tiny_run / "checkpoint.pt")["actor"].items():
         assert torch.equal(again_actor[name], tensor), name
 
     empty = tmp_path / "empty"

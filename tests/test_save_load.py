@@ -173,16 +173,8 @@ def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) 
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    run = tmp_path_factory.mktemp("ckpt") / "run"
-    assert main(["train", "--run-dir", str(run), "--total-steps", "400", "--num-envs", "16",
-                 "--quiet"]) == 0
-    return run
-
-
-def test_truncated_checkpoint_is_refused_naming_the_file(trained, tmp_path) -> None:
-    data = (trained / "checkpoint.pt").read_bytes()
+def test_truncated_checkpoint_is_refused_naming_the_file(tiny_run, tmp_path) -> None:
+    data = (tiny_run / "checkpoint.pt").read_bytes()
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=f"checkpoint {bad} is corrupt or truncated"):
@@ -193,8 +185,8 @@ def test_truncated_checkpoint_is_refused_naming_the_file(trained, tmp_path) -> N
         load_checkpoint(garbage)
 
 
-def test_other_format_version_is_refused(trained, tmp_path) -> None:
-    payload = load_checkpoint(trained / "checkpoint.pt")
+def test_other_format_version_is_refused(tiny_run, tmp_path) -> None:
+    payload = load_checkpoint(tiny_run / "checkpoint.pt")
     payload["format_version"] = 99
     path = tmp_path / "v99.pt"
     torch.save(payload, path)
@@ -202,8 +194,8 @@ def test_other_format_version_is_refused(trained, tmp_path) -> None:
         load_checkpoint(path)
 
 
-def test_checkpoint_of_another_env_shape_is_refused(trained, tmp_path) -> None:
-    payload = load_checkpoint(trained / "checkpoint.pt")
+def test_checkpoint_of_another_env_shape_is_refused(tiny_run, tmp_path) -> None:
+    payload = load_checkpoint(tiny_run / "checkpoint.pt")
     payload["config"]["env_kwargs"] = {"num_agents": 4}
     for key in ("num_agents", "obs_dim", "global_state_dim"):
         payload["config"][key] = {"num_agents": 2, "obs_dim": 16, "global_state_dim": 32}[key]
@@ -226,7 +218,7 @@ def test_pickled_code_is_never_run(tmp_path) -> None:
     assert not os.path.exists("/tmp/mappo-pwned")
 
 
-def test_eval_of_a_corrupt_checkpoint_exits_2(trained, tmp_path, capsys) -> None:
+def test_eval_of_a_corrupt_checkpoint_exits_2(tiny_run, tmp_path, capsys) -> None:
     run = tmp_path / "broken"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
