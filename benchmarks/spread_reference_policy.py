@@ -110,13 +110,14 @@ def hand_coded(episodes: int, damping: float, landmark_scale: float, seed: int
 
 
 @torch.no_grad()
-def learned(run_dir: Path, episodes: int, seed: int, rotation: int = 0
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A trained run's greedy policy for one episode in each of `episodes` copies: returns
-    `[E]`, first and last observations `[E, A, O]`. With `rotation` r, agent p acts in the
-    policy's agent slot (p + r) mod A: its one-hot (or its own network) is another's."""
+def learned(run_dir: Path, episodes: int, seed: int, rotation: int = 0,
+            landmark_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A trained run's greedy policy for one episode in each of `episodes` copies (landmarks
+    in `landmark_scale` * U(-1, 1)): returns `[E]`, first and last observations
+    `[E, A, O]`. With `rotation` r, agent p acts in the policy's agent slot (p + r) mod A:
+    its one-hot (or its own network) is another's."""
     policy, env = load_run(run_dir, episodes, seed=seed)
-    first = env.reset(seed=seed)
+    first = fresh_start(env, landmark_scale, seed)
     mask = env.get_action_mask()
     slot_agent = (torch.arange(NUM_AGENTS) - rotation) % NUM_AGENTS  # agent acting in slot
     agent_slot = torch.argsort(slot_agent)
@@ -175,8 +176,8 @@ def main() -> None:
         official_mean = official.mean().item()
         rows.append([damping, f"{means[-1]:.2f} ± {sem:.2f}", f"{official_mean:.2f}",
                      f"{official_team_return(official_mean):.1f}"])
-        ending_rows.append([f"hand-coded, damping {damping}", rows[-1][1],
-                            *endings(first, last), 0.0])  # no agent reads its slot
+        ending_rows.append([f"hand-coded, damping {damping}", rows[-1][1], rows[-1][2],
+                            rows[-1][3], *endings(first, last), 0.0])  # no slot is read
         print(f"damping {damping}: {rows[-1][1]} (mpe2 landmarks), {rows[-1][2]} "
               f"(official landmarks, {rows[-1][3]} on the official scale)")
     for run in args.runs:
@@ -184,7 +185,10 @@ def main() -> None:
         rotated = learned(run, args.episodes, args.seed, rotation=1)[2]
         changed = (nearest_landmark(rotated) != nearest_landmark(last)).any(-1)
         sem = returns.std().item() / args.episodes ** 0.5
+        official = learned(run, args.episodes, args.seed,
+                           landmark_scale=OFFICIAL_LANDMARK_SCALE)[0].mean().item()
         ending_rows.append([str(run), f"{returns.mean().item():.2f} ± {sem:.2f}",
+                            f"{official:.2f}", f"{official_team_return(official):.1f}",
                             *endings(first, last), changed.float().mean().item()])
         print(f"{run}: {ending_rows[-1][1]}")
     table = markdown_table(
@@ -194,7 +198,8 @@ def main() -> None:
             f"observation. The best setting scores {max(means):.2f} on the library's spread: "
             "the hand-coded level a learned policy is compared with.")
     ending_table = markdown_table(
-        ["policy", "return ± s.e.", "ends on distinct landmarks",
+        ["policy", "return ± s.e.", "landmarks in 0.8·U(−1,1): per-agent return",
+         "same, official scale", "ends on distinct landmarks",
          "ends on the least-distance assignment", "most common agent→landmark map",
          "agents' slots rotated: episodes ending elsewhere"],
         ending_rows)
