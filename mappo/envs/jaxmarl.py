@@ -50,7 +50,6 @@ from mappo.envs.base import (
     TaskConventions,
 )
 from mappo.envs.mpe_task import OFFICIAL_MPE
-from mappo.envs.registry import JAXMARL_PREFIX
 from mappo.errors import ConfigError
 
 try:
@@ -73,18 +72,19 @@ OUTPUTS = ("obs", "state", "reward", "terminated", "truncated", "alive", "action
            "env_done", "final_obs", "final_state", "win")
 
 
-def make_jaxmarl_env(name: str, num_envs: int, device: str | torch.device = "cpu",
-                     seed: int | None = None, env_kwargs: dict[str, Any] | None = None
-                     ) -> JaxMarlEnv:
-    """`jaxmarl:<registered name>` as a `JaxMarlEnv`, or one line saying why not."""
+def make_jaxmarl_env(name: str, env_id: str, num_envs: int,
+                     device: str | torch.device = "cpu", seed: int | None = None,
+                     env_kwargs: dict[str, Any] | None = None) -> JaxMarlEnv:
+    """The env JaxMARL registers as `env_id` (what `--env` called `name`) as a `JaxMarlEnv`,
+    or one line saying why not."""
     if _MISSING is not None:
         raise ConfigError(f"env '{name}': {MISSING_EXTRA} ({_MISSING.name} is missing)")
-    env_id = name.removeprefix(JAXMARL_PREFIX)
     if env_id not in jaxmarl.registered_envs:
         import difflib
 
         near = difflib.get_close_matches(env_id, jaxmarl.registered_envs, n=3)
-        hint = ("did you mean " + " or ".join(f"'jaxmarl:{n}'" for n in near) + "? ") if near \
+        prefix = name.removesuffix(env_id)  # as --env spelled it
+        hint = ("did you mean " + " or ".join(f"'{prefix}{n}'" for n in near) + "? ") if near \
             else ""
         raise ConfigError(f"env '{name}': JaxMARL registers no env '{env_id}'; {hint}"
                           f"see jaxmarl.registered_envs")
@@ -94,7 +94,7 @@ def make_jaxmarl_env(name: str, num_envs: int, device: str | torch.device = "cpu
     except TypeError as err:
         raise ConfigError(f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused "
                           f"them ({str(err).splitlines()[0]})") from None
-    return JaxMarlEnv(env, name, num_envs, device, seed)
+    return JaxMarlEnv(env, name, num_envs, device, seed, env_id)
 
 
 def _jaxmarl_kwargs(name: str, env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -155,11 +155,12 @@ def to_jax(tensor: torch.Tensor, device: Any) -> Any:
 class JaxMarlEnv(MultiAgentEnv):
     """E copies of one JaxMARL env, stepped by one jitted call per step.
 
-    `env` is the JaxMARL env (`jaxmarl.make(...)`), `name` what `--env` said.
+    `env` is the JaxMARL env (`jaxmarl.make(env_id, ...)`), `name` what `--env` said.
     """
 
     def __init__(self, env: Any, name: str, num_envs: int,
-                 device: str | torch.device = "cpu", seed: int | None = None) -> None:
+                 device: str | torch.device = "cpu", seed: int | None = None,
+                 env_id: str = "") -> None:
         self.env, self.num_envs = env, num_envs
         self.device = torch.device(device)
         self.jax_device = jax_device_for(self.device)
@@ -181,11 +182,11 @@ class JaxMarlEnv(MultiAgentEnv):
             name=name, agent_names=tuple(agents), obs_dim=obs_dim, state_dim=state_dim,
             action=action, max_episode_steps=_max_steps(env),
             state_source="env" if self._world_state else "concat_obs", obs_sizes=obs_sizes,
-            conventions=_conventions(name.removeprefix(JAXMARL_PREFIX)),
+            conventions=_conventions(env_id),
             image_layout="hwc" if grids else None,
         )
         self._mask_fn = _mask_function(env)
-        self._smax = hasattr(env, "num_allies") and name.removeprefix(JAXMARL_PREFIX) in SMAX_ENVS
+        self._smax = hasattr(env, "num_allies") and env_id in SMAX_ENVS
         # Both run where their inputs live: the key (and the state) on `jax_device`.
         self._reset_fn = jax.jit(self._reset_all)
         self._step_fn = jax.jit(self._step_all)

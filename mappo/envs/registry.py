@@ -85,8 +85,8 @@ def make_env(
         from mappo.envs.vmas import VmasEnv
 
         scenario = name.removeprefix(VMAS_PREFIX)
-        return _make_vectorized(name, partial(VmasEnv, scenario=scenario), num_envs, device,
-                                seed, env_kwargs)
+        factory = partial(VmasEnv, scenario=scenario, env_name=name)
+        return _make_vectorized(name, factory, num_envs, device, seed, env_kwargs)
     if name in BUILTIN_ENVS:
         module_name, class_name = BUILTIN_ENVS[name]
         env_class = getattr(importlib.import_module(module_name), class_name)
@@ -94,7 +94,8 @@ def make_env(
     if name.startswith(JAXMARL_PREFIX):
         from mappo.envs.jaxmarl import make_jaxmarl_env
 
-        return make_jaxmarl_env(name, num_envs, device, seed, env_kwargs)
+        return make_jaxmarl_env(name, name.removeprefix(JAXMARL_PREFIX), num_envs, device,
+                                seed, env_kwargs)
     if ":" in name:
         factory = import_env_factory(name)
         if is_vectorized(factory):

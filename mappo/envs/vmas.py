@@ -65,7 +65,6 @@ from mappo.envs.base import (
     MultiAgentStepResult,
     error_line,
 )
-from mappo.envs.registry import VMAS_PREFIX
 from mappo.errors import ConfigError
 
 # BenchMARL's VMAS tasks end episodes after 100 steps (all but a few long ones); without a
@@ -93,8 +92,9 @@ class VmasEnv(MultiAgentEnv):
     `continuous_actions` (BenchMARL's default for VMAS: True) picks Box or
     Discrete actions; `max_steps` truncates episodes (None: only the scenario
     ends them); `record_frames` keeps an RGB frame of copy 0 after every reset
-    and step in `episodes` (for `mappo eval --render`). Other keywords go to
-    the scenario (`vmas.make_env(..., **scenario_kwargs)`).
+    and step in `episodes` (for `mappo eval --render`); `env_name` is what
+    `--env` called it (`vmas:<scenario>`). Other keywords go to the scenario
+    (`vmas.make_env(..., **scenario_kwargs)`).
     """
 
     def __init__(
@@ -106,9 +106,10 @@ class VmasEnv(MultiAgentEnv):
         continuous_actions: bool = True,
         max_steps: int | None = DEFAULT_MAX_STEPS,
         record_frames: bool = False,
+        env_name: str = "",
         **scenario_kwargs: Any,
     ) -> None:
-        name = VMAS_PREFIX + scenario
+        name = env_name or scenario  # what --env called it, for messages and the spec
         vmas = import_vmas(name)
         reserved = sorted(set(scenario_kwargs) & set(RESERVED_KWARGS))
         if reserved:
@@ -121,7 +122,8 @@ class VmasEnv(MultiAgentEnv):
         known = [*vmas.scenarios, *vmas.mpe_scenarios, *vmas.debug_scenarios]
         if scenario not in known:
             near = difflib.get_close_matches(scenario, known, n=1)
-            hint = f"did you mean 'vmas:{near[0]}'? " if near else ""
+            prefix = name.removesuffix(scenario)  # as --env spelled it
+            hint = f"did you mean '{prefix}{near[0]}'? " if near else ""
             raise ConfigError(f"env '{name}': VMAS has no scenario '{scenario}'; {hint}"
                               f"its scenarios are {', '.join(known)}")
         self.num_envs = num_envs
