@@ -15,8 +15,7 @@ import mappo.trainer
 from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
-from mappo.envs.base import EnvError
-from mappo.envs.registry import ENV_CALLABLES
+from mappo.envs.base import ENV_CALLABLES, EnvError
 from mappo.envs.spread import SpreadEnv
 from mappo.envs.thirdparty.batch import STATE_FALLBACK, PettingZooBatch
 from mappo.envs.thirdparty.layout import inspect_parallel_env

@@ -143,6 +143,14 @@ class MultiAgentStepResult(NamedTuple):
         return self.terminated | self.truncated | self.env_done.unsqueeze(-1)
 
 
+# What `--env module:callable` may name; error messages about the env's kind end with it.
+ENV_CALLABLES = (
+    "--env takes module:callable (or module:attr.attr, e.g. module:Class.method) returning a "
+    "PettingZoo ParallelEnv or AECEnv, or a mappo MultiAgentEnv subclass or callable taking "
+    "num_envs"
+)
+
+
 def error_line(err: BaseException) -> str:
     """`err` in one line: its type and the first line of its message."""
     text = str(err).strip()

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from mappo.envs.base import MultiAgentEnv
+from mappo.envs.base import ENV_CALLABLES, MultiAgentEnv
 from mappo.errors import ConfigError
 
 # Built-in envs, vectorized in torch: name -> (module, class).
@@ -55,12 +55,6 @@ VMAS_PREFIX = "vmas:"  # `vmas:<scenario>`, mappo.envs.vmas (the vmas extra)
 JAXMARL_PREFIX = "jaxmarl:"  # `jaxmarl:<registered name>`: JaxMARL envs, stepped in JAX
 GYMNASIUM_PREFIX = "gymnasium:"
 PETTINGZOO_EXTRA = ("pettingzoo", "gymnasium")  # the packages of `pip install 'mappo[pettingzoo]'`
-# What `--env module:callable` may name; error messages about the env's kind end with it.
-ENV_CALLABLES = (
-    "--env takes module:callable (or module:attr.attr, e.g. module:Class.method) returning a "
-    "PettingZoo ParallelEnv or AECEnv, or a mappo MultiAgentEnv subclass or callable taking "
-    "num_envs"
-)
 
 
 def make_env(
