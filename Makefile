@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test lint clean
+.PHONY: setup train test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest -n 2
+
+# The suite without the tests marked slow (training until a return rises, long env runs).
+test-fast: lint
+	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 clean:
 	rm -rf $(VENV)

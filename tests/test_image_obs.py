@@ -248,6 +248,7 @@ def colour_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_return_rises_on_an_image_task(colour_run) -> None:
     # Naming the patch's colour: 4 per episode by chance, 8 when seen (8 steps).
     with open(colour_run / "metrics.csv") as f:

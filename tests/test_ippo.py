@@ -38,6 +38,7 @@ def test_an_agents_value_ignores_the_other_agents_observations(recurrent, share_
     assert trainer.buffer.states.shape == (25, 4, 0)  # the observations are not stored twice
 
 
+@pytest.mark.slow
 def test_ippo_return_rises_on_spread() -> None:
     config = MappoConfig(total_steps=48_000, num_envs=32, seed=0, critic="local")
     history = MappoTrainer(config).train()

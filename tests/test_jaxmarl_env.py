@@ -100,6 +100,7 @@ def test_time_limit_truncates_and_finished_copies_restart(spread) -> None:
     assert not bool(result.env_done.any())  # the new episodes run in full again
 
 
+@pytest.mark.slow
 def test_dead_smax_units_are_not_alive_until_their_env_resets(smax) -> None:
     smax.reset(seed=5)
     gen = torch.Generator().manual_seed(5)
@@ -139,6 +140,7 @@ def test_a_won_battle_is_flagged_and_counted(smax) -> None:
     assert tracker.pop_win_rate() == (1.0, E)
 
 
+@pytest.mark.slow
 def test_at_the_time_limit_the_fallen_terminate_and_only_survivors_are_truncated(
         smax_short) -> None:
     env = smax_short

@@ -7,6 +7,7 @@ import pytest
 from mappo import MappoConfig, MappoTrainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("share_policy", [True, False])
 def test_return_rises_on_spread(share_policy: bool) -> None:
     config = MappoConfig(total_steps=48_000, num_envs=32, seed=0, share_policy=share_policy)

@@ -71,6 +71,7 @@ def test_hidden_state_is_cleared_at_episode_starts_inside_a_chunk() -> None:
     assert buf.actor_hidden[8].abs().max().item() > 0.0
 
 
+@pytest.mark.slow
 def test_recurrent_training_runs_and_resumes_exactly(tmp_path) -> None:
     from mappo.checkpoint import load_checkpoint
     from mappo.cli import main
