@@ -250,10 +250,10 @@ class Policy(nn.Module):
         whole env and advances at every step)."""
         if acting is None or not self.spec.turn_based:
             return after
-        keep = acting.unsqueeze(-1)
+        acted = acting.unsqueeze(-1)  # [B, A, 1]
 
         def per_agent(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-            return torch.where(keep, new, old) if new.dim() == keep.dim() else new
+            return torch.where(acted, new, old) if new.dim() == acted.dim() else new
 
         return RecurrentState(per_agent(before.actor, after.actor),
                               per_agent(before.critic, after.critic))
