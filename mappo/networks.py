@@ -27,9 +27,10 @@ NATURE_CNN = ((32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0))
 SMALL_CNN = ((32, 3, 1, 1), (64, 3, 2, 1), (64, 3, 2, 1))
 NATURE_MIN_SIDE = 36
 # What `image_layout = auto` reads off a shape alone: a channel axis of grey, RGB, RGBA (or 4
-# stacked grey frames) beside two larger sides no more than twice as long as each other.
-# A gridworld's feature planes fit neither: Overcooked's (4, 5, 26) would otherwise pass as 4
-# channels of a 5x26 picture.
+# stacked grey frames) beside two larger sides; read channels first, the two sides must also
+# be no more than twice as long as each other. A gridworld's feature planes then fit
+# neither order: Overcooked's (4, 5, 26) would otherwise pass as 4 channels of a 5x26
+# picture, while channels-last frames of any aspect (pistonball's 457x120x3) stay pictures.
 PICTURE_CHANNELS = (1, 3, 4)
 PICTURE_MAX_ASPECT = 2
 
@@ -48,11 +49,12 @@ def image_axes(shape: tuple[int, ...], layout: str = "auto", said: str | None = 
 
     `layout` "hwc" or "chw" says it and always wins. "auto" takes what the env
     says (`said`, its `EnvSpec.image_layout`), else reads the shape when only
-    one order makes it a picture (`PICTURE_CHANNELS` channels, two larger sides
-    at most `PICTURE_MAX_ASPECT` apart: `(84, 84, 4)` and `(12, 12, 3)` are
-    channels last, as Gymnasium's and PettingZoo's images are; `(4, 84, 84)`
-    channels first). Any other shape is a `ConfigError` naming env `env` and
-    `--image-layout`: a wrong guess trains a CNN on scrambled pictures, silently.
+    one order makes it a picture (`PICTURE_CHANNELS` channels beside two larger
+    sides, at most `PICTURE_MAX_ASPECT` apart when channels come first:
+    `(84, 84, 4)` and `(457, 120, 3)` are channels last, as Gymnasium's and
+    PettingZoo's images are; `(4, 84, 84)` channels first). Any other shape is a
+    `ConfigError` naming env `env` and `--image-layout`: a wrong guess trains a
+    CNN on scrambled pictures, silently.
     """
     if len(shape) != 3:
         raise ValueError(f"an image has 3 axes, got shape {tuple(shape)}")
@@ -69,12 +71,12 @@ def _picture_order(shape: tuple[int, int, int]) -> str | None:
     """The one order, "hwc" or "chw", that reads `shape` as a picture; None if neither or
     both do."""
 
-    def picture(channels: int, height: int, width: int) -> bool:
+    def picture(channels: int, height: int, width: int, any_aspect: bool) -> bool:
         return (channels in PICTURE_CHANNELS and min(height, width) > channels
-                and max(height, width) <= PICTURE_MAX_ASPECT * min(height, width))
+                and (any_aspect or max(height, width) <= PICTURE_MAX_ASPECT * min(height, width)))
 
     a, b, c = shape
-    orders = [order for order, axes in (("hwc", (c, a, b)), ("chw", (a, b, c)))
+    orders = [order for order, axes in (("hwc", (c, a, b, True)), ("chw", (a, b, c, False)))
               if picture(*axes)]
     return orders[0] if len(orders) == 1 else None
 

@@ -37,6 +37,7 @@ def test_image_axes_rule() -> None:
     assert image_axes((84, 84, 3)) == ((3, 84, 84), True)
     assert image_axes((12, 12, 3)) == ((3, 12, 12), True)
     assert image_axes((210, 160, 3)) == ((3, 210, 160), True)  # an Atari frame
+    assert image_axes((457, 120, 3)) == ((3, 457, 120), True)  # pistonball's, of any aspect
     assert image_axes((4, 84, 84)) == ((4, 84, 84), False)
     assert image_axes((3, 12, 12)) == ((3, 12, 12), False)
     assert image_axes((1, 64, 48)) == ((1, 64, 48), False)
