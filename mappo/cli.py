@@ -16,7 +16,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from types import FrameType
+from typing import TYPE_CHECKING, TextIO
 
 from mappo.checkpoint import CheckpointError
 from mappo.config import (
@@ -32,6 +33,9 @@ from mappo.envs.base import EnvError
 from mappo.presets import PRESETS
 from mappo.run_folder import RunFolder, RunFolderError, require_wandb
 from mappo.trainer import MappoMetrics, MappoTrainer
+
+if TYPE_CHECKING:  # imported where used: --seeds only
+    from mappo.seeds import MultiSeedTrainer
 
 CHECKPOINT_EVERY_UPDATES = 50
 EVAL_EPISODES = 100
@@ -135,7 +139,7 @@ class _StopOnSignal:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum: int, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(signum).name
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
@@ -145,7 +149,7 @@ class _StopOnSignal:
             signal.signal(sig, handler)
 
 
-def _open_run(args: argparse.Namespace):
+def _open_run(args: argparse.Namespace) -> tuple[MappoTrainer, RunFolder | None]:
     """(trainer, run folder or None off rank 0) for a new run or `--resume RUN_DIR`."""
     from mappo.checkpoint import load_checkpoint
     from mappo.distributed import Distributed
@@ -397,7 +401,7 @@ def _is_seeds_run(args: argparse.Namespace) -> bool:
             and bool(_seed_folders(resume)))
 
 
-def _open_seeds(args: argparse.Namespace):
+def _open_seeds(args: argparse.Namespace) -> tuple[MultiSeedTrainer, list[RunFolder]]:
     """(MultiSeedTrainer, one run folder per seed) for `--seeds` or `--resume` of its folder."""
     from mappo.checkpoint import load_checkpoint
     from mappo.seeds import MultiSeedTrainer, SeedStreams

@@ -10,6 +10,7 @@ the MLP; the centralized critic encodes its images with one of its own.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -267,7 +268,7 @@ class GruScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, input_gates: torch.Tensor, hidden: torch.Tensor, keep: torch.Tensor,
+    def forward(ctx: Any, input_gates: torch.Tensor, hidden: torch.Tensor, keep: torch.Tensor,
                 weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         steps, H = input_gates.shape[0], hidden.shape[-1]
         bias = bias.unsqueeze(1)  # [G, 1, 3H]
@@ -295,7 +296,9 @@ class GruScan(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_states: torch.Tensor):  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_states: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
         previous, gates_rz, candidate, hidden_n, keep, weight = ctx.saved_tensors
         steps, G, H = previous.shape[0], previous.shape[1], previous.shape[-1]
         weight_t = weight.transpose(1, 2)  # [G, 3H, H]

@@ -17,13 +17,17 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mappo.config import ENV_DIM_FIELDS, FIELDS, READ_OFF_ENV
 from mappo.episodes import return_label
 from mappo.run_folder import RunFolderError
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 X_AXES = ("env_steps", "wall_time")
 Y_COLUMNS = ("episode_return", "eval_return")  # metrics.csv columns a curve can show
@@ -199,7 +203,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, x: str = "env_ste
     return groups
 
 
-def open_figure(out: str | Path, option: str):
+def open_figure(out: str | Path, option: str) -> tuple[Figure, Axes]:
     """(figure, axes) for a file `out` matplotlib can write; `option` names it in the error."""
     import matplotlib
 
@@ -222,7 +226,7 @@ def returns_label(groups: Sequence[RunGroup]) -> str:
             else "episode return (team or mean per-agent, by run)")
 
 
-def save_figure(fig, ax, groups: Sequence[RunGroup], out: str | Path) -> None:
+def save_figure(fig: Figure, ax: Axes, groups: Sequence[RunGroup], out: str | Path) -> None:
     """Title by env, grid, legend below the axes; write `out` and close the figure."""
     import matplotlib.pyplot as plt
 

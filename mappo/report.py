@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,10 @@ from mappo.plotting import (
     save_figure,
 )
 from mappo.run_folder import RunFolderError
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 EVAL_EPISODES = 100
 BOOTSTRAP_SAMPLES = 2000
@@ -280,7 +284,8 @@ def marl_eval_json(reports: Sequence[GroupReport]) -> dict[str, Any]:
     return layout
 
 
-def plot_iqm_curves(reports: Sequence[GroupReport], out: str | Path, fig, ax) -> None:
+def plot_iqm_curves(reports: Sequence[GroupReport], out: str | Path, fig: Figure,
+                    ax: Axes) -> None:
     """Draw each group's IQM training return over env steps with its bootstrap-CI band
     on `open_figure`'s (fig, ax), and save it to `out`."""
     for r in reports:

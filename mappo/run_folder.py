@@ -16,12 +16,16 @@ import hashlib
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mappo.checkpoint import save_checkpoint, write_atomically
 from mappo.config import MappoConfig
 from mappo.episodes import return_label
 from mappo.errors import ConfigError, RunFolderError
 from mappo.trainer import MappoMetrics
+
+if TYPE_CHECKING:  # tensorboard is imported when the first metrics are written
+    from torch.utils.tensorboard import SummaryWriter
 
 ENV_STATE_FILE = "env_state.pkl"
 RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", "best.pt", ENV_STATE_FILE)
@@ -228,7 +232,7 @@ class RunFolder:
         if self._wandb is not None:
             self._wandb.finish()
 
-    def _tensorboard(self):
+    def _tensorboard(self) -> SummaryWriter:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
