@@ -6,7 +6,7 @@ Env steps/s = steps x envs / seconds, random actions made on the device
 beforehand, no policy. Three simulators of MPE `simple_spread` (3 agents,
 3 landmarks, 25-step episodes), in one run:
 
-* ours: `mappo.envs.spread.SpreadEnv` (torch; finished envs reset inside `step`);
+* ours: `mappo.envs.mpe.spread.SpreadEnv` (torch; finished envs reset inside `step`);
 * VMAS `simple_spread` (pip `vmas`, torch; it does not reset by itself, so all
   envs are reset every 25 steps and that time is counted; VMAS's discrete
   actions are its 9 (3 x 3) moves, its observations have no comm slots);
@@ -48,7 +48,7 @@ from bench_common import (
     write_results,
 )
 
-from mappo.envs.spread import SpreadEnv
+from mappo.envs.mpe.spread import SpreadEnv
 
 MAX_CYCLES = 25
 NUM_AGENTS = 3
@@ -241,7 +241,7 @@ def main() -> None:
         f"median of {REPEATS} repeats of ~{seconds} s each after warm-up (JAX compile "
         "excluded).",
         "",
-        f"- ours: `mappo.envs.spread.SpreadEnv` (torch {torch.__version__})",
+        f"- ours: `mappo.envs.mpe.spread.SpreadEnv` (torch {torch.__version__})",
         f"- VMAS: {vmas_status} (all envs reset every 25 steps, time counted; 9 discrete moves)",
         f"- JaxMARL: {jax_status} (`jit(vmap(env.step))`, auto-reset inside step; lax.scan = "
         "the whole loop as one compiled call)",

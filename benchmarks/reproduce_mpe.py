@@ -32,7 +32,7 @@ import torch
 
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main as mappo_main
-from mappo.envs import speaker_listener, spread
+from mappo.envs.mpe import speaker_listener, spread
 from mappo.evaluation import evaluate_run
 from mappo.plotting import plot_runs
 

@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine_info, markdown_table, write_results  # noqa: E402
 
-from mappo.envs.mpe_core import discrete_move_table  # noqa: E402
-from mappo.envs.spread import SpreadEnv, official_team_return  # noqa: E402
+from mappo.envs.mpe.mpe_core import discrete_move_table  # noqa: E402
+from mappo.envs.mpe.spread import SpreadEnv, official_team_return  # noqa: E402
 from mappo.evaluation import load_run  # noqa: E402
 
 NUM_AGENTS = 3

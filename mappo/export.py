@@ -181,7 +181,7 @@ def _finite_or_none(values: Any) -> list[float | None]:
 def _is_pettingzoo(env: MultiAgentEnv) -> bool:
     """Whether `env` wraps PettingZoo copies (whose layout holds per-agent spaces)."""
     try:
-        from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+        from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
     except ImportError:  # pettingzoo not installed: no env can be one
         return False
     return isinstance(env, PettingZooWrapper)

@@ -23,8 +23,8 @@ import torch
 
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult, error_line
+from mappo.envs.mpe.spread import AGENT_SIZE, COMM_DIM
 from mappo.envs.registry import JAXMARL_PREFIX, VMAS_PREFIX, make_env
-from mappo.envs.spread import AGENT_SIZE, COMM_DIM
 from mappo.evaluation import Evaluation, play
 from mappo.policy import Policy, load_policy
 
@@ -83,7 +83,7 @@ def spread_positions(obs: torch.Tensor, num_agents: int) -> tuple[np.ndarray, np
     """Agent `[A, 2]` and landmark `[L, 2]` positions of one spread env from its obs `[A, O]`.
 
     Spread observations start with `[self_vel, self_pos, landmark_rel_pos...]`
-    (see `mappo.envs.spread`), so positions come from the env's public output,
+    (see `mappo.envs.mpe.spread`), so positions come from the env's public output,
     the final observation of a finished episode included.
     """
     obs = obs.detach().cpu().double().numpy()
@@ -293,7 +293,7 @@ def _pettingzoo_recorder(config_env: str, env_kwargs: dict,
     from mappo.envs.registry import import_env_factory, pettingzoo_wrapper
 
     PettingZooWrapper = pettingzoo_wrapper(config_env)  # noqa: N806 - a class
-    from mappo.envs.thirdparty.aec import parallel_view  # importable once the wrapper is
+    from mappo.envs.pettingzoo.aec import parallel_view  # importable once the wrapper is
     try:
         factory = import_env_factory(config_env)
     except ValueError as err:  # module or callable missing here

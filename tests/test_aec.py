@@ -10,7 +10,7 @@ import torch
 
 from mappo import MappoConfig, MappoTrainer, compute_gae
 from mappo.cli import main
-from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 
 MODULE = aec_envs.__name__
 

@@ -16,9 +16,9 @@ from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 from mappo.envs.base import ENV_CALLABLES, EnvError
-from mappo.envs.spread import SpreadEnv
-from mappo.envs.thirdparty.batch import STATE_FALLBACK, PettingZooBatch
-from mappo.envs.thirdparty.layout import inspect_parallel_env
+from mappo.envs.mpe.spread import SpreadEnv
+from mappo.envs.pettingzoo.batch import STATE_FALLBACK, PettingZooBatch
+from mappo.envs.pettingzoo.layout import inspect_parallel_env
 
 MODULE = pz_envs.__name__
 SMALL = ["--num-envs", "4", "--minibatch-size", "50", "--total-steps", "400", "--quiet"]

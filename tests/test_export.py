@@ -12,8 +12,8 @@ import torch
 from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import save_checkpoint
 from mappo.cli import main
+from mappo.envs.mpe.spread import SpreadEnv
 from mappo.envs.registry import make_env
-from mappo.envs.spread import SpreadEnv
 from mappo.export import export_policy, onnx_available
 from mappo.policy import Policy
 from mappo.presets import paper_mpe_preset

@@ -18,9 +18,9 @@ from gymnasium.utils import seeding
 from mappo import MappoConfig, MappoTrainer
 from mappo.cli import main
 from mappo.config import ConfigError
+from mappo.envs.pettingzoo.gymnasium_tuple import TupleEnvAsParallel
+from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 from mappo.envs.registry import make_env
-from mappo.envs.thirdparty.gymnasium_tuple import TupleEnvAsParallel
-from mappo.envs.thirdparty.wrapper import PettingZooWrapper
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gymnasium's env checker
 

@@ -283,7 +283,7 @@ def test_supersuit_preprocessed_pistonball_is_a_uint8_channels_last_image() -> N
     pytest.importorskip("pymunk")
     from test_examples import load_example
 
-    from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+    from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 
     example = load_example("image_env")
     env = PettingZooWrapper(partial(example.pistonball, n_pistons=4), num_envs=1,

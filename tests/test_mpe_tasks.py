@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from mappo.envs.mpe_task import MpeTask
-from mappo.envs.reference import ReferenceEnv
-from mappo.envs.speaker_listener import SpeakerListenerEnv
-from mappo.envs.spread import SpreadEnv
+from mappo.envs.mpe.mpe_task import MpeTask
+from mappo.envs.mpe.reference import ReferenceEnv
+from mappo.envs.mpe.speaker_listener import SpeakerListenerEnv
+from mappo.envs.mpe.spread import SpreadEnv
 
 MAX_CYCLES = 25
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-import mappo.envs.thirdparty
+import mappo.envs.pettingzoo
 from mappo.config import ConfigError
 from mappo.envs.registry import make_env
 
@@ -47,7 +47,7 @@ def test_import_mappo_needs_no_pettingzoo() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["mappo.envs.thirdparty.wrapper", "False"]
+    assert result.stdout.split() == ["mappo.envs.pettingzoo.wrapper", "False"]
 
 
 class Uninstalled:
@@ -69,9 +69,9 @@ class Uninstalled:
 def test_missing_extra_names_the_pip_command(missing, env, kind, monkeypatch) -> None:
     monkeypatch.setattr(sys, "meta_path", [Uninstalled(missing), *sys.meta_path])
     # Forget what is imported, so the imports run again (all restored after the test).
-    monkeypatch.setattr(mappo.envs, "thirdparty", mappo.envs.thirdparty)
+    monkeypatch.setattr(mappo.envs, "pettingzoo", mappo.envs.pettingzoo)
     for name in list(sys.modules):
-        if name.partition(".")[0] == missing or name.startswith("mappo.envs.thirdparty"):
+        if name.partition(".")[0] == missing or name.startswith("mappo.envs.pettingzoo"):
             monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ConfigError) as info:
         make_env(env, 2)
@@ -102,10 +102,10 @@ def test_missing_extra_for_the_wrapper_and_render_is_one_line(monkeypatch, tmp_p
     save_checkpoint(tmp_path / "checkpoint.pt", trainer.state_dict())
     trainer.env.close()
     monkeypatch.setattr(sys, "meta_path", [Uninstalled("gymnasium"), *sys.meta_path])
-    monkeypatch.setattr(mappo.envs, "thirdparty", mappo.envs.thirdparty)
+    monkeypatch.setattr(mappo.envs, "pettingzoo", mappo.envs.pettingzoo)
     for name in list(sys.modules):
         if name.partition(".")[0] in ("gymnasium", "pettingzoo", "mpe2") \
-                or name.startswith("mappo.envs.thirdparty"):
+                or name.startswith("mappo.envs.pettingzoo"):
             monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ImportError, match=r"^mappo.PettingZooWrapper needs the pettingzoo "
                                           r"extra: pip install 'mappo\[pettingzoo\]'$"):

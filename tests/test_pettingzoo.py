@@ -12,8 +12,8 @@ import pz_envs
 import torch
 
 from mappo.envs.base import EnvError
+from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 from mappo.envs.registry import make_env
-from mappo.envs.thirdparty.wrapper import PettingZooWrapper
 
 torch.set_num_threads(1)
 
@@ -166,7 +166,7 @@ def test_mixed_discrete_and_box_agents_are_refused() -> None:
 
 
 def test_global_state_from_env_or_concatenated_obs(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="mappo.envs.thirdparty.wrapper"):
+    with caplog.at_level(logging.INFO, logger="mappo.envs.pettingzoo.wrapper"):
         with_state = wrap(pz_envs.StatefulEnv, num_envs=2, seed=3)
         without = wrap(pz_envs.CounterEnv, num_envs=2, seed=3)
     assert with_state.spec.state_source == "env" and with_state.spec.state_dim == 3

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mappo.envs.reference import ReferenceEnv
+from mappo.envs.mpe.reference import ReferenceEnv
 
 simple_reference_v3 = pytest.importorskip("mpe2.simple_reference_v3")
 

@@ -10,7 +10,7 @@ import torch
 from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import save_checkpoint
 from mappo.cli import main
-from mappo.envs.spread import AGENT_SIZE, SpreadEnv
+from mappo.envs.mpe.spread import AGENT_SIZE, SpreadEnv
 from mappo.evaluation import evaluate
 from mappo.render import (
     HOLD_FRAMES,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mappo.envs.spread import SpreadEnv, official_team_return
+from mappo.envs.mpe.spread import SpreadEnv, official_team_return
 
 
 def test_conversion_matches_the_official_team_reward_step_by_step() -> None:
@@ -41,8 +41,8 @@ def test_known_values() -> None:
 
 
 def test_speaker_listener_conversion_matches_the_official_team_reward() -> None:
-    from mappo.envs.speaker_listener import SpeakerListenerEnv
-    from mappo.envs.speaker_listener import official_team_return as official_comm_return
+    from mappo.envs.mpe.speaker_listener import SpeakerListenerEnv
+    from mappo.envs.mpe.speaker_listener import official_team_return as official_comm_return
 
     env = SpeakerListenerEnv(32, seed=2, dtype=torch.float64)
     env.reset(seed=2)

@@ -251,3 +251,22 @@ def test_resume_rewrites_an_older_metrics_header_and_restores_what_the_user_set(
         rows = list(csv.DictReader(handle))
     assert [int(row["env_steps"]) for row in rows] == [20, 40, 60, 80]
     assert [row["return_definition"] for row in rows] == ["", "", "per_agent", "per_agent"]
+
+
+def test_a_snapshot_written_before_the_pettingzoo_folder_moved_still_loads() -> None:
+    # mappo/envs/thirdparty became mappo/envs/pettingzoo; a `--resume` snapshot of a turn-based
+    # game names its adapter class by the old module.
+    import io
+
+    import aec_envs
+
+    from mappo.envs.pettingzoo.aec import AECEnvAsParallel
+    from mappo.envs.pettingzoo.batch import _StateUnpickler
+
+    old = pickle.dumps(AECEnvAsParallel(aec_envs.RelayEnv())).replace(
+        b"mappo.envs.pettingzoo", b"mappo.envs.thirdparty")  # the same length: still a pickle
+    with pytest.raises(ModuleNotFoundError, match="mappo.envs.thirdparty"):
+        pickle.loads(old)
+    restored = _StateUnpickler(io.BytesIO(old)).load()
+    assert type(restored) is AECEnvAsParallel and restored.possible_agents == [
+        "player_0", "player_1"]

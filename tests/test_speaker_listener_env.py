@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mappo.envs.speaker_listener import SpeakerListenerEnv
+from mappo.envs.mpe.speaker_listener import SpeakerListenerEnv
 
 simple_speaker_listener_v4 = pytest.importorskip("mpe2.simple_speaker_listener_v4")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mappo.envs.spread import SpreadEnv
+from mappo.envs.mpe.spread import SpreadEnv
 
 simple_spread_v3 = pytest.importorskip("mpe2.simple_spread_v3")
 
@@ -160,7 +160,7 @@ def test_core_world_step_matches_mpe2_world() -> None:
     speed-limited agents, per-agent accel and mass, a colliding landmark."""
     from mpe2._mpe_utils.core import Agent, Landmark, World
 
-    from mappo.envs import mpe_core
+    from mappo.envs.mpe import mpe_core
 
     rng = np.random.default_rng(0)
     world = World()

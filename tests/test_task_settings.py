@@ -10,8 +10,8 @@ import torch
 
 from mappo import MappoConfig, MappoTrainer
 from mappo.config import ConfigError, from_dict, parse_cli_value
-from mappo.envs.spread import SpreadEnv
-from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+from mappo.envs.mpe.spread import SpreadEnv
+from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 from mappo.task_settings import resolve_auto
 
 DECIDED = ("agent_id", "bootstrap_time_limits", "critic_time_left", "team_reward")

@@ -49,7 +49,7 @@ from mappo.envs.base import (
     MultiAgentStepResult,
     TaskConventions,
 )
-from mappo.envs.mpe_task import OFFICIAL_MPE
+from mappo.envs.mpe.mpe_task import OFFICIAL_MPE
 from mappo.errors import ConfigError
 
 try:

@@ -9,8 +9,8 @@
 * otherwise, a function (or class) returning one PettingZoo `ParallelEnv`,
   e.g. `mpe2.simple_spread_v3:parallel_env`, or one turn-based `AECEnv`, e.g.
   `pettingzoo.classic.tictactoe_v3:env` (one turn per step: see
-  `thirdparty.aec`); it is called with `**env_kwargs` for every copy. A
-  leading `pettingzoo:` is accepted and dropped.
+  `mappo.envs.pettingzoo.aec`); it is called with `**env_kwargs` for every
+  copy. A leading `pettingzoo:` is accepted and dropped.
 
 `vmas:<scenario>` names a VMAS scenario (`vmas:balance`), run on the training
 device by `VmasEnv`; `env_kwargs` go to the scenario (and `continuous_actions`,
@@ -46,9 +46,9 @@ from mappo.errors import ConfigError
 
 # Built-in envs, vectorized in torch: name -> (module, class).
 BUILTIN_ENVS = {
-    "spread": ("mappo.envs.spread", "SpreadEnv"),
-    "reference": ("mappo.envs.reference", "ReferenceEnv"),
-    "speaker_listener": ("mappo.envs.speaker_listener", "SpeakerListenerEnv"),
+    "spread": ("mappo.envs.mpe.spread", "SpreadEnv"),
+    "reference": ("mappo.envs.mpe.reference", "ReferenceEnv"),
+    "speaker_listener": ("mappo.envs.mpe.speaker_listener", "SpeakerListenerEnv"),
 }
 PETTINGZOO_PREFIX = "pettingzoo:"
 VMAS_PREFIX = "vmas:"  # `vmas:<scenario>`, mappo.envs.vmas (the vmas extra)
@@ -169,7 +169,7 @@ def pettingzoo_wrapper(name: str) -> type:
     """The `PettingZooWrapper` class that runs the env `name`, or the one line naming the
     pip extra when pettingzoo or gymnasium is not installed."""
     try:
-        from mappo.envs.thirdparty.wrapper import PettingZooWrapper
+        from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
     except ModuleNotFoundError as err:
         if (err.name or "").partition(".")[0] not in PETTINGZOO_EXTRA:
             raise
@@ -218,7 +218,7 @@ def _gymnasium_factory(name: str) -> Callable[..., Any]:
     try:
         import gymnasium
 
-        from mappo.envs.thirdparty.gymnasium_tuple import TupleEnvAsParallel
+        from mappo.envs.pettingzoo.gymnasium_tuple import TupleEnvAsParallel
     except ModuleNotFoundError as err:
         if (err.name or "").partition(".")[0] not in PETTINGZOO_EXTRA:
             raise

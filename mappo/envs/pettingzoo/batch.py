@@ -36,7 +36,7 @@ from gymnasium import spaces
 from gymnasium.utils.ezpickle import EzPickle
 
 from mappo.envs.base import EnvError, env_raised, error_line
-from mappo.envs.thirdparty.layout import PettingZooLayout
+from mappo.envs.pettingzoo.layout import PettingZooLayout
 
 # What the one line for an env whose state() failed adds: the setting that needs no state().
 STATE_FALLBACK = ("the critic reads env.state(); --use-global-state false gives it the agents' "
@@ -123,7 +123,8 @@ class PettingZooBatch(gymnasium.Env):
     def load_pickled_state(self, parts: list[bytes]) -> dict[str, np.ndarray]:
         """Continue from the `pickled_state` of this batch's place in `parts` (one per batch,
         in copy order); the step arrays."""
-        snapshot = pickle.loads(parts[self.first_copy // self.num_copies])
+        data = parts[self.first_copy // self.num_copies]
+        snapshot = _StateUnpickler(io.BytesIO(data)).load()
         self.close()  # the copies made at start-up give way to the snapshot's
         self.envs, self._out, self._raw_obs, self._env_mask, self._episode_steps = snapshot
         return self._out
@@ -298,6 +299,22 @@ class _StatePickler(pickle.Pickler):
                  if not type(value).__module__.startswith("pygame")}
         rebuild = (type(obj), obj._ezpickle_args, obj._ezpickle_kwargs)
         return _construct, rebuild, state, None, None, _set_attributes
+
+
+# Where mappo's own modules moved since snapshots were written (a pickle names each class by
+# its module): old `--resume` snapshots hold `mappo.envs.thirdparty.aec.AECEnvAsParallel`.
+MOVED_MODULES = {"mappo.envs.thirdparty": "mappo.envs.pettingzoo"}
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Reads `_StatePickler`'s snapshots, also those that name a module of mappo's by the
+    name it had when they were written (`MOVED_MODULES`)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        for old, new in MOVED_MODULES.items():
+            if module == old or module.startswith(old + "."):
+                module = new + module[len(old):]
+        return super().find_class(module, name)
 
 
 def _construct(cls: type, args: tuple, kwargs: dict[str, Any]) -> Any:

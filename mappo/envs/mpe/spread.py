@@ -18,14 +18,14 @@ from __future__ import annotations
 import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec
-from mappo.envs.mpe_core import (
+from mappo.envs.mpe.mpe_core import (
     NUM_DISCRETE_MOVES,
     contact_pair_mask,
     discrete_action_force,
     discrete_move_table,
     world_step,
 )
-from mappo.envs.mpe_task import MpeTask
+from mappo.envs.mpe.mpe_task import MpeTask
 
 AGENT_SIZE = 0.15  # agent radius in mpe2's simple_spread
 COMM_DIM = 2  # mpe2 world.dim_c; silent agents broadcast zeros of this size

@@ -24,9 +24,9 @@ import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
 from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
-from mappo.envs.thirdparty.aec import parallel_view
-from mappo.envs.thirdparty.batch import PettingZooBatch
-from mappo.envs.thirdparty.layout import inspect_parallel_env
+from mappo.envs.pettingzoo.aec import parallel_view
+from mappo.envs.pettingzoo.batch import PettingZooBatch
+from mappo.envs.pettingzoo.layout import inspect_parallel_env
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,13 @@ from __future__ import annotations
 import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec
-from mappo.envs.mpe_core import NUM_DISCRETE_MOVES, discrete_move_table, integrate, message_table
-from mappo.envs.mpe_task import MpeTask
+from mappo.envs.mpe.mpe_core import (
+    NUM_DISCRETE_MOVES,
+    discrete_move_table,
+    integrate,
+    message_table,
+)
+from mappo.envs.mpe.mpe_task import MpeTask
 
 SPEAKER, LISTENER = 0, 1  # agent slots
 NUM_LANDMARKS = 3

@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium import spaces
 
 from mappo.envs.base import ENV_CALLABLES, ActionSpec, EnvError, TaskConventions, env_raised
-from mappo.envs.mpe_task import OFFICIAL_MPE
+from mappo.envs.mpe.mpe_task import OFFICIAL_MPE
 from mappo.errors import ConfigError
 
 # Where the env's episode length may be stored, on the env or its unwrapped base.

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import torch
 
 from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult, TaskConventions
-from mappo.envs.mpe_core import PhysicsParams
+from mappo.envs.mpe.mpe_core import PhysicsParams
 
 GeometryT = TypeVar("GeometryT")
 

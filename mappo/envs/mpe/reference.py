@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec
-from mappo.envs.mpe_core import NUM_DISCRETE_MOVES, integrate, move_and_say_tables
-from mappo.envs.mpe_task import MpeTask
+from mappo.envs.mpe.mpe_core import NUM_DISCRETE_MOVES, integrate, move_and_say_tables
+from mappo.envs.mpe.mpe_task import MpeTask
 
 NUM_AGENTS = 2
 NUM_LANDMARKS = 3

@@ -1,6 +1,7 @@
-"""Third-party Python envs, run in E copies, as one batched `MultiAgentEnv`.
+"""Python envs (PettingZoo parallel and turn-based, Gymnasium with Tuple spaces), run in E
+copies, as one batched `MultiAgentEnv`.
 
-A third-party env speaks in per-agent Python dicts; the trainer wants
+Such an env speaks in per-agent Python dicts; the trainer wants
 fixed-shape tensors over all copies and agents. Three layers bridge the two:
 
 * `layout` reads one probe copy once: agent slots, padded observation width,
