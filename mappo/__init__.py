@@ -8,6 +8,8 @@ from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import ActionSpec, EnvSpec, MultiAgentEnv, MultiAgentStepResult
 from mappo.losses import compute_gae, ppo_policy_loss, ppo_value_loss
 from mappo.networks import Actor, CentralizedCritic, LocalCritic
+from mappo.presets import build_config
+from mappo.run import Run, RunSummary
 from mappo.seeds import MultiSeedTrainer
 from mappo.trainer import MappoMetrics, MappoTrainer
 
@@ -27,6 +29,9 @@ __all__ = [
     "MultiAgentStepResult",
     "MultiSeedTrainer",
     "RolloutMinibatch",
+    "Run",
+    "RunSummary",
+    "build_config",
     "compute_gae",
     "ppo_policy_loss",
     "ppo_value_loss",

@@ -8,9 +8,10 @@ fields to set, or refuses an env the preset does not cover.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from mappo.config import ConfigError, MappoConfig
+from mappo.config import ConfigError, MappoConfig, from_dict, read_toml
 
 PAPER_MPE_AGENTS = {"spread": 3, "reference": 2, "speaker_listener": 2}
 
@@ -244,3 +245,28 @@ PRESETS = {
     "epymarl": epymarl_preset,
     "jaxmarl-smax": jaxmarl_smax_preset,
 }
+
+
+def build_config(preset: str | None = None, config_file: str | Path | None = None,
+                 fields: dict[str, Any] | None = None, source: str = "command line"
+                 ) -> MappoConfig:
+    """A new run's config: the preset's fields, then the TOML file's, then `fields` on top.
+
+    A preset's `env_kwargs` are the task's settings with the user's already on
+    top, so they stand. `config.given` records the file's and `fields`' names
+    only: a preset's values are a bundle, not the user's choices, so none of
+    them is warned about as having no effect.
+    """
+    fields = fields or {}
+    from_file = read_toml(config_file) if config_file else {}
+    env = fields.get("env", from_file.get("env", MappoConfig().env))
+    env_kwargs = fields.get("env_kwargs", from_file.get("env_kwargs"))
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; the presets: {', '.join(sorted(PRESETS))}")
+    bundle = PRESETS[preset](env, env_kwargs) if preset else {}
+    merged = {**bundle, **from_file, **fields}
+    if "env_kwargs" in bundle:
+        merged["env_kwargs"] = bundle["env_kwargs"]
+    config = from_dict(merged, source=source)
+    config.given = frozenset(from_file) | frozenset(fields)
+    return config

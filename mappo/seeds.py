@@ -32,7 +32,7 @@ from torch import nn
 from mappo.buffer import RolloutMinibatch, minibatch_bounds
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv
-from mappo.trainer import MappoMetrics, MappoTrainer, anneal_learning_rate
+from mappo.trainer import MappoMetrics, MappoTrainer, anneal_learning_rate, train_until_budget
 
 
 class SeedStreams:
@@ -124,6 +124,7 @@ class MultiSeedTrainer:
         first = trainers[0]
         self.config = first.config
         self.device = first.device
+        self.dist = first.dist  # one process, one rank (checked below)
         for t in trainers:
             others = {**t.config.to_dict(), "seed": 0} != {**first.config.to_dict(), "seed": 0}
             if others or t.dist.world_size > 1:
@@ -278,26 +279,25 @@ class MultiSeedTrainer:
         return [t.finish_update(stats[k], update_time, math.nan, math.nan)
                 for k, t in enumerate(trainers)]
 
+    def iteration(self) -> list[MappoMetrics]:
+        """One rollout and update of every seed (and the evaluations due): K metrics, in the
+        order of `seeds`, as `MappoTrainer.iteration` gives one."""
+        anneal_learning_rate(self.optimizer, self.config, self.env_steps)
+        start = time.perf_counter()
+        steps_before = self.env_steps
+        self.collect_rollouts()
+        metrics = self.update()
+        steps_per_second = (self.env_steps - steps_before) / (time.perf_counter() - start)
+        for trainer, seed_metrics in zip(self.trainers, metrics, strict=True):
+            seed_metrics.steps_per_second = steps_per_second  # of this seed
+            seed_metrics.eval_return = trainer.evaluate_if_due(steps_before)
+        return metrics
+
     def train(self, callback: Callable[[list[MappoMetrics]], Any] | None = None
               ) -> list[list[MappoMetrics]]:
-        """Alternate rollouts and updates of every seed until `config.total_steps` env steps
-        each, as `MappoTrainer.train` does for one; `callback(metrics)` gets the K metrics
-        of each update (in the order of `seeds`) and stops training by returning True."""
-        history = []
-        while self.env_steps < self.config.total_steps:
-            anneal_learning_rate(self.optimizer, self.config, self.env_steps)
-            start = time.perf_counter()
-            steps_before = self.env_steps
-            self.collect_rollouts()
-            metrics = self.update()
-            steps_per_second = (self.env_steps - steps_before) / (time.perf_counter() - start)
-            for trainer, seed_metrics in zip(self.trainers, metrics, strict=True):
-                seed_metrics.steps_per_second = steps_per_second  # of this seed
-                seed_metrics.eval_return = trainer.evaluate_if_due(steps_before)
-            history.append(metrics)
-            if callback is not None and bool(callback(metrics)):
-                break
-        return history
+        """Every seed to `config.total_steps` env steps; `callback(metrics)` gets the K
+        metrics of each update and stops training by returning True."""
+        return train_until_budget(self, callback)
 
     def seed_state_dict(self, k: int) -> dict[str, Any]:
         """Seed k's checkpoint, exactly a solo run's: its own weights, its slice of the
@@ -404,12 +404,15 @@ def pooled_metrics(metrics: list[MappoMetrics]) -> MappoMetrics:
     of all seeds together, the episode-weighted mean return, losses averaged."""
     episodes = sum(m.episodes for m in metrics)
     finished = [(m.episode_return, m.episodes) for m in metrics if m.episodes]
+    wins = [(m.win_rate, m.episodes) for m in metrics if m.episodes and not math.isnan(m.win_rate)]
+    won = sum(n for _, n in wins)
     pooled = MappoMetrics(
         **{name: sum(getattr(m, name) for m in metrics) / len(metrics)
            for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
                         "explained_variance", "grad_norm")},
         episode_return=sum(r * n for r, n in finished) / episodes if episodes else math.nan,
         return_definition=metrics[0].return_definition, episodes=episodes,
+        win_rate=sum(w * n for w, n in wins) / won if won else math.nan,
         env_steps=sum(m.env_steps for m in metrics),
         steps_per_second=sum(m.steps_per_second for m in metrics),
     )

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -476,6 +476,31 @@ class MappoTrainer:
         var_residual = masked_mean((residual - masked_mean(residual, w)).square(), w)
         return float(1.0 - var_residual / var_returns) if var_returns > 0 else math.nan
 
+    def iteration(self) -> list[MappoMetrics]:
+        """One rollout and one update (and an evaluation when one is due): `[metrics]`,
+        the one seed of this trainer (`MultiSeedTrainer.iteration` returns K)."""
+        anneal_learning_rate(self.optimizer, self.config, self.env_steps)
+        start = time.perf_counter()
+        steps_before = self.env_steps
+        self.collect_rollout()
+        metrics = self.update()
+        metrics.steps_per_second = (self.env_steps - steps_before) / (
+            time.perf_counter() - start
+        )
+        metrics.eval_return = self.evaluate_if_due(steps_before)
+        return [metrics]
+
+    @property
+    def trainers(self) -> list[MappoTrainer]:
+        """The seeds this trainer trains: itself (a `MultiSeedTrainer` has K)."""
+        return [self]
+
+    def seed_state_dict(self, k: int = 0) -> dict[str, Any]:
+        """`state_dict()`, seed `k` = 0 of `trainers` (as `MultiSeedTrainer.seed_state_dict`)."""
+        if k != 0:
+            raise IndexError(f"seed {k} of a trainer of one seed")
+        return self.state_dict()
+
     def train(self, callback: Callable[[MappoMetrics], Any] | None = None) -> list[MappoMetrics]:
         """Alternate rollouts and updates until `config.total_steps` env steps are done.
 
@@ -483,23 +508,10 @@ class MappoTrainer:
         With `eval_interval`, an update that crosses a multiple of it is followed
         by `evaluate_policy`, its result in `metrics.eval_return`.
         """
-        history = []
-        total = self.config.total_steps
-        while self.env_steps < total:
-            anneal_learning_rate(self.optimizer, self.config, self.env_steps)
-            start = time.perf_counter()
-            steps_before = self.env_steps
-            self.collect_rollout()
-            metrics = self.update()
-            metrics.steps_per_second = (self.env_steps - steps_before) / (
-                time.perf_counter() - start
-            )
-            metrics.eval_return = self.evaluate_if_due(steps_before)
-            history.append(metrics)
-            # Ranks stop together, or the next all-reduce would wait forever.
-            if self.dist.any(callback is not None and bool(callback(metrics))):
-                break
-        return history
+        def each(metrics: list[MappoMetrics]) -> Any:
+            return callback is not None and callback(metrics[0])
+
+        return [metrics for metrics, in train_until_budget(self, each)]
 
     # --- persistence -----------------------------------------------------------
 
@@ -646,3 +658,47 @@ class MappoTrainer:
             self.env.load_pickled_state(pickle.loads(pickled_env)[self.dist.rank])
             return None
         return pickled_env or f"the checkpoint holds no snapshot of env '{self.env.spec.name}'"
+
+
+class Learner(Protocol):
+    """What a training loop drives: a `MappoTrainer` (one seed, any ranks) or a
+    `MultiSeedTrainer` (K seeds in one process)."""
+
+    config: MappoConfig
+    dist: Distributed
+
+    @property
+    def trainers(self) -> list[MappoTrainer]:
+        """One trainer per seed."""
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps done by each seed."""
+
+    @property
+    def updates(self) -> int:
+        """Updates done by each seed."""
+
+    def iteration(self) -> list[MappoMetrics]:
+        """One rollout and update of every seed: one metrics per seed."""
+
+    def seed_state_dict(self, k: int) -> dict[str, Any]:
+        """Seed k's checkpoint (a collective call on several ranks)."""
+
+    def close(self) -> None:
+        """Close every seed's envs."""
+
+
+def train_until_budget(learner: Learner,
+                       callback: Callable[[list[MappoMetrics]], Any] | None = None
+                       ) -> list[list[MappoMetrics]]:
+    """The training loop: `learner.iteration()` until `config.total_steps` env steps per seed,
+    or until `callback(metrics)` (one `MappoMetrics` per seed) returns True."""
+    history = []
+    while learner.env_steps < learner.config.total_steps:
+        metrics = learner.iteration()
+        history.append(metrics)
+        # Ranks stop together, or the next all-reduce would wait forever.
+        if learner.dist.any(callback is not None and bool(callback(metrics))):
+            break
+    return history

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mappo import cli
+from mappo import run as run_module
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 from mappo.run_folder import RunFolder
@@ -37,7 +37,7 @@ def saved_steps(monkeypatch) -> list[int]:
     ([], 2, [400, 800, 1600]),  # every CHECKPOINT_EVERY_UPDATES updates as well
 ])
 def test_checkpoint_schedule(flags, every, expected, saved_steps, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "CHECKPOINT_EVERY_UPDATES", every)
+    monkeypatch.setattr(run_module, "CHECKPOINT_EVERY_UPDATES", every)
     assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY, *flags]) == 0
     assert saved_steps == expected
     assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["env_steps"] == 1600

@@ -10,12 +10,13 @@ import torch
 from test_save_load import _assert_same_training, _train_stopped_after_two_updates
 
 from mappo.checkpoint import load_checkpoint, save_checkpoint
-from mappo.cli import _open_run, build_parser, main
+from mappo.cli import main
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.registry import make_env
 from mappo.evaluation import evaluate
 from mappo.plotting import read_run
 from mappo.policy import load_policy
+from mappo.run import Run
 from mappo.trainer import EVAL_SEED_OFFSET
 
 # 16 envs x 25 steps: 400 env steps per update.
@@ -140,6 +141,6 @@ def test_resume_keeps_best_pts_score_as_the_bar(runs, tmp_path) -> None:
     # As if the run stopped after writing best.pt but before the next checkpoint.pt.
     stale = {**load_checkpoint(copy / "checkpoint.pt"), "best_eval_return": -math.inf}
     save_checkpoint(copy / "checkpoint.pt", stale)
-    trainer, folder = _open_run(build_parser().parse_args(["train", "--resume", str(copy)]))
+    trainer = Run.resume(copy).trainers[0]
     trainer.close()
     assert trainer.best_eval_return == max(_evaluations(run).values())

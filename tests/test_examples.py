@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mappo import Run
+from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 from mappo.evaluation import evaluate_run
 
@@ -47,19 +49,19 @@ def test_custom_env_agents_are_rewarded_for_their_target() -> None:
 
 def test_python_api_callback_sees_every_update_and_stops_training(tmp_path) -> None:
     example = load_example("python_api")
-    trainer, seen = example.main(total_steps=1600, target_return=0.0)
+    summary, seen = example.main(tmp_path / "full", total_steps=1600, target_return=0.0)
     assert [m.env_steps for m in seen] == [800, 1600]  # 32 envs x 25 steps per update
-    assert trainer.updates == 2
-    # Any finite return reaches -1000: the callback stops training after one update.
-    trainer, seen = example.main(total_steps=1600, target_return=-1000.0,
-                                 checkpoint=tmp_path / "checkpoint.pt")
-    assert len(seen) == 1 and trainer.env_steps == 800
-    assert (tmp_path / "checkpoint.pt").stat().st_size > 0
+    assert summary.finished and summary.env_steps == 1600
+    # Any finite return reaches -1000: the callback stops the run after one update, saved.
+    summary, seen = example.main(tmp_path / "stopped", total_steps=1600, target_return=-1000.0)
+    assert len(seen) == 1 and summary.env_steps == 800 and not summary.finished
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["env_steps"] == 800
+    assert Run.resume(tmp_path / "stopped").train(quiet=True).env_steps == 1600
 
 
 @pytest.fixture
 def checkpoint(tmp_path) -> Path:
-    load_example("python_api").main(total_steps=800, checkpoint=tmp_path / "checkpoint.pt")
+    load_example("python_api").main(tmp_path, total_steps=800)
     return tmp_path / "checkpoint.pt"
 
 

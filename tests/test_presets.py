@@ -66,16 +66,13 @@ def test_epymarl_preset_maps_mappo_yaml_and_the_episode_limit() -> None:
 
 
 def test_a_presets_env_settings_keep_under_the_users_env_kwargs(monkeypatch) -> None:
-    import argparse
-
-    from mappo import cli
+    from mappo import presets
 
     def preset(env, env_kwargs):  # a suite's preset: its task settings, the user's on top
         return dict(env=env, lr=1e-3, env_kwargs={"max_steps": 100, "n_agents": 4,
                                                   **(env_kwargs or {})})
 
-    monkeypatch.setitem(cli.PRESETS, "suite", preset)
-    args = argparse.Namespace(config=None, preset="suite")
-    config = cli._new_config(args, {"env": "spread", "env_kwargs": {"n_agents": 3}})
+    monkeypatch.setitem(presets.PRESETS, "suite", preset)
+    config = presets.build_config("suite", None, {"env": "spread", "env_kwargs": {"n_agents": 3}})
     assert config.env_kwargs == {"max_steps": 100, "n_agents": 3}
     assert config.lr == 1e-3 and "env_kwargs" in config.given and "lr" not in config.given

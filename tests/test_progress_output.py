@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from mappo import MappoMetrics, cli
-from mappo.cli import Progress, RecentReturns, main
+from mappo import MappoMetrics
+from mappo import progress as progress_module
+from mappo.cli import main
+from mappo.progress import Progress, RecentReturns
 
 TINY = ["--total-steps", "1600", "--num-envs", "16", "--seed", "3"]  # 4 updates of 400 steps
 
@@ -65,8 +67,8 @@ def test_recent_return_keeps_the_last_ten_updates() -> None:
 
 def test_log_gets_a_summary_line_per_interval_and_one_at_the_end(monkeypatch) -> None:
     clock = Clock()
-    monkeypatch.setattr(cli, "time", clock)
-    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 30.0)
+    monkeypatch.setattr(progress_module, "time", clock)
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 30.0)
     out = io.StringIO()
     progress = Progress(total=1000, env_steps=0, quiet=False, stream=out)
     clock.now = 10.0
@@ -85,7 +87,7 @@ def test_log_gets_a_summary_line_per_interval_and_one_at_the_end(monkeypatch) ->
 
 
 def test_terminal_gets_the_bar_and_quiet_gets_nothing(monkeypatch) -> None:
-    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 0.0)
     terminal = Terminal()
     progress = Progress(total=1000, env_steps=0, quiet=False, stream=terminal)
     progress.update(update(500, -3.0, 1))
@@ -100,7 +102,7 @@ def test_terminal_gets_the_bar_and_quiet_gets_nothing(monkeypatch) -> None:
 
 
 def test_train_in_a_log_prints_lines_not_a_bar(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 1e9)  # none due before the end
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 1e9)  # none due before the end
     assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY]) == 0
     captured = capsys.readouterr()  # capsys's stdout is not a terminal
     assert "\r" not in captured.out + captured.err
@@ -120,7 +122,7 @@ def test_train_in_a_log_prints_lines_not_a_bar(tmp_path, monkeypatch, capsys) ->
 
 
 def test_train_in_a_log_prints_a_line_per_interval(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 0.0)  # every update is due
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 0.0)  # every update is due
     assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY]) == 0
     out = capsys.readouterr().out
     steps = [line.split(" / ")[0] for line in out.splitlines() if line.startswith("env steps")]
@@ -128,7 +130,7 @@ def test_train_in_a_log_prints_a_line_per_interval(tmp_path, monkeypatch, capsys
 
 
 def test_quiet_train_prints_no_progress(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(cli, "SUMMARY_INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 0.0)
     assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY, "--quiet"]) == 0
     out = capsys.readouterr().out
     # What the run is: its folder and the settings decided for its env; then the end.

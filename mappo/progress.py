@@ -1,0 +1,112 @@
+"""Training progress for a person at a terminal or for a batch job's log: a tqdm bar, or a
+summary line every `SUMMARY_INTERVAL_S` seconds; and the recent return they show."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+from typing import TextIO
+
+from mappo.trainer import MappoMetrics
+
+RECENT_UPDATES = 10  # the "recent return" pools the episodes of this many updates
+SUMMARY_INTERVAL_S = 30.0  # one progress line this often when stdout is not a terminal
+
+
+class RecentReturns:
+    """Mean per-agent return of the episodes finished in the last `RECENT_UPDATES` updates.
+
+    Every episode weighs the same, so an update that finished 4 episodes counts
+    4 times one that finished 1; an update that finished none still takes its
+    slot, so old returns age out while no episode ends.
+    """
+
+    def __init__(self, updates: int = RECENT_UPDATES) -> None:
+        self._window: deque[tuple[float, int]] = deque(maxlen=updates)  # (return sum, episodes)
+
+    def add(self, episode_return: float, episodes: int) -> None:
+        """One update: the mean return of the `episodes` it finished (NaN when none)."""
+        self._window.append((episode_return * episodes if episodes else 0.0, episodes))
+
+    @property
+    def episodes(self) -> int:
+        """Episodes finished in the window."""
+        return sum(count for _, count in self._window)
+
+    @property
+    def mean(self) -> float:
+        """Their mean return; NaN when none finished."""
+        episodes = self.episodes
+        return sum(total for total, _ in self._window) / episodes if episodes else math.nan
+
+    def text(self, digits: int = 2) -> str:
+        """The mean for people: `digits` decimals, or n/a."""
+        return f"{self.mean:.{digits}f}" if self.episodes else "n/a"
+
+
+class Progress:
+    """Training progress on `stream` (stdout by default), for a person or for a log.
+
+    On a terminal, a tqdm bar with steps/s and the recent return. Otherwise
+    (batch jobs, CI, `> log`) no carriage returns: one summary line every
+    `SUMMARY_INTERVAL_S` seconds and one at the end. `quiet` shows neither.
+    """
+
+    def __init__(self, total: int, env_steps: int, quiet: bool,
+                 stream: TextIO | None = None) -> None:
+        from tqdm import tqdm
+
+        self.stream = stream or sys.stdout
+        self.total = total
+        self.env_steps = env_steps
+        self.recent = RecentReturns()
+        self.recent_wins = RecentReturns()  # the same window, over won (1) and lost (0) episodes
+        terminal = self.stream.isatty()
+        self._bar = tqdm(total=total, initial=env_steps, unit="step", unit_scale=True,
+                         dynamic_ncols=True, file=self.stream) if terminal and not quiet else None
+        self._lines = not terminal and not quiet
+        self._start = self._line_time = time.monotonic()
+        self._line_steps = env_steps
+
+    def write(self, line: str) -> None:
+        """A line of its own (above the bar on a terminal)."""
+        if self._bar is not None:
+            self._bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def update(self, metrics: MappoMetrics) -> None:
+        """Take one update's metrics; redraw the bar, or print a line when one is due."""
+        self.env_steps = metrics.env_steps
+        self.recent.add(metrics.episode_return, metrics.episodes)
+        if not math.isnan(metrics.win_rate):
+            self.recent_wins.add(metrics.win_rate, metrics.episodes)
+        if self._bar is not None:
+            self._bar.update(metrics.env_steps - self._bar.n)
+            wins = {"win": self.recent_wins.text()} if self.recent_wins.episodes else {}
+            self._bar.set_postfix(steps_s=f"{metrics.steps_per_second:,.0f}",
+                                  ret=self.recent.text(), **wins)
+        elif self._lines and time.monotonic() - self._line_time >= SUMMARY_INTERVAL_S:
+            self._summary_line()
+
+    def close(self) -> None:
+        """Close the bar, or print the last summary line."""
+        if self._bar is not None:
+            self._bar.close()
+        elif self._lines and self.env_steps > self._line_steps:
+            self._summary_line()
+
+    def _summary_line(self) -> None:
+        now = time.monotonic()
+        rate = (self.env_steps - self._line_steps) / max(now - self._line_time, 1e-9)
+        elapsed = round(now - self._start)
+        self.write(
+            f"env steps {self.env_steps:,} / {self.total:,} "
+            f"({100 * self.env_steps / self.total:.1f} %), {rate:,.0f} steps/s, "
+            f"recent return {self.recent.text()}, "
+            + (f"win rate {self.recent_wins.text()}, " if self.recent_wins.episodes else "")
+            + f"elapsed {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
+        )
+        self._line_time, self._line_steps = now, self.env_steps

@@ -1,0 +1,358 @@
+"""`Run`: a training run and its run folder(s), the same for `mappo train` and for Python.
+
+    run = Run.start(MappoConfig(env="spread", total_steps=300_000), "runs/spread")
+    run.train()                    # progress, checkpoints, best.pt, metrics.csv, curve.png
+    Run.resume("runs/spread", total_steps=600_000).train()
+
+A run owns its learner (a `MappoTrainer`, on one rank or several, or a
+`MultiSeedTrainer` for `seeds`), one run folder per seed, the checkpoint
+schedule, `best.pt`, stopping on SIGINT/SIGTERM and the progress output. One
+loop (`train_until_budget`) serves one seed and K seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from mappo.checkpoint import load_checkpoint
+from mappo.config import MappoConfig
+from mappo.distributed import Distributed
+from mappo.errors import ConfigError, RunFolderError
+from mappo.progress import Progress, RecentReturns
+from mappo.run_folder import RunFolder
+from mappo.seeds import MultiSeedTrainer, SeedStreams, pooled_metrics
+from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
+
+CHECKPOINT_EVERY_UPDATES = 50
+FIRST_EPISODE_UPDATES = 3  # no episode finished after this many updates: say why
+# What `resume` may change: how the run is computed and watched, never what it learns.
+RESUME_CHANGES = ("total_steps", "compile", "device", "torch_threads", "num_workers",
+                  "checkpoint_interval", "eval_interval", "eval_episodes")
+
+
+@dataclass
+class RunSummary:
+    """How `Run.train` ended."""
+
+    env_steps: int  # per seed
+    finished: bool  # reached total_steps; False when a signal or the callback stopped it
+    recent_returns: list[float]  # per seed: the recent episodes' mean return, NaN if none
+    paths: list[Path]  # the run folders, one per seed
+
+
+class Run:
+    """A learner and its run folders; `train()` runs it to the budget, saving as it goes.
+
+    Build one with `Run.start` (a new run) or `Run.resume` (a run folder's
+    checkpoint). On ranks other than 0 of a multi-rank run, `folders` is empty:
+    rank 0 writes.
+    """
+
+    def __init__(self, learner: Learner, folders: list[RunFolder], path: Path,
+                 opening: str) -> None:
+        self.learner = learner
+        self.folders = folders
+        self.path = path  # the run folder, or the folder of the seeds' run folders
+        self._opening = opening  # the first line train() prints
+
+    @property
+    def trainers(self) -> list[MappoTrainer]:
+        """One trainer per seed; `trainers[k].policy` holds seed k's current weights."""
+        return self.learner.trainers
+
+    @classmethod
+    def start(cls, config: MappoConfig, run_dir: str | Path | None = None,
+              seeds: Sequence[int] | None = None, force: bool = False) -> Run:
+        """A new run of `config` in `run_dir` (default `runs/<env>-<time>`).
+
+        With `seeds`, every seed trains in this process as one batched network
+        and seed s writes `run_dir/seed_<s>`. An existing run in a folder is
+        refused before any work, unless `force` (which replaces it).
+        """
+        path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+        if seeds is None:
+            dist = Distributed.from_environment(config.device)
+            if dist.is_main:
+                RunFolder.check_free(path, force)
+            trainer = MappoTrainer(config, distributed=dist)
+            folders = [RunFolder.create(path, trainer.config, force)] if dist.is_main else []
+            return cls(trainer, folders, path, f"run folder: {path}")
+        if Distributed.from_environment(config.device).world_size > 1:
+            raise ConfigError("seeds train in one process; they do not combine with ranks "
+                              "(--nproc)")
+        if (path / "checkpoint.pt").exists():  # resume would find that run, not the seeds
+            raise RunFolderError(f"run folder {path} holds a run of its own (checkpoint.pt); "
+                                 "--seeds writes its runs in RUN_DIR/seed_<s>: choose another "
+                                 "--run-dir")
+        paths = [path / f"seed_{seed}" for seed in seeds]
+        for seed_path in paths:
+            RunFolder.check_free(seed_path, force)
+        multi = MultiSeedTrainer(config, seeds)
+        folders = [RunFolder.create(p, t.config, force)
+                   for p, t in zip(paths, multi.trainers, strict=True)]
+        return cls(multi, folders, path, _seeds_line(path, multi.seeds))
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, **changes: Any) -> Run:
+        """The run in `run_dir` (one seed, or the seed_<s> folders of a seeds run) from its
+        checkpoint, continuing exactly where it was saved.
+
+        `changes` may set the fields of `RESUME_CHANGES`, which change how the
+        run is computed or watched but not what it learns; any other is refused.
+        """
+        refused = sorted(set(changes) - set(RESUME_CHANGES))
+        if refused:
+            raise ConfigError(
+                f"a resumed run keeps the config it learns with: {', '.join(refused)} cannot "
+                f"change (these can: {', '.join(RESUME_CHANGES)})")
+        path = Path(run_dir)
+        seed_paths = seed_folders(path)
+        if (path / "checkpoint.pt").is_file() or not seed_paths:
+            trainer = _trainer_at_checkpoint(path, changes, distributed=True)
+            folders = ([RunFolder.resume(path, trainer.config, trainer.env_steps)]
+                       if trainer.dist.is_main else [])
+            run = cls(trainer, folders, path, _resume_line(path, trainer))
+        else:
+            trainers: list[MappoTrainer] = []
+            streams = None
+            try:
+                for seed_path in seed_paths:
+                    trainers.append(_trainer_at_checkpoint(seed_path, changes))
+                    streams = streams or SeedStreams(trainers[0].device)
+                    streams.capture()  # the seed's stream, as its checkpoint saved it
+                multi = MultiSeedTrainer.from_trainers(trainers, streams)
+            except BaseException:
+                for trainer in trainers:
+                    trainer.close()
+                raise
+            folders = [RunFolder.resume(p, t.config, t.env_steps)
+                       for p, t in zip(seed_paths, trainers, strict=True)]
+            run = cls(multi, folders, path, _seeds_line(path, multi.seeds) + "; "
+                      + _resume_line(seed_paths[0], trainers[0]))
+        run._keep_best_bars()
+        return run
+
+    def train(self, quiet: bool = False, stream: TextIO | None = None,
+              wandb_project: str | None = None,
+              callback: Callable[[list[MappoMetrics]], Any] | None = None) -> RunSummary:
+        """Train to `config.total_steps`, writing the run folder(s) as it goes.
+
+        A checkpoint is written after the first update, then whenever
+        `checkpoint_interval` seconds or `CHECKPOINT_EVERY_UPDATES` updates have
+        passed, and at the end: a hard kill loses at most one interval. A better
+        evaluation (`eval_interval`) writes `best.pt`. SIGINT or SIGTERM stops
+        after the current update and saves. `callback(metrics)`, one
+        `MappoMetrics` per seed, runs after every update and stops the run by
+        returning True. Progress goes to `stream` (stdout), unless `quiet`.
+        """
+        learner, folders, trainers = self.learner, self.folders, self.trainers
+        main = bool(folders)
+        config = learner.config
+        if wandb_project is not None and main:
+            if len(folders) > 1:
+                raise ConfigError("W&B logs one run per process; it does not combine with seeds")
+            folders[0].use_wandb(config, wandb_project)
+        stream = stream or sys.stdout
+        progress = Progress(len(trainers) * config.total_steps,
+                            len(trainers) * learner.env_steps, quiet=quiet or not main,
+                            stream=stream)
+        if main:
+            progress.write(self._opening)
+            if trainers[0].auto_settings:
+                progress.write(trainers[0].auto_settings)
+        recent = [RecentReturns() for _ in trainers]
+        checkpoints = CheckpointSchedule(self._save, config.checkpoint_interval)
+
+        with StopOnSignal() as stop:
+
+            def on_update(metrics: list[MappoMetrics]) -> bool:
+                for k, (trainer, seed_metrics) in enumerate(zip(trainers, metrics, strict=True)):
+                    if main:
+                        folders[k].log(seed_metrics)
+                    recent[k].add(seed_metrics.episode_return, seed_metrics.episodes)
+                    # Only rank 0 evaluates (NaN elsewhere, and where no evaluation ran).
+                    best = main and seed_metrics.eval_return > trainer.best_eval_return
+                    if learner.dist.any(best):  # the state is gathered from every rank
+                        if best:
+                            trainer.best_eval_return = seed_metrics.eval_return
+                        state = learner.seed_state_dict(k)
+                        if main:
+                            folders[k].save_best(state)
+                progress.update(pooled_metrics(metrics))
+                if (main and learner.updates == FIRST_EPISODE_UPDATES
+                        and progress.recent.episodes == 0):
+                    progress.write(no_episode_hint(trainers[0]))
+                # Ranks' clocks differ, and saving is collective.
+                if learner.dist.any(checkpoints.due(learner.updates)):
+                    checkpoints.save()
+                return stop.signal_name is not None or (
+                    callback is not None and bool(callback(metrics)))
+
+            try:
+                train_until_budget(learner, on_update)
+                checkpoints.save_final(learner.env_steps)
+            finally:
+                progress.close()
+                for folder in folders:
+                    folder.close()
+                learner.close()
+                learner.dist.shutdown()
+        summary = RunSummary(learner.env_steps, learner.env_steps >= config.total_steps,
+                             [r.mean for r in recent], [f.path for f in folders])
+        if main:
+            print(self._closing(summary, recent), file=stream, flush=True)
+        return summary
+
+    def _save(self) -> int:
+        """Write every seed's checkpoint (a collective call on several ranks); the env
+        steps saved."""
+        for k, trainer in enumerate(self.trainers):
+            state = self.learner.seed_state_dict(k)
+            pickled_env = trainer.pickled_env_state()
+            if self.folders:
+                self.folders[k].save(state, pickled_env)
+        return self.learner.env_steps
+
+    def _keep_best_bars(self) -> None:
+        """On resume: best.pt may be newer than checkpoint.pt (a stop between the two saves),
+        so its score stays the bar that a later evaluation must beat."""
+        for folder, trainer in zip(self.folders, self.trainers, strict=False):
+            if folder.best_path.is_file():
+                best = load_checkpoint(folder.best_path).get("best_eval_return", -math.inf)
+                trainer.best_eval_return = max(trainer.best_eval_return, float(best))
+
+    def _closing(self, summary: RunSummary, recent: list[RecentReturns]) -> str:
+        """The last line: where the run stands and what to run next."""
+        per_seed = " per seed" if len(recent) > 1 else ""
+        if not summary.finished:
+            return (f"stopped after {summary.env_steps} env steps{per_seed}; checkpoint saved. "
+                    f"Continue with: mappo train --resume {self.path}")
+        if len(recent) == 1:
+            return (f"done: {summary.env_steps} env steps, recent episode return "
+                    f"{recent[0].text(3)}, run folder {self.path}")
+        seeds = [t.config.seed for t in self.trainers]
+        returns = ", ".join(f"seed {s} {r.text(3)}" for s, r in zip(seeds, recent, strict=True))
+        return (f"done: {summary.env_steps} env steps per seed, recent episode return "
+                f"{returns}; run folders {self.path}/seed_<s>")
+
+
+def default_run_dir(config: MappoConfig) -> Path:
+    """runs/<env>-<time> for a run started without a run folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.env.replace(':', '-')}-{stamp}"
+
+
+def seed_folders(path: Path) -> list[Path]:
+    """The seed_<s> run folders a seeds run wrote in `path`, by seed."""
+    found = [p for p in path.glob("seed_*") if p.is_dir() and p.name[5:].lstrip("-").isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def is_seeds_folder(path: Path) -> bool:
+    """Whether `path` holds the seed_<s> folders of a seeds run (and no run of its own)."""
+    return not (path / "checkpoint.pt").is_file() and bool(seed_folders(path))
+
+
+def _trainer_at_checkpoint(path: Path, changes: dict[str, Any],
+                           distributed: bool = False) -> MappoTrainer:
+    """The trainer of the run folder `path`, at its checkpoint, with `changes`; on the ranks
+    of this process group when `distributed`."""
+    checkpoint = RunFolder.checkpoint_to_resume(path)
+    payload = load_checkpoint(checkpoint)
+    dist = (Distributed.from_environment(changes.get("device", payload["config"]["device"]))
+            if distributed else None)
+    pickled_env = RunFolder.read_pickled_env(path, payload)
+    trainer, _ = MappoTrainer.from_checkpoint(checkpoint, distributed=dist,
+                                              pickled_env=pickled_env, **changes)
+    return trainer
+
+
+def _resume_line(path: Path, trainer: MappoTrainer) -> str:
+    """Where a resumed run goes on from: env steps, update and the checkpoint's time."""
+    saved = time.strftime("%Y-%m-%d %H:%M:%S",
+                          time.localtime((path / "checkpoint.pt").stat().st_mtime))
+    return (f"resuming {path} at env step {trainer.env_steps:,} (update {trainer.updates}), "
+            f"from its checkpoint of {saved}")
+
+
+def _seeds_line(path: Path, seeds: Sequence[int]) -> str:
+    """The first line of a seeds run."""
+    return (f"{len(seeds)} seeds in one process, run folders {path}/seed_<s> (seeds "
+            f"{', '.join(map(str, seeds))}); env steps and steps/s count all seeds together")
+
+
+def no_episode_hint(trainer: MappoTrainer) -> str:
+    """Why no return shows yet when the first updates finished no episode, and what helps."""
+    cfg = trainer.config
+    steps = FIRST_EPISODE_UPDATES * cfg.rollout_steps
+    copies = cfg.num_envs * trainer.dist.world_size
+    length = trainer.env.spec.max_episode_steps
+    wait = (f"this env's episodes of up to {length:,} steps first end after "
+            f"{copies * length:,} env steps" if length else
+            f"episodes of L steps first end after {copies:,} x L env steps")
+    return (f"no episode has finished in the first {FIRST_EPISODE_UPDATES} updates "
+            f"({steps} steps per env copy): returns are logged when episodes end, and with "
+            f"{copies:,} env copies {wait}; fewer --num-envs make them end sooner")
+
+
+class CheckpointSchedule:
+    """When a training run writes its checkpoint: after the first update, every
+    `CHECKPOINT_EVERY_UPDATES` updates, `interval` seconds after the last save, and at
+    the end unless the last update is already saved. `write()` saves and returns the
+    env steps it saved."""
+
+    def __init__(self, write: Callable[[], int], interval: float) -> None:
+        self._write = write
+        self._interval = interval
+        self._saved_steps: int | None = None
+        self._saved_time = 0.0  # time.monotonic() of the last save
+
+    def due(self, updates: int) -> bool:
+        """Whether to save after update number `updates`."""
+        return (self._saved_steps is None or updates % CHECKPOINT_EVERY_UPDATES == 0
+                or time.monotonic() - self._saved_time >= self._interval)
+
+    def save(self) -> None:
+        """Write a checkpoint now."""
+        self._saved_steps = self._write()
+        self._saved_time = time.monotonic()
+
+    def save_final(self, env_steps: int) -> None:
+        """Save at the end of training, unless `env_steps` is what was saved last.
+
+        Only whole updates are saved: a crash mid-rollout keeps the last good one."""
+        if env_steps != self._saved_steps:
+            self.save()
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM ask training to stop after the current update; a second one kills."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python lets only the main thread handle signals
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signal_name = signal.Signals(signum).name
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
