@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 train: setup
 	$(BIN)/mappo train
 
+# Lint, format and types: what `make test` runs first, and the pre-commit hooks run too.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -n 2

@@ -54,11 +54,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--base", choices=sorted(BASES), default="paper-mpe",
-                        help="the official settings, or the library's defaults")
-    parser.add_argument("--recurrent", choices=["true", "false"], default=None,
-                        help="GRU actor and critic (rMAPPO) or feed-forward ones (default: "
-                             "the preset's true; the defaults' false)")
+    parser.add_argument(
+        "--base",
+        choices=sorted(BASES),
+        default="paper-mpe",
+        help="the official settings, or the library's defaults",
+    )
+    parser.add_argument(
+        "--recurrent",
+        choices=["true", "false"],
+        default=None,
+        help="GRU actor and critic (rMAPPO) or feed-forward ones (default: "
+        "the preset's true; the defaults' false)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at the same time")
     args = parser.parse_args()
     scale, seeds = (0.005, [0]) if args.quick else (args.scale, args.seeds)
@@ -67,9 +75,20 @@ def main() -> None:
     variants = PRESET_VARIANTS if args.base == "paper-mpe" else DEFAULTS_VARIANTS
 
     start = time.time()
-    jobs = [("spread", seeds, steps, args.device, args.episodes,
-             (*flags, "--recurrent", recurrent), f"-ablation{index}", True, args.base)
-            for index, flags in enumerate(variants.values())]
+    jobs = [
+        (
+            "spread",
+            seeds,
+            steps,
+            args.device,
+            args.episodes,
+            (*flags, "--recurrent", recurrent),
+            f"-ablation{index}",
+            True,
+            args.base,
+        )
+        for index, flags in enumerate(variants.values())
+    ]
     runs = run_all(jobs, args.jobs)
     rows, results = [], {}
     for index, (variant, flags) in enumerate(variants.items()):
@@ -80,21 +99,26 @@ def main() -> None:
         rows.append(f"| {variant} | `{' '.join(flags) or '-'}` | {mean:.2f} ± {std:.2f} |")
 
     lines = [
-        "", "## Ablations on Spread", "",
+        "",
+        "## Ablations on Spread",
+        "",
         f"Command: `python benchmarks/ablate_mpe.py --base {args.base} --scale {scale} "
         f"--seeds {' '.join(map(str, seeds))} --device {args.device} --recurrent {recurrent} "
         f"--jobs {args.jobs}`; {steps:,} env steps per run, "
         f"greedy return over {args.episodes} episodes (mpe2 scale), mean ± std over "
-        f"{len(seeds)} seed(s); wall time {(time.time() - start) / 60:.1f} min.", "",
+        f"{len(seeds)} seed(s); wall time {(time.time() - start) / 60:.1f} min.",
+        "",
         f"| variant | flags on top of the {'preset' if args.base == 'paper-mpe' else 'defaults'}"
-        " | return |", "|---|---|---|", *rows,
+        " | return |",
+        "|---|---|---|",
+        *rows,
     ]
     stem = "mpe" if args.base == "paper-mpe" else "mpe_defaults"
     path = HERE / "results" / f"{stem}{'-quick' if args.quick else ''}.md"
     path.parent.mkdir(exist_ok=True)
     previous = path.read_text() if path.exists() else ""
     if "\n## Ablations" in previous:  # replace the table of an earlier run
-        previous = previous[:previous.index("\n## Ablations")]
+        previous = previous[: previous.index("\n## Ablations")]
     path.write_text(previous.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps({"steps": steps, "seeds": seeds, "results": results}))

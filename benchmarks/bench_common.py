@@ -46,8 +46,10 @@ def machine_info() -> dict:
 def machine_line(info: dict) -> str:
     """One human-readable line describing `machine_info()`."""
     load = ", ".join(f"{x:.2f}" for x in info["load_average"])
-    return (f"machine: {info['cores']} cores ({info['cpu']}), load average {load} "
-            f"(1/5/15 min) at start, {info['date_utc']}")
+    return (
+        f"machine: {info['cores']} cores ({info['cpu']}), load average {load} "
+        f"(1/5/15 min) at start, {info['date_utc']}"
+    )
 
 
 def command_line() -> str:
@@ -82,9 +84,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
-def write_results(
-    name: str, title: str, info: dict, sections: Sequence[str], quick: bool
-) -> Path:
+def write_results(name: str, title: str, info: dict, sections: Sequence[str], quick: bool) -> Path:
     """Write `benchmarks/results/<name>.md`: title, command, date, machine, then `sections`."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.md"

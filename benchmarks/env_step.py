@@ -103,8 +103,13 @@ def vmas_spread(num_envs: int, seconds: float) -> float:
     import vmas
 
     env = vmas.make_env(
-        "simple_spread", num_envs=num_envs, device="cpu", continuous_actions=False,
-        seed=0, max_steps=MAX_CYCLES, n_agents=NUM_AGENTS,
+        "simple_spread",
+        num_envs=num_envs,
+        device="cpu",
+        continuous_actions=False,
+        seed=0,
+        max_steps=MAX_CYCLES,
+        n_agents=NUM_AGENTS,
     )
     num_actions = int(env.action_space[0].n)
     env.reset()
@@ -136,9 +141,11 @@ def jaxmarl_python() -> tuple[str | None, str]:
         importlib.metadata.version("jaxmarl")
         return sys.executable, "this interpreter"
     except importlib.metadata.PackageNotFoundError:
-        return None, ("jaxmarl is not installed: no $JAXMARL_PYTHON, no .venv-bench, and not in "
-                      "this venv (make one: python3.11 -m venv .venv-bench && "
-                      ".venv-bench/bin/pip install jaxmarl 'jax[cpu]')")
+        return None, (
+            "jaxmarl is not installed: no $JAXMARL_PYTHON, no .venv-bench, and not in "
+            "this venv (make one: python3.11 -m venv .venv-bench && "
+            ".venv-bench/bin/pip install jaxmarl 'jax[cpu]')"
+        )
 
 
 def jaxmarl_spread(envs: list[int], seconds: float, threads: int) -> tuple[dict, str]:
@@ -148,13 +155,24 @@ def jaxmarl_spread(envs: list[int], seconds: float, threads: int) -> tuple[dict,
         return {}, where
     env = dict(os.environ)
     if threads == 1:
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                            "intra_op_parallelism_threads=1").strip()
-    command = [python, str(JAXMARL_SCRIPT), "--envs", *map(str, envs), "--seconds", str(seconds),
-               "--repeats", str(REPEATS)]
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+            "intra_op_parallelism_threads=1"
+        ).strip()
+    command = [
+        python,
+        str(JAXMARL_SCRIPT),
+        "--envs",
+        *map(str, envs),
+        "--seconds",
+        str(seconds),
+        "--repeats",
+        str(REPEATS),
+    ]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900,
-                              check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=900, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         return {}, f"running {where} failed: {err}"
     for line in done.stdout.splitlines():
@@ -179,11 +197,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     info = machine_info()
     print(machine_line(info))
-    print(f"simple_spread, {NUM_AGENTS} agents, {MAX_CYCLES}-step episodes, random actions, "
-          f"{args.threads} thread(s), median of {REPEATS} repeats of ~{seconds} s")
+    print(
+        f"simple_spread, {NUM_AGENTS} agents, {MAX_CYCLES}-step episodes, random actions, "
+        f"{args.threads} thread(s), median of {REPEATS} repeats of ~{seconds} s"
+    )
 
-    results: dict[str, dict[int, float | None]] = {"ours": {}, "vmas": {}, "jaxmarl": {},
-                                                    "jaxmarl_scan": {}}
+    results: dict[str, dict[int, float | None]] = {
+        "ours": {},
+        "vmas": {},
+        "jaxmarl": {},
+        "jaxmarl_scan": {},
+    }
     try:
         vmas_status = f"vmas {importlib.metadata.version('vmas')}"
     except importlib.metadata.PackageNotFoundError:
@@ -193,13 +217,16 @@ def main() -> None:
     # compares figures taken under the same machine load.
     for num_envs in args.envs:
         results["ours"][num_envs] = ours(num_envs, seconds)
-        print(f"ours (SpreadEnv)   E={num_envs:5d}: "
-              f"{results['ours'][num_envs]:>12,.0f} env steps/s")
+        print(
+            f"ours (SpreadEnv)   E={num_envs:5d}: {results['ours'][num_envs]:>12,.0f} env steps/s"
+        )
         if not vmas_status.startswith("unavailable"):
             try:
                 results["vmas"][num_envs] = vmas_spread(num_envs, seconds)
-                print(f"VMAS simple_spread E={num_envs:5d}: "
-                      f"{results['vmas'][num_envs]:>12,.0f} env steps/s")
+                print(
+                    f"VMAS simple_spread E={num_envs:5d}: "
+                    f"{results['vmas'][num_envs]:>12,.0f} env steps/s"
+                )
             except Exception as err:  # a peer's failure must not lose our figures
                 vmas_status = f"unavailable: VMAS failed: {type(err).__name__}: {err}"
                 print(f"VMAS: {vmas_status}")
@@ -209,9 +236,11 @@ def main() -> None:
                 r = jax_results[num_envs]
                 results["jaxmarl"][num_envs] = r["env_steps_per_second"]
                 results["jaxmarl_scan"][num_envs] = r["scan_env_steps_per_second"]
-                print(f"JaxMARL spread_v3  E={num_envs:5d}: "
-                      f"{r['env_steps_per_second']:>12,.0f} env steps/s "
-                      f"(lax.scan: {r['scan_env_steps_per_second']:,.0f})")
+                print(
+                    f"JaxMARL spread_v3  E={num_envs:5d}: "
+                    f"{r['env_steps_per_second']:>12,.0f} env steps/s "
+                    f"(lax.scan: {r['scan_env_steps_per_second']:,.0f})"
+                )
             else:
                 jax_status = f"unavailable: {jax_status}"
                 print(f"JaxMARL: {jax_status}")
@@ -223,31 +252,58 @@ def main() -> None:
 
     rows = []
     for num_envs in args.envs:
-        rows.append([num_envs, results["ours"][num_envs], results["vmas"].get(num_envs),
-                     results["jaxmarl"].get(num_envs), results["jaxmarl_scan"].get(num_envs),
-                     ratio("vmas", num_envs), ratio("jaxmarl", num_envs),
-                     ratio("jaxmarl_scan", num_envs)])
-        line = ", ".join(f"{name} {value:.2f}x" for name, value in
-                         (("vs VMAS", rows[-1][5]), ("vs JaxMARL", rows[-1][6]),
-                          ("vs JaxMARL scan", rows[-1][7])) if value is not None)
+        rows.append(
+            [
+                num_envs,
+                results["ours"][num_envs],
+                results["vmas"].get(num_envs),
+                results["jaxmarl"].get(num_envs),
+                results["jaxmarl_scan"].get(num_envs),
+                ratio("vmas", num_envs),
+                ratio("jaxmarl", num_envs),
+                ratio("jaxmarl_scan", num_envs),
+            ]
+        )
+        line = ", ".join(
+            f"{name} {value:.2f}x"
+            for name, value in (
+                ("vs VMAS", rows[-1][5]),
+                ("vs JaxMARL", rows[-1][6]),
+                ("vs JaxMARL scan", rows[-1][7]),
+            )
+            if value is not None
+        )
         print(f"E={num_envs:5d}: ours {line}")
     table = markdown_table(
-        ["envs", "ours (SpreadEnv)", "VMAS", "JaxMARL (jitted step)", "JaxMARL (lax.scan)",
-         "ours / VMAS", "ours / JaxMARL", "ours / JaxMARL scan"], rows,
+        [
+            "envs",
+            "ours (SpreadEnv)",
+            "VMAS",
+            "JaxMARL (jitted step)",
+            "JaxMARL (lax.scan)",
+            "ours / VMAS",
+            "ours / JaxMARL",
+            "ours / JaxMARL scan",
+        ],
+        rows,
     )
-    notes = "\n".join([
-        "Env steps/s (steps x envs / s) of MPE simple_spread (3 agents, 25-step episodes), "
-        f"random actions made beforehand, {args.threads} CPU thread(s) for every simulator, "
-        f"median of {REPEATS} repeats of ~{seconds} s each after warm-up (JAX compile "
-        "excluded).",
-        "",
-        f"- ours: `mappo.envs.mpe.spread.SpreadEnv` (torch {torch.__version__})",
-        f"- VMAS: {vmas_status} (all envs reset every 25 steps, time counted; 9 discrete moves)",
-        f"- JaxMARL: {jax_status} (`jit(vmap(env.step))`, auto-reset inside step; lax.scan = "
-        "the whole loop as one compiled call)",
-    ])
-    write_results("env_step", "Env steps/s: SpreadEnv vs VMAS vs JaxMARL", info,
-                  [notes, table], args.quick)
+    notes = "\n".join(
+        [
+            "Env steps/s (steps x envs / s) of MPE simple_spread (3 agents, 25-step episodes), "
+            f"random actions made beforehand, {args.threads} CPU thread(s) for every simulator, "
+            f"median of {REPEATS} repeats of ~{seconds} s each after warm-up (JAX compile "
+            "excluded).",
+            "",
+            f"- ours: `mappo.envs.mpe.spread.SpreadEnv` (torch {torch.__version__})",
+            f"- VMAS: {vmas_status} (all envs reset every 25 steps, time counted; "
+            "9 discrete moves)",
+            f"- JaxMARL: {jax_status} (`jit(vmap(env.step))`, auto-reset inside step; "
+            "lax.scan = the whole loop as one compiled call)",
+        ]
+    )
+    write_results(
+        "env_step", "Env steps/s: SpreadEnv vs VMAS vs JaxMARL", info, [notes, table], args.quick
+    )
 
     out = {
         "ours": {str(k): v for k, v in results["ours"].items()},

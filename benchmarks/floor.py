@@ -46,7 +46,10 @@ def mlp(in_dim: int, hidden: int, out_dim: int, activation: str) -> nn.Sequentia
     """Two hidden layers, like mappo's actor and critic."""
     act = ACTIVATIONS[activation]
     return nn.Sequential(
-        nn.Linear(in_dim, hidden), act(), nn.Linear(hidden, hidden), act(),
+        nn.Linear(in_dim, hidden),
+        act(),
+        nn.Linear(hidden, hidden),
+        act(),
         nn.Linear(hidden, out_dim),
     )
 
@@ -75,13 +78,18 @@ class Floor:
         self.num_minibatches = max(1, round(samples / cfg.minibatch_size))
         self.bounds = torch.linspace(0, rows, self.num_minibatches + 1).round().long().tolist()
         self.loss_fn: Callable[..., torch.Tensor] = (
-            torch.compile(self.loss, dynamic=False,
-                          options={"cpp_wrapper": cfg.device.startswith("cpu")})
-            if compiled else self.loss
+            torch.compile(
+                self.loss, dynamic=False, options={"cpp_wrapper": cfg.device.startswith("cpu")}
+            )
+            if compiled
+            else self.loss
         )
 
     def loss(
-        self, obs: torch.Tensor, state: torch.Tensor, actions: torch.Tensor,
+        self,
+        obs: torch.Tensor,
+        state: torch.Tensor,
+        actions: torch.Tensor,
         targets: torch.Tensor,
     ) -> torch.Tensor:
         """Negative log-likelihood of the actions plus the squared value error."""
@@ -100,7 +108,9 @@ class Floor:
         for _ in range(self.cfg.update_epochs):
             for start, end in zip(bounds[:-1], bounds[1:], strict=True):
                 loss = self.loss_fn(
-                    self.obs[start:end], self.state[start:end], self.actions[start:end],
+                    self.obs[start:end],
+                    self.state[start:end],
+                    self.actions[start:end],
                     self.targets[start:end],
                 )
                 self.optimizer.zero_grad(set_to_none=True)
@@ -175,43 +185,66 @@ def main() -> None:
     trainer_compiles = default.compile == "true" or (
         default.compile == "auto" and default.total_steps >= COMPILE_MIN_STEPS
     )
-    print(f"config: {default.env}, {default.num_envs} envs x {default.rollout_steps} steps, "
-          f"{default.update_epochs} epochs, minibatch {default.minibatch_size} agent-steps, "
-          f"hidden {default.hidden_dim}, torch_threads {default.torch_threads}, "
-          f"compile={default.compile} (total_steps {default.total_steps:,}) -> trainer "
-          f"{'compiles' if trainer_compiles else 'does not compile'} its minibatch loss")
+    print(
+        f"config: {default.env}, {default.num_envs} envs x {default.rollout_steps} steps, "
+        f"{default.update_epochs} epochs, minibatch {default.minibatch_size} agent-steps, "
+        f"hidden {default.hidden_dim}, torch_threads {default.torch_threads}, "
+        f"compile={default.compile} (total_steps {default.total_steps:,}) -> trainer "
+        f"{'compiles' if trainer_compiles else 'does not compile'} its minibatch loss"
+    )
 
     configs = {"eager": default.replace(compile="false")}
     if trainer_compiles:
         configs["compiled"] = default.replace(compile="true")
     results = measure(configs, repeats, warmup)
     for mode, r in results.items():
-        print(f"[{mode}] floor {1e3 * r['floor_iteration']:.1f} ms/iter "
-              f"(rollout {1e3 * r['floor_rollout']:.1f} + update {1e3 * r['floor_update']:.1f}), "
-              f"mappo {1e3 * r['mappo_iteration']:.1f} ms/iter "
-              f"(rollout {1e3 * r['mappo_rollout']:.1f} + update {1e3 * r['mappo_update']:.1f}) "
-              f"-> mappo = {r['multiple_of_floor']:.2f} x floor "
-              f"(rollout {r['multiple_rollout']:.2f} x, update {r['multiple_update']:.2f} x); "
-              f"{r['num_minibatches']} minibatches/epoch, warm-up {r['warmup_s']:.1f} s")
+        print(
+            f"[{mode}] floor {1e3 * r['floor_iteration']:.1f} ms/iter "
+            f"(rollout {1e3 * r['floor_rollout']:.1f} + update {1e3 * r['floor_update']:.1f}), "
+            f"mappo {1e3 * r['mappo_iteration']:.1f} ms/iter "
+            f"(rollout {1e3 * r['mappo_rollout']:.1f} + update {1e3 * r['mappo_update']:.1f}) "
+            f"-> mappo = {r['multiple_of_floor']:.2f} x floor "
+            f"(rollout {r['multiple_rollout']:.2f} x, update {r['multiple_update']:.2f} x); "
+            f"{r['num_minibatches']} minibatches/epoch, warm-up {r['warmup_s']:.1f} s"
+        )
 
     headline_mode = "compiled" if trainer_compiles else "eager"
     head = results[headline_mode]
     env_steps = default.num_envs * default.rollout_steps
-    print(f"headline ({headline_mode}, the trainer's own choice for the default config): "
-          f"mappo {env_steps / head['mappo_iteration']:,.0f} env steps/s, "
-          f"floor {env_steps / head['floor_iteration']:,.0f} env steps/s, "
-          f"multiple_of_floor {head['multiple_of_floor']:.2f}")
+    print(
+        f"headline ({headline_mode}, the trainer's own choice for the default config): "
+        f"mappo {env_steps / head['mappo_iteration']:,.0f} env steps/s, "
+        f"floor {env_steps / head['floor_iteration']:,.0f} env steps/s, "
+        f"multiple_of_floor {head['multiple_of_floor']:.2f}"
+    )
 
     rows = []
     for mode, r in results.items():
-        rows.append([mode, "floor", 1e3 * r["floor_rollout"], 1e3 * r["floor_update"],
-                     1e3 * r["floor_iteration"], env_steps / r["floor_iteration"], 1.0])
-        rows.append([mode, "mappo", 1e3 * r["mappo_rollout"], 1e3 * r["mappo_update"],
-                     1e3 * r["mappo_iteration"], env_steps / r["mappo_iteration"],
-                     r["multiple_of_floor"]])
+        rows.append(
+            [
+                mode,
+                "floor",
+                1e3 * r["floor_rollout"],
+                1e3 * r["floor_update"],
+                1e3 * r["floor_iteration"],
+                env_steps / r["floor_iteration"],
+                1.0,
+            ]
+        )
+        rows.append(
+            [
+                mode,
+                "mappo",
+                1e3 * r["mappo_rollout"],
+                1e3 * r["mappo_update"],
+                1e3 * r["mappo_iteration"],
+                env_steps / r["mappo_iteration"],
+                r["multiple_of_floor"],
+            ]
+        )
     table = markdown_table(
-        ["loss", "what", "rollout ms", "update ms", "iteration ms", "env steps/s",
-         "x floor"], rows,
+        ["loss", "what", "rollout ms", "update ms", "iteration ms", "env steps/s", "x floor"],
+        rows,
     )
     notes = (
         f"Config: default `MappoConfig` ({default.env} N=3, {default.num_envs} envs x "
@@ -227,8 +260,9 @@ def main() -> None:
         "nothing else; mappo = `collect_rollout()` + `update()` (env steps, sampling, "
         "buffer writes, GAE, value normalization, shuffling, grad clipping, diagnostics)."
     )
-    write_results("floor", "Compute floor vs mappo's training iteration", info,
-                  [notes, table], args.quick)
+    write_results(
+        "floor", "Compute floor vs mappo's training iteration", info, [notes, table], args.quick
+    )
 
     out = {
         "multiple_of_floor": head["multiple_of_floor"],

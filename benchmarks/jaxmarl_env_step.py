@@ -51,8 +51,9 @@ def measure(num_envs: int, seconds: float, repeats: int) -> dict:
             key_actions, (num_steps, len(agents), num_envs), 0, NUM_ACTIONS, dtype=jnp.int32
         )
         keys = jax.random.split(key_steps, num_steps * num_envs).reshape(num_steps, num_envs, -1)
-        per_step_actions = [{a: actions[t, i] for i, a in enumerate(agents)}
-                            for t in range(num_steps)]
+        per_step_actions = [
+            {a: actions[t, i] for i, a in enumerate(agents)} for t in range(num_steps)
+        ]
         per_step_keys = [keys[t] for t in range(num_steps)]
         jax.block_until_ready((per_step_actions, per_step_keys))
         scan_actions = {a: actions[:, i] for i, a in enumerate(agents)}
@@ -116,17 +117,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="target time per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"jax {jax.__version__}, jaxmarl {importlib.metadata.version('jaxmarl')}, "
-          f"devices {jax.devices()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(
+        f"jax {jax.__version__}, jaxmarl {importlib.metadata.version('jaxmarl')}, "
+        f"devices {jax.devices()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
     results = []
     for num_envs in args.envs:
         r = measure(num_envs, args.seconds, args.repeats)
         results.append(r)
-        print(f"jaxmarl MPE_simple_spread_v3 E={num_envs:5d}: "
-              f"{r['env_steps_per_second']:,.0f} env steps/s (jitted step loop), "
-              f"{r['scan_env_steps_per_second']:,.0f} (lax.scan)")
-    print(json.dumps({"jax": jax.__version__, "jaxmarl": importlib.metadata.version("jaxmarl"),
-                      "results": results}))
+        print(
+            f"jaxmarl MPE_simple_spread_v3 E={num_envs:5d}: "
+            f"{r['env_steps_per_second']:,.0f} env steps/s (jitted step loop), "
+            f"{r['scan_env_steps_per_second']:,.0f} (lax.scan)"
+        )
+    print(
+        json.dumps(
+            {
+                "jax": jax.__version__,
+                "jaxmarl": importlib.metadata.version("jaxmarl"),
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

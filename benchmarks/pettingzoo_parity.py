@@ -28,16 +28,25 @@ ENVS = {"spread": {}, "mpe2.simple_spread_v3:parallel_env": {"N": 3}}
 
 def train_once(env: str, env_kwargs: dict, seed: int, steps: int, workers: int) -> dict:
     """Final return and throughput of one run."""
-    config = MappoConfig(env=env, env_kwargs=env_kwargs, seed=seed, total_steps=steps,
-                         num_workers=0 if env == "spread" else workers)
+    config = MappoConfig(
+        env=env,
+        env_kwargs=env_kwargs,
+        seed=seed,
+        total_steps=steps,
+        num_workers=0 if env == "spread" else workers,
+    )
     trainer = MappoTrainer(config)
     start = time.perf_counter()
     history = trainer.train()
     elapsed = time.perf_counter() - start
     trainer.env.close()
     final = statistics.fmean(m.episode_return for m in history[-10:])
-    return {"env": env, "seed": seed, "final_return": final,
-            "env_steps_per_second": trainer.env_steps / elapsed}
+    return {
+        "env": env,
+        "seed": seed,
+        "final_return": final,
+        "env_steps_per_second": trainer.env_steps / elapsed,
+    }
 
 
 def main() -> None:
@@ -54,16 +63,21 @@ def main() -> None:
         for env, kwargs in ENVS.items():
             run = train_once(env, kwargs, seed, steps, args.num_workers)
             runs.append(run)
-            print(f"{env:40s} seed {seed}: final return {run['final_return']:8.3f}, "
-                  f"{run['env_steps_per_second']:7,.0f} env steps/s", flush=True)
+            print(
+                f"{env:40s} seed {seed}: final return {run['final_return']:8.3f}, "
+                f"{run['env_steps_per_second']:7,.0f} env steps/s",
+                flush=True,
+            )
 
     summary = {}
     for env in ENVS:
         finals = [r["final_return"] for r in runs if r["env"] == env]
         speeds = [r["env_steps_per_second"] for r in runs if r["env"] == env]
-        summary[env] = {"mean": statistics.fmean(finals),
-                        "std": statistics.pstdev(finals) if len(finals) > 1 else 0.0,
-                        "env_steps_per_second": statistics.fmean(speeds)}
+        summary[env] = {
+            "mean": statistics.fmean(finals),
+            "std": statistics.pstdev(finals) if len(finals) > 1 else 0.0,
+            "env_steps_per_second": statistics.fmean(speeds),
+        }
     lines = [
         "# Built-in spread vs mpe2.simple_spread_v3 (PettingZoo wrapper)",
         "",
@@ -77,10 +91,14 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     for env, s in summary.items():
-        lines.append(f"| `{env}` | {len(seeds)} | {steps:,} | {s['mean']:.2f} ± {s['std']:.2f} "
-                     f"| {s['env_steps_per_second']:,.0f} |")
-    lines += ["", "Final return: mean of the last 10 updates' mean per-agent episode return "
-              "(mpe2 scale)."]
+        lines.append(
+            f"| `{env}` | {len(seeds)} | {steps:,} | {s['mean']:.2f} ± {s['std']:.2f} "
+            f"| {s['env_steps_per_second']:,.0f} |"
+        )
+    lines += [
+        "",
+        "Final return: mean of the last 10 updates' mean per-agent episode return (mpe2 scale).",
+    ]
     if not args.quick:
         out = Path(__file__).parent / "results" / "pettingzoo_parity.md"
         out.parent.mkdir(exist_ok=True)

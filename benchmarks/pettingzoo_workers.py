@@ -58,21 +58,40 @@ def main() -> None:
     steps = 200 if args.quick else args.steps
     torch.set_num_threads(1)  # the env, not torch, is measured
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"env: {args.env} {args.env_kwargs}, random actions, {steps} steps per setting")
     results = []
     for num_envs in args.num_envs:
         local = env_steps_per_second(args.env, args.env_kwargs, num_envs, 0, steps)
         pooled = env_steps_per_second(args.env, args.env_kwargs, num_envs, args.workers, steps)
         ratio = pooled / local
-        print(f"E={num_envs:3d}: in-process {local:8,.0f} env steps/s, "
-              f"{args.workers} workers {pooled:8,.0f} env steps/s, ratio {ratio:.2f}x")
-        results.append({"num_envs": num_envs, "steps": steps, "in_process": round(local),
-                        "workers": args.workers, "with_workers": round(pooled),
-                        "ratio": round(ratio, 3)})
-    print(json.dumps({"env": args.env, "env_kwargs": args.env_kwargs, "results": results,
-                      "load_average": round(os.getloadavg()[0], 2)}))
+        print(
+            f"E={num_envs:3d}: in-process {local:8,.0f} env steps/s, "
+            f"{args.workers} workers {pooled:8,.0f} env steps/s, ratio {ratio:.2f}x"
+        )
+        results.append(
+            {
+                "num_envs": num_envs,
+                "steps": steps,
+                "in_process": round(local),
+                "workers": args.workers,
+                "with_workers": round(pooled),
+                "ratio": round(ratio, 3),
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "env": args.env,
+                "env_kwargs": args.env_kwargs,
+                "results": results,
+                "load_average": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,11 @@ def run_point(num_envs: int, num_agents: int, updates: int, compile_mode: str) -
     baseline = current_rss_bytes()
     batch = num_envs * ROLLOUT_STEPS * num_agents
     config = MappoConfig(
-        num_envs=num_envs, rollout_steps=ROLLOUT_STEPS, update_epochs=UPDATE_EPOCHS,
-        minibatch_size=batch // MINIBATCHES, num_agents=num_agents,
+        num_envs=num_envs,
+        rollout_steps=ROLLOUT_STEPS,
+        update_epochs=UPDATE_EPOCHS,
+        minibatch_size=batch // MINIBATCHES,
+        num_agents=num_agents,
         env_kwargs={"num_agents": num_agents},
         compile=compile_mode,
     )
@@ -82,20 +85,33 @@ def run_point(num_envs: int, num_agents: int, updates: int, compile_mode: str) -
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     frames = num_envs * ROLLOUT_STEPS
     return {
-        "num_envs": num_envs, "num_agents": num_agents, "batch_agent_steps": batch,
-        "minibatch_size": batch // MINIBATCHES, "compiled": trainer.compiled,
+        "num_envs": num_envs,
+        "num_agents": num_agents,
+        "batch_agent_steps": batch,
+        "minibatch_size": batch // MINIBATCHES,
+        "compiled": trainer.compiled,
         "frames_per_second": frames / median(times),
         "agent_steps_per_second": frames * num_agents / median(times),
-        "seconds_per_iteration": median(times), "warmup_s": warmup_s,
+        "seconds_per_iteration": median(times),
+        "warmup_s": warmup_s,
         "peak_rss_growth_mib": (peak - baseline) / 2**20,
-        "obs_dim": trainer.config.obs_dim, "state_dim": trainer.config.global_state_dim,
+        "obs_dim": trainer.config.obs_dim,
+        "state_dim": trainer.config.global_state_dim,
     }
 
 
 def point_in_subprocess(num_envs: int, num_agents: int, updates: int, compile_mode: str) -> dict:
     """`run_point` in a fresh interpreter, so each point's peak RSS is its own."""
-    command = [sys.executable, __file__, "--point", f"{num_envs},{num_agents}",
-               "--updates", str(updates), "--compile", compile_mode]
+    command = [
+        sys.executable,
+        __file__,
+        "--point",
+        f"{num_envs},{num_agents}",
+        "--updates",
+        str(updates),
+        "--compile",
+        compile_mode,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"point E={num_envs} A={num_agents} failed:\n{done.stderr[-2000:]}")
@@ -111,14 +127,20 @@ def plot(env_points: list[dict], agent_points: list[dict], path: Path) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    sweeps = ((env_points, "num_envs", "envs (3 agents)"),
-              (agent_points, "num_agents", f"agents ({AGENT_SWEEP_ENVS} envs)"))
+    sweeps = (
+        (env_points, "num_envs", "envs (3 agents)"),
+        (agent_points, "num_agents", f"agents ({AGENT_SWEEP_ENVS} envs)"),
+    )
     for col, (points, key, label) in enumerate(sweeps):
         if not points:
             continue
         xs = [p[key] for p in points]
-        for row, (field, ylabel) in enumerate((("frames_per_second", "training frames/s"),
-                                               ("peak_rss_growth_mib", "peak RSS growth (MiB)"))):
+        for row, (field, ylabel) in enumerate(
+            (
+                ("frames_per_second", "training frames/s"),
+                ("peak_rss_growth_mib", "peak RSS growth (MiB)"),
+            )
+        ):
             ax = axes[row][col]
             ys = [max(p[field], 1e-3) for p in points]
             ax.plot(xs, ys, marker="o")
@@ -132,8 +154,10 @@ def plot(env_points: list[dict], agent_points: list[dict], path: Path) -> None:
             ax.set_xlabel(label)
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(f"mappo scaling on spread ({ROLLOUT_STEPS} steps/rollout, "
-                 f"{UPDATE_EPOCHS} epochs x {MINIBATCHES} minibatches)")
+    fig.suptitle(
+        f"mappo scaling on spread ({ROLLOUT_STEPS} steps/rollout, "
+        f"{UPDATE_EPOCHS} epochs x {MINIBATCHES} minibatches)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -159,23 +183,28 @@ def main() -> None:
     agents = args.agents or ([3, 12] if args.quick else [3, 6, 12, 24])
     info = machine_info()
     print(machine_line(info))
-    print(f"spread, {ROLLOUT_STEPS} steps/rollout, {UPDATE_EPOCHS} epochs x {MINIBATCHES} "
-          f"minibatches (minibatch = batch/{MINIBATCHES}), compile={compile_mode}, "
-          f"1 warm-up + {updates} timed iterations per point, each point in its own process")
+    print(
+        f"spread, {ROLLOUT_STEPS} steps/rollout, {UPDATE_EPOCHS} epochs x {MINIBATCHES} "
+        f"minibatches (minibatch = batch/{MINIBATCHES}), compile={compile_mode}, "
+        f"1 warm-up + {updates} timed iterations per point, each point in its own process"
+    )
 
     def show(p: dict) -> None:
-        print(f"E={p['num_envs']:5d} A={p['num_agents']:3d}: {p['frames_per_second']:>10,.0f} "
-              f"frames/s ({p['agent_steps_per_second']:,.0f} agent-steps/s), "
-              f"{p['seconds_per_iteration']:.2f} s/iter, peak RSS growth "
-              f"{p['peak_rss_growth_mib']:,.0f} MiB, warm-up {p['warmup_s']:.1f} s")
+        print(
+            f"E={p['num_envs']:5d} A={p['num_agents']:3d}: {p['frames_per_second']:>10,.0f} "
+            f"frames/s ({p['agent_steps_per_second']:,.0f} agent-steps/s), "
+            f"{p['seconds_per_iteration']:.2f} s/iter, peak RSS growth "
+            f"{p['peak_rss_growth_mib']:,.0f} MiB, warm-up {p['warmup_s']:.1f} s"
+        )
 
     env_points, agent_points = [], []
     for num_envs in envs:
         env_points.append(point_in_subprocess(num_envs, 3, updates, compile_mode))
         show(env_points[-1])
     for num_agents in agents:
-        agent_points.append(point_in_subprocess(AGENT_SWEEP_ENVS, num_agents, updates,
-                                                compile_mode))
+        agent_points.append(
+            point_in_subprocess(AGENT_SWEEP_ENVS, num_agents, updates, compile_mode)
+        )
         show(agent_points[-1])
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -183,15 +212,36 @@ def main() -> None:
     plot(env_points, agent_points, plot_path)
     print(f"plot: {plot_path}")
 
-    headers = ["sweep", "envs", "agents", "obs / state dim", "batch (agent-steps)",
-               "minibatch", "compiled", "frames/s", "agent-steps/s", "s / iteration",
-               "peak RSS growth (MiB)"]
-    rows = [[sweep, p["num_envs"], p["num_agents"], f"{p['obs_dim']} / {p['state_dim']}",
-             p["batch_agent_steps"], p["minibatch_size"], p["compiled"],
-             p["frames_per_second"], p["agent_steps_per_second"], p["seconds_per_iteration"],
-             p["peak_rss_growth_mib"]]
-            for sweep, points in (("envs", env_points), ("agents", agent_points))
-            for p in points]
+    headers = [
+        "sweep",
+        "envs",
+        "agents",
+        "obs / state dim",
+        "batch (agent-steps)",
+        "minibatch",
+        "compiled",
+        "frames/s",
+        "agent-steps/s",
+        "s / iteration",
+        "peak RSS growth (MiB)",
+    ]
+    rows = [
+        [
+            sweep,
+            p["num_envs"],
+            p["num_agents"],
+            f"{p['obs_dim']} / {p['state_dim']}",
+            p["batch_agent_steps"],
+            p["minibatch_size"],
+            p["compiled"],
+            p["frames_per_second"],
+            p["agent_steps_per_second"],
+            p["seconds_per_iteration"],
+            p["peak_rss_growth_mib"],
+        ]
+        for sweep, points in (("envs", env_points), ("agents", agent_points))
+        for p in points
+    ]
     notes = (
         f"Settings: spread, rollout_steps {ROLLOUT_STEPS}, update_epochs {UPDATE_EPOCHS}, "
         f"minibatch_size = batch / {MINIBATCHES} agent-steps ({MINIBATCHES} minibatches per "
@@ -202,19 +252,36 @@ def main() -> None:
         "imports, i.e. RSS growth, not tracemalloc (which does not see torch tensors).\n\n"
         "![scaling](scaling.png)"
     )
-    write_results("scaling", "mappo scaling: envs and agents", info,
-                  [notes, markdown_table(headers, rows)], args.quick)
-    print(json.dumps({
-        "envs": {str(p["num_envs"]): {"frames_per_second": p["frames_per_second"],
-                                      "peak_rss_growth_mib": p["peak_rss_growth_mib"]}
-                 for p in env_points},
-        "agents": {str(p["num_agents"]): {"frames_per_second": p["frames_per_second"],
-                                          "peak_rss_growth_mib": p["peak_rss_growth_mib"]}
-                   for p in agent_points},
-        "memory_measure": "peak RSS growth (ru_maxrss - RSS after imports), MiB",
-        "compile": compile_mode,
-        "load_average_start": info["load_average"][0],
-    }))
+    write_results(
+        "scaling",
+        "mappo scaling: envs and agents",
+        info,
+        [notes, markdown_table(headers, rows)],
+        args.quick,
+    )
+    print(
+        json.dumps(
+            {
+                "envs": {
+                    str(p["num_envs"]): {
+                        "frames_per_second": p["frames_per_second"],
+                        "peak_rss_growth_mib": p["peak_rss_growth_mib"],
+                    }
+                    for p in env_points
+                },
+                "agents": {
+                    str(p["num_agents"]): {
+                        "frames_per_second": p["frames_per_second"],
+                        "peak_rss_growth_mib": p["peak_rss_growth_mib"],
+                    }
+                    for p in agent_points
+                },
+                "memory_measure": "peak RSS growth (ru_maxrss - RSS after imports), MiB",
+                "compile": compile_mode,
+                "load_average_start": info["load_average"][0],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ from mappo.presets import PRESETS
 SEEDS = list(range(8))
 
 
-def measure(batched: bool, seeds: list[int], threads: int, updates: int, warmup: int,
-            settings: dict) -> list[tuple[int, float, bool, float]]:
+def measure(
+    batched: bool, seeds: list[int], threads: int, updates: int, warmup: int, settings: dict
+) -> list[tuple[int, float, bool, float]]:
     """(env steps, timed seconds, compiled, CPU seconds of this process in that time) of
     training `seeds`: one `MultiSeedTrainer` when `batched`, else one `MappoTrainer` after
     another (one entry per seed). `settings` are the config's fields that differ from the
@@ -59,13 +60,11 @@ def measure(batched: bool, seeds: list[int], threads: int, updates: int, warmup:
 
     torch.set_num_threads(threads)
     config = MappoConfig(**settings, torch_threads=threads)
-    config = config.replace(
-        total_steps=(updates + warmup) * config.num_envs * config.rollout_steps)
+    config = config.replace(total_steps=(updates + warmup) * config.num_envs * config.rollout_steps)
     if batched:
         runs = [(MultiSeedTrainer(config, seeds), MultiSeedTrainer.collect_rollouts)]
     else:
-        runs = [(MappoTrainer(config.replace(seed=s)), MappoTrainer.collect_rollout)
-                for s in seeds]
+        runs = [(MappoTrainer(config.replace(seed=s)), MappoTrainer.collect_rollout) for s in seeds]
     results = []
     for trainer, collect in runs:
         for _ in range(warmup):
@@ -106,39 +105,57 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=2, help="timed updates per measurement")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates before them")
     parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto")
-    parser.add_argument("--counts", type=int, nargs="+", default=[8, 4, 2, 1],
-                        choices=range(1, len(SEEDS) + 1), metavar="K",
-                        help=f"seeds per process in the one-thread part (1-{len(SEEDS)})")
-    parser.add_argument("--one-thread-only", action="store_true",
-                        help="skip the both-cores part")
-    parser.add_argument("--preset", choices=("paper-mpe",),  # the presets that cover spread
-                        help="measure this preset's config for spread instead of the defaults")
-    parser.add_argument("--recurrent", choices=("true", "false"),
-                        help="GRU or not, over the preset's choice")
+    parser.add_argument(
+        "--counts",
+        type=int,
+        nargs="+",
+        default=[8, 4, 2, 1],
+        choices=range(1, len(SEEDS) + 1),
+        metavar="K",
+        help=f"seeds per process in the one-thread part (1-{len(SEEDS)})",
+    )
+    parser.add_argument("--one-thread-only", action="store_true", help="skip the both-cores part")
+    parser.add_argument(
+        "--preset",
+        choices=("paper-mpe",),  # the presets that cover spread
+        help="measure this preset's config for spread instead of the defaults",
+    )
+    parser.add_argument(
+        "--recurrent", choices=("true", "false"), help="GRU or not, over the preset's choice"
+    )
     args = parser.parse_args()
     info = machine_info()
     start = time.perf_counter()
-    settings = {**(PRESETS[args.preset]("spread") if args.preset else {}),
-                "compile": args.compile}
+    settings = {**(PRESETS[args.preset]("spread") if args.preset else {}), "compile": args.compile}
     if args.recurrent:
         settings["recurrent"] = args.recurrent == "true"
     config = MappoConfig(**settings)
     common = (args.updates, args.warmup, settings)
 
-    minibatch = (f"minibatch {config.minibatch_size} agent-steps" if config.minibatch_size
-                 else "one whole-rollout minibatch")
-    described = (f"{'preset ' + args.preset if args.preset else 'default'} config (spread, "
-                 f"{config.num_envs} envs x {config.rollout_steps} steps, "
-                 f"{config.update_epochs} epochs, {minibatch}"
-                 f"{', GRU' if config.recurrent else ''})")
+    minibatch = (
+        f"minibatch {config.minibatch_size} agent-steps"
+        if config.minibatch_size
+        else "one whole-rollout minibatch"
+    )
+    described = (
+        f"{'preset ' + args.preset if args.preset else 'default'} config (spread, "
+        f"{config.num_envs} envs x {config.rollout_steps} steps, "
+        f"{config.update_epochs} epochs, {minibatch}"
+        f"{', GRU' if config.recurrent else ''})"
+    )
     rows, summary = [], {}
 
     def write(compiled: set[bool], missing: str = "") -> None:
         """The table as it stands (rewritten after each part, so a cut run keeps its figures)."""
-        headers = ["measurement", "seeds in one process: env steps/s",
-                   "seeds one after another: env steps/s", "ratio",
-                   "in one process: env steps per CPU s", "one after another: per CPU s",
-                   "ratio (CPU time)"]
+        headers = [
+            "measurement",
+            "seeds in one process: env steps/s",
+            "seeds one after another: env steps/s",
+            "ratio",
+            "in one process: env steps per CPU s",
+            "one after another: per CPU s",
+            "ratio (CPU time)",
+        ]
         lines = [
             f"{machine_line(info)}; load average at end "
             f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}",
@@ -154,29 +171,53 @@ def main() -> None:
             *([missing] if missing else []),
         ]
         table = markdown_table(headers, rows)
-        name = "_".join(["seeds", *([args.preset] if args.preset else []),
-                         *(["compiled"] if args.compile == "true" else [])])
-        write_results(name, "Seeds in one process against seeds one after another", info,
-                      ["\n\n".join(lines), table], quick=False)
+        name = "_".join(
+            [
+                "seeds",
+                *([args.preset] if args.preset else []),
+                *(["compiled"] if args.compile == "true" else []),
+            ]
+        )
+        write_results(
+            name,
+            "Seeds in one process against seeds one after another",
+            info,
+            ["\n\n".join(lines), table],
+            quick=False,
+        )
         print("\n".join(lines))
         print(table, flush=True)
 
     # One thread each. The 8-seed pair first and back to back (the load of a shared machine
     # drifts); K = 1, 2, 4 one after another are the first K seeds of the same solo pass.
     counts = sorted(set(args.counts), reverse=True)
-    [solo] = in_processes([(False, SEEDS[:counts[0]], 1, *common)])
-    print(f"{counts[0]} seeds one after another, 1 thread: {rate(solo):,.0f} env steps/s",
-          flush=True)
+    [solo] = in_processes([(False, SEEDS[: counts[0]], 1, *common)])
+    print(
+        f"{counts[0]} seeds one after another, 1 thread: {rate(solo):,.0f} env steps/s", flush=True
+    )
     for k in counts:
         [batched] = in_processes([(True, SEEDS[:k], 1, *common)])
         ours, theirs = rate(batched), rate(solo[:k])
         ours_cpu, theirs_cpu = cpu_rate(batched), cpu_rate(solo[:k])
         print(f"{k} seeds in one process, 1 thread: {ours:,.0f} env steps/s", flush=True)
-        rows.insert(0, [f"{k} seeds, 1 thread", ours, theirs, ours / theirs,
-                        ours_cpu, theirs_cpu, ours_cpu / theirs_cpu])
-        summary[f"k{k}_1thread"] = {"batched": ours, "one_after_another": theirs,
-                                    "batched_per_cpu_s": ours_cpu,
-                                    "one_after_another_per_cpu_s": theirs_cpu}
+        rows.insert(
+            0,
+            [
+                f"{k} seeds, 1 thread",
+                ours,
+                theirs,
+                ours / theirs,
+                ours_cpu,
+                theirs_cpu,
+                ours_cpu / theirs_cpu,
+            ],
+        )
+        summary[f"k{k}_1thread"] = {
+            "batched": ours,
+            "one_after_another": theirs,
+            "batched_per_cpu_s": ours_cpu,
+            "one_after_another_per_cpu_s": theirs_cpu,
+        }
     compiled = {r[2] for r in solo}
     if args.one_thread_only:
         write(compiled)
@@ -184,23 +225,41 @@ def main() -> None:
         return
     # Both cores: two processes at once, then one process with two threads.
     half = len(SEEDS) // 2
-    solo_pair = in_processes([(False, SEEDS[:half], 1, *common),
-                              (False, SEEDS[half:], 1, *common)])
+    solo_pair = in_processes([(False, SEEDS[:half], 1, *common), (False, SEEDS[half:], 1, *common)])
     theirs, theirs_cpu = sum(rate(r) for r in solo_pair), cpu_rate(sum(solo_pair, []))
     print(f"8 seeds, two solo processes at once: {theirs:,.0f} env steps/s", flush=True)
     pair = in_processes([(True, SEEDS[:half], 1, *common), (True, SEEDS[half:], 1, *common)])
     ours = sum(rate(r) for r in pair)
-    rows.append(["8 seeds, 2 processes of 4 seeds, 1 thread each", ours, theirs, ours / theirs,
-                 cpu_rate(sum(pair, [])), theirs_cpu, cpu_rate(sum(pair, [])) / theirs_cpu])
+    rows.append(
+        [
+            "8 seeds, 2 processes of 4 seeds, 1 thread each",
+            ours,
+            theirs,
+            ours / theirs,
+            cpu_rate(sum(pair, [])),
+            theirs_cpu,
+            cpu_rate(sum(pair, [])) / theirs_cpu,
+        ]
+    )
     summary["both_cores"] = {"batched_2_processes": ours, "solo_2_processes": theirs}
     write(compiled, "(8 seeds in 1 process with 2 threads: still running when this was written)")
     [two_threads] = in_processes([(True, SEEDS, 2, *common)])
     ours = rate(two_threads)
-    rows.append(["8 seeds, 1 process, 2 threads", ours, theirs, ours / theirs,
-                 cpu_rate(two_threads), theirs_cpu, cpu_rate(two_threads) / theirs_cpu])
+    rows.append(
+        [
+            "8 seeds, 1 process, 2 threads",
+            ours,
+            theirs,
+            ours / theirs,
+            cpu_rate(two_threads),
+            theirs_cpu,
+            cpu_rate(two_threads) / theirs_cpu,
+        ]
+    )
     summary["both_cores"]["batched_2_threads"] = ours
     write(compiled)
     print(json.dumps({"compiled": sorted(compiled), "summary": summary}))
+
 
 if __name__ == "__main__":
     main()

@@ -33,8 +33,10 @@ import sys
 import time
 from pathlib import Path
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                           "intra_op_parallelism_threads=1").strip()
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+    "intra_op_parallelism_threads=1"
+).strip()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -74,14 +76,14 @@ def measure(num_envs: int, map_name: str, seconds: float, repeats: int) -> dict:
         obs, state, reward, dones, info = jax.vmap(env.step)(keys, state, actions)
         return obs, state, reward, dones, jax.vmap(env.get_avail_actions)(state)
 
-    _, own_state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0),
-                                                                 num_envs))
+    _, own_state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
     key = jax.random.PRNGKey(1)
 
     def make_actions(steps: int, seed: int) -> tuple[list, list, list]:
         gen = torch.Generator().manual_seed(seed)
-        acts = torch.randint(0, num_actions, (steps, num_envs, len(agents)), generator=gen,
-                             dtype=torch.int32)
+        acts = torch.randint(
+            0, num_actions, (steps, num_envs, len(agents)), generator=gen, dtype=torch.int32
+        )
         as_jax = jnp.asarray(acts.numpy())
         dicts = [{a: as_jax[t, :, i] for i, a in enumerate(agents)} for t in range(steps)]
         keys = list(jax.random.split(key, steps * num_envs).reshape(steps, num_envs, -1))
@@ -118,8 +120,7 @@ def measure(num_envs: int, map_name: str, seconds: float, repeats: int) -> dict:
     torch_acts, dicts, keys = make_actions(steps, 1)
     frames = steps * num_envs
     result = {"num_envs": num_envs, "steps": steps}
-    for name, run in (("jaxmarl", run_own), ("jaxmarl_mask", run_masked),
-                      ("bridge", run_bridge)):
+    for name, run in (("jaxmarl", run_own), ("jaxmarl_mask", run_masked), ("bridge", run_bridge)):
         result[name] = frames / time_loop(run, steps, repeats)
         print(f"E={num_envs}: {name} {result[name]:,.0f} env steps/s", flush=True)
     return result
@@ -134,14 +135,34 @@ def main() -> None:
     args = parser.parse_args()
     info = machine_info()
     results = [measure(e, args.map, args.seconds, args.repeats) for e in args.envs]
-    rows = [[r["num_envs"], r["steps"], f"{r['jaxmarl']:,.0f}", f"{r['jaxmarl_mask']:,.0f}",
-             f"{r['bridge']:,.0f}", r["jaxmarl"] / r["bridge"], r["jaxmarl_mask"] / r["bridge"]]
-            for r in results]
-    versions = (f"jaxmarl {importlib.metadata.version('jaxmarl')}, jax {jax.__version__} "
-                f"({jax.devices()[0].platform}), torch {torch.__version__}")
+    rows = [
+        [
+            r["num_envs"],
+            r["steps"],
+            f"{r['jaxmarl']:,.0f}",
+            f"{r['jaxmarl_mask']:,.0f}",
+            f"{r['bridge']:,.0f}",
+            r["jaxmarl"] / r["bridge"],
+            r["jaxmarl_mask"] / r["bridge"],
+        ]
+        for r in results
+    ]
+    versions = (
+        f"jaxmarl {importlib.metadata.version('jaxmarl')}, jax {jax.__version__} "
+        f"({jax.devices()[0].platform}), torch {torch.__version__}"
+    )
     table = markdown_table(
-        ["envs", "steps timed", "JaxMARL step", "JaxMARL step + mask", "bridge",
-         "JaxMARL / bridge (overhead)", "JaxMARL+mask / bridge"], rows)
+        [
+            "envs",
+            "steps timed",
+            "JaxMARL step",
+            "JaxMARL step + mask",
+            "bridge",
+            "JaxMARL / bridge (overhead)",
+            "JaxMARL+mask / bridge",
+        ],
+        rows,
+    )
     text = (
         f"Env steps/s (steps x envs / s) of SMAX `{args.map}` (HeuristicEnemySMAX), same random "
         f"actions for all three, 1 CPU thread, median of {args.repeats} loops of "
@@ -150,8 +171,13 @@ def main() -> None:
         "the bridge (1.0 = no overhead); the bridge also computes the action mask, the win "
         "flag and the final observations of finished episodes, and converts to torch."
     )
-    path = write_results("smax_bridge", "SMAX stepping: mappo's JaxMARL bridge vs JaxMARL's "
-                         "jitted step", info, [text, table], quick=False)
+    path = write_results(
+        "smax_bridge",
+        "SMAX stepping: mappo's JaxMARL bridge vs JaxMARL's jitted step",
+        info,
+        [text, table],
+        quick=False,
+    )
     print(table)
     print(f"wrote {path}")
 

@@ -63,14 +63,27 @@ def main() -> None:
         f"training throughput: {steps / elapsed:,.0f} env steps/s ({steps} steps in "
         f"{elapsed:.2f} s, {updates} updates after one warm-up update)",
     ]
-    table = markdown_table(["part", "share of time"],
-                           [[name, f"{100 * share:.1f} %"] for name, share in shares.items()])
+    table = markdown_table(
+        ["part", "share of time"],
+        [[name, f"{100 * share:.1f} %"] for name, share in shares.items()],
+    )
     print("\n".join(lines))
     print(table)
-    write_results("throughput", "Training throughput of the default config", info,
-                  ["\n\n".join(lines), table], args.quick)
-    print(json.dumps({"env_steps_per_second": steps / elapsed,
-                      **{f"share_{k}": v for k, v in shares.items()}}))
+    write_results(
+        "throughput",
+        "Training throughput of the default config",
+        info,
+        ["\n\n".join(lines), table],
+        args.quick,
+    )
+    print(
+        json.dumps(
+            {
+                "env_steps_per_second": steps / elapsed,
+                **{f"share_{k}": v for k, v in shares.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -41,14 +41,28 @@ ENV = "pettingzoo.classic.tictactoe_v3:env"
 
 def train_argv(args: argparse.Namespace) -> list[str]:
     """The `mappo train` command line of this benchmark."""
-    return ["mappo", "train", "--env", ENV, "--total-steps", str(args.total_steps),
-            "--num-envs", str(args.num_envs), "--rollout-steps", str(args.rollout_steps),
-            "--seed", str(args.seed), "--run-dir", str(args.run_dir), "--force", "--quiet"]
+    return [
+        "mappo",
+        "train",
+        "--env",
+        ENV,
+        "--total-steps",
+        str(args.total_steps),
+        "--num-envs",
+        str(args.num_envs),
+        "--rollout-steps",
+        str(args.rollout_steps),
+        "--seed",
+        str(args.seed),
+        "--run-dir",
+        str(args.run_dir),
+        "--force",
+        "--quiet",
+    ]
 
 
 @torch.no_grad()
-def play_games(run_dir: Path, games: int, seat: int, trained: bool, seed: int
-               ) -> dict[str, float]:
+def play_games(run_dir: Path, games: int, seat: int, trained: bool, seed: int) -> dict[str, float]:
     """Win, draw and loss rates of the run's greedy policy (or, with `trained` False, of a
     random player) in `seat` (0 = first player) against a uniformly random legal-move
     opponent: each of `games` env copies plays its first game."""
@@ -70,9 +84,11 @@ def play_games(run_dir: Path, games: int, seat: int, trained: bool, seed: int
             obs, mask, alive = result.obs, result.action_mask, result.alive
     finally:
         env.close()
-    return {"win": float((outcome > 0).float().mean()),
-            "draw": float((outcome == 0).float().mean()),
-            "loss": float((outcome < 0).float().mean())}
+    return {
+        "win": float((outcome > 0).float().mean()),
+        "draw": float((outcome == 0).float().mean()),
+        "loss": float((outcome < 0).float().mean()),
+    }
 
 
 def main() -> None:
@@ -97,11 +113,19 @@ def main() -> None:
     rows = []
     for seat, name in ((0, "first (X)"), (1, "second (O)")):
         for trained in (True, False):
-            rates = play_games(args.run_dir, args.games, seat, trained,
-                               args.seed + 10_000 + seat)
+            rates = play_games(args.run_dir, args.games, seat, trained, args.seed + 10_000 + seat)
             who = "trained policy, greedy" if trained else "uniformly random (baseline)"
-            rows.append([name, who, args.games, rates["win"], rates["draw"], rates["loss"],
-                         rates["win"] + rates["draw"]])
+            rows.append(
+                [
+                    name,
+                    who,
+                    args.games,
+                    rates["win"],
+                    rates["draw"],
+                    rates["loss"],
+                    rates["win"] + rates["draw"],
+                ]
+            )
             print(name, who, rates, flush=True)
     end = machine_info()
     wall_text = f"{wall / 60:.1f} min" if wall is not None else "not timed (--skip-train)"

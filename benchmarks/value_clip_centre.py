@@ -25,12 +25,18 @@ from bench_common import machine_info, markdown_table, write_results
 from mappo import MappoConfig, MappoTrainer
 
 
-def without_gradient(values: torch.Tensor, centre: torch.Tensor, target: torch.Tensor,
-                     clip: float, weights: torch.Tensor) -> float:
+def without_gradient(
+    values: torch.Tensor,
+    centre: torch.Tensor,
+    target: torch.Tensor,
+    clip: float,
+    weights: torch.Tensor,
+) -> float:
     """Share of live samples where max(unclipped, clipped) loss picks a clamped clipped term."""
     clipped = centre + (values - centre).clamp(-clip, clip)
-    dead = ((clipped - target).square() > (values - target).square()) \
-        & ((values - centre).abs() >= clip)
+    dead = ((clipped - target).square() > (values - target).square()) & (
+        (values - centre).abs() >= clip
+    )
     return float((dead.float() * weights).sum() / weights.sum())
 
 
@@ -57,22 +63,40 @@ def main() -> None:
             values = policy.critic(buf.states.flatten(0, 1))  # [T*E, A]
         target = norm.normalize(buf.returns.flatten(0, 1))
         weights = buf.alive.flatten(0, 1).float()
-        centres = {"critic output at collection": buf.critic_values.flatten(0, 1),
-                   "stored value through the updated normalizer":
-                       norm.normalize(buf.values.flatten(0, 1))}
+        centres = {
+            "critic output at collection": buf.critic_values.flatten(0, 1),
+            "stored value through the updated normalizer": norm.normalize(buf.values.flatten(0, 1)),
+        }
         for name, centre in centres.items():
             share = without_gradient(values, centre, target, cfg.clip_coef, weights)
             distance = float(((values - centre).abs() * weights).sum() / weights.sum())
             rows.append([update, name, f"{100 * share:.1f} %", distance])
-            results.append({"update": update, "centre": name, "without_gradient": share,
-                            "mean_distance": distance})
+            results.append(
+                {
+                    "update": update,
+                    "centre": name,
+                    "without_gradient": share,
+                    "mean_distance": distance,
+                }
+            )
         trainer.update()
     table = markdown_table(
-        ["update", "clip centre", "live samples without value gradient",
-         "mean |output - centre| (normalized units)"], rows)
+        [
+            "update",
+            "clip centre",
+            "live samples without value gradient",
+            "mean |output - centre| (normalized units)",
+        ],
+        rows,
+    )
     print(table)
-    write_results("value_clip_centre", "Value clip centre and value gradients (default spread)",
-                  info, [table], args.quick)
+    write_results(
+        "value_clip_centre",
+        "Value clip centre and value gradients (default spread)",
+        info,
+        [table],
+        args.quick,
+    )
     print(json.dumps({"results": results}))
 
 

@@ -1,4 +1,5 @@
 """A custom PettingZoo env, defined and trained from Python: each agent must name its target."""
+
 import os
 
 import numpy as np
@@ -10,10 +11,14 @@ from mappo import MappoConfig, MappoTrainer
 
 class MatchEnv(ParallelEnv):
     """Each step both agents see a random target (one-hot of 3); naming it earns 1. 5 steps."""
+
     metadata, possible_agents, steps = {"name": "match"}, ["left", "right"], 5
 
-    def observation_space(self, agent): return spaces.Box(0.0, 1.0, (3,), np.float32)
-    def action_space(self, agent): return spaces.Discrete(3)
+    def observation_space(self, agent):
+        return spaces.Box(0.0, 1.0, (3,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(3)
 
     def reset(self, seed=None, options=None):
         if seed is not None or not hasattr(self, "rng"):

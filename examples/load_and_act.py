@@ -1,6 +1,6 @@
 """Load a trained policy from a checkpoint and act with it, one env step at a time.
 
-    python examples/load_and_act.py runs/spread-20250101-120000/checkpoint.pt
+python examples/load_and_act.py runs/spread-20250101-120000/checkpoint.pt
 """
 
 from __future__ import annotations

@@ -28,15 +28,26 @@ class LineEnv(MultiAgentEnv):
     The global state is every agent's position and target.
     """
 
-    def __init__(self, num_envs: int, num_agents: int = 2, episode_length: int = 20,
-                 device: str | torch.device = "cpu", seed: int | None = None) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        num_agents: int = 2,
+        episode_length: int = 20,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+    ) -> None:
         A = num_agents
         self.num_envs, self.device = num_envs, torch.device(device)
         self.episode_length = episode_length
         self.spec = EnvSpec(
-            name="line", agent_names=tuple(f"agent_{i}" for i in range(A)), obs_dim=2,
-            state_dim=2 * A, action=ActionSpec("discrete", nvec=(3,)),
-            max_episode_steps=episode_length, state_source="env", obs_sizes=(2,) * A,
+            name="line",
+            agent_names=tuple(f"agent_{i}" for i in range(A)),
+            obs_dim=2,
+            state_dim=2 * A,
+            action=ActionSpec("discrete", nvec=(3,)),
+            max_episode_steps=episode_length,
+            state_source="env",
+            obs_sizes=(2,) * A,
         )
         self.generator = torch.Generator(self.device)
         self.pos = torch.zeros(num_envs, A, device=self.device)  # [E, A]
@@ -61,10 +72,17 @@ class LineEnv(MultiAgentEnv):
         self._start_episodes(done)  # finished copies start over in place
         cut = done[:, None].expand_as(reward)  # [E, A]: a time limit ends every agent
         return MultiAgentStepResult(
-            obs=self._observations(), state=self.get_global_state(), reward=reward,
-            terminated=torch.zeros_like(cut), truncated=cut, alive=self.get_alive(),
-            action_mask=self.get_action_mask(), env_done=done, final_obs=final_obs,
-            final_state=final_state, info={},
+            obs=self._observations(),
+            state=self.get_global_state(),
+            reward=reward,
+            terminated=torch.zeros_like(cut),
+            truncated=cut,
+            alive=self.get_alive(),
+            action_mask=self.get_action_mask(),
+            env_done=done,
+            final_obs=final_obs,
+            final_state=final_state,
+            info={},
         )
 
     def get_global_state(self) -> torch.Tensor:
@@ -85,8 +103,12 @@ class LineEnv(MultiAgentEnv):
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors only, so `--resume` continues the episodes in flight exactly."""
-        return {"pos": self.pos, "target": self.target, "t": self.t,
-                "generator": self.generator.get_state()}
+        return {
+            "pos": self.pos,
+            "target": self.target,
+            "t": self.t,
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a `state_dict` snapshot."""
@@ -99,8 +121,9 @@ class LineEnv(MultiAgentEnv):
 
     def _start_episodes(self, where: torch.Tensor) -> None:
         """New positions and targets, uniform in [-1, 1], in the copies where `where` `[E]`."""
-        fresh = 2 * torch.rand(2, *self.pos.shape, generator=self.generator,
-                               device=self.device) - 1  # [2, E, A]
+        fresh = (
+            2 * torch.rand(2, *self.pos.shape, generator=self.generator, device=self.device) - 1
+        )  # [2, E, A]
         self.pos = torch.where(where[:, None], fresh[0], self.pos)
         self.target = torch.where(where[:, None], fresh[1], self.target)
         self.t = self.t.masked_fill(where, 0)

@@ -15,12 +15,12 @@ from mappo import MappoConfig, MappoMetrics, Run, RunSummary
 BUDGET = int(os.environ.get("MAPPO_EXAMPLE_STEPS", 200_000))
 
 
-def main(run_dir: str | Path, total_steps: int = BUDGET,
-         target_return: float = -21.0) -> tuple[RunSummary, list[MappoMetrics]]:
+def main(
+    run_dir: str | Path, total_steps: int = BUDGET, target_return: float = -21.0
+) -> tuple[RunSummary, list[MappoMetrics]]:
     """Train spread in `run_dir` until `total_steps`, or until an update's return reaches
     `target_return`. Returns how the run ended and the metrics the callback saw."""
-    run = Run.start(MappoConfig(total_steps=total_steps, num_envs=32, seed=0), run_dir,
-                    force=True)
+    run = Run.start(MappoConfig(total_steps=total_steps, num_envs=32, seed=0), run_dir, force=True)
     seen: list[MappoMetrics] = []
 
     def on_update(metrics: list[MappoMetrics]) -> bool:  # one MappoMetrics per seed
@@ -30,8 +30,10 @@ def main(run_dir: str | Path, total_steps: int = BUDGET,
 
     summary = run.train(callback=on_update)
     if not math.isnan(seen[-1].episode_return) and seen[-1].episode_return >= target_return:
-        print(f"reached {target_return} after {summary.env_steps:,} steps; "
-              f"continue with Run.resume({str(run_dir)!r}).train()")
+        print(
+            f"reached {target_return} after {summary.env_steps:,} steps; "
+            f"continue with Run.resume({str(run_dir)!r}).train()"
+        )
     return summary, seen
 
 

@@ -47,6 +47,8 @@ def __getattr__(name: str) -> Any:
         try:
             return pettingzoo_wrapper("mappo.PettingZooWrapper")
         except ConfigError:
-            raise ImportError("mappo.PettingZooWrapper needs the pettingzoo extra: "
-                              "pip install 'mappo[pettingzoo]'") from None
+            raise ImportError(
+                "mappo.PettingZooWrapper needs the pettingzoo extra: "
+                "pip install 'mappo[pettingzoo]'"
+            ) from None
     raise AttributeError(f"module 'mappo' has no attribute '{name}'")

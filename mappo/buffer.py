@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 
 from mappo.losses import compute_gae
+from mappo.memory import check_fits
 
 
 class RolloutMinibatch(NamedTuple):
@@ -85,7 +86,8 @@ class AgentBuffer:
         logits_dim = logits_dim if logits_dim is not None else action_dim
 
         def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            return torch.zeros(shape, dtype=dtype, device=device)
+            # Shapes only ("meta"): the memory is checked before any is allocated, below.
+            return torch.zeros(shape, dtype=dtype, device="meta")
 
         self.rollout_steps = rollout_steps
         self.observations = zeros(T, E, A, obs_dim, dtype=obs_dtype)
@@ -114,6 +116,13 @@ class AgentBuffer:
         # turn [E, A], whether it is deferred [E, A], rewards received since it [E, A]).
         self._open_turns: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.step = self.carry_rows
+        planned = {name: t for name, t in vars(self).items() if isinstance(t, torch.Tensor)}
+        need = sum(t.nbytes for t in planned.values())
+        what = f"the rollout storage ({rollout_steps} steps of {num_envs} env copies x {A} agents)"
+        check_fits(need, need // num_envs, torch.device(device), what, "--num-envs",
+                   "or --rollout-steps")  # fmt: skip
+        for name, planned_tensor in planned.items():
+            setattr(self, name, torch.zeros_like(planned_tensor, device=device))
 
     def __len__(self) -> int:
         return self.step - self.carry_rows
@@ -167,6 +176,8 @@ class AgentBuffer:
             self.states[t] = state
         self.action_masks[t] = True if action_mask is None else action_mask
         if actor_hidden is not None:
+            # A recurrent policy's step passes all three.
+            assert critic_hidden is not None and episode_start is not None
             self.actor_hidden[t] = actor_hidden
             self.critic_hidden[t] = critic_hidden
             self.episode_start[t] = episode_start
@@ -177,7 +188,10 @@ class AgentBuffer:
         self.step = self.carry_rows
 
     def compute_returns_and_advantage(
-        self, last_value: torch.Tensor, gamma: float, gae_lambda: float,
+        self,
+        last_value: torch.Tensor,
+        gamma: float,
+        gae_lambda: float,
         next_acting: torch.Tensor | None = None,
     ) -> None:
         """GAE into `advantages` and `returns = advantages + values`; last_value is `[E, A]`.
@@ -190,12 +204,20 @@ class AgentBuffer:
         """
         deferred = None
         if self.carry_rows:
+            assert next_acting is not None, "a turn-based rollout needs next_acting"
             self._defer_open_turns(next_acting)
             deferred = self.deferred
         self.advantages[:] = compute_gae(
-            self.rewards, self.values, self.dones, last_value, gamma, gae_lambda,
-            truncated=self.truncated, truncation_values=self.truncation_values,
-            acting=self.alive if self.carry_rows else None, deferred=deferred,
+            self.rewards,
+            self.values,
+            self.dones,
+            last_value,
+            gamma,
+            gae_lambda,
+            truncated=self.truncated,
+            truncation_values=self.truncation_values,
+            acting=self.alive if self.carry_rows else None,
+            deferred=deferred,
         )
         torch.add(self.advantages, self.values, out=self.returns)
 
@@ -236,10 +258,24 @@ class AgentBuffer:
 
     def _row_fields(self) -> list[torch.Tensor]:
         """Every per-step field (time first)."""
-        fields = [self.observations, self.states, self.action_masks, self.actions,
-                  self.log_probs, self.values, self.critic_values, self.rewards,
-                  self.env_rewards, self.dones, self.truncated, self.truncation_values,
-                  self.alive, self.deferred, self.advantages, self.returns]
+        fields = [
+            self.observations,
+            self.states,
+            self.action_masks,
+            self.actions,
+            self.log_probs,
+            self.values,
+            self.critic_values,
+            self.rewards,
+            self.env_rewards,
+            self.dones,
+            self.truncated,
+            self.truncation_values,
+            self.alive,
+            self.deferred,
+            self.advantages,
+            self.returns,
+        ]
         if self.recurrent:
             fields += [self.actor_hidden, self.critic_hidden, self.episode_start]
         return fields
@@ -293,9 +329,17 @@ class AgentBuffer:
         order (one `torch.randperm` from the global stream); `minibatches` slices them.
         The carry rows of a turn-based env come first, each its own row (a sequence of
         one step, padded, for a recurrent policy)."""
-        fields = [self.observations, self.states, self.action_masks, self.actions,
-                  self.log_probs, self.critic_values, self.advantages,
-                  to_critic_units(self.returns), self.trained.float()]
+        fields = [
+            self.observations,
+            self.states,
+            self.action_masks,
+            self.actions,
+            self.log_probs,
+            self.critic_values,
+            self.advantages,
+            to_critic_units(self.returns),
+            self.trained.float(),
+        ]
         if chunk_length:
             fields = self._chunks(fields, chunk_length)
         else:
@@ -320,16 +364,20 @@ class AgentBuffer:
             if not carry:
                 return steps.flatten(0, 1)
             alone = x[:carry].unsqueeze(2)  # [A, E, 1, ...]: one step each, then padding
-            alone = torch.cat([alone, alone.new_zeros((*alone.shape[:2], length - 1,
-                                                       *alone.shape[3:]))], 2)
+            alone = torch.cat(
+                [alone, alone.new_zeros((*alone.shape[:2], length - 1, *alone.shape[3:]))], 2
+            )
             return torch.cat([alone, steps]).flatten(0, 1)
 
         def firsts(x: torch.Tensor) -> torch.Tensor:
             chunk_starts = x[carry:][::length]  # [C, E, ...]
             return torch.cat([x[:carry], chunk_starts]).flatten(0, 1)
 
-        starts = [firsts(self.actor_hidden), firsts(self.critic_hidden),
-                  sequences(self.episode_start)]
+        starts = [
+            firsts(self.actor_hidden),
+            firsts(self.critic_hidden),
+            sequences(self.episode_start),
+        ]
         acting = [sequences(self.alive)] if carry else []
         return [sequences(x) for x in fields] + starts + acting
 

@@ -16,8 +16,7 @@ from mappo.config import MappoConfig, from_dict
 from mappo.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "optimizer",
-                 "ranks")
+REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "optimizer", "ranks")
 
 
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:

@@ -1,28 +1,97 @@
-"""`mappo train | eval | plot | report | export`: every MappoConfig field is a train flag; a TOML
-file can hold any of them."""
+"""`mappo train | eval | plot | report | export`: argument parsing and dispatch.
+
+Every MappoConfig field is a train flag, and a TOML file can hold any of them;
+the work itself is the library's (`Run`, `evaluate_run`, `render_run`,
+`plot_runs`, `write_report`, `export_run`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
+import logging
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from mappo.config import ENV_DIM_FIELDS, FIELDS, parse_cli_value
+from mappo.config import ENV_DIM_FIELDS, FIELDS, nearest_name, parse_cli_value
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError
 from mappo.presets import PRESETS, build_config
 from mappo.run import Run, is_seeds_folder
+from mappo.run import logger as run_logger
 from mappo.run_folder import require_wandb
 
 EVAL_EPISODES = 100
 RENDER_EPISODES = 3
 # The env-derived fields are read off the env, so they are no flags (a config file may hold them).
 CLI_FIELDS = {name: f for name, f in FIELDS.items() if name not in ENV_DIM_FIELDS}
+RUN_DIR = {"type": Path, "help": "run folder holding checkpoint.pt"}
+RUN_DIRS = {"type": Path, "nargs": "+", "metavar": "RUN_DIR", "help": "run folders"}
+TRUE = {"action": "store_true"}
+# command: (its help, {option or positional: argparse keywords})
+COMMANDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
+    "train": ("train a MAPPO policy and write a run folder", {
+        "--config": {"type": Path, "help": "TOML file with any MappoConfig fields"},
+        "--run-dir": {"type": Path, "help": "run folder (default runs/<env>-<time>)"},
+        "--force": {**TRUE, "help": "overwrite an existing run folder"},
+        "--preset": {"choices": sorted(PRESETS),
+                     "help": "start from a named set of settings (config file and flags win)"},
+        "--resume": {"type": Path, "metavar": "RUN_DIR",
+                     "help": "continue the run in RUN_DIR from its checkpoint (compile, device, "
+                             "threads, workers, intervals and --total-steps may change)"},
+        "--seeds": {"metavar": "S,S,...",
+                    "help": "train these seeds in one process as one batched network; seed s "
+                            "writes the run folder RUN_DIR/seed_<s> (--resume RUN_DIR goes on)"},
+        "--nproc": {"type": int, "default": 1,
+                    "help": "data-parallel ranks on this node (runs torchrun for you)"},
+        "--wandb": {**TRUE, "help": "also log to Weights & Biases (WANDB_MODE=offline works)"},
+        "--wandb-project": {"default": "mappo", "help": "W&B project name"},
+        "--quiet": {**TRUE, "help": "no progress bar (on a terminal) or lines (in a log)"},
+    }),
+    "eval": ("evaluate a run's trained policy", {
+        "run_dir": RUN_DIR,
+        "--episodes": {"type": int, "help": f"episodes to run (default {EVAL_EPISODES}; "
+                                            f"{RENDER_EPISODES} with --render)"},
+        "--deterministic": {**TRUE, "help": "greedy actions"},
+        "--json": {**TRUE, "help": "end with one JSON line"},
+        "--device": {"help": "torch device (default: the run's)"},
+        "--seed": {"type": int, "default": 1000, "help": "seed of the eval envs"},
+        "--render": {"type": Path, "metavar": "FILE",
+                     "help": "draw the episodes (env copy 0, on cpu unless --device) into "
+                             "FILE.gif or FILE.mp4"},
+        "--fps": {"type": float, "default": 10.0, "help": "frames per second of --render"},
+        "--opponent": {"metavar": "random|RUN_DIR",
+                       "help": "play a uniformly random legal player or RUN_DIR's policy, ours "
+                               "taking each seat in turn: --episodes in each seat"},
+    }),
+    "plot": ("learning curves of runs; seeds become a mean ± std", {
+        "run_dirs": RUN_DIRS,
+        "--out": {"type": Path, "default": Path("curves.png"),
+                  "help": "image file to write (.png, .pdf; default curves.png)"},
+        "--x": {"choices": ("env_steps", "wall_time"), "default": "env_steps",
+                "help": "x axis (default env_steps)"},
+        "--y": {"choices": ("episode_return", "eval_return"), "default": "episode_return",
+                "help": "training episodes' return, or the evaluations' (--eval-interval)"},
+    }),
+    "report": ("final returns of runs, seeds pooled: mean, IQM, bootstrap CIs, P(X > Y)", {
+        "run_dirs": RUN_DIRS,
+        "--out": {"type": Path, "help": "also write the tables to this markdown file"},
+        "--json": {"type": Path, "help": "write the runs in marl-eval's JSON layout"},
+        "--episodes": {"type": int,
+                       "help": "score every run by this many greedy episodes of its "
+                               "checkpoint.pt (default: the last eval_return logged in "
+                               f"training, else {EVAL_EPISODES} episodes)"},
+        "--plot": {"type": Path, "help": "IQM training curves with CI bands (.png)"},
+    }),
+    "export": ("write the actors as TorchScript (and ONNX)", {
+        "run_dir": RUN_DIR,
+        "--out": {"type": Path, "required": True, "help": "folder for the files"},
+        "--no-onnx": {**TRUE, "help": "TorchScript only"},
+    }),
+}  # fmt: skip
 
 
 def _flag(name: str) -> str:
@@ -30,69 +99,30 @@ def _flag(name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `mappo` command line: `train` with one flag per config field."""
-    parser = argparse.ArgumentParser(prog="mappo", description="Multi-Agent PPO")
+    """The `mappo` command line: `COMMANDS`, and `train` with one flag per config field.
+
+    No abbreviations: `--total-step` is refused with a hint, not taken as `--total-steps`.
+    """
+    parser = argparse.ArgumentParser(
+        prog="mappo", description="Multi-Agent PPO", allow_abbrev=False
+    )
     parser.add_argument("--debug", action="store_true", help="full tracebacks for env errors")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a MAPPO policy and write a run folder")
-    train.add_argument("--config", type=Path, help="TOML file with any MappoConfig fields")
-    train.add_argument("--run-dir", type=Path, help="run folder (default runs/<env>-<time>)")
-    train.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-    train.add_argument("--preset", choices=sorted(PRESETS),
-                       help="start from a named set of settings (config file and flags win)")
-    train.add_argument("--wandb", action="store_true",
-                       help="also log to Weights & Biases (WANDB_MODE=offline works)")
-    train.add_argument("--wandb-project", default="mappo", help="W&B project name")
-    train.add_argument("--nproc", type=int, default=1,
-                       help="data-parallel ranks on this node (runs torchrun for you)")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                       help="continue the run in RUN_DIR from its checkpoint")
-    train.add_argument("--seeds", metavar="S,S,...",
-                       help="train these seeds in one process as one batched network; seed s "
-                            "writes the run folder RUN_DIR/seed_<s> (--resume RUN_DIR goes on)")
-    train.add_argument("--quiet", action="store_true",
-                       help="no progress bar (on a terminal) or progress lines (in a log)")
+    for command, (help_text, options) in COMMANDS.items():
+        sub = commands.add_parser(command, help=help_text, allow_abbrev=False)
+        for name, keywords in options.items():
+            sub.add_argument(name, **keywords)
+    train = commands.choices["train"]
+    metavars = {"bool": "true|false", "AutoBool": "auto|true|false", "dict": "JSON"}
     for name, f in CLI_FIELDS.items():
-        kind = f.type
-        metavar = {"bool": "true|false", "AutoBool": "auto|true|false",
-                   "dict": "JSON"}.get(kind, kind.upper())
+        kind = str(f.type)  # the annotation's text (postponed annotations)
         default = "{}" if kind == "dict" else f.default
-        train.add_argument(_flag(name), dest=f"cfg_{name}", metavar=metavar,
-                           help=f"{f.metadata['help']} (default {default})")
-    evaluate = commands.add_parser("eval", help="evaluate a run's trained policy")
-    evaluate.add_argument("run_dir", type=Path, help="run folder holding checkpoint.pt")
-    evaluate.add_argument("--episodes", type=int, default=None,
-                          help=f"episodes to run (default {EVAL_EPISODES}; "
-                               f"{RENDER_EPISODES} with --render)")
-    evaluate.add_argument("--deterministic", action="store_true", help="greedy actions")
-    evaluate.add_argument("--json", action="store_true", help="end with one JSON line")
-    evaluate.add_argument("--device", default=None, help="torch device (default: the run's)")
-    evaluate.add_argument("--seed", type=int, default=1000, help="seed of the eval envs")
-    evaluate.add_argument("--render", type=Path, metavar="FILE",
-                          help="draw the episodes (env copy 0, on cpu unless --device) "
-                               "into FILE.gif or FILE.mp4")
-    evaluate.add_argument("--fps", type=float, default=10.0, help="frames per second of --render")
-    plot = commands.add_parser("plot", help="learning curves of runs; seeds become a mean ± std")
-    plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders")
-    plot.add_argument("--out", type=Path, required=True, help="image file to write (.png, .pdf)")
-    plot.add_argument("--x", choices=("env_steps", "wall_time"), default="env_steps",
-                      help="x axis (default env_steps)")
-    plot.add_argument("--y", choices=("episode_return", "eval_return"), default="episode_return",
-                      help="training episodes' return, or the evaluations' (--eval-interval)")
-    report = commands.add_parser(
-        "report", help="final returns of runs, seeds pooled: mean, IQM, bootstrap CIs, P(X > Y)")
-    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders")
-    report.add_argument("--out", type=Path, help="also write the tables to this markdown file")
-    report.add_argument("--json", type=Path, help="write the runs in marl-eval's JSON layout")
-    report.add_argument("--episodes", type=int,
-                        help="score every run by this many greedy episodes of its checkpoint.pt "
-                             "(default: the last eval_return logged in training, else "
-                             f"{EVAL_EPISODES} episodes)")
-    report.add_argument("--plot", type=Path, help="IQM training curves with CI bands (.png)")
-    export = commands.add_parser("export", help="write the actors as TorchScript (and ONNX)")
-    export.add_argument("run_dir", type=Path, help="run folder holding checkpoint.pt")
-    export.add_argument("--out", type=Path, required=True, help="folder for the files")
-    export.add_argument("--no-onnx", action="store_true", help="TorchScript only")
+        train.add_argument(
+            _flag(name),
+            dest=f"cfg_{name}",
+            metavar=metavars.get(kind, kind.upper()),
+            help=f"{f.metadata['help']} (default {default})",
+        )
     return parser
 
 
@@ -115,9 +145,8 @@ def _launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
             skip = True
         elif not item.startswith("--nproc="):
             rest.append(item)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={args.nproc}", "-m", "mappo", *rest]
-    return subprocess.call(command)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return subprocess.call([*torchrun, f"--nproc-per-node={args.nproc}", "-m", "mappo", *rest])
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -125,8 +154,9 @@ def _parse_seeds(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds = {text!r}: give integers separated by commas, "
-                          "e.g. --seeds 0,1,2") from None
+        raise ConfigError(
+            f"--seeds = {text!r}: give integers separated by commas, e.g. --seeds 0,1,2"
+        ) from None
 
 
 def train(args: argparse.Namespace) -> int:
@@ -135,15 +165,34 @@ def train(args: argparse.Namespace) -> int:
     seeds = None if args.seeds is None else _parse_seeds(args.seeds)
     seeds_run = seeds is not None or (args.resume is not None and is_seeds_folder(args.resume))
     if seeds_run and (args.nproc > 1 or args.wandb):
-        raise ConfigError(f"--seeds trains every seed in one process; it does not combine "
-                          f"with {'--nproc' if args.nproc > 1 else '--wandb'}")
+        raise ConfigError(
+            "--seeds trains every seed in one process; it does not combine with "
+            f"{'--nproc' if args.nproc > 1 else '--wandb'}"
+        )
     if args.wandb:
         require_wandb()  # before any work
+    if args.quiet:
+        return _train(args, overrides, seeds)
+    lines = logging.StreamHandler(sys.stdout)  # the run's INFO lines: building env copies
+    level = run_logger.level
+    run_logger.addHandler(lines)
+    run_logger.setLevel(logging.INFO)
+    try:
+        return _train(args, overrides, seeds)
+    finally:
+        run_logger.removeHandler(lines)
+        run_logger.setLevel(level)
+
+
+def _train(args: argparse.Namespace, overrides: dict, seeds: list[int] | None) -> int:
+    """`train` after its checks: start or resume the run, and train it."""
     if args.resume is not None:
         given = [f for f in ("config", "run_dir", "preset", "seeds") if getattr(args, f)]
         if given:
-            raise ConfigError(f"--resume continues the run in {args.resume} with its own "
-                              f"config; {', '.join(_flag(f) for f in given)} cannot be given")
+            raise ConfigError(
+                f"--resume continues the run in {args.resume} with its own config; "
+                f"{', '.join(_flag(f) for f in given)} cannot be given"
+            )
         run = Run.resume(args.resume, **overrides)
     else:
         if seeds is not None and "seed" in overrides:
@@ -155,64 +204,45 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """Print mean and std of the episode return of a trained run (per-agent mean, or the
-    team return with `team_reward`)."""
+    """`mappo eval`: the run's episode return (per-agent mean, or the team return with
+    `team_reward`) and, in a zero-sum game, each seat's outcomes, in self-play or against
+    `--opponent`; with `--render`, the episodes drawn into a GIF or MP4."""
     from mappo.evaluation import evaluate_run
+    from mappo.render import render_run
 
     if args.episodes is None:
         args.episodes = EVAL_EPISODES if args.render is None else RENDER_EPISODES
     if args.episodes < 1:
         raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
-    if args.render is not None:
-        return render(args)
-    result = evaluate_run(args.run_dir, args.episodes, args.deterministic, args.device,
-                          args.seed)
-    mean = statistics.fmean(result.returns)
-    std = statistics.pstdev(result.returns)
-    mode = "deterministic" if args.deterministic else "stochastic"
-    wins = "" if result.win_rate is None else f", win rate {result.win_rate:.3f}"
-    print(f"{args.run_dir}: {result.label} {mean:.3f} ± {std:.3f}{wins} "
-          f"over {len(result.returns)} episodes ({mode})")
-    if args.json:
-        print(json.dumps({"mean_episode_return": mean, "std_episode_return": std,
-                          **({} if result.win_rate is None else {"win_rate": result.win_rate}),
-                          "return_definition": result.definition,
-                          "episodes": len(result.returns), "deterministic": args.deterministic,
-                          "run_dir": str(args.run_dir)}))
-    return 0
-
-
-def render(args: argparse.Namespace) -> int:
-    """`eval --render`: draw episodes of the run's policy into a GIF or MP4."""
-    from mappo.render import render_run
-
+    if args.opponent is not None and args.render is not None:
+        raise ConfigError("--opponent does not combine with --render, which draws self-play")
     start = time.perf_counter()
-    result = render_run(args.run_dir, args.render, args.episodes, args.deterministic,
-                        args.seed, args.fps, args.device or "cpu")
-    mean = statistics.fmean(result.returns)
-    print(f"{args.render}: {len(result.returns)} episodes rendered in "
-          f"{time.perf_counter() - start:.1f} s, {result.label} {mean:.3f}")
+    if args.render is not None:
+        render = (args.render, args.episodes, args.deterministic, args.seed, args.fps)
+        result = render_run(args.run_dir, *render, args.device or "cpu")
+        print(result.render_line(args.render, time.perf_counter() - start))
+    else:
+        result = evaluate_run(
+            args.run_dir, args.episodes, args.deterministic, args.device, args.seed, args.opponent
+        )
+        print("\n".join(result.summary(args.run_dir, args.deterministic)))
     if args.json:
-        print(json.dumps({"mean_episode_return": mean, "episode_returns": result.returns,
-                          "return_definition": result.definition,
-                          "episodes": len(result.returns), "deterministic": args.deterministic,
-                          "run_dir": str(args.run_dir), "render": str(args.render)}))
+        print(json.dumps(result.as_json(args.run_dir, args.deterministic, args.render)))
     return 0
 
 
 def plot(args: argparse.Namespace) -> int:
-    """Draw the learning curves of several runs on one figure."""
+    """`mappo plot`: the learning curves of several runs on one figure."""
     from mappo.plotting import plot_runs
 
-    groups = plot_runs(args.run_dirs, args.out, args.x, args.y)
-    for group in groups:
+    for group in plot_runs(args.run_dirs, args.out, args.x, args.y):
         print(f"{group.label}: {len(group.runs)} run(s)")
     print(f"wrote {args.out}")
     return 0
 
 
 def report(args: argparse.Namespace) -> int:
-    """Print the runs' pooled final returns; write the markdown, JSON and plot asked for."""
+    """`mappo report`: the runs' pooled final returns; the markdown, JSON and plot asked for."""
     from mappo.report import write_report
 
     print(write_report(args.run_dirs, args.episodes, args.out, args.json, args.plot), end="")
@@ -223,7 +253,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    """Write a run's actors, one file per policy, and layout.json."""
+    """`mappo export`: a run's actors, one file per policy, and layout.json."""
     from mappo.export import export_run
 
     layout = export_run(args.run_dir, args.out, onnx=False if args.no_onnx else None)
@@ -234,47 +264,42 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unknown_flag_error(unknown: list[str], command: argparse.ArgumentParser,
-                        name_of_command: str) -> ConfigError:
+def _unknown_flag_error(
+    unknown: list[str], command: argparse.ArgumentParser, name_of_command: str
+) -> ConfigError:
     """A ConfigError for the first unrecognized argument, with the nearest flag of the
     command it was given to suggested (a train option given to another command says so)."""
     flag = next((u for u in unknown if u.startswith("--")), unknown[0])
     name = flag.lstrip("-").split("=")[0].replace("-", "_")
     if name_of_command == "train" and name in ENV_DIM_FIELDS:
-        return ConfigError(f"unknown option '{flag}'; {name} is read off the env, not set "
-                           "(the env's own options go in --env-kwargs)")
-    options = [o for action in command._actions for o in action.option_strings
-               if o.startswith("--")]
+        return ConfigError(
+            f"unknown option '{flag}'; {name} is read off the env, not set "
+            "(the env's own options go in --env-kwargs)"
+        )
+    options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
     if name_of_command != "train" and name in CLI_FIELDS:
-        return ConfigError(f"'mappo {name_of_command}' has no option '{flag}': it reads the "
-                           f"run's own config.toml (options: {', '.join(options)})")
-    near = difflib.get_close_matches(name, [o[2:].replace("-", "_") for o in options], n=1)
+        return ConfigError(
+            f"'mappo {name_of_command}' has no option '{flag}': it reads the "
+            f"run's own config.toml (options: {', '.join(options)})"
+        )
+    near = nearest_name(name, [o[2:].replace("-", "_") for o in options])
     hint = f"; did you mean {_flag(near[0])}?" if near else ""
     return ConfigError(f"unknown option '{flag}' for 'mappo {name_of_command}'{hint}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `mappo` command: one line and exit code 2 for bad input."""
+    """Entry point of the `mappo` command: one line and exit code 2 for bad input, 3 for an
+    env that broke."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     try:
         if unknown:
-            commands = next(a for a in parser._actions
-                            if isinstance(a, argparse._SubParsersAction))
+            commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
             raise _unknown_flag_error(unknown, commands.choices[args.command], args.command)
-        if (args.command == "train" and args.nproc > 1 and "WORLD_SIZE" not in os.environ
-                and args.seeds is None):  # train refuses --nproc with --seeds
-            return _launch_ranks(args, sys.argv[1:] if argv is None else argv)
-        if args.command == "train":
-            return train(args)
-        if args.command == "eval":
-            return evaluate(args)
-        if args.command == "plot":
-            return plot(args)
-        if args.command == "report":
-            return report(args)
-        if args.command == "export":
-            return export(args)
+        if args.command == "train" and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+            if args.seeds is None:  # train refuses --nproc with --seeds itself
+                return _launch_ranks(args, sys.argv[1:] if argv is None else argv)
+        return HANDLERS[args.command](args)
     except (ConfigError, RunFolderError, CheckpointError) as err:
         print(f"mappo: error: {err}", file=sys.stderr)
         return 2
@@ -283,8 +308,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mappo: env error: {err}", file=sys.stderr)
         return 3
-    return 1
+    except KeyboardInterrupt:  # before a run's own handling starts, or after it ends
+        print("mappo: interrupted", file=sys.stderr)
+        return 130
 
+
+HANDLERS = {"train": train, "eval": evaluate, "plot": plot, "report": report, "export": export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import tomli_w
 
@@ -46,8 +46,11 @@ class MappoConfig:
     # --- specification fields, specification defaults -------------------------
     num_agents: int = _f(2, "number of agents (taken from the env when training starts)")
     share_policy: bool = _f(True, "one policy for all agents (seeing an agent one-hot: agent_id)")
-    agent_id: AutoBool = _f("auto", "append each agent's one-hot to a shared policy's "
-                            "observation; auto: as the env family's official code (else true)")
+    agent_id: AutoBool = _f(
+        "auto",
+        "append each agent's one-hot to a shared policy's "
+        "observation; auto: as the env family's official code (else true)",
+    )
     use_global_state: bool = _f(True, "critic sees the env's global state, else concatenated obs")
     obs_dim: int = _f(16, "local observation size (taken from the env)")
     global_state_dim: int = _f(32, "critic input size (taken from the env)")
@@ -60,7 +63,12 @@ class MappoConfig:
     update_epochs: int = _f(10, "passes over each rollout")
     minibatch_size: int = _f(256, "agent-steps per minibatch (one optimizer step each); 0 = all")
     # --- our additions ---------------------------------------------------------
-    env: str = _f("spread", "built-in env, or module:callable returning a ParallelEnv or AECEnv")
+    env: str = _f(
+        "spread",
+        "built-in env (spread, reference, speaker_listener), vmas:<scenario>, "
+        "jaxmarl:<name>, gymnasium:<module>:<id> (Tuple spaces over agents), or "
+        "module:callable returning a PettingZoo ParallelEnv or AECEnv or a vectorized env",
+    )
     env_kwargs: dict = _f({}, "keyword arguments for the env constructor (JSON on the CLI)")
     num_workers: int = _f(0, "worker processes stepping PettingZoo envs; 0 steps them in-process")
     policy_groups: str = _f("", "comma-separated agent-name prefixes, one policy per prefix")
@@ -74,18 +82,27 @@ class MappoConfig:
     activation: str = _f("tanh", "hidden activation", choices=("tanh", "relu"))
     input_layer_norm: bool = _f(False, "LayerNorm on the actor's and critic's inputs")
     hidden_layer_norm: bool = _f(False, "LayerNorm after each hidden layer (and the GRU)")
-    encoder: str = _f("auto", "observation encoder before the MLP: cnn (images: Boxes with 3 "
-                      "axes), mlp (flattened); auto: cnn for images, mlp otherwise",
-                      choices=("auto", "cnn", "mlp"))
-    image_layout: str = _f("auto", "axis order of image observations and states: hwc "
-                           "(channels last), chw (channels first); auto: the env's own where "
-                           "it says it (JaxMARL: hwc), else read off the shape where only "
-                           "one order has 1, 3 or 4 channels beside two larger sides (84x84x3: "
-                           "hwc), else an error asking for hwc or chw",
-                           choices=("auto", "hwc", "chw"))
-    critic: str = _f("centralized", "centralized: one critic on the global view (MAPPO); "
-                     "local: each agent's critic sees its own observation (IPPO)",
-                     choices=("centralized", "local"))
+    encoder: str = _f(
+        "auto",
+        "observation encoder before the MLP: cnn (images: Boxes with 3 "
+        "axes), mlp (flattened); auto: cnn for images, mlp otherwise",
+        choices=("auto", "cnn", "mlp"),
+    )
+    image_layout: str = _f(
+        "auto",
+        "axis order of image observations and states: hwc "
+        "(channels last), chw (channels first); auto: the env's own where "
+        "it says it (JaxMARL: hwc), else read off the shape where only "
+        "one order has 1, 3 or 4 channels beside two larger sides (84x84x3: "
+        "hwc), else an error asking for hwc or chw",
+        choices=("auto", "hwc", "chw"),
+    )
+    critic: str = _f(
+        "centralized",
+        "centralized: one critic on the global view (MAPPO); "
+        "local: each agent's critic sees its own observation (IPPO)",
+        choices=("centralized", "local"),
+    )
     recurrent: bool = _f(False, "GRU after the MLP in actor and critic (rMAPPO)")
     data_chunk_length: int = _f(10, "steps per training sequence of a recurrent policy")
     policy_head_gain: float = _f(0.01, "orthogonal init gain of the policy head")
@@ -94,29 +111,48 @@ class MappoConfig:
     value_norm: bool = _f(True, "normalize value targets with running statistics")
     value_norm_beta: float = _f(0.99999, "decay of the value normalizer's running moments")
     bootstrap_time_limits: AutoBool = _f(
-        "auto", "bootstrap episodes cut by a time limit from their last state's value, else "
+        "auto",
+        "bootstrap episodes cut by a time limit from their last state's value, else "
         "treat the cut as terminal; auto: terminal where the limit is part of the task (MPE, "
-        "SMAX), else bootstrap")
+        "SMAX), else bootstrap",
+    )
     critic_time_left: AutoBool = _f(
-        "auto", "the centralized critic also reads the fraction of the episode's time limit "
-        "left; auto: where time limits are terminal and the env has one")
+        "auto",
+        "the centralized critic also reads the fraction of the episode's time limit "
+        "left; auto: where time limits are terminal and the env has one",
+    )
     team_reward: AutoBool = _f(
-        "auto", "credit every agent slot with the mean reward of the agents that acted, until "
+        "auto",
+        "credit every agent slot with the mean reward of the agents that acted, until "
         "its env's episode ends (dead agents too), instead of its own reward until it dies; "
-        "auto: as the env family's official code (else false)")
+        "auto: as the env family's official code (else false)",
+    )
     clip_value_loss: bool = _f(True, "clip the value update around the old prediction")
     huber_delta: float = _f(0.0, "Huber loss delta for the value loss; 0 means squared error")
     seed: int = _f(0, "random seed for torch, the env and minibatch order")
     device: str = _f("cpu", "torch device", choices=("cpu", "cuda"))
-    compile: str = _f("auto", "torch.compile the minibatch loss; auto: for runs of 200k+ steps",
-                      choices=("auto", "true", "false"))
+    compile: str = _f(
+        "auto",
+        "torch.compile the minibatch loss; auto: feed-forward runs of 200k+ steps",
+        choices=("auto", "true", "false"),
+    )
     torch_threads: int = _f(1, "intra-op threads (small ops gain nothing); 0 = torch's choice")
     checkpoint_interval: float = _f(
-        300.0, "seconds of wall time between checkpoints (also one after the first update)")
+        300.0, "seconds of wall time between checkpoints (also one after the first update)"
+    )
     eval_interval: int = _f(
-        0, "env steps between greedy evaluations on env copies of their own (best.pt keeps "
-        "the best policy); 0 = off")
+        0,
+        "env steps between greedy evaluations on env copies of their own (best.pt keeps "
+        "the best policy); 0 = off",
+    )
     eval_episodes: int = _f(32, "episodes per evaluation during training")
+
+    if TYPE_CHECKING:
+        # Set on every instance by `_record_given`'s wrapper of `__init__`, and reassigned by
+        # those who copy a config. Not a dataclass field at run time (it stays out of
+        # `to_dict`, `save`, `FIELDS`, the CLI, `repr` and equality): declared for the
+        # type checker alone.
+        given: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -125,6 +161,17 @@ class MappoConfig:
     def critic_uses_state(self) -> bool:
         """Whether the critic reads the env's global state (so the env must produce one)."""
         return self.use_global_state and self.critic == "centralized"
+
+    def decided(self, name: str) -> bool:
+        """The value of the `auto`-able field `name` once decided for an env
+        (`task_settings.resolve_auto`); still `auto` here is a ConfigError."""
+        value = getattr(self, name)
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"config key '{name}' = {value!r} is decided per env: pass the config "
+                "through mappo.task_settings.resolve_auto first"
+            )
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field, ready for TOML or a checkpoint."""
@@ -211,7 +258,7 @@ def _record_given(cls: type[MappoConfig]) -> type[MappoConfig]:
         self.given = frozenset(names[: len(args)]) | frozenset(kwargs)
         generated(self, *args, **kwargs)
 
-    cls.__init__ = init
+    cast(Any, cls).__init__ = init  # replaces the method on purpose, which mypy refuses
     return cls
 
 
@@ -221,9 +268,15 @@ ENV_DIM_FIELDS = ("num_agents", "obs_dim", "global_state_dim", "action_dim")
 READ_OFF_ENV = "read_off_env"  # config.toml's table of ENV_DIM_FIELDS (facts, not settings)
 
 
+def _kind(name: str) -> str:
+    """The field's declared type as written: "int", "AutoBool", ... (annotations are strings
+    here, under `from __future__ import annotations`)."""
+    return cast(str, FIELDS[name].type)
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Check `value` against the field's declared type; convert only lossless cases."""
-    kind = FIELDS[name].type
+    kind = _kind(name)
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -243,11 +296,34 @@ def from_dict(data: dict[str, Any], source: str = "config") -> MappoConfig:
     return MappoConfig(**{k: _coerce(k, v) for k, v in data.items()})
 
 
+# Field names users bring from other libraries, mapped to ours (difflib does not find these).
+NAME_ALIASES = {
+    "learning_rate": "lr",
+    "entropy_coef": "ent_coef",
+    "value_coef": "vf_coef",
+    "clip_range": "clip_coef",
+    "n_envs": "num_envs",
+    "n_steps": "rollout_steps",
+    "batch_size": "minibatch_size",
+    "n_epochs": "update_epochs",
+    "ppo_epoch": "update_epochs",
+    "num_env_steps": "total_steps",
+    "total_timesteps": "total_steps",
+}
+
+
+def nearest_name(name: str, names: list[str]) -> list[str]:
+    """`[the name in names that `name` most likely means]`, or [] when none is near."""
+    if NAME_ALIASES.get(name) in names:
+        return [NAME_ALIASES[name]]
+    return difflib.get_close_matches(name, names, n=1)
+
+
 def check_keys(data: dict[str, Any], source: str) -> None:
     """Refuse keys that are not config fields, naming the source and the nearest field."""
     for key in data:
         if key not in FIELDS:
-            near = difflib.get_close_matches(key, FIELDS, n=1)
+            near = nearest_name(key, list(FIELDS))
             hint = f"; did you mean '{near[0]}'?" if near else ""
             raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
 
@@ -264,9 +340,18 @@ def validate(cfg: MappoConfig) -> None:
     for name in ("gamma", "gae_lambda"):
         need(0.0 <= getattr(cfg, name) <= 1.0, name, "in [0, 1]")
     need(cfg.minibatch_size >= 0, "minibatch_size", ">= 0 (0: the whole rollout at once)")
-    for name in ("num_agents", "obs_dim", "global_state_dim", "action_dim", "update_epochs",
-                 "total_steps", "num_envs", "rollout_steps", "hidden_dim",
-                 "data_chunk_length"):
+    for name in (
+        "num_agents",
+        "obs_dim",
+        "global_state_dim",
+        "action_dim",
+        "update_epochs",
+        "total_steps",
+        "num_envs",
+        "rollout_steps",
+        "hidden_dim",
+        "data_chunk_length",
+    ):
         need(getattr(cfg, name) >= 1, name, "an integer >= 1")
     for name in ("lr", "adam_eps", "max_grad_norm", "policy_head_gain"):
         need(getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name)), name, "> 0")
@@ -285,8 +370,11 @@ def validate(cfg: MappoConfig) -> None:
         )
     for name, f in FIELDS.items():
         if "choices" in f.metadata:
-            need(getattr(cfg, name) in f.metadata["choices"], name,
-                 "one of " + ", ".join(f.metadata["choices"]))
+            need(
+                getattr(cfg, name) in f.metadata["choices"],
+                name,
+                "one of " + ", ".join(f.metadata["choices"]),
+            )
     if cfg.policy_groups and not cfg.share_policy:
         raise ConfigError(
             f"config key 'policy_groups' = {cfg.policy_groups!r} shares one policy per prefix "
@@ -297,7 +385,7 @@ def validate(cfg: MappoConfig) -> None:
 
 def parse_cli_value(name: str, text: str) -> Any:
     """Turn one `--flag value` string into the field's type, or raise ConfigError."""
-    kind = FIELDS[name].type
+    kind = _kind(name)
     if kind == "AutoBool" and text.lower() == AUTO:
         return AUTO
     try:
@@ -316,6 +404,12 @@ def parse_cli_value(name: str, text: str) -> Any:
                 raise ValueError
             return value
         return text
+    except json.JSONDecodeError as err:  # say where the JSON breaks, not just "dict"
+        raise ConfigError(
+            f"config key '{name}' = {text!r}: not JSON ({err.msg} at character {err.pos}); "
+            """give an object, e.g. '{"n_agents": 4}'"""
+        ) from None
     except ValueError:
-        raise ConfigError(f"config key '{name}' = {text!r}: expected "
-                          f"{KIND_NAMES.get(kind, kind)}") from None
+        raise ConfigError(
+            f"config key '{name}' = {text!r}: expected {KIND_NAMES.get(kind, kind)}"
+        ) from None

@@ -10,6 +10,7 @@ of it and every method below is then a no-op.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +44,13 @@ class Distributed:
         """Rank 0 alone writes the run folder and prints."""
         return self.rank == 0
 
-    def broadcast_parameters(self, parameters: list[torch.Tensor]) -> None:
+    def broadcast_parameters(self, parameters: Sequence[torch.Tensor]) -> None:
         """Make every rank start from rank 0's parameters."""
         if self.world_size > 1:
             for tensor in parameters:
                 dist.broadcast(tensor.data, src=0)
 
-    def average_gradients(self, parameters: list[torch.Tensor]) -> None:
+    def average_gradients(self, parameters: Sequence[torch.Tensor]) -> None:
         """Replace each gradient by its mean over ranks, in one all-reduce."""
         if self.world_size == 1:
             return
@@ -59,7 +60,7 @@ class Distributed:
         flat /= self.world_size
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:

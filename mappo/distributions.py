@@ -41,6 +41,7 @@ class ActionDistribution:
                 params = params.masked_fill(~mask, torch.finfo(params.dtype).min)
             self.log_probs_all = _split_log_softmax(params, spec.nvec)
         else:
+            assert log_std is not None, "a Gaussian policy's distribution needs its log_std"
             self.mean = params
             self.log_std = log_std.expand_as(params)
             self.dims = None if mask is None else mask.to(params.dtype)  # [..., D], 1 = real

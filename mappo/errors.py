@@ -19,3 +19,10 @@ class CheckpointError(RuntimeError):
 
 class RunFolderError(RuntimeError):
     """The run folder cannot be used as asked (e.g. it already holds a run)."""
+
+
+class RenderError(ConfigError):
+    """Rendering cannot be done as asked (file type, encoder, env); the message says why.
+
+    A ConfigError, so the command line reports it like any other bad option.
+    """

@@ -31,7 +31,7 @@ import math
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from mappo.envs.base import MultiAgentEnv
 from mappo.evaluation import load_run
 from mappo.networks import Actor
 from mappo.policy import Policy
+
+if TYPE_CHECKING:
+    from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 
 LAYOUT_FORMAT = "mappo-actors"
 LAYOUT_VERSION = 1
@@ -70,8 +73,13 @@ class ActorSlot(nn.Module):
         self.actor = actor
         self.num_agents = len(actor.group_of_agent)
 
-    def forward(self, obs: torch.Tensor, agent: torch.Tensor, legal: torch.Tensor,
-                hidden: torch.Tensor | None = None) -> Any:
+    def forward(
+        self,
+        obs: torch.Tensor,
+        agent: torch.Tensor,
+        legal: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+    ) -> Any:
         every_slot = (-1, self.num_agents, -1)
         obs = obs.unsqueeze(1).expand(every_slot).contiguous()
         if hidden is None:
@@ -86,17 +94,21 @@ class ActorSlot(nn.Module):
         return action if hidden is None else (action, hidden)
 
 
-class GreedyPolicy(nn.Module):
-    """One policy of a trained actor, standalone: checked inputs → greedy actions.
+class _GreedyModule(nn.Module):
+    """What `GreedyPolicy` and `RecurrentGreedyPolicy` share, all but `forward`: the
+    traced `ActorSlot` (`core`), what the env fixes (the agents served, each agent's
+    static action mask and Box bounds) and the checks of the inputs."""
 
-    Holds the traced `ActorSlot` (`core`) and what the env fixes: the agents
-    served, each agent's static action mask and Box bounds. `forward(obs,
-    agent=None, mask=None)` takes the inputs of the module docstring; the
-    recurrent form is `RecurrentGreedyPolicy`.
-    """
-
-    def __init__(self, core: nn.Module, agents: list[int], obs_dim: int, discrete: bool,
-                 static_mask: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    def __init__(
+        self,
+        core: nn.Module,
+        agents: list[int],
+        obs_dim: int,
+        discrete: bool,
+        static_mask: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+    ) -> None:
         super().__init__()
         self.core = core
         self.obs_dim = obs_dim
@@ -104,14 +116,21 @@ class GreedyPolicy(nn.Module):
         self.default_agent = agents[0] if len(agents) == 1 else -1
         served = torch.zeros(len(static_mask), dtype=torch.bool)
         served[agents] = True
+        # The buffers' types, for mypy; declared here, not in the class body, where
+        # TorchScript would read the annotations (as strings, which it cannot resolve).
+        self.served: torch.Tensor
+        self.static_mask: torch.Tensor
+        self.low: torch.Tensor
+        self.high: torch.Tensor
         self.register_buffer("served", served)  # [A]
         # np.array copies: the env's arrays may be read-only views.
         self.register_buffer("static_mask", torch.from_numpy(np.array(static_mask, np.bool_)))
         self.register_buffer("low", torch.from_numpy(np.array(low, np.float32)))  # [A, D]
         self.register_buffer("high", torch.from_numpy(np.array(high, np.float32)))  # [A, D]
 
-    def checked(self, obs: torch.Tensor,
-                agent: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def checked(
+        self, obs: torch.Tensor, agent: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """obs zero-padded to `[B, obs_dim]` and one served agent index per row `[B]`."""
         if obs.dim() != 2 or obs.shape[1] > self.obs_dim:
             raise ValueError(f"obs must be [B, <= {self.obs_dim}], got {list(obs.shape)}")
@@ -120,12 +139,16 @@ class GreedyPolicy(nn.Module):
         if agent is None:
             if self.default_agent < 0:
                 raise ValueError("this policy serves several agents: pass agent indices [B]")
-            agent = torch.full([obs.shape[0]], self.default_agent, dtype=torch.long,
-                               device=obs.device)
+            agent = torch.full(
+                [obs.shape[0]], self.default_agent, dtype=torch.long, device=obs.device
+            )
         elif agent.dim() == 0:
             agent = agent.expand(obs.shape[0])
-        if bool((agent < 0).any()) or bool((agent >= self.served.shape[0]).any()) \
-                or not bool(self.served[agent].all()):
+        if (
+            bool((agent < 0).any())
+            or bool((agent >= self.served.shape[0]).any())
+            or not bool(self.served[agent].all())
+        ):
             raise ValueError("agent index not served by this policy (see layout.json)")
         return obs, agent
 
@@ -140,32 +163,56 @@ class GreedyPolicy(nn.Module):
             return action
         return torch.clamp(action, self.low[agent], self.high[agent])
 
-    def forward(self, obs: torch.Tensor, agent: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+
+class GreedyPolicy(_GreedyModule):
+    """One policy of a trained actor, standalone: checked inputs → greedy actions.
+
+    Holds the traced `ActorSlot` (`core`) and what the env fixes: the agents
+    served, each agent's static action mask and Box bounds. `forward(obs,
+    agent=None, mask=None)` takes the inputs of the module docstring; the
+    recurrent form is `RecurrentGreedyPolicy`.
+    """
+
+    def forward(
+        self, obs: torch.Tensor, agent: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Greedy actions for observations `[B, obs_dim]` of the agents `agent` `[B]`."""
         obs, agent = self.checked(obs, agent)
         return self.bounded(self.core(obs, agent, self.legal(agent, mask)), agent)
 
 
-class RecurrentGreedyPolicy(GreedyPolicy):
+class RecurrentGreedyPolicy(_GreedyModule):
     """`GreedyPolicy` of a recurrent actor: it takes and returns each row's hidden state."""
 
-    def __init__(self, core: nn.Module, agents: list[int], obs_dim: int, discrete: bool,
-                 static_mask: np.ndarray, low: np.ndarray, high: np.ndarray,
-                 hidden_dim: int) -> None:
+    def __init__(
+        self,
+        core: nn.Module,
+        agents: list[int],
+        obs_dim: int,
+        discrete: bool,
+        static_mask: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+        hidden_dim: int,
+    ) -> None:
         super().__init__(core, agents, obs_dim, discrete, static_mask, low, high)
         self.hidden_dim = hidden_dim
 
-    def forward(self, obs: torch.Tensor, agent: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None,
-                hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        obs: torch.Tensor,
+        agent: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`(action, new_hidden)` from hidden `[B, hidden_dim]`; None is an episode start."""
         obs, agent = self.checked(obs, agent)
         if hidden is None:
             hidden = obs.new_zeros([obs.shape[0], self.hidden_dim])
         elif list(hidden.shape) != [obs.shape[0], self.hidden_dim]:
-            raise ValueError(f"hidden must be [{obs.shape[0]}, {self.hidden_dim}], "
-                             f"got {list(hidden.shape)}")
+            raise ValueError(
+                f"hidden must be [{obs.shape[0]}, {self.hidden_dim}], got {list(hidden.shape)}"
+            )
         action, hidden = self.core(obs, agent, self.legal(agent, mask), hidden)
         return self.bounded(action, agent), hidden
 
@@ -178,7 +225,7 @@ def _finite_or_none(values: Any) -> list[float | None]:
     return [float(v) if math.isfinite(float(v)) else None for v in np.asarray(values).ravel()]
 
 
-def _is_pettingzoo(env: MultiAgentEnv) -> bool:
+def _is_pettingzoo(env: MultiAgentEnv) -> TypeGuard[PettingZooWrapper]:
     """Whether `env` wraps PettingZoo copies (whose layout holds per-agent spaces)."""
     try:
         from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
@@ -195,7 +242,9 @@ def _env_layout(env: MultiAgentEnv) -> dict[str, Any]:
     if _is_pettingzoo(env):
         layout = env.layout
         return {
-            "static_mask": layout.static_mask, "low": layout.low, "high": layout.high,
+            "static_mask": layout.static_mask,
+            "low": layout.low,
+            "high": layout.high,
             "mask_index": [index.tolist() for index in layout.mask_index],
             "spaces": [_space_json(space) for space in layout.action_spaces],
             # Dict observations are how a PettingZoo env hands out an action_mask. A Box
@@ -206,21 +255,35 @@ def _env_layout(env: MultiAgentEnv) -> dict[str, Any]:
     # mask at reset is every step's. An env whose legal actions change (JaxMARL's) says
     # which slots are each agent's with `static_action_mask`, and callers pass the mask.
     static = getattr(env, "static_action_mask", None)
-    static_mask = (static() if static is not None else env.get_action_mask()[0]
-                   ).cpu().numpy().astype(np.bool_)  # [A, K]
+    static_mask = (
+        (static() if static is not None else env.get_action_mask()[0])
+        .cpu()
+        .numpy()
+        .astype(np.bool_)
+    )  # [A, K]
     changing_mask = bool(getattr(env, "changing_action_mask", False))
     D = 0 if discrete else action.action_dim
     if discrete:
         starts = np.cumsum([0, *action.nvec[:-1]])
         spaces_json = [
-            {"kind": "discrete", "start": [0] * len(action.nvec),
-             "nvec": [int(row[a : a + n].sum())
-                      for a, n in zip(starts, action.nvec, strict=True)]}
+            {
+                "kind": "discrete",
+                "start": [0] * len(action.nvec),
+                "nvec": [
+                    int(row[a : a + n].sum()) for a, n in zip(starts, action.nvec, strict=True)
+                ],
+            }
             for row in static_mask
         ]
     else:
-        spaces_json = [{"kind": "continuous", "shape": [D], "low": _finite_or_none(action.low),
-                        "high": _finite_or_none(action.high)}] * A
+        spaces_json = [
+            {
+                "kind": "continuous",
+                "shape": [D],
+                "low": _finite_or_none(action.low),
+                "high": _finite_or_none(action.high),
+            }
+        ] * A
     # Each agent's own box where the env knows it (VMAS), else the spec's bounds for all.
     low, high = getattr(env, "action_bounds", (action.low, action.high))
     return {
@@ -240,14 +303,22 @@ def _space_json(space: Any) -> dict[str, Any]:
     if isinstance(space, spaces.Discrete):
         return {"kind": "discrete", "nvec": [int(space.n)], "start": [int(space.start)]}
     if isinstance(space, spaces.MultiDiscrete):
-        return {"kind": "discrete", "nvec": space.nvec.ravel().tolist(),
-                "start": np.asarray(space.start).ravel().tolist()}
-    return {"kind": "continuous", "shape": list(space.shape),
-            "low": _finite_or_none(space.low), "high": _finite_or_none(space.high)}
+        return {
+            "kind": "discrete",
+            "nvec": space.nvec.ravel().tolist(),
+            "start": np.asarray(space.start).ravel().tolist(),
+        }
+    return {
+        "kind": "continuous",
+        "shape": list(space.shape),
+        "low": _finite_or_none(space.low),
+        "high": _finite_or_none(space.high),
+    }
 
 
-def policy_file_stems(agent_names: tuple[str, ...], group_of_agent: list[int],
-                      prefixes: str) -> list[str]:
+def policy_file_stems(
+    agent_names: tuple[str, ...], group_of_agent: list[int], prefixes: str
+) -> list[str]:
     """A file name (no suffix) per policy group: `policy`, an agent's name, or its prefix."""
     stems = []
     prefix_list = [p.strip() for p in prefixes.split(",") if p.strip()]
@@ -280,14 +351,18 @@ def _example_obs(batch: int, obs_dim: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.randn(batch, obs_dim)
 
 
-def _traced_core(core: ActorSlot, obs_dim: int, hidden_dim: int | None,
-                 obs_dtype: torch.dtype = torch.float32) -> torch.jit.ScriptModule:
+def _traced_core(
+    core: ActorSlot, obs_dim: int, hidden_dim: int | None, obs_dtype: torch.dtype = torch.float32
+) -> torch.jit.ScriptModule:
     """`core` traced; checked on a second batch size, the one size that varies."""
     num_agents, logits_dim = core.num_agents, core.actor.action.logits_dim
 
     def inputs(batch: int) -> tuple[torch.Tensor, ...]:
-        args = (_example_obs(batch, obs_dim, obs_dtype), torch.arange(batch) % num_agents,
-                torch.ones(batch, logits_dim, dtype=torch.bool))
+        args = (
+            _example_obs(batch, obs_dim, obs_dtype),
+            torch.arange(batch) % num_agents,
+            torch.ones(batch, logits_dim, dtype=torch.bool),
+        )
         return args if hidden_dim is None else (*args, torch.randn(batch, hidden_dim))
 
     with warnings.catch_warnings():
@@ -298,26 +373,41 @@ def _traced_core(core: ActorSlot, obs_dim: int, hidden_dim: int | None,
         return torch.jit.trace(core, inputs(2), check_inputs=[inputs(3)])
 
 
-def _greedy(core: nn.Module, agents: list[int], policy: Policy,
-            env_layout: dict[str, Any]) -> GreedyPolicy:
+def _greedy(
+    core: nn.Module, agents: list[int], policy: Policy, env_layout: dict[str, Any]
+) -> GreedyPolicy | RecurrentGreedyPolicy:
     """The module of the file serving `agents`, around `core` (traced or not)."""
-    fixed = (core, agents, policy.spec.obs_dim, policy.action_spec.kind == "discrete",
-             env_layout["static_mask"], env_layout["low"], env_layout["high"])
+    fixed = (
+        core,
+        agents,
+        policy.spec.obs_dim,
+        policy.action_spec.kind == "discrete",
+        env_layout["static_mask"],
+        env_layout["low"],
+        env_layout["high"],
+    )
     if not policy.recurrent:
         return GreedyPolicy(*fixed).eval()
     return RecurrentGreedyPolicy(*fixed, policy.config.hidden_dim).eval()
 
 
-def _write_onnx(policy: GreedyPolicy, path: Path, hidden_dim: int | None,
-                obs_dtype: torch.dtype = torch.float32) -> tuple[list[str], list[str]]:
+def _write_onnx(
+    policy: GreedyPolicy | RecurrentGreedyPolicy,
+    path: Path,
+    hidden_dim: int | None,
+    obs_dtype: torch.dtype = torch.float32,
+) -> tuple[list[str], list[str]]:
     """Export `policy` to an ONNX file with a dynamic batch axis; its input and output names."""
     import onnx
 
     B = 2
     obs = torch.zeros(B, policy.obs_dim, dtype=obs_dtype)
     agent = policy.served.nonzero()[0].expand(B).contiguous()
-    optional = {"mask": torch.ones(B, policy.static_mask.shape[1], dtype=torch.bool)} \
-        if policy.discrete else {}
+    optional = (
+        {"mask": torch.ones(B, policy.static_mask.shape[1], dtype=torch.bool)}
+        if policy.discrete
+        else {}
+    )
     if hidden_dim is not None:
         optional["hidden"] = torch.zeros(B, hidden_dim)
     inputs = ["obs", "agent", *optional]
@@ -328,8 +418,14 @@ def _write_onnx(policy: GreedyPolicy, path: Path, hidden_dim: int | None,
         # (the tracer warns that they would not run on other inputs).
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            policy, (obs, agent), str(path), kwargs=optional,
-            input_names=inputs, output_names=outputs, opset_version=ONNX_OPSET, dynamo=False,
+            policy,
+            (obs, agent),
+            str(path),
+            kwargs=optional,
+            input_names=inputs,
+            output_names=outputs,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
             dynamic_axes={name: {0: "batch"} for name in [*inputs, *outputs]},
         )
     model = onnx.load(str(path))
@@ -337,8 +433,9 @@ def _write_onnx(policy: GreedyPolicy, path: Path, hidden_dim: int | None,
     return [i.name for i in model.graph.input], [o.name for o in model.graph.output]
 
 
-def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
-                  onnx: bool | None = None) -> dict[str, Any]:
+def export_policy(
+    policy: Policy, env: MultiAgentEnv, out_dir: str | Path, onnx: bool | None = None
+) -> dict[str, Any]:
     """Write every actor policy of `policy` to `out_dir` with `layout.json`; return the layout.
 
     `env` (any number of copies) supplies the layout: static masks, bounds and
@@ -369,7 +466,8 @@ def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
             scripted = torch.jit.script(_greedy(traced, agents, policy, env_layout))
             torch.jit.save(scripted, str(out_dir / f"{stem}.pt"))
         entry: dict[str, Any] = {
-            "file": f"{stem}.pt", "agents": agents,
+            "file": f"{stem}.pt",
+            "agents": agents,
             "agent_names": [spec.agent_names[a] for a in agents],
             "needs_agent_index": len(agents) > 1,
         }
@@ -377,51 +475,71 @@ def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
             entry["onnx"] = f"{stem}.onnx"
             # The ONNX exporter traces by itself, and not through an already traced module.
             entry["onnx_inputs"], entry["onnx_outputs"] = _write_onnx(
-                _greedy(core, agents, policy, env_layout), out_dir / f"{stem}.onnx", hidden_dim,
-                spec.obs_dtype)
+                _greedy(core, agents, policy, env_layout),
+                out_dir / f"{stem}.onnx",
+                hidden_dim,
+                spec.obs_dtype,
+            )
         policies.append(entry)
         file_of_agent.update({a: entry["file"] for a in agents})
     action = spec.action
     image = bool(spec.obs_shape)
     inputs = {
-        "obs": (f"[B, obs_dim] {str(spec.obs_dtype).removeprefix('torch.')}: the agent's image "
-                "of obs_shape, flattened in its own axis order" if image
-                else "[B, obs_dim] float32; an agent's own obs_size floats, zero-padded"),
+        "obs": (
+            f"[B, obs_dim] {str(spec.obs_dtype).removeprefix('torch.')}: the agent's image "
+            "of obs_shape, flattened in its own axis order"
+            if image
+            else "[B, obs_dim] float32; an agent's own obs_size floats, zero-padded"
+        ),
         "agent": "[B] int64 agent slot index; optional when the file serves one agent",
         "mask": "[B, logits_dim] bool, optional: True = legal logit; an agent's own "
-                "action_mask goes at its mask_index",
+        "action_mask goes at its mask_index",
     }
     if hidden_dim is not None:
-        inputs["hidden"] = (f"[B, {hidden_dim}] float32: the new_hidden this file returned "
-                            "for the same agent at its previous step; zeros at every episode "
-                            "start")
+        inputs["hidden"] = (
+            f"[B, {hidden_dim}] float32: the new_hidden this file returned "
+            "for the same agent at its previous step; zeros at every episode "
+            "start"
+        )
     layout = {
-        "format": LAYOUT_FORMAT, "version": LAYOUT_VERSION,
-        "env": cfg.env, "env_kwargs": cfg.env_kwargs,
+        "format": LAYOUT_FORMAT,
+        "version": LAYOUT_VERSION,
+        "env": cfg.env,
+        "env_kwargs": cfg.env_kwargs,
         "obs_dim": spec.obs_dim,
         **({"obs_shape": list(spec.obs_shape)} if image else {}),
         "action": {
             "kind": action.kind,
             "logits_dim": action.logits_dim,
             **({"nvec": list(action.nvec)} if discrete else {"dim": action.action_dim}),
-            "output": ("[B, n_sub] int64: the index of each sub-action, 0-based (add the "
-                       "agent's start)" if discrete
-                       else "[B, D] float32: the mean, clipped to the agent's bounds"),
+            "output": (
+                "[B, n_sub] int64: the index of each sub-action, 0-based (add the agent's start)"
+                if discrete
+                else "[B, D] float32: the mean, clipped to the agent's bounds"
+            ),
         },
         "has_action_mask": bool(env_layout["has_mask"]),
         "inputs": inputs,
         "outputs": ["action"] if hidden_dim is None else ["action", "new_hidden"],
-        "recurrent": None if hidden_dim is None else {
-            "hidden_dim": hidden_dim, "initial": "zeros",
+        "recurrent": None
+        if hidden_dim is None
+        else {
+            "hidden_dim": hidden_dim,
+            "initial": "zeros",
             "reset": "at every episode start of that agent, and when it first acts in an "
-                     "episode it joined late",
+            "episode it joined late",
             "call": "action, new_hidden = policy(obs, agent, mask, hidden)",
         },
         "policies": policies,
         "agents": [
-            {"index": a, "name": name, "policy_file": file_of_agent[a],
-             "obs_size": int(spec.obs_sizes[a]) if spec.obs_sizes else spec.obs_dim,
-             "action_space": env_layout["spaces"][a], "mask_index": env_layout["mask_index"][a]}
+            {
+                "index": a,
+                "name": name,
+                "policy_file": file_of_agent[a],
+                "obs_size": int(spec.obs_sizes[a]) if spec.obs_sizes else spec.obs_dim,
+                "action_space": env_layout["spaces"][a],
+                "mask_index": env_layout["mask_index"][a],
+            }
             for a, name in enumerate(spec.agent_names)
         ],
     }
@@ -429,8 +547,9 @@ def export_policy(policy: Policy, env: MultiAgentEnv, out_dir: str | Path,
     return layout
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path,
-               onnx: bool | None = None) -> dict[str, Any]:
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, onnx: bool | None = None
+) -> dict[str, Any]:
     """Load the run in `run_dir` (its policy and one env copy, on CPU) and export its actors."""
     policy, env = load_run(run_dir, num_envs=1, device="cpu")
     try:

@@ -57,6 +57,7 @@ def compute_gae(
     not_done = 1.0 - dones.to(rewards.dtype)
     bootstrap = torch.zeros_like(rewards)
     if truncated is not None:
+        assert truncation_values is not None, "truncated steps need their truncation_values"
         bootstrap = torch.where(truncated, truncation_values, bootstrap)
     next_advantage = torch.zeros_like(last_value)  # at the agent's next turn
     next_value = last_value  # at the agent's next turn

@@ -44,8 +44,9 @@ def to_float_input(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype != torch.float32 else x
 
 
-def image_axes(shape: tuple[int, ...], layout: str = "auto", said: str | None = None,
-               env: str | None = None) -> tuple[tuple[int, int, int], bool]:
+def image_axes(
+    shape: tuple[int, ...], layout: str = "auto", said: str | None = None, env: str | None = None
+) -> tuple[tuple[int, int, int], bool]:
     """`(C, H, W)` of an image of `shape` (3 axes) and whether its channels are last.
 
     `layout` "hwc" or "chw" says it and always wins. "auto" takes what the env
@@ -59,12 +60,14 @@ def image_axes(shape: tuple[int, ...], layout: str = "auto", said: str | None = 
     """
     if len(shape) != 3:
         raise ValueError(f"an image has 3 axes, got shape {tuple(shape)}")
-    order = layout if layout != "auto" else said or _picture_order(tuple(shape))
+    a, b, c = shape
+    order = layout if layout != "auto" else said or _picture_order((a, b, c))
     if order is None:
         who = f"env '{env}'" if env else "the env"
-        raise ConfigError(f"{who} observes images of shape {tuple(shape)}; say its axis order "
-                          "with --image-layout hwc or chw")
-    a, b, c = shape
+        raise ConfigError(
+            f"{who} observes images of shape {tuple(shape)}; say its axis order "
+            "with --image-layout hwc or chw"
+        )
     return ((a, b, c), False) if order == "chw" else ((c, a, b), True)
 
 
@@ -73,12 +76,18 @@ def _picture_order(shape: tuple[int, int, int]) -> str | None:
     both do."""
 
     def picture(channels: int, height: int, width: int, any_aspect: bool) -> bool:
-        return (channels in PICTURE_CHANNELS and min(height, width) > channels
-                and (any_aspect or max(height, width) <= PICTURE_MAX_ASPECT * min(height, width)))
+        return (
+            channels in PICTURE_CHANNELS
+            and min(height, width) > channels
+            and (any_aspect or max(height, width) <= PICTURE_MAX_ASPECT * min(height, width))
+        )
 
     a, b, c = shape
-    orders = [order for order, axes in (("hwc", (c, a, b, True)), ("chw", (a, b, c, False)))
-              if picture(*axes)]
+    orders = [
+        order
+        for order, axes in (("hwc", (c, a, b, True)), ("chw", (a, b, c, False)))
+        if picture(*axes)
+    ]
     return orders[0] if len(orders) == 1 else None
 
 
@@ -103,6 +112,8 @@ class GroupedLinear(nn.Module):
     several groups are one batched matmul over the agent axis.
     """
 
+    group_of_agent: torch.Tensor  # a buffer, [A]
+
     def __init__(self, group_of_agent: list[int], in_dim: int, out_dim: int, gain: float) -> None:
         super().__init__()
         num_groups = max(group_of_agent) + 1
@@ -115,7 +126,8 @@ class GroupedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.shape[0] == 1:
             return torch.matmul(x, self.weight[0]) + self.bias[0]
-        weight, bias = self.weight, self.bias
+        weight: torch.Tensor = self.weight
+        bias: torch.Tensor = self.bias
         if self.gather:
             weight, bias = weight[self.group_of_agent], bias[self.group_of_agent]
         out = torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), weight)  # [A, B, out]
@@ -130,6 +142,8 @@ class GroupedLinear(nn.Module):
 
 class GroupedLayerNorm(nn.Module):
     """LayerNorm over the last axis of `[B, A, D]`, with one affine pair per policy group."""
+
+    group_of_agent: torch.Tensor  # a buffer, [A]
 
     def __init__(self, group_of_agent: list[int], dim: int) -> None:
         super().__init__()
@@ -154,8 +168,18 @@ class GroupedConv2d(nn.Module):
     with its own group's filters.
     """
 
-    def __init__(self, group_of_agent: list[int], in_channels: int, out_channels: int,
-                 kernel: int, stride: int, padding: int, gain: float) -> None:
+    group_of_agent: torch.Tensor  # a buffer, [A]
+
+    def __init__(
+        self,
+        group_of_agent: list[int],
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        gain: float,
+    ) -> None:
         super().__init__()
         num_groups = max(group_of_agent) + 1
         weight = torch.empty(num_groups, out_channels, in_channels, kernel, kernel)
@@ -170,14 +194,22 @@ class GroupedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         N, A = x.shape[:2]
         if self.weight.shape[0] == 1:
-            out = nn.functional.conv2d(x.flatten(0, 1), self.weight[0], self.bias[0],
-                                       self.stride, self.padding)
+            out = nn.functional.conv2d(
+                x.flatten(0, 1), self.weight[0], self.bias[0], self.stride, self.padding
+            )
             return out.unflatten(0, (N, A))
-        weight, bias = self.weight, self.bias
+        weight: torch.Tensor = self.weight
+        bias: torch.Tensor = self.bias
         if self.gather:
             weight, bias = weight[self.group_of_agent], bias[self.group_of_agent]
-        out = nn.functional.conv2d(x.flatten(1, 2), weight.flatten(0, 1), bias.flatten(),
-                                   self.stride, self.padding, groups=A)  # [N, A·out, H', W']
+        out = nn.functional.conv2d(
+            x.flatten(1, 2),
+            weight.flatten(0, 1),
+            bias.flatten(),
+            self.stride,
+            self.padding,
+            groups=A,
+        )  # [N, A·out, H', W']
         return out.unflatten(1, (A, -1))
 
 
@@ -192,17 +224,27 @@ class ImageEncoder(nn.Module):
     (ReLU); orthogonal init with gain √2, zero biases, like the MLP.
     """
 
-    def __init__(self, group_of_agent: list[int], shape: tuple[int, ...], layout: str = "auto",
-                 out_dim: int = IMAGE_FEATURES, *, said: str | None = None,
-                 env: str | None = None) -> None:
+    def __init__(
+        self,
+        group_of_agent: list[int],
+        shape: tuple[int, ...],
+        layout: str = "auto",
+        out_dim: int = IMAGE_FEATURES,
+        *,
+        said: str | None = None,
+        env: str | None = None,
+    ) -> None:
         super().__init__()
         (channels, height, width), self.channels_last = image_axes(shape, layout, said, env)
         self.shape, self.out_dim = tuple(shape), out_dim
         stack = NATURE_CNN if min(height, width) >= NATURE_MIN_SIDE else SMALL_CNN
         convs = []
         for out_channels, kernel, stride, padding in stack:
-            convs.append(GroupedConv2d(group_of_agent, channels, out_channels, kernel, stride,
-                                       padding, HIDDEN_GAIN))
+            convs.append(
+                GroupedConv2d(
+                    group_of_agent, channels, out_channels, kernel, stride, padding, HIDDEN_GAIN
+                )
+            )
             channels = out_channels
             height = _conv_out(height, kernel, stride, padding)
             width = _conv_out(width, kernel, stride, padding)
@@ -226,9 +268,16 @@ class CriticImageEncoder(nn.Module):
     `[..., n·out_dim]`. One CNN for all n images, which fold into the batch; their place
     in the concatenation says whose they are. `layout`, `said`, `env`: as `ImageEncoder`'s."""
 
-    def __init__(self, num_images: int, shape: tuple[int, ...], layout: str = "auto",
-                 out_dim: int = IMAGE_FEATURES, *, said: str | None = None,
-                 env: str | None = None) -> None:
+    def __init__(
+        self,
+        num_images: int,
+        shape: tuple[int, ...],
+        layout: str = "auto",
+        out_dim: int = IMAGE_FEATURES,
+        *,
+        said: str | None = None,
+        env: str | None = None,
+    ) -> None:
         super().__init__()
         self.num_images = num_images
         self.images = ImageEncoder([0] * num_images, shape, layout, out_dim, said=said, env=env)
@@ -240,8 +289,9 @@ class CriticImageEncoder(nn.Module):
         return self.images(images).reshape(*lead, self.out_dim)
 
 
-def gru_update(input_gates: torch.Tensor, hidden_gates: torch.Tensor,
-               hidden: torch.Tensor) -> torch.Tensor:
+def gru_update(
+    input_gates: torch.Tensor, hidden_gates: torch.Tensor, hidden: torch.Tensor
+) -> torch.Tensor:
     """torch.nn.GRUCell's update from its two projections `[..., 3H]` and the hidden `[..., H]`."""
     in_r, in_z, in_n = input_gates.chunk(3, -1)
     h_r, h_z, h_n = hidden_gates.chunk(3, -1)
@@ -268,8 +318,14 @@ class GruScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, input_gates: torch.Tensor, hidden: torch.Tensor, keep: torch.Tensor,
-                weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        input_gates: torch.Tensor,
+        hidden: torch.Tensor,
+        keep: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> torch.Tensor:
         steps, H = input_gates.shape[0], hidden.shape[-1]
         bias = bias.unsqueeze(1)  # [G, 1, 3H]
         previous = hidden.new_empty((steps, *hidden.shape))  # [L, G, N, H] state entering step t
@@ -278,27 +334,35 @@ class GruScan(torch.autograd.Function):
         candidate = torch.empty_like(previous)  # [L, G, N, H] n
         states = torch.empty_like(previous)  # [L, G, N, H]
         # Per-step views made once: indexing inside the loop costs as much as the arithmetic.
-        x_rz, x_n = input_gates[..., :2 * H].unbind(0), input_gates[..., 2 * H:].unbind(0)
-        p_all, p_rz, p_n = (projected.unbind(0), projected[..., :2 * H].unbind(0),
-                            projected[..., 2 * H:].unbind(0))
-        rz, reset, update = (gates_rz.unbind(0), gates_rz[..., :H].unbind(0),
-                             gates_rz[..., H:].unbind(0))
-        keeps, prev, n, out = keep.unbind(0), previous.unbind(0), candidate.unbind(0), \
-            states.unbind(0)
+        x_rz, x_n = input_gates[..., : 2 * H].unbind(0), input_gates[..., 2 * H :].unbind(0)
+        p_all, p_rz, p_n = (
+            projected.unbind(0),
+            projected[..., : 2 * H].unbind(0),
+            projected[..., 2 * H :].unbind(0),
+        )
+        rz, reset, update = (
+            gates_rz.unbind(0),
+            gates_rz[..., :H].unbind(0),
+            gates_rz[..., H:].unbind(0),
+        )
+        keeps, prev, n, out = (
+            keep.unbind(0),
+            previous.unbind(0),
+            candidate.unbind(0),
+            states.unbind(0),
+        )
         for t in range(steps):
             hidden = torch.mul(hidden, keeps[t], out=prev[t])
             torch.baddbmm(bias, hidden, weight, out=p_all[t])
             torch.add(x_rz[t], p_rz[t], out=rz[t]).sigmoid_()
             torch.addcmul(x_n[t], reset[t], p_n[t], out=n[t]).tanh_()
             hidden = torch.lerp(n[t], hidden, update[t], out=out[t])  # (1 - z) n + z h
-        ctx.save_for_backward(previous, gates_rz, candidate, projected[..., 2 * H:], keep, weight)
+        ctx.save_for_backward(previous, gates_rz, candidate, projected[..., 2 * H :], keep, weight)
         return states
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(  # type: ignore[override]
-        ctx: Any, grad_states: torch.Tensor
-    ) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad_states: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         previous, gates_rz, candidate, hidden_n, keep, weight = ctx.saved_tensors
         steps, G, H = previous.shape[0], previous.shape[1], previous.shape[-1]
         weight_t = weight.transpose(1, 2)  # [G, 3H, H]
@@ -308,15 +372,20 @@ class GruScan(torch.autograd.Function):
         grad_n_pre = torch.empty_like(previous)  # [L, G, N, H] d(x_n + r * hn)
         grad_projected = previous.new_empty((*previous.shape[:-1], 3 * H))  # [L, G, N, 3H]
         g_all, g_r, g_z, g_rz, g_n = (
-            grad_projected.unbind(0), grad_projected[..., :H].unbind(0),
-            grad_projected[..., H:2 * H].unbind(0), grad_projected[..., :2 * H].unbind(0),
-            grad_projected[..., 2 * H:].unbind(0),
+            grad_projected.unbind(0),
+            grad_projected[..., :H].unbind(0),
+            grad_projected[..., H : 2 * H].unbind(0),
+            grad_projected[..., : 2 * H].unbind(0),
+            grad_projected[..., 2 * H :].unbind(0),
         )
         reset, update = gates_rz[..., :H].unbind(0), gates_rz[..., H:].unbind(0)
-        n, slope, h_minus_n = candidate.unbind(0), sigmoid_slope.unbind(0), \
-            hidden_minus_n.unbind(0)
-        keeps, grad_out, hn, grad_n_out = keep.unbind(0), grad_states.unbind(0), \
-            hidden_n.unbind(0), grad_n_pre.unbind(0)
+        n, slope, h_minus_n = candidate.unbind(0), sigmoid_slope.unbind(0), hidden_minus_n.unbind(0)
+        keeps, grad_out, hn, grad_n_out = (
+            keep.unbind(0),
+            grad_states.unbind(0),
+            hidden_n.unbind(0),
+            grad_n_pre.unbind(0),
+        )
         grad_hidden = grad_out[steps - 1]  # d/d h_t, h_t the state leaving step t
         for t in reversed(range(steps)):
             grad_n = torch.addcmul(grad_hidden, grad_hidden, update[t], value=-1.0)  # (1 - z)
@@ -329,16 +398,23 @@ class GruScan(torch.autograd.Function):
             if t:  # the state entering step t is the last one times keep[t]
                 grad_hidden = torch.addcmul(grad_out[t - 1], grad_hidden, keeps[t])
         grad_initial = grad_hidden * keeps[0]
-        grad_input = torch.cat([grad_projected[..., :2 * H], grad_n_pre], -1)  # [L, G, N, 3H]
+        grad_input = torch.cat([grad_projected[..., : 2 * H], grad_n_pre], -1)  # [L, G, N, 3H]
         # dL/dW[g] = sum over steps and rows of h^T dproj: one matmul for all steps.
-        grad_weight = torch.bmm(previous.transpose(0, 1).reshape(G, -1, H).transpose(1, 2),
-                                grad_projected.transpose(0, 1).reshape(G, -1, 3 * H))
+        grad_weight = torch.bmm(
+            previous.transpose(0, 1).reshape(G, -1, H).transpose(1, 2),
+            grad_projected.transpose(0, 1).reshape(G, -1, 3 * H),
+        )
         return grad_input, grad_initial, None, grad_weight, grad_projected.sum((0, 2))
 
 
-def gru_scan(input_gates: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
-             weight: torch.Tensor, bias: torch.Tensor,
-             advance: torch.Tensor | None = None) -> torch.Tensor:
+def gru_scan(
+    input_gates: torch.Tensor,
+    hidden: torch.Tensor,
+    starts: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    advance: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Run a GRU over time (`GruScan`), with the input projections `[L, G, N, 3H]` of
     every step computed beforehand so that only the recurrence is left in the loop.
 
@@ -379,8 +455,13 @@ class GroupedGRUCell(nn.Module):
     def forward(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         return gru_update(self.input(x), self.recurrent(hidden), hidden)
 
-    def scan(self, x: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
-             advance: torch.Tensor | None = None) -> torch.Tensor:
+    def scan(
+        self,
+        x: torch.Tensor,
+        hidden: torch.Tensor,
+        starts: torch.Tensor,
+        advance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Sequences `[B, L, A, H]` from `hidden` `[B, A, H]`, cleared at `starts` `[B, L, A]`,
         each agent's state changing only where `advance` `[B, L, A]` (when given)."""
         B, L, A = x.shape[:3]
@@ -388,16 +469,23 @@ class GroupedGRUCell(nn.Module):
         if self.recurrent.weight.shape[0] == 1:  # one shared GRU: every (env, agent) is a row
             layout = (L, 1, B * A)
             states = gru_scan(
-                input_gates.transpose(0, 1).reshape(*layout, -1), hidden.reshape(1, B * A, -1),
-                starts.transpose(0, 1).reshape(layout), self.recurrent.weight,
+                input_gates.transpose(0, 1).reshape(*layout, -1),
+                hidden.reshape(1, B * A, -1),
+                starts.transpose(0, 1).reshape(layout),
+                self.recurrent.weight,
                 self.recurrent.bias,
                 None if advance is None else advance.transpose(0, 1).reshape(layout),
             )  # [L, 1, B * A, H]
             return states.reshape(L, B, A, -1).transpose(0, 1)
         weight, bias = self.recurrent.per_agent()  # one GRU per agent slot: agents are groups
-        states = gru_scan(input_gates.permute(1, 2, 0, 3), hidden.transpose(0, 1),
-                          starts.permute(1, 2, 0), weight, bias,
-                          None if advance is None else advance.permute(1, 2, 0))  # [L, A, B, H]
+        states = gru_scan(
+            input_gates.permute(1, 2, 0, 3),
+            hidden.transpose(0, 1),
+            starts.permute(1, 2, 0),
+            weight,
+            bias,
+            None if advance is None else advance.permute(1, 2, 0),
+        )  # [L, A, B, H]
         return states.permute(2, 0, 1, 3)
 
 
@@ -415,6 +503,8 @@ class AgentNetwork(nn.Module):
     without one, the MLP reads them as floats (`to_float_input`).
     """
 
+    group_of_agent: torch.Tensor  # a buffer, [A]
+
     def __init__(
         self,
         obs_dim: int,
@@ -427,7 +517,7 @@ class AgentNetwork(nn.Module):
         input_layer_norm: bool = False,
         hidden_layer_norm: bool = False,
         agent_id: bool = True,
-        encoder: nn.Module | None = None,
+        encoder: ImageEncoder | None = None,
     ) -> None:
         super().__init__()
         num_agents = len(group_of_agent)
@@ -465,17 +555,22 @@ class AgentNetwork(nn.Module):
         self, obs: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One recurrent step: obs `[B, A, O]`, hidden `[B, A, H]` → (outputs, hidden)."""
+        assert self.gru is not None, "a feed-forward network has no hidden state"
         hidden = self.gru(self._features(obs), hidden)
         return self.head(self._norm(2, hidden)), hidden
 
     def unroll(
-        self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
+        self,
+        obs: torch.Tensor,
+        hidden: torch.Tensor,
+        starts: torch.Tensor,
         acting: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Over sequences: obs `[B, L, A, O]` from hidden `[B, A, H]`, cleared at `starts`
         `[B, L, A]` → outputs `[B, L, A, out_dim]`; with `acting` `[B, L, A]` (turn-based)
         an agent's state advances only at its own turns. The MLP and the head run once
         over all steps; only the GRU's recurrence loops over L."""
+        assert self.gru is not None, "a feed-forward network has no hidden state"
         B, L = obs.shape[:2]
         features = self._features(obs.flatten(0, 1)).unflatten(0, (B, L))
         states = self.gru.scan(features, hidden, starts, acting)
@@ -520,11 +615,21 @@ class Actor(AgentNetwork):
         input_layer_norm: bool = False,
         hidden_layer_norm: bool = False,
         agent_id: bool = True,
-        encoder: nn.Module | None = None,
+        encoder: ImageEncoder | None = None,
     ) -> None:
-        super().__init__(obs_dim, group_of_agent, hidden_dim, action.logits_dim, activation,
-                         head_gain, recurrent, input_layer_norm, hidden_layer_norm, agent_id,
-                         encoder)
+        super().__init__(
+            obs_dim,
+            group_of_agent,
+            hidden_dim,
+            action.logits_dim,
+            activation,
+            head_gain,
+            recurrent,
+            input_layer_norm,
+            hidden_layer_norm,
+            agent_id,
+            encoder,
+        )
         self.action = action
         if action.kind == "continuous":
             self.log_std = nn.Parameter(torch.zeros(max(group_of_agent) + 1, action.logits_dim))
@@ -553,7 +658,7 @@ class CentralizedCritic(nn.Module):
         recurrent: bool = False,
         input_layer_norm: bool = False,
         hidden_layer_norm: bool = False,
-        encoder: nn.Module | None = None,
+        encoder: CriticImageEncoder | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -562,8 +667,11 @@ class CentralizedCritic(nn.Module):
         norm = [nn.LayerNorm(global_state_dim)] if input_layer_norm else []
 
         def hidden_layer(in_dim: int) -> list[nn.Module]:
-            return [nn.Linear(in_dim, hidden_dim), act(),
-                    *([nn.LayerNorm(hidden_dim)] if hidden_layer_norm else [])]
+            return [
+                nn.Linear(in_dim, hidden_dim),
+                act(),
+                *([nn.LayerNorm(hidden_dim)] if hidden_layer_norm else []),
+            ]
 
         self.trunk = nn.Sequential(
             *norm, *hidden_layer(global_state_dim), *hidden_layer(hidden_dim)
@@ -586,6 +694,7 @@ class CentralizedCritic(nn.Module):
         self, global_state: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: global_state `[B, S]`, hidden `[B, H]` → (values `[B, num_values]`, hidden)."""
+        assert self.gru is not None, "a feed-forward critic has no hidden state"
         hidden = self.gru(self._trunk(global_state), hidden)
         return self._head(hidden), hidden
 
@@ -595,11 +704,15 @@ class CentralizedCritic(nn.Module):
         """Over sequences: states `[B, L, S]` from hidden `[B, H]`, cleared at `starts`
         `[B, L]` → values `[B, L, num_values]`; only the recurrence loops over L."""
         gru = self.gru
-        input_gates = nn.functional.linear(self._trunk(global_state), gru.weight_ih,
-                                           gru.bias_ih)
-        states = gru_scan(input_gates.transpose(0, 1).unsqueeze(1), hidden.unsqueeze(0),
-                          starts.transpose(0, 1).unsqueeze(1), gru.weight_hh.t().unsqueeze(0),
-                          gru.bias_hh.unsqueeze(0))  # [L, 1, B, H]
+        assert gru is not None, "a feed-forward critic has no hidden state"
+        input_gates = nn.functional.linear(self._trunk(global_state), gru.weight_ih, gru.bias_ih)
+        states = gru_scan(
+            input_gates.transpose(0, 1).unsqueeze(1),
+            hidden.unsqueeze(0),
+            starts.transpose(0, 1).unsqueeze(1),
+            gru.weight_hh.t().unsqueeze(0),
+            gru.bias_hh.unsqueeze(0),
+        )  # [L, 1, B, H]
         return self._head(states.squeeze(1).transpose(0, 1))
 
     def _trunk(self, global_state: torch.Tensor) -> torch.Tensor:
@@ -621,12 +734,31 @@ class LocalCritic(AgentNetwork):
     interface as `CentralizedCritic`, with a recurrent state per agent `[B, A, H]`.
     """
 
-    def __init__(self, obs_dim: int, group_of_agent: list[int], hidden_dim: int,
-                 activation: str = "tanh", recurrent: bool = False,
-                 input_layer_norm: bool = False, hidden_layer_norm: bool = False,
-                 agent_id: bool = True, encoder: nn.Module | None = None) -> None:
-        super().__init__(obs_dim, group_of_agent, hidden_dim, 1, activation, 1.0, recurrent,
-                         input_layer_norm, hidden_layer_norm, agent_id, encoder)
+    def __init__(
+        self,
+        obs_dim: int,
+        group_of_agent: list[int],
+        hidden_dim: int,
+        activation: str = "tanh",
+        recurrent: bool = False,
+        input_layer_norm: bool = False,
+        hidden_layer_norm: bool = False,
+        agent_id: bool = True,
+        encoder: ImageEncoder | None = None,
+    ) -> None:
+        super().__init__(
+            obs_dim,
+            group_of_agent,
+            hidden_dim,
+            1,
+            activation,
+            1.0,
+            recurrent,
+            input_layer_norm,
+            hidden_layer_norm,
+            agent_id,
+            encoder,
+        )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs `[B, A, O]` → values `[B, A]` (feed-forward critics)."""
@@ -639,8 +771,13 @@ class LocalCritic(AgentNetwork):
         values, hidden = super().forward_recurrent(obs, hidden)
         return values.squeeze(-1), hidden
 
-    def unroll(self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor,
-               acting: torch.Tensor | None = None) -> torch.Tensor:
+    def unroll(
+        self,
+        obs: torch.Tensor,
+        hidden: torch.Tensor,
+        starts: torch.Tensor,
+        acting: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """obs `[B, L, A, O]` from hidden `[B, A, H]`, cleared at `starts` `[B, L, A]`
         (advancing only where `acting`, when given) → values `[B, L, A]`."""
         return super().unroll(obs, hidden, starts, acting).squeeze(-1)

@@ -67,8 +67,9 @@ class RunGroup:
     label: str = ""
     differing: dict[str, Any] = field(default_factory=dict)  # key → value, keys that vary
 
-    def band(self, axis: str, points: int = GRID_POINTS
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def band(
+        self, axis: str, points: int = GRID_POINTS
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x grid, mean, std) of the runs' returns, each run interpolated onto the grid.
 
         The grid spans the x range every run covers, so each point averages all
@@ -81,8 +82,9 @@ class RunGroup:
         return grid, ys.mean(0), ys.std(0)
 
 
-def on_common_grid(runs: Sequence[RunCurve], axis: str = "env_steps",
-                   points: int = GRID_POINTS) -> tuple[np.ndarray, np.ndarray]:
+def on_common_grid(
+    runs: Sequence[RunCurve], axis: str = "env_steps", points: int = GRID_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
     """(grid [P], returns [R, P]): each run's returns interpolated onto `points` x values
     spanning the range every run covers, so each grid point holds all runs."""
     xs = [run.x(axis) for run in runs]
@@ -135,8 +137,14 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
     if not returns:
         what = "no finished episode" if y == "episode_return" else f"no {y} (--eval-interval)"
         raise PlotError(f"run folder {path}: metrics.csv holds {what} yet")
-    return RunCurve(path, config, np.asarray(steps, np.float64), np.asarray(wall, np.float64),
-                    np.asarray(returns, np.float64), eval_return)
+    return RunCurve(
+        path,
+        config,
+        np.asarray(steps, np.float64),
+        np.asarray(wall, np.float64),
+        np.asarray(returns, np.float64),
+        eval_return,
+    )
 
 
 def _frozen(value: Any) -> Any:
@@ -151,8 +159,9 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def group_runs(runs: Sequence[RunCurve],
-               ignored: Sequence[str] = GROUP_IGNORED_KEYS) -> list[RunGroup]:
+def group_runs(
+    runs: Sequence[RunCurve], ignored: Sequence[str] = GROUP_IGNORED_KEYS
+) -> list[RunGroup]:
     """Group runs whose configs agree on every key but `ignored`; label by the keys that vary.
 
     Groups keep the order of their first run. Env sizes (`num_agents`,
@@ -165,21 +174,24 @@ def group_runs(runs: Sequence[RunCurve],
         groups.setdefault(key, RunGroup(runs=[])).runs.append(run)
     result = list(groups.values())
     keys = sorted({k for run in runs for k in run.config} - set(ignored))
-    varying = [k for k in keys
-               if len({_frozen(group.runs[0].config.get(k)) for group in result}) > 1]
+    varying = [
+        k for k in keys if len({_frozen(group.runs[0].config.get(k)) for group in result}) > 1
+    ]
     if any(k not in ENV_DIM_FIELDS for k in varying):
         # Sizes read off the env follow from the keys that changed it; they only add noise.
         varying = [k for k in varying if k not in ENV_DIM_FIELDS]
     for group in result:
         config = group.runs[0].config
         group.differing = {k: config.get(k) for k in varying}
-        group.label = (", ".join(f"{k}={format_value(v)}" for k, v in group.differing.items())
-                       or str(config.get("env", "run")))
+        group.label = ", ".join(
+            f"{k}={format_value(v)}" for k, v in group.differing.items()
+        ) or str(config.get("env", "run"))
     return result
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, x: str = "env_steps",
-              y: str = "episode_return") -> list[RunGroup]:
+def plot_runs(
+    run_dirs: Sequence[str | Path], out: str | Path, x: str = "env_steps", y: str = "episode_return"
+) -> list[RunGroup]:
     """Draw the learning curves (metrics.csv column `y`) of `run_dirs` on one figure saved
     to `out`; return the groups."""
     if x not in X_AXES:
@@ -194,8 +206,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, x: str = "env_ste
         label = f"{group.label} ({n} seeds)" if n > 1 else group.label
         (line,) = ax.plot(grid, mean, lw=1.6, label=label)
         if n > 1:
-            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2,
-                            lw=0)
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("env steps" if x == "env_steps" else "wall time (s)")
     label = returns_label(groups)
     ax.set_ylabel(label if y == "episode_return" else f"{label}, greedy evaluation")
@@ -214,16 +225,21 @@ def open_figure(out: str | Path, option: str) -> tuple[Figure, Axes]:
     formats = fig.canvas.get_supported_filetypes()
     if Path(out).suffix.lstrip(".").lower() not in formats:
         plt.close(fig)
-        raise PlotError(f"{option} {out}: the file must end in one of "
-                        f"{', '.join('.' + f for f in sorted(formats))}")
+        raise PlotError(
+            f"{option} {out}: the file must end in one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
     return fig, ax
 
 
 def returns_label(groups: Sequence[RunGroup]) -> str:
     """Which episode return the groups' runs log: team, mean per-agent, or a mix."""
     team = {bool(run.config.get("team_reward", False)) for g in groups for run in g.runs}
-    return (return_label(team.pop()) if len(team) == 1
-            else "episode return (team or mean per-agent, by run)")
+    return (
+        return_label(team.pop())
+        if len(team) == 1
+        else "episode return (team or mean per-agent, by run)"
+    )
 
 
 def save_figure(fig: Figure, ax: Axes, groups: Sequence[RunGroup], out: str | Path) -> None:

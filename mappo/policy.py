@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -49,15 +49,17 @@ def policy_groups(agent_names: tuple[str, ...], share_policy: bool, prefixes: st
     return [used.index(g) for g in index]  # drop prefixes no agent uses
 
 
-def env_facts(spec: EnvSpec, use_global_state: bool, time_left: bool = False
-              ) -> dict[str, int]:
+def env_facts(spec: EnvSpec, use_global_state: bool, time_left: bool = False) -> dict[str, int]:
     """The config fields an env fixes: `num_agents`, `obs_dim`, `global_state_dim` (the
     critic's input: the env's state, or all observations concatenated, and with
     `time_left` one more number, the fraction of the time limit left), `action_dim`."""
     concat = spec.num_agents * spec.obs_dim
-    return {"num_agents": spec.num_agents, "obs_dim": spec.obs_dim,
-            "global_state_dim": (spec.state_dim if use_global_state else concat) + time_left,
-            "action_dim": spec.action.logits_dim}
+    return {
+        "num_agents": spec.num_agents,
+        "obs_dim": spec.obs_dim,
+        "global_state_dim": (spec.state_dim if use_global_state else concat) + time_left,
+        "action_dim": spec.action.logits_dim,
+    }
 
 
 def time_left(episode_steps: torch.Tensor, time_limit: int) -> torch.Tensor:
@@ -110,20 +112,23 @@ class RecurrentState(NamedTuple):
     critic: torch.Tensor
 
     @classmethod
-    def zeros(cls, batch: int, agents: int, hidden: int, device: torch.device,
-              local_critic: bool = False) -> RecurrentState:
+    def zeros(
+        cls, batch: int, agents: int, hidden: int, device: torch.device, local_critic: bool = False
+    ) -> RecurrentState:
         """The state at the start of every episode."""
         critic = (batch, agents, hidden) if local_critic else (batch, hidden)
-        return cls(torch.zeros(batch, agents, hidden, device=device),
-                   torch.zeros(critic, device=device))
+        return cls(
+            torch.zeros(batch, agents, hidden, device=device), torch.zeros(critic, device=device)
+        )
 
     def reset(self, episode_start: torch.Tensor) -> RecurrentState:
         """Cleared where episodes start: each agent's by `episode_start` `[B, A]`, the
         critic's by `critic_starts` (a local critic's per agent, as the actor's)."""
         per_agent = self.critic.dim() == self.actor.dim()
         critic_start = episode_start if per_agent else critic_starts(episode_start)
-        return RecurrentState(self.actor * ~episode_start.unsqueeze(-1),
-                              self.critic * ~critic_start.unsqueeze(-1))
+        return RecurrentState(
+            self.actor * ~episode_start.unsqueeze(-1), self.critic * ~critic_start.unsqueeze(-1)
+        )
 
 
 class PolicyStep(NamedTuple):
@@ -142,49 +147,85 @@ class Policy(nn.Module):
     networks (`hidden_dim`, `recurrent`, layer norms, policy sharing, ...).
     """
 
-    def __init__(self, spec: EnvSpec, config: MappoConfig,
-                 critic_view: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, spec: EnvSpec, config: MappoConfig, critic_view: tuple[int, ...] | None = None
+    ) -> None:
         super().__init__()
-        unresolved = [name for name in ("agent_id", "critic_time_left")
-                      if not isinstance(getattr(config, name), bool)]
-        if unresolved:
-            raise ConfigError(f"config key '{unresolved[0]}' = 'auto' is decided per env: "
-                              "pass the config through mappo.task_settings.resolve_auto first")
+        config.decided("critic_time_left")  # read by critic_input; refused while auto
+        agent_id = config.decided("agent_id")
         self.spec, self.config = spec, config
         self.action_spec = spec.action
         self.local_critic = config.critic == "local"
         # The global input a centralized critic reads, matched to the env; a local critic
         # reads the observations, which the rollout stores anyway, so it needs none.
         self.state_dim = 0 if self.local_critic else config.global_state_dim
-        group_of_agent = policy_groups(spec.agent_names, config.share_policy,
-                                       config.policy_groups)
+        group_of_agent = policy_groups(spec.agent_names, config.share_policy, config.policy_groups)
         cnn = uses_cnn(spec, config)
 
         def encoder() -> ImageEncoder | None:  # the actor's and a local critic's, each its own
-            return ImageEncoder(group_of_agent, spec.obs_shape, config.image_layout,
-                                said=spec.image_layout, env=spec.name) if cnn else None
+            return (
+                ImageEncoder(
+                    group_of_agent,
+                    spec.obs_shape,
+                    config.image_layout,
+                    said=spec.image_layout,
+                    env=spec.name,
+                )
+                if cnn
+                else None
+            )
 
         # What the centralized critic reads as images, `(n, *shape)` or (); a checkpoint's
         # own when loading one (its env's image state is unknown to an env built to act).
-        self.critic_view = critic_images(spec, config) if critic_view is None \
-            else tuple(critic_view)
+        self.critic_view = (
+            critic_images(spec, config) if critic_view is None else tuple(critic_view)
+        )
         self.actor = Actor(
-            spec.obs_dim, group_of_agent, config.hidden_dim, spec.action, config.activation,
-            config.policy_head_gain, config.recurrent, config.input_layer_norm,
-            config.hidden_layer_norm, config.agent_id, encoder(),
+            spec.obs_dim,
+            group_of_agent,
+            config.hidden_dim,
+            spec.action,
+            config.activation,
+            config.policy_head_gain,
+            config.recurrent,
+            config.input_layer_norm,
+            config.hidden_layer_norm,
+            agent_id,
+            encoder(),
         )
         # IPPO's critics follow the actor's sharing and agent-id rules: the flag changes
         # what a critic sees and nothing else, so the comparison isolates that.
-        self.critic = LocalCritic(
-            spec.obs_dim, group_of_agent, config.hidden_dim, config.activation,
-            config.recurrent, config.input_layer_norm, config.hidden_layer_norm,
-            config.agent_id, encoder(),
-        ) if self.local_critic else CentralizedCritic(
-            self.state_dim, config.hidden_dim, spec.num_agents, config.activation,
-            config.recurrent, config.input_layer_norm, config.hidden_layer_norm,
-            CriticImageEncoder(self.critic_view[0], self.critic_view[1:], config.image_layout,
-                               said=spec.image_layout, env=spec.name)
-            if self.critic_view else None,
+        self.critic = (
+            LocalCritic(
+                spec.obs_dim,
+                group_of_agent,
+                config.hidden_dim,
+                config.activation,
+                config.recurrent,
+                config.input_layer_norm,
+                config.hidden_layer_norm,
+                agent_id,
+                encoder(),
+            )
+            if self.local_critic
+            else CentralizedCritic(
+                self.state_dim,
+                config.hidden_dim,
+                spec.num_agents,
+                config.activation,
+                config.recurrent,
+                config.input_layer_norm,
+                config.hidden_layer_norm,
+                CriticImageEncoder(
+                    self.critic_view[0],
+                    self.critic_view[1:],
+                    config.image_layout,
+                    said=spec.image_layout,
+                    env=spec.name,
+                )
+                if self.critic_view
+                else None,
+            )
         )
         self.value_norm = ValueNorm(config.value_norm_beta, enabled=config.value_norm)
 
@@ -198,8 +239,9 @@ class Policy(nn.Module):
         if not self.recurrent:
             return None
         device = self.critic.head.weight.device
-        return RecurrentState.zeros(num_envs, self.spec.num_agents, self.config.hidden_dim,
-                                    device, self.local_critic)
+        return RecurrentState.zeros(
+            num_envs, self.spec.num_agents, self.config.hidden_dim, device, self.local_critic
+        )
 
     # --- acting ----------------------------------------------------------------
 
@@ -209,8 +251,12 @@ class Policy(nn.Module):
         (uint8 for images, which the critic's encoder turns into floats)."""
         return self.spec.state_dtype if self.config.use_global_state else self.spec.obs_dtype
 
-    def critic_input(self, obs: torch.Tensor, state: torch.Tensor | None,
-                     episode_steps: torch.Tensor | None = None) -> torch.Tensor:
+    def critic_input(
+        self,
+        obs: torch.Tensor,
+        state: torch.Tensor | None,
+        episode_steps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The critic's view: `[B, S]`, the env's global state or all observations
         concatenated, then with `critic_time_left` the fraction of the time limit left
         after `episode_steps` `[B]`; a local critic's is the observations themselves,
@@ -218,8 +264,11 @@ class Policy(nn.Module):
         if self.local_critic:
             return obs
         view = state if self.config.use_global_state else obs.flatten(1)
+        assert view is not None, "a critic on the global state needs the env's state"
         if not self.config.critic_time_left:
             return view
+        # resolve_auto leaves critic_time_left on only for envs with a time limit.
+        assert episode_steps is not None and self.spec.max_episode_steps is not None
         left = time_left(episode_steps, self.spec.max_episode_steps)
         return torch.cat([view.to(left.dtype), left], dim=-1)
 
@@ -229,8 +278,12 @@ class Policy(nn.Module):
         return ActionDistribution(self.action_spec, params, mask, log_std)
 
     def step(
-        self, obs: torch.Tensor, critic_in: torch.Tensor, state: RecurrentState | None,
-        episode_start: torch.Tensor, acting: torch.Tensor | None = None,
+        self,
+        obs: torch.Tensor,
+        critic_in: torch.Tensor,
+        state: RecurrentState | None,
+        episode_start: torch.Tensor,
+        acting: torch.Tensor | None = None,
     ) -> PolicyStep:
         """Actor and critic on obs `[B, A, O]` and `critic_input`; a recurrent policy
         continues from `state` reset where `episode_start` `[B, A]`. In a turn-based env
@@ -243,8 +296,9 @@ class Policy(nn.Module):
         after = self._advanced(used, RecurrentState(actor_hidden, critic_hidden), acting)
         return PolicyStep(params, values, after, used)
 
-    def _advanced(self, before: RecurrentState, after: RecurrentState,
-                  acting: torch.Tensor | None) -> RecurrentState:
+    def _advanced(
+        self, before: RecurrentState, after: RecurrentState, acting: torch.Tensor | None
+    ) -> RecurrentState:
         """`after`, kept at `before` for agents that did not act in a turn-based env (the
         per-agent states: the actor's, a local critic's; a centralized critic sees the
         whole env and advances at every step)."""
@@ -255,8 +309,9 @@ class Policy(nn.Module):
         def per_agent(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
             return torch.where(acted, new, old) if new.dim() == acted.dim() else new
 
-        return RecurrentState(per_agent(before.actor, after.actor),
-                              per_agent(before.critic, after.critic))
+        return RecurrentState(
+            per_agent(before.actor, after.actor), per_agent(before.critic, after.critic)
+        )
 
     @torch.no_grad()
     def value(self, critic_in: torch.Tensor, state: RecurrentState | None = None) -> torch.Tensor:
@@ -275,8 +330,12 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: torch.Tensor, mask: torch.Tensor, state: RecurrentState | None = None,
-        episode_start: torch.Tensor | None = None, deterministic: bool = False,
+        self,
+        obs: torch.Tensor,
+        mask: torch.Tensor,
+        state: RecurrentState | None = None,
+        episode_start: torch.Tensor | None = None,
+        deterministic: bool = False,
         acting: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RecurrentState | None]:
         """Env-format actions of the decentralized actors for obs `[B, A, O]`, and the
@@ -289,6 +348,7 @@ class Policy(nn.Module):
         if self.recurrent:
             if state is None:
                 state = self.initial_state(obs.shape[0])
+                assert state is not None  # a recurrent policy's initial state: zeros
             if episode_start is not None:
                 state = state.reset(episode_start)
             params, actor_hidden = self.actor.forward_recurrent(obs, state.actor)
@@ -310,21 +370,28 @@ class Policy(nn.Module):
         critic_in = mb.obs if self.local_critic else mb.state
         if mb.actor_hidden is None:
             return self.distribution(self.actor(mb.obs), mb.action_mask), self.critic(critic_in)
+        # Recurrent minibatches carry every start state and their episode starts.
+        assert mb.critic_hidden is not None and mb.episode_start is not None
         params = self.actor.unroll(mb.obs, mb.actor_hidden, mb.episode_start, mb.acting)
         if self.local_critic:
-            values = self.critic.unroll(critic_in, mb.critic_hidden, mb.episode_start, mb.acting)
+            critic = cast(LocalCritic, self.critic)
+            values = critic.unroll(critic_in, mb.critic_hidden, mb.episode_start, mb.acting)
         else:
-            values = self.critic.unroll(critic_in, mb.critic_hidden,
-                                        critic_starts(mb.episode_start))
+            values = self.critic.unroll(
+                critic_in, mb.critic_hidden, critic_starts(mb.episode_start)
+            )
         return self.distribution(params, mb.action_mask), values
 
     # --- persistence -----------------------------------------------------------
 
     def state_dicts(self) -> dict[str, Any]:
         """The checkpoint's `actor`, `critic` and `value_norm` entries."""
-        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "value_norm": self.value_norm.state_dict(),
-                "critic_view": list(self.critic_view)}
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "value_norm": self.value_norm.state_dict(),
+            "critic_view": list(self.critic_view),
+        }
 
     def load_state_dicts(self, payload: dict[str, Any]) -> None:
         """Restore what `state_dicts` saved (raises on a shape mismatch)."""
@@ -361,6 +428,7 @@ def load_policy(
     except (ConfigError, RuntimeError, KeyError, ValueError) as err:
         env.close()
         first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {path} does not fit env '{config.env}': {first}") \
-            from None
+        raise CheckpointError(
+            f"checkpoint {path} does not fit env '{config.env}': {first}"
+        ) from None
     return policy.to(config.device).eval(), env

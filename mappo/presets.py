@@ -39,33 +39,83 @@ def paper_mpe_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict
             f"preset 'paper-mpe' covers the envs {', '.join(PAPER_MPE_AGENTS)}, not {env!r}"
         )
     return dict(
-        env=env, recurrent=True, data_chunk_length=10, hidden_dim=64, input_layer_norm=True,
-        hidden_layer_norm=True, agent_id=False, bootstrap_time_limits=False,
-        activation="tanh" if env == "spread" else "relu", lr=7e-4, adam_eps=1e-5,
-        num_envs=128, rollout_steps=25,
+        env=env,
+        recurrent=True,
+        data_chunk_length=10,
+        hidden_dim=64,
+        input_layer_norm=True,
+        hidden_layer_norm=True,
+        agent_id=False,
+        bootstrap_time_limits=False,
+        activation="tanh" if env == "spread" else "relu",
+        lr=7e-4,
+        adam_eps=1e-5,
+        num_envs=128,
+        rollout_steps=25,
         minibatch_size=0,  # the whole rollout in one minibatch
-        update_epochs=10 if env == "spread" else 15, clip_coef=0.2, ent_coef=0.01, vf_coef=1.0,
-        huber_delta=10.0, clip_value_loss=True, value_norm=True, value_norm_beta=0.99999,
-        max_grad_norm=10.0, policy_head_gain=0.01, share_policy=env != "speaker_listener",
-        gamma=0.99, gae_lambda=0.95, team_reward=True, critic_time_left=False,
+        update_epochs=10 if env == "spread" else 15,
+        clip_coef=0.2,
+        ent_coef=0.01,
+        vf_coef=1.0,
+        huber_delta=10.0,
+        clip_value_loss=True,
+        value_norm=True,
+        value_norm_beta=0.99999,
+        max_grad_norm=10.0,
+        policy_head_gain=0.01,
+        share_policy=env != "speaker_listener",
+        gamma=0.99,
+        gae_lambda=0.95,
+        team_reward=True,
+        critic_time_left=False,
     )
 
 
 # BenchMARL 1.5.2's task settings for VMAS (benchmarl/conf/task/vmas/<scenario>.yaml), for the
 # scenarios of its VMAS benchmark: passed to the scenario as env_kwargs.
 BENCHMARL_VMAS_TASKS: dict[str, dict[str, Any]] = {
-    "balance": {"max_steps": 100, "n_agents": 4, "random_package_pos_on_line": True,
-                "package_mass": 5},
-    "navigation": {"max_steps": 100, "n_agents": 3, "collisions": True,
-                   "agents_with_same_goal": 1, "split_goals": False,
-                   "observe_all_goals": False, "shared_rew": False, "lidar_range": 0.35,
-                   "agent_radius": 0.1},
-    "sampling": {"max_steps": 100, "n_agents": 3, "shared_rew": False, "n_gaussians": 3,
-                 "lidar_range": 0.2, "cov": 0.05, "collisions": True, "spawn_same_pos": False},
-    "transport": {"max_steps": 100, "n_agents": 4, "n_packages": 1, "package_width": 0.15,
-                  "package_length": 0.15, "package_mass": 50},
-    "wheel": {"max_steps": 100, "n_agents": 4, "line_length": 1, "line_mass": 30,
-              "desired_velocity": 0.05},
+    "balance": {
+        "max_steps": 100,
+        "n_agents": 4,
+        "random_package_pos_on_line": True,
+        "package_mass": 5,
+    },
+    "navigation": {
+        "max_steps": 100,
+        "n_agents": 3,
+        "collisions": True,
+        "agents_with_same_goal": 1,
+        "split_goals": False,
+        "observe_all_goals": False,
+        "shared_rew": False,
+        "lidar_range": 0.35,
+        "agent_radius": 0.1,
+    },
+    "sampling": {
+        "max_steps": 100,
+        "n_agents": 3,
+        "shared_rew": False,
+        "n_gaussians": 3,
+        "lidar_range": 0.2,
+        "cov": 0.05,
+        "collisions": True,
+        "spawn_same_pos": False,
+    },
+    "transport": {
+        "max_steps": 100,
+        "n_agents": 4,
+        "n_packages": 1,
+        "package_width": 0.15,
+        "package_length": 0.15,
+        "package_mass": 50,
+    },
+    "wheel": {
+        "max_steps": 100,
+        "n_agents": 4,
+        "line_length": 1,
+        "line_mass": 30,
+        "desired_velocity": 0.05,
+    },
 }
 BENCHMARL_VMAS_MINIBATCH_FRAMES = 4096  # env steps per minibatch (`on_policy_minibatch_size`)
 
@@ -117,13 +167,33 @@ def benchmarl_vmas_preset(env: str, env_kwargs: dict[str, Any] | None = None) ->
         )
     task = {**BENCHMARL_VMAS_TASKS[scenario], **(env_kwargs or {})}
     return dict(
-        env=env, env_kwargs=task, num_envs=600, rollout_steps=100, update_epochs=45,
+        env=env,
+        env_kwargs=task,
+        num_envs=600,
+        rollout_steps=100,
+        update_epochs=45,
         minibatch_size=BENCHMARL_VMAS_MINIBATCH_FRAMES * task["n_agents"],
-        total_steps=10_000_000, lr=5e-5, adam_eps=1e-6, gamma=0.9, gae_lambda=0.9,
-        clip_coef=0.2, ent_coef=0.0, vf_coef=2.0, huber_delta=0.0, max_grad_norm=5.0,
-        norm_adv=False, value_norm=False, clip_value_loss=False, hidden_dim=256,
-        activation="tanh", share_policy=True, agent_id=False, recurrent=False,
-        bootstrap_time_limits=True, eval_interval=120_000, eval_episodes=200,
+        total_steps=10_000_000,
+        lr=5e-5,
+        adam_eps=1e-6,
+        gamma=0.9,
+        gae_lambda=0.9,
+        clip_coef=0.2,
+        ent_coef=0.0,
+        vf_coef=2.0,
+        huber_delta=0.0,
+        max_grad_norm=5.0,
+        norm_adv=False,
+        value_norm=False,
+        clip_value_loss=False,
+        hidden_dim=256,
+        activation="tanh",
+        share_policy=True,
+        agent_id=False,
+        recurrent=False,
+        bootstrap_time_limits=True,
+        eval_interval=120_000,
+        eval_episodes=200,
     )
 
 
@@ -160,18 +230,41 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
         )
     episode = EPYMARL_TIME_LIMITS[module]
     return dict(
-        env=env, lr=3e-4, adam_eps=1e-8, hidden_dim=128, activation="relu", recurrent=True,
-        data_chunk_length=episode, share_policy=True, agent_id=True, ent_coef=0.001,
-        update_epochs=4, clip_coef=0.2, minibatch_size=0, max_grad_norm=10.0, gamma=0.99,
-        vf_coef=1.0, gae_lambda=0.95, critic="centralized", clip_value_loss=False, huber_delta=0.0,
-        team_reward=True, value_norm=True, norm_adv=False, num_envs=10, rollout_steps=episode,
+        env=env,
+        lr=3e-4,
+        adam_eps=1e-8,
+        hidden_dim=128,
+        activation="relu",
+        recurrent=True,
+        data_chunk_length=episode,
+        share_policy=True,
+        agent_id=True,
+        ent_coef=0.001,
+        update_epochs=4,
+        clip_coef=0.2,
+        minibatch_size=0,
+        max_grad_norm=10.0,
+        gamma=0.99,
+        vf_coef=1.0,
+        gae_lambda=0.95,
+        critic="centralized",
+        clip_value_loss=False,
+        huber_delta=0.0,
+        team_reward=True,
+        value_norm=True,
+        norm_adv=False,
+        num_envs=10,
+        rollout_steps=episode,
     )
 
 
 JAXMARL_SMAX_ENVS = ("jaxmarl:HeuristicEnemySMAX", "jaxmarl:SMAX")
 JAXMARL_SMAX_MAP = "2s3z"  # the config's MAP_NAME
-JAXMARL_SMAX_ENV_KWARGS = {"see_enemy_actions": True, "walls_cause_death": True,
-                           "attack_mode": "closest"}
+JAXMARL_SMAX_ENV_KWARGS = {
+    "see_enemy_actions": True,
+    "walls_cause_death": True,
+    "attack_mode": "closest",
+}
 JAXMARL_MINIBATCHES = 4  # NUM_MINIBATCHES
 
 
@@ -209,16 +302,38 @@ def jaxmarl_smax_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> d
     allies = smax_allies(env_kwargs["scenario"])
     num_envs, rollout_steps = 128, 128
     return dict(
-        env=env, env_kwargs=env_kwargs, lr=2e-3, adam_eps=1e-5, anneal_lr=True,
-        num_envs=num_envs, rollout_steps=rollout_steps, total_steps=10_000_000,
+        env=env,
+        env_kwargs=env_kwargs,
+        lr=2e-3,
+        adam_eps=1e-5,
+        anneal_lr=True,
+        num_envs=num_envs,
+        rollout_steps=rollout_steps,
+        total_steps=10_000_000,
         update_epochs=4,
         minibatch_size=num_envs * rollout_steps * allies // JAXMARL_MINIBATCHES,
-        gamma=0.99, gae_lambda=0.95, clip_coef=0.2, ent_coef=0.0, vf_coef=0.5,
-        max_grad_norm=0.25, activation="relu", hidden_dim=128, recurrent=True,
-        data_chunk_length=rollout_steps, agent_id=False, share_policy=True,
-        value_norm=False, huber_delta=0.0, clip_value_loss=True, norm_adv=True,
-        input_layer_norm=False, hidden_layer_norm=False, policy_head_gain=0.01,
-        team_reward=True, bootstrap_time_limits=False, critic_time_left=False,
+        gamma=0.99,
+        gae_lambda=0.95,
+        clip_coef=0.2,
+        ent_coef=0.0,
+        vf_coef=0.5,
+        max_grad_norm=0.25,
+        activation="relu",
+        hidden_dim=128,
+        recurrent=True,
+        data_chunk_length=rollout_steps,
+        agent_id=False,
+        share_policy=True,
+        value_norm=False,
+        huber_delta=0.0,
+        clip_value_loss=True,
+        norm_adv=True,
+        input_layer_norm=False,
+        hidden_layer_norm=False,
+        policy_head_gain=0.01,
+        team_reward=True,
+        bootstrap_time_limits=False,
+        critic_time_left=False,
         use_global_state=True,
     )
 
@@ -226,16 +341,22 @@ def jaxmarl_smax_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> d
 def smax_allies(scenario: Any) -> int:
     """Number of allies (agents mappo controls) on the SMAX map `scenario` names."""
     if not isinstance(scenario, str):
-        raise ConfigError(f"preset 'jaxmarl-smax': env_kwargs 'scenario' = {scenario!r} must "
-                          "be an SMAX map name, e.g. '3m'")
+        raise ConfigError(
+            f"preset 'jaxmarl-smax': env_kwargs 'scenario' = {scenario!r} must "
+            "be an SMAX map name, e.g. '3m'"
+        )
     try:
         from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
     except ModuleNotFoundError:
-        raise ConfigError("preset 'jaxmarl-smax' trains JaxMARL's SMAX, which needs jax and "
-                          "jaxmarl: pip install 'mappo[jax]'") from None
+        raise ConfigError(
+            "preset 'jaxmarl-smax' trains JaxMARL's SMAX, which needs jax and "
+            "jaxmarl: pip install 'mappo[jax]'"
+        ) from None
     if scenario not in MAP_NAME_TO_SCENARIO:
-        raise ConfigError(f"preset 'jaxmarl-smax': no SMAX map {scenario!r}; maps: "
-                          f"{', '.join(MAP_NAME_TO_SCENARIO)}")
+        raise ConfigError(
+            f"preset 'jaxmarl-smax': no SMAX map {scenario!r}; maps: "
+            f"{', '.join(MAP_NAME_TO_SCENARIO)}"
+        )
     return int(MAP_NAME_TO_SCENARIO[scenario].num_allies)
 
 
@@ -247,9 +368,12 @@ PRESETS = {
 }
 
 
-def build_config(preset: str | None = None, config_file: str | Path | None = None,
-                 fields: dict[str, Any] | None = None, source: str = "command line"
-                 ) -> MappoConfig:
+def build_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    fields: dict[str, Any] | None = None,
+    source: str = "command line",
+) -> MappoConfig:
     """A new run's config: the preset's fields, then the TOML file's, then `fields` on top.
 
     A preset's `env_kwargs` are the task's settings with the user's already on

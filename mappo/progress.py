@@ -52,20 +52,41 @@ class Progress:
     On a terminal, a tqdm bar with steps/s and the recent return. Otherwise
     (batch jobs, CI, `> log`) no carriage returns: one summary line every
     `SUMMARY_INTERVAL_S` seconds and one at the end. `quiet` shows neither.
+
+    What the recent episodes say, over the same window as the return: in a
+    zero-sum game (whose mean return is always 0) each seat's win rate and the
+    draw rate in its place; the win rate where the env reports wins; and where
+    the recent return reads 0 (sparse rewards), the fraction of the episodes
+    that earned any reward.
     """
 
-    def __init__(self, total: int, env_steps: int, quiet: bool,
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self, total: int, env_steps: int, quiet: bool, stream: TextIO | None = None
+    ) -> None:
         from tqdm import tqdm
 
         self.stream = stream or sys.stdout
         self.total = total
         self.env_steps = env_steps
         self.recent = RecentReturns()
-        self.recent_wins = RecentReturns()  # the same window, over won (1) and lost (0) episodes
+        # The same window over rates: each a mean of 1 (won, drawn, rewarded) and 0.
+        self.recent_wins = RecentReturns()
+        self.recent_seats = (RecentReturns(), RecentReturns())  # first, second seat's wins
+        self.recent_draws = RecentReturns()
+        self.recent_rewarded = RecentReturns()
         terminal = self.stream.isatty()
-        self._bar = tqdm(total=total, initial=env_steps, unit="step", unit_scale=True,
-                         dynamic_ncols=True, file=self.stream) if terminal and not quiet else None
+        self._bar = (
+            tqdm(
+                total=total,
+                initial=env_steps,
+                unit="step",
+                unit_scale=True,
+                dynamic_ncols=True,
+                file=self.stream,
+            )
+            if terminal and not quiet
+            else None
+        )
         self._lines = not terminal and not quiet
         self._start = self._line_time = time.monotonic()
         self._line_steps = env_steps
@@ -81,15 +102,45 @@ class Progress:
         """Take one update's metrics; redraw the bar, or print a line when one is due."""
         self.env_steps = metrics.env_steps
         self.recent.add(metrics.episode_return, metrics.episodes)
-        if not math.isnan(metrics.win_rate):
-            self.recent_wins.add(metrics.win_rate, metrics.episodes)
+        rates = (
+            (self.recent_wins, metrics.win_rate),
+            (self.recent_seats[0], metrics.first_seat_win_rate),
+            (self.recent_seats[1], metrics.second_seat_win_rate),
+            (self.recent_draws, metrics.draw_rate),
+            (self.recent_rewarded, metrics.rewarded_fraction),
+        )
+        for window, rate in rates:
+            # An update without the rate (none finished, or not a zero-sum game) still ages it.
+            window.add(rate, 0 if math.isnan(rate) else metrics.episodes)
         if self._bar is not None:
             self._bar.update(metrics.env_steps - self._bar.n)
-            wins = {"win": self.recent_wins.text()} if self.recent_wins.episodes else {}
-            self._bar.set_postfix(steps_s=f"{metrics.steps_per_second:,.0f}",
-                                  ret=self.recent.text(), **wins)
+            # In this order (tqdm sorts keyword arguments).
+            steps = {"steps_s": f"{metrics.steps_per_second:,.0f}"}
+            self._bar.set_postfix({**steps, **self.recent_stats()})
         elif self._lines and time.monotonic() - self._line_time >= SUMMARY_INTERVAL_S:
             self._summary_line()
+
+    def recent_stats(self) -> dict[str, str]:
+        """What the recent episodes say, by short name (the bar's postfix): the return, or
+        in a zero-sum game each seat's wins and the draws; the win rate where the env
+        reports wins; the rewarded episodes where the return reads 0."""
+        stats: dict[str, str] = {}
+        if self.recent_draws.episodes:  # a zero-sum game: the mean return says nothing
+            for seat, window in enumerate(self.recent_seats, 1):
+                if window.episodes:
+                    stats[f"seat{seat}_wins"] = window.text()
+            others = 1.0 - sum(w.mean for w in (*self.recent_seats, self.recent_draws))
+            if self.recent_seats[1].episodes and others >= 0.005:  # more than two seats
+                stats["others_win"] = f"{others:.2f}"
+            stats["draws"] = self.recent_draws.text()
+        else:
+            stats["ret"] = self.recent.text()
+        if self.recent_wins.episodes:
+            stats["win"] = self.recent_wins.text()
+        sparse = self.recent_rewarded.episodes and abs(self.recent.mean) < 0.005  # reads 0.00
+        if sparse and not self.recent_draws.episodes:
+            stats["rewarded"] = self.recent_rewarded.text()
+        return stats
 
     def close(self) -> None:
         """Close the bar, or print the last summary line."""
@@ -105,8 +156,21 @@ class Progress:
         self.write(
             f"env steps {self.env_steps:,} / {self.total:,} "
             f"({100 * self.env_steps / self.total:.1f} %), {rate:,.0f} steps/s, "
-            f"recent return {self.recent.text()}, "
-            + (f"win rate {self.recent_wins.text()}, " if self.recent_wins.episodes else "")
+            + f"{self.recent_text()}, "
             + f"elapsed {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
         )
         self._line_time, self._line_steps = now, self.env_steps
+
+    def recent_text(self) -> str:
+        """`recent_stats` as the summary line words them: "recent return -3.10", or "seat 1
+        wins 0.62, seat 2 wins 0.31, draws 0.07", and so on."""
+        words = {
+            "ret": "recent return {}",
+            "seat1_wins": "seat 1 wins {}",
+            "seat2_wins": "seat 2 wins {}",
+            "others_win": "other seats win {}",
+            "draws": "draws {}",
+            "win": "win rate {}",
+            "rewarded": "rewarded episodes {}",
+        }
+        return ", ".join(words[name].format(value) for name, value in self.recent_stats().items())

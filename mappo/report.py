@@ -78,8 +78,7 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (xs > ys).mean((-2, -1)) + 0.5 * (xs == ys).mean((-2, -1))
 
 
-def _resample(strata: Sequence[np.ndarray], rng: np.random.Generator,
-              samples: int) -> np.ndarray:
+def _resample(strata: Sequence[np.ndarray], rng: np.random.Generator, samples: int) -> np.ndarray:
     """[samples, N, ...]: each stratum's runs (axis 0) drawn with replacement, as many as it
     has, the strata side by side; N is the total of runs."""
     return np.concatenate([s[rng.integers(0, len(s), (samples, len(s)))] for s in strata], 1)
@@ -92,9 +91,13 @@ def _interval(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.nda
     return lo, hi
 
 
-def bootstrap_ci(strata: Sequence[np.ndarray], statistic: Statistic,
-                 samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
-                 confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_ci(
+    strata: Sequence[np.ndarray],
+    statistic: Statistic,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified percentile-bootstrap CI of `statistic` over the runs of all `strata`.
 
     Each stratum (a task's scores, runs on axis 0) is resampled on its own, so
@@ -104,13 +107,16 @@ def bootstrap_ci(strata: Sequence[np.ndarray], statistic: Statistic,
     return _interval(statistic(_resample(strata, rng, samples), axis=1), confidence)
 
 
-def improvement_ci(x: np.ndarray, y: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
-                   seed: int = BOOTSTRAP_SEED,
-                   confidence: float = CONFIDENCE) -> tuple[float, float]:
+def improvement_ci(
+    x: np.ndarray,
+    y: np.ndarray,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
     """Percentile-bootstrap CI of P(X > Y), the runs of x and of y resampled separately."""
     rng = np.random.default_rng(seed)
-    values = probability_of_improvement(_resample([x], rng, samples),
-                                        _resample([y], rng, samples))
+    values = probability_of_improvement(_resample([x], rng, samples), _resample([y], rng, samples))
     lo, hi = _interval(values, confidence)
     return float(lo), float(hi)
 
@@ -179,35 +185,49 @@ def score_run(run: RunCurve, episodes: int | None) -> Score:
 def summarize(group: RunGroup, scores: list[Score]) -> GroupReport:
     """Mean and IQM of the group's scores with their bootstrap CIs (one task: one stratum)."""
     values = np.array([score.value for score in scores])
-    (mean_lo, iqm_lo), (mean_hi, iqm_hi) = (
-        bootstrap_ci([values], lambda x, axis: np.stack([x.mean(axis), iqm(x, axis)], -1)))
-    return GroupReport(group, task_name(group.runs[0].config), scores, float(values.mean()),
-                       (float(mean_lo), float(mean_hi)), float(iqm(values)),
-                       (float(iqm_lo), float(iqm_hi)))
+    (mean_lo, iqm_lo), (mean_hi, iqm_hi) = bootstrap_ci(
+        [values], lambda x, axis: np.stack([x.mean(axis), iqm(x, axis)], -1)
+    )
+    return GroupReport(
+        group,
+        task_name(group.runs[0].config),
+        scores,
+        float(values.mean()),
+        (float(mean_lo), float(mean_hi)),
+        float(iqm(values)),
+        (float(iqm_lo), float(iqm_hi)),
+    )
 
 
-def build_report(run_dirs: Sequence[str | Path], episodes: int | None = None
-                 ) -> tuple[list[GroupReport], list[Comparison]]:
+def build_report(
+    run_dirs: Sequence[str | Path], episodes: int | None = None
+) -> tuple[list[GroupReport], list[Comparison]]:
     """Score every run (`score_run`), then the groups' statistics and every pair of groups
     of one task."""
     if episodes is not None and episodes < 1:
         raise ConfigError(f"--episodes = {episodes}: must be >= 1")
     runs = [read_run(d) for d in run_dirs]
     for run in runs:  # all checked before the first evaluation, which takes a while
-        if (run.eval_return is None or episodes is not None) \
-                and not (run.path / "checkpoint.pt").is_file():
+        if (run.eval_return is None or episodes is not None) and not (
+            run.path / "checkpoint.pt"
+        ).is_file():
             logged = "" if episodes is not None else " and no eval_return in metrics.csv"
             raise ReportError(f"run folder {run.path}: no checkpoint.pt to evaluate{logged}")
-    reports = [summarize(group, [score_run(run, episodes) for run in group.runs])
-               for group in group_runs(runs)]
+    reports = [
+        summarize(group, [score_run(run, episodes) for run in group.runs])
+        for group in group_runs(runs)
+    ]
     comparisons = []
     for i, x in enumerate(reports):
-        for y in reports[i + 1:]:
+        for y in reports[i + 1 :]:
             if x.task == y.task:
                 xs = np.array([s.value for s in x.scores])
                 ys = np.array([s.value for s in y.scores])
-                comparisons.append(Comparison(x, y, float(probability_of_improvement(xs, ys)),
-                                              improvement_ci(xs, ys)))
+                comparisons.append(
+                    Comparison(
+                        x, y, float(probability_of_improvement(xs, ys)), improvement_ci(xs, ys)
+                    )
+                )
     return reports, comparisons
 
 
@@ -234,15 +254,25 @@ def markdown(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) 
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
-        lines.append(f"| {r.group.label} | {r.task} | {len(r.scores)} | {r.return_label} | "
-                     f"{r.sources} | {_number(r.mean)} | {_interval_text(r.mean_ci)} | "
-                     f"{_number(r.iqm)} | {_interval_text(r.iqm_ci)} |")
+        lines.append(
+            f"| {r.group.label} | {r.task} | {len(r.scores)} | {r.return_label} | "
+            f"{r.sources} | {_number(r.mean)} | {_interval_text(r.mean_ci)} | "
+            f"{_number(r.iqm)} | {_interval_text(r.iqm_ci)} |"
+        )
     if comparisons:
-        lines += ["", "Probability of improvement: the share of pairs of runs (x from X, y from "
-                  "Y) with x > y, ties counting one half.", "",
-                  f"| X | Y | task | P(X > Y) | {percent} CI |", "|---|---|---|---|---|"]
-        lines += [f"| {c.x.group.label} | {c.y.group.label} | {c.x.task} | "
-                  f"{_number(c.probability)} | {_interval_text(c.ci)} |" for c in comparisons]
+        lines += [
+            "",
+            "Probability of improvement: the share of pairs of runs (x from X, y from "
+            "Y) with x > y, ties counting one half.",
+            "",
+            f"| X | Y | task | P(X > Y) | {percent} CI |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c.x.group.label} | {c.y.group.label} | {c.x.task} | "
+            f"{_number(c.probability)} | {_interval_text(c.ci)} |"
+            for c in comparisons
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -273,19 +303,23 @@ def marl_eval_json(reports: Sequence[GroupReport]) -> dict[str, Any]:
         curve_rows = iter(curves)  # runs in the order they were put on the grid
         env = str(in_task[0].group.runs[0].config.get("env")).lower()
         for r in in_task:
-            algorithm = layout.setdefault(env, {}).setdefault(task.lower(), {}).setdefault(
-                r.group.label.lower(), {})
+            algorithm = (
+                layout.setdefault(env, {})
+                .setdefault(task.lower(), {})
+                .setdefault(r.group.label.lower(), {})
+            )
             for index, score in enumerate(r.scores, start=1):
                 curve = next(curve_rows)
-                run = {f"step_{k + 1}": {"step_count": int(round(grid[k])),
-                                         METRIC: [float(curve[k])]} for k in range(len(grid))}
+                run = {
+                    f"step_{k + 1}": {"step_count": int(round(grid[k])), METRIC: [float(curve[k])]}
+                    for k in range(len(grid))
+                }
                 run["absolute_metrics"] = {METRIC: [float(v) for v in score.episode_returns]}
                 algorithm[f"run_{index}"] = run
     return layout
 
 
-def plot_iqm_curves(reports: Sequence[GroupReport], out: str | Path, fig: Figure,
-                    ax: Axes) -> None:
+def plot_iqm_curves(reports: Sequence[GroupReport], out: str | Path, fig: Figure, ax: Axes) -> None:
     """Draw each group's IQM training return over env steps with its bootstrap-CI band
     on `open_figure`'s (fig, ax), and save it to `out`."""
     for r in reports:
@@ -300,18 +334,21 @@ def plot_iqm_curves(reports: Sequence[GroupReport], out: str | Path, fig: Figure
     save_figure(fig, ax, groups, out)
 
 
-def write_report(run_dirs: Sequence[str | Path], episodes: int | None = None,
-                 out: str | Path | None = None, json_out: str | Path | None = None,
-                 plot: str | Path | None = None) -> str:
+def write_report(
+    run_dirs: Sequence[str | Path],
+    episodes: int | None = None,
+    out: str | Path | None = None,
+    json_out: str | Path | None = None,
+    plot: str | Path | None = None,
+) -> str:
     """Build the report of `run_dirs`; write the files asked for; return the markdown."""
     figure = open_figure(plot, "--plot") if plot is not None else None  # a bad name: before work
     reports, comparisons = build_report(run_dirs, episodes)
     text = markdown(reports, comparisons)
-    if figure is not None:
+    if figure is not None and plot is not None:
         plot_iqm_curves(reports, plot, *figure)
     if json_out is not None:
         Path(json_out).write_text(json.dumps(marl_eval_json(reports), indent=1) + "\n")
     if out is not None:
         Path(out).write_text(text)
     return text
-

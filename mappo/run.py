@@ -12,7 +12,10 @@ loop (`train_until_budget`) serves one seed and K seeds.
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -23,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from mappo.checkpoint import load_checkpoint
+from mappo.checkpoint import load_checkpoint, saved_config
 from mappo.config import MappoConfig
 from mappo.distributed import Distributed
 from mappo.errors import ConfigError, RunFolderError
@@ -32,11 +35,29 @@ from mappo.run_folder import RunFolder
 from mappo.seeds import MultiSeedTrainer, SeedStreams, pooled_metrics
 from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
 
+logger = logging.getLogger(__name__)  # `mappo train` shows its INFO lines unless --quiet
 CHECKPOINT_EVERY_UPDATES = 50
+GRACE_S = 3.0  # after a stop signal, how long the update in progress may take to finish
+# An iteration at least this long keeps its end state in memory, so that a stop signal need
+# not wait for the next one (a shorter one is over within the grace period anyway).
+SNAPSHOT_MIN_S = 1.0
+HEARTBEAT_S = 30.0  # a wait this long without an update says what it waits for
+COMPILING = (
+    "compiling the update (on a CPU a minute or more the first time, then cached; "
+    "--compile false trains without)"
+)
 FIRST_EPISODE_UPDATES = 3  # no episode finished after this many updates: say why
 # What `resume` may change: how the run is computed and watched, never what it learns.
-RESUME_CHANGES = ("total_steps", "compile", "device", "torch_threads", "num_workers",
-                  "checkpoint_interval", "eval_interval", "eval_episodes")
+RESUME_CHANGES = (
+    "total_steps",
+    "compile",
+    "device",
+    "torch_threads",
+    "num_workers",
+    "checkpoint_interval",
+    "eval_interval",
+    "eval_episodes",
+)
 
 
 @dataclass
@@ -57,8 +78,9 @@ class Run:
     rank 0 writes.
     """
 
-    def __init__(self, learner: Learner, folders: list[RunFolder], path: Path,
-                 opening: str) -> None:
+    def __init__(
+        self, learner: Learner, folders: list[RunFolder], path: Path, opening: str
+    ) -> None:
         self.learner = learner
         self.folders = folders
         self.path = path  # the run folder, or the folder of the seeds' run folders
@@ -70,8 +92,13 @@ class Run:
         return self.learner.trainers
 
     @classmethod
-    def start(cls, config: MappoConfig, run_dir: str | Path | None = None,
-              seeds: Sequence[int] | None = None, force: bool = False) -> Run:
+    def start(
+        cls,
+        config: MappoConfig,
+        run_dir: str | Path | None = None,
+        seeds: Sequence[int] | None = None,
+        force: bool = False,
+    ) -> Run:
         """A new run of `config` in `run_dir` (default `runs/<env>-<time>`).
 
         With `seeds`, every seed trains in this process as one batched network
@@ -83,22 +110,28 @@ class Run:
             dist = Distributed.from_environment(config.device)
             if dist.is_main:
                 RunFolder.check_free(path, force)
+                _say_building(config, config.num_envs)
             trainer = MappoTrainer(config, distributed=dist)
             folders = [RunFolder.create(path, trainer.config, force)] if dist.is_main else []
             return cls(trainer, folders, path, f"run folder: {path}")
         if Distributed.from_environment(config.device).world_size > 1:
-            raise ConfigError("seeds train in one process; they do not combine with ranks "
-                              "(--nproc)")
+            raise ConfigError(
+                "seeds train in one process; they do not combine with ranks (--nproc)"
+            )
         if (path / "checkpoint.pt").exists():  # resume would find that run, not the seeds
-            raise RunFolderError(f"run folder {path} holds a run of its own (checkpoint.pt); "
-                                 "--seeds writes its runs in RUN_DIR/seed_<s>: choose another "
-                                 "--run-dir")
+            raise RunFolderError(
+                f"run folder {path} holds a run of its own (checkpoint.pt); "
+                "--seeds writes its runs in RUN_DIR/seed_<s>: choose another "
+                "--run-dir"
+            )
         paths = [path / f"seed_{seed}" for seed in seeds]
         for seed_path in paths:
             RunFolder.check_free(seed_path, force)
+        _say_building(config, len(paths) * config.num_envs)
         multi = MultiSeedTrainer(config, seeds)
-        folders = [RunFolder.create(p, t.config, force)
-                   for p, t in zip(paths, multi.trainers, strict=True)]
+        folders = [
+            RunFolder.create(p, t.config, force) for p, t in zip(paths, multi.trainers, strict=True)
+        ]
         return cls(multi, folders, path, _seeds_line(path, multi.seeds))
 
     @classmethod
@@ -113,13 +146,17 @@ class Run:
         if refused:
             raise ConfigError(
                 f"a resumed run keeps the config it learns with: {', '.join(refused)} cannot "
-                f"change (these can: {', '.join(RESUME_CHANGES)})")
+                f"change (these can: {', '.join(RESUME_CHANGES)})"
+            )
         path = Path(run_dir)
         seed_paths = seed_folders(path)
         if (path / "checkpoint.pt").is_file() or not seed_paths:
             trainer = _trainer_at_checkpoint(path, changes, distributed=True)
-            folders = ([RunFolder.resume(path, trainer.config, trainer.env_steps)]
-                       if trainer.dist.is_main else [])
+            folders = (
+                [RunFolder.resume(path, trainer.config, trainer.env_steps)]
+                if trainer.dist.is_main
+                else []
+            )
             run = cls(trainer, folders, path, _resume_line(path, trainer))
         else:
             trainers: list[MappoTrainer] = []
@@ -129,21 +166,32 @@ class Run:
                     trainers.append(_trainer_at_checkpoint(seed_path, changes))
                     streams = streams or SeedStreams(trainers[0].device)
                     streams.capture()  # the seed's stream, as its checkpoint saved it
+                assert streams is not None  # a seeds folder holds at least one seed
                 multi = MultiSeedTrainer.from_trainers(trainers, streams)
             except BaseException:
                 for trainer in trainers:
                     trainer.close()
                 raise
-            folders = [RunFolder.resume(p, t.config, t.env_steps)
-                       for p, t in zip(seed_paths, trainers, strict=True)]
-            run = cls(multi, folders, path, _seeds_line(path, multi.seeds) + "; "
-                      + _resume_line(seed_paths[0], trainers[0]))
+            folders = [
+                RunFolder.resume(p, t.config, t.env_steps)
+                for p, t in zip(seed_paths, trainers, strict=True)
+            ]
+            run = cls(
+                multi,
+                folders,
+                path,
+                _seeds_line(path, multi.seeds) + "; " + _resume_line(seed_paths[0], trainers[0]),
+            )
         run._keep_best_bars()
         return run
 
-    def train(self, quiet: bool = False, stream: TextIO | None = None,
-              wandb_project: str | None = None,
-              callback: Callable[[list[MappoMetrics]], Any] | None = None) -> RunSummary:
+    def train(
+        self,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        wandb_project: str | None = None,
+        callback: Callable[[list[MappoMetrics]], Any] | None = None,
+    ) -> RunSummary:
         """Train to `config.total_steps`, writing the run folder(s) as it goes.
 
         A checkpoint is written after the first update, then whenever
@@ -162,64 +210,105 @@ class Run:
                 raise ConfigError("W&B logs one run per process; it does not combine with seeds")
             folders[0].use_wandb(config, wandb_project)
         stream = stream or sys.stdout
-        progress = Progress(len(trainers) * config.total_steps,
-                            len(trainers) * learner.env_steps, quiet=quiet or not main,
-                            stream=stream)
+        progress = Progress(
+            len(trainers) * config.total_steps,
+            len(trainers) * learner.env_steps,
+            quiet=quiet or not main,
+            stream=stream,
+        )
         if main:
             progress.write(self._opening)
             if trainers[0].auto_settings:
                 progress.write(trainers[0].auto_settings)
         recent = [RecentReturns() for _ in trainers]
         checkpoints = CheckpointSchedule(self._save, config.checkpoint_interval)
+        start_steps = boundary_steps = learner.env_steps  # the last completed update's
+        snapshot: tuple[int, list[tuple[dict[str, Any], bytes | str | None]]] | None = None
+        last_boundary = time.monotonic()
 
-        with StopOnSignal() as stop:
+        def may_abandon() -> bool:
+            """Whether the state of the last completed update is on disk or in `snapshot`
+            (or no update has completed: the start is the run's beginning or its checkpoint)."""
+            kept = (start_steps, checkpoints.saved_steps, snapshot and snapshot[0])
+            return boundary_steps in kept
 
-            def on_update(metrics: list[MappoMetrics]) -> bool:
-                for k, (trainer, seed_metrics) in enumerate(zip(trainers, metrics, strict=True)):
+        def on_update(metrics: list[MappoMetrics]) -> bool:
+            nonlocal boundary_steps, snapshot, last_boundary
+            for k, (trainer, seed_metrics) in enumerate(zip(trainers, metrics, strict=True)):
+                if main:
+                    folders[k].log(seed_metrics)
+                recent[k].add(seed_metrics.episode_return, seed_metrics.episodes)
+                # Only rank 0 evaluates (NaN elsewhere, and where no evaluation ran).
+                best = main and seed_metrics.eval_return > trainer.best_eval_return
+                if learner.dist.any(best):  # the state is gathered from every rank
+                    if best:
+                        trainer.best_eval_return = seed_metrics.eval_return
+                    state = learner.seed_state_dict(k)
                     if main:
-                        folders[k].log(seed_metrics)
-                    recent[k].add(seed_metrics.episode_return, seed_metrics.episodes)
-                    # Only rank 0 evaluates (NaN elsewhere, and where no evaluation ran).
-                    best = main and seed_metrics.eval_return > trainer.best_eval_return
-                    if learner.dist.any(best):  # the state is gathered from every rank
-                        if best:
-                            trainer.best_eval_return = seed_metrics.eval_return
-                        state = learner.seed_state_dict(k)
-                        if main:
-                            folders[k].save_best(state)
-                progress.update(pooled_metrics(metrics))
-                if (main and learner.updates == FIRST_EPISODE_UPDATES
-                        and progress.recent.episodes == 0):
-                    progress.write(no_episode_hint(trainers[0]))
-                # Ranks' clocks differ, and saving is collective.
-                if learner.dist.any(checkpoints.due(learner.updates)):
-                    checkpoints.save()
-                return stop.signal_name is not None or (
-                    callback is not None and bool(callback(metrics)))
+                        folders[k].save_best(state)
+            progress.update(pooled_metrics(metrics))
+            if main and learner.updates == FIRST_EPISODE_UPDATES and progress.recent.episodes == 0:
+                progress.write(no_episode_hint(trainers[0]))
+            # Ranks' clocks differ, and saving is collective.
+            if learner.dist.any(checkpoints.due(learner.updates)):
+                checkpoints.save()
+            elif learner.dist.any(time.monotonic() - last_boundary >= SNAPSHOT_MIN_S):
+                snapshot = (learner.env_steps, self._states(copied=True))
+            boundary_steps, last_boundary = learner.env_steps, time.monotonic()
+            heartbeat.beat()
+            return stop.signal_name is not None or (
+                callback is not None and bool(callback(metrics))
+            )
 
+        heartbeat = Heartbeat(learner, progress.write, HEARTBEAT_S if main and not quiet else 0)
+        if main and not quiet and learner.updates == 0:
+            progress.write(heartbeat.first_line())
+        with StopOnSignal(may_abandon, sys.stderr) as stop, heartbeat:
             try:
                 train_until_budget(learner, on_update)
+                stop.disarm()  # the updates are over: what is left is the final save
                 checkpoints.save_final(learner.env_steps)
+            except StopRun:
+                if (
+                    snapshot is not None
+                    and snapshot[0] == boundary_steps != checkpoints.saved_steps
+                ):
+                    self._write(snapshot[1])
+                    checkpoints.saved_steps = snapshot[0]
             finally:
                 progress.close()
                 for folder in folders:
                     folder.close()
                 learner.close()
                 learner.dist.shutdown()
-        summary = RunSummary(learner.env_steps, learner.env_steps >= config.total_steps,
-                             [r.mean for r in recent], [f.path for f in folders])
+        summary = RunSummary(
+            boundary_steps,
+            boundary_steps >= config.total_steps,
+            [r.mean for r in recent],
+            [f.path for f in folders],
+        )
         if main:
-            print(self._closing(summary, recent), file=stream, flush=True)
+            lost = boundary_steps - (checkpoints.saved_steps or start_steps)
+            print(self._closing(summary, recent, lost), file=stream, flush=True)
         return summary
 
-    def _save(self) -> int:
-        """Write every seed's checkpoint (a collective call on several ranks); the env
-        steps saved."""
+    def _states(self, copied: bool = False) -> list[tuple[dict[str, Any], bytes | str | None]]:
+        """Every seed's (checkpoint, pickled env copies) as they stand (a collective call on
+        several ranks); `copied`: tensors of their own, which training does not change."""
+        states = []
         for k, trainer in enumerate(self.trainers):
             state = self.learner.seed_state_dict(k)
-            pickled_env = trainer.pickled_env_state()
-            if self.folders:
-                self.folders[k].save(state, pickled_env)
+            states.append((copy.deepcopy(state) if copied else state, trainer.pickled_env_state()))
+        return states
+
+    def _write(self, states: list[tuple[dict[str, Any], bytes | str | None]]) -> None:
+        """Write `_states()` into the run folders (rank 0's)."""
+        for folder, (state, pickled_env) in zip(self.folders, states, strict=False):
+            folder.save(state, pickled_env)
+
+    def _save(self) -> int:
+        """Write every seed's checkpoint now; the env steps saved."""
+        self._write(self._states())
         return self.learner.env_steps
 
     def _keep_best_bars(self) -> None:
@@ -230,19 +319,33 @@ class Run:
                 best = load_checkpoint(folder.best_path).get("best_eval_return", -math.inf)
                 trainer.best_eval_return = max(trainer.best_eval_return, float(best))
 
-    def _closing(self, summary: RunSummary, recent: list[RecentReturns]) -> str:
+    def _closing(self, summary: RunSummary, recent: list[RecentReturns], lost: int) -> str:
         """The last line: where the run stands and what to run next."""
         per_seed = " per seed" if len(recent) > 1 else ""
         if not summary.finished:
-            return (f"stopped after {summary.env_steps} env steps{per_seed}; checkpoint saved. "
-                    f"Continue with: mappo train --resume {self.path}")
+            saved = (
+                "checkpoint saved"
+                if not lost
+                else (
+                    f"the checkpoint holds env step {summary.env_steps - lost} (the {lost} steps "
+                    "since were not saved)"
+                )
+            )
+            return (
+                f"stopped after {summary.env_steps} env steps{per_seed}; {saved}. "
+                f"Continue with: mappo train --resume {self.path}"
+            )
         if len(recent) == 1:
-            return (f"done: {summary.env_steps} env steps, recent episode return "
-                    f"{recent[0].text(3)}, run folder {self.path}")
+            return (
+                f"done: {summary.env_steps} env steps, recent episode return "
+                f"{recent[0].text(3)}, run folder {self.path}"
+            )
         seeds = [t.config.seed for t in self.trainers]
         returns = ", ".join(f"seed {s} {r.text(3)}" for s, r in zip(seeds, recent, strict=True))
-        return (f"done: {summary.env_steps} env steps per seed, recent episode return "
-                f"{returns}; run folders {self.path}/seed_<s>")
+        return (
+            f"done: {summary.env_steps} env steps per seed, recent episode return "
+            f"{returns}; run folders {self.path}/seed_<s>"
+        )
 
 
 def default_run_dir(config: MappoConfig) -> Path:
@@ -262,32 +365,51 @@ def is_seeds_folder(path: Path) -> bool:
     return not (path / "checkpoint.pt").is_file() and bool(seed_folders(path))
 
 
-def _trainer_at_checkpoint(path: Path, changes: dict[str, Any],
-                           distributed: bool = False) -> MappoTrainer:
+def _trainer_at_checkpoint(
+    path: Path, changes: dict[str, Any], distributed: bool = False
+) -> MappoTrainer:
     """The trainer of the run folder `path`, at its checkpoint, with `changes`; on the ranks
     of this process group when `distributed`."""
     checkpoint = RunFolder.checkpoint_to_resume(path)
     payload = load_checkpoint(checkpoint)
-    dist = (Distributed.from_environment(changes.get("device", payload["config"]["device"]))
-            if distributed else None)
+    config = saved_config(payload, checkpoint, **changes)
+    _say_building(config, config.num_envs)
+    dist = (
+        Distributed.from_environment(changes.get("device", payload["config"]["device"]))
+        if distributed
+        else None
+    )
     pickled_env = RunFolder.read_pickled_env(path, payload)
-    trainer, _ = MappoTrainer.from_checkpoint(checkpoint, distributed=dist,
-                                              pickled_env=pickled_env, **changes)
+    trainer, _ = MappoTrainer.from_checkpoint(
+        checkpoint, distributed=dist, pickled_env=pickled_env, **changes
+    )
     return trainer
+
+
+def _say_building(config: MappoConfig, copies: int) -> None:
+    """Log (INFO) the env copies about to be built, which can take a while (a PettingZoo env
+    is built copy by copy, a JaxMARL one is compiled)."""
+    workers = f" in {config.num_workers} worker processes" if config.num_workers else ""
+    logger.info("building %d copies of env '%s'%s ...", copies, config.env, workers)
 
 
 def _resume_line(path: Path, trainer: MappoTrainer) -> str:
     """Where a resumed run goes on from: env steps, update and the checkpoint's time."""
-    saved = time.strftime("%Y-%m-%d %H:%M:%S",
-                          time.localtime((path / "checkpoint.pt").stat().st_mtime))
-    return (f"resuming {path} at env step {trainer.env_steps:,} (update {trainer.updates}), "
-            f"from its checkpoint of {saved}")
+    saved = time.strftime(
+        "%Y-%m-%d %H:%M:%S", time.localtime((path / "checkpoint.pt").stat().st_mtime)
+    )
+    return (
+        f"resuming {path} at env step {trainer.env_steps:,} (update {trainer.updates}), "
+        f"from its checkpoint of {saved}"
+    )
 
 
 def _seeds_line(path: Path, seeds: Sequence[int]) -> str:
     """The first line of a seeds run."""
-    return (f"{len(seeds)} seeds in one process, run folders {path}/seed_<s> (seeds "
-            f"{', '.join(map(str, seeds))}); env steps and steps/s count all seeds together")
+    return (
+        f"{len(seeds)} seeds in one process, run folders {path}/seed_<s> (seeds "
+        f"{', '.join(map(str, seeds))}); env steps and steps/s count all seeds together"
+    )
 
 
 def no_episode_hint(trainer: MappoTrainer) -> str:
@@ -296,12 +418,63 @@ def no_episode_hint(trainer: MappoTrainer) -> str:
     steps = FIRST_EPISODE_UPDATES * cfg.rollout_steps
     copies = cfg.num_envs * trainer.dist.world_size
     length = trainer.env.spec.max_episode_steps
-    wait = (f"this env's episodes of up to {length:,} steps first end after "
-            f"{copies * length:,} env steps" if length else
-            f"episodes of L steps first end after {copies:,} x L env steps")
-    return (f"no episode has finished in the first {FIRST_EPISODE_UPDATES} updates "
-            f"({steps} steps per env copy): returns are logged when episodes end, and with "
-            f"{copies:,} env copies {wait}; fewer --num-envs make them end sooner")
+    wait = (
+        f"this env's episodes of up to {length:,} steps first end after "
+        f"{copies * length:,} env steps"
+        if length
+        else f"episodes of L steps first end after {copies:,} x L env steps"
+    )
+    return (
+        f"no episode has finished in the first {FIRST_EPISODE_UPDATES} updates "
+        f"({steps} steps per env copy): returns are logged when episodes end, and with "
+        f"{copies:,} env copies {wait}; fewer --num-envs make them end sooner"
+    )
+
+
+class Heartbeat:
+    """While no update ends, one line every `interval` seconds (none when 0) saying what the
+    run is waiting for: the first rollout of a slow env, a first compile, an evaluation."""
+
+    def __init__(self, learner: Learner, write: Callable[[str], None], interval: float) -> None:
+        self._learner, self._write, self._interval = learner, write, interval
+        self._last = time.monotonic()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mappo-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        if self._interval > 0:
+            self._last = time.monotonic()
+            self._thread.start()
+        return self
+
+    def beat(self) -> None:
+        """An update ended: the wait starts again."""
+        self._last = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            waited = time.monotonic() - self._last
+            if waited >= self._interval:
+                self._write(f"{self.waiting_for()} ({waited:.0f} s since the last update)")
+
+    def waiting_for(self) -> str:
+        """What the learner is doing now, in words."""
+        learner = self._learner
+        if learner.updates > 0:
+            return learner.phase
+        if learner.phase == "updating" and learner.trainers[0].compiled:
+            return f"first update: {COMPILING}"
+        copies = learner.config.num_envs * len(learner.trainers)
+        steps = learner.config.rollout_steps
+        return f"first update: a rollout of {steps} steps in {copies} env copies"
+
+    def first_line(self) -> str:
+        """What the first update does, said before it starts."""
+        compiling = f", then {COMPILING}" if self._learner.trainers[0].compiled else ""
+        return self.waiting_for() + compiling
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
 
 
 class CheckpointSchedule:
@@ -313,46 +486,89 @@ class CheckpointSchedule:
     def __init__(self, write: Callable[[], int], interval: float) -> None:
         self._write = write
         self._interval = interval
-        self._saved_steps: int | None = None
+        self.saved_steps: int | None = None  # env steps of the last save
         self._saved_time = 0.0  # time.monotonic() of the last save
 
     def due(self, updates: int) -> bool:
         """Whether to save after update number `updates`."""
-        return (self._saved_steps is None or updates % CHECKPOINT_EVERY_UPDATES == 0
-                or time.monotonic() - self._saved_time >= self._interval)
+        return (
+            self.saved_steps is None
+            or updates % CHECKPOINT_EVERY_UPDATES == 0
+            or time.monotonic() - self._saved_time >= self._interval
+        )
 
     def save(self) -> None:
         """Write a checkpoint now."""
-        self._saved_steps = self._write()
+        self.saved_steps = self._write()
         self._saved_time = time.monotonic()
 
     def save_final(self, env_steps: int) -> None:
         """Save at the end of training, unless `env_steps` is what was saved last.
 
         Only whole updates are saved: a crash mid-rollout keeps the last good one."""
-        if env_steps != self._saved_steps:
+        if env_steps != self.saved_steps:
             self.save()
 
 
-class StopOnSignal:
-    """SIGINT/SIGTERM ask training to stop after the current update; a second one kills."""
+class StopRun(BaseException):  # noqa: N818 - not an error: like KeyboardInterrupt
+    """Raised in the main thread by `StopOnSignal` to abandon the work in progress; a
+    BaseException, so that no `except Exception` on the way (a compile fallback, an env
+    adapter's error report) takes it for a failure."""
 
-    def __init__(self) -> None:
+
+class StopOnSignal:
+    """SIGINT/SIGTERM: the first asks the run to stop after the update in progress, says so at
+    once, and abandons that update (`StopRun`) when it is not done `GRACE_S` seconds later and
+    `may_abandon()` allows it (nothing that was completed would be lost); a second signal
+    abandons it at once. Only the main thread can take signals: elsewhere this does nothing.
+    """
+
+    def __init__(self, may_abandon: Callable[[], bool], stream: TextIO) -> None:
         self.signal_name: str | None = None
+        self._may_abandon = may_abandon
+        self._stream = stream
         self._previous: dict[signal.Signals, Any] = {}
 
     def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is not threading.main_thread():
-            return self  # Python lets only the main thread handle signals
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
+    def _say(self, line: str) -> None:
+        # os.write where there is a file: a handler may run in the middle of a print to it.
+        try:
+            fileno = self._stream.fileno()
+        except (AttributeError, OSError):  # a stream in memory (io.UnsupportedOperation)
+            self._stream.write(f"{line}\n")
+            return
+        self._stream.flush()
+        os.write(fileno, f"{line}\n".encode())
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGALRM:  # the grace period of the first signal is over
+            if self._may_abandon():
+                raise StopRun(self.signal_name)
+            self._say(
+                "stopping: still finishing the update in progress, so that its steps "
+                "are kept; press Ctrl-C again to stop now without them"
+            )
+            return
+        if self.signal_name is not None:
+            raise StopRun(signal.Signals(signum).name)
         self.signal_name = signal.Signals(signum).name
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._say(
+            f"stopping ({self.signal_name}): finishing this update, then saving; "
+            "press Ctrl-C again to stop at once"
+        )
+        signal.setitimer(signal.ITIMER_REAL, GRACE_S)
+
+    def disarm(self) -> None:
+        """No abandoning from now on, unless a signal comes again."""
+        if self._previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def __exit__(self, *exc: object) -> None:
+        self.disarm()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)

@@ -44,8 +44,9 @@ def require_wandb() -> None:
 class RunFolder:
     """Writes one run's artifacts; refuses to overwrite an existing run unless told to."""
 
-    def __init__(self, path: str | Path, title: str,
-                 return_label: str = "mean per-agent episode return") -> None:
+    def __init__(
+        self, path: str | Path, title: str, return_label: str = "mean per-agent episode return"
+    ) -> None:
         self.path = Path(path)
         self.config_path = self.path / "config.toml"
         self.metrics_path = self.path / "metrics.csv"
@@ -53,7 +54,7 @@ class RunFolder:
         self.best_path = self.path / "best.pt"
         self.env_state_path = self.path / ENV_STATE_FILE
         self.curve_path = self.path / "curve.png"
-        self._writer = None
+        self._writer: SummaryWriter | None = None
         self._wandb = None
         self._purge_step: int | None = None
         self._last_curve = time.monotonic()
@@ -83,8 +84,11 @@ class RunFolder:
             )
         config = path / "config.toml"
         # A saved config.toml holds every field, so it restarts the same run.
-        again = (f"mappo train --config {config} --run-dir {path} --force" if config.is_file()
-                 else f"mappo train --run-dir {path} --force and the run's flags")
+        again = (
+            f"mappo train --config {config} --run-dir {path} --force"
+            if config.is_file()
+            else f"mappo train --run-dir {path} --force and the run's flags"
+        )
         raise RunFolderError(
             f"run folder {path} has no checkpoint.pt (the run stopped before its first "
             f"checkpoint, or this is not a run folder); start it again with: {again}"
@@ -94,7 +98,9 @@ class RunFolder:
     def create(cls, path: str | Path, config: MappoConfig, force: bool = False) -> RunFolder:
         """A new run folder holding `config.toml` (an existing run is removed only with `force`)."""
         cls.check_free(path, force)
-        folder = cls(path, f"{config.env} (seed {config.seed})", return_label(config.team_reward))
+        folder = cls(
+            path, f"{config.env} (seed {config.seed})", return_label(config.decided("team_reward"))
+        )
         folder.path.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (folder.path / name).unlink(missing_ok=True)
@@ -105,7 +111,9 @@ class RunFolder:
     def resume(cls, path: str | Path, config: MappoConfig, env_steps: int) -> RunFolder:
         """Reopen a run at its checkpoint: metrics rows past `env_steps` are dropped, and
         rows of an older mappo are rewritten in today's columns (new ones left empty)."""
-        folder = cls(path, f"{config.env} (seed {config.seed})", return_label(config.team_reward))
+        folder = cls(
+            path, f"{config.env} (seed {config.seed})", return_label(config.decided("team_reward"))
+        )
         config.save(folder.config_path)
         if folder.metrics_path.exists():
             with open(folder.metrics_path, newline="") as handle:
@@ -114,8 +122,9 @@ class RunFolder:
             kept = [row for row in rows if int(row["env_steps"]) <= env_steps]
             if len(kept) < len(rows) or columns != METRICS_COLUMNS:
                 with open(folder.metrics_path, "w", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS,
-                                            extrasaction="ignore")
+                    writer = csv.DictWriter(
+                        handle, fieldnames=METRICS_COLUMNS, extrasaction="ignore"
+                    )
                     writer.writeheader()
                     writer.writerows(kept)
         folder._purge_step = env_steps + 1  # TensorBoard drops events past the checkpoint
@@ -135,12 +144,21 @@ class RunFolder:
             if new_file:
                 writer.writeheader()
             # Empty cells where no evaluation ran, or where the env reports no wins.
-            writer.writerow({**row, **{name: "" for name in ("eval_return", "win_rate")
-                                       if math.isnan(row[name])}})
+            writer.writerow(
+                {
+                    **row,
+                    **{
+                        name: ""
+                        for name in ("eval_return", "win_rate")
+                        if math.isnan(float(row[name]))
+                    },
+                }
+            )
         scalars = {
             "eval/return" if name == "eval_return" else f"train/{name}": value
             for name, value in row.items()
-            if name != "env_steps" and not isinstance(value, str)
+            if name != "env_steps"
+            and not isinstance(value, str)
             and not (isinstance(value, float) and math.isnan(value))
         }
         tensorboard = self._tensorboard()
@@ -159,8 +177,14 @@ class RunFolder:
         import wandb
 
         run_id = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
-        self._wandb = wandb.init(project=project, name=self.path.name, id=run_id,
-                                 resume="allow", dir=str(self.path), config=config.to_dict())
+        self._wandb = wandb.init(
+            project=project,
+            name=self.path.name,
+            id=run_id,
+            resume="allow",
+            dir=str(self.path),
+            config=config.to_dict(),
+        )
 
     def save(self, payload: dict, pickled_env: bytes | str | None = None) -> None:
         """Write the checkpoint atomically, and `pickled_env` (`MappoTrainer.pickled_env_state`)
@@ -240,8 +264,7 @@ class RunFolder:
         return self._writer
 
 
-def read_curve(metrics_path: Path, column: str = "episode_return"
-               ) -> tuple[list[int], list[float]]:
+def read_curve(metrics_path: Path, column: str = "episode_return") -> tuple[list[int], list[float]]:
     """(env_steps, column) of every row where `column` holds a number: the rows with a
     finished episode, or with an evaluation for `eval_return`."""
     steps, returns = [], []

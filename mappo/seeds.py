@@ -24,7 +24,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -32,7 +32,14 @@ from torch import nn
 from mappo.buffer import RolloutMinibatch, minibatch_bounds
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv
-from mappo.trainer import MappoMetrics, MappoTrainer, anneal_learning_rate, train_until_budget
+from mappo.trainer import (
+    LossStats,
+    MappoMetrics,
+    MappoTrainer,
+    add_stats,
+    anneal_learning_rate,
+    train_until_budget,
+)
 
 
 class SeedStreams:
@@ -78,7 +85,7 @@ class _SeedLoss(nn.Module):
         self.policy = trainer.policy
         self._loss = trainer.minibatch_loss
 
-    def forward(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, LossStats]:
         return self._loss(mb)
 
 
@@ -92,8 +99,9 @@ class MultiSeedTrainer:
     checkpoint exactly like a solo run's.
     """
 
-    def __init__(self, config: MappoConfig, seeds: Sequence[int],
-                 envs: Sequence[MultiAgentEnv] | None = None) -> None:
+    def __init__(
+        self, config: MappoConfig, seeds: Sequence[int], envs: Sequence[MultiAgentEnv] | None = None
+    ) -> None:
         seeds = list(seeds)
         check_seeds(seeds)
         if envs is not None and len(envs) != len(seeds):
@@ -102,14 +110,16 @@ class MultiSeedTrainer:
         trainers = []
         for k, seed in enumerate(seeds):
             # MappoTrainer seeds torch itself: seed s starts where a solo run with seed s does.
-            trainers.append(MappoTrainer(config.replace(seed=seed),
-                                         env=None if envs is None else envs[k]))
+            trainers.append(
+                MappoTrainer(config.replace(seed=seed), env=None if envs is None else envs[k])
+            )
             streams.capture()
         self._join(trainers, streams)
 
     @classmethod
-    def from_trainers(cls, trainers: Sequence[MappoTrainer],
-                      streams: SeedStreams) -> MultiSeedTrainer:
+    def from_trainers(
+        cls, trainers: Sequence[MappoTrainer], streams: SeedStreams
+    ) -> MultiSeedTrainer:
         """Train existing trainers (e.g. each loaded from its seed's checkpoint) together;
         `streams` holds each one's random streams, in order."""
         self = cls.__new__(cls)
@@ -125,11 +135,14 @@ class MultiSeedTrainer:
         self.config = first.config
         self.device = first.device
         self.dist = first.dist  # one process, one rank (checked below)
+        self.phase = "starting"  # what the seeds are doing, for messages during long waits
         for t in trainers:
             others = {**t.config.to_dict(), "seed": 0} != {**first.config.to_dict(), "seed": 0}
             if others or t.dist.world_size > 1:
-                raise ConfigError("the seeds of one process share one config, on one rank; "
-                                  f"seed {t.config.seed}'s differs from seed {self.seeds[0]}'s")
+                raise ConfigError(
+                    "the seeds of one process share one config, on one rank; "
+                    f"seed {t.config.seed}'s differs from seed {self.seeds[0]}'s"
+                )
         if len(trainers) == 1:  # the solo path: bitwise a solo run
             self.parameters, self.optimizer = first.parameters, first.optimizer
             return
@@ -138,8 +151,9 @@ class MultiSeedTrainer:
         # [K, P]: every trainable tensor of every seed, in the order of MappoTrainer.parameters
         # (the order of a solo checkpoint's optimizer state). One flat tensor, so that the
         # step's clip and Adam are one kernel each; the tensors below are views of it.
-        self._weights = torch.stack([torch.cat([p.detach().flatten() for p in t.parameters])
-                                     for t in trainers])
+        self._weights = torch.stack(
+            [torch.cat([p.detach().flatten() for p in t.parameters]) for t in trainers]
+        )
         self.parameters = [nn.Parameter(view) for view in layout.split(self._weights)]
         saved = [t.optimizer.state_dict() for t in trainers]
         for k, t in enumerate(trainers):
@@ -155,30 +169,35 @@ class MultiSeedTrainer:
             t.optimizer = torch.optim.Adam(views, lr=self.config.lr, eps=self.config.adam_eps)
         # Holds the moments (views of flat ones, written by adam_step) and the learning
         # rate (set by anneal_learning_rate) in the layout of a solo run's (fused) Adam.
-        self.optimizer = torch.optim.Adam(self.parameters, lr=self.config.lr,
-                                          eps=self.config.adam_eps, fused=True)
+        self.optimizer = torch.optim.Adam(
+            self.parameters, lr=self.config.lr, eps=self.config.adam_eps, fused=True
+        )
         if saved[0]["state"]:  # resumed seeds: their Adam moments, stacked
             self.optimizer.load_state_dict(stack_optimizer_states(saved))
         self._adam_state = flat_adam_state(self.optimizer, layout, self._weights)
         param_names = ["policy." + name for name in names]
         loss_module = _SeedLoss(first)
 
-        def seed_loss(weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        def seed_loss(
+            weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
+        ) -> tuple[torch.Tensor, LossStats]:
             params = dict(zip(param_names, layout.split(weights), strict=True))
-            return torch.func.functional_call(loss_module, params, (RolloutMinibatch(*fields),))
+            # The None fields are those a feed-forward minibatch does not have.
+            minibatch = RolloutMinibatch(*cast(tuple[torch.Tensor, ...], fields))
+            return torch.func.functional_call(loss_module, params, (minibatch,))
 
-        # (weights [K, P], minibatch fields [K, B, ...]) → (losses [K], stats [K, 5]);
+        # (weights [K, P], minibatch fields [K, B, ...]) → (losses [K], stats by name [K]);
         # a feed-forward minibatch has no recurrent fields (None, not mapped).
         recurrent = (0 if self.config.recurrent else None,) * 3
         # A turn-based env's recurrent minibatch also says who acted at each step.
         acting = (0 if self.config.recurrent and first.env.spec.turn_based else None,)
         batched_loss = torch.func.vmap(
-            seed_loss,
-            in_dims=(0, (0,) * (len(RolloutMinibatch._fields) - 4) + recurrent + acting))
+            seed_loss, in_dims=(0, (0,) * (len(RolloutMinibatch._fields) - 4) + recurrent + acting)
+        )
 
-        def summed_loss(weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        def summed_loss(
+            weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
+        ) -> tuple[torch.Tensor, LossStats]:
             losses, stats = batched_loss(weights, fields)
             return losses.sum(), stats  # seeds share no parameter: each gets its own gradient
 
@@ -188,10 +207,11 @@ class MultiSeedTrainer:
         # falls back to eager for all seeds when compiling fails).
         self._compiled_step = first.compile_loss(self._train_step)
 
-    def _gradient(self, weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gradient(
+        self, weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
+    ) -> tuple[torch.Tensor, LossStats]:
         """The gradient `[K, P]` of every seed's loss at `weights` `[K, P]`, and the loss
-        stats `[K, 5]`. Compiled, `torch.func.grad` puts the backward pass in the step's
+        stats by name, each `[K]`. Compiled, `torch.func.grad` puts the backward pass in the step's
         program; eager, autograd's backward costs less per call than its wrappers."""
         if torch.compiler.is_compiling():
             return self._traced_gradient(weights, fields)
@@ -201,13 +221,19 @@ class MultiSeedTrainer:
         (gradient,) = torch.autograd.grad(loss, weights)
         return gradient, stats
 
-    def _train_step(self, weights: torch.Tensor, exp_avg: torch.Tensor,
-                    exp_avg_sq: torch.Tensor, step: torch.Tensor, lr: torch.Tensor,
-                    fields: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+    def _train_step(
+        self,
+        weights: torch.Tensor,
+        exp_avg: torch.Tensor,
+        exp_avg_sq: torch.Tensor,
+        step: torch.Tensor,
+        lr: torch.Tensor,
+        fields: tuple[torch.Tensor | None, ...],
+    ) -> LossStats:
         """One minibatch step of every seed, as one function so that it compiles into one
         program: the gradients of the K losses, a gradient-norm clip per seed, and Adam,
         written in place into `weights` `[K, P]` and the flat Adam state. Returns the
-        step's stats `[K, 6]` (the loss's five, the gradient norm before clipping).
+        step's stats by name, each `[K]` (the loss's, and the gradient norm before clipping).
 
         At the default minibatch of 256 agent-steps the autograd engine, `.grad`
         tensors and per-tensor optimizer calls of a `.backward()` step cost more than
@@ -216,9 +242,16 @@ class MultiSeedTrainer:
         gradient, stats = self._gradient(weights, fields)
         norms = torch.linalg.vector_norm(gradient, dim=1)  # [K]: clip_grad_norm_'s, per seed
         scale = (self.config.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-        adam_step(weights, gradient * scale.unsqueeze(1), exp_avg, exp_avg_sq, step, lr,
-                  self.config.adam_eps)
-        return torch.cat([stats, norms.unsqueeze(1)], 1)
+        adam_step(
+            weights,
+            gradient * scale.unsqueeze(1),
+            exp_avg,
+            exp_avg_sq,
+            step,
+            lr,
+            self.config.adam_eps,
+        )
+        return {**stats, "grad_norm": norms}
 
     @property
     def compiled(self) -> bool:
@@ -257,7 +290,7 @@ class MultiSeedTrainer:
         start = time.perf_counter()
         plans = [t.prepare_update() for t in trainers]  # GAE and value normalizer, per seed
         num_minibatches, chunk = plans[0]
-        stats = torch.zeros(len(trainers), 6, device=self.device)  # [K, 6]
+        totals: LossStats = {}
         # Set by anneal_learning_rate between updates; a tensor, so that a new value does not
         # recompile the step.
         lr = torch.tensor(self.optimizer.param_groups[0]["lr"], device=self.device)
@@ -271,13 +304,22 @@ class MultiSeedTrainer:
             fields = [torch.stack(parts) for parts in zip(*per_seed, strict=True)]
             for lo, hi in minibatch_bounds(fields[0].shape[1], num_minibatches):
                 mb = tuple(RolloutMinibatch(*(x[:, lo:hi] for x in fields)))
-                stats += first.run_loss(self._compiled_step, self._train_step, self._weights,
-                                        *self._adam_state, lr, mb)
-        stats /= cfg.update_epochs * num_minibatches
+                step_stats = first.run_loss(
+                    self._compiled_step, self._train_step, self._weights, *self._adam_state, lr, mb
+                )
+                totals = add_stats(totals, step_stats)
+        steps = cfg.update_epochs * num_minibatches
         update_time = time.perf_counter() - start
         # Forward and backward are one program here, not timed apart (NaN in the metrics).
-        return [t.finish_update(stats[k], update_time, math.nan, math.nan)
-                for k, t in enumerate(trainers)]
+        return [
+            t.finish_update(
+                {name: total[k] / steps for name, total in totals.items()},
+                update_time,
+                math.nan,
+                math.nan,
+            )
+            for k, t in enumerate(trainers)
+        ]
 
     def iteration(self) -> list[MappoMetrics]:
         """One rollout and update of every seed (and the evaluations due): K metrics, in the
@@ -285,16 +327,20 @@ class MultiSeedTrainer:
         anneal_learning_rate(self.optimizer, self.config, self.env_steps)
         start = time.perf_counter()
         steps_before = self.env_steps
+        self.phase = "collecting a rollout"
         self.collect_rollouts()
+        self.phase = "updating"
         metrics = self.update()
+        self.phase = "evaluating"
         steps_per_second = (self.env_steps - steps_before) / (time.perf_counter() - start)
         for trainer, seed_metrics in zip(self.trainers, metrics, strict=True):
             seed_metrics.steps_per_second = steps_per_second  # of this seed
             seed_metrics.eval_return = trainer.evaluate_if_due(steps_before)
         return metrics
 
-    def train(self, callback: Callable[[list[MappoMetrics]], Any] | None = None
-              ) -> list[list[MappoMetrics]]:
+    def train(
+        self, callback: Callable[[list[MappoMetrics]], Any] | None = None
+    ) -> list[list[MappoMetrics]]:
         """Every seed to `config.total_steps` env steps; `callback(metrics)` gets the K
         metrics of each update and stops training by returning True."""
         return train_until_budget(self, callback)
@@ -336,12 +382,15 @@ class FlatLayout:
     def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Views of `flat` `[..., P]` as the tensors `[..., *shape]`, in order."""
         lead = flat.shape[:-1]
-        return [part.view(*lead, *shape)
-                for part, shape in zip(flat.split(self.sizes, -1), self.shapes, strict=True)]
+        return [
+            part.view(*lead, *shape)
+            for part, shape in zip(flat.split(self.sizes, -1), self.shapes, strict=True)
+        ]
 
 
-def flat_adam_state(optimizer: torch.optim.Adam, layout: FlatLayout, weights: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def flat_adam_state(
+    optimizer: torch.optim.Adam, layout: FlatLayout, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flat moments `[K, P]` beside `weights` and one step count, holding `optimizer`'s
     state (zeros for a fresh run, as torch's Adam starts); the optimizer's state entries
     become views of them, so its `state_dict` holds whatever `adam_step` writes."""
@@ -354,16 +403,22 @@ def flat_adam_state(optimizer: torch.optim.Adam, layout: FlatLayout, weights: to
                 view.copy_(optimizer.state[p][name])
     if optimizer.state[params[0]]:
         step.fill_(float(optimizer.state[params[0]]["step"]))  # every tensor stepped alike
-    for p, avg, avg_sq in zip(params, layout.split(exp_avg), layout.split(exp_avg_sq),
-                              strict=True):
+    for p, avg, avg_sq in zip(params, layout.split(exp_avg), layout.split(exp_avg_sq), strict=True):
         optimizer.state[p] = {"step": step, "exp_avg": avg, "exp_avg_sq": avg_sq}
     return exp_avg, exp_avg_sq, step
 
 
 @torch.no_grad()
-def adam_step(weight: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
-              exp_avg_sq: torch.Tensor, step: torch.Tensor, lr: torch.Tensor, eps: float,
-              betas: tuple[float, float] = (0.9, 0.999)) -> None:
+def adam_step(
+    weight: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: torch.Tensor,
+    lr: torch.Tensor,
+    eps: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> None:
     """`torch.optim.Adam`'s update (no weight decay, no amsgrad) of one tensor, in place,
     as plain tensor ops that compile into the caller's program. Elementwise, so over
     flat `[K, P]` tensors it is K independent Adams."""
@@ -371,8 +426,8 @@ def adam_step(weight: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
     step.add_(1)
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2_sqrt = (1 - beta2 ** step).sqrt()
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = (1 - beta2**step).sqrt()
     denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
     weight.sub_(exp_avg / denom * (lr / bias_correction1))
 
@@ -383,36 +438,70 @@ def stack_optimizer_states(states: list[dict[str, Any]]) -> dict[str, Any]:
     seeds have taken the same steps)."""
     stacked = {}
     for index, first in states[0]["state"].items():
-        stacked[index] = {name: value if name == "step" else
-                          torch.stack([s["state"][index][name] for s in states])
-                          for name, value in first.items()}
+        stacked[index] = {
+            name: value
+            if name == "step"
+            else torch.stack([s["state"][index][name] for s in states])
+            for name, value in first.items()
+        }
     return {"state": stacked, "param_groups": states[0]["param_groups"]}
 
 
 def slice_optimizer_state(state: dict[str, Any], k: int) -> dict[str, Any]:
     """Seed k's part of the stacked Adam's state dict: a solo Adam's state dict."""
     return {
-        "state": {index: {name: value.clone() if name == "step" else value[k].clone()
-                          for name, value in entry.items()}
-                  for index, entry in state["state"].items()},
+        "state": {
+            index: {
+                name: value.clone() if name == "step" else value[k].clone()
+                for name, value in entry.items()
+            }
+            for index, entry in state["state"].items()
+        },
         "param_groups": [dict(group) for group in state["param_groups"]],
     }
 
 
 def pooled_metrics(metrics: list[MappoMetrics]) -> MappoMetrics:
     """The seeds' metrics of one update as one, for progress output: env steps and steps/s
-    of all seeds together, the episode-weighted mean return, losses averaged."""
+    of all seeds together, the episode-weighted mean return and rates (win, per-seat
+    outcomes, rewarded episodes: each over the seeds that report it), losses averaged."""
     episodes = sum(m.episodes for m in metrics)
     finished = [(m.episode_return, m.episodes) for m in metrics if m.episodes]
-    wins = [(m.win_rate, m.episodes) for m in metrics if m.episodes and not math.isnan(m.win_rate)]
-    won = sum(n for _, n in wins)
+
+    def weighted(name: str) -> float:
+        """`name`'s episode-weighted mean over the seeds that report it; NaN where none do."""
+        rated = [(getattr(m, name), m.episodes) for m in metrics if m.episodes]
+        rated = [(rate, n) for rate, n in rated if not math.isnan(rate)]
+        count = sum(n for _, n in rated)
+        return sum(rate * n for rate, n in rated) / count if count else math.nan
+
     pooled = MappoMetrics(
-        **{name: sum(getattr(m, name) for m in metrics) / len(metrics)
-           for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
-                        "explained_variance", "grad_norm")},
+        **{
+            name: sum(getattr(m, name) for m in metrics) / len(metrics)
+            for name in (
+                "policy_loss",
+                "value_loss",
+                "entropy",
+                "approx_kl",
+                "clip_fraction",
+                "explained_variance",
+                "grad_norm",
+            )
+        },
         episode_return=sum(r * n for r, n in finished) / episodes if episodes else math.nan,
-        return_definition=metrics[0].return_definition, episodes=episodes,
-        win_rate=sum(w * n for w, n in wins) / won if won else math.nan,
+        return_definition=metrics[0].return_definition,
+        episodes=episodes,
+        # The fractions of the finished episodes.
+        **{
+            name: weighted(name)
+            for name in (
+                "win_rate",
+                "first_seat_win_rate",
+                "second_seat_win_rate",
+                "draw_rate",
+                "rewarded_fraction",
+            )
+        },
         env_steps=sum(m.env_steps for m in metrics),
         steps_per_second=sum(m.steps_per_second for m in metrics),
     )

@@ -37,22 +37,25 @@ def resolve_auto(config: MappoConfig, spec: EnvSpec) -> tuple[MappoConfig, str]:
     if config.bootstrap_time_limits == AUTO:
         in_task = bool(conventions.time_limit_in_task)
         decided["bootstrap_time_limits"] = not in_task
-        why["bootstrap_time_limits"] = ("the time limit is part of the task" if in_task
-                                        else "library default")
+        why["bootstrap_time_limits"] = (
+            "the time limit is part of the task" if in_task else "library default"
+        )
     terminal = not decided.get("bootstrap_time_limits", config.bootstrap_time_limits)
     reason = _why_no_time_left(config, spec)
     if config.critic_time_left == AUTO:
         decided["critic_time_left"] = terminal and reason is None
-        why["critic_time_left"] = (reason or "time limits are terminal") if terminal \
-            else "time limits are bootstrapped"
+        why["critic_time_left"] = (
+            (reason or "time limits are terminal") if terminal else "time limits are bootstrapped"
+        )
     elif config.critic_time_left and reason is not None:
         raise ConfigError(f"config key 'critic_time_left' = true: {reason}")
     if not decided:
         return config, ""
     resolved = config.replace(**decided)
     resolved.given = config.given
-    said = ", ".join(f"{name} = {str(value).lower()} ({why[name]})"
-                     for name, value in decided.items())
+    said = ", ".join(
+        f"{name} = {str(value).lower()} ({why[name]})" for name, value in decided.items()
+    )
     return resolved, f"auto settings for env '{spec.name}': {said}"
 
 

@@ -25,7 +25,7 @@ from mappo.config import ConfigError, MappoConfig
 from mappo.distributed import Distributed
 from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.registry import make_env
-from mappo.episodes import EpisodeTracker, return_definition, team_rewards
+from mappo.episodes import DRAW, WIN, EpisodeTracker, return_definition, team_rewards
 from mappo.errors import CheckpointError
 from mappo.evaluation import MAX_EVAL_ENVS, evaluate
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
@@ -35,7 +35,19 @@ from mappo.task_settings import resolve_auto
 logger = logging.getLogger(__name__)
 RANK_SEED_STRIDE = 1_000_003  # rank r seeds its envs and sampling with seed + r * stride
 COMPILE_MIN_STEPS = 200_000  # below this, compiling (~20 s cold) costs more than it saves
+# `compile = auto` leaves recurrent updates eager: their GRU unrolled over a chunk builds for
+# minutes on a CPU (over 5 min for JaxMARL's SMAX config) to gain about a tenth in speed.
 EVAL_SEED_OFFSET = 500_001  # evaluation envs: seed + this, between ranks 0 and 1's seeds
+
+
+# Diagnostics of minibatch steps by `MappoMetrics` field name: each a tensor `[]`, or `[K]`
+# with K seeds in one step.
+LossStats = dict[str, torch.Tensor]
+
+
+def add_stats(totals: LossStats, stats: LossStats) -> LossStats:
+    """`totals` + `stats`, name by name (`stats` itself when `totals` is empty)."""
+    return {name: totals[name] + value for name, value in stats.items()} if totals else stats
 
 
 @dataclass
@@ -56,6 +68,15 @@ class MappoMetrics:
     episodes: int = 0
     # Fraction of those episodes won, for envs that report a win (SMAX); NaN otherwise.
     win_rate: float = math.nan
+    # In a zero-sum game (every finished episode's own returns summed to 0, one at least
+    # decided: tic-tac-toe), the fraction of those episodes the first seat won, the second
+    # seat won, and all drew (episodes.seat_outcomes); NaN otherwise. With more seats the
+    # rest of the episodes were won by the others.
+    first_seat_win_rate: float = math.nan
+    second_seat_win_rate: float = math.nan
+    draw_rate: float = math.nan
+    # Fraction of those episodes in which any agent was paid a nonzero reward (sparse tasks).
+    rewarded_fraction: float = math.nan
     # Mean return of eval_episodes greedy episodes when an evaluation ran after this update.
     eval_return: float = math.nan
     env_steps: int = 0  # total so far; one env step = every agent of one env acting once
@@ -72,8 +93,9 @@ class MappoMetrics:
         return dataclasses.asdict(self)
 
 
-def anneal_learning_rate(optimizer: torch.optim.Optimizer, config: MappoConfig,
-                         env_steps: int) -> None:
+def anneal_learning_rate(
+    optimizer: torch.optim.Optimizer, config: MappoConfig, env_steps: int
+) -> None:
     """With `anneal_lr`, set the learning rate for the update after `env_steps` steps: `lr`
     decayed linearly to zero at `total_steps`."""
     if config.anneal_lr:
@@ -98,8 +120,9 @@ class MappoTrainer:
         distributed: Distributed | None = None,
     ) -> None:
         if config.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("config key 'device' = 'cuda': this torch has no usable CUDA "
-                              "device; use 'cpu'")
+            raise ConfigError(
+                "config key 'device' = 'cuda': this torch has no usable CUDA device; use 'cpu'"
+            )
         self.dist = distributed or Distributed()
         torch.manual_seed(config.seed)
         if config.torch_threads:
@@ -108,14 +131,20 @@ class MappoTrainer:
         # Each rank has its own envs and seed stream; rank 0 matches a single process.
         rank_seed = config.seed + RANK_SEED_STRIDE * self.dist.rank
         self.env = env or make_env(
-            config.env, config.num_envs, self.device, rank_seed, config.env_kwargs,
-            num_workers=config.num_workers, use_state=config.critic_uses_state,
+            config.env,
+            config.num_envs,
+            self.device,
+            rank_seed,
+            config.env_kwargs,
+            num_workers=config.num_workers,
+            use_state=config.critic_uses_state,
         )
         spec = self.env.spec
         # The `auto` settings decided for this env, and the line that says so.
         config, self.auto_settings = resolve_auto(config, spec)
         self.config = config.matched_to_env(
-            spec.name, **env_facts(spec, config.critic_uses_state, config.critic_time_left),
+            spec.name,
+            **env_facts(spec, config.critic_uses_state, config.decided("critic_time_left")),
             num_envs=self.env.num_envs,
         )
         cfg = self.config
@@ -126,33 +155,39 @@ class MappoTrainer:
         if self.dist.world_size > 1:
             torch.manual_seed(rank_seed)  # own sampling and minibatch streams per rank
         # The fused kernel updates every parameter in one call; the default loops per tensor.
-        self.optimizer = torch.optim.Adam(
-            self.parameters, lr=cfg.lr, eps=cfg.adam_eps, fused=True
-        )
+        self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.lr, eps=cfg.adam_eps, fused=True)
         discrete = spec.action.kind == "discrete"
         self.buffer = AgentBuffer(
-            cfg.rollout_steps, self.env.num_envs, spec.num_agents, spec.obs_dim,
+            cfg.rollout_steps,
+            self.env.num_envs,
+            spec.num_agents,
+            spec.obs_dim,
             self.policy.state_dim,
-            spec.action.action_dim, spec.action.logits_dim,
-            torch.long if discrete else torch.float32, self.device,
+            spec.action.action_dim,
+            spec.action.logits_dim,
+            torch.long if discrete else torch.float32,
+            self.device,
             recurrent_hidden_dim=cfg.hidden_dim if cfg.recurrent else 0,
             local_critic=self.policy.local_critic,
-            obs_dtype=spec.obs_dtype, state_dtype=self.policy.critic_input_dtype,
+            obs_dtype=spec.obs_dtype,
+            state_dtype=self.policy.critic_input_dtype,
             turn_based=spec.turn_based,
         )
         self.env_steps = 0
         self.updates = 0
+        self.phase = "starting"  # what the trainer is doing, for messages during long waits
         self.compiled = cfg.compile == "true" or (  # the minibatch loss runs compiled
-            cfg.compile == "auto" and cfg.total_steps >= COMPILE_MIN_STEPS
+            cfg.compile == "auto" and cfg.total_steps >= COMPILE_MIN_STEPS and not cfg.recurrent
         )
         self._loss_fn = self.compile_loss(self.minibatch_loss)
         self._obs = self.env.reset(seed=rank_seed)  # [E, A, O]
         self._state = self.env.get_global_state()  # [E, S]
         self._mask = self.env.get_action_mask()  # [E, A, K]
         self._alive = self.env.get_alive()  # [E, A]
-        self._episode_steps = torch.zeros(self.env.num_envs, dtype=torch.long,
-                                          device=self.device)  # [E], steps into the episode
-        self.episodes = EpisodeTracker(self._alive, cfg.team_reward, spec.turn_based)
+        self._episode_steps = torch.zeros(
+            self.env.num_envs, dtype=torch.long, device=self.device
+        )  # [E], steps into the episode
+        self.episodes = EpisodeTracker(self._alive, cfg.decided("team_reward"), spec.turn_based)
         # Recurrent state after the last step (None if feed-forward), and which agents start
         # an episode now.
         self._recurrent_state = self.policy.initial_state(self.env.num_envs)
@@ -162,12 +197,16 @@ class MappoTrainer:
         # copies of `config.env` (also when this trainer was handed its env).
         self.eval_seed = cfg.seed + EVAL_SEED_OFFSET
         self.best_eval_return = -math.inf  # the run's caller decides what is kept as best
-        self.eval_env = None
+        self.eval_env: MultiAgentEnv | None = None
         if cfg.eval_interval and self.dist.is_main:
             with self._rng_of_its_own():
                 self.eval_env = make_env(
-                    cfg.env, min(cfg.eval_episodes, MAX_EVAL_ENVS), self.device, self.eval_seed,
-                    cfg.env_kwargs, use_state=False,  # only the actors act
+                    cfg.env,
+                    min(cfg.eval_episodes, MAX_EVAL_ENVS),
+                    self.device,
+                    self.eval_seed,
+                    cfg.env_kwargs,
+                    use_state=False,  # only the actors act
                 )
 
     def _rng_of_its_own(self) -> Any:
@@ -183,9 +222,16 @@ class MappoTrainer:
         so evaluations compare with each other and a resumed run repeats them;
         the training envs and the torch RNG stream of training are not touched.
         """
+        if self.eval_env is None:
+            raise ConfigError("evaluation during training needs eval_interval > 0 (on rank 0)")
         with self._rng_of_its_own():
-            returns = evaluate(self.policy, self.eval_env, self.config.eval_episodes,
-                               deterministic=True, seed=self.eval_seed)
+            returns = evaluate(
+                self.policy,
+                self.eval_env,
+                self.config.eval_episodes,
+                deterministic=True,
+                seed=self.eval_seed,
+            )
         return statistics.fmean(returns)
 
     def evaluate_if_due(self, steps_before: int) -> float:
@@ -208,16 +254,20 @@ class MappoTrainer:
         ignored = {
             "use_global_state": (
                 "use_global_state has no effect with critic = local: each agent's critic "
-                "sees its own observation" if cfg.critic == "local" else
-                cfg.use_global_state and spec.state_source == "concat_obs"
+                "sees its own observation"
+                if cfg.critic == "local"
+                else cfg.use_global_state
+                and spec.state_source == "concat_obs"
                 and f"env '{spec.name}' has no global state of its own: use_global_state = "
-                "true has no effect, the critic sees all observations concatenated"),
+                "true has no effect, the critic sees all observations concatenated"
+            ),
             "num_workers": cfg.num_workers != getattr(self.env, "num_workers", 0)
             and f"num_workers = {cfg.num_workers} has no effect: env '{spec.name}' steps "
             "all its copies in this process",
             "data_chunk_length": not cfg.recurrent
             and "data_chunk_length has no effect without recurrent = true",
-            "image_layout": not spec.obs_shape and not spec.state_shape
+            "image_layout": not spec.obs_shape
+            and not spec.state_shape
             and f"image_layout has no effect: env '{spec.name}' has no image observations",
         }
         for name, message in ignored.items():
@@ -232,8 +282,9 @@ class MappoTrainer:
         for _ in range(self.config.rollout_steps):
             t0 = time.perf_counter()
             critic_in = policy.critic_input(self._obs, self._state, self._episode_steps)
-            step = policy.step(self._obs, critic_in, self._recurrent_state, self._episode_start,
-                               self._alive)
+            step = policy.step(
+                self._obs, critic_in, self._recurrent_state, self._episode_start, self._alive
+            )
             dist = policy.distribution(step.params, self._mask)
             critic_value = step.values  # [E, A], the critic's own units: the value clip's centre
             value = policy.value_norm.denormalize(critic_value)  # [E, A], in return units
@@ -243,33 +294,50 @@ class MappoTrainer:
             result = env.step(policy.env_action(action))
             t2 = time.perf_counter()
             reward, done, truncated = self.credit(result)
-            truncation_value = 0.0
+            truncation_value: torch.Tensor | float = 0.0
             if not self.config.bootstrap_time_limits:
                 truncated = torch.zeros_like(truncated)  # a time limit ends it like a terminal
             elif bool(truncated.any()):
                 # Bootstrap time-limit ends (of an env, or of one agent while its env goes on)
                 # from the value of the final observation.
                 truncation_value = policy.value(
-                    policy.critic_input(result.final_obs, result.final_state,
-                                        self._episode_steps + 1), step.state
+                    policy.critic_input(
+                        result.final_obs, result.final_state, self._episode_steps + 1
+                    ),
+                    step.state,
                 )
-            recurrent = {} if step.state is None else {
-                "actor_hidden": step.used_state.actor, "critic_hidden": step.used_state.critic,
-                "episode_start": self._episode_start,
-            }
+            recurrent = (
+                {}
+                if step.used_state is None  # feed-forward
+                else {
+                    "actor_hidden": step.used_state.actor,
+                    "critic_hidden": step.used_state.critic,
+                    "episode_start": self._episode_start,
+                }
+            )
             buf.add(
-                self._obs, action, log_prob, reward, done, value,
+                self._obs,
+                action,
+                log_prob,
+                reward,
+                done,
+                value,
                 state=None if policy.local_critic else critic_in,
-                action_mask=self._mask, alive=self._alive, truncated=truncated,
-                truncation_value=truncation_value, critic_value=critic_value,
-                env_reward=result.reward, **recurrent,
+                action_mask=self._mask,
+                alive=self._alive,
+                truncated=truncated,
+                truncation_value=truncation_value,
+                critic_value=critic_value,
+                env_reward=result.reward,
+                **recurrent,
             )
             self._recurrent_state = step.state
             self._episode_start = episode_starts(result, self.episodes.ever_alive)
             self._times["env"] += t2 - t1
             self._times["inference"] += (t1 - t0) + (time.perf_counter() - t2)
-            self.episodes.step(result.reward, self._alive, result.env_done, result.alive,
-                               result.info.get("win"))
+            self.episodes.step(
+                result.reward, self._alive, result.env_done, result.alive, result.info.get("win")
+            )
             self._obs, self._state = result.obs, result.state
             self._mask, self._alive = result.action_mask, result.alive
             self._episode_steps = torch.where(result.env_done, 0, self._episode_steps + 1)
@@ -294,13 +362,19 @@ class MappoTrainer:
         if not self.config.team_reward:
             return result.reward, result.agent_done, result.truncated & ~result.terminated
         env_done = result.env_done.unsqueeze(-1)  # [E, 1]
-        cut = env_done & result.truncated.any(-1, keepdim=True) \
+        cut = (
+            env_done
+            & result.truncated.any(-1, keepdim=True)
             & ~result.terminated.any(-1, keepdim=True)
+        )
         every_slot = result.reward.shape
         # In a turn-based env every agent in the game earns at every turn (as EpisodeTracker).
         earned = torch.ones_like(self._alive) if self.env.spec.turn_based else self._alive
-        return (team_rewards(result.reward, earned), env_done.expand(every_slot),
-                cut.expand(every_slot))
+        return (
+            team_rewards(result.reward, earned),
+            env_done.expand(every_slot),
+            cut.expand(every_slot),
+        )
 
     def _check_finite(self) -> None:
         """Refuse a rollout holding NaN or inf from the env, naming where it first appeared.
@@ -310,8 +384,11 @@ class MappoTrainer:
         """
         buf, spec = self.buffer, self.env.spec
         rollout = slice(buf.carry_rows, None)  # the carry rows were checked when collected
-        fields = (("reward", buf.env_rewards[rollout]), ("observation", buf.observations[rollout]),
-                  ("global state", buf.states[rollout]))
+        fields = (
+            ("reward", buf.env_rewards[rollout]),
+            ("observation", buf.observations[rollout]),
+            ("global state", buf.states[rollout]),
+        )
         for field, values in fields:
             if not values.is_floating_point():  # uint8 images: every value is finite
                 continue
@@ -337,7 +414,7 @@ class MappoTrainer:
         cfg, buf = self.config, self.buffer
         start = time.perf_counter()
         num_minibatches, chunk = self.prepare_update()
-        stats = torch.zeros(6, device=self.device)
+        totals: LossStats = {}
         forward_time = backward_time = 0.0
         for _ in range(cfg.update_epochs):
             for mb in buf.minibatches(num_minibatches, self.policy.value_norm.normalize, chunk):
@@ -349,11 +426,15 @@ class MappoTrainer:
                 self.dist.average_gradients(self.parameters)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
                 self.optimizer.step()
-                stats += torch.cat([mb_stats, grad_norm.reshape(1)])
+                totals = add_stats(totals, {**mb_stats, "grad_norm": grad_norm})
                 forward_time += t1 - t0
                 backward_time += time.perf_counter() - t1
-        return self.finish_update(stats / (cfg.update_epochs * num_minibatches),
-                                  time.perf_counter() - start, forward_time, backward_time)
+        return self.finish_update(
+            {name: total / (cfg.update_epochs * num_minibatches) for name, total in totals.items()},
+            time.perf_counter() - start,
+            forward_time,
+            backward_time,
+        )
 
     def prepare_update(self) -> tuple[int, int]:
         """The part of `update` before its minibatches: GAE over the rollout and the value
@@ -363,35 +444,59 @@ class MappoTrainer:
         hidden = self._recurrent_state
         # [E, A]. Turn-based: it completes the last turn of the agents to act now; the others'
         # open turns wait for their next turn (AgentBuffer's deferred turns).
-        last_value = policy.value(critic_in, None if hidden is None
-                                  else hidden.reset(self._episode_start))
-        buf.compute_returns_and_advantage(last_value, cfg.gamma, cfg.gae_lambda,
-                                          next_acting=self._alive)
+        last_value = policy.value(
+            critic_in, None if hidden is None else hidden.reset(self._episode_start)
+        )
+        buf.compute_returns_and_advantage(
+            last_value, cfg.gamma, cfg.gae_lambda, next_acting=self._alive
+        )
         policy.value_norm.update(buf.returns, buf.trained, self.dist.sum)
         samples = buf.rollout_steps * self.env.num_envs * self.env.num_agents
         chunk = cfg.data_chunk_length if cfg.recurrent else 0
         wanted = round(samples / cfg.minibatch_size) if cfg.minibatch_size else 1
         return min(buf.num_rows(chunk), max(1, wanted)), chunk
 
-    def finish_update(self, mean_stats: torch.Tensor, update_time: float,
-                      forward_time: float = 0.0, backward_time: float = 0.0) -> MappoMetrics:
-        """The part of `update` after its minibatches: count it and gather its metrics from
-        `mean_stats` `[6]` (policy loss, value loss, entropy, approx KL, clip fraction,
-        gradient norm, each averaged over the minibatches)."""
+    def finish_update(
+        self,
+        mean_stats: LossStats,
+        update_time: float,
+        forward_time: float = 0.0,
+        backward_time: float = 0.0,
+    ) -> MappoMetrics:
+        """The part of `update` after its minibatches: count it and gather its metrics, the
+        minibatch steps' `mean_stats` (`minibatch_loss`'s and `grad_norm`) among them."""
         cfg = self.config
-        stats = mean_stats.tolist()
+        # One device sync for all of them.
+        stats = dict(zip(mean_stats, torch.stack(list(mean_stats.values())).tolist(), strict=True))
         self.updates += 1
         episode_return, episodes = self.episodes.pop_mean(self.dist.sum)
         win_rate, _ = self.episodes.pop_win_rate(self.dist.sum)
+        rewarded_fraction, _ = self.episodes.pop_rewarded_fraction(self.dist.sum)
+        outcomes = self.episodes.pop_outcomes(self.dist.sum)
+        seat_rates = (
+            {
+                "first_seat_win_rate": outcomes.rate(0, WIN),
+                "second_seat_win_rate": outcomes.rate(1, WIN),
+                "draw_rate": outcomes.rate(0, DRAW),
+            }
+            if outcomes is not None
+            else {}
+        )
         metrics = MappoMetrics(
-            policy_loss=stats[0], value_loss=stats[1], entropy=stats[2], approx_kl=stats[3],
-            clip_fraction=stats[4], grad_norm=stats[5],
+            **stats,
             explained_variance=self._explained_variance(),
             episode_return=episode_return,
-            return_definition=return_definition(cfg.team_reward),
-            episodes=episodes, win_rate=win_rate, env_steps=self.env_steps,
-            env_time=self._times["env"], inference_time=self._times["inference"],
-            update_time=update_time, forward_time=forward_time, backward_time=backward_time,
+            return_definition=return_definition(cfg.decided("team_reward")),
+            episodes=episodes,
+            win_rate=win_rate,
+            **seat_rates,
+            rewarded_fraction=rewarded_fraction,
+            env_steps=self.env_steps,
+            env_time=self._times["env"],
+            inference_time=self._times["inference"],
+            update_time=update_time,
+            forward_time=forward_time,
+            backward_time=backward_time,
         )
         self._times = {"env": 0.0, "inference": 0.0}
         self.buffer.carry_open_turns()  # a turn-based env's open turns, for the next update
@@ -408,11 +513,12 @@ class MappoTrainer:
         """
         if not self.compiled:
             return loss
-        options = {"cpp_wrapper": self.device.type == "cpu"}
+        options: dict[str, str | int | bool | Callable[..., Any]] = {
+            "cpp_wrapper": self.device.type == "cpu"
+        }
         return torch.compile(loss, dynamic=False, options=options)
 
-    def run_loss(self, compiled: Callable[..., Any], eager: Callable[..., Any],
-                 *args: Any) -> Any:
+    def run_loss(self, compiled: Callable[..., Any], eager: Callable[..., Any], *args: Any) -> Any:
         """`compiled(*args)`; when compiling fails and `compile` is auto, a warning, and
         `eager(*args)` from then on (`self.compiled` turns False)."""
         if not self.compiled:
@@ -422,19 +528,21 @@ class MappoTrainer:
         except Exception as err:  # torch.compile raises many types (no compiler, backend bug)
             if self.config.compile == "true":
                 raise
-            logger.warning("torch.compile failed (%s); training continues without it",
-                           str(err).splitlines()[0] if str(err) else type(err).__name__)
+            logger.warning(
+                "torch.compile failed (%s); training continues without it",
+                str(err).splitlines()[0] if str(err) else type(err).__name__,
+            )
             self.compiled = False
             return eager(*args)
 
-    def _minibatch_loss_fast(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _minibatch_loss_fast(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, LossStats]:
         """`minibatch_loss`, compiled when configured; `auto` falls back to eager on failure."""
         return self.run_loss(self._loss_fn, self.minibatch_loss, mb)
 
-    def minibatch_loss(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """PPO loss of one minibatch, and its detached diagnostics.
+    def minibatch_loss(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, LossStats]:
+        """PPO loss of one minibatch, and its detached diagnostics by name (policy_loss,
+        value_loss, entropy, approx_kl, clip_fraction: `MappoMetrics` fields).
 
-        Returns `(loss, [policy_loss, value_loss, entropy, approx_kl, clip_fraction])`.
         Every term is a mean over live agents only (`mb.weights`).
         """
         cfg = self.config
@@ -450,20 +558,27 @@ class MappoTrainer:
             advantages, new_log_prob, mb.log_probs, cfg.clip_coef, mb.weights
         )
         value_loss = ppo_value_loss(
-            new_values, mb.values, mb.returns, cfg.clip_coef, mb.weights,
-            cfg.huber_delta, cfg.clip_value_loss,
+            new_values,
+            mb.values,
+            mb.returns,
+            cfg.clip_coef,
+            mb.weights,
+            cfg.huber_delta,
+            cfg.clip_value_loss,
         )
         loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
         with torch.no_grad():
             log_ratio = new_log_prob - mb.log_probs
             ratio = log_ratio.exp()
             approx_kl = masked_mean((ratio - 1) - log_ratio, mb.weights)
-            clip_fraction = masked_mean(
-                ((ratio - 1).abs() > cfg.clip_coef).float(), mb.weights
-            )
-            stats = torch.stack([
-                policy_loss, value_loss, entropy, approx_kl, clip_fraction
-            ]).detach()
+            clip_fraction = masked_mean(((ratio - 1).abs() > cfg.clip_coef).float(), mb.weights)
+        stats = {
+            "policy_loss": policy_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "entropy": entropy.detach(),
+            "approx_kl": approx_kl,
+            "clip_fraction": clip_fraction,
+        }
         return loss, stats
 
     def _explained_variance(self) -> float:
@@ -482,11 +597,12 @@ class MappoTrainer:
         anneal_learning_rate(self.optimizer, self.config, self.env_steps)
         start = time.perf_counter()
         steps_before = self.env_steps
+        self.phase = "collecting a rollout"
         self.collect_rollout()
+        self.phase = "updating"
         metrics = self.update()
-        metrics.steps_per_second = (self.env_steps - steps_before) / (
-            time.perf_counter() - start
-        )
+        self.phase = "evaluating"
+        metrics.steps_per_second = (self.env_steps - steps_before) / (time.perf_counter() - start)
         metrics.eval_return = self.evaluate_if_due(steps_before)
         return [metrics]
 
@@ -508,10 +624,11 @@ class MappoTrainer:
         With `eval_interval`, an update that crosses a multiple of it is followed
         by `evaluate_policy`, its result in `metrics.eval_return`.
         """
+
         def each(metrics: list[MappoMetrics]) -> Any:
             return callback is not None and callback(metrics[0])
 
-        return [metrics for metrics, in train_until_budget(self, each)]
+        return [metrics for (metrics,) in train_until_budget(self, each)]
 
     # --- persistence -----------------------------------------------------------
 
@@ -531,14 +648,23 @@ class MappoTrainer:
             "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "env": self.env.state_dict(),
             "rollout": {
-                "obs": self._obs, "state": self._state, "mask": self._mask,
-                "alive": self._alive, "running_return": self.episodes.running,
-                "episode_steps": self._episode_steps, "carry": self.buffer.carry_state(),
-                "ever_alive": self.episodes.ever_alive, "episode_start": self._episode_start,
-                **({} if self._recurrent_state is None else {
-                    "actor_hidden": self._recurrent_state.actor,
-                    "critic_hidden": self._recurrent_state.critic,
-                }),
+                "obs": self._obs,
+                "state": self._state,
+                "mask": self._mask,
+                "alive": self._alive,
+                "running_return": self.episodes.running,
+                "episode_steps": self._episode_steps,
+                "carry": self.buffer.carry_state(),
+                "ever_alive": self.episodes.ever_alive,
+                "episode_start": self._episode_start,
+                **(
+                    {}
+                    if self._recurrent_state is None
+                    else {
+                        "actor_hidden": self._recurrent_state.actor,
+                        "critic_hidden": self._recurrent_state.critic,
+                    }
+                ),
             },
         }
         return {
@@ -578,7 +704,8 @@ class MappoTrainer:
             trainer = cls(config, env=env, distributed=distributed)
         except ConfigError as err:  # the saved env facts contradict the env the config builds
             raise CheckpointError(
-                f"checkpoint {path} does not fit env '{config.env}': {err}") from None
+                f"checkpoint {path} does not fit env '{config.env}': {err}"
+            ) from None
         try:
             trainer.load_state_dict(payload, resume_rollout, pickled_env)
         except (RuntimeError, KeyError, ValueError) as err:
@@ -593,6 +720,7 @@ class MappoTrainer:
         """Every rank's env copies pickled (`MultiAgentEnv.pickled_state`), for exact
         resumption: one blob on rank 0, or why some copy cannot be pickled; None on the
         other ranks and for envs without Python state. A collective call."""
+        own: bytes | str | None
         try:
             own = self.env.pickled_state()
         except pickle.PicklingError as err:
@@ -603,8 +731,12 @@ class MappoTrainer:
         why = next((part for part in parts if isinstance(part, str)), None)
         return why if why is not None else pickle.dumps(parts)
 
-    def load_state_dict(self, state: dict[str, Any], resume_rollout: bool = True,
-                        pickled_env: bytes | str | None = None) -> None:
+    def load_state_dict(
+        self,
+        state: dict[str, Any],
+        resume_rollout: bool = True,
+        pickled_env: bytes | str | None = None,
+    ) -> None:
         """Restore what `state_dict` saved (the config is the caller's to check).
 
         With `resume_rollout`, the env and the episodes in flight continue where
@@ -621,8 +753,11 @@ class MappoTrainer:
         self.best_eval_return = float(state.get("best_eval_return", -math.inf))
         ranks = state["ranks"]
         if len(ranks) != self.dist.world_size:
-            logger.warning("checkpoint has %d rank(s), this run %d: episodes start afresh",
-                           len(ranks), self.dist.world_size)
+            logger.warning(
+                "checkpoint has %d rank(s), this run %d: episodes start afresh",
+                len(ranks),
+                self.dist.world_size,
+            )
             return
         own = ranks[self.dist.rank]
         torch.set_rng_state(own["torch_rng"])
@@ -642,14 +777,17 @@ class MappoTrainer:
         self._episode_start = rollout["episode_start"]
         if "episode_steps" in rollout:  # checkpoints before it: counted from now on
             self._episode_steps = rollout["episode_steps"]
-        self.buffer.load_carry_state({k: v.to(self.device)
-                                      for k, v in own["rollout"].get("carry", {}).items()})
+        self.buffer.load_carry_state(
+            {k: v.to(self.device) for k, v in own["rollout"].get("carry", {}).items()}
+        )
         if self._recurrent_state is not None:
-            self._recurrent_state = RecurrentState(rollout["actor_hidden"],
-                                                   rollout["critic_hidden"])
+            self._recurrent_state = RecurrentState(
+                rollout["actor_hidden"], rollout["critic_hidden"]
+            )
 
-    def _restore_env(self, env_state: dict[str, Any] | None,
-                     pickled_env: bytes | str | None) -> str | None:
+    def _restore_env(
+        self, env_state: dict[str, Any] | None, pickled_env: bytes | str | None
+    ) -> str | None:
         """Put the env back as it was saved; why it cannot be, or None when done."""
         if env_state is not None and self.env.state_dict() is not None:
             self.env.load_state_dict(env_state)
@@ -666,6 +804,7 @@ class Learner(Protocol):
 
     config: MappoConfig
     dist: Distributed
+    phase: str  # what it is doing: "collecting a rollout", "updating", "evaluating"
 
     @property
     def trainers(self) -> list[MappoTrainer]:
@@ -689,9 +828,9 @@ class Learner(Protocol):
         """Close every seed's envs."""
 
 
-def train_until_budget(learner: Learner,
-                       callback: Callable[[list[MappoMetrics]], Any] | None = None
-                       ) -> list[list[MappoMetrics]]:
+def train_until_budget(
+    learner: Learner, callback: Callable[[list[MappoMetrics]], Any] | None = None
+) -> list[list[MappoMetrics]]:
     """The training loop: `learner.iteration()` until `config.total_steps` env steps per seed,
     or until `callback(metrics)` (one `MappoMetrics` per seed) returns True."""
     history = []

@@ -19,6 +19,11 @@ class ValueNorm(nn.Module):
     With `enabled=False` it is the identity, so the trainer has one code path.
     """
 
+    # Buffers (registered in `__init__`), float64 scalars.
+    running_mean: torch.Tensor
+    running_mean_sq: torch.Tensor
+    debiasing_term: torch.Tensor
+
     def __init__(self, beta: float = 0.99999, epsilon: float = 1e-5, enabled: bool = True) -> None:
         super().__init__()
         self.enabled = enabled

@@ -39,9 +39,15 @@ class RelayEnv(AECEnv):
 
     metadata = {"name": "relay", "render_modes": ["rgb_array"]}
 
-    def __init__(self, num_players: int = 2, turns: int = 4, bonus: float = 10.0,
-                 eliminated: tuple[int, int] | None = None, broken_turn: int | None = None,
-                 render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        num_players: int = 2,
+        turns: int = 4,
+        bonus: float = 10.0,
+        eliminated: tuple[int, int] | None = None,
+        broken_turn: int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
         super().__init__()
         self.possible_agents = [f"player_{i}" for i in range(num_players)]
         self.agents: list[str] = []
@@ -57,10 +63,12 @@ class RelayEnv(AECEnv):
 
     def observation_space(self, agent: str) -> spaces.Space:
         """`observation` `[offset, episode, t, player_index]` and an int8 `action_mask`."""
-        return spaces.Dict({
-            "observation": spaces.Box(-np.inf, np.inf, (4,), np.float32),
-            "action_mask": spaces.Box(0, 1, (3,), np.int8),
-        })
+        return spaces.Dict(
+            {
+                "observation": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+                "action_mask": spaces.Box(0, 1, (3,), np.int8),
+            }
+        )
 
     def action_space(self, agent: str) -> spaces.Space:
         """Three moves, one of them illegal at each turn."""
@@ -71,8 +79,10 @@ class RelayEnv(AECEnv):
         mask = np.ones(3, np.int8)
         mask[self.t % 3] = 0
         index = self.possible_agents.index(agent)
-        return {"observation": np.array([self.offset, self.episode, self.t, index], np.float32),
-                "action_mask": mask}
+        return {
+            "observation": np.array([self.offset, self.episode, self.t, index], np.float32),
+            "action_mask": mask,
+        }
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
         """Start a game; a seed restarts the RNG that draws `offset`."""
@@ -106,7 +116,9 @@ class RelayEnv(AECEnv):
         elif self.eliminated is not None and self.eliminated[1] == self.t:
             self.terminations[self.possible_agents[self.eliminated[0]]] = True
         # The next player in turn order still in the game; done players are stepped first.
-        order = self.agents[self.agents.index(agent) + 1:] + self.agents[: self.agents.index(agent)]
+        order = (
+            self.agents[self.agents.index(agent) + 1 :] + self.agents[: self.agents.index(agent)]
+        )
         live = [a for a in order if not self.terminations[a]]
         self.agent_selection = live[0] if live else agent
         self._accumulate_rewards()

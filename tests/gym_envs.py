@@ -136,11 +136,13 @@ class MixedActionEnv(TupleCounterEnv):
 
     def __init__(self) -> None:
         super().__init__(num_agents=3, masks=False)
-        self.action_space = spaces.Tuple([
-            spaces.Discrete(3, start=1),
-            spaces.MultiDiscrete([2, 3], start=[1, 2]),
-            spaces.Box(1.0, 2.0, (2,), np.float32),
-        ])
+        self.action_space = spaces.Tuple(
+            [
+                spaces.Discrete(3, start=1),
+                spaces.MultiDiscrete([2, 3], start=[1, 2]),
+                spaces.Box(1.0, 2.0, (2,), np.float32),
+            ]
+        )
 
 
 class WindowOnlyEnv(TupleCounterEnv):
@@ -169,7 +171,9 @@ gymnasium.register("TupleCounter-v0", entry_point=TupleCounterEnv)
 gymnasium.register("TupleCounterMethodMask-v0", entry_point=MethodMaskEnv)
 gymnasium.register("TupleCounterState-v0", entry_point=StateEnv)
 gymnasium.register(
-    "TupleCounterTimeLimit-v0", entry_point=TupleCounterEnv, max_episode_steps=3,
+    "TupleCounterTimeLimit-v0",
+    entry_point=TupleCounterEnv,
+    max_episode_steps=3,
     kwargs={"episode_length": 100},
 )
 gymnasium.register("WindowOnly-v0", entry_point=WindowOnlyEnv)

@@ -33,8 +33,15 @@ class ColourEnv(ParallelEnv):
 
     metadata = {"name": "colour"}
 
-    def __init__(self, num_agents: int = 2, size: int = 12, episode_length: int = 8,
-                 layout: str = "hwc", image_state: bool = False, ragged: bool = False) -> None:
+    def __init__(
+        self,
+        num_agents: int = 2,
+        size: int = 12,
+        episode_length: int = 8,
+        layout: str = "hwc",
+        image_state: bool = False,
+        ragged: bool = False,
+    ) -> None:
         self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
         self.agents: list[str] = []
         self.size, self.episode_length, self.layout = size, episode_length, layout
@@ -64,7 +71,7 @@ class ColourEnv(ParallelEnv):
         self.images[:] = 0
         corners = self.rng.integers(self.size - PATCH + 1, size=(A, 2))
         for i, (row, col) in enumerate(corners):
-            self.images[i, row:row + PATCH, col:col + PATCH, self.colour[i]] = 255
+            self.images[i, row : row + PATCH, col : col + PATCH, self.colour[i]] = 255
 
     def _observe(self, i: int) -> np.ndarray:
         image = self.images[i]
@@ -79,22 +86,28 @@ class ColourEnv(ParallelEnv):
         image = np.minimum(self.images.astype(np.int64).sum(0), 255).astype(np.uint8)
         return image if self.layout == "hwc" else image.transpose(2, 0, 1).copy()
 
-    def reset(self, seed: int | None = None,
-              options: dict | None = None) -> tuple[dict[str, Any], dict[str, dict]]:
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict]]:
         """Start an episode with fresh images."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.t = 0
         self.agents = list(self.possible_agents)
         self._draw()
-        return ({a: self._observe(i) for i, a in enumerate(self.agents)},
-                {a: {} for a in self.agents})
+        return (
+            {a: self._observe(i) for i, a in enumerate(self.agents)},
+            {a: {} for a in self.agents},
+        )
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         """Reward 1 for naming the colour shown, then new images."""
         self.t += 1
-        rewards = {a: float(int(actions[a]) == self.colour[i])
-                   for i, a in enumerate(self.possible_agents) if a in actions}
+        rewards = {
+            a: float(int(actions[a]) == self.colour[i])
+            for i, a in enumerate(self.possible_agents)
+            if a in actions
+        }
         self._draw()
         done = self.t >= self.episode_length
         obs = {a: self._observe(i) for i, a in enumerate(self.possible_agents)}
@@ -127,11 +140,13 @@ class GridEnv(ParallelEnv):
         return spaces.Discrete(2)
 
     def _observe(self) -> dict[str, np.ndarray]:
-        return {a: self.rng.integers(2, size=self.shape, dtype=np.uint8)
-                for a in self.possible_agents}
+        return {
+            a: self.rng.integers(2, size=self.shape, dtype=np.uint8) for a in self.possible_agents
+        }
 
-    def reset(self, seed: int | None = None,
-              options: dict | None = None) -> tuple[dict[str, Any], dict[str, dict]]:
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict]]:
         """Start an episode."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
@@ -147,5 +162,4 @@ class GridEnv(ParallelEnv):
         infos = {a: {} for a in self.agents}
         if done:
             self.agents = []
-        return (self._observe(), {a: 0.0 for a in flags}, {a: False for a in flags}, flags,
-                infos)
+        return (self._observe(), {a: 0.0 for a in flags}, {a: False for a in flags}, flags, infos)

@@ -123,10 +123,12 @@ class MaskedEnv(CounterEnv):
     def observation_space(self, agent: str) -> spaces.Space:
         """`observation` as in CounterEnv plus an int8 `action_mask`."""
         n = self.action_space(agent).n
-        return spaces.Dict({
-            "observation": spaces.Box(-np.inf, np.inf, (4,), np.float32),
-            "action_mask": spaces.Box(0, 1, (n,), np.int8),
-        })
+        return spaces.Dict(
+            {
+                "observation": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+                "action_mask": spaces.Box(0, 1, (n,), np.int8),
+            }
+        )
 
     def action_space(self, agent: str) -> spaces.Space:
         """3 actions for agent_0, 5 for agent_1."""
@@ -288,8 +290,10 @@ class LateJoinerEnv(CounterEnv):
         """Start with agent_0 and agent_1 only."""
         obs, infos = super().reset(seed, options)
         self.agents.remove("agent_2")
-        return ({a: o for a, o in obs.items() if a != "agent_2"},
-                {a: i for a, i in infos.items() if a != "agent_2"})
+        return (
+            {a: o for a, o in obs.items() if a != "agent_2"},
+            {a: i for a, i in infos.items() if a != "agent_2"},
+        )
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         """Step the live agents; agent_2 joins once step 2 is done."""
@@ -327,8 +331,7 @@ class BrokenEnv(StatefulEnv):
     "state") in episode `episode` at episode step `step` (a reset: the one starting
     `episode`), in the copy first reset with seed `seed` only."""
 
-    def __init__(self, call: str = "step", episode: int = 7, step: int = 3,
-                 seed: int = 9) -> None:
+    def __init__(self, call: str = "step", episode: int = 7, step: int = 3, seed: int = 9) -> None:
         super().__init__()
         self.broken = (call, episode, step)
         self.broken_seed = seed

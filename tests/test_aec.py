@@ -37,15 +37,36 @@ def test_only_the_agent_to_act_is_alive_and_a_done_agent_leaves_the_game() -> No
     assert alive == [p0, p1, p2, p0, p2, p0, p0, p1]  # after turn 6 a new game starts
     # Every player still in the game is rewarded t at turn t except the mover; the last
     # mover gets +10, the others t - 10; player_1 is gone after turn 3.
-    assert rewards == [[0, 1, 1], [2, 0, 2], [3, 3, 0], [0, 0, 4], [5, 0, 0], [10, 0, -4],
-                       [0, 1, 1]]
-    assert terminated == [[False] * 3, [False] * 3, [False, True, False], [False] * 3,
-                          [False] * 3, [True, False, True], [False] * 3]
+    assert rewards == [
+        [0, 1, 1],
+        [2, 0, 2],
+        [3, 3, 0],
+        [0, 0, 4],
+        [5, 0, 0],
+        [10, 0, -4],
+        [0, 1, 1],
+    ]
+    assert terminated == [
+        [False] * 3,
+        [False] * 3,
+        [False, True, False],
+        [False] * 3,
+        [False] * 3,
+        [True, False, True],
+        [False] * 3,
+    ]
     assert done == [False] * 5 + [True, False]
     # Each move went to the player to act; player_1 was stepped with None, never an action.
     moves = [(agent, action) for agent, action, _ in env.local_envs[0].env.received]
-    assert moves == [("player_0", 1), ("player_1", 1), ("player_2", 1), ("player_0", 1),
-                     ("player_2", 1), ("player_0", 1), ("player_0", 1)]
+    assert moves == [
+        ("player_0", 1),
+        ("player_1", 1),
+        ("player_2", 1),
+        ("player_0", 1),
+        ("player_2", 1),
+        ("player_0", 1),
+        ("player_0", 1),
+    ]
     env.close()
 
 
@@ -78,16 +99,31 @@ def test_gae_with_every_step_a_turn_is_plain_gae() -> None:
     dones, truncated = torch.rand(T, E, A) < 0.3, torch.rand(T, E, A) < 0.5
     cut_values = torch.randn(T, E, A)
     plain = compute_gae(rewards, values, dones, last, 0.99, 0.95, truncated & dones, cut_values)
-    turns = compute_gae(rewards, values, dones, last, 0.99, 0.95, truncated & dones, cut_values,
-                        acting=torch.ones(T, E, A, dtype=torch.bool))
+    turns = compute_gae(
+        rewards,
+        values,
+        dones,
+        last,
+        0.99,
+        0.95,
+        truncated & dones,
+        cut_values,
+        acting=torch.ones(T, E, A, dtype=torch.bool),
+    )
     torch.testing.assert_close(turns, plain)
 
 
 def test_trainer_credits_rewards_between_turns_by_hand() -> None:
     # Two players, games of 4 turns (player_0 moves at turns 1 and 3, player_1 at 2 and 4,
     # which wins it). A 6-step rollout holds one game and two turns of the next.
-    config = MappoConfig(env=f"{MODULE}:RelayEnv", num_envs=1, rollout_steps=6,
-                         minibatch_size=0, total_steps=6, compile="false")
+    config = MappoConfig(
+        env=f"{MODULE}:RelayEnv",
+        num_envs=1,
+        rollout_steps=6,
+        minibatch_size=0,
+        total_steps=6,
+        compile="false",
+    )
     trainer = MappoTrainer(config)
     trainer.collect_rollout()
     buf = trainer.buffer
@@ -99,8 +135,9 @@ def test_trainer_credits_rewards_between_turns_by_hand() -> None:
     assert buf.dones[steps, 0].tolist() == [[False] * 2] * 3 + [[True] * 2] + [[False] * 2] * 2
     # With a zero critic, and 1 and 3 after the rollout, γ = 0.5 and λ = 0.5:
     buf.values.zero_()
-    buf.compute_returns_and_advantage(torch.tensor([[1.0, 3.0]]), 0.5, 0.5,
-                                      next_acting=torch.tensor([[True, False]]))
+    buf.compute_returns_and_advantage(
+        torch.tensor([[1.0, 3.0]]), 0.5, 0.5, next_acting=torch.tensor([[True, False]])
+    )
     # player_0 acts next, so its last turn is completed with its value then (1):
     # t=2: -6; t=0: 0 + 2 + 0.25 * -6 = 0.5; t=4: 0 + 2 + 0.5 * 1 = 2.5.
     # player_1 waits: its turn at t=5 stays open (deferred: no advantage yet);
@@ -121,9 +158,17 @@ def test_a_reward_received_across_the_rollout_boundary_reaches_the_last_action()
     # and wins at turn 4 (+10): with a zero critic, γ = λ = 0.5, its advantage is
     # 3 + 0.25 * 10 = 5.5. Raising the reward by 1000 raises that advantage by 1000.
     def carried_advantage(bonus_of_turn_3: float) -> float:
-        config = MappoConfig(env=f"{MODULE}:RelayEnv", num_envs=1, rollout_steps=6,
-                             minibatch_size=0, total_steps=12, compile="false", gamma=0.5,
-                             gae_lambda=0.5, value_norm=False)
+        config = MappoConfig(
+            env=f"{MODULE}:RelayEnv",
+            num_envs=1,
+            rollout_steps=6,
+            minibatch_size=0,
+            total_steps=12,
+            compile="false",
+            gamma=0.5,
+            gae_lambda=0.5,
+            value_norm=False,
+        )
         trainer = MappoTrainer(config)
         head = trainer.policy.critic.head
         torch.nn.init.zeros_(head.weight)
@@ -154,15 +199,25 @@ def test_both_players_learn_when_one_is_always_paid_in_the_next_rollout() -> Non
     # end). Separate policies, so that neither learns from the other's pay. Both must learn
     # to play their target (chance: 1 in 3); without the carried turns player_1 played
     # [2, 1, 1], [1, 1, 0], [2, 0, 1] for seeds 1-3.
-    config = MappoConfig(env=f"{MODULE}:LateRewardEnv", env_kwargs={"turns": 1000},
-                         num_envs=16, rollout_steps=2,
-                         share_policy=False, minibatch_size=0, update_epochs=4, lr=3e-3,
-                         total_steps=3000, compile="false", seed=1)
+    config = MappoConfig(
+        env=f"{MODULE}:LateRewardEnv",
+        env_kwargs={"turns": 1000},
+        num_envs=16,
+        rollout_steps=2,
+        share_policy=False,
+        minibatch_size=0,
+        update_epochs=4,
+        lr=3e-3,
+        total_steps=3000,
+        compile="false",
+        seed=1,
+    )
     trainer = MappoTrainer(config)
     trainer.train()
     targets = torch.eye(3).unsqueeze(1).expand(3, 2, 3)  # [target, player, one-hot]
-    moves, _ = trainer.policy.act(targets, torch.ones(3, 2, 3, dtype=torch.bool),
-                                  deterministic=True)
+    moves, _ = trainer.policy.act(
+        targets, torch.ones(3, 2, 3, dtype=torch.bool), deterministic=True
+    )
     assert moves.tolist() == [[0, 0], [1, 1], [2, 2]]  # every target, both players
     trainer.close()
 
@@ -173,8 +228,9 @@ def test_a_game_cut_by_its_time_limit_is_bootstrapped_from_every_players_last_vi
     # done-steps remove it (a twin env played the same way), not zeros.
     from mpe2 import simple_spread_v3
 
-    env = PettingZooWrapper(lambda: simple_spread_v3.env(max_cycles=2), 1, seed=0,
-                            name="spread_aec")
+    env = PettingZooWrapper(
+        lambda: simple_spread_v3.env(max_cycles=2), 1, seed=0, name="spread_aec"
+    )
     twin = simple_spread_v3.env(max_cycles=2)
     twin.reset(seed=0)
     for _ in range(6):
@@ -190,16 +246,24 @@ def test_a_game_cut_by_its_time_limit_is_bootstrapped_from_every_players_last_vi
 def test_a_recurrent_players_state_advances_only_on_its_own_turns() -> None:
     # Games of 4 turns: player_0 moves at steps 0 and 2, player_1 at 1 and 3; at step 4 a new
     # game starts. The stored states are those each step started from.
-    config = MappoConfig(env=f"{MODULE}:RelayEnv", num_envs=2, rollout_steps=7, recurrent=True,
-                         data_chunk_length=3, minibatch_size=0, total_steps=14,
-                         compile="false")
+    config = MappoConfig(
+        env=f"{MODULE}:RelayEnv",
+        num_envs=2,
+        rollout_steps=7,
+        recurrent=True,
+        data_chunk_length=3,
+        minibatch_size=0,
+        total_steps=14,
+        compile="false",
+    )
     trainer = MappoTrainer(config)
     trainer.collect_rollout()
     buf = trainer.buffer
-    hidden = buf.actor_hidden[buf.carry_rows:, 0]  # [T, A, H]
+    hidden = buf.actor_hidden[buf.carry_rows :, 0]  # [T, A, H]
     # Which player's state changed from step t to t + 1: only the one that moved at t.
-    assert [[bool((hidden[t + 1, a] != hidden[t, a]).any()) for a in range(2)]
-            for t in range(3)] == [[True, False], [False, True], [True, False]]
+    assert [
+        [bool((hidden[t + 1, a] != hidden[t, a]).any()) for a in range(2)] for t in range(3)
+    ] == [[True, False], [False, True], [True, False]]
     # Training replays the same states: before any update every log-probability of an
     # acted step is recomputed as collected (the unroll skips the steps a player waits).
     trainer.prepare_update()
@@ -211,7 +275,8 @@ def test_a_recurrent_players_state_advances_only_on_its_own_turns() -> None:
         return torch.allclose(dist.log_prob(mb.actions)[acted], mb.log_probs[acted], atol=1e-5)
 
     assert recomputed_matches()
-    trainer.finish_update(torch.zeros(6), 0.0)  # no learning: carry the open turn over
+    no_learning = {name: torch.tensor(0.0) for name in ("policy_loss", "value_loss", "entropy")}
+    trainer.finish_update(no_learning, 0.0)  # carries the open turn over
     trainer.collect_rollout()
     trainer.prepare_update()
     assert buf.trained[: buf.carry_rows].any() and recomputed_matches()  # the carried turn too
@@ -219,8 +284,15 @@ def test_a_recurrent_players_state_advances_only_on_its_own_turns() -> None:
 
 
 def test_a_masked_action_is_never_taken() -> None:
-    config = MappoConfig(env=f"{MODULE}:RelayEnv", env_kwargs={"turns": 5}, num_envs=4,
-                         rollout_steps=50, minibatch_size=100, total_steps=2000, compile="false")
+    config = MappoConfig(
+        env=f"{MODULE}:RelayEnv",
+        env_kwargs={"turns": 5},
+        num_envs=4,
+        rollout_steps=50,
+        minibatch_size=100,
+        total_steps=2000,
+        compile="false",
+    )
     trainer = MappoTrainer(config)
     trainer.train()
     moves = [move for copy in trainer.env.local_envs for move in copy.env.received]
@@ -232,9 +304,24 @@ def test_a_masked_action_is_never_taken() -> None:
 
 
 def test_an_exception_inside_the_aec_env_is_one_line(tmp_path, capsys) -> None:
-    code = main(["train", "--env", f"{MODULE}:RelayEnv", "--env-kwargs",
-                 '{"turns": 9, "broken_turn": 3}', "--run-dir", str(tmp_path / "r"),
-                 "--num-envs", "2", "--minibatch-size", "50", "--total-steps", "200", "--quiet"])
+    code = main(
+        [
+            "train",
+            "--env",
+            f"{MODULE}:RelayEnv",
+            "--env-kwargs",
+            '{"turns": 9, "broken_turn": 3}',
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--num-envs",
+            "2",
+            "--minibatch-size",
+            "50",
+            "--total-steps",
+            "200",
+            "--quiet",
+        ]
+    )
     assert code == 3
     assert capsys.readouterr().err == (
         f"mappo: env error: env '{MODULE}:RelayEnv' failed in step() of env copy 0 at "
@@ -243,14 +330,33 @@ def test_an_exception_inside_the_aec_env_is_one_line(tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_cli_trains_evaluates_and_renders_a_turn_based_game(num_workers, tmp_path,
-                                                           capsys) -> None:
+def test_cli_trains_evaluates_and_renders_a_turn_based_game(num_workers, tmp_path, capsys) -> None:
     # In a game of 4 turns player_0 receives 2 + 4 - 10 and player_1 1 + 3 + 10, whatever they
     # play: the mean per-agent return is 5, counting the rewards received while waiting.
     run = tmp_path / "run"
-    assert main(["train", "--env", f"{MODULE}:RelayEnv", "--total-steps", "160",
-                 "--num-envs", "4", "--rollout-steps", "10", "--minibatch-size", "0",
-                 "--num-workers", str(num_workers), "--quiet", "--run-dir", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                f"{MODULE}:RelayEnv",
+                "--total-steps",
+                "160",
+                "--num-envs",
+                "4",
+                "--rollout-steps",
+                "10",
+                "--minibatch-size",
+                "0",
+                "--num-workers",
+                str(num_workers),
+                "--quiet",
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     with open(run / "metrics.csv") as handle:
         rows = handle.read().splitlines()
     header = rows[0].split(",")
@@ -267,11 +373,18 @@ def test_cli_trains_evaluates_and_renders_a_turn_based_game(num_workers, tmp_pat
 
 def test_team_reward_of_a_turn_based_game_is_the_mean_over_every_player() -> None:
     # Turns 1-4 reward the players [0, 1], [2, 0], [0, 3], [4 - 10, 10]: team 0.5, 1, 1.5, 2.
-    config = MappoConfig(env=f"{MODULE}:RelayEnv", num_envs=1, rollout_steps=4, team_reward=True,
-                         minibatch_size=0, total_steps=4, compile="false")
+    config = MappoConfig(
+        env=f"{MODULE}:RelayEnv",
+        num_envs=1,
+        rollout_steps=4,
+        team_reward=True,
+        minibatch_size=0,
+        total_steps=4,
+        compile="false",
+    )
     trainer = MappoTrainer(config)
     metrics = trainer.train()[-1]
     buf = trainer.buffer
-    assert buf.rewards[buf.carry_rows:, 0].tolist() == [[0.5, 0.5], [1, 1], [1.5, 1.5], [2, 2]]
+    assert buf.rewards[buf.carry_rows :, 0].tolist() == [[0.5, 0.5], [1, 1], [1.5, 1.5], [2, 2]]
     assert (metrics.episodes, metrics.episode_return) == (1, 5.0)
     trainer.close()

@@ -31,11 +31,14 @@ def saved_steps(monkeypatch) -> list[int]:
     return steps
 
 
-@pytest.mark.parametrize(("flags", "every", "expected"), [
-    ([], 50, [400, 1600]),  # the default 300 s: after the first update and at the end
-    (["--checkpoint-interval", "0.001"], 50, [400, 800, 1200, 1600]),  # every update
-    ([], 2, [400, 800, 1600]),  # every CHECKPOINT_EVERY_UPDATES updates as well
-])
+@pytest.mark.parametrize(
+    ("flags", "every", "expected"),
+    [
+        ([], 50, [400, 1600]),  # the default 300 s: after the first update and at the end
+        (["--checkpoint-interval", "0.001"], 50, [400, 800, 1200, 1600]),  # every update
+        ([], 2, [400, 800, 1600]),  # every CHECKPOINT_EVERY_UPDATES updates as well
+    ],
+)
 def test_checkpoint_schedule(flags, every, expected, saved_steps, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(run_module, "CHECKPOINT_EVERY_UPDATES", every)
     assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY, *flags]) == 0
@@ -47,9 +50,23 @@ def test_hard_kill_after_the_first_update_keeps_a_checkpoint(tmp_path) -> None:
     run = tmp_path / "r"
     metrics = run / "metrics.csv"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mappo", "train", "--run-dir", str(run), "--num-envs", "16",
-         "--total-steps", "100000000", "--compile", "false", "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "mappo",
+            "train",
+            "--run-dir",
+            str(run),
+            "--num-envs",
+            "16",
+            "--total-steps",
+            "100000000",
+            "--compile",
+            "false",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         # The second row is logged after the first update's checkpoint was written.

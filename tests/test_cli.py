@@ -19,8 +19,17 @@ def test_train_writes_the_run_folder(tiny_run) -> None:
     assert list(tiny_run.glob("events.out.tfevents.*"))
     rows = list(csv.DictReader(open(tiny_run / "metrics.csv")))
     assert len(rows) == 4  # 1600 steps / (16 envs * 25 steps)
-    for column in ("env_steps", "episode_return", "policy_loss", "value_loss", "entropy",
-                   "approx_kl", "clip_fraction", "explained_variance", "steps_per_second"):
+    for column in (
+        "env_steps",
+        "episode_return",
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "approx_kl",
+        "clip_fraction",
+        "explained_variance",
+        "steps_per_second",
+    ):
         assert column in rows[0]
     assert [int(r["env_steps"]) for r in rows] == [400, 800, 1200, 1600]
     # Every update of 25 steps finishes exactly one 25-step episode per env.
@@ -34,11 +43,19 @@ def test_config_toml_is_the_full_config_and_loads(tiny_run) -> None:
     saved = tomllib.loads((tiny_run / "config.toml").read_text())
     # The env's facts are there to read, apart from the settings: the critic reads the
     # 3 x 18 observations and the time left (Spread's time limit is part of its task).
-    assert saved["read_off_env"] == {"num_agents": 3, "obs_dim": 18, "global_state_dim": 55,
-                                     "action_dim": 5}
+    assert saved["read_off_env"] == {
+        "num_agents": 3,
+        "obs_dim": 18,
+        "global_state_dim": 55,
+        "action_dim": 5,
+    }
     # The auto settings are written as what they were decided to be.
-    assert (saved["agent_id"], saved["bootstrap_time_limits"], saved["critic_time_left"],
-            saved["team_reward"]) == (False, False, True, True)
+    assert (
+        saved["agent_id"],
+        saved["bootstrap_time_limits"],
+        saved["critic_time_left"],
+        saved["team_reward"],
+    ) == (False, False, True, True)
     config = MappoConfig.load(tiny_run / "config.toml")
     assert (config.seed, config.num_envs) == (3, 16)
     # Read back, the facts are not settings: the file trains another size of the env.
@@ -67,11 +84,31 @@ def test_eval_prints_json_last(tiny_run, capsys) -> None:
 
 @pytest.mark.parametrize(
     ("argv", "culprit"),
-    [(["--clip-coeff", "0.1"],
-      "unknown option '--clip-coeff' for 'mappo train'; did you mean --clip-coef?"),
-     (["--gamma", "2"], "'gamma' = 2.0: must be in [0, 1]"),
-     (["--update-epochs", "many"], "'update_epochs' = 'many': expected int"),
-     (["--share-policy", "maybe"], "'share_policy' = 'maybe': expected bool")],
+    [
+        (
+            ["--clip-coeff", "0.1"],
+            "unknown option '--clip-coeff' for 'mappo train'; did you mean --clip-coef?",
+        ),
+        (["--gamma", "2"], "'gamma' = 2.0: must be in [0, 1]"),
+        (["--update-epochs", "many"], "'update_epochs' = 'many': expected int"),
+        (["--share-policy", "maybe"], "'share_policy' = 'maybe': expected bool"),
+        # No prefix matching: a misspelt flag is not silently taken for another.
+        (
+            ["--total-step", "2000"],
+            "unknown option '--total-step' for 'mappo train'; did you mean --total-steps?",
+        ),
+        # Names from other libraries point to ours.
+        (
+            ["--learning-rate", "1e-3"],
+            "unknown option '--learning-rate' for 'mappo train'; did you mean --lr?",
+        ),
+        (
+            ["--env-kwargs", "{n_agents: 4}"],
+            "config key 'env_kwargs' = '{n_agents: 4}': not "
+            "JSON (Expecting property name enclosed in double quotes at character 1)",
+        ),
+        (["--env-kwargs", "[4]"], "config key 'env_kwargs' = '[4]': expected dict"),
+    ],
 )
 def test_bad_flags_exit_2_naming_the_culprit(argv, culprit, tmp_path, capsys) -> None:
     assert main(["train", "--run-dir", str(tmp_path / "r"), *argv, *TINY]) == 2
@@ -82,11 +119,14 @@ def test_bad_flags_exit_2_naming_the_culprit(argv, culprit, tmp_path, capsys) ->
 def test_other_commands_suggest_their_own_options(tiny_run, capsys) -> None:
     assert main(["eval", str(tiny_run), "--episdoes", "3"]) == 2
     assert capsys.readouterr().err == (
-        "mappo: error: unknown option '--episdoes' for 'mappo eval'; did you mean --episodes?\n")
+        "mappo: error: unknown option '--episdoes' for 'mappo eval'; did you mean --episodes?\n"
+    )
     assert main(["eval", str(tiny_run), "--env-kwargs", "{}"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("mappo: error: 'mappo eval' has no option '--env-kwargs': it reads "
-                          "the run's own config.toml (options: --help, --episodes,")
+    assert err.startswith(
+        "mappo: error: 'mappo eval' has no option '--env-kwargs': it reads "
+        "the run's own config.toml (options: --help, --episodes,"
+    )
 
 
 def test_unknown_key_in_toml_suggests(tmp_path, capsys) -> None:
@@ -94,6 +134,54 @@ def test_unknown_key_in_toml_suggests(tmp_path, capsys) -> None:
     assert main(["train", "--config", str(tmp_path / "c.toml"), *TINY]) == 2
     err = capsys.readouterr().err
     assert "unknown config key 'learning_rate'" in err and str(tmp_path / "c.toml") in err
+    assert err.strip().endswith("did you mean 'lr'?")
+
+
+def test_help_names_every_form_of_env(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for form in ("vmas:<scenario>", "jaxmarl:<name>", "gymnasium:<module>:<id>", "module:callable"):
+        assert form in text
+
+
+def test_plot_writes_curves_png_without_out(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["plot", str(tiny_run)]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert capsys.readouterr().out.strip().endswith("wrote curves.png")
+
+
+def test_resume_may_change_how_not_what_and_says_where_it_resumes(
+    tiny_run, tmp_path, capsys
+) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    assert main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
+    assert "lr cannot change" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--total-steps",
+                "2000",
+                "--compile",
+                "false",
+                "--checkpoint-interval",
+                "60",
+                "--eval-interval",
+                "400",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f"resuming {run} at env step 1,600 (update 4), from its checkpoint of " in out
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 2000
 
 
 def test_help_offers_no_env_derived_fields(capsys) -> None:
@@ -109,8 +197,10 @@ def test_help_offers_no_env_derived_fields(capsys) -> None:
 def test_env_derived_field_as_flag_is_an_unknown_option(tmp_path, capsys) -> None:
     assert main(["train", "--run-dir", str(tmp_path / "r"), "--num-agents", "3", *TINY]) == 2
     err = capsys.readouterr().err
-    assert err == ("mappo: error: unknown option '--num-agents'; num_agents is read off the "
-                   "env, not set (the env's own options go in --env-kwargs)\n")
+    assert err == (
+        "mappo: error: unknown option '--num-agents'; num_agents is read off the "
+        "env, not set (the env's own options go in --env-kwargs)\n"
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -124,7 +214,8 @@ def test_resume_without_checkpoint_says_what_to_run(tiny_run, tmp_path, capsys) 
     again = f"mappo train --config {run / 'config.toml'} --run-dir {run} --force"
     assert capsys.readouterr().err == (
         f"mappo: error: run folder {run} has no checkpoint.pt (the run stopped before its "
-        f"first checkpoint, or this is not a run folder); start it again with: {again}\n")
+        f"first checkpoint, or this is not a run folder); start it again with: {again}\n"
+    )
     # The saved config (num_agents, obs_dim, ... included) starts the same run again.
     assert main(["train", *again.split()[2:], "--quiet"]) == 0
     assert MappoConfig.load(run / "config.toml") == MappoConfig.load(tiny_run / "config.toml")
@@ -136,8 +227,10 @@ def test_resume_without_checkpoint_says_what_to_run(tiny_run, tmp_path, capsys) 
     empty.mkdir()
     assert main(["train", "--resume", str(empty)]) == 2
     assert capsys.readouterr().err.endswith(
-        f"start it again with: mappo train --run-dir {empty} --force and the run's flags\n")
+        f"start it again with: mappo train --run-dir {empty} --force and the run's flags\n"
+    )
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err == (
         f"mappo: error: run folder {tmp_path / 'nowhere'} does not exist; start a run there "
-        f"with: mappo train --run-dir {tmp_path / 'nowhere'}\n")
+        f"with: mappo train --run-dir {tmp_path / 'nowhere'}\n"
+    )

@@ -24,9 +24,13 @@ def test_wrong_type_names_key_and_value() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value", "allowed"),
-    [("gamma", 1.5, r"in \[0, 1\]"), ("gae_lambda", -0.1, r"in \[0, 1\]"),
-     ("num_envs", 0, "an integer >= 1"), ("lr", 0.0, "> 0"),
-     ("activation", "gelu", "one of tanh, relu")],
+    [
+        ("gamma", 1.5, r"in \[0, 1\]"),
+        ("gae_lambda", -0.1, r"in \[0, 1\]"),
+        ("num_envs", 0, "an integer >= 1"),
+        ("lr", 0.0, "> 0"),
+        ("activation", "gelu", "one of tanh, relu"),
+    ],
 )
 def test_impossible_values(key, value, allowed) -> None:
     with pytest.raises(ConfigError, match=f"'{key}' = {value!r}: must be {allowed}"):
@@ -39,7 +43,8 @@ def test_minibatch_is_checked_against_the_real_env_batch() -> None:
     assert cfg.matched_to_env("spread", num_agents=3).minibatch_size == 500
     with pytest.raises(ConfigError, match="'minibatch_size' = 700: must be <= .* = 600 for env"):
         MappoConfig(num_envs=8, rollout_steps=25, minibatch_size=700).matched_to_env(
-            "spread", num_agents=3)
+            "spread", num_agents=3
+        )
 
 
 def test_trainer_accepts_a_minibatch_valid_only_for_the_real_env() -> None:
@@ -89,8 +94,9 @@ def test_use_global_state_without_an_env_state_warns_once_when_set(caplog) -> No
     assert "env 'spread' has no global state of its own" in caplog.records[0].getMessage()
     caplog.clear()
     with caplog.at_level("WARNING", logger="mappo.trainer"):
-        MappoTrainer(MappoConfig(use_global_state=True, env_kwargs={"global_state": "world"},
-                                 **small))
+        MappoTrainer(
+            MappoConfig(use_global_state=True, env_kwargs={"global_state": "world"}, **small)
+        )
     assert not caplog.records
 
 

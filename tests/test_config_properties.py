@@ -7,8 +7,12 @@ from mappo import ConfigError
 from mappo.config import FIELDS, from_dict, parse_cli_value
 
 values = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-    st.text(max_size=8), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     st.lists(st.integers(), max_size=2),
 )
 keys = st.one_of(st.sampled_from(sorted(FIELDS)), st.text(min_size=1, max_size=12))

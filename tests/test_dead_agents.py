@@ -26,8 +26,13 @@ def _loss_and_grads(trainer: MappoTrainer, mb: RolloutMinibatch):
 def _garbage_for_agent(mb: RolloutMinibatch, agent: int, rows: torch.Tensor) -> RolloutMinibatch:
     """Replace everything the dead agent holds in `rows` with other finite values."""
     fields = mb._asdict()
-    for name, scale in (("obs", 1e3), ("log_probs", 10.0), ("values", 1e3),
-                        ("advantages", 1e3), ("returns", 1e3)):
+    for name, scale in (
+        ("obs", 1e3),
+        ("log_probs", 10.0),
+        ("values", 1e3),
+        ("advantages", 1e3),
+        ("returns", 1e3),
+    ):
         x = fields[name].clone()
         x[rows, agent] = scale * torch.randn_like(x[rows, agent])
         fields[name] = x

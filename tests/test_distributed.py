@@ -9,52 +9,78 @@ import torch.multiprocessing as mp
 from mappo import AgentBuffer, MappoConfig, MappoTrainer
 from mappo.distributed import Distributed
 
-CONFIG = dict(num_envs=4, rollout_steps=5, minibatch_size=15, update_epochs=2, total_steps=40,
-              seed=11)
-BUFFER_FIELDS = ("observations", "states", "action_masks", "actions", "log_probs", "values",
-                 "critic_values", "rewards", "dones", "truncated", "truncation_values", "alive",
-                 "advantages", "returns")
+CONFIG = dict(
+    num_envs=4, rollout_steps=5, minibatch_size=15, update_epochs=2, total_steps=40, seed=11
+)
+BUFFER_FIELDS = (
+    "observations",
+    "states",
+    "action_masks",
+    "actions",
+    "log_probs",
+    "values",
+    "critic_values",
+    "rewards",
+    "dones",
+    "truncated",
+    "truncation_values",
+    "alive",
+    "advantages",
+    "returns",
+)
 
 
 def _rank(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     trainer = MappoTrainer(MappoConfig(**CONFIG), distributed=Distributed(rank, world_size))
     initial = [p.detach().clone() for p in trainer.parameters]
     trainer.collect_rollout()
     rng_before_update = torch.get_rng_state()  # minibatch order comes from this stream
     trainer.update()
-    torch.save({
-        "initial": initial,
-        "final": [p.detach().clone() for p in trainer.parameters],
-        "rng": rng_before_update,
-        "buffer": {name: getattr(trainer.buffer, name) for name in BUFFER_FIELDS},
-        "env_steps": trainer.env_steps,
-    }, f"{out_dir}/rank{rank}.pt")
+    torch.save(
+        {
+            "initial": initial,
+            "final": [p.detach().clone() for p in trainer.parameters],
+            "rng": rng_before_update,
+            "buffer": {name: getattr(trainer.buffer, name) for name in BUFFER_FIELDS},
+            "env_steps": trainer.env_steps,
+        },
+        f"{out_dir}/rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 
 def _buffer_from(saved: dict) -> AgentBuffer:
     obs = saved["observations"]
-    buf = AgentBuffer(obs.shape[0], obs.shape[1], obs.shape[2], obs.shape[3],
-                      saved["states"].shape[-1], saved["actions"].shape[-1],
-                      saved["action_masks"].shape[-1])
+    buf = AgentBuffer(
+        obs.shape[0],
+        obs.shape[1],
+        obs.shape[2],
+        obs.shape[3],
+        saved["states"].shape[-1],
+        saved["actions"].shape[-1],
+        saved["action_masks"].shape[-1],
+    )
     for name, value in saved.items():
         getattr(buf, name).copy_(value)
     return buf
 
 
 def test_two_ranks_equal_one_process_on_both_ranks_data(tmp_path) -> None:
-    mp.start_processes(_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
-                       start_method="fork")
+    mp.start_processes(
+        _rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="fork"
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     # Every rank ends with the same parameters, and they moved.
     for a, b in zip(ranks[0]["final"], ranks[1]["final"], strict=True):
         assert torch.equal(a, b)
-    assert any(not torch.equal(a, b) for a, b in zip(ranks[0]["initial"], ranks[0]["final"],
-                                                      strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(ranks[0]["initial"], ranks[0]["final"], strict=True)
+    )
     assert ranks[0]["env_steps"] == 2 * 4 * 5  # steps of both ranks count
     # The ranks collected different data (own envs, own seed streams).
     assert not torch.equal(ranks[0]["buffer"]["observations"], ranks[1]["buffer"]["observations"])
@@ -65,15 +91,20 @@ def test_two_ranks_equal_one_process_on_both_ranks_data(tmp_path) -> None:
     for p, start in zip(trainer.parameters, ranks[0]["initial"], strict=True):
         assert torch.equal(p.detach(), start)
     buffers = [_buffer_from(r["buffer"]) for r in ranks]
-    trainer.policy.value_norm.update(torch.cat([b.returns for b in buffers]),
-                              torch.cat([b.alive for b in buffers]))
+    trainer.policy.value_norm.update(
+        torch.cat([b.returns for b in buffers]), torch.cat([b.alive for b in buffers])
+    )
     samples = 5 * 4 * 3
     num_minibatches = round(samples / CONFIG["minibatch_size"])
     orders = []
     for rank, buf in zip(ranks, buffers, strict=True):
         torch.set_rng_state(rank["rng"])
-        orders.append([list(buf.minibatches(num_minibatches, trainer.policy.value_norm.normalize))
-                       for _ in range(CONFIG["update_epochs"])])
+        orders.append(
+            [
+                list(buf.minibatches(num_minibatches, trainer.policy.value_norm.normalize))
+                for _ in range(CONFIG["update_epochs"])
+            ]
+        )
     for epoch in range(CONFIG["update_epochs"]):
         for index in range(num_minibatches):
             losses = [trainer.minibatch_loss(order[epoch][index])[0] for order in orders]

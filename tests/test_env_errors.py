@@ -41,8 +41,10 @@ class PoisonedSpread(SpreadEnv):
         return result
 
 
-@pytest.mark.parametrize(("field", "name", "value", "bad_step"),
-                         [("reward", "reward", math.nan, 7), ("obs", "observation", math.inf, 30)])
+@pytest.mark.parametrize(
+    ("field", "name", "value", "bad_step"),
+    [("reward", "reward", math.nan, 7), ("obs", "observation", math.inf, 30)],
+)
 def test_non_finite_env_output_is_named(field, name, value, bad_step) -> None:
     env = PoisonedSpread(4, field, value, bad_step, seed=0)
     trainer = MappoTrainer(MappoConfig(num_envs=4, minibatch_size=64, total_steps=400), env=env)
@@ -59,10 +61,23 @@ def test_non_finite_env_output_is_named(field, name, value, bad_step) -> None:
 
 
 def test_cli_reports_env_errors_in_one_line(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(mappo.trainer, "make_env",
-                        lambda *a, **k: PoisonedSpread(4, "reward", math.nan, 3, seed=0))
-    code = main(["train", "--run-dir", str(tmp_path / "r"), "--num-envs", "4",
-                 "--minibatch-size", "64", "--total-steps", "400", "--quiet"])
+    monkeypatch.setattr(
+        mappo.trainer, "make_env", lambda *a, **k: PoisonedSpread(4, "reward", math.nan, 3, seed=0)
+    )
+    code = main(
+        [
+            "train",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--num-envs",
+            "4",
+            "--minibatch-size",
+            "64",
+            "--total-steps",
+            "400",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3
     assert "Traceback" not in err
@@ -71,8 +86,10 @@ def test_cli_reports_env_errors_in_one_line(tmp_path, monkeypatch, capsys) -> No
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize(("call", "episode", "broken_step", "named_step"),
-                         [("step", 7, 3, 3), ("state", 7, 3, 3), ("reset", 8, 0, 5)])
+@pytest.mark.parametrize(
+    ("call", "episode", "broken_step", "named_step"),
+    [("step", 7, 3, 3), ("state", 7, 3, 3), ("reset", 8, 0, 5)],
+)
 def test_an_exception_in_the_env_is_one_line_after_the_last_checkpoint(
     call, episode, broken_step, named_step, num_workers, tmp_path, capsys
 ) -> None:
@@ -81,9 +98,22 @@ def test_an_exception_in_the_env_is_one_line_after_the_last_checkpoint(
     # wrapper's and the trainer's, so episode 7 starts at step 25 and episode 8 at step 30).
     run = tmp_path / "r"
     kwargs = {"call": call, "episode": episode, "step": broken_step}
-    code = main(["train", "--env", f"{MODULE}:BrokenEnv", "--env-kwargs", json.dumps(kwargs),
-                 "--run-dir", str(run), "--seed", "7", "--num-workers", str(num_workers),
-                 *SMALL])
+    code = main(
+        [
+            "train",
+            "--env",
+            f"{MODULE}:BrokenEnv",
+            "--env-kwargs",
+            json.dumps(kwargs),
+            "--run-dir",
+            str(run),
+            "--seed",
+            "7",
+            "--num-workers",
+            str(num_workers),
+            *SMALL,
+        ]
+    )
     assert code == 3
     hint = f"; {STATE_FALLBACK}" if call == "state" else ""
     assert capsys.readouterr().err == (
@@ -99,18 +129,35 @@ def test_an_exception_in_the_env_is_one_line_after_the_last_checkpoint(
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_debug_keeps_the_env_traceback(num_workers, tmp_path) -> None:
     with pytest.raises(EnvError, match="failed in step") as info:
-        main(["--debug", "train", "--env", f"{MODULE}:BrokenEnv", "--run-dir",
-              str(tmp_path / "r"), "--seed", "7", "--num-workers", str(num_workers), *SMALL])
+        main(
+            [
+                "--debug",
+                "train",
+                "--env",
+                f"{MODULE}:BrokenEnv",
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--seed",
+                "7",
+                "--num-workers",
+                str(num_workers),
+                *SMALL,
+            ]
+        )
     # In process the env's exception is the cause; from a worker, its traceback is a note.
-    shown = (repr(info.value.__cause__) if num_workers == 0
-             else "\n".join(info.value.__notes__))
+    shown = repr(info.value.__cause__) if num_workers == 0 else "\n".join(info.value.__notes__)
     assert "step broke" in shown and "the env's second line" in shown
 
 
 @pytest.mark.parametrize("env", ["StateFailsAtEpisodeEndEnv", "StateFailsWhenAgentsAreGoneEnv"])
 def test_env_whose_state_fails_trains_when_the_critic_does_not_use_it(env) -> None:
-    config = MappoConfig(env=f"{MODULE}:{env}", num_envs=2, minibatch_size=50, total_steps=100,
-                         use_global_state=False)
+    config = MappoConfig(
+        env=f"{MODULE}:{env}",
+        num_envs=2,
+        minibatch_size=50,
+        total_steps=100,
+        use_global_state=False,
+    )
     trainer = MappoTrainer(config)
     try:
         assert trainer.env.spec.state_source == "concat_obs"  # the probe did not ask either
@@ -123,8 +170,21 @@ def test_env_whose_state_fails_trains_when_the_critic_does_not_use_it(env) -> No
 
 def test_eval_never_asks_for_the_state(tmp_path, monkeypatch, capsys) -> None:
     run = tmp_path / "r"
-    assert main(["train", "--env", f"{MODULE}:StatefulEnv", "--use-global-state", "true",
-                 "--run-dir", str(run), *SMALL]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                f"{MODULE}:StatefulEnv",
+                "--use-global-state",
+                "true",
+                "--run-dir",
+                str(run),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(run / "checkpoint.pt")["config"]["global_state_dim"] == 3
 
     def no_state(self):
@@ -135,15 +195,28 @@ def test_eval_never_asks_for_the_state(tmp_path, monkeypatch, capsys) -> None:
     assert "over 4 episodes" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("env", "step", "error"), [
-    ("StateFailsAtEpisodeEndEnv", 5, "IndexError: the episode is over"),
-    ("StateFailsWhenAgentsAreGoneEnv", 2, "ValueError: an agent is gone"),
-])
-def test_env_whose_state_fails_stops_in_one_line_when_the_critic_uses_it(env, step, error,
-                                                                         tmp_path,
-                                                                         capsys) -> None:
-    code = main(["train", "--env", f"{MODULE}:{env}", "--run-dir", str(tmp_path / "r"),
-                 "--use-global-state", "true", *SMALL])
+@pytest.mark.parametrize(
+    ("env", "step", "error"),
+    [
+        ("StateFailsAtEpisodeEndEnv", 5, "IndexError: the episode is over"),
+        ("StateFailsWhenAgentsAreGoneEnv", 2, "ValueError: an agent is gone"),
+    ],
+)
+def test_env_whose_state_fails_stops_in_one_line_when_the_critic_uses_it(
+    env, step, error, tmp_path, capsys
+) -> None:
+    code = main(
+        [
+            "train",
+            "--env",
+            f"{MODULE}:{env}",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--use-global-state",
+            "true",
+            *SMALL,
+        ]
+    )
     assert code == 3
     assert capsys.readouterr().err == (
         f"mappo: env error: env '{MODULE}:{env}' failed in state() of env copy 0 at episode "
@@ -152,18 +225,21 @@ def test_env_whose_state_fails_stops_in_one_line_when_the_critic_uses_it(env, st
     )
 
 
-def test_an_episode_that_ends_in_termination_never_asks_for_the_state_after_it(
-        tmp_path) -> None:
+def test_an_episode_that_ends_in_termination_never_asks_for_the_state_after_it(tmp_path) -> None:
     # As multiwalker: every walker terminates when one falls, and state() then raises. Nothing
     # bootstraps from a terminated end, so training with the env's state runs through.
     run = tmp_path / "r"
     env = f"{MODULE}:StateFailsAfterTerminationEnv"
-    assert main(["train", "--env", env, "--use-global-state", "true", "--run-dir", str(run),
-                 *SMALL]) == 0
+    assert (
+        main(["train", "--env", env, "--use-global-state", "true", "--run-dir", str(run), *SMALL])
+        == 0
+    )
     assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 400
-    batch = PettingZooBatch(pz_envs.StateFailsAfterTerminationEnv,
-                            inspect_parallel_env(pz_envs.StateFailsAfterTerminationEnv(), env),
-                            num_copies=1)
+    batch = PettingZooBatch(
+        pz_envs.StateFailsAfterTerminationEnv,
+        inspect_parallel_env(pz_envs.StateFailsAfterTerminationEnv(), env),
+        num_copies=1,
+    )
     arrays, _ = batch.reset(seed=0)
     calls = []
     for _ in range(5):
@@ -177,29 +253,58 @@ def test_an_episode_that_ends_in_termination_never_asks_for_the_state_after_it(
     assert before[0, 2] == 4 and arrays["state"][0, 1:].tolist() == [2, 0]
 
 
-@pytest.mark.parametrize(("env", "kwargs", "message"), [
-    (f"{MODULE}:CounterEnv", {"nope": 1},
-     f"config key 'env_kwargs' = {{'nope': 1}}: env '{MODULE}:CounterEnv' refused them "
-     "(CounterEnv.__init__() got an unexpected keyword argument 'nope'); it takes "
-     "num_agents, episode_length"),
-    ("mpe2.simple_spread_v3:parallel_env", {"M": 4},
-     "config key 'env_kwargs' = {'M': 4}: env 'mpe2.simple_spread_v3:parallel_env' refused "
-     "them (raw_env.__init__() got an unexpected keyword argument 'M'); pass only keywords "
-     "it takes"),
-    (f"{MODULE}:not_a_parallel_env", {},
-     f"env '{MODULE}:not_a_parallel_env' built a dict, not a PettingZoo ParallelEnv (it has "
-     f"no possible_agents, reset, step); {ENV_CALLABLES}"),
-    (f"{MODULE}:not_a_vectorized_env", {},
-     f"env '{MODULE}:not_a_vectorized_env' takes num_envs, so it was called as a vectorized "
-     f"env, but it returned a dict, not a mappo MultiAgentEnv; {ENV_CALLABLES}"),
-    ("gymnasium.envs.classic_control.cartpole:CartPoleEnv", {},
-     "env 'gymnasium.envs.classic_control.cartpole:CartPoleEnv' built a single-agent "
-     f"Gymnasium env (CartPoleEnv), not a multi-agent one; {ENV_CALLABLES}"),
-])
-def test_env_of_the_wrong_kind_or_with_wrong_keywords_is_one_line(env, kwargs, message,
-                                                                  tmp_path, capsys) -> None:
-    code = main(["train", "--env", env, "--env-kwargs", json.dumps(kwargs), "--run-dir",
-                 str(tmp_path / "r"), *SMALL])
+@pytest.mark.parametrize(
+    ("env", "kwargs", "message"),
+    [
+        (
+            f"{MODULE}:CounterEnv",
+            {"nope": 1},
+            f"config key 'env_kwargs' = {{'nope': 1}}: env '{MODULE}:CounterEnv' refused them "
+            "(CounterEnv.__init__() got an unexpected keyword argument 'nope'); it takes "
+            "num_agents, episode_length",
+        ),
+        (
+            "mpe2.simple_spread_v3:parallel_env",
+            {"M": 4},
+            "config key 'env_kwargs' = {'M': 4}: env 'mpe2.simple_spread_v3:parallel_env' refused "
+            "them (raw_env.__init__() got an unexpected keyword argument 'M'); pass only keywords "
+            "it takes",
+        ),
+        (
+            f"{MODULE}:not_a_parallel_env",
+            {},
+            f"env '{MODULE}:not_a_parallel_env' built a dict, not a PettingZoo ParallelEnv (it has "
+            f"no possible_agents, reset, step); {ENV_CALLABLES}",
+        ),
+        (
+            f"{MODULE}:not_a_vectorized_env",
+            {},
+            f"env '{MODULE}:not_a_vectorized_env' takes num_envs, so it was called as a vectorized "
+            f"env, but it returned a dict, not a mappo MultiAgentEnv; {ENV_CALLABLES}",
+        ),
+        (
+            "gymnasium.envs.classic_control.cartpole:CartPoleEnv",
+            {},
+            "env 'gymnasium.envs.classic_control.cartpole:CartPoleEnv' built a single-agent "
+            f"Gymnasium env (CartPoleEnv), not a multi-agent one; {ENV_CALLABLES}",
+        ),
+    ],
+)
+def test_env_of_the_wrong_kind_or_with_wrong_keywords_is_one_line(
+    env, kwargs, message, tmp_path, capsys
+) -> None:
+    code = main(
+        [
+            "train",
+            "--env",
+            env,
+            "--env-kwargs",
+            json.dumps(kwargs),
+            "--run-dir",
+            str(tmp_path / "r"),
+            *SMALL,
+        ]
+    )
     assert code == 2
     assert capsys.readouterr().err == f"mappo: error: {message}\n"
     assert not (tmp_path / "r").exists()  # refused before any work

@@ -13,13 +13,15 @@ def test_mean_per_agent_return_of_finished_episodes() -> None:
     tracker = EpisodeTracker(alive)
     no = torch.tensor([False, False])
     tracker.step(torch.tensor([[1.0, 3.0], [0.0, 0.0]]), alive, no, alive)
-    out = tracker.step(torch.tensor([[1.0, 1.0], [-2.0, -4.0]]), alive,
-                       torch.tensor([True, False]), alive)
+    out = tracker.step(
+        torch.tensor([[1.0, 1.0], [-2.0, -4.0]]), alive, torch.tensor([True, False]), alive
+    )
     assert out[0].item() == pytest.approx((2.0 + 4.0) / 2)
     assert tracker.pop_mean() == (pytest.approx(3.0), 1)
     # env 0 restarted from zero; env 1 keeps going
-    out = tracker.step(torch.tensor([[5.0, 5.0], [0.0, 0.0]]), alive,
-                       torch.tensor([True, True]), alive)
+    out = tracker.step(
+        torch.tensor([[5.0, 5.0], [0.0, 0.0]]), alive, torch.tensor([True, True]), alive
+    )
     assert out.tolist() == pytest.approx([5.0, -3.0])
     assert tracker.pop_mean()[1] == 2
 

@@ -31,14 +31,19 @@ def _rows(run_dir):
 
 def _evaluations(run_dir) -> dict[int, float]:
     """env_steps → eval_return of the rows where an evaluation ran."""
-    return {int(r["env_steps"]): float(r["eval_return"]) for r in _rows(run_dir)
-            if r["eval_return"]}
+    return {
+        int(r["env_steps"]): float(r["eval_return"]) for r in _rows(run_dir) if r["eval_return"]
+    }
 
 
 def _greedy_return(checkpoint, episodes: int = 8, seed: int = 7 + EVAL_SEED_OFFSET) -> float:
     """`evaluate` run separately on a saved policy, as the run evaluated it."""
-    policy, env = load_policy(checkpoint, lambda config: make_env(
-        config.env, episodes, config.device, seed, config.env_kwargs, use_state=False))
+    policy, env = load_policy(
+        checkpoint,
+        lambda config: make_env(
+            config.env, episodes, config.device, seed, config.env_kwargs, use_state=False
+        ),
+    )
     return statistics.fmean(evaluate(policy, env, episodes, deterministic=True, seed=seed))
 
 
@@ -77,15 +82,27 @@ def test_evaluation_leaves_training_bitwise_unchanged(runs) -> None:
 
 def test_last_evaluation_equals_evaluate_on_the_final_checkpoint(tmp_path) -> None:
     run = tmp_path / "run"
-    assert main(["train", "--run-dir", str(run), *RUN, "--eval-interval", "1000",
-                 "--eval-episodes", "8"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(run),
+                *RUN,
+                "--eval-interval",
+                "1000",
+                "--eval-episodes",
+                "8",
+            ]
+        )
+        == 0
+    )
     evaluations = _evaluations(run)
     assert sorted(evaluations) == [1200, 2000]
     assert _greedy_return(run / "checkpoint.pt") == evaluations[2000]
 
 
-def test_resumed_run_with_evaluation_equals_straight_through(runs, tmp_path,
-                                                             monkeypatch) -> None:
+def test_resumed_run_with_evaluation_equals_straight_through(runs, tmp_path, monkeypatch) -> None:
     _, straight = runs
     resumed = tmp_path / "resumed"
     _train_stopped_after_two_updates(resumed, [*RUN, *EVAL], monkeypatch)
@@ -114,8 +131,9 @@ def test_evaluation_restores_torch_rng_even_when_the_env_draws_from_it(monkeypat
         return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(mappo.trainer, "evaluate", drawing_evaluate)
-    trainer = mappo.trainer.MappoTrainer(MappoConfig(num_envs=4, eval_interval=100,
-                                                     eval_episodes=4))
+    trainer = mappo.trainer.MappoTrainer(
+        MappoConfig(num_envs=4, eval_interval=100, eval_episodes=4)
+    )
     before = torch.get_rng_state()
     trainer.evaluate_policy()
     assert torch.equal(torch.get_rng_state(), before)
@@ -130,8 +148,11 @@ def test_curve_png_and_mappo_plot_show_the_evaluations(runs, tmp_path, capsys) -
     assert main(["plot", str(run), "--y", "eval_return", "--out", str(tmp_path / "e.png")]) == 0
     assert (tmp_path / "e.png").stat().st_size > 0
     assert main(["plot", str(plain), "--y", "eval_return", "--out", str(tmp_path / "p.png")]) == 2
-    assert capsys.readouterr().err.strip().endswith(
-        "metrics.csv holds no eval_return (--eval-interval) yet")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("metrics.csv holds no eval_return (--eval-interval) yet")
+    )
 
 
 def test_resume_keeps_best_pts_score_as_the_bar(runs, tmp_path) -> None:

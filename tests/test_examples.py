@@ -78,8 +78,26 @@ def test_own_vectorized_env_trains_and_evaluates_through_the_cli(tmp_path, capsy
     load_example("own_vectorized_env")  # importable by name, as with PYTHONPATH=examples
     run = tmp_path / "run"
     env = ["--env", "own_vectorized_env:LineEnv"]
-    assert main(["train", *env, "--env-kwargs", '{"num_agents": 3}', "--run-dir", str(run),
-                 "--total-steps", "8000", "--num-envs", "16", "--seed", "0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *env,
+                "--env-kwargs",
+                '{"num_agents": 3}',
+                "--run-dir",
+                str(run),
+                "--total-steps",
+                "8000",
+                "--num-envs",
+                "16",
+                "--seed",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     facts = tomllib.loads((run / "config.toml").read_text())["read_off_env"]
     assert (facts["num_agents"], facts["obs_dim"], facts["global_state_dim"]) == (3, 2, 6)
     capsys.readouterr()
@@ -88,8 +106,10 @@ def test_own_vectorized_env_trains_and_evaluates_through_the_cli(tmp_path, capsy
     # The first update's episodes (a near-random policy) score about -13.7.
     assert result["mean_episode_return"] > -5.5
     # Its own keywords are checked like any env's.
-    assert main(["train", *env, "--env-kwargs", '{"agents": 3}', "--run-dir",
-                 str(tmp_path / "bad")]) == 2
+    assert (
+        main(["train", *env, "--env-kwargs", '{"agents": 3}', "--run-dir", str(tmp_path / "bad")])
+        == 2
+    )
     assert capsys.readouterr().err == (
         "mappo: error: config key 'env_kwargs' = {'agents': 3}: env 'own_vectorized_env:LineEnv' "
         "refused them (LineEnv.__init__() got an unexpected keyword argument 'agents'); it "

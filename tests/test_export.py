@@ -35,8 +35,9 @@ def _pz(env_class: type) -> str:
 
 def _run_folder(path: Path, **config) -> MappoTrainer:
     """A fresh trainer of `config` whose weights are saved as the run folder `path`."""
-    trainer = MappoTrainer(MappoConfig(**{"num_envs": 2, "minibatch_size": 2, "seed": 1,
-                                          "compile": "false", **config}))
+    trainer = MappoTrainer(
+        MappoConfig(**{"num_envs": 2, "minibatch_size": 2, "seed": 1, "compile": "false", **config})
+    )
     save_checkpoint(path / "checkpoint.pt", trainer.state_dict())
     return trainer
 
@@ -151,29 +152,39 @@ def test_onnx_file_gives_the_same_actions(trained, tmp_path) -> None:
     trainer, _ = trained
     layout = export_policy(trainer.policy, trainer.env, tmp_path, onnx=True)
     entry = layout["policies"][0]
-    assert (entry["onnx_inputs"], entry["onnx_outputs"]) == (["obs", "agent", "mask"],
-                                                             ["action"])
+    assert (entry["onnx_inputs"], entry["onnx_outputs"]) == (["obs", "agent", "mask"], ["action"])
     session = ReferenceEvaluator(str(tmp_path / entry["onnx"]))
     obs = _spread_observations()
     mask = torch.ones(NUM_OBS, 3, 5, dtype=torch.bool)
     expected = _reference(trainer.policy, obs, mask)
     for a in range(3):
-        (action,) = session.run(None, {"obs": obs[:, a].numpy(),
-                                       "agent": torch.full((NUM_OBS,), a).numpy(),
-                                       "mask": mask[:, a].numpy()})
+        (action,) = session.run(
+            None,
+            {
+                "obs": obs[:, a].numpy(),
+                "agent": torch.full((NUM_OBS,), a).numpy(),
+                "mask": mask[:, a].numpy(),
+            },
+        )
         assert torch.equal(torch.from_numpy(action), expected[:, a])
 
 
 @pytest.mark.parametrize(
     ("changes", "files"),
-    [({"share_policy": False}, ["agent_0.pt", "agent_1.pt", "agent_2.pt"]),
-     ({"policy_groups": "agent_0,agent_"}, ["agent_0.pt", "agent.pt"]),
-     ({"input_layer_norm": True}, ["policy.pt"]),
-     ({"input_layer_norm": True, "share_policy": False},
-      ["agent_0.pt", "agent_1.pt", "agent_2.pt"]),
-     (PAPER_MPE_FEED_FORWARD, ["policy.pt"]),
-     ({"hidden_layer_norm": True, "share_policy": False},
-      ["agent_0.pt", "agent_1.pt", "agent_2.pt"])],
+    [
+        ({"share_policy": False}, ["agent_0.pt", "agent_1.pt", "agent_2.pt"]),
+        ({"policy_groups": "agent_0,agent_"}, ["agent_0.pt", "agent.pt"]),
+        ({"input_layer_norm": True}, ["policy.pt"]),
+        (
+            {"input_layer_norm": True, "share_policy": False},
+            ["agent_0.pt", "agent_1.pt", "agent_2.pt"],
+        ),
+        (PAPER_MPE_FEED_FORWARD, ["policy.pt"]),
+        (
+            {"hidden_layer_norm": True, "share_policy": False},
+            ["agent_0.pt", "agent_1.pt", "agent_2.pt"],
+        ),
+    ],
 )
 def test_one_file_per_policy(changes, files, tmp_path) -> None:
     trainer = _run_folder(tmp_path, **{**changes, "num_envs": 4, "minibatch_size": 4})
@@ -192,12 +203,17 @@ def test_one_file_per_policy(changes, files, tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("env_class", "changes"),
-    [(pz_envs.MaskedEnv, {}), (pz_envs.MultiDiscreteEnv, {"share_policy": False}),
-     (pz_envs.BoxActionEnv, {}), (pz_envs.HeteroObsEnv, {"share_policy": False}),
-     (pz_envs.HeteroObsEnv, {"policy_groups": "agent_0,agent_"})],
+    [
+        (pz_envs.MaskedEnv, {}),
+        (pz_envs.MultiDiscreteEnv, {"share_policy": False}),
+        (pz_envs.BoxActionEnv, {}),
+        (pz_envs.HeteroObsEnv, {"share_policy": False}),
+        (pz_envs.HeteroObsEnv, {"policy_groups": "agent_0,agent_"}),
+    ],
 )
-def test_pettingzoo_masks_sub_actions_bounds_padding_and_groups(env_class, changes,
-                                                                tmp_path) -> None:
+def test_pettingzoo_masks_sub_actions_bounds_padding_and_groups(
+    env_class, changes, tmp_path
+) -> None:
     trainer = _run_folder(tmp_path, env=_pz(env_class), **changes)
     try:
         out = tmp_path / "actors"
@@ -225,16 +241,21 @@ def test_pettingzoo_masks_sub_actions_bounds_padding_and_groups(env_class, chang
         unmasked = _exported_actions(out, layout, obs)
         assert unmasked[:, 0].max() <= 2 and unmasked[:, 1].max() == 4
     if env_class is pz_envs.MultiDiscreteEnv:
-        assert layout["agents"][1]["action_space"] == {"kind": "discrete", "nvec": [4],
-                                                       "start": [1]}
+        assert layout["agents"][1]["action_space"] == {
+            "kind": "discrete",
+            "nvec": [4],
+            "start": [1],
+        }
     if env_class is pz_envs.HeteroObsEnv:
         # Agent 0 observes 2 floats: unpadded rows give the same actions as padded ones.
         assert layout["agents"][0]["obs_size"] == 2
         policy = torch.jit.load(str(out / layout["agents"][0]["policy_file"]))
         assert torch.equal(policy(obs[:, 0, :2]), policy(obs[:, 0]))
     if "policy_groups" in changes:
-        assert [(p["file"], p["agents"]) for p in layout["policies"]] == \
-            [("agent_0.pt", [0]), ("agent.pt", [1, 2])]
+        assert [(p["file"], p["agents"]) for p in layout["policies"]] == [
+            ("agent_0.pt", [0]),
+            ("agent.pt", [1, 2]),
+        ]
 
 
 @pytest.mark.skipif(not onnx_available(), reason="onnx is not installed")
@@ -255,13 +276,15 @@ def test_onnx_continuous_policy_clips_like_torchscript(tmp_path) -> None:
         agent = torch.full((NUM_OBS,), a)
         (action,) = session.run(None, {"obs": obs[:, a].numpy(), "agent": agent.numpy()})
         # numpy sums in another order than torch: equal up to float rounding.
-        torch.testing.assert_close(torch.from_numpy(action), scripted(obs[:, a], agent),
-                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            torch.from_numpy(action), scripted(obs[:, a], agent), rtol=0, atol=1e-6
+        )
     assert float(action.min()) == 0.0  # agent_1's box starts at 0: negative means clipped
 
 
-def _rollout(policy: Policy, config: MappoConfig, files: list, steps: int = 30,
-             num_envs: int = 8) -> tuple[list[tuple[torch.Tensor, ...]], int]:
+def _rollout(
+    policy: Policy, config: MappoConfig, files: list, steps: int = 30, num_envs: int = 8
+) -> tuple[list[tuple[torch.Tensor, ...]], int]:
     """Step `num_envs` copies of the run's env with the trained recurrent policy's greedy
     actions, feeding each agent's file the hidden state it returned last, zeroed where the
     agent's episode starts.
@@ -282,11 +305,11 @@ def _rollout(policy: Policy, config: MappoConfig, files: list, steps: int = 30,
             hidden = torch.where(start.unsqueeze(-1), 0.0, hidden)  # the caller's reset
             actions = []
             for a, file in enumerate(files):
-                action, hidden[:, a] = file(obs[:, a], torch.full((num_envs,), a), mask[:, a],
-                                            hidden[:, a])
+                action, hidden[:, a] = file(
+                    obs[:, a], torch.full((num_envs,), a), mask[:, a], hidden[:, a]
+                )
                 actions.append(action)
-            record.append((_as_3d(expected), state.actor, torch.stack(actions, 1),
-                           hidden.clone()))
+            record.append((_as_3d(expected), state.actor, torch.stack(actions, 1), hidden.clone()))
             result = env.step(expected)
             obs, mask, start = result.obs, result.action_mask, result.agent_done
     finally:
@@ -296,10 +319,12 @@ def _rollout(policy: Policy, config: MappoConfig, files: list, steps: int = 30,
 
 @pytest.mark.parametrize(
     "config",
-    [paper_mpe_preset("spread"),  # shared GRU policy, LayerNorms, no agent id
-     {"env": "spread", "recurrent": True, "share_policy": False},
-     {"env": _pz(pz_envs.MaskedEnv), "recurrent": True},
-     {"env": _pz(pz_envs.BoxActionEnv), "recurrent": True, "share_policy": False}],
+    [
+        paper_mpe_preset("spread"),  # shared GRU policy, LayerNorms, no agent id
+        {"env": "spread", "recurrent": True, "share_policy": False},
+        {"env": _pz(pz_envs.MaskedEnv), "recurrent": True},
+        {"env": _pz(pz_envs.BoxActionEnv), "recurrent": True, "share_policy": False},
+    ],
     ids=["paper-mpe", "spread-per-agent", "masked", "box"],
 )
 def test_recurrent_export_carries_its_hidden_state_like_the_policy(config, tmp_path) -> None:
@@ -309,10 +334,12 @@ def test_recurrent_export_carries_its_hidden_state_like_the_policy(config, tmp_p
     layout = _export(tmp_path, out)
     H = trainer.config.hidden_dim
     assert layout["recurrent"] == {
-        "hidden_dim": H, "initial": "zeros",
+        "hidden_dim": H,
+        "initial": "zeros",
         "reset": "at every episode start of that agent, and when it first acts in an episode "
-                 "it joined late",
-        "call": "action, new_hidden = policy(obs, agent, mask, hidden)"}
+        "it joined late",
+        "call": "action, new_hidden = policy(obs, agent, mask, hidden)",
+    }
     assert layout["outputs"] == ["action", "new_hidden"]
     assert layout["inputs"]["hidden"].startswith(f"[B, {H}] float32")
     files = [torch.jit.load(str(out / entry["policy_file"])) for entry in layout["agents"]]
@@ -321,8 +348,9 @@ def test_recurrent_export_carries_its_hidden_state_like_the_policy(config, tmp_p
     box = trainer.policy.action_spec.kind == "continuous"
     for expected, state, actions, hidden in steps:
         if box:
-            torch.testing.assert_close(actions, torch.clamp(expected, BOX_LOW, BOX_HIGH),
-                                       rtol=0, atol=1e-6)
+            torch.testing.assert_close(
+                actions, torch.clamp(expected, BOX_LOW, BOX_HIGH), rtol=0, atol=1e-6
+            )
             torch.testing.assert_close(hidden, state, rtol=0, atol=1e-6)
         else:
             assert torch.equal(actions, expected)
@@ -352,16 +380,27 @@ def test_onnx_recurrent_file_matches_torchscript_step_by_step(tmp_path) -> None:
     layout = export_policy(trainer.policy, trainer.env, tmp_path, onnx=True)
     entry = layout["policies"][0]
     assert (entry["onnx_inputs"], entry["onnx_outputs"]) == (
-        ["obs", "agent", "mask", "hidden"], ["action", "new_hidden"])
+        ["obs", "agent", "mask", "hidden"],
+        ["action", "new_hidden"],
+    )
     session = ReferenceEvaluator(str(tmp_path / entry["onnx"]))
     scripted = torch.jit.load(str(tmp_path / entry["file"]))
     obs, agent = _spread_observations(), torch.full((NUM_OBS,), 2)
     mask = torch.ones(NUM_OBS, 5, dtype=torch.bool)
     onnx_hidden = script_hidden = torch.zeros(NUM_OBS, 64)
     for _ in range(3):  # the same observations again: only the hidden state moves
-        action, onnx_hidden = (torch.from_numpy(x) for x in session.run(None, {
-            "obs": obs[:, 2].numpy(), "agent": agent.numpy(), "mask": mask.numpy(),
-            "hidden": onnx_hidden.numpy()}))
+        action, onnx_hidden = (
+            torch.from_numpy(x)
+            for x in session.run(
+                None,
+                {
+                    "obs": obs[:, 2].numpy(),
+                    "agent": agent.numpy(),
+                    "mask": mask.numpy(),
+                    "hidden": onnx_hidden.numpy(),
+                },
+            )
+        )
         expected, script_hidden = scripted(obs[:, 2], agent, mask, script_hidden)
         torch.testing.assert_close(onnx_hidden, script_hidden, rtol=0, atol=1e-6)
         assert torch.equal(action, expected)

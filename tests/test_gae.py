@@ -24,8 +24,12 @@ def test_three_steps_with_one_terminal_and_one_truncation() -> None:
 
 def test_without_truncation_the_end_of_an_episode_is_a_termination() -> None:
     adv = compute_gae(
-        torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]), torch.tensor([False, True]),
-        torch.tensor(5.0), 1.0, 1.0,
+        torch.tensor([1.0, 1.0]),
+        torch.tensor([0.0, 0.0]),
+        torch.tensor([False, True]),
+        torch.tensor(5.0),
+        1.0,
+        1.0,
     )
     assert adv.tolist() == pytest.approx([2.0, 1.0])
 
@@ -46,17 +50,27 @@ def test_gae_is_elementwise_over_envs_and_agents() -> None:
     batched = compute_gae(rewards, values, dones, last, 0.99, 0.95)
     for e in range(E):
         for a in range(A):
-            single = compute_gae(rewards[:, e, a], values[:, e, a], dones[:, e, a], last[e, a],
-                                 0.99, 0.95)
+            single = compute_gae(
+                rewards[:, e, a], values[:, e, a], dones[:, e, a], last[e, a], 0.99, 0.95
+            )
             torch.testing.assert_close(batched[:, e, a], single)
 
 
 def test_buffer_returns_are_advantages_plus_values() -> None:
-    buf = AgentBuffer(rollout_steps=2, num_envs=1, num_agents=1, obs_dim=1, state_dim=1,
-                      action_dim=1)
+    buf = AgentBuffer(
+        rollout_steps=2, num_envs=1, num_agents=1, obs_dim=1, state_dim=1, action_dim=1
+    )
     buf.add(torch.zeros(1), torch.zeros(1, dtype=torch.long), 0.0, 1.0, False, torch.tensor(0.5))
-    buf.add(torch.zeros(1), torch.zeros(1, dtype=torch.long), 0.0, 1.0, True, torch.tensor(0.25),
-            truncated=True, truncation_value=torch.tensor(2.0))
+    buf.add(
+        torch.zeros(1),
+        torch.zeros(1, dtype=torch.long),
+        0.0,
+        1.0,
+        True,
+        torch.tensor(0.25),
+        truncated=True,
+        truncation_value=torch.tensor(2.0),
+    )
     buf.compute_returns_and_advantage(torch.zeros(1, 1), gamma=0.5, gae_lambda=1.0)
     # returns are discounted sums: step 1 = 1 + 0.5*2 = 2, step 0 = 1 + 0.5*2 = 2
     assert buf.returns.flatten().tolist() == pytest.approx([2.0, 2.0])
@@ -66,8 +80,14 @@ def test_buffer_returns_are_advantages_plus_values() -> None:
 @pytest.mark.parametrize("bootstrap", [True, False])
 def test_trainer_bootstraps_time_limits_only_when_configured(bootstrap) -> None:
     # Spread episodes of 3 steps end by the time limit after the rollout's last step.
-    config = MappoConfig(env_kwargs={"max_cycles": 3}, num_envs=4, rollout_steps=3,
-                         minibatch_size=0, total_steps=12, bootstrap_time_limits=bootstrap)
+    config = MappoConfig(
+        env_kwargs={"max_cycles": 3},
+        num_envs=4,
+        rollout_steps=3,
+        minibatch_size=0,
+        total_steps=12,
+        bootstrap_time_limits=bootstrap,
+    )
     trainer = MappoTrainer(config)
     trainer.collect_rollout()
     buf = trainer.buffer

@@ -27,11 +27,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gymnasium's en
 ENV = f"gymnasium:{gym_envs.__name__}:TupleCounter-v0"
 
 
-def gym_env(env_id: str = "TupleCounter-v0", num_envs: int = 2, seed: int | None = 0,
-            **env_kwargs) -> PettingZooWrapper:
+def gym_env(
+    env_id: str = "TupleCounter-v0", num_envs: int = 2, seed: int | None = 0, **env_kwargs
+) -> PettingZooWrapper:
     """`num_envs` in-process copies of a test env, built by name through the registry."""
-    env = make_env(f"gymnasium:{gym_envs.__name__}:{env_id}", num_envs, seed=seed,
-                   env_kwargs=env_kwargs)
+    env = make_env(
+        f"gymnasium:{gym_envs.__name__}:{env_id}", num_envs, seed=seed, env_kwargs=env_kwargs
+    )
     assert isinstance(env, PettingZooWrapper)
     return env
 
@@ -66,8 +68,11 @@ def test_layout_padding_masks_and_per_agent_rewards() -> None:
     assert torch.equal(env.get_action_mask(), legal_at(0).expand(2, 3, 5))
     r = env.step(torch.tensor([[2, 2, 4], [0, 0, 0]]))  # legal at t 0 (the env asserts it)
     assert received(env, 0) == [(2, 2, 4)] and received(env, 1) == [(0, 0, 0)]
-    assert r.obs[0].tolist() == [[offset, 1, 0, 0, 0], [offset, 1, 1, 100, 0],
-                                 [offset, 1, 2, 100, 101]]
+    assert r.obs[0].tolist() == [
+        [offset, 1, 0, 0, 0],
+        [offset, 1, 1, 100, 0],
+        [offset, 1, 2, 100, 101],
+    ]
     assert torch.equal(r.state, r.obs.reshape(2, 15))
     assert r.reward.tolist() == [[1.0, 11.0, 21.0]] * 2
     assert torch.equal(r.action_mask, legal_at(1).expand(2, 3, 5))
@@ -159,8 +164,9 @@ def test_copies_are_seeded_and_reset_independently() -> None:
 
 def test_workers_give_the_same_tensors_as_in_process() -> None:
     local = gym_env(num_envs=4, seed=5, episode_length=None, flags="agents")
-    pooled = make_env(ENV, 4, seed=5, num_workers=2,
-                      env_kwargs={"episode_length": None, "flags": "agents"})
+    pooled = make_env(
+        ENV, 4, seed=5, num_workers=2, env_kwargs={"episode_length": None, "flags": "agents"}
+    )
     try:
         for _ in range(7):
             actions = local.get_action_mask().int().argmax(-1)  # first legal action each
@@ -183,8 +189,9 @@ def test_idle_action_of_each_kind_of_space() -> None:
 
 
 def test_training_never_takes_a_masked_action() -> None:
-    config = MappoConfig(env=ENV, num_envs=4, rollout_steps=10, minibatch_size=40,
-                         update_epochs=2, total_steps=120)
+    config = MappoConfig(
+        env=ENV, num_envs=4, rollout_steps=10, minibatch_size=40, update_epochs=2, total_steps=120
+    )
     trainer = MappoTrainer(config)
     metrics = trainer.train()  # the env asserts every action it receives is legal
     buf = trainer.buffer
@@ -199,9 +206,24 @@ def test_training_never_takes_a_masked_action() -> None:
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_cli_trains_evaluates_and_resumes(num_workers, tmp_path, capsys) -> None:
     run = tmp_path / "run"
-    argv = ["train", "--env", ENV, "--total-steps", "160", "--num-envs", "4",
-            "--rollout-steps", "10", "--minibatch-size", "0", "--num-workers", str(num_workers),
-            "--quiet", "--run-dir", str(run)]
+    argv = [
+        "train",
+        "--env",
+        ENV,
+        "--total-steps",
+        "160",
+        "--num-envs",
+        "4",
+        "--rollout-steps",
+        "10",
+        "--minibatch-size",
+        "0",
+        "--num-workers",
+        str(num_workers),
+        "--quiet",
+        "--run-dir",
+        str(run),
+    ]
     assert main(argv) == 0
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["env_steps"]) for r in rows] == [40, 80, 120, 160]
@@ -228,15 +250,23 @@ def test_unknown_id_is_one_line_naming_it_and_the_close_ones(tmp_path, capsys) -
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    (f"gymnasium:{gym_envs.__name__}:Nope-v0",
-     f"registered after importing {gym_envs.__name__}; {gym_envs.__name__} registers "
-     "TupleCounter-v0, TupleCounterMethodMask-v0, TupleCounterState-v0, "
-     "TupleCounterTimeLimit-v0"),
-    ("gymnasium:Nope-v0", "no Gymnasium env 'Nope-v0' is registered; name the module that "
-     "registers it: gymnasium:<module>:Nope-v0"),
-    ("gymnasium:no_such_module_xyz:Nope-v0", "cannot import module 'no_such_module_xyz'"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            f"gymnasium:{gym_envs.__name__}:Nope-v0",
+            f"registered after importing {gym_envs.__name__}; {gym_envs.__name__} registers "
+            "TupleCounter-v0, TupleCounterMethodMask-v0, TupleCounterState-v0, "
+            "TupleCounterTimeLimit-v0",
+        ),
+        (
+            "gymnasium:Nope-v0",
+            "no Gymnasium env 'Nope-v0' is registered; name the module that "
+            "registers it: gymnasium:<module>:Nope-v0",
+        ),
+        ("gymnasium:no_such_module_xyz:Nope-v0", "cannot import module 'no_such_module_xyz'"),
+    ],
+)
 def test_registry_errors_name_the_env_and_what_would_work(name: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         make_env(name, 2)
@@ -244,8 +274,11 @@ def test_registry_errors_name_the_env_and_what_would_work(name: str, message: st
 
 
 def test_a_single_agent_env_is_refused() -> None:
-    with pytest.raises(ValueError, match="Gymnasium env 'CartPole-v1' has a Box observation "
-                       "space and a Discrete action space; a multi-agent env needs Tuples"):
+    with pytest.raises(
+        ValueError,
+        match="Gymnasium env 'CartPole-v1' has a Box observation "
+        "space and a Discrete action space; a multi-agent env needs Tuples",
+    ):
         make_env("gymnasium:CartPole-v1", 2)
 
 
@@ -253,8 +286,8 @@ def test_wrong_number_of_rewards_is_named(monkeypatch) -> None:
     inner = gym_envs.TupleCounterEnv(num_agents=2, masks=False)
     env = TupleEnvAsParallel(inner)
     env.reset(seed=0)
-    monkeypatch.setattr(inner, "step", lambda actions: (inner.observe(), [1.0, 2.0, 3.0],
-                                                        False, False, {}))
+    monkeypatch.setattr(
+        inner, "step", lambda actions: (inner.observe(), [1.0, 2.0, 3.0], False, False, {})
+    )
     with pytest.raises(ValueError, match="returned 3 rewards for 2 agents"):
         env.step({"agent_0": 0, "agent_1": 0})
-

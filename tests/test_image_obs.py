@@ -26,8 +26,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 
 
 def trainer_for(**overrides) -> MappoTrainer:
-    config = {"env": COLOUR, "num_envs": 4, "rollout_steps": 10, "minibatch_size": 20,
-              "update_epochs": 2, "total_steps": 40, "compile": "false", **overrides}
+    config = {
+        "env": COLOUR,
+        "num_envs": 4,
+        "rollout_steps": 10,
+        "minibatch_size": 20,
+        "update_epochs": 2,
+        "total_steps": 40,
+        "compile": "false",
+        **overrides,
+    }
     return MappoTrainer(MappoConfig(**config))
 
 
@@ -62,11 +70,14 @@ def test_auto_takes_the_envs_own_axis_order() -> None:
     assert critic.images.channels_last
 
 
-@pytest.mark.parametrize("shape", [OVERCOOKED, (26, 4, 5), (8, 8, 8), (4, 4, 4), (3, 84, 4),
-                                   (3, 40, 200), (5, 9, 26)])
+@pytest.mark.parametrize(
+    "shape", [OVERCOOKED, (26, 4, 5), (8, 8, 8), (4, 4, 4), (3, 84, 4), (3, 40, 200), (5, 9, 26)]
+)
 def test_a_shape_auto_cannot_read_is_refused_naming_image_layout(shape) -> None:
-    said = f"env 'grid' observes images of shape {shape}; say its axis order with " \
+    said = (
+        f"env 'grid' observes images of shape {shape}; say its axis order with "
         "--image-layout hwc or chw"
+    )
     with pytest.raises(ConfigError, match=f"^{re.escape(said)}$"):
         image_axes(shape, env="grid")
     with pytest.raises(ConfigError, match="--image-layout hwc or chw"):
@@ -74,9 +85,12 @@ def test_a_shape_auto_cannot_read_is_refused_naming_image_layout(shape) -> None:
 
 
 def test_an_env_of_unreadable_images_trains_once_its_layout_is_given() -> None:
-    with pytest.raises(ConfigError, match=re.escape(
-            "observes images of shape (4, 5, 26); say its axis order with --image-layout "
-            "hwc or chw")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "observes images of shape (4, 5, 26); say its axis order with --image-layout hwc or chw"
+        ),
+    ):
         trainer_for(env=GRID)
     hwc = trainer_for(env=GRID, image_layout="hwc")
     assert hwc.env.spec.obs_shape == OVERCOOKED
@@ -100,8 +114,15 @@ def test_training_reads_images_in_the_order_the_env_says() -> None:
     def grid(layout: str = "auto") -> MappoTrainer:
         env = make_env(GRID, 4)
         env.spec = replace(env.spec, image_layout="hwc")  # as JaxMARL's adapter says it
-        config = {"env": GRID, "num_envs": 4, "rollout_steps": 10, "minibatch_size": 0,
-                  "total_steps": 40, "compile": "false", "image_layout": layout}
+        config = {
+            "env": GRID,
+            "num_envs": 4,
+            "rollout_steps": 10,
+            "minibatch_size": 0,
+            "total_steps": 40,
+            "compile": "false",
+            "image_layout": layout,
+        }
         return MappoTrainer(MappoConfig(**config), env=env)
 
     said = grid()
@@ -110,15 +131,35 @@ def test_training_reads_images_in_the_order_the_env_says() -> None:
     assert said.policy.critic.encoder.images.convs[0].weight.shape[2] == 26
     said.train()
     assert grid("chw").policy.actor.encoder.convs[0].weight.shape[2] == 4  # the flag wins
-    with pytest.raises(ConfigError, match=re.escape(
-            f"env '{GRID}' observes images of shape (4, 5, 26); say its axis order")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"env '{GRID}' observes images of shape (4, 5, 26); say its axis order"),
+    ):
         trainer_for(env=GRID)  # an env that says nothing, and a shape that says nothing
 
 
 def test_unreadable_images_exit_2_on_the_cli_naming_the_flag(tmp_path, capsys) -> None:
-    assert main(["train", "--run-dir", str(tmp_path / "r"), "--env", GRID, "--num-envs", "2",
-                 "--minibatch-size", "0", "--total-steps", "16", "--compile", "false",
-                 "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--env",
+                GRID,
+                "--num-envs",
+                "2",
+                "--minibatch-size",
+                "0",
+                "--total-steps",
+                "16",
+                "--compile",
+                "false",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("say its axis order with --image-layout hwc or chw")
 
@@ -143,8 +184,9 @@ def test_grouped_conv_runs_each_agent_with_its_groups_filters() -> None:
     x = torch.randn(4, 3, 3, 6, 6)  # [N, A, C, H, W]
     out = conv(x)
     for agent, group in enumerate([1, 0, 1]):
-        by_hand = torch.nn.functional.conv2d(x[:, agent], conv.weight[group], conv.bias[group],
-                                             padding=1)
+        by_hand = torch.nn.functional.conv2d(
+            x[:, agent], conv.weight[group], conv.bias[group], padding=1
+        )
         assert torch.allclose(out[:, agent], by_hand, atol=1e-5)
 
 
@@ -154,8 +196,9 @@ def test_channels_first_env_is_read_as_channels_first() -> None:
     chw.load_state_dict(hwc.state_dict())
     image = torch.randint(0, 256, (2, 1, H, W, C), dtype=torch.uint8)
     assert not chw.channels_last
-    assert torch.allclose(hwc(image.flatten(2)), chw(image.permute(0, 1, 4, 2, 3).flatten(2)),
-                          atol=1e-6)
+    assert torch.allclose(
+        hwc(image.flatten(2)), chw(image.permute(0, 1, 4, 2, 3).flatten(2)), atol=1e-6
+    )
     trainer = trainer_for(env_kwargs={"layout": "chw"})
     assert trainer.env.spec.obs_shape == (C, H, W)
     assert not trainer.policy.actor.encoder.channels_last
@@ -221,15 +264,32 @@ def test_recurrent_policy_on_images_trains() -> None:
 
 
 def test_cnn_encoder_on_vector_observations_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="config key 'encoder' = 'cnn': env 'spread' observes "
-                                          "vectors of 18 numbers"):
+    with pytest.raises(
+        ConfigError,
+        match="config key 'encoder' = 'cnn': env 'spread' observes vectors of 18 numbers",
+    ):
         MappoTrainer(MappoConfig(encoder="cnn", num_envs=16, compile="false"))
 
 
 def test_cnn_encoder_on_vectors_exits_2_on_the_cli(tmp_path, capsys) -> None:
     run = tmp_path / "r"
-    assert main(["train", "--run-dir", str(run), "--encoder", "cnn", "--num-envs", "16",
-                 "--total-steps", "50", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(run),
+                "--encoder",
+                "cnn",
+                "--num-envs",
+                "16",
+                "--total-steps",
+                "50",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "config key 'encoder' = 'cnn'" in capsys.readouterr().err
 
 
@@ -242,10 +302,35 @@ def test_images_of_different_shapes_are_refused_naming_the_agents() -> None:
 def colour_run(tmp_path_factory):
     """A CLI run on ColourEnv (the critic on the env's image state), 2048 env steps."""
     run = tmp_path_factory.mktemp("runs") / "colour"
-    assert main(["train", "--run-dir", str(run), "--env", COLOUR, "--env-kwargs",
-                 '{"image_state": true}', "--num-envs", "8", "--rollout-steps", "32",
-                 "--minibatch-size", "128", "--update-epochs", "4", "--total-steps", "2048",
-                 "--seed", "1", "--compile", "false", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(run),
+                "--env",
+                COLOUR,
+                "--env-kwargs",
+                '{"image_state": true}',
+                "--num-envs",
+                "8",
+                "--rollout-steps",
+                "32",
+                "--minibatch-size",
+                "128",
+                "--update-epochs",
+                "4",
+                "--total-steps",
+                "2048",
+                "--seed",
+                "1",
+                "--compile",
+                "false",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -286,8 +371,7 @@ def test_supersuit_preprocessed_pistonball_is_a_uint8_channels_last_image() -> N
     from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 
     example = load_example("image_env")
-    env = PettingZooWrapper(partial(example.pistonball, n_pistons=4), num_envs=1,
-                            use_state=False)
+    env = PettingZooWrapper(partial(example.pistonball, n_pistons=4), num_envs=1, use_state=False)
     try:
         assert env.spec.obs_shape == (84, 84, 4) and env.num_agents == 4
         assert env.spec.obs_dtype == torch.uint8 and env.spec.obs_dim == 84 * 84 * 4
@@ -303,7 +387,7 @@ def test_supersuit_preprocessed_pistonball_is_a_uint8_channels_last_image() -> N
 
 def test_image_layout_on_a_vector_env_warns(caplog) -> None:
     with caplog.at_level("WARNING", logger="mappo.trainer"):
-        MappoTrainer(MappoConfig(image_layout="chw", num_envs=2, rollout_steps=5,
-                                 minibatch_size=0))
+        MappoTrainer(MappoConfig(image_layout="chw", num_envs=2, rollout_steps=5, minibatch_size=0))
     assert [r.getMessage() for r in caplog.records] == [
-        "image_layout has no effect: env 'spread' has no image observations"]
+        "image_layout has no effect: env 'spread' has no image observations"
+    ]

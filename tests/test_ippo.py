@@ -18,8 +18,15 @@ from mappo.policy import Policy
 @pytest.mark.parametrize("recurrent", [False, True])
 @pytest.mark.parametrize("share_policy", [True, False])
 def test_an_agents_value_ignores_the_other_agents_observations(recurrent, share_policy) -> None:
-    trainer = MappoTrainer(MappoConfig(num_envs=4, critic="local", recurrent=recurrent,
-                                       share_policy=share_policy, total_steps=100))
+    trainer = MappoTrainer(
+        MappoConfig(
+            num_envs=4,
+            critic="local",
+            recurrent=recurrent,
+            share_policy=share_policy,
+            total_steps=100,
+        )
+    )
     policy: Policy = trainer.policy
     assert isinstance(policy.critic, LocalCritic)
     obs = torch.randn(4, 3, trainer.config.obs_dim)
@@ -51,14 +58,33 @@ def test_ippo_return_rises_on_spread() -> None:
 def test_use_global_state_warns_with_a_local_critic(caplog) -> None:
     with caplog.at_level(logging.WARNING):
         MappoTrainer(MappoConfig(num_envs=4, critic="local", use_global_state=True))
-    assert ("use_global_state has no effect with critic = local: each agent's critic sees "
-            "its own observation") in caplog.text
+    assert (
+        "use_global_state has no effect with critic = local: each agent's critic sees "
+        "its own observation"
+    ) in caplog.text
 
 
 def test_checkpoint_round_trip_keeps_the_local_critic(tmp_path) -> None:
     run = tmp_path / "run"
-    assert main(["train", "--run-dir", str(run), "--critic", "local", "--recurrent", "true",
-                 "--total-steps", "400", "--num-envs", "16", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(run),
+                "--critic",
+                "local",
+                "--recurrent",
+                "true",
+                "--total-steps",
+                "400",
+                "--num-envs",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     payload = load_checkpoint(run / "checkpoint.pt")
     assert payload["config"]["critic"] == "local"
     trainer, _ = MappoTrainer.from_checkpoint(run / "checkpoint.pt")
@@ -70,6 +96,9 @@ def test_checkpoint_round_trip_keeps_the_local_critic(tmp_path) -> None:
 
 
 def test_critic_choices_are_named() -> None:
-    with pytest.raises(ConfigError, match=r"'critic' = 'global': must be one of centralized, "
-                                          r"local"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'critic' = 'global': must be one of centralized, "
+        r"local",
+    ):
         MappoConfig(critic="global")

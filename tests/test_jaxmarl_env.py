@@ -37,8 +37,12 @@ def smax():
 
 @pytest.fixture(scope="module")
 def smax_short():
-    env = make_env("jaxmarl:HeuristicEnemySMAX", E_LIMIT, seed=0,
-                   env_kwargs={"scenario": "3m", "max_steps": LIMIT})
+    env = make_env(
+        "jaxmarl:HeuristicEnemySMAX",
+        E_LIMIT,
+        seed=0,
+        env_kwargs={"scenario": "3m", "max_steps": LIMIT},
+    )
     env.reset(seed=0)
     return env
 
@@ -128,21 +132,22 @@ def test_a_won_battle_is_flagged_and_counted(smax) -> None:
     smax.reset(seed=7)
     inner = smax._state.state
     # Every enemy at no health: the next step kills them all, with every ally alive.
-    smax._state = smax._state.replace(state=inner.replace(
-        unit_health=inner.unit_health.at[:, SMAX_ALLIES:].set(0.0)))
+    smax._state = smax._state.replace(
+        state=inner.replace(unit_health=inner.unit_health.at[:, SMAX_ALLIES:].set(0.0))
+    )
     tracker = EpisodeTracker(smax.get_alive(), team_reward=True)
     result = smax.step(torch.zeros(E, SMAX_ALLIES, dtype=torch.long))
     assert result.env_done.tolist() == [True] * E
     assert result.info["win"].tolist() == [True] * E
     assert bool((result.reward >= 1.0).all())  # SMAX's won-battle bonus, JaxMARL's own test
-    tracker.step(result.reward, smax.get_alive(), result.env_done, result.alive,
-                 result.info["win"])
+    tracker.step(result.reward, smax.get_alive(), result.env_done, result.alive, result.info["win"])
     assert tracker.pop_win_rate() == (1.0, E)
 
 
 @pytest.mark.slow
 def test_at_the_time_limit_the_fallen_terminate_and_only_survivors_are_truncated(
-        smax_short) -> None:
+    smax_short,
+) -> None:
     env = smax_short
     env.reset(seed=0)
     gen = torch.Generator().manual_seed(0)
@@ -156,7 +161,7 @@ def test_at_the_time_limit_the_fallen_terminate_and_only_survivors_are_truncated
         result = env.step(random_legal(env.get_action_mask(), gen))
         assert bool(result.env_done[at_limit].all())
         # Each unit's health in the world state the step reached: 0 once it is dead.
-        health = result.final_state[:, :units * features].unflatten(-1, (units, features))
+        health = result.final_state[:, : units * features].unflatten(-1, (units, features))
         unit_alive = health[..., 0] > 0  # [E, units]
         decided = ~unit_alive[:, :SMAX_ALLIES].any(-1) | ~unit_alive[:, SMAX_ALLIES:].any(-1)
         # Only time cuts episodes: nothing is truncated off the limit step (nor on the step
@@ -178,8 +183,12 @@ def test_at_the_time_limit_the_fallen_terminate_and_only_survivors_are_truncated
         decided_seen += int((at_limit & decided).sum())
     # Random allies against SMAX's heuristic enemies (seeds 0): 70 units die on the last
     # step of 256 cut battles, and 6 battles are decided on it.
-    assert ends == 256 and fallen_seen >= 30 and survivors_seen >= 300 and decided_seen >= 1, \
-        (ends, fallen_seen, survivors_seen, decided_seen)
+    assert ends == 256 and fallen_seen >= 30 and survivors_seen >= 300 and decided_seen >= 1, (
+        ends,
+        fallen_seen,
+        survivors_seen,
+        decided_seen,
+    )
 
 
 @pytest.mark.parametrize("side", ["won", "lost"])
@@ -189,8 +198,11 @@ def test_a_battle_decided_at_the_time_limit_terminates(smax_short, side) -> None
     inner = env._state.state
     losers = slice(SMAX_ALLIES, None) if side == "won" else slice(0, SMAX_ALLIES)
     # Every copy at its last step, with one side at no health: that side dies in the step.
-    env._state = env._state.replace(state=inner.replace(
-        step=inner.step.at[:].set(LIMIT), unit_health=inner.unit_health.at[:, losers].set(0.0)))
+    env._state = env._state.replace(
+        state=inner.replace(
+            step=inner.step.at[:].set(LIMIT), unit_health=inner.unit_health.at[:, losers].set(0.0)
+        )
+    )
     result = env.step(torch.zeros(E_LIMIT, SMAX_ALLIES, dtype=torch.long))
     assert result.env_done.tolist() == [True] * E_LIMIT
     assert result.terminated.tolist() == [[True] * SMAX_ALLIES] * E_LIMIT
@@ -210,8 +222,9 @@ def test_overcooked_says_its_grid_is_channels_last(spread) -> None:
 def test_arrays_cross_to_torch_and_back_without_a_copy(spread) -> None:
     result = spread.step(torch.zeros(E, 3, dtype=torch.long))
     for name in ("obs", "reward", "alive", "action_mask"):
-        assert spread._jax_out[name].unsafe_buffer_pointer() == getattr(
-            result, name).data_ptr(), name
+        assert spread._jax_out[name].unsafe_buffer_pointer() == getattr(result, name).data_ptr(), (
+            name
+        )
     actions = torch.arange(E * 3, dtype=torch.int32).reshape(E, 3)
     as_jax = to_jax(actions, spread.jax_device)
     assert as_jax.unsafe_buffer_pointer() == actions.data_ptr()
@@ -236,9 +249,18 @@ def test_a_snapshot_continues_exactly(smax) -> None:
 
 def test_training_never_takes_a_masked_action_and_reports_a_win_rate(smax) -> None:
     preset = jaxmarl_smax_preset("jaxmarl:HeuristicEnemySMAX", {"scenario": "3m"})
-    config = MappoConfig(**{**preset, "num_envs": E, "rollout_steps": 64, "minibatch_size": 0,
-                            "data_chunk_length": 16, "update_epochs": 1, "compile": "false",
-                            "total_steps": E * 64})
+    config = MappoConfig(
+        **{
+            **preset,
+            "num_envs": E,
+            "rollout_steps": 64,
+            "minibatch_size": 0,
+            "data_chunk_length": 16,
+            "update_epochs": 1,
+            "compile": "false",
+            "total_steps": E * 64,
+        }
+    )
     trainer = MappoTrainer(config, env=smax)
     trainer.collect_rollout()
     buf = trainer.buffer

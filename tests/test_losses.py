@@ -53,8 +53,13 @@ def test_value_loss_clipping_takes_the_larger_error() -> None:
 
 
 def test_value_loss_huber() -> None:
-    loss = ppo_value_loss(torch.tensor([13.0]), torch.tensor([13.0]), torch.tensor([0.0]),
-                          clip_coef=0.2, huber_delta=10.0)
+    loss = ppo_value_loss(
+        torch.tensor([13.0]),
+        torch.tensor([13.0]),
+        torch.tensor([0.0]),
+        clip_coef=0.2,
+        huber_delta=10.0,
+    )
     assert loss.item() == pytest.approx(10.0 * (13.0 - 0.5 * 10.0))
 
 
@@ -63,6 +68,11 @@ def test_weights_drop_samples_from_both_losses() -> None:
     adv = torch.tensor([1.0, 1000.0])
     loss = ppo_policy_loss(adv, torch.zeros(2), torch.zeros(2), 0.2, weights)
     assert loss.item() == pytest.approx(-1.0)
-    vloss = ppo_value_loss(torch.tensor([1.0, 50.0]), torch.tensor([1.0, 50.0]),
-                           torch.tensor([0.0, -50.0]), 0.2, weights)
+    vloss = ppo_value_loss(
+        torch.tensor([1.0, 50.0]),
+        torch.tensor([1.0, 50.0]),
+        torch.tensor([0.0, -50.0]),
+        0.2,
+        weights,
+    )
     assert vloss.item() == pytest.approx(0.5)

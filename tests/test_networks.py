@@ -22,8 +22,15 @@ def test_independent_policies_are_one_batched_matmul_of_separate_mlps() -> None:
     out = actor(obs)
     assert out.shape == (10, 3, 5)
     for a in range(3):
-        expected = _mlp(obs[:, a], actor.fc1.weight[a], actor.fc1.bias[a], actor.fc2.weight[a],
-                        actor.fc2.bias[a], actor.head.weight[a], actor.head.bias[a])
+        expected = _mlp(
+            obs[:, a],
+            actor.fc1.weight[a],
+            actor.fc1.bias[a],
+            actor.fc2.weight[a],
+            actor.fc2.bias[a],
+            actor.head.weight[a],
+            actor.head.bias[a],
+        )
         torch.testing.assert_close(out[:, a], expected)
     assert not actor.use_agent_id
 
@@ -38,9 +45,15 @@ def test_shared_policy_sees_the_agent_one_hot() -> None:
     for a in range(3):
         one_hot = torch.zeros(10, 3)
         one_hot[:, a] = 1
-        expected = _mlp(torch.cat([obs[:, a], one_hot], -1), w1, actor.fc1.bias[0],
-                        actor.fc2.weight[0], actor.fc2.bias[0], actor.head.weight[0],
-                        actor.head.bias[0])
+        expected = _mlp(
+            torch.cat([obs[:, a], one_hot], -1),
+            w1,
+            actor.fc1.bias[0],
+            actor.fc2.weight[0],
+            actor.fc2.bias[0],
+            actor.head.weight[0],
+            actor.head.bias[0],
+        )
         torch.testing.assert_close(out[:, a], expected)
     # Same observation, different agent: different output.
     same = obs[:, :1].expand(10, 3, 6)
@@ -50,8 +63,9 @@ def test_shared_policy_sees_the_agent_one_hot() -> None:
 
 def test_shared_policy_without_agent_id_acts_alike_on_alike_observations() -> None:
     torch.manual_seed(0)
-    actor = Actor(obs_dim=6, group_of_agent=[0, 0, 0], hidden_dim=8, action=DISCRETE,
-                  agent_id=False)
+    actor = Actor(
+        obs_dim=6, group_of_agent=[0, 0, 0], hidden_dim=8, action=DISCRETE, agent_id=False
+    )
     obs = torch.randn(10, 1, 6).expand(10, 3, 6)
     logits = actor(obs)
     torch.testing.assert_close(logits[:, 1], logits[:, 0])
@@ -85,16 +99,16 @@ def test_hidden_layer_norm_feeds_the_heads_normalized_features(recurrent, groups
         critic_in = _head_inputs(critic, lambda: critic(state))
     for features in (actor_in, critic_in):
         torch.testing.assert_close(features.mean(-1), torch.zeros(len(features)), atol=1e-5, rtol=0)
-        torch.testing.assert_close(features.var(-1, unbiased=False), torch.ones(len(features)),
-                                   atol=1e-3, rtol=0)
+        torch.testing.assert_close(
+            features.var(-1, unbiased=False), torch.ones(len(features)), atol=1e-3, rtol=0
+        )
     plain = Actor(6, groups, 8, DISCRETE, recurrent=recurrent)
     assert len(list(actor.parameters())) - len(list(plain.parameters())) == 2 * (2 + recurrent)
 
 
 def test_orthogonal_init_and_small_policy_head() -> None:
     torch.manual_seed(0)
-    actor = Actor(obs_dim=16, group_of_agent=[0, 1], hidden_dim=64, action=DISCRETE,
-                  head_gain=0.01)
+    actor = Actor(obs_dim=16, group_of_agent=[0, 1], hidden_dim=64, action=DISCRETE, head_gain=0.01)
     w = actor.fc2.weight[1]  # [64, 64], orthogonal with gain sqrt(2)
     torch.testing.assert_close(w.T @ w, 2.0 * torch.eye(64), atol=1e-4, rtol=0)
     head = actor.head.weight[0]  # [64, 5]: orthonormal columns scaled by 0.01

@@ -39,13 +39,16 @@ def test_torch_is_a_range_and_pettingzoo_an_extra() -> None:
 
 
 def test_import_mappo_needs_no_pettingzoo() -> None:
-    code = ("import sys, mappo\n"
-            "assert 'pettingzoo' not in sys.modules and 'gymnasium' not in sys.modules\n"
-            "from mappo import *\n"
-            "assert 'pettingzoo' not in sys.modules and 'gymnasium' not in sys.modules\n"
-            "print(mappo.PettingZooWrapper.__module__, 'PettingZooWrapper' in mappo.__all__)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False)
+    code = (
+        "import sys, mappo\n"
+        "assert 'pettingzoo' not in sys.modules and 'gymnasium' not in sys.modules\n"
+        "from mappo import *\n"
+        "assert 'pettingzoo' not in sys.modules and 'gymnasium' not in sys.modules\n"
+        "print(mappo.PettingZooWrapper.__module__, 'PettingZooWrapper' in mappo.__all__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["mappo.envs.pettingzoo.wrapper", "False"]
 
@@ -61,10 +64,13 @@ class Uninstalled:
             raise ModuleNotFoundError(f"No module named '{name}'", name=name)
 
 
-@pytest.mark.parametrize(("env", "kind"), [
-    ("mpe2.simple_spread_v3:parallel_env", "PettingZoo"),
-    ("gymnasium:gym_envs:TupleCounter-v0", "Gymnasium"),
-])
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ("mpe2.simple_spread_v3:parallel_env", "PettingZoo"),
+        ("gymnasium:gym_envs:TupleCounter-v0", "Gymnasium"),
+    ],
+)
 @pytest.mark.parametrize("missing", ["pettingzoo", "gymnasium"])
 def test_missing_extra_names_the_pip_command(missing, env, kind, monkeypatch) -> None:
     monkeypatch.setattr(sys, "meta_path", [Uninstalled(missing), *sys.meta_path])
@@ -77,7 +83,8 @@ def test_missing_extra_names_the_pip_command(missing, env, kind, monkeypatch) ->
         make_env(env, 2)
     assert str(info.value) == (
         f"env '{env}' is a {kind} env and needs the pettingzoo extra: "
-        "pip install 'mappo[pettingzoo]'")
+        "pip install 'mappo[pettingzoo]'"
+    )
 
 
 def test_missing_vmas_names_the_pip_command(monkeypatch) -> None:
@@ -94,9 +101,11 @@ def test_missing_extra_for_the_wrapper_and_render_is_one_line(monkeypatch, tmp_p
     from mappo.render import render_run
 
     # A PettingZoo run, saved while the extra is installed.
-    trainer = mappo.MappoTrainer(mappo.MappoConfig(
-        env="mpe2.simple_spread_v3:parallel_env", num_envs=1, minibatch_size=0,
-        compile="false"))
+    trainer = mappo.MappoTrainer(
+        mappo.MappoConfig(
+            env="mpe2.simple_spread_v3:parallel_env", num_envs=1, minibatch_size=0, compile="false"
+        )
+    )
     from mappo.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "checkpoint.pt", trainer.state_dict())
@@ -104,11 +113,15 @@ def test_missing_extra_for_the_wrapper_and_render_is_one_line(monkeypatch, tmp_p
     monkeypatch.setattr(sys, "meta_path", [Uninstalled("gymnasium"), *sys.meta_path])
     monkeypatch.setattr(mappo.envs, "pettingzoo", mappo.envs.pettingzoo)
     for name in list(sys.modules):
-        if name.partition(".")[0] in ("gymnasium", "pettingzoo", "mpe2") \
-                or name.startswith("mappo.envs.pettingzoo"):
+        if name.partition(".")[0] in ("gymnasium", "pettingzoo", "mpe2") or name.startswith(
+            "mappo.envs.pettingzoo"
+        ):
             monkeypatch.delitem(sys.modules, name)
-    with pytest.raises(ImportError, match=r"^mappo.PettingZooWrapper needs the pettingzoo "
-                                          r"extra: pip install 'mappo\[pettingzoo\]'$"):
+    with pytest.raises(
+        ImportError,
+        match=r"^mappo.PettingZooWrapper needs the pettingzoo "
+        r"extra: pip install 'mappo\[pettingzoo\]'$",
+    ):
         mappo.PettingZooWrapper  # noqa: B018 - the attribute access is the test
     with pytest.raises(ConfigError, match="is a PettingZoo env and needs the pettingzoo extra"):
         render_run(tmp_path, tmp_path / "out.gif", episodes=1)

@@ -24,9 +24,7 @@ MODULE = pz_envs.__name__
 
 def wrap(env_cls: type, num_envs: int = 2, seed: int | None = 0, **kwargs) -> PettingZooWrapper:
     """`num_envs` in-process copies of a test env."""
-    return PettingZooWrapper(
-        partial(env_cls, **kwargs), num_envs, seed=seed, name=env_cls.__name__
-    )
+    return PettingZooWrapper(partial(env_cls, **kwargs), num_envs, seed=seed, name=env_cls.__name__)
 
 
 def offsets(seed: int, draws: int) -> list[int]:
@@ -50,8 +48,9 @@ def test_dying_agent_is_masked_out_and_gets_no_action() -> None:
             assert not r.env_done.any()
             # Survivors observe [offset, episode 1, t, slot].
             for slot in (0, 2):
-                expected = torch.stack([offset, torch.ones(2), torch.full((2,), t),
-                                        torch.full((2,), slot)], -1)
+                expected = torch.stack(
+                    [offset, torch.ones(2), torch.full((2,), t), torch.full((2,), slot)], -1
+                )
                 torch.testing.assert_close(r.obs[:, slot], expected, rtol=0, atol=0)
             assert r.alive[:, 0].all() and r.alive[:, 2].all()
             assert (r.alive[:, 1] == (t < 2)).all()
@@ -112,11 +111,14 @@ def test_heterogeneous_observations_are_zero_padded() -> None:
     env = wrap(pz_envs.HeteroObsEnv, num_envs=2)
     assert env.spec.obs_sizes == (2, 6, 4) and env.spec.obs_dim == 6
     r = env.step(zeros_action(env))
-    expected = torch.tensor([
-        [1010, 1011, 0, 0, 0, 0],
-        [1020, 1021, 1022, 1023, 1024, 1025],
-        [1030, 1031, 1032, 1033, 0, 0],
-    ], dtype=torch.float32)
+    expected = torch.tensor(
+        [
+            [1010, 1011, 0, 0, 0, 0],
+            [1020, 1021, 1022, 1023, 1024, 1025],
+            [1030, 1031, 1032, 1033, 0, 0],
+        ],
+        dtype=torch.float32,
+    )
     assert (r.obs == expected).all()
     assert env.spec.state_source == "concat_obs" and env.spec.state_dim == 18
     assert (r.state == expected.reshape(1, -1)).all()
@@ -206,9 +208,7 @@ def test_auto_reset_at_different_steps_keeps_final_obs_and_state() -> None:
     env.close()
 
 
-@pytest.mark.parametrize(
-    "env_cls", [pz_envs.LoneTruncationEnv, pz_envs.StatefulLoneTruncationEnv]
-)
+@pytest.mark.parametrize("env_cls", [pz_envs.LoneTruncationEnv, pz_envs.StatefulLoneTruncationEnv])
 def test_agent_truncated_alone_keeps_its_last_observation_in_final_obs(env_cls: type) -> None:
     env = wrap(env_cls, num_envs=2, seed=0)
     offset = torch.tensor([offsets(i, 1)[0] for i in range(2)], dtype=torch.float32)
@@ -265,8 +265,11 @@ def test_observation_of_the_wrong_size_is_an_env_error() -> None:
         env = PettingZooWrapper(pz_envs.WrongObsSizeEnv, 2, num_workers=num_workers, name="bad")
         try:
             env.step(zeros_action(env))
-            with pytest.raises(EnvError, match="env 'bad' returned a bad observation for agent "
-                               "'agent_1' in env copy 0 at episode step 2: 5 values where"):
+            with pytest.raises(
+                EnvError,
+                match="env 'bad' returned a bad observation for agent "
+                "'agent_1' in env copy 0 at episode step 2: 5 values where",
+            ):
                 env.step(zeros_action(env))
         finally:
             env.close()
@@ -305,11 +308,14 @@ def test_registry_imports_module_callable_with_kwargs() -> None:
         env.close()
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("no_such_module_xyz:parallel_env", "cannot import module"),
-    ("mpe2.simple_spread_v3:no_such_env", "has no attribute"),
-    (f"{MODULE}:not_a_parallel_env", "not a PettingZoo ParallelEnv"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("no_such_module_xyz:parallel_env", "cannot import module"),
+        ("mpe2.simple_spread_v3:no_such_env", "has no attribute"),
+        (f"{MODULE}:not_a_parallel_env", "not a PettingZoo ParallelEnv"),
+    ],
+)
 def test_registry_errors_name_the_env(name: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f"env '{name}'") + ".*" + message):
         make_env(name, 2)

@@ -11,8 +11,15 @@ from mappo import MappoConfig, MappoTrainer
 
 
 def trainer_for(env: str, **overrides) -> MappoTrainer:
-    config = MappoConfig(env=f"pz_envs:{env}", num_envs=4, rollout_steps=10, minibatch_size=16,
-                         update_epochs=2, total_steps=80, **overrides)
+    config = MappoConfig(
+        env=f"pz_envs:{env}",
+        num_envs=4,
+        rollout_steps=10,
+        minibatch_size=16,
+        update_epochs=2,
+        total_steps=80,
+        **overrides,
+    )
     return MappoTrainer(config)
 
 
@@ -23,8 +30,9 @@ def test_masked_actions_have_probability_zero_and_are_never_taken(share_policy) 
     buf = trainer.buffer
     with torch.no_grad():
         policy = trainer.policy
-        dist = policy.distribution(policy.actor(buf.observations.flatten(0, 1)),
-                                   buf.action_masks.flatten(0, 1))
+        dist = policy.distribution(
+            policy.actor(buf.observations.flatten(0, 1)), buf.action_masks.flatten(0, 1)
+        )
     probs = dist.log_probs_all.exp()  # [T*E, A, K]
     illegal = ~buf.action_masks.flatten(0, 1)
     assert illegal.any()
@@ -110,4 +118,4 @@ def test_box_entropy_counts_each_agents_own_dimensions() -> None:
     mb = next(trainer.buffer.minibatches(1))
     _, stats = trainer.minibatch_loss(mb)
     one_dim = 0.5 * math.log(2 * math.pi * math.e)
-    assert stats[2].item() == pytest.approx((2 * one_dim + 3 * one_dim) / 2, rel=1e-5)
+    assert stats["entropy"].item() == pytest.approx((2 * one_dim + 3 * one_dim) / 2, rel=1e-5)

@@ -32,14 +32,26 @@ def linear_rows(steps: list[int], offset: float) -> list[tuple[int, float, float
 def runs(tmp_path):
     """Two seeds of one config, an independent-policy run, and a run with another lr."""
     return [
-        make_run(tmp_path / "a", 'env = "spread"\nseed = 0\nshare_policy = true\n',
-                 linear_rows([100, 200, 300], 0.0)),
-        make_run(tmp_path / "b", 'env = "spread"\nseed = 1\nshare_policy = true\n',
-                 linear_rows([150, 250, 350], 2.0)),
-        make_run(tmp_path / "c", 'env = "spread"\nseed = 0\nshare_policy = false\n',
-                 linear_rows([100, 200], -1.0)),
-        make_run(tmp_path / "d", 'env = "spread"\nseed = 5\nshare_policy = true\nlr = 5e-4\n',
-                 linear_rows([100, 200], 1.0)),
+        make_run(
+            tmp_path / "a",
+            'env = "spread"\nseed = 0\nshare_policy = true\n',
+            linear_rows([100, 200, 300], 0.0),
+        ),
+        make_run(
+            tmp_path / "b",
+            'env = "spread"\nseed = 1\nshare_policy = true\n',
+            linear_rows([150, 250, 350], 2.0),
+        ),
+        make_run(
+            tmp_path / "c",
+            'env = "spread"\nseed = 0\nshare_policy = false\n',
+            linear_rows([100, 200], -1.0),
+        ),
+        make_run(
+            tmp_path / "d",
+            'env = "spread"\nseed = 5\nshare_policy = true\nlr = 5e-4\n',
+            linear_rows([100, 200], 1.0),
+        ),
     ]
 
 
@@ -55,14 +67,21 @@ def test_seeds_group_and_labels_name_the_keys_that_differ(runs) -> None:
 
 
 def test_runs_differing_only_in_when_they_save_and_evaluate_are_seeds_of_one_group(
-        tmp_path) -> None:
+    tmp_path,
+) -> None:
     common = 'env = "spread"\nlr = 5e-4\n'
-    runs = [make_run(tmp_path / "a", common + "seed = 0\neval_interval = 1000000\n",
-                     linear_rows([100], 0.0)),
-            make_run(tmp_path / "b", common + "seed = 1\neval_interval = 2000000\n"
-                     "eval_episodes = 100\ncheckpoint_interval = 60.0\n", linear_rows([100], 0.0)),
-            make_run(tmp_path / "c", 'env = "spread"\nlr = 3e-4\nseed = 2\n',
-                     linear_rows([100], 0.0))]
+    runs = [
+        make_run(
+            tmp_path / "a", common + "seed = 0\neval_interval = 1000000\n", linear_rows([100], 0.0)
+        ),
+        make_run(
+            tmp_path / "b",
+            common + "seed = 1\neval_interval = 2000000\n"
+            "eval_episodes = 100\ncheckpoint_interval = 60.0\n",
+            linear_rows([100], 0.0),
+        ),
+        make_run(tmp_path / "c", 'env = "spread"\nlr = 3e-4\nseed = 2\n', linear_rows([100], 0.0)),
+    ]
     groups = group_runs([read_run(r) for r in runs])
     assert [[run.path.name for run in g.runs] for g in groups] == [["a", "b"], ["c"]]
     assert [g.label for g in groups] == ["lr=0.0005", "lr=0.0003"]
@@ -79,11 +98,17 @@ def test_band_is_mean_and_std_over_seeds_on_the_common_range(runs) -> None:
 
 
 def test_wall_time_sums_each_updates_steps_over_its_speed(tmp_path) -> None:
-    run = read_run(make_run(tmp_path / "w", "seed = 0\n", [
-        (100, 1.0, 100.0),  # 1 s
-        (200, math.nan, 50.0),  # 2 s; no episode finished, but the time still passed
-        (300, 3.0, 100.0),  # 1 s
-    ]))
+    run = read_run(
+        make_run(
+            tmp_path / "w",
+            "seed = 0\n",
+            [
+                (100, 1.0, 100.0),  # 1 s
+                (200, math.nan, 50.0),  # 2 s; no episode finished, but the time still passed
+                (300, 3.0, 100.0),  # 1 s
+            ],
+        )
+    )
     np.testing.assert_allclose(run.env_steps, [100, 300])
     np.testing.assert_allclose(run.wall_time, [1.0, 4.0])
     np.testing.assert_allclose(run.returns, [1.0, 3.0])

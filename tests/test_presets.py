@@ -10,7 +10,11 @@ from mappo.presets import epymarl_preset, paper_mpe_preset
 def test_paper_preset_per_task() -> None:
     spread = MappoConfig(**paper_mpe_preset("spread"))
     assert (spread.recurrent, spread.hidden_dim, spread.activation, spread.update_epochs) == (
-        True, 64, "tanh", 10)
+        True,
+        64,
+        "tanh",
+        10,
+    )
     assert (spread.vf_coef, spread.huber_delta, spread.lr) == (1.0, 10.0, 7e-4)
     assert spread.num_envs == 128
     assert spread.minibatch_size == 0 and spread.share_policy and spread.input_layer_norm
@@ -29,25 +33,61 @@ def test_paper_preset_per_task() -> None:
 
 def test_preset_on_the_command_line_with_flags_on_top(tmp_path) -> None:
     run = tmp_path / "r"
-    assert main(["train", "--preset", "paper-mpe", "--env", "reference", "--num-envs", "4",
-                 "--total-steps", "200", "--update-epochs", "2", "--run-dir", str(run),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "paper-mpe",
+                "--env",
+                "reference",
+                "--num-envs",
+                "4",
+                "--total-steps",
+                "200",
+                "--update-epochs",
+                "2",
+                "--run-dir",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     config = MappoConfig.load(run / "config.toml")
     assert (config.env, config.recurrent, config.num_envs, config.update_epochs) == (
-        "reference", True, 4, 2)
+        "reference",
+        True,
+        4,
+        2,
+    )
     assert (config.huber_delta, config.minibatch_size, config.activation) == (10.0, 0, "relu")
 
 
 def test_preset_fields_without_effect_do_not_warn_but_flags_do(tmp_path, caplog) -> None:
-    flags = ["--preset", "paper-mpe", "--env", "spread", "--recurrent", "false",
-             "--num-envs", "4", "--total-steps", "100", "--quiet"]
+    flags = [
+        "--preset",
+        "paper-mpe",
+        "--env",
+        "spread",
+        "--recurrent",
+        "false",
+        "--num-envs",
+        "4",
+        "--total-steps",
+        "100",
+        "--quiet",
+    ]
     with caplog.at_level("WARNING", logger="mappo.trainer"):
         assert main(["train", "--run-dir", str(tmp_path / "a"), *flags]) == 0
         assert not caplog.records  # the preset's data_chunk_length, unused without a GRU
-        assert main(["train", "--run-dir", str(tmp_path / "b"), *flags,
-                     "--data-chunk-length", "5"]) == 0
+        assert (
+            main(["train", "--run-dir", str(tmp_path / "b"), *flags, "--data-chunk-length", "5"])
+            == 0
+        )
     assert [r.getMessage() for r in caplog.records] == [
-        "data_chunk_length has no effect without recurrent = true"]
+        "data_chunk_length has no effect without recurrent = true"
+    ]
 
 
 def test_epymarl_preset_maps_mappo_yaml_and_the_episode_limit() -> None:
@@ -69,8 +109,9 @@ def test_a_presets_env_settings_keep_under_the_users_env_kwargs(monkeypatch) -> 
     from mappo import presets
 
     def preset(env, env_kwargs):  # a suite's preset: its task settings, the user's on top
-        return dict(env=env, lr=1e-3, env_kwargs={"max_steps": 100, "n_agents": 4,
-                                                  **(env_kwargs or {})})
+        return dict(
+            env=env, lr=1e-3, env_kwargs={"max_steps": 100, "n_agents": 4, **(env_kwargs or {})}
+        )
 
     monkeypatch.setitem(presets.PRESETS, "suite", preset)
     config = presets.build_config("suite", None, {"env": "spread", "env_kwargs": {"n_agents": 3}})

@@ -14,11 +14,21 @@ from mappo.progress import Progress, RecentReturns
 TINY = ["--total-steps", "1600", "--num-envs", "16", "--seed", "3"]  # 4 updates of 400 steps
 
 
-def update(env_steps: int, episode_return: float = math.nan, episodes: int = 0) -> MappoMetrics:
-    """The metrics of one update, as far as progress output reads them."""
-    return MappoMetrics(policy_loss=0.0, value_loss=0.0, entropy=0.0, env_steps=env_steps,
-                        episode_return=episode_return, episodes=episodes,
-                        steps_per_second=1000.0)
+def update(
+    env_steps: int, episode_return: float = math.nan, episodes: int = 0, **rates: float
+) -> MappoMetrics:
+    """The metrics of one update, as far as progress output reads them (`rates`: win_rate,
+    first_seat_win_rate, second_seat_win_rate, draw_rate, rewarded_fraction)."""
+    return MappoMetrics(
+        policy_loss=0.0,
+        value_loss=0.0,
+        entropy=0.0,
+        env_steps=env_steps,
+        episode_return=episode_return,
+        episodes=episodes,
+        steps_per_second=1000.0,
+        **rates,
+    )
 
 
 class Terminal(io.StringIO):
@@ -101,6 +111,59 @@ def test_terminal_gets_the_bar_and_quiet_gets_nothing(monkeypatch) -> None:
         assert stream.getvalue() == ""
 
 
+def test_a_zero_sum_game_shows_each_seats_wins_in_place_of_the_return(monkeypatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(progress_module, "time", clock)
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 1e9)  # the line at the end
+    out = io.StringIO()
+    progress = Progress(total=1000, env_steps=0, quiet=False, stream=out)
+    # 10 games: seat 1 won 5, seat 2 won 4, 1 draw; then 30: 21, 6, 3; then none finished.
+    seats = ("first_seat_win_rate", "second_seat_win_rate", "draw_rate")
+    progress.update(update(100, 0.0, 10, **dict(zip(seats, (0.5, 0.4, 0.1), strict=True))))
+    progress.update(update(200, 0.0, 30, **dict(zip(seats, (0.7, 0.2, 0.1), strict=True))))
+    progress.update(update(300))
+    clock.now = 3.0
+    progress.close()
+    assert out.getvalue() == (
+        "env steps 300 / 1,000 (30.0 %), 100 steps/s, seat 1 wins 0.65, seat 2 wins 0.25, "
+        "draws 0.10, elapsed 0:00:03\n"
+    )
+
+    terminal = Terminal()
+    progress = Progress(total=1000, env_steps=0, quiet=False, stream=terminal)
+    progress.update(update(500, 0.0, 4, **dict(zip(seats, (0.75, 0.0, 0.25), strict=True))))
+    progress.close()
+    assert "steps_s=1,000, seat1_wins=0.75, seat2_wins=0.00, draws=0.25]" in terminal.getvalue()
+    assert "ret=" not in terminal.getvalue()
+
+
+def test_more_than_two_seats_show_the_other_seats_wins(monkeypatch) -> None:
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 0.0)
+    out = io.StringIO()
+    progress = Progress(total=1000, env_steps=0, quiet=False, stream=out)
+    rates = {"first_seat_win_rate": 0.4, "second_seat_win_rate": 0.3, "draw_rate": 0.1}
+    progress.update(update(100, 0.0, 10, **rates))
+    assert "seat 1 wins 0.40, seat 2 wins 0.30, other seats win 0.20, draws 0.10, " in (
+        out.getvalue()
+    )
+
+
+def test_a_sparse_return_that_reads_zero_shows_the_rewarded_episodes(monkeypatch) -> None:
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 0.0)  # a line per update
+    out = io.StringIO()
+    progress = Progress(total=1000, env_steps=0, quiet=False, stream=out)
+    progress.update(update(100, 0.0, 30, rewarded_fraction=0.0))
+    progress.update(update(200, 0.01, 10, rewarded_fraction=0.4))  # 4 of 40 paid, 0.0025
+    progress.update(update(300, 5.0, 10, rewarded_fraction=1.0))  # the return speaks
+    progress.update(update(400, 0.0, 2, rewarded_fraction=0.0, win_rate=0.0))
+    lines = out.getvalue().splitlines()
+    assert "recent return 0.00, rewarded episodes 0.00, " in lines[0]
+    assert "recent return 0.00, rewarded episodes 0.10, " in lines[1]
+    assert "recent return 1.00, elapsed" in lines[2]
+    # An env that reports wins shows them; the rewarded episodes still where the return is 0.
+    assert "recent return 0.96, win rate 0.00, elapsed" in lines[3]
+
+
 def test_train_in_a_log_prints_lines_not_a_bar(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 1e9)  # none due before the end
     assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY]) == 0
@@ -135,18 +198,41 @@ def test_quiet_train_prints_no_progress(tmp_path, monkeypatch, capsys) -> None:
     out = capsys.readouterr().out
     # What the run is: its folder and the settings decided for its env; then the end.
     assert [line.split(":")[0] for line in out.splitlines()] == [
-        "run folder", "auto settings for env 'spread'", "done"]
+        "run folder",
+        "auto settings for env 'spread'",
+        "done",
+    ]
 
 
 def test_long_episodes_get_one_hint(tmp_path, capsys) -> None:
     # 200-step episodes, 5-step rollouts: no episode ends in the run's 4 updates.
-    assert main(["train", "--run-dir", str(tmp_path / "r"), "--env-kwargs",
-                 '{"max_cycles": 200}', "--rollout-steps", "5", "--num-envs", "4",
-                 "--minibatch-size", "60", "--total-steps", "80", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--env-kwargs",
+                '{"max_cycles": 200}',
+                "--rollout-steps",
+                "5",
+                "--num-envs",
+                "4",
+                "--minibatch-size",
+                "60",
+                "--total-steps",
+                "80",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    hint = ("no episode has finished in the first 3 updates (15 steps per env copy): returns "
-            "are logged when episodes end, and with 4 env copies this env's episodes of up "
-            "to 200 steps first end after 800 env steps; fewer --num-envs make them end sooner")
+    hint = (
+        "no episode has finished in the first 3 updates (15 steps per env copy): returns "
+        "are logged when episodes end, and with 4 env copies this env's episodes of up "
+        "to 200 steps first end after 800 env steps; fewer --num-envs make them end sooner"
+    )
     assert out.count("no episode has finished") == 1
     assert hint in out.splitlines()
     assert "recent episode return n/a" in out

@@ -31,8 +31,12 @@ def test_readme_python_example_trains_resumes_and_saves(tmp_path, monkeypatch, c
 
 def readme_mappo_commands() -> list[list[str]]:
     """The `mappo` command lines of the README's shell blocks, comments dropped."""
-    return [line.split("#")[0].split()[1:] for block in readme_blocks("")
-            for line in block.splitlines() if line.startswith("mappo ")]
+    return [
+        line.split("#")[0].split()[1:]
+        for block in readme_blocks("")
+        for line in block.splitlines()
+        if line.startswith("mappo ")
+    ]
 
 
 def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys) -> None:
@@ -51,8 +55,12 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys) -> None:
         assert main([*command, *folder, *tiny]) == 0, command
     for command in commands:
         if command[0] != "train":
-            command = [part.replace("runs/spread-<time>", "runs/readme-0")
-                       .replace("runs/other-run", "runs/readme-1") for part in command]
+            command = [
+                part.replace("runs/spread-<time>", "runs/readme-0").replace(
+                    "runs/other-run", "runs/readme-1"
+                )
+                for part in command
+            ]
             assert main(command) == 0, command
     assert (tmp_path / "spread.gif").stat().st_size > 0
     assert (tmp_path / "curves.png").stat().st_size > 0

@@ -38,7 +38,10 @@ def _episode_starts(
 
 
 def _mpe2_episode(
-    agent_pos: np.ndarray, landmark_pos: np.ndarray, goal: np.ndarray, actions: np.ndarray,
+    agent_pos: np.ndarray,
+    landmark_pos: np.ndarray,
+    goal: np.ndarray,
+    actions: np.ndarray,
     local_ratio: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Play one env of the batch in mpe2 from the given start.
@@ -83,9 +86,13 @@ def test_matches_mpe2_step_by_step(dtype: torch.dtype, local_ratio: float, tol: 
     num_envs = 9
     agent_pos, landmark_pos, goal, actions = _episode_starts(num_envs, seed=1)
     env = ReferenceEnv(num_envs, local_ratio=local_ratio, dtype=dtype, seed=0)
-    obs0 = env.set_state(
-        torch.from_numpy(agent_pos), torch.from_numpy(landmark_pos), torch.from_numpy(goal)
-    ).double().numpy()
+    obs0 = (
+        env.set_state(
+            torch.from_numpy(agent_pos), torch.from_numpy(landmark_pos), torch.from_numpy(goal)
+        )
+        .double()
+        .numpy()
+    )
 
     ours_obs, ours_rew, ours_done = [], [], []
     for step_actions in actions:

@@ -1,4 +1,5 @@
-"""`mappo eval --render`: spread frames drawn where the agents are, GIFs written and read back."""
+"""`mappo eval --render`: envs draw themselves (spread where its agents are), GIFs written and
+read back, envs that do not draw refused."""
 
 from __future__ import annotations
 
@@ -10,23 +11,23 @@ import torch
 from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import save_checkpoint
 from mappo.cli import main
-from mappo.envs.mpe.spread import AGENT_SIZE, SpreadEnv
-from mappo.evaluation import evaluate
-from mappo.render import (
-    HOLD_FRAMES,
+from mappo.envs.base import ActionSpec, EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.mpe.drawing import (
     LANDMARK_RGB,
     SpreadEpisode,
     SpreadPainter,
     agent_color,
     episode_extent,
-    exact_palette,
-    record_spread,
-    render_run,
     spread_frames,
     spread_palette,
     spread_positions,
-    write_video,
 )
+from mappo.envs.mpe.spread import AGENT_SIZE, SpreadEnv
+from mappo.envs.registry import make_env
+from mappo.errors import RenderError
+from mappo.evaluation import evaluate, play
+from mappo.policy import Policy
+from mappo.render import HOLD_FRAMES, exact_palette, render_run, run_episodes, write_video
 
 WHITE = (255, 255, 255)
 AGENTS = [[-0.5, 0.5], [0.5, 0.5], [0.0, -0.5]]
@@ -42,7 +43,7 @@ def _known_episode() -> SpreadEpisode:
     for agents in (AGENTS, MOVED):
         obs = env.set_state(torch.tensor([agents]), torch.tensor([LANDMARKS]))
         states.append(spread_positions(obs[0], env.num_agents))
-    return SpreadEpisode(np.stack([a for a, _ in states]), states[0][1], 0.0)
+    return SpreadEpisode(np.stack([a for a, _ in states]), states[0][1], AGENT_SIZE)
 
 
 def _pixel(painter: SpreadPainter, rgb: np.ndarray, xy: list[float]) -> tuple[int, ...]:
@@ -87,12 +88,11 @@ def test_two_frames_show_agents_landmarks_path_and_nothing_else() -> None:
 
 
 def test_gif_holds_the_frames_exactly(tmp_path) -> None:
-    frames = spread_frames(_known_episode(), size=SIZE)
-    palette = spread_palette(3)
-    write_video(frames, tmp_path / "two.gif", fps=5, palette=palette)
+    rgb = [spread_palette(3)[frame] for frame in spread_frames(_known_episode(), size=SIZE)]
+    write_video(rgb, tmp_path / "two.gif", fps=5)
     back = iio.imread(tmp_path / "two.gif", index=None)
     assert back.shape == (2, SIZE, SIZE, 3)
-    np.testing.assert_array_equal(back, palette[np.stack(frames)])
+    np.testing.assert_array_equal(back, np.stack(rgb))
 
 
 @pytest.fixture(scope="module")
@@ -100,25 +100,69 @@ def spread_trainer() -> MappoTrainer:
     return MappoTrainer(MappoConfig(num_envs=1, minibatch_size=1, seed=4, compile="false"))
 
 
+def _played(policy: Policy, env: SpreadEnv, episodes: int, seed: int) -> list[SpreadEpisode]:
+    """Copy 0's positions over the first `episodes` episodes the policy plays, read off the
+    observations play() hands out (the final one of a finished episode included)."""
+    finished: list[SpreadEpisode] = []
+    for obs, result, _ in play(policy, env, deterministic=True, seed=seed):
+        if result is None:
+            agents, landmarks = spread_positions(obs[0], 3)
+            states = [agents]
+            continue
+        states.append(spread_positions(result.final_obs[0], 3)[0])
+        if bool(result.env_done[0]):
+            finished.append(SpreadEpisode(np.stack(states), landmarks, AGENT_SIZE))
+            if len(finished) == episodes:
+                return finished
+            agents, landmarks = spread_positions(result.obs[0], 3)
+            states = [agents]
+    raise AssertionError("unreachable")
+
+
 def test_recorded_episodes_are_the_evaluated_ones(spread_trainer) -> None:
-    policy, env = spread_trainer.policy, spread_trainer.env
-    episodes = record_spread(policy, env, 2, deterministic=True, seed=11)
-    assert [e.agents.shape for e in episodes] == [(26, 3, 2)] * 2  # reset + 25 steps
-    expected = evaluate(policy, env, 2, deterministic=True, seed=11)
-    assert [e.episode_return for e in episodes] == pytest.approx(expected)
-    env = SpreadEnv(num_envs=1, seed=11)  # the same seed starts the same first episode
-    agents, landmarks = spread_positions(env.reset(seed=11)[0], 3)
-    np.testing.assert_allclose(episodes[0].agents[0], agents)
-    np.testing.assert_allclose(episodes[0].landmarks, landmarks)
-    assert not np.allclose(episodes[0].agents[-1], episodes[0].agents[0])
+    policy = spread_trainer.policy
+    env = SpreadEnv(num_envs=1, seed=0, record_frames=True)
+    returns = run_episodes(policy, env, 2, deterministic=True, seed=11)
+    expected = evaluate(policy, spread_trainer.env, 2, deterministic=True, seed=11)
+    assert returns == pytest.approx(expected)
+    recorded = env.rendered_episodes()
+    # Built, reset by play(), two episodes of reset + 25 steps, the one the last step began.
+    assert [len(frames) for frames in recorded] == [1, 26, 26, 1]
+    played = _played(policy, SpreadEnv(num_envs=1, seed=0), 2, seed=11)
+    for frames, episode in zip(recorded[1:3], played, strict=True):
+        np.testing.assert_array_equal(np.stack(frames), spread_palette(3)[spread_frames(episode)])
+    fresh = SpreadEnv(num_envs=1, seed=11)  # the same seed starts the same first episode
+    agents, landmarks = spread_positions(fresh.reset(seed=11)[0], 3)
+    np.testing.assert_allclose(played[0].agents[0], agents)
+    np.testing.assert_allclose(played[0].landmarks, landmarks)
+    assert not np.allclose(played[0].agents[-1], played[0].agents[0])
 
 
-def test_cli_renders_a_run_and_refuses_unknown_formats(spread_trainer, tmp_path,
-                                                       capsys) -> None:
+def test_spread_draws_every_episode_from_its_reset_to_its_final_state() -> None:
+    T, moves = 4, torch.tensor([[1, 2, 3]])  # every agent pushed its own way
+    env = SpreadEnv(num_envs=1, max_cycles=T, seed=0, record_frames=True)
+    env.set_state(torch.tensor([AGENTS]), torch.tensor([LANDMARKS]))
+    for _ in range(2 * T):
+        env.step(moves)
+    episodes = env.rendered_episodes()
+    # Built, placed by set_state, two episodes of T steps, the one the last step began.
+    assert [len(frames) for frames in episodes] == [1, T + 1, T + 1, 1]
+    for frame in (frame for frames in episodes for frame in frames):
+        assert frame.shape == (400, 400, 3) and frame.dtype == np.uint8
+    placed = episodes[1]
+    assert not np.array_equal(placed[0], placed[-1])  # agents moved
+    # The placed episode's first frame shows its agents where they were put (they stay in the
+    # spawn square over T steps, so the view is the spawn square's).
+    painter = SpreadPainter(1.0 + AGENT_SIZE + 0.05, 400)
+    for a, xy in enumerate(AGENTS):
+        assert _pixel(painter, placed[0], xy) == agent_color(a)
+    assert SpreadEnv(num_envs=1, seed=0).rendered_episodes() == []  # not built to record
+
+
+def test_cli_renders_a_run_and_refuses_unknown_formats(spread_trainer, tmp_path, capsys) -> None:
     save_checkpoint(tmp_path / "checkpoint.pt", spread_trainer.state_dict())
     gif = tmp_path / "out.gif"
-    assert main(["eval", str(tmp_path), "--render", str(gif), "--episodes", "2",
-                 "--json"]) == 0
+    assert main(["eval", str(tmp_path), "--render", str(gif), "--episodes", "2", "--json"]) == 0
     frames = iio.imread(gif, index=None)
     # 2 x 26 states; the held last frames merge into one longer GIF frame.
     assert 2 * 26 - 2 <= len(frames) <= 2 * (26 + HOLD_FRAMES)
@@ -128,8 +172,13 @@ def test_cli_renders_a_run_and_refuses_unknown_formats(spread_trainer, tmp_path,
 
 
 def test_pettingzoo_env_renders_its_own_frames(tmp_path) -> None:
-    config = MappoConfig(env="mpe2.simple_spread_v3:parallel_env", num_envs=1,
-                         minibatch_size=1, env_kwargs={"max_cycles": 4}, compile="false")
+    config = MappoConfig(
+        env="mpe2.simple_spread_v3:parallel_env",
+        num_envs=1,
+        minibatch_size=1,
+        env_kwargs={"max_cycles": 4},
+        compile="false",
+    )
     trainer = MappoTrainer(config)
     save_checkpoint(tmp_path / "checkpoint.pt", trainer.state_dict())
     trainer.env.close()
@@ -161,11 +210,16 @@ def test_rgb_frames_of_few_colours_are_stored_exactly(tmp_path) -> None:
 
 
 def test_recurrent_policy_renders_the_episodes_eval_measures() -> None:
-    trainer = MappoTrainer(MappoConfig(num_envs=1, minibatch_size=1, seed=4, compile="false",
-                                       recurrent=True))
-    episodes = record_spread(trainer.policy, trainer.env, 2, deterministic=True, seed=11)
+    trainer = MappoTrainer(
+        MappoConfig(num_envs=1, minibatch_size=1, seed=4, compile="false", recurrent=True)
+    )
+    env = SpreadEnv(num_envs=1, seed=0, record_frames=True)
+    returns = run_episodes(trainer.policy, env, 2, deterministic=True, seed=11)
     expected = evaluate(trainer.policy, trainer.env, 2, deterministic=True, seed=11)
-    assert [e.episode_return for e in episodes] == pytest.approx(expected)
+    assert returns == pytest.approx(expected)
+    played = _played(trainer.policy, SpreadEnv(num_envs=1, seed=0), 2, seed=11)
+    for frames, episode in zip(env.rendered_episodes()[1:3], played, strict=True):
+        np.testing.assert_array_equal(np.stack(frames), spread_palette(3)[spread_frames(episode)])
 
 
 def test_env_that_cannot_render_to_an_array_says_so_in_one_line(tmp_path, capsys) -> None:
@@ -197,4 +251,123 @@ def test_env_whose_render_fails_says_so_as_a_render_error(tmp_path, capsys) -> N
         f"mappo: error: env '{env}' could not draw a frame: render() raised RuntimeError: "
         'Cannot connect to "None"; an env that draws with pyglet or pygame may need a display '
         "even for rgb_array (run the command under xvfb-run)\n"
+    )
+
+
+DOES_NOT_DRAW = (
+    "records no frames (an env that draws itself takes record_frames=True and overrides "
+    "MultiAgentEnv.rendered_episodes); mappo eval without --render still scores the run"
+)
+
+
+class CountingEnv(MultiAgentEnv):
+    """A vectorized env of the user's own that draws itself: two agents whose episodes last
+    `LENGTH` steps, copy 0 drawn as an 8x8 grey square as bright as its step count."""
+
+    LENGTH = 3
+
+    def __init__(
+        self,
+        num_envs: int,
+        device: str = "cpu",
+        seed: int | None = None,
+        record_frames: bool = False,
+    ) -> None:
+        self.num_envs, self.device = num_envs, torch.device(device)
+        self.spec = EnvSpec(
+            name="counting",
+            agent_names=("a", "b"),
+            obs_dim=1,
+            state_dim=2,
+            action=ActionSpec("discrete", nvec=(2,)),
+            max_episode_steps=self.LENGTH,
+            obs_sizes=(1, 1),
+        )
+        self.record_frames = record_frames
+        self.episodes: list[list[np.ndarray]] = []
+        self.t = torch.zeros(num_envs, dtype=torch.long)
+        self.reset(seed)
+
+    def _frame(self) -> np.ndarray:
+        return np.full((8, 8, 3), 60 * int(self.t[0]), np.uint8)
+
+    def reset(self, seed=None):
+        self.t.zero_()
+        if self.record_frames:
+            self.episodes.append([self._frame()])
+        return self.get_observation(0)[:, None].expand(-1, 2, -1).clone()
+
+    def step(self, actions):
+        self.t += 1
+        final = self.get_observation(0)[:, None].expand(-1, 2, -1).clone()
+        if self.record_frames:
+            self.episodes[-1].append(self._frame())
+        done = self.t >= self.LENGTH
+        self.t[done] = 0
+        if self.record_frames and bool(done[0]):
+            self.episodes.append([self._frame()])
+        obs = self.get_observation(0)[:, None].expand(-1, 2, -1).clone()
+        return MultiAgentStepResult(
+            obs=obs,
+            state=obs.flatten(1),
+            reward=actions.float(),
+            terminated=torch.zeros(self.num_envs, 2, dtype=torch.bool),
+            truncated=done[:, None].expand(-1, 2).clone(),
+            alive=self.get_alive(),
+            action_mask=self.get_action_mask(),
+            env_done=done,
+            final_obs=final,
+            final_state=final.flatten(1),
+            info={},
+        )
+
+    def get_global_state(self):
+        return self.t.float()[:, None].expand(-1, 2).clone()
+
+    def get_observation(self, agent_id):
+        return self.t.float()[:, None]
+
+    def get_action_mask(self):
+        return torch.ones(self.num_envs, 2, 2, dtype=torch.bool)
+
+    def get_alive(self):
+        return torch.ones(self.num_envs, 2, dtype=torch.bool)
+
+    def rendered_episodes(self):
+        return self.episodes
+
+
+def counting_env(num_envs: int, device: str = "cpu", seed: int | None = None) -> CountingEnv:
+    """A vectorized factory that does not take record_frames."""
+    return CountingEnv(num_envs, device, seed)
+
+
+def test_a_users_vectorized_env_that_draws_itself_is_rendered(tmp_path) -> None:
+    config = MappoConfig(
+        env=f"{__name__}:CountingEnv", num_envs=1, minibatch_size=1, compile="false"
+    )
+    save_checkpoint(tmp_path / "checkpoint.pt", MappoTrainer(config).state_dict())
+    gif = tmp_path / "counting.gif"
+    assert main(["eval", str(tmp_path), "--render", str(gif), "--episodes", "2"]) == 0
+    # Each episode from its reset to its last step; its held last frames merge into one.
+    shades = iio.imread(gif, index=None)[:, 0, 0, 0].tolist()
+    assert shades == [0, 60, 120, 180] * 2
+
+
+def test_an_env_that_does_not_draw_itself_is_refused_in_one_line_naming_it() -> None:
+    for env, who in (("reference", "ReferenceEnv"), (f"{__name__}:counting_env", "counting_env")):
+        with pytest.raises(RenderError) as info:
+            make_env(env, 1, render=True)
+        assert str(info.value) == f"env '{env}' does not draw itself: {who} {DOES_NOT_DRAW}"
+
+
+def test_a_jaxmarl_env_is_refused_without_being_built(monkeypatch) -> None:
+    pytest.importorskip("jaxmarl")
+    from mappo.envs import jaxmarl
+
+    monkeypatch.setattr(jaxmarl, "make_jaxmarl_env", None)  # building it would fail
+    with pytest.raises(RenderError) as info:
+        make_env("jaxmarl:MPE_simple_spread_v3", 1, render=True)
+    assert str(info.value) == (
+        f"env 'jaxmarl:MPE_simple_spread_v3' does not draw itself: JaxMarlEnv {DOES_NOT_DRAW}"
     )

@@ -28,6 +28,7 @@ def make_run(path, config: str, returns: list[float], eval_return: float | None 
 
 # --- statistics by hand ---------------------------------------------------------------------
 
+
 def test_iqm_weights_the_middle_half_fractionally() -> None:
     assert iqm(np.array([4.0, 1.0, 3.0, 2.0])) == pytest.approx(2.5)  # (2 + 3) / 2
     # 5 runs: the lowest and the highest dropped (floor(5/4) = 1 each), as scipy's
@@ -37,8 +38,9 @@ def test_iqm_weights_the_middle_half_fractionally() -> None:
     assert iqm(np.array([0.0, 1.0, 5.0])) == pytest.approx(2.0)
     assert iqm(np.array([7.0])) == 7.0
     # Along an axis: each column its own IQM.
-    np.testing.assert_allclose(iqm(np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0],
-                                             [4.0, 40.0]]), axis=0), [2.5, 25.0])
+    np.testing.assert_allclose(
+        iqm(np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]]), axis=0), [2.5, 25.0]
+    )
 
 
 def test_probability_of_improvement_counts_pairs_and_halves_ties() -> None:
@@ -86,17 +88,20 @@ def runs(tmp_path):
     ]
 
 
-def test_report_prints_the_groups_and_the_probability_of_improvement(runs, tmp_path,
-                                                                      capsys) -> None:
+def test_report_prints_the_groups_and_the_probability_of_improvement(
+    runs, tmp_path, capsys
+) -> None:
     out = tmp_path / "report.md"
     assert main(["report", *map(str, runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     table = out.read_text()
     assert table in printed
     # Two runs: the IQM (middle half of 2 values, each weighted 1/2) is the mean.
-    assert ("| share_policy=True | spread | 2 | team episode return | "
-            "eval_return in metrics.csv | -17.000 | [-18.000, -16.000] | -17.000 | "
-            "[-18.000, -16.000] |") in table
+    assert (
+        "| share_policy=True | spread | 2 | team episode return | "
+        "eval_return in metrics.csv | -17.000 | [-18.000, -16.000] | -17.000 | "
+        "[-18.000, -16.000] |"
+    ) in table
     assert "| share_policy=False | spread | 2 |" in table
     assert "| share_policy=True | share_policy=False | spread | 1.000 | [1.000, 1.000] |" in table
     assert "2,000 samples, seed 0" in table
@@ -116,9 +121,11 @@ def test_json_is_marl_eval_layout_and_plot_is_an_image(runs, tmp_path) -> None:
     assert run["absolute_metrics"] == {"return": [-16.0]}
     # Curves on one grid over the steps all runs cover (100..200), as many points as the
     # sparsest run logged: 2.
-    assert run == {"step_1": {"step_count": 100, "return": [-32.0]},
-                   "step_2": {"step_count": 200, "return": [-22.0]},
-                   "absolute_metrics": {"return": [-16.0]}}
+    assert run == {
+        "step_1": {"step_count": 100, "return": [-32.0]},
+        "step_2": {"step_count": 200, "return": [-22.0]},
+        "absolute_metrics": {"return": [-16.0]},
+    }
 
 
 def test_a_run_is_evaluated_from_its_checkpoint_without_eval_return(tmp_path, capsys) -> None:
@@ -132,14 +139,15 @@ def test_a_run_is_evaluated_from_its_checkpoint_without_eval_return(tmp_path, ca
     data = tmp_path / "runs.json"
     assert main(["report", str(tmp_path / "run"), "--episodes", "3", "--json", str(data)]) == 0
     assert "| spread | spread | 1 | team episode return | 3 greedy episodes |" in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
     returns = json.loads(data.read_text())["spread"]["spread"]["spread"]["run_1"][
-        "absolute_metrics"]["return"]
+        "absolute_metrics"
+    ]["return"]
     assert len(returns) == 3 and all(-200 < r < 0 for r in returns)
 
 
-def test_episodes_given_score_from_the_checkpoint_even_with_eval_return(tmp_path,
-                                                                         capsys) -> None:
+def test_episodes_given_score_from_the_checkpoint_even_with_eval_return(tmp_path, capsys) -> None:
     from mappo import MappoConfig, MappoTrainer
     from mappo.run_folder import RunFolder
 
@@ -147,31 +155,37 @@ def test_episodes_given_score_from_the_checkpoint_even_with_eval_return(tmp_path
     RunFolder.create(tmp_path / "run", trainer.config).save(trainer.state_dict())
     # A training evaluation far from anything an untrained policy scores on spread.
     (tmp_path / "run" / "metrics.csv").write_text(
-        "env_steps,episode_return,eval_return\n50,-40.0,-1.5\n")
+        "env_steps,episode_return,eval_return\n50,-40.0,-1.5\n"
+    )
     assert main(["report", str(tmp_path / "run")]) == 0
     assert "| eval_return in metrics.csv | -1.500 |" in capsys.readouterr().out
     data = tmp_path / "runs.json"
     assert main(["report", str(tmp_path / "run"), "--episodes", "4", "--json", str(data)]) == 0
     assert "| 4 greedy episodes |" in capsys.readouterr().out
     returns = json.loads(data.read_text())["spread"]["spread"]["spread"]["run_1"][
-        "absolute_metrics"]["return"]
+        "absolute_metrics"
+    ]["return"]
     assert len(returns) == 4 and all(-200 < r < -5 for r in returns)
     (tmp_path / "run" / "checkpoint.pt").unlink()
     assert main(["report", str(tmp_path / "run"), "--episodes", "4"]) == 2
     assert capsys.readouterr().err == (
-        f"mappo: error: run folder {tmp_path / 'run'}: no checkpoint.pt to evaluate\n")
+        f"mappo: error: run folder {tmp_path / 'run'}: no checkpoint.pt to evaluate\n"
+    )
 
 
 def test_errors_are_one_line(tmp_path, capsys) -> None:
     no_score = make_run(tmp_path / "n", SHARED.format(seed=0), [-30.0])
     assert main(["report", str(no_score)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"mappo: error: run folder {no_score}: no checkpoint.pt to evaluate and no "
-                   "eval_return in metrics.csv\n")
+    assert err == (
+        f"mappo: error: run folder {no_score}: no checkpoint.pt to evaluate and no "
+        "eval_return in metrics.csv\n"
+    )
     empty = make_run(tmp_path / "e", SHARED.format(seed=1), [])
     assert main(["report", str(empty)]) == 2
     assert capsys.readouterr().err == (
-        f"mappo: error: run folder {empty}: metrics.csv holds no finished episode yet\n")
+        f"mappo: error: run folder {empty}: metrics.csv holds no finished episode yet\n"
+    )
     scored = make_run(tmp_path / "ok", SHARED.format(seed=2), [-30.0], eval_return=-20.0)
     assert main(["report", str(scored), "--plot", str(tmp_path / "x.txt")]) == 2
     assert capsys.readouterr().err.startswith("mappo: error: --plot ")
@@ -179,8 +193,9 @@ def test_errors_are_one_line(tmp_path, capsys) -> None:
     assert capsys.readouterr().err == "mappo: error: --episodes = 0: must be >= 1\n"
 
 
-def test_a_run_without_a_score_is_refused_before_any_evaluation(tmp_path, capsys,
-                                                                monkeypatch) -> None:
+def test_a_run_without_a_score_is_refused_before_any_evaluation(
+    tmp_path, capsys, monkeypatch
+) -> None:
     import mappo.evaluation
 
     def never(*args, **kwargs):

@@ -16,8 +16,17 @@ from mappo.run_folder import RunFolder
 
 RUN = ["--total-steps", "2000", "--num-envs", "16", "--seed", "7", "--quiet"]
 MODULE = pz_envs.__name__
-SHORT = ["--total-steps", "600", "--num-envs", "4", "--minibatch-size", "50", "--seed", "3",
-         "--quiet"]
+SHORT = [
+    "--total-steps",
+    "600",
+    "--num-envs",
+    "4",
+    "--minibatch-size",
+    "50",
+    "--seed",
+    "3",
+    "--quiet",
+]
 # Episodes of 7 steps, 25-step rollouts: a run stopped after 2 updates is 1 step into an episode.
 PZ_RUN = ["--env-kwargs", '{"episode_length": 7}', *SHORT]
 
@@ -70,18 +79,21 @@ def test_interrupted_and_resumed_equals_straight_through(tmp_path, monkeypatch) 
     _assert_same_training(straight, resumed, 2000)
 
 
-@pytest.mark.parametrize(("env", "kwargs", "num_workers"), [
-    (f"{MODULE}:CounterEnv", '{"episode_length": 7}', 0),
-    (f"{MODULE}:CounterEnv", '{"episode_length": 7}', 2),
-    # mpe2's envs are gymnasium EzPickles, which pickle their constructor arguments only.
-    ("mpe2.simple_spread_v3:parallel_env", '{"max_cycles": 7}', 2),
-    # A turn-based (AEC) game of 7 turns, stopped mid-game.
-    ("aec_envs:RelayEnv", '{"turns": 7}', 0),
-    ("aec_envs:RelayEnv", '{"turns": 7}', 2),
-])
-def test_pettingzoo_run_resumed_mid_episode_equals_straight_through(env, kwargs, num_workers,
-                                                                    tmp_path, monkeypatch,
-                                                                    caplog) -> None:
+@pytest.mark.parametrize(
+    ("env", "kwargs", "num_workers"),
+    [
+        (f"{MODULE}:CounterEnv", '{"episode_length": 7}', 0),
+        (f"{MODULE}:CounterEnv", '{"episode_length": 7}', 2),
+        # mpe2's envs are gymnasium EzPickles, which pickle their constructor arguments only.
+        ("mpe2.simple_spread_v3:parallel_env", '{"max_cycles": 7}', 2),
+        # A turn-based (AEC) game of 7 turns, stopped mid-game.
+        ("aec_envs:RelayEnv", '{"turns": 7}', 0),
+        ("aec_envs:RelayEnv", '{"turns": 7}', 2),
+    ],
+)
+def test_pettingzoo_run_resumed_mid_episode_equals_straight_through(
+    env, kwargs, num_workers, tmp_path, monkeypatch, caplog
+) -> None:
     argv = ["--env", env, "--env-kwargs", kwargs, "--num-workers", str(num_workers), *SHORT]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main(["train", "--run-dir", str(straight), *argv]) == 0
@@ -95,30 +107,35 @@ def test_pettingzoo_run_resumed_mid_episode_equals_straight_through(env, kwargs,
 
 def test_pettingzoo_copies_continue_their_episodes(tmp_path, monkeypatch) -> None:
     run = tmp_path / "r"
-    _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:CounterEnv", *PZ_RUN],
-                                     monkeypatch)
+    _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:CounterEnv", *PZ_RUN], monkeypatch)
     payload = load_checkpoint(run / "checkpoint.pt")
-    trainer, _ = MappoTrainer.from_checkpoint(run / "checkpoint.pt",
-                              pickled_env=RunFolder.read_pickled_env(run, payload))
+    trainer, _ = MappoTrainer.from_checkpoint(
+        run / "checkpoint.pt", pickled_env=RunFolder.read_pickled_env(run, payload)
+    )
     # 50 steps per copy: episodes 1 (the wrapper's reset) + 1 (the trainer's) + 7 full ones.
     assert [(copy.episode, copy.t) for copy in trainer.env.local_envs] == [(9, 1)] * 4
     assert (trainer._obs[:, :, 1:3] == torch.tensor([9.0, 1.0])).all()
     trainer.env.close()
 
 
-def test_unpicklable_env_resumes_with_fresh_episodes_and_says_why(tmp_path, monkeypatch,
-                                                                  caplog) -> None:
+def test_unpicklable_env_resumes_with_fresh_episodes_and_says_why(
+    tmp_path, monkeypatch, caplog
+) -> None:
     run = tmp_path / "r"
-    _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:UnpicklableEnv", *PZ_RUN],
-                                     monkeypatch)
-    why = (f"env '{MODULE}:UnpicklableEnv' cannot be pickled (TypeError: cannot pickle "
-           "'_thread.lock' object)")
+    _train_stopped_after_two_updates(
+        run, ["--env", f"{MODULE}:UnpicklableEnv", *PZ_RUN], monkeypatch
+    )
+    why = (
+        f"env '{MODULE}:UnpicklableEnv' cannot be pickled (TypeError: cannot pickle "
+        "'_thread.lock' object)"
+    )
     payload = load_checkpoint(run / "checkpoint.pt")
     assert payload["env_state"] == {"unpicklable": why}
     assert not (run / "env_state.pkl").exists()
     with caplog.at_level("WARNING", logger="mappo.trainer"):
-        trainer, _ = MappoTrainer.from_checkpoint(run / "checkpoint.pt",
-                                  pickled_env=RunFolder.read_pickled_env(run, payload))
+        trainer, _ = MappoTrainer.from_checkpoint(
+            run / "checkpoint.pt", pickled_env=RunFolder.read_pickled_env(run, payload)
+        )
     assert [(copy.episode, copy.t) for copy in trainer.env.local_envs] == [(2, 0)] * 4
     trainer.env.close()
     restarts = [r.getMessage() for r in caplog.records if "episodes restart" in r.getMessage()]
@@ -134,13 +151,13 @@ def test_env_state_file_is_unpickled_only_by_resume_and_only_when_it_is_the_chec
     tmp_path, monkeypatch, caplog
 ) -> None:
     run = tmp_path / "r"
-    _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:CounterEnv", *PZ_RUN],
-                                     monkeypatch)
+    _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:CounterEnv", *PZ_RUN], monkeypatch)
     (run / "env_state.pkl").write_bytes(pickle.dumps(_Exploit()))
     assert main(["eval", str(run), "--episodes", "2"]) == 0
     payload = load_checkpoint(run / "checkpoint.pt")
     assert RunFolder.read_pickled_env(run, payload) == (
-        f"{run / 'env_state.pkl'} is not the one the checkpoint recorded (another save wrote it)")
+        f"{run / 'env_state.pkl'} is not the one the checkpoint recorded (another save wrote it)"
+    )
     with caplog.at_level("WARNING", logger="mappo.trainer"):
         assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert "is not the one the checkpoint recorded" in caplog.text
@@ -149,17 +166,32 @@ def test_env_state_file_is_unpickled_only_by_resume_and_only_when_it_is_the_chec
 
 def test_resume_refuses_other_flags(tmp_path, capsys) -> None:
     run = tmp_path / "r"
-    assert main(["train", "--run-dir", str(run), "--total-steps", "400", "--num-envs", "16",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            ["train", "--run-dir", str(run), "--total-steps", "400", "--num-envs", "16", "--quiet"]
+        )
+        == 0
+    )
     assert main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
-    assert ("a resumed run keeps the config it learns with: lr cannot change (these can: "
-            "total_steps, compile, device,") in capsys.readouterr().err
+    assert (
+        "a resumed run keeps the config it learns with: lr cannot change (these can: "
+        "total_steps, compile, device,"
+    ) in capsys.readouterr().err
 
 
 def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"config": {}, "actor": {"w": torch.ones(3)}, "critic": {},
-                           "value_norm": {}, "optimizer": {}, "ranks": []})
+    save_checkpoint(
+        path,
+        {
+            "config": {},
+            "actor": {"w": torch.ones(3)},
+            "critic": {},
+            "value_norm": {},
+            "optimizer": {},
+            "ranks": [],
+        },
+    )
 
     def dies_halfway(obj, handle, *args, **kwargs):
         handle.write(b"PK\x03\x04 half a zip")
@@ -167,8 +199,17 @@ def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) 
 
     monkeypatch.setattr(torch, "save", dies_halfway)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, {"config": {}, "actor": {"w": torch.zeros(3)}, "critic": {},
-                               "value_norm": {}, "optimizer": {}, "ranks": []})
+        save_checkpoint(
+            path,
+            {
+                "config": {},
+                "actor": {"w": torch.zeros(3)},
+                "critic": {},
+                "value_norm": {},
+                "optimizer": {},
+                "ranks": [],
+            },
+        )
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["actor"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
@@ -228,20 +269,33 @@ def test_eval_of_a_corrupt_checkpoint_exits_2(tiny_run, tmp_path, capsys) -> Non
 
 
 def test_resume_rewrites_an_older_metrics_header_and_restores_what_the_user_set(
-        tmp_path, caplog) -> None:
+    tmp_path, caplog
+) -> None:
     from mappo.cli import main
 
     run = tmp_path / "run"
-    flags = ["--env", "pz_envs:CounterEnv", "--num-envs", "2", "--rollout-steps", "10",
-             "--minibatch-size", "0", "--quiet"]
+    flags = [
+        "--env",
+        "pz_envs:CounterEnv",
+        "--num-envs",
+        "2",
+        "--rollout-steps",
+        "10",
+        "--minibatch-size",
+        "0",
+        "--quiet",
+    ]
     assert main(["train", "--run-dir", str(run), "--total-steps", "40", *flags]) == 0
     # metrics.csv as an older mappo wrote it: no return_definition column.
     lines = (run / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
     drop = header.index("return_definition")
-    (run / "metrics.csv").write_text("\n".join(
-        ",".join(cell for i, cell in enumerate(line.split(",")) if i != drop) for line in lines
-    ) + "\n")
+    (run / "metrics.csv").write_text(
+        "\n".join(
+            ",".join(cell for i, cell in enumerate(line.split(",")) if i != drop) for line in lines
+        )
+        + "\n"
+    )
     with caplog.at_level("WARNING"):
         assert main(["train", "--resume", str(run), "--total-steps", "80", "--quiet"]) == 0
     # use_global_state was never set by the user: no warning that it cannot take effect.
@@ -265,9 +319,12 @@ def test_a_snapshot_written_before_the_pettingzoo_folder_moved_still_loads() -> 
     from mappo.envs.pettingzoo.batch import _StateUnpickler
 
     old = pickle.dumps(AECEnvAsParallel(aec_envs.RelayEnv())).replace(
-        b"mappo.envs.pettingzoo", b"mappo.envs.thirdparty")  # the same length: still a pickle
+        b"mappo.envs.pettingzoo", b"mappo.envs.thirdparty"
+    )  # the same length: still a pickle
     with pytest.raises(ModuleNotFoundError, match="mappo.envs.thirdparty"):
         pickle.loads(old)
     restored = _StateUnpickler(io.BytesIO(old)).load()
     assert type(restored) is AECEnvAsParallel and restored.possible_agents == [
-        "player_0", "player_1"]
+        "player_0",
+        "player_1",
+    ]

@@ -18,13 +18,26 @@ from mappo.policy import load_policy
 from mappo.run_folder import RunFolder
 from mappo.seeds import FlatLayout, MultiSeedTrainer, adam_step, flat_adam_state
 
-TIMINGS = {"steps_per_second", "env_time", "inference_time", "update_time", "forward_time",
-           "backward_time"}
+TIMINGS = {
+    "steps_per_second",
+    "env_time",
+    "inference_time",
+    "update_time",
+    "forward_time",
+    "backward_time",
+}
 
 
 def small(**overrides) -> MappoConfig:
-    settings = {"num_envs": 8, "rollout_steps": 20, "minibatch_size": 64, "update_epochs": 2,
-                "total_steps": 480, "compile": "false", **overrides}
+    settings = {
+        "num_envs": 8,
+        "rollout_steps": 20,
+        "minibatch_size": 64,
+        "update_epochs": 2,
+        "total_steps": 480,
+        "compile": "false",
+        **overrides,
+    }
     return MappoConfig(**settings)
 
 
@@ -47,23 +60,48 @@ def test_one_seed_is_bitwise_a_solo_run() -> None:
     for [seed_metrics], solo_metrics in zip(multi_history, solo_history, strict=True):
         assert comparable(seed_metrics) == comparable(solo_metrics)
     assert not math.isnan(multi_history[-1][0].episode_return)  # episodes finished
-    for ours, theirs in zip(multi.trainers[0].policy.parameters(), solo.policy.parameters(),
-                            strict=True):
+    for ours, theirs in zip(
+        multi.trainers[0].policy.parameters(), solo.policy.parameters(), strict=True
+    ):
         assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("overrides", [
-    {}, {"recurrent": True, "data_chunk_length": 5}, {"critic": "local", "share_policy": False},
-    {"env": "pz_envs:BoxActionEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
-    {"env": "gymnasium:gym_envs:TupleCounter-v0", "num_envs": 4, "rollout_steps": 10,
-     "minibatch_size": 40},
-    {"env": "pz_envs:MaskedEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
-    {"env": "aec_envs:RelayEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
-    {"env": "image_envs:ColourEnv", "env_kwargs": {"image_state": True}, "num_envs": 4,
-     "rollout_steps": 8, "minibatch_size": 16},
-    {"max_grad_norm": 0.05},
-], ids=["feed-forward", "recurrent", "ippo-per-agent", "pettingzoo-box", "gymnasium",
-        "action-masks", "turn-based", "images", "gradients-clipped"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"recurrent": True, "data_chunk_length": 5},
+        {"critic": "local", "share_policy": False},
+        {"env": "pz_envs:BoxActionEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
+        {
+            "env": "gymnasium:gym_envs:TupleCounter-v0",
+            "num_envs": 4,
+            "rollout_steps": 10,
+            "minibatch_size": 40,
+        },
+        {"env": "pz_envs:MaskedEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
+        {"env": "aec_envs:RelayEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
+        {
+            "env": "image_envs:ColourEnv",
+            "env_kwargs": {"image_state": True},
+            "num_envs": 4,
+            "rollout_steps": 8,
+            "minibatch_size": 16,
+        },
+        {"max_grad_norm": 0.05},
+    ],
+    ids=[
+        "feed-forward",
+        "recurrent",
+        "ippo-per-agent",
+        "pettingzoo-box",
+        "gymnasium",
+        "action-masks",
+        "turn-based",
+        "images",
+        "gradients-clipped",
+    ],
+)
 def test_each_seeds_update_equals_a_solo_update_on_the_same_data(overrides) -> None:
     config = small(**overrides)
     multi = MultiSeedTrainer(config, [3, 5, 7])
@@ -85,8 +123,11 @@ def test_each_seeds_update_equals_a_solo_update_on_the_same_data(overrides) -> N
         assert solo_metrics.grad_norm > 2 * config.max_grad_norm
 
 
-@pytest.mark.parametrize("overrides", [{}, {"recurrent": True, "data_chunk_length": 5}],
-                         ids=["feed-forward", "recurrent"])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"recurrent": True, "data_chunk_length": 5}],
+    ids=["feed-forward", "recurrent"],
+)
 def test_compiled_step_equals_the_eager_step(overrides) -> None:
     # The compiled step takes its gradient with torch.func.grad, the eager one with autograd.
     trained = []
@@ -125,8 +166,9 @@ def test_adam_step_equals_torch_adam_and_fills_its_state_dict() -> None:
     torch.manual_seed(0)
     layout = FlatLayout([torch.Size([3, 4]), torch.Size([3])])
     weights = torch.randn(2, 15)  # 2 seeds, each a 3x4 and a 3 tensor
-    optimizer = torch.optim.Adam([torch.nn.Parameter(v) for v in layout.split(weights)],
-                                 lr=0.01, eps=1e-5)
+    optimizer = torch.optim.Adam(
+        [torch.nn.Parameter(v) for v in layout.split(weights)], lr=0.01, eps=1e-5
+    )
     theirs = [torch.nn.Parameter(v.clone()) for v in layout.split(weights)]
     reference = torch.optim.Adam(theirs, lr=0.01, eps=1e-5)
     exp_avg, exp_avg_sq, step = flat_adam_state(optimizer, layout, weights)
@@ -148,22 +190,65 @@ def test_adam_step_equals_torch_adam_and_fills_its_state_dict() -> None:
 def read_rows(path) -> list[dict]:
     """metrics.csv's rows without the timing columns."""
     with open(path, newline="") as handle:
-        return [{k: v for k, v in row.items() if k not in TIMINGS}
-                for row in csv.DictReader(handle)]
+        return [
+            {k: v for k, v in row.items() if k not in TIMINGS} for row in csv.DictReader(handle)
+        ]
 
 
 def train_args(run_dir, *extra: str) -> list[str]:
-    return ["train", "--run-dir", str(run_dir), "--num-envs", "8", "--rollout-steps", "20",
-            "--minibatch-size", "64", "--update-epochs", "2", "--compile", "false",
-            "--quiet", *extra]
+    return [
+        "train",
+        "--run-dir",
+        str(run_dir),
+        "--num-envs",
+        "8",
+        "--rollout-steps",
+        "20",
+        "--minibatch-size",
+        "64",
+        "--update-epochs",
+        "2",
+        "--compile",
+        "false",
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_cli_seeds_write_solo_run_folders_and_resume_all_seeds(tmp_path) -> None:
     multi_dir, solo_dir = tmp_path / "seeds", tmp_path / "solo"
-    assert main(train_args(multi_dir, "--seeds", "2,9", "--total-steps", "320",
-                           "--eval-interval", "160", "--eval-episodes", "2")) == 0
-    assert main(train_args(solo_dir, "--seed", "9", "--total-steps", "320",
-                           "--eval-interval", "160", "--eval-episodes", "2")) == 0
+    assert (
+        main(
+            train_args(
+                multi_dir,
+                "--seeds",
+                "2,9",
+                "--total-steps",
+                "320",
+                "--eval-interval",
+                "160",
+                "--eval-episodes",
+                "2",
+            )
+        )
+        == 0
+    )
+    assert (
+        main(
+            train_args(
+                solo_dir,
+                "--seed",
+                "9",
+                "--total-steps",
+                "320",
+                "--eval-interval",
+                "160",
+                "--eval-episodes",
+                "2",
+            )
+        )
+        == 0
+    )
     ours = load_checkpoint(multi_dir / "seed_9" / "checkpoint.pt")
     solo = load_checkpoint(solo_dir / "checkpoint.pt")
     assert sorted(ours) == sorted(solo)
@@ -181,7 +266,8 @@ def test_cli_seeds_write_solo_run_folders_and_resume_all_seeds(tmp_path) -> None
     for seed in (2, 9):
         folder = multi_dir / f"seed_{seed}"
         assert {"config.toml", "metrics.csv", "checkpoint.pt", "best.pt", "curve.png"} <= {
-            p.name for p in folder.iterdir()}
+            p.name for p in folder.iterdir()
+        }
         assert len((folder / "metrics.csv").read_text().splitlines()) == 1 + 2
         policy, env = load_policy(folder / "checkpoint.pt", lambda c: MappoTrainer(c).env)
         env.close()
@@ -189,8 +275,22 @@ def test_cli_seeds_write_solo_run_folders_and_resume_all_seeds(tmp_path) -> None
 
     # Stopped after 2 updates and resumed to 4 = 4 updates straight, bit for bit.
     straight = tmp_path / "straight"
-    assert main(train_args(straight, "--seeds", "2,9", "--total-steps", "640",
-                           "--eval-interval", "160", "--eval-episodes", "2")) == 0
+    assert (
+        main(
+            train_args(
+                straight,
+                "--seeds",
+                "2,9",
+                "--total-steps",
+                "640",
+                "--eval-interval",
+                "160",
+                "--eval-episodes",
+                "2",
+            )
+        )
+        == 0
+    )
     assert main(["train", "--resume", str(multi_dir), "--total-steps", "640", "--quiet"]) == 0
     for seed in (2, 9):
         resumed = load_checkpoint(multi_dir / f"seed_{seed}" / "checkpoint.pt")
@@ -210,28 +310,52 @@ def test_seeds_refuse_a_folder_holding_a_solo_run(tmp_path, capsys) -> None:
     assert main(train_args(run, "--seeds", "0,1", "--force")) == 2
     assert capsys.readouterr().err == (
         f"mappo: error: run folder {run} holds a run of its own (checkpoint.pt); --seeds "
-        "writes its runs in RUN_DIR/seed_<s>: choose another --run-dir\n")
+        "writes its runs in RUN_DIR/seed_<s>: choose another --run-dir\n"
+    )
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--seeds", "0,0"], "--seeds: seed 0 appears twice; each run needs its own"),
-    (["--seeds", "0,x"], "--seeds = '0,x': give integers separated by commas, e.g. --seeds 0,1,2"),
-    (["--seeds", "0,1", "--seed", "3"],
-     "--seed and --seeds: give the seeds of the runs with --seeds only"),
-    (["--seeds", "0,1", "--nproc", "2"],
-     "--seeds trains every seed in one process; it does not combine with --nproc"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seeds", "0,0"], "--seeds: seed 0 appears twice; each run needs its own"),
+        (
+            ["--seeds", "0,x"],
+            "--seeds = '0,x': give integers separated by commas, e.g. --seeds 0,1,2",
+        ),
+        (
+            ["--seeds", "0,1", "--seed", "3"],
+            "--seed and --seeds: give the seeds of the runs with --seeds only",
+        ),
+        (
+            ["--seeds", "0,1", "--nproc", "2"],
+            "--seeds trains every seed in one process; it does not combine with --nproc",
+        ),
+    ],
+)
 def test_bad_seeds_are_refused_in_one_line(tmp_path, capsys, flags, message) -> None:
     assert main(train_args(tmp_path / "run", *flags)) == 2
     assert capsys.readouterr().err == f"mappo: error: {message}\n"
 
 
-def test_ctrl_c_saves_every_seed_and_resume_equals_straight_through(tmp_path,
-                                                                    monkeypatch) -> None:
+def test_ctrl_c_saves_every_seed_and_resume_equals_straight_through(tmp_path, monkeypatch) -> None:
     # A PettingZoo env: each seed's env copies are pickled into its own env_state.pkl.
-    run = ["--env", "pz_envs:CounterEnv", "--env-kwargs", '{"episode_length": 7}',
-           "--total-steps", "400", "--num-envs", "4", "--minibatch-size", "50",
-           "--compile", "false", "--seeds", "3,4", "--quiet"]
+    run = [
+        "--env",
+        "pz_envs:CounterEnv",
+        "--env-kwargs",
+        '{"episode_length": 7}',
+        "--total-steps",
+        "400",
+        "--num-envs",
+        "4",
+        "--minibatch-size",
+        "50",
+        "--compile",
+        "false",
+        "--seeds",
+        "3,4",
+        "--quiet",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main(["train", "--run-dir", str(straight), *run]) == 0
     log, calls = RunFolder.log, []
@@ -259,6 +383,7 @@ def test_ctrl_c_saves_every_seed_and_resume_equals_straight_through(tmp_path,
         for index, state in a["optimizer"]["state"].items():
             for key, tensor in state.items():
                 assert torch.equal(tensor, b["optimizer"]["state"][index][key]), (seed, key)
-        rows = [read_rows(run_dir / f"seed_{seed}" / "metrics.csv")
-                for run_dir in (straight, resumed)]
+        rows = [
+            read_rows(run_dir / f"seed_{seed}" / "metrics.csv") for run_dir in (straight, resumed)
+        ]
         assert len(rows[0]) == 4 and rows[0] == rows[1]

@@ -94,9 +94,13 @@ def test_matches_mpe2_step_by_step(dtype: torch.dtype, tol: float) -> None:
     num_envs = 6
     listener_pos, landmark_pos, goal, actions = _episode_starts(num_envs, seed=2)
     env = SpeakerListenerEnv(num_envs, max_cycles=MAX_CYCLES, dtype=dtype, seed=0)
-    obs0 = env.set_state(
-        torch.from_numpy(listener_pos), torch.from_numpy(landmark_pos), torch.from_numpy(goal)
-    ).double().numpy()
+    obs0 = (
+        env.set_state(
+            torch.from_numpy(listener_pos), torch.from_numpy(landmark_pos), torch.from_numpy(goal)
+        )
+        .double()
+        .numpy()
+    )
     state0 = env.get_global_state().double().numpy()
 
     ours_obs, ours_state, ours_rew, ours_done = [], [], [], []

@@ -32,7 +32,8 @@ def test_mpe_follows_the_official_code_and_says_so() -> None:
         "auto settings for env 'spread': agent_id = false (the official MAPPO code on MPE), "
         "team_reward = true (the official MAPPO code on MPE), bootstrap_time_limits = false "
         "(the time limit is part of the task), critic_time_left = true (time limits are "
-        "terminal)")
+        "terminal)"
+    )
     # Decided, not chosen: a config file of this run trains another env with its own auto.
     assert not set(DECIDED) & trainer.config.given
     trainer.close()
@@ -60,9 +61,11 @@ def test_settings_given_win_and_only_auto_ones_are_reported() -> None:
     assert decided(trainer) == (True, True, False, True)
     assert trainer.auto_settings == (
         "auto settings for env 'spread': team_reward = true (the official MAPPO code on MPE), "
-        "critic_time_left = false (time limits are bootstrapped)")
-    everything = trainer_for(agent_id=False, bootstrap_time_limits=False, team_reward=False,
-                             critic_time_left=False)
+        "critic_time_left = false (time limits are bootstrapped)"
+    )
+    everything = trainer_for(
+        agent_id=False, bootstrap_time_limits=False, team_reward=False, critic_time_left=False
+    )
     assert everything.auto_settings == "" and decided(everything) == (False, False, False, False)
     trainer.close()
     everything.close()
@@ -75,8 +78,14 @@ def test_the_critic_reads_the_time_left_by_hand() -> None:
     trainer.collect_rollout()
     buf = trainer.buffer
     assert buf.states.shape[-1] == 3 * 18 + 1 == trainer.config.global_state_dim
-    assert buf.states[:, :, -1].tolist() == [[1.0, 1.0], [0.75, 0.75], [0.5, 0.5],
-                                             [0.25, 0.25], [1.0, 1.0], [0.75, 0.75]]
+    assert buf.states[:, :, -1].tolist() == [
+        [1.0, 1.0],
+        [0.75, 0.75],
+        [0.5, 0.5],
+        [0.25, 0.25],
+        [1.0, 1.0],
+        [0.75, 0.75],
+    ]
     torch.testing.assert_close(buf.states[:, :, :-1], buf.observations.flatten(2))
     assert trainer.policy.actor.fc1.weight.shape[1] == 18  # the exported actor's layout
     trainer.close()
@@ -85,8 +94,10 @@ def test_the_critic_reads_the_time_left_by_hand() -> None:
 def test_no_time_left_where_the_critic_cannot_read_it_or_the_limit_is_not_in_steps() -> None:
     local = trainer_for(critic="local")  # IPPO: each critic reads its agent's observation
     assert decided(local)[1:3] == (False, False)
-    assert "critic_time_left = false (a local critic reads the actors' observations only)" \
+    assert (
+        "critic_time_left = false (a local critic reads the actors' observations only)"
         in local.auto_settings
+    )
     local.close()
     turns = trainer_for(env="aec_envs:RelayEnv", bootstrap_time_limits=False)
     assert "counts its time limit in rounds, not steps" in turns.auto_settings

@@ -28,9 +28,18 @@ def _one_episode(env: str, critic_value: float | None = 0.0, **overrides) -> Map
     """A trainer on one copy of `env` after one 5-step rollout (one whole episode), GAE
     with gamma 0.5 and lambda 1; the critic outputs `critic_value` everywhere (or the sum
     of its input when None)."""
-    config = MappoConfig(env=f"pz_envs:{env}", num_envs=1, rollout_steps=5, minibatch_size=0,
-                         gamma=GAMMA, gae_lambda=1.0, value_norm=False, total_steps=5,
-                         compile="false", **overrides)
+    config = MappoConfig(
+        env=f"pz_envs:{env}",
+        num_envs=1,
+        rollout_steps=5,
+        minibatch_size=0,
+        gamma=GAMMA,
+        gae_lambda=1.0,
+        value_norm=False,
+        total_steps=5,
+        compile="false",
+        **overrides,
+    )
     trainer = MappoTrainer(config)
     if critic_value is None:
         trainer.policy.critic = SumCritic(trainer.env.num_agents)
@@ -39,13 +48,13 @@ def _one_episode(env: str, critic_value: float | None = 0.0, **overrides) -> Map
             trainer.policy.critic.head.weight.zero_()
             trainer.policy.critic.head.bias.fill_(critic_value)
     trainer.collect_rollout()
-    trainer.buffer.compute_returns_and_advantage(
-        torch.zeros(1, trainer.env.num_agents), GAMMA, 1.0)
+    trainer.buffer.compute_returns_and_advantage(torch.zeros(1, trainer.env.num_agents), GAMMA, 1.0)
     return trainer
 
 
 # DyingAgentEnv: agent a earns 10 a + t at step t = 1..5; agent_1 dies at step 2, the others
 # are truncated at step 5. Its last action is stored at index 1 (rewarded 12).
+
 
 def test_own_reward_ends_a_dying_agents_credit_at_its_death() -> None:
     trainer = _one_episode("DyingAgentEnv")
@@ -88,6 +97,7 @@ def test_return_labels_name_the_definition() -> None:
 
 # LoneTruncationEnv: agent_0 is truncated at step 2 while agent_1 goes on to step 5.
 
+
 def test_agent_truncated_while_its_env_goes_on_bootstraps_from_its_final_observation() -> None:
     trainer = _one_episode("LoneTruncationEnv", critic_value=None)
     buf = trainer.buffer
@@ -114,8 +124,19 @@ def test_metrics_and_eval_say_which_return_they_report(tmp_path, capsys) -> None
 
     from mappo.cli import main
 
-    flags = ["--env", "pz_envs:DyingAgentEnv", "--num-envs", "2", "--rollout-steps", "5",
-             "--minibatch-size", "0", "--total-steps", "20", "--quiet"]
+    flags = [
+        "--env",
+        "pz_envs:DyingAgentEnv",
+        "--num-envs",
+        "2",
+        "--rollout-steps",
+        "5",
+        "--minibatch-size",
+        "0",
+        "--total-steps",
+        "20",
+        "--quiet",
+    ]
     for team in ("false", "true"):
         run = tmp_path / team
         assert main(["train", "--run-dir", str(run), "--team-reward", team, *flags]) == 0

@@ -7,8 +7,9 @@ from mappo import MappoConfig, MappoTrainer
 
 def _collected(rollout_steps: int = 5) -> MappoTrainer:
     torch.manual_seed(0)
-    cfg = MappoConfig(num_envs=4, rollout_steps=rollout_steps, minibatch_size=0,
-                      total_steps=40, compile="false")
+    cfg = MappoConfig(
+        num_envs=4, rollout_steps=rollout_steps, minibatch_size=0, total_steps=40, compile="false"
+    )
     trainer = MappoTrainer(cfg)
     trainer.collect_rollout()
     return trainer

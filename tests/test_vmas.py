@@ -18,8 +18,9 @@ from mappo.presets import benchmarl_vmas_preset  # noqa: E402
 
 
 def navigation(num_envs: int = 4, seed: int = 0, **kwargs) -> object:
-    return make_env("vmas:navigation", num_envs, "cpu", seed,
-                    {"n_agents": 2, "max_steps": 10, **kwargs})
+    return make_env(
+        "vmas:navigation", num_envs, "cpu", seed, {"n_agents": 2, "max_steps": 10, **kwargs}
+    )
 
 
 def random_actions(env, generator: torch.Generator) -> torch.Tensor:
@@ -68,8 +69,9 @@ def test_discrete_actions_index_each_agents_own_and_masked_ones_are_never_taken(
     mask = env.get_action_mask()  # [E, A, K]
     assert mask[:, 0].all() and mask[:, 1, :9].all() and not mask[:, 1, 9:].any()
     torch.manual_seed(0)
-    draws = ActionDistribution(env.spec.action, torch.zeros(500, 2, 27),
-                               mask[:1].expand(500, 2, 27)).sample()  # [500, 2, 1]
+    draws = ActionDistribution(
+        env.spec.action, torch.zeros(500, 2, 27), mask[:1].expand(500, 2, 27)
+    ).sample()  # [500, 2, 1]
     assert int(draws[:, 1].max()) == 8 and int(draws[:, 0].max()) == 26
     actions = draws[:4, :, 0]  # [E, A]
     env.step(actions)  # VMAS asserts on out-of-range discrete actions
@@ -78,8 +80,9 @@ def test_discrete_actions_index_each_agents_own_and_masked_ones_are_never_taken(
     # VMAS reads a flat action as 3 x 3 moves, each 0: stay, 1: -1, 2: +1.
     move = torch.tensor([0.0, -1.0, 1.0])
     listener_actions = actions[:, 1]
-    assert torch.equal(u, torch.stack([move[listener_actions // 3],
-                                       move[listener_actions % 3]], dim=1))
+    assert torch.equal(
+        u, torch.stack([move[listener_actions // 3], move[listener_actions % 3]], dim=1)
+    )
 
 
 def test_episodes_are_truncated_at_max_steps() -> None:
@@ -96,8 +99,18 @@ def test_episodes_are_truncated_at_max_steps() -> None:
     assert torch.equal(result.final_state, result.final_obs.flatten(1))
 
 
-@pytest.mark.parametrize("scenario", ["navigation", "balance", "transport", "sampling", "wheel",
-                                      "simple_speaker_listener", "give_way"])
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "navigation",
+        "balance",
+        "transport",
+        "sampling",
+        "wheel",
+        "simple_speaker_listener",
+        "give_way",
+    ],
+)
 def test_only_finished_copies_restart_and_the_others_go_on_unchanged(scenario) -> None:
     # Two envs from one snapshot, except that copy 0 of `late` is one step from its limit.
     kwargs = {"max_steps": 10, **({"n_agents": 2} if scenario == "navigation" else {})}
@@ -167,8 +180,11 @@ def test_envs_draw_from_their_own_random_streams() -> None:
 
 
 def test_unknown_scenario_and_reserved_kwargs_are_one_line() -> None:
-    with pytest.raises(ConfigError, match=r"VMAS has no scenario 'balanse'; did you mean "
-                                          r"'vmas:balance'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"VMAS has no scenario 'balanse'; did you mean "
+        r"'vmas:balance'\?",
+    ):
         make_env("vmas:balanse", 2)
     with pytest.raises(ConfigError, match="sets dict_spaces itself"):
         make_env("vmas:balance", 2, env_kwargs={"dict_spaces": True})
@@ -180,28 +196,47 @@ def test_unknown_scenario_and_reserved_kwargs_are_one_line() -> None:
 
 @pytest.mark.parametrize("continuous", [True, False])
 def test_training_updates_give_finite_metrics(continuous) -> None:
-    config = MappoConfig(env="vmas:navigation", num_envs=8, rollout_steps=20,
-                         env_kwargs={"n_agents": 2, "max_steps": 10,
-                                     "continuous_actions": continuous},
-                         total_steps=320, update_epochs=2, minibatch_size=80, compile="false")
+    config = MappoConfig(
+        env="vmas:navigation",
+        num_envs=8,
+        rollout_steps=20,
+        env_kwargs={"n_agents": 2, "max_steps": 10, "continuous_actions": continuous},
+        total_steps=320,
+        update_epochs=2,
+        minibatch_size=80,
+        compile="false",
+    )
     trainer = MappoTrainer(config)
     history = trainer.train()
     assert len(history) == 2 and trainer.env_steps == 320
     for metrics in history:
         assert metrics.episodes == 16  # 8 copies x 20 steps / 10-step episodes
-        for value in (metrics.policy_loss, metrics.value_loss, metrics.entropy,
-                      metrics.episode_return, metrics.grad_norm):
+        for value in (
+            metrics.policy_loss,
+            metrics.value_loss,
+            metrics.entropy,
+            metrics.episode_return,
+            metrics.grad_norm,
+        ):
             assert math.isfinite(value)
 
 
 def test_benchmarl_preset() -> None:
     balance = MappoConfig(**benchmarl_vmas_preset("vmas:balance"))
-    assert balance.env_kwargs == {"max_steps": 100, "n_agents": 4,
-                                  "random_package_pos_on_line": True, "package_mass": 5}
+    assert balance.env_kwargs == {
+        "max_steps": 100,
+        "n_agents": 4,
+        "random_package_pos_on_line": True,
+        "package_mass": 5,
+    }
     assert (balance.num_envs, balance.rollout_steps, balance.update_epochs) == (600, 100, 45)
     assert balance.minibatch_size == 4096 * 4  # 4096 frames of 4 agents
     assert (balance.gamma, balance.gae_lambda, balance.lr, balance.adam_eps) == (
-        0.9, 0.9, 5e-5, 1e-6)
+        0.9,
+        0.9,
+        5e-5,
+        1e-6,
+    )
     assert (balance.ent_coef, balance.vf_coef, balance.max_grad_norm) == (0.0, 2.0, 5.0)
     assert (balance.hidden_dim, balance.activation, balance.agent_id) == (256, "tanh", False)
     assert not (balance.value_norm or balance.clip_value_loss or balance.norm_adv)
@@ -213,11 +248,35 @@ def test_benchmarl_preset() -> None:
 @pytest.fixture(scope="module")
 def vmas_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("vmas") / "run"
-    assert main(["train", "--preset", "benchmarl-vmas", "--env", "vmas:navigation",
-                 "--env-kwargs", '{"n_agents": 2, "max_steps": 10}', "--num-envs", "4",
-                 "--rollout-steps", "10", "--minibatch-size", "0", "--update-epochs", "2",
-                 "--total-steps", "80", "--eval-interval", "0", "--run-dir", str(run),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "benchmarl-vmas",
+                "--env",
+                "vmas:navigation",
+                "--env-kwargs",
+                '{"n_agents": 2, "max_steps": 10}',
+                "--num-envs",
+                "4",
+                "--rollout-steps",
+                "10",
+                "--minibatch-size",
+                "0",
+                "--update-epochs",
+                "2",
+                "--total-steps",
+                "80",
+                "--eval-interval",
+                "0",
+                "--run-dir",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return run
 
 

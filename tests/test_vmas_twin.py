@@ -17,15 +17,19 @@ SCENARIOS = [*vmas.scenarios, *vmas.mpe_scenarios, *vmas.debug_scenarios]
 # Smaller where the default is slow on one CPU core (road_traffic: 20 cars, pollock: 15
 # agents, sampling: a reset sums its field over a 40 x 40 grid, one point at a time); the
 # tensors the env keeps are the same kinds.
-SMALLER = {"road_traffic": {"n_agents": 4}, "pollock": {"n_agents": 3},
-           "sampling": {"grid_spacing": 0.25}}
+SMALLER = {
+    "road_traffic": {"n_agents": 4},
+    "pollock": {"n_agents": 3},
+    "sampling": {"grid_spacing": 0.25},
+}
 E = 4  # copies
 MAX_STEPS = 20
 
 
 def build(scenario: str, seed: int) -> object:
-    return make_env(f"vmas:{scenario}", E, "cpu", seed,
-                    {"max_steps": MAX_STEPS, **SMALLER.get(scenario, {})})
+    return make_env(
+        f"vmas:{scenario}", E, "cpu", seed, {"max_steps": MAX_STEPS, **SMALLER.get(scenario, {})}
+    )
 
 
 def action_source(env, seed: int):
@@ -72,8 +76,10 @@ def test_copies_not_reset_go_on_as_their_twins(scenario) -> None:
         chosen = actions()
         a, b = env.step(chosen), twin.step(chosen)
         same = torch.equal(a.obs[1:], b.obs[1:])
-        assert same, (f"step {step} after the reset: copies 1.. differ from the twin's by "
-                      f"{float((a.obs[1:] - b.obs[1:]).abs().max()):.3g}")
+        assert same, (
+            f"step {step} after the reset: copies 1.. differ from the twin's by "
+            f"{float((a.obs[1:] - b.obs[1:]).abs().max()):.3g}"
+        )
         assert torch.equal(a.reward[1:], b.reward[1:]) and torch.equal(a.env_done, b.env_done)
         assert torch.equal(a.obs[0], b.obs[0]) and torch.equal(a.reward[0], b.reward[0])
 
@@ -118,12 +124,16 @@ Point = collections.namedtuple("Point", "xy")
 
 def holders(scenario, agent, fill: float) -> dict:
     """Per-copy tensors `[E, 2]` of value `fill + copy`, held every way the walk must see."""
+
     def rows() -> torch.Tensor:
         return fill + torch.arange(float(E))[:, None].repeat(1, 2)
 
     expanded = (fill + torch.arange(2.0)).expand(E, 2)  # cannot be written in place
-    scenario.by_agent = {agent: {"plan": rows()}, (1, "a"): rows(),
-                         frozenset({"x", "y"}): [rows(), (rows(), expanded)]}
+    scenario.by_agent = {
+        agent: {"plan": rows()},
+        (1, "a"): rows(),
+        frozenset({"x", "y"}): [rows(), (rows(), expanded)],
+    }
     scenario.by_agent["itself"] = scenario.by_agent  # a cycle
     scenario.plan = Plan(rows(), (rows(), Point(rows())))
     scenario.slotted = Slotted(rows(), rows())
@@ -132,9 +142,17 @@ def holders(scenario, agent, fill: float) -> dict:
 
 def held(scenario, agent) -> list[torch.Tensor]:
     by_agent, plan = scenario.by_agent, scenario.plan
-    return [by_agent[agent]["plan"], by_agent[(1, "a")], by_agent[frozenset("xy")][0],
-            *by_agent[frozenset("xy")][1], plan.rows, plan.pair[0], plan.pair[1].xy,
-            scenario.slotted.rows, scenario.slotted._Slotted__hidden]
+    return [
+        by_agent[agent]["plan"],
+        by_agent[(1, "a")],
+        by_agent[frozenset("xy")][0],
+        *by_agent[frozenset("xy")][1],
+        plan.rows,
+        plan.pair[0],
+        plan.pair[1].xy,
+        scenario.slotted.rows,
+        scenario.slotted._Slotted__hidden,
+    ]
 
 
 def test_per_copy_tensors_are_kept_whatever_holds_them() -> None:
@@ -155,7 +173,11 @@ def test_per_copy_tensors_are_kept_whatever_holds_them() -> None:
     scenario.reset_world_at = clobbering_reset
     env._env.steps[0] = MAX_STEPS - 1
     assert env.step(torch.zeros(E, env.num_agents, 2)).env_done.tolist() == [
-        True, False, False, False]
+        True,
+        False,
+        False,
+        False,
+    ]
     for tensor in held(scenario, agent):  # copy 0 restarted, the others kept theirs
         assert (tensor[0] < 0).all() and (tensor[1:] >= 10).all(), tensor
     assert scenario.by_agent["itself"] is scenario.by_agent
@@ -166,6 +188,5 @@ def test_per_copy_tensors_are_kept_whatever_holds_them() -> None:
     holders(other_scenario, other_agent, 50.0)
     del other_scenario.by_agent[(1, "a")]
     other.load_state_dict(snapshot)
-    for mine, theirs in zip(held(scenario, agent), held(other_scenario, other_agent),
-                            strict=True):
+    for mine, theirs in zip(held(scenario, agent), held(other_scenario, other_agent), strict=True):
         assert torch.equal(mine, theirs)

@@ -30,8 +30,9 @@ def test_wandb_gets_every_row(tmp_path, monkeypatch) -> None:
     assert run.init_kwargs["project"] == "p" and run.init_kwargs["config"]["num_envs"] == 16
     assert run.finished
     rows = list(csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
-    assert [step for step, _ in run.logged] == [int(r["env_steps"]) for r in rows] == [400, 800,
-                                                                                       1200]
+    assert (
+        [step for step, _ in run.logged] == [int(r["env_steps"]) for r in rows] == [400, 800, 1200]
+    )
     step, data = run.logged[-1]
     assert data["train/policy_loss"] == float(rows[-1]["policy_loss"])
     assert "train/episode_return" in data and "train/env_steps" not in data

@@ -16,11 +16,13 @@ def test_win_rate_counts_the_won_episodes_among_those_that_ended() -> None:
     tracker = EpisodeTracker(alive, team_reward=True)
     reward = torch.zeros(3, 2)
     # Step 1: envs 0 and 1 end, env 0 won; env 2's flag is ignored (its episode goes on).
-    tracker.step(reward, alive, torch.tensor([True, True, False]), alive,
-                 torch.tensor([True, False, True]))
+    tracker.step(
+        reward, alive, torch.tensor([True, True, False]), alive, torch.tensor([True, False, True])
+    )
     # Step 2: env 2 ends won.
-    tracker.step(reward, alive, torch.tensor([False, False, True]), alive,
-                 torch.tensor([False, False, True]))
+    tracker.step(
+        reward, alive, torch.tensor([False, False, True]), alive, torch.tensor([False, False, True])
+    )
     assert tracker.pop_win_rate() == (2 / 3, 3)
     rate, count = tracker.pop_win_rate()  # popped: nothing since
     assert math.isnan(rate) and count == 0

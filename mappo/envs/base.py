@@ -27,9 +27,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 
-from mappo.errors import EnvError
+from mappo.errors import EnvError, RenderError
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,17 @@ def error_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
+def does_not_draw(env: str, builder: Any) -> RenderError:
+    """The one line refusing to render env `env`, whose class or factory `builder` draws
+    nothing: `MultiAgentEnv.rendered_episodes`'s own, and the registry's before building."""
+    who = getattr(builder, "__qualname__", type(builder).__name__)
+    return RenderError(
+        f"env '{env}' does not draw itself: {who} records no frames (an env that draws "
+        "itself takes record_frames=True and overrides MultiAgentEnv.rendered_episodes); "
+        "mappo eval without --render still scores the run"
+    )
+
+
 def env_raised(env: str, call: str, where: str, err: BaseException) -> EnvError:
     """The one-line `EnvError` for an exception env `env` raised in `call` (e.g. "step()"),
     `where` naming the copy and step; raise it `from err` to keep the traceback."""
@@ -227,6 +239,16 @@ class MultiAgentEnv(ABC):
         """Continue from bytes `pickled_state` returned. Unpickling runs code: only for
         bytes the user wrote themselves (`--resume` of their own run folder)."""
         raise NotImplementedError(f"env '{self.spec.name}' keeps no pickled state")
+
+    def rendered_episodes(self) -> list[list[np.ndarray]]:
+        """The RGB frames `[H, W, 3]` uint8 of env copy 0, one list per episode begun since
+        the env was built to record (`make_env(..., render=True)`): the first frame after
+        its reset, then one after every step. A finished episode's last frame is its final
+        state, taken before the in-place reset; an in-place reset starts the next list.
+
+        By default the env does not draw itself, and this raises a `RenderError`.
+        """
+        raise does_not_draw(self.spec.name, type(self))
 
     def close(self) -> None:  # noqa: B027 - optional hook, most envs hold nothing
         """Release worker processes or other resources; a no-op by default."""

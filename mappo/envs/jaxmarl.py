@@ -66,15 +66,32 @@ MISSING_EXTRA = "JaxMARL envs need jax and jaxmarl: pip install 'mappo[jax]'"
 SMAX_ENVS = ("SMAX", "HeuristicEnemySMAX", "LearnedPolicyEnemySMAX")
 # JaxMARL's MAPPO on SMAX: scored by battles won within the time limit, the limit ends an
 # episode as a terminal state (GAE on the global done), and the allies share one reward.
-SMAX_CONVENTIONS = TaskConventions(source="JaxMARL's MAPPO on SMAX", time_limit_in_task=True,
-                                   team_reward=True)
-OUTPUTS = ("obs", "state", "reward", "terminated", "truncated", "alive", "action_mask",
-           "env_done", "final_obs", "final_state", "win")
+SMAX_CONVENTIONS = TaskConventions(
+    source="JaxMARL's MAPPO on SMAX", time_limit_in_task=True, team_reward=True
+)
+OUTPUTS = (
+    "obs",
+    "state",
+    "reward",
+    "terminated",
+    "truncated",
+    "alive",
+    "action_mask",
+    "env_done",
+    "final_obs",
+    "final_state",
+    "win",
+)
 
 
-def make_jaxmarl_env(name: str, env_id: str, num_envs: int,
-                     device: str | torch.device = "cpu", seed: int | None = None,
-                     env_kwargs: dict[str, Any] | None = None) -> JaxMarlEnv:
+def make_jaxmarl_env(
+    name: str,
+    env_id: str,
+    num_envs: int,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> JaxMarlEnv:
     """The env JaxMARL registers as `env_id` (what `--env` called `name`) as a `JaxMarlEnv`,
     or one line saying why not."""
     if _MISSING is not None:
@@ -84,16 +101,20 @@ def make_jaxmarl_env(name: str, env_id: str, num_envs: int,
 
         near = difflib.get_close_matches(env_id, jaxmarl.registered_envs, n=3)
         prefix = name.removesuffix(env_id)  # as --env spelled it
-        hint = ("did you mean " + " or ".join(f"'{prefix}{n}'" for n in near) + "? ") if near \
-            else ""
-        raise ConfigError(f"env '{name}': JaxMARL registers no env '{env_id}'; {hint}"
-                          f"see jaxmarl.registered_envs")
+        hint = (
+            ("did you mean " + " or ".join(f"'{prefix}{n}'" for n in near) + "? ") if near else ""
+        )
+        raise ConfigError(
+            f"env '{name}': JaxMARL registers no env '{env_id}'; {hint}see jaxmarl.registered_envs"
+        )
     kwargs = _jaxmarl_kwargs(name, env_id, dict(env_kwargs or {}))
     try:
         env = jaxmarl.make(env_id, **kwargs)
     except TypeError as err:
-        raise ConfigError(f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused "
-                          f"them ({str(err).splitlines()[0]})") from None
+        raise ConfigError(
+            f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused "
+            f"them ({str(err).splitlines()[0]})"
+        ) from None
     return JaxMarlEnv(env, name, num_envs, device, seed, env_id)
 
 
@@ -107,7 +128,8 @@ def _jaxmarl_kwargs(name: str, env_id: str, kwargs: dict[str, Any]) -> dict[str,
         if kwargs["scenario"] not in MAP_NAME_TO_SCENARIO:
             raise ConfigError(
                 f"config key 'env_kwargs' = {kwargs!r}: env '{name}' has no SMAX map "
-                f"'{kwargs['scenario']}'; maps: {', '.join(MAP_NAME_TO_SCENARIO)}")
+                f"'{kwargs['scenario']}'; maps: {', '.join(MAP_NAME_TO_SCENARIO)}"
+            )
         kwargs["scenario"] = map_name_to_scenario(kwargs["scenario"])
     if env_id == "overcooked" and isinstance(kwargs.get("layout"), str):
         from flax.core import FrozenDict
@@ -116,7 +138,8 @@ def _jaxmarl_kwargs(name: str, env_id: str, kwargs: dict[str, Any]) -> dict[str,
         if kwargs["layout"] not in overcooked_layouts:
             raise ConfigError(
                 f"config key 'env_kwargs' = {kwargs!r}: env '{name}' has no Overcooked layout "
-                f"'{kwargs['layout']}'; layouts: {', '.join(overcooked_layouts)}")
+                f"'{kwargs['layout']}'; layouts: {', '.join(overcooked_layouts)}"
+            )
         kwargs["layout"] = FrozenDict(overcooked_layouts[kwargs["layout"]])
     return kwargs
 
@@ -131,8 +154,11 @@ def jax_device_for(device: torch.device) -> Any:
             gpus = []
         if gpus:
             return gpus[device.index or 0] if (device.index or 0) < len(gpus) else gpus[0]
-        logger.warning("JAX sees no GPU: the JaxMARL env runs on the CPU and its arrays are "
-                       "copied to %s every step (install jax with CUDA to avoid it)", device)
+        logger.warning(
+            "JAX sees no GPU: the JaxMARL env runs on the CPU and its arrays are "
+            "copied to %s every step (install jax with CUDA to avoid it)",
+            device,
+        )
     return jax.devices("cpu")[0]
 
 
@@ -158,9 +184,15 @@ class JaxMarlEnv(MultiAgentEnv):
     `env` is the JaxMARL env (`jaxmarl.make(env_id, ...)`), `name` what `--env` said.
     """
 
-    def __init__(self, env: Any, name: str, num_envs: int,
-                 device: str | torch.device = "cpu", seed: int | None = None,
-                 env_id: str = "") -> None:
+    def __init__(
+        self,
+        env: Any,
+        name: str,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+        env_id: str = "",
+    ) -> None:
         self.env, self.num_envs = env, num_envs
         self.device = torch.device(device)
         self.jax_device = jax_device_for(self.device)
@@ -168,20 +200,27 @@ class JaxMarlEnv(MultiAgentEnv):
         self._agents = agents
         obs_sizes = tuple(_size(env.observation_space(a).shape) for a in agents)
         action = _action_spec(name, env, agents)
-        self._num_actions = [int(env.action_space(a).n) for a in agents] \
-            if action.kind == "discrete" else []
+        self._num_actions = (
+            [int(env.action_space(a).n) for a in agents] if action.kind == "discrete" else []
+        )
         # Probe one reset for what the spaces do not say: a world state, and obs sizes
         # (Overcooked's space is [W, H, C] where its obs are [H, W, C]; the size agrees).
         probe_obs, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
         self._world_state = "world_state" in probe_obs
         grids = all(len(getattr(probe_obs.get(a), "shape", ())) == 3 for a in agents)
         obs_dim = max(obs_sizes)
-        state_dim = _size(probe_obs["world_state"].shape) if self._world_state \
-            else obs_dim * len(agents)
+        state_dim = (
+            _size(probe_obs["world_state"].shape) if self._world_state else obs_dim * len(agents)
+        )
         self.spec = EnvSpec(
-            name=name, agent_names=tuple(agents), obs_dim=obs_dim, state_dim=state_dim,
-            action=action, max_episode_steps=_max_steps(env),
-            state_source="env" if self._world_state else "concat_obs", obs_sizes=obs_sizes,
+            name=name,
+            agent_names=tuple(agents),
+            obs_dim=obs_dim,
+            state_dim=state_dim,
+            action=action,
+            max_episode_steps=_max_steps(env),
+            state_source="env" if self._world_state else "concat_obs",
+            obs_sizes=obs_sizes,
             conventions=_conventions(env_id),
             image_layout="hwc" if grids else None,
         )
@@ -190,8 +229,7 @@ class JaxMarlEnv(MultiAgentEnv):
         # Both run where their inputs live: the key (and the state) on `jax_device`.
         self._reset_fn = jax.jit(self._reset_all)
         self._step_fn = jax.jit(self._step_all)
-        self._key = jax.device_put(jax.random.PRNGKey(0 if seed is None else seed),
-                                   self.jax_device)
+        self._key = jax.device_put(jax.random.PRNGKey(0 if seed is None else seed), self.jax_device)
         self._state: Any = None
         self._out: dict[str, torch.Tensor] = {}
 
@@ -204,8 +242,11 @@ class JaxMarlEnv(MultiAgentEnv):
         obs_dim = self.spec.obs_dim
         packed = jnp.stack([jnp.pad(r, (0, obs_dim - r.shape[0])) for r in rows])  # [A, O]
         packed = packed * alive[:, None]
-        world = jnp.ravel(obs["world_state"]).astype(jnp.float32) if self._world_state \
-            else packed.reshape(-1)  # [S]
+        world = (
+            jnp.ravel(obs["world_state"]).astype(jnp.float32)
+            if self._world_state
+            else packed.reshape(-1)
+        )  # [S]
         return packed, world, self._mask(state, alive)
 
     def _mask(self, state: Any, alive: Any) -> Any:
@@ -217,8 +258,10 @@ class JaxMarlEnv(MultiAgentEnv):
         if self._mask_fn is None:
             return own
         legal = self._mask_fn(state)
-        rows = [jnp.pad(jnp.asarray(legal[a]).astype(bool), (0, width - n))
-                for a, n in zip(self._agents, self._num_actions, strict=True)]
+        rows = [
+            jnp.pad(jnp.asarray(legal[a]).astype(bool), (0, width - n))
+            for a, n in zip(self._agents, self._num_actions, strict=True)
+        ]
         mask = jnp.stack(rows) & own
         # A dead agent's action is ignored, but it still needs one legal logit to sample.
         return jnp.where(alive[:, None], mask, own & (jnp.arange(width) == 0)[None, :])
@@ -242,8 +285,9 @@ class JaxMarlEnv(MultiAgentEnv):
         reward = jnp.stack([reward[a] for a in self._agents]).astype(jnp.float32)  # [A]
         return obs, next_state, reward, agent_done, dones["__all__"]
 
-    def _rule_dones(self, key: Any, state: Any, actions: Any, next_state: Any,
-                    agent_done: Any, env_done: Any) -> tuple[Any, Any]:
+    def _rule_dones(
+        self, key: Any, state: Any, actions: Any, next_state: Any, agent_done: Any, env_done: Any
+    ) -> tuple[Any, Any]:
         """Every copy's dones `[E, A]`, `[E]` by the env's own rules, as if no time limit
         were reached: the env stepped again, with the same keys and actions, from `state`
         with its step count set back (`_set_back`).
@@ -265,9 +309,18 @@ class JaxMarlEnv(MultiAgentEnv):
 
         return jax.lax.cond(hit, without_limit, lambda: (agent_done, env_done))
 
-    def _finish_one(self, key_reset: Any, obs: Any, next_state: Any, reward: Any,
-                    agent_done: Any, env_done: Any, rule_agent: Any, rule_env: Any,
-                    alive: Any) -> tuple[Any, ...]:
+    def _finish_one(
+        self,
+        key_reset: Any,
+        obs: Any,
+        next_state: Any,
+        reward: Any,
+        agent_done: Any,
+        env_done: Any,
+        rule_agent: Any,
+        rule_env: Any,
+        alive: Any,
+    ) -> tuple[Any, ...]:
         """One copy after its step: terminated where the env's rules (`rule_agent`,
         `rule_env`) end the agent, truncated where only the time limit does; reset where
         the episode ended (JaxMARL's `step`), keeping what it reached as final obs and
@@ -279,15 +332,28 @@ class JaxMarlEnv(MultiAgentEnv):
         final_obs, final_state, _ = self._pack(obs, next_state, alive)
         win = self._won(next_state) & env_done
         reset = self._reset_one(key_reset)
-        state_out = jax.tree.map(lambda r, s: jnp.where(env_done, r, s), reset[0],
-                                 _strongly_typed(next_state))
+        state_out = jax.tree.map(
+            lambda r, s: jnp.where(env_done, r, s), reset[0], _strongly_typed(next_state)
+        )
         alive_out = jnp.where(env_done, reset[4], still)
         new_obs, new_world, _ = self._pack(obs, next_state, still)
         obs_out = jnp.where(env_done, reset[1], new_obs)
         world_out = jnp.where(env_done, reset[2], new_world)
         mask_out = self._mask(state_out, alive_out)
-        return (state_out, obs_out, world_out, reward, terminated, truncated, alive_out,
-                mask_out, env_done, final_obs, final_state, win)
+        return (
+            state_out,
+            obs_out,
+            world_out,
+            reward,
+            terminated,
+            truncated,
+            alive_out,
+            mask_out,
+            env_done,
+            final_obs,
+            final_state,
+            win,
+        )
 
     def _step_all(self, key: Any, state: Any, actions: Any, alive: Any) -> tuple[Any, ...]:
         """Every copy stepped by actions `[E, A]` (or `[E, A, D]`); finished copies reset."""
@@ -295,11 +361,14 @@ class JaxMarlEnv(MultiAgentEnv):
         keys = jax.vmap(jax.random.split)(jax.random.split(sub, self.num_envs))  # [E, 2, ...]
         key_step, key_reset = keys[:, 0], keys[:, 1]
         obs, next_state, reward, agent_done, env_done = jax.vmap(self._env_step)(
-            key_step, state, actions)
-        rule_agent, rule_env = self._rule_dones(key_step, state, actions, next_state,
-                                                agent_done, env_done)
-        out = jax.vmap(self._finish_one)(key_reset, obs, next_state, reward, agent_done,
-                                         env_done, rule_agent, rule_env, alive)
+            key_step, state, actions
+        )
+        rule_agent, rule_env = self._rule_dones(
+            key_step, state, actions, next_state, agent_done, env_done
+        )
+        out = jax.vmap(self._finish_one)(
+            key_reset, obs, next_state, reward, agent_done, env_done, rule_agent, rule_env, alive
+        )
         return (key, *out)
 
     def _won(self, state: Any) -> Any:
@@ -343,9 +412,16 @@ class JaxMarlEnv(MultiAgentEnv):
         self._keep(**tensors)
         t = self._out
         return MultiAgentStepResult(
-            obs=t["obs"], state=t["state"], reward=t["reward"], terminated=t["terminated"],
-            truncated=t["truncated"], alive=t["alive"], action_mask=t["action_mask"],
-            env_done=t["env_done"], final_obs=t["final_obs"], final_state=t["final_state"],
+            obs=t["obs"],
+            state=t["state"],
+            reward=t["reward"],
+            terminated=t["terminated"],
+            truncated=t["truncated"],
+            alive=t["alive"],
+            action_mask=t["action_mask"],
+            env_done=t["env_done"],
+            final_obs=t["final_obs"],
+            final_state=t["final_state"],
             info={"win": t["win"]} if self._smax else {},
         )
 
@@ -379,29 +455,40 @@ class JaxMarlEnv(MultiAgentEnv):
         return {
             "leaves": [_leaf_to_torch(leaf) for leaf in leaves],
             "key": _leaf_to_torch(self._key),
-            "outputs": {k: v.clone() for k, v in self._out.items()
-                        if k in ("obs", "state", "action_mask", "alive")},
+            "outputs": {
+                k: v.clone()
+                for k, v in self._out.items()
+                if k in ("obs", "state", "action_mask", "alive")
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         template = self._state if self._state is not None else self._reset_fn(self._key)[0]
         leaves, treedef = jax.tree.flatten(template)
         if len(state["leaves"]) != len(leaves):
-            raise ValueError(f"env '{self.spec.name}': the snapshot holds "
-                             f"{len(state['leaves'])} arrays, this env's state {len(leaves)}")
-        restored = [_leaf_from_torch(saved, like, self.jax_device)
-                    for saved, like in zip(state["leaves"], leaves, strict=True)]
+            raise ValueError(
+                f"env '{self.spec.name}': the snapshot holds "
+                f"{len(state['leaves'])} arrays, this env's state {len(leaves)}"
+            )
+        restored = [
+            _leaf_from_torch(saved, like, self.jax_device)
+            for saved, like in zip(state["leaves"], leaves, strict=True)
+        ]
         self._state = jax.tree.unflatten(treedef, restored)
         self._key = _leaf_from_torch(state["key"], self._key, self.jax_device)
         outputs = state["outputs"]
-        self._keep(**{k: jax.device_put(outputs[k].cpu().numpy(), self.jax_device)
-                      for k in ("obs", "state", "action_mask", "alive")})
+        self._keep(
+            **{
+                k: jax.device_put(outputs[k].cpu().numpy(), self.jax_device)
+                for k in ("obs", "state", "action_mask", "alive")
+            }
+        )
 
 
 def _size(shape: Any) -> int:
     """Number of entries of an array of `shape`."""
     size = 1
-    for n in (shape if isinstance(shape, tuple | list) else (shape,)):  # Hanabi's is an int
+    for n in shape if isinstance(shape, tuple | list) else (shape,):  # Hanabi's is an int
         size *= int(n)
     return size
 
@@ -419,8 +506,10 @@ def _action_spec(name: str, env: Any, agents: list[str]) -> ActionSpec:
         low = np.broadcast_to(np.asarray(spaces[0].low, dtype=float), spaces[0].shape).ravel()
         high = np.broadcast_to(np.asarray(spaces[0].high, dtype=float), spaces[0].shape).ravel()
         return ActionSpec(kind="continuous", low=tuple(low.tolist()), high=tuple(high.tolist()))
-    raise ConfigError(f"env '{name}': action spaces {sorted(kinds)} are not supported; mappo "
-                      "takes Discrete, or one Box shape shared by every agent")
+    raise ConfigError(
+        f"env '{name}': action spaces {sorted(kinds)} are not supported; mappo "
+        "takes Discrete, or one Box shape shared by every agent"
+    )
 
 
 def _mask_function(env: Any) -> Any:

@@ -28,6 +28,13 @@ and every copy is `gymnasium.make(id, **env_kwargs)` seen through
 
 PettingZoo and Gymnasium envs run through `PettingZooWrapper` and need the
 `pettingzoo` extra (pettingzoo and gymnasium).
+
+`make_env(..., render=True)` builds an env that records its frames for
+`MultiAgentEnv.rendered_episodes` (`mappo eval --render`): a vectorized env is built
+with `record_frames=True`, and one that does not draw itself (its class keeps the
+default `rendered_episodes`, JaxMARL's among them) is refused before it is built; the
+copies of a PettingZoo or Gymnasium env are built with `render_mode="rgb_array"`, in
+this process, and each keeps its frames (`mappo.envs.pettingzoo.frames`).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from typing import Any
 
 import torch
 
-from mappo.envs.base import ENV_CALLABLES, MultiAgentEnv
+from mappo.envs.base import ENV_CALLABLES, MultiAgentEnv, does_not_draw
 from mappo.errors import ConfigError
 
 # Built-in envs, vectorized in torch: name -> (module, class).
@@ -66,6 +73,7 @@ def make_env(
     *,
     num_workers: int = 0,
     use_state: bool = True,
+    render: bool = False,
 ) -> MultiAgentEnv:
     """Build `num_envs` copies of the env called `name`.
 
@@ -73,30 +81,49 @@ def make_env(
     (vectorized envs, built-in or the user's, run as they are): `use_state`
     False means nothing reads the env's own global state (the critic sees the
     observations, or only the actors act), so `env.state()` is never called.
+    `render` builds an env that records copy 0's frames (its copies then run in
+    this process), or raises a `RenderError` for one that does not draw itself.
     """
     env_kwargs = dict(env_kwargs or {})
     if name.startswith(VMAS_PREFIX):  # VMAS scenarios: batched in torch like the built-ins
         from mappo.envs.vmas import VmasEnv
 
         scenario = name.removeprefix(VMAS_PREFIX)
-        factory = partial(VmasEnv, scenario=scenario, env_name=name)
-        return _make_vectorized(name, factory, num_envs, device, seed, env_kwargs)
+        factory: Callable[..., Any] = partial(VmasEnv, scenario=scenario, env_name=name)
+        return _make_vectorized(name, factory, num_envs, device, seed, env_kwargs, render)
     if name in BUILTIN_ENVS:
         module_name, class_name = BUILTIN_ENVS[name]
         env_class = getattr(importlib.import_module(module_name), class_name)
-        return _make_vectorized(name, env_class, num_envs, device, seed, env_kwargs)
+        return _make_vectorized(name, env_class, num_envs, device, seed, env_kwargs, render)
     if name.startswith(JAXMARL_PREFIX):
-        from mappo.envs.jaxmarl import make_jaxmarl_env
+        from mappo.envs.jaxmarl import JaxMarlEnv, make_jaxmarl_env
 
-        return make_jaxmarl_env(name, name.removeprefix(JAXMARL_PREFIX), num_envs, device,
-                                seed, env_kwargs)
+        if render:  # refused without building the env (and compiling its step)
+            _refuse_undrawn(name, JaxMarlEnv)
+        return make_jaxmarl_env(
+            name, name.removeprefix(JAXMARL_PREFIX), num_envs, device, seed, env_kwargs
+        )
     if ":" in name:
         factory = import_env_factory(name)
         if is_vectorized(factory):
-            return _make_vectorized(name, factory, num_envs, device, seed, env_kwargs)
-        return pettingzoo_wrapper(name)(
-            partial(_build_copy, name, factory, env_kwargs), num_envs, num_workers=num_workers,
-            seed=seed, device=device, name=name, use_state=use_state,
+            return _make_vectorized(name, factory, num_envs, device, seed, env_kwargs, render)
+        wrapper = pettingzoo_wrapper(name)
+        if render:
+            from mappo.envs.pettingzoo.frames import check_renders_to_array, recording_copy
+
+            check_renders_to_array(name, factory, env_kwargs)
+            # The frames are read off the copies themselves, so they run in this process.
+            build_copy, num_workers = partial(recording_copy, name, factory, env_kwargs), 0
+        else:
+            build_copy = partial(_build_copy, name, factory, env_kwargs)
+        return wrapper(
+            build_copy,
+            num_envs,
+            num_workers=num_workers,
+            seed=seed,
+            device=device,
+            name=name,
+            use_state=use_state,
         )
     near = difflib.get_close_matches(name, BUILTIN_ENVS, n=1)
     hint = f"did you mean '{near[0]}'? " if near else ""
@@ -120,20 +147,45 @@ def is_vectorized(factory: Callable[..., Any]) -> bool:
 
 
 def _make_vectorized(
-    name: str, factory: Callable[..., Any], num_envs: int, device: str | torch.device,
-    seed: int | None, env_kwargs: dict[str, Any],
+    name: str,
+    factory: Callable[..., Any],
+    num_envs: int,
+    device: str | torch.device,
+    seed: int | None,
+    env_kwargs: dict[str, Any],
+    render: bool,
 ) -> MultiAgentEnv:
-    """`factory(num_envs=, device=, seed=, **env_kwargs)`, checked to be a `MultiAgentEnv`."""
+    """`factory(num_envs=, device=, seed=, **env_kwargs)`, checked to be a `MultiAgentEnv`;
+    with `render`, also `record_frames=True`, and checked to draw itself."""
+    if render and isinstance(factory, type):  # refused before anything is built
+        _refuse_undrawn(name, factory)
+    kwargs = {**env_kwargs, "record_frames": True} if render else env_kwargs
     try:
-        env = factory(num_envs=num_envs, device=device, seed=seed, **env_kwargs)
+        env = factory(num_envs=num_envs, device=device, seed=seed, **kwargs)
     except TypeError as err:  # an unknown or mistyped keyword
+        if render and "record_frames" in str(err):
+            raise does_not_draw(name, factory) from None
         raise _kwargs_error(name, factory, env_kwargs, err) from None
     if not isinstance(env, MultiAgentEnv):
         raise ConfigError(
             f"env '{name}' takes num_envs, so it was called as a vectorized env, but it "
             f"returned a {type(env).__name__}, not a mappo MultiAgentEnv; {ENV_CALLABLES}"
         )
+    if render and not _draws_itself(type(env)):  # a factory's env, asked once built
+        env.close()
+        raise does_not_draw(name, type(env))
     return env
+
+
+def _draws_itself(env_class: type) -> bool:
+    """Whether `env_class` overrides `MultiAgentEnv.rendered_episodes`."""
+    return getattr(env_class, "rendered_episodes", None) is not MultiAgentEnv.rendered_episodes
+
+
+def _refuse_undrawn(name: str, env_class: type) -> None:
+    """The RenderError of `MultiAgentEnv.rendered_episodes` unless `env_class` draws itself."""
+    if not _draws_itself(env_class):
+        raise does_not_draw(name, env_class)
 
 
 def _build_copy(name: str, factory: Callable[..., Any], env_kwargs: dict[str, Any]) -> Any:
@@ -144,8 +196,9 @@ def _build_copy(name: str, factory: Callable[..., Any], env_kwargs: dict[str, An
         raise _kwargs_error(name, factory, env_kwargs, err) from None
 
 
-def _kwargs_error(name: str, factory: Callable[..., Any], env_kwargs: dict[str, Any],
-                  err: TypeError) -> ConfigError:
+def _kwargs_error(
+    name: str, factory: Callable[..., Any], env_kwargs: dict[str, Any], err: TypeError
+) -> ConfigError:
     """The one line for an env that refused its keyword arguments, with those it takes
     when its signature lists them."""
     fixed = {"num_envs", "device", "seed"} if is_vectorized(factory) else set()
@@ -153,8 +206,11 @@ def _kwargs_error(name: str, factory: Callable[..., Any], env_kwargs: dict[str, 
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):  # no signature to read
         params = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
-    takes = [p.name for p in params if p.name not in fixed and p.kind in (
-        p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes = [
+        p.name
+        for p in params
+        if p.name not in fixed and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
     if any(p.kind == p.VAR_KEYWORD for p in params):  # it passes them on: no list to give
         hint = "; pass only keywords it takes"
     else:

@@ -50,7 +50,7 @@ import collections
 import difflib
 import functools
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -71,8 +71,17 @@ from mappo.errors import ConfigError
 # limit, scenarios that never terminate would never finish an episode.
 DEFAULT_MAX_STEPS = 100
 # make_env arguments VmasEnv sets itself: its tensors need lists and separate done flags.
-RESERVED_KWARGS = ("dict_spaces", "terminated_truncated", "wrapper", "wrapper_kwargs",
-                   "grad_enabled", "multidiscrete_actions", "num_envs", "device", "seed")
+RESERVED_KWARGS = (
+    "dict_spaces",
+    "terminated_truncated",
+    "wrapper",
+    "wrapper_kwargs",
+    "grad_enabled",
+    "multidiscrete_actions",
+    "num_envs",
+    "device",
+    "seed",
+)
 
 
 def import_vmas(name: str) -> Any:
@@ -113,19 +122,26 @@ class VmasEnv(MultiAgentEnv):
         vmas = import_vmas(name)
         reserved = sorted(set(scenario_kwargs) & set(RESERVED_KWARGS))
         if reserved:
-            raise ConfigError(f"config key 'env_kwargs' = {scenario_kwargs!r}: env '{name}' "
-                              f"sets {', '.join(reserved)} itself")
-        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(
-                max_steps, int) or max_steps < 1):
-            raise ConfigError(f"config key 'env_kwargs': env '{name}' max_steps = {max_steps!r} "
-                              "must be an integer >= 1, or null for no time limit")
+            raise ConfigError(
+                f"config key 'env_kwargs' = {scenario_kwargs!r}: env '{name}' "
+                f"sets {', '.join(reserved)} itself"
+            )
+        if max_steps is not None and (
+            isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+        ):
+            raise ConfigError(
+                f"config key 'env_kwargs': env '{name}' max_steps = {max_steps!r} "
+                "must be an integer >= 1, or null for no time limit"
+            )
         known = [*vmas.scenarios, *vmas.mpe_scenarios, *vmas.debug_scenarios]
         if scenario not in known:
             near = difflib.get_close_matches(scenario, known, n=1)
             prefix = name.removesuffix(scenario)  # as --env spelled it
             hint = f"did you mean '{prefix}{near[0]}'? " if near else ""
-            raise ConfigError(f"env '{name}': VMAS has no scenario '{scenario}'; {hint}"
-                              f"its scenarios are {', '.join(known)}")
+            raise ConfigError(
+                f"env '{name}': VMAS has no scenario '{scenario}'; {hint}"
+                f"its scenarios are {', '.join(known)}"
+            )
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.record_frames = record_frames
@@ -138,14 +154,22 @@ class VmasEnv(MultiAgentEnv):
         with self._own_rng():
             try:
                 self._env = vmas.make_env(
-                    scenario, num_envs=num_envs, device=self.device,
-                    continuous_actions=continuous_actions, max_steps=max_steps, seed=seed,
-                    dict_spaces=False, terminated_truncated=True, **scenario_kwargs,
+                    scenario,
+                    num_envs=num_envs,
+                    device=self.device,
+                    continuous_actions=continuous_actions,
+                    max_steps=max_steps,
+                    seed=seed,
+                    dict_spaces=False,
+                    terminated_truncated=True,
+                    **scenario_kwargs,
                 )
             except (AssertionError, ValueError) as err:  # scenarios check kwargs by assert
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else "refused"
-                raise ConfigError(f"config key 'env_kwargs' = {scenario_kwargs!r}: env "
-                                  f"'{name}' refused them ({reason})") from None
+                raise ConfigError(
+                    f"config key 'env_kwargs' = {scenario_kwargs!r}: env "
+                    f"'{name}' refused them ({reason})"
+                ) from None
             first_obs = self._env.reset()
         self._layout(name, first_obs, continuous_actions)
         E, A = num_envs, self.num_agents
@@ -166,15 +190,17 @@ class VmasEnv(MultiAgentEnv):
         agents = tuple(agent.name for agent in env.agents)
         for agent, obs in zip(agents, first_obs, strict=True):
             if not isinstance(obs, torch.Tensor):
-                raise ConfigError(f"env '{name}': agent {agent} observes a "
-                                  f"{type(obs).__name__}; only tensor observations are supported")
+                raise ConfigError(
+                    f"env '{name}': agent {agent} observes a "
+                    f"{type(obs).__name__}; only tensor observations are supported"
+                )
         obs_sizes = tuple(int(np.prod(obs.shape[1:])) for obs in first_obs)
         O, A = max(obs_sizes), len(agents)  # noqa: E741 - the data layout's names
         self._obs_equal = len(set(obs_sizes)) == 1
         # Where agent i's entries go in the flattened padded `[A*O]`: i*O .. i*O + O_i.
-        self._obs_index = torch.cat([
-            i * O + torch.arange(size, device=dev) for i, size in enumerate(obs_sizes)
-        ])  # [sum O_i]
+        self._obs_index = torch.cat(
+            [i * O + torch.arange(size, device=dev) for i, size in enumerate(obs_sizes)]
+        )  # [sum O_i]
         spaces = list(env.action_space.spaces)
         if continuous:
             dims = [int(np.prod(space.shape)) for space in spaces]
@@ -200,8 +226,14 @@ class VmasEnv(MultiAgentEnv):
             self._static_mask = (torch.arange(K)[None, :] < torch.tensor(sizes)[:, None]).to(dev)
             action = ActionSpec(kind="discrete", nvec=(K,))
         self.spec = EnvSpec(
-            name=name, agent_names=agents, obs_dim=O, state_dim=A * O, action=action,
-            max_episode_steps=env.max_steps, state_source="concat_obs", obs_sizes=obs_sizes,
+            name=name,
+            agent_names=agents,
+            obs_dim=O,
+            state_dim=A * O,
+            action=action,
+            max_episode_steps=env.max_steps,
+            state_source="concat_obs",
+            obs_sizes=obs_sizes,
         )
 
     # -------------------------------------------------------------------- API
@@ -221,8 +253,11 @@ class VmasEnv(MultiAgentEnv):
         continuous = self.spec.action.kind == "continuous"
         expected = (E, A, self.spec.action.action_dim) if continuous else (E, A)
         if tuple(actions.shape) != expected:
-            raise ValueError(f"{self.spec.name}: actions must have shape {list(expected)}, "
-                             f"got {list(actions.shape)}")
+            raise ValueError(
+                f"{self.spec.name}: actions must have shape {list(expected)}, "
+                f"got {list(actions.shape)}"
+            )
+        per_agent: Sequence[torch.Tensor]
         if continuous:
             per_agent = actions.clamp(self._low, self._high).unbind(1)  # A views [E, D]
             if len(set(self._action_sizes)) > 1:
@@ -233,9 +268,10 @@ class VmasEnv(MultiAgentEnv):
             try:
                 obs_list, rewards, terminated, truncated, _ = self._env.step(list(per_agent))
             except (AssertionError, RuntimeError) as err:  # VMAS checks its inputs by assert
-                raise EnvError(f"env '{self.spec.name}' failed in step(): "
-                               f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
-                               ) from err
+                raise EnvError(
+                    f"env '{self.spec.name}' failed in step(): "
+                    f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                ) from err
             obs = self._stack_obs(obs_list)  # [E, A, O]
             reward = torch.stack(rewards, dim=1)  # [E, A]
             env_done = terminated | truncated  # [E]
@@ -254,10 +290,23 @@ class VmasEnv(MultiAgentEnv):
                 truncated_ea = self._false_ea
         self._obs = obs
         return MultiAgentStepResult(
-            obs=obs, state=obs.flatten(1), reward=reward, terminated=terminated_ea,
-            truncated=truncated_ea, alive=self._alive, action_mask=self._action_mask,
-            env_done=env_done, final_obs=final_obs, final_state=final_obs.flatten(1), info={},
+            obs=obs,
+            state=obs.flatten(1),
+            reward=reward,
+            terminated=terminated_ea,
+            truncated=truncated_ea,
+            alive=self._alive,
+            action_mask=self._action_mask,
+            env_done=env_done,
+            final_obs=final_obs,
+            final_state=final_obs.flatten(1),
+            info={},
         )
+
+    def rendered_episodes(self) -> list[list[np.ndarray]]:
+        """Copy 0's frames, one list per episode begun since the env was built (none unless
+        it was built with `record_frames`)."""
+        return self.episodes
 
     def get_global_state(self) -> torch.Tensor:
         """All agents' padded observations concatenated, `[E, A*O]` (VMAS has no state)."""
@@ -304,8 +353,13 @@ class VmasEnv(MultiAgentEnv):
             "shared": values,
             "obs": self._obs.clone(),
             "torch_rng": torch_rng.clone(),
-            "numpy_rng": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
-                          int(has_gauss), float(cached)],
+            "numpy_rng": [
+                kind,
+                torch.from_numpy(keys.astype(np.int64)),
+                int(pos),
+                int(has_gauss),
+                float(cached),
+            ],
             "python_rng": [version, torch.tensor(internal, dtype=torch.int64), gauss_next],
         }
 
@@ -330,18 +384,26 @@ class VmasEnv(MultiAgentEnv):
                 owner, key, get, put = slots[path]
                 current = get(owner, key)
                 if tuple(tensor.shape) != tuple(current.shape):
-                    raise ValueError(f"snapshot holds {path} {tuple(tensor.shape)}, this "
-                                     f"{self.spec.name} env {tuple(current.shape)}")
+                    raise ValueError(
+                        f"snapshot holds {path} {tuple(tensor.shape)}, this "
+                        f"{self.spec.name} env {tuple(current.shape)}"
+                    )
                 _write(owner, key, put, current, tensor.to(current.device, current.dtype))
                 continue
             found = _owner_of(path, objects)
-            if found is None or tensor.shape[:1] != (self.num_envs,) or not _place(
-                    *found, tensor.to(self.device).clone(), objects):
-                raise ValueError(f"snapshot holds {path}, which this {self.spec.name} env of "
-                                 f"{self.num_envs} copies has no place for")
+            if (
+                found is None
+                or tensor.shape[:1] != (self.num_envs,)
+                or not _place(*found, tensor.to(self.device).clone(), objects)
+            ):
+                raise ValueError(
+                    f"snapshot holds {path}, which this {self.spec.name} env of "
+                    f"{self.num_envs} copies has no place for"
+                )
         for path, (kind, saved) in saved_shared.items():
-            if kind in ("dict", "list") or (kind == "ref" and (
-                    saved == path or saved not in objects)):
+            if kind in ("dict", "list") or (
+                kind == "ref" and (saved == path or saved not in objects)
+            ):
                 continue  # a container placed above, the object there, or built anew
             if kind == "ref":  # as it is now: writing a tuple's item above made a new tuple
                 owner, key, get, _ = entries.get(saved, (objects, saved, _get_item, None))
@@ -396,8 +458,9 @@ class VmasEnv(MultiAgentEnv):
         if self._obs_equal:
             return torch.stack([o.reshape(E, -1) for o in obs_list], dim=1)
         flat = torch.cat([o.reshape(E, -1) for o in obs_list], dim=1)  # [E, sum O_i]
-        padded = torch.zeros(E, self.num_agents * self.spec.obs_dim, device=self.device,
-                             dtype=flat.dtype)  # [E, A*O]
+        padded = torch.zeros(
+            E, self.num_agents * self.spec.obs_dim, device=self.device, dtype=flat.dtype
+        )  # [E, A*O]
         return padded.index_copy_(1, self._obs_index, flat).view(E, self.num_agents, -1)
 
     def _reset_where(self, done: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
@@ -412,15 +475,21 @@ class VmasEnv(MultiAgentEnv):
         # rows where done: those the reset left at the same path.
         slots, _, shared = _walk(self._env, self.num_envs)
         kept = {path: get(owner, key).clone() for path, (owner, key, get, _) in slots.items()}
-        kept_shared = [(owner, key, get, put, _copy(get(owner, key)))
-                       for _, owner, key, get, put in shared]
+        kept_shared = [
+            (owner, key, get, put, _copy(get(owner, key))) for _, owner, key, get, put in shared
+        ]
         fresh = self._stack_obs(self._env.reset())  # every copy restarts ...
-        reset = {path: get(owner, key)
-                 for path, (owner, key, get, _) in _walk(self._env, self.num_envs)[0].items()}
+        reset = {
+            path: get(owner, key)
+            for path, (owner, key, get, _) in _walk(self._env, self.num_envs)[0].items()
+        }
         for owner, key, get, put, value in kept_shared:  # ... and the rest goes back
             current = get(owner, key)
-            if isinstance(value, torch.Tensor) and isinstance(current, torch.Tensor) \
-                    and current.shape == value.shape:
+            if (
+                isinstance(value, torch.Tensor)
+                and isinstance(current, torch.Tensor)
+                and current.shape == value.shape
+            ):
                 _write(owner, key, put, current, value)
             elif current is not value:
                 put(owner, key, value)
@@ -442,9 +511,11 @@ class VmasEnv(MultiAgentEnv):
         try:
             frame = self._env.render(mode="rgb_array", env_index=0)
         except Exception as err:  # pyglet missing, or no display or EGL to draw off screen
-            raise ConfigError(f"env '{self.spec.name}': VMAS could not render with pyglet "
-                              f"({error_line(err)}); it needs pyglet<=1.5.27 and an OpenGL "
-                              "display or EGL") from None
+            raise ConfigError(
+                f"env '{self.spec.name}': VMAS could not render with pyglet "
+                f"({error_line(err)}); it needs pyglet<=1.5.27 and an OpenGL "
+                "display or EGL"
+            ) from None
         return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
 
     def _start_recording(self) -> None:
@@ -460,8 +531,16 @@ class VmasEnv(MultiAgentEnv):
 # per-copy state, and code, classes and modules hold none of one env's.
 _NOT_WALKED_MODULES = ("pyglet", "vmas.simulator.rendering")
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
-_NOT_WALKED_TYPES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
-                     types.MethodType, types.CodeType, torch.Tensor, np.ndarray)
+_NOT_WALKED_TYPES = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.CodeType,
+    torch.Tensor,
+    np.ndarray,
+)
 
 # (owner, key, getter, setter): one entry of an object or container, as the walk reads it.
 _Entry = tuple[Any, Any, Any, Any]
@@ -494,8 +573,9 @@ def _tuple_setter(holder: _Entry) -> Any:
         items = list(current)
         items[key] = value
         kind = type(current)
-        holder_put(holder_owner, holder_key,
-                   kind._make(items) if hasattr(kind, "_make") else kind(items))  # namedtuple
+        holder_put(
+            holder_owner, holder_key, kind._make(items) if hasattr(kind, "_make") else kind(items)
+        )  # namedtuple
 
     return put
 
@@ -550,7 +630,8 @@ def _class_slots(cls: type) -> tuple[str, ...]:
 
 def _slot_names(obj: Any) -> list[str]:
     """The `__slots__` attributes `obj` has set."""
-    return [name for name in _class_slots(type(obj)) if hasattr(obj, name)]
+    cls: type = type(obj)
+    return [name for name in _class_slots(cls) if hasattr(obj, name)]
 
 
 def _attributes(obj: Any) -> list[tuple[str, Any]]:
@@ -577,8 +658,9 @@ def _key_expression(key: Any, path_of: dict[int, str]) -> str | None:
     if key is None or type(key) in (bool, int, float, str, bytes):
         return repr(key)
     if type(key) in (tuple, frozenset):
-        parts = [_key_expression(k, path_of) for k in key]
-        if None in parts:
+        expressions = [_key_expression(k, path_of) for k in key]
+        parts = [part for part in expressions if part is not None]
+        if len(parts) < len(expressions):
             return None
         if type(key) is tuple:
             return "(" + "".join(f"{part}, " for part in parts) + ")"
@@ -618,7 +700,7 @@ def _owner_of(path: str, objects: dict[str, Any]) -> tuple[Any, str] | None:
     end = len(path)
     while (dot := path.rfind(".", 0, end)) > 0:
         if path[:dot] in objects:
-            return objects[path[:dot]], path[dot + 1:]
+            return objects[path[:dot]], path[dot + 1 :]
         end = dot
     return None
 
@@ -645,8 +727,12 @@ def _equal(current: Any, value: Any) -> bool:
     """Whether a snapshot's shared `value` is already what an entry holds (then it stays,
     not replaced: replacing a tuple's item replaces the tuple)."""
     if isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor):
-        return (current.dtype == value.dtype and current.shape == value.shape
-                and current.device == value.device and bool(torch.equal(current, value)))
+        return (
+            current.dtype == value.dtype
+            and current.shape == value.shape
+            and current.device == value.device
+            and bool(torch.equal(current, value))
+        )
     return type(value) in _ATOMS and type(current) is type(value) and current == value
 
 
@@ -655,8 +741,9 @@ def _copy(value: Any) -> Any:
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
-def _walk(env: Any, num_envs: int) -> tuple[dict[str, _Entry], dict[str, Any],
-                                            list[tuple[str, Any, Any, Any, Any]]]:
+def _walk(
+    env: Any, num_envs: int
+) -> tuple[dict[str, _Entry], dict[str, Any], list[tuple[str, Any, Any, Any, Any]]]:
     """Every tensor with one row per copy, `[E, ...]`, reachable from the VMAS env through
     any objects' attributes (`__dict__` and `__slots__`), lists, tuples and dicts (keyed by
     anything: football's opponent AI keys its plans by `Agent`): path →
@@ -689,11 +776,9 @@ def _walk(env: Any, num_envs: int) -> tuple[dict[str, _Entry], dict[str, Any],
         path_of[id(value)] = path
         queue.append((value, path, holder))
 
-    def entry(owner: Any, key: Any, text: str, value: Any, path: str, get: Any,
-              put: Any) -> None:
+    def entry(owner: Any, key: Any, text: str, value: Any, path: str, get: Any, put: Any) -> None:
         where = f"{path}.{text}"
-        if isinstance(value, torch.Tensor) and value.dim() >= 1 \
-                and value.shape[0] == num_envs:
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == num_envs:
             if id(value) not in seen:
                 seen.add(id(value))
                 slots[where] = (owner, key, get, put)

@@ -143,7 +143,10 @@ class Bodies(TypedDict, total=False):
 
 
 def integrate(
-    pos: torch.Tensor, vel: torch.Tensor, force: torch.Tensor, params: PhysicsParams,
+    pos: torch.Tensor,
+    vel: torch.Tensor,
+    force: torch.Tensor,
+    params: PhysicsParams,
     **bodies: Unpack[Bodies],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One explicit Euler step exactly in mpe2's order; returns new (pos, vel).
@@ -173,8 +176,12 @@ def integrate(
 
 
 def world_step(
-    pos: torch.Tensor, vel: torch.Tensor, action_force: torch.Tensor,
-    size: torch.Tensor, pair_mask: torch.Tensor, params: PhysicsParams,
+    pos: torch.Tensor,
+    vel: torch.Tensor,
+    action_force: torch.Tensor,
+    size: torch.Tensor,
+    pair_mask: torch.Tensor,
+    params: PhysicsParams,
     **bodies: Unpack[Bodies],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """mpe2's `World.step` for all envs: contact forces, then integration.

@@ -33,8 +33,12 @@ GeometryT = TypeVar("GeometryT")
 # The official MAPPO code on MPE (on-policy, `MPE_env` with `shared_reward`): scored by the
 # 25-step return, the limit is terminal (`use_proper_time_limits` off), every agent gets the
 # team's reward, and a shared actor sees no agent id.
-OFFICIAL_MPE = TaskConventions(source="the official MAPPO code on MPE", time_limit_in_task=True,
-                               team_reward=True, agent_id=False)
+OFFICIAL_MPE = TaskConventions(
+    source="the official MAPPO code on MPE",
+    time_limit_in_task=True,
+    team_reward=True,
+    agent_id=False,
+)
 
 
 class MpeTask(MultiAgentEnv, Generic[GeometryT]):

@@ -153,8 +153,11 @@ class ReferenceEnv(MpeTask[torch.Tensor]):
         to 0, or to `step_count` `[E]` if given (episodes then end at different steps).
         """
         E, A, L = self.num_envs, NUM_AGENTS, NUM_LANDMARKS
-        return self._place(step_count, {
-            "_pos": ("agent_pos", agent_pos, (E, A, 2)),
-            "_landmarks": ("landmark_pos", landmark_pos, (E, L, 2)),
-            "_goal": ("goal", goal, (E, A)),
-        })
+        return self._place(
+            step_count,
+            {
+                "_pos": ("agent_pos", agent_pos, (E, A, 2)),
+                "_landmarks": ("landmark_pos", landmark_pos, (E, L, 2)),
+                "_goal": ("goal", goal, (E, A)),
+            },
+        )

@@ -88,10 +88,12 @@ class SpeakerListenerEnv(MpeTask[torch.Tensor]):
         self._speaker_pad = torch.zeros(E, OBS_DIM - SPEAKER_OBS_DIM, device=dev, dtype=dtype)
         self._action_mask[:, SPEAKER, COMM_DIM:] = False  # the speaker has only 3 words
         # Where the unpadded entries sit in the flattened observations `[E, 2 * 11]`.
-        self._state_index = torch.cat([
-            SPEAKER * OBS_DIM + torch.arange(SPEAKER_OBS_DIM, device=dev),
-            LISTENER * OBS_DIM + torch.arange(LISTENER_OBS_DIM, device=dev),
-        ])  # [3 + 11]
+        self._state_index = torch.cat(
+            [
+                SPEAKER * OBS_DIM + torch.arange(SPEAKER_OBS_DIM, device=dev),
+                LISTENER * OBS_DIM + torch.arange(LISTENER_OBS_DIM, device=dev),
+            ]
+        )  # [3 + 11]
 
         # The listener keeps an entity axis of size 1 so the shared integrator
         # applies unchanged.
@@ -171,11 +173,14 @@ class SpeakerListenerEnv(MpeTask[torch.Tensor]):
         `step_count` `[E]` if given (episodes then end at different steps).
         """
         E, L = self.num_envs, NUM_LANDMARKS
-        return self._place(step_count, {
-            "_pos": ("listener_pos", listener_pos, (E, 2)),
-            "_landmarks": ("landmark_pos", landmark_pos, (E, L, 2)),
-            "_goal": ("goal", goal, (E,)),
-        })
+        return self._place(
+            step_count,
+            {
+                "_pos": ("listener_pos", listener_pos, (E, 2)),
+                "_landmarks": ("landmark_pos", landmark_pos, (E, L, 2)),
+                "_goal": ("goal", goal, (E,)),
+            },
+        )
 
 
 def official_team_return(per_agent_return: float) -> float:

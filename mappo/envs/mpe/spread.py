@@ -11,13 +11,18 @@ and observes `[self_vel, self_pos, landmark_rel_pos (N), other_agent_rel_pos
 (N-1), other_agent_comm (N-1)]`, where the comm slots are always zero because
 spread agents are silent (mpe2 still includes them): 18 floats for N=3.
 Episodes last exactly `max_cycles` steps and end by truncation only.
+
+Built with `record_frames=True`, the env draws itself (`mappo.envs.mpe.drawing`): it
+keeps copy 0's positions after every reset and step, and `rendered_episodes` draws them.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from mappo.envs.base import ActionSpec, EnvSpec
+from mappo.envs.base import ActionSpec, EnvSpec, MultiAgentStepResult
+from mappo.envs.mpe.drawing import SpreadEpisode, spread_frames, spread_palette, spread_positions
 from mappo.envs.mpe.mpe_core import (
     NUM_DISCRETE_MOVES,
     contact_pair_mask,
@@ -41,7 +46,8 @@ class SpreadEnv(MpeTask[Geometry]):
 
     Landmarks neither move nor collide, so the physics only simulates agents.
     `global_state` picks the critic's state: mpe2's concatenated observations
-    ("concat_obs") or the world itself ("world").
+    ("concat_obs") or the world itself ("world"). `record_frames` keeps copy 0's
+    positions for `rendered_episodes`.
     """
 
     # World state: agents' positions and velocities `[E, A, 2]`, landmarks `[E, A, 2]`.
@@ -57,6 +63,7 @@ class SpreadEnv(MpeTask[Geometry]):
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
         global_state: str = "concat_obs",
+        record_frames: bool = False,
     ) -> None:
         if global_state not in ("concat_obs", "world"):
             raise ValueError(f"global_state must be 'concat_obs' or 'world', got {global_state!r}")
@@ -95,6 +102,9 @@ class SpreadEnv(MpeTask[Geometry]):
         self._pos = torch.zeros(E, A, 2, device=dev, dtype=dtype)  # agent positions
         self._vel = torch.zeros(E, A, 2, device=dev, dtype=dtype)  # agent velocities
         self._landmarks = torch.zeros(E, L, 2, device=dev, dtype=dtype)
+        self.record_frames = record_frames
+        # Copy 0's episodes while recording: agent positions `[A, 2]` per state, landmarks.
+        self._recorded: list[tuple[list[np.ndarray], np.ndarray]] = []
         self._begin(seed)
 
     # ------------------------------------------------------------ scenario
@@ -156,10 +166,46 @@ class SpreadEnv(MpeTask[Geometry]):
         and velocities, landmark positions), which the critic ablation compares against."""
         if self.spec.state_source == "concat_obs":
             return obs.reshape(self.num_envs, -1)
-        return torch.cat([self._pos.flatten(1), self._vel.flatten(1),
-                          self._landmarks.flatten(1)], dim=1)
+        return torch.cat(
+            [self._pos.flatten(1), self._vel.flatten(1), self._landmarks.flatten(1)], dim=1
+        )
+
+    def _record_start(self, obs: torch.Tensor) -> None:
+        """Begin a recorded episode at copy 0's observation `[A, O]`, when recording."""
+        if self.record_frames:
+            agents, landmarks = spread_positions(obs, self.num_agents)
+            self._recorded.append(([agents], landmarks))
 
     # ------------------------------------------------------------------- API
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Start a new episode in every env, reseeding first if `seed` is given; obs `[E, A, O]`."""
+        obs = super().reset(seed)
+        self._record_start(obs[0])
+        return obs
+
+    def step(self, actions: torch.Tensor) -> MultiAgentStepResult:
+        """Apply actions `[E, A]` (long) to every env; envs at the time limit reset in place."""
+        result = super().step(actions)
+        if self.record_frames:
+            # A finished episode was reset in place: its last state is in final_obs.
+            agents, _ = spread_positions(result.final_obs[0], self.num_agents)
+            self._recorded[-1][0].append(agents)
+            if bool(result.env_done[0]):
+                self._record_start(result.obs[0])
+        return result
+
+    def rendered_episodes(self) -> list[list[np.ndarray]]:
+        """Copy 0's episodes drawn as RGB frames `[H, W, 3]` uint8, one list per episode
+        begun since the env was built (none unless it was built with `record_frames`)."""
+        palette = spread_palette(self.num_agents)
+        return [
+            [
+                palette[frame]
+                for frame in spread_frames(SpreadEpisode(np.stack(agents), marks, AGENT_SIZE))
+            ]
+            for agents, marks in self._recorded
+        ]
 
     def set_state(
         self,
@@ -171,12 +217,18 @@ class SpreadEnv(MpeTask[Geometry]):
 
         `agent_pos` `[E, A, 2]`, `landmark_pos` `[E, A, 2]`. Step counters are set
         to 0, or to `step_count` `[E]` if given (episodes then end at different steps).
+        While recording, the placed state begins a new recorded episode.
         """
         E, A, L = self.num_envs, self.num_agents, self._num_landmarks
-        return self._place(step_count, {
-            "_pos": ("agent_pos", agent_pos, (E, A, 2)),
-            "_landmarks": ("landmark_pos", landmark_pos, (E, L, 2)),
-        })
+        obs = self._place(
+            step_count,
+            {
+                "_pos": ("agent_pos", agent_pos, (E, A, 2)),
+                "_landmarks": ("landmark_pos", landmark_pos, (E, L, 2)),
+            },
+        )
+        self._record_start(obs[0])  # a jump, not a step: no path may lead to it
+        return obs
 
 
 def official_team_return(

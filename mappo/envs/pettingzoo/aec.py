@@ -88,8 +88,11 @@ class AECEnvAsParallel:
         observation of the agent to act next."""
         env = self.env
         # Agents in the game and not yet done: the ones whose rewards and flags this step has.
-        playing = [a for a in env.agents if not (env.terminations.get(a, False)
-                                                 or env.truncations.get(a, False))]
+        playing = [
+            a
+            for a in env.agents
+            if not (env.terminations.get(a, False) or env.truncations.get(a, False))
+        ]
         env.step(actions[env.agent_selection])
         rewards = {a: env.rewards.get(a, 0.0) for a in playing}
         terminations = {a: bool(env.terminations.get(a, False)) for a in playing}
@@ -130,8 +133,10 @@ class AECEnvAsParallel:
                 return
             env.step(None)
         if selected_is_done():  # an env whose None steps remove nobody would loop forever
-            raise RuntimeError(f"done agent '{env.agent_selection}' is still selected after "
-                               "every agent was stepped with None")
+            raise RuntimeError(
+                f"done agent '{env.agent_selection}' is still selected after "
+                "every agent was stepped with None"
+            )
 
     def _observe_selected(self) -> tuple[dict[str, Any], dict[str, dict]]:
         """The observation and info of the agent to act, alone; empty once the game is over."""

@@ -28,7 +28,7 @@ import io
 import math
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import gymnasium
 import numpy as np
@@ -39,8 +39,10 @@ from mappo.envs.base import EnvError, env_raised, error_line
 from mappo.envs.pettingzoo.layout import PettingZooLayout
 
 # What the one line for an env whose state() failed adds: the setting that needs no state().
-STATE_FALLBACK = ("the critic reads env.state(); --use-global-state false gives it the agents' "
-                  "observations instead and never calls it")
+STATE_FALLBACK = (
+    "the critic reads env.state(); --use-global-state false gives it the agents' "
+    "observations instead and never calls it"
+)
 
 
 class PettingZooBatch(gymnasium.Env):
@@ -58,7 +60,10 @@ class PettingZooBatch(gymnasium.Env):
     """
 
     def __init__(
-        self, env_fn: Callable[[], Any], layout: PettingZooLayout, num_copies: int,
+        self,
+        env_fn: Callable[[], Any],
+        layout: PettingZooLayout,
+        num_copies: int,
         first_copy: int = 0,
     ) -> None:
         self.env_fn, self.layout, self.num_copies = env_fn, layout, num_copies
@@ -67,10 +72,8 @@ class PettingZooBatch(gymnasium.Env):
         self.action_space = layout.action_space(num_copies)
         self.envs: list[Any] = []
         k, A = num_copies, len(layout.agents)
-        self._out = {
-            key: np.zeros(space.shape, space.dtype)
-            for key, space in self.observation_space.spaces.items()
-        }
+        boxes = cast(dict[str, spaces.Box], self.observation_space.spaces)  # a Dict of Boxes
+        self._out = {key: np.zeros(box.shape, box.dtype) for key, box in boxes.items()}
         # [k, A, O]: the last obs dict as read, agents that just finished included
         self._raw_obs = np.zeros((k, A, layout.obs_dim), layout.obs_dtype)
         self._env_mask: list[dict[int, np.ndarray]] = [{} for _ in range(k)]
@@ -97,9 +100,7 @@ class PettingZooBatch(gymnasium.Env):
         out["final_state"][:] = out["state"]
         return out, {}
 
-    def step(
-        self, actions: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         """Step every copy with `[k, A, n]` actions; finished copies start over."""
         if self.layout.action.kind == "continuous":
             # One vectorized clip to each agent's own bounds, before any per-agent work.
@@ -142,7 +143,8 @@ class PettingZooBatch(gymnasium.Env):
         layout, out, env = self.layout, self._out, self.envs[j]
         sent = {
             name: self._env_action(i, actions[i])
-            for i, name in enumerate(layout.agents) if acted[i]
+            for i, name in enumerate(layout.agents)
+            if acted[i]
         }
         self._episode_steps[j] += 1  # first, so an error in this step names it
         obs, rewards, terminations, truncations, _ = self._call(j, "step()", env.step, sent)
@@ -183,7 +185,8 @@ class PettingZooBatch(gymnasium.Env):
             # No reset since the step, so env.state() is already read, once; concatenated
             # observations differ from the published ones by the agents that just finished.
             out["final_state"][j] = (
-                out["state"][j] if layout.state_source == "env"
+                out["state"][j]
+                if layout.state_source == "env"
                 else self._state(j, self._raw_obs[j])
             )
 
@@ -213,8 +216,15 @@ class PettingZooBatch(gymnasium.Env):
             present[i] = True
         self._out["alive"][j] = present & ~finished
 
-    def _floats(self, value: Any, j: int, agent: str, field: str, size: int,
-                dtype: type = np.float32) -> np.ndarray:
+    def _floats(
+        self,
+        value: Any,
+        j: int,
+        agent: str,
+        field: str,
+        size: int,
+        dtype: np.dtype | type = np.float32,
+    ) -> np.ndarray:
         """`value` as `size` numbers of `dtype` (float32, or uint8 for an image), or an
         EnvError naming env, copy, step, agent and field."""
         try:
@@ -234,8 +244,9 @@ class PettingZooBatch(gymnasium.Env):
             f"{self._where(j)}: {problem}"
         )
 
-    def _call(self, j: int, call: str, method: Callable[..., Any], *args: Any,
-              **kwargs: Any) -> Any:
+    def _call(
+        self, j: int, call: str, method: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         """`method(*args, **kwargs)` of copy j; what it raises becomes a one-line EnvError."""
         try:
             return method(*args, **kwargs)
@@ -265,8 +276,9 @@ class PettingZooBatch(gymnasium.Env):
                 state = self._call(j, "state()", self.envs[j].state)
             except EnvError as err:  # say what trains without it
                 raise EnvError(f"{err}; {STATE_FALLBACK}") from err.__cause__
-            return self._floats(state, j, "(global)", "state", self.layout.state_dim,
-                                self.layout.state_dtype)
+            return self._floats(
+                state, j, "(global)", "state", self.layout.state_dim, self.layout.state_dtype
+            )
         return obs.reshape(-1)
 
     def _env_action(self, i: int, action: np.ndarray) -> Any:
@@ -277,7 +289,8 @@ class PettingZooBatch(gymnasium.Env):
         if isinstance(space, spaces.MultiDiscrete):
             n = space.nvec.size
             return (action[:n].reshape(space.shape) + space.start).astype(space.dtype)
-        return action[: math.prod(space.shape)].reshape(space.shape).astype(space.dtype)
+        box = cast(spaces.Box, space)  # the layout accepts no other kind of action
+        return action[: math.prod(box.shape)].reshape(box.shape).astype(box.dtype)
 
 
 class _StatePickler(pickle.Pickler):
@@ -295,8 +308,11 @@ class _StatePickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if not isinstance(obj, EzPickle):
             return NotImplemented
-        state = {name: value for name, value in vars(obj).items()
-                 if not type(value).__module__.startswith("pygame")}
+        state = {
+            name: value
+            for name, value in vars(obj).items()
+            if not type(value).__module__.startswith("pygame")
+        }
         rebuild = (type(obj), obj._ezpickle_args, obj._ezpickle_kwargs)
         return _construct, rebuild, state, None, None, _set_attributes
 
@@ -313,7 +329,7 @@ class _StateUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         for old, new in MOVED_MODULES.items():
             if module == old or module.startswith(old + "."):
-                module = new + module[len(old):]
+                module = new + module[len(old) :]
         return super().find_class(module, name)
 
 

@@ -29,7 +29,7 @@ What is read, and how it maps:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium
 import numpy as np
@@ -70,21 +70,25 @@ class TupleEnvAsParallel:
         unwrapped = env.unwrapped
         self._state_fn = _first_method(unwrapped, STATE_METHODS)
         _, info = env.reset()
-        self._mask_fn: Callable[[dict], Sequence | None] | None = None
+        # Where the masks come from: each step's info, or a method of the env (bound, so
+        # that the adapter pickles with its env for an exact --resume); None: no masks.
+        self._mask_source: str | Callable[[], Sequence | None] | None = None
         if "action_mask" in info:
-            self._mask_fn = lambda info: info.get("action_mask")
-        elif (method := _first_method(unwrapped, MASK_METHODS)) is not None:
-            self._mask_fn = lambda info: method()
+            self._mask_source = "info"
+        else:
+            self._mask_source = _first_method(unwrapped, MASK_METHODS)
         self._masks = self._read_masks(info)  # the masks of the current step, or None
         if self._masks is None:  # a mask method that returns None offers no masks
-            self._mask_fn = None
+            self._mask_source = None
             self._observation_spaces: tuple[spaces.Space, ...] = tuple(obs_space)
         else:  # each mask's size as the env hands it out; the layout checks it against actions
             self._observation_spaces = tuple(
-                spaces.Dict({
-                    "observation": space,
-                    "action_mask": spaces.Box(0, 1, (np.asarray(mask).size,), np.int8),
-                })
+                spaces.Dict(
+                    {
+                        "observation": space,
+                        "action_mask": spaces.Box(0, 1, (np.asarray(mask).size,), np.int8),
+                    }
+                )
                 for space, mask in zip(obs_space, self._masks, strict=True)
             )
 
@@ -178,17 +182,21 @@ class TupleEnvAsParallel:
         """
         space = self._action_spaces[i]
         if isinstance(space, spaces.Discrete):
-            legal = np.flatnonzero(self._masks[i]) if self._masks is not None else ()
-            return int(space.start) + (int(legal[0]) if len(legal) else 0)
+            first = 0
+            if self._masks is not None:
+                legal = np.flatnonzero(self._masks[i])
+                first = int(legal[0]) if len(legal) else 0
+            return int(space.start) + first
         if isinstance(space, spaces.MultiDiscrete):
             return np.array(space.start, space.dtype)
         # A Box (the layout accepts no other kind of action): the point nearest zero.
-        return np.clip(np.zeros(space.shape, space.dtype), space.low, space.high)
+        box = cast(spaces.Box, space)
+        return np.clip(np.zeros(box.shape, box.dtype), box.low, box.high)
 
     def _observe(self, obs: Sequence, agents: list[str]) -> dict[str, Any]:
         """The Tuple observation as a dict over `agents`, each with its mask when masks exist."""
         slot, masks = self._slots, self._masks
-        if self._mask_fn is None:
+        if self._mask_source is None:
             return {agent: obs[slot[agent]] for agent in agents}
         # A step whose info lacks the mask leaves every action legal for that step.
         return {
@@ -199,7 +207,8 @@ class TupleEnvAsParallel:
 
     def _read_masks(self, info: dict) -> Sequence | None:
         """Every agent's mask at this reset or step, from wherever the env keeps it."""
-        masks = None if self._mask_fn is None else self._mask_fn(info)
+        source = self._mask_source
+        masks = source() if callable(source) else info.get("action_mask") if source else None
         return None if masks is None else self._per_agent(masks, "action masks")
 
     def _per_agent(self, value: Any, what: str) -> Sequence:

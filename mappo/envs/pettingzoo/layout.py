@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import gymnasium
 import numpy as np
@@ -77,21 +77,30 @@ class PettingZooLayout:
         A, S, K = len(self.agents), self.state_dim, self.action.logits_dim
         obs_dim = self.obs_dim
 
-        def real(*shape: int, dtype: type = np.float32) -> spaces.Box:
+        def real(*shape: int, dtype: np.dtype | type = np.float32) -> spaces.Box:
             if dtype == np.uint8:
                 return spaces.Box(0, 255, shape, np.uint8)
             return spaces.Box(-np.inf, np.inf, shape, np.float32)
 
         def flag(*shape: int) -> spaces.Box:
-            return spaces.Box(0, 1, shape, np.bool_)
+            # gymnasium's Box accepts bool (its own dtype check allows it); its annotation omits it.
+            return spaces.Box(0, 1, shape, np.bool_)  # type: ignore[arg-type]
 
         obs, state = self.obs_dtype, self.state_dtype
-        return spaces.Dict({
-            "obs": real(k, A, obs_dim, dtype=obs), "state": real(k, S, dtype=state),
-            "reward": real(k, A), "terminated": flag(k, A), "truncated": flag(k, A),
-            "alive": flag(k, A), "action_mask": flag(k, A, K), "env_done": flag(k),
-            "final_obs": real(k, A, obs_dim, dtype=obs), "final_state": real(k, S, dtype=state),
-        })
+        return spaces.Dict(
+            {
+                "obs": real(k, A, obs_dim, dtype=obs),
+                "state": real(k, S, dtype=state),
+                "reward": real(k, A),
+                "terminated": flag(k, A),
+                "truncated": flag(k, A),
+                "alive": flag(k, A),
+                "action_mask": flag(k, A, K),
+                "env_done": flag(k),
+                "final_obs": real(k, A, obs_dim, dtype=obs),
+                "final_state": real(k, S, dtype=state),
+            }
+        )
 
     def action_space(self, k: int) -> spaces.Box:
         """Actions of k copies: `[k, A, n_sub]` int64, or `[k, A, D]` float32."""
@@ -151,7 +160,8 @@ def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> Petting
 
     action_spaces = tuple(env.action_space(agent) for agent in agents)
     if all(isinstance(s, (spaces.Discrete, spaces.MultiDiscrete)) for s in action_spaces):
-        action, static_mask, mask_index = _discrete_layout(agents, action_spaces)
+        discrete = cast(tuple[spaces.Discrete | spaces.MultiDiscrete, ...], action_spaces)
+        action, static_mask, mask_index = _discrete_layout(agents, discrete)
         for agent, size, index in zip(agents, mask_sizes, mask_index, strict=True):
             if size is not None and size != len(index):
                 raise ConfigError(
@@ -162,7 +172,8 @@ def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> Petting
     elif all(isinstance(s, spaces.Box) for s in action_spaces):
         if any(size is not None for size in mask_sizes):
             raise ConfigError(f"env '{name}': an action_mask needs discrete actions")
-        action, static_mask, low, high = _box_layout(action_spaces)
+        boxes = cast(tuple[spaces.Box, ...], action_spaces)
+        action, static_mask, low, high = _box_layout(boxes)
         mask_index = tuple(np.zeros(0, np.int64) for _ in agents)
     else:
         listing = ", ".join(f"{a}: {s}" for a, s in zip(agents, action_spaces, strict=True))
@@ -181,13 +192,25 @@ def inspect_parallel_env(env: Any, name: str, use_state: bool = True) -> Petting
         state_shape = state.shape if state.ndim == 3 else ()
         state_dtype = np.dtype(np.uint8 if state.dtype == np.uint8 else np.float32)
     return PettingZooLayout(
-        name=name, agents=agents, obs_sizes=tuple(obs_sizes), dict_obs=tuple(dict_obs),
-        action_spaces=action_spaces, action=action, static_mask=static_mask,
-        mask_index=mask_index, low=low, high=high, state_source=state_source,
-        state_dim=state_dim, max_episode_steps=_episode_length(env),
+        name=name,
+        agents=agents,
+        obs_sizes=tuple(obs_sizes),
+        dict_obs=tuple(dict_obs),
+        action_spaces=action_spaces,
+        action=action,
+        static_mask=static_mask,
+        mask_index=mask_index,
+        low=low,
+        high=high,
+        state_source=state_source,
+        state_dim=state_dim,
+        max_episode_steps=_episode_length(env),
         turn_based=bool(getattr(env, "turn_based", False)),
-        obs_shape=obs_shape, obs_dtype=obs_dtype, state_shape=tuple(state_shape),
-        state_dtype=state_dtype, conventions=_family_conventions(env),
+        obs_shape=obs_shape,
+        obs_dtype=obs_dtype,
+        state_shape=tuple(state_shape),
+        state_dtype=state_dtype,
+        conventions=_family_conventions(env),
     )
 
 
@@ -217,7 +240,7 @@ def _image_layout(
 
 
 def _discrete_layout(
-    agents: tuple[str, ...], action_spaces: tuple[spaces.Space, ...]
+    agents: tuple[str, ...], action_spaces: tuple[spaces.Discrete | spaces.MultiDiscrete, ...]
 ) -> tuple[ActionSpec, np.ndarray, tuple[np.ndarray, ...]]:
     """Sub-action sizes (max over agents), each agent's legal logits, its env-mask targets.
 
@@ -244,7 +267,7 @@ def _discrete_layout(
 
 
 def _box_layout(
-    action_spaces: tuple[spaces.Space, ...],
+    action_spaces: tuple[spaces.Box, ...],
 ) -> tuple[ActionSpec, np.ndarray, np.ndarray, np.ndarray]:
     """A D-dimensional box (D = largest agent): spec, static mask and bounds, each `[A, D]`.
 

@@ -13,7 +13,9 @@ every batch where it runs (each worker its own, through `AsyncVectorEnv.call`).
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import pickle
+import signal
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -26,7 +28,9 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.pettingzoo.aec import parallel_view
 from mappo.envs.pettingzoo.batch import PettingZooBatch
+from mappo.envs.pettingzoo.frames import FrameRecorder
 from mappo.envs.pettingzoo.layout import inspect_parallel_env
+from mappo.errors import RenderError
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +105,9 @@ class PettingZooWrapper(MultiAgentEnv):
         else:
             logger.info(
                 "%s: %s; global state = all agents' padded observations, %d floats",
-                name, "no env.state()" if use_state else "env.state() unused", layout.state_dim,
+                name,
+                "no env.state()" if use_state else "env.state() unused",
+                layout.state_dim,
             )
 
         copies = num_envs // max(num_workers, 1)
@@ -111,8 +117,10 @@ class PettingZooWrapper(MultiAgentEnv):
             self._batch = PettingZooBatch(env_fn, layout, copies)
         else:
             self._pool = AsyncVectorEnv(
-                [partial(PettingZooBatch, env_fn, layout, copies, w * copies)
-                 for w in range(num_workers)],
+                [
+                    partial(_worker_batch, env_fn, layout, copies, w * copies)
+                    for w in range(num_workers)
+                ],
                 shared_memory=True,
                 copy=False,  # we copy once, into torch
                 autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
@@ -131,15 +139,23 @@ class PettingZooWrapper(MultiAgentEnv):
             self.close()  # do not leave worker processes behind a failed start
             raise
 
+    @property
+    def _local(self) -> PettingZooBatch:
+        """The batch stepped in this process (there are no worker processes)."""
+        assert self._batch is not None
+        return self._batch
+
     # ------------------------------------------------------------------- API
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Reset every copy, copy i with seed `seed + i` if given; obs `[E, A, O]`."""
         if self._pool is None:
-            arrays, _ = self._batch.reset(seed=seed)
+            arrays, _ = self._local.reset(seed=seed)
         else:
             k = self._copies_per_batch
-            seeds = None if seed is None else [seed + w * k for w in range(self.num_workers)]
+            seeds: list[int | None] | None = (
+                None if seed is None else [seed + w * k for w in range(self.num_workers)]
+            )
             arrays, _ = self._in_workers(partial(self._pool.reset, seed=seeds))
         self._load(arrays)
         return self._fields["obs"]
@@ -157,7 +173,7 @@ class PettingZooWrapper(MultiAgentEnv):
         batch = actions.detach().cpu().numpy().astype(self._action_dtype, copy=False)
         batch = batch.reshape(E, A, n)
         if self._pool is None:
-            arrays, *_ = self._batch.step(batch)
+            arrays, *_ = self._local.step(batch)
         else:
             arrays, *_ = self._in_workers(
                 partial(self._pool.step, batch.reshape(self.num_workers, -1, A, n))
@@ -165,9 +181,16 @@ class PettingZooWrapper(MultiAgentEnv):
         self._load(arrays)
         f = self._fields
         return MultiAgentStepResult(
-            obs=f["obs"], state=f["state"], reward=f["reward"], terminated=f["terminated"],
-            truncated=f["truncated"], alive=f["alive"], action_mask=f["action_mask"],
-            env_done=f["env_done"], final_obs=f["final_obs"], final_state=f["final_state"],
+            obs=f["obs"],
+            state=f["state"],
+            reward=f["reward"],
+            terminated=f["terminated"],
+            truncated=f["truncated"],
+            alive=f["alive"],
+            action_mask=f["action_mask"],
+            env_done=f["env_done"],
+            final_obs=f["final_obs"],
+            final_state=f["final_state"],
             info={},
         )
 
@@ -190,7 +213,7 @@ class PettingZooWrapper(MultiAgentEnv):
     def pickled_state(self) -> bytes:
         """Every batch's copies and step arrays pickled (asked of each worker, if any)."""
         if self._pool is None:
-            parts = [self._batch.pickled_state()]
+            parts = [self._local.pickled_state()]
         else:
             parts = list(self._in_workers(partial(self._pool.call, "pickled_state")))
         why = next((part for part in parts if isinstance(part, str)), None)
@@ -202,14 +225,27 @@ class PettingZooWrapper(MultiAgentEnv):
         """Continue every copy from `pickled_state`'s bytes (same number of workers)."""
         parts = pickle.loads(data)
         if len(parts) != max(self.num_workers, 1):
-            raise ValueError(f"env '{self.spec.name}': a snapshot of {len(parts)} batch(es) "
-                             f"cannot continue in {max(self.num_workers, 1)}")
+            raise ValueError(
+                f"env '{self.spec.name}': a snapshot of {len(parts)} batch(es) "
+                f"cannot continue in {max(self.num_workers, 1)}"
+            )
         if self._pool is None:
-            arrays = self._batch.load_pickled_state(parts)
+            arrays = self._local.load_pickled_state(parts)
         else:
             outs = self._in_workers(partial(self._pool.call, "load_pickled_state", parts))
             arrays = {key: np.stack([out[key] for out in outs]) for key in outs[0]}  # [W, k, ...]
         self._load(arrays)
+
+    def rendered_episodes(self) -> list[list[np.ndarray]]:
+        """Copy 0's frames, kept by its `FrameRecorder`: one list per episode begun since it
+        was built. A RenderError unless its copies record (`make_env(..., render=True)`)."""
+        recorder = next(iter(self.local_envs), None)
+        if not isinstance(recorder, FrameRecorder):
+            raise RenderError(
+                f"env '{self.spec.name}' was not built to record frames: "
+                "make_env(..., render=True) builds its copies so"
+            )
+        return recorder.episodes
 
     @property
     def local_envs(self) -> list[Any]:
@@ -224,7 +260,7 @@ class PettingZooWrapper(MultiAgentEnv):
         if self._pool is not None:
             self._pool.close()
         else:
-            self._batch.close()
+            self._local.close()
 
     # ----------------------------------------------------------------- internals
 
@@ -242,8 +278,9 @@ class PettingZooWrapper(MultiAgentEnv):
                     err.add_note(str(warning.message))
                 raise
         for warning in logged:  # a successful call's warnings are passed on as they came
-            warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                   warning.lineno)
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
         return result
 
     def _load(self, arrays: dict[str, np.ndarray]) -> None:
@@ -258,3 +295,14 @@ class PettingZooWrapper(MultiAgentEnv):
 def _built_as_parallel(env_fn: Callable[[], Any]) -> Any:
     """One copy from `env_fn()`, an `AECEnv` shown through the parallel API."""
     return parallel_view(env_fn())
+
+
+def _worker_batch(*args: Any) -> PettingZooBatch:
+    """`PettingZooBatch(*args)`, built in a worker process that ignores SIGINT and SIGTERM:
+    Ctrl-C at a terminal signals the whole process group, and the parent, which finishes
+    its update and saves first, shuts the workers down itself. (Gymnasium also builds one
+    in the parent to read the spaces; the parent keeps its handlers.)"""
+    if multiprocessing.parent_process() is not None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    return PettingZooBatch(*args)

@@ -1,0 +1,222 @@
+"""Stopping a run: the first Ctrl-C says so at once and stops within seconds, mid-update
+included, keeping the last completed update; a second stops at once; `--resume` then ends
+bitwise where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import pz_envs
+import torch
+
+from mappo import run as run_module
+from mappo.checkpoint import load_checkpoint
+from mappo.cli import main
+
+STEPS_PER_UPDATE = 4 * 25  # env copies x rollout steps: env.step calls of one copy each
+RUN = [
+    "--env", "pz_envs:CounterEnv", "--env-kwargs", '{"episode_length": 7}',
+    "--total-steps", "400", "--num-envs", "4", "--minibatch-size", "50", "--seed", "3",
+    "--compile", "false", "--checkpoint-interval", "1e9", "--quiet",
+]  # fmt: skip
+
+
+def assert_same_checkpoints(a_path, b_path) -> None:
+    """Bitwise the same weights, value normalizer and optimizer state at the same step."""
+    a, b = load_checkpoint(a_path), load_checkpoint(b_path)
+    assert a["env_steps"] == b["env_steps"]
+    for part in ("actor", "critic", "value_norm"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name}"
+    for index, state in a["optimizer"]["state"].items():
+        for key, tensor in state.items():
+            assert torch.equal(tensor, b["optimizer"]["state"][index][key])
+
+
+def signal_during_step(monkeypatch, at_calls: tuple[int, ...], then_sleep: float) -> None:
+    """SIGINT to this process at those env.step calls of any copy (counted from 1); every step
+    after the first signal takes `then_sleep` seconds, a rollout too slow to wait for."""
+    step, calls = pz_envs.CounterEnv.step, [0]
+
+    def slow_step(self, actions):
+        calls[0] += 1
+        if calls[0] in at_calls:
+            os.kill(os.getpid(), signal.SIGINT)
+        if calls[0] >= at_calls[0]:
+            time.sleep(then_sleep)
+        return step(self, actions)
+
+    monkeypatch.setattr(pz_envs.CounterEnv, "step", slow_step)
+
+
+@pytest.fixture
+def straight(tmp_path):
+    path = tmp_path / "straight"
+    assert main(["train", "--run-dir", str(path), *RUN]) == 0
+    return path
+
+
+def test_a_stop_mid_rollout_keeps_the_last_update_and_resumes_exactly(
+    straight, tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(run_module, "GRACE_S", 0.3)
+    monkeypatch.setattr(run_module, "SNAPSHOT_MIN_S", 0.0)  # every update's end kept in memory
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        # Ctrl-C 30 steps into the third update's rollout, which then takes 0.02 s a step.
+        signal_during_step(patch, (2 * STEPS_PER_UPDATE + 30,), then_sleep=0.02)
+        start = time.monotonic()
+        assert main(["train", "--run-dir", str(stopped), *RUN]) == 0
+        assert time.monotonic() - start < 10
+    out, err = capsys.readouterr()
+    assert "stopping (SIGINT): finishing this update, then saving" in err
+    assert "stopped after 200 env steps; checkpoint saved" in out
+    # The first update was saved on schedule; the second, from memory, on the stop.
+    assert load_checkpoint(stopped / "checkpoint.pt")["env_steps"] == 200
+    assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
+    assert_same_checkpoints(straight / "checkpoint.pt", stopped / "checkpoint.pt")
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_what_was_not_saved(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(run_module, "GRACE_S", 60.0)
+    monkeypatch.setattr(run_module, "SNAPSHOT_MIN_S", 1e9)  # nothing kept in memory
+    stopped = tmp_path / "stopped"
+    at = 2 * STEPS_PER_UPDATE + 30
+    with monkeypatch.context() as patch:
+        signal_during_step(patch, (at, at + 5), then_sleep=0.02)
+        start = time.monotonic()
+        assert main(["train", "--run-dir", str(stopped), *RUN]) == 0
+        assert time.monotonic() - start < 10
+    out, err = capsys.readouterr()
+    assert "press Ctrl-C again to stop at once" in err
+    assert ("stopped after 200 env steps; the checkpoint holds env step 100 (the 100 steps "
+            "since were not saved)") in out  # fmt: skip
+    assert load_checkpoint(stopped / "checkpoint.pt")["env_steps"] == 100
+    assert main(["train", "--resume", str(stopped), "--quiet"]) == 0  # the folder is intact
+
+
+def test_a_stop_waits_for_an_update_whose_steps_are_not_kept(tmp_path, monkeypatch, capsys) -> None:
+    # Without a copy in memory, abandoning the third update would lose the second: the run
+    # says so and finishes the update instead.
+    monkeypatch.setattr(run_module, "GRACE_S", 0.1)
+    monkeypatch.setattr(run_module, "SNAPSHOT_MIN_S", 1e9)
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        signal_during_step(patch, (2 * STEPS_PER_UPDATE + 30,), then_sleep=0.005)
+        assert main(["train", "--run-dir", str(stopped), *RUN]) == 0
+    out, err = capsys.readouterr()
+    assert "still finishing the update in progress, so that its steps are kept" in err
+    assert "stopped after 300 env steps; checkpoint saved" in out
+    assert load_checkpoint(stopped / "checkpoint.pt")["env_steps"] == 300
+
+
+def test_seeds_stop_mid_rollout_and_resume_exactly(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(run_module, "GRACE_S", 0.3)
+    monkeypatch.setattr(run_module, "SNAPSHOT_MIN_S", 0.0)
+    seeds = [*RUN, "--seeds", "3,4"]
+    seeds.remove("--seed"), seeds.remove("3")
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", "--run-dir", str(straight), *seeds]) == 0
+    with monkeypatch.context() as patch:
+        # Both seeds' copies step through one CounterEnv.step: 2 seeds' worth per update.
+        signal_during_step(patch, (2 * 2 * STEPS_PER_UPDATE + 30,), then_sleep=0.02)
+        assert main(["train", "--run-dir", str(stopped), *seeds]) == 0
+    assert "stopped after 200 env steps per seed; checkpoint saved" in capsys.readouterr().out
+    assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
+    for seed in (3, 4):
+        assert_same_checkpoints(
+            straight / f"seed_{seed}" / "checkpoint.pt", stopped / f"seed_{seed}" / "checkpoint.pt"
+        )
+
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def start_training(argv: list[str], tmp_path) -> subprocess.Popen:
+    """`mappo train ARGV` in a process group of its own, as a shell starts a job: a signal to
+    the group reaches the worker processes too, as Ctrl-C at a terminal does."""
+    env = {**os.environ, "PYTHONPATH": TESTS, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ic")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mappo", "train", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def rows(path) -> int:
+    """Updates logged in a run folder's metrics.csv so far."""
+    metrics = path / "metrics.csv"
+    return max(len(metrics.read_text().splitlines()) - 1, 0) if metrics.exists() else 0
+
+
+def ctrl_c_after(
+    process: subprocess.Popen, ready: Callable[[str], bool], timeout: float = 120
+) -> tuple[float, str, str]:
+    """SIGINT to the process group once `ready(stdout so far)`; (seconds from the signal to
+    the exit, stdout, stderr)."""
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(iter(process.stdout.readline, "")))
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while not ready("".join(out)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never got ready"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    sent = time.monotonic()
+    err = process.stderr.read()
+    process.wait(timeout=60)
+    took = time.monotonic() - sent
+    reader.join()
+    return took, "".join(out), err
+
+
+@pytest.mark.parametrize("env", [
+    ["--env", "pz_envs:CounterEnv", "--env-kwargs", '{"episode_length": 7}'],
+    ["--env", "gymnasium:gym_envs:TupleCounter-v0"],
+], ids=["pettingzoo", "gymnasium"])  # fmt: skip
+def test_ctrl_c_with_worker_processes_saves_and_resumes_exactly(env, tmp_path) -> None:
+    argv = [*env, "--num-workers", "2", "--total-steps", "3000", "--num-envs", "4",
+            "--minibatch-size", "50", "--seed", "5", "--compile", "false", "--quiet"]  # fmt: skip
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert start_training([*argv, "--run-dir", str(straight)], tmp_path).wait(timeout=300) == 0
+    process = start_training([*argv, "--run-dir", str(stopped)], tmp_path)
+    took, out, err = ctrl_c_after(process, lambda _: rows(stopped) >= 2)
+    assert process.returncode == 0 and took < 10
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "stopping (SIGINT)" in err and "checkpoint saved" in out
+    assert load_checkpoint(stopped / "checkpoint.pt")["env_steps"] < 3000
+    resume = start_training(["--resume", str(stopped), "--quiet"], tmp_path)
+    assert resume.wait(timeout=300) == 0
+    assert_same_checkpoints(straight / "checkpoint.pt", stopped / "checkpoint.pt")
+
+
+def test_ctrl_c_during_the_first_compile_stops_within_seconds(tmp_path) -> None:
+    run = tmp_path / "run"
+    process = start_training(
+        ["--run-dir", str(run), "--compile", "true", "--total-steps", "100000", "--num-envs",
+         "16"], tmp_path
+    )  # fmt: skip
+    # The update compiles after the first rollout (a fraction of a second): Ctrl-C 3 s after
+    # the line that announces it, with the build under way (tens of seconds, cold cache).
+    announced: list[float] = []
+
+    def compiling(out: str) -> bool:
+        if "then compiling the update" in out and not announced:
+            announced.append(time.monotonic())
+        return bool(announced) and time.monotonic() - announced[0] > 3
+
+    took, out, err = ctrl_c_after(process, compiling)
+    assert process.returncode == 0 and took < 10, (took, out, err)
+    assert "Traceback" not in err and "stopping (SIGINT)" in err
+    assert "first update: a rollout of 25 steps in 16 env copies, then compiling the update" in out
+    assert not (run / "checkpoint.pt").exists()  # no update was completed, none was lost
