@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -20,9 +19,9 @@ from typing import Any
 from mappo.config import ENV_DIM_FIELDS, FIELDS, nearest_name, parse_cli_value
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError
 from mappo.presets import PRESETS, build_config
-from mappo.run import Run, is_seeds_folder
-from mappo.run import logger as run_logger
+from mappo.run import Run, info_lines, is_seeds_folder
 from mappo.run_folder import require_wandb
+from mappo.seeds import parse_seeds
 
 EVAL_EPISODES = 100
 RENDER_EPISODES = 3
@@ -149,20 +148,10 @@ def _launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
     return subprocess.call([*torchrun, f"--nproc-per-node={args.nproc}", "-m", "mappo", *rest])
 
 
-def _parse_seeds(text: str) -> list[int]:
-    """`--seeds 0,1,2` → [0, 1, 2]; anything else is refused naming the flag."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--seeds = {text!r}: give integers separated by commas, e.g. --seeds 0,1,2"
-        ) from None
-
-
 def train(args: argparse.Namespace) -> int:
     """`mappo train`: a new run (one seed, or `--seeds`), or `--resume` of one, to its budget."""
     overrides = _cli_overrides(args)
-    seeds = None if args.seeds is None else _parse_seeds(args.seeds)
+    seeds = None if args.seeds is None else parse_seeds(args.seeds)
     seeds_run = seeds is not None or (args.resume is not None and is_seeds_folder(args.resume))
     if seeds_run and (args.nproc > 1 or args.wandb):
         raise ConfigError(
@@ -171,17 +160,8 @@ def train(args: argparse.Namespace) -> int:
         )
     if args.wandb:
         require_wandb()  # before any work
-    if args.quiet:
+    with info_lines(None if args.quiet else sys.stdout):  # e.g. building the env copies
         return _train(args, overrides, seeds)
-    lines = logging.StreamHandler(sys.stdout)  # the run's INFO lines: building env copies
-    level = run_logger.level
-    run_logger.addHandler(lines)
-    run_logger.setLevel(logging.INFO)
-    try:
-        return _train(args, overrides, seeds)
-    finally:
-        run_logger.removeHandler(lines)
-        run_logger.setLevel(level)
 
 
 def _train(args: argparse.Namespace, overrides: dict, seeds: list[int] | None) -> int:

@@ -171,6 +171,29 @@ class EpisodeTracker:
         self._ring_done = torch.zeros(steps, num_envs, dtype=torch.bool, device=device)
         self._ring_len = 0
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The episodes in flight and the zero-sum evidence, for an exact resume (taken
+        between updates, when the tallies have been popped and the ring is empty)."""
+        self._fold()
+        return {
+            "running_return": self.running,
+            "ever_alive": self.ever_alive,
+            "own_return": self._own,
+            "paid": self.paid,
+            "decisive_total": self.decisive_total,
+            "non_zero_sum_total": self.non_zero_sum_total,
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue from `state_dict()`'s tensors (a checkpoint from before the seat and
+        rewarded tallies has only the first two: the others start from zero)."""
+        self.running, self.ever_alive = state["running_return"], state["ever_alive"]
+        for key, name in (("own_return", "_own"), ("paid", "paid"),
+                          ("decisive_total", "decisive_total"),
+                          ("non_zero_sum_total", "non_zero_sum_total")):  # fmt: skip
+            if key in state:
+                setattr(self, name, state[key])
+
     @property
     def own_returns(self) -> torch.Tensor:
         """Each agent's own running return `[E, A]` (the team's with `team_reward` is in

@@ -61,7 +61,7 @@ def image_axes(
     if len(shape) != 3:
         raise ValueError(f"an image has 3 axes, got shape {tuple(shape)}")
     a, b, c = shape
-    order = layout if layout != "auto" else said or _picture_order((a, b, c))
+    order = layout if layout != "auto" else said or picture_order((a, b, c))
     if order is None:
         who = f"env '{env}'" if env else "the env"
         raise ConfigError(
@@ -71,7 +71,7 @@ def image_axes(
     return ((a, b, c), False) if order == "chw" else ((c, a, b), True)
 
 
-def _picture_order(shape: tuple[int, int, int]) -> str | None:
+def picture_order(shape: tuple[int, int, int]) -> str | None:
     """The one order, "hwc" or "chw", that reads `shape` as a picture; None if neither or
     both do."""
 

@@ -27,6 +27,7 @@ from mappo.networks import (
     CriticImageEncoder,
     ImageEncoder,
     LocalCritic,
+    picture_order,
 )
 from mappo.value_norm import ValueNorm
 
@@ -76,7 +77,19 @@ def uses_cnn(spec: EnvSpec, config: MappoConfig) -> bool:
             f"config key 'encoder' = 'cnn': env '{spec.name}' observes vectors of "
             f"{spec.obs_dim} numbers, not images (Boxes with 3 axes); use encoder = auto or mlp"
         )
-    return bool(spec.obs_shape) and config.encoder != "mlp"
+    return bool(spec.obs_shape) and encodes_as_image(spec.obs_shape, spec.obs_dtype, spec, config)
+
+
+def encodes_as_image(
+    shape: tuple[int, ...], dtype: torch.dtype, spec: EnvSpec, config: MappoConfig
+) -> bool:
+    """Whether a 3-axis input of `shape` goes through a CNN: `encoder` cnn, or auto where it
+    is pixels (uint8: its axis order is then read or asked for) or reads as a picture
+    otherwise. Boards such as tic-tac-toe's int8 (3, 3, 2) planes go flat into the MLP."""
+    if config.encoder != "auto":
+        return config.encoder == "cnn"
+    said = config.image_layout != "auto" or spec.image_layout is not None
+    return said or dtype == torch.uint8 or picture_order((shape[0], shape[1], shape[2])) is not None
 
 
 def critic_images(spec: EnvSpec, config: MappoConfig) -> tuple[int, ...]:
@@ -86,8 +99,10 @@ def critic_images(spec: EnvSpec, config: MappoConfig) -> tuple[int, ...]:
     if config.encoder == "mlp" or config.critic == "local":
         return ()
     if config.use_global_state and spec.state_source == "env":
-        return (1, *spec.state_shape) if spec.state_shape else ()
-    return (spec.num_agents, *spec.obs_shape) if spec.obs_shape else ()
+        shape, n, dtype = spec.state_shape, 1, spec.state_dtype
+    else:
+        shape, n, dtype = spec.obs_shape, spec.num_agents, spec.obs_dtype
+    return (n, *shape) if shape and encodes_as_image(shape, dtype, spec, config) else ()
 
 
 def critic_starts(episode_start: torch.Tensor) -> torch.Tensor:

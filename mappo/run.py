@@ -12,6 +12,7 @@ loop (`train_until_budget`) serves one seed and K seeds.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -20,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -289,7 +290,11 @@ class Run:
         )
         if main:
             lost = boundary_steps - (checkpoints.saved_steps or start_steps)
-            print(self._closing(summary, recent, lost), file=stream, flush=True)
+            outcomes = set(progress.recent_stats()) - {"ret"}  # seats, wins, rewarded episodes
+            closing = self._closing(summary, recent, lost)
+            if outcomes and summary.finished:
+                closing += f" ({progress.recent_text()})"
+            print(closing, file=stream, flush=True)
         return summary
 
     def _states(self, copied: bool = False) -> list[tuple[dict[str, Any], bytes | str | None]]:
@@ -346,6 +351,23 @@ class Run:
             f"done: {summary.env_steps} env steps per seed, recent episode return "
             f"{returns}; run folders {self.path}/seed_<s>"
         )
+
+
+@contextlib.contextmanager
+def info_lines(stream: TextIO | None) -> Iterator[None]:
+    """Show this module's INFO lines (the env copies being built) on `stream` meanwhile;
+    None shows nothing more than logging's own settings do."""
+    if stream is None:
+        yield
+        return
+    handler, level = logging.StreamHandler(stream), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def default_run_dir(config: MappoConfig) -> Path:
@@ -460,18 +482,26 @@ class Heartbeat:
     def waiting_for(self) -> str:
         """What the learner is doing now, in words."""
         learner = self._learner
-        if learner.updates > 0:
-            return learner.phase
-        if learner.phase == "updating" and learner.trainers[0].compiled:
-            return f"first update: {COMPILING}"
-        copies = learner.config.num_envs * len(learner.trainers)
-        steps = learner.config.rollout_steps
-        return f"first update: a rollout of {steps} steps in {copies} env copies"
+        first = "first update: " if learner.updates == 0 else ""
+        if learner.phase == "updating" and first and learner.trainers[0].compiled:
+            return f"{first}{COMPILING}"
+        if learner.phase != "collecting a rollout":
+            return f"{first}{learner.phase}"
+        trainers, steps = learner.trainers, learner.config.rollout_steps
+        done = sum(len(t.buffer) for t in trainers)  # steps each seed's rollout has so far
+        return (
+            f"{first}collecting a rollout of {steps} steps in "
+            f"{learner.config.num_envs * len(trainers)} env copies: {done} of "
+            f"{steps * len(trainers)} done"
+        )
 
     def first_line(self) -> str:
         """What the first update does, said before it starts."""
-        compiling = f", then {COMPILING}" if self._learner.trainers[0].compiled else ""
-        return self.waiting_for() + compiling
+        learner = self._learner
+        compiling = f", then {COMPILING}" if learner.trainers[0].compiled else ""
+        copies = learner.config.num_envs * len(learner.trainers)
+        steps = learner.config.rollout_steps
+        return f"first update: a rollout of {steps} steps in {copies} env copies{compiling}"
 
     def __exit__(self, *exc: object) -> None:
         self._stopped.set()

@@ -31,6 +31,9 @@ ENV_STATE_FILE = "env_state.pkl"
 RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", "best.pt", ENV_STATE_FILE)
 CURVE_INTERVAL_S = 20.0
 METRICS_COLUMNS = [f.name for f in dataclasses.fields(MappoMetrics)]  # metrics.csv's header
+# Columns left empty (not "nan") where there is nothing to report.
+OPTIONAL_COLUMNS = ("eval_return", "win_rate", "first_seat_win_rate", "second_seat_win_rate",
+                    "draw_rate", "rewarded_fraction")  # fmt: skip
 
 
 def require_wandb() -> None:
@@ -134,8 +137,9 @@ class RunFolder:
         """Append one update's row to metrics.csv and TensorBoard; redraw the curve now and then.
 
         `eval_return` is left empty in metrics.csv after updates with no
-        evaluation, and goes to TensorBoard as `eval/return`; `win_rate` is left
-        empty for envs that report no wins, and after updates that finished no episode.
+        evaluation, and goes to TensorBoard as `eval/return`; the other
+        `OPTIONAL_COLUMNS` are left empty where the env has no such outcome (wins,
+        seats of a zero-sum game) and after updates that finished no episode.
         """
         row = metrics.as_dict()
         new_file = not self.metrics_path.exists()
@@ -143,17 +147,9 @@ class RunFolder:
             writer = csv.DictWriter(handle, fieldnames=list(row))
             if new_file:
                 writer.writeheader()
-            # Empty cells where no evaluation ran, or where the env reports no wins.
-            writer.writerow(
-                {
-                    **row,
-                    **{
-                        name: ""
-                        for name in ("eval_return", "win_rate")
-                        if math.isnan(float(row[name]))
-                    },
-                }
-            )
+            # Empty cells where no evaluation ran, or the env has no such outcome.
+            blank = {name: "" for name in OPTIONAL_COLUMNS if math.isnan(float(row[name]))}
+            writer.writerow({**row, **blank})
         scalars = {
             "eval/return" if name == "eval_return" else f"train/{name}": value
             for name, value in row.items()

@@ -363,6 +363,18 @@ class MultiSeedTrainer:
             trainer.close()
 
 
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` → [0, 1, 2], checked; anything else is refused naming the flag."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--seeds = {text!r}: give integers separated by commas, e.g. --seeds 0,1,2"
+        ) from None
+    check_seeds(seeds)
+    return seeds
+
+
 def check_seeds(seeds: Sequence[int]) -> None:
     """Refuse an empty or repeated list of seeds."""
     if not seeds:

@@ -652,10 +652,9 @@ class MappoTrainer:
                 "state": self._state,
                 "mask": self._mask,
                 "alive": self._alive,
-                "running_return": self.episodes.running,
+                **self.episodes.state_dict(),
                 "episode_steps": self._episode_steps,
                 "carry": self.buffer.carry_state(),
-                "ever_alive": self.episodes.ever_alive,
                 "episode_start": self._episode_start,
                 **(
                     {}
@@ -772,8 +771,7 @@ class MappoTrainer:
         rollout = {k: v.to(self.device) for k, v in own["rollout"].items() if k != "carry"}
         self._obs, self._state = rollout["obs"], rollout["state"]
         self._mask, self._alive = rollout["mask"], rollout["alive"]
-        self.episodes.running = rollout["running_return"]
-        self.episodes.ever_alive = rollout["ever_alive"]
+        self.episodes.load_state_dict(rollout)
         self._episode_start = rollout["episode_start"]
         if "episode_steps" in rollout:  # checkpoints before it: counted from now on
             self._episode_steps = rollout["episode_steps"]

@@ -236,3 +236,31 @@ def test_long_episodes_get_one_hint(tmp_path, capsys) -> None:
     assert out.count("no episode has finished") == 1
     assert hint in out.splitlines()
     assert "recent episode return n/a" in out
+
+
+def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys) -> None:
+    import time
+
+    import pz_envs
+
+    from mappo import run as run_module
+
+    monkeypatch.setattr(run_module, "HEARTBEAT_S", 0.2)
+    step = pz_envs.CounterEnv.step
+
+    def slow_step(self, actions):  # a first rollout of 4 x 25 steps that takes 1 s
+        time.sleep(0.01)
+        return step(self, actions)
+
+    monkeypatch.setattr(pz_envs.CounterEnv, "step", slow_step)
+    argv = ["--env", "pz_envs:CounterEnv", "--total-steps", "100", "--num-envs", "4",
+            "--minibatch-size", "0", "--compile", "false",
+            "--run-dir", str(tmp_path / "r")]  # fmt: skip
+    assert main(["train", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "first update: a rollout of 25 steps in 4 env copies" in lines
+    waits = [line for line in lines if line.startswith("first update: collecting a rollout")]
+    assert len(waits) >= 2, lines
+    done = [int(line.split(": ")[2].split(" of ")[0]) for line in waits]
+    assert done == sorted(done) and 0 < done[-1] <= 25  # the rollout's steps, as they come
+    assert waits[0].endswith("s since the last update)")
