@@ -31,6 +31,11 @@ def free_bytes(device: torch.device) -> int | None:
         return None
 
 
+def size_text(size: int) -> str:
+    """A byte count for people: GiB from 1 GiB up, else MiB."""
+    return f"{size / GIB:.1f} GiB" if size >= GIB else f"{size / 2**20:.1f} MiB"
+
+
 def check_fits(
     need: int, unit: int, device: torch.device, what: str, flag: str, also: str = ""
 ) -> None:
@@ -41,7 +46,7 @@ def check_fits(
     if free is not None and need > USABLE_FRACTION * free:
         fits = int(USABLE_FRACTION * free // unit)
         raise ConfigError(
-            f"{what} needs {need / GIB:.1f} GiB, but {free / GIB:.1f} GiB of "
+            f"{what} needs {size_text(need)}, but {size_text(free)} of "
             f"{'GPU memory' if device.type == 'cuda' else 'memory'} is free: lower {flag} "
             f"(about {fits} would fit){' ' + also if also else ''}"
         )

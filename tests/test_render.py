@@ -27,7 +27,15 @@ from mappo.envs.registry import make_env
 from mappo.errors import RenderError
 from mappo.evaluation import evaluate, play
 from mappo.policy import Policy
-from mappo.render import HOLD_FRAMES, exact_palette, render_run, run_episodes, write_video
+from mappo.render import (
+    HOLD_FRAMES,
+    exact_palette,
+    fit,
+    render_run,
+    run_episodes,
+    shared_palette,
+    write_video,
+)
 
 WHITE = (255, 255, 255)
 AGENTS = [[-0.5, 0.5], [0.5, 0.5], [0.0, -0.5]]
@@ -185,7 +193,7 @@ def test_pettingzoo_env_renders_its_own_frames(tmp_path) -> None:
     returns = render_run(tmp_path, tmp_path / "pz.gif", episodes=2, seed=3).returns
     assert len(returns) == 2 and all(-40 < r < 0 for r in returns)
     frames = iio.imread(tmp_path / "pz.gif", index=None)
-    assert frames.shape[1:] == (700, 700, 3)
+    assert frames.shape[1:] == (400, 400, 3)  # mpe2's 700x700 screen, shrunk
     # Reset + 4 steps per episode. MPE agents start at rest, so the first step leaves the
     # picture as it was and the GIF merges that pair; after it, agents move.
     assert len(frames) == 2 * 4
@@ -207,6 +215,41 @@ def test_rgb_frames_of_few_colours_are_stored_exactly(tmp_path) -> None:
     assert exact_palette(noisy) is None
     write_video(noisy, tmp_path / "noisy.gif")
     assert iio.imread(tmp_path / "noisy.gif", index=None).shape == (1, 32, 32, 3)
+
+
+def soft_discs(shift: int) -> np.ndarray:
+    """A 96x96 frame as anti-aliased renderers draw: a red and a blue disc on white, their
+    edges blended over 12 pixels (hundreds of colours)."""
+    rows, cols = np.mgrid[0:96, 0:96].astype(float)
+    frame = np.full((96, 96, 3), 255.0)
+    for (r, c), colour in (((30, 30 + shift), (220, 30, 30)), ((60, 60 - shift), (30, 30, 220))):
+        cover = np.clip((24 - np.hypot(rows - r, cols - c)) / 12, 0, 1)[..., None]
+        frame = frame * (1 - cover) + np.array(colour) * cover
+    return frame.round().astype(np.uint8)
+
+
+def test_many_colours_share_one_palette_close_to_the_frames(tmp_path) -> None:
+    frames = [soft_discs(shift) for shift in range(0, 20, 4)]
+    assert exact_palette(frames) is None  # over 256 colours
+    indices, palette = shared_palette(frames)
+    assert len(palette) <= 256
+    for frame, index in zip(frames, indices, strict=True):
+        error = np.abs(palette[index].astype(int) - frame.astype(int))
+        assert error.mean() < 3 and error.max() <= 32  # a few levels in 255; edges worst
+        flat = (frame == 255).all(-1)  # the background: within a level or four
+        assert error[flat].max() <= 4
+    write_video(frames, tmp_path / "discs.gif")
+    back = iio.imread(tmp_path / "discs.gif", index=None)
+    np.testing.assert_array_equal(back, np.stack([palette[index] for index in indices]))
+
+
+def test_large_frames_are_shrunk_to_the_frame_size() -> None:
+    frame = np.zeros((700, 700, 3), np.uint8)
+    frame[:350] = 255  # the top half white: still the top half after shrinking
+    small = fit(frame)
+    assert small.shape == (400, 400, 3)
+    assert (small[:199] == 255).all() and (small[201:] == 0).all()
+    assert fit(np.zeros((400, 300, 3), np.uint8)).shape == (400, 300, 3)  # small enough
 
 
 def test_recurrent_policy_renders_the_episodes_eval_measures() -> None:

@@ -1,0 +1,45 @@
+"""Memory checked before it is spent: storage that cannot fit is one line naming its size and
+the flag to change, before any run folder or checkpoint is written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mappo import memory
+from mappo.buffer import AgentBuffer
+from mappo.cli import main
+from mappo.errors import ConfigError
+
+GIB = 2**30
+
+
+def test_storage_that_does_not_fit_is_refused_naming_size_and_flag(monkeypatch) -> None:
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 10 * GIB)
+    # 25 steps x 1000 copies x 20 agents of 84x84x4 uint8 frames: 13.14 GiB of observations,
+    # and the per-agent floats beside them. 80 % of 10 GiB holds 607 copies' worth.
+    with pytest.raises(ConfigError) as refused:
+        AgentBuffer(25, 1000, 20, 84 * 84 * 4, 0, 1, 5, obs_dtype=torch.uint8)
+    assert str(refused.value) == (
+        "the rollout storage (25 steps of 1000 env copies x 20 agents) needs 13.2 GiB, but "
+        "10.0 GiB of memory is free: lower --num-envs (about 607 would fit) or --rollout-steps"
+    )
+
+
+def test_storage_that_fits_is_allocated_zeroed(monkeypatch) -> None:
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 10 * GIB)
+    buffer = AgentBuffer(25, 16, 3, 18, 54, 1, 5)
+    assert buffer.observations.shape == (25, 16, 3, 18) and not buffer.observations.is_meta
+    assert buffer.observations.abs().sum() == 0 and buffer.returns.device.type == "cpu"
+
+
+def test_the_cli_refuses_before_writing_a_run_folder(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 1 * 2**20)  # 1 MiB free
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--total-steps", "1000", "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        "mappo: error: the rollout storage (25 steps of 128 env copies x 3 agents) needs "
+        "1.8 MiB, but 1.0 MiB of memory is free: lower --num-envs (about 57 would fit) or "
+        "--rollout-steps\n"
+    )
+    assert not run.exists()
