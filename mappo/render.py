@@ -144,7 +144,7 @@ def shared_palette(
     picked = frames[:: max(1, len(frames) // samples)][:samples]
     mosaic = Image.fromarray(np.concatenate(picked, axis=0))
     cut = mosaic.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    palette = np.array(cut.getpalette()[: 3 * 256], np.uint8).reshape(-1, 3)
+    palette = np.array(cut.getpalette() or [], np.uint8)[: 3 * 256].reshape(-1, 3)
     indices = [
         np.asarray(Image.fromarray(frame).quantize(palette=cut, dither=Image.Dither.NONE))
         for frame in frames
