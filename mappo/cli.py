@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from mappo.config import ENV_DIM_FIELDS, FIELDS, nearest_name, parse_cli_value
+from mappo.config import ENV_DIM_FIELDS, FIELDS, nearest_name, parse_cli_value, parse_sweep
+from mappo.distributed import launch_ranks
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError
 from mappo.presets import PRESETS, build_config
-from mappo.run import Run, info_lines, is_seeds_folder
-from mappo.run_folder import require_wandb
+from mappo.run import Run, info_lines
+from mappo.run_folder import is_slots_folder, require_wandb
 from mappo.seeds import parse_seeds
 
 EVAL_EPISODES = 100
@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
         "--seeds": {"metavar": "S,S,...",
                     "help": "train these seeds in one process as one batched network; seed s "
                             "writes the run folder RUN_DIR/seed_<s> (--resume RUN_DIR goes on)"},
+        "--sweep": {"action": "append", "metavar": "FIELD=V,V,...",
+                    "help": "train every combination of these values, and every seed, in one "
+                            "process as one batched network (repeat for more fields); each "
+                            "writes RUN_DIR/<field=value,...>/seed_<s>"},
         "--nproc": {"type": int, "default": 1,
                     "help": "data-parallel ranks on this node (runs torchrun for you)"},
         "--wandb": {**TRUE, "help": "also log to Weights & Biases (WANDB_MODE=offline works)"},
@@ -134,40 +138,29 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
     }
 
 
-def _launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
-    """`mappo train --nproc N`: rerun this command as N ranks under torchrun on this node."""
-    rest, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == "--nproc":
-            skip = True
-        elif not item.startswith("--nproc="):
-            rest.append(item)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    return subprocess.call([*torchrun, f"--nproc-per-node={args.nproc}", "-m", "mappo", *rest])
-
-
 def train(args: argparse.Namespace) -> int:
     """`mappo train`: a new run (one seed, or `--seeds`), or `--resume` of one, to its budget."""
     overrides = _cli_overrides(args)
     seeds = None if args.seeds is None else parse_seeds(args.seeds)
-    seeds_run = seeds is not None or (args.resume is not None and is_seeds_folder(args.resume))
-    if seeds_run and (args.nproc > 1 or args.wandb):
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    resumed_slots = args.resume is not None and is_slots_folder(args.resume)
+    if (seeds is not None or sweep or resumed_slots) and (args.nproc > 1 or args.wandb):
         raise ConfigError(
-            "--seeds trains every seed in one process; it does not combine with "
-            f"{'--nproc' if args.nproc > 1 else '--wandb'}"
+            f"--{'sweep' if sweep else 'seeds'} trains every run in one process; it does not "
+            f"combine with {'--nproc' if args.nproc > 1 else '--wandb'}"
         )
     if args.wandb:
         require_wandb()  # before any work
     with info_lines(None if args.quiet else sys.stdout):  # e.g. building the env copies
-        return _train(args, overrides, seeds)
+        return _train(args, overrides, seeds, sweep)
 
 
-def _train(args: argparse.Namespace, overrides: dict, seeds: list[int] | None) -> int:
+def _train(
+    args: argparse.Namespace, overrides: dict, seeds: list[int] | None, sweep: dict | None
+) -> int:
     """`train` after its checks: start or resume the run, and train it."""
     if args.resume is not None:
-        given = [f for f in ("config", "run_dir", "preset", "seeds") if getattr(args, f)]
+        given = [f for f in ("config", "run_dir", "preset", "seeds", "sweep") if getattr(args, f)]
         if given:
             raise ConfigError(
                 f"--resume continues the run in {args.resume} with its own config; "
@@ -177,8 +170,10 @@ def _train(args: argparse.Namespace, overrides: dict, seeds: list[int] | None) -
     else:
         if seeds is not None and "seed" in overrides:
             raise ConfigError("--seed and --seeds: give the seeds of the runs with --seeds only")
+        if sweep and set(sweep) & {"seed"}:
+            raise ConfigError("--sweep seed=...: give the seeds of the runs with --seeds")
         config = build_config(args.preset, args.config, overrides)
-        run = Run.start(config, args.run_dir, seeds, args.force)
+        run = Run.start(config, args.run_dir, seeds, args.force, sweep)
     run.train(quiet=args.quiet, wandb_project=args.wandb_project if args.wandb else None)
     return 0
 
@@ -277,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
             raise _unknown_flag_error(unknown, commands.choices[args.command], args.command)
         if args.command == "train" and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-            if args.seeds is None:  # train refuses --nproc with --seeds itself
-                return _launch_ranks(args, sys.argv[1:] if argv is None else argv)
+            if args.seeds is None and args.sweep is None:  # train refuses them with --nproc
+                return launch_ranks(args.nproc, sys.argv[1:] if argv is None else argv)
         return HANDLERS[args.command](args)
     except (ConfigError, RunFolderError, CheckpointError) as err:
         print(f"mappo: error: {err}", file=sys.stderr)

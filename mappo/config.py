@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -413,3 +414,22 @@ def parse_cli_value(name: str, text: str) -> Any:
         raise ConfigError(
             f"config key '{name}' = {text!r}: expected {KIND_NAMES.get(kind, kind)}"
         ) from None
+
+
+def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:
+    """`--sweep lr=1e-4,3e-4 --sweep ent_coef=0,0.01` → `{"lr": [1e-4, 3e-4], "ent_coef":
+    [0.0, 0.01]}`, each value parsed to its field's type; a bad item is one ConfigError."""
+    sweep: dict[str, list[Any]] = {}
+    for item in items:
+        name, equals, values = item.partition("=")
+        field = name.strip().replace("-", "_")
+        if not equals or not values.strip():
+            raise ConfigError(f"--sweep {item!r}: give FIELD=VALUE,VALUE,... e.g. lr=1e-4,3e-4")
+        if field not in FIELDS:
+            near = nearest_name(field, list(FIELDS))
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"--sweep {item!r}: {field!r} is not a config field{hint}")
+        if field in sweep:
+            raise ConfigError(f"--sweep {field}: given twice; list its values once")
+        sweep[field] = [parse_cli_value(field, value.strip()) for value in values.split(",")]
+    return sweep

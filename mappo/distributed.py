@@ -10,6 +10,9 @@ of it and every method below is then a no-op.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,3 +92,23 @@ class Distributed:
         """Leave the process group."""
         if self.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def launch_ranks(nproc: int, argv: list[str]) -> int:
+    """`mappo train --nproc N ARGV`: rerun the command as N ranks under torchrun on this node
+    (`--nproc` left out), and return its exit code. This process ignores Ctrl-C meanwhile:
+    the ranks take it themselves, and stop as a run does."""
+    rest, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.call([*torchrun, f"--nproc-per-node={nproc}", "-m", "mappo", *rest])
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -83,17 +83,35 @@ def compute_gae(
     return advantages
 
 
+def switched(switch: bool | torch.Tensor, on: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """`on` where `switch` is true, else `off`. A bool picks one (callers whose switch is
+    False need not compute `on`); a tensor (a sweep's switch per slot, 0-dim inside its
+    `vmap`) selects with `torch.where`, so that one program serves both values."""
+    if isinstance(switch, torch.Tensor):
+        return torch.where(switch, on, off)
+    return on if switch else off
+
+
+def clamp_around(x: torch.Tensor, centre: float, radius: float | torch.Tensor) -> torch.Tensor:
+    """`x` clamped to `centre ± radius`, a number or a 0-dim tensor (a sweep's per-slot
+    value); torch types the two bounds' kinds apart, so each has its call."""
+    if isinstance(radius, torch.Tensor):
+        return x.clamp(centre - radius, centre + radius)
+    return x.clamp(centre - radius, centre + radius)
+
+
 def ppo_policy_loss(
     advantages: torch.Tensor,
     new_log_probs: torch.Tensor,
     old_log_probs: torch.Tensor,
-    clip_coef: float,
+    clip_coef: float | torch.Tensor,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Clipped surrogate: mean of -min(r·A, clip(r, 1±ε)·A), r = π_new/π_old."""
+    """Clipped surrogate: mean of -min(r·A, clip(r, 1±ε)·A), r = π_new/π_old. `clip_coef`
+    may be a 0-dim tensor (a sweep's per-slot value)."""
     ratio = (new_log_probs - old_log_probs).exp()
     unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef) * advantages
+    clipped = clamp_around(ratio, 1.0, clip_coef) * advantages
     return masked_mean(-torch.minimum(unclipped, clipped), weights)
 
 
@@ -101,18 +119,28 @@ def ppo_value_loss(
     new_values: torch.Tensor,
     old_values: torch.Tensor,
     returns: torch.Tensor,
-    clip_coef: float,
+    clip_coef: float | torch.Tensor,
     weights: torch.Tensor | None = None,
-    huber_delta: float = 0.0,
-    clip: bool = True,
+    huber_delta: float | torch.Tensor = 0.0,
+    clip: bool | torch.Tensor = True,
 ) -> torch.Tensor:
     """Value loss, pessimistic over the raw and the clipped prediction.
 
     Per sample: max(ℓ(v - R), ℓ(v_old + clip(v - v_old, ±ε) - R)), with
-    ℓ(e) = e²/2, or the Huber loss when `huber_delta > 0`.
+    ℓ(e) = e²/2, or the Huber loss when `huber_delta > 0`. Each setting may be a
+    0-dim tensor (a sweep's per-slot value, inside its `vmap`): then both forms
+    are computed and `torch.where` picks, as a program cannot branch on a value.
     """
 
     def error_loss(error: torch.Tensor) -> torch.Tensor:
+        if isinstance(huber_delta, torch.Tensor):
+            # q·(|e| - q/2), q = min(|e|, δ): e²/2 inside δ, δ·(|e| - δ/2) outside (torch's
+            # Huber, whose delta must be a number), and e²/2 everywhere at δ = 0 (δ taken as
+            # inf). One elementwise pass whatever each slot's δ.
+            size = error.abs()
+            delta = torch.where(huber_delta > 0, huber_delta, torch.inf)
+            quadratic = torch.minimum(size, delta)
+            return quadratic * (size - 0.5 * quadratic)
         if huber_delta > 0:
             return torch.nn.functional.huber_loss(
                 error, torch.zeros_like(error), reduction="none", delta=huber_delta
@@ -120,7 +148,7 @@ def ppo_value_loss(
         return 0.5 * error.square()
 
     loss = error_loss(new_values - returns)
-    if clip:
-        clipped = old_values + (new_values - old_values).clamp(-clip_coef, clip_coef)
-        loss = torch.maximum(loss, error_loss(clipped - returns))
+    if clip is not False:  # True, or a sweep's switch per slot
+        clipped = old_values + clamp_around(new_values - old_values, 0.0, clip_coef)
+        loss = switched(clip, torch.maximum(loss, error_loss(clipped - returns)), loss)
     return masked_mean(loss, weights)

@@ -23,7 +23,7 @@ import numpy as np
 
 from mappo.config import ENV_DIM_FIELDS, FIELDS, READ_OFF_ENV
 from mappo.episodes import return_label
-from mappo.run_folder import RunFolderError
+from mappo.run_folder import RunFolderError, slot_folders
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.axes import Axes
@@ -192,13 +192,15 @@ def group_runs(
 def plot_runs(
     run_dirs: Sequence[str | Path], out: str | Path, x: str = "env_steps", y: str = "episode_return"
 ) -> list[RunGroup]:
-    """Draw the learning curves (metrics.csv column `y`) of `run_dirs` on one figure saved
-    to `out`; return the groups."""
+    """Draw the learning curves (metrics.csv column `y`) of `run_dirs` (or of the runs in a
+    seeds or sweep folder) on one figure saved to `out`; return the groups."""
     if x not in X_AXES:
         raise PlotError(f"--x {x}: must be one of {', '.join(X_AXES)}")
     if y not in Y_COLUMNS:
         raise PlotError(f"--y {y}: must be one of {', '.join(Y_COLUMNS)}")
-    groups = group_runs([read_run(d, y) for d in run_dirs])
+    # A folder of a seeds run or a sweep stands for its runs: one band per setting.
+    folders = [slot for d in run_dirs for slot in (slot_folders(Path(d)) or [Path(d)])]
+    groups = group_runs([read_run(d, y) for d in folders])
     fig, ax = open_figure(out, "--out")
     for group in groups:
         grid, mean, std = group.band(x)

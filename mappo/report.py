@@ -42,7 +42,7 @@ from mappo.plotting import (
     returns_label,
     save_figure,
 )
-from mappo.run_folder import RunFolderError
+from mappo.run_folder import RunFolderError, slot_folders
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.axes import Axes
@@ -206,7 +206,9 @@ def build_report(
     of one task."""
     if episodes is not None and episodes < 1:
         raise ConfigError(f"--episodes = {episodes}: must be >= 1")
-    runs = [read_run(d) for d in run_dirs]
+    # A folder of a seeds run or a sweep stands for its runs.
+    folders = [slot for d in run_dirs for slot in (slot_folders(Path(d)) or [Path(d)])]
+    runs = [read_run(d) for d in folders]
     for run in runs:  # all checked before the first evaluation, which takes a while
         if (run.eval_return is None or episodes is not None) and not (
             run.path / "checkpoint.pt"
@@ -259,6 +261,7 @@ def markdown(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) 
             f"{r.sources} | {_number(r.mean)} | {_interval_text(r.mean_ci)} | "
             f"{_number(r.iqm)} | {_interval_text(r.iqm_ci)} |"
         )
+    lines += ranking(reports, comparisons)
     if comparisons:
         lines += [
             "",
@@ -274,6 +277,36 @@ def markdown(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) 
             for c in comparisons
         ]
     return "\n".join(lines) + "\n"
+
+
+def ranking(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) -> list[str]:
+    """Markdown lines ranking the groups of each task with several (a sweep's settings) by
+    IQM, each with P(it beats the next), and naming the best one's config file."""
+    lines: list[str] = []
+    for task in dict.fromkeys(r.task for r in reports):
+        ranked = sorted((r for r in reports if r.task == task), key=lambda r: -r.iqm)
+        if len(ranked) < 2:
+            continue
+        beats = {(c.x.group.label, c.y.group.label): c.probability for c in comparisons}
+        beats |= {(y, x): 1 - p for (x, y), p in beats.items()}
+        lines += [
+            "",
+            f"Ranked by IQM ({task}); P(> next): the probability of improvement over the "
+            "group ranked below it.",
+            "",
+            "| rank | group | IQM | P(> next) |",
+            "|---|---|---|---|",
+        ]
+        for rank, (r, below) in enumerate(zip(ranked, [*ranked[1:], None], strict=True), 1):
+            p = "" if below is None else _number(beats[(r.group.label, below.group.label)])
+            lines.append(f"| {rank} | {r.group.label} | {_number(r.iqm)} | {p} |")
+        best = ranked[0].group.runs[0].path / "config.toml"
+        lines += [
+            "",
+            f"Best: {ranked[0].group.label}; its config is {best} (`mappo train --config` "
+            "reads it back; `--seed` or `--seeds` to vary).",
+        ]
+    return lines
 
 
 def marl_eval_json(reports: Sequence[GroupReport]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -32,7 +33,7 @@ from mappo.config import MappoConfig
 from mappo.distributed import Distributed
 from mappo.errors import ConfigError, RunFolderError
 from mappo.progress import Progress, RecentReturns
-from mappo.run_folder import RunFolder
+from mappo.run_folder import RunFolder, slot_folders
 from mappo.seeds import MultiSeedTrainer, SeedStreams, pooled_metrics
 from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
 
@@ -99,15 +100,20 @@ class Run:
         run_dir: str | Path | None = None,
         seeds: Sequence[int] | None = None,
         force: bool = False,
+        sweep: Mapping[str, Sequence[Any]] | None = None,
     ) -> Run:
         """A new run of `config` in `run_dir` (default `runs/<env>-<time>`).
 
         With `seeds`, every seed trains in this process as one batched network
-        and seed s writes `run_dir/seed_<s>`. An existing run in a folder is
-        refused before any work, unless `force` (which replaces it).
+        and seed s writes `run_dir/seed_<s>`. With `sweep` (field → values), every
+        combination of the values, with every seed, is one more slot of that
+        network, writing `run_dir/<field=value,...>/seed_<s>`: fields that would
+        change a tensor's shape or the rollout cannot be swept (a ConfigError
+        says so). An existing run in a folder is refused before any work, unless
+        `force` (which replaces it).
         """
         path = Path(run_dir) if run_dir is not None else default_run_dir(config)
-        if seeds is None:
+        if seeds is None and not sweep:
             dist = Distributed.from_environment(config.device)
             if dist.is_main:
                 RunFolder.check_free(path, force)
@@ -117,23 +123,26 @@ class Run:
             return cls(trainer, folders, path, f"run folder: {path}")
         if Distributed.from_environment(config.device).world_size > 1:
             raise ConfigError(
-                "seeds train in one process; they do not combine with ranks (--nproc)"
+                "seeds and sweeps train in one process; they do not combine with ranks (--nproc)"
             )
-        if (path / "checkpoint.pt").exists():  # resume would find that run, not the seeds
+        if (path / "checkpoint.pt").exists():  # resume would find that run, not the slots
             raise RunFolderError(
-                f"run folder {path} holds a run of its own (checkpoint.pt); "
-                "--seeds writes its runs in RUN_DIR/seed_<s>: choose another "
-                "--run-dir"
+                f"run folder {path} holds a run of its own (checkpoint.pt); --seeds writes "
+                "its runs in RUN_DIR/seed_<s>: choose another --run-dir"
             )
-        paths = [path / f"seed_{seed}" for seed in seeds]
-        for seed_path in paths:
-            RunFolder.check_free(seed_path, force)
+        settings = sweep_settings(sweep or {})
+        seeds = list(seeds) if seeds is not None else [config.seed]
+        slots = [(setting, seed) for setting in settings for seed in seeds]
+        paths = [path / setting_name(setting) / f"seed_{seed}" for setting, seed in slots]
+        for slot_path in paths:
+            RunFolder.check_free(slot_path, force)
+        configs = [config.replace(**setting, seed=seed) for setting, seed in slots]
         _say_building(config, len(paths) * config.num_envs)
-        multi = MultiSeedTrainer(config, seeds)
+        multi = MultiSeedTrainer.of_configs(configs)
         folders = [
             RunFolder.create(p, t.config, force) for p, t in zip(paths, multi.trainers, strict=True)
         ]
-        return cls(multi, folders, path, _seeds_line(path, multi.seeds))
+        return cls(multi, folders, path, _slots_line(path, folders))
 
     @classmethod
     def resume(cls, run_dir: str | Path, **changes: Any) -> Run:
@@ -150,7 +159,7 @@ class Run:
                 f"change (these can: {', '.join(RESUME_CHANGES)})"
             )
         path = Path(run_dir)
-        seed_paths = seed_folders(path)
+        seed_paths = slot_folders(path)
         if (path / "checkpoint.pt").is_file() or not seed_paths:
             trainer = _trainer_at_checkpoint(path, changes, distributed=True)
             folders = (
@@ -181,7 +190,7 @@ class Run:
                 multi,
                 folders,
                 path,
-                _seeds_line(path, multi.seeds) + "; " + _resume_line(seed_paths[0], trainers[0]),
+                _slots_line(path, folders) + "; " + _resume_line(seed_paths[0], trainers[0]),
             )
         run._keep_best_bars()
         return run
@@ -345,11 +354,15 @@ class Run:
                 f"done: {summary.env_steps} env steps, recent episode return "
                 f"{recent[0].text(3)}, run folder {self.path}"
             )
-        seeds = [t.config.seed for t in self.trainers]
-        returns = ", ".join(f"seed {s} {r.text(3)}" for s, r in zip(seeds, recent, strict=True))
+        # "seed 3" in a seeds run, "lr=0.001/seed 3" in a sweep
+        labels = [
+            str(f.path.relative_to(self.path)).replace("seed_", "seed ") for f in self.folders
+        ]
+        returns = ", ".join(f"{label} {r.text(3)}" for label, r in zip(labels, recent, strict=True))
+        where = "seed_<s>" if all("/" not in label for label in labels) else "<setting>/seed_<s>"
         return (
             f"done: {summary.env_steps} env steps per seed, recent episode return "
-            f"{returns}; run folders {self.path}/seed_<s>"
+            f"{returns}; run folders {self.path}/{where}"
         )
 
 
@@ -376,15 +389,26 @@ def default_run_dir(config: MappoConfig) -> Path:
     return Path("runs") / f"{config.env.replace(':', '-')}-{stamp}"
 
 
-def seed_folders(path: Path) -> list[Path]:
-    """The seed_<s> run folders a seeds run wrote in `path`, by seed."""
-    found = [p for p in path.glob("seed_*") if p.is_dir() and p.name[5:].lstrip("-").isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
+def sweep_settings(sweep: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the swept values, the first field varying slowest: `{"lr": [1,
+    2], "gamma": [3]}` → `[{"lr": 1, "gamma": 3}, {"lr": 2, "gamma": 3}]`; `[{}]` for none."""
+    for field, values in sweep.items():
+        if not values:
+            raise ConfigError(f"--sweep {field}: give at least one value")
+        if len(set(map(repr, values))) < len(values):
+            raise ConfigError(f"--sweep {field}: a value appears twice")
+    return [dict(zip(sweep, combo, strict=True)) for combo in itertools.product(*sweep.values())]
 
 
-def is_seeds_folder(path: Path) -> bool:
-    """Whether `path` holds the seed_<s> folders of a seeds run (and no run of its own)."""
-    return not (path / "checkpoint.pt").is_file() and bool(seed_folders(path))
+def setting_name(setting: Mapping[str, Any]) -> str:
+    """A slot's folder name: `lr=0.0003,ent_coef=0.01`; "" for no setting (a seeds run)."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ",".join(f"{field}={text(value)}" for field, value in setting.items())
 
 
 def _trainer_at_checkpoint(
@@ -426,11 +450,20 @@ def _resume_line(path: Path, trainer: MappoTrainer) -> str:
     )
 
 
-def _seeds_line(path: Path, seeds: Sequence[int]) -> str:
-    """The first line of a seeds run."""
+def _slots_line(path: Path, folders: Sequence[RunFolder]) -> str:
+    """The first line of a seeds run or a sweep."""
+    names = [str(f.path.relative_to(path)) for f in folders]
+    settings = list(dict.fromkeys(str(Path(name).parent) for name in names))
+    if settings == ["."]:
+        seeds = ", ".join(name.removeprefix("seed_") for name in names)
+        return (
+            f"{len(names)} seeds in one process, run folders {path}/seed_<s> (seeds {seeds}); "
+            "env steps and steps/s count all seeds together"
+        )
     return (
-        f"{len(seeds)} seeds in one process, run folders {path}/seed_<s> (seeds "
-        f"{', '.join(map(str, seeds))}); env steps and steps/s count all seeds together"
+        f"{len(names)} runs in one process ({len(settings)} settings x "
+        f"{len(names) // len(settings)} seeds), run folders {path}/<setting>/seed_<s> "
+        f"({'; '.join(settings)}); env steps and steps/s count all runs together"
     )
 
 

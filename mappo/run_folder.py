@@ -260,6 +260,29 @@ class RunFolder:
         return self._writer
 
 
+def slot_folders(path: Path) -> list[Path]:
+    """The run folders a seeds run (`path/seed_<s>`) or a sweep (`path/<setting>/seed_<s>`)
+    wrote in `path`, by setting and seed; [] for any other folder."""
+
+    def seeds_in(folder: Path) -> list[Path]:
+        found = [
+            p for p in folder.glob("seed_*") if p.is_dir() and p.name[5:].lstrip("-").isdigit()
+        ]
+        return sorted(found, key=lambda p: int(p.name[5:]))
+
+    direct = seeds_in(path)
+    if direct or not path.is_dir():
+        return direct
+    return [
+        slot for setting in sorted(path.iterdir()) if setting.is_dir() for slot in seeds_in(setting)
+    ]
+
+
+def is_slots_folder(path: Path) -> bool:
+    """Whether `path` holds the run folders of a seeds run or a sweep (no run of its own)."""
+    return not (path / "checkpoint.pt").is_file() and bool(slot_folders(path))
+
+
 def read_curve(metrics_path: Path, column: str = "episode_return") -> tuple[list[int], list[float]]:
     """(env_steps, column) of every row where `column` holds a number: the rows with a
     finished episode, or with an evaluation for `eval_return`."""

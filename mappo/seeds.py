@@ -1,5 +1,6 @@
-"""`MultiSeedTrainer`: K independent runs of one config, differing only in their seed, trained
-in one process as one batched network.
+"""`MultiSeedTrainer`: K independent runs (slots), differing in their seed and in any of the
+settings of `SWEEPABLE_FIELDS` (the core of `mappo train --sweep`), trained in one process as
+one batched network.
 
 Each seed is a `MappoTrainer` of its own: its envs, rollout buffer, value
 normalizer, episode tracker, evaluation envs and torch random stream (swapped
@@ -15,24 +16,36 @@ training's time and each minibatch step is small, so K seeds share its
 per-op overhead; nothing crosses the seed axis, so each seed learns what it
 would alone (tests/test_seeds.py).
 
+The slots may differ in settings that change no tensor shape and no rollout
+(`SWEEPABLE_FIELDS`): the loss's settings ride the seed axis as `[K]` tensors
+into the `vmap` (`LossCoefs`; only those the slots differ in, so a plain seeds
+run computes what it did), the learning rate, Adam's epsilon and the
+gradient-norm clip as per-slot tensors of the step, and the rest (GAE, value
+normalizer, credit assignment, initial weights) live in each slot's own
+trainer anyway (tests/test_sweep_slots.py). Any other difference is refused
+with a `ConfigError` naming the field.
+
 One seed (K = 1) takes the solo path: the trainer's own update, bitwise a solo run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import shlex
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import torch
 from torch import nn
 
 from mappo.buffer import RolloutMinibatch, minibatch_bounds
-from mappo.config import ConfigError, MappoConfig
+from mappo.config import AUTO, FIELDS, ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv
 from mappo.trainer import (
+    LossCoefs,
     LossStats,
     MappoMetrics,
     MappoTrainer,
@@ -40,6 +53,80 @@ from mappo.trainer import (
     anneal_learning_rate,
     train_until_budget,
 )
+
+# The settings whose values may differ between the slots of one process, and why each can:
+# none changes a tensor's shape or the rollout, so one batched program serves every value.
+SWEEPABLE_FIELDS: dict[str, str] = {
+    "seed": "each slot's trainer seeds its own weights, envs and random streams",
+    "lr": "a [K, 1] tensor of the batched Adam step, set before each update",
+    "anneal_lr": "each slot's learning rate comes from its own config before each update",
+    "adam_eps": "a [K, 1] tensor of the batched Adam step",
+    "ent_coef": "a per-slot tensor of the vmapped loss (LossCoefs)",
+    "vf_coef": "a per-slot tensor of the vmapped loss (LossCoefs)",
+    "clip_coef": "a per-slot tensor of the vmapped loss (LossCoefs)",
+    "clip_value_loss": "a per-slot switch (torch.where) of the vmapped loss (LossCoefs)",
+    "huber_delta": "a per-slot tensor of the vmapped loss, squared error at 0 (LossCoefs)",
+    "max_grad_norm": "a [K] tensor of the per-slot gradient-norm clip",
+    "gamma": "each slot's GAE runs in its own trainer (prepare_update)",
+    "gae_lambda": "each slot's GAE runs in its own trainer (prepare_update)",
+    "norm_adv": "a per-slot switch (torch.where) of the vmapped loss (LossCoefs)",
+    "value_norm": "each slot's value normalizer is its own trainer's; it maps the slot's "
+    "targets to critic units before the slots' minibatches are stacked",
+    "value_norm_beta": "each slot's value normalizer is its own trainer's",
+    "team_reward": "each slot's trainer credits its own rewards (credit) and counts its own "
+    "episodes; no tensor's shape depends on it",
+    "policy_head_gain": "it only sets the initial weights, which each slot's trainer draws",
+}
+
+_SHAPES = "it changes the networks' shapes"
+_ROLLOUT = "it changes the rollout"
+_EQUAL = "the slots train together in one process, which has one {name}"
+# Why each other field cannot differ between slots (a field missing here is refused too).
+FIXED_FIELDS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "num_agents",
+            "obs_dim",
+            "global_state_dim",
+            "action_dim",
+            "share_policy",
+            "agent_id",
+            "use_global_state",
+            "policy_groups",
+            "hidden_dim",
+            "input_layer_norm",
+            "hidden_layer_norm",
+            "encoder",
+            "image_layout",
+            "critic",
+            "recurrent",
+            "critic_time_left",
+        ),
+        _SHAPES,
+    ),
+    "activation": "it changes the networks' layers, which all slots run as one program",
+    **dict.fromkeys(("env", "env_kwargs", "num_workers"), _ROLLOUT),
+    **dict.fromkeys(("num_envs", "rollout_steps"), "it changes the rollout and its shapes"),
+    **dict.fromkeys(
+        ("minibatch_size", "update_epochs", "data_chunk_length"),
+        "it changes the minibatches' shapes or count, and all slots take their minibatch "
+        "steps together",
+    ),
+    "bootstrap_time_limits": "it changes which steps of the rollout end an episode (and, "
+    "with critic_time_left = auto, the critic's input shape)",
+    **{
+        name: _EQUAL.format(name=name)
+        for name in (
+            "total_steps",
+            "device",
+            "compile",
+            "torch_threads",
+            "checkpoint_interval",
+            "eval_interval",
+            "eval_episodes",
+        )
+    },
+}
 
 
 class SeedStreams:
@@ -78,25 +165,28 @@ class SeedStreams:
 
 class _SeedLoss(nn.Module):
     """`MappoTrainer.minibatch_loss` of one trainer as a module's forward, so that
-    `torch.func.functional_call` can run it on any seed's parameters."""
+    `torch.func.functional_call` can run it on any slot's parameters and settings."""
 
     def __init__(self, trainer: MappoTrainer) -> None:
         super().__init__()
         self.policy = trainer.policy
         self._loss = trainer.minibatch_loss
 
-    def forward(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, LossStats]:
-        return self._loss(mb)
+    def forward(self, mb: RolloutMinibatch, coefs: LossCoefs) -> tuple[torch.Tensor, LossStats]:
+        return self._loss(mb, coefs)
 
 
 class MultiSeedTrainer:
-    """K runs of `config`, one per seed in `seeds`, trained together in this process.
+    """K runs trained together in this process: of `config`, one per seed in `seeds`, or
+    of K configs (`of_configs`: a sweep's slots, differing in `SWEEPABLE_FIELDS`).
 
-    `envs`, when given, holds one env per seed (else each seed makes its own
+    `envs`, when given, holds one env per slot (else each slot makes its own
     from `config.env`, seeded with its seed, as a solo run does). `train()` runs
-    every seed to `config.total_steps`; `trainers[k]` is seed k's `MappoTrainer`,
-    whose `policy` holds the seed's current weights; `seed_state_dict(k)` is a
-    checkpoint exactly like a solo run's.
+    every slot to `config.total_steps`; `trainers[k]` is slot k's `MappoTrainer`,
+    whose `policy` holds the slot's current weights and whose `config` is the
+    slot's; `seed_state_dict(k)` is a checkpoint exactly like a solo run's.
+    `config` is the first slot's: its fields outside `SWEEPABLE_FIELDS` are every
+    slot's.
     """
 
     def __init__(
@@ -104,45 +194,63 @@ class MultiSeedTrainer:
     ) -> None:
         seeds = list(seeds)
         check_seeds(seeds)
-        if envs is not None and len(envs) != len(seeds):
-            raise ConfigError(f"{len(envs)} envs for {len(seeds)} seeds: give one env per seed")
-        streams = SeedStreams(torch.device(config.device))
-        trainers = []
-        for k, seed in enumerate(seeds):
-            # MappoTrainer seeds torch itself: seed s starts where a solo run with seed s does.
-            trainers.append(
-                MappoTrainer(config.replace(seed=seed), env=None if envs is None else envs[k])
-            )
-            streams.capture()
-        self._join(trainers, streams)
+        self._build([config.replace(seed=seed) for seed in seeds], envs)
+
+    @classmethod
+    def of_configs(
+        cls, configs: Sequence[MappoConfig], envs: Sequence[MultiAgentEnv] | None = None
+    ) -> MultiSeedTrainer:
+        """K slots, slot k training `configs[k]`: the configs may differ in the fields of
+        `SWEEPABLE_FIELDS` only (a `ConfigError` names any other before any env is
+        built), and no two may be the same run (seed and settings)."""
+        self = cls.__new__(cls)
+        self._build(list(configs), envs)
+        return self
 
     @classmethod
     def from_trainers(
         cls, trainers: Sequence[MappoTrainer], streams: SeedStreams
     ) -> MultiSeedTrainer:
-        """Train existing trainers (e.g. each loaded from its seed's checkpoint) together;
-        `streams` holds each one's random streams, in order."""
+        """Train existing trainers (e.g. each loaded from its slot's checkpoint) together;
+        their configs may differ in `SWEEPABLE_FIELDS`; `streams` holds each one's random
+        streams, in order."""
         self = cls.__new__(cls)
         self._join(list(trainers), streams)
         return self
+
+    def _build(self, configs: list[MappoConfig], envs: Sequence[MultiAgentEnv] | None) -> None:
+        """A trainer per config, each starting where a solo run of it does, then joined."""
+        check_slot_configs(configs)  # before any env is built; `_join` checks them decided
+        if envs is not None and len(envs) != len(configs):
+            raise ConfigError(f"{len(envs)} envs for {len(configs)} slots: give one env per slot")
+        streams = SeedStreams(torch.device(configs[0].device))
+        trainers: list[MappoTrainer] = []
+        try:
+            for k, config in enumerate(configs):
+                # MappoTrainer seeds torch itself: seed s starts where a solo run with seed s
+                # does.
+                trainers.append(MappoTrainer(config, env=None if envs is None else envs[k]))
+                streams.capture()
+            self._join(trainers, streams)
+        except BaseException:
+            if envs is None:  # the envs it made; given ones stay their owner's
+                for trainer in trainers:
+                    trainer.close()
+            raise
 
     def _join(self, trainers: list[MappoTrainer], streams: SeedStreams) -> None:
         """Stack the trainers' parameters and optimizer states along a seed axis."""
         self.trainers, self.streams = trainers, streams
         self.seeds = [t.config.seed for t in trainers]
-        check_seeds(self.seeds)
+        # The configs as their envs decided them (`auto` settings, the env's sizes).
+        check_slot_configs([t.config for t in trainers])
         first = trainers[0]
         self.config = first.config
         self.device = first.device
         self.dist = first.dist  # one process, one rank (checked below)
         self.phase = "starting"  # what the seeds are doing, for messages during long waits
-        for t in trainers:
-            others = {**t.config.to_dict(), "seed": 0} != {**first.config.to_dict(), "seed": 0}
-            if others or t.dist.world_size > 1:
-                raise ConfigError(
-                    "the seeds of one process share one config, on one rank; "
-                    f"seed {t.config.seed}'s differs from seed {self.seeds[0]}'s"
-                )
+        if any(t.dist.world_size > 1 for t in trainers):
+            raise ConfigError("the slots of one process train on one rank; they have several")
         if len(trainers) == 1:  # the solo path: bitwise a solo run
             self.parameters, self.optimizer = first.parameters, first.optimizer
             return
@@ -164,41 +272,60 @@ class MultiSeedTrainer:
                 setattr(t.policy.get_submodule(owner), leaf, view)
                 views.append(view)
             t.parameters = views
-            # The seed's own optimizer only stands in for the checkpoint's layout; the
-            # stacked one holds the state, and seed_state_dict slices it.
-            t.optimizer = torch.optim.Adam(views, lr=self.config.lr, eps=self.config.adam_eps)
-        # Holds the moments (views of flat ones, written by adam_step) and the learning
-        # rate (set by anneal_learning_rate) in the layout of a solo run's (fused) Adam.
+            # The slot's own optimizer stands in for the checkpoint's layout and holds the
+            # slot's learning rate (anneal_learning_rate sets it); the stacked one holds the
+            # state, and seed_state_dict slices it.
+            t.optimizer = torch.optim.Adam(
+                views, lr=saved[k]["param_groups"][0]["lr"], eps=t.config.adam_eps
+            )
+        # Holds the moments (views of flat ones, written by adam_step) in the layout of a
+        # solo run's (fused) Adam; its own learning rate is unused (the slots' are theirs).
         self.optimizer = torch.optim.Adam(
             self.parameters, lr=self.config.lr, eps=self.config.adam_eps, fused=True
         )
         if saved[0]["state"]:  # resumed seeds: their Adam moments, stacked
             self.optimizer.load_state_dict(stack_optimizer_states(saved))
         self._adam_state = flat_adam_state(self.optimizer, layout, self._weights)
+        # Each slot's step settings: [K, 1] beside the [K, P] weights, [K] for the norms.
+        configs = [t.config for t in trainers]
+        self._adam_eps = torch.tensor([[c.adam_eps] for c in configs], device=self.device)
+        self._max_grad_norm = torch.tensor([c.max_grad_norm for c in configs], device=self.device)
+        self._coefs = slot_loss_coefs(configs, self.device)
         param_names = ["policy." + name for name in names]
         loss_module = _SeedLoss(first)
 
         def seed_loss(
-            weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
+            weights: torch.Tensor,
+            fields: tuple[torch.Tensor | None, ...],
+            coefs: tuple[float | torch.Tensor, ...],
         ) -> tuple[torch.Tensor, LossStats]:
             params = dict(zip(param_names, layout.split(weights), strict=True))
             # The None fields are those a feed-forward minibatch does not have.
             minibatch = RolloutMinibatch(*cast(tuple[torch.Tensor, ...], fields))
-            return torch.func.functional_call(loss_module, params, (minibatch,))
+            return torch.func.functional_call(
+                loss_module, params, (minibatch, LossCoefs._make(coefs))
+            )
 
-        # (weights [K, P], minibatch fields [K, B, ...]) → (losses [K], stats by name [K]);
-        # a feed-forward minibatch has no recurrent fields (None, not mapped).
+        # (weights [K, P], minibatch fields [K, B, ...], coefs) → (losses [K], stats by name
+        # [K]); a feed-forward minibatch has no recurrent fields (None, not mapped).
         recurrent = (0 if self.config.recurrent else None,) * 3
         # A turn-based env's recurrent minibatch also says who acted at each step.
         acting = (0 if self.config.recurrent and first.env.spec.turn_based else None,)
+        # The settings the slots differ in are [K] tensors, mapped; the others are numbers.
+        coef_dims = tuple(0 if isinstance(c, torch.Tensor) else None for c in self._coefs)
         batched_loss = torch.func.vmap(
-            seed_loss, in_dims=(0, (0,) * (len(RolloutMinibatch._fields) - 4) + recurrent + acting)
+            seed_loss,
+            in_dims=(
+                0,
+                (0,) * (len(RolloutMinibatch._fields) - 4) + recurrent + acting,
+                coef_dims,
+            ),
         )
 
         def summed_loss(
-            weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
+            weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...], coefs: LossCoefs
         ) -> tuple[torch.Tensor, LossStats]:
-            losses, stats = batched_loss(weights, fields)
+            losses, stats = batched_loss(weights, fields, tuple(coefs))
             return losses.sum(), stats  # seeds share no parameter: each gets its own gradient
 
         self._summed_loss = summed_loss
@@ -208,16 +335,16 @@ class MultiSeedTrainer:
         self._compiled_step = first.compile_loss(self._train_step)
 
     def _gradient(
-        self, weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...]
+        self, weights: torch.Tensor, fields: tuple[torch.Tensor | None, ...], coefs: LossCoefs
     ) -> tuple[torch.Tensor, LossStats]:
         """The gradient `[K, P]` of every seed's loss at `weights` `[K, P]`, and the loss
         stats by name, each `[K]`. Compiled, `torch.func.grad` puts the backward pass in the step's
         program; eager, autograd's backward costs less per call than its wrappers."""
         if torch.compiler.is_compiling():
-            return self._traced_gradient(weights, fields)
+            return self._traced_gradient(weights, fields, coefs)
         weights = weights.detach().requires_grad_()
         with torch.enable_grad():
-            loss, stats = self._summed_loss(weights, fields)
+            loss, stats = self._summed_loss(weights, fields, coefs)
         (gradient,) = torch.autograd.grad(loss, weights)
         return gradient, stats
 
@@ -228,29 +355,27 @@ class MultiSeedTrainer:
         exp_avg_sq: torch.Tensor,
         step: torch.Tensor,
         lr: torch.Tensor,
+        eps: torch.Tensor,
+        max_grad_norm: torch.Tensor,
+        coefs: LossCoefs,
         fields: tuple[torch.Tensor | None, ...],
     ) -> LossStats:
-        """One minibatch step of every seed, as one function so that it compiles into one
-        program: the gradients of the K losses, a gradient-norm clip per seed, and Adam,
-        written in place into `weights` `[K, P]` and the flat Adam state. Returns the
-        step's stats by name, each `[K]` (the loss's, and the gradient norm before clipping).
+        """One minibatch step of every slot, as one function so that it compiles into one
+        program: the gradients of the K losses (each with its slot's `coefs`), a
+        gradient-norm clip per slot (`max_grad_norm` `[K]`), and Adam (`lr` and `eps`
+        `[K, 1]`), written in place into `weights` `[K, P]` and the flat Adam state.
+        Returns the step's stats by name, each `[K]` (the loss's, and the gradient norm
+        before clipping). The per-slot settings are tensors (in `coefs`, those the slots
+        differ in), so that new values, such as an annealed `lr`, do not recompile.
 
         At the default minibatch of 256 agent-steps the autograd engine, `.grad`
         tensors and per-tensor optimizer calls of a `.backward()` step cost more than
         the network's arithmetic; here they are not there.
         """
-        gradient, stats = self._gradient(weights, fields)
+        gradient, stats = self._gradient(weights, fields, coefs)
         norms = torch.linalg.vector_norm(gradient, dim=1)  # [K]: clip_grad_norm_'s, per seed
-        scale = (self.config.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-        adam_step(
-            weights,
-            gradient * scale.unsqueeze(1),
-            exp_avg,
-            exp_avg_sq,
-            step,
-            lr,
-            self.config.adam_eps,
-        )
+        scale = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        adam_step(weights, gradient * scale.unsqueeze(1), exp_avg, exp_avg_sq, step, lr, eps)
         return {**stats, "grad_norm": norms}
 
     @property
@@ -291,9 +416,12 @@ class MultiSeedTrainer:
         plans = [t.prepare_update() for t in trainers]  # GAE and value normalizer, per seed
         num_minibatches, chunk = plans[0]
         totals: LossStats = {}
-        # Set by anneal_learning_rate between updates; a tensor, so that a new value does not
-        # recompile the step.
-        lr = torch.tensor(self.optimizer.param_groups[0]["lr"], device=self.device)
+        # Each slot's, set on its own optimizer by anneal_learning_rate between updates; a
+        # tensor [K, 1], so that a new value does not recompile the step.
+        lr = torch.tensor(
+            [[t.optimizer.param_groups[0]["lr"]] for t in trainers], device=self.device
+        )
+        settings = (lr, self._adam_eps, self._max_grad_norm, self._coefs)
         first = trainers[0]
         for _ in range(cfg.update_epochs):
             per_seed = []
@@ -305,7 +433,12 @@ class MultiSeedTrainer:
             for lo, hi in minibatch_bounds(fields[0].shape[1], num_minibatches):
                 mb = tuple(RolloutMinibatch(*(x[:, lo:hi] for x in fields)))
                 step_stats = first.run_loss(
-                    self._compiled_step, self._train_step, self._weights, *self._adam_state, lr, mb
+                    self._compiled_step,
+                    self._train_step,
+                    self._weights,
+                    *self._adam_state,
+                    *settings,
+                    mb,
                 )
                 totals = add_stats(totals, step_stats)
         steps = cfg.update_epochs * num_minibatches
@@ -324,7 +457,8 @@ class MultiSeedTrainer:
     def iteration(self) -> list[MappoMetrics]:
         """One rollout and update of every seed (and the evaluations due): K metrics, in the
         order of `seeds`, as `MappoTrainer.iteration` gives one."""
-        anneal_learning_rate(self.optimizer, self.config, self.env_steps)
+        for trainer in self.trainers:  # each slot's learning rate, from its own config
+            anneal_learning_rate(trainer.optimizer, trainer.config, self.env_steps)
         start = time.perf_counter()
         steps_before = self.env_steps
         self.phase = "collecting a rollout"
@@ -355,6 +489,10 @@ class MultiSeedTrainer:
             for name in ("actor", "critic"):  # views of the stacked storage: saved alone
                 state[name] = {key: value.clone() for key, value in state[name].items()}
             state["optimizer"] = slice_optimizer_state(self.optimizer.state_dict(), k)
+            for group, own in zip(
+                state["optimizer"]["param_groups"], trainer.optimizer.param_groups, strict=True
+            ):
+                group["lr"], group["eps"] = own["lr"], own["eps"]  # the slot's, as solo
         return state
 
     def close(self) -> None:
@@ -375,13 +513,92 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def check_seeds(seeds: Sequence[int]) -> None:
-    """Refuse an empty or repeated list of seeds."""
+def check_seeds(seeds: Sequence[int], settings: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """Refuse an empty list of seeds, or a seed repeated with the same settings:
+    `settings[k]` is slot k's swept values (None: every slot has the same), so a sweep's
+    slots may share a seed when their settings differ."""
     if not seeds:
         raise ConfigError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
-    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
-    if repeated:
-        raise ConfigError(f"--seeds: seed {repeated[0]} appears twice; each run needs its own")
+    slots = [
+        (seed, setting_text({} if settings is None else settings[k]))
+        for k, seed in enumerate(seeds)
+    ]
+    repeated = next((slot for k, slot in enumerate(slots) if slot in slots[:k]), None)
+    if repeated is None:
+        return
+    seed, setting = repeated
+    if not setting:
+        raise ConfigError(f"--seeds: seed {seed} appears twice; each run needs its own")
+    raise ConfigError(
+        f"seed {seed} appears twice with the same settings ({setting}): each slot of a "
+        "sweep needs its own seed or settings"
+    )
+
+
+def check_slot_configs(configs: Sequence[MappoConfig]) -> None:
+    """Refuse slots that cannot train in one process: no slot, a field outside
+    `SWEEPABLE_FIELDS` that differs between slots (one line naming it, why, and how to
+    sweep it instead), or two slots of the same seed and settings. Settings still `auto`
+    are compared once their env decided them (`MultiSeedTrainer._join` checks again)."""
+    if not configs:
+        raise ConfigError("a sweep needs at least one slot (a seed, or a config)")
+    first = configs[0].to_dict()
+    for config in configs[1:]:
+        other = config.to_dict()
+        for name in FIELDS:
+            a, b = first[name], other[name]
+            if name in SWEEPABLE_FIELDS or a == b:
+                continue
+            if FIELDS[name].type == "AutoBool" and AUTO in (a, b):
+                continue  # decided by the env: compared once decided
+            raise ConfigError(fixed_field_message(name, b))
+    # The swept values of each slot: the settings in which some slots differ.
+    varied = [
+        name
+        for name in SWEEPABLE_FIELDS
+        if name != "seed" and len({repr(getattr(c, name)) for c in configs}) > 1
+    ]
+    check_seeds(
+        [c.seed for c in configs], [{name: getattr(c, name) for name in varied} for c in configs]
+    )
+
+
+def fixed_field_message(name: str, value: Any) -> str:
+    """The one line refusing slots that differ in `name` (one of them holding `value`)."""
+    why = FIXED_FIELDS.get(name, "a sweep varies only the settings of SWEEPABLE_FIELDS")
+    head = f"{name} cannot differ between the slots of one sweep: {why}"
+    if why == _EQUAL.format(name=name):
+        return f"{head}; give it one value for all slots"
+    return f"{head}; sweep it with one process per value (mappo train {flag_text(name, value)} ...)"
+
+
+def flag_text(name: str, value: Any) -> str:
+    """`--name value` as a shell takes it: `--hidden-dim 128`, `--env-kwargs '{"n": 4}'`."""
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, dict):
+        text = shlex.quote(json.dumps(value))
+    else:
+        text = shlex.quote(str(value))
+    return f"--{name.replace('_', '-')} {text}"
+
+
+def setting_text(setting: Mapping[str, Any]) -> str:
+    """`lr=0.001, ent_coef=0.01`: a slot's swept values, for messages."""
+    return ", ".join(f"{name}={value}" for name, value in setting.items())
+
+
+def slot_loss_coefs(configs: Sequence[MappoConfig], device: torch.device) -> LossCoefs:
+    """The slots' loss settings for the batched loss: a `[K]` tensor of each setting the
+    slots differ in, the shared number of each other. A plain seeds run so keeps the
+    solo loss's constants (no `torch.where` over both forms of a switch it does not use)."""
+    values = [LossCoefs.of(config) for config in configs]
+    return LossCoefs(
+        *(
+            column[0] if len(set(column)) == 1 else torch.tensor(column, device=device)
+            for column in zip(*values, strict=True)
+        )
+    )
 
 
 class FlatLayout:
@@ -428,7 +645,7 @@ def adam_step(
     exp_avg_sq: torch.Tensor,
     step: torch.Tensor,
     lr: torch.Tensor,
-    eps: float,
+    eps: float | torch.Tensor,
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> None:
     """`torch.optim.Adam`'s update (no weight decay, no amsgrad) of one tensor, in place,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
@@ -93,11 +93,31 @@ class MappoMetrics:
         return dataclasses.asdict(self)
 
 
+class LossCoefs(NamedTuple):
+    """The settings of `MappoTrainer.minibatch_loss`: Python numbers from one config
+    (`of`), or, in a sweep's batched loss, a tensor for each setting its slots differ in
+    (one value per slot, `[K]` outside `vmap` and 0-dim inside), so that one program
+    serves every slot's values."""
+
+    ent_coef: float | torch.Tensor
+    vf_coef: float | torch.Tensor
+    clip_coef: float | torch.Tensor
+    clip_value_loss: bool | torch.Tensor
+    huber_delta: float | torch.Tensor
+    norm_adv: bool | torch.Tensor
+
+    @classmethod
+    def of(cls, config: MappoConfig) -> LossCoefs:
+        """The loss settings of `config`, as Python numbers."""
+        return cls(*(getattr(config, name) for name in cls._fields))
+
+
 def anneal_learning_rate(
     optimizer: torch.optim.Optimizer, config: MappoConfig, env_steps: int
 ) -> None:
     """With `anneal_lr`, set the learning rate for the update after `env_steps` steps: `lr`
-    decayed linearly to zero at `total_steps`."""
+    decayed linearly to zero at `total_steps`. (A sweep calls it once per slot, on the
+    slot's own optimizer, with the slot's own config.)"""
     if config.anneal_lr:
         fraction = 1.0 - env_steps / config.total_steps
         for group in optimizer.param_groups:
@@ -539,39 +559,46 @@ class MappoTrainer:
         """`minibatch_loss`, compiled when configured; `auto` falls back to eager on failure."""
         return self.run_loss(self._loss_fn, self.minibatch_loss, mb)
 
-    def minibatch_loss(self, mb: RolloutMinibatch) -> tuple[torch.Tensor, LossStats]:
+    def minibatch_loss(
+        self, mb: RolloutMinibatch, coefs: LossCoefs | None = None
+    ) -> tuple[torch.Tensor, LossStats]:
         """PPO loss of one minibatch, and its detached diagnostics by name (policy_loss,
         value_loss, entropy, approx_kl, clip_fraction: `MappoMetrics` fields).
 
-        Every term is a mean over live agents only (`mb.weights`).
+        Every term is a mean over live agents only (`mb.weights`). `coefs` are the
+        loss's settings, the config's when None; a sweep's batched loss gives each
+        slot's as 0-dim tensors (`LossCoefs`).
         """
-        cfg = self.config
+        c = LossCoefs.of(self.config) if coefs is None else coefs
         dist, new_values = self.policy.evaluate(mb)
         new_log_prob = dist.log_prob(mb.actions)  # [B, A] (recurrent: [B, L, A])
         entropy = masked_mean(dist.entropy(), mb.weights)
         advantages = mb.advantages
-        if cfg.norm_adv:
+        if c.norm_adv is not False:  # True, or a sweep's switch per slot
             mean = masked_mean(advantages, mb.weights)
-            std = masked_mean((advantages - mean).square(), mb.weights).sqrt()
-            advantages = (advantages - mean) / (std + 1e-8)
+            scale = masked_mean((advantages - mean).square(), mb.weights).sqrt() + 1e-8
+            if isinstance(c.norm_adv, torch.Tensor):  # (A - 0) / 1 is A, bit for bit
+                mean = torch.where(c.norm_adv, mean, 0.0)
+                scale = torch.where(c.norm_adv, scale, 1.0)
+            advantages = (advantages - mean) / scale
         policy_loss = ppo_policy_loss(
-            advantages, new_log_prob, mb.log_probs, cfg.clip_coef, mb.weights
+            advantages, new_log_prob, mb.log_probs, c.clip_coef, mb.weights
         )
         value_loss = ppo_value_loss(
             new_values,
             mb.values,
             mb.returns,
-            cfg.clip_coef,
+            c.clip_coef,
             mb.weights,
-            cfg.huber_delta,
-            cfg.clip_value_loss,
+            c.huber_delta,
+            c.clip_value_loss,
         )
-        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
         with torch.no_grad():
             log_ratio = new_log_prob - mb.log_probs
             ratio = log_ratio.exp()
             approx_kl = masked_mean((ratio - 1) - log_ratio, mb.weights)
-            clip_fraction = masked_mean(((ratio - 1).abs() > cfg.clip_coef).float(), mb.weights)
+            clip_fraction = masked_mean(((ratio - 1).abs() > c.clip_coef).float(), mb.weights)
         stats = {
             "policy_loss": policy_loss.detach(),
             "value_loss": value_loss.detach(),

@@ -328,7 +328,7 @@ def test_seeds_refuse_a_folder_holding_a_solo_run(tmp_path, capsys) -> None:
         ),
         (
             ["--seeds", "0,1", "--nproc", "2"],
-            "--seeds trains every seed in one process; it does not combine with --nproc",
+            "--seeds trains every run in one process; it does not combine with --nproc",
         ),
     ],
 )
