@@ -18,6 +18,10 @@ second of the timed iterations.
   training 4 seeds one after another (one thread each); the two processes'
   rates are added.
 
+`--sweep` measures eight settings of seed 0 (`SWEEP`: 4 learning rates x 2
+entropy coefficients, `mappo train --sweep`) instead of eight seeds, and writes
+benchmarks/results/sweep.md; `benchmarks/sweep.py` runs it.
+
 `--compile auto` lets the trainer choose as it does for a run of this budget
 (it compiles only runs of `COMPILE_MIN_STEPS` or more, so these short
 measurements run eager); `true` compiles solo and batched steps alike, as
@@ -46,25 +50,29 @@ from mappo.config import MappoConfig
 from mappo.presets import PRESETS
 
 SEEDS = list(range(8))
+# `--sweep`: eight settings of one seed instead of eight seeds (4 learning rates x 2 entropy
+# coefficients), as `mappo train --sweep lr=... --sweep ent_coef=...` trains them.
+SWEEP = [{"lr": lr, "ent_coef": ent} for lr in (3e-4, 7e-4, 1e-3, 1.5e-3) for ent in (0.0, 0.01)]
 
 
 def measure(
-    batched: bool, seeds: list[int], threads: int, updates: int, warmup: int, settings: dict
+    batched: bool, slots: list[dict], threads: int, updates: int, warmup: int, settings: dict
 ) -> list[tuple[int, float, bool, float]]:
     """(env steps, timed seconds, compiled, CPU seconds of this process in that time) of
-    training `seeds`: one `MultiSeedTrainer` when `batched`, else one `MappoTrainer` after
-    another (one entry per seed). `settings` are the config's fields that differ from the
-    defaults."""
+    training `slots` (each a seed or a sweep's settings: config fields): one
+    `MultiSeedTrainer` when `batched`, else one `MappoTrainer` after another (one entry per
+    slot). `settings` are the config's fields that differ from the defaults."""
     from mappo import MappoTrainer
     from mappo.seeds import MultiSeedTrainer
 
     torch.set_num_threads(threads)
     config = MappoConfig(**settings, torch_threads=threads)
     config = config.replace(total_steps=(updates + warmup) * config.num_envs * config.rollout_steps)
+    configs = [config.replace(**slot) for slot in slots]
     if batched:
-        runs = [(MultiSeedTrainer(config, seeds), MultiSeedTrainer.collect_rollouts)]
+        runs = [(MultiSeedTrainer.of_configs(configs), MultiSeedTrainer.collect_rollouts)]
     else:
-        runs = [(MappoTrainer(config.replace(seed=s)), MappoTrainer.collect_rollout) for s in seeds]
+        runs = [(MappoTrainer(c), MappoTrainer.collect_rollout) for c in configs]
     results = []
     for trainer, collect in runs:
         for _ in range(warmup):
@@ -76,7 +84,7 @@ def measure(
             collect(trainer)
             trainer.update()
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        steps = (trainer.env_steps - before) * (len(seeds) if batched else 1)
+        steps = (trainer.env_steps - before) * (len(slots) if batched else 1)
         results.append((steps, seconds, trainer.compiled, cpu))
         trainer.close()
     return results
@@ -100,8 +108,11 @@ def cpu_rate(results: list[tuple[int, float, bool, float]]) -> float:
     return sum(r[0] for r in results) / sum(r[3] for r in results)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sweep", action="store_true", help="eight settings of seed 0 (SWEEP) for the seeds"
+    )
     parser.add_argument("--updates", type=int, default=2, help="timed updates per measurement")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates before them")
     parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto")
@@ -110,7 +121,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[8, 4, 2, 1],
-        choices=range(1, len(SEEDS) + 1),
+        choices=range(1, len(SEEDS) + 1),  # SWEEP has as many
         metavar="K",
         help=f"seeds per process in the one-thread part (1-{len(SEEDS)})",
     )
@@ -123,7 +134,9 @@ def main() -> None:
     parser.add_argument(
         "--recurrent", choices=("true", "false"), help="GRU or not, over the preset's choice"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    slots = SWEEP if args.sweep else [{"seed": seed} for seed in SEEDS]
+    kind = "settings" if args.sweep else "seeds"
     info = machine_info()
     start = time.perf_counter()
     settings = {**(PRESETS[args.preset]("spread") if args.preset else {}), "compile": args.compile}
@@ -149,8 +162,8 @@ def main() -> None:
         """The table as it stands (rewritten after each part, so a cut run keeps its figures)."""
         headers = [
             "measurement",
-            "seeds in one process: env steps/s",
-            "seeds one after another: env steps/s",
+            f"{kind} in one process: env steps/s",
+            f"{kind} one after another: env steps/s",
             "ratio",
             "in one process: env steps per CPU s",
             "one after another: per CPU s",
@@ -173,14 +186,14 @@ def main() -> None:
         table = markdown_table(headers, rows)
         name = "_".join(
             [
-                "seeds",
+                "sweep" if args.sweep else "seeds",
                 *([args.preset] if args.preset else []),
                 *(["compiled"] if args.compile == "true" else []),
             ]
         )
         write_results(
             name,
-            "Seeds in one process against seeds one after another",
+            f"{kind.capitalize()} in one process against {kind} one after another",
             info,
             ["\n\n".join(lines), table],
             quick=False,
@@ -191,19 +204,19 @@ def main() -> None:
     # One thread each. The 8-seed pair first and back to back (the load of a shared machine
     # drifts); K = 1, 2, 4 one after another are the first K seeds of the same solo pass.
     counts = sorted(set(args.counts), reverse=True)
-    [solo] = in_processes([(False, SEEDS[: counts[0]], 1, *common)])
+    [solo] = in_processes([(False, slots[: counts[0]], 1, *common)])
     print(
-        f"{counts[0]} seeds one after another, 1 thread: {rate(solo):,.0f} env steps/s", flush=True
+        f"{counts[0]} {kind} one after another, 1 thread: {rate(solo):,.0f} env steps/s", flush=True
     )
     for k in counts:
-        [batched] = in_processes([(True, SEEDS[:k], 1, *common)])
+        [batched] = in_processes([(True, slots[:k], 1, *common)])
         ours, theirs = rate(batched), rate(solo[:k])
         ours_cpu, theirs_cpu = cpu_rate(batched), cpu_rate(solo[:k])
-        print(f"{k} seeds in one process, 1 thread: {ours:,.0f} env steps/s", flush=True)
+        print(f"{k} {kind} in one process, 1 thread: {ours:,.0f} env steps/s", flush=True)
         rows.insert(
             0,
             [
-                f"{k} seeds, 1 thread",
+                f"{k} {kind}, 1 thread",
                 ours,
                 theirs,
                 ours / theirs,
@@ -225,14 +238,14 @@ def main() -> None:
         return
     # Both cores: two processes at once, then one process with two threads.
     half = len(SEEDS) // 2
-    solo_pair = in_processes([(False, SEEDS[:half], 1, *common), (False, SEEDS[half:], 1, *common)])
+    solo_pair = in_processes([(False, slots[:half], 1, *common), (False, slots[half:], 1, *common)])
     theirs, theirs_cpu = sum(rate(r) for r in solo_pair), cpu_rate(sum(solo_pair, []))
-    print(f"8 seeds, two solo processes at once: {theirs:,.0f} env steps/s", flush=True)
-    pair = in_processes([(True, SEEDS[:half], 1, *common), (True, SEEDS[half:], 1, *common)])
+    print(f"8 {kind}, two solo processes at once: {theirs:,.0f} env steps/s", flush=True)
+    pair = in_processes([(True, slots[:half], 1, *common), (True, slots[half:], 1, *common)])
     ours = sum(rate(r) for r in pair)
     rows.append(
         [
-            "8 seeds, 2 processes of 4 seeds, 1 thread each",
+            f"8 {kind}, 2 processes of 4, 1 thread each",
             ours,
             theirs,
             ours / theirs,
@@ -243,11 +256,11 @@ def main() -> None:
     )
     summary["both_cores"] = {"batched_2_processes": ours, "solo_2_processes": theirs}
     write(compiled, "(8 seeds in 1 process with 2 threads: still running when this was written)")
-    [two_threads] = in_processes([(True, SEEDS, 2, *common)])
+    [two_threads] = in_processes([(True, slots, 2, *common)])
     ours = rate(two_threads)
     rows.append(
         [
-            "8 seeds, 1 process, 2 threads",
+            f"8 {kind}, 1 process, 2 threads",
             ours,
             theirs,
             ours / theirs,
