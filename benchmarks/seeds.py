@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     summary["both_cores"] = {"batched_2_processes": ours, "solo_2_processes": theirs}
-    write(compiled, "(8 seeds in 1 process with 2 threads: still running when this was written)")
+    write(compiled, f"(8 {kind} in 1 process with 2 threads: still running when this was written)")
     [two_threads] = in_processes([(True, slots, 2, *common)])
     ours = rate(two_threads)
     rows.append(
