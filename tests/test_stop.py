@@ -220,3 +220,19 @@ def test_ctrl_c_during_the_first_compile_stops_within_seconds(tmp_path) -> None:
     assert "Traceback" not in err and "stopping (SIGINT)" in err
     assert "first update: a rollout of 25 steps in 16 env copies, then compiling the update" in out
     assert not (run / "checkpoint.pt").exists()  # no update was completed, none was lost
+
+
+@pytest.mark.parametrize("resumed_workers", ["0", "4"])
+def test_resume_with_other_workers_continues_exactly(resumed_workers, tmp_path) -> None:
+    # Copies and their step arrays are regrouped into the new batches: the episodes in flight
+    # go on, so the run ends as one that never stopped.
+    run = ["--env", "pz_envs:CounterEnv", "--env-kwargs", '{"episode_length": 7}',
+           "--num-envs", "4", "--minibatch-size", "50", "--seed", "5", "--compile", "false",
+           "--quiet"]  # fmt: skip
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", "--run-dir", str(straight), *run, "--total-steps", "600"]) == 0
+    assert main(["train", "--run-dir", str(stopped), *run, "--total-steps", "300",
+                 "--num-workers", "2"]) == 0  # fmt: skip
+    assert main(["train", "--resume", str(stopped), "--total-steps", "600",
+                 "--num-workers", resumed_workers, "--quiet"]) == 0  # fmt: skip
+    assert_same_checkpoints(straight / "checkpoint.pt", stopped / "checkpoint.pt")

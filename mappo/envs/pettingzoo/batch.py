@@ -333,6 +333,28 @@ class _StateUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def split_snapshots(parts: list[bytes], batches: int) -> list[bytes]:
+    """`PettingZooBatch.pickled_state` parts of one run (in copy order) regrouped into
+    `batches` parts of equal size, so that a run saved with W workers resumes with another
+    number: every copy and its step arrays go on unchanged, only their batch differs."""
+    snapshots = [_StateUnpickler(io.BytesIO(part)).load() for part in parts]
+    envs = [env for snapshot in snapshots for env in snapshot[0]]
+    out = {key: np.concatenate([s[1][key] for s in snapshots]) for key in snapshots[0][1]}
+    raw_obs = np.concatenate([s[2] for s in snapshots])
+    env_mask = [mask for snapshot in snapshots for mask in snapshot[3]]
+    episode_steps = np.concatenate([s[4] for s in snapshots])
+    k = len(envs) // batches
+    regrouped = []
+    for b in range(batches):
+        part = slice(b * k, (b + 1) * k)
+        snapshot = (envs[part], {key: value[part] for key, value in out.items()}, raw_obs[part],
+                    env_mask[part], episode_steps[part])  # fmt: skip
+        buffer = io.BytesIO()
+        _StatePickler(buffer).dump(snapshot)
+        regrouped.append(buffer.getvalue())
+    return regrouped
+
+
 def _construct(cls: type, args: tuple, kwargs: dict[str, Any]) -> Any:
     """A fresh `cls(*args, **kwargs)`, as `EzPickle` rebuilds itself."""
     return cls(*args, **kwargs)

@@ -27,7 +27,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
 from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.pettingzoo.aec import parallel_view
-from mappo.envs.pettingzoo.batch import PettingZooBatch
+from mappo.envs.pettingzoo.batch import PettingZooBatch, split_snapshots
 from mappo.envs.pettingzoo.frames import FrameRecorder
 from mappo.envs.pettingzoo.layout import inspect_parallel_env
 from mappo.errors import RenderError
@@ -222,13 +222,11 @@ class PettingZooWrapper(MultiAgentEnv):
         return pickle.dumps(parts)
 
     def load_pickled_state(self, data: bytes) -> None:
-        """Continue every copy from `pickled_state`'s bytes (same number of workers)."""
+        """Continue every copy from `pickled_state`'s bytes, saved with any number of
+        workers (its batches are regrouped into this env's)."""
         parts = pickle.loads(data)
         if len(parts) != max(self.num_workers, 1):
-            raise ValueError(
-                f"env '{self.spec.name}': a snapshot of {len(parts)} batch(es) "
-                f"cannot continue in {max(self.num_workers, 1)}"
-            )
+            parts = split_snapshots(parts, max(self.num_workers, 1))
         if self._pool is None:
             arrays = self._local.load_pickled_state(parts)
         else:
