@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
+
+import pytest
 
 from mappo.checkpoint import load_checkpoint
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def code_blocks(text: str, language: str) -> list[str]:
+    """The fenced code blocks of `language` ("" for unlabeled ones) in markdown `text`."""
+    blocks, body, fence = [], [], None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if fence is None:
+                fence, body = line[3:].strip(), []
+            else:
+                if fence == language:
+                    blocks.append("\n".join(body) + "\n")
+                fence = None
+        elif fence is not None:
+            body.append(line)
+    return blocks
+
+
 def readme_blocks(language: str) -> list[str]:
     """The README's fenced code blocks of `language` ("" for unlabeled ones)."""
-    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), re.M | re.S)
+    return code_blocks(README.read_text(), language)
 
 
 def test_readme_python_example_trains_resumes_and_saves(tmp_path, monkeypatch, capsys) -> None:
@@ -66,3 +85,44 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys) -> None:
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert (tmp_path / "actors" / "layout.json").is_file()
     assert (tmp_path / "runs" / "spread3" / "seed_2" / "checkpoint.pt").is_file()
+
+
+DOCS = sorted((README.parent / "docs").glob("*.md"))
+
+
+def docs_mappo_commands() -> list[tuple[str, list[str]]]:
+    """Every `mappo ...` line of the docs' shell blocks: (where, its arguments), with
+    `VAR=value` prefixes and comments dropped."""
+    found = []
+    for page in DOCS:
+        for block in code_blocks(page.read_text(), ""):
+            for line in block.splitlines():
+                if not re.match(r"(\w+=\S+ )*mappo ", line):
+                    continue
+                words = shlex.split(line.split(" #")[0])
+                while words and "=" in words[0] and not words[0].startswith("-"):
+                    words = words[1:]  # PYTHONPATH=examples and the like
+                if words[:1] == ["mappo"] and "..." not in words:
+                    found.append((f"{page.name}: {line.strip()}", words[1:]))
+    return found
+
+
+@pytest.mark.parametrize(("where", "argv"), docs_mappo_commands(), ids=lambda x: str(x)[:60])
+def test_docs_commands_name_real_options_and_values(where, argv) -> None:
+    """The docs' commands train for hours or need extras, so they are parsed, not run: every
+    option must exist and every config value must parse (a renamed flag fails here)."""
+    from mappo.cli import CLI_FIELDS, build_parser
+    from mappo.config import parse_cli_value, parse_sweep
+
+    args, unknown = build_parser().parse_known_args(argv)
+    assert not unknown, where
+    if args.command == "train":
+        for name in CLI_FIELDS:
+            if getattr(args, f"cfg_{name}") is not None:
+                parse_cli_value(name, getattr(args, f"cfg_{name}"))
+        if args.sweep:
+            parse_sweep(args.sweep)
+
+
+def test_the_docs_have_commands_to_check() -> None:
+    assert len(docs_mappo_commands()) > 30
