@@ -96,8 +96,13 @@ class Distributed:
 
 def launch_ranks(nproc: int, argv: list[str]) -> int:
     """`mappo train --nproc N ARGV`: rerun the command as N ranks under torchrun on this node
-    (`--nproc` left out), and return its exit code. This process ignores Ctrl-C meanwhile:
-    the ranks take it themselves, and stop as a run does."""
+    (`--nproc` left out), and return its exit code.
+
+    torchrun runs in a session of its own, so that Ctrl-C at the terminal reaches this
+    process only, which passes SIGINT and SIGTERM on to the ranks: they stop as a run
+    does (finish the update, save), and torchrun's agent, which would die with a
+    traceback of its own, sees its ranks end normally.
+    """
     rest, skip = [], False
     for item in argv:
         if skip:
@@ -107,8 +112,26 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
         elif not item.startswith("--nproc="):
             rest.append(item)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    agent = subprocess.Popen(
+        [*torchrun, f"--nproc-per-node={nproc}", "-m", "mappo", *rest], start_new_session=True
+    )
+
+    def to_ranks(signum: int, frame: object) -> None:
+        for pid in _children(agent.pid):
+            os.kill(pid, signum)
+
+    previous = {sig: signal.signal(sig, to_ranks) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call([*torchrun, f"--nproc-per-node={nproc}", "-m", "mappo", *rest])
+        return agent.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux's /proc), or the whole group it leads elsewhere."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return [-pid]  # os.kill of -pgid signals the group, agent included

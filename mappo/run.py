@@ -240,7 +240,9 @@ class Run:
             """Whether the state of the last completed update is on disk or in `snapshot`
             (or no update has completed: the start is the run's beginning or its checkpoint)."""
             kept = (start_steps, checkpoints.saved_steps, snapshot and snapshot[0])
-            return boundary_steps in kept
+            # Ranks cannot abandon an update one by one: the others would wait in its
+            # collectives. They finish it together (a second signal stops each at once).
+            return learner.dist.world_size == 1 and boundary_steps in kept
 
         def on_update(metrics: list[MappoMetrics]) -> bool:
             nonlocal boundary_steps, snapshot, last_boundary
@@ -596,6 +598,9 @@ class StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
                 self._previous[sig] = signal.signal(sig, self._handle)
+                # Restart the system calls a signal interrupts: a C++ library waiting in
+                # one (gloo's sockets between ranks) may abort on EINTR.
+                signal.siginterrupt(sig, False)
         return self
 
     def _say(self, line: str) -> None:

@@ -236,3 +236,18 @@ def test_resume_with_other_workers_continues_exactly(resumed_workers, tmp_path) 
     assert main(["train", "--resume", str(stopped), "--total-steps", "600",
                  "--num-workers", resumed_workers, "--quiet"]) == 0  # fmt: skip
     assert_same_checkpoints(straight / "checkpoint.pt", stopped / "checkpoint.pt")
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_torchrun_ranks_saves_without_a_traceback(tmp_path) -> None:
+    run = tmp_path / "ranks"
+    process = start_training(
+        ["--nproc", "2", "--run-dir", str(run), "--total-steps", "400000", "--num-envs", "16",
+         "--compile", "false"], tmp_path
+    )  # fmt: skip
+    took, out, err = ctrl_c_after(process, lambda _: rows(run) >= 2)
+    assert process.returncode == 0 and took < 10, (took, out, err)
+    assert "Traceback" not in err + out and "SignalException" not in err
+    assert "stopped after" in out and "checkpoint saved" in out
+    saved = load_checkpoint(run / "checkpoint.pt")["env_steps"]
+    assert saved >= 2 * 16 * 25 * 2  # both ranks' steps of at least two updates
