@@ -208,7 +208,10 @@ class Run:
         `checkpoint_interval` seconds or `CHECKPOINT_EVERY_UPDATES` updates have
         passed, and at the end: a hard kill loses at most one interval. A better
         evaluation (`eval_interval`) writes `best.pt`. SIGINT or SIGTERM stops
-        after the current update and saves. `callback(metrics)`, one
+        after the current update and saves; an update still running `GRACE_S`
+        seconds later is abandoned where the state it started from is kept (on
+        disk, or in memory after updates of `SNAPSHOT_MIN_S` or more), and a
+        second signal abandons it at once (`StopOnSignal`). `callback(metrics)`, one
         `MappoMetrics` per seed, runs after every update and stops the run by
         returning True. Progress goes to `stream` (stdout), unless `quiet`.
         """
