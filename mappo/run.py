@@ -278,7 +278,8 @@ class Run:
         heartbeat = Heartbeat(learner, progress.write, HEARTBEAT_S if main and not quiet else 0)
         if main and not quiet and learner.updates == 0:
             progress.write(heartbeat.first_line())
-        with StopOnSignal(may_abandon, sys.stderr) as stop, heartbeat:
+        # One "stopping" line per run, not per rank.
+        with StopOnSignal(may_abandon, sys.stderr if main else None) as stop, heartbeat:
             try:
                 train_until_budget(learner, on_update)
                 stop.disarm()  # the updates are over: what is left is the final save
@@ -591,7 +592,7 @@ class StopOnSignal:
     abandons it at once. Only the main thread can take signals: elsewhere this does nothing.
     """
 
-    def __init__(self, may_abandon: Callable[[], bool], stream: TextIO) -> None:
+    def __init__(self, may_abandon: Callable[[], bool], stream: TextIO | None) -> None:
         self.signal_name: str | None = None
         self._may_abandon = may_abandon
         self._stream = stream
@@ -608,6 +609,8 @@ class StopOnSignal:
 
     def _say(self, line: str) -> None:
         # os.write where there is a file: a handler may run in the middle of a print to it.
+        if self._stream is None:  # a rank other than 0
+            return
         try:
             fileno = self._stream.fileno()
         except (AttributeError, OSError):  # a stream in memory (io.UnsupportedOperation)

@@ -692,10 +692,14 @@ def slice_optimizer_state(state: dict[str, Any], k: int) -> dict[str, Any]:
 
 def pooled_metrics(metrics: list[MappoMetrics]) -> MappoMetrics:
     """The seeds' metrics of one update as one, for progress output: env steps and steps/s
-    of all seeds together, the episode-weighted mean return and rates (win, per-seat
-    outcomes, rewarded episodes: each over the seeds that report it), losses averaged."""
-    episodes = sum(m.episodes for m in metrics)
-    finished = [(m.episode_return, m.episodes) for m in metrics if m.episodes]
+    of all seeds together, the episode-weighted mean return (over the slots whose return is
+    of the first slot's kind) and rates (win, per-seat outcomes, rewarded episodes: each
+    over the seeds that report it), losses averaged."""
+    # A sweep of team_reward mixes team and per-agent returns: the line pools the first
+    # slot's kind only (each slot's own return is in its run folder).
+    same_kind = [m for m in metrics if m.return_definition == metrics[0].return_definition]
+    episodes = sum(m.episodes for m in same_kind)
+    finished = [(m.episode_return, m.episodes) for m in same_kind if m.episodes]
 
     def weighted(name: str) -> float:
         """`name`'s episode-weighted mean over the seeds that report it; NaN where none do."""

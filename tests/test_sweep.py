@@ -96,3 +96,16 @@ def test_a_sweep_writes_one_run_folder_per_setting_and_seed(tmp_path, capsys) ->
 def test_sweeps_that_cannot_run_are_one_line(flags, message, tmp_path, capsys) -> None:
     assert main(["train", "--run-dir", str(tmp_path / "s"), *flags, *TINY]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_swept_team_reward_does_not_mix_returns_in_the_progress_line() -> None:
+    from mappo.seeds import pooled_metrics
+    from mappo.trainer import MappoMetrics
+
+    def slot(ret: float, kind: str) -> MappoMetrics:
+        return MappoMetrics(0.0, 0.0, 0.0, episode_return=ret, return_definition=kind,
+                            episodes=4, env_steps=100)  # fmt: skip
+
+    pooled = pooled_metrics([slot(-30.0, "team"), slot(-10.0, "per_agent"), slot(-20.0, "team")])
+    assert pooled.return_definition == "team" and pooled.episode_return == -25.0
+    assert pooled.episodes == 8 and pooled.env_steps == 300
