@@ -341,7 +341,12 @@ class Run:
 
     def _closing(self, summary: RunSummary, recent: list[RecentReturns], lost: int) -> str:
         """The last line: where the run stands and what to run next."""
-        per_seed = " per seed" if len(recent) > 1 else ""
+        # "seed 3" in a seeds run, "lr=0.001/seed 3" in a sweep
+        labels = [
+            str(f.path.relative_to(self.path)).replace("seed_", "seed ") for f in self.folders
+        ]
+        sweep = any("/" in label for label in labels)
+        per_slot = (" per run" if sweep else " per seed") if len(recent) > 1 else ""
         if not summary.finished:
             saved = (
                 "checkpoint saved"
@@ -352,7 +357,7 @@ class Run:
                 )
             )
             return (
-                f"stopped after {summary.env_steps} env steps{per_seed}; {saved}. "
+                f"stopped after {summary.env_steps} env steps{per_slot}; {saved}. "
                 f"Continue with: mappo train --resume {self.path}"
             )
         if len(recent) == 1:
@@ -360,14 +365,10 @@ class Run:
                 f"done: {summary.env_steps} env steps, recent episode return "
                 f"{recent[0].text(3)}, run folder {self.path}"
             )
-        # "seed 3" in a seeds run, "lr=0.001/seed 3" in a sweep
-        labels = [
-            str(f.path.relative_to(self.path)).replace("seed_", "seed ") for f in self.folders
-        ]
         returns = ", ".join(f"{label} {r.text(3)}" for label, r in zip(labels, recent, strict=True))
-        where = "seed_<s>" if all("/" not in label for label in labels) else "<setting>/seed_<s>"
+        where = "<setting>/seed_<s>" if sweep else "seed_<s>"
         return (
-            f"done: {summary.env_steps} env steps per seed, recent episode return "
+            f"done: {summary.env_steps} env steps{per_slot}, recent episode return "
             f"{returns}; run folders {self.path}/{where}"
         )
 
