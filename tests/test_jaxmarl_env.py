@@ -16,7 +16,7 @@ from mappo.episodes import EpisodeTracker
 jax = pytest.importorskip("jax")
 pytest.importorskip("jaxmarl")
 
-from mappo.envs.jaxmarl import to_jax  # noqa: E402
+from mappo.envs.jax_bridge import to_jax  # noqa: E402
 from mappo.envs.registry import make_env  # noqa: E402
 from mappo.networks import image_axes  # noqa: E402
 from mappo.presets import jaxmarl_smax_preset  # noqa: E402

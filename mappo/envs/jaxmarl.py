@@ -4,8 +4,7 @@
 runs all E copies in one jitted, vmapped call per step: the env's own
 `step_env`, the reset of every finished copy (as JaxMARL's `step` does) and the
 packing of observations, masks, rewards and dones into `[E, A, ...]` arrays all
-happen inside it. Its outputs reach torch through DLPack without a copy (on
-CPU, and on a GPU both frameworks see); actions go back the same way.
+happen inside it; `mappo.envs.jax_bridge` carries the arrays to torch and back.
 
 What the bridge reads off the env:
 
@@ -30,25 +29,18 @@ What the bridge reads off the env:
   condition of SMAX's won-battle bonus), as `info["win"]` `[E]`.
 
 JAX runs on the CPU, or on the GPU when the training device is CUDA and JAX
-sees a GPU. The env's state is a pytree of arrays: `state_dict` copies it
-(exact resumption).
+sees a GPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
 import torch
 
-from mappo.envs.base import (
-    ActionSpec,
-    EnvSpec,
-    MultiAgentEnv,
-    MultiAgentStepResult,
-    TaskConventions,
-)
+from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions
+from mappo.envs.jax_bridge import JaxVectorEnv, strongly_typed
 from mappo.envs.mpe.mpe_task import OFFICIAL_MPE
 from mappo.errors import ConfigError
 
@@ -61,26 +53,12 @@ except ModuleNotFoundError as err:  # re-raised by `make_jaxmarl_env` as one lin
 else:
     _MISSING = None
 
-logger = logging.getLogger(__name__)
 MISSING_EXTRA = "JaxMARL envs need jax and jaxmarl: pip install 'mappo[jax]'"
 SMAX_ENVS = ("SMAX", "HeuristicEnemySMAX", "LearnedPolicyEnemySMAX")
 # JaxMARL's MAPPO on SMAX: scored by battles won within the time limit, the limit ends an
 # episode as a terminal state (GAE on the global done), and the allies share one reward.
 SMAX_CONVENTIONS = TaskConventions(
     source="JaxMARL's MAPPO on SMAX", time_limit_in_task=True, team_reward=True
-)
-OUTPUTS = (
-    "obs",
-    "state",
-    "reward",
-    "terminated",
-    "truncated",
-    "alive",
-    "action_mask",
-    "env_done",
-    "final_obs",
-    "final_state",
-    "win",
 )
 
 
@@ -144,41 +122,7 @@ def _jaxmarl_kwargs(name: str, env_id: str, kwargs: dict[str, Any]) -> dict[str,
     return kwargs
 
 
-def jax_device_for(device: torch.device) -> Any:
-    """The JAX device that pairs with torch's `device`: the GPU when torch trains on CUDA
-    and JAX sees a GPU, else the CPU (the arrays then cross by one copy per step)."""
-    if device.type == "cuda":
-        try:
-            gpus = jax.devices("gpu")
-        except RuntimeError:  # this jaxlib has no GPU backend
-            gpus = []
-        if gpus:
-            return gpus[device.index or 0] if (device.index or 0) < len(gpus) else gpus[0]
-        logger.warning(
-            "JAX sees no GPU: the JaxMARL env runs on the CPU and its arrays are "
-            "copied to %s every step (install jax with CUDA to avoid it)",
-            device,
-        )
-    return jax.devices("cpu")[0]
-
-
-def to_torch(array: Any, device: torch.device) -> torch.Tensor:
-    """A JAX array as a torch tensor on `device`, sharing its memory where both are on the
-    same device (DLPack), else one copy."""
-    tensor = torch.from_dlpack(array)
-    return tensor if tensor.device == device else tensor.to(device)
-
-
-def to_jax(tensor: torch.Tensor, device: Any) -> Any:
-    """Torch actions as a JAX array on `device`, sharing memory where both are on it (64-bit
-    integers become int32 first: JAX runs without 64-bit types by default)."""
-    if tensor.dtype == torch.long:
-        tensor = tensor.to(torch.int32)
-    array = jax.dlpack.from_dlpack(tensor.contiguous())
-    return array if array.devices() == {device} else jax.device_put(array, device)
-
-
-class JaxMarlEnv(MultiAgentEnv):
+class JaxMarlEnv(JaxVectorEnv):
     """E copies of one JaxMARL env, stepped by one jitted call per step.
 
     `env` is the JaxMARL env (`jaxmarl.make(env_id, ...)`), `name` what `--env` said.
@@ -193,9 +137,7 @@ class JaxMarlEnv(MultiAgentEnv):
         seed: int | None = None,
         env_id: str = "",
     ) -> None:
-        self.env, self.num_envs = env, num_envs
-        self.device = torch.device(device)
-        self.jax_device = jax_device_for(self.device)
+        self.env = env
         agents = list(env.agents)
         self._agents = agents
         obs_sizes = tuple(_size(env.observation_space(a).shape) for a in agents)
@@ -226,12 +168,7 @@ class JaxMarlEnv(MultiAgentEnv):
         )
         self._mask_fn = _mask_function(env)
         self._smax = hasattr(env, "num_allies") and env_id in SMAX_ENVS
-        # Both run where their inputs live: the key (and the state) on `jax_device`.
-        self._reset_fn = jax.jit(self._reset_all)
-        self._step_fn = jax.jit(self._step_all)
-        self._key = jax.device_put(jax.random.PRNGKey(0 if seed is None else seed), self.jax_device)
-        self._state: Any = None
-        self._out: dict[str, torch.Tensor] = {}
+        self._start(num_envs, device, seed)
 
     # ------------------------------------------------------------------ JAX side
 
@@ -251,12 +188,10 @@ class JaxMarlEnv(MultiAgentEnv):
 
     def _mask(self, state: Any, alive: Any) -> Any:
         """Legal logits `[A, K]`: the env's own mask within each agent's `Discrete(n)`."""
-        if not self._num_actions:  # a continuous box: every dimension is the agent's
-            return jnp.ones((len(self._agents), self.spec.action.logits_dim), dtype=bool)
-        width = max(self._num_actions)
-        own = jnp.arange(width)[None, :] < jnp.array(self._num_actions)[:, None]  # [A, K]
-        if self._mask_fn is None:
+        own = self.own_actions()  # [A, K]
+        if self._mask_fn is None or not self._num_actions:
             return own
+        width = max(self._num_actions)
         legal = self._mask_fn(state)
         rows = [
             jnp.pad(jnp.asarray(legal[a]).astype(bool), (0, width - n))
@@ -268,7 +203,7 @@ class JaxMarlEnv(MultiAgentEnv):
 
     def _reset_one(self, key: Any) -> tuple[Any, ...]:
         obs, state = self.env.reset(key)
-        state = _strongly_typed(state)
+        state = strongly_typed(state)
         alive = jnp.ones(len(self._agents), dtype=bool)
         return (state, *self._pack(obs, state, alive), alive)
 
@@ -333,7 +268,7 @@ class JaxMarlEnv(MultiAgentEnv):
         win = self._won(next_state) & env_done
         reset = self._reset_one(key_reset)
         state_out = jax.tree.map(
-            lambda r, s: jnp.where(env_done, r, s), reset[0], _strongly_typed(next_state)
+            lambda r, s: jnp.where(env_done, r, s), reset[0], strongly_typed(next_state)
         )
         alive_out = jnp.where(env_done, reset[4], still)
         new_obs, new_world, _ = self._pack(obs, next_state, still)
@@ -379,110 +314,13 @@ class JaxMarlEnv(MultiAgentEnv):
         allies = self.env.num_allies
         return ~inner.unit_alive[allies:].any() & inner.unit_alive[:allies].any()
 
+    def _info(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"win": out["win"]} if self._smax else {}
+
     @property
     def changing_action_mask(self) -> bool:
         """Whether legal actions change from step to step (the env has a mask function)."""
         return self._mask_fn is not None
-
-    def static_action_mask(self) -> torch.Tensor:
-        """`[A, K]` bool: each agent's own action slots (its `Discrete(n)` within the K)."""
-        own = torch.ones(self.num_agents, self.spec.action.logits_dim, dtype=torch.bool)
-        for agent, n in enumerate(self._num_actions):
-            own[agent, n:] = False
-        return own
-
-    # ---------------------------------------------------------------- torch side
-
-    def reset(self, seed: int | None = None) -> torch.Tensor:
-        if seed is not None:
-            self._key = jax.device_put(jax.random.PRNGKey(seed), self.jax_device)
-        self._key, sub = jax.random.split(self._key)
-        state, obs, world, mask, alive = self._reset_fn(sub)
-        self._state = state
-        self._keep(obs=obs, state=world, action_mask=mask, alive=alive)
-        return self._out["obs"]
-
-    def step(self, actions: torch.Tensor) -> MultiAgentStepResult:
-        actions = to_jax(actions, self.jax_device)
-        if self._alive_jax is None:
-            raise RuntimeError(f"env '{self.spec.name}': call reset() before step()")
-        key, state, *out = self._step_fn(self._key, self._state, actions, self._alive_jax)
-        self._key, self._state = key, state
-        tensors = dict(zip(OUTPUTS, out, strict=True))
-        self._keep(**tensors)
-        t = self._out
-        return MultiAgentStepResult(
-            obs=t["obs"],
-            state=t["state"],
-            reward=t["reward"],
-            terminated=t["terminated"],
-            truncated=t["truncated"],
-            alive=t["alive"],
-            action_mask=t["action_mask"],
-            env_done=t["env_done"],
-            final_obs=t["final_obs"],
-            final_state=t["final_state"],
-            info={"win": t["win"]} if self._smax else {},
-        )
-
-    _alive_jax: Any = None
-
-    def _keep(self, **arrays: Any) -> None:
-        """Hold the step's JAX arrays (alive goes back into the next step) and their torch
-        views, which share their memory."""
-        self._alive_jax = arrays["alive"]
-        self._jax_out = arrays
-        self._out = {k: to_torch(v, self.device) for k, v in arrays.items()}
-
-    def get_global_state(self) -> torch.Tensor:
-        return self._out["state"]
-
-    def get_observation(self, agent_id: int) -> torch.Tensor:
-        return self._out["obs"][:, agent_id]
-
-    def get_action_mask(self) -> torch.Tensor:
-        return self._out["action_mask"]
-
-    def get_alive(self) -> torch.Tensor:
-        return self._out["alive"]
-
-    # ------------------------------------------------------------ snapshots
-
-    def state_dict(self) -> dict[str, Any]:
-        """Every copy's JAX state (its pytree's leaves as tensors), the key and the current
-        outputs: enough to continue exactly."""
-        leaves = jax.tree.leaves(self._state)
-        return {
-            "leaves": [_leaf_to_torch(leaf) for leaf in leaves],
-            "key": _leaf_to_torch(self._key),
-            "outputs": {
-                k: v.clone()
-                for k, v in self._out.items()
-                if k in ("obs", "state", "action_mask", "alive")
-            },
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        template = self._state if self._state is not None else self._reset_fn(self._key)[0]
-        leaves, treedef = jax.tree.flatten(template)
-        if len(state["leaves"]) != len(leaves):
-            raise ValueError(
-                f"env '{self.spec.name}': the snapshot holds "
-                f"{len(state['leaves'])} arrays, this env's state {len(leaves)}"
-            )
-        restored = [
-            _leaf_from_torch(saved, like, self.jax_device)
-            for saved, like in zip(state["leaves"], leaves, strict=True)
-        ]
-        self._state = jax.tree.unflatten(treedef, restored)
-        self._key = _leaf_from_torch(state["key"], self._key, self.jax_device)
-        outputs = state["outputs"]
-        self._keep(
-            **{
-                k: jax.device_put(outputs[k].cpu().numpy(), self.jax_device)
-                for k in ("obs", "state", "action_mask", "alive")
-            }
-        )
 
 
 def _size(shape: Any) -> int:
@@ -566,28 +404,3 @@ def _set_back(state: Any, limit: int) -> Any:
     step = jnp.minimum(inner.step, max(limit - 2, 0)).astype(inner.step.dtype)
     earlier = dataclasses.replace(inner, step=step)
     return earlier if inner is state else dataclasses.replace(state, state=earlier)
-
-
-def _strongly_typed(state: Any) -> Any:
-    """`state` with no weakly typed leaves (a reset's `step = 0` is one), so that the state
-    a reset returns and the one a step returns have the same types: one compile, not two."""
-    return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
-
-
-def _leaf_to_torch(leaf: Any) -> torch.Tensor:
-    """A JAX array copied into a torch tensor a checkpoint can hold (unsigned ints wider
-    than a byte, such as PRNG keys, as int64)."""
-    import numpy as np
-
-    array = np.asarray(leaf)
-    if array.dtype.kind == "u" and array.dtype.itemsize > 1:
-        array = array.astype(np.int64)
-    return torch.from_numpy(array.copy())
-
-
-def _leaf_from_torch(tensor: torch.Tensor, like: Any, device: Any) -> Any:
-    """A saved leaf back as a JAX array of `like`'s dtype and shape on `device`."""
-    array = tensor.cpu().numpy().astype(like.dtype)
-    if array.shape != like.shape:
-        raise ValueError(f"a saved env array has shape {array.shape}, this env's {like.shape}")
-    return jax.device_put(array, device)
