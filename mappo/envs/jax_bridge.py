@@ -87,8 +87,9 @@ def to_jax(tensor: torch.Tensor, device: Any) -> Any:
 
 def strongly_typed(tree: Any) -> Any:
     """`tree` with no weakly typed leaves (a reset's `step = 0` is one), so that the state
-    a reset returns and the one a step returns have the same types: one compile, not two."""
-    return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), tree)
+    a reset returns and the one a step returns have the same types: one compile, not two.
+    Python numbers in the tree become arrays of JAX's default type for them."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
 
 
 def leaf_to_torch(leaf: Any) -> torch.Tensor:

@@ -20,6 +20,11 @@ device by `VmasEnv`; `env_kwargs` go to the scenario (and `continuous_actions`,
 e.g. `jaxmarl:HeuristicEnemySMAX` with `{"scenario": "3m"}`): all copies step in one
 jitted JAX call (`mappo.envs.jaxmarl`); it needs the `jax` extra.
 
+`jumanji:<id>` names one of Jumanji's multi-agent envs (`jumanji:LevelBasedForaging-v0`,
+`jumanji:RobotWarehouse-v0`), stepped the same way (`mappo.envs.jumanji`); `env_kwargs`
+set its generator (`grid_size`, `num_agents`, ...) and the env (`time_limit`). It
+needs the `jumanji` extra.
+
 `gymnasium:[module:]id` names a Gymnasium env with Tuple spaces over agents
 (lbforaging, rware, EPyMARL's envs): what follows `gymnasium:` is what
 `gymnasium.make` takes, so `module`, if given, is imported to register `id`,
@@ -60,6 +65,7 @@ BUILTIN_ENVS = {
 PETTINGZOO_PREFIX = "pettingzoo:"
 VMAS_PREFIX = "vmas:"  # `vmas:<scenario>`, mappo.envs.vmas (the vmas extra)
 JAXMARL_PREFIX = "jaxmarl:"  # `jaxmarl:<registered name>`: JaxMARL envs, stepped in JAX
+JUMANJI_PREFIX = "jumanji:"  # `jumanji:<registered id>`: Jumanji's multi-agent envs, in JAX
 GYMNASIUM_PREFIX = "gymnasium:"
 PETTINGZOO_EXTRA = ("pettingzoo", "gymnasium")  # the packages of `pip install 'mappo[pettingzoo]'`
 
@@ -102,6 +108,14 @@ def make_env(
             _refuse_undrawn(name, JaxMarlEnv)
         return make_jaxmarl_env(
             name, name.removeprefix(JAXMARL_PREFIX), num_envs, device, seed, env_kwargs
+        )
+    if name.startswith(JUMANJI_PREFIX):
+        from mappo.envs.jumanji import JumanjiEnv, make_jumanji_env
+
+        if render:
+            _refuse_undrawn(name, JumanjiEnv)
+        return make_jumanji_env(
+            name, name.removeprefix(JUMANJI_PREFIX), num_envs, device, seed, env_kwargs
         )
     if ":" in name:
         factory = import_env_factory(name)
