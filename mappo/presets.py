@@ -198,8 +198,10 @@ def benchmarl_vmas_preset(env: str, env_kwargs: dict[str, Any] | None = None) ->
 
 
 # EPyMARL's episode limits (`env_args.time_limit`) for the benchmark paper's Gymnasium envs,
-# by the module that registers them (`gymnasium:<module>:<id>`).
+# by the module that registers them (`gymnasium:<module>:<id>`), and for Jumanji's versions of
+# the same tasks (`jumanji:<id>`, whose `time_limit` the preset sets).
 EPYMARL_TIME_LIMITS = {"lbforaging": 50, "rware": 500}
+EPYMARL_JUMANJI_TIME_LIMITS = {"LevelBasedForaging-v0": 50, "RobotWarehouse-v0": 500}
 
 
 def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -220,16 +222,29 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
     nearest, for the critic only); its 5-step returns from a target critic
     updated softly (tau 0.01), here GAE (lambda 0.95) from the critic itself;
     its separate actor and critic optimizers and gradient clips; PyTorch's
-    default weight init. `env_kwargs` change nothing here.
+    default weight init. Jumanji's LBF and RWARE (`jumanji:LevelBasedForaging-v0`,
+    `jumanji:RobotWarehouse-v0`) get the same settings, with EPyMARL's time limit as
+    their `time_limit` unless `env_kwargs` set one.
     """
     module = env.removeprefix("gymnasium:").partition(":")[0]
-    if not env.startswith("gymnasium:") or module not in EPYMARL_TIME_LIMITS:
+    jumanji_id = env.removeprefix("jumanji:")
+    extra: dict[str, Any] = {}
+    if env.startswith("gymnasium:") and module in EPYMARL_TIME_LIMITS:
+        episode = EPYMARL_TIME_LIMITS[module]
+    elif env.startswith("jumanji:") and jumanji_id in EPYMARL_JUMANJI_TIME_LIMITS:
+        extra["env_kwargs"] = {
+            "time_limit": EPYMARL_JUMANJI_TIME_LIMITS[jumanji_id],
+            **(env_kwargs or {}),
+        }
+        episode = int(extra["env_kwargs"]["time_limit"])  # a rollout is one episode
+    else:
         raise ConfigError(
             f"preset 'epymarl' covers the Gymnasium envs of "
-            f"{', '.join(EPYMARL_TIME_LIMITS)} (gymnasium:<module>:<id>), not {env!r}"
+            f"{', '.join(EPYMARL_TIME_LIMITS)} (gymnasium:<module>:<id>) and "
+            f"{', '.join('jumanji:' + n for n in EPYMARL_JUMANJI_TIME_LIMITS)}, not {env!r}"
         )
-    episode = EPYMARL_TIME_LIMITS[module]
     return dict(
+        **extra,
         env=env,
         lr=3e-4,
         adam_eps=1e-8,

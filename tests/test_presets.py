@@ -101,6 +101,12 @@ def test_epymarl_preset_maps_mappo_yaml_and_the_episode_limit() -> None:
     assert not lbf.norm_adv  # EPyMARL does not normalize advantages
     rware = MappoConfig(**epymarl_preset("gymnasium:rware:rware-tiny-2ag-v2"))
     assert (rware.rollout_steps, rware.data_chunk_length) == (500, 500)
+    # Jumanji's LBF and RWARE: the same settings, EPyMARL's limit as the env's time_limit.
+    jumanji_lbf = epymarl_preset("jumanji:LevelBasedForaging-v0", {"grid_size": 10})
+    assert jumanji_lbf["env_kwargs"] == {"time_limit": 50, "grid_size": 10}
+    assert (jumanji_lbf["rollout_steps"], jumanji_lbf["lr"]) == (50, 3e-4)
+    own_limit = epymarl_preset("jumanji:RobotWarehouse-v0", {"time_limit": 100})
+    assert (own_limit["env_kwargs"]["time_limit"], own_limit["data_chunk_length"]) == (100, 100)
     with pytest.raises(ConfigError, match="covers the Gymnasium envs of lbforaging, rware"):
         epymarl_preset("spread")
 
