@@ -1,0 +1,172 @@
+"""SMAX with JaxMARL's MAPPO config: mappo's env steps/s against JaxMARL's own MAPPO script,
+side by side in one run, with where mappo's time goes.
+
+    python benchmarks/smax_speed.py --jaxmarl-checkout DIR [--map 3m] [--updates 3]
+
+DIR holds `mappo_rnn_smax.py` and its `config/`, copied from `baselines/MAPPO/` of a
+JaxMARL checkout (outside this project; it needs distrax, hydra-core, omegaconf and
+wandb). JaxMARL's script jits its whole training; it runs here for 1 and for 3
+updates in subprocesses, and the difference of their wall times over 2 updates'
+env steps is its env steps/s with compilation left out. mappo trains the same
+config (`--preset jaxmarl-smax`, eager) in this process: one update to warm up,
+then `--updates` timed, each split into the env's steps (the JAX step and the
+hand-over to torch), the rest of the rollout (inference, storage), and the
+update, whose GRU scans (forward and backward) the torch profiler times in a
+last update. Both sides run one XLA thread, mappo one torch thread. Writes
+benchmarks/results/smax_speed.md; last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+    "intra_op_parallelism_threads=1"
+).strip()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from bench_common import machine_info, markdown_table, write_results  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from mappo.presets import build_config  # noqa: E402
+from mappo.trainer import MappoTrainer  # noqa: E402
+
+BATCH = 128 * 128  # NUM_ENVS x NUM_STEPS of JaxMARL's SMAX config: env steps per update
+
+
+def jaxmarl_steps_per_second(checkout: Path, map_name: str) -> tuple[float, str]:
+    """JaxMARL's script's env steps/s on `map_name` with its compile left out, and how."""
+    times = {}
+    for updates in (1, 3):
+        command = [
+            sys.executable,
+            str(checkout / "mappo_rnn_smax.py"),
+            f"TOTAL_TIMESTEPS={updates * BATCH}",
+            f"MAP_NAME={map_name}",
+            "WANDB_MODE=disabled",
+            "hydra.run.dir=/tmp/jaxmarl_hydra",
+            "hydra.output_subdir=null",
+        ]
+        start = time.perf_counter()
+        done = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"}
+        )
+        times[updates] = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"JaxMARL's script failed: {(done.stderr or done.stdout)[-500:]}")
+    how = f"1 update {times[1]:.1f} s, 3 updates {times[3]:.1f} s, each with its compile"
+    return 2 * BATCH / (times[3] - times[1]), how
+
+
+def mappo_timing(map_name: str, updates: int) -> dict[str, float]:
+    """mappo's env steps/s on the same config, and the seconds per update of each part."""
+    fields = {
+        "env": "jaxmarl:HeuristicEnemySMAX",
+        "env_kwargs": {"scenario": map_name},
+        "compile": "false",
+        "total_steps": 10_000_000,
+    }
+    trainer = MappoTrainer(build_config("jaxmarl-smax", None, fields))
+    env, stepping = trainer.env, [0.0]
+    env_step = env.step
+
+    def timed_step(actions: torch.Tensor):  # the JAX step and the hand-over, as the rollout sees
+        start = time.perf_counter()
+        result = env_step(actions)
+        stepping[0] += time.perf_counter() - start
+        return result
+
+    env.step = timed_step
+    trainer.collect_rollout()  # warm-up: compiles the env's step
+    trainer.update()
+    rollout = update = 0.0
+    stepping[0] = 0.0
+    for _ in range(updates):
+        start = time.perf_counter()
+        trainer.collect_rollout()
+        middle = time.perf_counter()
+        trainer.update()
+        rollout, update = rollout + middle - start, update + time.perf_counter() - middle
+    env_seconds = stepping[0]
+    trainer.collect_rollout()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.update()
+    scan = sum(
+        e.cpu_time_total for e in prof.key_averages() if e.key in ("GruScan", "GruScanBackward")
+    )
+    frames = trainer.env.num_envs * trainer.config.rollout_steps * updates
+    return {
+        "steps_per_second": frames / (rollout + update),
+        "env_s": env_seconds / updates,
+        "rollout_rest_s": (rollout - env_seconds) / updates,
+        "update_s": update / updates,
+        "gru_scan_share_of_update": scan / prof.key_averages().total_average().self_cpu_time_total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jaxmarl-checkout", type=Path, required=True)
+    parser.add_argument("--map", default="3m", help="SMAX map")
+    parser.add_argument("--updates", type=int, default=3, help="mappo updates timed")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    info = machine_info()
+    theirs, how = jaxmarl_steps_per_second(args.jaxmarl_checkout, args.map)
+    ours = mappo_timing(args.map, args.updates)
+    ratio = ours["steps_per_second"] / theirs
+    per_update = ours["env_s"] + ours["rollout_rest_s"] + ours["update_s"]
+    table = markdown_table(
+        ["", "env steps/s", "mappo / JaxMARL"],
+        [
+            ["JaxMARL's MAPPO (`mappo_rnn_smax.py`)", theirs, 1.0],
+            ["mappo (`--preset jaxmarl-smax`, eager)", ours["steps_per_second"], ratio],
+        ],
+    )
+    parts = markdown_table(
+        ["part of a mappo update (16,384 env steps)", "seconds", "share"],
+        [
+            [
+                "env steps (JAX step, in-step resets, hand-over to torch)",
+                ours["env_s"],
+                ours["env_s"] / per_update,
+            ],
+            [
+                "rest of the rollout (inference, storage)",
+                ours["rollout_rest_s"],
+                ours["rollout_rest_s"] / per_update,
+            ],
+            [
+                "update (4 epochs x 4 minibatches of 96 sequences x 128 steps)",
+                ours["update_s"],
+                ours["update_s"] / per_update,
+            ],
+        ],
+    )
+    notes = (
+        f"Map `{args.map}`, HeuristicEnemySMAX. JaxMARL: {how}. mappo: {args.updates} updates "
+        "timed after one warm-up update. The GRU scans (actor and critic, forward and "
+        f"backward) take {ours['gru_scan_share_of_update']:.0%} of an update's CPU time "
+        "(torch profiler, one more update)."
+    )
+    path = write_results(
+        "smax_speed",
+        "SMAX: mappo against JaxMARL's own MAPPO, env steps/s",
+        info,
+        [table, parts, notes],
+        quick=False,
+    )
+    print(path.read_text())
+    print(json.dumps({"jaxmarl": theirs, "mappo": ours, "ratio": ratio}))
+
+
+if __name__ == "__main__":
+    main()
