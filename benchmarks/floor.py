@@ -1,6 +1,7 @@
 """The compute floor of one MAPPO training iteration, and mappo's time as a multiple of it.
 
     python benchmarks/floor.py [--quick] [--repeats N]
+    python benchmarks/floor.py --env vmas:balance --preset benchmarl-vmas [--num-envs 60]
 
 For the default `MappoConfig` (spread N=3, 128 envs x 25 steps, 10 epochs,
 minibatches of 256 agent-steps, hidden 64) it times, on random tensors and
@@ -23,6 +24,14 @@ is always measured too. Every repeat times all four (floor and mappo, eager
 and compiled) one after the other, so all see the same machine load. All use
 the trainer's thread count (`config.torch_threads`). Last line: one JSON
 object; the table goes to `benchmarks/results/floor.md`.
+
+With `--env` (and `--preset`), the config is that env's (`mappo train --env X
+--preset P`); for a VMAS env the floor's rollout also steps VMAS itself
+(`vmas` env `step` with random actions, the same copies), so that the floor is
+the env's own stepping plus the network passes. `--num-envs` shrinks a heavy
+preset's iteration (BenchMARL's 600 copies x 100 steps x 45 epochs) to time it
+in minutes: minibatch shapes and epochs stay, only their number per epoch
+falls. The table then goes to `benchmarks/results/floor_<env>.md`.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from bench_common import machine_info, machine_line, markdown_table, median, wri
 from torch import nn
 
 from mappo import MappoConfig, MappoTrainer
+from mappo.presets import build_config
 from mappo.trainer import COMPILE_MIN_STEPS
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -57,10 +67,13 @@ def mlp(in_dim: int, hidden: int, out_dim: int, activation: str) -> nn.Sequentia
 class Floor:
     """The bare forward/backward work of one iteration of `cfg`, on random tensors."""
 
-    def __init__(self, cfg: MappoConfig, compiled: bool) -> None:
+    def __init__(
+        self, cfg: MappoConfig, compiled: bool, env_step: Callable[[], object] | None = None
+    ) -> None:
         T, E, A = cfg.rollout_steps, cfg.num_envs, cfg.num_agents
         obs_dim, S, K = cfg.obs_dim, cfg.global_state_dim, cfg.action_dim
         self.cfg = cfg
+        self.env_step = env_step  # the env's own step, where the floor includes it
         self.actor = mlp(obs_dim, cfg.hidden_dim, K, cfg.activation)
         self.critic = mlp(S, cfg.hidden_dim, A, cfg.activation)
         params = [*self.actor.parameters(), *self.critic.parameters()]
@@ -100,6 +113,8 @@ class Floor:
     @torch.no_grad()
     def rollout(self) -> None:
         for t in range(self.cfg.rollout_steps):
+            if self.env_step is not None:
+                self.env_step()
             self.actor(self.rollout_obs[t])
             self.critic(self.rollout_state[t])
 
@@ -118,6 +133,23 @@ class Floor:
                 self.optimizer.step()
 
 
+def vmas_step(trainer: MappoTrainer) -> Callable[[], object] | None:
+    """VMAS's own step of the trainer's env copies with random actions (a copy of them, so
+    the trainer's own run is left as it was), or None for other envs."""
+    from mappo.envs.vmas import VmasEnv
+
+    if not isinstance(trainer.env, VmasEnv):
+        return None
+    import copy
+
+    raw = copy.deepcopy(trainer.env._env)
+    raw.reset()
+    spec = trainer.env.spec.action
+    low, high = torch.tensor(spec.low), torch.tensor(spec.high)
+    per_agent = [low + (high - low) * torch.rand(raw.num_envs, len(spec.low)) for _ in raw.agents]
+    return lambda: raw.step(per_agent)
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -134,7 +166,7 @@ def measure(configs: dict[str, MappoConfig], repeats: int, warmup: int) -> dict[
     for mode, cfg in configs.items():
         trainer = MappoTrainer(cfg)
         compiled = trainer.compiled  # the trainer's resolved choice
-        sides[mode] = (trainer, Floor(trainer.config, compiled))
+        sides[mode] = (trainer, Floor(trainer.config, compiled, vmas_step(trainer)))
     warmup_s = {}
     for mode, (trainer, floor) in sides.items():
         start = time.perf_counter()
@@ -175,13 +207,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (under two minutes)")
     parser.add_argument("--repeats", type=int, default=None, help="timed iterations per side")
+    parser.add_argument("--env", default=None, help="an env other than the default's")
+    parser.add_argument("--preset", default=None, help="a preset for --env")
+    parser.add_argument("--num-envs", type=int, default=None, help="fewer env copies")
     args = parser.parse_args()
     repeats = args.repeats or (4 if args.quick else 15)
     warmup = 2
     info = machine_info()
     print(machine_line(info))
 
-    default = MappoConfig()
+    fields = {"env": args.env} if args.env else {}
+    if args.num_envs:
+        fields["num_envs"] = args.num_envs
+    default = build_config(args.preset, None, fields) if fields or args.preset else MappoConfig()
     trainer_compiles = default.compile == "true" or (
         default.compile == "auto" and default.total_steps >= COMPILE_MIN_STEPS
     )
@@ -193,6 +231,20 @@ def main() -> None:
         f"{'compiles' if trainer_compiles else 'does not compile'} its minibatch loss"
     )
 
+    what = (
+        f"`mappo train --env {args.env}"
+        + (f" --preset {args.preset}" if args.preset else "")
+        + (f" --num-envs {args.num_envs}`" if args.num_envs else "`")
+        if args.env
+        else "default `MappoConfig`"
+    )
+    env_floor = (
+        " For a VMAS env the floor's rollout also steps VMAS itself (random actions, "
+        "the same copies); the floor's loss is the discrete one on D outputs for continuous "
+        "actions (a Gaussian's costs the same order)."
+        if args.env and args.env.startswith("vmas:")
+        else ""
+    )
     configs = {"eager": default.replace(compile="false")}
     if trainer_compiles:
         configs["compiled"] = default.replace(compile="true")
@@ -247,7 +299,7 @@ def main() -> None:
         rows,
     )
     notes = (
-        f"Config: default `MappoConfig` ({default.env} N=3, {default.num_envs} envs x "
+        f"Config: {what} ({default.env}, {default.num_envs} envs x "
         f"{default.rollout_steps} steps, {default.update_epochs} epochs x "
         f"{head['num_minibatches']} minibatches of ~{default.minibatch_size} agent-steps, "
         f"hidden {default.hidden_dim}, torch_threads {default.torch_threads}). Medians of "
@@ -259,9 +311,14 @@ def main() -> None:
         "(rollout) and forward + backward + fused Adam on random minibatches (update), "
         "nothing else; mappo = `collect_rollout()` + `update()` (env steps, sampling, "
         "buffer writes, GAE, value normalization, shuffling, grad clipping, diagnostics)."
+        + env_floor
     )
     write_results(
-        "floor", "Compute floor vs mappo's training iteration", info, [notes, table], args.quick
+        "floor" + (f"_{default.env.replace(':', '_')}" if args.env else ""),
+        f"Compute floor vs mappo's training iteration: {default.env}",
+        info,
+        [notes, table],
+        args.quick,
     )
 
     out = {
