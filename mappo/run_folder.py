@@ -16,7 +16,7 @@ import hashlib
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mappo.checkpoint import save_checkpoint, write_atomically
 from mappo.config import MappoConfig
@@ -58,7 +58,7 @@ class RunFolder:
         self.env_state_path = self.path / ENV_STATE_FILE
         self.curve_path = self.path / "curve.png"
         self._writer: SummaryWriter | None = None
-        self._wandb = None
+        self._wandb: Any = None  # a wandb Run once `use_wandb` is called (wandb is optional)
         self._purge_step: int | None = None
         self._last_curve = time.monotonic()
         self._title, self._return_label = title, return_label

@@ -107,9 +107,12 @@ def _build(name: str, env_id: str, kwargs: dict[str, Any]) -> Any:
     default = jumanji.make(env_id)
     generator = getattr(default, "generator", None) or getattr(default, "_generator", None)
     env_params = set(inspect.signature(type(default).__init__).parameters) - {"self"}
+    gen_params = (
+        [p for p in inspect.signature(type(generator).__init__).parameters if p != "self"]
+        if generator is not None
+        else []
+    )
     if generator is not None:
-        gen_params = [p for p in inspect.signature(type(generator).__init__).parameters]
-        gen_params = [p for p in gen_params if p != "self"]
         ours = {k: kwargs.pop(k) for k in list(kwargs) if k in gen_params}
         if ours:
             settings = {p: _setting(generator, p) for p in gen_params}
@@ -121,8 +124,6 @@ def _build(name: str, env_id: str, kwargs: dict[str, Any]) -> Any:
                     f"config key 'env_kwargs': the generator of env '{name}' refused {ours!r} "
                     f"({_reason(err)}); the settings not given are the registered env's: {kept}"
                 ) from None
-    else:
-        gen_params = []
     unknown = sorted(set(kwargs) - env_params)
     if unknown:
         raise ConfigError(
