@@ -37,7 +37,6 @@ import math
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -54,6 +53,8 @@ os.environ["XLA_FLAGS"] = (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import machine_info, markdown_table, write_results  # noqa: E402
+from reproduce import training_seconds  # noqa: E402
+from smax_speed import jaxmarl_steps_per_second  # noqa: E402
 
 from mappo.checkpoint import load_checkpoint  # noqa: E402
 from mappo.cli import main as mappo_main  # noqa: E402
@@ -212,7 +213,6 @@ SETTINGS = {
     "benchmarl-vmas": ("--preset", "benchmarl-vmas"),
     "jaxmarl-smax": ("--preset", "jaxmarl-smax"),
 }
-JAXMARL_BATCH = 128 * 128  # NUM_ENVS x NUM_STEPS of JaxMARL's SMAX config: env steps per update
 
 
 def train_command(row: SuiteRow, settings: str, seed: int, steps: int) -> list[str]:
@@ -233,18 +233,6 @@ def train_command(row: SuiteRow, settings: str, seed: int, steps: int) -> list[s
         "--force",
         "--quiet",
     ]
-
-
-def training_seconds(run_dir: Path) -> float:
-    """Seconds the run spent collecting and updating: each metrics.csv row's env steps over its
-    env steps/s, summed (start-up, checkpoints and a resume's gap not counted)."""
-    total, previous = 0.0, 0
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            steps, speed = int(row["env_steps"]), float(row["steps_per_second"] or 0.0)
-            total += (steps - previous) / speed if speed > 0 else 0.0
-            previous = steps
-    return total
 
 
 def win_rates(run_dir: Path) -> list[float]:
@@ -300,35 +288,6 @@ def run_one(
         "train_win_rate": statistics.fmean(wins[-max(1, len(wins) // 10) :]) if wins else None,
         "greedy_win_rate": evaluation.win_rate,
     }
-
-
-def jaxmarl_frames_per_second(checkout: Path, map_name: str) -> tuple[float, str]:
-    """JaxMARL's MAPPO SMAX script's frames/s on `map_name` (compile excluded), and a note."""
-    times = {}
-    for updates in (1, 3):
-        command = [
-            sys.executable,
-            str(checkout / "mappo_rnn_smax.py"),
-            f"TOTAL_TIMESTEPS={updates * JAXMARL_BATCH}",
-            f"MAP_NAME={map_name}",
-            "WANDB_MODE=disabled",
-            "hydra.run.dir=/tmp/jaxmarl_hydra",
-            "hydra.output_subdir=null",
-        ]
-        start = time.perf_counter()
-        done = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"}
-        )
-        times[updates] = time.perf_counter() - start
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-            return math.nan, f"JaxMARL's script failed: {' '.join(tail)}"
-        print(f"JaxMARL MAPPO {map_name}, {updates} update(s): {times[updates]:.1f} s", flush=True)
-    fps = 2 * JAXMARL_BATCH / (times[3] - times[1])
-    return fps, (
-        f"wall time of 1 update {times[1]:.1f} s and of 3 updates {times[3]:.1f} s "
-        "(each including its compile)"
-    )
 
 
 def plot(runs: list[dict], out: Path) -> None:
@@ -554,7 +513,7 @@ def main() -> None:
         if heading == HEADINGS["smax"] and args.jaxmarl_checkout is not None:
             first, row = mine[0]
             map_name = json.loads(row.flags[row.flags.index("--env-kwargs") + 1])["scenario"]
-            fps, note = jaxmarl_frames_per_second(args.jaxmarl_checkout, map_name)
+            fps, note = jaxmarl_steps_per_second(args.jaxmarl_checkout, map_name)
             text.append(
                 f"JaxMARL's own MAPPO (`baselines/MAPPO/mappo_rnn_smax.py`, the same "
                 f"config) on `{map_name}` in this run: {fps:,.0f} frames/s "

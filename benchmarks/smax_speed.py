@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -43,7 +44,8 @@ BATCH = 128 * 128  # NUM_ENVS x NUM_STEPS of JaxMARL's SMAX config: env steps pe
 
 
 def jaxmarl_steps_per_second(checkout: Path, map_name: str) -> tuple[float, str]:
-    """JaxMARL's script's env steps/s on `map_name` with its compile left out, and how."""
+    """JaxMARL's script's env steps/s on `map_name` with its compile left out, and how (NaN,
+    and why, when the script fails)."""
     times = {}
     for updates in (1, 3):
         command = [
@@ -61,7 +63,8 @@ def jaxmarl_steps_per_second(checkout: Path, map_name: str) -> tuple[float, str]
         )
         times[updates] = time.perf_counter() - start
         if done.returncode != 0:
-            raise SystemExit(f"JaxMARL's script failed: {(done.stderr or done.stdout)[-500:]}")
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            return math.nan, f"JaxMARL's script failed: {' '.join(tail)}"
     how = f"1 update {times[1]:.1f} s, 3 updates {times[3]:.1f} s, each with its compile"
     return 2 * BATCH / (times[3] - times[1]), how
 
@@ -121,6 +124,8 @@ def main() -> None:
     torch.set_num_threads(1)
     info = machine_info()
     theirs, how = jaxmarl_steps_per_second(args.jaxmarl_checkout, args.map)
+    if math.isnan(theirs):
+        raise SystemExit(how)
     ours = mappo_timing(args.map, args.updates)
     ratio = ours["steps_per_second"] / theirs
     per_update = ours["env_s"] + ours["rollout_rest_s"] + ours["update_s"]

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from mappo.envs.base import MultiAgentEnv, MultiAgentStepResult
+from mappo.errors import ConfigError
 
 try:
     import jax
@@ -49,6 +50,21 @@ OUTPUTS = (
 )
 # The outputs a snapshot keeps: what the next step reads before the env writes again.
 CURRENT = ("obs", "state", "action_mask", "alive")
+
+
+def check_registered(
+    name: str, env_id: str, registered: list[str], library: str, where: str
+) -> None:
+    """Raise the one line for an `env_id` that `library` does not register (`registered`),
+    with the nearest names as `--env` (`name`) would spell them and `where` to list them."""
+    if env_id in registered:
+        return
+    import difflib
+
+    near = difflib.get_close_matches(env_id, registered, n=3)
+    prefix = name.removesuffix(env_id)  # as --env spelled it
+    hint = ("did you mean " + " or ".join(f"'{prefix}{n}'" for n in near) + "? ") if near else ""
+    raise ConfigError(f"env '{name}': {library} registers no env '{env_id}'; {hint}see {where}")
 
 
 def jax_device_for(device: torch.device) -> Any:

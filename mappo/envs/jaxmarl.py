@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions
-from mappo.envs.jax_bridge import JaxVectorEnv, strongly_typed
+from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, strongly_typed
 from mappo.envs.mpe.mpe_task import OFFICIAL_MPE
 from mappo.errors import ConfigError
 
@@ -74,17 +74,9 @@ def make_jaxmarl_env(
     or one line saying why not."""
     if _MISSING is not None:
         raise ConfigError(f"env '{name}': {MISSING_EXTRA} ({_MISSING.name} is missing)")
-    if env_id not in jaxmarl.registered_envs:
-        import difflib
-
-        near = difflib.get_close_matches(env_id, jaxmarl.registered_envs, n=3)
-        prefix = name.removesuffix(env_id)  # as --env spelled it
-        hint = (
-            ("did you mean " + " or ".join(f"'{prefix}{n}'" for n in near) + "? ") if near else ""
-        )
-        raise ConfigError(
-            f"env '{name}': JaxMARL registers no env '{env_id}'; {hint}see jaxmarl.registered_envs"
-        )
+    check_registered(
+        name, env_id, list(jaxmarl.registered_envs), "JaxMARL", "jaxmarl.registered_envs"
+    )
     kwargs = _jaxmarl_kwargs(name, env_id, dict(env_kwargs or {}))
     try:
         env = jaxmarl.make(env_id, **kwargs)

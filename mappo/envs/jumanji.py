@@ -29,14 +29,13 @@ What the bridge reads off the env (its observation is a NamedTuple of arrays):
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any
 
 import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions
-from mappo.envs.jax_bridge import JaxVectorEnv, strongly_typed
+from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, strongly_typed
 from mappo.errors import ConfigError
 
 try:
@@ -82,16 +81,7 @@ def make_jumanji_env(
     if _MISSING is not None:
         raise ConfigError(f"env '{name}': {MISSING_EXTRA} ({_MISSING.name} is missing)")
     registered = sorted(jumanji.registered_environments())
-    if env_id not in registered:
-        near = difflib.get_close_matches(env_id, registered, n=3)
-        prefix = name.removesuffix(env_id)
-        hint = (
-            ("did you mean " + " or ".join(f"'{prefix}{n}'" for n in near) + "? ") if near else ""
-        )
-        raise ConfigError(
-            f"env '{name}': Jumanji registers no env '{env_id}'; {hint}"
-            "see jumanji.registered_environments()"
-        )
+    check_registered(name, env_id, registered, "Jumanji", "jumanji.registered_environments()")
     env = _build(name, env_id, dict(env_kwargs or {}))
     if not isinstance(getattr(env, "num_agents", None), int):
         raise ConfigError(
