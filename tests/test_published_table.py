@@ -45,3 +45,31 @@ def test_scores_convert_to_the_published_scale(reproduce) -> None:
     assert reproduce.converted(task, np.array([-7.5]), 3).tolist() == [-120.0]
     summed = reproduce.Task("t", "e", 1, "s", "team_sum")
     assert reproduce.converted(summed, np.array([0.25, 0.5]), 2).tolist() == [0.5, 1.0]
+
+
+def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkeypatch) -> None:
+    """A tiny suite: the first call trains 2 seeds in one process to half the budget
+    (`--scale 0.5`), the second continues both to the budget from their checkpoints; the
+    table gives the budget reached each time, and the sessions' log one line per call."""
+    import bench_common
+
+    table = tmp_path / "published.toml"
+    table.write_text(
+        '[tiny]\ntitle = "A tiny suite"\nfields = { num_envs = 4, compile = "false" }\n'
+        '[[tiny.task]]\nname = "spread"\nenv = "spread"\nbudget = 800\nscale = "same"\n'
+        'figure = -20.0\nmetric = "team return"\nsource = "a test"\n'
+    )
+    monkeypatch.setattr(reproduce, "DATA", table)
+    monkeypatch.setattr(bench_common, "RESULTS_DIR", tmp_path / "results")
+    runs = tmp_path / "runs"
+    common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(runs), "--episodes", "2"]
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--scale", "0.5"])
+    reproduce.main()
+    first = (tmp_path / "results" / "tiny.md").read_text()
+    assert "| spread | 400 / 800 (50%) | 2 |" in first
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common])
+    reproduce.main()
+    second = (tmp_path / "results" / "tiny.md").read_text()
+    assert "| spread | 800 / 800 (100%) | 2 |" in second
+    sessions = (runs / "tiny" / "sessions.log").read_text().splitlines()
+    assert len(sessions) == 2 and "spread to 800" in sessions[1]
