@@ -19,6 +19,7 @@ from mappo.envs.base import ENV_CALLABLES, EnvError
 from mappo.envs.mpe.spread import SpreadEnv
 from mappo.envs.pettingzoo.batch import STATE_FALLBACK, PettingZooBatch
 from mappo.envs.pettingzoo.layout import inspect_parallel_env
+from mappo.errors import ConfigError
 
 MODULE = pz_envs.__name__
 SMALL = ["--num-envs", "4", "--minibatch-size", "50", "--total-steps", "400", "--quiet"]
@@ -308,3 +309,12 @@ def test_env_of_the_wrong_kind_or_with_wrong_keywords_is_one_line(
     assert code == 2
     assert capsys.readouterr().err == f"mappo: error: {message}\n"
     assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_a_missing_jumanji_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mappo.envs.jumanji as bridge
+    from mappo.envs.registry import make_env
+
+    monkeypatch.setattr(bridge, "_MISSING", ModuleNotFoundError("no jumanji", name="jumanji"))
+    with pytest.raises(ConfigError, match=r"pip install 'mappo\[jumanji\]' \(jumanji is missing\)"):
+        make_env("jumanji:LevelBasedForaging-v0", 2)
