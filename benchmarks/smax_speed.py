@@ -12,8 +12,10 @@ config (`--preset jaxmarl-smax`, eager) in this process: one update to warm up,
 then `--updates` timed, each split into the env's steps (the JAX step and the
 hand-over to torch), the rest of the rollout (inference, storage), and the
 update, whose GRU scans (forward and backward) the torch profiler times in a
-last update. Both sides run one XLA thread, mappo one torch thread. Writes
-benchmarks/results/smax_speed.md; last line: one JSON object.
+last update. With `--cores 1` (the default) both sides run one XLA thread and one
+torch thread and are pinned to one core (XLA runs threads of its own beside its
+flags); `--cores 2` leaves both free on two cores with two torch threads. Writes
+benchmarks/results/smax_speed.md (`smax_speed_2cores.md`); last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -27,10 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-    "intra_op_parallelism_threads=1"
-).strip()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
@@ -41,11 +39,15 @@ from mappo.presets import build_config  # noqa: E402
 from mappo.trainer import MappoTrainer  # noqa: E402
 
 BATCH = 128 * 128  # NUM_ENVS x NUM_STEPS of JaxMARL's SMAX config: env steps per update
+# With --cores 1 both sides run pinned to this core: XLA starts threads of its own (its
+# compiler's, its runtime's) whatever its flags say, so one thread each is only true there.
+CORE = 0
+ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def jaxmarl_steps_per_second(checkout: Path, map_name: str) -> tuple[float, str]:
+def jaxmarl_steps_per_second(checkout: Path, map_name: str, pin: bool = False) -> tuple[float, str]:
     """JaxMARL's script's env steps/s on `map_name` with its compile left out, and how (NaN,
-    and why, when the script fails)."""
+    and why, when the script fails); with `pin`, on core `CORE` only."""
     times = {}
     for updates in (1, 3):
         command = [
@@ -59,7 +61,11 @@ def jaxmarl_steps_per_second(checkout: Path, map_name: str) -> tuple[float, str]
         ]
         start = time.perf_counter()
         done = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"}
+            command,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "WANDB_MODE": "disabled"},
+            preexec_fn=(lambda: os.sched_setaffinity(0, {CORE})) if pin else None,
         )
         times[updates] = time.perf_counter() - start
         if done.returncode != 0:
@@ -120,10 +126,20 @@ def main() -> None:
     parser.add_argument("--jaxmarl-checkout", type=Path, required=True)
     parser.add_argument("--map", default="3m", help="SMAX map")
     parser.add_argument("--updates", type=int, default=3, help="mappo updates timed")
+    parser.add_argument(
+        "--cores",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: both sides pinned to one core, one thread each; 2: both free, two threads",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if args.cores == 1:  # before JAX is first imported, here and in JaxMARL's process
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {ONE_THREAD_XLA}".strip()
+        os.sched_setaffinity(0, {CORE})
+    torch.set_num_threads(args.cores)
     info = machine_info()
-    theirs, how = jaxmarl_steps_per_second(args.jaxmarl_checkout, args.map)
+    theirs, how = jaxmarl_steps_per_second(args.jaxmarl_checkout, args.map, args.cores == 1)
     if math.isnan(theirs):
         raise SystemExit(how)
     ours = mappo_timing(args.map, args.updates)
@@ -157,13 +173,19 @@ def main() -> None:
         ],
     )
     notes = (
-        f"Map `{args.map}`, HeuristicEnemySMAX. JaxMARL: {how}. mappo: {args.updates} updates "
+        f"Map `{args.map}`, HeuristicEnemySMAX, "
+        + (
+            f"both sides pinned to core {CORE}, one XLA thread, one torch thread"
+            if args.cores == 1
+            else "both sides free on 2 cores, XLA's default threads, 2 torch threads"
+        )
+        + f". JaxMARL: {how}. mappo: {args.updates} updates "
         "timed after one warm-up update. The GRU scans (actor and critic, forward and "
         f"backward) take {ours['gru_scan_share_of_update']:.0%} of an update's CPU time "
         "(torch profiler, one more update)."
     )
     path = write_results(
-        "smax_speed",
+        "smax_speed" + ("" if args.cores == 1 else f"_{args.cores}cores"),
         "SMAX: mappo against JaxMARL's own MAPPO, env steps/s",
         info,
         [table, parts, notes],
