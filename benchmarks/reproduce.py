@@ -11,7 +11,8 @@ each task, the seeds train in one process as one batched network (`mappo train
 `--scale`. The command is resumable: a task whose folder holds a run continues
 from its checkpoint (`Run.resume`), so rerun the same command in the next
 session. `--hours` stops training after that much wall time (saving, as Ctrl-C
-does) and still writes the table, with the fraction of the budget reached.
+does, which also stops it) and still writes the table, with the fraction of the
+budget reached.
 Keep `--runs-dir` outside the repository for runs that span days.
 
 Each task's final policies are scored greedily on `--episodes` episodes per
@@ -257,6 +258,8 @@ def main() -> None:
         steps = int(task.budget * args.scale)
         done = train(task, root / task.name, seeds, steps, deadline)
         trained.append(f"{task.name} {'to' if done else 'stopped short of'} {steps:,}")
+        if not done:  # --hours ran out, or Ctrl-C: no further task, but the table is written
+            break
     if trained:
         load = " ".join(f"{x:.2f}" for x in info["load_average"])
         with open(log, "a") as handle:
