@@ -67,6 +67,14 @@ def check_registered(
     raise ConfigError(f"env '{name}': {library} registers no env '{env_id}'; {hint}see {where}")
 
 
+def num_entries(shape: Any) -> int:
+    """Number of entries of an array of `shape` (a tuple, or an int: Hanabi's space says one)."""
+    size = 1
+    for n in shape if isinstance(shape, tuple | list) else (shape,):
+        size *= int(n)
+    return size
+
+
 def jax_device_for(device: torch.device) -> Any:
     """The JAX device that pairs with torch's `device`: the GPU when torch trains on CUDA
     and JAX sees a GPU, else the CPU (the arrays then cross by one copy per step)."""

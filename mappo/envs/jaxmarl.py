@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions
-from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, strongly_typed
+from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, num_entries, strongly_typed
 from mappo.envs.mpe.mpe_task import OFFICIAL_MPE
 from mappo.errors import ConfigError
 
@@ -132,7 +132,7 @@ class JaxMarlEnv(JaxVectorEnv):
         self.env = env
         agents = list(env.agents)
         self._agents = agents
-        obs_sizes = tuple(_size(env.observation_space(a).shape) for a in agents)
+        obs_sizes = tuple(num_entries(env.observation_space(a).shape) for a in agents)
         action = _action_spec(name, env, agents)
         self._num_actions = (
             [int(env.action_space(a).n) for a in agents] if action.kind == "discrete" else []
@@ -144,7 +144,9 @@ class JaxMarlEnv(JaxVectorEnv):
         grids = all(len(getattr(probe_obs.get(a), "shape", ())) == 3 for a in agents)
         obs_dim = max(obs_sizes)
         state_dim = (
-            _size(probe_obs["world_state"].shape) if self._world_state else obs_dim * len(agents)
+            num_entries(probe_obs["world_state"].shape)
+            if self._world_state
+            else obs_dim * len(agents)
         )
         self.spec = EnvSpec(
             name=name,
@@ -313,14 +315,6 @@ class JaxMarlEnv(JaxVectorEnv):
     def changing_action_mask(self) -> bool:
         """Whether legal actions change from step to step (the env has a mask function)."""
         return self._mask_fn is not None
-
-
-def _size(shape: Any) -> int:
-    """Number of entries of an array of `shape`."""
-    size = 1
-    for n in shape if isinstance(shape, tuple | list) else (shape,):  # Hanabi's is an int
-        size *= int(n)
-    return size
 
 
 def _action_spec(name: str, env: Any, agents: list[str]) -> ActionSpec:

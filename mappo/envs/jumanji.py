@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions
-from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, strongly_typed
+from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, num_entries, strongly_typed
 from mappo.errors import ConfigError
 
 try:
@@ -164,7 +164,7 @@ class JumanjiEnv(JaxVectorEnv):
         self._fields = _layout(probe, agents)  # field -> "own", "row", "shared"
         shapes = {f: tuple(getattr(probe, f).shape) for f in self._fields}
         obs_dim = sum(_obs_width(shapes[f], kind) for f, kind in self._fields.items())
-        state_dim = sum(_size(shapes[f]) for f in self._fields)
+        state_dim = sum(num_entries(shapes[f]) for f in self._fields)
         action = _action_spec(name, env.action_spec, agents)
         self._num_actions = (
             [int(n) for n in env.action_spec.num_values] if action.kind == "discrete" else []
@@ -276,17 +276,10 @@ def _layout(observation: Any, agents: int) -> dict[str, str]:
     return layout
 
 
-def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for n in shape:
-        size *= int(n)
-    return size
-
-
 def _obs_width(shape: tuple[int, ...], kind: str) -> int:
     """Entries a field adds to each agent's observation."""
-    own = _size(shape[1:]) if kind != "shared" else 0
-    return own + (_size(shape) if kind in ("row", "shared") else 0)
+    own = num_entries(shape[1:]) if kind != "shared" else 0
+    return own + (num_entries(shape) if kind in ("row", "shared") else 0)
 
 
 def _action_spec(name: str, spec: Any, agents: int) -> ActionSpec:
