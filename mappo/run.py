@@ -528,11 +528,11 @@ class Heartbeat:
         if learner.phase != "collecting a rollout":
             return f"{first}{learner.phase}"
         trainers, steps = learner.trainers, learner.config.rollout_steps
-        done = sum(len(t.buffer) for t in trainers)  # steps each seed's rollout has so far
+        # The seeds of one process step together: the rollout is as far as its slowest.
+        done = min(len(t.buffer) for t in trainers)
         return (
             f"{first}collecting a rollout of {steps} steps in "
-            f"{learner.config.num_envs * len(trainers)} env copies: {done} of "
-            f"{steps * len(trainers)} done"
+            f"{learner.config.num_envs * len(trainers)} env copies: {done} of {steps} done"
         )
 
     def first_line(self) -> str:

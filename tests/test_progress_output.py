@@ -238,7 +238,9 @@ def test_long_episodes_get_one_hint(tmp_path, capsys) -> None:
     assert "recent episode return n/a" in out
 
 
-def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("seeds", [None, "0,1"])
+def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys, seeds) -> None:
+    """The heartbeat counts the rollout's steps, the same for every seed of one process."""
     import time
 
     import pz_envs
@@ -256,11 +258,15 @@ def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys) -> No
     argv = ["--env", "pz_envs:CounterEnv", "--total-steps", "100", "--num-envs", "4",
             "--minibatch-size", "0", "--compile", "false",
             "--run-dir", str(tmp_path / "r")]  # fmt: skip
+    if seeds:
+        argv += ["--seeds", seeds]
     assert main(["train", *argv]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "first update: a rollout of 25 steps in 4 env copies" in lines
+    copies = 4 * (len(seeds.split(",")) if seeds else 1)
+    assert f"first update: a rollout of 25 steps in {copies} env copies" in lines
     waits = [line for line in lines if line.startswith("first update: collecting a rollout")]
     assert len(waits) >= 2, lines
+    assert all(line.split(": ")[2].split(" (")[0].endswith(" of 25 done") for line in waits)
     done = [int(line.split(": ")[2].split(" of ")[0]) for line in waits]
     assert done == sorted(done) and 0 < done[-1] <= 25  # the rollout's steps, as they come
     assert waits[0].endswith("s since the last update)")
