@@ -22,7 +22,7 @@ data file's `scale` says how), the published figure and its source, the
 budget reached, wall time and env steps/s. Every invocation appends a line to
 `DIR/<suite>/sessions.log` (date, load average, what it trained), which the
 table's file quotes: the load stands beside the figures it slowed. Writes
-`benchmarks/results/<suite>.md`; last line: one JSON object.
+`benchmarks/results/published_<suite>.md`; last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def write_table(
     args: argparse.Namespace,
     info: dict,
 ) -> Path:
-    """benchmarks/results/<suite>.md from the scored tasks and the sessions log."""
+    """benchmarks/results/published_<suite>.md from the scored tasks and the sessions log."""
     by_name = {t.name: t for t in tasks}
     rows = []
     for r in results:
@@ -225,7 +225,8 @@ def write_table(
         + sessions
         + "\n```",
     ]
-    return write_results(suite, table["title"], info, sections, quick=False)
+    # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
+    return write_results(f"published_{suite}", table["title"], info, sections, quick=False)
 
 
 def main() -> None:

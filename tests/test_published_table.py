@@ -65,11 +65,11 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(runs), "--episodes", "2"]
     monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--scale", "0.5"])
     reproduce.main()
-    first = (tmp_path / "results" / "tiny.md").read_text()
+    first = (tmp_path / "results" / "published_tiny.md").read_text()
     assert "| spread | 400 / 800 (50%) | 2 |" in first
     monkeypatch.setattr(sys, "argv", ["reproduce.py", *common])
     reproduce.main()
-    second = (tmp_path / "results" / "tiny.md").read_text()
+    second = (tmp_path / "results" / "published_tiny.md").read_text()
     assert "| spread | 800 / 800 (100%) | 2 |" in second
     sessions = (runs / "tiny" / "sessions.log").read_text().splitlines()
     assert len(sessions) == 2 and "spread to 800" in sessions[1]
