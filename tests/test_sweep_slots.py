@@ -8,8 +8,9 @@ import math
 
 import pytest
 import torch
+from test_seeds import small  # the same small config as the seeds' tests
 
-from mappo import MappoConfig, MappoTrainer
+from mappo import MappoTrainer
 from mappo import seeds as seeds_module
 from mappo.config import FIELDS, ConfigError
 from mappo.losses import ppo_policy_loss, ppo_value_loss
@@ -21,19 +22,6 @@ from mappo.seeds import (
     slot_loss_coefs,
 )
 from mappo.trainer import LossCoefs
-
-
-def small(**overrides) -> MappoConfig:
-    settings = {
-        "num_envs": 8,
-        "rollout_steps": 20,
-        "minibatch_size": 64,
-        "update_epochs": 2,
-        "total_steps": 480,
-        "compile": "false",
-        **overrides,
-    }
-    return MappoConfig(**settings)
 
 
 def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
