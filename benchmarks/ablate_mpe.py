@@ -1,9 +1,9 @@
-"""Implementation ablations on Spread, each a flag on top of `--preset paper-mpe` or of the
-library's defaults (`--base defaults`).
+"""Implementation ablations on Spread, each a config change on top of the MPE table's config
+(`--preset paper-mpe`, benchmarks/published.toml) or of the library's defaults
+(`--base defaults`).
 
-    python benchmarks/ablate_mpe.py [--quick] [--scale 0.1] [--seeds 0 1 2] [--device cpu]
-                                    [--base paper-mpe|defaults] [--recurrent true|false]
-                                    [--jobs 1]
+    python benchmarks/ablate_mpe.py [--scale 0.1] [--seeds 0,1,2] [--base paper-mpe|defaults]
+                                    [--recurrent true|false] [--jobs 1] [--runs-dir DIR]
 
 Variants of the preset (the paper's ablations): the preset; value
 normalization off; more epochs (15 and 30); a larger clip (0.5); the critic on
@@ -12,54 +12,73 @@ instead of the concatenated observations. Variants of the defaults: each
 setting that `auto` decides on MPE turned the other way (the time left in the
 critic, terminal time limits, the agent one-hot, the team reward), value
 normalization off, the world state.
-The seeds of a variant train in one process (`mappo train --seeds`); `--jobs`
-trains that many variants at once. Each final policy is evaluated greedily on
-100 episodes. Adds (or replaces) its table in benchmarks/results/mpe.md (quick
-runs: mpe-quick.md). Last line: one JSON object.
+Each variant is a `benchmarks/reproduce.py` variant of the `mpe` table's
+Spread task (`--preset`, `--set`), trained and scored by its functions: the
+seeds of a variant in one process, `--jobs` variants at once, each final
+policy greedy on `--episodes` episodes. Adds (or replaces) its table in
+benchmarks/results/mpe.md (`--base defaults`: mpe_defaults.md). Last line: one
+JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
 
-from reproduce_mpe import BASES, HERE, PAPER_BUDGETS, run_all
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PRESET_VARIANTS = {
-    "preset (value norm on, 10 epochs, clip 0.2, critic on concat obs)": (),
-    "value normalization off": ("--value-norm", "false"),
-    "15 epochs": ("--update-epochs", "15"),
-    "30 epochs": ("--update-epochs", "30"),
-    "clip 0.5": ("--clip-coef", "0.5"),
-    "critic on env world state": ("--env-kwargs", '{"global_state": "world"}'),
+from bench_common import RESULTS_DIR, command_line  # noqa: E402
+from reproduce import HERE, read_suite, score, train, variant_name, variant_of  # noqa: E402
+
+PRESET_VARIANTS: dict[str, dict[str, Any]] = {
+    "preset (value norm on, 10 epochs, clip 0.2, critic on concat obs)": {},
+    "value normalization off": {"value_norm": False},
+    "15 epochs": {"update_epochs": 15},
+    "30 epochs": {"update_epochs": 30},
+    "clip 0.5": {"clip_coef": 0.5},
+    "critic on env world state": {"env_kwargs": {"global_state": "world"}},
 }
-DEFAULTS_VARIANTS = {
+DEFAULTS_VARIANTS: dict[str, dict[str, Any]] = {
     "defaults (on MPE: no agent one-hot, team reward, terminal time limit, time left in the "
-    "critic)": (),
-    "no time left in the critic": ("--critic-time-left", "false"),
-    "time limits bootstrapped (so no time left)": ("--bootstrap-time-limits", "true"),
-    "agent one-hot": ("--agent-id", "true"),
-    "own rewards": ("--team-reward", "false"),
-    "value normalization off": ("--value-norm", "false"),
-    "critic on env world state": ("--env-kwargs", '{"global_state": "world"}'),
+    "critic)": {},
+    "no time left in the critic": {"critic_time_left": False},
+    "time limits bootstrapped (so no time left)": {"bootstrap_time_limits": True},
+    "agent one-hot": {"agent_id": True},
+    "own rewards": {"team_reward": False},
+    "value normalization off": {"value_norm": False},
+    "critic on env world state": {"env_kwargs": {"global_state": "world"}},
 }
+BASES = {"paper-mpe": None, "defaults": "none"}  # --base → reproduce.py's --preset
+
+
+def run_variant(
+    base: str, sets: dict[str, Any], seeds: list[int], scale: float, episodes: int, runs: Path
+) -> list[float]:
+    """Train one variant's seeds in one process and score them: greedy mean per-agent
+    returns (mpe2 scale), one per seed."""
+    _, tasks = read_suite("mpe")
+    spread = next(t for t in tasks if t.name == "spread")
+    (task,) = variant_of([spread], BASES[base], sets)
+    folder = runs / variant_name(BASES[base], sets)[1] / task.name
+    steps = int(task.budget * scale)
+    if not train(task, folder, seeds, steps, math.inf, quiet=True):
+        raise SystemExit(f"{folder}: training stopped before {steps:,} env steps")
+    return score(task, folder, episodes)["returns"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 0.5%% of the budget")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=0.1, help="fraction of Spread's 20M")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", default="0,1,2", help="seeds trained in one process")
     parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--base",
-        choices=sorted(BASES),
-        default="paper-mpe",
-        help="the official settings, or the library's defaults",
-    )
+    parser.add_argument("--base", choices=sorted(BASES), default="paper-mpe")
     parser.add_argument(
         "--recurrent",
         choices=["true", "false"],
@@ -68,53 +87,44 @@ def main() -> None:
         "the preset's true; the defaults' false)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at the same time")
+    parser.add_argument("--runs-dir", default=str(HERE / "runs" / "ablate_mpe"))
     args = parser.parse_args()
-    scale, seeds = (0.005, [0]) if args.quick else (args.scale, args.seeds)
-    steps = int(PAPER_BUDGETS["spread"] * scale)
-    recurrent = args.recurrent or ("true" if args.base == "paper-mpe" else "false")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    recurrent = (args.recurrent or ("true" if args.base == "paper-mpe" else "false")) == "true"
     variants = PRESET_VARIANTS if args.base == "paper-mpe" else DEFAULTS_VARIANTS
+    runs = Path(args.runs_dir) / args.base
+    steps = int(20_000_000 * args.scale)
 
     start = time.time()
     jobs = [
-        (
-            "spread",
-            seeds,
-            steps,
-            args.device,
-            args.episodes,
-            (*flags, "--recurrent", recurrent),
-            f"-ablation{index}",
-            True,
-            args.base,
-        )
-        for index, flags in enumerate(variants.values())
+        (args.base, {"recurrent": recurrent, **sets}, seeds, args.scale, args.episodes, runs)
+        for sets in variants.values()
     ]
-    runs = run_all(jobs, args.jobs)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        scores = list(pool.map(run_variant, *zip(*jobs, strict=True)))
     rows, results = [], {}
-    for index, (variant, flags) in enumerate(variants.items()):
-        values = [r["eval_return"] for r in runs if r["name"] == f"-ablation{index}"]
+    for (variant, sets), values in zip(variants.items(), scores, strict=True):
         mean = statistics.fmean(values)
         std = statistics.pstdev(values) if len(values) > 1 else 0.0
         results[variant] = {"mean": mean, "std": std, "returns": values}
-        rows.append(f"| {variant} | `{' '.join(flags) or '-'}` | {mean:.2f} ± {std:.2f} |")
+        change = " ".join(f"--set {k}={json.dumps(v)}" for k, v in sets.items())
+        rows.append(f"| {variant} | `{change or '-'}` | {mean:.2f} ± {std:.2f} |")
 
     lines = [
         "",
         "## Ablations on Spread",
         "",
-        f"Command: `python benchmarks/ablate_mpe.py --base {args.base} --scale {scale} "
-        f"--seeds {' '.join(map(str, seeds))} --device {args.device} --recurrent {recurrent} "
-        f"--jobs {args.jobs}`; {steps:,} env steps per run, "
-        f"greedy return over {args.episodes} episodes (mpe2 scale), mean ± std over "
-        f"{len(seeds)} seed(s); wall time {(time.time() - start) / 60:.1f} min.",
+        f"Command: `{command_line()}`; {steps:,} env steps per run, "
+        f"{'GRU' if recurrent else 'feed-forward'}, greedy return over {args.episodes} "
+        f"episodes (mpe2 scale), mean ± std over {len(seeds)} seed(s); wall time "
+        f"{(time.time() - start) / 60:.1f} min.",
         "",
-        f"| variant | flags on top of the {'preset' if args.base == 'paper-mpe' else 'defaults'}"
+        f"| variant | change on top of the {'preset' if args.base == 'paper-mpe' else 'defaults'}"
         " | return |",
         "|---|---|---|",
         *rows,
     ]
-    stem = "mpe" if args.base == "paper-mpe" else "mpe_defaults"
-    path = HERE / "results" / f"{stem}{'-quick' if args.quick else ''}.md"
+    path = RESULTS_DIR / ("mpe.md" if args.base == "paper-mpe" else "mpe_defaults.md")
     path.parent.mkdir(exist_ok=True)
     previous = path.read_text() if path.exists() else ""
     if "\n## Ablations" in previous:  # replace the table of an earlier run

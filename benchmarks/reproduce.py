@@ -1,8 +1,8 @@
 """One command per published MAPPO table: train its config at its budget, score it the same way.
 
-    python benchmarks/reproduce.py --suite mpe|smax|lbf|rware|vmas [--tasks NAME ...]
-        [--seeds 0,1,2] [--scale 1.0] [--hours H] [--runs-dir DIR] [--episodes 100]
-        [--report-only]
+    python benchmarks/reproduce.py --suite mpe|smax|lbf|rware|vmas|epymarl-lbf|epymarl-rware
+        [--tasks NAME ...] [--seeds 0,1,2] [--scale 1.0] [--hours H] [--runs-dir DIR]
+        [--episodes 100] [--report-only] [--preset NAME|none] [--set FIELD=VALUE ...]
 
 The suites, their tasks, the published figures and their sources are in
 `benchmarks/published.toml`; this script reads nothing else about them. For
@@ -22,7 +22,17 @@ data file's `scale` says how), the published figure and its source, the
 budget reached, wall time and env steps/s. Every invocation appends a line to
 `DIR/<suite>/sessions.log` (date, load average, what it trained), which the
 table's file quotes: the load stands beside the figures it slowed. Writes
-`benchmarks/results/published_<suite>.md`; last line: one JSON object.
+`benchmarks/results/published_<suite>.md` and the learning curves (training
+returns on the published scale, seeds as a band, one panel per task) as
+`published_<suite>.png`; last line: one JSON object.
+
+A variant asks what the published config's parts are worth: `--preset` trains
+another preset instead of the table's (`none`: mappo's defaults) and each
+`--set FIELD=VALUE` changes one config field on top (`env_kwargs` merge with
+the task's). A variant trains into `DIR/<suite>/<variant>/<task>` and writes
+`published_<suite>_<variant>.md`, its title naming the change: it is never
+mistaken for the published config. `benchmarks/ablate_mpe.py` builds its
+ablations from the same functions.
 """
 
 from __future__ import annotations
@@ -32,10 +42,11 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +57,17 @@ os.environ.setdefault(
 )
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_common  # noqa: E402
 from bench_common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 
 from mappo.checkpoint import load_checkpoint  # noqa: E402
+from mappo.config import FIELDS, parse_cli_value  # noqa: E402
+from mappo.errors import ConfigError  # noqa: E402
 from mappo.evaluation import evaluate_run  # noqa: E402
-from mappo.presets import build_config  # noqa: E402
+from mappo.plotting import PlotError, RunGroup, read_run  # noqa: E402
+from mappo.presets import PRESETS, build_config  # noqa: E402
 from mappo.report import bootstrap_ci, iqm  # noqa: E402
-from mappo.run import Run  # noqa: E402
+from mappo.run import Run, setting_name  # noqa: E402
 from mappo.run_folder import slot_folders  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -101,7 +116,47 @@ def read_suite(suite: str) -> tuple[dict[str, Any], list[Task]]:
     return table, tasks
 
 
-def train(task: Task, folder: Path, seeds: list[int], steps: int, deadline: float) -> bool:
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`--set recurrent=false --set lr=1e-3` → `{"recurrent": False, "lr": 0.001}`, each value
+    parsed to its field's type (JSON for `env_kwargs`); a bad item is one line."""
+    sets: dict[str, Any] = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not equals or name not in FIELDS:
+            raise SystemExit(f"--set {item!r}: give FIELD=VALUE with a config field as FIELD")
+        try:
+            sets[name] = parse_cli_value(name, text.strip())
+        except ConfigError as err:
+            raise SystemExit(f"--set: {err}") from None
+    return sets
+
+
+def variant_of(tasks: list[Task], preset: str | None, sets: dict[str, Any]) -> list[Task]:
+    """The tasks with `preset` (`"none"`: no preset) instead of the table's and `sets` on
+    their fields; `env_kwargs` merge with the task's, which set the map or scenario."""
+    if preset is not None and preset != "none" and preset not in PRESETS:
+        raise SystemExit(f"--preset {preset!r}: the presets are none, {', '.join(PRESETS)}")
+    varied = []
+    for task in tasks:
+        fields = {**task.fields, **sets}
+        if "env_kwargs" in sets:
+            fields["env_kwargs"] = {**task.fields.get("env_kwargs", {}), **sets["env_kwargs"]}
+        chosen = task.preset if preset is None else (None if preset == "none" else preset)
+        varied.append(replace(task, preset=chosen, fields=fields))
+    return varied
+
+
+def variant_name(preset: str | None, sets: dict[str, Any]) -> tuple[str, str]:
+    """(`preset=none,recurrent=false`, `preset_none_recurrent_false`): a variant as the
+    table names it, and as its folder and file names; ("", "") for the published config."""
+    text = setting_name({**({"preset": preset} if preset is not None else {}), **sets})
+    return text, re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
+
+
+def train(
+    task: Task, folder: Path, seeds: list[int], steps: int, deadline: float, quiet: bool = False
+) -> bool:
     """Train (or continue) the task's seeds to `steps` env steps each, stopping at `deadline`
     (a `time.time()`); whether the budget was reached."""
     if slot_folders(folder):
@@ -109,7 +164,7 @@ def train(task: Task, folder: Path, seeds: list[int], steps: int, deadline: floa
     else:
         fields = {**task.fields, "env": task.env, "total_steps": steps}
         run = Run.start(build_config(task.preset, None, fields), folder, seeds=seeds)
-    summary = run.train(quiet=False, callback=lambda _: time.time() > deadline)
+    summary = run.train(quiet=quiet, callback=lambda _: time.time() > deadline)
     return summary.finished
 
 
@@ -167,6 +222,47 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
     }
 
 
+def plot_suite(tasks: list[Task], root: Path, out: Path) -> Path | None:
+    """The training curves of each task with a run, one panel per task, on the published
+    scale (the training win rate for `win_rate`), the seeds' mean ± std as a band and the
+    published figure as a dashed line; None when no task has a finished episode yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for task in tasks:
+        column = "win_rate" if task.scale == "win_rate" else "episode_return"
+        try:
+            curves = [read_run(d, column) for d in slot_folders(root / task.name)]
+        except PlotError:  # no episode ended yet in some seed
+            continue
+        for curve in curves:
+            curve.returns = converted(task, curve.returns, int(curve.config["num_agents"]))
+        if curves:
+            panels.append((task, RunGroup(curves)))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (task, group) in zip(axes[0], panels, strict=True):
+        grid, mean, std = group.band("env_steps")
+        ax.plot(grid, mean, lw=1.5, label=f"ours ({len(group.runs)} seeds, mean ± std)")
+        ax.fill_between(grid, mean - std, mean + std, alpha=0.25, lw=0)
+        if task.figure is not None:
+            ax.axhline(task.figure, color="k", ls="--", lw=1, label="published")
+        ax.set_title(task.name, fontsize=10)
+        ax.set_xlabel("env steps per seed")
+        ax.set_ylabel(f"{task.metric or 'return'}, training")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def figure_cell(task: Task) -> str:
     """The published figure as the table shows it."""
     if task.figure is None:
@@ -175,15 +271,17 @@ def figure_cell(task: Task) -> str:
 
 
 def write_table(
-    suite: str,
+    name: str,
     table: dict[str, Any],
     tasks: list[Task],
     results: list[dict],
     log: Path,
     args: argparse.Namespace,
     info: dict,
+    variant: str = "",
+    plot: Path | None = None,
 ) -> Path:
-    """benchmarks/results/published_<suite>.md from the scored tasks and the sessions log."""
+    """benchmarks/results/<name>.md from the scored tasks, their plot and the sessions log."""
     by_name = {t.name: t for t in tasks}
     rows = []
     for r in results:
@@ -214,9 +312,18 @@ def write_table(
         f"- {t.name}: `{t.env}`, {SCALES[t.scale]}; source: {t.source}" for t in tasks
     )
     sessions = log.read_text().strip() if log.exists() else "(none yet)"
+    changed = (
+        f"**A variant, not the published config**: {variant} (`--preset`/`--set` of "
+        "reproduce.py on top of the table's config)."
+        if variant
+        else ""
+    )
+    curves = f"Learning curves: [{plot.name}]({plot.name})." if plot else ""
     sections = [
         table.get("about", ""),
+        *([changed] if changed else []),
         markdown_table(headers, rows) if rows else "No task has a checkpoint yet.",
+        *([curves] if curves else []),
         f"Scores: {args.episodes} greedy episodes per seed of each seed's last checkpoint; "
         "IQM and its 95 % CI from a 2,000-sample percentile bootstrap over the seeds "
         "(`mappo report`'s statistics). Where the budget is not reached, the row scores the "
@@ -225,8 +332,8 @@ def write_table(
         + sessions
         + "\n```",
     ]
-    # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
-    return write_results(f"published_{suite}", table["title"], info, sections, quick=False)
+    title = table["title"] + (f"; variant {variant}" if variant else "")
+    return write_results(name, title, info, sections, quick=False)
 
 
 def main() -> None:
@@ -239,6 +346,16 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=str(HERE / "runs" / "reproduce"))
     parser.add_argument("--episodes", type=int, default=100, help="greedy episodes per seed")
     parser.add_argument("--report-only", action="store_true", help="score, do not train")
+    parser.add_argument(
+        "--preset", help="a variant: this preset instead of the table's (none: mappo's defaults)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a variant: this config field on top of the table's (repeatable)",
+    )
     args = parser.parse_args()
     table, tasks = read_suite(args.suite)
     if args.tasks:
@@ -246,8 +363,11 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"--tasks: {args.suite} has no {', '.join(sorted(unknown))}")
         tasks = [t for t in tasks if t.name in args.tasks]
+    sets = parse_sets(args.set)
+    tasks = variant_of(tasks, args.preset, sets)
+    variant, slug = variant_name(args.preset, sets)
     seeds = [int(s) for s in args.seeds.split(",")]
-    root = Path(args.runs_dir) / args.suite
+    root = Path(args.runs_dir) / args.suite / slug  # no variant: the suite's own folder
     root.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     deadline = time.time() + args.hours * 3600
@@ -268,7 +388,10 @@ def main() -> None:
                 f"{info['date_utc']}  load {load}  {'; '.join(trained)}  ({command_line()})\n"
             )
     results = [score(t, root / t.name, args.episodes) for t in tasks if slot_folders(root / t.name)]
-    path = write_table(args.suite, table, tasks, results, log, args, info)
+    # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
+    name = f"published_{args.suite}" + f"_{slug}" * bool(slug)
+    plot = plot_suite(tasks, root, bench_common.RESULTS_DIR / f"{name}.png")
+    path = write_table(name, table, tasks, results, log, args, info, variant, plot)
     print(path.read_text())
     print(json.dumps({"suite": args.suite, "results": results}))
 

@@ -24,7 +24,9 @@ def reproduce():
     return module
 
 
-@pytest.mark.parametrize("suite", ["mpe", "smax", "lbf", "rware", "vmas"])
+@pytest.mark.parametrize(
+    "suite", ["mpe", "smax", "lbf", "rware", "vmas", "epymarl-lbf", "epymarl-rware"]
+)
 def test_every_task_builds_its_published_config(reproduce, suite) -> None:
     from mappo.presets import build_config
 
@@ -45,6 +47,34 @@ def test_scores_convert_to_the_published_scale(reproduce) -> None:
     assert reproduce.converted(task, np.array([-7.5]), 3).tolist() == [-120.0]
     summed = reproduce.Task("t", "e", 1, "s", "team_sum")
     assert reproduce.converted(summed, np.array([0.25, 0.5]), 2).tolist() == [0.5, 1.0]
+
+
+def test_a_variant_changes_only_what_it_names(reproduce) -> None:
+    """`--preset none --set recurrent=false --set env_kwargs=...` on the SMAX table: the
+    preset goes, the field is parsed to its type, and the map of each task stays."""
+    _, tasks = reproduce.read_suite("smax")
+    sets = reproduce.parse_sets(["recurrent=false", 'env_kwargs={"see_enemy_actions": true}'])
+    assert sets == {"recurrent": False, "env_kwargs": {"see_enemy_actions": True}}
+    varied = reproduce.variant_of(tasks, "none", sets)
+    assert [t.preset for t in varied] == [None, None]
+    assert [t.fields["env_kwargs"] for t in varied] == [
+        {"scenario": "3m", "see_enemy_actions": True},
+        {"scenario": "2s3z", "see_enemy_actions": True},
+    ]
+    assert varied[0].fields["compile"] == "false" and varied[0].fields["recurrent"] is False
+    assert reproduce.variant_name("none", {"recurrent": False}) == (
+        "preset=none,recurrent=false",
+        "preset_none_recurrent_false",
+    )
+    assert reproduce.variant_name(None, {}) == ("", "")
+    for bad, says in (
+        (["recurent=false"], "give FIELD=VALUE with a config field"),
+        (["lr=fast"], "config key 'lr' = 'fast': expected float"),
+    ):
+        with pytest.raises(SystemExit, match=says):
+            reproduce.parse_sets(bad)
+    with pytest.raises(SystemExit, match="--preset 'epymarl2': the presets are none, "):
+        reproduce.variant_of(tasks, "epymarl2", {})
 
 
 def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkeypatch) -> None:
@@ -73,3 +103,14 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     assert "| spread | 800 / 800 (100%) | 2 |" in second
     sessions = (runs / "tiny" / "sessions.log").read_text().splitlines()
     assert len(sessions) == 2 and "spread to 800" in sessions[1]
+    assert (tmp_path / "results" / "published_tiny.png").stat().st_size > 0  # the curves
+    # A variant trains into its own folder and file, and leaves the published table alone.
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--set", "lr=1e-3"])
+    reproduce.main()
+    variant = (tmp_path / "results" / "published_tiny_lr_0.001.md").read_text()
+    assert "A tiny suite; variant lr=0.001" in variant
+    assert "A variant, not the published config" in variant
+    assert "| spread | 800 / 800 (100%) | 2 |" in variant
+    config = (runs / "tiny" / "lr_0.001" / "spread" / "seed_1" / "config.toml").read_text()
+    assert "lr = 0.001" in config
+    assert (tmp_path / "results" / "published_tiny.md").read_text() == second

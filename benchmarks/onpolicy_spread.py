@@ -1,0 +1,191 @@
+"""Spread side by side with the official MAPPO code (marlbenchmark/on-policy): its rMAPPO
+script and ours (`--preset paper-mpe --recurrent true`), same seeds, one curve over the other.
+
+    python benchmarks/onpolicy_spread.py --onpolicy-checkout DIR [--onpolicy-python PY]
+        [--train-onpolicy] [--seeds 1,2,3] [--steps 2000000] [--runs-dir RUNS]
+
+The official runs are its `train_mpe_spread.sh` settings (rmappo, 128 rollout
+threads, 25-step episodes, 10 epochs, 1 minibatch, lr 7e-4, tanh: its
+`--use_ReLU` flag turns ReLU off) with `--num_env_steps` set to `--steps` and
+wandb off. `--train-onpolicy` runs those missing from the checkout's results
+folder, one after another, with `--onpolicy-python` (a Python with its
+requirements: torch, gym, tensorboardX, absl-py, setproctitle, seaborn, imageio;
+this project installs none of them). Their curve is the `summary.json` the
+script writes at its end: `average_episode_rewards`, the mean over envs of an
+episode's team return on its scale (every agent gets the sum of the agents'
+rewards, self-collision included).
+
+Ours trains the MPE table's Spread task of `benchmarks/published.toml` to
+`--steps` (`reproduce.py`'s functions; the seeds in one process, resumable)
+and logs the mean per-agent team return R, which is `6 R - 75` on the
+official scale (`mappo.envs.mpe.spread.official_team_return`). What the
+conversion cannot undo: the official landmarks spawn in 0.8 U(-1, 1), mpe2's
+in U(-1, 1). Writes benchmarks/results/onpolicy_spread.md and .png: the two
+bands (mean ± std over seeds), both codes' returns at four points, and each
+code's env steps/s with the load. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import RESULTS_DIR, machine_info, markdown_table, write_results  # noqa: E402
+from reproduce import HERE, read_suite, train, training_seconds  # noqa: E402
+
+from mappo.envs.mpe.spread import official_team_return  # noqa: E402
+from mappo.plotting import read_run  # noqa: E402
+from mappo.run_folder import slot_folders  # noqa: E402
+
+TAG = "average_episode_rewards"
+
+
+def official_args(seed: int, steps: int) -> list[str]:
+    """`train_mpe.py`'s arguments in the official `train_mpe_spread.sh`, for one seed."""
+    return [
+        *("--env_name", "MPE", "--algorithm_name", "rmappo", "--scenario_name", "simple_spread"),
+        *("--experiment_name", f"spread_{steps}_s{seed}", "--seed", str(seed)),
+        *("--num_agents", "3", "--num_landmarks", "3", "--n_training_threads", "1"),
+        *("--n_rollout_threads", "128", "--num_mini_batch", "1", "--episode_length", "25"),
+        *("--num_env_steps", str(steps), "--ppo_epoch", "10", "--use_ReLU", "--gain", "0.01"),
+        *("--lr", "7e-4", "--critic_lr", "7e-4", "--use_wandb", "--cuda"),
+    ]  # store_false flags: --use_ReLU means tanh, --use_wandb no wandb, --cuda the CPU
+
+
+def official_curve(checkout: Path, seed: int, steps: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(env steps, team return, env steps/s) of the newest finished official run of `seed`;
+    raises FileNotFoundError when there is none."""
+    runs = (
+        checkout / "onpolicy/scripts/results/MPE/simple_spread/rmappo" / f"spread_{steps}_s{seed}"
+    )
+    summaries = sorted(runs.glob("run*/logs/summary.json"), key=lambda p: p.stat().st_mtime)
+    if not summaries:
+        raise FileNotFoundError(f"no finished official run in {runs}")
+    data = json.loads(summaries[-1].read_text())
+    (rows,) = [v for k, v in data.items() if k.endswith(f"/{TAG}/{TAG}")]
+    wall, x, y = (np.array(column, dtype=np.float64) for column in zip(*rows, strict=True))
+    speed = (x[-1] - x[0]) / (wall[-1] - wall[0]) if len(x) > 1 else math.nan
+    return x, y, speed
+
+
+def band(curves: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
+    """The curves interpolated onto `grid`: [seeds, points]."""
+    return np.stack([np.interp(grid, x, y) for x, y in curves])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onpolicy-checkout", type=Path, required=True, help="its repo root")
+    parser.add_argument("--onpolicy-python", default=sys.executable)
+    parser.add_argument("--train-onpolicy", action="store_true", help="run its missing seeds")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--steps", type=int, default=2_000_000, help="env steps per seed")
+    parser.add_argument("--runs-dir", default=str(HERE / "runs" / "onpolicy_spread"))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    info = machine_info()
+
+    official = {}
+    for seed in seeds:
+        try:
+            official[seed] = official_curve(args.onpolicy_checkout, seed, args.steps)
+        except FileNotFoundError:
+            if not args.train_onpolicy:
+                raise SystemExit(
+                    f"seed {seed}: no finished official run; pass --train-onpolicy"
+                ) from None
+            script = args.onpolicy_checkout / "onpolicy/scripts/train/train_mpe.py"
+            command = [args.onpolicy_python, str(script), *official_args(seed, args.steps)]
+            subprocess.run(command, cwd=script.parent, check=True)
+            official[seed] = official_curve(args.onpolicy_checkout, seed, args.steps)
+
+    _, tasks = read_suite("mpe")
+    spread = next(t for t in tasks if t.name == "spread")
+    folder = Path(args.runs_dir) / "mappo"
+    if not train(spread, folder, seeds, args.steps, math.inf):
+        raise SystemExit(f"{folder}: training stopped before {args.steps:,} env steps")
+    ours = {}
+    for seed_dir in slot_folders(folder):
+        curve = read_run(seed_dir)
+        team = np.array([official_team_return(r, 3) for r in curve.returns])
+        ours[int(curve.config["seed"])] = (curve.env_steps, team, training_seconds(seed_dir))
+
+    start = max(min(c[0][0] for c in official.values()), min(c[0][0] for c in ours.values()))
+    end = min(min(c[0][-1] for c in official.values()), min(c[0][-1] for c in ours.values()))
+    grid = np.linspace(start, end, 200)
+    theirs_band = band([(x, y) for x, y, _ in official.values()], grid)
+    ours_band = band([(x, y) for x, y, _ in ours.values()], grid)
+    write_plot(grid, ours_band, theirs_band, RESULTS_DIR / "onpolicy_spread.png")
+
+    points = [int(end * f) for f in (0.25, 0.5, 0.75, 1.0)]
+    rows = []
+    for name, curves in (("official on-policy rMAPPO", official), ("mappo rMAPPO", ours)):
+        at = band([(c[0], c[1]) for c in curves.values()], np.array(points, np.float64))
+        rows.append(
+            [name, *(f"{m:.1f} ± {s:.1f}" for m, s in zip(at.mean(0), at.std(0), strict=True))]
+        )
+    our_speed = sum(c[0][-1] for c in ours.values()) / next(iter(ours.values()))[2]
+    their_speed = float(np.mean([c[2] for c in official.values()]))
+    table = markdown_table(["code", *(f"{p:,} env steps" for p in points)], rows)
+    sections = [
+        f"Seeds {args.seeds}, {args.steps:,} env steps each. Training curves on the official "
+        "scale: the team episode return (the sum of the three agents' rewards, each agent's "
+        "self-collision counted: -75 per episode), mean ± std over seeds, each curve "
+        "interpolated onto the env steps both cover.",
+        table,
+        "![Spread, official code against mappo](onpolicy_spread.png)",
+        f"Speed on this machine, in this run's load: the official code {their_speed:,.0f} env "
+        f"steps/s per seed (one seed at a time, 128 env processes), mappo {our_speed:,.0f} env "
+        f"steps/s for its {len(seeds)} seeds together in one process.",
+        "What differs beyond the code: the official landmarks spawn in 0.8 U(-1, 1), mpe2's "
+        "in U(-1, 1) (farther apart: a harder task for the same policy); the official code "
+        "logs one 25-step episode per env per update, mappo the episodes ended in its rollout.",
+    ]
+    path = write_results(
+        "onpolicy_spread", "Spread: the official MAPPO code against mappo", info, sections, False
+    )
+    print(path.read_text())
+    print(
+        json.dumps(
+            {
+                "points": points,
+                "official": theirs_band[:, -1].tolist(),
+                "mappo": ours_band[:, -1].tolist(),
+                "official_steps_per_second": their_speed,
+                "mappo_steps_per_second": our_speed,
+            }
+        )
+    )
+
+
+def write_plot(grid: np.ndarray, ours: np.ndarray, theirs: np.ndarray, out: Path) -> None:
+    """Both codes' bands (mean ± std over seeds) on one axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, ys in (("official on-policy rMAPPO", theirs), ("mappo rMAPPO", ours)):
+        (line,) = ax.plot(grid, ys.mean(0), lw=1.6, label=f"{label} ({len(ys)} seeds)")
+        low, high = ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0)
+        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("env steps per seed")
+    ax.set_ylabel("team episode return, official scale (training)")
+    ax.set_title("MPE Spread (3 agents): official code vs mappo")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(out, bbox_inches="tight")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
