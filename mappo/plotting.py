@@ -52,6 +52,9 @@ class RunCurve:
     returns: np.ndarray  # [N], of the column read (`read_run`'s y)
     # The last non-empty `eval_return` of metrics.csv, where the run evaluated while training.
     eval_return: float | None = None
+    # A two-seat zero-sum game in self-play (metrics.csv logs the seats' win rates): its
+    # seats' returns cancel, so its mean return says nothing of how well it plays.
+    zero_sum: bool = False
 
     def x(self, axis: str) -> np.ndarray:
         """The x values for axis `env_steps` or `wall_time`."""
@@ -118,7 +121,7 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
     except tomllib.TOMLDecodeError as err:
         raise PlotError(f"run folder {path}: config.toml is not valid TOML ({err})") from None
     steps, wall, returns = [], [], []
-    elapsed, previous_steps, eval_return = 0.0, 0, None
+    elapsed, previous_steps, eval_return, zero_sum = 0.0, 0, None, False
     with open(metrics_path, newline="") as handle:
         for row in csv.DictReader(handle):
             env_steps = int(float(row["env_steps"]))
@@ -134,6 +137,7 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
                 returns.append(value)
             if row.get("eval_return"):  # empty in updates that did not evaluate
                 eval_return = float(row["eval_return"])
+            zero_sum = zero_sum or bool(row.get("first_seat_win_rate"))
     if not returns:
         what = "no finished episode" if y == "episode_return" else f"no {y} (--eval-interval)"
         raise PlotError(f"run folder {path}: metrics.csv holds {what} yet")
@@ -144,6 +148,7 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
         np.asarray(wall, np.float64),
         np.asarray(returns, np.float64),
         eval_return,
+        zero_sum,
     )
 
 

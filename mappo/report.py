@@ -53,6 +53,7 @@ BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
 METRIC = "return"  # the marl-eval metric name of the episode return
+ZERO_SUM_LABEL = "own episode return against a random legal player"
 
 Statistic = Callable[..., np.ndarray]  # statistic(scores, axis=...) reduces the runs' axis
 
@@ -128,6 +129,7 @@ class Score:
     value: float
     episode_returns: list[float]  # what `value` is the mean of ([value] for eval_return)
     source: str  # for people: "100 greedy episodes" or "eval_return in metrics.csv"
+    label: str = ""  # which return, where it is not the run's own (see score_run)
 
 
 @dataclass
@@ -144,7 +146,11 @@ class GroupReport:
 
     @property
     def return_label(self) -> str:
-        """Which episode return the scores are (one config: one `team_reward`)."""
+        """Which episode return the scores are (one config: one `team_reward`), unless the
+        scores name another."""
+        named = {score.label for score in self.scores} - {""}
+        if named:
+            return ", ".join(sorted(named))
         return return_label(bool(self.group.runs[0].config.get("team_reward", False)))
 
     @property
@@ -172,12 +178,27 @@ def task_name(config: dict[str, Any]) -> str:
 
 def score_run(run: RunCurve, episodes: int | None) -> Score:
     """`episodes` greedy episodes of the run's checkpoint; without `episodes`, its
-    `eval_return` from training if it logged one, else `EVAL_EPISODES` greedy ones."""
-    if episodes is None and run.eval_return is not None:
+    `eval_return` from training if it logged one, else `EVAL_EPISODES` greedy ones.
+
+    A zero-sum game learnt in self-play scores 0 against itself whatever it learnt, so
+    its run plays `episodes` greedy episodes in each seat against a uniformly random
+    legal player instead, scored by its own mean return there (where the actions are
+    continuous there is no such player, and the self-play score stands, named so).
+    """
+    if episodes is None and run.eval_return is not None and not run.zero_sum:
         return Score(run.eval_return, [run.eval_return], "eval_return in metrics.csv")
-    from mappo.evaluation import evaluate_run  # torch and the env stack: only when needed
+    from mappo.evaluation import RANDOM_OPPONENT, evaluate_run  # torch and envs: when needed
 
     episodes = episodes or EVAL_EPISODES
+    if run.zero_sum:
+        try:
+            played = evaluate_run(run.path, episodes, deterministic=True, opponent=RANDOM_OPPONENT)
+        except ConfigError:  # continuous actions: no random legal player
+            returns = evaluate_run(run.path, episodes, deterministic=True).returns
+            return Score(float(np.mean(returns)), returns, f"{episodes} greedy self-play episodes")
+        returns = [r for seat in range(len(played.seat_names)) for r in played.seat_return(seat)]
+        source = f"{episodes} greedy episodes per seat against a random legal player"
+        return Score(float(np.mean(returns)), returns, source, ZERO_SUM_LABEL)
     returns = evaluate_run(run.path, episodes, deterministic=True).returns
     return Score(float(np.mean(returns)), returns, f"{episodes} greedy episodes")
 
@@ -301,9 +322,11 @@ def ranking(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) -
             p = "" if below is None else _number(beats[(r.group.label, below.group.label)])
             lines.append(f"| {rank} | {r.group.label} | {_number(r.iqm)} | {p} |")
         best = ranked[0].group.runs[0].path / "config.toml"
+        tied = [r.group.label for r in ranked[1:] if r.iqm == ranked[0].iqm]
+        tie = f", tied on IQM with {', '.join(tied)}: the scores do not rank them" * bool(tied)
         lines += [
             "",
-            f"Best: {ranked[0].group.label}; its config is {best} (`mappo train --config` "
+            f"Best: {ranked[0].group.label}{tie}; its config is {best} (`mappo train --config` "
             "reads it back; `--seed` or `--seeds` to vary).",
         ]
     return lines

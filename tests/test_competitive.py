@@ -301,6 +301,30 @@ def test_eval_against_a_random_player_in_each_seat(first_mover, capsys) -> None:
     assert "opponent" not in json.loads(out[-1])
 
 
+def test_report_scores_a_zero_sum_game_against_a_random_player(first_mover, capsys) -> None:
+    """Self-play returns cancel (+1 and -1: a mean of 0 whatever was learnt), so `mappo
+    report` plays each seat against the random player, as `mappo eval --opponent random`
+    does with the same seed: its score is the mean of the two seats' own returns."""
+    run, _ = first_mover
+    capsys.readouterr()
+    argv = ["eval", str(run), "--opponent", "random", "--deterministic", "--episodes", "40"]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    by_seat = [seat["mean_own_return"] for seat in result["seats"]]
+    assert main(["report", str(run), "--episodes", "40"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = next(line for line in out if line.startswith(f"| {MODULE}:FirstMoverGame |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[3:5] == [
+        "own episode return against a random legal player",
+        "40 greedy episodes per seat against a random legal player",
+    ]
+    # Seat 1 wins all 40 (+1); seat 2 wins where the random first mover passes (a quarter
+    # to three quarters of the games: see the test above), else loses (-1).
+    assert float(cells[5]) == pytest.approx(sum(by_seat) / 2, abs=5e-4)
+    assert 0.25 <= float(cells[5]) <= 0.75
+
+
 def test_eval_against_its_own_run_is_symmetric(first_mover, capsys) -> None:
     run, _ = first_mover
     capsys.readouterr()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,3 +208,22 @@ def test_a_run_without_a_score_is_refused_before_any_evaluation(
     no_score = make_run(tmp_path / "n", SHARED.format(seed=1), [-30.0])
     assert main(["report", str(to_evaluate), str(no_score)]) == 2
     assert f"run folder {no_score}: no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_a_ranking_whose_best_scores_tie_says_so() -> None:
+    """Settings with the same IQM are not ranked by the order they came in: the best names
+    those it ties with."""
+    from mappo.plotting import RunCurve, RunGroup
+    from mappo.report import Comparison, GroupReport, ranking
+
+    def group(label: str, score: float) -> GroupReport:
+        run = RunCurve(Path(label), {}, np.zeros(1), np.zeros(1), np.zeros(1))
+        return GroupReport(RunGroup([run], label), "t", [], score, (0, 0), score, (0, 0))
+
+    reports = [group("lr=1", 0.5), group("lr=2", 0.5), group("lr=3", 0.2)]
+    pairs = [Comparison(x, y, 0.5, (0.5, 0.5)) for x in reports for y in reports if x is not y]
+    best = next(line for line in ranking(reports, pairs) if line.startswith("Best:"))
+    assert best.startswith("Best: lr=1, tied on IQM with lr=2: the scores do not rank them; ")
+    reports[1].iqm = 0.4
+    best = next(line for line in ranking(reports, pairs) if line.startswith("Best:"))
+    assert best.startswith("Best: lr=1; its config is lr=1/config.toml")
