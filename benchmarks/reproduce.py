@@ -44,6 +44,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 import time
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -230,6 +231,7 @@ def plot_suite(tasks: list[Task], root: Path, out: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     panels = []
     for task in tasks:
@@ -253,7 +255,8 @@ def plot_suite(tasks: list[Task], root: Path, out: Path) -> Path | None:
             ax.axhline(task.figure, color="k", ls="--", lw=1, label="published")
         ax.set_title(task.name, fontsize=10)
         ax.set_xlabel("env steps per seed")
-        ax.set_ylabel(f"{task.metric or 'return'}, training")
+        ax.xaxis.set_major_formatter(EngFormatter())  # 2M, not 2000000
+        ax.set_ylabel(textwrap.fill(f"{task.metric or 'return'}, training", 40), fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
