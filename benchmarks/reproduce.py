@@ -63,7 +63,7 @@ from bench_common import command_line, machine_info, markdown_table, write_resul
 
 from mappo.checkpoint import load_checkpoint  # noqa: E402
 from mappo.config import FIELDS, parse_cli_value  # noqa: E402
-from mappo.errors import ConfigError  # noqa: E402
+from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError  # noqa: E402
 from mappo.evaluation import evaluate_run  # noqa: E402
 from mappo.plotting import PlotError, RunGroup, read_run  # noqa: E402
 from mappo.presets import PRESETS, build_config  # noqa: E402
@@ -160,7 +160,13 @@ def train(
 ) -> bool:
     """Train (or continue) the task's seeds to `steps` env steps each, stopping at `deadline`
     (a `time.time()`); whether the budget was reached."""
-    if slot_folders(folder):
+    if held := slot_folders(folder):
+        found = sorted(int(d.name.removeprefix("seed_")) for d in held)
+        if found != sorted(seeds):
+            raise SystemExit(
+                f"--seeds {','.join(map(str, seeds))}: {folder} holds the runs of seeds "
+                f"{','.join(map(str, found))}; continue those, or give another --runs-dir"
+            )
         run = Run.resume(folder, total_steps=steps)
     else:
         fields = {**task.fields, "env": task.env, "total_steps": steps}
@@ -360,6 +366,14 @@ def main() -> None:
         help="a variant: this config field on top of the table's (repeatable)",
     )
     args = parser.parse_args()
+    try:
+        reproduce(args)
+    except (ConfigError, CheckpointError, RunFolderError, EnvError) as err:
+        raise SystemExit(f"reproduce.py: error: {err}") from None
+
+
+def reproduce(args: argparse.Namespace) -> None:
+    """Train, score and tabulate what `args` (main's options) ask for."""
     table, tasks = read_suite(args.suite)
     if args.tasks:
         unknown = set(args.tasks) - {t.name for t in tasks}
@@ -369,7 +383,10 @@ def main() -> None:
     sets = parse_sets(args.set)
     tasks = variant_of(tasks, args.preset, sets)
     variant, slug = variant_name(args.preset, sets)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"--seeds {args.seeds!r}: give integers joined by commas") from None
     root = Path(args.runs_dir) / args.suite / slug  # no variant: the suite's own folder
     root.mkdir(parents=True, exist_ok=True)
     info = machine_info()

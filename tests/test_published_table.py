@@ -5,6 +5,7 @@ to its figure's scale as the table says."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -114,3 +115,13 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     config = (runs / "tiny" / "lr_0.001" / "spread" / "seed_1" / "config.toml").read_text()
     assert "lr = 0.001" in config
     assert (tmp_path / "results" / "published_tiny.md").read_text() == second
+    # Other seeds than the folder's are refused in one line, not resumed as the old ones.
+    other = [*common[:2], "--seeds", "0,1,2", *common[4:]]
+    for seeds, says in (
+        ("0,1,2", f"--seeds 0,1,2: {runs / 'tiny' / 'spread'} holds the runs of seeds 0,1; "),
+        ("0,x", "--seeds '0,x': give integers joined by commas"),
+    ):
+        other[3] = seeds
+        monkeypatch.setattr(sys, "argv", ["reproduce.py", *other])
+        with pytest.raises(SystemExit, match=re.escape(says)):
+            reproduce.main()
