@@ -313,19 +313,20 @@ class GruScan(torch.autograd.Function):
     input_gates `[L, G, N, 3H]` (the input projection, bias included), hidden
     `[G, N, H]`, keep `[L, G, N, 1]` (0 clears the state before that step),
     weight `[G, H, 3H]`, bias `[G, 3H]` (group g's recurrent projection is
-    `h @ weight[g] + bias[g]`) → states `[L, G, N, H]`. The equations are
-    torch.nn.GRUCell's.
+    `h @ weight[g] + bias[g]`) → states `[L, G, N, H]`, then what backward
+    needs (no gradient flows into those). The equations are torch.nn.GRUCell's.
+    Under `torch.func.vmap` (several seeds as one network, mappo.seeds) the
+    mapped axis joins the groups: K seeds of G groups are one scan of K*G.
     """
 
     @staticmethod
     def forward(
-        ctx: Any,
         input_gates: torch.Tensor,
         hidden: torch.Tensor,
         keep: torch.Tensor,
         weight: torch.Tensor,
         bias: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, ...]:
         steps, H = input_gates.shape[0], hidden.shape[-1]
         bias = bias.unsqueeze(1)  # [G, 1, 3H]
         previous = hidden.new_empty((steps, *hidden.shape))  # [L, G, N, H] state entering step t
@@ -357,12 +358,36 @@ class GruScan(torch.autograd.Function):
             torch.add(x_rz[t], p_rz[t], out=rz[t]).sigmoid_()
             torch.addcmul(x_n[t], reset[t], p_n[t], out=n[t]).tanh_()
             hidden = torch.lerp(n[t], hidden, update[t], out=out[t])  # (1 - z) n + z h
-        ctx.save_for_backward(previous, gates_rz, candidate, projected[..., 2 * H :], keep, weight)
-        return states
+        return states, previous, gates_rz, candidate, projected[..., 2 * H :]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple) -> None:
+        _, _, keep, weight, _ = inputs
+        _, previous, gates_rz, candidate, hidden_n = output
+        ctx.mark_non_differentiable(previous, gates_rz, candidate, hidden_n)
+        ctx.save_for_backward(previous, gates_rz, candidate, hidden_n, keep, weight)
+
+    @staticmethod
+    def vmap(
+        info: Any, in_dims: tuple[int | None, ...], *inputs: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+        # Each input's group axis (input_gates, hidden, keep, weight, bias); the mapped axis
+        # goes in front of it and the two become one: seed-major groups.
+        group_axes = (1, 0, 1, 0, 0)
+        folded = []
+        for x, mapped, axis in zip(inputs, in_dims, group_axes, strict=True):
+            if mapped is None:  # the same for every seed
+                x = x.unsqueeze(axis).expand(*x.shape[:axis], info.batch_size, *x.shape[axis:])
+            else:
+                x = x.movedim(mapped, axis)
+            folded.append(x.flatten(axis, axis + 1))
+        folded[0] = folded[0].contiguous()
+        outputs = GruScan.apply(*folded)
+        return tuple(y.unflatten(1, (info.batch_size, -1)) for y in outputs), (1,) * 5
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_states: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad_states: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
         previous, gates_rz, candidate, hidden_n, keep, weight = ctx.saved_tensors
         steps, G, H = previous.shape[0], previous.shape[1], previous.shape[-1]
         weight_t = weight.transpose(1, 2)  # [G, 3H, H]
@@ -424,11 +449,8 @@ def gru_scan(
     is carried unchanged through the others. Returns the states `[L, G, N, H]`.
     """
     keep = (~starts).unsqueeze(-1).to(hidden.dtype)
-    # Under torch.func.vmap (several seeds as one network, mappo.seeds) GruScan's in-place
-    # `out=` ops cannot be batched: the plain ops below can. GruScan has no `advance`.
-    batched = torch._C._functorch.is_batchedtensor(input_gates)
-    if not torch.compiler.is_compiling() and not batched and advance is None:
-        return GruScan.apply(input_gates.contiguous(), hidden, keep, weight, bias)
+    if not torch.compiler.is_compiling() and advance is None:  # GruScan has no `advance`
+        return GruScan.apply(input_gates.contiguous(), hidden, keep, weight, bias)[0]
     # Compiled, plain ops are better: the compiler fuses each step's gate arithmetic,
     # forward and backward, into a few kernels. Measured on `--preset paper-mpe` (2-core
     # CPU): an update takes 0.65 s so, 0.83 s with GruScan inside the compiled loss.

@@ -155,6 +155,47 @@ def test_gru_scan_matches_nn_gru_cell_step_by_step_with_resets_values_and_gradie
         torch.testing.assert_close(ours, torch.stack(theirs), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("shared_input", [False, True], ids=["all-mapped", "input-shared"])
+def test_gru_scan_under_vmap_is_each_seeds_own_scan_values_and_gradients(shared_input) -> None:
+    """Several seeds as one network (`torch.func.vmap`, mappo.seeds) fold the seeds into
+    GruScan's groups: each seed's states and gradients are those of its own scan, whether
+    an input is mapped over the seeds or shared by them."""
+    from mappo.networks import gru_scan
+
+    torch.manual_seed(1)
+    seeds, steps, groups, rows, size = 3, 7, 2, 4, 5
+    shape = (steps, groups, rows)
+    input_gates = torch.randn(*((1,) if shared_input else (seeds,)), *shape, 3 * size)
+    h0 = torch.randn(seeds, groups, rows, size)
+    starts = torch.rand(seeds, *shape) < 0.3
+    weight = torch.randn(seeds, groups, size, 3 * size) / size**0.5
+    bias = torch.randn(seeds, groups, 3 * size)
+    upstream = torch.randn(seeds, *shape, size)
+
+    def leaves() -> list[torch.Tensor]:
+        return [t.clone().requires_grad_() for t in (input_gates, h0, weight, bias)]
+
+    x, h, w, b = leaves()
+    scan = torch.func.vmap(gru_scan, in_dims=(None if shared_input else 0, 0, 0, 0, 0))
+    states = scan(x[0] if shared_input else x, h, starts, w, b)
+    (states * upstream).sum().backward()
+
+    shared_grad = torch.zeros_like(input_gates[0])
+    for k in range(seeds):
+        xk, hk, wk, bk = leaves()
+        own = gru_scan(xk[0 if shared_input else k], hk[k], starts[k], wk[k], bk[k])
+        (own * upstream[k]).sum().backward()
+        torch.testing.assert_close(states[k], own, rtol=0, atol=1e-6)
+        for ours, solo in ((h.grad, hk.grad), (w.grad, wk.grad), (b.grad, bk.grad)):
+            torch.testing.assert_close(ours[k], solo[k], rtol=0, atol=1e-5)
+        if shared_input:
+            shared_grad += xk.grad[0]
+        else:
+            torch.testing.assert_close(x.grad[k], xk.grad[k], rtol=0, atol=1e-6)
+    if shared_input:  # a shared input's gradient is the seeds' summed
+        torch.testing.assert_close(x.grad[0], shared_grad, rtol=0, atol=1e-5)
+
+
 def test_an_agent_that_joins_late_starts_from_a_zero_state() -> None:
     # LateJoinerEnv: agent_2 is absent for the first two steps of each 5-step episode.
     config = MappoConfig(
