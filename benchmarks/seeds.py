@@ -2,7 +2,8 @@
 
     python benchmarks/seeds.py [--updates 2] [--warmup 1] [--compile auto|true|false]
                                [--counts 8 4 2 1] [--one-thread-only]
-                               [--preset paper-mpe [--recurrent false]]
+                               [--env spread] [--env-kwargs JSON] [--num-envs N]
+                               [--preset NAME [--recurrent false]]
 
 The default config (spread, 128 envs x 25 steps, 10 epochs, minibatches of 256
 agent-steps), or a preset's config for spread, seeds 0-7. Each measurement
@@ -22,6 +23,10 @@ second of the timed iterations.
 entropy coefficients, `mappo train --sweep`) instead of eight seeds, and writes
 benchmarks/results/sweep.md; `benchmarks/sweep.py` runs it.
 
+`--env`, `--env-kwargs` and `--num-envs` measure another env (e.g. SMAX with
+`--preset jaxmarl-smax`; fewer copies keep an iteration short, with as many
+minibatches per epoch as the config's).
+
 `--compile auto` lets the trainer choose as it does for a run of this budget
 (it compiles only runs of `COMPILE_MIN_STEPS` or more, so these short
 measurements run eager); `true` compiles solo and batched steps alike, as
@@ -31,7 +36,8 @@ measures a preset's config instead of the defaults (paper-mpe: one
 whole-rollout minibatch, so an update is 10 large steps instead of 375 small
 ones); `--recurrent` overrides its choice of a GRU.
 Writes benchmarks/results/seeds.md (seeds_compiled.md with `--compile true`,
-seeds_<preset>[_compiled].md with `--preset`); last line: one JSON object.
+seeds_<preset>[_compiled].md with `--preset`, seeds_<preset>_<env>.md for
+another env than spread); last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -40,14 +46,21 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
-from bench_common import machine_info, machine_line, markdown_table, write_results
 
-from mappo.config import MappoConfig
-from mappo.presets import PRESETS
+# One XLA thread for JAX envs (SMAX), as each measurement gets one torch thread; spawned
+# measurements inherit it.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+from bench_common import machine_info, machine_line, markdown_table, write_results  # noqa: E402
+
+from mappo.config import MappoConfig  # noqa: E402
+from mappo.presets import PRESETS  # noqa: E402
 
 SEEDS = list(range(8))
 # `--sweep`: eight settings of one seed instead of eight seeds (4 learning rates x 2 entropy
@@ -126,10 +139,11 @@ def main(argv: list[str] | None = None) -> None:
         help=f"seeds per process in the one-thread part (1-{len(SEEDS)})",
     )
     parser.add_argument("--one-thread-only", action="store_true", help="skip the both-cores part")
+    parser.add_argument("--env", default="spread", help="the env measured")
+    parser.add_argument("--env-kwargs", type=json.loads, default=None, help="its settings, JSON")
+    parser.add_argument("--num-envs", type=int, help="env copies per seed, over the config's")
     parser.add_argument(
-        "--preset",
-        choices=("paper-mpe",),  # the presets that cover spread
-        help="measure this preset's config for spread instead of the defaults",
+        "--preset", choices=sorted(PRESETS), help="measure this preset's config for the env"
     )
     parser.add_argument(
         "--recurrent", choices=("true", "false"), help="GRU or not, over the preset's choice"
@@ -139,9 +153,19 @@ def main(argv: list[str] | None = None) -> None:
     kind = "settings" if args.sweep else "seeds"
     info = machine_info()
     start = time.perf_counter()
-    settings = {**(PRESETS[args.preset]("spread") if args.preset else {}), "compile": args.compile}
+    settings = {
+        "env": args.env,
+        **({"env_kwargs": args.env_kwargs} if args.env_kwargs else {}),
+        **(PRESETS[args.preset](args.env, args.env_kwargs) if args.preset else {}),
+        "compile": args.compile,
+    }
     if args.recurrent:
         settings["recurrent"] = args.recurrent == "true"
+    if args.num_envs:  # minibatches shrink with the rollout: as many of them per epoch
+        copies = settings.get("num_envs", MappoConfig.num_envs)
+        minibatch = settings.get("minibatch_size", MappoConfig.minibatch_size)
+        settings["num_envs"] = args.num_envs
+        settings["minibatch_size"] = minibatch * args.num_envs // copies
     config = MappoConfig(**settings)
     common = (args.updates, args.warmup, settings)
 
@@ -151,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         else "one whole-rollout minibatch"
     )
     described = (
-        f"{'preset ' + args.preset if args.preset else 'default'} config (spread, "
+        f"{'preset ' + args.preset if args.preset else 'default'} config ({args.env}"
+        f"{' ' + json.dumps(args.env_kwargs) if args.env_kwargs else ''}, "
         f"{config.num_envs} envs x {config.rollout_steps} steps, "
         f"{config.update_epochs} epochs, {minibatch}"
         f"{', GRU' if config.recurrent else ''})"
@@ -188,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
             [
                 "sweep" if args.sweep else "seeds",
                 *([args.preset] if args.preset else []),
+                *([] if args.env == "spread" else [re.sub(r"\W+", "-", args.env).strip("-")]),
                 *(["compiled"] if args.compile == "true" else []),
             ]
         )
