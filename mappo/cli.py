@@ -19,7 +19,7 @@ from mappo.config import ENV_DIM_FIELDS, FIELDS, nearest_name, parse_cli_value, 
 from mappo.distributed import launch_ranks
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError
 from mappo.presets import PRESETS, build_config
-from mappo.run import Run, info_lines
+from mappo.run import Run, StopRun, info_lines
 from mappo.run_folder import is_slots_folder, require_wandb
 from mappo.seeds import parse_seeds
 
@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mappo: env error: {err}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:  # before a run's own handling starts, or after it ends
-        print("mappo: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, StopRun):  # outside a run's own handling, or a second signal
+        print("mappo: interrupted", file=sys.stderr)  # while it closed (its saves are done)
         return 130
 
 

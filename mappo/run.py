@@ -292,6 +292,7 @@ class Run:
                     self._write(snapshot[1])
                     checkpoints.saved_steps = snapshot[0]
             finally:
+                stop.disarm()  # closing (curves, logs) is never abandoned but by a new signal
                 progress.close()
                 for folder in folders:
                     folder.close()
@@ -598,6 +599,7 @@ class StopOnSignal:
         self._may_abandon = may_abandon
         self._stream = stream
         self._previous: dict[signal.Signals, Any] = {}
+        self._in_grace = False  # the first signal's grace period is running
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
@@ -622,6 +624,9 @@ class StopOnSignal:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGALRM:  # the grace period of the first signal is over
+            if not self._in_grace:  # disarmed meanwhile: an alarm taken late changes nothing
+                return
+            self._in_grace = False
             if self._may_abandon():
                 raise StopRun(self.signal_name)
             self._say(
@@ -636,10 +641,12 @@ class StopOnSignal:
             f"stopping ({self.signal_name}): finishing this update, then saving; "
             "press Ctrl-C again to stop at once"
         )
+        self._in_grace = True
         signal.setitimer(signal.ITIMER_REAL, GRACE_S)
 
     def disarm(self) -> None:
         """No abandoning from now on, unless a signal comes again."""
+        self._in_grace = False
         if self._previous:
             signal.setitimer(signal.ITIMER_REAL, 0)
 

@@ -119,6 +119,39 @@ def test_a_stop_waits_for_an_update_whose_steps_are_not_kept(tmp_path, monkeypat
     assert load_checkpoint(stopped / "checkpoint.pt")["env_steps"] == 300
 
 
+def test_a_grace_alarm_taken_while_the_run_closes_changes_nothing(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """The grace period's alarm can reach Python after the updates ended (taken late, after a
+    long call): closing the folder (its curve, seen on a 64-run sweep) goes on, no traceback;
+    a second Ctrl-C then still stops at once, in one line."""
+    from mappo.run_folder import RunFolder
+
+    monkeypatch.setattr(run_module, "GRACE_S", 60.0)
+    close = RunFolder.close
+
+    def close_with(sig: signal.Signals) -> Callable:
+        def closing(self) -> None:
+            os.kill(os.getpid(), sig)
+            close(self)
+
+        return closing
+
+    with monkeypatch.context() as patch:
+        signal_during_step(patch, (2 * STEPS_PER_UPDATE + 30,), then_sleep=0.0)
+        patch.setattr(RunFolder, "close", close_with(signal.SIGALRM))
+        assert main(["train", "--run-dir", str(tmp_path / "a"), *RUN]) == 0
+    out, _ = capsys.readouterr()
+    assert "stopped after 300 env steps; checkpoint saved" in out
+    assert (tmp_path / "a" / "curve.png").is_file()
+    with monkeypatch.context() as patch:
+        signal_during_step(patch, (2 * STEPS_PER_UPDATE + 30,), then_sleep=0.0)
+        patch.setattr(RunFolder, "close", close_with(signal.SIGINT))
+        assert main(["train", "--run-dir", str(tmp_path / "b"), *RUN]) == 130
+    assert capsys.readouterr().err.endswith("mappo: interrupted\n")
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["env_steps"] == 300
+
+
 def test_seeds_stop_mid_rollout_and_resume_exactly(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(run_module, "GRACE_S", 0.3)
     monkeypatch.setattr(run_module, "SNAPSHOT_MIN_S", 0.0)
