@@ -76,6 +76,11 @@ def official_curve(checkout: Path, seed: int, steps: int) -> tuple[np.ndarray, n
     return x, y, speed
 
 
+def first(curves: dict[int, tuple[np.ndarray, ...]]) -> float:
+    """The seeds' mean return at their first logged point."""
+    return float(np.mean([c[1][0] for c in curves.values()]))
+
+
 def band(curves: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
     """The curves interpolated onto `grid`: [seeds, points]."""
     return np.stack([np.interp(grid, x, y) for x, y in curves])
@@ -142,12 +147,17 @@ def main() -> None:
         "interpolated onto the env steps both cover.",
         table,
         "![Spread, official code against mappo](onpolicy_spread.png)",
-        f"Speed on this machine, in this run's load: the official code {their_speed:,.0f} env "
-        f"steps/s per seed (one seed at a time, 128 env processes), mappo {our_speed:,.0f} env "
-        f"steps/s for its {len(seeds)} seeds together in one process.",
-        "What differs beyond the code: the official landmarks spawn in 0.8 U(-1, 1), mpe2's "
-        "in U(-1, 1) (farther apart: a harder task for the same policy); the official code "
-        "logs one 25-step episode per env per update, mappo the episodes ended in its rollout.",
+        f"At the first logged update, with policies still near uniform, the curves read "
+        f"{first(official):.1f} (official) and {first(ours):.1f} (mappo): that part of the gap "
+        "is the tasks', not the learning. What differs beyond the code: the official "
+        "landmarks spawn in 0.8 U(-1, 1), mpe2's in U(-1, 1) (farther apart: a harder task "
+        "for the same policy); the official code logs one 25-step episode per env per "
+        "update, mappo the episodes ended in its rollout.",
+        f"Env steps/s as the runs logged them: the official code {their_speed:,.0f} per seed "
+        f"(one seed at a time, 128 env processes), mappo {our_speed:,.0f} for its "
+        f"{len(seeds)} seeds together in one process. Where the runs shared the cores with "
+        "each other or other work, this is no speed comparison: 129 processes take a larger "
+        "share of a loaded CPU than one does.",
     ]
     path = write_results(
         "onpolicy_spread", "Spread: the official MAPPO code against mappo", info, sections, False
