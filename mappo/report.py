@@ -231,9 +231,8 @@ def build_report(
     folders = [slot for d in run_dirs for slot in (slot_folders(Path(d)) or [Path(d)])]
     runs = [read_run(d) for d in folders]
     for run in runs:  # all checked before the first evaluation, which takes a while
-        if (run.eval_return is None or episodes is not None) and not (
-            run.path / "checkpoint.pt"
-        ).is_file():
+        evaluates = run.eval_return is None or episodes is not None or run.zero_sum
+        if evaluates and not (run.path / "checkpoint.pt").is_file():
             logged = "" if episodes is not None else " and no eval_return in metrics.csv"
             raise ReportError(f"run folder {run.path}: no checkpoint.pt to evaluate{logged}")
     reports = [
