@@ -42,7 +42,7 @@ from bench_common import RESULTS_DIR, machine_info, markdown_table, write_result
 from reproduce import HERE, read_suite, train, training_seconds  # noqa: E402
 
 from mappo.envs.mpe.spread import official_team_return  # noqa: E402
-from mappo.plotting import read_run  # noqa: E402
+from mappo.plotting import RunCurve, on_common_grid, read_run  # noqa: E402
 from mappo.run_folder import slot_folders  # noqa: E402
 
 TAG = "average_episode_rewards"
@@ -60,9 +60,9 @@ def official_args(seed: int, steps: int) -> list[str]:
     ]  # store_false flags: --use_ReLU means tanh, --use_wandb no wandb, --cuda the CPU
 
 
-def official_curve(checkout: Path, seed: int, steps: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(env steps, team return, env steps/s) of the newest finished official run of `seed`;
-    raises FileNotFoundError when there is none."""
+def official_curve(checkout: Path, seed: int, steps: int) -> tuple[RunCurve, float]:
+    """The newest finished official run of `seed` as a curve (team return against env steps)
+    and its env steps/s; raises FileNotFoundError when there is none."""
     runs = (
         checkout / "onpolicy/scripts/results/MPE/simple_spread/rmappo" / f"spread_{steps}_s{seed}"
     )
@@ -73,17 +73,7 @@ def official_curve(checkout: Path, seed: int, steps: int) -> tuple[np.ndarray, n
     (rows,) = [v for k, v in data.items() if k.endswith(f"/{TAG}/{TAG}")]
     wall, x, y = (np.array(column, dtype=np.float64) for column in zip(*rows, strict=True))
     speed = (x[-1] - x[0]) / (wall[-1] - wall[0]) if len(x) > 1 else math.nan
-    return x, y, speed
-
-
-def first(curves: dict[int, tuple[np.ndarray, ...]]) -> float:
-    """The seeds' mean return at their first logged point."""
-    return float(np.mean([c[1][0] for c in curves.values()]))
-
-
-def band(curves: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
-    """The curves interpolated onto `grid`: [seeds, points]."""
-    return np.stack([np.interp(grid, x, y) for x, y in curves])
+    return RunCurve(summaries[-1], {"seed": seed}, x, wall - wall[0], y), speed
 
 
 def main() -> None:
@@ -98,10 +88,10 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     info = machine_info()
 
-    official = {}
+    official, their_speeds = [], []
     for seed in seeds:
         try:
-            official[seed] = official_curve(args.onpolicy_checkout, seed, args.steps)
+            curve, speed = official_curve(args.onpolicy_checkout, seed, args.steps)
         except FileNotFoundError:
             if not args.train_onpolicy:
                 raise SystemExit(
@@ -110,35 +100,33 @@ def main() -> None:
             script = args.onpolicy_checkout / "onpolicy/scripts/train/train_mpe.py"
             command = [args.onpolicy_python, str(script), *official_args(seed, args.steps)]
             subprocess.run(command, cwd=script.parent, check=True)
-            official[seed] = official_curve(args.onpolicy_checkout, seed, args.steps)
+            curve, speed = official_curve(args.onpolicy_checkout, seed, args.steps)
+        official.append(curve)
+        their_speeds.append(speed)
 
     _, tasks = read_suite("mpe")
     spread = next(t for t in tasks if t.name == "spread")
     folder = Path(args.runs_dir) / "mappo"
     if not train(spread, folder, seeds, args.steps, math.inf):
         raise SystemExit(f"{folder}: training stopped before {args.steps:,} env steps")
-    ours = {}
-    for seed_dir in slot_folders(folder):
-        curve = read_run(seed_dir)
-        team = np.array([official_team_return(r, 3) for r in curve.returns])
-        ours[int(curve.config["seed"])] = (curve.env_steps, team, training_seconds(seed_dir))
+    ours = [read_run(seed_dir) for seed_dir in slot_folders(folder)]
+    for curve in ours:  # on the official scale
+        curve.returns = np.array([official_team_return(r, 3) for r in curve.returns])
 
-    start = max(min(c[0][0] for c in official.values()), min(c[0][0] for c in ours.values()))
-    end = min(min(c[0][-1] for c in official.values()), min(c[0][-1] for c in ours.values()))
-    grid = np.linspace(start, end, 200)
-    theirs_band = band([(x, y) for x, y, _ in official.values()], grid)
-    ours_band = band([(x, y) for x, y, _ in ours.values()], grid)
+    # Both codes' seeds on the env steps every one of them covers: [2 * seeds, points].
+    grid, ys = on_common_grid([*official, *ours])
+    theirs_band, ours_band = ys[: len(official)], ys[len(official) :]
     write_plot(grid, ours_band, theirs_band, RESULTS_DIR / "onpolicy_spread.png")
 
-    points = [int(end * f) for f in (0.25, 0.5, 0.75, 1.0)]
+    points = [int(grid[-1] * f) for f in (0.25, 0.5, 0.75, 1.0)]
     rows = []
     for name, curves in (("official on-policy rMAPPO", official), ("mappo rMAPPO", ours)):
-        at = band([(c[0], c[1]) for c in curves.values()], np.array(points, np.float64))
+        at = np.stack([np.interp(points, c.env_steps, c.returns) for c in curves])
         rows.append(
             [name, *(f"{m:.1f} ± {s:.1f}" for m, s in zip(at.mean(0), at.std(0), strict=True))]
         )
-    our_speed = sum(c[0][-1] for c in ours.values()) / next(iter(ours.values()))[2]
-    their_speed = float(np.mean([c[2] for c in official.values()]))
+    our_speed = sum(c.env_steps[-1] for c in ours) / training_seconds(ours[0].path)
+    their_speed = float(np.mean(their_speeds))
     table = markdown_table(["code", *(f"{p:,} env steps" for p in points)], rows)
     sections = [
         f"Seeds {args.seeds}, {args.steps:,} env steps each. Training curves on the official "
@@ -148,7 +136,8 @@ def main() -> None:
         table,
         "![Spread, official code against mappo](onpolicy_spread.png)",
         f"At the first logged update, with policies still near uniform, the curves read "
-        f"{first(official):.1f} (official) and {first(ours):.1f} (mappo): that part of the gap "
+        f"{np.mean([c.returns[0] for c in official]):.1f} (official) and "
+        f"{np.mean([c.returns[0] for c in ours]):.1f} (mappo): that part of the gap "
         "is the tasks', not the learning. What differs beyond the code: the official "
         "landmarks spawn in 0.8 U(-1, 1), mpe2's in U(-1, 1) (farther apart: a harder task "
         "for the same policy); the official code logs one 25-step episode per env per "
