@@ -16,13 +16,14 @@ episode's team return on its scale (every agent gets the sum of the agents'
 rewards, self-collision included).
 
 Ours trains the MPE table's Spread task of `benchmarks/published.toml` to
-`--steps` (`reproduce.py`'s functions; the seeds in one process, resumable)
-and logs the mean per-agent team return R, which is `6 R - 75` on the
-official scale (`mappo.envs.mpe.spread.official_team_return`). What the
-conversion cannot undo: the official landmarks spawn in 0.8 U(-1, 1), mpe2's
-in U(-1, 1). Writes benchmarks/results/onpolicy_spread.md and .png: the two
-bands (mean ± std over seeds), both codes' returns at four points, and each
-code's env steps/s with the load. Last line: one JSON object.
+`--steps` (`reproduce.py`'s functions; the seeds in one process, resumable):
+the official task, its landmarks spawned in 0.8 U(-1, 1) (`landmark_range`
+0.8). A second run on mpe2's landmarks, U(-1, 1), shows how much the task
+alone moves the curve. mappo logs the mean per-agent team return R, which is
+`6 R - 75` on the official scale (`mappo.envs.mpe.spread.official_team_return`).
+Writes benchmarks/results/onpolicy_spread.md and .png: the bands (mean ± std
+over seeds), the returns at four points, and each code's env steps/s with the
+load. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -39,13 +40,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import RESULTS_DIR, machine_info, markdown_table, write_results  # noqa: E402
-from reproduce import HERE, read_suite, train, training_seconds  # noqa: E402
+from reproduce import HERE, read_suite, train, training_seconds, variant_of  # noqa: E402
 
 from mappo.envs.mpe.spread import official_team_return  # noqa: E402
 from mappo.plotting import RunCurve, on_common_grid, read_run  # noqa: E402
 from mappo.run_folder import slot_folders  # noqa: E402
 
 TAG = "average_episode_rewards"
+# mappo's runs: (label, folder under --runs-dir, landmark spawn over the table's task).
+OURS = (
+    ("mappo rMAPPO", "mappo", None),
+    ("mappo rMAPPO, mpe2's landmarks", "mappo_mpe2_landmarks", 1.0),
+)
 
 
 def official_args(seed: int, steps: int) -> list[str]:
@@ -105,43 +111,49 @@ def main() -> None:
         their_speeds.append(speed)
 
     _, tasks = read_suite("mpe")
-    spread = next(t for t in tasks if t.name == "spread")
-    folder = Path(args.runs_dir) / "mappo"
-    if not train(spread, folder, seeds, args.steps, math.inf):
-        raise SystemExit(f"{folder}: training stopped before {args.steps:,} env steps")
-    ours = [read_run(seed_dir) for seed_dir in slot_folders(folder)]
-    for curve in ours:  # on the official scale
-        curve.returns = np.array([official_team_return(r, 3) for r in curve.returns])
+    (spread,) = [t for t in tasks if t.name == "spread"]
+    runs: dict[str, list[RunCurve]] = {"official on-policy rMAPPO": official}
+    for label, name, landmark_range in OURS:
+        sets = {} if landmark_range is None else {"env_kwargs": {"landmark_range": landmark_range}}
+        (task,) = variant_of([spread], None, sets)
+        folder = Path(args.runs_dir) / name
+        if not train(task, folder, seeds, args.steps, math.inf):
+            raise SystemExit(f"{folder}: training stopped before {args.steps:,} env steps")
+        runs[label] = [read_run(seed_dir) for seed_dir in slot_folders(folder)]
+        for curve in runs[label]:  # on the official scale
+            curve.returns = np.array([official_team_return(r, 3) for r in curve.returns])
 
-    # Both codes' seeds on the env steps every one of them covers: [2 * seeds, points].
-    grid, ys = on_common_grid([*official, *ours])
-    theirs_band, ours_band = ys[: len(official)], ys[len(official) :]
-    write_plot(grid, ours_band, theirs_band, RESULTS_DIR / "onpolicy_spread.png")
+    # Every run's seeds on the env steps all of them cover: [runs * seeds, points].
+    grid, ys = on_common_grid([c for curves in runs.values() for c in curves])
+    bands = dict(zip(runs, np.split(ys, len(runs)), strict=True))
+    write_plot(grid, bands, RESULTS_DIR / "onpolicy_spread.png")
 
     points = [int(grid[-1] * f) for f in (0.25, 0.5, 0.75, 1.0)]
     rows = []
-    for name, curves in (("official on-policy rMAPPO", official), ("mappo rMAPPO", ours)):
+    for label, curves in runs.items():
         at = np.stack([np.interp(points, c.env_steps, c.returns) for c in curves])
         rows.append(
-            [name, *(f"{m:.1f} ± {s:.1f}" for m, s in zip(at.mean(0), at.std(0), strict=True))]
+            [label, *(f"{m:.1f} ± {s:.1f}" for m, s in zip(at.mean(0), at.std(0), strict=True))]
         )
+    ours = runs[OURS[0][0]]
     our_speed = sum(c.env_steps[-1] for c in ours) / training_seconds(ours[0].path)
     their_speed = float(np.mean(their_speeds))
+    first = {label: np.mean([c.returns[0] for c in curves]) for label, curves in runs.items()}
     table = markdown_table(["code", *(f"{p:,} env steps" for p in points)], rows)
     sections = [
         f"Seeds {args.seeds}, {args.steps:,} env steps each. Training curves on the official "
         "scale: the team episode return (the sum of the three agents' rewards, each agent's "
         "self-collision counted: -75 per episode), mean ± std over seeds, each curve "
-        "interpolated onto the env steps both cover.",
+        "interpolated onto the env steps all runs cover.",
         table,
         "![Spread, official code against mappo](onpolicy_spread.png)",
-        f"At the first logged update, with policies still near uniform, the curves read "
-        f"{np.mean([c.returns[0] for c in official]):.1f} (official) and "
-        f"{np.mean([c.returns[0] for c in ours]):.1f} (mappo): that part of the gap "
-        "is the tasks', not the learning. What differs beyond the code: the official "
-        "landmarks spawn in 0.8 U(-1, 1), mpe2's in U(-1, 1) (farther apart: a harder task "
-        "for the same policy); the official code logs one 25-step episode per env per "
-        "update, mappo the episodes ended in its rollout.",
+        "mappo's first run is the official task: landmarks spawned in 0.8 U(-1, 1), "
+        "`--env-kwargs '{\"landmark_range\": 0.8}'`. Its second keeps mpe2's U(-1, 1) "
+        "(landmarks farther apart: a harder task for the same policy). At the first logged "
+        "update, with policies still near uniform, the curves read "
+        + ", ".join(f"{v:.1f} ({label})" for label, v in first.items())
+        + ". What else differs beyond the code: the official code logs one 25-step "
+        "episode per env per update, mappo the episodes ended in its rollout.",
         f"Env steps/s as the runs logged them: the official code {their_speed:,.0f} per seed "
         f"(one seed at a time, 128 env processes), mappo {our_speed:,.0f} for its "
         f"{len(seeds)} seeds together in one process. Where the runs shared the cores with "
@@ -156,8 +168,7 @@ def main() -> None:
         json.dumps(
             {
                 "points": points,
-                "official": theirs_band[:, -1].tolist(),
-                "mappo": ours_band[:, -1].tolist(),
+                **{label: band[:, -1].tolist() for label, band in bands.items()},
                 "official_steps_per_second": their_speed,
                 "mappo_steps_per_second": our_speed,
             }
@@ -165,15 +176,15 @@ def main() -> None:
     )
 
 
-def write_plot(grid: np.ndarray, ours: np.ndarray, theirs: np.ndarray, out: Path) -> None:
-    """Both codes' bands (mean ± std over seeds) on one axes."""
+def write_plot(grid: np.ndarray, bands: dict[str, np.ndarray], out: Path) -> None:
+    """Each run's band (mean ± std over its seeds `[seeds, points]`) on one axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for label, ys in (("official on-policy rMAPPO", theirs), ("mappo rMAPPO", ours)):
+    for label, ys in bands.items():
         (line,) = ax.plot(grid, ys.mean(0), lw=1.6, label=f"{label} ({len(ys)} seeds)")
         low, high = ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0)
         ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, lw=0)

@@ -36,7 +36,7 @@ from mappo.envs.mpe.spread import SpreadEnv, official_team_return  # noqa: E402
 from mappo.evaluation import load_run  # noqa: E402
 
 NUM_AGENTS = 3
-OFFICIAL_LANDMARK_SCALE = 0.8  # the official code spawns landmarks in 0.8 * U(-1, 1)
+OFFICIAL_LANDMARK_RANGE = 0.8  # the official code spawns landmarks in 0.8 * U(-1, 1)
 
 
 def assignment(obs: torch.Tensor) -> torch.Tensor:
@@ -87,25 +87,13 @@ def play_episode(env: SpreadEnv, obs: torch.Tensor, act: Act) -> tuple[torch.Ten
     return total, result.final_obs
 
 
-def fresh_start(env: SpreadEnv, landmark_scale: float, seed: int) -> torch.Tensor:
-    """Reset `env` (landmarks drawn in `landmark_scale` * U(-1, 1)); first obs `[E, A, O]`."""
-    obs = env.reset(seed=seed)
-    if landmark_scale != 1.0:
-        generator = torch.Generator().manual_seed(seed)
-        E = env.num_envs
-        agents = torch.rand(E, NUM_AGENTS, 2, generator=generator) * 2 - 1
-        landmarks = landmark_scale * (torch.rand(E, NUM_AGENTS, 2, generator=generator) * 2 - 1)
-        obs = env.set_state(agents, landmarks)
-    return obs
-
-
 def hand_coded(
-    episodes: int, damping: float, landmark_scale: float, seed: int
+    episodes: int, damping: float, landmark_range: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The assign-and-go policy for one episode in each of `episodes` copies: returns `[E]`,
     first and last observations `[E, A, O]`."""
-    env = SpreadEnv(episodes, NUM_AGENTS, seed=seed)
-    first = fresh_start(env, landmark_scale, seed)
+    env = SpreadEnv(episodes, NUM_AGENTS, seed=seed, landmark_range=landmark_range)
+    first = env.reset(seed=seed)
     target = assignment(first)
     returns, last = play_episode(env, first, lambda obs: moves(obs, target, damping))
     return returns, first, last
@@ -113,14 +101,16 @@ def hand_coded(
 
 @torch.no_grad()
 def learned(
-    run_dir: Path, episodes: int, seed: int, rotation: int = 0, landmark_scale: float = 1.0
+    run_dir: Path, episodes: int, seed: int, rotation: int = 0, landmark_range: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A trained run's greedy policy for one episode in each of `episodes` copies (landmarks
-    in `landmark_scale` * U(-1, 1)): returns `[E]`, first and last observations
+    in `landmark_range` * U(-1, 1)): returns `[E]`, first and last observations
     `[E, A, O]`. With `rotation` r, agent p acts in the policy's agent slot (p + r) mod A:
     its one-hot (or its own network) is another's."""
-    policy, env = load_run(run_dir, episodes, seed=seed)
-    first = fresh_start(env, landmark_scale, seed)
+    policy, env = load_run(
+        run_dir, episodes, seed=seed, env_kwargs={"landmark_range": landmark_range}
+    )
+    first = env.reset(seed=seed)
     mask = env.get_action_mask()
     slot_agent = (torch.arange(NUM_AGENTS) - rotation) % NUM_AGENTS  # agent acting in slot
     agent_slot = torch.argsort(slot_agent)
@@ -189,7 +179,7 @@ def main() -> None:
     rows, means, ending_rows = [], [], []
     for damping in args.dampings:
         ours, first, last = hand_coded(args.episodes, damping, 1.0, args.seed)
-        official = hand_coded(args.episodes, damping, OFFICIAL_LANDMARK_SCALE, args.seed)[0]
+        official = hand_coded(args.episodes, damping, OFFICIAL_LANDMARK_RANGE, args.seed)[0]
         means.append(ours.mean().item())
         sem = ours.std().item() / args.episodes**0.5
         official_mean = official.mean().item()
@@ -221,7 +211,7 @@ def main() -> None:
         changed = (nearest_landmark(rotated) != nearest_landmark(last)).any(-1)
         sem = returns.std().item() / args.episodes**0.5
         official = (
-            learned(run, args.episodes, args.seed, landmark_scale=OFFICIAL_LANDMARK_SCALE)[0]
+            learned(run, args.episodes, args.seed, landmark_range=OFFICIAL_LANDMARK_RANGE)[0]
             .mean()
             .item()
         )

@@ -432,17 +432,21 @@ def play_episodes(
 
 
 def load_run(
-    run_dir: str | Path, num_envs: int, device: str | None = None, seed: int = 1000
+    run_dir: str | Path,
+    num_envs: int,
+    device: str | None = None,
+    seed: int = 1000,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Policy, MultiAgentEnv]:
-    """The run's trained policy and `num_envs` fresh copies of its env, stepped in process.
+    """The run's trained policy and `num_envs` fresh copies of its env, stepped in process;
+    `env_kwargs` override the run's env options (to play a variant of its task).
 
     Only the actors act, so the env's own global state is never asked for.
     """
 
     def build(config: MappoConfig) -> MultiAgentEnv:
-        return make_env(
-            config.env, num_envs, config.device, seed, config.env_kwargs, use_state=False
-        )
+        options = {**config.env_kwargs, **(env_kwargs or {})}
+        return make_env(config.env, num_envs, config.device, seed, options, use_state=False)
 
     return load_policy(Path(run_dir) / "checkpoint.pt", build, device)
 

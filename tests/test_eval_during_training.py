@@ -13,7 +13,7 @@ from mappo.checkpoint import load_checkpoint, save_checkpoint
 from mappo.cli import main
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.registry import make_env
-from mappo.evaluation import evaluate
+from mappo.evaluation import evaluate, load_run
 from mappo.plotting import read_run
 from mappo.policy import load_policy
 from mappo.run import Run
@@ -165,3 +165,14 @@ def test_resume_keeps_best_pts_score_as_the_bar(runs, tmp_path) -> None:
     trainer = Run.resume(copy).trainers[0]
     trainer.close()
     assert trainer.best_eval_return == max(_evaluations(run).values())
+
+
+def test_load_run_plays_a_variant_of_the_runs_task(runs) -> None:
+    """`env_kwargs` change the run's env options for play (spread's landmark spawn here)."""
+    _, env = load_run(runs[0], 64, env_kwargs={"landmark_range": 0.5})
+    obs = env.reset(seed=3)  # [E, A, O]: vel, pos, landmarks relative to the agent, ...
+    landmarks = obs[:, :1, 2:4] + obs[:, 0, 4:10].reshape(64, 3, 2)  # [E, L, 2]
+    assert 0.4 < landmarks.abs().max() <= 0.5
+    _, env = load_run(runs[0], 64)
+    obs = env.reset(seed=3)
+    assert (obs[:, :1, 2:4] + obs[:, 0, 4:10].reshape(64, 3, 2)).abs().max() > 0.9

@@ -46,8 +46,10 @@ class SpreadEnv(MpeTask[Geometry]):
 
     Landmarks neither move nor collide, so the physics only simulates agents.
     `global_state` picks the critic's state: mpe2's concatenated observations
-    ("concat_obs") or the world itself ("world"). `record_frames` keeps copy 0's
-    positions for `rendered_episodes`.
+    ("concat_obs") or the world itself ("world"). Landmarks spawn in
+    U(-landmark_range, landmark_range) per axis: mpe2's 1.0, or the official MAPPO
+    code's 0.8 (its `simple_spread` scales the draw), agents in U(-1, 1) either way.
+    `record_frames` keeps copy 0's positions for `rendered_episodes`.
     """
 
     # World state: agents' positions and velocities `[E, A, 2]`, landmarks `[E, A, 2]`.
@@ -63,13 +65,17 @@ class SpreadEnv(MpeTask[Geometry]):
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
         global_state: str = "concat_obs",
+        landmark_range: float = 1.0,
         record_frames: bool = False,
     ) -> None:
+        if not 0.0 < landmark_range <= 1.0:
+            raise ValueError(f"landmark_range must be in (0, 1], got {landmark_range}")
         if global_state not in ("concat_obs", "world"):
             raise ValueError(f"global_state must be 'concat_obs' or 'world', got {global_state!r}")
         if not 0.0 <= local_ratio <= 1.0:
             raise ValueError(f"local_ratio must be in [0, 1], got {local_ratio}")
         self.local_ratio = local_ratio
+        self.landmark_range = landmark_range
         E, A = num_envs, num_agents
         L = num_agents  # one landmark per agent
         self._num_landmarks = L
@@ -114,7 +120,7 @@ class SpreadEnv(MpeTask[Geometry]):
         E, A, L = self.num_envs, self.num_agents, self._num_landmarks
         u = torch.rand(E, A + L, 2, generator=self._gen, device=self.device, dtype=self.dtype)
         pos = SPAWN_LOW + (SPAWN_HIGH - SPAWN_LOW) * u  # [E, A + L, 2]
-        return pos[:, :A], pos[:, A:]
+        return pos[:, :A], self.landmark_range * pos[:, A:]
 
     def _reset_where(self, done: torch.Tensor) -> None:
         """Start new episodes in the envs where `done` `[E]` is True, keep the others."""
