@@ -290,11 +290,18 @@ def write_table(
     variant: str = "",
     plot: Path | None = None,
 ) -> Path:
-    """benchmarks/results/<name>.md from the scored tasks, their plot and the sessions log."""
-    by_name = {t.name: t for t in tasks}
+    """benchmarks/results/<name>.md: a row per task of the table (scored, or not started),
+    their plot and the sessions log."""
+    scored = {r["task"]: r for r in results}
     rows = []
-    for r in results:
-        task = by_name[r["task"]]
+    for task in tasks:
+        if task.name not in scored:
+            budget = f"0 / {task.budget:,} (0%)"
+            rows.append(
+                [task.name, budget, 0, "not started", "", figure_cell(task), task.metric, ""]
+            )
+            continue
+        r = scored[task.name]
         rows.append(
             [
                 task.name,
@@ -331,7 +338,7 @@ def write_table(
     sections = [
         table.get("about", ""),
         *([changed] if changed else []),
-        markdown_table(headers, rows) if rows else "No task has a checkpoint yet.",
+        markdown_table(headers, rows),
         *([curves] if curves else []),
         f"Scores: {args.episodes} greedy episodes per seed of each seed's last checkpoint; "
         "IQM and its 95 % CI from a 2,000-sample percentile bootstrap over the seeds "
@@ -379,7 +386,6 @@ def reproduce(args: argparse.Namespace) -> None:
         unknown = set(args.tasks) - {t.name for t in tasks}
         if unknown:
             raise SystemExit(f"--tasks: {args.suite} has no {', '.join(sorted(unknown))}")
-        tasks = [t for t in tasks if t.name in args.tasks]
     sets = parse_sets(args.set)
     tasks = variant_of(tasks, args.preset, sets)
     variant, slug = variant_name(args.preset, sets)
@@ -393,7 +399,7 @@ def reproduce(args: argparse.Namespace) -> None:
     deadline = time.time() + args.hours * 3600
     log = root / "sessions.log"
     trained = []
-    for task in tasks:
+    for task in (t for t in tasks if not args.tasks or t.name in args.tasks):
         if args.report_only or time.time() > deadline:
             break
         steps = int(task.budget * args.scale)
@@ -407,6 +413,7 @@ def reproduce(args: argparse.Namespace) -> None:
             handle.write(
                 f"{info['date_utc']}  load {load}  {'; '.join(trained)}  ({command_line()})\n"
             )
+    # The table is the suite's: every task with runs is scored, not only those `--tasks` named.
     results = [score(t, root / t.name, args.episodes) for t in tasks if slot_folders(root / t.name)]
     # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
     name = f"published_{args.suite}" + f"_{slug}" * bool(slug)

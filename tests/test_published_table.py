@@ -79,9 +79,11 @@ def test_a_variant_changes_only_what_it_names(reproduce) -> None:
 
 
 def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkeypatch) -> None:
-    """A tiny suite: the first call trains 2 seeds in one process to half the budget
-    (`--scale 0.5`), the second continues both to the budget from their checkpoints; the
-    table gives the budget reached each time, and the sessions' log one line per call."""
+    """A tiny suite of two tasks: the first call trains one task's 2 seeds in one process to
+    half its budget (`--scale 0.5 --tasks spread`), the second the other task alone, the
+    third continues the first to its budget from its checkpoints; the table keeps a row per
+    task through all three and gives the budget reached each time, the sessions' log one
+    line per call."""
     import bench_common
 
     table = tmp_path / "published.toml"
@@ -89,29 +91,44 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
         '[tiny]\ntitle = "A tiny suite"\nfields = { num_envs = 4, compile = "false" }\n'
         '[[tiny.task]]\nname = "spread"\nenv = "spread"\nbudget = 800\nscale = "same"\n'
         'figure = -20.0\nmetric = "team return"\nsource = "a test"\n'
+        '[[tiny.task]]\nname = "reference"\nenv = "reference"\nbudget = 400\n'
+        'fields = { minibatch_size = 0 }\nscale = "same"\n'
+        'metric = "mean return"\nsource = "a test"\n'
     )
     monkeypatch.setattr(reproduce, "DATA", table)
     monkeypatch.setattr(bench_common, "RESULTS_DIR", tmp_path / "results")
     runs = tmp_path / "runs"
     common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(runs), "--episodes", "2"]
-    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--scale", "0.5"])
+    monkeypatch.setattr(
+        sys, "argv", ["reproduce.py", *common, "--scale", "0.5", "--tasks", "spread"]
+    )
     reproduce.main()
     first = (tmp_path / "results" / "published_tiny.md").read_text()
     assert "| spread | 400 / 800 (50%) | 2 |" in first
+    assert "| reference | 0 / 400 (0%) | 0 | not started |" in first
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--tasks", "reference"])
+    reproduce.main()
+    between = (tmp_path / "results" / "published_tiny.md").read_text()
+    assert "| spread | 400 / 800 (50%) | 2 |" in between  # scored, not trained
+    assert "| reference | 400 / 400 (100%) | 2 |" in between
     monkeypatch.setattr(sys, "argv", ["reproduce.py", *common])
     reproduce.main()
     second = (tmp_path / "results" / "published_tiny.md").read_text()
     assert "| spread | 800 / 800 (100%) | 2 |" in second
+    assert "| reference | 400 / 400 (100%) | 2 |" in second
     sessions = (runs / "tiny" / "sessions.log").read_text().splitlines()
-    assert len(sessions) == 2 and "spread to 800" in sessions[1]
+    assert len(sessions) == 3 and "spread to 800; reference to 400" in sessions[2]
     assert (tmp_path / "results" / "published_tiny.png").stat().st_size > 0  # the curves
     # A variant trains into its own folder and file, and leaves the published table alone.
-    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--set", "lr=1e-3"])
+    monkeypatch.setattr(
+        sys, "argv", ["reproduce.py", *common, "--set", "lr=1e-3", "--tasks", "spread"]
+    )
     reproduce.main()
     variant = (tmp_path / "results" / "published_tiny_lr_0.001.md").read_text()
     assert "A tiny suite; variant lr=0.001" in variant
     assert "A variant, not the published config" in variant
     assert "| spread | 800 / 800 (100%) | 2 |" in variant
+    assert "| reference | 0 / 400 (0%) | 0 | not started |" in variant
     config = (runs / "tiny" / "lr_0.001" / "spread" / "seed_1" / "config.toml").read_text()
     assert "lr = 0.001" in config
     assert (tmp_path / "results" / "published_tiny.md").read_text() == second
