@@ -14,12 +14,13 @@ critic, terminal time limits, the agent one-hot, the team reward), value
 normalization off, the world state.
 Each variant is a `benchmarks/reproduce.py` variant of the `mpe` table's
 Spread task (`--preset`, `--set`), landmarks spawned as that table's task says
-(the official code's 0.8 U(-1, 1); the ablation tables in mpe.md written before
-the table took that spawn trained on mpe2's U(-1, 1)), trained and scored by its
-functions: the seeds of a variant in one process, `--jobs` variants at once,
-each final policy greedy on `--episodes` episodes. Adds (or replaces) its table in
-benchmarks/results/mpe.md (`--base defaults`: mpe_defaults.md). Last line: one
-JSON object.
+(the official code's 0.8 U(-1, 1); the tables in mpe.md and mpe_defaults.md
+written before the table took that spawn trained on mpe2's U(-1, 1)), trained
+and scored by its functions: the seeds of a variant in one process, `--jobs`
+variants at once, each final policy greedy on `--episodes` episodes. Adds (or
+replaces) its table in benchmarks/results/mpe.md (`--base defaults`:
+mpe_defaults.md), which names Spread's env options. Last line: one JSON
+object.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import RESULTS_DIR, command_line  # noqa: E402
-from reproduce import HERE, read_suite, score, train, variant_name, variant_of  # noqa: E402
+from reproduce import HERE, Task, read_suite, score, train, variant_name, variant_of  # noqa: E402
 
 PRESET_VARIANTS: dict[str, dict[str, Any]] = {
     "preset (value norm on, 10 epochs, clip 0.2, critic on concat obs)": {},
@@ -60,14 +61,19 @@ DEFAULTS_VARIANTS: dict[str, dict[str, Any]] = {
 BASES = {"paper-mpe": None, "defaults": "none"}  # --base → reproduce.py's --preset
 
 
+def spread_task() -> Task:
+    """The `mpe` table's Spread task."""
+    _, tasks = read_suite("mpe")
+    (spread,) = [t for t in tasks if t.name == "spread"]
+    return spread
+
+
 def run_variant(
     base: str, sets: dict[str, Any], seeds: list[int], scale: float, episodes: int, runs: Path
 ) -> list[float]:
     """Train one variant's seeds in one process and score them: greedy mean per-agent
     returns (mpe2 scale), one per seed."""
-    _, tasks = read_suite("mpe")
-    spread = next(t for t in tasks if t.name == "spread")
-    (task,) = variant_of([spread], BASES[base], sets)
+    (task,) = variant_of([spread_task()], BASES[base], sets)
     folder = runs / variant_name(BASES[base], sets)[1] / task.name
     steps = int(task.budget * scale)
     if not train(task, folder, seeds, steps, math.inf, quiet=True):
@@ -112,13 +118,15 @@ def main() -> None:
         change = " ".join(f"--set {k}={json.dumps(v)}" for k, v in sets.items())
         rows.append(f"| {variant} | `{change or '-'}` | {mean:.2f} ± {std:.2f} |")
 
+    options = json.dumps(spread_task().fields.get("env_kwargs", {}))
     lines = [
         "",
         "## Ablations on Spread",
         "",
         f"Command: `{command_line()}`; {steps:,} env steps per run, "
         f"{'GRU' if recurrent else 'feed-forward'}, greedy return over {args.episodes} "
-        f"episodes (mpe2 scale), mean ± std over {len(seeds)} seed(s); wall time "
+        f"episodes (mpe2 scale), Spread's env options {options}, mean ± std over "
+        f"{len(seeds)} seed(s); wall time "
         f"{(time.time() - start) / 60:.1f} min.",
         "",
         f"| variant | change on top of the {'preset' if args.base == 'paper-mpe' else 'defaults'}"

@@ -1,5 +1,5 @@
 """Spread side by side with the official MAPPO code (marlbenchmark/on-policy): its rMAPPO
-script and ours (`--preset paper-mpe --recurrent true`), same seeds, one curve over the other.
+script and ours (`--preset paper-mpe --recurrent true`), same seeds, their curves on one axes.
 
     python benchmarks/onpolicy_spread.py --onpolicy-checkout DIR [--onpolicy-python PY]
         [--train-onpolicy] [--seeds 1,2,3] [--steps 2000000] [--runs-dir RUNS]
@@ -33,6 +33,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +41,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import RESULTS_DIR, machine_info, markdown_table, write_results  # noqa: E402
-from reproduce import HERE, read_suite, train, training_seconds, variant_of  # noqa: E402
+from reproduce import HERE, converted, read_suite, train, training_seconds  # noqa: E402
 
-from mappo.envs.mpe.spread import official_team_return  # noqa: E402
 from mappo.plotting import RunCurve, on_common_grid, read_run  # noqa: E402
 from mappo.run_folder import slot_folders  # noqa: E402
 
 TAG = "average_episode_rewards"
-# mappo's runs: (label, folder under --runs-dir, landmark spawn over the table's task).
+# mappo's runs: (label, folder under --runs-dir, `landmark_range`; None: mpe2's U(-1, 1)).
 OURS = (
-    ("mappo rMAPPO", "mappo", None),
-    ("mappo rMAPPO, mpe2's landmarks", "mappo_mpe2_landmarks", 1.0),
+    ("mappo rMAPPO", "mappo", 0.8),
+    ("mappo rMAPPO, mpe2's landmarks", "mappo_mpe2_landmarks", None),
 )
 
 
@@ -113,19 +113,24 @@ def main() -> None:
     _, tasks = read_suite("mpe")
     (spread,) = [t for t in tasks if t.name == "spread"]
     runs: dict[str, list[RunCurve]] = {"official on-policy rMAPPO": official}
+    keys = {"official on-policy rMAPPO": "official"}  # the JSON line's names
     for label, name, landmark_range in OURS:
-        sets = {} if landmark_range is None else {"env_kwargs": {"landmark_range": landmark_range}}
-        (task,) = variant_of([spread], None, sets)
+        env_kwargs = dict(spread.fields.get("env_kwargs", {}))
+        env_kwargs.pop("landmark_range", None)
+        if landmark_range is not None:
+            env_kwargs["landmark_range"] = landmark_range
+        task = replace(spread, fields={**spread.fields, "env_kwargs": env_kwargs})
         folder = Path(args.runs_dir) / name
         if not train(task, folder, seeds, args.steps, math.inf):
             raise SystemExit(f"{folder}: training stopped before {args.steps:,} env steps")
-        runs[label] = [read_run(seed_dir) for seed_dir in slot_folders(folder)]
+        runs[label], keys[label] = [read_run(seed_dir) for seed_dir in slot_folders(folder)], name
         for curve in runs[label]:  # on the official scale
-            curve.returns = np.array([official_team_return(r, 3) for r in curve.returns])
+            curve.returns = converted(task, curve.returns, 3)
 
     # Every run's seeds on the env steps all of them cover: [runs * seeds, points].
     grid, ys = on_common_grid([c for curves in runs.values() for c in curves])
-    bands = dict(zip(runs, np.split(ys, len(runs)), strict=True))
+    sizes = np.cumsum([len(curves) for curves in runs.values()])[:-1]
+    bands = dict(zip(runs, np.split(ys, sizes), strict=True))
     write_plot(grid, bands, RESULTS_DIR / "onpolicy_spread.png")
 
     points = [int(grid[-1] * f) for f in (0.25, 0.5, 0.75, 1.0)]
@@ -168,7 +173,7 @@ def main() -> None:
         json.dumps(
             {
                 "points": points,
-                **{label: band[:, -1].tolist() for label, band in bands.items()},
+                **{keys[label]: band[:, -1].tolist() for label, band in bands.items()},
                 "official_steps_per_second": their_speed,
                 "mappo_steps_per_second": our_speed,
             }

@@ -10,9 +10,12 @@ each task, the seeds train in one process as one batched network (`mappo train
 --seeds`) into `DIR/<suite>/<task>/seed_<s>`, to the published budget times
 `--scale`. The command is resumable: a task whose folder holds a run continues
 from its checkpoint (`Run.resume`), so rerun the same command in the next
-session. `--hours` stops training after that much wall time (saving, as Ctrl-C
-does, which also stops it) and still writes the table, with the fraction of the
-budget reached.
+session; a folder whose runs have another config than the task's (the table
+edited since) is refused in one line. `--tasks` trains only the tasks named;
+the table still has a row for every task of the suite, scored where its runs
+have checkpoints. `--hours` stops training after that much wall time (saving,
+as Ctrl-C does, which also stops it) and still writes the table, with the
+fraction of the budget reached.
 Keep `--runs-dir` outside the repository for runs that span days.
 
 Each task's final policies are scored greedily on `--episodes` episodes per
@@ -62,13 +65,13 @@ import bench_common  # noqa: E402
 from bench_common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 
 from mappo.checkpoint import load_checkpoint  # noqa: E402
-from mappo.config import FIELDS, parse_cli_value  # noqa: E402
+from mappo.config import AUTO, ENV_DIM_FIELDS, FIELDS, parse_cli_value, read_toml  # noqa: E402
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError  # noqa: E402
 from mappo.evaluation import evaluate_run  # noqa: E402
 from mappo.plotting import PlotError, RunGroup, read_run  # noqa: E402
 from mappo.presets import PRESETS, build_config  # noqa: E402
 from mappo.report import bootstrap_ci, iqm  # noqa: E402
-from mappo.run import Run, setting_name  # noqa: E402
+from mappo.run import RESUME_CHANGES, Run, setting_name  # noqa: E402
 from mappo.run_folder import slot_folders  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -167,12 +170,39 @@ def train(
                 f"--seeds {','.join(map(str, seeds))}: {folder} holds the runs of seeds "
                 f"{','.join(map(str, found))}; continue those, or give another --runs-dir"
             )
+        if changed := held_changes(task, held[0]):
+            raise SystemExit(
+                f"{folder} holds runs of another config than the task's ({'; '.join(changed)}); "
+                "give another --runs-dir, or a variant (--preset, --set) that matches them"
+            )
         run = Run.resume(folder, total_steps=steps)
     else:
         fields = {**task.fields, "env": task.env, "total_steps": steps}
         run = Run.start(build_config(task.preset, None, fields), folder, seeds=seeds)
     summary = run.train(quiet=quiet, callback=lambda _: time.time() > deadline)
     return summary.finished
+
+
+def held_changes(task: Task, seed_dir: Path) -> list[str]:
+    """`field: held -> task's` for each setting where the run in `seed_dir` differs from the
+    task's config (a table edited since it started); the fields a resume may change, the
+    seed, what `auto` decides and what is read off the env aside."""
+    wanted = build_config(task.preset, None, {**task.fields, "env": task.env})
+    held = read_toml(seed_dir / "config.toml")
+    changed = []
+    for name in FIELDS:
+        value = getattr(wanted, name)
+        if name in (*RESUME_CHANGES, *ENV_DIM_FIELDS, "seed") or value == AUTO:
+            continue
+        if held.get(name) != value:
+            changed.append(f"{name}: {held.get(name)!r} -> {value!r}")
+    return changed
+
+
+def checkpointed(folder: Path) -> bool:
+    """Whether `folder` holds runs that all have a checkpoint."""
+    seed_dirs = slot_folders(folder)
+    return bool(seed_dirs) and all((d / "checkpoint.pt").exists() for d in seed_dirs)
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -290,15 +320,15 @@ def write_table(
     variant: str = "",
     plot: Path | None = None,
 ) -> Path:
-    """benchmarks/results/<name>.md: a row per task of the table (scored, or not started),
-    their plot and the sessions log."""
+    """benchmarks/results/<name>.md: a row per task of the table (scored, or with no
+    checkpoint yet), their plot and the sessions log."""
     scored = {r["task"]: r for r in results}
     rows = []
     for task in tasks:
         if task.name not in scored:
             budget = f"0 / {task.budget:,} (0%)"
             rows.append(
-                [task.name, budget, 0, "not started", "", figure_cell(task), task.metric, ""]
+                [task.name, budget, 0, "no checkpoint yet", "", figure_cell(task), task.metric, ""]
             )
             continue
         r = scored[task.name]
@@ -355,7 +385,9 @@ def write_table(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", required=True, help="a table of benchmarks/published.toml")
-    parser.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
+    parser.add_argument(
+        "--tasks", nargs="+", help="train only these (default: all); the table scores all with runs"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="seeds trained in one process")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the budgets")
     parser.add_argument("--hours", type=float, default=math.inf, help="wall time to train")
@@ -413,8 +445,9 @@ def reproduce(args: argparse.Namespace) -> None:
             handle.write(
                 f"{info['date_utc']}  load {load}  {'; '.join(trained)}  ({command_line()})\n"
             )
-    # The table is the suite's: every task with runs is scored, not only those `--tasks` named.
-    results = [score(t, root / t.name, args.episodes) for t in tasks if slot_folders(root / t.name)]
+    # The table is the suite's: every task with checkpoints is scored, not only those `--tasks`
+    # named (another process may be training one: no checkpoint before its first update ends).
+    results = [score(t, root / t.name, args.episodes) for t in tasks if checkpointed(root / t.name)]
     # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
     name = f"published_{args.suite}" + f"_{slug}" * bool(slug)
     plot = plot_suite(tasks, root, bench_common.RESULTS_DIR / f"{name}.png")

@@ -167,12 +167,17 @@ def test_resume_keeps_best_pts_score_as_the_bar(runs, tmp_path) -> None:
     assert trainer.best_eval_return == max(_evaluations(run).values())
 
 
-def test_load_run_plays_a_variant_of_the_runs_task(runs) -> None:
-    """`env_kwargs` change the run's env options for play (spread's landmark spawn here)."""
-    _, env = load_run(runs[0], 64, env_kwargs={"landmark_range": 0.5})
+def test_load_run_plays_a_variant_of_the_runs_task(tmp_path) -> None:
+    """`env_kwargs` change the run's env options for play (spread's landmark spawn here),
+    on top of those the run was trained with."""
+    run_dir = tmp_path / "run"
+    argv = ["--env-kwargs", '{"max_cycles": 10}', "--total-steps", "160", "--num-envs", "16"]
+    assert main(["train", "--run-dir", str(run_dir), *argv, "--quiet"]) == 0
+    _, env = load_run(run_dir, 64, env_kwargs={"landmark_range": 0.5})
+    assert env.spec.max_episode_steps == 10  # the run's option stays
     obs = env.reset(seed=3)  # [E, A, O]: vel, pos, landmarks relative to the agent, ...
     landmarks = obs[:, :1, 2:4] + obs[:, 0, 4:10].reshape(64, 3, 2)  # [E, L, 2]
     assert 0.4 < landmarks.abs().max() <= 0.5
-    _, env = load_run(runs[0], 64)
+    _, env = load_run(run_dir, 64)
     obs = env.reset(seed=3)
     assert (obs[:, :1, 2:4] + obs[:, 0, 4:10].reshape(64, 3, 2)).abs().max() > 0.9

@@ -40,6 +40,10 @@ def test_every_task_builds_its_published_config(reproduce, suite) -> None:
         config = build_config(task.preset, None, fields)
         assert config.total_steps == task.budget and config.env == task.env
         assert task.source and (task.figure is not None or task.figure_text)
+        if suite == "mpe":  # built in: the env takes the task's options (a typo would raise)
+            from mappo.envs.registry import make_env
+
+            make_env(task.env, 1, env_kwargs=config.env_kwargs).close()
 
 
 def test_scores_convert_to_the_published_scale(reproduce) -> None:
@@ -105,7 +109,7 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     reproduce.main()
     first = (tmp_path / "results" / "published_tiny.md").read_text()
     assert "| spread | 400 / 800 (50%) | 2 |" in first
-    assert "| reference | 0 / 400 (0%) | 0 | not started |" in first
+    assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in first
     monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--tasks", "reference"])
     reproduce.main()
     between = (tmp_path / "results" / "published_tiny.md").read_text()
@@ -128,7 +132,7 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     assert "A tiny suite; variant lr=0.001" in variant
     assert "A variant, not the published config" in variant
     assert "| spread | 800 / 800 (100%) | 2 |" in variant
-    assert "| reference | 0 / 400 (0%) | 0 | not started |" in variant
+    assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in variant
     config = (runs / "tiny" / "lr_0.001" / "spread" / "seed_1" / "config.toml").read_text()
     assert "lr = 0.001" in config
     assert (tmp_path / "results" / "published_tiny.md").read_text() == second
@@ -142,3 +146,9 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
         monkeypatch.setattr(sys, "argv", ["reproduce.py", *other])
         with pytest.raises(SystemExit, match=re.escape(says)):
             reproduce.main()
+    # Runs of another config than the task's (the table edited since) are refused, not resumed.
+    table.write_text(table.read_text().replace("compile = ", "lr = 1e-3, compile = ", 1))
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--tasks", "spread"])
+    says = f"{runs / 'tiny' / 'spread'} holds runs of another config than the task's (lr: 0.0007"
+    with pytest.raises(SystemExit, match=re.escape(says)):
+        reproduce.main()

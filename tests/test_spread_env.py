@@ -212,19 +212,20 @@ def test_landmark_range_draws_the_official_codes_landmarks() -> None:
     """`landmark_range=0.8` spawns landmarks as the official MAPPO code does, 0.8 U(-1, 1):
     the same draw as mpe2's scaled by 0.8, agents untouched, at every reset."""
     num_envs, cycles = 256, 3
-    default = SpreadEnv(num_envs, max_cycles=cycles, seed=5, global_state="world")
+    mpe2 = SpreadEnv(num_envs, max_cycles=cycles, seed=5, global_state="world")
     official = SpreadEnv(
         num_envs, max_cycles=cycles, seed=5, global_state="world", landmark_range=0.8
     )
     gen = torch.Generator().manual_seed(0)
     for _ in range(2 * cycles):  # through one reset of every copy
         actions = torch.randint(0, 5, (num_envs, 3), generator=gen)
-        default.step(actions)
+        mpe2.step(actions)
         official.step(actions)
         # World state `[pos (3 x 2), vel (3 x 2), landmarks (3 x 2)]` per copy.
-        ours, theirs = official.get_global_state(), default.get_global_state()
-        torch.testing.assert_close(ours[:, :12], theirs[:, :12], rtol=0, atol=0)
-        torch.testing.assert_close(ours[:, 12:], 0.8 * theirs[:, 12:], rtol=0, atol=0)
-    assert ours[:, 12:].abs().max() <= 0.8 < theirs[:, 12:].abs().max()
-    with pytest.raises(ValueError, match="landmark_range must be in"):
-        SpreadEnv(1, landmark_range=1.5)
+        small, wide = official.get_global_state(), mpe2.get_global_state()
+        torch.testing.assert_close(small[:, :12], wide[:, :12], rtol=0, atol=0)
+        torch.testing.assert_close(small[:, 12:], 0.8 * wide[:, 12:], rtol=0, atol=0)
+    assert small[:, 12:].abs().max() <= 0.8 < wide[:, 12:].abs().max()
+    for bad in (0.0, -0.5, True):
+        with pytest.raises(ValueError, match="landmark_range must be a number > 0"):
+            SpreadEnv(1, landmark_range=bad)

@@ -68,8 +68,8 @@ class SpreadEnv(MpeTask[Geometry]):
         landmark_range: float = 1.0,
         record_frames: bool = False,
     ) -> None:
-        if not 0.0 < landmark_range <= 1.0:
-            raise ValueError(f"landmark_range must be in (0, 1], got {landmark_range}")
+        if isinstance(landmark_range, bool) or not landmark_range > 0.0:
+            raise ValueError(f"landmark_range must be a number > 0, got {landmark_range!r}")
         if global_state not in ("concat_obs", "world"):
             raise ValueError(f"global_state must be 'concat_obs' or 'world', got {global_state!r}")
         if not 0.0 <= local_ratio <= 1.0:
@@ -249,8 +249,8 @@ def official_team_return(
     ρ = 0.5, `N·G + Σ L_i = 2·Σ_i r_i`, so per episode
     official = 2·(sum over agents of our return) - N·T = 2·N·R - N·T for a
     mean per-agent return R. Other mixes have no exact conversion. The official
-    env also spawns landmarks in 0.8·U(-1, 1) instead of U(-1, 1), which this
-    conversion cannot undo: the numbers are comparable, not identical tasks.
+    env also spawns landmarks in 0.8·U(-1, 1): built with `landmark_range=0.8`
+    this env is its task, with mpe2's U(-1, 1) the numbers are comparable only.
     """
     if local_ratio != 0.5:
         raise ValueError(f"no exact conversion for local_ratio {local_ratio}; it needs 0.5")
