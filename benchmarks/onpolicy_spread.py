@@ -15,15 +15,20 @@ script writes at its end: `average_episode_rewards`, the mean over envs of an
 episode's team return on its scale (every agent gets the sum of the agents'
 rewards, self-collision included).
 
-Ours trains the MPE table's Spread task of `benchmarks/published.toml` to
-`--steps` (`reproduce.py`'s functions; the seeds in one process, resumable):
-the official task, its landmarks spawned in 0.8 U(-1, 1) (`landmark_range`
-0.8). A second run on mpe2's landmarks, U(-1, 1), shows how much the task
-alone moves the curve. mappo logs the mean per-agent team return R, which is
-`6 R - 75` on the official scale (`mappo.envs.mpe.spread.official_team_return`).
+Ours trains the MPE table's Spread config of `benchmarks/published.toml` to
+`--steps` (`reproduce.py`'s functions; the seeds in one process, resumable) on
+three tasks: the official code's (`--env-kwargs '{"landmark_range": 0.8,
+"physics": "official"}'`: its landmarks in 0.8 U(-1, 1), its integration
+order), the same with mpe2's integration order, and mpe2's own (landmarks in
+U(-1, 1) too): how much each difference of the task moves the curve. mappo
+logs the mean per-agent team return R, which is `6 R - 75` on the official
+scale (`mappo.envs.mpe.spread.official_team_return`). A uniformly random
+policy plays 2,000 episodes of each task and of the official env (run by
+`--onpolicy-python`): where the tasks are the same, its returns agree.
+
 Writes benchmarks/results/onpolicy_spread.md and .png: the bands (mean ± std
-over seeds), the returns at four points, and each code's env steps/s with the
-load. Last line: one JSON object.
+over seeds), the returns at four points, the random policy's returns, and each
+code's env steps/s with the load. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -35,23 +40,48 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import RESULTS_DIR, machine_info, markdown_table, write_results  # noqa: E402
 from reproduce import HERE, converted, read_suite, train, training_seconds  # noqa: E402
 
+from mappo.envs.mpe.spread import SpreadEnv, official_team_return  # noqa: E402
 from mappo.plotting import RunCurve, on_common_grid, read_run  # noqa: E402
 from mappo.run_folder import slot_folders  # noqa: E402
 
 TAG = "average_episode_rewards"
-# mappo's runs: (label, folder under --runs-dir, `landmark_range`; None: mpe2's U(-1, 1)).
+# mappo's runs: (label, folder under --runs-dir, Spread's task options).
 OURS = (
-    ("mappo rMAPPO", "mappo", 0.8),
-    ("mappo rMAPPO, mpe2's landmarks", "mappo_mpe2_landmarks", None),
+    ("mappo rMAPPO", "mappo", {"landmark_range": 0.8, "physics": "official"}),
+    ("mappo rMAPPO, mpe2's integration", "mappo_mpe2_physics", {"landmark_range": 0.8}),
+    ("mappo rMAPPO, mpe2's task", "mappo_mpe2_task", {}),
 )
+TASK_OPTIONS = ("landmark_range", "physics")  # what OURS sets, over the table's
+RANDOM_EPISODES = 2000  # episodes of the uniformly random policy on each task
+# The official env's team return of a uniformly random policy, run by its own Python.
+OFFICIAL_RANDOM = """
+import json, sys, types
+import numpy as np
+from onpolicy.envs.mpe.MPE_env import MPEEnv
+args = types.SimpleNamespace(
+    scenario_name="simple_spread", num_agents=3, num_landmarks=3, episode_length=25
+)
+env, rng, returns = MPEEnv(args), np.random.default_rng(0), []
+env.seed(0)
+for _ in range(int(sys.argv[1])):
+    env.reset()
+    total = 0.0
+    for _ in range(25):
+        moves = np.eye(5)[rng.integers(0, 5, 3)]  # one-hot actions of the 3 agents
+        total += float(np.mean(env.step(list(moves))[1]))  # each agent gets the team sum
+    returns.append(total)
+print(json.dumps(returns))
+"""
 
 
 def official_args(seed: int, steps: int) -> list[str]:
@@ -80,6 +110,26 @@ def official_curve(checkout: Path, seed: int, steps: int) -> tuple[RunCurve, flo
     wall, x, y = (np.array(column, dtype=np.float64) for column in zip(*rows, strict=True))
     speed = (x[-1] - x[0]) / (wall[-1] - wall[0]) if len(x) > 1 else math.nan
     return RunCurve(summaries[-1], {"seed": seed}, x, wall - wall[0], y), speed
+
+
+def random_returns(
+    checkout: Path, python: str, env_kwargs: dict[str, dict[str, Any]], episodes: int
+) -> dict[str, np.ndarray]:
+    """Team returns `[episodes]` on the official scale of a uniformly random policy: on the
+    official env (run by `python` in `checkout`) and on ours with each of `env_kwargs`. Near
+    equal where the tasks are the same: no policy is involved."""
+    command = [python, "-c", OFFICIAL_RANDOM, str(episodes)]
+    done = subprocess.run(command, cwd=checkout, check=True, capture_output=True, text=True)
+    out = {"official env": np.array(json.loads(done.stdout.splitlines()[-1]))}
+    generator = torch.Generator().manual_seed(0)
+    for label, options in env_kwargs.items():
+        env = SpreadEnv(episodes, seed=0, **options)
+        total = torch.zeros(episodes)  # [E]: one episode per copy
+        for _ in range(env.spec.max_episode_steps):
+            actions = torch.randint(0, 5, (episodes, 3), generator=generator)
+            total += env.step(actions).reward.mean(-1)
+        out[label] = np.array([official_team_return(r) for r in total.tolist()])
+    return out
 
 
 def main() -> None:
@@ -114,12 +164,12 @@ def main() -> None:
     (spread,) = [t for t in tasks if t.name == "spread"]
     runs: dict[str, list[RunCurve]] = {"official on-policy rMAPPO": official}
     keys = {"official on-policy rMAPPO": "official"}  # the JSON line's names
-    for label, name, landmark_range in OURS:
-        env_kwargs = dict(spread.fields.get("env_kwargs", {}))
-        env_kwargs.pop("landmark_range", None)
-        if landmark_range is not None:
-            env_kwargs["landmark_range"] = landmark_range
+    task_options: dict[str, dict[str, Any]] = {}
+    for label, name, options in OURS:
+        table_options = spread.fields.get("env_kwargs", {}).items()
+        env_kwargs = {k: v for k, v in table_options if k not in TASK_OPTIONS} | options
         task = replace(spread, fields={**spread.fields, "env_kwargs": env_kwargs})
+        task_options[label] = env_kwargs
         folder = Path(args.runs_dir) / name
         if not train(task, folder, seeds, args.steps, math.inf):
             raise SystemExit(f"{folder}: training stopped before {args.steps:,} env steps")
@@ -144,6 +194,16 @@ def main() -> None:
     our_speed = sum(c.env_steps[-1] for c in ours) / training_seconds(ours[0].path)
     their_speed = float(np.mean(their_speeds))
     first = {label: np.mean([c.returns[0] for c in curves]) for label, curves in runs.items()}
+    random_play = random_returns(
+        args.onpolicy_checkout, args.onpolicy_python, task_options, RANDOM_EPISODES
+    )
+    random_table = markdown_table(
+        ["task", "uniformly random policy: team return, official scale (mean ± s.e.)"],
+        [
+            [label, f"{r.mean():.1f} ± {r.std() / math.sqrt(len(r)):.1f}"]
+            for label, r in random_play.items()
+        ],
+    )
     table = markdown_table(["code", *(f"{p:,} env steps" for p in points)], rows)
     sections = [
         f"Seeds {args.seeds}, {args.steps:,} env steps each. Training curves on the official "
@@ -152,13 +212,20 @@ def main() -> None:
         "interpolated onto the env steps all runs cover.",
         table,
         "![Spread, official code against mappo](onpolicy_spread.png)",
-        "mappo's first run is the official task: landmarks spawned in 0.8 U(-1, 1), "
-        "`--env-kwargs '{\"landmark_range\": 0.8}'`. Its second keeps mpe2's U(-1, 1) "
-        "(landmarks farther apart: a harder task for the same policy). At the first logged "
-        "update, with policies still near uniform, the curves read "
+        "mappo's first run is the official code's task: `--env-kwargs "
+        '\'{"landmark_range": 0.8, "physics": "official"}\'`, landmarks spawned in '
+        "0.8 U(-1, 1) and the velocity updated before the move. The second keeps mpe2's "
+        "integration order, which moves an agent with the velocity from before its action "
+        "(its control lags a step); the third also mpe2's landmarks in U(-1, 1), farther "
+        "apart. At the first logged update, with policies still near uniform, the curves "
+        "read "
         + ", ".join(f"{v:.1f} ({label})" for label, v in first.items())
         + ". What else differs beyond the code: the official code logs one 25-step "
         "episode per env per update, mappo the episodes ended in its rollout.",
+        f"The tasks without a policy: {RANDOM_EPISODES:,} episodes of uniformly random "
+        "actions on the official code's env and on mappo's (each row's options of the runs "
+        "above; the label names the run):",
+        random_table,
         f"Env steps/s as the runs logged them: the official code {their_speed:,.0f} per seed "
         f"(one seed at a time, 128 env processes), mappo {our_speed:,.0f} for its "
         f"{len(seeds)} seeds together in one process. Where the runs shared the cores with "
@@ -174,6 +241,10 @@ def main() -> None:
             {
                 "points": points,
                 **{keys[label]: band[:, -1].tolist() for label, band in bands.items()},
+                "random_policy": {
+                    "official": float(random_play["official env"].mean()),
+                    **{keys[k]: float(random_play[k].mean()) for k in task_options},
+                },
                 "official_steps_per_second": their_speed,
                 "mappo_steps_per_second": our_speed,
             }

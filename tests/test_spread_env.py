@@ -155,15 +155,32 @@ def test_random_policy_return() -> None:
     assert abs(episode_return.mean().item() - (-27.5)) < 3.0
 
 
-def test_core_world_step_matches_mpe2_world() -> None:
+@pytest.mark.parametrize("physics", ["mpe2", "official"])
+def test_core_world_step_matches_mpe2_world(physics: str) -> None:
     """The shared physics on features spread does not use: immovable and
-    speed-limited agents, per-agent accel and mass, a colliding landmark."""
+    speed-limited agents, per-agent accel and mass, a colliding landmark. With
+    `move_first=False`, against mpe2's world integrated in the original MPE's order
+    (the official MAPPO code's `World.integrate_state`): damp, push, clip, then move."""
     from mpe2._mpe_utils.core import Agent, Landmark, World
 
     from mappo.envs.mpe import mpe_core
 
+    class OriginalOrderWorld(World):
+        def integrate_state(self, p_force):
+            for i, entity in enumerate(self.entities):
+                if not entity.movable:
+                    continue
+                state = entity.state
+                state.p_vel = state.p_vel * (1 - self.damping)
+                if p_force[i] is not None:
+                    state.p_vel += (p_force[i] / entity.mass) * self.dt
+                speed = np.linalg.norm(state.p_vel)
+                if entity.max_speed is not None and speed > entity.max_speed:
+                    state.p_vel = state.p_vel / speed * entity.max_speed
+                state.p_pos += state.p_vel * self.dt
+
     rng = np.random.default_rng(0)
-    world = World()
+    world = World() if physics == "mpe2" else OriginalOrderWorld()
     world.agents = [Agent() for _ in range(3)]
     world.landmarks = [Landmark()]
     accel, mass = [3.0, 4.0, 5.0], [1.0, 2.0, 1.0]
@@ -182,7 +199,7 @@ def test_core_world_step_matches_mpe2_world() -> None:
     movable = torch.tensor([e.movable for e in entities])
     table = mpe_core.discrete_move_table(torch.tensor(accel), dtype=torch.float64)  # [3, 5, 2]
     pair_mask = mpe_core.contact_pair_mask(torch.ones(4, dtype=torch.bool))
-    params = mpe_core.PhysicsParams()
+    params = mpe_core.PhysicsParams(move_first=physics == "mpe2")
 
     unit_moves = mpe_core.discrete_move_table(1.0, dtype=torch.float64).numpy()  # [5, 2]
     max_contact, clipped = 0.0, 0
@@ -229,3 +246,21 @@ def test_landmark_range_draws_the_official_codes_landmarks() -> None:
     for bad in (0.0, -0.5, True):
         with pytest.raises(ValueError, match="landmark_range must be a number > 0"):
             SpreadEnv(1, landmark_range=bad)
+
+
+def test_official_physics_moves_an_agent_in_the_step_of_its_action() -> None:
+    """With `physics="official"` a move action displaces its agent in the same step, by
+    the new velocity times dt; with mpe2's order only from the next step on."""
+    positions = {}
+    for physics in ("mpe2", "official"):
+        env = SpreadEnv(1, seed=0, physics=physics, global_state="world")
+        agents = torch.tensor([[[-0.9, -0.9], [0.0, 0.9], [0.9, 0.0]]])  # far apart
+        env.set_state(agents, torch.zeros(1, 3, 2))
+        env.step(torch.tensor([[2, 0, 0]]))  # agent 0 pushes right (+x), from rest
+        positions[physics] = env.get_global_state()[0, :6].reshape(3, 2)
+    # From rest: velocity 5.0 (sensitivity) x dt 0.1 = 0.5, then 0.5 x dt = 0.05 moved.
+    assert positions["mpe2"][0].tolist() == pytest.approx([-0.9, -0.9])
+    assert positions["official"][0].tolist() == pytest.approx([-0.85, -0.9])
+    torch.testing.assert_close(positions["official"][1:], agents[0, 1:])  # no-ops
+    with pytest.raises(ValueError, match="physics must be one of mpe2, official, got 'x'"):
+        SpreadEnv(1, physics="x")

@@ -18,6 +18,11 @@ One mpe2 world step, in its order:
 This explicit Euler step with a stiff contact spring is unstable while two
 bodies press into each other (rounding differences grow ~1.7x per step), so
 float32 and float64 runs of the same episode drift apart during long contacts.
+
+The original multiagent-particle-envs, and the official MAPPO code that copies
+it, take step 3 last (`PhysicsParams.move_first=False`): the position moves with
+the velocity this step's force has just changed, so an action moves its agent
+in the same step instead of the next.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ class PhysicsParams:
     contact_margin: float = 1e-3
     # mpe2 multiplies the unit move by `agent.accel`, or by 5.0 when accel is None.
     sensitivity: float = 5.0
+    # mpe2 moves with the velocity from before the force (explicit Euler); the original
+    # MPE and the official MAPPO code after it (semi-implicit Euler).
+    move_first: bool = True
 
 
 # Unit move of each discrete action, in mpe2's order:
@@ -149,18 +157,18 @@ def integrate(
     params: PhysicsParams,
     **bodies: Unpack[Bodies],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One explicit Euler step exactly in mpe2's order; returns new (pos, vel).
+    """One Euler step; returns new (pos, vel).
 
-    Position advances with the velocity from before this step; then the velocity
-    is damped, the force added, and the speed clipped. `pos`, `vel`, `force` are
-    `[E, n, 2]`; `bodies` as `Bodies` describes (mass 1, no speed limit, all movable).
+    The velocity is damped, the force added, and the speed clipped; the position
+    advances with the velocity from before all that (mpe2's order, `params.move_first`)
+    or after it (the original MPE's). `pos`, `vel`, `force` are `[E, n, 2]`; `bodies`
+    as `Bodies` describes (mass 1, no speed limit, all movable).
     """
     mass = bodies.get("mass", 1.0)
     max_speed = bodies.get("max_speed")
     movable = bodies.get("movable")
     if isinstance(mass, torch.Tensor):
         mass = mass[:, None]  # [n, 1]
-    new_pos = pos + vel * params.dt
     new_vel = vel * (1.0 - params.damping)
     new_vel = new_vel + (force / mass) * params.dt
     if max_speed is not None:
@@ -168,6 +176,7 @@ def integrate(
             max_speed = max_speed[:, None]  # [n, 1]
         speed = torch.sqrt(new_vel[..., 0:1].square() + new_vel[..., 1:2].square())  # [E, n, 1]
         new_vel = torch.where(speed > max_speed, new_vel / speed * max_speed, new_vel)
+    new_pos = pos + (vel if params.move_first else new_vel) * params.dt
     if movable is not None:
         keep = ~movable[:, None]  # [n, 1]
         new_pos = torch.where(keep, pos, new_pos)

@@ -40,9 +40,18 @@ OFFICIAL_MPE = TaskConventions(
     agent_id=False,
 )
 
+# Each task's `physics` option: the order of a world step's integration (mpe_core's docstring).
+PHYSICS = {
+    "mpe2": "mpe2's: an agent moves with the velocity from before this step's force",
+    "official": "the original MPE's and the official MAPPO code's: with the velocity after it",
+}
+
 
 class MpeTask(MultiAgentEnv, Generic[GeometryT]):
     """An MPE scenario over `num_envs` worlds whose episodes end by truncation only.
+
+    `physics` picks the integration order (`PHYSICS`): "mpe2", which the tasks match
+    step for step, or "official".
 
     Subclasses call `__init__` with their spec, create the tensors named in
     `_snapshot_fields`, then call `_begin(seed)`. Results of `step` are fresh
@@ -62,13 +71,17 @@ class MpeTask(MultiAgentEnv, Generic[GeometryT]):
         max_cycles: int,
         device: str | torch.device,
         dtype: torch.dtype,
+        physics: str = "mpe2",
     ) -> None:
+        if physics not in PHYSICS:
+            raise ValueError(f"physics must be one of {', '.join(PHYSICS)}, got {physics!r}")
         self.spec = dataclasses.replace(spec, conventions=OFFICIAL_MPE)
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.dtype = dtype
         self.max_cycles = max_cycles
-        self.params = PhysicsParams()
+        self.physics = physics
+        self.params = PhysicsParams(move_first=physics == "mpe2")
 
         E, A, dev = num_envs, spec.num_agents, self.device
         K = spec.action.logits_dim

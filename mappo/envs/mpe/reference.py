@@ -57,6 +57,7 @@ class ReferenceEnv(MpeTask[torch.Tensor]):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
+        physics: str = "mpe2",
     ) -> None:
         if not 0.0 <= local_ratio <= 1.0:
             raise ValueError(f"local_ratio must be in [0, 1], got {local_ratio}")
@@ -71,7 +72,7 @@ class ReferenceEnv(MpeTask[torch.Tensor]):
             state_source="concat_obs",
             obs_sizes=(OBS_DIM,) * NUM_AGENTS,
         )
-        super().__init__(spec, num_envs, max_cycles, device, dtype)
+        super().__init__(spec, num_envs, max_cycles, device, dtype, physics)
 
         E, A, L, dev = num_envs, NUM_AGENTS, NUM_LANDMARKS, self.device
         # Row a of each table: the force of move a % 5 and the one-hot of word a // 5.

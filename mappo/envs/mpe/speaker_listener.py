@@ -67,6 +67,7 @@ class SpeakerListenerEnv(MpeTask[torch.Tensor]):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
+        physics: str = "mpe2",
     ) -> None:
         spec = EnvSpec(
             name="speaker_listener",
@@ -79,7 +80,7 @@ class SpeakerListenerEnv(MpeTask[torch.Tensor]):
             state_source="env",
             obs_sizes=(SPEAKER_OBS_DIM, LISTENER_OBS_DIM),
         )
-        super().__init__(spec, num_envs, max_cycles, device, dtype)
+        super().__init__(spec, num_envs, max_cycles, device, dtype, physics)
 
         E, L, dev = num_envs, NUM_LANDMARKS, self.device
         self._move_table = discrete_move_table(self.params.sensitivity, dev, dtype)  # [5, 2]
@@ -189,7 +190,7 @@ def official_team_return(per_agent_return: float) -> float:
     Both agents get `-d²` per step here (d: the listener's distance to the goal),
     as in the official on-policy env, which hands every agent the team sum
     (`shared_reward`), `2·(-d²)`: official = 2·R for a per-agent return R. Spawn
-    ranges agree (U(-1, 1)); the official physics applies the new force before
-    moving, mpe2 after, so the numbers are comparable, not identical tasks.
+    ranges agree (U(-1, 1)); built with `physics="official"` this env moves as
+    that code's does (mpe2's order moves with the velocity before the action).
     """
     return 2.0 * per_agent_return

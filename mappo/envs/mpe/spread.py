@@ -49,6 +49,7 @@ class SpreadEnv(MpeTask[Geometry]):
     ("concat_obs") or the world itself ("world"). Landmarks spawn in
     U(-landmark_range, landmark_range) per axis: mpe2's 1.0, or the official MAPPO
     code's 0.8 (its `simple_spread` scales the draw), agents in U(-1, 1) either way.
+    `physics` is the integration order (`mappo.envs.mpe.mpe_task.PHYSICS`).
     `record_frames` keeps copy 0's positions for `rendered_episodes`.
     """
 
@@ -66,6 +67,7 @@ class SpreadEnv(MpeTask[Geometry]):
         seed: int | None = None,
         global_state: str = "concat_obs",
         landmark_range: float = 1.0,
+        physics: str = "mpe2",
         record_frames: bool = False,
     ) -> None:
         if isinstance(landmark_range, bool) or not landmark_range > 0.0:
@@ -90,7 +92,7 @@ class SpreadEnv(MpeTask[Geometry]):
             state_source="concat_obs" if global_state == "concat_obs" else "env",
             obs_sizes=(obs_dim,) * A,
         )
-        super().__init__(spec, num_envs, max_cycles, device, dtype)
+        super().__init__(spec, num_envs, max_cycles, device, dtype, physics)
 
         dev = self.device
         self._move_table = discrete_move_table(self.params.sensitivity, dev, dtype)  # [5, 2]
@@ -249,8 +251,8 @@ def official_team_return(
     ρ = 0.5, `N·G + Σ L_i = 2·Σ_i r_i`, so per episode
     official = 2·(sum over agents of our return) - N·T = 2·N·R - N·T for a
     mean per-agent return R. Other mixes have no exact conversion. The official
-    env also spawns landmarks in 0.8·U(-1, 1): built with `landmark_range=0.8`
-    this env is its task, with mpe2's U(-1, 1) the numbers are comparable only.
+    env also spawns landmarks in 0.8·U(-1, 1) and integrates in the original MPE's
+    order: built with `landmark_range=0.8, physics="official"` this env is its task.
     """
     if local_ratio != 0.5:
         raise ValueError(f"no exact conversion for local_ratio {local_ratio}; it needs 0.5")
