@@ -258,12 +258,14 @@ def write_plot(grid: np.ndarray, bands: dict[str, np.ndarray], out: Path) -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for label, ys in bands.items():
         (line,) = ax.plot(grid, ys.mean(0), lw=1.6, label=f"{label} ({len(ys)} seeds)")
         low, high = ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0)
         ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    ax.xaxis.set_major_formatter(EngFormatter())
     ax.set_xlabel("env steps per seed")
     ax.set_ylabel("team episode return, official scale (training)")
     ax.set_title("MPE Spread (3 agents): official code vs mappo")
