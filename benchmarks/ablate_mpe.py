@@ -13,10 +13,10 @@ setting that `auto` decides on MPE turned the other way (the time left in the
 critic, terminal time limits, the agent one-hot, the team reward), value
 normalization off, the world state.
 Each variant is a `benchmarks/reproduce.py` variant of the `mpe` table's
-Spread task (`--preset`, `--set`), landmarks spawned as that table's task says
-(the official code's 0.8 U(-1, 1); the tables in mpe.md and mpe_defaults.md
-written before the table took that spawn trained on mpe2's U(-1, 1)), trained
-and scored by its functions: the seeds of a variant in one process, `--jobs`
+Spread task (`--preset`, `--set`), on that table's task (the official code's:
+landmarks in 0.8 U(-1, 1), its integration order; the tables in mpe.md and
+mpe_defaults.md written before the table took those options trained on mpe2's
+Spread), trained and scored by its functions: the seeds of a variant in one process, `--jobs`
 variants at once, each final policy greedy on `--episodes` episodes. Adds (or
 replaces) its table in benchmarks/results/mpe.md (`--base defaults`:
 mpe_defaults.md), which names Spread's env options. Last line: one JSON
