@@ -19,10 +19,11 @@ fraction of the budget reached.
 Keep `--runs-dir` outside the repository for runs that span days.
 
 Each task's final policies are scored greedily on `--episodes` episodes per
-seed; the table gives the interquartile mean with its 95 % bootstrap CI (as
-`mappo report`), the score converted to the published figure's scale (the
-data file's `scale` says how), the published figure and its source, the
-budget reached, wall time and env steps/s. Every invocation appends a line to
+seed (kept in `<task>/score.json` until its checkpoints change); the table
+gives the interquartile mean with its 95 % bootstrap CI (as `mappo report`),
+the score converted to the published figure's scale (the data file's `scale`
+says how), the published figure and its source, the budget reached, wall time
+and env steps/s. Every invocation appends a line to
 `DIR/<suite>/sessions.log` (date, load average, what it trained), which the
 table's file quotes: the load stands beside the figures it slowed. Writes
 `benchmarks/results/published_<suite>.md` and the learning curves (training
@@ -229,20 +230,30 @@ def converted(task: Task, scores: np.ndarray, num_agents: int) -> np.ndarray:
 
 
 def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
-    """Greedy scores of the task's seeds, their IQM and CI, on ours and the published scale."""
+    """Greedy scores of the task's seeds, their IQM and CI, on ours and the published scale.
+
+    Kept in `<folder>/score.json` and reused while the seeds' checkpoints (their env
+    steps), `episodes` and the scale stay the same: a finished task is not replayed by
+    every later call that writes the suite's table.
+    """
     seeds = slot_folders(folder)
-    returns, wins, steps = [], [], []
+    checkpoints = [load_checkpoint(seed_dir / "checkpoint.pt") for seed_dir in seeds]
+    steps = [int(checkpoint["env_steps"]) for checkpoint in checkpoints]
+    key = {"episodes": episodes, "env_steps": steps, "scale": task.scale}
+    kept = folder / "score.json"
+    if kept.exists() and (saved := json.loads(kept.read_text())).get("key") == key:
+        return saved["result"]
+    returns, wins = [], []
     for seed_dir in seeds:
         evaluation = evaluate_run(seed_dir, episodes, deterministic=True)
         returns.append(float(np.mean(evaluation.returns)))
         wins.append(evaluation.win_rate if evaluation.wins else math.nan)
-        steps.append(int(load_checkpoint(seed_dir / "checkpoint.pt")["env_steps"]))
-    config = load_checkpoint(seeds[0] / "checkpoint.pt")["config"]
+    config = checkpoints[0]["config"]
     ours = np.array(wins if task.scale == "win_rate" else returns)
     theirs = converted(task, ours, len(evaluation.seat_names))
     (lo,), (hi,) = bootstrap_ci([theirs], lambda x, axis: iqm(x, axis)[..., None])
     seconds = training_seconds(seeds[0])
-    return {
+    result = {
         "task": task.name,
         "env": config["env"],
         "seeds": len(seeds),
@@ -253,10 +264,12 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
         "win_rates": wins,
         "score": [float(x) for x in theirs],
         "iqm": float(iqm(theirs)),
-        "ci": (float(lo), float(hi)),
+        "ci": [float(lo), float(hi)],
         "hours": seconds / 3600,
         "steps_per_second": sum(steps) / seconds if seconds else math.nan,
     }
+    kept.write_text(json.dumps({"key": key, "result": result}))
+    return result
 
 
 def plot_suite(tasks: list[Task], root: Path, out: Path) -> Path | None:

@@ -115,8 +115,20 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     between = (tmp_path / "results" / "published_tiny.md").read_text()
     assert "| spread | 400 / 800 (50%) | 2 |" in between  # scored, not trained
     assert "| reference | 400 / 400 (100%) | 2 |" in between
+    # The third call replays only the task it trained: reference's score is kept.
+    played = []
+    evaluate_run = reproduce.evaluate_run
+    monkeypatch.setattr(
+        reproduce,
+        "evaluate_run",
+        lambda run, *a, **k: played.append(run) or evaluate_run(run, *a, **k),
+    )
     monkeypatch.setattr(sys, "argv", ["reproduce.py", *common])
     reproduce.main()
+    assert sorted(p.relative_to(runs).as_posix() for p in played) == [
+        "tiny/spread/seed_0",
+        "tiny/spread/seed_1",
+    ]
     second = (tmp_path / "results" / "published_tiny.md").read_text()
     assert "| spread | 800 / 800 (100%) | 2 |" in second
     assert "| reference | 400 / 400 (100%) | 2 |" in second
