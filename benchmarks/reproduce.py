@@ -280,7 +280,7 @@ def plot_suite(tasks: list[Task], root: Path, out: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     panels = []
     for task in tasks:
@@ -305,6 +305,7 @@ def plot_suite(tasks: list[Task], root: Path, out: Path) -> Path | None:
         ax.set_title(task.name, fontsize=10)
         ax.set_xlabel("env steps per seed")
         ax.xaxis.set_major_formatter(EngFormatter())  # 2M, not 2000000
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # labels that do not run together
         ax.set_ylabel(textwrap.fill(f"{task.metric or 'return'}, training", 40), fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
