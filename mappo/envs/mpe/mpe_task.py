@@ -80,7 +80,6 @@ class MpeTask(MultiAgentEnv, Generic[GeometryT]):
         self.device = torch.device(device)
         self.dtype = dtype
         self.max_cycles = max_cycles
-        self.physics = physics
         self.params = PhysicsParams(move_first=physics == "mpe2")
 
         E, A, dev = num_envs, spec.num_agents, self.device
