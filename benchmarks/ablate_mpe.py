@@ -16,11 +16,11 @@ Each variant is a `benchmarks/reproduce.py` variant of the `mpe` table's
 Spread task (`--preset`, `--set`), on that table's task (the official code's:
 landmarks in 0.8 U(-1, 1), its integration order; the tables in mpe.md and
 mpe_defaults.md written before the table took those options trained on mpe2's
-Spread), trained and scored by its functions: the seeds of a variant in one process, `--jobs`
-variants at once, each final policy greedy on `--episodes` episodes. Adds (or
-replaces) its table in benchmarks/results/mpe.md (`--base defaults`:
-mpe_defaults.md), which names Spread's env options. Last line: one JSON
-object.
+Spread), trained and scored by its functions: the seeds of a variant in one
+process, `--jobs` variants at once, each final policy greedy on `--episodes`
+episodes. Adds (or replaces) its table in benchmarks/results/mpe.md (`--base
+defaults`: mpe_defaults.md), which names Spread's env options. Last line: one
+JSON object.
 """
 
 from __future__ import annotations

@@ -50,14 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import RESULTS_DIR, machine_info, markdown_table, write_results  # noqa: E402
 from reproduce import HERE, converted, read_suite, train, training_seconds  # noqa: E402
 
-from mappo.envs.mpe.spread import SpreadEnv, official_team_return  # noqa: E402
+from mappo.envs.mpe.spread import OFFICIAL_TASK, SpreadEnv, official_team_return  # noqa: E402
 from mappo.plotting import RunCurve, on_common_grid, read_run  # noqa: E402
 from mappo.run_folder import slot_folders  # noqa: E402
 
 TAG = "average_episode_rewards"
 # mappo's runs: (label, folder under --runs-dir, Spread's task options).
 OURS = (
-    ("mappo rMAPPO", "mappo", {"landmark_range": 0.8, "physics": "official"}),
+    ("mappo rMAPPO", "mappo", OFFICIAL_TASK),
     ("mappo rMAPPO, mpe2's integration", "mappo_mpe2_physics", {"landmark_range": 0.8}),
     ("mappo rMAPPO, mpe2's task", "mappo_mpe2_task", {}),
 )

@@ -7,8 +7,9 @@ they see the same geometry), then every step takes the move whose direction best
 matches `gain * (landmark - position) - damping * velocity`, or no move when none
 points that way. `--dampings` compares a few damping gains. Each setting plays
 `--episodes` episodes of the built-in `spread` (mpe2's `simple_spread_v3`), once
-with landmarks drawn in U(-1, 1) as mpe2 does, once in 0.8 * U(-1, 1) as the
-official MAPPO code does, the latter also on that code's reward scale
+as mpe2 has it, once as the official MAPPO code has it (`OFFICIAL_TASK`:
+landmarks in 0.8 * U(-1, 1), its integration order), the latter also on that
+code's reward scale
 (`official_team_return`). With `--runs`, trained spread runs play the same
 episodes greedily, and a second table says where each policy's agents end: on
 distinct landmarks, on the least-distance assignment, by a fixed convention, and
@@ -25,6 +26,7 @@ import itertools
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,11 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine_info, markdown_table, write_results  # noqa: E402
 
 from mappo.envs.mpe.mpe_core import discrete_move_table  # noqa: E402
-from mappo.envs.mpe.spread import SpreadEnv, official_team_return  # noqa: E402
+from mappo.envs.mpe.spread import OFFICIAL_TASK, SpreadEnv, official_team_return  # noqa: E402
 from mappo.evaluation import load_run  # noqa: E402
 
 NUM_AGENTS = 3
-OFFICIAL_LANDMARK_RANGE = 0.8  # the official code spawns landmarks in 0.8 * U(-1, 1)
 
 
 def assignment(obs: torch.Tensor) -> torch.Tensor:
@@ -88,11 +89,11 @@ def play_episode(env: SpreadEnv, obs: torch.Tensor, act: Act) -> tuple[torch.Ten
 
 
 def hand_coded(
-    episodes: int, damping: float, landmark_range: float, seed: int
+    episodes: int, damping: float, task: dict[str, Any], seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The assign-and-go policy for one episode in each of `episodes` copies: returns `[E]`,
-    first and last observations `[E, A, O]`."""
-    env = SpreadEnv(episodes, NUM_AGENTS, seed=seed, landmark_range=landmark_range)
+    """The assign-and-go policy for one episode in each of `episodes` copies of spread with
+    the options `task`: returns `[E]`, first and last observations `[E, A, O]`."""
+    env = SpreadEnv(episodes, NUM_AGENTS, seed=seed, **task)
     first = env.reset(seed=seed)
     target = assignment(first)
     returns, last = play_episode(env, first, lambda obs: moves(obs, target, damping))
@@ -101,15 +102,13 @@ def hand_coded(
 
 @torch.no_grad()
 def learned(
-    run_dir: Path, episodes: int, seed: int, rotation: int = 0, landmark_range: float = 1.0
+    run_dir: Path, episodes: int, seed: int, rotation: int = 0, task: dict[str, Any] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A trained run's greedy policy for one episode in each of `episodes` copies (landmarks
-    in `landmark_range` * U(-1, 1)): returns `[E]`, first and last observations
+    """A trained run's greedy policy for one episode in each of `episodes` copies (of its
+    task, or with the spread options `task`): returns `[E]`, first and last observations
     `[E, A, O]`. With `rotation` r, agent p acts in the policy's agent slot (p + r) mod A:
     its one-hot (or its own network) is another's."""
-    policy, env = load_run(
-        run_dir, episodes, seed=seed, env_kwargs={"landmark_range": landmark_range}
-    )
+    policy, env = load_run(run_dir, episodes, seed=seed, env_kwargs=task)
     first = env.reset(seed=seed)
     mask = env.get_action_mask()
     slot_agent = (torch.arange(NUM_AGENTS) - rotation) % NUM_AGENTS  # agent acting in slot
@@ -178,8 +177,8 @@ def main() -> None:
     info = machine_info()
     rows, means, ending_rows = [], [], []
     for damping in args.dampings:
-        ours, first, last = hand_coded(args.episodes, damping, 1.0, args.seed)
-        official = hand_coded(args.episodes, damping, OFFICIAL_LANDMARK_RANGE, args.seed)[0]
+        ours, first, last = hand_coded(args.episodes, damping, {}, args.seed)
+        official = hand_coded(args.episodes, damping, OFFICIAL_TASK, args.seed)[0]
         means.append(ours.mean().item())
         sem = ours.std().item() / args.episodes**0.5
         official_mean = official.mean().item()
@@ -202,19 +201,15 @@ def main() -> None:
             ]
         )  # no slot is read
         print(
-            f"damping {damping}: {rows[-1][1]} (mpe2 landmarks), {rows[-1][2]} "
-            f"(official landmarks, {rows[-1][3]} on the official scale)"
+            f"damping {damping}: {rows[-1][1]} (mpe2's task), {rows[-1][2]} "
+            f"(official task, {rows[-1][3]} on the official scale)"
         )
     for run in args.runs:
         returns, first, last = learned(run, args.episodes, args.seed)
         rotated = learned(run, args.episodes, args.seed, rotation=1)[2]
         changed = (nearest_landmark(rotated) != nearest_landmark(last)).any(-1)
         sem = returns.std().item() / args.episodes**0.5
-        official = (
-            learned(run, args.episodes, args.seed, landmark_range=OFFICIAL_LANDMARK_RANGE)[0]
-            .mean()
-            .item()
-        )
+        official = learned(run, args.episodes, args.seed, task=OFFICIAL_TASK)[0].mean().item()
         ending_rows.append(
             [
                 str(run),
@@ -230,7 +225,7 @@ def main() -> None:
         [
             "damping",
             "mpe2 spread: mean per-agent return ± s.e.",
-            "landmarks in 0.8·U(−1,1): per-agent return",
+            "official code's task: per-agent return",
             "same, official scale",
         ],
         rows,
@@ -244,7 +239,7 @@ def main() -> None:
         [
             "policy",
             "return ± s.e.",
-            "landmarks in 0.8·U(−1,1): per-agent return",
+            "official code's task: per-agent return",
             "same, official scale",
             "ends on distinct landmarks",
             "ends on the least-distance assignment",

@@ -239,6 +239,11 @@ class SpreadEnv(MpeTask[Geometry]):
         return obs
 
 
+# The official MAPPO code's simple_spread as this env's options: its landmark spawn, its
+# integration order.
+OFFICIAL_TASK = {"landmark_range": 0.8, "physics": "official"}
+
+
 def official_team_return(
     per_agent_return: float, num_agents: int = 3, max_cycles: int = 25, local_ratio: float = 0.5
 ) -> float:
