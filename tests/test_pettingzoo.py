@@ -226,6 +226,10 @@ def test_agent_truncated_alone_keeps_its_last_observation_in_final_obs(env_cls: 
     if env.spec.state_source == "concat_obs":
         assert torch.equal(r.final_state, r.final_obs.reshape(2, 8))
         assert torch.equal(r.state, r.obs.reshape(2, 8))
+        # Views, not copies: the batch does not carry the observations a second time.
+        assert r.state.data_ptr() == r.obs.data_ptr()
+        assert r.final_state.data_ptr() == r.final_obs.data_ptr()
+        assert "state" not in env.layout.step_space(2).spaces
     else:  # the env has not moved since the step: one state, read once per step and reset
         expected = torch.stack([offset, torch.ones(2), torch.full((2,), 2.0)], -1)
         assert torch.equal(r.final_state, expected) and torch.equal(r.state, expected)

@@ -19,7 +19,10 @@ episode ends when no agent is left alive (or `env.agents` is empty); it is then
 reset in place, and `final_obs`/`final_state` keep what the finished episode
 reached. An episode whose agents all terminated is never bootstrapped, so its
 end does not ask the env for `state()` (multiwalker cannot give one once a
-walker fell): `final_state` then repeats the last state read.
+walker fell): `final_state` then repeats the last state read. Without an env
+state (`concat_obs`) the batch carries no state arrays at all: the state is the
+observations flattened, which the consumer reads off `obs` and `final_obs`
+(`PettingZooLayout.step_space`), so image observations are not copied twice.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ class PettingZooBatch(gymnasium.Env):
         for key in ("reward", "terminated", "truncated", "env_done"):
             out[key][:] = 0
         out["final_obs"][:] = out["obs"]
-        out["final_state"][:] = out["state"]
+        if self.layout.state_source == "env":
+            out["final_state"][:] = out["state"]
         return out, {}
 
     def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
@@ -168,27 +172,24 @@ class PettingZooBatch(gymnasium.Env):
         out["final_obs"][j] = self._raw_obs[j]
         done = not env.agents or not out["alive"][j].any()
         out["env_done"][j] = done
+        env_state = layout.state_source == "env"
         if done:
-            if layout.state_source != "env" or out["truncated"][j].any():
-                out["final_state"][j] = self._state(j, self._raw_obs[j])
-            else:
-                # Every agent terminated, so nothing is bootstrapped from this state; some
+            if env_state:
+                # Every agent terminated: nothing is bootstrapped from this state, and some
                 # envs cannot give one after such an end (multiwalker once a walker fell),
                 # so keep the last state read, a finite placeholder nothing reads.
-                out["final_state"][j] = out["state"][j]
+                if out["truncated"][j].any():
+                    out["final_state"][j] = self._state(j)
+                else:
+                    out["final_state"][j] = out["state"][j]
             obs, _ = self._call(j, "reset()", env.reset)
             self._episode_steps[j] = 0
             self._read_obs(j, obs, np.zeros(len(layout.agents), np.bool_))
             self._publish(j)
         else:
             self._publish(j)
-            # No reset since the step, so env.state() is already read, once; concatenated
-            # observations differ from the published ones by the agents that just finished.
-            out["final_state"][j] = (
-                out["state"][j]
-                if layout.state_source == "env"
-                else self._state(j, self._raw_obs[j])
-            )
+            if env_state:  # no reset since the step, so env.state() is already read, once
+                out["final_state"][j] = out["state"][j]
 
     def _read_obs(self, j: int, obs: dict[str, Any], finished: np.ndarray) -> None:
         """Copy j's observation dict into `_raw_obs[j]`; set alive for who may act next."""
@@ -261,25 +262,24 @@ class PettingZooBatch(gymnasium.Env):
         """Fill obs, action_mask and state of copy j from `_raw_obs[j]` and alive."""
         layout, out = self.layout, self._out
         alive = out["alive"][j]  # [A]
-        out["obs"][j] = self._raw_obs[j] * alive[:, None]  # dead slots read zeros
+        np.multiply(self._raw_obs[j], alive[:, None], out=out["obs"][j])  # dead slots read zeros
         mask = out["action_mask"][j]  # [A, K]
         mask[:] = layout.static_mask
         for i, env_mask in self._env_mask[j].items():
             mask[i, layout.mask_index[i]] = np.asarray(env_mask).reshape(-1) != 0
         mask[~alive] = True  # any action is "legal" for a slot whose action is dropped
-        out["state"][j] = self._state(j, out["obs"][j])
+        if layout.state_source == "env":
+            out["state"][j] = self._state(j)
 
-    def _state(self, j: int, obs: np.ndarray) -> np.ndarray:
-        """Global state of copy j, `[S]`: the env's own, or the given `[A, O]` obs flattened."""
-        if self.layout.state_source == "env":
-            try:
-                state = self._call(j, "state()", self.envs[j].state)
-            except EnvError as err:  # say what trains without it
-                raise EnvError(f"{err}; {STATE_FALLBACK}") from err.__cause__
-            return self._floats(
-                state, j, "(global)", "state", self.layout.state_dim, self.layout.state_dtype
-            )
-        return obs.reshape(-1)
+    def _state(self, j: int) -> np.ndarray:
+        """The env's own global state of copy j, `[S]`."""
+        try:
+            state = self._call(j, "state()", self.envs[j].state)
+        except EnvError as err:  # say what trains without it
+            raise EnvError(f"{err}; {STATE_FALLBACK}") from err.__cause__
+        return self._floats(
+            state, j, "(global)", "state", self.layout.state_dim, self.layout.state_dtype
+        )
 
     def _env_action(self, i: int, action: np.ndarray) -> Any:
         """Agent i's slice of its padded action row, in the form its space takes."""

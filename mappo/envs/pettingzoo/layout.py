@@ -73,7 +73,8 @@ class PettingZooLayout:
         return max(self.obs_sizes)
 
     def step_space(self, k: int) -> spaces.Dict:
-        """The Dict of Boxes one step of k copies fills, shared memory included."""
+        """The Dict of Boxes one step of k copies fills, shared memory included; without an
+        env state, no state fields (the consumer reshapes `obs` and `final_obs`)."""
         A, S, K = len(self.agents), self.state_dim, self.action.logits_dim
         obs_dim = self.obs_dim
 
@@ -87,20 +88,21 @@ class PettingZooLayout:
             return spaces.Box(0, 1, shape, np.bool_)  # type: ignore[arg-type]
 
         obs, state = self.obs_dtype, self.state_dtype
-        return spaces.Dict(
-            {
-                "obs": real(k, A, obs_dim, dtype=obs),
-                "state": real(k, S, dtype=state),
-                "reward": real(k, A),
-                "terminated": flag(k, A),
-                "truncated": flag(k, A),
-                "alive": flag(k, A),
-                "action_mask": flag(k, A, K),
-                "env_done": flag(k),
-                "final_obs": real(k, A, obs_dim, dtype=obs),
-                "final_state": real(k, S, dtype=state),
-            }
-        )
+        fields: dict[str, spaces.Space] = {
+            "obs": real(k, A, obs_dim, dtype=obs),
+            "state": real(k, S, dtype=state),
+            "reward": real(k, A),
+            "terminated": flag(k, A),
+            "truncated": flag(k, A),
+            "alive": flag(k, A),
+            "action_mask": flag(k, A, K),
+            "env_done": flag(k),
+            "final_obs": real(k, A, obs_dim, dtype=obs),
+            "final_state": real(k, S, dtype=state),
+        }
+        if self.state_source == "concat_obs":  # obs and final_obs flattened: not carried twice
+            del fields["state"], fields["final_state"]
+        return spaces.Dict(fields)
 
     def action_space(self, k: int) -> spaces.Box:
         """Actions of k copies: `[k, A, n_sub]` int64, or `[k, A, D]` float32."""

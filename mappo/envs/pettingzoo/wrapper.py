@@ -284,10 +284,14 @@ class PettingZooWrapper(MultiAgentEnv):
     def _load(self, arrays: dict[str, np.ndarray]) -> None:
         """Turn the batch's (or the shared memory's) arrays into fresh tensors on `device`."""
         # copy=True: the arrays are overwritten by the next step, the tensors must not be.
-        self._fields = {
+        fields = {
             key: torch.from_numpy(arrays[key].reshape(shape)).to(self.device, copy=True)
             for key, shape in self._shapes.items()
         }
+        if "state" not in fields:  # concat_obs: views of the observations, not copies
+            fields["state"] = fields["obs"].flatten(1)
+            fields["final_state"] = fields["final_obs"].flatten(1)
+        self._fields = fields
 
 
 def _built_as_parallel(env_fn: Callable[[], Any]) -> Any:
