@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import pickle
 import re
 from functools import partial
 
@@ -12,6 +14,7 @@ import pz_envs
 import torch
 
 from mappo.envs.base import EnvError
+from mappo.envs.pettingzoo.batch import _StatePickler, _StateUnpickler
 from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 from mappo.envs.registry import make_env
 
@@ -256,6 +259,30 @@ def test_workers_give_the_same_tensors_as_in_process() -> None:
         finally:
             local.close()
             pooled.close()
+
+
+def test_snapshot_written_with_a_copy_of_the_observations_still_resumes() -> None:
+    # Checkpoints from before the batch read observations in place hold a fifth item, a
+    # copy of the last observations; they resume as the four-item snapshots do.
+    env = wrap(pz_envs.CounterEnv, episode_length=5)
+    for _ in range(3):
+        env.step(zeros_action(env))
+    parts = []
+    for part in pickle.loads(env.pickled_state()):
+        envs, out, env_mask, episode_steps = _StateUnpickler(io.BytesIO(part)).load()
+        old = (envs, out, np.full((2, 2, 4), 7.0, np.float32), env_mask, episode_steps)
+        buffer = io.BytesIO()
+        _StatePickler(buffer).dump(old)
+        parts.append(buffer.getvalue())
+    resumed = wrap(pz_envs.CounterEnv, seed=9, episode_length=5)
+    resumed.load_pickled_state(pickle.dumps(parts))
+    finished = torch.zeros(2, dtype=torch.bool)
+    for _ in range(4):  # past the episodes' end at step 5, into the next ones
+        a, b = resumed.step(zeros_action(env)), env.step(zeros_action(env))
+        assert torch.equal(a.obs, b.obs) and torch.equal(a.final_obs, b.final_obs)
+        assert torch.equal(a.state, b.state) and torch.equal(a.env_done, b.env_done)
+        finished |= a.env_done
+    assert finished.all()
 
 
 def test_num_envs_must_split_evenly_over_workers() -> None:

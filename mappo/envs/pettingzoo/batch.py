@@ -74,11 +74,9 @@ class PettingZooBatch(gymnasium.Env):
         self.observation_space = layout.step_space(num_copies)
         self.action_space = layout.action_space(num_copies)
         self.envs: list[Any] = []
-        k, A = num_copies, len(layout.agents)
+        k = num_copies
         boxes = cast(dict[str, spaces.Box], self.observation_space.spaces)  # a Dict of Boxes
         self._out = {key: np.zeros(box.shape, box.dtype) for key, box in boxes.items()}
-        # [k, A, O]: the last obs dict as read, agents that just finished included
-        self._raw_obs = np.zeros((k, A, layout.obs_dim), layout.obs_dtype)
         self._env_mask: list[dict[int, np.ndarray]] = [{} for _ in range(k)]
         self._episode_steps = np.zeros(k, np.int64)  # [k]: steps into each copy's episode
 
@@ -95,8 +93,8 @@ class PettingZooBatch(gymnasium.Env):
         self._episode_steps[:] = 0
         for j, env in enumerate(self.envs):
             obs, _ = self._call(j, "reset()", env.reset, seed=None if seed is None else seed + j)
-            self._read_obs(j, obs, np.zeros(len(self.layout.agents), np.bool_))
-            self._publish(j)
+            self._read_obs(j, obs, np.zeros(len(self.layout.agents), np.bool_), out["obs"][j])
+            self._publish(j, out["obs"][j])
         for key in ("reward", "terminated", "truncated", "env_done"):
             out[key][:] = 0
         out["final_obs"][:] = out["obs"]
@@ -117,7 +115,7 @@ class PettingZooBatch(gymnasium.Env):
     def pickled_state(self) -> bytes | str:
         """The copies and the arrays of their current step, pickled by their state; or why
         they cannot be (returned, not raised, so that a worker process survives it)."""
-        snapshot = (self.envs, self._out, self._raw_obs, self._env_mask, self._episode_steps)
+        snapshot = (self.envs, self._out, self._env_mask, self._episode_steps)
         buffer = io.BytesIO()
         try:
             _StatePickler(buffer).dump(snapshot)
@@ -129,9 +127,9 @@ class PettingZooBatch(gymnasium.Env):
         """Continue from the `pickled_state` of this batch's place in `parts` (one per batch,
         in copy order); the step arrays."""
         data = parts[self.first_copy // self.num_copies]
-        snapshot = _StateUnpickler(io.BytesIO(data)).load()
+        snapshot = _load_snapshot(data)
         self.close()  # the copies made at start-up give way to the snapshot's
-        self.envs, self._out, self._raw_obs, self._env_mask, self._episode_steps = snapshot
+        self.envs, self._out, self._env_mask, self._episode_steps = snapshot
         return self._out
 
     def close(self) -> None:
@@ -166,10 +164,9 @@ class PettingZooBatch(gymnasium.Env):
             out["reward"][j, i] = self._floats(reward, j, name, "reward", 1)[0]
             out["terminated"][j, i] = term and counts
             out["truncated"][j, i] = trunc and counts
-        self._read_obs(j, obs, finished)
         # The view this step ended on, agents that just finished included: an agent
         # truncated alone is bootstrapped from it while its copy goes on.
-        out["final_obs"][j] = self._raw_obs[j]
+        self._read_obs(j, obs, finished, out["final_obs"][j])
         done = not env.agents or not out["alive"][j].any()
         out["env_done"][j] = done
         env_state = layout.state_source == "env"
@@ -184,18 +181,20 @@ class PettingZooBatch(gymnasium.Env):
                     out["final_state"][j] = out["state"][j]
             obs, _ = self._call(j, "reset()", env.reset)
             self._episode_steps[j] = 0
-            self._read_obs(j, obs, np.zeros(len(layout.agents), np.bool_))
-            self._publish(j)
+            self._read_obs(j, obs, np.zeros(len(layout.agents), np.bool_), out["obs"][j])
+            self._publish(j, out["obs"][j])
         else:
-            self._publish(j)
+            self._publish(j, out["final_obs"][j])
             if env_state:  # no reset since the step, so env.state() is already read, once
                 out["final_state"][j] = out["state"][j]
 
-    def _read_obs(self, j: int, obs: dict[str, Any], finished: np.ndarray) -> None:
-        """Copy j's observation dict into `_raw_obs[j]`; set alive for who may act next."""
+    def _read_obs(
+        self, j: int, obs: dict[str, Any], finished: np.ndarray, into: np.ndarray
+    ) -> None:
+        """Copy j's observation dict into `into` `[A, O]` (agents absent from it read zeros);
+        set alive for who may act next."""
         layout = self.layout
-        raw = self._raw_obs[j]  # [A, O]
-        raw[:] = 0
+        into[:] = 0
         present = np.zeros(len(layout.agents), np.bool_)  # [A]: in the obs dict
         masks = self._env_mask[j]
         masks.clear()
@@ -211,7 +210,7 @@ class PettingZooBatch(gymnasium.Env):
                     size = len(layout.mask_index[i])
                     masks[i] = self._floats(ob["action_mask"], j, name, "action_mask", size)
                 ob = ob["observation"]
-            raw[i, : layout.obs_sizes[i]] = self._floats(
+            into[i, : layout.obs_sizes[i]] = self._floats(
                 ob, j, name, "observation", layout.obs_sizes[i], layout.obs_dtype
             )
             present[i] = True
@@ -258,11 +257,12 @@ class PettingZooBatch(gymnasium.Env):
         """Copy j among all copies, and its episode step, for messages."""
         return f"env copy {self.first_copy + j} at episode step {self._episode_steps[j]}"
 
-    def _publish(self, j: int) -> None:
-        """Fill obs, action_mask and state of copy j from `_raw_obs[j]` and alive."""
+    def _publish(self, j: int, read: np.ndarray) -> None:
+        """Fill obs, action_mask and state of copy j from the observations `read` `[A, O]`
+        (`_read_obs`'s; obs itself after a reset) and alive."""
         layout, out = self.layout, self._out
         alive = out["alive"][j]  # [A]
-        np.multiply(self._raw_obs[j], alive[:, None], out=out["obs"][j])  # dead slots read zeros
+        np.multiply(read, alive[:, None], out=out["obs"][j])  # dead slots read zeros
         mask = out["action_mask"][j]  # [A, K]
         mask[:] = layout.static_mask
         for i, env_mask in self._env_mask[j].items():
@@ -337,22 +337,29 @@ def split_snapshots(parts: list[bytes], batches: int) -> list[bytes]:
     """`PettingZooBatch.pickled_state` parts of one run (in copy order) regrouped into
     `batches` parts of equal size, so that a run saved with W workers resumes with another
     number: every copy and its step arrays go on unchanged, only their batch differs."""
-    snapshots = [_StateUnpickler(io.BytesIO(part)).load() for part in parts]
+    snapshots = [_load_snapshot(part) for part in parts]
     envs = [env for snapshot in snapshots for env in snapshot[0]]
     out = {key: np.concatenate([s[1][key] for s in snapshots]) for key in snapshots[0][1]}
-    raw_obs = np.concatenate([s[2] for s in snapshots])
-    env_mask = [mask for snapshot in snapshots for mask in snapshot[3]]
-    episode_steps = np.concatenate([s[4] for s in snapshots])
+    env_mask = [mask for snapshot in snapshots for mask in snapshot[2]]
+    episode_steps = np.concatenate([s[3] for s in snapshots])
     k = len(envs) // batches
     regrouped = []
     for b in range(batches):
         part = slice(b * k, (b + 1) * k)
-        snapshot = (envs[part], {key: value[part] for key, value in out.items()}, raw_obs[part],
-                    env_mask[part], episode_steps[part])  # fmt: skip
+        out_part = {key: value[part] for key, value in out.items()}
+        snapshot = (envs[part], out_part, env_mask[part], episode_steps[part])
         buffer = io.BytesIO()
         _StatePickler(buffer).dump(snapshot)
         regrouped.append(buffer.getvalue())
     return regrouped
+
+
+def _load_snapshot(data: bytes) -> tuple:
+    """A `pickled_state` part as (copies, step arrays, env masks, episode steps)."""
+    snapshot = _StateUnpickler(io.BytesIO(data)).load()
+    if len(snapshot) == 5:  # written while the batch kept a third copy of the observations
+        snapshot = snapshot[:2] + snapshot[3:]
+    return snapshot
 
 
 def _construct(cls: type, args: tuple, kwargs: dict[str, Any]) -> Any:
