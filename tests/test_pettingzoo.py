@@ -261,28 +261,38 @@ def test_workers_give_the_same_tensors_as_in_process() -> None:
             pooled.close()
 
 
-def test_snapshot_written_with_a_copy_of_the_observations_still_resumes() -> None:
-    # Checkpoints from before the batch read observations in place hold a fifth item, a
-    # copy of the last observations; they resume as the four-item snapshots do.
+@pytest.mark.parametrize("workers", [0, 2])
+def test_snapshot_written_with_a_copy_of_the_observations_still_resumes(workers: int) -> None:
+    # Checkpoints from before the batch read observations in place hold a fifth item, a copy
+    # of the last observations, and, for an env without a state of its own, state arrays;
+    # they resume as the new snapshots do, also regrouped over worker processes.
     env = wrap(pz_envs.CounterEnv, episode_length=5)
     for _ in range(3):
         env.step(zeros_action(env))
     parts = []
     for part in pickle.loads(env.pickled_state()):
         envs, out, env_mask, episode_steps = _StateUnpickler(io.BytesIO(part)).load()
+        out = {**out, "state": np.ones((2, 8), np.float32), "final_state": np.ones((2, 8))}
         old = (envs, out, np.full((2, 2, 4), 7.0, np.float32), env_mask, episode_steps)
         buffer = io.BytesIO()
         _StatePickler(buffer).dump(old)
         parts.append(buffer.getvalue())
-    resumed = wrap(pz_envs.CounterEnv, seed=9, episode_length=5)
-    resumed.load_pickled_state(pickle.dumps(parts))
-    finished = torch.zeros(2, dtype=torch.bool)
-    for _ in range(4):  # past the episodes' end at step 5, into the next ones
-        a, b = resumed.step(zeros_action(env)), env.step(zeros_action(env))
-        assert torch.equal(a.obs, b.obs) and torch.equal(a.final_obs, b.final_obs)
-        assert torch.equal(a.state, b.state) and torch.equal(a.env_done, b.env_done)
-        finished |= a.env_done
-    assert finished.all()
+    resumed = PettingZooWrapper(
+        partial(pz_envs.CounterEnv, episode_length=5), 2, num_workers=workers, seed=9
+    )
+    try:
+        resumed.load_pickled_state(pickle.dumps(parts))
+        saved = [pickle.loads(p)[1] for p in pickle.loads(resumed.pickled_state())]
+        assert all("state" not in out for out in saved)  # the old arrays are not carried on
+        finished = torch.zeros(2, dtype=torch.bool)
+        for _ in range(4):  # past the episodes' end at step 5, into the next ones
+            a, b = resumed.step(zeros_action(env)), env.step(zeros_action(env))
+            assert torch.equal(a.obs, b.obs) and torch.equal(a.final_obs, b.final_obs)
+            assert torch.equal(a.state, b.state) and torch.equal(a.env_done, b.env_done)
+            finished |= a.env_done
+        assert finished.all()
+    finally:
+        resumed.close()
 
 
 def test_num_envs_must_split_evenly_over_workers() -> None:

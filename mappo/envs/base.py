@@ -123,6 +123,8 @@ class MultiAgentStepResult(NamedTuple):
     no longer alive), and `final_state` the global state of that view; where
     `env_done` they hold what the finished episode reached. The trainer
     bootstraps a truncated agent from them, whether or not its env goes on.
+    Where the state is the observations concatenated, `state` and `final_state`
+    may be views of `obs` and `final_obs`: treat every field as read-only.
     """
 
     obs: torch.Tensor  # [E, A, O]

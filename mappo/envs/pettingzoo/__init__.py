@@ -10,7 +10,8 @@ fixed-shape tensors over all copies and agents. Three layers bridge the two:
   comes from and how long an episode lasts. The result, `PettingZooLayout`,
   is picklable, so worker processes build their copies without probing again.
 * `batch` owns k copies and turns each step into fixed-shape arrays (obs,
-  state, reward, flags, masks, final obs/state), padding observations,
+  reward, flags, masks, final obs; state and final state where the env has
+  its own, else the consumer flattens the observations), padding observations,
   sending actions only to live agents and resetting finished copies itself.
   It is a `gymnasium.Env`, which is what lets it run in a worker process.
   What a copy raises becomes one `EnvError` line; `pickled_state` snapshots

@@ -2,10 +2,10 @@
 
 `PettingZooBatch` owns the copies and presents them as arrays laid out by a
 `PettingZooLayout`. Its *observation* is a `Dict` of Boxes carrying everything
-a step produces (obs, state, reward, flags, masks, final obs/state), and it
-resets finished copies itself. To gymnasium it is an env that never ends: it
-always reports reward 0 and terminated/truncated False, so gymnasium's own
-autoreset never fires.
+a step produces (obs, reward, flags, masks, final obs, and the state and final
+state where the env has its own), and it resets finished copies itself. To
+gymnasium it is an env that never ends: it always reports reward 0 and
+terminated/truncated False, so gymnasium's own autoreset never fires.
 
 Agent slots are `env.possible_agents` in order. A slot whose agent has finished
 or is absent from the observation dict is not alive: zero observation, every
@@ -129,7 +129,9 @@ class PettingZooBatch(gymnasium.Env):
         data = parts[self.first_copy // self.num_copies]
         snapshot = _load_snapshot(data)
         self.close()  # the copies made at start-up give way to the snapshot's
-        self.envs, self._out, self._env_mask, self._episode_steps = snapshot
+        self.envs, out, self._env_mask, self._episode_steps = snapshot
+        # Only this layout's fields: older snapshots of a concat_obs env also hold state arrays.
+        self._out = {key: out[key] for key in cast(spaces.Dict, self.observation_space).spaces}
         return self._out
 
     def close(self) -> None:
@@ -172,12 +174,12 @@ class PettingZooBatch(gymnasium.Env):
         env_state = layout.state_source == "env"
         if done:
             if env_state:
-                # Every agent terminated: nothing is bootstrapped from this state, and some
-                # envs cannot give one after such an end (multiwalker once a walker fell),
-                # so keep the last state read, a finite placeholder nothing reads.
                 if out["truncated"][j].any():
                     out["final_state"][j] = self._state(j)
                 else:
+                    # Every agent terminated: nothing is bootstrapped from this state, and
+                    # some envs cannot give one after such an end (multiwalker once a walker
+                    # fell), so keep the last state read, a finite placeholder nothing reads.
                     out["final_state"][j] = out["state"][j]
             obs, _ = self._call(j, "reset()", env.reset)
             self._episode_steps[j] = 0
@@ -258,8 +260,9 @@ class PettingZooBatch(gymnasium.Env):
         return f"env copy {self.first_copy + j} at episode step {self._episode_steps[j]}"
 
     def _publish(self, j: int, read: np.ndarray) -> None:
-        """Fill obs, action_mask and state of copy j from the observations `read` `[A, O]`
-        (`_read_obs`'s; obs itself after a reset) and alive."""
+        """Fill obs and action_mask of copy j from the observations `read` `[A, O]`
+        (`_read_obs`'s; obs itself after a reset) and alive, and its state where the env
+        has its own."""
         layout, out = self.layout, self._out
         alive = out["alive"][j]  # [A]
         np.multiply(read, alive[:, None], out=out["obs"][j])  # dead slots read zeros

@@ -51,7 +51,8 @@ class PettingZooWrapper(MultiAgentEnv):
     with seed `seed + i`; later auto-resets continue each copy's own RNG.
     `use_state` says whether the critic uses the env's own global state: when
     False, `env.state()` is never called and the state is every agent's padded
-    observation concatenated. Returned tensors are fresh every step.
+    observation concatenated (`state` and `final_state` are then views of `obs` and
+    `final_obs`). Returned tensors are fresh every step.
     """
 
     def __init__(
