@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils.ezpickle import EzPickle
 from pettingzoo import ParallelEnv
 
 
@@ -379,3 +380,45 @@ class StateFailsAfterTerminationEnv(StatefulEnv):
         if self.t >= self.episode_length:
             raise IndexError("the episode is over")
         return super().state()
+
+
+class SketchEnv(CounterEnv, EzPickle):
+    """Observes a 3x2 pygame canvas it draws on a little every step, as pistonball draws
+    its screen: filled with a colour drawn from the RNG at reset, then pixel `t - 1` set to
+    the step's colour (agent_0's action times 40) at step t; the canvas has an alpha
+    channel, whose pixel `t - 1` takes agent_1's action times 40. Observation (every
+    agent's): the canvas's RGB then alpha values, 24 numbers. Needs pygame."""
+
+    def __init__(self, num_agents: int = 2, episode_length: int = 5) -> None:
+        import pygame
+
+        EzPickle.__init__(self, num_agents, episode_length)
+        super().__init__(num_agents, episode_length)
+        self.canvas = pygame.Surface((3, 2), pygame.SRCALPHA, 32)  # the constructor's: blank
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        """RGB `[3, 2, 3]` then alpha `[3, 2]`, flattened."""
+        return spaces.Box(0, 255, (24,), np.float32)
+
+    def observe(self, agent: str) -> Any:
+        """The canvas as it is drawn now."""
+        import pygame
+
+        rgb = pygame.surfarray.array3d(self.canvas).reshape(-1)
+        return np.concatenate([rgb, pygame.surfarray.array_alpha(self.canvas).reshape(-1)])
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict]]:
+        """Fill the canvas with a colour from the RNG, then start as CounterEnv does."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.canvas.fill(tuple(int(c) for c in self.rng.integers(256, size=4)))
+        return super().reset(options=options)
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Set one more pixel (colour and alpha from the actions), then step as CounterEnv."""
+        x, y = self.t % 3, self.t // 3 % 2
+        colour = 40 * int(actions.get("agent_0", 0))
+        self.canvas.set_at((x, y), (colour, colour, colour, 40 * int(actions.get("agent_1", 0))))
+        return super().step(actions)

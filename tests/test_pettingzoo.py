@@ -295,6 +295,24 @@ def test_snapshot_written_with_a_copy_of_the_observations_still_resumes(workers:
         resumed.close()
 
 
+def test_snapshot_keeps_what_an_env_drew_on_its_pygame_surfaces() -> None:
+    # The canvas is filled at reset and drawn on a pixel a step (as pistonball's screen):
+    # resumed from a blank canvas, the copies would observe something else until reset.
+    pytest.importorskip("pygame")
+    env = wrap(pz_envs.SketchEnv, episode_length=4)
+    moves = [(1, 2), (3, 4), (4, 1), (2, 3), (0, 4), (3, 0)]
+    actions = [torch.tensor([[a, b], [b, a]]) for a, b in moves]
+    for t in range(2):
+        env.step(actions[t])
+    resumed = wrap(pz_envs.SketchEnv, seed=9, episode_length=4)
+    resumed.load_pickled_state(env.pickled_state())
+    for t in range(2, 6):  # the episode's last two steps, then two of the next
+        a, b = resumed.step(actions[t]), env.step(actions[t])
+        assert torch.equal(a.obs, b.obs) and torch.equal(a.final_obs, b.final_obs)
+        if t == 2:  # pixel (2, 0), of [W=3, H=2], took agent_0's colour 4 * 40, agent_1's alpha
+            assert a.obs[0, 0, [12, 13, 14, 18 + 4]].tolist() == [160.0, 160.0, 160.0, 40.0]
+
+
 def test_num_envs_must_split_evenly_over_workers() -> None:
     with pytest.raises(ValueError, match="multiple of num_workers"):
         PettingZooWrapper(pz_envs.CounterEnv, 5, num_workers=2)

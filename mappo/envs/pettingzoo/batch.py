@@ -30,6 +30,8 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import sys
+import zlib
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -302,19 +304,26 @@ class _StatePickler(pickle.Pickler):
     Most PettingZoo envs (mpe2's, sisl's, butterfly's) are `EzPickle`s, which
     pickle only their constructor arguments: unpickled, they would be fresh
     envs, not the episodes in flight. Here they are rebuilt by their
-    constructor and then given back every attribute they had, except pygame's
-    drawing surfaces and fonts (display, not simulation, and unpicklable),
-    which the constructor makes again. Any other attribute that cannot be
-    pickled (a C simulator's objects) fails the snapshot, as it should.
+    constructor and then given back every attribute they had. pygame's
+    surfaces keep their pixels (an env that draws its observations
+    incrementally, as pistonball draws its background only at reset, goes on
+    seeing what it drew); its other objects (fonts, clocks; unpicklable) are
+    left out and made again by the constructor. Any other attribute that
+    cannot be pickled (a C simulator's objects) fails the snapshot, as it
+    should.
     """
 
     def reducer_override(self, obj: Any) -> Any:
+        pygame = sys.modules.get("pygame")
+        if pygame is not None and isinstance(obj, pygame.Surface):
+            return _surface_from_pixels, _surface_pixels(obj)
         if not isinstance(obj, EzPickle):
             return NotImplemented
         state = {
             name: value
             for name, value in vars(obj).items()
             if not type(value).__module__.startswith("pygame")
+            or (pygame is not None and isinstance(value, pygame.Surface))
         }
         rebuild = (type(obj), obj._ezpickle_args, obj._ezpickle_kwargs)
         return _construct, rebuild, state, None, None, _set_attributes
@@ -363,6 +372,37 @@ def _load_snapshot(data: bytes) -> tuple:
     if len(snapshot) == 5:  # written while the batch kept a third copy of the observations
         snapshot = snapshot[:2] + snapshot[3:]
     return snapshot
+
+
+def _surface_pixels(surface: Any) -> tuple:
+    """A pygame Surface as (size, flags, depth, RGB bytes, alpha bytes or None), compressed
+    (drawn screens are mostly flat colour). 24- and 32-bit surfaces only."""
+    import pygame
+
+    depth = surface.get_bitsize()
+    if depth not in (24, 32):
+        raise pickle.PicklingError(f"a {depth}-bit pygame Surface (only 24 and 32 bits are kept)")
+    alpha = surface.get_flags() & pygame.SRCALPHA
+    rgb = zlib.compress(pygame.surfarray.array3d(surface).tobytes(), 1)  # [W, H, 3]
+    alphas = zlib.compress(pygame.surfarray.array_alpha(surface).tobytes(), 1) if alpha else None
+    return surface.get_size(), alpha, depth, rgb, alphas
+
+
+def _surface_from_pixels(
+    size: tuple[int, int], flags: int, depth: int, rgb: bytes, alphas: bytes | None
+) -> Any:
+    """The pygame Surface `_surface_pixels` took apart."""
+    import pygame
+
+    surface = pygame.Surface(size, flags, depth)
+    width, height = size
+    pixels = np.frombuffer(zlib.decompress(rgb), np.uint8).reshape(width, height, 3)
+    pygame.surfarray.blit_array(surface, pixels)
+    if alphas is not None:
+        view = pygame.surfarray.pixels_alpha(surface)  # locks the surface while it lives
+        view[:] = np.frombuffer(zlib.decompress(alphas), np.uint8).reshape(width, height)
+        del view
+    return surface
 
 
 def _construct(cls: type, args: tuple, kwargs: dict[str, Any]) -> Any:
