@@ -422,3 +422,12 @@ class SketchEnv(CounterEnv, EzPickle):
         colour = 40 * int(actions.get("agent_0", 0))
         self.canvas.set_at((x, y), (colour, colour, colour, 40 * int(actions.get("agent_1", 0))))
         return super().step(actions)
+
+
+class BulkyEnv(CounterEnv):
+    """CounterEnv holding 1 MB of constant bytes, as an image env holds its spaces' bounds
+    (pistonball's state Box: 5.9 MB a copy)."""
+
+    def __init__(self, num_agents: int = 2, episode_length: int = 5) -> None:
+        super().__init__(num_agents, episode_length)
+        self.bounds = np.full((1024, 1024), 255, np.uint8)

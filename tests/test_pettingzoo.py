@@ -14,7 +14,7 @@ import pz_envs
 import torch
 
 from mappo.envs.base import EnvError
-from mappo.envs.pettingzoo.batch import _StatePickler, _StateUnpickler
+from mappo.envs.pettingzoo.batch import _load_snapshot, _StatePickler
 from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 from mappo.envs.registry import make_env
 
@@ -264,14 +264,15 @@ def test_workers_give_the_same_tensors_as_in_process() -> None:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_snapshot_written_with_a_copy_of_the_observations_still_resumes(workers: int) -> None:
     # Checkpoints from before the batch read observations in place hold a fifth item, a copy
-    # of the last observations, and, for an env without a state of its own, state arrays;
-    # they resume as the new snapshots do, also regrouped over worker processes.
+    # of the last observations, and, for an env without a state of its own, state arrays,
+    # pickled bare (not compressed); they resume as the new snapshots do, also regrouped
+    # over worker processes.
     env = wrap(pz_envs.CounterEnv, episode_length=5)
     for _ in range(3):
         env.step(zeros_action(env))
     parts = []
     for part in pickle.loads(env.pickled_state()):
-        envs, out, env_mask, episode_steps = _StateUnpickler(io.BytesIO(part)).load()
+        envs, out, env_mask, episode_steps = _load_snapshot(part)
         out = {**out, "state": np.ones((2, 8), np.float32), "final_state": np.ones((2, 8))}
         old = (envs, out, np.full((2, 2, 4), 7.0, np.float32), env_mask, episode_steps)
         buffer = io.BytesIO()
@@ -282,7 +283,7 @@ def test_snapshot_written_with_a_copy_of_the_observations_still_resumes(workers:
     )
     try:
         resumed.load_pickled_state(pickle.dumps(parts))
-        saved = [pickle.loads(p)[1] for p in pickle.loads(resumed.pickled_state())]
+        saved = [_load_snapshot(p)[1] for p in pickle.loads(resumed.pickled_state())]
         assert all("state" not in out for out in saved)  # the old arrays are not carried on
         finished = torch.zeros(2, dtype=torch.bool)
         for _ in range(4):  # past the episodes' end at step 5, into the next ones
@@ -292,6 +293,28 @@ def test_snapshot_written_with_a_copy_of_the_observations_still_resumes(workers:
             finished |= a.env_done
         assert finished.all()
     finally:
+        resumed.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_snapshot_of_an_env_holding_constant_arrays_is_compressed(workers: int) -> None:
+    env = PettingZooWrapper(
+        partial(pz_envs.BulkyEnv, episode_length=5), 2, num_workers=workers, seed=0
+    )
+    resumed = PettingZooWrapper(
+        partial(pz_envs.BulkyEnv, episode_length=5), 2, num_workers=workers, seed=9
+    )
+    try:
+        for _ in range(3):
+            env.step(zeros_action(env))
+        data = env.pickled_state()
+        assert len(data) < 40_000  # two copies of 1 MB each, bare
+        resumed.load_pickled_state(data)
+        for _ in range(4):  # past the episodes' end at step 5
+            a, b = resumed.step(zeros_action(env)), env.step(zeros_action(env))
+            assert torch.equal(a.obs, b.obs) and torch.equal(a.reward, b.reward)
+    finally:
+        env.close()
         resumed.close()
 
 

@@ -49,6 +49,9 @@ STATE_FALLBACK = (
     "observations instead and never calls it"
 )
 
+# The first byte of a pickle of protocol 2 or later (a zlib stream starts with 0x78).
+PICKLE_START = pickle.PROTO
+
 
 class PettingZooBatch(gymnasium.Env):
     """k copies of a PettingZoo `ParallelEnv` as one gymnasium env of arrays.
@@ -118,10 +121,8 @@ class PettingZooBatch(gymnasium.Env):
         """The copies and the arrays of their current step, pickled by their state; or why
         they cannot be (returned, not raised, so that a worker process survives it)."""
         snapshot = (self.envs, self._out, self._env_mask, self._episode_steps)
-        buffer = io.BytesIO()
         try:
-            _StatePickler(buffer).dump(snapshot)
-            return buffer.getvalue()
+            return _dump_snapshot(snapshot)
         except Exception as err:  # pickling raises TypeError, AttributeError, PicklingError, ...
             return error_line(err)
 
@@ -360,14 +361,23 @@ def split_snapshots(parts: list[bytes], batches: int) -> list[bytes]:
         part = slice(b * k, (b + 1) * k)
         out_part = {key: value[part] for key, value in out.items()}
         snapshot = (envs[part], out_part, env_mask[part], episode_steps[part])
-        buffer = io.BytesIO()
-        _StatePickler(buffer).dump(snapshot)
-        regrouped.append(buffer.getvalue())
+        regrouped.append(_dump_snapshot(snapshot))
     return regrouped
+
+
+def _dump_snapshot(snapshot: tuple) -> bytes:
+    """A batch's (copies, step arrays, env masks, episode steps) pickled and compressed:
+    copies hold their spaces, constant and large for images (pistonball's state Box is
+    5.9 MB of a 13 MB copy), which compress about 150-fold."""
+    buffer = io.BytesIO()
+    _StatePickler(buffer).dump(snapshot)
+    return zlib.compress(buffer.getbuffer(), 1)
 
 
 def _load_snapshot(data: bytes) -> tuple:
     """A `pickled_state` part as (copies, step arrays, env masks, episode steps)."""
+    if data[:1] != PICKLE_START:  # written before snapshots were compressed: a bare pickle
+        data = zlib.decompress(data)
     snapshot = _StateUnpickler(io.BytesIO(data)).load()
     if len(snapshot) == 5:  # written while the batch kept a third copy of the observations
         snapshot = snapshot[:2] + snapshot[3:]
