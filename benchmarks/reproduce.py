@@ -180,7 +180,11 @@ def train(
     else:
         fields = {**task.fields, "env": task.env, "total_steps": steps}
         run = Run.start(build_config(task.preset, None, fields), folder, seeds=seeds)
-    summary = run.train(quiet=quiet, callback=lambda _: time.time() > deadline)
+    summary = run.train(
+        quiet=quiet,
+        callback=lambda _: time.time() > deadline,
+        continue_with=command_line(),  # which also writes the table; `mappo train` would not
+    )
     return summary.finished
 
 

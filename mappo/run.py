@@ -201,6 +201,7 @@ class Run:
         stream: TextIO | None = None,
         wandb_project: str | None = None,
         callback: Callable[[list[MappoMetrics]], Any] | None = None,
+        continue_with: str | None = None,
     ) -> RunSummary:
         """Train to `config.total_steps`, writing the run folder(s) as it goes.
 
@@ -213,7 +214,9 @@ class Run:
         disk, or in memory after updates of `SNAPSHOT_MIN_S` or more), and a
         second signal abandons it at once (`StopOnSignal`). `callback(metrics)`, one
         `MappoMetrics` per seed, runs after every update and stops the run by
-        returning True. Progress goes to `stream` (stdout), unless `quiet`.
+        returning True. Progress goes to `stream` (stdout), unless `quiet`. A stopped
+        run's last line says to continue with `continue_with` (a script driving the run
+        names its own command), by default `mappo train --resume <run folder>`.
         """
         learner, folders, trainers = self.learner, self.folders, self.trainers
         main = bool(folders)
@@ -307,7 +310,7 @@ class Run:
         if main:
             lost = boundary_steps - (checkpoints.saved_steps or start_steps)
             outcomes = set(progress.recent_stats()) - {"ret"}  # seats, wins, rewarded episodes
-            closing = self._closing(summary, recent, lost)
+            closing = self._closing(summary, recent, lost, continue_with)
             if outcomes and summary.finished:
                 closing += f" ({progress.recent_text()})"
             print(closing, file=stream, flush=True)
@@ -340,7 +343,13 @@ class Run:
                 best = load_checkpoint(folder.best_path).get("best_eval_return", -math.inf)
                 trainer.best_eval_return = max(trainer.best_eval_return, float(best))
 
-    def _closing(self, summary: RunSummary, recent: list[RecentReturns], lost: int) -> str:
+    def _closing(
+        self,
+        summary: RunSummary,
+        recent: list[RecentReturns],
+        lost: int,
+        continue_with: str | None,
+    ) -> str:
         """The last line: where the run stands and what to run next."""
         # "seed 3" in a seeds run, "lr=0.001/seed 3" in a sweep
         labels = [
@@ -359,7 +368,7 @@ class Run:
             )
             return (
                 f"stopped after {summary.env_steps} env steps{per_slot}; {saved}. "
-                f"Continue with: mappo train --resume {self.path}"
+                f"Continue with: {continue_with or f'mappo train --resume {self.path}'}"
             )
         if len(recent) == 1:
             return (

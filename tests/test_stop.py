@@ -19,6 +19,8 @@ import torch
 from mappo import run as run_module
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
+from mappo.presets import build_config
+from mappo.run import Run
 
 STEPS_PER_UPDATE = 4 * 25  # env copies x rollout steps: env.step calls of one copy each
 RUN = [
@@ -77,7 +79,8 @@ def test_a_stop_mid_rollout_keeps_the_last_update_and_resumes_exactly(
         assert time.monotonic() - start < 10
     out, err = capsys.readouterr()
     assert "stopping (SIGINT): finishing this update, then saving" in err
-    assert "stopped after 200 env steps; checkpoint saved" in out
+    continuing = f"Continue with: mappo train --resume {stopped}"
+    assert f"stopped after 200 env steps; checkpoint saved. {continuing}" in out
     # The first update was saved on schedule; the second, from memory, on the stop.
     assert load_checkpoint(stopped / "checkpoint.pt")["env_steps"] == 200
     assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
@@ -284,3 +287,22 @@ def test_ctrl_c_with_torchrun_ranks_saves_without_a_traceback(tmp_path) -> None:
     assert "stopped after" in out and "checkpoint saved" in out
     saved = load_checkpoint(run / "checkpoint.pt")["env_steps"]
     assert saved >= 2 * 16 * 25 * 2  # both ranks' steps of at least two updates
+
+
+def test_a_script_that_stops_its_run_names_its_own_command_to_continue(tmp_path, capsys) -> None:
+    # benchmarks/reproduce.py continues by running itself again (it also writes the table).
+    config = build_config(
+        fields=dict(
+            env="pz_envs:CounterEnv", num_envs=4, total_steps=400, minibatch_size=50,
+            compile="false",
+        )
+    )  # fmt: skip
+    summary = Run.start(config, tmp_path / "run").train(
+        callback=lambda metrics: True, continue_with="python benchmarks/reproduce.py --suite x"
+    )
+    assert summary.env_steps == 100 and not summary.finished
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == (
+        "stopped after 100 env steps; checkpoint saved. "
+        "Continue with: python benchmarks/reproduce.py --suite x"
+    )
