@@ -704,6 +704,11 @@ class CentralizedCritic(nn.Module):
             nn.init.orthogonal_(layer.weight, gain)
             nn.init.zeros_(layer.bias)
         self.gru = nn.GRUCell(hidden_dim, hidden_dim) if recurrent else None
+        if self.gru is not None:  # as the actor's GRU (and the official MAPPO code's)
+            for weight in (self.gru.weight_ih, self.gru.weight_hh):
+                nn.init.orthogonal_(weight)
+            for bias in (self.gru.bias_ih, self.gru.bias_hh):
+                nn.init.zeros_(bias)
         self.gru_norm = nn.LayerNorm(hidden_dim) if recurrent and hidden_layer_norm else None
 
     def forward(self, global_state: torch.Tensor) -> torch.Tensor:

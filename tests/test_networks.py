@@ -113,3 +113,24 @@ def test_orthogonal_init_and_small_policy_head() -> None:
     torch.testing.assert_close(w.T @ w, 2.0 * torch.eye(64), atol=1e-4, rtol=0)
     head = actor.head.weight[0]  # [64, 5]: orthonormal columns scaled by 0.01
     torch.testing.assert_close(head.T @ head, 1e-4 * torch.eye(5), atol=1e-7, rtol=0)
+
+
+def test_actor_and_critic_grus_start_alike_orthogonal_with_zero_biases() -> None:
+    # The official MAPPO code initializes both GRUs so; torch's GRUCell default (uniform
+    # weights, non-zero biases) would give the critic another start than the actor.
+    torch.manual_seed(0)
+    actor = Actor(obs_dim=16, group_of_agent=[0, 0], hidden_dim=32, action=DISCRETE, recurrent=True)
+    critic = CentralizedCritic(global_state_dim=40, hidden_dim=32, recurrent=True)
+    assert critic.gru is not None and actor.gru is not None
+    # Each GRU maps [32] to three gates [96] (actor: x @ W, critic: x @ W.T): orthonormal rows.
+    for weight in (actor.gru.input.weight[0], actor.gru.recurrent.weight[0]):
+        torch.testing.assert_close(weight @ weight.T, torch.eye(32), atol=1e-5, rtol=0)
+    for weight in (critic.gru.weight_ih, critic.gru.weight_hh):
+        torch.testing.assert_close(weight.T @ weight, torch.eye(32), atol=1e-5, rtol=0)
+    for bias in (
+        actor.gru.input.bias,
+        actor.gru.recurrent.bias,
+        critic.gru.bias_ih,
+        critic.gru.bias_hh,
+    ):
+        assert torch.count_nonzero(bias) == 0
