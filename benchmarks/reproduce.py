@@ -3,6 +3,7 @@
     python benchmarks/reproduce.py --suite mpe|smax|lbf|rware|vmas|epymarl-lbf|epymarl-rware
         [--tasks NAME ...] [--seeds 0,1,2] [--scale 1.0] [--hours H] [--runs-dir DIR]
         [--episodes 100] [--report-only] [--preset NAME|none] [--set FIELD=VALUE ...]
+        [--torch-threads N]
 
 The suites, their tasks, the published figures and their sources are in
 `benchmarks/published.toml`; this script reads nothing else about them. For
@@ -15,7 +16,9 @@ edited since) is refused in one line. `--tasks` trains only the tasks named;
 the table still has a row for every task of the suite, scored where its runs
 have checkpoints. `--hours` stops training after that much wall time (saving,
 as Ctrl-C does, which also stops it) and still writes the table, with the
-fraction of the budget reached.
+fraction of the budget reached. `--torch-threads` sets how the runs are computed,
+not what they learn (a run started on one thread continues on two): give a
+recurrent suite both cores when it trains alone.
 Keep `--runs-dir` outside the repository for runs that span days.
 
 Each task's final policies are scored greedily on `--episodes` episodes per
@@ -160,10 +163,18 @@ def variant_name(preset: str | None, sets: dict[str, Any]) -> tuple[str, str]:
 
 
 def train(
-    task: Task, folder: Path, seeds: list[int], steps: int, deadline: float, quiet: bool = False
+    task: Task,
+    folder: Path,
+    seeds: list[int],
+    steps: int,
+    deadline: float,
+    quiet: bool = False,
+    torch_threads: int | None = None,
 ) -> bool:
     """Train (or continue) the task's seeds to `steps` env steps each, stopping at `deadline`
-    (a `time.time()`); whether the budget was reached."""
+    (a `time.time()`), on `torch_threads` (default: the config's); whether the budget was
+    reached."""
+    threads = {} if torch_threads is None else {"torch_threads": torch_threads}
     if held := slot_folders(folder):
         found = sorted(int(d.name.removeprefix("seed_")) for d in held)
         if found != sorted(seeds):
@@ -176,9 +187,9 @@ def train(
                 f"{folder} holds runs of another config than the task's ({'; '.join(changed)}); "
                 "give another --runs-dir, or a variant (--preset, --set) that matches them"
             )
-        run = Run.resume(folder, total_steps=steps)
+        run = Run.resume(folder, total_steps=steps, **threads)
     else:
-        fields = {**task.fields, "env": task.env, "total_steps": steps}
+        fields = {**task.fields, "env": task.env, "total_steps": steps, **threads}
         run = Run.start(build_config(task.preset, None, fields), folder, seeds=seeds)
     summary = run.train(
         quiet=quiet,
@@ -422,6 +433,9 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="a variant: this config field on top of the table's (repeatable)",
     )
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch's threads for training (default: the config's)"
+    )
     args = parser.parse_args()
     try:
         reproduce(args)
@@ -453,7 +467,7 @@ def reproduce(args: argparse.Namespace) -> None:
         if args.report_only or time.time() > deadline:
             break
         steps = int(task.budget * args.scale)
-        done = train(task, root / task.name, seeds, steps, deadline)
+        done = train(task, root / task.name, seeds, steps, deadline, False, args.torch_threads)
         trained.append(f"{task.name} {'to' if done else 'stopped short of'} {steps:,}")
         if not done:  # --hours ran out, or Ctrl-C: no further task, but the table is written
             break

@@ -85,9 +85,9 @@ def test_a_variant_changes_only_what_it_names(reproduce) -> None:
 def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkeypatch) -> None:
     """A tiny suite of two tasks: the first call trains one task's 2 seeds in one process to
     half its budget (`--scale 0.5 --tasks spread`), the second the other task alone, the
-    third continues the first to its budget from its checkpoints; the table keeps a row per
-    task through all three and gives the budget reached each time, the sessions' log one
-    line per call."""
+    third continues the first to its budget from its checkpoints (on 2 torch threads); the
+    table keeps a row per task through all three and gives the budget reached each time, the
+    sessions' log one line per call."""
     import bench_common
 
     table = tmp_path / "published.toml"
@@ -123,8 +123,10 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
         "evaluate_run",
         lambda run, *a, **k: played.append(run) or evaluate_run(run, *a, **k),
     )
-    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common])
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--torch-threads", "2"])
     reproduce.main()
+    # How the run is computed may change on resume; the runs stay the table's.
+    assert "torch_threads = 2" in (runs / "tiny" / "spread" / "seed_0" / "config.toml").read_text()
     assert sorted(p.relative_to(runs).as_posix() for p in played) == [
         "tiny/spread/seed_0",
         "tiny/spread/seed_1",
