@@ -105,3 +105,38 @@ def write_results(name: str, title: str, info: dict, sections: Sequence[str], qu
     ]
     path.write_text("\n".join(header) + "\n" + "\n\n".join(sections).rstrip() + "\n")
     return path
+
+
+def write_band_plot(
+    grid: Sequence[float],
+    bands: dict,
+    ylabel: str,
+    title: str,
+    out: Path,
+    ylim: tuple[float, float] | None = None,
+) -> None:
+    """Each code's band (mean ± std over its seeds, `bands[label]` `[seeds, points]` on the
+    env steps `grid`) on one axes, written to `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, ys in bands.items():
+        (line,) = ax.plot(
+            grid, ys.mean(0), lw=1.6, label=f"{label} ({len(ys)} seed{'s' * (len(ys) != 1)})"
+        )
+        low, high = ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0)
+        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.set_xlabel("env steps per seed")
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(out, bbox_inches="tight")
+    plt.close(fig)

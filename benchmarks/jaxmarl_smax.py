@@ -34,7 +34,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import RESULTS_DIR, machine_info, markdown_table, write_results  # noqa: E402
+from bench_common import (  # noqa: E402
+    RESULTS_DIR,
+    machine_info,
+    markdown_table,
+    write_band_plot,
+    write_results,
+)
 from reproduce import HERE, training_seconds  # noqa: E402
 
 from mappo.plotting import RunCurve, on_common_grid, read_run  # noqa: E402
@@ -126,7 +132,14 @@ def main() -> None:
     grid, ys = on_common_grid([*theirs, *ours])
     bands = dict(zip(runs, np.split(ys, [len(theirs)]), strict=True))
     plot = RESULTS_DIR / f"jaxmarl_smax_{args.map}.png"
-    write_plot(grid, bands, args.map, plot)
+    write_band_plot(
+        grid,
+        bands,
+        "win rate (training, sampled actions)",
+        f"SMAX {args.map}: JaxMARL's MAPPO vs mappo",
+        plot,
+        ylim=(0.0, 1.02),
+    )
     points = [1_000_000, 2_500_000, 5_000_000, int(grid[-1])]
     rows, finals = [], {}
     for label, curves in runs.items():
@@ -179,30 +192,6 @@ def main() -> None:
             }
         )
     )
-
-
-def write_plot(grid: np.ndarray, bands: dict[str, np.ndarray], map_name: str, out: Path) -> None:
-    """Each code's band (mean ± std over its seeds `[seeds, points]`) on one axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import EngFormatter
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for label, ys in bands.items():
-        (line,) = ax.plot(grid, ys.mean(0), lw=1.6, label=f"{label} ({len(ys)} seeds)")
-        low, high = ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0)
-        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, lw=0)
-    ax.xaxis.set_major_formatter(EngFormatter())
-    ax.set_xlabel("env steps per seed")
-    ax.set_ylabel("win rate (training, sampled actions)")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"SMAX {map_name}: JaxMARL's MAPPO vs mappo")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
 
 
 if __name__ == "__main__":

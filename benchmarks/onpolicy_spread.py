@@ -47,7 +47,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import RESULTS_DIR, machine_info, markdown_table, write_results  # noqa: E402
+from bench_common import (  # noqa: E402
+    RESULTS_DIR,
+    machine_info,
+    markdown_table,
+    write_band_plot,
+    write_results,
+)
 from reproduce import HERE, converted, read_suite, train, training_seconds  # noqa: E402
 
 from mappo.envs.mpe.spread import OFFICIAL_TASK, SpreadEnv, official_team_return  # noqa: E402
@@ -181,7 +187,13 @@ def main() -> None:
     grid, ys = on_common_grid([c for curves in runs.values() for c in curves])
     sizes = np.cumsum([len(curves) for curves in runs.values()])[:-1]
     bands = dict(zip(runs, np.split(ys, sizes), strict=True))
-    write_plot(grid, bands, RESULTS_DIR / "onpolicy_spread.png")
+    write_band_plot(
+        grid,
+        bands,
+        "team episode return, official scale (training)",
+        "MPE Spread (3 agents): official code vs mappo",
+        RESULTS_DIR / "onpolicy_spread.png",
+    )
 
     points = [int(grid[-1] * f) for f in (0.25, 0.5, 0.75, 1.0)]
     rows = []
@@ -250,29 +262,6 @@ def main() -> None:
             }
         )
     )
-
-
-def write_plot(grid: np.ndarray, bands: dict[str, np.ndarray], out: Path) -> None:
-    """Each run's band (mean ± std over its seeds `[seeds, points]`) on one axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import EngFormatter
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for label, ys in bands.items():
-        (line,) = ax.plot(grid, ys.mean(0), lw=1.6, label=f"{label} ({len(ys)} seeds)")
-        low, high = ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0)
-        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, lw=0)
-    ax.xaxis.set_major_formatter(EngFormatter())
-    ax.set_xlabel("env steps per seed")
-    ax.set_ylabel("team episode return, official scale (training)")
-    ax.set_title("MPE Spread (3 agents): official code vs mappo")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
 
 
 if __name__ == "__main__":

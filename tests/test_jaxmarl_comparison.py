@@ -3,24 +3,17 @@ and a log counts only once it holds every update of the budget."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from benchmark_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("jaxmarl_smax", BENCHMARKS / "jaxmarl_smax.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("jaxmarl_smax")
 
 
 def test_capture_logs_what_a_script_gives_wandb_after_its_init(bench, tmp_path) -> None:
