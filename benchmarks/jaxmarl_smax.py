@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,18 +90,27 @@ def jaxmarl_curve(log: Path) -> RunCurve:
     )
 
 
-def train_jaxmarl(checkout: Path, map_name: str, seed: int, log: Path) -> None:
-    """Run JaxMARL's script for one seed, its updates logged to `log`."""
+def run_jaxmarl(
+    checkout: Path, log: Path, overrides: list[str], **run_kwargs: Any
+) -> subprocess.CompletedProcess:
+    """Run JaxMARL's `mappo_rnn_smax.py` of `checkout` with its hydra `overrides`, what it
+    hands to `wandb.log` written to `log` with the wall time; wandb disabled, hydra's
+    outputs beside the log. `run_kwargs` go to subprocess.run."""
     log.parent.mkdir(parents=True, exist_ok=True)
     overrides = [
-        f"MAP_NAME={map_name}",
-        f"SEED={seed}",
+        *overrides,
         "WANDB_MODE=disabled",
         f"hydra.run.dir={log.parent / 'hydra'}",
         "hydra.output_subdir=null",
     ]
     script = checkout / "mappo_rnn_smax.py"
-    subprocess.run([sys.executable, "-c", CAPTURE, str(log), str(script), *overrides], check=True)
+    command = [sys.executable, "-c", CAPTURE, str(log), str(script), *overrides]
+    return subprocess.run(command, env={**os.environ, "WANDB_MODE": "disabled"}, **run_kwargs)
+
+
+def train_jaxmarl(checkout: Path, map_name: str, seed: int, log: Path) -> None:
+    """Run JaxMARL's script for one seed, its updates logged to `log`."""
+    run_jaxmarl(checkout, log, [f"MAP_NAME={map_name}", f"SEED={seed}"], check=True)
 
 
 def main() -> None:

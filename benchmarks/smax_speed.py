@@ -2,12 +2,14 @@
 side by side in one run, with where mappo's time goes.
 
     python benchmarks/smax_speed.py --jaxmarl-checkout DIR [--map 3m] [--updates 3]
+        [--jaxmarl-updates 10] [--cores 1|2]
 
 DIR holds `mappo_rnn_smax.py` and its `config/`, copied from `baselines/MAPPO/` of a
 JaxMARL checkout (outside this project; it needs distrax, hydra-core, omegaconf and
-wandb). JaxMARL's script jits its whole training; it runs here for 1 and for 3
-updates in subprocesses, and the difference of their wall times over 2 updates'
-env steps is its env steps/s with compilation left out. mappo trains the same
+wandb). JaxMARL's script jits its whole training; it runs here in a subprocess for
+`--jaxmarl-updates` + 1 updates, what it hands to `wandb.log` captured with the wall
+time (`jaxmarl_smax.py`'s capture), and its env steps/s are those of the updates
+after the first, which carries the compile. mappo trains the same
 config (`--preset jaxmarl-smax`, eager) in this process: one update to warm up,
 then `--updates` timed, each split into the env's steps (the JAX step and the
 hand-over to torch), the rest of the rollout (inference, storage), and the
@@ -24,8 +26,8 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from bench_common import machine_info, markdown_table, write_results  # noqa: E402
+from jaxmarl_smax import run_jaxmarl  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from mappo.presets import build_config  # noqa: E402
@@ -45,34 +48,43 @@ CORE = 0
 ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def jaxmarl_steps_per_second(checkout: Path, map_name: str, pin: bool = False) -> tuple[float, str]:
-    """JaxMARL's script's env steps/s on `map_name` with its compile left out, and how (NaN,
-    and why, when the script fails); with `pin`, on core `CORE` only."""
-    times = {}
-    for updates in (1, 3):
-        command = [
-            sys.executable,
-            str(checkout / "mappo_rnn_smax.py"),
-            f"TOTAL_TIMESTEPS={updates * BATCH}",
-            f"MAP_NAME={map_name}",
-            "WANDB_MODE=disabled",
-            "hydra.run.dir=/tmp/jaxmarl_hydra",
-            "hydra.output_subdir=null",
-        ]
-        start = time.perf_counter()
-        done = subprocess.run(
-            command,
+def steady_steps_per_second(wall_s: list[float]) -> float:
+    """Env steps/s from the wall times `wall_s` logged after each update, the first left
+    out: it carries the script's start and its compile."""
+    return (len(wall_s) - 1) * BATCH / (wall_s[-1] - wall_s[0])
+
+
+def jaxmarl_steps_per_second(
+    checkout: Path, map_name: str, updates: int, pin: bool = False
+) -> tuple[float, str]:
+    """JaxMARL's script's env steps/s on `map_name` over `updates` updates after its first,
+    and how (NaN, and why, when the script fails); with `pin`, on core `CORE` only.
+
+    The times are those its log records as each update ends, all in one process: two
+    processes of different lengths differ in more than their updates (compile, load).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "jaxmarl.jsonl"
+        done = run_jaxmarl(
+            checkout,
+            log,
+            [f"TOTAL_TIMESTEPS={(updates + 1) * BATCH}", f"MAP_NAME={map_name}", "SEED=0"],
             capture_output=True,
             text=True,
-            env={**os.environ, "WANDB_MODE": "disabled"},
             preexec_fn=(lambda: os.sched_setaffinity(0, {CORE})) if pin else None,
         )
-        times[updates] = time.perf_counter() - start
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-            return math.nan, f"JaxMARL's script failed: {' '.join(tail)}"
-    how = f"1 update {times[1]:.1f} s, 3 updates {times[3]:.1f} s, each with its compile"
-    return 2 * BATCH / (times[3] - times[1]), how
+        lines = log.read_text().splitlines() if log.is_file() else []
+        wall_s = [json.loads(line)["wall_s"] for line in lines]
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        return math.nan, f"JaxMARL's script failed: {' '.join(tail)}"
+    if len(wall_s) != updates + 1:
+        return math.nan, f"JaxMARL's script logged {len(wall_s)} updates, not {updates + 1}"
+    how = (
+        f"{updates} updates timed after its first (which ended {wall_s[0]:.1f} s after the "
+        "start, compile included), from the wall time its log records at each update"
+    )
+    return steady_steps_per_second(wall_s), how
 
 
 def mappo_timing(map_name: str, updates: int) -> dict[str, float]:
@@ -127,6 +139,9 @@ def main() -> None:
     parser.add_argument("--map", default="3m", help="SMAX map")
     parser.add_argument("--updates", type=int, default=3, help="mappo updates timed")
     parser.add_argument(
+        "--jaxmarl-updates", type=int, default=10, help="JaxMARL updates timed after its first"
+    )
+    parser.add_argument(
         "--cores",
         type=int,
         choices=(1, 2),
@@ -139,7 +154,9 @@ def main() -> None:
         os.sched_setaffinity(0, {CORE})
     torch.set_num_threads(args.cores)
     info = machine_info()
-    theirs, how = jaxmarl_steps_per_second(args.jaxmarl_checkout, args.map, args.cores == 1)
+    theirs, how = jaxmarl_steps_per_second(
+        args.jaxmarl_checkout, args.map, args.jaxmarl_updates, args.cores == 1
+    )
     if math.isnan(theirs):
         raise SystemExit(how)
     ours = mappo_timing(args.map, args.updates)
