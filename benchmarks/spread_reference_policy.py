@@ -37,6 +37,8 @@ from mappo.envs.mpe.mpe_core import discrete_move_table  # noqa: E402
 from mappo.envs.mpe.spread import OFFICIAL_TASK, SpreadEnv, official_team_return  # noqa: E402
 from mappo.evaluation import load_run  # noqa: E402
 
+MPE2_TASK = {"landmark_range": 1.0, "physics": "mpe2"}  # SpreadEnv's defaults: mpe2's spread
+
 NUM_AGENTS = 3
 
 
@@ -205,8 +207,9 @@ def main() -> None:
             f"(official task, {rows[-1][3]} on the official scale)"
         )
     for run in args.runs:
-        returns, first, last = learned(run, args.episodes, args.seed)
-        rotated = learned(run, args.episodes, args.seed, rotation=1)[2]
+        # mpe2's task whatever the run trained on: every row plays the same episodes.
+        returns, first, last = learned(run, args.episodes, args.seed, task=MPE2_TASK)
+        rotated = learned(run, args.episodes, args.seed, rotation=1, task=MPE2_TASK)[2]
         changed = (nearest_landmark(rotated) != nearest_landmark(last)).any(-1)
         sem = returns.std().item() / args.episodes**0.5
         official = learned(run, args.episodes, args.seed, task=OFFICIAL_TASK)[0].mean().item()
