@@ -2,7 +2,7 @@
 side by side in one run, with where mappo's time goes.
 
     python benchmarks/smax_speed.py --jaxmarl-checkout DIR [--map 3m] [--updates 3]
-        [--jaxmarl-updates 10] [--cores 1|2]
+        [--jaxmarl-updates 10] [--cores 1|2] [--torch-threads 1|2]
 
 DIR holds `mappo_rnn_smax.py` and its `config/`, copied from `baselines/MAPPO/` of a
 JaxMARL checkout (outside this project; it needs distrax, hydra-core, omegaconf and
@@ -16,8 +16,10 @@ hand-over to torch), the rest of the rollout (inference, storage), and the
 update, whose GRU scans (forward and backward) the torch profiler times in a
 last update. With `--cores 1` (the default) both sides run one XLA thread and one
 torch thread and are pinned to one core (XLA runs threads of its own beside its
-flags); `--cores 2` leaves both free on two cores with two torch threads. Writes
-benchmarks/results/smax_speed.md (`smax_speed_2cores.md`); last line: one JSON object.
+flags); `--cores 2` leaves both free on two cores with two torch threads
+(`--torch-threads 1`: one, XLA's env step free to take the other core). Writes
+benchmarks/results/smax_speed.md (`smax_speed_2cores.md`, `smax_speed_2cores_1thread.md`);
+last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -148,11 +150,17 @@ def main() -> None:
         default=1,
         help="1: both sides pinned to one core, one thread each; 2: both free, two threads",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="mappo's torch threads with --cores 2 (default 2; 1 leaves XLA the other core)",
+    )
     args = parser.parse_args()
+    threads = 1 if args.cores == 1 else args.torch_threads or args.cores
     if args.cores == 1:  # before JAX is first imported, here and in JaxMARL's process
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {ONE_THREAD_XLA}".strip()
         os.sched_setaffinity(0, {CORE})
-    torch.set_num_threads(args.cores)
+    torch.set_num_threads(threads)
     info = machine_info()
     theirs, how = jaxmarl_steps_per_second(
         args.jaxmarl_checkout, args.map, args.jaxmarl_updates, args.cores == 1
@@ -194,7 +202,7 @@ def main() -> None:
         + (
             f"both sides pinned to core {CORE}, one XLA thread, one torch thread"
             if args.cores == 1
-            else "both sides free on 2 cores, XLA's default threads, 2 torch threads"
+            else f"both sides free on 2 cores, XLA's default threads, {threads} torch thread(s)"
         )
         + f". JaxMARL: {how}. mappo: {args.updates} updates "
         "timed after one warm-up update. The GRU scans (actor and critic, forward and "
@@ -202,7 +210,9 @@ def main() -> None:
         "(torch profiler, one more update)."
     )
     path = write_results(
-        "smax_speed" + ("" if args.cores == 1 else f"_{args.cores}cores"),
+        "smax_speed"
+        + ("" if args.cores == 1 else f"_{args.cores}cores")
+        + ("" if threads == args.cores else f"_{threads}thread"),
         "SMAX: mappo against JaxMARL's own MAPPO, env steps/s",
         info,
         [table, parts, notes],
