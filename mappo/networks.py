@@ -365,6 +365,7 @@ class GruScan(torch.autograd.Function):
         _, _, keep, weight, _ = inputs
         _, previous, gates_rz, candidate, hidden_n = output
         ctx.mark_non_differentiable(previous, gates_rz, candidate, hidden_n)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those four
         ctx.save_for_backward(previous, gates_rz, candidate, hidden_n, keep, weight)
 
     @staticmethod
@@ -388,6 +389,7 @@ class GruScan(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_states: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        # Only the states are differentiable: backward runs only when they have a gradient.
         previous, gates_rz, candidate, hidden_n, keep, weight = ctx.saved_tensors
         steps, G, H = previous.shape[0], previous.shape[1], previous.shape[-1]
         weight_t = weight.transpose(1, 2)  # [G, 3H, H]
@@ -424,12 +426,13 @@ class GruScan(torch.autograd.Function):
                 grad_hidden = torch.addcmul(grad_out[t - 1], grad_hidden, keeps[t])
         grad_initial = grad_hidden * keeps[0]
         grad_input = torch.cat([grad_projected[..., : 2 * H], grad_n_pre], -1)  # [L, G, N, 3H]
-        # dL/dW[g] = sum over steps and rows of h^T dproj: one matmul for all steps.
+        # dL/dW[g] = sum over steps and rows of h^T dproj: one matmul for all steps. Group-major
+        # rows (a view when G is 1) also make the bias's sum a contiguous one.
+        grad_projected_rows = grad_projected.transpose(0, 1).reshape(G, -1, 3 * H)
         grad_weight = torch.bmm(
-            previous.transpose(0, 1).reshape(G, -1, H).transpose(1, 2),
-            grad_projected.transpose(0, 1).reshape(G, -1, 3 * H),
+            previous.transpose(0, 1).reshape(G, -1, H).transpose(1, 2), grad_projected_rows
         )
-        return grad_input, grad_initial, None, grad_weight, grad_projected.sum((0, 2))
+        return grad_input, grad_initial, None, grad_weight, grad_projected_rows.sum(1)
 
 
 def gru_scan(
