@@ -60,7 +60,8 @@ def run_speed(
             loop.kill()
             loop.wait()
     if done.returncode != 0:
-        raise SystemExit(f"mappo train failed: {done.stderr.strip().splitlines()[-1:]}")
+        tail = done.stderr.strip().splitlines()[-1:]
+        raise SystemExit(f"mappo train failed: {' '.join(tail)}")
     with open(run_dir / "metrics.csv", newline="") as handle:
         speeds = [float(row["steps_per_second"]) for row in csv.DictReader(handle)]
     if len(speeds) <= WARM_UPDATES:
