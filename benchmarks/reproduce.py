@@ -21,17 +21,25 @@ not what they learn (a run started on one thread continues on two): give a
 recurrent suite both cores when it trains alone.
 Keep `--runs-dir` outside the repository for runs that span days.
 
+The table outlives the runs: each task's score and learning curve, with the date
+and machine that scored it, are kept in `benchmarks/results/published_<suite>.json`
+(the record), which the table and its plot are drawn from. Tasks with no runs in
+`--runs-dir` (trained on another machine, or runs since lost) keep their recorded
+rows; runs that are behind the recorded ones (a restart) replace them once they
+pass them, and the table says so until then. A task of another config than its
+record (the table edited since) drops the record.
+
 Each task's final policies are scored greedily on `--episodes` episodes per
 seed (kept in `<task>/score.json` until its checkpoints change); the table
 gives the interquartile mean with its 95 % bootstrap CI (as `mappo report`),
 the score converted to the published figure's scale (the data file's `scale`
 says how), the published figure and its source, the budget reached, wall time
-and env steps/s. Every invocation appends a line to
-`DIR/<suite>/sessions.log` (date, load average, what it trained), which the
-table's file quotes: the load stands beside the figures it slowed. Writes
-`benchmarks/results/published_<suite>.md` and the learning curves (training
-returns on the published scale, seeds as a band, one panel per task) as
-`published_<suite>.png`; last line: one JSON object.
+and env steps/s, and when and where it was scored. Every invocation that trains
+adds a line to the record's sessions (date, load average, what it trained),
+which the table's file quotes: the load stands beside the figures it slowed.
+Writes `benchmarks/results/published_<suite>.md` and the learning curves
+(training returns on the published scale, seeds as a band, one panel per task)
+as `published_<suite>.png`; last line: one JSON object.
 
 A variant asks what the published config's parts are worth: `--preset` trains
 another preset instead of the table's (`none`: mappo's defaults) and each
@@ -68,11 +76,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common  # noqa: E402
 from bench_common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 
-from mappo.checkpoint import load_checkpoint  # noqa: E402
+from mappo.checkpoint import load_checkpoint, write_atomically  # noqa: E402
 from mappo.config import AUTO, ENV_DIM_FIELDS, FIELDS, parse_cli_value, read_toml  # noqa: E402
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError  # noqa: E402
 from mappo.evaluation import evaluate_run  # noqa: E402
-from mappo.plotting import PlotError, RunGroup, read_run  # noqa: E402
+from mappo.plotting import GRID_POINTS, PlotError, RunGroup, read_run  # noqa: E402
 from mappo.presets import PRESETS, build_config  # noqa: E402
 from mappo.report import bootstrap_ci, iqm  # noqa: E402
 from mappo.run import RESUME_CHANGES, Run, setting_name  # noqa: E402
@@ -287,33 +295,48 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
     return result
 
 
-def plot_suite(tasks: list[Task], root: Path, out: Path) -> Path | None:
-    """The training curves of each task with a run, one panel per task, on the published
-    scale (the training win rate for `win_rate`), the seeds' mean ± std as a band and the
-    published figure as a dashed line; None when no task has a finished episode yet."""
+def curve_of(task: Task, folder: Path) -> dict[str, list[float]] | None:
+    """The training curve of the task's runs in `folder` on the published scale (the
+    training win rate for `win_rate`): the seeds' mean and std on at most `GRID_POINTS`
+    env steps, as the record keeps it; None before every seed has finished an episode."""
+    column = "win_rate" if task.scale == "win_rate" else "episode_return"
+    try:
+        curves = [read_run(d, column) for d in slot_folders(folder)]
+    except PlotError:  # no episode ended yet in some seed
+        return None
+    if not curves:
+        return None
+    for curve in curves:
+        curve.returns = converted(task, curve.returns, int(curve.config["num_agents"]))
+    grid, mean, std = RunGroup(curves).band("env_steps")
+    kept = np.unique(np.linspace(0, len(grid) - 1, min(len(grid), GRID_POINTS)).round())
+    kept = kept.astype(int)  # a single seed's band is its every logged row: thin it
+    return {
+        "env_steps": grid[kept].tolist(),
+        "mean": mean[kept].tolist(),
+        "std": std[kept].tolist(),
+        "seeds": len(curves),
+    }
+
+
+def plot_suite(tasks: list[Task], record: dict[str, Any], out: Path) -> Path | None:
+    """The recorded training curve of each task, one panel per task, the seeds' mean ± std
+    as a band and the published figure as a dashed line; None when no task has one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter, MaxNLocator
 
-    panels = []
-    for task in tasks:
-        column = "win_rate" if task.scale == "win_rate" else "episode_return"
-        try:
-            curves = [read_run(d, column) for d in slot_folders(root / task.name)]
-        except PlotError:  # no episode ended yet in some seed
-            continue
-        for curve in curves:
-            curve.returns = converted(task, curve.returns, int(curve.config["num_agents"]))
-        if curves:
-            panels.append((task, RunGroup(curves)))
+    entries = record["tasks"]
+    panels = [t for t in tasks if entries.get(t.name, {}).get("curve")]
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
-    for ax, (task, group) in zip(axes[0], panels, strict=True):
-        grid, mean, std = group.band("env_steps")
-        ax.plot(grid, mean, lw=1.5, label=f"ours ({len(group.runs)} seeds, mean ± std)")
+    for ax, task in zip(axes[0], panels, strict=True):
+        curve = entries[task.name]["curve"]
+        grid, mean, std = (np.array(curve[k]) for k in ("env_steps", "mean", "std"))
+        ax.plot(grid, mean, lw=1.5, label=f"ours ({curve['seeds']} seeds, mean ± std)")
         ax.fill_between(grid, mean - std, mean + std, alpha=0.25, lw=0)
         if task.figure is not None:
             ax.axhline(task.figure, color="k", ls="--", lw=1, label="published")
@@ -331,6 +354,69 @@ def plot_suite(tasks: list[Task], root: Path, out: Path) -> Path | None:
     return out
 
 
+def task_key(task: Task) -> dict[str, Any]:
+    """What a task trains (env, preset, config fields): a record made under another key is
+    of a table edited since."""
+    return {"env": task.env, "preset": task.preset, "fields": task.fields}
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The record at `path` (`{"tasks": {name: entry}, "sessions": [line]}`), empty when
+    there is none yet; an unreadable one is refused in one line, not overwritten."""
+    if not path.exists():
+        return {"tasks": {}, "sessions": []}
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record.get("tasks"), dict) or not isinstance(record["sessions"], list):
+            raise ValueError("no 'tasks' table and 'sessions' list")
+    except (ValueError, KeyError, AttributeError) as err:
+        raise SystemExit(
+            f"{path}: not a record of reproduce.py ({err}); restore it from git, or move it away"
+        ) from None
+    return record
+
+
+def merge_scores(
+    record: dict[str, Any],
+    tasks: list[Task],
+    scored: dict[str, tuple[dict, dict | None]],
+    root: Path,
+    info: dict,
+) -> list[str]:
+    """Put this call's `scored` results (`{task: (score(), curve_of())}`, runs in
+    `root/<task>`) into `record`, keeping each task's recorded entry where its runs are
+    not here or are behind it; drops entries of tasks no longer in the table or of
+    another config. Returns a line for each task whose runs here are behind its record."""
+    machine = f"{info['cores']} cores, {info['cpu']}"
+    behind, entries = [], {}
+    for task in tasks:
+        old = record["tasks"].get(task.name)
+        if old is not None and old.get("config") != task_key(task):
+            old = None  # the table was edited since: its runs are of another config
+        if task.name not in scored:
+            if old is not None:
+                entries[task.name] = old
+            continue
+        result, curve = scored[task.name]
+        if old is not None and old["result"]["steps"] > result["steps"]:
+            entries[task.name] = old
+            behind.append(
+                f"{task.name}: the runs in {root / task.name} are at {result['steps']:,} env "
+                f"steps per seed, behind the recorded ones ({old['result']['steps']:,}, scored "
+                f"{old['date_utc']} on {old['machine']}); they replace them once they pass them"
+            )
+            continue
+        entries[task.name] = {
+            "result": result,
+            "curve": curve,
+            "date_utc": info["date_utc"],
+            "machine": machine,
+            "config": task_key(task),
+        }
+    record["tasks"] = entries
+    return behind
+
+
 def figure_cell(task: Task) -> str:
     """The published figure as the table shows it."""
     if task.figure is None:
@@ -342,25 +428,26 @@ def write_table(
     name: str,
     table: dict[str, Any],
     tasks: list[Task],
-    results: list[dict],
-    log: Path,
+    record: dict[str, Any],
+    behind: list[str],
     args: argparse.Namespace,
     info: dict,
     variant: str = "",
     plot: Path | None = None,
 ) -> Path:
-    """benchmarks/results/<name>.md: a row per task of the table (scored, or with no
-    checkpoint yet), their plot and the sessions log."""
-    scored = {r["task"]: r for r in results}
+    """benchmarks/results/<name>.md: a row per task of the table (its recorded score, or
+    no checkpoint yet), the `behind` lines of `merge_scores`, their plot and the sessions."""
     rows = []
     for task in tasks:
-        if task.name not in scored:
+        if task.name not in record["tasks"]:
             budget = f"0 / {task.budget:,} (0%)"
             rows.append(
-                [task.name, budget, 0, "no checkpoint yet", "", figure_cell(task), task.metric, ""]
+                [task.name, budget, 0, "no checkpoint yet", "", figure_cell(task), task.metric]
+                + ["", ""]
             )
             continue
-        r = scored[task.name]
+        entry = record["tasks"][task.name]
+        r = entry["result"]
         rows.append(
             [
                 task.name,
@@ -371,6 +458,7 @@ def write_table(
                 figure_cell(task),
                 task.metric,
                 f"{r['hours']:.2f} h, {r['steps_per_second']:,.0f}/s",
+                f"{entry['date_utc']}, {entry['machine']}",
             ]
         )
     headers = [
@@ -382,11 +470,12 @@ def write_table(
         "published",
         "metric",
         "training wall time, env steps/s (all seeds in one process)",
+        "scored",
     ]
     scales = "\n".join(
         f"- {t.name}: `{t.env}`, {SCALES[t.scale]}; source: {t.source}" for t in tasks
     )
-    sessions = log.read_text().strip() if log.exists() else "(none yet)"
+    sessions = "\n".join(record["sessions"]) or "(none yet)"
     changed = (
         f"**A variant, not the published config**: {variant} (`--preset`/`--set` of "
         "reproduce.py on top of the table's config)."
@@ -394,11 +483,17 @@ def write_table(
         else ""
     )
     curves = f"Learning curves: [{plot.name}]({plot.name})." if plot else ""
+    if missing := [t for t, entry in record["tasks"].items() if not entry.get("curve")]:
+        curves += (
+            f" The record has no curve of {', '.join(missing)} (scored before it kept curves, or "
+            "before an episode ended); the plot's git history has earlier ones."
+        )
     sections = [
         table.get("about", ""),
         *([changed] if changed else []),
         markdown_table(headers, rows),
-        *([curves] if curves else []),
+        *(["Runs behind the record:\n\n" + "\n".join(f"- {b}" for b in behind)] if behind else []),
+        *([curves.strip()] if curves else []),
         f"Scores: {args.episodes} greedy episodes per seed of each seed's last checkpoint; "
         "IQM and its 95 % CI from a 2,000-sample percentile bootstrap over the seeds "
         "(`mappo report`'s statistics). Where the budget is not reached, the row scores the "
@@ -459,9 +554,12 @@ def reproduce(args: argparse.Namespace) -> None:
         raise SystemExit(f"--seeds {args.seeds!r}: give integers joined by commas") from None
     root = Path(args.runs_dir) / args.suite / slug  # no variant: the suite's own folder
     root.mkdir(parents=True, exist_ok=True)
+    # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
+    name = f"published_{args.suite}" + f"_{slug}" * bool(slug)
+    record_path = bench_common.RESULTS_DIR / f"{name}.json"
+    record = read_record(record_path)  # before training: a bad one is refused up front
     info = machine_info()
     deadline = time.time() + args.hours * 3600
-    log = root / "sessions.log"
     trained = []
     for task in (t for t in tasks if not args.tasks or t.name in args.tasks):
         if args.report_only or time.time() > deadline:
@@ -473,18 +571,25 @@ def reproduce(args: argparse.Namespace) -> None:
             break
     if trained:
         load = " ".join(f"{x:.2f}" for x in info["load_average"])
-        with open(log, "a") as handle:
-            handle.write(
-                f"{info['date_utc']}  load {load}  {'; '.join(trained)}  ({command_line()})\n"
-            )
+        record["sessions"].append(
+            f"{info['date_utc']}  load {load}  {'; '.join(trained)}  ({command_line()})"
+        )
     # The table is the suite's: every task with checkpoints is scored, not only those `--tasks`
     # named (another process may be training one: no checkpoint before its first update ends).
-    results = [score(t, root / t.name, args.episodes) for t in tasks if checkpointed(root / t.name)]
-    # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
-    name = f"published_{args.suite}" + f"_{slug}" * bool(slug)
-    plot = plot_suite(tasks, root, bench_common.RESULTS_DIR / f"{name}.png")
-    path = write_table(name, table, tasks, results, log, args, info, variant, plot)
+    scored = {
+        t.name: (score(t, root / t.name, args.episodes), curve_of(t, root / t.name))
+        for t in tasks
+        if checkpointed(root / t.name)
+    }
+    behind = merge_scores(record, tasks, scored, root, info)
+    bench_common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=1) + "\n"
+    write_atomically(record_path, lambda handle: handle.write(text.encode()))
+    png = bench_common.RESULTS_DIR / f"{name}.png"
+    plot = plot_suite(tasks, record, png) or (png if png.exists() else None)  # else: as drawn
+    path = write_table(name, table, tasks, record, behind, args, info, variant, plot)
     print(path.read_text())
+    results = [record["tasks"][t.name]["result"] for t in tasks if t.name in record["tasks"]]
     print(json.dumps({"suite": args.suite, "results": results}))
 
 

@@ -4,7 +4,9 @@ to its figure's scale as the table says."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import sys
 
 import numpy as np
@@ -74,12 +76,8 @@ def test_a_variant_changes_only_what_it_names(reproduce) -> None:
         reproduce.variant_of(tasks, "epymarl2", {})
 
 
-def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkeypatch) -> None:
-    """A tiny suite of two tasks: the first call trains one task's 2 seeds in one process to
-    half its budget (`--scale 0.5 --tasks spread`), the second the other task alone, the
-    third continues the first to its budget from its checkpoints (on 2 torch threads); the
-    table keeps a row per task through all three and gives the budget reached each time, the
-    sessions' log one line per call."""
+def tiny_suite(reproduce, tmp_path, monkeypatch):
+    """A published table of two tiny MPE tasks in `tmp_path`, results written beside it."""
     import bench_common
 
     table = tmp_path / "published.toml"
@@ -93,6 +91,16 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     )
     monkeypatch.setattr(reproduce, "DATA", table)
     monkeypatch.setattr(bench_common, "RESULTS_DIR", tmp_path / "results")
+    return table
+
+
+def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkeypatch) -> None:
+    """A tiny suite of two tasks: the first call trains one task's 2 seeds in one process to
+    half its budget (`--scale 0.5 --tasks spread`), the second the other task alone, the
+    third continues the first to its budget from its checkpoints (on 2 torch threads); the
+    table keeps a row per task through all three and gives the budget reached each time, the
+    sessions' log one line per call."""
+    table = tiny_suite(reproduce, tmp_path, monkeypatch)
     runs = tmp_path / "runs"
     common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(runs), "--episodes", "2"]
     monkeypatch.setattr(
@@ -126,8 +134,9 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     second = (tmp_path / "results" / "published_tiny.md").read_text()
     assert "| spread | 800 / 800 (100%) | 2 |" in second
     assert "| reference | 400 / 400 (100%) | 2 |" in second
-    sessions = (runs / "tiny" / "sessions.log").read_text().splitlines()
+    sessions = json.loads((tmp_path / "results" / "published_tiny.json").read_text())["sessions"]
     assert len(sessions) == 3 and "spread to 800; reference to 400" in sessions[2]
+    assert "spread to 800; reference to 400  (python " in second  # the table quotes them
     assert (tmp_path / "results" / "published_tiny.png").stat().st_size > 0  # the curves
     # A variant trains into its own folder and file, and leaves the published table alone.
     monkeypatch.setattr(
@@ -158,3 +167,55 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     says = f"{runs / 'tiny' / 'spread'} holds runs of another config than the task's (lr: 0.0007"
     with pytest.raises(SystemExit, match=re.escape(says)):
         reproduce.main()
+
+
+def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch) -> None:
+    """The runs folder lost (a new machine): the recorded rows and curves stay; a restarted
+    run behind its record leaves the row as it was, says so, and replaces it once it has
+    passed it; an edited task drops its record; a damaged record is refused in one line."""
+    table = tiny_suite(reproduce, tmp_path, monkeypatch)
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(runs), "--episodes", "2"]
+
+    def call(*extra: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, *extra])
+        reproduce.main()
+        return (results / "published_tiny.md").read_text()
+
+    first = call("--scale", "0.5")
+    spread_row = next(line for line in first.splitlines() if line.startswith("| spread |"))
+    assert "| spread | 400 / 800 (50%) | 2 |" in spread_row
+    assert "| reference | 200 / 400 (50%) | 2 |" in first
+    record = json.loads((results / "published_tiny.json").read_text())
+    curve = record["tasks"]["spread"]["curve"]
+    assert curve["seeds"] == 2 and curve["env_steps"][-1] == 400
+    assert len(curve["env_steps"]) == len(curve["mean"]) == len(curve["std"])
+
+    shutil.rmtree(runs)  # the runs are gone: the rows are not
+    (results / "published_tiny.png").unlink()
+    assert call("--report-only").splitlines().count(spread_row) == 1
+    assert (results / "published_tiny.png").stat().st_size > 0  # drawn from the record
+
+    restarted = call("--scale", "0.25", "--tasks", "spread")
+    assert restarted.splitlines().count(spread_row) == 1  # the further run's row stays
+    assert (
+        f"- spread: the runs in {runs / 'tiny' / 'spread'} are at 200 env steps per seed, "
+        "behind the recorded ones (400, scored " in restarted
+    )
+    passed = call("--tasks", "spread")
+    assert "| spread | 800 / 800 (100%) | 2 |" in passed and "behind the recorded" not in passed
+    assert "| reference | 200 / 400 (50%) | 2 |" in passed  # not here: as recorded
+
+    # The table edited: reference's record is of another config, and goes.
+    table.write_text(
+        table.read_text().replace("minibatch_size = 0", "minibatch_size = 0, lr = 1e-3")
+    )
+    edited = call("--report-only")
+    assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in edited
+    assert "| spread | 800 / 800 (100%) | 2 |" in edited
+
+    (results / "published_tiny.json").write_text('{"tasks": [')
+    says = f"{results / 'published_tiny.json'}: not a record of reproduce.py ("
+    with pytest.raises(SystemExit, match=re.escape(says)):
+        call("--report-only")
+    assert (results / "published_tiny.json").read_text() == '{"tasks": ['  # left as it was
