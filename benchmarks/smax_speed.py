@@ -14,7 +14,8 @@ config (`--preset jaxmarl-smax`, eager) in this process: one update to warm up,
 then `--updates` timed, each split into the env's steps (the JAX step and the
 hand-over to torch), the rest of the rollout (inference, storage), and the
 update, whose GRU scans (forward and backward) the torch profiler times in a
-last update. With `--cores 1` (the default) both sides run one XLA thread and one
+last update; and the floor of rollout and update, their matrix products rerun
+alone (`MatmulLog`). With `--cores 1` (the default) both sides run one XLA thread and one
 torch thread and are pinned to one core (XLA runs threads of its own beside its
 flags); `--cores 2` leaves both free on two cores with two torch threads
 (`--torch-threads 1`: one, XLA's env step free to take the other core). Writes
@@ -31,7 +32,9 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -39,6 +42,9 @@ import torch  # noqa: E402
 from bench_common import machine_info, markdown_table, write_results  # noqa: E402
 from jaxmarl_smax import run_jaxmarl  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+aten = torch.ops.aten
 
 from mappo.presets import build_config  # noqa: E402
 from mappo.trainer import MappoTrainer  # noqa: E402
@@ -125,6 +131,10 @@ def mappo_timing(map_name: str, updates: int) -> dict[str, float]:
     scan = sum(
         e.cpu_time_total for e in prof.key_averages() if e.key in ("GruScan", "GruScanBackward")
     )
+    with MatmulLog() as rollout_matmuls:
+        trainer.collect_rollout()
+    with MatmulLog() as update_matmuls:
+        trainer.update()
     frames = trainer.env.num_envs * trainer.config.rollout_steps * updates
     return {
         "steps_per_second": frames / (rollout + update),
@@ -132,7 +142,53 @@ def mappo_timing(map_name: str, updates: int) -> dict[str, float]:
         "rollout_rest_s": (rollout - env_seconds) / updates,
         "update_s": update / updates,
         "gru_scan_share_of_update": scan / prof.key_averages().total_average().self_cpu_time_total,
+        "rollout_gflop": rollout_matmuls.flops() / 1e9,
+        "rollout_floor_s": rollout_matmuls.replay_seconds(),
+        "update_gflop": update_matmuls.flops() / 1e9,
+        "update_floor_s": update_matmuls.replay_seconds(),
     }
+
+
+class MatmulLog(TorchDispatchMode):
+    """The matrix products (mm, addmm, bmm, baddbmm, forward and backward) dispatched inside
+    it, counted by their operands' shapes: their FLOPs, and the time the same products take
+    alone on fresh contiguous operands (`replay_seconds`), the floor of what recorded them
+    (the elementwise gate arithmetic, the losses and the copies between layouts left out)."""
+
+    PRODUCTS = (aten.mm, aten.addmm, aten.bmm, aten.baddbmm)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[tuple[Any, tuple[tuple[int, ...], ...]]] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if func.overloadpacket in self.PRODUCTS:
+            shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+            self.calls[func.overloadpacket, shapes] += 1
+        return func(*args, **(kwargs or {}))
+
+    def flops(self) -> float:
+        """2 m k n per product (times the batch for bmm and baddbmm), summed over the calls."""
+        total = 0.0
+        for (_, shapes), count in self.calls.items():
+            *_, left, right = shapes  # addmm and baddbmm: the added term comes first
+            total += count * 2 * math.prod(left) * right[-1]
+        return total
+
+    def replay_seconds(self, min_seconds: float = 0.05) -> float:
+        """Each recorded product rerun alone on random operands of its shapes, timed over
+        at least `min_seconds`, times its count; summed."""
+        total = 0.0
+        with torch.no_grad():
+            for (packet, shapes), count in self.calls.items():
+                operands = [torch.randn(shape) for shape in shapes]
+                packet(*operands)  # warm-up
+                calls, start = 0, time.perf_counter()
+                while (elapsed := time.perf_counter() - start) < min_seconds:
+                    packet(*operands)
+                    calls += 1
+                total += count * elapsed / calls
+        return total
 
 
 def main() -> None:
@@ -197,6 +253,27 @@ def main() -> None:
             ],
         ],
     )
+    floor = markdown_table(
+        ["matrix products alone (the floor)", "GFLOP", "seconds alone", "mappo's seconds"]
+        + ["mappo / floor"],
+        [
+            [
+                "rollout: the networks' inference",
+                ours["rollout_gflop"],
+                ours["rollout_floor_s"],
+                ours["rollout_rest_s"],
+                ours["rollout_rest_s"] / ours["rollout_floor_s"],
+            ],
+            [
+                "update: forward and backward passes",
+                ours["update_gflop"],
+                ours["update_floor_s"],
+                ours["update_s"],
+                ours["update_s"] / ours["update_floor_s"],
+            ],
+        ],
+    )
+    at_floor = BATCH / (ours["env_s"] + ours["rollout_floor_s"] + ours["update_floor_s"])
     notes = (
         f"Map `{args.map}`, HeuristicEnemySMAX, "
         + (
@@ -207,7 +284,12 @@ def main() -> None:
         + f". JaxMARL: {how}. mappo: {args.updates} updates "
         "timed after one warm-up update. The GRU scans (actor and critic, forward and "
         f"backward) take {ours['gru_scan_share_of_update']:.0%} of an update's CPU time "
-        "(torch profiler, one more update)."
+        "(torch profiler, one more update). The floor: every matrix product of one more "
+        "rollout and update (mm, addmm, bmm, baddbmm, as dispatched, backward included) "
+        "rerun alone on fresh operands of the same shapes, on the same threads; the rest "
+        "(gate arithmetic, losses, layout copies, the optimizer) is what mappo adds to it. "
+        f"With the env's own steps as measured and the products at their floor, an update "
+        f"cycle would run {at_floor:,.0f} env steps/s, {at_floor / theirs:.2f}x JaxMARL's."
     )
     path = write_results(
         "smax_speed"
@@ -215,11 +297,11 @@ def main() -> None:
         + ("" if threads == args.cores else f"_{threads}thread"),
         "SMAX: mappo against JaxMARL's own MAPPO, env steps/s",
         info,
-        [table, parts, notes],
+        [table, parts, floor, notes],
         quick=False,
     )
     print(path.read_text())
-    print(json.dumps({"jaxmarl": theirs, "mappo": ours, "ratio": ratio}))
+    print(json.dumps({"jaxmarl": theirs, "mappo": ours, "ratio": ratio, "at_floor": at_floor}))
 
 
 if __name__ == "__main__":

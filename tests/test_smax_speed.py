@@ -41,3 +41,26 @@ def test_a_failing_script_gives_nan_and_its_last_line(bench, tmp_path) -> None:
     rate, how = bench.jaxmarl_steps_per_second(tmp_path, "3m", 2)
     assert math.isnan(rate)
     assert how == "JaxMARL's script failed: no SMAX here"
+
+
+def test_the_matmul_floor_counts_every_product_forward_and_backward(bench) -> None:
+    """A linear layer and a batched product, forward and backward: MatmulLog's FLOPs are
+    FlopCounterMode's, and their replay takes time."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch = pytest.importorskip("torch")
+    layer = torch.nn.Linear(16, 8)
+    x, w = torch.randn(32, 16), torch.randn(4, 8, 5, requires_grad=True)
+
+    def step() -> None:
+        hidden = layer(x).unflatten(0, (4, 8))  # [4, 8, 8]
+        torch.bmm(hidden, w).sum().backward()
+
+    with bench.MatmulLog() as log:
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    # The linear layer: its forward and its weight's gradient (x needs none); the bmm: its
+    # forward and both operands' gradients.
+    assert log.flops() == counter.get_total_flops() == 2 * (2 * 32 * 16 * 8 + 3 * 4 * 8 * 8 * 5)
+    assert 0 < log.replay_seconds(min_seconds=0.001) < 1.0
