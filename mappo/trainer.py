@@ -29,6 +29,7 @@ from mappo.episodes import DRAW, WIN, EpisodeTracker, return_definition, team_re
 from mappo.errors import CheckpointError
 from mappo.evaluation import MAX_EVAL_ENVS, evaluate
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
+from mappo.memory import keep_freed_memory
 from mappo.policy import Policy, RecurrentState, env_facts, episode_starts
 from mappo.task_settings import resolve_auto
 
@@ -148,6 +149,8 @@ class MappoTrainer:
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self.device = torch.device(config.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # large temporaries reuse the heap, not fresh pages
         # Each rank has its own envs and seed stream; rank 0 matches a single process.
         rank_seed = config.seed + RANK_SEED_STRIDE * self.dist.rank
         self.env = env or make_env(
