@@ -27,7 +27,9 @@ and machine that scored it, are kept in `benchmarks/results/published_<suite>.js
 `--runs-dir` (trained on another machine, or runs since lost) keep their recorded
 rows; runs that are behind the recorded ones (a restart) replace them once they
 pass them, and the table says so until then. A task of another config than its
-record (the table edited since) drops the record.
+record (the table edited since) drops the record, and runs of the old config are
+not scored (the table says so). The same checkpoints scored again keep the date
+and machine that scored them first.
 
 Each task's final policies are scored greedily on `--episodes` episodes per
 seed (kept in `<task>/score.json` until its checkpoints change); the table
@@ -295,20 +297,19 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
     return result
 
 
-def curve_of(task: Task, folder: Path) -> dict[str, list[float]] | None:
+def curve_of(task: Task, folder: Path) -> dict[str, Any] | None:
     """The training curve of the task's runs in `folder` on the published scale (the
     training win rate for `win_rate`): the seeds' mean and std on at most `GRID_POINTS`
-    env steps, as the record keeps it; None before every seed has finished an episode."""
+    env steps, and the number of seeds, as the record keeps it; None before every seed
+    has finished an episode."""
     column = "win_rate" if task.scale == "win_rate" else "episode_return"
     try:
         curves = [read_run(d, column) for d in slot_folders(folder)]
-    except PlotError:  # no episode ended yet in some seed
+        for curve in curves:
+            curve.returns = converted(task, curve.returns, int(curve.config["num_agents"]))
+        grid, mean, std = RunGroup(curves).band("env_steps")
+    except PlotError:  # no episode ended yet in some seed, or the seeds share no range
         return None
-    if not curves:
-        return None
-    for curve in curves:
-        curve.returns = converted(task, curve.returns, int(curve.config["num_agents"]))
-    grid, mean, std = RunGroup(curves).band("env_steps")
     kept = np.unique(np.linspace(0, len(grid) - 1, min(len(grid), GRID_POINTS)).round())
     kept = kept.astype(int)  # a single seed's band is its every logged row: thin it
     return {
@@ -355,9 +356,9 @@ def plot_suite(tasks: list[Task], record: dict[str, Any], out: Path) -> Path | N
 
 
 def task_key(task: Task) -> dict[str, Any]:
-    """What a task trains (env, preset, config fields): a record made under another key is
-    of a table edited since."""
-    return {"env": task.env, "preset": task.preset, "fields": task.fields}
+    """What a task trains and how it is scored (env, preset, config fields, scale): a record
+    made under another key is of a table edited since."""
+    return {"env": task.env, "preset": task.preset, "fields": task.fields, "scale": task.scale}
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -386,9 +387,11 @@ def merge_scores(
     """Put this call's `scored` results (`{task: (score(), curve_of())}`, runs in
     `root/<task>`) into `record`, keeping each task's recorded entry where its runs are
     not here or are behind it; drops entries of tasks no longer in the table or of
-    another config. Returns a line for each task whose runs here are behind its record."""
+    another config. An unchanged score keeps the date and machine that scored it first.
+    Returns a line for each task whose runs here are behind its record."""
     machine = f"{info['cores']} cores, {info['cpu']}"
-    behind, entries = [], {}
+    behind: list[str] = []
+    entries = {}
     for task in tasks:
         old = record["tasks"].get(task.name)
         if old is not None and old.get("config") != task_key(task):
@@ -406,15 +409,36 @@ def merge_scores(
                 f"{old['date_utc']} on {old['machine']}); they replace them once they pass them"
             )
             continue
+        if old is not None and old["result"]["steps"] == result["steps"]:
+            # The same checkpoints scored again: when and where they were scored stays.
+            entries[task.name] = {**old, "curve": old.get("curve") or curve}
+            continue
         entries[task.name] = {
             "result": result,
             "curve": curve,
-            "date_utc": info["date_utc"],
+            "date_utc": utc_now(),
             "machine": machine,
             "config": task_key(task),
         }
     record["tasks"] = entries
     return behind
+
+
+def utc_now() -> str:
+    """The time now, as `machine_info` gives it."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def without_nan(value: Any) -> Any:
+    """`value` with each NaN float (a win rate where the env has none, a speed with no time)
+    as None: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: without_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nan(v) for v in value]
+    return value
 
 
 def figure_cell(task: Task) -> str:
@@ -429,14 +453,15 @@ def write_table(
     table: dict[str, Any],
     tasks: list[Task],
     record: dict[str, Any],
-    behind: list[str],
+    unshown: list[str],
     args: argparse.Namespace,
     info: dict,
     variant: str = "",
     plot: Path | None = None,
 ) -> Path:
     """benchmarks/results/<name>.md: a row per task of the table (its recorded score, or
-    no checkpoint yet), the `behind` lines of `merge_scores`, their plot and the sessions."""
+    no checkpoint yet), the `unshown` lines (runs here that the table does not show), their
+    plot and the sessions."""
     rows = []
     for task in tasks:
         if task.name not in record["tasks"]:
@@ -451,13 +476,13 @@ def write_table(
         rows.append(
             [
                 task.name,
-                f"{r['steps']:,} / {task.budget:,} ({r['fraction']:.0%})",
+                f"{r['steps']:,} / {task.budget:,} ({r['steps'] / task.budget:.0%})",
                 r["seeds"],
                 f"{r['iqm']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]",
                 ", ".join(f"{x:.3f}" for x in r["score"]),
                 figure_cell(task),
                 task.metric,
-                f"{r['hours']:.2f} h, {r['steps_per_second']:,.0f}/s",
+                f"{r['hours']:.2f} h, {r['steps_per_second'] or math.nan:,.0f}/s",
                 f"{entry['date_utc']}, {entry['machine']}",
             ]
         )
@@ -492,7 +517,11 @@ def write_table(
         table.get("about", ""),
         *([changed] if changed else []),
         markdown_table(headers, rows),
-        *(["Runs behind the record:\n\n" + "\n".join(f"- {b}" for b in behind)] if behind else []),
+        *(
+            ["Runs here that the table does not show:\n\n" + "\n".join(f"- {u}" for u in unshown)]
+            if unshown
+            else []
+        ),
         *([curves.strip()] if curves else []),
         f"Scores: {args.episodes} greedy episodes per seed of each seed's last checkpoint; "
         "IQM and its 95 % CI from a 2,000-sample percentile bootstrap over the seeds "
@@ -557,7 +586,7 @@ def reproduce(args: argparse.Namespace) -> None:
     # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
     name = f"published_{args.suite}" + f"_{slug}" * bool(slug)
     record_path = bench_common.RESULTS_DIR / f"{name}.json"
-    record = read_record(record_path)  # before training: a bad one is refused up front
+    read_record(record_path)  # a bad record is refused before training, not after
     info = machine_info()
     deadline = time.time() + args.hours * 3600
     trained = []
@@ -569,25 +598,35 @@ def reproduce(args: argparse.Namespace) -> None:
         trained.append(f"{task.name} {'to' if done else 'stopped short of'} {steps:,}")
         if not done:  # --hours ran out, or Ctrl-C: no further task, but the table is written
             break
+    # The table is the suite's: every task with checkpoints is scored, not only those `--tasks`
+    # named (another process may be training one: no checkpoint before its first update ends);
+    # runs of another config than the task's (the table edited since) are left out.
+    scored, unshown = {}, []
+    for task in (t for t in tasks if checkpointed(root / t.name)):
+        if changed := held_changes(task, slot_folders(root / task.name)[0]):
+            unshown.append(
+                f"{task.name}: the runs in {root / task.name} are of another config than the "
+                f"task's ({'; '.join(changed)}); not scored"
+            )
+            continue
+        scored[task.name] = (
+            score(task, root / task.name, args.episodes),
+            curve_of(task, root / task.name),
+        )
+    # Read again: another process of the suite may have written it while these trained.
+    record = read_record(record_path)
     if trained:
         load = " ".join(f"{x:.2f}" for x in info["load_average"])
         record["sessions"].append(
             f"{info['date_utc']}  load {load}  {'; '.join(trained)}  ({command_line()})"
         )
-    # The table is the suite's: every task with checkpoints is scored, not only those `--tasks`
-    # named (another process may be training one: no checkpoint before its first update ends).
-    scored = {
-        t.name: (score(t, root / t.name, args.episodes), curve_of(t, root / t.name))
-        for t in tasks
-        if checkpointed(root / t.name)
-    }
-    behind = merge_scores(record, tasks, scored, root, info)
+    unshown += merge_scores(record, tasks, scored, root, info)
     bench_common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=1) + "\n"
+    text = json.dumps(without_nan(record), indent=1, allow_nan=False) + "\n"
     write_atomically(record_path, lambda handle: handle.write(text.encode()))
     png = bench_common.RESULTS_DIR / f"{name}.png"
     plot = plot_suite(tasks, record, png) or (png if png.exists() else None)  # else: as drawn
-    path = write_table(name, table, tasks, record, behind, args, info, variant, plot)
+    path = write_table(name, table, tasks, record, unshown, args, info, variant, plot)
     print(path.read_text())
     results = [record["tasks"][t.name]["result"] for t in tasks if t.name in record["tasks"]]
     print(json.dumps({"suite": args.suite, "results": results}))

@@ -44,11 +44,10 @@ from jaxmarl_smax import run_jaxmarl  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-aten = torch.ops.aten
-
 from mappo.presets import build_config  # noqa: E402
 from mappo.trainer import MappoTrainer  # noqa: E402
 
+aten = torch.ops.aten
 BATCH = 128 * 128  # NUM_ENVS x NUM_STEPS of JaxMARL's SMAX config: env steps per update
 # With --cores 1 both sides run pinned to this core: XLA starts threads of its own (its
 # compiler's, its runtime's) whatever its flags say, so one thread each is only true there.
@@ -151,26 +150,29 @@ def mappo_timing(map_name: str, updates: int) -> dict[str, float]:
 
 class MatmulLog(TorchDispatchMode):
     """The matrix products (mm, addmm, bmm, baddbmm, forward and backward) dispatched inside
-    it, counted by their operands' shapes: their FLOPs, and the time the same products take
-    alone on fresh contiguous operands (`replay_seconds`), the floor of what recorded them
-    (the elementwise gate arithmetic, the losses and the copies between layouts left out)."""
+    it, counted by their operands' shapes and dtype: their FLOPs, and the time the same
+    products take alone on fresh contiguous operands (`replay_seconds`), the floor of what
+    recorded them (the elementwise gate arithmetic, the losses and the copies between
+    layouts left out). Other products (mv, convolutions) are not counted: mappo's MLPs and
+    GRUs make none."""
 
     PRODUCTS = (aten.mm, aten.addmm, aten.bmm, aten.baddbmm)
 
     def __init__(self) -> None:
         super().__init__()
-        self.calls: Counter[tuple[Any, tuple[tuple[int, ...], ...]]] = Counter()
+        self.calls: Counter[tuple[Any, torch.dtype, tuple[tuple[int, ...], ...]]] = Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        if func.overloadpacket in self.PRODUCTS:
-            shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
-            self.calls[func.overloadpacket, shapes] += 1
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in self.PRODUCTS:  # an `out=` tensor is in kwargs: not counted
+            operands = [a for a in args if isinstance(a, torch.Tensor)]
+            shapes = tuple(tuple(a.shape) for a in operands)
+            self.calls[func.overloadpacket, operands[-1].dtype, shapes] += 1
         return func(*args, **(kwargs or {}))
 
     def flops(self) -> float:
         """2 m k n per product (times the batch for bmm and baddbmm), summed over the calls."""
         total = 0.0
-        for (_, shapes), count in self.calls.items():
+        for (_, _, shapes), count in self.calls.items():
             *_, left, right = shapes  # addmm and baddbmm: the added term comes first
             total += count * 2 * math.prod(left) * right[-1]
         return total
@@ -180,8 +182,8 @@ class MatmulLog(TorchDispatchMode):
         at least `min_seconds`, times its count; summed."""
         total = 0.0
         with torch.no_grad():
-            for (packet, shapes), count in self.calls.items():
-                operands = [torch.randn(shape) for shape in shapes]
+            for (packet, dtype, shapes), count in self.calls.items():
+                operands = [torch.randn(shape, dtype=dtype) for shape in shapes]
                 packet(*operands)  # warm-up
                 calls, start = 0, time.perf_counter()
                 while (elapsed := time.perf_counter() - start) < min_seconds:

@@ -59,17 +59,21 @@ def check_fits(
 
 def keep_freed_memory() -> bool:
     """Have glibc's malloc keep freed blocks for reuse rather than hand them back to the OS;
-    whether it could (Linux with glibc; elsewhere nothing changes).
+    whether glibc took the settings (Linux with glibc; elsewhere nothing changes, and under
+    a preloaded jemalloc or tcmalloc, which glibc's settings do not reach, nothing either).
 
     By default glibc maps each block over 32 MiB (its largest mmap threshold) afresh and
     unmaps it when freed, so each large temporary tensor pays a page fault per 4 KiB page
     when first written. Three SMAX seeds batched in one process (`--seeds 0,1,2`, gate
-    tensors of 57 MB) spent a quarter of their update that way: 15.2-17.5 s of CPU per
-    update, 11.1-11.6 s with this (2-core AMD EPYC, one torch thread). The cost: the
-    process keeps its peak heap until it exits. Like `torch.set_num_threads`, it is
-    process-wide; `MappoTrainer` calls it for CPU training.
+    tensors of 57 MB) spent a quarter of their update that way: 14.7-15.0 s of CPU per
+    update, 10.6-11.1 s with this (2-core AMD EPYC, one torch thread). The settings hold
+    for the main thread's heap, where the trainer runs; glibc still maps the largest
+    blocks of other threads afresh. The cost: the process keeps its peak heap until it
+    exits. Like `torch.set_num_threads`, it is process-wide; `MappoTrainer` calls it for
+    CPU training unless the environment sets `MAPPO_KEEP_FREED_MEMORY=0` (a program that
+    embeds mappo and wants glibc's defaults).
     """
-    if not sys.platform.startswith("linux"):
+    if os.environ.get("MAPPO_KEEP_FREED_MEMORY") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

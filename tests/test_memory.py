@@ -4,7 +4,7 @@ the flag to change, before any run folder or checkpoint is written."""
 from __future__ import annotations
 
 import platform
-import resource
+import subprocess
 import sys
 
 import pytest
@@ -49,25 +49,42 @@ def test_the_cli_refuses_before_writing_a_run_folder(tmp_path, monkeypatch, caps
     assert not run.exists()
 
 
+FAULTS_OF_A_LARGE_TENSOR = """
+import resource, torch
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(2**24).fill_(1.0)  # 64 MiB, written, freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults(), faults()  # the heap grows to hold it, then settles (the first freed block
+print(faults())  # is a few bytes short of the aligned one that follows it)
+"""
+
+
+def faults_of_a_large_tensor(keep: bool) -> int:
+    """Page faults of a 64 MiB tensor made, written and freed a third time, in a fresh
+    process that keeps freed memory or has glibc's defaults."""
+    prelude = "from mappo.memory import keep_freed_memory\nassert keep_freed_memory()\n"
+    code = (prelude if keep else "") + FAULTS_OF_A_LARGE_TENSOR
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1])
+
+
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="glibc's malloc only",
 )
 def test_freed_memory_is_reused_without_page_faults() -> None:
-    """After `keep_freed_memory`, a 64 MiB tensor freed and made again reuses its pages:
-    glibc's default would map it afresh, 16,384 faults of 4 KiB pages on first write."""
-    assert memory.keep_freed_memory()
-
-    def faults_of_a_large_tensor() -> int:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        torch.empty(2**24).fill_(1.0)  # 64 MiB, written, freed
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    faults_of_a_large_tensor()  # the heap grows once
-    assert faults_of_a_large_tensor() < 1_000
+    """After `keep_freed_memory`, a 64 MiB tensor freed and made again reuses its pages;
+    glibc's defaults map it afresh, 16,384 faults of 4 KiB pages on first write (fewer
+    where transparent huge pages serve it, and then there is nothing to show)."""
+    default = faults_of_a_large_tensor(keep=False)
+    if default < 4_000:
+        pytest.skip(f"glibc's defaults cost this machine only {default} faults here")
+    assert faults_of_a_large_tensor(keep=True) < 1_000
 
 
 def test_training_on_the_cpu_keeps_freed_memory(monkeypatch) -> None:
+    """`MappoTrainer` on the CPU calls `keep_freed_memory`; the environment can opt out."""
     from mappo.config import MappoConfig
     from mappo.trainer import MappoTrainer
 
@@ -76,3 +93,5 @@ def test_training_on_the_cpu_keeps_freed_memory(monkeypatch) -> None:
     config = MappoConfig(num_envs=2, rollout_steps=4, minibatch_size=0, compile="false")
     MappoTrainer(config).close()
     assert kept == [True]
+    monkeypatch.setenv("MAPPO_KEEP_FREED_MEMORY", "0")
+    assert memory.keep_freed_memory() is False

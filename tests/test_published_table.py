@@ -186,10 +186,17 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch) -> None:
     spread_row = next(line for line in first.splitlines() if line.startswith("| spread |"))
     assert "| spread | 400 / 800 (50%) | 2 |" in spread_row
     assert "| reference | 200 / 400 (50%) | 2 |" in first
-    record = json.loads((results / "published_tiny.json").read_text())
+    text = (results / "published_tiny.json").read_text()
+    record = json.loads(text)
     curve = record["tasks"]["spread"]["curve"]
     assert curve["seeds"] == 2 and curve["env_steps"][-1] == 400
     assert len(curve["env_steps"]) == len(curve["mean"]) == len(curve["std"])
+    # MPE has no wins: JSON's null, not Python's NaN, which is no JSON.
+    assert record["tasks"]["spread"]["result"]["win_rates"] == [None, None]
+    assert "NaN" not in text
+    # The same checkpoints scored again later: when and where they were scored stays.
+    monkeypatch.setattr(reproduce, "utc_now", lambda: "2099-01-01 00:00 UTC")
+    assert call("--report-only").splitlines().count(spread_row) == 1
 
     shutil.rmtree(runs)  # the runs are gone: the rows are not
     (results / "published_tiny.png").unlink()
@@ -213,6 +220,16 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch) -> None:
     edited = call("--report-only")
     assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in edited
     assert "| spread | 800 / 800 (100%) | 2 |" in edited
+    # Spread's too: its record goes, and its runs, of the old config, are not scored.
+    table.write_text(
+        table.read_text().replace("figure = -20.0", "fields = { lr = 1e-3 }\nfigure = -20.0")
+    )
+    edited = call("--report-only")
+    assert "| spread | 0 / 800 (0%) | 0 | no checkpoint yet |" in edited
+    assert (
+        f"- spread: the runs in {runs / 'tiny' / 'spread'} are of another config than the "
+        "task's (lr: 0.0007 -> 0.001); not scored" in edited
+    )
 
     (results / "published_tiny.json").write_text('{"tasks": [')
     says = f"{results / 'published_tiny.json'}: not a record of reproduce.py ("

@@ -44,23 +44,27 @@ def test_a_failing_script_gives_nan_and_its_last_line(bench, tmp_path) -> None:
 
 
 def test_the_matmul_floor_counts_every_product_forward_and_backward(bench) -> None:
-    """A linear layer and a batched product, forward and backward: MatmulLog's FLOPs are
-    FlopCounterMode's, and their replay takes time."""
+    """A linear layer, a batched product and GruScan's kind of baddbmm (a broadcast bias,
+    written into `out=`), forward and backward: MatmulLog's FLOPs are FlopCounterMode's,
+    and their replay takes time."""
     from torch.utils.flop_counter import FlopCounterMode
 
     torch = pytest.importorskip("torch")
     layer = torch.nn.Linear(16, 8)
     x, w = torch.randn(32, 16), torch.randn(4, 8, 5, requires_grad=True)
+    bias, out = torch.randn(2, 1, 6), torch.empty(2, 3, 6)
 
     def step() -> None:
         hidden = layer(x).unflatten(0, (4, 8))  # [4, 8, 8]
         torch.bmm(hidden, w).sum().backward()
+        torch.baddbmm(bias, torch.randn(2, 3, 7), torch.randn(2, 7, 6), out=out)
 
     with bench.MatmulLog() as log:
         step()
     with FlopCounterMode(display=False) as counter:
         step()
     # The linear layer: its forward and its weight's gradient (x needs none); the bmm: its
-    # forward and both operands' gradients.
-    assert log.flops() == counter.get_total_flops() == 2 * (2 * 32 * 16 * 8 + 3 * 4 * 8 * 8 * 5)
+    # forward and both operands' gradients; the baddbmm: its product.
+    expected = 2 * (2 * 32 * 16 * 8 + 3 * 4 * 8 * 8 * 5 + 2 * 3 * 7 * 6)
+    assert log.flops() == counter.get_total_flops() == expected
     assert 0 < log.replay_seconds(min_seconds=0.001) < 1.0
