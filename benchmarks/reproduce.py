@@ -387,7 +387,8 @@ def merge_scores(
     """Put this call's `scored` results (`{task: (score(), curve_of())}`, runs in
     `root/<task>`) into `record`, keeping each task's recorded entry where its runs are
     not here or are behind it; drops entries of tasks no longer in the table or of
-    another config. An unchanged score keeps the date and machine that scored it first.
+    another config. An unchanged score (env steps and per-seed scores) keeps the date and
+    machine that scored it first.
     Returns a line for each task whose runs here are behind its record."""
     machine = f"{info['cores']} cores, {info['cpu']}"
     behind: list[str] = []
@@ -409,8 +410,8 @@ def merge_scores(
                 f"{old['date_utc']} on {old['machine']}); they replace them once they pass them"
             )
             continue
-        if old is not None and old["result"]["steps"] == result["steps"]:
-            # The same checkpoints scored again: when and where they were scored stays.
+        if old is not None and all(old["result"][k] == result[k] for k in ("steps", "score")):
+            # The same checkpoints scored the same again: when and where they were scored stays.
             entries[task.name] = {**old, "curve": old.get("curve") or curve}
             continue
         entries[task.name] = {
