@@ -28,8 +28,8 @@ and machine that scored it, are kept in `benchmarks/results/published_<suite>.js
 rows; runs that are behind the recorded ones (a restart) replace them once they
 pass them, and the table says so until then. A task of another config than its
 record (the table edited since) drops the record, and runs of the old config are
-not scored (the table says so). The same checkpoints scored again keep the date
-and machine that scored them first.
+not scored (the table says so). An unchanged score (the same env steps and
+per-seed scores) keeps the date and machine that gave it first.
 
 Each task's final policies are scored greedily on `--episodes` episodes per
 seed (kept in `<task>/score.json` until its checkpoints change); the table

@@ -67,7 +67,7 @@ class MappoConfig:
     env: str = _f(
         "spread",
         "built-in env (spread, reference, speaker_listener), vmas:<scenario>, "
-        "jaxmarl:<name>, gymnasium:<module>:<id> (Tuple spaces over agents), or "
+        "jaxmarl:<name>, jumanji:<id>, gymnasium:<module>:<id> (Tuple spaces over agents), or "
         "module:callable returning a PettingZoo ParallelEnv or AECEnv or a vectorized env",
     )
     env_kwargs: dict = _f({}, "keyword arguments for the env constructor (JSON on the CLI)")

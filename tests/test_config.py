@@ -125,3 +125,22 @@ def test_flags_that_cannot_take_effect_warn_once_each(caplog) -> None:
 def test_copies_not_divisible_by_workers_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="'num_workers' = 3: num_envs = 4 must be a multiple"):
         MappoConfig(num_envs=4, num_workers=3)
+
+
+def test_env_help_names_every_form_make_env_takes() -> None:
+    """`mappo train --help` is where a user learns the `--env` forms: each built-in env
+    and each prefix that `make_env` dispatches on must be there."""
+    from dataclasses import fields
+
+    from mappo.envs import registry
+
+    env_help = next(f for f in fields(MappoConfig) if f.name == "env").metadata["help"]
+    prefixes = [
+        registry.VMAS_PREFIX,
+        registry.JAXMARL_PREFIX,
+        registry.JUMANJI_PREFIX,
+        registry.GYMNASIUM_PREFIX,
+    ]
+    missing = [form for form in [*registry.BUILTIN_ENVS, *prefixes] if form not in env_help]
+    assert missing == [], f"--env's help leaves out {missing}"
+    assert "module:callable" in env_help
