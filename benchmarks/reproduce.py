@@ -630,7 +630,7 @@ def reproduce(args: argparse.Namespace) -> None:
     path = write_table(name, table, tasks, record, unshown, args, info, variant, plot)
     print(path.read_text())
     results = [record["tasks"][t.name]["result"] for t in tasks if t.name in record["tasks"]]
-    print(json.dumps({"suite": args.suite, "results": results}))
+    print(json.dumps(without_nan({"suite": args.suite, "results": results}), allow_nan=False))
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
         reproduce.main()
 
 
-def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch) -> None:
+def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:
     """The runs folder lost (a new machine): the recorded rows and curves stay; a restarted
     run behind its record leaves the row as it was, says so, and replaces it once it has
     passed it; an edited task drops its record; a damaged record is refused in one line."""
@@ -194,6 +194,9 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch) -> None:
     # MPE has no wins: JSON's null, not Python's NaN, which is no JSON.
     assert record["tasks"]["spread"]["result"]["win_rates"] == [None, None]
     assert "NaN" not in text
+    last_line = capsys.readouterr().out.splitlines()[-1]  # the script's JSON line: JSON too
+    printed = json.loads(last_line, parse_constant=lambda name: pytest.fail(f"{name} printed"))
+    assert printed["results"][0]["win_rates"] == [None, None]
     # The same checkpoints scored again later: when and where they were scored stays.
     monkeypatch.setattr(reproduce, "utc_now", lambda: "2099-01-01 00:00 UTC")
     assert call("--report-only").splitlines().count(spread_row) == 1
