@@ -1,6 +1,6 @@
 """The run folder: config.toml, metrics.csv, checkpoint.pt, curve.png and TensorBoard events,
 best.pt with evaluation during training, and env_state.pkl for envs whose state lives in
-Python objects (PettingZoo envs).
+Python objects (PettingZoo envs). One process at a time writes it: `.lock` (`RunLock`).
 
 env_state.pkl holds the env copies pickled at the last checkpoint, which records
 its SHA-256: only `--resume` of this folder unpickles it (the user's own run), and
@@ -14,6 +14,8 @@ import csv
 import dataclasses
 import hashlib
 import math
+import os
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ if TYPE_CHECKING:  # tensorboard is imported when the first metrics are written
     from torch.utils.tensorboard import SummaryWriter
 
 ENV_STATE_FILE = "env_state.pkl"
+LOCK_FILE = ".lock"
 RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", "best.pt", ENV_STATE_FILE)
 CURVE_INTERVAL_S = 20.0
 METRICS_COLUMNS = [f.name for f in dataclasses.fields(MappoMetrics)]  # metrics.csv's header
@@ -44,8 +47,69 @@ def require_wandb() -> None:
         raise ConfigError("--wandb needs the wandb package: pip install 'mappo[wandb]'") from None
 
 
+class RunLock:
+    """One process's exclusive hold on a run folder while it trains there.
+
+    Two processes training in one folder would interleave their metrics rows and
+    overwrite each other's checkpoints (and a resumed run cuts metrics.csv back to
+    its checkpoint, deleting the other's rows), so a run holds this lock while it
+    writes, and a second `mappo train` or `--resume` into the folder is refused with
+    the holder's pid. It is an advisory `flock` on `.lock`, which the kernel drops
+    when its process ends, however it ends: a killed run leaves no stale lock. The
+    file stays, naming the last holder. Without `fcntl` (Windows) nothing is locked.
+    """
+
+    def __init__(self, path: Path, handle: Any) -> None:
+        self.path = path
+        self._handle = handle  # the open lock file; closing it releases the lock
+
+    @classmethod
+    def take(cls, folder: str | Path) -> RunLock:
+        """Lock `folder` (created if missing) for this process, or raise RunFolderError
+        naming the process that holds it."""
+        path = Path(folder) / LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - held open for as long as the run writes
+        if not _try_lock(handle):
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown pid"
+            handle.close()
+            raise RunFolderError(
+                f"run folder {folder} is in use by another training process ({holder}); "
+                "stop it first (Ctrl-C, or kill -INT <pid>: it saves), or choose another --run-dir"
+            )
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        return cls(path, handle)
+
+    @classmethod
+    def refuse_if_held(cls, folder: str | Path) -> None:
+        """Raise RunFolderError now, before any work, if another process holds `folder`."""
+        if (Path(folder) / LOCK_FILE).is_file():
+            cls.take(folder).release()
+
+    def release(self) -> None:
+        """Let another process train in the folder."""
+        self._handle.close()
+
+
+def _try_lock(handle: Any) -> bool:
+    """Take an exclusive lock on the open file `handle` without waiting; False if it is held."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks through this module
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 class RunFolder:
-    """Writes one run's artifacts; refuses to overwrite an existing run unless told to."""
+    """Writes one run's artifacts, holding the folder's `RunLock`; refuses to overwrite an
+    existing run unless told to."""
 
     def __init__(
         self, path: str | Path, title: str, return_label: str = "mean per-agent episode return"
@@ -62,10 +126,13 @@ class RunFolder:
         self._purge_step: int | None = None
         self._last_curve = time.monotonic()
         self._title, self._return_label = title, return_label
+        self._lock = RunLock.take(self.path)
 
     @staticmethod
     def check_free(path: str | Path, force: bool = False) -> None:
-        """Refuse a folder that holds a run, unless `force`; called before any work."""
+        """Refuse a folder that another process trains in, or that holds a run, unless
+        `force`; called before any work."""
+        RunLock.refuse_if_held(path)
         existing = [name for name in RUN_FILES if (Path(path) / name).exists()]
         if existing and not force:
             raise RunFolderError(
@@ -75,8 +142,10 @@ class RunFolder:
 
     @staticmethod
     def checkpoint_to_resume(path: str | Path) -> Path:
-        """The checkpoint `--resume path` continues from; a missing one says what to run."""
+        """The checkpoint `--resume path` continues from; a missing one says what to run,
+        and a folder another process trains in is refused."""
         path = Path(path)
+        RunLock.refuse_if_held(path)
         checkpoint = path / "checkpoint.pt"
         if checkpoint.is_file():
             return checkpoint
@@ -104,7 +173,6 @@ class RunFolder:
         folder = cls(
             path, f"{config.env} (seed {config.seed})", return_label(config.decided("team_reward"))
         )
-        folder.path.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (folder.path / name).unlink(missing_ok=True)
         config.save(folder.config_path)
@@ -244,13 +312,16 @@ class RunFolder:
         self._last_curve = time.monotonic()
 
     def close(self) -> None:
-        """Final curve and flushed TensorBoard events."""
-        if self.metrics_path.exists():
-            self.draw_curve()
-        if self._writer is not None:
-            self._writer.close()
-        if self._wandb is not None:
-            self._wandb.finish()
+        """Final curve and flushed TensorBoard events; the folder's lock released."""
+        try:
+            if self.metrics_path.exists():
+                self.draw_curve()
+            if self._writer is not None:
+                self._writer.close()
+            if self._wandb is not None:
+                self._wandb.finish()
+        finally:
+            self._lock.release()
 
     def _tensorboard(self) -> SummaryWriter:
         if self._writer is None:

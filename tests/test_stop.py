@@ -1,11 +1,14 @@
 """Stopping a run: the first Ctrl-C says so at once and stops within seconds, mid-update
 included, keeping the last completed update; a second stops at once; `--resume` then ends
-bitwise where an uninterrupted run ends."""
+bitwise where an uninterrupted run ends. While a run trains, no other process may train in
+its folder."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,8 +22,10 @@ import torch
 from mappo import run as run_module
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
+from mappo.errors import RunFolderError
 from mappo.presets import build_config
 from mappo.run import Run
+from mappo.run_folder import RunLock
 
 STEPS_PER_UPDATE = 4 * 25  # env copies x rollout steps: env.step calls of one copy each
 RUN = [
@@ -306,3 +311,63 @@ def test_a_script_that_stops_its_run_names_its_own_command_to_continue(tmp_path,
         "stopped after 100 env steps; checkpoint saved. "
         "Continue with: python benchmarks/reproduce.py --suite x"
     )
+
+
+def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> None:
+    """A second `mappo train` into a training run's folder (resume, or a new run with
+    --force) would interleave metrics rows and overwrite checkpoints: it is refused in one
+    line naming the process; once that run stops, the folder resumes."""
+    run = tmp_path / "run"
+    argv = [a if a != "400" else "100000000" for a in RUN]  # trains until stopped
+    process = start_training(["--run-dir", str(run), *argv], tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint.pt").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the run never saved"
+            time.sleep(0.05)
+        capsys.readouterr()
+        in_use = (
+            f"mappo: error: run folder {run} is in use by another training process "
+            f"(pid {process.pid} on {socket.gethostname()}); stop it first (Ctrl-C, or "
+            "kill -INT <pid>: it saves), or choose another --run-dir\n"
+        )
+        assert main(["train", "--resume", str(run), "--total-steps", "1000", "--quiet"]) == 2
+        assert capsys.readouterr().err == in_use
+        assert main(["train", "--run-dir", str(run), "--force", *RUN]) == 2
+        assert capsys.readouterr().err == in_use
+        took, out, err = ctrl_c_after(process, lambda _: True)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0 and "checkpoint saved" in out, err
+    with open(run / "metrics.csv", newline="") as handle:
+        steps = [int(row["env_steps"]) for row in csv.DictReader(handle)]
+    assert steps == [STEPS_PER_UPDATE * k for k in range(1, len(steps) + 1)]  # one writer
+    saved = load_checkpoint(run / "checkpoint.pt")["env_steps"]
+    assert main(["train", "--resume", str(run), "--total-steps", str(saved + 200), "--quiet"]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == saved + 200
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path) -> None:
+    """The lock is the kernel's: SIGKILL of the process holding a seed's folder frees it.
+    While held, a seeds run is refused before it writes any seed's folder."""
+    folder = tmp_path / "seeds"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from mappo.run_folder import RunLock; "
+         f"lock = RunLock.take({str(folder / 'seed_4')!r}); print('held', flush=True); "
+         "time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        config = build_config(None, None, {"env": "spread", "num_envs": 4, "total_steps": 200})
+        with pytest.raises(RunFolderError, match=rf"seed_4 is in use .*\(pid {holder.pid} on "):
+            Run.start(config, folder, seeds=[3, 4])
+        assert not (folder / "seed_3").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    RunLock.take(folder / "seed_4").release()
+    summary = Run.start(config, folder, seeds=[3, 4]).train(quiet=True)
+    assert summary.finished and (folder / "seed_4" / "checkpoint.pt").is_file()
