@@ -18,7 +18,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mappo.checkpoint import save_checkpoint, write_atomically
 from mappo.config import MappoConfig
@@ -70,41 +70,55 @@ class RunLock:
         path = Path(folder) / LOCK_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - held open for as long as the run writes
-        if not _try_lock(handle):
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown pid"
-            handle.close()
-            raise RunFolderError(
-                f"run folder {folder} is in use by another training process ({holder}); "
-                "stop it first (Ctrl-C, or kill -INT <pid>: it saves), or choose another --run-dir"
-            )
+        if not _try_lock(handle, exclusive=True):
+            _refuse(folder, handle)
         handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
         return cls(path, handle)
 
-    @classmethod
-    def refuse_if_held(cls, folder: str | Path) -> None:
-        """Raise RunFolderError now, before any work, if another process holds `folder`."""
-        if (Path(folder) / LOCK_FILE).is_file():
-            cls.take(folder).release()
+    @staticmethod
+    def refuse_if_held(folder: str | Path) -> None:
+        """Raise RunFolderError now, before any work, if another process holds `folder`.
+
+        A shared lock, taken and dropped: probes never refuse each other (the ranks of
+        a resumed multi-rank run probe at once)."""
+        path = Path(folder) / LOCK_FILE
+        if path.is_file():
+            with open(path) as handle:
+                if not _try_lock(handle, exclusive=False):
+                    _refuse(folder, handle)
 
     def release(self) -> None:
         """Let another process train in the folder."""
         self._handle.close()
 
 
-def _try_lock(handle: Any) -> bool:
-    """Take an exclusive lock on the open file `handle` without waiting; False if it is held."""
+def _try_lock(handle: Any, exclusive: bool) -> bool:
+    """Lock the open file `handle` without waiting; False if another holds it exclusively
+    (or at all, for an `exclusive` lock)."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks through this module
         return True
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(
+            handle.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        )
     except BlockingIOError:
         return False
     return True
+
+
+def _refuse(folder: str | Path, handle: Any) -> NoReturn:
+    """Raise the one-line error for a run folder in use; `handle` (its lock file) is closed."""
+    handle.seek(0)
+    holder = handle.read().strip() or "unknown pid"
+    handle.close()
+    raise RunFolderError(
+        f"run folder {folder} is in use by another training process ({holder}); "
+        "stop it first (Ctrl-C, or kill -INT <pid>: it saves), or choose another --run-dir"
+    )
 
 
 class RunFolder:
