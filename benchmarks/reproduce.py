@@ -209,20 +209,26 @@ def train(
     return summary.finished
 
 
+def learning_config(task: Task) -> dict[str, Any]:
+    """The settings the task's runs learn with, its preset resolved: the fields a resume may
+    change, the seed, what `auto` decides and what is read off the env aside."""
+    wanted = build_config(task.preset, None, {**task.fields, "env": task.env})
+    return {
+        name: getattr(wanted, name)
+        for name in FIELDS
+        if name not in (*RESUME_CHANGES, *ENV_DIM_FIELDS, "seed") and getattr(wanted, name) != AUTO
+    }
+
+
 def held_changes(task: Task, seed_dir: Path) -> list[str]:
     """`field: held -> task's` for each setting where the run in `seed_dir` differs from the
-    task's config (a table edited since it started); the fields a resume may change, the
-    seed, what `auto` decides and what is read off the env aside."""
-    wanted = build_config(task.preset, None, {**task.fields, "env": task.env})
+    task's `learning_config` (a table or preset edited since it started)."""
     held = read_toml(seed_dir / "config.toml")
-    changed = []
-    for name in FIELDS:
-        value = getattr(wanted, name)
-        if name in (*RESUME_CHANGES, *ENV_DIM_FIELDS, "seed") or value == AUTO:
-            continue
-        if held.get(name) != value:
-            changed.append(f"{name}: {held.get(name)!r} -> {value!r}")
-    return changed
+    return [
+        f"{name}: {held.get(name)!r} -> {value!r}"
+        for name, value in learning_config(task).items()
+        if held.get(name) != value
+    ]
 
 
 def checkpointed(folder: Path) -> bool:
@@ -356,9 +362,26 @@ def plot_suite(tasks: list[Task], record: dict[str, Any], out: Path) -> Path | N
 
 
 def task_key(task: Task) -> dict[str, Any]:
-    """What a task trains and how it is scored (env, preset, config fields, scale): a record
-    made under another key is of a table edited since."""
-    return {"env": task.env, "preset": task.preset, "fields": task.fields, "scale": task.scale}
+    """What a task trains and how it is scored (env, preset, config fields, scale, and the
+    settings they resolve to): a record made under another key is of a table or preset
+    edited since."""
+    return {
+        "env": task.env,
+        "preset": task.preset,
+        "fields": task.fields,
+        "scale": task.scale,
+        "learns_with": learning_config(task),
+    }
+
+
+def same_task(recorded: dict[str, Any] | None, task: Task) -> bool:
+    """Whether a record's key is `task_key(task)`. Records made before 2026-12-06 hold no
+    `learns_with`: for them the preset's name stands for it (the `epymarl` ones were
+    dropped by hand when that preset's critic changed)."""
+    key = task_key(task)
+    if recorded is not None and "learns_with" not in recorded:
+        key.pop("learns_with")
+    return recorded == key
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -395,7 +418,7 @@ def merge_scores(
     entries = {}
     for task in tasks:
         old = record["tasks"].get(task.name)
-        if old is not None and old.get("config") != task_key(task):
+        if old is not None and not same_task(old.get("config"), task):
             old = None  # the table was edited since: its runs are of another config
         if task.name not in scored:
             if old is not None:

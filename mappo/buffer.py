@@ -47,7 +47,8 @@ class AgentBuffer:
     differ with a team reward).
     `add` writes step `len(self)`; `clear` starts over without freeing memory.
     With `recurrent_hidden_dim`, it also keeps actor_hidden `[T, E, A, H]`,
-    critic_hidden `[T, E, H]` (`[T, E, A, H]` with `local_critic`) and
+    critic_hidden `[T, E, C]` (`[T, E, A, C]` with `local_critic`; C is
+    `critic_hidden_dim`, H by default, 0 for a feed-forward critic) and
     episode_start `[T, E, A]`. A local critic reads the stored observations:
     pass `state_dim = 0`.
 
@@ -77,6 +78,7 @@ class AgentBuffer:
         device: str | torch.device = "cpu",
         recurrent_hidden_dim: int = 0,
         local_critic: bool = False,
+        critic_hidden_dim: int | None = None,
         obs_dtype: torch.dtype = torch.float32,
         state_dtype: torch.dtype = torch.float32,
         turn_based: bool = False,
@@ -109,8 +111,9 @@ class AgentBuffer:
         self.recurrent = bool(recurrent_hidden_dim)
         if recurrent_hidden_dim:
             H = recurrent_hidden_dim
+            C = H if critic_hidden_dim is None else critic_hidden_dim
             self.actor_hidden = zeros(T, E, A, H)  # the state each step's forward started from
-            self.critic_hidden = zeros(T, E, A, H) if local_critic else zeros(T, E, H)
+            self.critic_hidden = zeros(T, E, A, C) if local_critic else zeros(T, E, C)
             self.episode_start = zeros(T, E, A, dtype=torch.bool)
         # Open turns found by `compute_returns_and_advantage`: (step of each agent's last
         # turn [E, A], whether it is deferred [E, A], rewards received since it [E, A]).

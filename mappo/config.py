@@ -104,7 +104,12 @@ class MappoConfig:
         "local: each agent's critic sees its own observation (IPPO)",
         choices=("centralized", "local"),
     )
-    recurrent: bool = _f(False, "GRU after the MLP in actor and critic (rMAPPO)")
+    recurrent: bool = _f(False, "GRU after the MLP in the actor, and in the critic (rMAPPO)")
+    critic_recurrent: bool = _f(
+        True,
+        "with recurrent: the critic's GRU too (the official MAPPO code's); false: a "
+        "feed-forward critic beside the recurrent actor (EPyMARL's)",
+    )
     data_chunk_length: int = _f(10, "steps per training sequence of a recurrent policy")
     policy_head_gain: float = _f(0.01, "orthogonal init gain of the policy head")
     max_grad_norm: float = _f(10.0, "global gradient-norm clip")

@@ -579,8 +579,11 @@ class AgentNetwork(nn.Module):
     def forward_recurrent(
         self, obs: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One recurrent step: obs `[B, A, O]`, hidden `[B, A, H]` → (outputs, hidden)."""
-        assert self.gru is not None, "a feed-forward network has no hidden state"
+        """One recurrent step: obs `[B, A, O]`, hidden `[B, A, H]` → (outputs, hidden);
+        without a GRU (a feed-forward critic beside a recurrent actor), `forward` and the
+        (empty) hidden unchanged."""
+        if self.gru is None:
+            return self.head(self._features(obs)), hidden
         hidden = self.gru(self._features(obs), hidden)
         return self.head(self._norm(2, hidden)), hidden
 
@@ -594,11 +597,13 @@ class AgentNetwork(nn.Module):
         """Over sequences: obs `[B, L, A, O]` from hidden `[B, A, H]`, cleared at `starts`
         `[B, L, A]` → outputs `[B, L, A, out_dim]`; with `acting` `[B, L, A]` (turn-based)
         an agent's state advances only at its own turns. The MLP and the head run once
-        over all steps; only the GRU's recurrence loops over L."""
-        assert self.gru is not None, "a feed-forward network has no hidden state"
+        over all steps; only the GRU's recurrence loops over L (without a GRU, nothing
+        does)."""
         B, L = obs.shape[:2]
-        features = self._features(obs.flatten(0, 1)).unflatten(0, (B, L))
-        states = self.gru.scan(features, hidden, starts, acting)
+        features = self._features(obs.flatten(0, 1))  # [B·L, A, hidden]
+        if self.gru is None:
+            return self.head(features).unflatten(0, (B, L))
+        states = self.gru.scan(features.unflatten(0, (B, L)), hidden, starts, acting)
         return self.head(self._norm(2, states.flatten(0, 1))).unflatten(0, (B, L))
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
@@ -723,8 +728,10 @@ class CentralizedCritic(nn.Module):
     def forward_recurrent(
         self, global_state: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step: global_state `[B, S]`, hidden `[B, H]` → (values `[B, num_values]`, hidden)."""
-        assert self.gru is not None, "a feed-forward critic has no hidden state"
+        """One step: global_state `[B, S]`, hidden `[B, H]` → (values `[B, num_values]`, hidden);
+        a feed-forward critic (beside a recurrent actor) returns the (empty) hidden unchanged."""
+        if self.gru is None:
+            return self.head(self._trunk(global_state)), hidden
         hidden = self.gru(self._trunk(global_state), hidden)
         return self._head(hidden), hidden
 
@@ -732,9 +739,11 @@ class CentralizedCritic(nn.Module):
         self, global_state: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor
     ) -> torch.Tensor:
         """Over sequences: states `[B, L, S]` from hidden `[B, H]`, cleared at `starts`
-        `[B, L]` → values `[B, L, num_values]`; only the recurrence loops over L."""
+        `[B, L]` → values `[B, L, num_values]`; only the recurrence loops over L (a
+        feed-forward critic ignores `hidden` and `starts`)."""
         gru = self.gru
-        assert gru is not None, "a feed-forward critic has no hidden state"
+        if gru is None:
+            return self.head(self._trunk(global_state))
         input_gates = nn.functional.linear(self._trunk(global_state), gru.weight_ih, gru.bias_ih)
         states = gru_scan(
             input_gates.transpose(0, 1).unsqueeze(1),

@@ -120,18 +120,28 @@ def episode_starts(result: MultiAgentStepResult, ever_alive: torch.Tensor) -> to
 
 
 class RecurrentState(NamedTuple):
-    """Hidden states of a recurrent policy: actor `[B, A, H]`, critic `[B, H]` (centralized)
-    or `[B, A, H]` (local: one per agent, like the actor's)."""
+    """Hidden states of a recurrent policy: actor `[B, A, H]`, critic `[B, C]` (centralized)
+    or `[B, A, C]` (local: one per agent, like the actor's). C is the critic's GRU width:
+    H, or 0 for a feed-forward critic beside a recurrent actor, whose empty state passes
+    through it unchanged."""
 
     actor: torch.Tensor
     critic: torch.Tensor
 
     @classmethod
     def zeros(
-        cls, batch: int, agents: int, hidden: int, device: torch.device, local_critic: bool = False
+        cls,
+        batch: int,
+        agents: int,
+        hidden: int,
+        device: torch.device,
+        local_critic: bool = False,
+        critic_hidden: int | None = None,
     ) -> RecurrentState:
-        """The state at the start of every episode."""
-        critic = (batch, agents, hidden) if local_critic else (batch, hidden)
+        """The state at the start of every episode (`critic_hidden` wide for the critic,
+        `hidden` by default)."""
+        width = hidden if critic_hidden is None else critic_hidden
+        critic = (batch, agents, width) if local_critic else (batch, width)
         return cls(
             torch.zeros(batch, agents, hidden, device=device), torch.zeros(critic, device=device)
         )
@@ -216,7 +226,7 @@ class Policy(nn.Module):
                 group_of_agent,
                 config.hidden_dim,
                 config.activation,
-                config.recurrent,
+                self.critic_hidden_dim > 0,
                 config.input_layer_norm,
                 config.hidden_layer_norm,
                 agent_id,
@@ -228,7 +238,7 @@ class Policy(nn.Module):
                 config.hidden_dim,
                 spec.num_agents,
                 config.activation,
-                config.recurrent,
+                self.critic_hidden_dim > 0,
                 config.input_layer_norm,
                 config.hidden_layer_norm,
                 CriticImageEncoder(
@@ -249,13 +259,23 @@ class Policy(nn.Module):
         """Whether actor and critic carry a `RecurrentState`."""
         return self.config.recurrent
 
+    @property
+    def critic_hidden_dim(self) -> int:
+        """The critic's GRU width: `hidden_dim`, or 0 for a feed-forward critic."""
+        return self.config.hidden_dim if self.recurrent and self.config.critic_recurrent else 0
+
     def initial_state(self, num_envs: int) -> RecurrentState | None:
         """Zero hidden states for `num_envs` envs, or None for a feed-forward policy."""
         if not self.recurrent:
             return None
         device = self.critic.head.weight.device
         return RecurrentState.zeros(
-            num_envs, self.spec.num_agents, self.config.hidden_dim, device, self.local_critic
+            num_envs,
+            self.spec.num_agents,
+            self.config.hidden_dim,
+            device,
+            self.local_critic,
+            self.critic_hidden_dim,
         )
 
     # --- acting ----------------------------------------------------------------

@@ -207,9 +207,10 @@ EPYMARL_JUMANJI_TIME_LIMITS = {"LevelBasedForaging-v0": 50, "RobotWarehouse-v0":
 def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """EPyMARL's MAPPO settings (its `src/config/algs/mappo.yaml`) for an LBF or RWARE env.
 
-    Mapped: lr 3e-4 (Adam, torch's eps 1e-8), hidden 128 with ReLU and a GRU,
-    an agent one-hot for the shared policy, entropy 0.001, 4 epochs over the
-    whole batch (one minibatch), clip 0.2, gradient norm 10, gamma 0.99, a
+    Mapped: lr 3e-4 (Adam, torch's eps 1e-8), hidden 128 with ReLU and a GRU in
+    the actor (`use_rnn`; its critic, `cv_critic`, is an MLP on the state, so
+    `critic_recurrent` is false), an agent one-hot for the shared policy, entropy
+    0.001, 4 epochs over the whole batch (one minibatch), clip 0.2, gradient norm 10, gamma 0.99, a
     centralized critic with an unclipped squared value loss (coefficient 1), the team reward
     (EPyMARL sums the agents' rewards into one common reward), 10 env copies
     each stepped for one episode limit (50 steps on LBF, 500 on RWARE) per
@@ -251,6 +252,7 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
         hidden_dim=128,
         activation="relu",
         recurrent=True,
+        critic_recurrent=False,
         data_chunk_length=episode,
         share_policy=True,
         agent_id=True,

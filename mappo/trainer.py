@@ -192,6 +192,7 @@ class MappoTrainer:
             self.device,
             recurrent_hidden_dim=cfg.hidden_dim if cfg.recurrent else 0,
             local_critic=self.policy.local_critic,
+            critic_hidden_dim=self.policy.critic_hidden_dim,
             obs_dtype=spec.obs_dtype,
             state_dtype=self.policy.critic_input_dtype,
             turn_based=spec.turn_based,

@@ -94,6 +94,7 @@ def test_epymarl_preset_maps_mappo_yaml_and_the_episode_limit() -> None:
     lbf = MappoConfig(**epymarl_preset("gymnasium:lbforaging:Foraging-8x8-2p-2f-coop-v3"))
     # EPyMARL's mappo.yaml: lr 3e-4, hidden 128, GRU, entropy 0.001, 4 epochs, clip 0.2.
     assert (lbf.lr, lbf.hidden_dim, lbf.recurrent, lbf.ent_coef) == (3e-4, 128, True, 0.001)
+    assert not lbf.critic_recurrent  # its cv_critic is an MLP on the state; the GRU is the actor's
     assert (lbf.update_epochs, lbf.clip_coef, lbf.minibatch_size) == (4, 0.2, 0)
     # A batch is 10 env copies x one 50-step LBF episode, trained as whole sequences.
     assert (lbf.num_envs, lbf.rollout_steps, lbf.data_chunk_length) == (10, 50, 50)

@@ -216,6 +216,23 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -
     assert "| spread | 800 / 800 (100%) | 2 |" in passed and "behind the recorded" not in passed
     assert "| reference | 200 / 400 (50%) | 2 |" in passed  # not here: as recorded
 
+    # What a task resolves to changed (a preset edited), the table not: spread's record, of
+    # the old settings, goes and its runs are not scored; a record made before records held
+    # those settings (no `learns_with`) is compared on the table alone, and stays.
+    record = json.loads((results / "published_tiny.json").read_text())
+    del record["tasks"]["reference"]["config"]["learns_with"]
+    (results / "published_tiny.json").write_text(json.dumps(record))
+    build = reproduce.build_config
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            reproduce, "build_config", lambda *a, **k: build(*a, **k).replace(ent_coef=0.02)
+        )
+        edited = call("--report-only")
+    assert "| spread | 0 / 800 (0%) | 0 | no checkpoint yet |" in edited
+    assert "ent_coef: 0.01 -> 0.02); not scored" in edited
+    assert "| reference | 200 / 400 (50%) | 2 |" in edited
+    assert "| spread | 800 / 800 (100%) | 2 |" in call("--report-only")  # as it was: back
+
     # The table edited: reference's record is of another config, and goes.
     table.write_text(
         table.read_text().replace("minibatch_size = 0", "minibatch_size = 0, lr = 1e-3")

@@ -24,7 +24,11 @@ def _recurrent_trainer(**overrides) -> MappoTrainer:
 OFFICIAL_ARCHITECTURE = {"hidden_layer_norm": True, "input_layer_norm": True, "agent_id": False}
 
 
-@pytest.mark.parametrize("architecture", [{}, OFFICIAL_ARCHITECTURE])
+@pytest.mark.parametrize(
+    "architecture",
+    [{}, OFFICIAL_ARCHITECTURE, {"critic_recurrent": False}],
+    ids=["default", "official", "feed-forward-critic"],
+)
 def test_chunked_loss_equals_the_step_by_step_loss_with_stored_hidden_states(
     architecture,
 ) -> None:
@@ -70,6 +74,24 @@ def test_chunked_loss_equals_the_step_by_step_loss_with_stored_hidden_states(
     torch.testing.assert_close(log_prob, buf.log_probs.flatten(0, 1), atol=1e-5, rtol=0)
     assert stats["approx_kl"].item() == pytest.approx(0.0, abs=1e-6)
     assert stats["clip_fraction"].item() == 0.0
+
+
+@pytest.mark.parametrize("critic", ["centralized", "local"])
+def test_a_feed_forward_critic_beside_a_recurrent_actor_values_the_state_alone(critic) -> None:
+    """EPyMARL's MAPPO: a GRU in the actor, an MLP critic. The critic keeps no state (its
+    part of the recurrent state is empty) and values each step from its input alone."""
+    trainer = _recurrent_trainer(critic=critic, critic_recurrent=False)
+    policy = trainer.policy
+    assert policy.critic.gru is None and policy.actor.gru is not None
+    assert not any("gru" in name for name in policy.critic.state_dict())
+    trainer.collect_rollout()
+    buf = trainer.buffer
+    assert buf.critic_hidden.shape == ((25, 4, 0) if critic == "centralized" else (25, 4, 3, 0))
+    assert buf.actor_hidden[5].abs().sum() > 0  # the actor's GRU carries its history
+    view = buf.states if critic == "centralized" else buf.observations
+    with torch.no_grad():
+        fresh = policy.critic(view.flatten(0, 1)).unflatten(0, (25, 4))
+    torch.testing.assert_close(buf.critic_values, fresh, rtol=0, atol=1e-6)
 
 
 def test_hidden_state_is_cleared_at_episode_starts_inside_a_chunk() -> None:

@@ -71,6 +71,7 @@ def test_one_seed_is_bitwise_a_solo_run() -> None:
     [
         {},
         {"recurrent": True, "data_chunk_length": 5},
+        {"recurrent": True, "data_chunk_length": 5, "critic_recurrent": False},
         {"critic": "local", "share_policy": False},
         {"env": "pz_envs:BoxActionEnv", "num_envs": 4, "rollout_steps": 10, "minibatch_size": 16},
         {
@@ -93,6 +94,7 @@ def test_one_seed_is_bitwise_a_solo_run() -> None:
     ids=[
         "feed-forward",
         "recurrent",
+        "recurrent-actor-only",
         "ippo-per-agent",
         "pettingzoo-box",
         "gymnasium",
