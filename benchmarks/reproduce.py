@@ -78,8 +78,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common  # noqa: E402
 from bench_common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 
-from mappo.checkpoint import load_checkpoint, write_atomically  # noqa: E402
-from mappo.config import AUTO, ENV_DIM_FIELDS, FIELDS, parse_cli_value, read_toml  # noqa: E402
+from mappo.checkpoint import BEFORE_FIELDS, load_checkpoint, write_atomically  # noqa: E402
+from mappo.config import (  # noqa: E402
+    AUTO,
+    ENV_DIM_FIELDS,
+    FIELDS,
+    from_dict,
+    parse_cli_value,
+    read_toml,
+)
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError  # noqa: E402
 from mappo.evaluation import evaluate_run  # noqa: E402
 from mappo.plotting import GRID_POINTS, PlotError, RunGroup, read_run  # noqa: E402
@@ -222,12 +229,14 @@ def learning_config(task: Task) -> dict[str, Any]:
 
 def held_changes(task: Task, seed_dir: Path) -> list[str]:
     """`field: held -> task's` for each setting where the run in `seed_dir` differs from the
-    task's `learning_config` (a table or preset edited since it started)."""
-    held = read_toml(seed_dir / "config.toml")
+    task's `learning_config` (a table or preset edited since it started). A field its
+    config.toml predates holds what the run trained with, as a resume reads it."""
+    saved = read_toml(seed_dir / "config.toml")
+    held = from_dict({**BEFORE_FIELDS, **saved}, source=str(seed_dir / "config.toml"))
     return [
-        f"{name}: {held.get(name)!r} -> {value!r}"
+        f"{name}: {getattr(held, name)!r} -> {value!r}"
         for name, value in learning_config(task).items()
-        if held.get(name) != value
+        if getattr(held, name) != value
     ]
 
 
@@ -377,7 +386,8 @@ def task_key(task: Task) -> dict[str, Any]:
 def same_task(recorded: dict[str, Any] | None, task: Task) -> bool:
     """Whether a record's key is `task_key(task)`. Records made before 2026-12-06 hold no
     `learns_with`: for them the preset's name stands for it (the `epymarl` ones were
-    dropped by hand when that preset's critic changed)."""
+    dropped by hand when that preset's critic changed), and `merge_scores` keeps them
+    under today's full key, so that a later edit of their preset drops them too."""
     key = task_key(task)
     if recorded is not None and "learns_with" not in recorded:
         key.pop("learns_with")
@@ -420,6 +430,8 @@ def merge_scores(
         old = record["tasks"].get(task.name)
         if old is not None and not same_task(old.get("config"), task):
             old = None  # the table was edited since: its runs are of another config
+        elif old is not None:
+            old = {**old, "config": task_key(task)}
         if task.name not in scored:
             if old is not None:
                 entries[task.name] = old

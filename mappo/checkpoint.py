@@ -61,6 +61,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+# Fields added since runs were saved, with the value such a run trained with where that is
+# not the field's default: critics from before `critic_time_left` had no such input.
+BEFORE_FIELDS: dict[str, Any] = {"critic_time_left": False}
+
+
 def saved_config(payload: dict[str, Any], path: str | Path, **changes: Any) -> MappoConfig:
     """The config a checkpoint was trained with, `changes` on top.
 
@@ -68,10 +73,8 @@ def saved_config(payload: dict[str, Any], path: str | Path, **changes: Any) -> M
     plus `changes`: the rest, the env's facts among them, were not choices, so
     the checks against the env treat them as the run's defaults did.
     """
-    # Checkpoints from before `critic_time_left` existed hold critics without that input.
-    before_fields = {"critic_time_left": False}
     try:
-        config = from_dict({**before_fields, **payload["config"], **changes}, source=str(path))
+        config = from_dict({**BEFORE_FIELDS, **payload["config"], **changes}, source=str(path))
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
     config.given = frozenset(payload.get("config_given", ())) | frozenset(changes)

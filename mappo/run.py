@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 import logging
 import math
@@ -119,7 +120,11 @@ class Run:
                 RunFolder.check_free(path, force)
                 _say_building(config, config.num_envs)
             trainer = MappoTrainer(config, distributed=dist)
-            folders = [RunFolder.create(path, trainer.config, force)] if dist.is_main else []
+            folders = (
+                open_folders(trainer, [lambda: RunFolder.create(path, trainer.config, force)])
+                if dist.is_main
+                else []
+            )
             return cls(trainer, folders, path, f"run folder: {path}")
         if Distributed.from_environment(config.device).world_size > 1:
             raise ConfigError(
@@ -139,9 +144,13 @@ class Run:
         configs = [config.replace(**setting, seed=seed) for setting, seed in slots]
         _say_building(config, len(paths) * config.num_envs)
         multi = MultiSeedTrainer.of_configs(configs)
-        folders = [
-            RunFolder.create(p, t.config, force) for p, t in zip(paths, multi.trainers, strict=True)
-        ]
+        folders = open_folders(
+            multi,
+            [
+                functools.partial(RunFolder.create, p, t.config, force)
+                for p, t in zip(paths, multi.trainers, strict=True)
+            ],
+        )
         return cls(multi, folders, path, _slots_line(path, folders))
 
     @classmethod
@@ -163,7 +172,9 @@ class Run:
         if (path / "checkpoint.pt").is_file() or not seed_paths:
             trainer = _trainer_at_checkpoint(path, changes, distributed=True)
             folders = (
-                [RunFolder.resume(path, trainer.config, trainer.env_steps)]
+                open_folders(
+                    trainer, [lambda: RunFolder.resume(path, trainer.config, trainer.env_steps)]
+                )
                 if trainer.dist.is_main
                 else []
             )
@@ -182,10 +193,13 @@ class Run:
                 for trainer in trainers:
                     trainer.close()
                 raise
-            folders = [
-                RunFolder.resume(p, t.config, t.env_steps)
-                for p, t in zip(seed_paths, trainers, strict=True)
-            ]
+            folders = open_folders(
+                multi,
+                [
+                    functools.partial(RunFolder.resume, p, t.config, t.env_steps)
+                    for p, t in zip(seed_paths, trainers, strict=True)
+                ],
+            )
             run = cls(
                 multi,
                 folders,
@@ -222,9 +236,15 @@ class Run:
         main = bool(folders)
         config = learner.config
         if wandb_project is not None and main:
-            if len(folders) > 1:
-                raise ConfigError("W&B logs one run per process; it does not combine with seeds")
-            folders[0].use_wandb(config, wandb_project)
+            try:
+                if len(folders) > 1:
+                    raise ConfigError(
+                        "W&B logs one run per process; it does not combine with seeds"
+                    )
+                folders[0].use_wandb(config, wandb_project)
+            except BaseException:
+                self._close()
+                raise
         stream = stream or sys.stdout
         progress = Progress(
             len(trainers) * config.total_steps,
@@ -296,11 +316,7 @@ class Run:
                     checkpoints.saved_steps = snapshot[0]
             finally:
                 stop.disarm()  # closing (curves, logs) is never abandoned but by a new signal
-                progress.close()
-                for folder in folders:
-                    folder.close()
-                learner.close()
-                learner.dist.shutdown()
+                self._close(progress)
         summary = RunSummary(
             boundary_steps,
             boundary_steps >= config.total_steps,
@@ -315,6 +331,18 @@ class Run:
                 closing += f" ({progress.recent_text()})"
             print(closing, file=stream, flush=True)
         return summary
+
+    def _close(self, progress: Progress | None = None) -> None:
+        """Close the progress lines, the run folders (releasing their locks) and the learner,
+        each even if one before it raised."""
+        close_all(
+            [
+                *([progress.close] if progress is not None else []),
+                *(folder.close for folder in self.folders),
+                self.learner.close,
+                self.learner.dist.shutdown,
+            ]
+        )
 
     def _states(self, copied: bool = False) -> list[tuple[dict[str, Any], bytes | str | None]]:
         """Every seed's (checkpoint, pickled env copies) as they stand (a collective call on
@@ -381,6 +409,27 @@ class Run:
             f"done: {summary.env_steps} env steps{per_slot}, recent episode return "
             f"{returns}; run folders {self.path}/{where}"
         )
+
+
+def close_all(closers: Sequence[Callable[[], object]]) -> None:
+    """Call every closer in order, even when one raises; the first error is raised after
+    the rest have run."""
+    with contextlib.ExitStack() as stack:
+        for close in reversed(closers):
+            stack.callback(close)
+
+
+def open_folders(learner: Learner, openers: Sequence[Callable[[], RunFolder]]) -> list[RunFolder]:
+    """The run folders `openers` open, in turn; if one fails, the ones opened are closed
+    (their locks released) and so is the learner, before the error goes on."""
+    folders: list[RunFolder] = []
+    try:
+        for open_folder in openers:
+            folders.append(open_folder())
+    except BaseException:
+        close_all([*(folder.close for folder in folders), learner.close])
+        raise
+    return folders
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ passed on stays free of pickled code.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -17,6 +18,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -73,7 +75,7 @@ class RunLock:
         if not _try_lock(handle, exclusive=True):
             _refuse(folder, handle)
         handle.truncate(0)
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.write(_holder_line())
         handle.flush()
         return cls(path, handle)
 
@@ -115,10 +117,21 @@ def _refuse(folder: str | Path, handle: Any) -> NoReturn:
     handle.seek(0)
     holder = handle.read().strip() or "unknown pid"
     handle.close()
+    if holder == _holder_line().strip():
+        raise RunFolderError(
+            f"run folder {folder} is in use by this process: a Run of it has not finished "
+            "train() (or a failed one is still referenced); let it finish, or choose another "
+            "run folder"
+        )
     raise RunFolderError(
         f"run folder {folder} is in use by another training process ({holder}); "
         "stop it first (Ctrl-C, or kill -INT <pid>: it saves), or choose another --run-dir"
     )
+
+
+def _holder_line() -> str:
+    """What `.lock` says of the process holding it."""
+    return f"pid {os.getpid()} on {socket.gethostname()}\n"
 
 
 class RunFolder:
@@ -187,9 +200,10 @@ class RunFolder:
         folder = cls(
             path, f"{config.env} (seed {config.seed})", return_label(config.decided("team_reward"))
         )
-        for name in RUN_FILES:
-            (folder.path / name).unlink(missing_ok=True)
-        config.save(folder.config_path)
+        with folder._released_on_error():
+            for name in RUN_FILES:
+                (folder.path / name).unlink(missing_ok=True)
+            config.save(folder.config_path)
         return folder
 
     @classmethod
@@ -199,21 +213,40 @@ class RunFolder:
         folder = cls(
             path, f"{config.env} (seed {config.seed})", return_label(config.decided("team_reward"))
         )
-        config.save(folder.config_path)
-        if folder.metrics_path.exists():
-            with open(folder.metrics_path, newline="") as handle:
-                reader = csv.DictReader(handle)
-                rows, columns = list(reader), reader.fieldnames
-            kept = [row for row in rows if int(row["env_steps"]) <= env_steps]
-            if len(kept) < len(rows) or columns != METRICS_COLUMNS:
-                with open(folder.metrics_path, "w", newline="") as handle:
-                    writer = csv.DictWriter(
-                        handle, fieldnames=METRICS_COLUMNS, extrasaction="ignore"
-                    )
-                    writer.writeheader()
-                    writer.writerows(kept)
+        with folder._released_on_error():
+            config.save(folder.config_path)
+            folder._cut_metrics(env_steps)
         folder._purge_step = env_steps + 1  # TensorBoard drops events past the checkpoint
         return folder
+
+    def _cut_metrics(self, env_steps: int) -> None:
+        """metrics.csv without rows past `env_steps`, in today's columns."""
+        if not self.metrics_path.exists():
+            return
+        with open(self.metrics_path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows, columns = list(reader), reader.fieldnames
+        try:
+            kept = [row for row in rows if int(row["env_steps"]) <= env_steps]
+        except (KeyError, TypeError, ValueError):
+            raise RunFolderError(
+                f"{self.metrics_path} is damaged (a row without an integer env_steps); "
+                "restore it, or move it away to have the resumed run start a new one"
+            ) from None
+        if len(kept) < len(rows) or columns != METRICS_COLUMNS:
+            with open(self.metrics_path, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
+
+    @contextlib.contextmanager
+    def _released_on_error(self) -> Iterator[None]:
+        """The folder's lock released if the block raises (the folder is not opened)."""
+        try:
+            yield
+        except BaseException:
+            self._lock.release()
+            raise
 
     def log(self, metrics: MappoMetrics) -> None:
         """Append one update's row to metrics.csv and TensorBoard; redraw the curve now and then.

@@ -100,6 +100,7 @@ FIXED_FIELDS: dict[str, str] = {
             "image_layout",
             "critic",
             "recurrent",
+            "critic_recurrent",
             "critic_time_left",
         ),
         _SHAPES,

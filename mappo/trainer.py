@@ -290,6 +290,8 @@ class MappoTrainer:
             "all its copies in this process",
             "data_chunk_length": not cfg.recurrent
             and "data_chunk_length has no effect without recurrent = true",
+            "critic_recurrent": not cfg.recurrent
+            and "critic_recurrent has no effect without recurrent = true",
             "image_layout": not spec.obs_shape
             and not spec.state_shape
             and f"image_layout has no effect: env '{spec.name}' has no image observations",

@@ -216,12 +216,23 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -
     assert "| spread | 800 / 800 (100%) | 2 |" in passed and "behind the recorded" not in passed
     assert "| reference | 200 / 400 (50%) | 2 |" in passed  # not here: as recorded
 
-    # What a task resolves to changed (a preset edited), the table not: spread's record, of
-    # the old settings, goes and its runs are not scored; a record made before records held
-    # those settings (no `learns_with`) is compared on the table alone, and stays.
+    # Runs saved before a field existed hold, for it, what they trained with: still the task's.
+    for config in (runs / "tiny" / "spread").glob("seed_*/config.toml"):
+        lines = config.read_text().splitlines(keepends=True)
+        config.write_text("".join(x for x in lines if not x.startswith("critic_recurrent")))
+    kept = call("--report-only")
+    assert "| spread | 800 / 800 (100%) | 2 |" in kept and "not scored" not in kept
+
+    # A record from before records held the settings a task resolves to (no `learns_with`)
+    # is compared on the table alone, kept, and keyed from then on by those settings.
     record = json.loads((results / "published_tiny.json").read_text())
-    del record["tasks"]["reference"]["config"]["learns_with"]
+    learns_with = record["tasks"]["reference"]["config"].pop("learns_with")
     (results / "published_tiny.json").write_text(json.dumps(record))
+    assert "| reference | 200 / 400 (50%) | 2 |" in call("--report-only")
+    record = json.loads((results / "published_tiny.json").read_text())
+    assert record["tasks"]["reference"]["config"]["learns_with"] == learns_with
+    # What the tasks resolve to changed (a preset edited), the table not: both records, of
+    # the old settings, go, and spread's runs are not scored.
     build = reproduce.build_config
     with monkeypatch.context() as patch:
         patch.setattr(
@@ -230,17 +241,11 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -
         edited = call("--report-only")
     assert "| spread | 0 / 800 (0%) | 0 | no checkpoint yet |" in edited
     assert "ent_coef: 0.01 -> 0.02); not scored" in edited
-    assert "| reference | 200 / 400 (50%) | 2 |" in edited
-    assert "| spread | 800 / 800 (100%) | 2 |" in call("--report-only")  # as it was: back
-
-    # The table edited: reference's record is of another config, and goes.
-    table.write_text(
-        table.read_text().replace("minibatch_size = 0", "minibatch_size = 0, lr = 1e-3")
-    )
-    edited = call("--report-only")
     assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in edited
-    assert "| spread | 800 / 800 (100%) | 2 |" in edited
-    # Spread's too: its record goes, and its runs, of the old config, are not scored.
+    assert "| spread | 800 / 800 (100%) | 2 |" in call("--report-only")  # its runs: back
+
+    # The table edited: spread's record is of another config, and goes, and its runs, of the
+    # old config, are not scored.
     table.write_text(
         table.read_text().replace("figure = -20.0", "fields = { lr = 1e-3 }\nfigure = -20.0")
     )

@@ -22,7 +22,7 @@ import torch
 from mappo import run as run_module
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
-from mappo.errors import RunFolderError
+from mappo.errors import ConfigError, RunFolderError
 from mappo.presets import build_config
 from mappo.run import Run
 from mappo.run_folder import RunLock
@@ -371,3 +371,26 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path) -> None:
     RunLock.take(folder / "seed_4").release()
     summary = Run.start(config, folder, seeds=[3, 4]).train(quiet=True)
     assert summary.finished and (folder / "seed_4" / "checkpoint.pt").is_file()
+
+
+def test_a_run_that_fails_to_open_or_start_releases_its_folders(tmp_path, capsys) -> None:
+    """A folder is held by this process only while a Run of it trains: a start refused for
+    W&B with seeds, or a resume refused for a damaged metrics.csv, lets the folder go."""
+    config = build_config(None, None, {"env": "spread", "num_envs": 4, "total_steps": 200})
+    run = Run.start(config, tmp_path / "a", seeds=[3, 4])
+    with pytest.raises(RunFolderError, match=r"seed_3 is in use by this process: a Run of it"):
+        Run.start(config, tmp_path / "a", seeds=[3, 4], force=True)
+    with pytest.raises(ConfigError, match="W&B logs one run per process"):
+        run.train(wandb_project="p")
+    assert Run.start(config, tmp_path / "a", seeds=[3, 4], force=True).train(quiet=True).finished
+
+    metrics = tmp_path / "a" / "seed_4" / "metrics.csv"
+    rows = metrics.read_text()
+    metrics.write_text(rows + "damaged\n")
+    assert main(["train", "--resume", str(tmp_path / "a"), "--total-steps", "400"]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: {metrics} is damaged (a row without an integer env_steps); restore it, "
+        "or move it away to have the resumed run start a new one\n"
+    )
+    metrics.write_text(rows)
+    assert main(["train", "--resume", str(tmp_path / "a"), "--total-steps", "400", "--quiet"]) == 0
