@@ -20,11 +20,12 @@ from mappo.distributed import launch_ranks
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError
 from mappo.presets import PRESETS, build_config
 from mappo.run import Run, StopRun, info_lines
-from mappo.run_folder import is_slots_folder, require_wandb
+from mappo.run_folder import is_slots_folder, require_wandb, stop_training
 from mappo.seeds import parse_seeds
 
 EVAL_EPISODES = 100
 RENDER_EPISODES = 3
+STOP_WAIT_S = 120.0  # an update a stop waits for: seconds on a CPU (a first compile: minutes)
 # The env-derived fields are read off the env, so they are no flags (a config file may hold them).
 CLI_FIELDS = {name: f for name, f in FIELDS.items() if name not in ENV_DIM_FIELDS}
 RUN_DIR = {"type": Path, "help": "run folder holding checkpoint.pt"}
@@ -88,6 +89,12 @@ COMMANDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
                                "checkpoint.pt (default: the last eval_return logged in "
                                f"training, else {EVAL_EPISODES} episodes)"},
         "--plot": {"type": Path, "help": "IQM training curves with CI bands (.png)"},
+    }),
+    "stop": ("stop the process training in a run folder, as Ctrl-C does: it saves first", {
+        "run_dir": {"type": Path, "help": "run folder (or the folder of a --seeds or --sweep "
+                                          "run's folders)"},
+        "--wait": {"type": float, "default": STOP_WAIT_S,
+                   "help": f"seconds to wait for it to save and exit (default {STOP_WAIT_S:g})"},
     }),
     "export": ("write the actors as TorchScript (and ONNX)", {
         "run_dir": RUN_DIR,
@@ -227,6 +234,12 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def stop(args: argparse.Namespace) -> int:
+    """`mappo stop`: SIGINT to the process training in a run folder; 0 once it has saved and
+    let go of the folder, 1 if it is still saving after --wait seconds."""
+    return 0 if stop_training(args.run_dir, args.wait, print) else 1
+
+
 def export(args: argparse.Namespace) -> int:
     """`mappo export`: a run's actors, one file per policy, and layout.json."""
     from mappo.export import export_run
@@ -288,7 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-HANDLERS = {"train": train, "eval": evaluate, "plot": plot, "report": report, "export": export}
+HANDLERS = {
+    "train": train,
+    "eval": evaluate,
+    "plot": plot,
+    "report": report,
+    "stop": stop,
+    "export": export,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

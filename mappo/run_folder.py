@@ -16,9 +16,10 @@ import dataclasses
 import hashlib
 import math
 import os
+import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -73,23 +74,34 @@ class RunLock:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - held open for as long as the run writes
         if not _try_lock(handle, exclusive=True):
-            _refuse(folder, handle)
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            _refuse(folder, holder)
         handle.truncate(0)
         handle.write(_holder_line())
         handle.flush()
         return cls(path, handle)
 
     @staticmethod
-    def refuse_if_held(folder: str | Path) -> None:
-        """Raise RunFolderError now, before any work, if another process holds `folder`.
-
-        A shared lock, taken and dropped: probes never refuse each other (the ranks of
-        a resumed multi-rank run probe at once)."""
+    def holder(folder: str | Path) -> str | None:
+        """What `.lock` says of the process that trains in `folder` ("pid N on HOST"), or
+        None when none does. A shared lock, taken and dropped: probes never refuse each
+        other (the ranks of a resumed multi-rank run probe at once)."""
         path = Path(folder) / LOCK_FILE
-        if path.is_file():
-            with open(path) as handle:
-                if not _try_lock(handle, exclusive=False):
-                    _refuse(folder, handle)
+        if not path.is_file():
+            return None
+        with open(path) as handle:
+            if _try_lock(handle, exclusive=False):
+                return None
+            return handle.read().strip()
+
+    @classmethod
+    def refuse_if_held(cls, folder: str | Path) -> None:
+        """Raise RunFolderError now, before any work, if another process holds `folder`."""
+        holder = cls.holder(folder)
+        if holder is not None:
+            _refuse(folder, holder)
 
     def release(self) -> None:
         """Let another process train in the folder."""
@@ -112,11 +124,9 @@ def _try_lock(handle: Any, exclusive: bool) -> bool:
     return True
 
 
-def _refuse(folder: str | Path, handle: Any) -> NoReturn:
-    """Raise the one-line error for a run folder in use; `handle` (its lock file) is closed."""
-    handle.seek(0)
-    holder = handle.read().strip() or "unknown pid"
-    handle.close()
+def _refuse(folder: str | Path, holder: str) -> NoReturn:
+    """Raise the one-line error for a run folder in use by `holder` (`RunLock.holder`)."""
+    holder = holder or "unknown pid"
     if holder == _holder_line().strip():
         raise RunFolderError(
             f"run folder {folder} is in use by this process: a Run of it has not finished "
@@ -125,8 +135,48 @@ def _refuse(folder: str | Path, handle: Any) -> NoReturn:
         )
     raise RunFolderError(
         f"run folder {folder} is in use by another training process ({holder}); "
-        "stop it first (Ctrl-C, or kill -INT <pid>: it saves), or choose another --run-dir"
+        f"stop it first (Ctrl-C there, or mappo stop {folder}: it saves), or choose another "
+        "--run-dir"
     )
+
+
+def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -> bool:
+    """`mappo stop`: SIGINT to the process training in the run folder `path` (or in its
+    seeds' or sweep's folders), as Ctrl-C at its terminal: it finishes or abandons its
+    update, saves and exits. Whether it let go of the folders within `wait_s` seconds;
+    `say` gets what is done. A folder nothing trains in, or one trained from another
+    machine, is refused in one line."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunFolderError(f"run folder {path} does not exist")
+    held = {f: h for f in slot_folders(path) or [path] if (h := RunLock.holder(f)) is not None}
+    if not held:
+        raise RunFolderError(f"run folder {path}: no process trains in it, nothing to stop")
+    pids = set()
+    for folder, holder in held.items():
+        pid_text, _, host = holder.removeprefix("pid ").partition(" on ")
+        if host != socket.gethostname() or not pid_text.isdigit():
+            raise RunFolderError(
+                f"run folder {folder} is trained by {holder}, not by a process of this "
+                "machine: stop it there"
+            )
+        pids.add(int(pid_text))
+    for pid in sorted(pids):
+        say(f"sent SIGINT to pid {pid}, which trains in {path}: it finishes its update and saves")
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + wait_s
+    while any(RunLock.holder(folder) is not None for folder in held):
+        if time.monotonic() > deadline:
+            say(
+                f"still saving after {wait_s:g} s (an update it cannot leave, e.g. a first "
+                f"compile); it stops when that ends, or run mappo stop {path} again to stop "
+                "it at once, losing that update"
+            )
+            return False
+        time.sleep(0.1)
+    say(f"stopped; continue with: mappo train --resume {path}")
+    return True
 
 
 def _holder_line() -> str:

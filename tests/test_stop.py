@@ -329,18 +329,27 @@ def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> Non
         capsys.readouterr()
         in_use = (
             f"mappo: error: run folder {run} is in use by another training process "
-            f"(pid {process.pid} on {socket.gethostname()}); stop it first (Ctrl-C, or "
-            "kill -INT <pid>: it saves), or choose another --run-dir\n"
+            f"(pid {process.pid} on {socket.gethostname()}); stop it first (Ctrl-C there, or "
+            f"mappo stop {run}: it saves), or choose another --run-dir\n"
         )
         assert main(["train", "--resume", str(run), "--total-steps", "1000", "--quiet"]) == 2
         assert capsys.readouterr().err == in_use
         assert main(["train", "--run-dir", str(run), "--force", *RUN]) == 2
         assert capsys.readouterr().err == in_use
-        took, out, err = ctrl_c_after(process, lambda _: True)
+        assert main(["stop", str(run)]) == 0  # as Ctrl-C at its terminal
+        assert capsys.readouterr().out == (
+            f"sent SIGINT to pid {process.pid}, which trains in {run}: it finishes its update "
+            f"and saves\nstopped; continue with: mappo train --resume {run}\n"
+        )
+        out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0 and "checkpoint saved" in out, err
+    assert main(["stop", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {run}: no process trains in it, nothing to stop\n"
+    )
     with open(run / "metrics.csv", newline="") as handle:
         steps = [int(row["env_steps"]) for row in csv.DictReader(handle)]
     assert steps == [STEPS_PER_UPDATE * k for k in range(1, len(steps) + 1)]  # one writer
@@ -394,3 +403,40 @@ def test_a_run_that_fails_to_open_or_start_releases_its_folders(tmp_path, capsys
     )
     metrics.write_text(rows)
     assert main(["train", "--resume", str(tmp_path / "a"), "--total-steps", "400", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("ignores_sigint", [False, True], ids=["stops", "still-saving"])
+def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignores_sigint) -> None:
+    """`mappo stop` on the folder of a seeds run signals the process holding its seeds'
+    folders; one still busy after --wait gets a line saying how to stop it at once."""
+    folder = tmp_path / "seeds"
+    ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN); " if ignores_sigint else ""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import signal, time; {ignore}"
+         "from mappo.run_folder import RunLock; "
+         f"lock = RunLock.take({str(folder / 'seed_4')!r}); print('held', flush=True); "
+         "time.sleep(60)"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        (folder / "seed_3").mkdir()  # a seed nothing holds
+        code = main(["stop", str(folder), "--wait", "1"])
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == (
+            f"sent SIGINT to pid {holder.pid}, which trains in {folder}: it finishes its "
+            "update and saves"
+        )
+        if ignores_sigint:
+            assert code == 1 and holder.poll() is None
+            assert out[1] == (
+                "still saving after 1 s (an update it cannot leave, e.g. a first compile); it "
+                f"stops when that ends, or run mappo stop {folder} again to stop it at once, "
+                "losing that update"
+            )
+        else:
+            assert code == 0 and holder.wait(timeout=10) != 0  # KeyboardInterrupt
+            assert out[1] == f"stopped; continue with: mappo train --resume {folder}"
+    finally:
+        holder.kill()
+        holder.wait()
