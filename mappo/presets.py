@@ -223,9 +223,11 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
     nearest, for the critic only); its 5-step returns from a target critic
     updated softly (tau 0.01), here GAE (lambda 0.95) from the critic itself;
     its separate actor and critic optimizers and gradient clips; PyTorch's
-    default weight init. Jumanji's LBF and RWARE (`jumanji:LevelBasedForaging-v0`,
-    `jumanji:RobotWarehouse-v0`) get the same settings, with EPyMARL's time limit as
-    their `time_limit` unless `env_kwargs` set one.
+    default weight init; its agent's one hidden layer before the GRU (here two,
+    as every actor of this library and the official MAPPO code's). Jumanji's LBF
+    and RWARE (`jumanji:LevelBasedForaging-v0`, `jumanji:RobotWarehouse-v0`) get
+    the same settings, with EPyMARL's time limit as their `time_limit` unless
+    `env_kwargs` set one.
     """
     module = env.removeprefix("gymnasium:").partition(":")[0]
     jumanji_id = env.removeprefix("jumanji:")
