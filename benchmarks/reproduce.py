@@ -231,8 +231,11 @@ def held_changes(task: Task, seed_dir: Path) -> list[str]:
     """`field: held -> task's` for each setting where the run in `seed_dir` differs from the
     task's `learning_config` (a table or preset edited since it started). A field its
     config.toml predates holds what the run trained with, as a resume reads it."""
-    saved = read_toml(seed_dir / "config.toml")
-    held = from_dict({**BEFORE_FIELDS, **saved}, source=str(seed_dir / "config.toml"))
+    try:
+        saved = read_toml(seed_dir / "config.toml")
+        held = from_dict({**BEFORE_FIELDS, **saved}, source=str(seed_dir / "config.toml"))
+    except ConfigError as err:  # a config this mappo no longer takes: not the task's
+        return [str(err)]
     return [
         f"{name}: {getattr(held, name)!r} -> {value!r}"
         for name, value in learning_config(task).items()

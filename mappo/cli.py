@@ -19,8 +19,8 @@ from mappo.config import ENV_DIM_FIELDS, FIELDS, nearest_name, parse_cli_value, 
 from mappo.distributed import launch_ranks
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError
 from mappo.presets import PRESETS, build_config
-from mappo.run import Run, StopRun, info_lines
-from mappo.run_folder import is_slots_folder, require_wandb, stop_training
+from mappo.run import Run, StopRun, info_lines, stop_training
+from mappo.run_folder import is_slots_folder, require_wandb
 from mappo.seeds import parse_seeds
 
 EVAL_EPISODES = 100
@@ -237,6 +237,8 @@ def report(args: argparse.Namespace) -> int:
 def stop(args: argparse.Namespace) -> int:
     """`mappo stop`: SIGINT to the process training in a run folder; 0 once it has saved and
     let go of the folder, 1 if it is still saving after --wait seconds."""
+    if not args.wait >= 0:  # NaN too
+        raise ConfigError(f"--wait {args.wait}: give the seconds to wait, >= 0")
     return 0 if stop_training(args.run_dir, args.wait, print) else 1
 
 

@@ -117,7 +117,7 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
     )
 
     def to_ranks(signum: int, frame: object) -> None:
-        for pid in _children(agent.pid):
+        for pid in child_processes(agent.pid):
             os.kill(pid, signum)
 
     previous = {sig: signal.signal(sig, to_ranks) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -128,7 +128,7 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
             signal.signal(sig, handler)
 
 
-def _children(pid: int) -> list[int]:
+def child_processes(pid: int) -> list[int]:
     """The processes `pid` started (Linux's /proc), or the whole group it leads elsewhere."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as children:

@@ -35,6 +35,7 @@ from mappo.distributed import Distributed
 from mappo.errors import ConfigError, RunFolderError
 from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
+from mappo.run_lock import RunLock, signal_holders, wait_released
 from mappo.seeds import MultiSeedTrainer, SeedStreams, pooled_metrics
 from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
 
@@ -242,8 +243,8 @@ class Run:
                         "W&B logs one run per process; it does not combine with seeds"
                     )
                 folders[0].use_wandb(config, wandb_project)
-            except BaseException:
-                self._close()
+            except BaseException as wandb_failure:
+                self._close(failure=wandb_failure)
                 raise
         stream = stream or sys.stdout
         progress = Progress(
@@ -302,6 +303,7 @@ class Run:
         if main and not quiet and learner.updates == 0:
             progress.write(heartbeat.first_line())
         # One "stopping" line per run, not per rank.
+        leaving: BaseException | None = None  # the error leaving the updates, if any
         with StopOnSignal(may_abandon, sys.stderr if main else None) as stop, heartbeat:
             try:
                 train_until_budget(learner, on_update)
@@ -314,9 +316,12 @@ class Run:
                 ):
                     self._write(snapshot[1])
                     checkpoints.saved_steps = snapshot[0]
+            except BaseException as err:
+                leaving = err
+                raise
             finally:
                 stop.disarm()  # closing (curves, logs) is never abandoned but by a new signal
-                self._close(progress)
+                self._close(progress, leaving)
         summary = RunSummary(
             boundary_steps,
             boundary_steps >= config.total_steps,
@@ -332,16 +337,19 @@ class Run:
             print(closing, file=stream, flush=True)
         return summary
 
-    def _close(self, progress: Progress | None = None) -> None:
+    def _close(
+        self, progress: Progress | None = None, failure: BaseException | None = None
+    ) -> None:
         """Close the progress lines, the run folders (releasing their locks) and the learner,
-        each even if one before it raised."""
+        each even if one before it raised (`close_all`, `failure` the error on its way out)."""
         close_all(
             [
                 *([progress.close] if progress is not None else []),
                 *(folder.close for folder in self.folders),
                 self.learner.close,
                 self.learner.dist.shutdown,
-            ]
+            ],
+            failure,
         )
 
     def _states(self, copied: bool = False) -> list[tuple[dict[str, Any], bytes | str | None]]:
@@ -411,12 +419,66 @@ class Run:
         )
 
 
-def close_all(closers: Sequence[Callable[[], object]]) -> None:
-    """Call every closer in order, even when one raises; the first error is raised after
-    the rest have run."""
-    with contextlib.ExitStack() as stack:
-        for close in reversed(closers):
-            stack.callback(close)
+def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -> bool:
+    """`mappo stop`: SIGINT to the process training in the run folder `path` (or in its
+    seeds' or sweep's folders), as Ctrl-C at its terminal: it finishes or abandons its
+    update, saves and exits. Whether it did within `wait_s` seconds; `say` gets what is
+    done. A folder nothing trains in, one seed of a run that one process trains, or a
+    process this machine cannot signal is refused in one line."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunFolderError(f"run folder {path} does not exist")
+    folders = slot_folders(path) or [path]
+    held = [folder for folder in folders if RunLock.holder(folder) is not None]
+    if not held:
+        raise RunFolderError(f"run folder {path}: no process trains in it, nothing to stop")
+    for parent in (path.parent, path.parent.parent):
+        if path.resolve() in [p.resolve() for p in slot_folders(parent)]:
+            raise RunFolderError(
+                f"{path} is one run of {parent}, whose runs train in one process: stop them "
+                f"all with: mappo stop {parent}"
+            )
+    pids = signal_holders(held, signal.SIGINT)
+    say(
+        f"sent SIGINT to pid {', '.join(map(str, pids))}, training in {path}: a first "
+        "signal finishes the update and saves, a second stops at once"
+    )
+    if not wait_released(held, pids, time.monotonic() + wait_s):
+        say(
+            f"still running after {wait_s:g} s (an update it cannot leave, e.g. a first "
+            f"compile); it stops when that ends, or run mappo stop {path} again to stop it "
+            "at once, losing that update"
+        )
+        return False
+    checkpoint = held[0] / "checkpoint.pt"
+    if not checkpoint.is_file():
+        say(f"stopped before its first checkpoint: {path} holds nothing to resume")
+    else:
+        per_seed = " per seed" if len(folders) > 1 else ""
+        steps = load_checkpoint(checkpoint)["env_steps"]
+        say(f"stopped: its checkpoint holds env step {steps:,}{per_seed}")
+    return True
+
+
+def close_all(
+    closers: Sequence[Callable[[], object]], failure: BaseException | None = None
+) -> None:
+    """Call every closer in order, even when one raises. With `failure` (the error on its
+    way out), what closing raises is noted on it, not raised in its place; else the first
+    closing error is raised, the later ones noted on it. A signal (not an Exception)
+    stops the closing at once, as a second Ctrl-C does."""
+    errors: list[Exception] = []
+    for close in closers:
+        try:
+            close()
+        except Exception as closing_error:
+            errors.append(closing_error)
+    first = failure if failure is not None else (errors[0] if errors else None)
+    for error in errors:
+        if error is not first and first is not None:
+            first.add_note(f"and while closing: {type(error).__name__}: {error}")
+    if failure is None and first is not None:
+        raise first
 
 
 def open_folders(learner: Learner, openers: Sequence[Callable[[], RunFolder]]) -> list[RunFolder]:
@@ -426,8 +488,8 @@ def open_folders(learner: Learner, openers: Sequence[Callable[[], RunFolder]]) -
     try:
         for open_folder in openers:
             folders.append(open_folder())
-    except BaseException:
-        close_all([*(folder.close for folder in folders), learner.close])
+    except BaseException as failure:
+        close_all([*(folder.close for folder in folders), learner.close], failure)
         raise
     return folders
 

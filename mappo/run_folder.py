@@ -15,25 +15,22 @@ import csv
 import dataclasses
 import hashlib
 import math
-import os
-import signal
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from mappo.checkpoint import save_checkpoint, write_atomically
 from mappo.config import MappoConfig
 from mappo.episodes import return_label
 from mappo.errors import ConfigError, RunFolderError
+from mappo.run_lock import RunLock
 from mappo.trainer import MappoMetrics
 
 if TYPE_CHECKING:  # tensorboard is imported when the first metrics are written
     from torch.utils.tensorboard import SummaryWriter
 
 ENV_STATE_FILE = "env_state.pkl"
-LOCK_FILE = ".lock"
 RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", "best.pt", ENV_STATE_FILE)
 CURVE_INTERVAL_S = 20.0
 METRICS_COLUMNS = [f.name for f in dataclasses.fields(MappoMetrics)]  # metrics.csv's header
@@ -48,140 +45,6 @@ def require_wandb() -> None:
         import wandb  # noqa: F401
     except ImportError:
         raise ConfigError("--wandb needs the wandb package: pip install 'mappo[wandb]'") from None
-
-
-class RunLock:
-    """One process's exclusive hold on a run folder while it trains there.
-
-    Two processes training in one folder would interleave their metrics rows and
-    overwrite each other's checkpoints (and a resumed run cuts metrics.csv back to
-    its checkpoint, deleting the other's rows), so a run holds this lock while it
-    writes, and a second `mappo train` or `--resume` into the folder is refused with
-    the holder's pid. It is an advisory `flock` on `.lock`, which the kernel drops
-    when its process ends, however it ends: a killed run leaves no stale lock. The
-    file stays, naming the last holder. Without `fcntl` (Windows) nothing is locked.
-    """
-
-    def __init__(self, path: Path, handle: Any) -> None:
-        self.path = path
-        self._handle = handle  # the open lock file; closing it releases the lock
-
-    @classmethod
-    def take(cls, folder: str | Path) -> RunLock:
-        """Lock `folder` (created if missing) for this process, or raise RunFolderError
-        naming the process that holds it."""
-        path = Path(folder) / LOCK_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")  # noqa: SIM115 - held open for as long as the run writes
-        if not _try_lock(handle, exclusive=True):
-            handle.seek(0)
-            holder = handle.read().strip()
-            handle.close()
-            _refuse(folder, holder)
-        handle.truncate(0)
-        handle.write(_holder_line())
-        handle.flush()
-        return cls(path, handle)
-
-    @staticmethod
-    def holder(folder: str | Path) -> str | None:
-        """What `.lock` says of the process that trains in `folder` ("pid N on HOST"), or
-        None when none does. A shared lock, taken and dropped: probes never refuse each
-        other (the ranks of a resumed multi-rank run probe at once)."""
-        path = Path(folder) / LOCK_FILE
-        if not path.is_file():
-            return None
-        with open(path) as handle:
-            if _try_lock(handle, exclusive=False):
-                return None
-            return handle.read().strip()
-
-    @classmethod
-    def refuse_if_held(cls, folder: str | Path) -> None:
-        """Raise RunFolderError now, before any work, if another process holds `folder`."""
-        holder = cls.holder(folder)
-        if holder is not None:
-            _refuse(folder, holder)
-
-    def release(self) -> None:
-        """Let another process train in the folder."""
-        self._handle.close()
-
-
-def _try_lock(handle: Any, exclusive: bool) -> bool:
-    """Lock the open file `handle` without waiting; False if another holds it exclusively
-    (or at all, for an `exclusive` lock)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks through this module
-        return True
-    try:
-        fcntl.flock(
-            handle.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-        )
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _refuse(folder: str | Path, holder: str) -> NoReturn:
-    """Raise the one-line error for a run folder in use by `holder` (`RunLock.holder`)."""
-    holder = holder or "unknown pid"
-    if holder == _holder_line().strip():
-        raise RunFolderError(
-            f"run folder {folder} is in use by this process: a Run of it has not finished "
-            "train() (or a failed one is still referenced); let it finish, or choose another "
-            "run folder"
-        )
-    raise RunFolderError(
-        f"run folder {folder} is in use by another training process ({holder}); "
-        f"stop it first (Ctrl-C there, or mappo stop {folder}: it saves), or choose another "
-        "--run-dir"
-    )
-
-
-def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -> bool:
-    """`mappo stop`: SIGINT to the process training in the run folder `path` (or in its
-    seeds' or sweep's folders), as Ctrl-C at its terminal: it finishes or abandons its
-    update, saves and exits. Whether it let go of the folders within `wait_s` seconds;
-    `say` gets what is done. A folder nothing trains in, or one trained from another
-    machine, is refused in one line."""
-    path = Path(path)
-    if not path.is_dir():
-        raise RunFolderError(f"run folder {path} does not exist")
-    held = {f: h for f in slot_folders(path) or [path] if (h := RunLock.holder(f)) is not None}
-    if not held:
-        raise RunFolderError(f"run folder {path}: no process trains in it, nothing to stop")
-    pids = set()
-    for folder, holder in held.items():
-        pid_text, _, host = holder.removeprefix("pid ").partition(" on ")
-        if host != socket.gethostname() or not pid_text.isdigit():
-            raise RunFolderError(
-                f"run folder {folder} is trained by {holder}, not by a process of this "
-                "machine: stop it there"
-            )
-        pids.add(int(pid_text))
-    for pid in sorted(pids):
-        say(f"sent SIGINT to pid {pid}, which trains in {path}: it finishes its update and saves")
-        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-            os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + wait_s
-    while any(RunLock.holder(folder) is not None for folder in held):
-        if time.monotonic() > deadline:
-            say(
-                f"still saving after {wait_s:g} s (an update it cannot leave, e.g. a first "
-                f"compile); it stops when that ends, or run mappo stop {path} again to stop "
-                "it at once, losing that update"
-            )
-            return False
-        time.sleep(0.1)
-    say(f"stopped; continue with: mappo train --resume {path}")
-    return True
-
-
-def _holder_line() -> str:
-    """What `.lock` says of the process holding it."""
-    return f"pid {os.getpid()} on {socket.gethostname()}\n"
 
 
 class RunFolder:

@@ -337,15 +337,18 @@ def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> Non
         assert main(["train", "--run-dir", str(run), "--force", *RUN]) == 2
         assert capsys.readouterr().err == in_use
         assert main(["stop", str(run)]) == 0  # as Ctrl-C at its terminal
-        assert capsys.readouterr().out == (
-            f"sent SIGINT to pid {process.pid}, which trains in {run}: it finishes its update "
-            f"and saves\nstopped; continue with: mappo train --resume {run}\n"
-        )
+        said = capsys.readouterr().out
         out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0 and "checkpoint saved" in out, err
+    saved = load_checkpoint(run / "checkpoint.pt")["env_steps"]
+    assert said == (
+        f"sent SIGINT to pid {process.pid}, training in {run}: a first signal finishes the "
+        f"update and saves, a second stops at once\nstopped: its checkpoint holds env step "
+        f"{saved:,}\n"
+    )
     assert main(["stop", str(run)]) == 2
     assert capsys.readouterr().err == (
         f"mappo: error: run folder {run}: no process trains in it, nothing to stop\n"
@@ -353,7 +356,6 @@ def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> Non
     with open(run / "metrics.csv", newline="") as handle:
         steps = [int(row["env_steps"]) for row in csv.DictReader(handle)]
     assert steps == [STEPS_PER_UPDATE * k for k in range(1, len(steps) + 1)]  # one writer
-    saved = load_checkpoint(run / "checkpoint.pt")["env_steps"]
     assert main(["train", "--resume", str(run), "--total-steps", str(saved + 200), "--quiet"]) == 0
     assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == saved + 200
 
@@ -421,22 +423,73 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
     try:
         assert holder.stdout.readline() == "held\n"
         (folder / "seed_3").mkdir()  # a seed nothing holds
+        assert main(["stop", str(folder / "seed_4")]) == 2  # the process trains every seed
+        assert capsys.readouterr().err == (
+            f"mappo: error: {folder / 'seed_4'} is one run of {folder}, whose runs train in "
+            f"one process: stop them all with: mappo stop {folder}\n"
+        )
         code = main(["stop", str(folder), "--wait", "1"])
         out = capsys.readouterr().out.splitlines()
         assert out[0] == (
-            f"sent SIGINT to pid {holder.pid}, which trains in {folder}: it finishes its "
-            "update and saves"
+            f"sent SIGINT to pid {holder.pid}, training in {folder}: a first signal finishes "
+            "the update and saves, a second stops at once"
         )
         if ignores_sigint:
             assert code == 1 and holder.poll() is None
             assert out[1] == (
-                "still saving after 1 s (an update it cannot leave, e.g. a first compile); it "
-                f"stops when that ends, or run mappo stop {folder} again to stop it at once, "
-                "losing that update"
+                "still running after 1 s (an update it cannot leave, e.g. a first compile); "
+                f"it stops when that ends, or run mappo stop {folder} again to stop it at "
+                "once, losing that update"
             )
-        else:
-            assert code == 0 and holder.wait(timeout=10) != 0  # KeyboardInterrupt
-            assert out[1] == f"stopped; continue with: mappo train --resume {folder}"
+        else:  # it exited (KeyboardInterrupt), though not yet reaped: a zombie
+            assert code == 0 and out[1] == (
+                f"stopped before its first checkpoint: {folder} holds nothing to resume"
+            )
+            assert holder.wait(timeout=10) != 0
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_mappo_stop_signals_every_rank_of_a_torchrun_job(tmp_path) -> None:
+    """Only rank 0 holds the lock; its siblings under torchrun's agent are the other ranks
+    (marked by TORCHELASTIC_RUN_ID), which a second signal must reach too."""
+    from mappo.run_lock import _with_other_ranks
+
+    agent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         "ranks = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"
+         " for _ in range(2)]\n"
+         "print(*(r.pid for r in ranks), flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "TORCHELASTIC_RUN_ID": "x"},
+    )  # fmt: skip
+    try:
+        ranks = [int(pid) for pid in agent.stdout.readline().split()]
+        assert _with_other_ranks(ranks[0]) == sorted(ranks)
+        assert _with_other_ranks(agent.pid) == [agent.pid]  # the agent is no rank
+    finally:
+        for pid in ranks:
+            os.kill(pid, signal.SIGKILL)
+        agent.kill()
+        agent.wait()
+
+
+def test_closing_runs_every_closer_and_keeps_the_error_on_its_way_out() -> None:
+    from mappo.run import close_all
+
+    closed = []
+
+    def fails(name: str) -> Callable[[], None]:
+        def close() -> None:
+            closed.append(name)
+            raise RuntimeError(name)
+
+        return close
+
+    with pytest.raises(RuntimeError) as raised:
+        close_all([fails("a"), lambda: closed.append("b"), fails("c")])
+    assert closed == ["a", "b", "c"] and str(raised.value) == "a"  # the first
+    assert raised.value.__notes__ == ["and while closing: RuntimeError: c"]
+    failure = ValueError("the run's own error")
+    close_all([fails("d")], failure)  # noted on the error leaving, not raised in its place
+    assert failure.__notes__ == ["and while closing: RuntimeError: d"]
