@@ -347,7 +347,7 @@ class Run:
                 *([progress.close] if progress is not None else []),
                 *(folder.close for folder in self.folders),
                 self.learner.close,
-                self.learner.dist.shutdown,
+                lambda: self.learner.dist.shutdown(together=failure is None),
             ],
             failure,
         )
