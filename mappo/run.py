@@ -445,9 +445,9 @@ def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -
     )
     if not wait_released(held, pids, time.monotonic() + wait_s):
         say(
-            f"still running after {wait_s:g} s (an update it cannot leave, e.g. a first "
-            f"compile); it stops when that ends, or run mappo stop {path} again to stop it "
-            "at once, losing that update"
+            f"still running after {wait_s:g} s: an update it cannot leave (e.g. a first "
+            "compile), or what its script does after training (reproduce.py scores the "
+            f"runs); run mappo stop {path} again to stop an update at once, losing it"
         )
         return False
     checkpoint = held[0] / "checkpoint.pt"

@@ -437,9 +437,9 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
         if ignores_sigint:
             assert code == 1 and holder.poll() is None
             assert out[1] == (
-                "still running after 1 s (an update it cannot leave, e.g. a first compile); "
-                f"it stops when that ends, or run mappo stop {folder} again to stop it at "
-                "once, losing that update"
+                "still running after 1 s: an update it cannot leave (e.g. a first compile), "
+                "or what its script does after training (reproduce.py scores the runs); run "
+                f"mappo stop {folder} again to stop an update at once, losing it"
             )
         else:  # it exited (KeyboardInterrupt), though not yet reaped: a zombie
             assert code == 0 and out[1] == (
