@@ -43,6 +43,7 @@ from mappo.plotting import (
     save_figure,
 )
 from mappo.run_folder import RunFolderError, slot_folders
+from mappo.run_lock import RunLock
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.axes import Axes
@@ -299,6 +300,23 @@ def markdown(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) 
     return "\n".join(lines) + "\n"
 
 
+def still_training(reports: Sequence[GroupReport]) -> str:
+    """A markdown paragraph naming the runs a process still trains (their `.lock` held),
+    whose scores are of what they had saved when the report read them; "" if none."""
+    training = [
+        f"{run.path} ({holder})"
+        for report in reports
+        for run in report.group.runs
+        if (holder := RunLock.holder(run.path)) is not None
+    ]
+    if not training:
+        return ""
+    return (
+        "\nStill training, so scored as saved so far (their checkpoint, or the last "
+        f"evaluation logged): {', '.join(training)}.\n"
+    )
+
+
 def ranking(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) -> list[str]:
     """Markdown lines ranking the groups of each task with several (a sweep's settings) by
     IQM, each with P(it beats the next), and naming the best one's config file."""
@@ -399,7 +417,7 @@ def write_report(
     """Build the report of `run_dirs`; write the files asked for; return the markdown."""
     figure = open_figure(plot, "--plot") if plot is not None else None  # a bad name: before work
     reports, comparisons = build_report(run_dirs, episodes)
-    text = markdown(reports, comparisons)
+    text = markdown(reports, comparisons) + still_training(reports)
     if figure is not None and plot is not None:
         plot_iqm_curves(reports, plot, *figure)
     if json_out is not None:

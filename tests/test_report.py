@@ -227,3 +227,23 @@ def test_a_ranking_whose_best_scores_tie_says_so() -> None:
     reports[1].iqm = 0.4
     best = next(line for line in ranking(reports, pairs) if line.startswith("Best:"))
     assert best.startswith("Best: lr=1; its config is lr=1/config.toml")
+
+
+def test_runs_still_training_are_named_with_their_process(runs, capsys) -> None:
+    """A report read while a run trains scores what it has saved so far, and says so."""
+    import os
+    import socket
+
+    from mappo.run_lock import RunLock
+
+    lock = RunLock.take(runs[1])  # another open of the file: as another process's lock
+    try:
+        assert main(["report", *map(str, runs)]) == 0
+        assert capsys.readouterr().out.endswith(
+            "\nStill training, so scored as saved so far (their checkpoint, or the last "
+            f"evaluation logged): {runs[1]} (pid {os.getpid()} on {socket.gethostname()}).\n"
+        )
+    finally:
+        lock.release()
+    assert main(["report", *map(str, runs)]) == 0
+    assert "Still training" not in capsys.readouterr().out
