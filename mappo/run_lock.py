@@ -22,6 +22,7 @@ from mappo.distributed import child_processes
 from mappo.errors import RunFolderError
 
 LOCK_FILE = ".lock"
+TAKE_TRIES = 10  # attempts 50 ms apart before a held lock is refused
 
 
 class RunLock:
@@ -39,7 +40,13 @@ class RunLock:
         path = Path(folder) / LOCK_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - held open for as long as the run writes
-        if not _try_lock(handle, exclusive=True):
+        # A probe (`holder`: `mappo report`, `mappo stop`) holds the lock for microseconds:
+        # only a holder that keeps it is refused.
+        for _ in range(TAKE_TRIES):
+            if _try_lock(handle, exclusive=True):
+                break
+            time.sleep(0.05)
+        else:
             handle.seek(0)
             holder = handle.read().strip()
             handle.close()
