@@ -423,21 +423,22 @@ def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -
     """`mappo stop`: SIGINT to the process training in the run folder `path` (or in its
     seeds' or sweep's folders), as Ctrl-C at its terminal: it finishes or abandons its
     update, saves and exits. Whether it did within `wait_s` seconds; `say` gets what is
-    done. A folder nothing trains in, one seed of a run that one process trains, or a
-    process this machine cannot signal is refused in one line."""
+    done. One seed's folder of a run that trains all its seeds (or settings) in one
+    process stops that run. A folder nothing trains in, or a process this machine cannot
+    signal, is refused in one line."""
     path = Path(path)
     if not path.is_dir():
         raise RunFolderError(f"run folder {path} does not exist")
+    if RunLock.holder(path) is not None:
+        for parent in (path.parent, path.parent.parent):
+            if path.resolve() in [p.resolve() for p in slot_folders(parent)]:
+                say(f"{path} is one run of {parent}, which one process trains: stopping it")
+                path = parent
+                break
     folders = slot_folders(path) or [path]
     held = [folder for folder in folders if RunLock.holder(folder) is not None]
     if not held:
         raise RunFolderError(f"run folder {path}: no process trains in it, nothing to stop")
-    for parent in (path.parent, path.parent.parent):
-        if path.resolve() in [p.resolve() for p in slot_folders(parent)]:
-            raise RunFolderError(
-                f"{path} is one run of {parent}, whose runs train in one process: stop them "
-                f"all with: mappo stop {parent}"
-            )
     pids = signal_holders(held, signal.SIGINT)
     say(
         f"sent SIGINT to pid {', '.join(map(str, pids))}, training in {path}: a first "
