@@ -574,6 +574,22 @@ def write_table(
     return write_results(name, title, info, sections, quick=False)
 
 
+def positive(kind: type) -> Any:
+    """An argparse type: a number of `kind` above zero (a zero or negative `--hours` would
+    rewrite the table with nothing trained)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text!r}: give a number above 0")
+        return value
+
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", required=True, help="a table of benchmarks/published.toml")
@@ -581,10 +597,16 @@ def main() -> None:
         "--tasks", nargs="+", help="train only these (default: all); the table scores all with runs"
     )
     parser.add_argument("--seeds", default="0,1,2", help="seeds trained in one process")
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the budgets")
-    parser.add_argument("--hours", type=float, default=math.inf, help="wall time to train")
+    parser.add_argument(
+        "--scale", type=positive(float), default=1.0, help="fraction of the budgets"
+    )
+    parser.add_argument(
+        "--hours", type=positive(float), default=math.inf, help="wall time to train"
+    )
     parser.add_argument("--runs-dir", default=str(HERE / "runs" / "reproduce"))
-    parser.add_argument("--episodes", type=int, default=100, help="greedy episodes per seed")
+    parser.add_argument(
+        "--episodes", type=positive(int), default=100, help="greedy episodes per seed"
+    )
     parser.add_argument("--report-only", action="store_true", help="score, do not train")
     parser.add_argument(
         "--preset", help="a variant: this preset instead of the table's (none: mappo's defaults)"
@@ -597,7 +619,9 @@ def main() -> None:
         help="a variant: this config field on top of the table's (repeatable)",
     )
     parser.add_argument(
-        "--torch-threads", type=int, help="torch's threads for training (default: the config's)"
+        "--torch-threads",
+        type=positive(int),
+        help="torch's threads for training (default: the config's)",
     )
     args = parser.parse_args()
     try:
@@ -621,7 +645,11 @@ def reproduce(args: argparse.Namespace) -> None:
     except ValueError:
         raise SystemExit(f"--seeds {args.seeds!r}: give integers joined by commas") from None
     root = Path(args.runs_dir) / args.suite / slug  # no variant: the suite's own folder
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        says = f"cannot make {root}: {err.strerror}"
+        raise SystemExit(f"--runs-dir {args.runs_dir}: {says}") from None
     # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
     name = f"published_{args.suite}" + f"_{slug}" * bool(slug)
     record_path = bench_common.RESULTS_DIR / f"{name}.json"

@@ -76,6 +76,35 @@ def test_a_variant_changes_only_what_it_names(reproduce) -> None:
         reproduce.variant_of(tasks, "epymarl2", {})
 
 
+def test_bad_options_are_refused_before_the_table_is_touched(
+    reproduce, tmp_path, monkeypatch, capsys
+) -> None:
+    """A zero, negative or NaN `--hours`, `--scale`, `--episodes` or `--torch-threads`, or a
+    `--runs-dir` that is a file, is refused in one line naming the option, and the table
+    is not rewritten (a `--hours -1` once rewrote it with nothing trained)."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    common = ["reproduce.py", "--suite", "tiny", "--runs-dir", str(tmp_path / "runs")]
+    for option, value, says in (
+        ("--hours", "-1", "argument --hours: '-1': give a number above 0"),
+        ("--hours", "nan", "argument --hours: 'nan': give a number above 0"),
+        ("--scale", "0", "argument --scale: '0': give a number above 0"),
+        ("--scale", "half", "argument --scale: 'half' is not a number"),
+        ("--episodes", "0", "argument --episodes: '0': give a number above 0"),
+        ("--torch-threads", "1.5", "argument --torch-threads: '1.5' is not a number"),
+    ):
+        monkeypatch.setattr(sys, "argv", [*common, option, value])
+        with pytest.raises(SystemExit):
+            reproduce.main()
+        assert capsys.readouterr().err.splitlines()[-1] == f"reproduce.py: error: {says}"
+    monkeypatch.setattr(sys, "argv", [*common[:3], "--runs-dir", str(a_file)])
+    says = f"--runs-dir {a_file}: cannot make {a_file / 'tiny'}: Not a directory"
+    with pytest.raises(SystemExit, match=re.escape(says)):
+        reproduce.main()
+    assert not (tmp_path / "results").exists()
+
+
 def tiny_suite(reproduce, tmp_path, monkeypatch):
     """A published table of two tiny MPE tasks in `tmp_path`, results written beside it."""
     import bench_common
