@@ -9,6 +9,7 @@ check that the same reading holds for Jumanji's own specs. Skipped without jax a
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import pytest
@@ -167,6 +168,10 @@ def test_generator_kwargs_set_the_agents_and_a_single_agent_env_is_refused() -> 
     assert connector.spec.conventions.agent_id is True  # one shared grid: ids tell agents apart
     with pytest.raises(ConfigError, match="refused .*'grid_size': 6.*not given .*: .*fov=8"):
         make_env("jumanji:LevelBasedForaging-v0", 1, env_kwargs={"grid_size": 6})
+    # Each value taken alone, but no level can be drawn from them: the first reset says so.
+    says = "env 'jumanji:RobotWarehouse-v0' cannot reset with {'shelf_rows': 0} (a must be"
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        make_env("jumanji:RobotWarehouse-v0", 1, env_kwargs={"shelf_rows": 0})
     with pytest.raises(ConfigError, match="takes no 'food'.*its generator takes grid_size"):
         make_env("jumanji:LevelBasedForaging-v0", 1, env_kwargs={"food": 3})
     with pytest.raises(ConfigError, match="one agent; mappo trains .*jumanji:RobotWarehouse-v0"):

@@ -66,6 +66,8 @@ SHARED_FIELDS = ("grid", "adj_matrix", "node_types")
 # EPyMARL's MAPPO trains LBF and RWARE on the common reward; the episode is scored up to the
 # time limit (RWARE's own step ends it there as a terminal state).
 TEAM_TASKS = ("LevelBasedForaging", "RobotWarehouse")
+# What a generator given impossible settings raises when it draws its first level.
+RESET_ERRORS = (TypeError, ValueError, AssertionError, IndexError, ZeroDivisionError)
 
 
 def make_jumanji_env(
@@ -88,7 +90,17 @@ def make_jumanji_env(
             f"env '{name}' has one agent; mappo trains Jumanji's multi-agent envs: "
             + ", ".join(f"jumanji:{n}" for n in MULTI_AGENT_ENVS)
         )
-    return JumanjiEnv(env, name, num_envs, device, seed)
+    try:
+        return JumanjiEnv(env, name, num_envs, device, seed)
+    except RESET_ERRORS as err:
+        if not env_kwargs:  # the registered env itself: not the user's input to blame
+            raise
+        # A generator built from values it takes one by one may still fail to draw a level
+        # (no shelves, more agents than cells): the first reset says so.
+        raise ConfigError(
+            f"config key 'env_kwargs': env '{name}' cannot reset with {env_kwargs!r} "
+            f"({_reason(err)})"
+        ) from None
 
 
 def _build(name: str, env_id: str, kwargs: dict[str, Any]) -> Any:
