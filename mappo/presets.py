@@ -364,6 +364,8 @@ def smax_allies(scenario: Any) -> int:
             f"preset 'jaxmarl-smax': env_kwargs 'scenario' = {scenario!r} must "
             "be an SMAX map name, e.g. '3m'"
         )
+    import mappo.envs.jaxmarl  # noqa: F401  (imports JaxMARL without its import's prints)
+
     try:
         from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
     except ModuleNotFoundError:

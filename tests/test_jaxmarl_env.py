@@ -7,6 +7,9 @@ env is built once per module, since compiling a SMAX step takes tens of seconds 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -289,3 +292,22 @@ def test_unknown_names_and_maps_are_one_line() -> None:
         make_env("jaxmarl:HeuristicEnemySmax", 2)
     with pytest.raises(ConfigError, match="has no SMAX map '4m'"):
         make_env("jaxmarl:SMAX", 2, env_kwargs={"scenario": "4m"})
+
+
+def test_importing_jaxmarl_prints_nothing_and_keeps_a_redirect() -> None:
+    """JaxMARL's import prints two lines and points `sys.stdout`/`sys.stderr` back at the
+    terminal's; through mappo neither reaches the caller, whose redirects stay."""
+    probe = (
+        "import io, sys\n"
+        "out, err = io.StringIO(), io.StringIO()\n"
+        "sys.stdout, sys.stderr = out, err\n"
+        "import mappo.envs.jaxmarl\n"
+        "import jaxmarl.environments\n"  # what the preset's map check imports next
+        "kept = sys.stdout is out and sys.stderr is err\n"
+        "sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__\n"
+        "print(kept, repr(out.getvalue()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout == "True ''\n"

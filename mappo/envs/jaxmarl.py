@@ -34,7 +34,11 @@ sees a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -44,10 +48,27 @@ from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, num_entries, s
 from mappo.envs.mpe.mpe_task import OFFICIAL_MPE
 from mappo.errors import ConfigError
 
+
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    """Around `import jaxmarl`: its import prints two lines on whether its submoduled envs
+    (none of which mappo takes) were found, and its MABrax module points `sys.stdout` and
+    `sys.stderr` at `sys.__stdout__`/`__stderr__` after silencing brax, which would undo a
+    caller's redirect (a log file, pytest's capture). Both are kept as they were."""
+    saved = sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__
+    sys.stdout = sys.__stdout__ = io.StringIO()  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = saved  # type: ignore[misc]
+
+
 try:
     import jax
     import jax.numpy as jnp
-    import jaxmarl
+
+    with _quiet_import():
+        import jaxmarl
 except ModuleNotFoundError as err:  # re-raised by `make_jaxmarl_env` as one line
     _MISSING: ModuleNotFoundError | None = err
 else:
