@@ -116,6 +116,11 @@ class MappoConfig:
     norm_adv: bool = _f(True, "normalize advantages per minibatch")
     value_norm: bool = _f(True, "normalize value targets with running statistics")
     value_norm_beta: float = _f(0.99999, "decay of the value normalizer's running moments")
+    reward_norm: bool = _f(
+        False,
+        "standardize each update's rewards with the running mean and std of all rewards so "
+        "far, before GAE (EPyMARL's standardise_rewards)",
+    )
     bootstrap_time_limits: AutoBool = _f(
         "auto",
         "bootstrap episodes cut by a time limit from their last state's value, else "

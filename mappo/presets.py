@@ -212,15 +212,17 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
     `critic_recurrent` is false), an agent one-hot for the shared policy, entropy
     0.001, 4 epochs over the whole batch (one minibatch), clip 0.2, gradient norm 10, gamma 0.99, a
     centralized critic with an unclipped squared value loss (coefficient 1), the team reward
-    (EPyMARL sums the agents' rewards into one common reward), 10 env copies
+    (EPyMARL sums the agents' rewards into one common reward; here their mean, the same
+    once standardized), 10 env copies
     each stepped for one episode limit (50 steps on LBF, 500 on RWARE) per
-    update, so a batch is 10 episodes, trained as whole sequences. Advantages
+    update, so a batch is 10 episodes, trained as whole sequences. Rewards are
+    standardized by their running mean and std (`reward_norm`, its
+    `standardise_rewards`) and the critic learns those returns as they are (no value
+    normalization: its `standardise_returns` is off). Advantages
     are not normalized (EPyMARL does not; normalizing them per minibatch, the
     first mapping, turned the near-zero advantages of LBF's reward-free first
     100k steps into unit-sized noise that collapsed the policy's entropy from
-    1.79 to 0.58 with no food found). No equivalent: its reward
-    standardisation by running statistics (value normalization is the
-    nearest, for the critic only); its 5-step returns from a target critic
+    1.79 to 0.58 with no food found). No equivalent: its 5-step returns from a target critic
     updated softly (tau 0.01), here GAE (lambda 0.95) from the critic itself;
     its separate actor and critic optimizers and gradient clips; PyTorch's
     default weight init; its agent's one hidden layer before the GRU (here two,
@@ -270,7 +272,8 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
         clip_value_loss=False,
         huber_delta=0.0,
         team_reward=True,
-        value_norm=True,
+        reward_norm=True,
+        value_norm=False,
         norm_adv=False,
         num_envs=10,
         rollout_steps=episode,

@@ -31,6 +31,7 @@ from mappo.evaluation import MAX_EVAL_ENVS, evaluate
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.memory import keep_freed_memory
 from mappo.policy import Policy, RecurrentState, env_facts, episode_starts
+from mappo.reward_norm import RewardNorm
 from mappo.task_settings import resolve_auto
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,7 @@ class MappoTrainer:
         cfg = self.config
         self._warn_about_flags_without_effect()
         self.policy = Policy(spec, cfg).to(self.device)
+        self.reward_norm = RewardNorm(spec.num_agents, enabled=cfg.reward_norm).to(self.device)
         self.parameters = [p for p in self.policy.parameters() if p.requires_grad]
         self.dist.broadcast_parameters(self.parameters)
         if self.dist.world_size > 1:
@@ -463,9 +465,16 @@ class MappoTrainer:
         )
 
     def prepare_update(self) -> tuple[int, int]:
-        """The part of `update` before its minibatches: GAE over the rollout and the value
-        normalizer's update. Returns (minibatches per epoch, sequence length or 0)."""
+        """The part of `update` before its minibatches: the rewards' standardization
+        (`reward_norm`), GAE over the rollout and the value normalizer's update. Returns
+        (minibatches per epoch, sequence length or 0)."""
         cfg, buf, policy = self.config, self.buffer, self.policy
+        if cfg.reward_norm:
+            # In place, the rollout's rows only: a turn-based env's carry rows hold rewards
+            # standardized by the update that collected them.
+            rollout = buf.rewards[buf.carry_rows : buf.step]  # [T, E, A]
+            self.reward_norm.update(rollout, self.dist.sum)
+            rollout.copy_(self.reward_norm.standardize(rollout))
         critic_in = policy.critic_input(self._obs, self._state, self._episode_steps)
         hidden = self._recurrent_state
         # [E, A]. Turn-based: it completes the last turn of the agents to act now; the others'
@@ -703,6 +712,7 @@ class MappoTrainer:
             "config": self.config.to_dict(),
             "config_given": sorted(self.config.given),
             **self.policy.state_dicts(),
+            "reward_norm": self.reward_norm.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "env_steps": self.env_steps,
             "updates": self.updates,
@@ -779,6 +789,8 @@ class MappoTrainer:
         saying why (`pickled_env` may be that reason).
         """
         self.policy.load_state_dicts(state)
+        if "reward_norm" in state:  # checkpoints before it trained without
+            self.reward_norm.load_state_dict(state["reward_norm"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps = int(state["env_steps"])
         self.updates = int(state["updates"])

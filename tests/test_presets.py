@@ -100,6 +100,8 @@ def test_epymarl_preset_maps_mappo_yaml_and_the_episode_limit() -> None:
     assert (lbf.num_envs, lbf.rollout_steps, lbf.data_chunk_length) == (10, 50, 50)
     assert lbf.team_reward and not lbf.clip_value_loss and lbf.agent_id
     assert not lbf.norm_adv  # EPyMARL does not normalize advantages
+    # Its standardise_rewards is on, standardise_returns off: no value normalization.
+    assert lbf.reward_norm and not lbf.value_norm
     rware = MappoConfig(**epymarl_preset("gymnasium:rware:rware-tiny-2ag-v2"))
     assert (rware.rollout_steps, rware.data_chunk_length) == (500, 500)
     # Jumanji's LBF and RWARE: the same settings, EPyMARL's limit as the env's time_limit.

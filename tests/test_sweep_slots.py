@@ -48,6 +48,7 @@ OTHER_SETTINGS = {
     "value_norm": False,
     "team_reward": False,
     "policy_head_gain": 1.0,
+    "reward_norm": True,
 }
 SLOTS = [{"seed": 3}, {"seed": 3, **LOSS_SETTINGS}, {"seed": 5, **OTHER_SETTINGS}]
 
@@ -55,7 +56,7 @@ SLOTS = [{"seed": 3}, {"seed": 3, **LOSS_SETTINGS}, {"seed": 5, **OTHER_SETTINGS
 def test_every_config_field_is_sweepable_or_fixed_with_a_reason() -> None:
     assert set(SWEEPABLE_FIELDS) | set(FIXED_FIELDS) == set(FIELDS)
     assert not set(SWEEPABLE_FIELDS) & set(FIXED_FIELDS)
-    assert len(SWEEPABLE_FIELDS) == 17
+    assert len(SWEEPABLE_FIELDS) == 18
     assert all(why for why in (*SWEEPABLE_FIELDS.values(), *FIXED_FIELDS.values()))
 
 
@@ -94,9 +95,11 @@ def test_each_slot_learns_what_a_solo_run_of_its_settings_learns(overrides) -> N
     for k, config in enumerate(configs):
         solo = MappoTrainer(config)
         solo.collect_rollout()
-        assert torch.equal(multi.trainers[k].buffer.rewards, solo.buffer.rewards)
         solo_metrics = solo.update()
+        # The rewards as the update credited them (standardized in the third slot).
+        assert torch.equal(multi.trainers[k].buffer.rewards, solo.buffer.rewards)
         slot = multi.trainers[k]
+        assert torch.equal(slot.reward_norm.var, solo.reward_norm.var)
         assert max_difference(slot.parameters, before[k]) > 1e-4  # the update moved them
         assert max_difference(slot.parameters, solo.parameters) < 1e-6, k
         assert metrics[k].policy_loss == pytest.approx(solo_metrics.policy_loss, abs=1e-6)
