@@ -423,16 +423,18 @@ def merge_scores(
     """Put this call's `scored` results (`{task: (score(), curve_of())}`, runs in
     `root/<task>`) into `record`, keeping each task's recorded entry where its runs are
     not here or are behind it; drops entries of tasks no longer in the table or of
-    another config. An unchanged score (env steps and per-seed scores) keeps the date and
-    machine that scored it first.
-    Returns a line for each task whose runs here are behind its record."""
+    another config, each with a line in the sessions' log that keeps its figures. An
+    unchanged score (env steps and per-seed scores) keeps the date and machine that scored
+    it first. Returns a line for each task whose runs here are behind its record."""
     machine = f"{info['cores']} cores, {info['cpu']}"
     behind: list[str] = []
     entries = {}
     for task in tasks:
         old = record["tasks"].get(task.name)
         if old is not None and not same_task(old.get("config"), task):
-            old = None  # the table was edited since: its runs are of another config
+            # The table or preset was edited since: its runs are of another config.
+            record["sessions"].append(dropped_line(task, old))
+            old = None
         elif old is not None:
             old = {**old, "config": task_key(task)}
         if task.name not in scored:
@@ -461,6 +463,25 @@ def merge_scores(
         }
     record["tasks"] = entries
     return behind
+
+
+def dropped_line(task: Task, entry: dict[str, Any]) -> str:
+    """The sessions' log line of a record dropped as another config than `task`'s: its
+    figures, when and where they were scored, and the settings that changed."""
+    held, now = entry.get("config") or {}, task_key(task)
+    changed = [
+        f"{name}: {held['learns_with'].get(name)!r} -> {value!r}"
+        for name, value in now["learns_with"].items()
+        if "learns_with" in held and held["learns_with"].get(name) != value
+    ] or [name for name in ("env", "preset", "fields", "scale") if held.get(name) != now[name]]
+    result = entry["result"]
+    scores = ", ".join(f"{s:.3f}" for s in result["score"])
+    return (
+        f"{utc_now()}  record dropped, of another config than the task's now "
+        f"({'; '.join(changed) or 'its key'}): {task.name} at {result['steps']:,} env steps "
+        f"per seed, IQM {result['iqm']:.3f} ({scores}), scored {entry['date_utc']} on "
+        f"{entry['machine']}"
+    )
 
 
 def utc_now() -> str:

@@ -271,6 +271,14 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -
     assert "| spread | 0 / 800 (0%) | 0 | no checkpoint yet |" in edited
     assert "ent_coef: 0.01 -> 0.02); not scored" in edited
     assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in edited
+    # Their figures stay in the sessions' log, with what changed.
+    dropped = [x for x in edited.splitlines() if " record dropped, " in x]
+    assert [x.split(": ")[2].split(" at ")[0] for x in dropped] == ["spread", "reference"]
+    assert dropped[0].startswith(
+        "2099-01-01 00:00 UTC  record dropped, of another config than the task's now "
+        "(ent_coef: 0.01 -> 0.02): spread at 800 env steps per seed, IQM "
+    )
+    assert "reference at 200 env steps per seed, IQM " in dropped[1]
     assert "| spread | 800 / 800 (100%) | 2 |" in call("--report-only")  # its runs: back
 
     # The table edited: spread's record is of another config, and goes, and its runs, of the
