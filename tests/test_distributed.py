@@ -1,4 +1,5 @@
-"""Two gloo ranks on CPU: one update equals a single process averaging both ranks' minibatches."""
+"""Two gloo ranks on CPU: one update equals a single process averaging both ranks' minibatches,
+with the value and reward statistics of both ranks' data pooled."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import torch.multiprocessing as mp
 
 from mappo import AgentBuffer, MappoConfig, MappoTrainer
 from mappo.distributed import Distributed
+from mappo.reward_norm import RewardNorm
 
 CONFIG = dict(
-    num_envs=4, rollout_steps=5, minibatch_size=15, update_epochs=2, total_steps=40, seed=11
-)
+    num_envs=4, rollout_steps=5, minibatch_size=15, update_epochs=2, total_steps=40, seed=11,
+    reward_norm=True,
+)  # fmt: skip
 BUFFER_FIELDS = (
     "observations",
     "states",
@@ -38,6 +41,7 @@ def _rank(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     trainer = MappoTrainer(MappoConfig(**CONFIG), distributed=Distributed(rank, world_size))
     initial = [p.detach().clone() for p in trainer.parameters]
     trainer.collect_rollout()
+    raw_rewards = trainer.buffer.rewards.clone()  # the update standardizes them in place
     rng_before_update = torch.get_rng_state()  # minibatch order comes from this stream
     trainer.update()
     torch.save(
@@ -47,6 +51,8 @@ def _rank(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
             "rng": rng_before_update,
             "buffer": {name: getattr(trainer.buffer, name) for name in BUFFER_FIELDS},
             "env_steps": trainer.env_steps,
+            "raw_rewards": raw_rewards,
+            "reward_norm": trainer.reward_norm.state_dict(),
         },
         f"{out_dir}/rank{rank}.pt",
     )
@@ -84,6 +90,18 @@ def test_two_ranks_equal_one_process_on_both_ranks_data(tmp_path) -> None:
     assert ranks[0]["env_steps"] == 2 * 4 * 5  # steps of both ranks count
     # The ranks collected different data (own envs, own seed streams).
     assert not torch.equal(ranks[0]["buffer"]["observations"], ranks[1]["buffer"]["observations"])
+
+    # The reward statistics are those of both ranks' rewards together, on each rank, and
+    # each rank's rewards were standardized with them.
+    pooled = RewardNorm(3)
+    pooled.update(torch.cat([r["raw_rewards"] for r in ranks]))
+    for rank in ranks:
+        for name in ("count", "mean", "var"):
+            torch.testing.assert_close(rank["reward_norm"][name], getattr(pooled, name))
+        torch.testing.assert_close(
+            rank["buffer"]["rewards"], pooled.standardize(rank["raw_rewards"])
+        )
+    assert pooled.count.item() > 2 * 5 * 4  # both ranks' steps, not one's
 
     # One process: same start, pooled value statistics, then per minibatch the mean of
     # both ranks' losses, in each rank's own minibatch order.
