@@ -3,22 +3,24 @@
     python benchmarks/reproduce.py --suite mpe|smax|lbf|rware|vmas|epymarl-lbf|epymarl-rware
         [--tasks NAME ...] [--seeds 0,1,2] [--scale 1.0] [--hours H] [--runs-dir DIR]
         [--episodes 100] [--report-only] [--preset NAME|none] [--set FIELD=VALUE ...]
-        [--torch-threads N]
+        [--torch-threads N] [--restart-changed]
 
 The suites, their tasks, the published figures and their sources are in
-`benchmarks/published.toml`; this script reads nothing else about them. For
-each task, the seeds train in one process as one batched network (`mappo train
+`benchmarks/published.toml`; this script reads nothing else about them. For each
+task, the seeds train in one process as one batched network (`mappo train
 --seeds`) into `DIR/<suite>/<task>/seed_<s>`, to the published budget times
 `--scale`. The command is resumable: a task whose folder holds a run continues
 from its checkpoint (`Run.resume`), so rerun the same command in the next
-session; a folder whose runs have another config than the task's (the table
-edited since) is refused in one line. `--tasks` trains only the tasks named;
-the table still has a row for every task of the suite, scored where its runs
-have checkpoints. `--hours` stops training after that much wall time (saving,
-as Ctrl-C does, which also stops it) and still writes the table, with the
-fraction of the budget reached. `--torch-threads` sets how the runs are computed,
-not what they learn (a run started on one thread continues on two): give a
-recurrent suite both cores when it trains alone.
+session; a folder whose runs have another config than the task's (the table or
+its preset edited since) is refused in one line, or with `--restart-changed`
+moved aside to `<task>.superseded-<UTC time>` and the task started afresh.
+`--tasks` trains only the tasks named; the table still has a row for every task
+of the suite, scored where its runs have checkpoints. `--hours` stops training
+after that much wall time (saving, as Ctrl-C does, which also stops it) and
+still writes the table, with the fraction of the budget reached.
+`--torch-threads` sets how the runs are computed, not what they learn (a run
+started on one thread continues on two): give a recurrent suite both cores when
+it trains alone.
 Keep `--runs-dir` outside the repository for runs that span days.
 
 The table outlives the runs: each task's score and learning curve, with the date
@@ -94,6 +96,7 @@ from mappo.presets import PRESETS, build_config  # noqa: E402
 from mappo.report import bootstrap_ci, iqm  # noqa: E402
 from mappo.run import RESUME_CHANGES, Run, setting_name  # noqa: E402
 from mappo.run_folder import slot_folders  # noqa: E402
+from mappo.run_lock import RunLock  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "published.toml"
@@ -187,22 +190,30 @@ def train(
     deadline: float,
     quiet: bool = False,
     torch_threads: int | None = None,
+    restart_changed: bool = False,
 ) -> bool:
     """Train (or continue) the task's seeds to `steps` env steps each, stopping at `deadline`
     (a `time.time()`), on `torch_threads` (default: the config's); whether the budget was
-    reached."""
+    reached. Runs of another config than the task's are refused, or with `restart_changed`
+    moved aside (`set_aside`) and the task started afresh."""
     threads = {} if torch_threads is None else {"torch_threads": torch_threads}
-    if held := slot_folders(folder):
+    held = slot_folders(folder)
+    if held and (changed := held_changes(task, held[0])):
+        if not restart_changed:
+            raise SystemExit(
+                f"{folder} holds runs of another config than the task's ({'; '.join(changed)}); "
+                "give another --runs-dir, a variant (--preset, --set) that matches them, or "
+                "--restart-changed to move them aside and start afresh"
+            )
+        aside = set_aside(folder, held)
+        print(f"{folder}: runs of another config ({'; '.join(changed)}) moved to {aside}")
+        held = []
+    if held:
         found = sorted(int(d.name.removeprefix("seed_")) for d in held)
         if found != sorted(seeds):
             raise SystemExit(
                 f"--seeds {','.join(map(str, seeds))}: {folder} holds the runs of seeds "
                 f"{','.join(map(str, found))}; continue those, or give another --runs-dir"
-            )
-        if changed := held_changes(task, held[0]):
-            raise SystemExit(
-                f"{folder} holds runs of another config than the task's ({'; '.join(changed)}); "
-                "give another --runs-dir, or a variant (--preset, --set) that matches them"
             )
         run = Run.resume(folder, total_steps=steps, **threads)
     else:
@@ -214,6 +225,21 @@ def train(
         continue_with=command_line(),  # which also writes the table; `mappo train` would not
     )
     return summary.finished
+
+
+def set_aside(folder: Path, held: list[Path]) -> Path:
+    """Move a task's folder of runs of another config to `<task>.superseded-<UTC time>` beside
+    it, where they stay as they were; refused while a process trains in one of them."""
+    for seed_dir in held:
+        RunLock.refuse_if_held(seed_dir)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
+    count = 1
+    while aside.exists():  # set aside twice within a second
+        count += 1
+        aside = folder.with_name(f"{folder.name}.superseded-{stamp}-{count}")
+    folder.rename(aside)
+    return aside
 
 
 def learning_config(task: Task) -> dict[str, Any]:
@@ -640,6 +666,12 @@ def main() -> None:
         help="a variant: this config field on top of the table's (repeatable)",
     )
     parser.add_argument(
+        "--restart-changed",
+        action="store_true",
+        help="move runs of another config than the task's (a preset or table edited since) "
+        "aside to <task>.superseded-<time> and start the task afresh, instead of refusing",
+    )
+    parser.add_argument(
         "--torch-threads",
         type=positive(int),
         help="torch's threads for training (default: the config's)",
@@ -682,7 +714,15 @@ def reproduce(args: argparse.Namespace) -> None:
         if args.report_only or time.time() > deadline:
             break
         steps = int(task.budget * args.scale)
-        done = train(task, root / task.name, seeds, steps, deadline, False, args.torch_threads)
+        done = train(
+            task,
+            root / task.name,
+            seeds,
+            steps,
+            deadline,
+            torch_threads=args.torch_threads,
+            restart_changed=args.restart_changed,
+        )
         trained.append(f"{task.name} {'to' if done else 'stopped short of'} {steps:,}")
         if not done:  # --hours ran out, or Ctrl-C: no further task, but the table is written
             break

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from benchmark_scripts import load_script
 
+from mappo.run_lock import RunLock
+
 
 @pytest.fixture(scope="module")
 def reproduce():
@@ -196,6 +198,31 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     says = f"{runs / 'tiny' / 'spread'} holds runs of another config than the task's (lr: 0.0007"
     with pytest.raises(SystemExit, match=re.escape(says)):
         reproduce.main()
+    # With --restart-changed they are moved aside, as they were, and the task starts afresh.
+    monkeypatch.setattr(
+        sys, "argv", ["reproduce.py", *common, "--tasks", "spread", "--restart-changed"]
+    )
+    reproduce.main()
+    [aside] = (runs / "tiny").glob("spread.superseded-*")
+    assert "lr = 0.0007" in (aside / "seed_0" / "config.toml").read_text()
+    assert (aside / "seed_1" / "checkpoint.pt").is_file()
+    assert "lr = 0.001" in (runs / "tiny" / "spread" / "seed_0" / "config.toml").read_text()
+    restarted = (tmp_path / "results" / "published_tiny.md").read_text()
+    assert "| spread | 800 / 800 (100%) | 2 |" in restarted
+    assert "record dropped, of another config than the task's now (lr: 0.0007 -> 0.001)" in (
+        restarted
+    )
+    # Runs a process trains in are not moved: refused in one line naming the folder in use.
+    table.write_text(table.read_text().replace("lr = 1e-3", "lr = 2e-3", 1))
+    lock = RunLock.take(runs / "tiny" / "spread" / "seed_0")
+    try:
+        says = f"run folder {runs / 'tiny' / 'spread' / 'seed_0'} is in use by this process"
+        with pytest.raises(SystemExit, match=re.escape(says)):
+            reproduce.main()
+    finally:
+        lock.release()
+    assert not (runs / "tiny" / "spread.superseded").exists()
+    assert len(list((runs / "tiny").glob("spread.superseded-*"))) == 1
 
 
 def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:
