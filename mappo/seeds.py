@@ -73,8 +73,7 @@ SWEEPABLE_FIELDS: dict[str, str] = {
     "value_norm": "each slot's value normalizer is its own trainer's; it maps the slot's "
     "targets to critic units before the slots' minibatches are stacked",
     "value_norm_beta": "each slot's value normalizer is its own trainer's",
-    "reward_norm": "each slot's trainer standardizes its own rewards before its GAE "
-    "(prepare_update)",
+    "reward_norm": "each slot's trainer scales its own rewards before its GAE (prepare_update)",
     "team_reward": "each slot's trainer credits its own rewards (credit) and counts its own "
     "episodes; no tensor's shape depends on it",
     "policy_head_gain": "it only sets the initial weights, which each slot's trainer draws",

@@ -465,16 +465,16 @@ class MappoTrainer:
         )
 
     def prepare_update(self) -> tuple[int, int]:
-        """The part of `update` before its minibatches: the rewards' standardization
+        """The part of `update` before its minibatches: the rewards' scaling
         (`reward_norm`), GAE over the rollout and the value normalizer's update. Returns
         (minibatches per epoch, sequence length or 0)."""
         cfg, buf, policy = self.config, self.buffer, self.policy
         if cfg.reward_norm:
             # In place, the rollout's rows only: a turn-based env's carry rows hold rewards
-            # standardized by the update that collected them.
+            # scaled by the update that collected them.
             rollout = buf.rewards[buf.carry_rows : buf.step]  # [T, E, A]
             self.reward_norm.update(rollout, self.dist.sum)
-            rollout.copy_(self.reward_norm.standardize(rollout))
+            rollout.copy_(self.reward_norm.scale(rollout))
         critic_in = policy.critic_input(self._obs, self._state, self._episode_steps)
         hidden = self._recurrent_state
         # [E, A]. Turn-based: it completes the last turn of the agents to act now; the others'

@@ -41,7 +41,7 @@ def _rank(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     trainer = MappoTrainer(MappoConfig(**CONFIG), distributed=Distributed(rank, world_size))
     initial = [p.detach().clone() for p in trainer.parameters]
     trainer.collect_rollout()
-    raw_rewards = trainer.buffer.rewards.clone()  # the update standardizes them in place
+    raw_rewards = trainer.buffer.rewards.clone()  # the update scales them in place
     rng_before_update = torch.get_rng_state()  # minibatch order comes from this stream
     trainer.update()
     torch.save(
@@ -92,15 +92,13 @@ def test_two_ranks_equal_one_process_on_both_ranks_data(tmp_path) -> None:
     assert not torch.equal(ranks[0]["buffer"]["observations"], ranks[1]["buffer"]["observations"])
 
     # The reward statistics are those of both ranks' rewards together, on each rank, and
-    # each rank's rewards were standardized with them.
+    # each rank's rewards were scaled with them.
     pooled = RewardNorm(3)
     pooled.update(torch.cat([r["raw_rewards"] for r in ranks]))
     for rank in ranks:
         for name in ("count", "mean", "var"):
             torch.testing.assert_close(rank["reward_norm"][name], getattr(pooled, name))
-        torch.testing.assert_close(
-            rank["buffer"]["rewards"], pooled.standardize(rank["raw_rewards"])
-        )
+        torch.testing.assert_close(rank["buffer"]["rewards"], pooled.scale(rank["raw_rewards"]))
     assert pooled.count.item() > 2 * 5 * 4  # both ranks' steps, not one's
 
     # One process: same start, pooled value statistics, then per minibatch the mean of

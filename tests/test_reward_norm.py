@@ -1,7 +1,7 @@
-"""`reward_norm`: rewards standardized by their pooled running mean and std before GAE
-(EPyMARL's `standardise_rewards`), with statistics computed by hand, per agent slot, pooled
-over ranks, carried by checkpoints, and advantages that no longer depend on the reward's
-scale or offset."""
+"""`reward_norm`: rewards divided by the pooled running std of all rewards before GAE
+(EPyMARL's `standardise_rewards` without its mean shift), with statistics computed by hand,
+per agent slot, pooled over ranks, carried by checkpoints; advantages that no longer depend
+on the reward's scale, and zero rewards that stay zero (no cost per step)."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ from mappo import MappoConfig, MappoTrainer
 from mappo.reward_norm import RewardNorm
 
 
-def test_sparse_rewards_standardize_as_computed_by_hand() -> None:
+def test_sparse_rewards_scale_as_computed_by_hand() -> None:
     """Rewards 0, 0, 0, 1: mean 0.25 and sample variance 0.25, pooled with the prior (mean 0,
     variance 1, weight 1e-4); then 1, 1 folded in."""
     norm = RewardNorm(num_agents=1)
@@ -21,9 +21,10 @@ def test_sparse_rewards_standardize_as_computed_by_hand() -> None:
     var = (1e-4 * 1.0 + 4 * 0.25 + 0.25**2 * 1e-4 * 4 / pooled) / pooled
     assert norm.mean.item() == pytest.approx(mean, rel=1e-12)
     assert norm.var.item() == pytest.approx(var, rel=1e-12)
-    standardized = norm.standardize(first).squeeze(-1)
-    assert standardized.tolist() == pytest.approx([-0.5, -0.5, -0.5, 1.5], abs=1e-4)
-    assert standardized.dtype == torch.float32
+    scaled = norm.scale(first).squeeze(-1)
+    # Divided by the std (about 0.5), not shifted by the mean: a step with no reward costs 0.
+    assert scaled.tolist() == pytest.approx([0.0, 0.0, 0.0, 2.0], abs=1e-4)
+    assert scaled.dtype == torch.float32
     second = torch.tensor([[1.0], [1.0]])  # sample variance 0
     norm.update(second)
     delta = 1.0 - mean
@@ -39,13 +40,19 @@ def test_each_slot_has_its_own_statistics_and_disabled_is_the_identity() -> None
     rewards = torch.stack([base, 10 * base - 3], dim=-1)  # [T, E, A]: slot 1 scaled, shifted
     norm = RewardNorm(num_agents=2)
     norm.update(rewards)
-    standardized = norm.standardize(rewards)
-    torch.testing.assert_close(standardized[..., 0], standardized[..., 1], atol=1e-4, rtol=0)
-    assert standardized[..., 0].mean().item() == pytest.approx(0.0, abs=1e-4)
-    assert standardized[..., 0].std().item() == pytest.approx(1.0, abs=1e-3)
+    scaled = norm.scale(rewards)
+    # Unit std in each slot, whatever its scale and offset (slot 1's offset stays).
+    assert scaled[..., 0].std().item() == pytest.approx(1.0, abs=1e-3)
+    torch.testing.assert_close(scaled[..., 1].std(), scaled[..., 0].std(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        scaled[..., 1] - scaled[..., 1].mean(),
+        scaled[..., 0] - scaled[..., 0].mean(),
+        atol=1e-4,
+        rtol=0,
+    )
     off = RewardNorm(num_agents=2, enabled=False)
     off.update(rewards)
-    assert off.standardize(rewards) is rewards and off.count.item() == pytest.approx(1e-4)
+    assert off.scale(rewards) is rewards and off.count.item() == pytest.approx(1e-4)
 
 
 def test_ranks_pool_their_moments_into_the_statistics_of_the_whole_batch() -> None:
@@ -75,25 +82,25 @@ def _trainer(**overrides) -> MappoTrainer:
 
 
 @pytest.mark.parametrize("reward_norm", [True, False])
-def test_advantages_do_not_depend_on_the_rewards_scale_or_offset(reward_norm) -> None:
-    """The same rollout with its rewards times 100 plus 5: with `reward_norm` the standardized
-    rewards, and so GAE's advantages, are those of the original; without, they are not."""
+def test_advantages_do_not_depend_on_the_rewards_scale(reward_norm) -> None:
+    """The same rollout with its rewards times 100: with `reward_norm` the scaled rewards, and
+    so GAE's advantages, are those of the original; without, they are not."""
     plain = _trainer(reward_norm=reward_norm)
     plain.collect_rollout()
     scaled = _trainer(reward_norm=reward_norm)  # seeds torch afresh: the same draws
     scaled.collect_rollout()
     assert torch.equal(plain.buffer.rewards, scaled.buffer.rewards)  # same seed, same rollout
     raw = plain.buffer.rewards.clone()
-    scaled.buffer.rewards.mul_(100).add_(5)
+    scaled.buffer.rewards.mul_(100)
     plain.prepare_update()
     scaled.prepare_update()
     same = torch.allclose(plain.buffer.advantages, scaled.buffer.advantages, atol=1e-3)
     assert same == reward_norm
-    if reward_norm:  # the buffer holds the rollout's rewards standardized, per slot
+    if reward_norm:  # the buffer holds the rollout's rewards scaled, per slot
         expected = RewardNorm(raw.shape[-1])
         expected.update(raw)
-        torch.testing.assert_close(plain.buffer.rewards, expected.standardize(raw))
-        assert plain.buffer.rewards.mean().item() == pytest.approx(0.0, abs=1e-5)
+        torch.testing.assert_close(plain.buffer.rewards, expected.scale(raw))
+        assert plain.buffer.rewards.std().item() == pytest.approx(1.0, abs=0.05)
     else:
         assert torch.equal(plain.buffer.rewards, raw)
 

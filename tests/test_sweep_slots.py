@@ -96,7 +96,7 @@ def test_each_slot_learns_what_a_solo_run_of_its_settings_learns(overrides) -> N
         solo = MappoTrainer(config)
         solo.collect_rollout()
         solo_metrics = solo.update()
-        # The rewards as the update credited them (standardized in the third slot).
+        # The rewards as the update credited them (scaled in the third slot).
         assert torch.equal(multi.trainers[k].buffer.rewards, solo.buffer.rewards)
         slot = multi.trainers[k]
         assert torch.equal(slot.reward_norm.var, solo.reward_norm.var)
