@@ -230,15 +230,19 @@ def train(
 def set_aside(folder: Path, held: list[Path]) -> Path:
     """Move a task's folder of runs of another config to `<task>.superseded-<UTC time>` beside
     it, where they stay as they were; refused while a process trains in one of them."""
-    for seed_dir in held:
-        RunLock.refuse_if_held(seed_dir)
+    # Held across the move, so that no run starts in them meanwhile.
+    locks = [RunLock.take(seed_dir) for seed_dir in held]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
     count = 1
     while aside.exists():  # set aside twice within a second
         count += 1
         aside = folder.with_name(f"{folder.name}.superseded-{stamp}-{count}")
-    folder.rename(aside)
+    try:
+        folder.rename(aside)
+    finally:
+        for lock in locks:
+            lock.release()
     return aside
 
 
@@ -500,13 +504,17 @@ def dropped_line(task: Task, entry: dict[str, Any]) -> str:
         for name, value in now["learns_with"].items()
         if "learns_with" in held and held["learns_with"].get(name) != value
     ] or [name for name in ("env", "preset", "fields", "scale") if held.get(name) != now[name]]
-    result = entry["result"]
-    scores = ", ".join(f"{s:.3f}" for s in result["score"])
+    result = entry.get("result") or {}
+
+    def number(value: Any) -> str:  # a NaN score is kept as None (JSON has no NaN)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    scores = ", ".join(number(s) for s in result.get("score") or [])
+    scored = f"{entry.get('date_utc', 'at an unknown date')} on {entry.get('machine', 'unknown')}"
     return (
         f"{utc_now()}  record dropped, of another config than the task's now "
-        f"({'; '.join(changed) or 'its key'}): {task.name} at {result['steps']:,} env steps "
-        f"per seed, IQM {result['iqm']:.3f} ({scores}), scored {entry['date_utc']} on "
-        f"{entry['machine']}"
+        f"({'; '.join(changed) or 'its key'}): {task.name} at {result.get('steps', 0):,} env "
+        f"steps per seed, IQM {number(result.get('iqm'))} ({scores}), scored {scored}"
     )
 
 
@@ -622,16 +630,16 @@ def write_table(
 
 
 def positive(kind: type) -> Any:
-    """An argparse type: a number of `kind` above zero (a zero or negative `--hours` would
-    rewrite the table with nothing trained)."""
+    """An argparse type: a finite number of `kind` above zero (a zero or negative `--hours`
+    would rewrite the table with nothing trained; an infinite `--scale`, no budget)."""
 
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"{text!r}: give a number above 0")
+        if not 0 < value < math.inf:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text!r}: give a finite number above 0")
         return value
 
     return parse

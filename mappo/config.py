@@ -118,8 +118,8 @@ class MappoConfig:
     value_norm_beta: float = _f(0.99999, "decay of the value normalizer's running moments")
     reward_norm: bool = _f(
         False,
-        "divide each update's rewards by the running std of all rewards so far, before GAE "
-        "(EPyMARL's standardise_rewards, without its mean shift)",
+        "divide each update's rewards by the running root mean square of all rewards so far, "
+        "before GAE (EPyMARL's standardise_rewards, without its mean shift)",
     )
     bootstrap_time_limits: AutoBool = _f(
         "auto",

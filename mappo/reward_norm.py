@@ -1,13 +1,15 @@
-"""Running scaling of rewards by their standard deviation (EPyMARL's `standardise_rewards`,
-without its mean shift).
+"""Running scaling of rewards (EPyMARL's `standardise_rewards`, without its mean shift).
 
 Each update folds its rollout's credited rewards into a running mean and
-variance per agent slot, then divides them by the standard deviation before
-GAE. Every rollout so far weighs alike (a pooled mean and variance, not a
-decaying one), as in EPyMARL. The advantages then have about unit scale
-whatever the scale of the reward, so the balance between the policy gradient
-and the entropy bonus is the one EPyMARL's coefficients were tuned for: with
-sparse rewards (LBF, RWARE) unscaled advantages are 10-100x smaller.
+variance per agent slot, then divides them by their root mean square,
+`sqrt(var + mean^2)`, before GAE. Every rollout so far weighs alike (pooled
+moments, not decaying ones), as in EPyMARL. The rewards then have about unit
+size whatever their scale, so the balance between the policy gradient and the
+entropy bonus is the one EPyMARL's coefficients were tuned for: with sparse
+rewards (LBF, RWARE) unscaled advantages are 10-100x smaller. For sparse
+rewards the root mean square is the standard deviation EPyMARL divides by
+(their mean is small beside it); it also keeps dense rewards of a steady size
+(a constant reward, whose deviation shrinks towards 0) at about 1.
 
 EPyMARL also subtracts the mean, which makes every step of a sparse-reward
 task cost `mean / std`: where an episode can end early, ending it pays. On
@@ -29,13 +31,13 @@ import torch
 from torch import nn
 
 PRIOR_COUNT = 1e-4  # the weight of the starting mean 0 and variance 1, as in EPyMARL
-MIN_STD = 1e-8  # all-zero rewards so far: their scaled value stays 0
+MIN_RMS = 1e-8  # all-zero rewards so far: their scaled value stays 0
 
 
 class RewardNorm(nn.Module):
     """Pooled running mean and variance of each agent slot's rewards, and the scaling by
-    their standard deviation. With `enabled=False` it is the identity, so the trainer has
-    one code path."""
+    their root mean square. With `enabled=False` it is the identity, so the trainer has one
+    code path."""
 
     # Buffers (registered in `__init__`), float64.
     count: torch.Tensor  # [] rewards folded in per slot, PRIOR_COUNT included
@@ -79,8 +81,8 @@ class RewardNorm(nn.Module):
         self.count.copy_(pooled)
 
     def scale(self, rewards: torch.Tensor) -> torch.Tensor:
-        """`rewards / std` per slot, `[..., A]`, in `rewards`' dtype."""
+        """`rewards / sqrt(var + mean^2)` per slot, `[..., A]`, in `rewards`' dtype."""
         if not self.enabled:
             return rewards
-        std = self.var.sqrt().clamp_min(MIN_STD)
-        return (rewards / std).to(rewards.dtype)
+        rms = (self.var + self.mean.square()).sqrt().clamp_min(MIN_RMS)
+        return (rewards / rms).to(rewards.dtype)

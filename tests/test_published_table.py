@@ -89,11 +89,12 @@ def test_bad_options_are_refused_before_the_table_is_touched(
     a_file.write_text("")
     common = ["reproduce.py", "--suite", "tiny", "--runs-dir", str(tmp_path / "runs")]
     for option, value, says in (
-        ("--hours", "-1", "argument --hours: '-1': give a number above 0"),
-        ("--hours", "nan", "argument --hours: 'nan': give a number above 0"),
-        ("--scale", "0", "argument --scale: '0': give a number above 0"),
+        ("--hours", "-1", "argument --hours: '-1': give a finite number above 0"),
+        ("--hours", "nan", "argument --hours: 'nan': give a finite number above 0"),
+        ("--scale", "0", "argument --scale: '0': give a finite number above 0"),
+        ("--scale", "inf", "argument --scale: 'inf': give a finite number above 0"),
         ("--scale", "half", "argument --scale: 'half' is not a number"),
-        ("--episodes", "0", "argument --episodes: '0': give a number above 0"),
+        ("--episodes", "0", "argument --episodes: '0': give a finite number above 0"),
         ("--torch-threads", "1.5", "argument --torch-threads: '1.5' is not a number"),
     ):
         monkeypatch.setattr(sys, "argv", [*common, option, value])
@@ -105,6 +106,23 @@ def test_bad_options_are_refused_before_the_table_is_touched(
     with pytest.raises(SystemExit, match=re.escape(says)):
         reproduce.main()
     assert not (tmp_path / "results").exists()
+
+
+def test_a_dropped_record_of_any_shape_gets_its_line(reproduce, monkeypatch) -> None:
+    """A record's NaN scores are kept as null; a legacy one has no `learns_with`, date or
+    machine: its dropped line still names what it held instead of failing the whole call."""
+    _, tasks = reproduce.read_suite("mpe")
+    monkeypatch.setattr(reproduce, "utc_now", lambda: "2099-01-01 00:00 UTC")
+    entry = {
+        "result": {"steps": 1200, "score": [None, 0.5], "iqm": None},
+        "config": {"env": "spread", "preset": "paper-mpe", "fields": {}, "scale": "same"},
+    }
+    line = reproduce.dropped_line(tasks[0], entry)
+    assert line == (
+        "2099-01-01 00:00 UTC  record dropped, of another config than the task's now "
+        "(fields; scale): spread at 1,200 env steps per seed, IQM n/a (n/a, 0.500), scored at "
+        "an unknown date on unknown"
+    )
 
 
 def tiny_suite(reproduce, tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
-"""`reward_norm`: rewards divided by the pooled running std of all rewards before GAE
-(EPyMARL's `standardise_rewards` without its mean shift), with statistics computed by hand,
-per agent slot, pooled over ranks, carried by checkpoints; advantages that no longer depend
-on the reward's scale, and zero rewards that stay zero (no cost per step)."""
+"""`reward_norm`: rewards divided by the pooled running root mean square of all rewards before
+GAE (EPyMARL's `standardise_rewards` without its mean shift), with statistics computed by
+hand, per agent slot, pooled over ranks, carried by checkpoints; advantages that no longer
+depend on the reward's scale, zero rewards that stay zero (no cost per step), and a steady
+reward that stays about 1."""
 
 import pytest
 import torch
@@ -22,8 +23,11 @@ def test_sparse_rewards_scale_as_computed_by_hand() -> None:
     assert norm.mean.item() == pytest.approx(mean, rel=1e-12)
     assert norm.var.item() == pytest.approx(var, rel=1e-12)
     scaled = norm.scale(first).squeeze(-1)
-    # Divided by the std (about 0.5), not shifted by the mean: a step with no reward costs 0.
-    assert scaled.tolist() == pytest.approx([0.0, 0.0, 0.0, 2.0], abs=1e-4)
+    # Divided by the root mean square, sqrt(var + mean^2), not shifted by the mean: a step
+    # with no reward costs nothing.
+    rms = (var + mean**2) ** 0.5
+    assert scaled.tolist() == pytest.approx([0.0, 0.0, 0.0, 1 / rms], rel=1e-6)
+    assert 1 / rms == pytest.approx(1.789, abs=1e-3)
     assert scaled.dtype == torch.float32
     second = torch.tensor([[1.0], [1.0]])  # sample variance 0
     norm.update(second)
@@ -41,18 +45,27 @@ def test_each_slot_has_its_own_statistics_and_disabled_is_the_identity() -> None
     norm = RewardNorm(num_agents=2)
     norm.update(rewards)
     scaled = norm.scale(rewards)
-    # Unit std in each slot, whatever its scale and offset (slot 1's offset stays).
-    assert scaled[..., 0].std().item() == pytest.approx(1.0, abs=1e-3)
-    torch.testing.assert_close(scaled[..., 1].std(), scaled[..., 0].std(), atol=1e-4, rtol=0)
+    # A unit root mean square in each slot, whatever its scale; the zeros of slot 0 stay 0.
+    for slot in range(2):
+        assert scaled[..., slot].square().mean().sqrt().item() == pytest.approx(1.0, abs=1e-2)
+    assert torch.equal(scaled[..., 0] == 0, base == 0)
     torch.testing.assert_close(
-        scaled[..., 1] - scaled[..., 1].mean(),
-        scaled[..., 0] - scaled[..., 0].mean(),
-        atol=1e-4,
-        rtol=0,
+        scaled[..., 0], base / base.square().mean().sqrt(), atol=1e-2, rtol=0
     )
     off = RewardNorm(num_agents=2, enabled=False)
     off.update(rewards)
     assert off.scale(rewards) is rewards and off.count.item() == pytest.approx(1e-4)
+
+
+def test_a_steady_reward_stays_about_one_update_after_update() -> None:
+    """A constant reward has a deviation that shrinks towards 0 as it is seen longer: divided
+    by that it would grow without bound (-71, -100, -122, ... for -0.01); by the root mean
+    square it stays -1."""
+    norm = RewardNorm(num_agents=1)
+    for _ in range(5):
+        rewards = torch.full((5000, 1), -0.01)
+        norm.update(rewards)
+        assert norm.scale(rewards)[0, 0].item() == pytest.approx(-1.0, abs=1e-3)
 
 
 def test_ranks_pool_their_moments_into_the_statistics_of_the_whole_batch() -> None:
@@ -100,7 +113,8 @@ def test_advantages_do_not_depend_on_the_rewards_scale(reward_norm) -> None:
         expected = RewardNorm(raw.shape[-1])
         expected.update(raw)
         torch.testing.assert_close(plain.buffer.rewards, expected.scale(raw))
-        assert plain.buffer.rewards.std().item() == pytest.approx(1.0, abs=0.05)
+        rms = plain.buffer.rewards.square().mean().sqrt().item()
+        assert rms == pytest.approx(1.0, abs=0.05)
     else:
         assert torch.equal(plain.buffer.rewards, raw)
 

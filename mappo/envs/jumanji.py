@@ -90,17 +90,17 @@ def make_jumanji_env(
             f"env '{name}' has one agent; mappo trains Jumanji's multi-agent envs: "
             + ", ".join(f"jumanji:{n}" for n in MULTI_AGENT_ENVS)
         )
-    try:
-        return JumanjiEnv(env, name, num_envs, device, seed)
-    except RESET_ERRORS as err:
-        if not env_kwargs:  # the registered env itself: not the user's input to blame
-            raise
+    if env_kwargs:
         # A generator built from values it takes one by one may still fail to draw a level
-        # (no shelves, more agents than cells): the first reset says so.
-        raise ConfigError(
-            f"config key 'env_kwargs': env '{name}' cannot reset with {env_kwargs!r} "
-            f"({_reason(err)})"
-        ) from None
+        # (no shelves, more agents than cells): a traced reset says so before any compiling.
+        try:
+            jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+        except RESET_ERRORS as err:
+            raise ConfigError(
+                f"config key 'env_kwargs': env '{name}' cannot reset with {env_kwargs!r} "
+                f"({_reason(err)})"
+            ) from None
+    return JumanjiEnv(env, name, num_envs, device, seed)
 
 
 def _build(name: str, env_id: str, kwargs: dict[str, Any]) -> Any:
