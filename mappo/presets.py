@@ -216,19 +216,19 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
     copies each stepped for one episode limit (50 steps on LBF, 500 on RWARE) per update, so
     a batch is 10 episodes, trained as whole sequences. Rewards are divided by their running
     root mean square (`reward_norm`; its `standardise_rewards` divides by their std, the
-    same for sparse rewards, after subtracting their mean: on Jumanji's RWARE, whose
-    episodes end at a collision, that taught agents to collide; see `mappo.reward_norm`) and
-    the critic learns those returns as they are (no value normalization: its
-    `standardise_returns` is off). Advantages are not normalized (EPyMARL does not;
-    normalizing them per minibatch, the first mapping, turned the near-zero advantages of
-    LBF's reward-free first 100k steps into unit-sized noise that collapsed the policy's
-    entropy from 1.79 to 0.58 with no food found). No equivalent: its 5-step returns from a
-    target critic updated softly (tau 0.01), here GAE (lambda 0.95) from the critic itself;
-    its separate actor and critic optimizers and gradient clips; PyTorch's default weight
-    init; its agent's one hidden layer before the GRU (here two, as every actor of this
-    library and the official MAPPO code's). Jumanji's LBF and RWARE
-    (`jumanji:LevelBasedForaging-v0`, `jumanji:RobotWarehouse-v0`) get the same settings,
-    with EPyMARL's time limit as their `time_limit` unless `env_kwargs` set one.
+    same for sparse rewards, after subtracting their mean, which would make every step cost
+    and so pay for ending episodes early; see `mappo.reward_norm`) and the critic learns
+    those returns as they are (no value normalization: its `standardise_returns` is off).
+    Advantages are not normalized (EPyMARL does not; normalizing them per minibatch, the
+    first mapping, turned the near-zero advantages of LBF's reward-free first 100k steps
+    into unit-sized noise that collapsed the policy's entropy from 1.79 to 0.58 with no food
+    found). No equivalent: its 5-step returns from a target critic updated softly (tau
+    0.01), here GAE (lambda 0.95) from the critic itself; its separate actor and critic
+    optimizers and gradient clips; PyTorch's default weight init; its agent's one hidden
+    layer before the GRU (here two, as every actor of this library and the official MAPPO
+    code's). Jumanji's LBF and RWARE (`jumanji:LevelBasedForaging-v0`,
+    `jumanji:RobotWarehouse-v0`) get the same settings, with EPyMARL's time limit as their
+    `time_limit` unless `env_kwargs` set one.
     """
     module = env.removeprefix("gymnasium:").partition(":")[0]
     jumanji_id = env.removeprefix("jumanji:")

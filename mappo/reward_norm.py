@@ -12,11 +12,12 @@ rewards the root mean square is the standard deviation EPyMARL divides by
 (a constant reward, whose deviation shrinks towards 0) at about 1.
 
 EPyMARL also subtracts the mean, which makes every step of a sparse-reward
-task cost `mean / std`: where an episode can end early, ending it pays. On
-Jumanji's RWARE, whose episodes end when robots collide, agents learned to
-collide (3 seeds of `--preset epymarl` on tiny-2ag: episodes per 5,000-step
-update rose from 14-22 to 22-33 over the first 430k env steps, deliveries
-flat). Zero rewards stay zero here, so no step costs anything.
+task cost `mean / std`: wherever an episode can end early (LBF when the food
+is gone, Jumanji's RWARE at a collision), ending it pays, so the shift changes
+which policy is best. Dividing by a positive number changes no policy's
+return ranking; zero rewards stay zero here, so no step costs anything. (On
+RWARE tiny-2ag the two did not differ measurably in their first 0.5-1M env
+steps, 3 seeds each: both shortened their episodes, deliveries flat.)
 
 With the team reward every slot receives the same rewards and so holds the
 same statistics, one common statistic as EPyMARL keeps for its common reward.
