@@ -37,8 +37,8 @@ MIN_RMS = 1e-8  # all-zero rewards so far: their scaled value stays 0
 
 class RewardNorm(nn.Module):
     """Pooled running mean and variance of each agent slot's rewards, and the scaling by
-    their root mean square. With `enabled=False` it is the identity, so the trainer has one
-    code path."""
+    their root mean square. With `enabled=False` it is the identity, and its state (the
+    prior) is still saved, so every checkpoint has the same layout."""
 
     # Buffers (registered in `__init__`), float64.
     count: torch.Tensor  # [] rewards folded in per slot, PRIOR_COUNT included
