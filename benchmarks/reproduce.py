@@ -230,15 +230,16 @@ def train(
 def set_aside(folder: Path, held: list[Path]) -> Path:
     """Move a task's folder of runs of another config to `<task>.superseded-<UTC time>` beside
     it, where they stay as they were; refused while a process trains in one of them."""
-    # Held across the move, so that no run starts in them meanwhile.
-    locks = [RunLock.take(seed_dir) for seed_dir in held]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
     count = 1
     while aside.exists():  # set aside twice within a second
         count += 1
         aside = folder.with_name(f"{folder.name}.superseded-{stamp}-{count}")
+    locks: list[RunLock] = []
     try:
+        for seed_dir in held:  # held across the move, so that no run starts in them meanwhile
+            locks.append(RunLock.take(seed_dir))
         folder.rename(aside)
     finally:
         for lock in locks:
