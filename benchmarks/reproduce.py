@@ -417,15 +417,31 @@ def task_key(task: Task) -> dict[str, Any]:
     }
 
 
+def with_fields_since(recorded: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """A record's key with each setting of `now` (a `task_key`) that mappo gained since the
+    record was made (absent from its `learns_with`) at the value its runs trained with:
+    what `BEFORE_FIELDS` says, else the field's default, whose behaviour is the one before
+    it existed (`reward_norm` off)."""
+    if "learns_with" not in recorded:
+        return recorded
+    before = from_dict(dict(BEFORE_FIELDS))
+    held = recorded["learns_with"]
+    since = {name: getattr(before, name) for name in now["learns_with"] if name not in held}
+    return {**recorded, "learns_with": {**since, **held}}
+
+
 def same_task(recorded: dict[str, Any] | None, task: Task) -> bool:
-    """Whether a record's key is `task_key(task)`. Records made before 2026-12-06 hold no
-    `learns_with`: for them the preset's name stands for it (the `epymarl` ones were
-    dropped by hand when that preset's critic changed), and `merge_scores` keeps them
-    under today's full key, so that a later edit of their preset drops them too."""
+    """Whether a record's key is `task_key(task)`, settings added since it was made taken
+    at the value its runs trained with (`with_fields_since`). Records made before
+    2026-12-06 hold no `learns_with`: for them the preset's name stands for it (the
+    `epymarl` ones were dropped by hand when that preset's critic changed). `merge_scores`
+    keeps a record it keeps under today's full key, so that a later edit drops it too."""
+    if recorded is None:
+        return False
     key = task_key(task)
-    if recorded is not None and "learns_with" not in recorded:
+    if "learns_with" not in recorded:
         key.pop("learns_with")
-    return recorded == key
+    return with_fields_since(recorded, key) == key
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -499,7 +515,8 @@ def merge_scores(
 def dropped_line(task: Task, entry: dict[str, Any]) -> str:
     """The sessions' log line of a record dropped as another config than `task`'s: its
     figures, when and where they were scored, and the settings that changed."""
-    held, now = entry.get("config") or {}, task_key(task)
+    now = task_key(task)
+    held = with_fields_since(entry.get("config") or {}, now)
     changed = [
         f"{name}: {held['learns_with'].get(name)!r} -> {value!r}"
         for name, value in now["learns_with"].items()

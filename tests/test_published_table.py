@@ -305,9 +305,26 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -
     assert "| reference | 200 / 400 (50%) | 2 |" in call("--report-only")
     record = json.loads((results / "published_tiny.json").read_text())
     assert record["tasks"]["reference"]["config"]["learns_with"] == learns_with
+    # A record made before a setting existed holds, for it, what its runs trained with (the
+    # field's default, the behaviour before it): kept, unless the task now sets it otherwise.
+    del record["tasks"]["reference"]["config"]["learns_with"]["reward_norm"]
+    (results / "published_tiny.json").write_text(json.dumps(record))
+    assert "| reference | 200 / 400 (50%) | 2 |" in call("--report-only")
+    record = json.loads((results / "published_tiny.json").read_text())
+    assert record["tasks"]["reference"]["config"]["learns_with"] == learns_with
+    del record["tasks"]["reference"]["config"]["learns_with"]["reward_norm"]
+    (results / "published_tiny.json").write_text(json.dumps(record))
+    build = reproduce.build_config
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            reproduce, "build_config", lambda *a, **k: build(*a, **k).replace(reward_norm=True)
+        )
+        entry = record["tasks"]["reference"]
+        assert "(reward_norm: False -> True): reference at 200 env steps" in (
+            reproduce.dropped_line(reproduce.read_suite("tiny")[1][1], entry)
+        )
     # What the tasks resolve to changed (a preset edited), the table not: both records, of
     # the old settings, go, and spread's runs are not scored.
-    build = reproduce.build_config
     with monkeypatch.context() as patch:
         patch.setattr(
             reproduce, "build_config", lambda *a, **k: build(*a, **k).replace(ent_coef=0.02)
