@@ -198,6 +198,10 @@ def train(
     moved aside (`set_aside`) and the task started afresh."""
     threads = {} if torch_threads is None else {"torch_threads": torch_threads}
     held = slot_folders(folder)
+    # Stopped before its first checkpoint: the folders hold only config.toml, nothing to keep.
+    afresh = bool(held) and not any((d / "checkpoint.pt").is_file() for d in held)
+    if afresh:
+        held = []
     if held and (changed := held_changes(task, held[0])):
         if not restart_changed:
             raise SystemExit(
@@ -218,7 +222,7 @@ def train(
         run = Run.resume(folder, total_steps=steps, **threads)
     else:
         fields = {**task.fields, "env": task.env, "total_steps": steps, **threads}
-        run = Run.start(build_config(task.preset, None, fields), folder, seeds=seeds)
+        run = Run.start(build_config(task.preset, None, fields), folder, seeds=seeds, force=afresh)
     summary = run.train(
         quiet=quiet,
         callback=lambda _: time.time() > deadline,

@@ -159,6 +159,10 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     first = (tmp_path / "results" / "published_tiny.md").read_text()
     assert "| spread | 400 / 800 (50%) | 2 |" in first
     assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in first
+    # A call stopped before its first checkpoint leaves config.toml alone: the next starts over.
+    for seed in (0, 1):
+        (runs / "tiny" / "reference" / f"seed_{seed}").mkdir(parents=True)
+        (runs / "tiny" / "reference" / f"seed_{seed}" / "config.toml").write_text("lr = 0.5\n")
     monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, "--tasks", "reference"])
     reproduce.main()
     between = (tmp_path / "results" / "published_tiny.md").read_text()

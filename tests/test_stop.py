@@ -112,6 +112,26 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_was_not_saved(
     assert main(["train", "--resume", str(stopped), "--quiet"]) == 0  # the folder is intact
 
 
+def test_a_stop_before_the_first_checkpoint_says_nothing_was_saved(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    # Two Ctrl-C in the first rollout: nothing to resume, so the last line says how to start
+    # again instead of pointing at a --resume that would fail.
+    monkeypatch.setattr(run_module, "GRACE_S", 60.0)
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        signal_during_step(patch, (30, 35), then_sleep=0.02)
+        assert main(["train", "--run-dir", str(stopped), *RUN]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == (
+        f"stopped after 0 env steps, before its first checkpoint: nothing to resume in "
+        f"{stopped}. Start it again with the same command and --force"
+    )
+    assert not (stopped / "checkpoint.pt").exists()
+    assert main(["train", "--run-dir", str(stopped), *RUN, "--force"]) == 0
+    assert load_checkpoint(stopped / "checkpoint.pt")["env_steps"] == 400
+
+
 def test_a_stop_waits_for_an_update_whose_steps_are_not_kept(tmp_path, monkeypatch, capsys) -> None:
     # Without a copy in memory, abandoning the third update would lose the second: the run
     # says so and finishes the update instead.
