@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import tomli_w
 
-from mappo.errors import ConfigError
+from mappo.errors import ConfigError, EnvMismatchError
 
 # A setting that may be left to the env: True, False or "auto" (`mappo.task_settings`).
 AutoBool = bool | str
@@ -217,7 +217,7 @@ class MappoConfig:
         for name, env_value in facts.items():
             value = getattr(self, name)
             if name in self.given and value != env_value:
-                raise ConfigError(
+                raise EnvMismatchError(
                     f"config key '{name}' = {value} contradicts env '{env_name}', "
                     f"which has {name} = {env_value}; leave it unset to take the env's"
                 )
@@ -226,7 +226,7 @@ class MappoConfig:
         batch = matched.num_envs * matched.rollout_steps * matched.num_agents
         if matched.minibatch_size > batch:
             default = "" if "minibatch_size" in self.given else " (the default)"
-            raise ConfigError(
+            raise EnvMismatchError(
                 f"config key 'minibatch_size' = {matched.minibatch_size}{default}: must be <= "
                 f"the batch of num_envs*rollout_steps*num_agents = {batch} for env "
                 f"'{env_name}' (0 takes the whole batch)"

@@ -8,6 +8,11 @@ class ConfigError(ValueError):
     """A config key, type or value that cannot be used; the message names it."""
 
 
+class EnvMismatchError(ConfigError):
+    """A config whose facts of the env (its agents, observation, state and action sizes)
+    contradict the env it builds, or whose batch that env cannot fill."""
+
+
 class EnvError(RuntimeError):
     """An env broke the contract or raised; the message names the env, step, agent and field
     (or the call that raised)."""

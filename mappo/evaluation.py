@@ -7,6 +7,7 @@ policy) with ours taking each seat in turn. `Evaluation` also words the result, 
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,13 @@ from typing import Any, NamedTuple, Protocol
 import torch
 
 from mappo.config import ConfigError, MappoConfig
-from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.base import (
+    EnvSpec,
+    MultiAgentEnv,
+    MultiAgentStepResult,
+    checked_reset,
+    checked_step,
+)
 from mappo.envs.registry import make_env
 from mappo.episodes import (
     DRAW,
@@ -283,7 +290,7 @@ def _play(
 ]:
     """`play`, also yielding the episode tracker (whose `finished` describes the episodes
     that just ended)."""
-    obs = env.reset(seed=seed)
+    obs = checked_reset(env, seed)
     mask, alive = env.get_action_mask(), env.get_alive()
     team = policy.config.decided("team_reward")
     tracker = EpisodeTracker(alive, team, env.spec.turn_based)
@@ -291,7 +298,7 @@ def _play(
     their_state = opponent.initial_state(env.num_envs) if opponent is not None else None
     start = torch.ones_like(alive)
     yield obs, None, None, tracker
-    while True:
+    for step in itertools.count(1):
         action, state = policy.act(obs, mask, state, start, deterministic, acting=alive)
         if opponent is not None and ours is not None:
             theirs, their_state = opponent.act(
@@ -300,7 +307,7 @@ def _play(
             # Each slot's action from its own player: [E, A], or [E, A, D] sub-actions.
             seat = ours.view(*ours.shape, *(1,) * (action.dim() - ours.dim()))
             action = torch.where(seat, action, theirs)
-        result = env.step(action)
+        result = checked_step(env, action, step)
         start = episode_starts(result, tracker.ever_alive)  # before the tracker folds it in
         per_episode = tracker.step(
             result.reward, alive, result.env_done, result.alive, result.info.get("win")

@@ -23,10 +23,16 @@ from mappo.buffer import AgentBuffer, RolloutMinibatch
 from mappo.checkpoint import load_checkpoint, saved_config
 from mappo.config import ConfigError, MappoConfig
 from mappo.distributed import Distributed
-from mappo.envs.base import EnvError, MultiAgentEnv, MultiAgentStepResult
+from mappo.envs.base import (
+    EnvError,
+    MultiAgentEnv,
+    MultiAgentStepResult,
+    checked_reset,
+    checked_step,
+)
 from mappo.envs.registry import make_env
 from mappo.episodes import DRAW, WIN, EpisodeTracker, return_definition, team_rewards
-from mappo.errors import CheckpointError
+from mappo.errors import CheckpointError, EnvMismatchError
 from mappo.evaluation import MAX_EVAL_ENVS, evaluate
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.memory import keep_freed_memory
@@ -206,7 +212,7 @@ class MappoTrainer:
             cfg.compile == "auto" and cfg.total_steps >= COMPILE_MIN_STEPS and not cfg.recurrent
         )
         self._loss_fn = self.compile_loss(self.minibatch_loss)
-        self._obs = self.env.reset(seed=rank_seed)  # [E, A, O]
+        self._obs = checked_reset(self.env, rank_seed)  # [E, A, O]
         self._state = self.env.get_global_state()  # [E, S]
         self._mask = self.env.get_action_mask()  # [E, A, K]
         self._alive = self.env.get_alive()  # [E, A]
@@ -307,7 +313,8 @@ class MappoTrainer:
         """Fill the buffer with `rollout_steps` steps of every env."""
         buf, env, policy = self.buffer, self.env, self.policy
         buf.clear()
-        for _ in range(self.config.rollout_steps):
+        first_step = self.updates * self.config.rollout_steps + 1  # env.step calls, 0 = reset
+        for t in range(self.config.rollout_steps):
             t0 = time.perf_counter()
             critic_in = policy.critic_input(self._obs, self._state, self._episode_steps)
             step = policy.step(
@@ -319,7 +326,7 @@ class MappoTrainer:
             action = dist.sample()  # [E, A, D]
             log_prob = dist.log_prob(action)  # [E, A]
             t1 = time.perf_counter()
-            result = env.step(policy.env_action(action))
+            result = checked_step(env, policy.env_action(action), first_step + t)
             t2 = time.perf_counter()
             reward, done, truncated = self.credit(result)
             truncation_value: torch.Tensor | float = 0.0
@@ -744,7 +751,7 @@ class MappoTrainer:
         config = saved_config(payload, path, **config_changes)
         try:
             trainer = cls(config, env=env, distributed=distributed)
-        except ConfigError as err:  # the saved env facts contradict the env the config builds
+        except EnvMismatchError as err:  # the saved env facts contradict the env it builds
             raise CheckpointError(
                 f"checkpoint {path} does not fit env '{config.env}': {err}"
             ) from None

@@ -61,6 +61,62 @@ def test_non_finite_env_output_is_named(field, name, value, bad_step) -> None:
         assert all(torch.equal(a, b) for a, b in zip(before, trainer.parameters, strict=True))
 
 
+class MisshapenSpread(SpreadEnv):
+    """spread whose `step` call `bad_step` raises, or returns `field` replaced by `make(it)`;
+    with `bad_step` 0 its reset returns observations one entry too narrow."""
+
+    def __init__(self, num_envs, bad_step, field=None, make=None, **kwargs):
+        self.bad_step, self.field, self.make, self.calls = bad_step, field, make, 0
+        super().__init__(num_envs, **kwargs)
+
+    def reset(self, seed=None):
+        obs = super().reset(seed)
+        return obs[..., 1:] if self.bad_step == 0 else obs
+
+    def step(self, actions):
+        result = super().step(actions)
+        self.calls += 1
+        if self.calls != self.bad_step:
+            return result
+        if self.field is None:
+            raise ValueError("boom")
+        return result._replace(**{self.field: self.make(getattr(result, self.field))})
+
+
+@pytest.mark.parametrize(
+    ("bad_step", "field", "make", "says"),
+    [
+        (30, None, None, "failed in step() of step 30 of its copies: ValueError: boom"),
+        (3, "reward", lambda r: r[:, :1], "step() 3 returned reward of shape [4, 1], not [4, 3]"),
+        (4, "terminated", lambda t: t.float(), "terminated of dtype torch.float32, not torch.bool"),
+        (5, "info", None, None),  # not checked: any dict
+        (
+            6,
+            "obs",
+            lambda o: o[..., :-1],
+            "step() 6 returned obs of shape [4, 3, 17], not [4, 3, 18]",
+        ),
+        (7, "env_done", lambda d: d.tolist(), "a list as env_done, not a tensor of shape [4]"),
+        (0, None, None, "reset() returned obs of shape [4, 3, 17], not [4, 3, 18]"),
+    ],
+)
+def test_an_env_of_its_own_that_raises_or_breaks_the_contract_is_one_line(
+    bad_step, field, make, says
+) -> None:
+    # A vectorized env of the user's (no PettingZoo layer to catch it): what it raises, and a
+    # result of another shape or dtype than the contract's, named before anything reads it.
+    config = MappoConfig(num_envs=4, minibatch_size=64, total_steps=400, compile="false")
+    if says is None:
+        env = MisshapenSpread(4, bad_step, field, lambda info: {"any": 1}, seed=0)
+        MappoTrainer(config, env=env).train()
+        return
+    with pytest.raises(EnvError) as info:
+        env = MisshapenSpread(4, bad_step, field, make, seed=0)
+        MappoTrainer(config, env=env).train()
+    assert str(info.value).startswith("env 'spread' ")
+    assert str(info.value).endswith(says)
+
+
 def test_cli_reports_env_errors_in_one_line(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(
         mappo.trainer, "make_env", lambda *a, **k: PoisonedSpread(4, "reward", math.nan, 3, seed=0)

@@ -9,9 +9,11 @@ import pytest
 import pz_envs
 import torch
 
+import mappo.trainer
 from mappo import MappoTrainer
 from mappo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mappo.cli import main
+from mappo.errors import ConfigError
 from mappo.run_folder import RunFolder
 
 RUN = ["--total-steps", "2000", "--num-envs", "16", "--seed", "7", "--quiet"]
@@ -245,6 +247,21 @@ def test_checkpoint_of_another_env_shape_is_refused(tiny_run, tmp_path) -> None:
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match=f"checkpoint {path} does not fit env 'spread'"):
         MappoTrainer.from_checkpoint(path)
+
+
+def test_an_env_that_cannot_be_built_on_resume_is_not_blamed_on_the_checkpoint(
+    tiny_run, monkeypatch
+) -> None:
+    # A missing extra says so, as it does for a new run: the checkpoint is fine.
+    missing = ConfigError("env 'jumanji:X': pip install 'mappo[jumanji]' (jumanji is missing)")
+
+    def no_env(*args, **kwargs):
+        raise missing
+
+    monkeypatch.setattr(mappo.trainer, "make_env", no_env)
+    with pytest.raises(ConfigError) as info:
+        MappoTrainer.from_checkpoint(tiny_run / "checkpoint.pt")
+    assert info.value is missing
 
 
 class _Exploit:

@@ -177,6 +177,67 @@ def env_raised(env: str, call: str, where: str, err: BaseException) -> EnvError:
     return EnvError(f"env '{env}' failed in {call} of {where}: {error_line(err)}")
 
 
+def checked_reset(env: MultiAgentEnv, seed: int | None) -> torch.Tensor:
+    """`env.reset(seed)` as the learner and the evaluator call it: an exception becomes one
+    `EnvError` line, and observations of another shape than `[E, A, O]` are refused."""
+    try:
+        obs = env.reset(seed=seed)
+    except EnvError:  # already one line (PettingZoo's copies name theirs)
+        raise
+    except Exception as err:
+        raise env_raised(env.spec.name, "reset()", "its copies", err) from err
+    if problem := _shape_problem("obs", obs, (env.num_envs, env.num_agents, env.spec.obs_dim)):
+        raise EnvError(f"env '{env.spec.name}' reset() returned {problem}")
+    return obs
+
+
+def checked_step(env: MultiAgentEnv, actions: torch.Tensor, step: int) -> MultiAgentStepResult:
+    """`env.step(actions)` as the learner and the evaluator call it: an exception becomes
+    one `EnvError` line naming the env and `step` (env.step calls since the reset), and a
+    result whose fields have other shapes or dtypes than the contract's (this module's
+    table) is refused in one line naming the field, before anything reads it."""
+    try:
+        result = env.step(actions)
+    except EnvError:
+        raise
+    except Exception as err:
+        raise env_raised(env.spec.name, "step()", f"step {step} of its copies", err) from err
+    E, A, spec = env.num_envs, env.num_agents, env.spec
+    per_agent, per_env = (E, A), (E,)
+    expected = (
+        ("obs", (E, A, spec.obs_dim), None),
+        ("state", (E, spec.state_dim), None),
+        ("reward", per_agent, "float"),
+        ("terminated", per_agent, torch.bool),
+        ("truncated", per_agent, torch.bool),
+        ("alive", per_agent, torch.bool),
+        ("action_mask", (E, A, spec.action.logits_dim), torch.bool),
+        ("env_done", per_env, torch.bool),
+        ("final_obs", (E, A, spec.obs_dim), None),
+        ("final_state", (E, spec.state_dim), None),
+    )
+    for name, shape, dtype in expected:
+        if problem := _shape_problem(name, getattr(result, name), shape, dtype):
+            raise EnvError(f"env '{spec.name}' step() {step} returned {problem}")
+    return result
+
+
+def _shape_problem(
+    name: str, value: Any, shape: tuple[int, ...], dtype: torch.dtype | str | None = None
+) -> str | None:
+    """What is wrong with field `name` against its `shape` and `dtype` ("float": any
+    floating type), or None."""
+    if not isinstance(value, torch.Tensor):
+        return f"a {type(value).__name__} as {name}, not a tensor of shape {list(shape)}"
+    if tuple(value.shape) != shape:
+        return f"{name} of shape {list(value.shape)}, not {list(shape)}"
+    if dtype == "float" and not value.is_floating_point():
+        return f"{name} of dtype {value.dtype}, not a floating type"
+    if isinstance(dtype, torch.dtype) and value.dtype != dtype:
+        return f"{name} of dtype {value.dtype}, not {dtype}"
+    return None
+
+
 class MultiAgentEnv(ABC):
     """A vectorized multi-agent env: `num_envs` copies, `num_agents` agent slots.
 
