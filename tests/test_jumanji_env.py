@@ -178,6 +178,19 @@ def test_generator_kwargs_set_the_agents_and_a_single_agent_env_is_refused() -> 
         make_env("jumanji:Snake-v1", 1)
     with pytest.raises(ConfigError, match="did you mean 'jumanji:RobotWarehouse-v0'"):
         make_env("jumanji:RobotWarehous-v0", 1)
+    # Whatever the env raises with the kwargs, the line names the user's own keys (not the
+    # generator built from them); a time limit that is no whole number of steps, or no
+    # agents at all, are refused before anything runs.
+    refusals = [
+        ("Cleaner-v0", {"num_rows": -4}, "refused {'num_rows': -4} ("),
+        ("Cleaner-v0", {"generator": 1}, "refused {'generator': 1} ("),
+        ("Cleaner-v0", {"num_agents": 0}, "has 0 agents with {'num_agents': 0}; it needs at"),
+        ("LevelBasedForaging-v0", {"time_limit": 0}, "time_limit = 0 for env 'jumanji:Level"),
+        ("RobotWarehouse-v0", {"time_limit": 2.5}, "time_limit = 2.5 for env 'jumanji:Robot"),
+    ]
+    for env_id, kwargs, says in refusals:
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            make_env(f"jumanji:{env_id}", 1, env_kwargs=kwargs)
 
 
 def test_training_never_takes_a_masked_action() -> None:

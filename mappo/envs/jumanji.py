@@ -90,6 +90,11 @@ def make_jumanji_env(
             f"env '{name}' has one agent; mappo trains Jumanji's multi-agent envs: "
             + ", ".join(f"jumanji:{n}" for n in MULTI_AGENT_ENVS)
         )
+    if env.num_agents < 1:
+        raise ConfigError(
+            f"config key 'env_kwargs': env '{name}' has {env.num_agents} agents with "
+            f"{env_kwargs!r}; it needs at least 1"
+        )
     if env_kwargs:
         # A generator built from values it takes one by one may still fail to draw a level
         # (no shelves, more agents than cells): a traced reset says so before any compiling.
@@ -105,7 +110,16 @@ def make_jumanji_env(
 
 def _build(name: str, env_id: str, kwargs: dict[str, Any]) -> Any:
     """`jumanji.make(env_id)`, with the kwargs its generator takes set on a new generator
-    made from the registered one's settings, and the rest passed to the env."""
+    made from the registered one's settings, and the rest passed to the env. The registered
+    env builds, so whatever fails with the kwargs is their doing: any exception is refused
+    in one line naming them."""
+    given = dict(kwargs)
+    limit = kwargs.get("time_limit")
+    if "time_limit" in kwargs and (type(limit) is not int or limit < 1):
+        raise ConfigError(
+            f"config key 'env_kwargs': time_limit = {limit!r} for env '{name}' must be a whole "
+            "number of steps, at least 1"
+        )
     default = jumanji.make(env_id)
     generator = getattr(default, "generator", None) or getattr(default, "_generator", None)
     env_params = set(inspect.signature(type(default).__init__).parameters) - {"self"}
@@ -120,7 +134,7 @@ def _build(name: str, env_id: str, kwargs: dict[str, Any]) -> Any:
             settings = {p: _setting(generator, p) for p in gen_params}
             try:
                 kwargs["generator"] = type(generator)(**{**settings, **ours})
-            except (TypeError, ValueError, AssertionError) as err:
+            except Exception as err:
                 kept = ", ".join(f"{k}={v}" for k, v in settings.items() if k not in ours)
                 raise ConfigError(
                     f"config key 'env_kwargs': the generator of env '{name}' refused {ours!r} "
@@ -135,9 +149,9 @@ def _build(name: str, env_id: str, kwargs: dict[str, Any]) -> Any:
         )
     try:
         return jumanji.make(env_id, **kwargs)
-    except (TypeError, ValueError, AssertionError) as err:
+    except Exception as err:
         raise ConfigError(
-            f"config key 'env_kwargs': env '{name}' refused {kwargs!r} ({_reason(err)})"
+            f"config key 'env_kwargs': env '{name}' refused {given!r} ({_reason(err)})"
         ) from None
 
 
