@@ -198,6 +198,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
     if args.opponent is not None and args.render is not None:
         raise ConfigError("--opponent does not combine with --render, which draws self-play")
+    writable("--render", args.render)
     start = time.perf_counter()
     if args.render is not None:
         render = (args.render, args.episodes, args.deterministic, args.seed, args.fps)
@@ -217,6 +218,7 @@ def plot(args: argparse.Namespace) -> int:
     """`mappo plot`: the learning curves of several runs on one figure."""
     from mappo.plotting import plot_runs
 
+    writable("--out", args.out)
     for group in plot_runs(args.run_dirs, args.out, args.x, args.y):
         print(f"{group.label}: {len(group.runs)} run(s)")
     print(f"wrote {args.out}")
@@ -227,6 +229,8 @@ def report(args: argparse.Namespace) -> int:
     """`mappo report`: the runs' pooled final returns; the markdown, JSON and plot asked for."""
     from mappo.report import write_report
 
+    for flag, path in (("--out", args.out), ("--json", args.json), ("--plot", args.plot)):
+        writable(flag, path)
     print(write_report(args.run_dirs, args.episodes, args.out, args.json, args.plot), end="")
     for written in (args.out, args.json, args.plot):
         if written is not None:
@@ -246,12 +250,32 @@ def export(args: argparse.Namespace) -> int:
     """`mappo export`: a run's actors, one file per policy, and layout.json."""
     from mappo.export import export_run
 
+    writable("--out", args.out, folder=True)
     layout = export_run(args.run_dir, args.out, onnx=False if args.no_onnx else None)
     for policy in layout["policies"]:
         files = " + ".join(f for f in (policy["file"], policy.get("onnx")) if f)
         print(f"{files}: agents {', '.join(policy['agent_names'])}")
     print(f"wrote {args.out / 'layout.json'}")
     return 0
+
+
+def writable(flag: str, path: Path | None, folder: bool = False) -> None:
+    """Refuse, before any work, an output `path` given by `flag` that cannot be written: its
+    folder (`path` itself with `folder`) cannot be made, a file being in the way, or a file
+    is asked for where a folder is."""
+    if path is None:
+        return
+    where = path if folder else path.parent
+    if blocking := next((p for p in (where, *where.parents) if p.is_file()), None):
+        raise ConfigError(f"{flag} {path}: {blocking} is a file, not a folder")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"{flag} {path}: cannot make the folder {where} ({err.strerror})"
+        ) from None
+    if not folder and path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
 
 
 def _unknown_flag_error(

@@ -152,6 +152,26 @@ def test_plot_writes_curves_png_without_out(tiny_run, tmp_path, monkeypatch, cap
     assert capsys.readouterr().out.strip().endswith("wrote curves.png")
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(
+    tiny_run, tmp_path, capsys
+) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [
+        (["export", str(tiny_run), "--out", str(a_file)], f"--out {a_file}: {a_file} is a"),
+        (["plot", str(tiny_run), "--out", str(a_file / "sub" / "c.png")], f"{a_file} is a file"),
+        (["report", str(tiny_run), "--json", str(tmp_path)], f"--json {tmp_path} is a folder"),
+        (["report", str(tiny_run), "--out", str(a_file / "r.md")], f"{a_file} is a file, not a"),
+        (["eval", str(tiny_run), "--render", str(a_file / "e.gif")], f"{a_file} is a file"),
+    ]
+    for argv, says in cases:
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert err.startswith(f"mappo: error: {argv[2]} ") and says in err and not out
+        assert len(err.splitlines()) == 1
+    assert a_file.read_text() == ""  # nothing written over it
+
+
 def test_resume_may_change_how_not_what_and_says_where_it_resumes(
     tiny_run, tmp_path, capsys
 ) -> None:
