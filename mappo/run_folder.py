@@ -116,6 +116,9 @@ class RunFolder:
         with folder._released_on_error():
             for name in RUN_FILES:
                 (folder.path / name).unlink(missing_ok=True)
+            if force:  # the replaced run's TensorBoard curves would be drawn beside the new ones
+                for events in folder.path.glob("events.out.tfevents.*"):
+                    events.unlink()
             config.save(folder.config_path)
         return folder
 

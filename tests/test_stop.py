@@ -128,8 +128,12 @@ def test_a_stop_before_the_first_checkpoint_says_nothing_was_saved(
         f"{stopped}. Start it again with the same command and --force"
     )
     assert not (stopped / "checkpoint.pt").exists()
+    (stopped / "events.out.tfevents.1.old").write_text("")  # an earlier run's curves
     assert main(["train", "--run-dir", str(stopped), *RUN, "--force"]) == 0
     assert load_checkpoint(stopped / "checkpoint.pt")["env_steps"] == 400
+    # --force replaces the run with its TensorBoard curves: only the new run's are left.
+    events = list(stopped.glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].name != "events.out.tfevents.1.old"
 
 
 def test_a_stop_waits_for_an_update_whose_steps_are_not_kept(tmp_path, monkeypatch, capsys) -> None:
