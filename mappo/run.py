@@ -29,8 +29,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from mappo.checkpoint import load_checkpoint, saved_config
-from mappo.config import MappoConfig
+from mappo.checkpoint import BEFORE_FIELDS, load_checkpoint, saved_config
+from mappo.config import ENV_DIM_FIELDS, FIELDS, MappoConfig, from_dict, read_toml
 from mappo.distributed import Distributed
 from mappo.errors import ConfigError, RunFolderError
 from mappo.progress import Progress, RecentReturns
@@ -558,6 +558,7 @@ def _trainer_at_checkpoint(
     checkpoint = RunFolder.checkpoint_to_resume(path)
     payload = load_checkpoint(checkpoint)
     config = saved_config(payload, checkpoint, **changes)
+    _check_folder_config(path, saved_config(payload, checkpoint))
     _say_building(config, config.num_envs)
     dist = (
         Distributed.from_environment(changes.get("device", payload["config"]["device"]))
@@ -569,6 +570,34 @@ def _trainer_at_checkpoint(
         checkpoint, distributed=dist, pickled_env=pickled_env, **changes
     )
     return trainer
+
+
+def _check_folder_config(path: Path, held: MappoConfig) -> None:
+    """The run folder's config.toml against its checkpoint's config (`held`), which a resume
+    writes over it: a checkpoint of another env is not this folder's run (refused before its
+    metrics are touched); a setting edited by hand is lost, and a warning says which."""
+    try:
+        written = from_dict({**BEFORE_FIELDS, **read_toml(path / "config.toml")})
+    except (ConfigError, OSError):  # missing or unreadable: the checkpoint's config replaces it
+        return
+    if written.env != held.env:
+        raise RunFolderError(
+            f"run folder {path}: its checkpoint.pt is a run of env '{held.env}', its config.toml "
+            f"of env '{written.env}'; it is not this folder's checkpoint"
+        )
+    kept_as_saved = (*RESUME_CHANGES, *ENV_DIM_FIELDS)  # flags on --resume change these
+    edited = [
+        f"{name} = {getattr(written, name)!r} (the checkpoint's: {getattr(held, name)!r})"
+        for name in FIELDS
+        if name not in kept_as_saved and getattr(written, name) != getattr(held, name)
+    ]
+    if edited:
+        logger.warning(
+            "%s/config.toml differs from the checkpoint's config, which the run resumes with "
+            "and writes back: %s",
+            path,
+            "; ".join(edited),
+        )
 
 
 def _say_building(config: MappoConfig, copies: int) -> None:

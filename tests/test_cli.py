@@ -172,6 +172,35 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(
     assert a_file.read_text() == ""  # nothing written over it
 
 
+def test_resume_says_what_a_hand_edit_of_config_toml_loses_and_refuses_another_env(
+    tiny_run, tmp_path, capsys, caplog
+) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    config = run / "config.toml"
+    saved = config.read_text()
+    assert "\nlr = 0.0007\n" in saved
+    config.write_text(saved.replace("\nlr = 0.0007\n", "\nlr = 0.5\n"))
+    with caplog.at_level("WARNING", logger="mappo.run"):
+        assert main(["train", "--resume", str(run), "--total-steps", "2000", "--quiet"]) == 0
+    err = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"{run}/config.toml differs from the checkpoint's config, which the run resumes " in err
+    assert "writes back: lr = 0.5 (the checkpoint's: 0.0007)" in err
+    assert "\nlr = 0.0007\n" in config.read_text()  # as the run learned with
+    # A checkpoint copied in from a run of another env is not this folder's: refused, with
+    # the folder's metrics untouched.
+    config.write_text(config.read_text().replace('env = "spread"', 'env = "reference"'))
+    metrics = (run / "metrics.csv").read_text()
+    assert main(["train", "--resume", str(run), "--total-steps", "2400"]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {run}: its checkpoint.pt is a run of env 'spread', its "
+        "config.toml of env 'reference'; it is not this folder's checkpoint\n"
+    )
+    assert (run / "metrics.csv").read_text() == metrics
+
+
 def test_resume_may_change_how_not_what_and_says_where_it_resumes(
     tiny_run, tmp_path, capsys
 ) -> None:
