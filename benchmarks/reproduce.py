@@ -719,7 +719,10 @@ def reproduce(args: argparse.Namespace) -> None:
     if args.tasks:
         unknown = set(args.tasks) - {t.name for t in tasks}
         if unknown:
-            raise SystemExit(f"--tasks: {args.suite} has no {', '.join(sorted(unknown))}")
+            raise SystemExit(
+                f"--tasks: {args.suite} has no {', '.join(map(repr, sorted(unknown)))}; its tasks "
+                f"are {', '.join(t.name for t in tasks)}"
+            )
     sets = parse_sets(args.set)
     tasks = variant_of(tasks, args.preset, sets)
     variant, slug = variant_name(args.preset, sets)

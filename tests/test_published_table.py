@@ -105,6 +105,10 @@ def test_bad_options_are_refused_before_the_table_is_touched(
     says = f"--runs-dir {a_file}: cannot make {a_file / 'tiny'}: Not a directory"
     with pytest.raises(SystemExit, match=re.escape(says)):
         reproduce.main()
+    monkeypatch.setattr(sys, "argv", [*common, "--tasks", "", "sprd"])
+    says = "--tasks: tiny has no '', 'sprd'; its tasks are spread, reference"
+    with pytest.raises(SystemExit, match=re.escape(says)):
+        reproduce.main()
     assert not (tmp_path / "results").exists()
 
 
