@@ -44,13 +44,20 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint, refusing anything truncated, foreign or of another format version."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {reason}") from None
+        # Torch's own words are no help here: a KeyError's bare byte value, or advice to load
+        # with weights_only=False, which would run whatever code the file holds.
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated, or not a file torch.save wrote "
+            f"({type(err).__name__} while reading it; it is only ever read as tensors and "
+            "plain data)"
+        ) from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise CheckpointError(f"checkpoint {path} is not a mappo checkpoint (keys missing)")
     if payload["format_version"] != FORMAT_VERSION:

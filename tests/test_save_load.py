@@ -223,10 +223,20 @@ def test_truncated_checkpoint_is_refused_naming_the_file(tiny_run, tmp_path) -> 
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=f"checkpoint {bad} is corrupt or truncated"):
         load_checkpoint(bad)
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(os.urandom(4096))
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        load_checkpoint(garbage)
+    # Torch's own words would advise weights_only=False, which runs what the file holds.
+    garbage, text = tmp_path / "garbage.pt", tmp_path / "notes.pt"
+    garbage.write_bytes(b"\x80\x02" + os.urandom(4094))
+    text.write_text("hello\n")
+    for path in (garbage, text):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        says = str(info.value)
+        assert says.startswith(f"checkpoint {path} is corrupt or truncated, or not a file torch")
+        assert "weights_only" not in says and len(says.splitlines()) == 1
+    folder = tmp_path / "run" / "checkpoint.pt"
+    folder.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=f"checkpoint {folder} is a folder, not a file"):
+        load_checkpoint(folder)
 
 
 def test_other_format_version_is_refused(tiny_run, tmp_path) -> None:
