@@ -109,7 +109,7 @@ def _refuse(folder: str | Path, holder: str) -> NoReturn:
     raise RunFolderError(
         f"run folder {folder} is in use by another training process ({holder}); "
         f"stop it first (Ctrl-C there, or mappo stop {folder}: it saves), or choose another "
-        "--run-dir"
+        "run folder"
     )
 
 

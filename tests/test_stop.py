@@ -354,7 +354,7 @@ def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> Non
         in_use = (
             f"mappo: error: run folder {run} is in use by another training process "
             f"(pid {process.pid} on {socket.gethostname()}); stop it first (Ctrl-C there, or "
-            f"mappo stop {run}: it saves), or choose another --run-dir\n"
+            f"mappo stop {run}: it saves), or choose another run folder\n"
         )
         assert main(["train", "--resume", str(run), "--total-steps", "1000", "--quiet"]) == 2
         assert capsys.readouterr().err == in_use
