@@ -112,6 +112,10 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
     """Load `config.toml` and column `y` of `metrics.csv` of one run folder."""
     path = Path(run_dir)
     config_path, metrics_path = path / "config.toml", path / "metrics.csv"
+    if not path.is_dir():
+        raise PlotError(
+            f"run folder {path} " + ("is a file" if path.exists() else "does not exist")
+        )
     for needed in (config_path, metrics_path):
         if not needed.is_file():
             raise PlotError(f"run folder {path}: no {needed.name}")

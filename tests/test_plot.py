@@ -131,3 +131,12 @@ def test_a_folder_without_metrics_is_refused(tmp_path, capsys) -> None:
     assert main(["plot", str(tmp_path / "empty"), "--out", str(tmp_path / "x.png")]) == 2
     assert "no metrics.csv" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_run_folder_that_is_not_there_is_named_so(tmp_path, capsys) -> None:
+    (tmp_path / "a_file").write_text("")
+    for name, says in (("gone", "does not exist"), ("a_file", "is a file")):
+        for command in ("plot", "report"):
+            assert main([command, str(tmp_path / name)]) == 2
+            err = capsys.readouterr().err
+            assert err == f"mappo: error: run folder {tmp_path / name} {says}\n"
