@@ -256,6 +256,8 @@ def export(args: argparse.Namespace) -> int:
         files = " + ".join(f for f in (policy["file"], policy.get("onnx")) if f)
         print(f"{files}: agents {', '.join(policy['agent_names'])}")
     print(f"wrote {args.out / 'layout.json'}")
+    if not args.no_onnx and not any("onnx" in policy for policy in layout["policies"]):
+        print("no .onnx files: onnx is not installed (pip install 'mappo[export]')")
     return 0
 
 

@@ -404,3 +404,19 @@ def test_onnx_recurrent_file_matches_torchscript_step_by_step(tmp_path) -> None:
         expected, script_hidden = scripted(obs[:, 2], agent, mask, script_hidden)
         torch.testing.assert_close(onnx_hidden, script_hidden, rtol=0, atol=1e-6)
         assert torch.equal(action, expected)
+
+
+def test_export_without_onnx_installed_says_which_extra_writes_it(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    import mappo.export
+
+    (tmp_path / "run").mkdir()
+    _run_folder(tmp_path / "run")
+    monkeypatch.setattr(mappo.export, "onnx_available", lambda: False)
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "no .onnx files: onnx is not installed (pip install 'mappo[export]')"
+    assert not list((tmp_path / "out").glob("*.onnx")) and list((tmp_path / "out").glob("*.pt"))
+    _export(tmp_path / "run", tmp_path / "asked")  # --no-onnx: nothing to say
+    assert "no .onnx files" not in capsys.readouterr().out
