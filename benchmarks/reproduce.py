@@ -80,7 +80,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common  # noqa: E402
 from bench_common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 
-from mappo.checkpoint import BEFORE_FIELDS, load_checkpoint, write_atomically  # noqa: E402
+from mappo.checkpoint import (  # noqa: E402
+    BEFORE_FIELDS,
+    load_checkpoint,
+    saved_config,
+    write_atomically,
+)
 from mappo.config import (  # noqa: E402
     AUTO,
     ENV_DIM_FIELDS,
@@ -269,8 +274,14 @@ def held_changes(task: Task, seed_dir: Path) -> list[str]:
     try:
         saved = read_toml(seed_dir / "config.toml")
         held = from_dict({**BEFORE_FIELDS, **saved}, source=str(seed_dir / "config.toml"))
-    except ConfigError as err:  # a config this mappo no longer takes: not the task's
-        return [str(err)]
+    except ConfigError as err:
+        # Damaged by hand, or of a mappo that took other keys: the checkpoint's config, which
+        # a resume writes back, says what the run learns with.
+        try:
+            checkpoint = seed_dir / "checkpoint.pt"
+            held = saved_config(load_checkpoint(checkpoint), checkpoint)
+        except CheckpointError:
+            return [str(err)]
     return [
         f"{name}: {getattr(held, name)!r} -> {value!r}"
         for name, value in learning_config(task).items()

@@ -304,6 +304,10 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -
         config.write_text("".join(x for x in lines if not x.startswith("critic_recurrent")))
     kept = call("--report-only")
     assert "| spread | 800 / 800 (100%) | 2 |" in kept and "not scored" not in kept
+    # A config.toml damaged by hand: the checkpoint's config says what the run learns with.
+    (runs / "tiny" / "spread" / "seed_0" / "config.toml").write_text("lr = [\n")
+    kept = call("--report-only")
+    assert "| spread | 800 / 800 (100%) | 2 |" in kept and "not scored" not in kept
 
     # A record from before records held the settings a task resolves to (no `learns_with`)
     # is compared on the table alone, kept, and keyed from then on by those settings.
