@@ -448,7 +448,9 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
         assert holder.stdout.readline() == "held\n"
         (folder / "seed_3").mkdir()  # a seed nothing holds
         # A seed's folder, as the in-use refusal names it: the process trains every seed.
-        code = main(["stop", str(folder / "seed_4"), "--wait", "1"])
+        # Time to exit where it stops: a loaded machine took over 1 s to end the process.
+        wait = "1" if ignores_sigint else "60"
+        code = main(["stop", str(folder / "seed_4"), "--wait", wait])
         out = capsys.readouterr().out.splitlines()
         assert out.pop(0) == (
             f"{folder / 'seed_4'} is one run of {folder}, which one process trains: stopping it"
