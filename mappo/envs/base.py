@@ -204,6 +204,23 @@ def checked_step(env: MultiAgentEnv, actions: torch.Tensor, step: int) -> MultiA
         raise env_raised(env.spec.name, "step()", f"step {step} of its copies", err) from err
     E, A, spec = env.num_envs, env.num_agents, env.spec
     per_agent, per_env = (E, A), (E,)
+    obs, state, flag = (E, A, spec.obs_dim), (E, spec.state_dim), torch.bool
+    try:  # the common case in a few comparisons: this runs at every step
+        r = result
+        if (
+            r.obs.shape == obs == r.final_obs.shape
+            and r.state.shape == state == r.final_state.shape
+            and r.reward.shape == per_agent
+            and r.reward.is_floating_point()
+            and r.terminated.shape == per_agent == r.truncated.shape == r.alive.shape
+            and r.terminated.dtype == flag == r.truncated.dtype == r.alive.dtype
+            and r.action_mask.shape == (E, A, spec.action.logits_dim)
+            and r.action_mask.dtype == flag == r.env_done.dtype
+            and r.env_done.shape == per_env
+        ):
+            return result
+    except AttributeError:  # a field that is no tensor: named below
+        pass
     expected = (
         ("obs", (E, A, spec.obs_dim), None),
         ("state", (E, spec.state_dim), None),
