@@ -181,6 +181,16 @@ class Run:
             )
             run = cls(trainer, folders, path, _resume_line(path, trainer))
         else:
+            if not any((p / "checkpoint.pt").is_file() for p in seed_paths):
+                seeds = ",".join(p.name.removeprefix("seed_") for p in seed_paths)
+                again = (
+                    f"mappo train --config {seed_paths[0] / 'config.toml'} --seeds {seeds} "
+                    f"--run-dir {path} --force"
+                )
+                raise RunFolderError(
+                    f"run folder {path} has no checkpoint in its seeds' folders (the run "
+                    f"stopped before its first checkpoint); start it again with: {again}"
+                )
             trainers: list[MappoTrainer] = []
             streams = None
             try:

@@ -283,3 +283,16 @@ def test_resume_without_checkpoint_says_what_to_run(tiny_run, tmp_path, capsys) 
         f"mappo: error: run folder {tmp_path / 'nowhere'} does not exist; start a run there "
         f"with: mappo train --run-dir {tmp_path / 'nowhere'}\n"
     )
+    # A seeds run killed before its first checkpoint starts again with all its seeds.
+    seeds = tmp_path / "seeds"
+    for seed in (3, 5):
+        (seeds / f"seed_{seed}").mkdir(parents=True)
+        (seeds / f"seed_{seed}" / "config.toml").write_bytes(
+            (tiny_run / "config.toml").read_bytes()
+        )
+    assert main(["train", "--resume", str(seeds)]) == 2
+    again = f"mappo train --config {seeds / 'seed_3' / 'config.toml'} --seeds 3,5 --run-dir {seeds}"
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {seeds} has no checkpoint in its seeds' folders (the run "
+        f"stopped before its first checkpoint); start it again with: {again} --force\n"
+    )
