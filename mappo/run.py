@@ -404,10 +404,8 @@ class Run:
         sweep = any("/" in label for label in labels)
         per_slot = (" per run" if sweep else " per seed") if len(recent) > 1 else ""
         if not summary.finished and not self.folders[0].checkpoint_path.is_file():
-            again = (
-                f"Start it again with: {continue_with}"
-                if continue_with
-                else ("Start it again with the same command and --force")
+            again = "Start it again with" + (
+                f": {continue_with}" if continue_with else " the same command and --force"
             )
             return (
                 f"stopped after {summary.env_steps} env steps{per_slot}, before its first "

@@ -222,16 +222,16 @@ def checked_step(env: MultiAgentEnv, actions: torch.Tensor, step: int) -> MultiA
     except AttributeError:  # a field that is no tensor: named below
         pass
     expected = (
-        ("obs", (E, A, spec.obs_dim), None),
-        ("state", (E, spec.state_dim), None),
+        ("obs", obs, None),
+        ("state", state, None),
         ("reward", per_agent, "float"),
         ("terminated", per_agent, torch.bool),
         ("truncated", per_agent, torch.bool),
         ("alive", per_agent, torch.bool),
         ("action_mask", (E, A, spec.action.logits_dim), torch.bool),
         ("env_done", per_env, torch.bool),
-        ("final_obs", (E, A, spec.obs_dim), None),
-        ("final_state", (E, spec.state_dim), None),
+        ("final_obs", obs, None),
+        ("final_state", state, None),
     )
     for name, shape, dtype in expected:
         if problem := _shape_problem(name, getattr(result, name), shape, dtype):
