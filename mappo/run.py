@@ -584,9 +584,16 @@ def _check_folder_config(path: Path, held: MappoConfig) -> None:
     """The run folder's config.toml against its checkpoint's config (`held`), which a resume
     writes over it: a checkpoint of another env is not this folder's run (refused before its
     metrics are touched); a setting edited by hand is lost, and a warning says which."""
+    if not (path / "config.toml").exists():
+        return  # the checkpoint's config makes it anew
     try:
         written = from_dict({**BEFORE_FIELDS, **read_toml(path / "config.toml")})
-    except (ConfigError, OSError):  # missing or unreadable: the checkpoint's config replaces it
+    except ConfigError as err:  # damaged, or edited with a key or value mappo does not take
+        logger.warning(
+            "%s/config.toml is replaced by the checkpoint's config, which the run resumes with: %s",
+            path,
+            err,
+        )
         return
     if written.env != held.env:
         raise RunFolderError(

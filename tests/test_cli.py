@@ -199,6 +199,16 @@ def test_resume_says_what_a_hand_edit_of_config_toml_loses_and_refuses_another_e
         "config.toml of env 'reference'; it is not this folder's checkpoint\n"
     )
     assert (run / "metrics.csv").read_text() == metrics
+    # A key mappo does not take (a typo in a hand edit) is named before it is written over.
+    config.write_text(saved.replace("\nlr = 0.0007\n", "\nlr = 0.0007\nent_coeff = 0.5\n"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mappo.run"):
+        assert main(["train", "--resume", str(run), "--total-steps", "2400", "--quiet"]) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{config} is replaced by the checkpoint's config, which the run resumes with: unknown "
+        f"config key 'ent_coeff' in {config}; did you mean 'ent_coef'?"
+    ]
+    assert "ent_coeff" not in config.read_text()
 
 
 def test_resume_may_change_how_not_what_and_says_where_it_resumes(

@@ -193,6 +193,19 @@ def test_generator_kwargs_set_the_agents_and_a_single_agent_env_is_refused() -> 
             make_env(f"jumanji:{env_id}", 1, env_kwargs=kwargs)
 
 
+def test_connector_settings_that_draw_broken_levels_are_refused() -> None:
+    """Connector's generator puts two ends on one cell, without an error, when its grid is
+    too small for its agents: on 3x3 with 4 agents in about 1 level of 20."""
+    says = (
+        "env 'jumanji:Connector-v3' with {'grid_size': 3, 'num_agents': 4} draws broken levels "
+        "(11 of 256 drawn put two agents' ends on one cell); give a larger grid_size"
+    )
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        make_env("jumanji:Connector-v3", 1, env_kwargs={"grid_size": 3, "num_agents": 4})
+    env = make_env("jumanji:Connector-v3", 1, env_kwargs={"grid_size": 4, "num_agents": 2})
+    assert env.reset().shape[1] == 2
+
+
 def test_training_never_takes_a_masked_action() -> None:
     config = MappoConfig(
         env="jumanji:RobotWarehouse-v0",
