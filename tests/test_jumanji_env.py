@@ -204,6 +204,21 @@ def test_connector_settings_that_draw_broken_levels_are_refused() -> None:
         make_env("jumanji:Connector-v3", 1, env_kwargs={"grid_size": 3, "num_agents": 4})
     env = make_env("jumanji:Connector-v3", 1, env_kwargs={"grid_size": 4, "num_agents": 2})
     assert env.reset().shape[1] == 2
+    # Envs whose state has no agents' ends are not checked (Cleaner's has no `agents`).
+    assert make_env("jumanji:Cleaner-v0", 1, env_kwargs={"num_agents": 2}).num_agents == 2
+
+
+def test_env_copies_that_cannot_fit_in_memory_are_refused(monkeypatch) -> None:
+    """Cleaner's agents each see every agent's position: 10,000 agents make 20,102 numbers
+    per agent, 16 copies 12 GiB of observations, held twice in a step."""
+    monkeypatch.setattr("mappo.memory.free_bytes", lambda device: 16 * 2**30)
+    says = (
+        "env 'jumanji:Cleaner-v0' (16 copies of its state and observations, 10000 agents x "
+        "20102 numbers each) needs 24.0 GiB, but 16.0 GiB of memory is free: lower --num-envs "
+        "(about 8 would fit)"
+    )
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        make_env("jumanji:Cleaner-v0", 16, env_kwargs={"num_agents": 10_000})
 
 
 def test_training_never_takes_a_masked_action() -> None:

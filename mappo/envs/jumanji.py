@@ -121,7 +121,7 @@ def _check_levels(env: Any, name: str, env_kwargs: dict[str, Any]) -> None:
     levels an agent starts solved (start on its target) or shares a cell. Levels whose
     agents have a start and a target are drawn and checked.
     """
-    agents = jax.eval_shape(env.reset, jax.random.PRNGKey(0))[0].agents
+    agents = getattr(jax.eval_shape(env.reset, jax.random.PRNGKey(0))[0], "agents", None)
     if not (hasattr(agents, "start") and hasattr(agents, "target")):
         return
 
