@@ -155,20 +155,25 @@ class JaxVectorEnv(MultiAgentEnv):
         self._reset_fn = jax.jit(self._reset_all)
         self._step_fn = jax.jit(self._step_all)
         self._key = jax.device_put(jax.random.PRNGKey(0 if seed is None else seed), self.jax_device)
-        # A step holds the env state and its outputs twice over (a finished copy's final
-        # observation beside its next one): refused in one line while that cannot fit, rather
-        # than killed by the kernel when JAX allocates it. Tracing here costs nothing more:
-        # the first call reuses the trace.
+        if self.jax_device.platform == "cpu":
+            self._check_fits(num_envs)
+        self._state: Any = None
+        self._alive_jax: Any = None
+        self._out: dict[str, torch.Tensor] = {}
+
+    def _check_fits(self, num_envs: int) -> None:
+        """Refuse, in one line, copies whose arrays cannot fit in the machine's memory, where
+        the kernel would kill the process once JAX allocates them. A step holds the env state
+        and its outputs twice over (a finished copy's final observation beside its next one).
+        (On a GPU, JAX allocates from its own pool and says when it runs out.) Tracing the
+        reset costs nothing more: its first call reuses the trace."""
         held = jax.eval_shape(self._reset_fn, self._key)
         need = 2 * sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(held))
         what = (
             f"env '{self.spec.name}' ({num_envs} copies of its state and observations, "
             f"{self.num_agents} agents x {self.spec.obs_dim} numbers each)"
         )
-        check_fits(need, max(need // num_envs, 1), self.device, what, "--num-envs")
-        self._state: Any = None
-        self._alive_jax: Any = None
-        self._out: dict[str, torch.Tensor] = {}
+        check_fits(need, max(need // num_envs, 1), torch.device("cpu"), what, "--num-envs")
 
     @abstractmethod
     def _reset_all(self, key: Any) -> tuple[Any, ...]:
