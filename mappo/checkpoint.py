@@ -80,9 +80,12 @@ def saved_config(payload: dict[str, Any], path: str | Path, **changes: Any) -> M
     plus `changes`: the rest, the env's facts among them, were not choices, so
     the checks against the env treat them as the run's defaults did.
     """
+    saved = {**BEFORE_FIELDS, **payload["config"]}
     try:
-        config = from_dict({**BEFORE_FIELDS, **payload["config"], **changes}, source=str(path))
+        config = from_dict(saved, source=str(path))
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
+    if changes:  # what they cannot be is the caller's error (a flag), not the checkpoint's
+        config = from_dict({**saved, **changes}, source=str(path))
     config.given = frozenset(payload.get("config_given", ())) | frozenset(changes)
     return config

@@ -618,7 +618,8 @@ def _check_folder_config(path: Path, held: MappoConfig) -> None:
 def _say_building(config: MappoConfig, copies: int) -> None:
     """Log (INFO) the env copies about to be built, which can take a while (a PettingZoo env
     is built copy by copy, a JaxMARL one is compiled)."""
-    workers = f" in {config.num_workers} worker processes" if config.num_workers else ""
+    processes = "process" if config.num_workers == 1 else "processes"
+    workers = f" in {config.num_workers} worker {processes}" if config.num_workers else ""
     logger.info("building %d copies of env '%s'%s ...", copies, config.env, workers)
 
 

@@ -169,6 +169,16 @@ class MappoTrainer:
             num_workers=config.num_workers,
             use_state=config.critic_uses_state,
         )
+        try:
+            self._set_up(config, rank_seed)
+        except BaseException:
+            if env is None:  # ours to close: no worker processes left behind a refusal
+                self.env.close()
+            raise
+
+    def _set_up(self, config: MappoConfig, rank_seed: int) -> None:
+        """Everything built after the env, which it decides: the config matched to it, the
+        policy, optimizer and buffer, the first observations and the evaluation envs."""
         spec = self.env.spec
         # The `auto` settings decided for this env, and the line that says so.
         config, self.auto_settings = resolve_auto(config, spec)

@@ -9,7 +9,11 @@ received in `received` and asserts that exactly its live agents sent one.
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -361,6 +365,38 @@ class BrokenEnv(StatefulEnv):
         """The global state, unless this is the broken moment."""
         self.breaks("state", self.episode, self.t)
         return super().state()
+
+
+class WorkerTroubleEnv(BrokenEnv):
+    """BrokenEnv whose broken step does `how` instead of raising: "kill" (SIGKILL to its own
+    process, as the kernel's out-of-memory killer does), "os_exit" (`os._exit(7)`, as a
+    crash in C code ends a process), "exit" (`sys.exit(7)`), "hang" (sleeps 600 s),
+    "rewards_list" (rewards as a list) or "four_tuple" (no infos)."""
+
+    def __init__(self, how: str = "kill", episode: int = 7, step: int = 3) -> None:
+        super().__init__("step", episode, step)
+        self.how = how
+
+    def step(self, actions: dict[str, Any]) -> Any:
+        """Step, and at the broken step do `how`."""
+        try:
+            self.breaks("step", self.episode, self.t + 1)
+        except RuntimeError:
+            if self.how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.how == "os_exit":
+                os._exit(7)
+            if self.how == "exit":
+                sys.exit(7)
+            if self.how == "hang":
+                time.sleep(600)
+            obs, rewards, terms, truncs, infos = StatefulEnv.step(self, actions)
+            if self.how == "rewards_list":
+                return obs, list(rewards.values()), terms, truncs, infos
+            if self.how == "four_tuple":
+                return obs, rewards, terms, truncs
+            return obs, rewards, terms, truncs, infos
+        return StatefulEnv.step(self, actions)
 
 
 class StateFailsAfterTerminationEnv(StatefulEnv):

@@ -184,7 +184,7 @@ def checked_reset(env: MultiAgentEnv, seed: int | None) -> torch.Tensor:
         obs = env.reset(seed=seed)
     except EnvError:  # already one line (PettingZoo's copies name theirs)
         raise
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # sys.exit in an env ends no run unexplained
         raise env_raised(env.spec.name, "reset()", "its copies", err) from err
     if problem := _shape_problem("obs", obs, (env.num_envs, env.num_agents, env.spec.obs_dim)):
         raise EnvError(f"env '{env.spec.name}' reset() returned {problem}")
@@ -200,7 +200,7 @@ def checked_step(env: MultiAgentEnv, actions: torch.Tensor, step: int) -> MultiA
         result = env.step(actions)
     except EnvError:
         raise
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # sys.exit in an env ends no run unexplained
         raise env_raised(env.spec.name, "step()", f"step {step} of its copies", err) from err
     E, A, spec = env.num_envs, env.num_agents, env.spec
     per_agent, per_env = (E, A), (E,)

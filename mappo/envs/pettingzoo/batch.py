@@ -32,7 +32,7 @@ import math
 import pickle
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import gymnasium
@@ -42,6 +42,12 @@ from gymnasium.utils.ezpickle import EzPickle
 
 from mappo.envs.base import EnvError, env_raised, error_line
 from mappo.envs.pettingzoo.layout import PettingZooLayout
+
+# What a PettingZoo parallel env's calls return, each part a dict by agent.
+RETURNS = {
+    "reset()": ("observations", "infos"),
+    "step()": ("observations", "rewards", "terminations", "truncations", "infos"),
+}
 
 # What the one line for an env whose state() failed adds: the setting that needs no state().
 STATE_FALLBACK = (
@@ -97,7 +103,8 @@ class PettingZooBatch(gymnasium.Env):
         out = self._out
         self._episode_steps[:] = 0
         for j, env in enumerate(self.envs):
-            obs, _ = self._call(j, "reset()", env.reset, seed=None if seed is None else seed + j)
+            seeded = None if seed is None else seed + j
+            obs = self._returned(j, "reset()", env.reset, seed=seeded)[0]
             self._read_obs(j, obs, np.zeros(len(self.layout.agents), np.bool_), out["obs"][j])
             self._publish(j, out["obs"][j])
         for key in ("reward", "terminated", "truncated", "env_done"):
@@ -154,7 +161,7 @@ class PettingZooBatch(gymnasium.Env):
             if acted[i]
         }
         self._episode_steps[j] += 1  # first, so an error in this step names it
-        obs, rewards, terminations, truncations, _ = self._call(j, "step()", env.step, sent)
+        obs, rewards, terminations, truncations, _ = self._returned(j, "step()", env.step, sent)
         finished = np.zeros(len(layout.agents), np.bool_)  # [A], as the env reports it
         turn_based = layout.turn_based
         for i, name in enumerate(layout.agents):
@@ -184,7 +191,7 @@ class PettingZooBatch(gymnasium.Env):
                     # some envs cannot give one after such an end (multiwalker once a walker
                     # fell), so keep the last state read, a finite placeholder nothing reads.
                     out["final_state"][j] = out["state"][j]
-            obs, _ = self._call(j, "reset()", env.reset)
+            obs = self._returned(j, "reset()", env.reset)[0]
             self._episode_steps[j] = 0
             self._read_obs(j, obs, np.zeros(len(layout.agents), np.bool_), out["obs"][j])
             self._publish(j, out["obs"][j])
@@ -255,8 +262,31 @@ class PettingZooBatch(gymnasium.Env):
         """`method(*args, **kwargs)` of copy j; what it raises becomes a one-line EnvError."""
         try:
             return method(*args, **kwargs)
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # sys.exit in an env ends no run unexplained
             raise env_raised(self.layout.name, call, self._where(j), err) from err
+
+    def _returned(
+        self, j: int, call: str, method: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> tuple[Any, ...]:
+        """`_call` of copy j's `reset()` or `step()`, whose result must be what PettingZoo's
+        parallel API returns (`RETURNS`), or an EnvError naming the part that is not (a
+        malformed part would otherwise fail later, in a message naming no copy or step)."""
+        result = self._call(j, call, method, *args, **kwargs)
+        names = RETURNS[call]
+        problem = None
+        if not isinstance(result, tuple) or len(result) != len(names):
+            size = f"a {len(result)}-tuple" if isinstance(result, tuple) else type(result).__name__
+            problem = f"{size}, not ({', '.join(names)})"
+        else:
+            for name, part in zip(names, result, strict=True):
+                if name != "infos" and not isinstance(part, Mapping):  # infos are not read
+                    problem = f"{name} as {type(part).__name__}, not a dict by agent"
+                    break
+        if problem is not None:
+            raise EnvError(
+                f"env '{self.layout.name}' {call} returned {problem} in {self._where(j)}"
+            )
+        return result
 
     def _where(self, j: int) -> str:
         """Copy j among all copies, and its episode step, for messages."""

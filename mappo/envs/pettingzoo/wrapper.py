@@ -19,6 +19,7 @@ import signal
 import warnings
 from collections.abc import Callable
 from functools import partial
+from multiprocessing import connection
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,11 @@ from mappo.envs.pettingzoo.aec import parallel_view
 from mappo.envs.pettingzoo.batch import PettingZooBatch, split_snapshots
 from mappo.envs.pettingzoo.frames import FrameRecorder
 from mappo.envs.pettingzoo.layout import inspect_parallel_env
-from mappo.errors import RenderError
+from mappo.errors import EnvError, RenderError
 
 logger = logging.getLogger(__name__)
+# Seconds between checks that no worker died while the run waits for their answers.
+WORKER_POLL_S = 0.5
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -133,6 +136,7 @@ class PettingZooWrapper(MultiAgentEnv):
         self._action_shape = layout.action_space(num_envs).shape  # [E, A, n]
         self._action_dtype = np.int64 if layout.action.kind == "discrete" else np.float32
         self._closed = False
+        self._pending = False  # a call the workers have not all answered
         self._fields: dict[str, torch.Tensor] = {}
         try:
             self.reset(seed)
@@ -157,7 +161,7 @@ class PettingZooWrapper(MultiAgentEnv):
             seeds: list[int | None] | None = (
                 None if seed is None else [seed + w * k for w in range(self.num_workers)]
             )
-            arrays, _ = self._in_workers(partial(self._pool.reset, seed=seeds))
+            arrays, _ = self._in_workers("reset", seed=seeds)
         self._load(arrays)
         return self._fields["obs"]
 
@@ -176,9 +180,7 @@ class PettingZooWrapper(MultiAgentEnv):
         if self._pool is None:
             arrays, *_ = self._local.step(batch)
         else:
-            arrays, *_ = self._in_workers(
-                partial(self._pool.step, batch.reshape(self.num_workers, -1, A, n))
-            )
+            arrays, *_ = self._in_workers("step", batch.reshape(self.num_workers, -1, A, n))
         self._load(arrays)
         f = self._fields
         return MultiAgentStepResult(
@@ -216,7 +218,7 @@ class PettingZooWrapper(MultiAgentEnv):
         if self._pool is None:
             parts = [self._local.pickled_state()]
         else:
-            parts = list(self._in_workers(partial(self._pool.call, "pickled_state")))
+            parts = list(self._in_workers("call", "pickled_state"))
         why = next((part for part in parts if isinstance(part, str)), None)
         if why is not None:
             raise pickle.PicklingError(f"env '{self.spec.name}' cannot be pickled ({why})")
@@ -231,7 +233,7 @@ class PettingZooWrapper(MultiAgentEnv):
         if self._pool is None:
             arrays = self._local.load_pickled_state(parts)
         else:
-            outs = self._in_workers(partial(self._pool.call, "load_pickled_state", parts))
+            outs = self._in_workers("call", "load_pickled_state", parts)
             arrays = {key: np.stack([out[key] for out in outs]) for key in outs[0]}  # [W, k, ...]
         self._load(arrays)
 
@@ -256,22 +258,35 @@ class PettingZooWrapper(MultiAgentEnv):
         if self._closed:
             return
         self._closed = True
-        if self._pool is not None:
-            self._pool.close()
-        else:
+        if self._pool is None:
             self._local.close()
+        elif self._pending or not all(p.is_alive() for p in self._pool.processes):
+            self._kill_workers()
+        else:
+            self._pool.close()  # each worker closes its copies
 
     # ----------------------------------------------------------------- internals
 
-    @staticmethod
-    def _in_workers(call: Callable[[], Any]) -> Any:
-        """`call()` on the worker pool. A worker's exception comes back as the batch raised
-        it (one line); gymnasium's log of the worker's traceback, which it prints as
-        warnings, becomes notes on it instead (shown with the traceback by `mappo --debug`)."""
+    def _in_workers(self, call: str, *args: Any, **kwargs: Any) -> Any:
+        """The pool's `call` ("reset", "step" or "call") with these arguments, in every worker.
+
+        A worker's exception comes back as the batch raised it (one line); gymnasium's log
+        of the worker's traceback, which it prints as warnings, becomes notes on it instead
+        (shown with the traceback by `mappo --debug`). The wait is `_await_workers`'s.
+        """
+        pool = self._pool
+        assert pool is not None
         with warnings.catch_warnings(record=True) as logged:
             warnings.simplefilter("always")
             try:
-                result = call()
+                self._pending = True  # until every worker has answered: close kills them
+                getattr(pool, f"{call}_async")(*args, **kwargs)
+                self._await_workers(call)
+                try:
+                    result = getattr(pool, f"{call}_wait")(timeout=0)  # every answer is in
+                except (EOFError, OSError) as err:  # a worker that died as it answered
+                    raise self._died(call) or err from None
+                self._pending = False
             except Exception as err:
                 for warning in logged:
                     err.add_note(str(warning.message))
@@ -281,6 +296,54 @@ class PettingZooWrapper(MultiAgentEnv):
                 warning.message, warning.category, warning.filename, warning.lineno
             )
         return result
+
+    def _await_workers(self, call: str) -> None:
+        """Wait until every worker has answered `call`, checking every `WORKER_POLL_S` s that
+        none died (killed, out of memory, a crash in an env's C code, `sys.exit` in it): a
+        dead one is an EnvError naming it, where reading its pipe would wait for ever (one
+        that dies as it answers reads as a closed pipe, which `_in_workers` takes). The
+        wait is a poll, which a signal interrupts (a read would restart), so Ctrl-C and
+        `mappo stop` reach the run while an env hangs in a worker."""
+        assert self._pool is not None
+        waiting = [pipe for pipe in self._pool.parent_pipes if pipe is not None]
+        while waiting:
+            answered = connection.wait(waiting, timeout=WORKER_POLL_S)
+            if not answered and (died := self._died(call, wait_s=0.0)) is not None:
+                raise died
+            waiting = [pipe for pipe in waiting if pipe not in answered]
+
+    def _died(self, call: str, wait_s: float = 1.0) -> EnvError | None:
+        """The EnvError for the first worker that has died (allowing one `wait_s` seconds
+        to be reaped, where its pipe already reads as closed), or None."""
+        assert self._pool is not None
+        k = self._copies_per_batch
+        for w, process in enumerate(self._pool.processes):
+            process.join(wait_s if process.exitcode is None and wait_s else 0)
+            code = process.exitcode
+            if code is None:
+                continue
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            if code == -signal.SIGKILL:
+                how += ", as the kernel kills a process when memory runs out"
+            return EnvError(
+                f"env '{self.spec.name}': worker process {w} (env copies {w * k}-{w * k + k - 1}) "
+                f"died in {call}() ({how})"
+            )
+        return None
+
+    def _kill_workers(self) -> None:
+        """End the workers at once (SIGKILL: they ignore SIGTERM, see `_worker_batch`): one
+        is busy or dead, so gymnasium's close, which waits for answers, would wait for ever."""
+        assert self._pool is not None
+        for process in self._pool.processes:
+            if process.is_alive():
+                process.kill()
+        for process in self._pool.processes:
+            process.join()
+        for pipe in self._pool.parent_pipes:
+            if pipe is not None:
+                pipe.close()
+        self._pool.closed = True  # what is left to free is the shared memory, freed with it
 
     def _load(self, arrays: dict[str, np.ndarray]) -> None:
         """Turn the batch's (or the shared memory's) arrays into fresh tensors on `device`."""

@@ -1,0 +1,135 @@
+"""Worker processes (`--num-workers`) whose env dies, hangs or breaks the API: one line
+naming the worker or the copy and step, never a wait for ever, no process left behind."""
+
+import json
+import multiprocessing
+import signal
+import time
+
+import pytest
+import pz_envs
+import torch
+
+from mappo.checkpoint import load_checkpoint
+from mappo.cli import main
+from mappo.envs.registry import make_env
+
+MODULE = pz_envs.__name__
+ENV = f"{MODULE}:WorkerTroubleEnv"
+# 4 copies x 25 steps per update, episodes of 5 steps: copy 2 (seed 9 with --seed 7, worker
+# 1's first copy) breaks at step 3 of episode 7, in the second rollout.
+SMALL = ["--num-envs", "4", "--minibatch-size", "50", "--total-steps", "400", "--seed", "7"]
+
+
+def train(tmp_path, how: str, num_workers: int) -> int:
+    """`mappo train` of WorkerTroubleEnv doing `how`, into tmp_path/r."""
+    return main(
+        [
+            "train",
+            "--env",
+            ENV,
+            "--env-kwargs",
+            json.dumps({"how": how}),
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--num-workers",
+            str(num_workers),
+            "--quiet",
+            *SMALL,
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("kill", "killed by SIGKILL, as the kernel kills a process when memory runs out"),
+        ("os_exit", "exit code 7"),
+    ],
+)
+def test_a_worker_that_dies_is_named_in_one_line(how, says, tmp_path, capfd) -> None:
+    assert train(tmp_path, how, num_workers=2) == 3
+    assert capfd.readouterr().err == (
+        f"mappo: env error: env '{ENV}': worker process 1 (env copies 2-3) died in step() "
+        f"({says})\n"
+    )
+    assert not multiprocessing.active_children()  # the other worker is gone too
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["env_steps"] == 100
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("exit", "failed in step() of env copy 2 at episode step 3: SystemExit: 7"),
+        (
+            "rewards_list",
+            "step() returned rewards as list, not a dict by agent in env copy 2 at episode step 3",
+        ),
+        (
+            "four_tuple",
+            "step() returned a 4-tuple, not (observations, rewards, terminations, truncations, "
+            "infos) in env copy 2 at episode step 3",
+        ),
+    ],
+)
+def test_an_env_that_exits_or_returns_no_parallel_api_result_names_its_copy_and_step(
+    how, says, num_workers, tmp_path, capfd
+) -> None:
+    assert train(tmp_path, how, num_workers) == 3
+    assert capfd.readouterr().err == f"mappo: env error: env '{ENV}' {says}\n"
+    assert not multiprocessing.active_children()
+
+
+class Stopped(BaseException):
+    """What the test's alarm raises, as `StopOnSignal` raises `StopRun`."""
+
+
+def test_a_signal_reaches_the_run_while_an_env_hangs_in_a_worker() -> None:
+    # Copy 2 sleeps 600 s in its first step. A run's signal handlers restart interrupted
+    # reads (`StopOnSignal`), so a read of the worker's pipe would never let them run.
+    env = make_env(
+        ENV, 4, seed=7, env_kwargs={"how": "hang", "episode": 1, "step": 1}, num_workers=2
+    )
+    workers = multiprocessing.active_children()
+    assert len(workers) == 2
+
+    def alarm(signum, frame):
+        raise Stopped
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.siginterrupt(signal.SIGALRM, False)
+    started = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        with pytest.raises(Stopped):
+            env.step(torch.zeros(4, env.num_agents, dtype=torch.long))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    env.close()  # a call is pending: the workers are killed, not waited for
+    assert time.monotonic() - started < 30
+    assert not any(worker.is_alive() for worker in workers)
+
+
+def test_a_refused_config_leaves_no_worker_behind(tmp_path, capfd) -> None:
+    # The minibatch (256 by default) is larger than the batch: found after the env is built.
+    code = main(
+        ["train", "--env", ENV, "--run-dir", str(tmp_path / "r"), "--num-workers", "2",
+         "--num-envs", "4", "--rollout-steps", "16", "--total-steps", "400"]
+    )  # fmt: skip
+    assert code == 2
+    err = capfd.readouterr().err
+    assert (
+        err.startswith("mappo: error: config key 'minibatch_size' = 256") and err.count("\n") == 1
+    )
+    assert not multiprocessing.active_children()
+
+
+def test_a_resume_flag_that_cannot_work_is_the_flags_error_not_the_checkpoints(
+    tmp_path, capsys
+) -> None:
+    assert train(tmp_path, "none", num_workers=2) == 0
+    assert main(["train", "--resume", str(tmp_path / "r"), "--num-workers", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mappo: error: config key 'num_workers' = 3") and "checkpoint" not in err
