@@ -260,7 +260,10 @@ class PettingZooWrapper(MultiAgentEnv):
         self._closed = True
         if self._pool is None:
             self._local.close()
-        elif self._pending or not all(p.is_alive() for p in self._pool.processes):
+        elif self._pending or any(
+            pipe is not None and not process.is_alive()  # died, its pipe never read as closed
+            for pipe, process in zip(self._pool.parent_pipes, self._pool.processes, strict=True)
+        ):
             self._kill_workers()
         else:
             self._pool.close()  # each worker closes its copies
@@ -286,6 +289,9 @@ class PettingZooWrapper(MultiAgentEnv):
                     result = getattr(pool, f"{call}_wait")(timeout=0)  # every answer is in
                 except (EOFError, OSError) as err:  # a worker that died as it answered
                     raise self._died(call) or err from None
+                except Exception:  # a worker's env raised: all answered, that one has ended
+                    self._pending = False
+                    raise
                 self._pending = False
             except Exception as err:
                 for warning in logged:
