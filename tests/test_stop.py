@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import pz_envs
@@ -497,6 +498,66 @@ def test_mappo_stop_signals_every_rank_of_a_torchrun_job(tmp_path) -> None:
             os.kill(pid, signal.SIGKILL)
         agent.kill()
         agent.wait()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` that have not exited (zombies left out)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if int(fields.get("PPid", "0")) == pid and not fields.get("State", "").startswith("Z"):
+            found.append(int(status.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is no zombie."""
+    try:
+        return not Path(f"/proc/{pid}/status").read_text().split("State:\t")[1].startswith("Z")
+    except (OSError, IndexError):
+        return False
+
+
+WORKER_RUN = ["--env", "pz_envs:WorkerTroubleEnv", "--num-workers", "2", "--num-envs", "4",
+              "--minibatch-size", "50", "--seed", "7", "--compile", "false"]  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
+def test_ctrl_c_stops_a_run_whose_env_hangs_in_a_worker_and_kill_leaves_no_worker(
+    tmp_path,
+) -> None:
+    # Copy 2 sleeps 600 s at its step 3 of episode 7, in the second rollout; the first
+    # signal's grace period ends the rollout and the stuck worker is killed, not waited for.
+    run = tmp_path / "hang"
+    process = start_training(
+        [*WORKER_RUN, "--env-kwargs", '{"how": "hang"}', "--total-steps", "400",
+         "--run-dir", str(run)], tmp_path
+    )  # fmt: skip
+    took, out, err = ctrl_c_after(process, lambda _: rows(run) >= 1)
+    assert process.returncode == 0 and took < 30, (took, out, err)
+    assert "stopping (SIGINT)" in err and "Traceback" not in err
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 100
+    # A run killed outright (SIGKILL, which it cannot handle) takes its workers with it, the
+    # one stuck in its env too (an idle one would end on its closed pipe anyway).
+    run = tmp_path / "killed"
+    process = start_training(
+        [*WORKER_RUN, "--env-kwargs", '{"how": "hang"}', "--total-steps", "400",
+         "--run-dir", str(run)], tmp_path
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(workers := children(process.pid)) < 2 or rows(run) < 1:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    time.sleep(2)  # into the second rollout, where copy 2 hangs
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)
 
 
 def test_closing_runs_every_closer_and_keeps_the_error_on_its_way_out() -> None:

@@ -12,10 +12,13 @@ every batch where it runs (each worker its own, through `AsyncVectorEnv.call`).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
+import sys
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -36,6 +39,7 @@ from mappo.errors import EnvError, RenderError
 logger = logging.getLogger(__name__)
 # Seconds between checks that no worker died while the run waits for their answers.
 WORKER_POLL_S = 0.5
+PR_SET_PDEATHSIG = 1  # prctl's option (linux/prctl.h)
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -120,15 +124,22 @@ class PettingZooWrapper(MultiAgentEnv):
         if num_workers == 0:
             self._batch = PettingZooBatch(env_fn, layout, copies)
         else:
-            self._pool = AsyncVectorEnv(
-                [
-                    partial(_worker_batch, env_fn, layout, copies, w * copies)
-                    for w in range(num_workers)
-                ],
-                shared_memory=True,
-                copy=False,  # we copy once, into torch
-                autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
-            )
+            others = set(multiprocessing.active_children())
+            try:
+                self._pool = AsyncVectorEnv(
+                    [
+                        partial(_worker_batch, env_fn, layout, copies, w * copies)
+                        for w in range(num_workers)
+                    ],
+                    shared_memory=True,
+                    copy=False,  # we copy once, into torch
+                    autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
+                )
+            except BaseException:  # Ctrl-C or an error while they start: none outlives it
+                for process in set(multiprocessing.active_children()) - others:
+                    process.kill()
+                    process.join()
+                raise
         self._copies_per_batch = copies
         # Per-field shape with the worker axis folded into E: [W, k, ...] -> [E, ...].
         step_space = layout.step_space(num_envs)
@@ -372,9 +383,27 @@ def _built_as_parallel(env_fn: Callable[[], Any]) -> Any:
 def _worker_batch(*args: Any) -> PettingZooBatch:
     """`PettingZooBatch(*args)`, built in a worker process that ignores SIGINT and SIGTERM:
     Ctrl-C at a terminal signals the whole process group, and the parent, which finishes
-    its update and saves first, shuts the workers down itself. (Gymnasium also builds one
-    in the parent to read the spaces; the parent keeps its handlers.)"""
+    its update and saves first, shuts the workers down itself. On Linux the worker is
+    killed when its parent dies, however it dies (`kill -9` of a run leaves no worker
+    stepping on). (Gymnasium also builds one in the parent to read the spaces; the parent
+    keeps its handlers.)"""
     if multiprocessing.parent_process() is not None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        _die_with_parent()
     return PettingZooBatch(*args)
+
+
+def _die_with_parent() -> None:
+    """Have the kernel send this process SIGKILL when its parent ends (Linux's
+    `PR_SET_PDEATHSIG`); elsewhere nothing. A parent already gone is checked after."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # no glibc (musl): workers are then ended by the parent alone
+        return
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # it died before the prctl took
+        os._exit(1)
