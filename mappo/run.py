@@ -32,6 +32,7 @@ from typing import Any, TextIO
 from mappo.checkpoint import BEFORE_FIELDS, load_checkpoint, saved_config
 from mappo.config import ENV_DIM_FIELDS, FIELDS, MappoConfig, from_dict, read_toml
 from mappo.distributed import Distributed
+from mappo.envs.registry import steps_in_this_process
 from mappo.errors import ConfigError, RunFolderError
 from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
@@ -619,7 +620,11 @@ def _say_building(config: MappoConfig, copies: int) -> None:
     """Log (INFO) the env copies about to be built, which can take a while (a PettingZoo env
     is built copy by copy, a JaxMARL one is compiled)."""
     processes = "process" if config.num_workers == 1 else "processes"
-    workers = f" in {config.num_workers} worker {processes}" if config.num_workers else ""
+    workers = (
+        f" in {config.num_workers} worker {processes}"
+        if config.num_workers and not steps_in_this_process(config.env)
+        else ""
+    )
     logger.info("building %d copies of env '%s'%s ...", copies, config.env, workers)
 
 

@@ -133,3 +133,16 @@ def test_a_resume_flag_that_cannot_work_is_the_flags_error_not_the_checkpoints(
     assert main(["train", "--resume", str(tmp_path / "r"), "--num-workers", "3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mappo: error: config key 'num_workers' = 3") and "checkpoint" not in err
+
+
+def test_an_env_that_steps_in_this_process_is_not_said_to_use_workers(tmp_path, caplog) -> None:
+    run = str(tmp_path / "s")
+    argv = ["train", "--env", "spread", "--num-workers", "2", "--run-dir", run, "--num-envs",
+            "4", "--minibatch-size", "50", "--total-steps", "200", "--quiet"]  # fmt: skip
+    with caplog.at_level("INFO"):
+        assert main(argv) == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert "building 4 copies of env 'spread' ..." in said
+    assert (
+        "num_workers = 2 has no effect: env 'spread' steps all its copies in this process" in said
+    )

@@ -70,6 +70,12 @@ GYMNASIUM_PREFIX = "gymnasium:"
 PETTINGZOO_EXTRA = ("pettingzoo", "gymnasium")  # the packages of `pip install 'mappo[pettingzoo]'`
 
 
+def steps_in_this_process(name: str) -> bool:
+    """Whether env `name` is known, before it is built, to step all its copies in this
+    process (built-in, VMAS, JaxMARL, Jumanji), where `num_workers` does not apply."""
+    return name in BUILTIN_ENVS or name.startswith((VMAS_PREFIX, JAXMARL_PREFIX, JUMANJI_PREFIX))
+
+
 def make_env(
     name: str,
     num_envs: int,
