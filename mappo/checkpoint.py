@@ -82,10 +82,15 @@ def saved_config(payload: dict[str, Any], path: str | Path, **changes: Any) -> M
     """
     saved = {**BEFORE_FIELDS, **payload["config"]}
     try:
-        config = from_dict(saved, source=str(path))
-    except ConfigError as err:
-        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
-    if changes:  # what they cannot be is the caller's error (a flag), not the checkpoint's
         config = from_dict({**saved, **changes}, source=str(path))
+    except ConfigError as err:
+        if changes:  # the saved config alone says whose error it is: the checkpoint's or a flag's
+            try:
+                from_dict(saved, source=str(path))
+            except ConfigError:
+                pass
+            else:
+                raise
+        raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
     config.given = frozenset(payload.get("config_given", ())) | frozenset(changes)
     return config

@@ -370,18 +370,31 @@ class BrokenEnv(StatefulEnv):
 class WorkerTroubleEnv(BrokenEnv):
     """BrokenEnv whose broken step does `how` instead of raising: "kill" (SIGKILL to its own
     process, as the kernel's out-of-memory killer does), "os_exit" (`os._exit(7)`, as a
-    crash in C code ends a process), "exit" (`sys.exit(7)`), "hang" (sleeps 600 s),
-    "rewards_list" (rewards as a list) or "four_tuple" (no infos)."""
+    crash in C code ends a process), "exit" (`sys.exit(7)`), "hang" (sleeps 600 s, having
+    created the file `marker` if given), "rewards_list" (rewards as a list), "four_tuple"
+    (no infos) or "raise" (as BrokenEnv). The copy first reset with `slow_seed` takes 1.5 s
+    over that step."""
 
-    def __init__(self, how: str = "kill", episode: int = 7, step: int = 3) -> None:
+    def __init__(
+        self,
+        how: str = "kill",
+        episode: int = 7,
+        step: int = 3,
+        marker: str = "",
+        slow_seed: int | None = None,
+    ) -> None:
         super().__init__("step", episode, step)
-        self.how = how
+        self.how, self.marker, self.slow_seed = how, marker, slow_seed
 
     def step(self, actions: dict[str, Any]) -> Any:
         """Step, and at the broken step do `how`."""
+        if self.first_seed == self.slow_seed and (self.episode, self.t + 1) == self.broken[1:]:
+            time.sleep(1.5)
         try:
             self.breaks("step", self.episode, self.t + 1)
         except RuntimeError:
+            if self.how == "raise":
+                raise
             if self.how == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.how == "os_exit":
@@ -389,6 +402,8 @@ class WorkerTroubleEnv(BrokenEnv):
             if self.how == "exit":
                 sys.exit(7)
             if self.how == "hang":
+                if self.marker:
+                    open(self.marker, "w").close()
                 time.sleep(600)
             obs, rewards, terms, truncs, infos = StatefulEnv.step(self, actions)
             if self.how == "rewards_list":

@@ -215,7 +215,7 @@ def test_env_copies_that_cannot_fit_in_memory_are_refused(monkeypatch) -> None:
     says = (
         "env 'jumanji:Cleaner-v0' (16 copies of its state and observations, 10000 agents x "
         "20102 numbers each) needs 24.0 GiB, but 16.0 GiB of memory is free: lower --num-envs "
-        "(about 8 would fit)"
+        "(about 8 would fit) or, where these are the evaluation env's copies, --eval-episodes"
     )
     with pytest.raises(ConfigError, match=re.escape(says)):
         make_env("jumanji:Cleaner-v0", 16, env_kwargs={"num_agents": 10_000})

@@ -6,6 +6,7 @@ its folder."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -542,16 +543,16 @@ def test_ctrl_c_stops_a_run_whose_env_hangs_in_a_worker_and_kill_leaves_no_worke
     assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 100
     # A run killed outright (SIGKILL, which it cannot handle) takes its workers with it, the
     # one stuck in its env too (an idle one would end on its closed pipe anyway).
-    run = tmp_path / "killed"
+    run, hanging = tmp_path / "killed", tmp_path / "hanging"
+    kwargs = json.dumps({"how": "hang", "marker": str(hanging)})
     process = start_training(
-        [*WORKER_RUN, "--env-kwargs", '{"how": "hang"}', "--total-steps", "400",
-         "--run-dir", str(run)], tmp_path
-    )  # fmt: skip
+        [*WORKER_RUN, "--env-kwargs", kwargs, "--total-steps", "400", "--run-dir", str(run)],
+        tmp_path,
+    )
     deadline = time.monotonic() + 120
-    while len(workers := children(process.pid)) < 2 or rows(run) < 1:
+    while len(workers := children(process.pid)) < 2 or not hanging.exists():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.1)
-    time.sleep(2)  # into the second rollout, where copy 2 hangs
     process.kill()
     process.wait()
     deadline = time.monotonic() + 10

@@ -12,6 +12,7 @@ import torch
 
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
+from mappo.envs.base import EnvError
 from mappo.envs.registry import make_env
 
 MODULE = pz_envs.__name__
@@ -110,6 +111,35 @@ def test_a_signal_reaches_the_run_while_an_env_hangs_in_a_worker() -> None:
     env.close()  # a call is pending: the workers are killed, not waited for
     assert time.monotonic() - started < 30
     assert not any(worker.is_alive() for worker in workers)
+
+
+def test_a_worker_killed_between_steps_is_named_and_a_slow_one_leaves_an_env_error_its_own() -> (
+    None
+):
+    # Worker 1 (copies 2-3) is killed while idle, as the kernel kills one when the learner's
+    # update takes the memory: the next step names it, not a broken pipe of the env's.
+    env = make_env(ENV, 4, seed=7, env_kwargs={"how": "none"}, num_workers=2)
+    actions = torch.zeros(4, env.num_agents, dtype=torch.long)
+    env.step(actions)
+    (worker,) = [p for p in multiprocessing.active_children() if p.name.endswith("-1")]
+    worker.kill()
+    worker.join()
+    with pytest.raises(EnvError) as raised:
+        env.step(actions)
+    assert str(raised.value) == (
+        f"env '{ENV}': worker process 1 (env copies 2-3) died in step() (killed by SIGKILL, "
+        "as the kernel kills a process when memory runs out)"
+    )
+    env.close()
+    assert not multiprocessing.active_children()
+    # Copy 2 raises while copy 0, in the other worker, takes 1.5 s over the same step: the
+    # worker whose env raised has answered and ended, and its error is what is said.
+    kwargs = {"how": "raise", "episode": 1, "step": 1, "slow_seed": 7}
+    env = make_env(ENV, 4, seed=7, env_kwargs=kwargs, num_workers=2)
+    with pytest.raises(EnvError, match="env copy 2 at episode step 1: RuntimeError: step broke"):
+        env.step(actions)
+    env.close()
+    assert not multiprocessing.active_children()
 
 
 def test_a_refused_config_leaves_no_worker_behind(tmp_path, capfd) -> None:

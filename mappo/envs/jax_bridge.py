@@ -173,7 +173,10 @@ class JaxVectorEnv(MultiAgentEnv):
             f"env '{self.spec.name}' ({num_envs} copies of its state and observations, "
             f"{self.num_agents} agents x {self.spec.obs_dim} numbers each)"
         )
-        check_fits(need, max(need // num_envs, 1), torch.device("cpu"), what, "--num-envs")
+        check_fits(
+            need, max(need // num_envs, 1), torch.device("cpu"), what, "--num-envs",
+            "or, where these are the evaluation env's copies, --eval-episodes",
+        )  # fmt: skip
 
     @abstractmethod
     def _reset_all(self, key: Any) -> tuple[Any, ...]:

@@ -19,11 +19,12 @@ import os
 import pickle
 import signal
 import sys
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from multiprocessing import connection
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -39,6 +40,8 @@ from mappo.errors import EnvError, RenderError
 logger = logging.getLogger(__name__)
 # Seconds between checks that no worker died while the run waits for their answers.
 WORKER_POLL_S = 0.5
+# Seconds the workers have to close their copies and exit before they are killed.
+WORKER_CLOSE_S = 10.0
 PR_SET_PDEATHSIG = 1  # prctl's option (linux/prctl.h)
 
 
@@ -271,13 +274,10 @@ class PettingZooWrapper(MultiAgentEnv):
         self._closed = True
         if self._pool is None:
             self._local.close()
-        elif self._pending or any(
-            pipe is not None and not process.is_alive()  # died, its pipe never read as closed
-            for pipe, process in zip(self._pool.parent_pipes, self._pool.processes, strict=True)
-        ):
+        elif self._pending:  # a worker busy (hung, or stopped mid-call by a signal) or dead
             self._kill_workers()
         else:
-            self._pool.close()  # each worker closes its copies
+            self._close_workers()
 
     # ----------------------------------------------------------------- internals
 
@@ -286,7 +286,9 @@ class PettingZooWrapper(MultiAgentEnv):
 
         A worker's exception comes back as the batch raised it (one line); gymnasium's log
         of the worker's traceback, which it prints as warnings, becomes notes on it instead
-        (shown with the traceback by `mappo --debug`). The wait is `_await_workers`'s.
+        (shown with the traceback by `mappo --debug`). The wait is `_await_workers`'s; a
+        worker found dead, by its pipe (closed as it is written to or read) or by the wait,
+        is an EnvError naming it.
         """
         pool = self._pool
         assert pool is not None
@@ -294,12 +296,14 @@ class PettingZooWrapper(MultiAgentEnv):
             warnings.simplefilter("always")
             try:
                 self._pending = True  # until every worker has answered: close kills them
-                getattr(pool, f"{call}_async")(*args, **kwargs)
-                self._await_workers(call)
                 try:
-                    result = getattr(pool, f"{call}_wait")(timeout=0)  # every answer is in
-                except (EOFError, OSError) as err:  # a worker that died as it answered
-                    raise self._died(call) or err from None
+                    getattr(pool, f"{call}_async")(*args, **kwargs)
+                    self._await_workers(call)
+                    # Every pipe is readable now: the read cannot block.
+                    result = getattr(pool, f"{call}_wait")(timeout=None)
+                except (EOFError, OSError) as err:  # the pipe of a worker that died
+                    died = self._died(call, range(self.num_workers), 1.0, failed_only=True)
+                    raise died or err from None
                 except Exception:  # a worker's env raised: all answered, that one has ended
                     self._pending = False
                     raise
@@ -316,41 +320,85 @@ class PettingZooWrapper(MultiAgentEnv):
 
     def _await_workers(self, call: str) -> None:
         """Wait until every worker has answered `call`, checking every `WORKER_POLL_S` s that
-        none died (killed, out of memory, a crash in an env's C code, `sys.exit` in it): a
-        dead one is an EnvError naming it, where reading its pipe would wait for ever (one
-        that dies as it answers reads as a closed pipe, which `_in_workers` takes). The
-        wait is a poll, which a signal interrupts (a read would restart), so Ctrl-C and
-        `mappo stop` reach the run while an env hangs in a worker."""
+        none of those yet to answer died (killed, out of memory, a crash in an env's C
+        code): reading its pipe would wait for ever. The wait is a poll, which a signal
+        interrupts (a read would restart under the run's handlers), so Ctrl-C and `mappo
+        stop` reach the run while an env hangs in a worker."""
         assert self._pool is not None
-        waiting = [pipe for pipe in self._pool.parent_pipes if pipe is not None]
+        pipes = self._pool.parent_pipes
+        waiting = {pipe: w for w, pipe in enumerate(pipes) if pipe is not None}
         while waiting:
-            answered = connection.wait(waiting, timeout=WORKER_POLL_S)
-            if not answered and (died := self._died(call, wait_s=0.0)) is not None:
+            answered = connection.wait(list(waiting), timeout=WORKER_POLL_S)
+            for pipe in answered:
+                del waiting[pipe]  # type: ignore[arg-type]
+            if not answered and (died := self._died(call, waiting.values())) is not None:
                 raise died
-            waiting = [pipe for pipe in waiting if pipe not in answered]
 
-    def _died(self, call: str, wait_s: float = 1.0) -> EnvError | None:
-        """The EnvError for the first worker that has died (allowing one `wait_s` seconds
-        to be reaped, where its pipe already reads as closed), or None."""
+    def _died(
+        self, call: str, workers: Iterable[int], wait_s: float = 0.0, failed_only: bool = False
+    ) -> EnvError | None:
+        """The EnvError for the first of `workers` that has ended, or None, waiting up to
+        `wait_s` s for one to be reaped (its pipe may read as closed before). `failed_only`:
+        an exit code of 0 does not count (a worker whose env raised answers, then exits
+        with 0)."""
         assert self._pool is not None
+        processes = [self._pool.processes[w] for w in workers]
+        deadline = time.monotonic() + wait_s
+        while True:
+            for process in processes:
+                code = process.exitcode
+                if code is not None and (code != 0 or not failed_only):
+                    return self._death_line(call, self._pool.processes.index(process), code)
+            running = [p.sentinel for p in processes if p.exitcode is None]
+            left = deadline - time.monotonic()
+            if not running or left <= 0:
+                return None
+            connection.wait(running, timeout=left)
+
+    def _death_line(self, call: str, worker: int, code: int) -> EnvError:
+        """The one line for worker `worker`, ended with exit code `code` during `call`."""
         k = self._copies_per_batch
-        for w, process in enumerate(self._pool.processes):
-            process.join(wait_s if process.exitcode is None and wait_s else 0)
-            code = process.exitcode
-            if code is None:
-                continue
-            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        if code >= 0:
+            how = f"exit code {code}"
+        else:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:  # a real-time signal, which the enum does not name
+                how = f"killed by signal {-code}"
             if code == -signal.SIGKILL:
                 how += ", as the kernel kills a process when memory runs out"
-            return EnvError(
-                f"env '{self.spec.name}': worker process {w} (env copies {w * k}-{w * k + k - 1}) "
-                f"died in {call}() ({how})"
-            )
-        return None
+        return EnvError(
+            f"env '{self.spec.name}': worker process {worker} (env copies {worker * k}-"
+            f"{worker * k + k - 1}) died in {call}() ({how})"
+        )
+
+    def _close_workers(self) -> None:
+        """Have each worker close its copies and exit, as gymnasium's close does, but waiting
+        at most `WORKER_CLOSE_S` s, by a poll a signal interrupts: a worker whose env hangs
+        in `close()`, or that died, is then killed."""
+        assert self._pool is not None
+        pool = self._pool
+        deadline = time.monotonic() + WORKER_CLOSE_S
+        try:
+            waiting = [pipe for pipe in pool.parent_pipes if pipe is not None]
+            for pipe in waiting:
+                pipe.send(("close", None))
+            while waiting and (left := deadline - time.monotonic()) > 0:
+                for ready in connection.wait(waiting, timeout=left):
+                    answered = cast(connection.Connection, ready)
+                    answered.recv()
+                    waiting.remove(answered)
+            for process in pool.processes:
+                process.join(max(deadline - time.monotonic(), 0.0))
+        except (EOFError, OSError):  # a worker that died: killing the rest is all that is left
+            pass
+        finally:
+            self._kill_workers()
 
     def _kill_workers(self) -> None:
-        """End the workers at once (SIGKILL: they ignore SIGTERM, see `_worker_batch`): one
-        is busy or dead, so gymnasium's close, which waits for answers, would wait for ever."""
+        """End the workers still running at once (SIGKILL: they ignore SIGTERM, see
+        `_worker_batch`), release the pipes and mark the pool closed, so that gymnasium's
+        close, which waits for answers that may never come, is never called."""
         assert self._pool is not None
         for process in self._pool.processes:
             if process.is_alive():
