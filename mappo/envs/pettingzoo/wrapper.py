@@ -342,14 +342,14 @@ class PettingZooWrapper(MultiAgentEnv):
         an exit code of 0 does not count (a worker whose env raised answers, then exits
         with 0)."""
         assert self._pool is not None
-        processes = [self._pool.processes[w] for w in workers]
+        processes = {w: self._pool.processes[w] for w in workers}
         deadline = time.monotonic() + wait_s
         while True:
-            for process in processes:
+            for w, process in processes.items():
                 code = process.exitcode
                 if code is not None and (code != 0 or not failed_only):
-                    return self._death_line(call, self._pool.processes.index(process), code)
-            running = [p.sentinel for p in processes if p.exitcode is None]
+                    return self._death_line(call, w, code)
+            running = [p.sentinel for p in processes.values() if p.exitcode is None]
             left = deadline - time.monotonic()
             if not running or left <= 0:
                 return None
