@@ -103,25 +103,25 @@ def make_jumanji_env(
         # A generator built from values it takes one by one may still fail to draw a level
         # (no shelves, more agents than cells): a traced reset says so before any compiling.
         try:
-            jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+            state = jax.eval_shape(env.reset, jax.random.PRNGKey(0))[0]
         except RESET_ERRORS as err:
             raise ConfigError(
                 f"config key 'env_kwargs': env '{name}' cannot reset with {env_kwargs!r} "
                 f"({_reason(err)})"
             ) from None
-        _check_levels(env, name, env_kwargs)
+        _check_levels(env, name, env_kwargs, state)
     return JumanjiEnv(env, name, num_envs, device, seed)
 
 
-def _check_levels(env: Any, name: str, env_kwargs: dict[str, Any]) -> None:
+def _check_levels(env: Any, name: str, env_kwargs: dict[str, Any], state: Any) -> None:
     """Refuse settings under which the generator draws broken levels without an error.
 
     Connector's random walk places each agent's two ends one by one and, once no free cell
     is left, puts an end where another already is: a grid too small for its agents gives
     levels an agent starts solved (start on its target) or shares a cell. Levels whose
-    agents have a start and a target are drawn and checked.
+    agents have a start and a target (in `state`, a traced reset's) are drawn and checked.
     """
-    agents = getattr(jax.eval_shape(env.reset, jax.random.PRNGKey(0))[0], "agents", None)
+    agents = getattr(state, "agents", None)
     if not (hasattr(agents, "start") and hasattr(agents, "target")):
         return
 
