@@ -374,11 +374,6 @@ def validate(cfg: MappoConfig) -> None:
     need(cfg.checkpoint_interval > 0, "checkpoint_interval", "> 0 seconds")
     need(cfg.eval_interval >= 0, "eval_interval", ">= 0 env steps (0: no evaluation)")
     need(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1")
-    if cfg.num_workers and cfg.num_envs % cfg.num_workers:
-        raise ConfigError(
-            f"config key 'num_workers' = {cfg.num_workers}: num_envs = {cfg.num_envs} must be "
-            "a multiple of it (every worker steps the same number of copies)"
-        )
     for name, f in FIELDS.items():
         if "choices" in f.metadata:
             need(

@@ -122,9 +122,20 @@ def test_flags_that_cannot_take_effect_warn_once_each(caplog) -> None:
     ]
 
 
-def test_copies_not_divisible_by_workers_is_a_config_error() -> None:
+def test_copies_not_divisible_by_workers_is_a_config_error(caplog) -> None:
+    """Only for an env that steps in workers: the others warn that the workers do nothing."""
+    import pz_envs
+
+    from mappo import MappoTrainer
+    from mappo.envs.registry import make_env
+
     with pytest.raises(ConfigError, match="'num_workers' = 3: num_envs = 4 must be a multiple"):
-        MappoConfig(num_envs=4, num_workers=3)
+        make_env(f"{pz_envs.__name__}:CounterEnv", 4, num_workers=3)
+    with caplog.at_level("WARNING", logger="mappo.trainer"):
+        MappoTrainer(MappoConfig(num_envs=4, num_workers=3, rollout_steps=5, minibatch_size=0))
+    assert [r.getMessage() for r in caplog.records] == [
+        "num_workers = 3 has no effect: env 'spread' steps all its copies in this process"
+    ]
 
 
 def test_env_help_names_every_form_make_env_takes() -> None:

@@ -136,6 +136,11 @@ def make_env(
             build_copy, num_workers = partial(recording_copy, name, factory, env_kwargs), 0
         else:
             build_copy = partial(_build_copy, name, factory, env_kwargs)
+        if num_workers and num_envs % num_workers:
+            raise ConfigError(
+                f"config key 'num_workers' = {num_workers}: num_envs = {num_envs} must be "
+                "a multiple of it (every worker steps the same number of copies)"
+            )
         return wrapper(
             build_copy,
             num_envs,
