@@ -57,7 +57,6 @@ ablations from the same functions.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -100,7 +99,7 @@ from mappo.plotting import GRID_POINTS, PlotError, RunGroup, read_run  # noqa: E
 from mappo.presets import PRESETS, build_config  # noqa: E402
 from mappo.report import bootstrap_ci, iqm  # noqa: E402
 from mappo.run import RESUME_CHANGES, Run, setting_name  # noqa: E402
-from mappo.run_folder import slot_folders  # noqa: E402
+from mappo.run_folder import read_metrics, slot_folders  # noqa: E402
 from mappo.run_lock import RunLock  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -112,6 +111,14 @@ SCALES = {
     "spread_official": "6 R - 75 for a mean per-agent return R (the official code's team sum "
     "with each agent's self-collision, mappo.envs.mpe.spread.official_team_return)",
     "win_rate": "the share of greedy episodes won",
+}
+
+
+# Fields each task or the command sets, which a `--set` variant would not change.
+TABLE_SETS = {
+    "env": "--tasks (each task trains its own env)",
+    "seed": "--seeds",
+    "total_steps": "--scale (a fraction of every task's budget)",
 }
 
 
@@ -158,6 +165,8 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         name = name.strip().replace("-", "_")
         if not equals or name not in FIELDS:
             raise SystemExit(f"--set {item!r}: give FIELD=VALUE with a config field as FIELD")
+        if name in TABLE_SETS:
+            raise SystemExit(f"--set {item!r}: the table sets {name}; give {TABLE_SETS[name]}")
         try:
             sets[name] = parse_cli_value(name, text.strip())
         except ConfigError as err:
@@ -205,6 +214,10 @@ def train(
     held = slot_folders(folder)
     # Stopped before its first checkpoint: the folders hold only config.toml, nothing to keep.
     afresh = bool(held) and not any((d / "checkpoint.pt").is_file() for d in held)
+    if afresh and sorted(int(d.name.removeprefix("seed_")) for d in held) != sorted(seeds):
+        aside = set_aside(folder, held)  # other seeds, which would stay beside the new ones
+        print(f"{folder}: runs of other seeds, none checkpointed, moved to {aside}")
+        held, afresh = [], False
     if afresh:
         held = []
     if held and (changed := held_changes(task, held[0])):
@@ -289,21 +302,14 @@ def held_changes(task: Task, seed_dir: Path) -> list[str]:
     ]
 
 
-def checkpointed(folder: Path) -> bool:
-    """Whether `folder` holds runs that all have a checkpoint."""
-    seed_dirs = slot_folders(folder)
-    return bool(seed_dirs) and all((d / "checkpoint.pt").exists() for d in seed_dirs)
-
-
 def training_seconds(run_dir: Path) -> float:
     """Seconds spent collecting and updating: each metrics.csv row's env steps over its
     env steps/s, summed (start-up, checkpoints and the gaps between sessions not counted)."""
     total, previous = 0.0, 0
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            steps, speed = int(row["env_steps"]), float(row["steps_per_second"] or 0.0)
-            total += (steps - previous) / speed if speed > 0 else 0.0
-            previous = steps
+    for row in read_metrics(run_dir / "metrics.csv")[0]:
+        steps, speed = int(row["env_steps"]), float(row["steps_per_second"] or 0.0)
+        total += (steps - previous) / speed if speed > 0 else 0.0
+        previous = steps
     return total
 
 
@@ -330,7 +336,7 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
     steps = [int(checkpoint["env_steps"]) for checkpoint in checkpoints]
     key = {"episodes": episodes, "env_steps": steps, "scale": task.scale}
     kept = folder / "score.json"
-    if kept.exists() and (saved := json.loads(kept.read_text())).get("key") == key:
+    if (saved := read_kept_score(kept)) is not None and saved.get("key") == key:
         return saved["result"]
     returns, wins = [], []
     for seed_dir in seeds:
@@ -356,9 +362,21 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
         "ci": [float(lo), float(hi)],
         "hours": seconds / 3600,
         "steps_per_second": sum(steps) / seconds if seconds else math.nan,
+        "episodes": episodes,
     }
-    kept.write_text(json.dumps({"key": key, "result": result}))
+    text = json.dumps({"key": key, "result": result})
+    write_atomically(kept, lambda handle: handle.write(text.encode()))
     return result
+
+
+def read_kept_score(path: Path) -> dict[str, Any] | None:
+    """The scores `score` kept in `path`, or None where there are none or the file is
+    damaged (they are then computed again)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def curve_of(task: Task, folder: Path) -> dict[str, Any] | None:
@@ -603,7 +621,7 @@ def write_table(
         rows.append(
             [
                 task.name,
-                f"{r['steps']:,} / {task.budget:,} ({r['steps'] / task.budget:.0%})",
+                f"{r['steps']:,} / {task.budget:,} ({share(r['steps'] / task.budget)})",
                 r["seeds"],
                 f"{r['iqm']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]",
                 ", ".join(f"{x:.3f}" for x in r["score"]),
@@ -650,7 +668,7 @@ def write_table(
             else []
         ),
         *([curves.strip()] if curves else []),
-        f"Scores: {args.episodes} greedy episodes per seed of each seed's last checkpoint; "
+        f"Scores: {episodes_text(tasks, record)} per seed of each seed's last checkpoint; "
         "IQM and its 95 % CI from a 2,000-sample percentile bootstrap over the seeds "
         "(`mappo report`'s statistics). Where the budget is not reached, the row scores the "
         "policy at the env steps it gives.\n\nHow each task is trained and scaled:\n" + scales,
@@ -662,6 +680,29 @@ def write_table(
     return write_results(name, title, info, sections, quick=False)
 
 
+def share(fraction: float) -> str:
+    """A fraction of the budget as a percentage, with the digits that show a small one."""
+    return f"{fraction:.0%}" if fraction >= 0.01 or fraction == 0 else f"{fraction * 100:.2g}%"
+
+
+def episodes_text(tasks: list[Task], record: dict[str, Any]) -> str:
+    """How many greedy episodes scored the recorded rows (`100 greedy episodes`, or each
+    count with its tasks where they differ); records kept none before 2026-12-07."""
+    by_count: dict[Any, list[str]] = {}
+    for task in (t for t in tasks if t.name in record["tasks"]):
+        by_count.setdefault(record["tasks"][task.name]["result"].get("episodes"), []).append(
+            task.name
+        )
+    if len(by_count) == 1 and None not in by_count:
+        return f"{next(iter(by_count))} greedy episodes"
+    parts = [
+        f"{'an unrecorded number (scored before the record kept it)' if n is None else n} for "
+        + ", ".join(names)
+        for n, names in by_count.items()
+    ]
+    return "greedy episodes (" + "; ".join(parts) + ")"
+
+
 def positive(kind: type) -> Any:
     """An argparse type: a finite number of `kind` above zero (a zero or negative `--hours`
     would rewrite the table with nothing trained; an infinite `--scale`, no budget)."""
@@ -670,7 +711,8 @@ def positive(kind: type) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not 0 < value < math.inf:  # also refuses nan
             raise argparse.ArgumentTypeError(f"{text!r}: give a finite number above 0")
         return value
@@ -722,6 +764,13 @@ def main() -> None:
         reproduce(args)
     except (ConfigError, CheckpointError, RunFolderError, EnvError) as err:
         raise SystemExit(f"reproduce.py: error: {err}") from None
+    except KeyboardInterrupt:  # while scoring: training stops on Ctrl-C by itself, and saves
+        print(
+            "reproduce.py: interrupted; the runs keep their checkpoints: the same command goes "
+            "on and writes the table",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
 
 
 def reproduce(args: argparse.Namespace) -> None:
@@ -741,9 +790,21 @@ def reproduce(args: argparse.Namespace) -> None:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise SystemExit(f"--seeds {args.seeds!r}: give integers joined by commas") from None
+    training = [
+        t for t in tasks if not args.report_only and (not args.tasks or t.name in args.tasks)
+    ]
+    if too_short := [t for t in training if int(t.budget * args.scale) < 1]:
+        least = 1 / min(t.budget for t in too_short)
+        raise SystemExit(
+            f"--scale {args.scale:g}: {too_short[0].name}'s budget of {too_short[0].budget:,} "
+            f"env steps scales to none; give at least {least:.2g}"
+        )
+    if not args.runs_dir.strip():
+        raise SystemExit("--runs-dir: give a folder")
     root = Path(args.runs_dir) / args.suite / slug  # no variant: the suite's own folder
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        if not args.report_only:  # scoring alone makes no folder
+            root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         says = f"cannot make {root}: {err.strerror}"
         raise SystemExit(f"--runs-dir {args.runs_dir}: {says}") from None
@@ -754,8 +815,8 @@ def reproduce(args: argparse.Namespace) -> None:
     info = machine_info()
     deadline = time.time() + args.hours * 3600
     trained = []
-    for task in (t for t in tasks if not args.tasks or t.name in args.tasks):
-        if args.report_only or time.time() > deadline:
+    for task in training:
+        if time.time() > deadline:
             break
         steps = int(task.budget * args.scale)
         done = train(
@@ -774,17 +835,25 @@ def reproduce(args: argparse.Namespace) -> None:
     # named (another process may be training one: no checkpoint before its first update ends);
     # runs of another config than the task's (the table edited since) are left out.
     scored, unshown = {}, []
-    for task in (t for t in tasks if checkpointed(root / t.name)):
-        if changed := held_changes(task, slot_folders(root / task.name)[0]):
+    for task in tasks:
+        folder = root / task.name
+        if unready := [d.name for d in slot_folders(folder) if not (d / "checkpoint.pt").is_file()]:
             unshown.append(
-                f"{task.name}: the runs in {root / task.name} are of another config than the "
+                f"{task.name}: {', '.join(unready)} in {folder} have no checkpoint yet; not scored"
+            )
+            continue
+        if not slot_folders(folder):
+            continue
+        if changed := held_changes(task, slot_folders(folder)[0]):
+            unshown.append(
+                f"{task.name}: the runs in {folder} are of another config than the "
                 f"task's ({'; '.join(changed)}); not scored"
             )
             continue
-        scored[task.name] = (
-            score(task, root / task.name, args.episodes),
-            curve_of(task, root / task.name),
-        )
+        try:
+            scored[task.name] = (score(task, folder, args.episodes), curve_of(task, folder))
+        except (CheckpointError, RunFolderError, PlotError) as err:  # the other tasks still count
+            unshown.append(f"{task.name}: {err}; not scored")
     # Read again: another process of the suite may have written it while these trained.
     record = read_record(record_path)
     if trained:

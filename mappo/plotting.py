@@ -10,7 +10,6 @@ by the config keys whose values differ between groups, e.g.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import tomllib
@@ -23,7 +22,7 @@ import numpy as np
 
 from mappo.config import ENV_DIM_FIELDS, FIELDS, READ_OFF_ENV
 from mappo.episodes import return_label
-from mappo.run_folder import RunFolderError, slot_folders
+from mappo.run_folder import RunFolderError, read_metrics, slot_folders
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.axes import Axes
@@ -126,22 +125,21 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
         raise PlotError(f"run folder {path}: config.toml is not valid TOML ({err})") from None
     steps, wall, returns = [], [], []
     elapsed, previous_steps, eval_return, zero_sum = 0.0, 0, None, False
-    with open(metrics_path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            env_steps = int(float(row["env_steps"]))
-            # Each row is one update; its wall time is the steps it added at its own rate.
-            speed = float(row.get("steps_per_second") or 0.0)
-            if speed > 0 and math.isfinite(speed):
-                elapsed += (env_steps - previous_steps) / speed
-            previous_steps = env_steps
-            value = float(row.get(y) or "nan")
-            if not math.isnan(value):  # updates with no finished episode, or no evaluation
-                steps.append(env_steps)
-                wall.append(elapsed)
-                returns.append(value)
-            if row.get("eval_return"):  # empty in updates that did not evaluate
-                eval_return = float(row["eval_return"])
-            zero_sum = zero_sum or bool(row.get("first_seat_win_rate"))
+    for row in read_metrics(metrics_path)[0]:
+        env_steps = int(row["env_steps"])
+        # Each row is one update; its wall time is the steps it added at its own rate.
+        speed = float(row.get("steps_per_second") or 0.0)
+        if speed > 0 and math.isfinite(speed):
+            elapsed += (env_steps - previous_steps) / speed
+        previous_steps = env_steps
+        value = float(row.get(y) or "nan")
+        if not math.isnan(value):  # updates with no finished episode, or no evaluation
+            steps.append(env_steps)
+            wall.append(elapsed)
+            returns.append(value)
+        if row.get("eval_return"):  # empty in updates that did not evaluate
+            eval_return = float(row["eval_return"])
+        zero_sum = zero_sum or bool(row.get("first_seat_win_rate"))
     if not returns:
         what = "no finished episode" if y == "episode_return" else f"no {y} (--eval-interval)"
         raise PlotError(f"run folder {path}: metrics.csv holds {what} yet")

@@ -200,6 +200,7 @@ class Run:
                     streams = streams or SeedStreams(trainers[0].device)
                     streams.capture()  # the seed's stream, as its checkpoint saved it
                 assert streams is not None  # a seeds folder holds at least one seed
+                _check_in_step(path, seed_paths, [t.env_steps for t in trainers])
                 multi = MultiSeedTrainer.from_trainers(trainers, streams)
             except BaseException:
                 for trainer in trainers:
@@ -626,6 +627,22 @@ def _say_building(config: MappoConfig, copies: int) -> None:
         else ""
     )
     logger.info("building %d copies of env '%s'%s ...", copies, config.env, workers)
+
+
+def _check_in_step(path: Path, seed_paths: list[Path], steps: list[int]) -> None:
+    """The seeds of a seeds run step together: refuse checkpoints at different env steps
+    (a seed resumed alone, `mappo train --resume <its folder>`), naming how to even them."""
+    if len(set(steps)) == 1:
+        return
+    ahead = max(steps)
+    behind = [p for p, n in zip(seed_paths, steps, strict=True) if n < ahead]
+    at = ", ".join(f"{p.name} {n:,}" for p, n in zip(seed_paths, steps, strict=True))
+    raise RunFolderError(
+        f"run folder {path}: its seeds' checkpoints are at different env steps ({at}): a "
+        "seed was resumed alone, or the run was killed between the seeds' saves; they train "
+        "together only from one step: bring the "
+        f"others to {ahead:,} first, e.g. mappo train --resume {behind[0]} --total-steps {ahead}"
+    )
 
 
 def _resume_line(path: Path, trainer: MappoTrainer) -> str:

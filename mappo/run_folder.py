@@ -14,6 +14,7 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
+import io
 import math
 import time
 from collections.abc import Iterator
@@ -136,20 +137,14 @@ class RunFolder:
         return folder
 
     def _cut_metrics(self, env_steps: int) -> None:
-        """metrics.csv without rows past `env_steps`, in today's columns."""
+        """metrics.csv without rows past `env_steps` (nor a last row cut short), in today's
+        columns."""
         if not self.metrics_path.exists():
             return
-        with open(self.metrics_path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows, columns = list(reader), reader.fieldnames
-        try:
-            kept = [row for row in rows if int(row["env_steps"]) <= env_steps]
-        except (KeyError, TypeError, ValueError):
-            raise RunFolderError(
-                f"{self.metrics_path} is damaged (a row without an integer env_steps); "
-                "restore it, or move it away to have the resumed run start a new one"
-            ) from None
-        if len(kept) < len(rows) or columns != METRICS_COLUMNS:
+        rows, columns = read_metrics(self.metrics_path)
+        kept = [row for row in rows if int(row["env_steps"]) <= env_steps]
+        cut_short = not self.metrics_path.read_bytes().endswith(b"\n")
+        if len(kept) < len(rows) or columns != METRICS_COLUMNS or cut_short:
             with open(self.metrics_path, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
                 writer.writeheader()
@@ -317,14 +312,30 @@ def is_slots_folder(path: Path) -> bool:
     return not (path / "checkpoint.pt").is_file() and bool(slot_folders(path))
 
 
+def read_metrics(metrics_path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows and columns of a metrics.csv, each row checked whole with an integer
+    `env_steps`. A last line cut short (no line end: the process was killed while it
+    appended that row) is left out, as `RunFolder.resume` drops it; any other damage is a
+    `RunFolderError` naming the line."""
+    text = metrics_path.read_text()
+    reader = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1], newline=""))
+    rows = list(reader)
+    for line, row in enumerate(rows, start=2):  # line 1: the header
+        if None in row or None in row.values() or not row.get("env_steps", "").isdigit():
+            raise RunFolderError(
+                f"{metrics_path} is damaged at line {line} (not a whole row with an integer "
+                "env_steps): restore it, or move it away (a resumed run then starts a new one)"
+            )
+    return rows, list(reader.fieldnames or [])
+
+
 def read_curve(metrics_path: Path, column: str = "episode_return") -> tuple[list[int], list[float]]:
     """(env_steps, column) of every row where `column` holds a number: the rows with a
     finished episode, or with an evaluation for `eval_return`."""
     steps, returns = [], []
-    with open(metrics_path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            value = float(row.get(column) or "nan")
-            if not math.isnan(value):
-                steps.append(int(row["env_steps"]))
-                returns.append(value)
+    for row in read_metrics(metrics_path)[0]:
+        value = float(row.get(column) or "nan")
+        if not math.isnan(value):
+            steps.append(int(row["env_steps"]))
+            returns.append(value)
     return steps, returns

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from mappo.buffer import RolloutMinibatch, minibatch_bounds
-from mappo.config import AUTO, FIELDS, ConfigError, MappoConfig
+from mappo.config import AUTO, FIELDS, MAX_SEED, ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv
 from mappo.trainer import (
     LossCoefs,
@@ -521,6 +521,8 @@ def check_seeds(seeds: Sequence[int], settings: Sequence[Mapping[str, Any]] | No
     slots may share a seed when their settings differ."""
     if not seeds:
         raise ConfigError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
+    if (bad := next((seed for seed in seeds if not 0 <= seed < MAX_SEED), None)) is not None:
+        raise ConfigError(f"--seeds: seed {bad} is outside [0, 2**62), the seeds envs take")
     slots = [
         (seed, setting_text({} if settings is None else settings[k]))
         for k, seed in enumerate(seeds)

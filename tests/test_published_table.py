@@ -95,12 +95,21 @@ def test_bad_options_are_refused_before_the_table_is_touched(
         ("--scale", "inf", "argument --scale: 'inf': give a finite number above 0"),
         ("--scale", "half", "argument --scale: 'half' is not a number"),
         ("--episodes", "0", "argument --episodes: '0': give a finite number above 0"),
-        ("--torch-threads", "1.5", "argument --torch-threads: '1.5' is not a number"),
+        ("--torch-threads", "1.5", "argument --torch-threads: '1.5' is not an integer"),
     ):
         monkeypatch.setattr(sys, "argv", [*common, option, value])
         with pytest.raises(SystemExit):
             reproduce.main()
         assert capsys.readouterr().err.splitlines()[-1] == f"reproduce.py: error: {says}"
+    for option, value, says in (
+        ("--set", "seed=5", "--set 'seed=5': the table sets seed; give --seeds"),
+        ("--set", "env=spread", "--set 'env=spread': the table sets env; give --tasks (each"),
+        ("--scale", "1e-3", "--scale 0.001: spread's budget of 800 env steps scales to none; "),
+        ("--runs-dir", "", "--runs-dir: give a folder"),
+    ):
+        monkeypatch.setattr(sys, "argv", [*common, option, value])
+        with pytest.raises(SystemExit, match=re.escape(says)):
+            reproduce.main()
     monkeypatch.setattr(sys, "argv", [*common[:3], "--runs-dir", str(a_file)])
     says = f"--runs-dir {a_file}: cannot make {a_file / 'tiny'}: Not a directory"
     with pytest.raises(SystemExit, match=re.escape(says)):
@@ -372,3 +381,58 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -
     with pytest.raises(SystemExit, match=re.escape(says)):
         call("--report-only")
     assert (results / "published_tiny.json").read_text() == '{"tasks": ['  # left as it was
+
+
+def test_damage_costs_only_what_it_touches(reproduce, tmp_path, monkeypatch, capsys) -> None:
+    """A damaged score cache is scored again; a metrics.csv cut short in its last row (a
+    crash mid-write) still reads; a seed without its checkpoint or with a corrupt one leaves
+    its task as recorded, with a line saying why, and the other task is still scored;
+    config-only folders of other seeds are moved aside rather than refuse the folder."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(runs), "--episodes", "2"]
+
+    def call(*extra: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, *extra])
+        reproduce.main()
+        return (results / "published_tiny.md").read_text()
+
+    first = call("--scale", "0.5")
+    rows = [line for line in first.splitlines() if line.startswith("| spread |")]
+    assert "Scores: 2 greedy episodes per seed" in first
+    spread = runs / "tiny" / "spread"
+    (spread / "score.json").write_text('{"key": {"epis')
+    metrics = spread / "seed_0" / "metrics.csv"
+    metrics.write_bytes(metrics.read_bytes()[:-30])
+    again = call("--report-only")
+    assert [line for line in again.splitlines() if line.startswith("| spread |")] == rows
+    assert json.loads((spread / "score.json").read_text())["result"]["episodes"] == 2
+    assert "not scored" not in again
+    # Scored on 3 episodes: the rows say which count each had.
+    (runs / "tiny" / "reference" / "seed_1" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (spread / "seed_1" / "checkpoint.pt").unlink()
+    damaged = call("--report-only", "--episodes", "3")
+    assert "| reference | 200 / 400 (50%) | 2 |" in damaged  # as recorded
+    assert f"- spread: seed_1 in {spread} have no checkpoint yet; not scored" in damaged
+    assert "- reference: checkpoint " in damaged and "; not scored" in damaged
+    assert "Scores: 2 greedy episodes per seed" in damaged  # nothing was scored on 3
+    shutil.rmtree(runs / "tiny" / "reference")
+    (spread / "seed_1").rename(spread / "seed_1.lost")
+    assert "Scores: greedy episodes (3 for spread; 2 for reference)" in call(
+        "--report-only", "--episodes", "3"
+    )
+
+    # Stopped before its first checkpoint, then started with other seeds: the old folders go.
+    for seed in (0, 1):
+        (runs / "tiny" / "reference" / f"seed_{seed}").mkdir(parents=True)
+        (runs / "tiny" / "reference" / f"seed_{seed}" / "config.toml").write_text("lr = 0.5\n")
+    other = ["--seeds", "5,6", "--scale", "0.5", "--tasks", "reference"]
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common[:2], *common[4:], *other])
+    reproduce.main()
+    [aside] = (runs / "tiny").glob("reference.superseded-*")
+    assert sorted(p.name for p in aside.iterdir()) == ["seed_0", "seed_1"]
+    assert sorted(p.name for p in (runs / "tiny" / "reference").glob("seed_*")) == [
+        "seed_5",
+        "seed_6",
+    ]
+    assert "| reference | 200 / 400 (50%) | 2 |" in (results / "published_tiny.md").read_text()

@@ -305,6 +305,26 @@ def test_cli_seeds_write_solo_run_folders_and_resume_all_seeds(tmp_path) -> None
         assert len(rows[0]) == 4 and rows[0] == rows[1]
 
 
+def test_seeds_resume_together_only_from_one_step(tmp_path, capsys) -> None:
+    """A seed resumed alone is ahead of the others: the batch refuses, naming how to even
+    them, rather than train on with one seed's step for all (or a seed that never moves)."""
+    run = tmp_path / "seeds"
+    assert main(train_args(run, "--seeds", "2,9", "--total-steps", "320")) == 0
+    assert main(["train", "--resume", str(run / "seed_9"), "--total-steps", "480", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--total-steps", "640", "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {run}: its seeds' checkpoints are at different env steps "
+        "(seed_2 320, seed_9 480): a seed was resumed alone, or the run was killed between "
+        "the seeds' saves; they train together only from one step: bring the others to 480 "
+        f"first, e.g. mappo train --resume {run / 'seed_2'} --total-steps 480\n"
+    )
+    assert main(["train", "--resume", str(run / "seed_2"), "--total-steps", "480", "--quiet"]) == 0
+    assert main(["train", "--resume", str(run), "--total-steps", "640", "--quiet"]) == 0
+    for seed in (2, 9):
+        assert load_checkpoint(run / f"seed_{seed}" / "checkpoint.pt")["env_steps"] == 640
+
+
 def test_seeds_refuse_a_folder_holding_a_solo_run(tmp_path, capsys) -> None:
     run = tmp_path / "solo"
     run.mkdir()
@@ -320,6 +340,7 @@ def test_seeds_refuse_a_folder_holding_a_solo_run(tmp_path, capsys) -> None:
     "flags, message",
     [
         (["--seeds", "0,0"], "--seeds: seed 0 appears twice; each run needs its own"),
+        (["--seeds", "0,-1"], "--seeds: seed -1 is outside [0, 2**62), the seeds envs take"),
         (
             ["--seeds", "0,x"],
             "--seeds = '0,x': give integers separated by commas, e.g. --seeds 0,1,2",

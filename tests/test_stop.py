@@ -27,7 +27,7 @@ from mappo.cli import main
 from mappo.errors import ConfigError, RunFolderError
 from mappo.presets import build_config
 from mappo.run import Run
-from mappo.run_folder import RunLock
+from mappo.run_folder import RunLock, read_metrics
 
 STEPS_PER_UPDATE = 4 * 25  # env copies x rollout steps: env.step calls of one copy each
 RUN = [
@@ -426,11 +426,17 @@ def test_a_run_that_fails_to_open_or_start_releases_its_folders(tmp_path, capsys
     metrics.write_text(rows + "damaged\n")
     assert main(["train", "--resume", str(tmp_path / "a"), "--total-steps", "400"]) == 2
     assert capsys.readouterr().err == (
-        f"mappo: error: {metrics} is damaged (a row without an integer env_steps); restore it, "
-        "or move it away to have the resumed run start a new one\n"
+        f"mappo: error: {metrics} is damaged at line {rows.count(chr(10)) + 1} (not a whole row "
+        "with an integer env_steps): restore it, or move it away (a resumed run then starts a "
+        "new one)\n"
     )
-    metrics.write_text(rows)
+    # A last row cut short (killed while appending it) is dropped, not appended to.
+    metrics.write_text(rows + rows.splitlines()[-1][:12])
+    assert main(["report", str(tmp_path / "a")]) == 0
     assert main(["train", "--resume", str(tmp_path / "a"), "--total-steps", "400", "--quiet"]) == 0
+    assert metrics.read_text().startswith(rows)
+    resumed, _ = read_metrics(metrics)  # every row whole
+    assert resumed[-1]["env_steps"] == "400" and len(resumed) > rows.count("\n") - 1
 
 
 @pytest.mark.parametrize("ignores_sigint", [False, True], ids=["stops", "still-saving"])
