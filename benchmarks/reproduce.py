@@ -337,7 +337,7 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
     key = {"episodes": episodes, "env_steps": steps, "scale": task.scale}
     kept = folder / "score.json"
     if (saved := read_kept_score(kept)) is not None and saved.get("key") == key:
-        return saved["result"]
+        return {**saved["result"], "episodes": episodes}  # kept before it held the count
     returns, wins = [], []
     for seed_dir in seeds:
         evaluation = evaluate_run(seed_dir, episodes, deterministic=True)
@@ -531,8 +531,13 @@ def merge_scores(
             )
             continue
         if old is not None and all(old["result"][k] == result[k] for k in ("steps", "score")):
-            # The same checkpoints scored the same again: when and where they were scored stays.
-            entries[task.name] = {**old, "curve": old.get("curve") or curve}
+            # The same checkpoints scored the same again: when and where they were scored stays,
+            # and a record from before records kept the episodes takes this call's count.
+            entries[task.name] = {
+                **old,
+                "result": {"episodes": result["episodes"], **old["result"]},
+                "curve": old.get("curve") or curve,
+            }
             continue
         entries[task.name] = {
             "result": result,

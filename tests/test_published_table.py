@@ -408,6 +408,19 @@ def test_damage_costs_only_what_it_touches(reproduce, tmp_path, monkeypatch, cap
     assert [line for line in again.splitlines() if line.startswith("| spread |")] == rows
     assert json.loads((spread / "score.json").read_text())["result"]["episodes"] == 2
     assert "not scored" not in again
+    # A record and score cache from before they kept the count: the same checkpoints scored
+    # the same again on this call's count, which the row then gives.
+    record = json.loads((results / "published_tiny.json").read_text())
+    del record["tasks"]["reference"]["result"]["episodes"]
+    (results / "published_tiny.json").write_text(json.dumps(record))
+    assert "an unrecorded number" in reproduce.episodes_text(
+        reproduce.read_suite("tiny")[1], record
+    )
+    kept = runs / "tiny" / "reference" / "score.json"
+    cache = json.loads(kept.read_text())
+    del cache["result"]["episodes"]
+    kept.write_text(json.dumps(cache))
+    assert "Scores: 2 greedy episodes per seed" in call("--report-only")
     # Scored on 3 episodes: the rows say which count each had.
     (runs / "tiny" / "reference" / "seed_1" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     (spread / "seed_1" / "checkpoint.pt").unlink()
