@@ -8,12 +8,15 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch==2.13.0 goes in first: pip takes the CPU wheel from local disk, and the
-# project's torch range then installs nothing more (a bare `torch` pulls CUDA).
+# torch==2.13.0 goes in first, and the project's torch range then installs nothing
+# more (a bare `torch` pulls CUDA). Where pip has no CPU wheel at hand (PyPI's Linux
+# torch is the CUDA build), TORCH_INDEX=https://download.pytorch.org/whl/cpu takes
+# PyTorch's CPU build.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[dev,pettingzoo]"
 	touch $(STAMP)
 

@@ -36,6 +36,13 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None
         tmp.unlink(missing_ok=True)
 
 
+def checkpoint_file(run: str | Path) -> Path:
+    """The checkpoint that a command's RUN argument names: a run folder's `checkpoint.pt`,
+    or a checkpoint file given itself (`RUN/best.pt`, the best evaluation's)."""
+    path = Path(run)
+    return path if path.is_file() else path / "checkpoint.pt"
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write `payload` atomically: a crash mid-write leaves the previous checkpoint."""
     write_atomically(path, partial(torch.save, {**payload, "format_version": FORMAT_VERSION}))

@@ -28,7 +28,11 @@ RENDER_EPISODES = 3
 STOP_WAIT_S = 120.0  # an update a stop waits for: seconds on a CPU (a first compile: minutes)
 # The env-derived fields are read off the env, so they are no flags (a config file may hold them).
 CLI_FIELDS = {name: f for name, f in FIELDS.items() if name not in ENV_DIM_FIELDS}
-RUN_DIR = {"type": Path, "help": "run folder holding checkpoint.pt"}
+RUN_DIR = {
+    "type": Path,
+    "help": "run folder holding checkpoint.pt, or a checkpoint file "
+    "(RUN/best.pt: the best evaluation's)",
+}
 RUN_DIRS = {"type": Path, "nargs": "+", "metavar": "RUN_DIR", "help": "run folders"}
 TRUE = {"action": "store_true"}
 # command: (its help, {option or positional: argparse keywords})

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 
+from mappo.checkpoint import checkpoint_file
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import (
     EnvSpec,
@@ -455,7 +456,7 @@ def load_run(
         options = {**config.env_kwargs, **(env_kwargs or {})}
         return make_env(config.env, num_envs, config.device, seed, options, use_state=False)
 
-    return load_policy(Path(run_dir) / "checkpoint.pt", build, device)
+    return load_policy(checkpoint_file(run_dir), build, device)
 
 
 def load_opponent(opponent: str | Path, policy: Policy, env: MultiAgentEnv, seed: int) -> Player:
@@ -474,7 +475,7 @@ def load_opponent(opponent: str | Path, policy: Policy, env: MultiAgentEnv, seed
             )
         return env
 
-    player, _ = load_policy(Path(opponent) / "checkpoint.pt", same_env, ours.device)
+    player, _ = load_policy(checkpoint_file(opponent), same_env, ours.device)
     return player
 
 

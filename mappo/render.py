@@ -17,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from mappo.checkpoint import checkpoint_file
 from mappo.config import MappoConfig
 from mappo.envs.base import MultiAgentEnv
 from mappo.envs.registry import make_env
@@ -79,7 +80,7 @@ def load_for_render(
             )
         )
 
-    return load_policy(Path(run_dir) / "checkpoint.pt", build, device)
+    return load_policy(checkpoint_file(run_dir), build, device)
 
 
 # --------------------------------------------------------------------- writing

@@ -1,6 +1,7 @@
 """Evaluation during training: greedy episodes every `eval_interval` env steps, best.pt."""
 
 import csv
+import json
 import math
 import shutil
 import statistics
@@ -72,6 +73,17 @@ def test_eval_return_is_mappo_evals_greedy_return_of_the_policy(runs) -> None:
     assert best["env_steps"] == best_steps
     assert best["best_eval_return"] == evaluations[best_steps]
     assert _greedy_return(run / "best.pt") == evaluations[best_steps]
+
+
+def test_eval_and_export_take_best_pt_in_place_of_the_run_folder(runs, tmp_path, capsys) -> None:
+    _, run = runs
+    capsys.readouterr()
+    argv = ["--episodes", "8", "--deterministic", "--seed", str(7 + EVAL_SEED_OFFSET), "--json"]
+    assert main(["eval", str(run / "best.pt"), *argv]) == 0
+    said = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert said["mean_episode_return"] == load_checkpoint(run / "best.pt")["best_eval_return"]
+    assert main(["export", str(run / "best.pt"), "--out", str(tmp_path / "best"), "--no-onnx"]) == 0
+    assert (tmp_path / "best" / "policy.pt").is_file()
 
 
 def test_evaluation_leaves_training_bitwise_unchanged(runs) -> None:

@@ -56,6 +56,19 @@ def test_pettingzoos_mpe_tasks_are_mpe_tasks() -> None:
     trainer.close()
 
 
+def test_mpes_competitive_tasks_keep_each_agents_own_reward() -> None:
+    """A team reward in simple_tag would pay the prey for being caught: each side learns
+    from its own rewards there, while the other MPE conventions hold."""
+    from mpe2 import simple_tag_v3
+
+    env = PettingZooWrapper(lambda: simple_tag_v3.parallel_env(), 2, seed=0, name="tag")
+    config = MappoConfig(num_envs=2, minibatch_size=0, compile="false", share_policy=False)
+    trainer = MappoTrainer(config, env=env)
+    assert decided(trainer) == (False, False, True, False)
+    assert "team_reward = false (library default)" in trainer.auto_settings
+    trainer.close()
+
+
 def test_settings_given_win_and_only_auto_ones_are_reported() -> None:
     trainer = trainer_for(agent_id=True, bootstrap_time_limits=True)
     assert decided(trainer) == (True, True, False, True)

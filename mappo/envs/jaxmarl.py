@@ -45,7 +45,7 @@ import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions
 from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, num_entries, strongly_typed
-from mappo.envs.mpe.mpe_task import OFFICIAL_MPE
+from mappo.envs.mpe.mpe_task import mpe_conventions
 from mappo.errors import ConfigError
 
 
@@ -382,7 +382,7 @@ def _conventions(registered: str) -> TaskConventions:
     specification is silent: SMAX's, MPE's (`MPE_*`: the same tasks), else nothing."""
     if registered in SMAX_ENVS:
         return SMAX_CONVENTIONS
-    return OFFICIAL_MPE if registered.startswith("MPE_") else TaskConventions()
+    return mpe_conventions(registered) if registered.startswith("MPE_") else TaskConventions()
 
 
 def _max_steps(env: Any) -> int | None:

@@ -39,6 +39,26 @@ OFFICIAL_MPE = TaskConventions(
     team_reward=True,
     agent_id=False,
 )
+# MPE's competitive tasks, which that code does not run: their sides' rewards oppose (in
+# simple_tag a catch pays each chaser 10 and costs the prey 10), so a team reward would pay
+# the prey for being caught; each agent learns from its own, as the library's default.
+COMPETITIVE_MPE_TASKS = (
+    "simple_adversary",
+    "simple_crypto",
+    "simple_push",
+    "simple_tag",
+    "simple_world_comm",
+)
+
+
+def mpe_conventions(task: str) -> TaskConventions:
+    """`OFFICIAL_MPE` for the MPE task that `task` names (a module such as
+    `mpe2.simple_tag.simple_tag`, or JaxMARL's `MPE_simple_tag_v3`), without its team
+    reward for a competitive task."""
+    if any(name in task for name in COMPETITIVE_MPE_TASKS):
+        return dataclasses.replace(OFFICIAL_MPE, team_reward=None)
+    return OFFICIAL_MPE
+
 
 # Each task's `physics` option: the order of a world step's integration (mpe_core's docstring).
 PHYSICS = {

@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium import spaces
 
 from mappo.envs.base import ENV_CALLABLES, ActionSpec, EnvError, TaskConventions, env_raised
-from mappo.envs.mpe.mpe_task import OFFICIAL_MPE
+from mappo.envs.mpe.mpe_task import mpe_conventions
 from mappo.errors import ConfigError
 
 # Where the env's episode length may be stored, on the env or its unwrapped base.
@@ -319,7 +319,7 @@ def _family_conventions(env: Any) -> TaskConventions:
     """What the official MAPPO code does on the env's family: MPE's for PettingZoo's MPE
     tasks (the same tasks as the built-in ones), else nothing."""
     module = type(getattr(env, "unwrapped", env)).__module__ + "."
-    return OFFICIAL_MPE if module.startswith(MPE_MODULES) else TaskConventions()
+    return mpe_conventions(module) if module.startswith(MPE_MODULES) else TaskConventions()
 
 
 def _episode_length(env: Any) -> int | None:
