@@ -3,7 +3,7 @@
     python benchmarks/reproduce.py --suite mpe|smax|lbf|rware|vmas|epymarl-lbf|epymarl-rware
         [--tasks NAME ...] [--seeds 0,1,2] [--scale 1.0] [--hours H] [--runs-dir DIR]
         [--episodes 100] [--report-only] [--preset NAME|none] [--set FIELD=VALUE ...]
-        [--torch-threads N] [--restart-changed]
+        [--torch-threads N] [--restart-changed] [--results-dir DIR]
 
 The suites, their tasks, the published figures and their sources are in
 `benchmarks/published.toml`; this script reads nothing else about them. For each
@@ -21,7 +21,9 @@ still writes the table, with the fraction of the budget reached.
 `--torch-threads` sets how the runs are computed, not what they learn (a run
 started on one thread continues on two): give a recurrent suite both cores when
 it trains alone.
-Keep `--runs-dir` outside the repository for runs that span days.
+Keep `--runs-dir` outside the repository for runs that span days, and give a
+trial run (a tiny `--scale`) its own `--results-dir`: the default is the
+committed tables'.
 
 The table outlives the runs: each task's score and learning curve, with the date
 and machine that scored it, are kept in `benchmarks/results/published_<suite>.json`
@@ -661,7 +663,7 @@ def write_table(
     if missing := [t for t, entry in record["tasks"].items() if not entry.get("curve")]:
         curves += (
             f" The record has no curve of {', '.join(missing)} (scored before it kept curves, or "
-            "before an episode ended); the plot's git history has earlier ones."
+            "before an episode ended)."
         )
     sections = [
         table.get("about", ""),
@@ -744,6 +746,12 @@ def main() -> None:
     )
     parser.add_argument("--report-only", action="store_true", help="score, do not train")
     parser.add_argument(
+        "--results-dir",
+        type=Path,
+        help="where the table, its record and plot go (default benchmarks/results, the "
+        "committed ones: give another for trial runs)",
+    )
+    parser.add_argument(
         "--preset", help="a variant: this preset instead of the table's (none: mappo's defaults)"
     )
     parser.add_argument(
@@ -765,6 +773,8 @@ def main() -> None:
         help="torch's threads for training (default: the config's)",
     )
     args = parser.parse_args()
+    if args.results_dir is not None:
+        bench_common.RESULTS_DIR = args.results_dir
     try:
         reproduce(args)
     except (ConfigError, CheckpointError, RunFolderError, EnvError) as err:

@@ -449,3 +449,13 @@ def test_damage_costs_only_what_it_touches(reproduce, tmp_path, monkeypatch, cap
         "seed_6",
     ]
     assert "| reference | 200 / 400 (50%) | 2 |" in (results / "published_tiny.md").read_text()
+    # A trial run's table goes where it is told, and the committed one stays as it was.
+    before = (results / "published_tiny.json").read_text()
+    trial = ["--report-only", "--results-dir", str(tmp_path / "trial")]
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, *trial])
+    reproduce.main()
+    assert (
+        "| reference | 200 / 400 (50%) | 2 |"
+        in (tmp_path / "trial" / "published_tiny.md").read_text()
+    )
+    assert (results / "published_tiny.json").read_text() == before
