@@ -835,9 +835,11 @@ class StopOnSignal:
         if self.signal_name is not None:
             raise StopRun(signal.Signals(signum).name)
         self.signal_name = signal.Signals(signum).name
+        # A batch scheduler's SIGTERM comes from no keyboard: say what a second one does.
+        again = "press Ctrl-C again" if signum == signal.SIGINT else f"a second {self.signal_name}"
         self._say(
             f"stopping ({self.signal_name}): finishing this update, then saving; "
-            "press Ctrl-C again to stop at once"
+            f"{again} to stop at once"
         )
         self._in_grace = True
         signal.setitimer(signal.ITIMER_REAL, GRACE_S)
