@@ -340,6 +340,7 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
     kept = folder / "score.json"
     if (saved := read_kept_score(kept)) is not None and saved.get("key") == key:
         return {**saved["result"], "episodes": episodes}  # kept before it held the count
+    seconds = training_seconds(seeds[0])  # a damaged metrics.csv is found before the episodes
     returns, wins = [], []
     for seed_dir in seeds:
         evaluation = evaluate_run(seed_dir, episodes, deterministic=True)
@@ -349,7 +350,6 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
     ours = np.array(wins if task.scale == "win_rate" else returns)
     theirs = converted(task, ours, len(evaluation.seat_names))
     (lo,), (hi,) = bootstrap_ci([theirs], lambda x, axis: iqm(x, axis)[..., None])
-    seconds = training_seconds(seeds[0])
     result = {
         "task": task.name,
         "env": config["env"],
@@ -700,8 +700,8 @@ def episodes_text(tasks: list[Task], record: dict[str, Any]) -> str:
         by_count.setdefault(record["tasks"][task.name]["result"].get("episodes"), []).append(
             task.name
         )
-    if len(by_count) == 1 and None not in by_count:
-        return f"{next(iter(by_count))} greedy episodes"
+    if len(by_count) <= 1 and None not in by_count:
+        return f"{next(iter(by_count), '')} greedy episodes".lstrip()
     parts = [
         f"{'an unrecorded number (scored before the record kept it)' if n is None else n} for "
         + ", ".join(names)
@@ -809,7 +809,9 @@ def reproduce(args: argparse.Namespace) -> None:
         t for t in tasks if not args.report_only and (not args.tasks or t.name in args.tasks)
     ]
     if too_short := [t for t in training if int(t.budget * args.scale) < 1]:
-        least = 1 / min(t.budget for t in too_short)
+        least = float(f"{1 / min(t.budget for t in too_short):.1e}")  # 2 digits, rounded up:
+        while any(int(t.budget * least) < 1 for t in too_short):
+            least = float(f"{least + 10 ** (math.floor(math.log10(least)) - 1):.1e}")
         raise SystemExit(
             f"--scale {args.scale:g}: {too_short[0].name}'s budget of {too_short[0].budget:,} "
             f"env steps scales to none; give at least {least:.2g}"

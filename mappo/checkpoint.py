@@ -40,7 +40,7 @@ def checkpoint_file(run: str | Path) -> Path:
     """The checkpoint that a command's RUN argument names: a run folder's `checkpoint.pt`,
     or a checkpoint file given itself (`RUN/best.pt`, the best evaluation's)."""
     path = Path(run)
-    return path if path.is_file() else path / "checkpoint.pt"
+    return path if path.is_file() or path.suffix == ".pt" else path / "checkpoint.pt"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

@@ -192,6 +192,9 @@ class Run:
                     f"run folder {path} has no checkpoint in its seeds' folders (the run "
                     f"stopped before its first checkpoint); start it again with: {again}"
                 )
+            # Before any env is built (a JAX env compiles): the seeds must be in step.
+            steps = [load_checkpoint(p / "checkpoint.pt").get("env_steps", 0) for p in seed_paths]
+            _check_in_step(path, seed_paths, steps)
             trainers: list[MappoTrainer] = []
             streams = None
             try:
@@ -200,7 +203,6 @@ class Run:
                     streams = streams or SeedStreams(trainers[0].device)
                     streams.capture()  # the seed's stream, as its checkpoint saved it
                 assert streams is not None  # a seeds folder holds at least one seed
-                _check_in_step(path, seed_paths, [t.env_steps for t in trainers])
                 multi = MultiSeedTrainer.from_trainers(trainers, streams)
             except BaseException:
                 for trainer in trainers:
@@ -636,7 +638,10 @@ def _check_in_step(path: Path, seed_paths: list[Path], steps: list[int]) -> None
         return
     ahead = max(steps)
     behind = [p for p, n in zip(seed_paths, steps, strict=True) if n < ahead]
-    at = ", ".join(f"{p.name} {n:,}" for p, n in zip(seed_paths, steps, strict=True))
+    # Relative to the folder: a sweep's slots are `<setting>/seed_<s>`.
+    at = ", ".join(
+        f"{p.relative_to(path).as_posix()} {n:,}" for p, n in zip(seed_paths, steps, strict=True)
+    )
     raise RunFolderError(
         f"run folder {path}: its seeds' checkpoints are at different env steps ({at}): a "
         "seed was resumed alone, or the run was killed between the seeds' saves; they train "
@@ -820,6 +825,12 @@ class StopOnSignal:
         self._stream.flush()
         os.write(fileno, f"{line}\n".encode())
 
+    def _again(self) -> str:
+        """What stops at once: a batch scheduler's SIGTERM comes from no keyboard."""
+        return (
+            "press Ctrl-C again" if self.signal_name == "SIGINT" else f"a second {self.signal_name}"
+        )
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGALRM:  # the grace period of the first signal is over
             if not self._in_grace:  # disarmed meanwhile: an alarm taken late changes nothing
@@ -829,17 +840,15 @@ class StopOnSignal:
                 raise StopRun(self.signal_name)
             self._say(
                 "stopping: still finishing the update in progress, so that its steps "
-                "are kept; press Ctrl-C again to stop now without them"
+                f"are kept; {self._again()} to stop now without them"
             )
             return
         if self.signal_name is not None:
             raise StopRun(signal.Signals(signum).name)
         self.signal_name = signal.Signals(signum).name
-        # A batch scheduler's SIGTERM comes from no keyboard: say what a second one does.
-        again = "press Ctrl-C again" if signum == signal.SIGINT else f"a second {self.signal_name}"
         self._say(
             f"stopping ({self.signal_name}): finishing this update, then saving; "
-            f"{again} to stop at once"
+            f"{self._again()} to stop at once"
         )
         self._in_grace = True
         signal.setitimer(signal.ITIMER_REAL, GRACE_S)

@@ -319,13 +319,15 @@ def read_metrics(metrics_path: Path) -> tuple[list[dict[str, str]], list[str]]:
     `RunFolderError` naming the line."""
     text = metrics_path.read_text()
     reader = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1], newline=""))
-    rows = list(reader)
-    for line, row in enumerate(rows, start=2):  # line 1: the header
+    rows = []
+    for row in reader:
         if None in row or None in row.values() or not row.get("env_steps", "").isdigit():
             raise RunFolderError(
-                f"{metrics_path} is damaged at line {line} (not a whole row with an integer "
-                "env_steps): restore it, or move it away (a resumed run then starts a new one)"
+                f"{metrics_path} is damaged at line {reader.line_num} (not a whole row with an "
+                "integer env_steps): restore it, or move it away (a resumed run then starts a "
+                "new one)"
             )
+        rows.append(row)
     return rows, list(reader.fieldnames or [])
 
 

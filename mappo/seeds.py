@@ -521,8 +521,8 @@ def check_seeds(seeds: Sequence[int], settings: Sequence[Mapping[str, Any]] | No
     slots may share a seed when their settings differ."""
     if not seeds:
         raise ConfigError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
-    if (bad := next((seed for seed in seeds if not 0 <= seed < MAX_SEED), None)) is not None:
-        raise ConfigError(f"--seeds: seed {bad} is outside [0, 2**62), the seeds envs take")
+    if (bad := next((seed for seed in seeds if abs(seed) >= MAX_SEED), None)) is not None:
+        raise ConfigError(f"--seeds: seed {bad} is not between -2**62 and 2**62")
     slots = [
         (seed, setting_text({} if settings is None else settings[k]))
         for k, seed in enumerate(seeds)

@@ -30,8 +30,8 @@ def test_wrong_type_names_key_and_value() -> None:
         ("num_envs", 0, "an integer >= 1"),
         ("lr", 0.0, "> 0"),
         ("activation", "gelu", "one of tanh, relu"),
-        ("seed", -1, r"an integer in \[0, 2\*\*62\)"),
-        ("seed", 2**64, r"an integer in \[0, 2\*\*62\)"),
+        ("seed", -(2**62), r"an integer between -2\*\*62 and 2\*\*62"),
+        ("seed", 2**64, r"an integer between -2\*\*62 and 2\*\*62"),
     ],
 )
 def test_impossible_values(key, value, allowed) -> None:

@@ -84,6 +84,9 @@ def test_eval_and_export_take_best_pt_in_place_of_the_run_folder(runs, tmp_path,
     assert said["mean_episode_return"] == load_checkpoint(run / "best.pt")["best_eval_return"]
     assert main(["export", str(run / "best.pt"), "--out", str(tmp_path / "best"), "--no-onnx"]) == 0
     assert (tmp_path / "best" / "policy.pt").is_file()
+    plain, _ = runs  # no evaluation, no best.pt: the error names the file asked for
+    assert main(["eval", str(plain / "best.pt")]) == 2
+    assert f"{plain / 'best.pt'}: no such file" in capsys.readouterr().err
 
 
 def test_evaluation_leaves_training_bitwise_unchanged(runs) -> None:

@@ -340,7 +340,10 @@ def test_seeds_refuse_a_folder_holding_a_solo_run(tmp_path, capsys) -> None:
     "flags, message",
     [
         (["--seeds", "0,0"], "--seeds: seed 0 appears twice; each run needs its own"),
-        (["--seeds", "0,-1"], "--seeds: seed -1 is outside [0, 2**62), the seeds envs take"),
+        (
+            ["--seeds", f"0,{2**62}"],
+            f"--seeds: seed {2**62} is not between -2**62 and 2**62",
+        ),
         (
             ["--seeds", "0,x"],
             "--seeds = '0,x': give integers separated by commas, e.g. --seeds 0,1,2",
