@@ -156,6 +156,20 @@ def tiny_suite(reproduce, tmp_path, monkeypatch):
     return table
 
 
+def table_calls(reproduce, tmp_path, monkeypatch):
+    """The options of a tiny suite's calls (2 seeds, 2 episodes, runs in `tmp_path/runs`),
+    and `call(*more)`, which runs reproduce.py with them and returns its table."""
+    common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(tmp_path / "runs")]
+    common += ["--episodes", "2"]
+
+    def call(*extra: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, *extra])
+        reproduce.main()
+        return (tmp_path / "results" / "published_tiny.md").read_text()
+
+    return common, call
+
+
 def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkeypatch) -> None:
     """A tiny suite of two tasks: the first call trains one task's 2 seeds in one process to
     half its budget (`--scale 0.5 --tasks spread`), the second the other task alone, the
@@ -266,12 +280,7 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -
     passed it; an edited task drops its record; a damaged record is refused in one line."""
     table = tiny_suite(reproduce, tmp_path, monkeypatch)
     results, runs = tmp_path / "results", tmp_path / "runs"
-    common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(runs), "--episodes", "2"]
-
-    def call(*extra: str) -> str:
-        monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, *extra])
-        reproduce.main()
-        return (results / "published_tiny.md").read_text()
+    common, call = table_calls(reproduce, tmp_path, monkeypatch)
 
     first = call("--scale", "0.5")
     spread_row = next(line for line in first.splitlines() if line.startswith("| spread |"))
@@ -390,12 +399,7 @@ def test_damage_costs_only_what_it_touches(reproduce, tmp_path, monkeypatch, cap
     config-only folders of other seeds are moved aside rather than refuse the folder."""
     tiny_suite(reproduce, tmp_path, monkeypatch)
     results, runs = tmp_path / "results", tmp_path / "runs"
-    common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(runs), "--episodes", "2"]
-
-    def call(*extra: str) -> str:
-        monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, *extra])
-        reproduce.main()
-        return (results / "published_tiny.md").read_text()
+    common, call = table_calls(reproduce, tmp_path, monkeypatch)
 
     first = call("--scale", "0.5")
     rows = [line for line in first.splitlines() if line.startswith("| spread |")]
