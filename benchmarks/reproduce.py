@@ -854,14 +854,14 @@ def reproduce(args: argparse.Namespace) -> None:
     scored, unshown = {}, []
     for task in tasks:
         folder = root / task.name
-        if unready := [d.name for d in slot_folders(folder) if not (d / "checkpoint.pt").is_file()]:
+        if not (seed_dirs := slot_folders(folder)):
+            continue
+        if unready := [d.name for d in seed_dirs if not (d / "checkpoint.pt").is_file()]:
             unshown.append(
                 f"{task.name}: {', '.join(unready)} in {folder} have no checkpoint yet; not scored"
             )
             continue
-        if not slot_folders(folder):
-            continue
-        if changed := held_changes(task, slot_folders(folder)[0]):
+        if changed := held_changes(task, seed_dirs[0]):
             unshown.append(
                 f"{task.name}: the runs in {folder} are of another config than the "
                 f"task's ({'; '.join(changed)}); not scored"
