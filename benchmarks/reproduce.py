@@ -17,7 +17,10 @@ moved aside to `<task>.superseded-<UTC time>` and the task started afresh.
 `--tasks` trains only the tasks named; the table still has a row for every task
 of the suite, scored where its runs have checkpoints. `--hours` stops training
 after that much wall time (saving, as Ctrl-C does, which also stops it) and
-still writes the table, with the fraction of the budget reached.
+still writes the table, with the fraction of the budget reached. SIGTERM (a
+batch scheduler's stop, whose kill follows within seconds) stops training the
+same way but writes the table from the record without scoring: the next call
+scores the runs.
 `--torch-threads` sets how the runs are computed, not what they learn (a run
 started on one thread continues on two): give a recurrent suite both cores when
 it trains alone.
@@ -100,7 +103,7 @@ from mappo.evaluation import evaluate_run  # noqa: E402
 from mappo.plotting import GRID_POINTS, PlotError, RunGroup, read_run  # noqa: E402
 from mappo.presets import PRESETS, build_config  # noqa: E402
 from mappo.report import bootstrap_ci, iqm  # noqa: E402
-from mappo.run import RESUME_CHANGES, Run, setting_name  # noqa: E402
+from mappo.run import RESUME_CHANGES, Run, RunSummary, setting_name  # noqa: E402
 from mappo.run_folder import read_metrics, slot_folders  # noqa: E402
 from mappo.run_lock import RunLock  # noqa: E402
 
@@ -207,11 +210,11 @@ def train(
     quiet: bool = False,
     torch_threads: int | None = None,
     restart_changed: bool = False,
-) -> bool:
+) -> tuple[RunSummary, int]:
     """Train (or continue) the task's seeds to `steps` env steps each, stopping at `deadline`
-    (a `time.time()`), on `torch_threads` (default: the config's); whether the budget was
-    reached. Runs of another config than the task's are refused, or with `restart_changed`
-    moved aside (`set_aside`) and the task started afresh."""
+    (a `time.time()`), on `torch_threads` (default: the config's); how training ended and
+    the env steps per seed it started from. Runs of another config than the task's are
+    refused, or with `restart_changed` moved aside (`set_aside`) and the task started afresh."""
     threads = {} if torch_threads is None else {"torch_threads": torch_threads}
     held = slot_folders(folder)
     # Stopped before its first checkpoint: the folders hold only config.toml, nothing to keep.
@@ -243,12 +246,13 @@ def train(
     else:
         fields = {**task.fields, "env": task.env, "total_steps": steps, **threads}
         run = Run.start(build_config(task.preset, None, fields), folder, seeds=seeds, force=afresh)
+    start = run.learner.env_steps
     summary = run.train(
         quiet=quiet,
         callback=lambda _: time.time() > deadline,
         continue_with=command_line(),  # which also writes the table; `mappo train` would not
     )
-    return summary.finished
+    return summary, start
 
 
 def set_aside(folder: Path, held: list[Path]) -> Path:
@@ -363,7 +367,7 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
         "iqm": float(iqm(theirs)),
         "ci": [float(lo), float(hi)],
         "hours": seconds / 3600,
-        "steps_per_second": sum(steps) / seconds if seconds else math.nan,
+        "steps_per_second": sum(steps) / seconds if seconds else None,  # no metrics rows
         "episodes": episodes,
     }
     text = json.dumps({"key": key, "result": result})
@@ -625,6 +629,8 @@ def write_table(
             continue
         entry = record["tasks"][task.name]
         r = entry["result"]
+        sps = r["steps_per_second"]
+        rate = "env steps/s unknown" if sps is None else f"{sps:,.0f}/s"
         rows.append(
             [
                 task.name,
@@ -634,7 +640,7 @@ def write_table(
                 ", ".join(f"{x:.3f}" for x in r["score"]),
                 figure_cell(task),
                 task.metric,
-                f"{r['hours']:.2f} h, {r['steps_per_second'] or math.nan:,.0f}/s",
+                f"{r['hours']:.2f} h, {rate}",
                 f"{entry['date_utc']}, {entry['machine']}",
             ]
         )
@@ -831,12 +837,12 @@ def reproduce(args: argparse.Namespace) -> None:
     read_record(record_path)  # a bad record is refused before training, not after
     info = machine_info()
     deadline = time.time() + args.hours * 3600
-    trained = []
+    trained, stopped_by = [], None
     for task in training:
         if time.time() > deadline:
             break
         steps = int(task.budget * args.scale)
-        done = train(
+        summary, start = train(
             task,
             root / task.name,
             seeds,
@@ -845,14 +851,27 @@ def reproduce(args: argparse.Namespace) -> None:
             torch_threads=args.torch_threads,
             restart_changed=args.restart_changed,
         )
-        trained.append(f"{task.name} {'to' if done else 'stopped short of'} {steps:,}")
-        if not done:  # --hours ran out, or Ctrl-C: no further task, but the table is written
+        if start >= steps:
+            trained.append(f"{task.name} already at {start:,}")
+        else:
+            trained.append(
+                f"{task.name} {'to' if summary.finished else 'stopped short of'} {steps:,}"
+            )
+        stopped_by = summary.stopped_by
+        if not summary.finished or stopped_by:  # --hours ran out, or a signal: no further task
             break
     # The table is the suite's: every task with checkpoints is scored, not only those `--tasks`
     # named (another process may be training one: no checkpoint before its first update ends);
     # runs of another config than the task's (the table edited since) are left out.
     scored, unshown = {}, []
-    for task in tasks:
+    if stopped_by == "SIGTERM":
+        # A batch scheduler's stop: its kill follows within a grace period (SLURM: 30 s) that
+        # scoring (minutes) would overrun. The table is written from the record at once.
+        unshown.append(
+            "stopped by SIGTERM before scoring: the rows are as recorded before; the same "
+            "command, or with --report-only, scores the runs"
+        )
+    for task in tasks if stopped_by != "SIGTERM" else []:
         folder = root / task.name
         if not (seed_dirs := slot_folders(folder)):
             continue

@@ -73,6 +73,7 @@ class RunSummary:
     finished: bool  # reached total_steps; False when a signal or the callback stopped it
     recent_returns: list[float]  # per seed: the recent episodes' mean return, NaN if none
     paths: list[Path]  # the run folders, one per seed
+    stopped_by: str | None = None  # the signal that stopped it ("SIGINT", "SIGTERM"), if one did
 
 
 class Run:
@@ -341,6 +342,7 @@ class Run:
             boundary_steps >= config.total_steps,
             [r.mean for r in recent],
             [f.path for f in folders],
+            stop.signal_name,
         )
         if main:
             lost = boundary_steps - (checkpoints.saved_steps or start_steps)

@@ -5,14 +5,18 @@ to its figure's scale as the table says."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import sys
 
 import numpy as np
 import pytest
+import torch
 from benchmark_scripts import load_script
 
+from mappo.run import Run
 from mappo.run_lock import RunLock
 
 
@@ -215,8 +219,9 @@ def test_a_suite_trains_resumes_and_writes_its_table(reproduce, tmp_path, monkey
     assert "| spread | 800 / 800 (100%) | 2 |" in second
     assert "| reference | 400 / 400 (100%) | 2 |" in second
     sessions = json.loads((tmp_path / "results" / "published_tiny.json").read_text())["sessions"]
-    assert len(sessions) == 3 and "spread to 800; reference to 400" in sessions[2]
-    assert "spread to 800; reference to 400  (python " in second  # the table quotes them
+    # The session says what each task trained: reference was at its budget already.
+    assert len(sessions) == 3 and "spread to 800; reference already at 400" in sessions[2]
+    assert "spread to 800; reference already at 400  (python " in second  # the table quotes
     assert (tmp_path / "results" / "published_tiny.png").stat().st_size > 0  # the curves
     # A variant trains into its own folder and file, and leaves the published table alone.
     monkeypatch.setattr(
@@ -463,3 +468,40 @@ def test_damage_costs_only_what_it_touches(reproduce, tmp_path, monkeypatch, cap
         in (tmp_path / "trial" / "published_tiny.md").read_text()
     )
     assert (results / "published_tiny.json").read_text() == before
+
+
+def test_sigterm_writes_the_table_without_scoring(reproduce, tmp_path, monkeypatch) -> None:
+    """A batch scheduler's SIGTERM mid-training: the runs stop and save, no further task
+    trains, and the table is written at once from the record (scoring takes minutes the
+    scheduler's kill does not wait for), saying why its rows did not move."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    _, call = table_calls(reproduce, tmp_path, monkeypatch)
+    call("--scale", "0.5")
+    record = json.loads((results / "published_tiny.json").read_text())
+    record["tasks"]["reference"]["result"]["steps_per_second"] = None  # no metrics rows
+    (results / "published_tiny.json").write_text(json.dumps(record))
+
+    train = Run.train
+
+    def terminated_after_one_update(self, *args, callback, **kwargs):
+        def then_sigterm(metrics):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return callback(metrics)
+
+        return train(self, *args, callback=then_sigterm, **kwargs)
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored after SIGTERM")
+
+    monkeypatch.setattr(Run, "train", terminated_after_one_update)
+    monkeypatch.setattr(reproduce, "evaluate_run", no_scoring)
+    table = call()
+    checkpoint = torch.load(runs / "tiny" / "spread" / "seed_0" / "checkpoint.pt")
+    assert 400 < checkpoint["env_steps"] < 800  # saved where it stopped
+    assert "| spread | 400 / 800 (50%) | 2 |" in table  # as recorded
+    assert "| reference | 200 / 400 (50%) | 2 |" in table  # not trained after the stop
+    assert "- stopped by SIGTERM before scoring: the rows are as recorded before" in table
+    assert "spread stopped short of 800  (python " in table
+    row = next(line for line in table.splitlines() if line.startswith("| reference |"))
+    assert "h, env steps/s unknown |" in row
