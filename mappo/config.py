@@ -15,6 +15,7 @@ import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -407,7 +408,7 @@ def parse_cli_value(name: str, text: str) -> Any:
                 raise ValueError
             return lowered in ("true", "1", "yes")
         if kind == "int":
-            return int(float(text)) if float(text).is_integer() else int(text)
+            return _parse_int(text)
         if kind == "float":
             return float(text)
         if kind == "dict":
@@ -425,6 +426,22 @@ def parse_cli_value(name: str, text: str) -> Any:
         raise ConfigError(
             f"config key '{name}' = {text!r}: expected {KIND_NAMES.get(kind, kind)}"
         ) from None
+
+
+def _parse_int(text: str) -> int:
+    """An integer written plainly or as `1e6` / `2.5e7`, exactly: a float would round a
+    large seed or budget (`12345678901234567` is not a double). ValueError otherwise."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(text) from None
+    if not value.is_finite() or value != value.to_integral_value():
+        raise ValueError(text)
+    return int(value)
 
 
 def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:

@@ -3,7 +3,7 @@
 import pytest
 
 from mappo import ConfigError, MappoConfig
-from mappo.config import from_dict
+from mappo.config import from_dict, parse_cli_value
 
 
 def test_toml_round_trip(tmp_path) -> None:
@@ -20,6 +20,25 @@ def test_unknown_key_suggests_the_nearest() -> None:
 def test_wrong_type_names_key_and_value() -> None:
     with pytest.raises(ConfigError, match=r"'update_epochs' = 'ten': expected int"):
         from_dict({"update_epochs": "ten"})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("2.5e7", 25_000_000),
+        ("1e30", 10**30),  # exactly: a float gives 1000000000000000019884624838656
+        ("12345678901234567", 12345678901234567),  # not a double
+        ("-7", -7),
+    ],
+)
+def test_integer_flags_parse_exactly(text, value) -> None:
+    assert parse_cli_value("total_steps", text) == value
+
+
+@pytest.mark.parametrize("text", ["2.5", "1e-3", "nan", "inf", "ten", ""])
+def test_integer_flags_refuse_what_is_not_an_integer(text) -> None:
+    with pytest.raises(ConfigError, match=f"'total_steps' = {text!r}: expected"):
+        parse_cli_value("total_steps", text)
 
 
 @pytest.mark.parametrize(
