@@ -76,7 +76,8 @@ def run_variant(
     (task,) = variant_of([spread_task()], BASES[base], sets)
     folder = runs / variant_name(BASES[base], sets)[1] / task.name
     steps = int(task.budget * scale)
-    if not train(task, folder, seeds, steps, math.inf, quiet=True):
+    summary, _ = train(task, folder, seeds, steps, math.inf, quiet=True)
+    if not summary.finished:
         raise SystemExit(f"{folder}: training stopped before {steps:,} env steps")
     return score(task, folder, episodes)["returns"]
 

@@ -177,7 +177,8 @@ def main() -> None:
         task = replace(spread, fields={**spread.fields, "env_kwargs": env_kwargs})
         task_options[label] = env_kwargs
         folder = Path(args.runs_dir) / name
-        if not train(task, folder, seeds, args.steps, math.inf):
+        summary, _ = train(task, folder, seeds, args.steps, math.inf)
+        if not summary.finished:
             raise SystemExit(f"{folder}: training stopped before {args.steps:,} env steps")
         runs[label], keys[label] = [read_run(seed_dir) for seed_dir in slot_folders(folder)], name
         for curve in runs[label]:  # on the official scale
