@@ -2,7 +2,7 @@
 
     python benchmarks/reproduce.py --suite mpe|smax|lbf|rware|vmas|epymarl-lbf|epymarl-rware
         [--tasks NAME ...] [--seeds 0,1,2] [--scale 1.0] [--hours H] [--runs-dir DIR]
-        [--episodes 100] [--report-only] [--preset NAME|none] [--set FIELD=VALUE ...]
+        [--episodes 100] [--report-only] [--resume] [--preset NAME|none] [--set FIELD=VALUE ...]
         [--torch-threads N] [--restart-changed] [--results-dir DIR]
 
 The suites, their tasks, the published figures and their sources are in
@@ -11,9 +11,11 @@ task, the seeds train in one process as one batched network (`mappo train
 --seeds`) into `DIR/<suite>/<task>/seed_<s>`, to the published budget times
 `--scale`. The command is resumable: a task whose folder holds a run continues
 from its checkpoint (`Run.resume`), so rerun the same command in the next
-session; a folder whose runs have another config than the task's (the table or
-its preset edited since) is refused in one line, or with `--restart-changed`
-moved aside to `<task>.superseded-<UTC time>` and the task started afresh.
+session (`--resume` continues only such tasks, and refuses a `--runs-dir` with
+none: it never starts a task afresh); a folder whose runs have another config
+than the task's (the table or its preset edited since) is refused in one line,
+or with `--restart-changed` moved aside to `<task>.superseded-<UTC time>` and
+the task started afresh.
 `--tasks` trains only the tasks named; the table still has a row for every task
 of the suite, scored where its runs have checkpoints. `--hours` stops training
 after that much wall time (saving, as Ctrl-C does, which also stops it) and
@@ -716,6 +718,27 @@ def episodes_text(tasks: list[Task], record: dict[str, Any]) -> str:
     return "greedy episodes (" + "; ".join(parts) + ")"
 
 
+def resumable(tasks: list[Task], root: Path) -> list[Task]:
+    """`--resume`: the tasks whose folders in `root` hold checkpointed runs, a line for each
+    left out; none of them is an error (a mistyped `--runs-dir` would start afresh)."""
+
+    def held(task: Task) -> bool:
+        return any((d / "checkpoint.pt").is_file() for d in slot_folders(root / task.name))
+
+    kept = [t for t in tasks if held(t)]
+    if not kept:
+        raise SystemExit(
+            f"--resume: {root} holds no runs of {', '.join(t.name for t in tasks)} to continue; "
+            "check --runs-dir, or leave out --resume to start them"
+        )
+    for task in tasks:
+        if task not in kept:
+            print(
+                f"--resume: {root / task.name} holds no runs to continue; {task.name} not started"
+            )
+    return kept
+
+
 def positive(kind: type) -> Any:
     """An argparse type: a finite number of `kind` above zero (a zero or negative `--hours`
     would rewrite the table with nothing trained; an infinite `--scale`, no budget)."""
@@ -751,6 +774,12 @@ def main() -> None:
         "--episodes", type=positive(int), default=100, help="greedy episodes per seed"
     )
     parser.add_argument("--report-only", action="store_true", help="score, do not train")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="only continue tasks that have runs in --runs-dir (without it, those continue "
+        "too and the others start)",
+    )
     parser.add_argument(
         "--results-dir",
         type=Path,
@@ -825,6 +854,8 @@ def reproduce(args: argparse.Namespace) -> None:
     if not args.runs_dir.strip():
         raise SystemExit("--runs-dir: give a folder")
     root = Path(args.runs_dir) / args.suite / slug  # no variant: the suite's own folder
+    if args.resume and training:
+        training = resumable(training, root)
     try:
         if not args.report_only:  # scoring alone makes no folder
             root.mkdir(parents=True, exist_ok=True)

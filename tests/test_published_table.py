@@ -505,3 +505,22 @@ def test_sigterm_writes_the_table_without_scoring(reproduce, tmp_path, monkeypat
     assert "spread stopped short of 800  (python " in table
     row = next(line for line in table.splitlines() if line.startswith("| reference |"))
     assert "h, env steps/s unknown |" in row
+
+
+def test_resume_continues_only_what_has_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:
+    """`--resume` never starts a task: with no runs in `--runs-dir` (a mistyped one) it is
+    refused before anything is made; with some, only those tasks train."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    runs = tmp_path / "runs"
+    _, call = table_calls(reproduce, tmp_path, monkeypatch)
+    says = f"--resume: {runs / 'tiny'} holds no runs of spread, reference to continue; check"
+    with pytest.raises(SystemExit, match=re.escape(says)):
+        call("--resume")
+    assert not runs.exists() and not (tmp_path / "results").exists()
+    call("--scale", "0.5", "--tasks", "reference")
+    capsys.readouterr()
+    table = call("--resume")
+    said = capsys.readouterr().out
+    assert f"--resume: {runs / 'tiny' / 'spread'} holds no runs to continue; spread not" in said
+    assert "| reference | 400 / 400 (100%) | 2 |" in table
+    assert "| spread | 0 / 800 (0%) | 0 | no checkpoint yet |" in table
