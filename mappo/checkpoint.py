@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import torch
 
 from mappo.config import MappoConfig, from_dict
-from mappo.errors import CheckpointError, ConfigError
+from mappo.errors import CheckpointError, ConfigError, refused_write
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "optimizer", "ranks")
@@ -22,7 +22,8 @@ REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "o
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     """`write(handle)` into a temporary file beside `path`, then rename it into place.
 
-    A crash mid-write leaves the previous file untouched.
+    A crash mid-write leaves the previous file untouched; a write the system refuses (a
+    full disk, a quota) is a WriteError naming `path`.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -32,6 +33,10 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except Exception as err:
+        if refused := refused_write(path, err, "the file there before, if any, is as it was"):
+            raise refused from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

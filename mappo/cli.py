@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mappo", description="Multi-Agent PPO", allow_abbrev=False
     )
-    parser.add_argument("--debug", action="store_true", help="full tracebacks for env errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="full tracebacks for env and file errors"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for command, (help_text, options) in COMMANDS.items():
         sub = commands.add_parser(command, help=help_text, allow_abbrev=False)
@@ -328,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mappo: env error: {err}", file=sys.stderr)
         return 3
+    except OSError as err:  # a file a command reads or writes (a run's own writes: WriteError)
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"mappo: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, StopRun):  # outside a run's own handling, or a second signal
         print("mappo: interrupted", file=sys.stderr)  # while it closed (its saves are done)
         return 130

@@ -203,9 +203,13 @@ class MappoConfig:
         the run's env was, and reading the file back skips them, so the file
         starts the same run on the same env, or a run on another env size.
         """
+        Path(path).write_text(self.to_toml())
+
+    def to_toml(self) -> str:
+        """The text `save` writes."""
         data = self.to_dict()
         facts = {name: data.pop(name) for name in ENV_DIM_FIELDS}
-        Path(path).write_text(tomli_w.dumps({**data, READ_OFF_ENV: facts}))
+        return tomli_w.dumps({**data, READ_OFF_ENV: facts})
 
     def matched_to_env(self, env_name: str, **facts: int) -> MappoConfig:
         """Take the env's facts (`num_agents`, `obs_dim`, `global_state_dim`, `action_dim`,

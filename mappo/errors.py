@@ -26,6 +26,25 @@ class RunFolderError(RuntimeError):
     """The run folder cannot be used as asked (e.g. it already holds a run)."""
 
 
+class WriteError(RunFolderError):
+    """A file that could not be written (a full disk, a quota, a folder made read-only); the
+    message names it and says what was kept."""
+
+
+def refused_write(path: object, err: BaseException, kept: str) -> WriteError | None:
+    """The WriteError to raise for `path` when `err` is, or was raised while handling, an
+    OSError (torch's zip writer turns a full disk into a RuntimeError on top of one), with
+    `kept` saying what is left as it was; None when `err` has nothing of the kind."""
+    seen: set[int] = set()
+    found: BaseException | None = err
+    while found is not None and id(found) not in seen:
+        if isinstance(found, OSError):
+            return WriteError(f"cannot write {path} ({found.strerror or found}); {kept}")
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
+
+
 class RenderError(ConfigError):
     """Rendering cannot be done as asked (file type, encoder, env); the message says why.
 

@@ -33,7 +33,7 @@ from mappo.checkpoint import BEFORE_FIELDS, load_checkpoint, saved_config
 from mappo.config import ENV_DIM_FIELDS, FIELDS, MappoConfig, from_dict, read_toml
 from mappo.distributed import Distributed
 from mappo.envs.registry import steps_in_this_process
-from mappo.errors import ConfigError, RunFolderError
+from mappo.errors import ConfigError, RunFolderError, WriteError
 from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
 from mappo.run_lock import RunLock, signal_holders, wait_released
@@ -331,6 +331,10 @@ class Run:
                 ):
                     self._write(snapshot[1])
                     checkpoints.saved_steps = snapshot[0]
+            except WriteError as err:  # a full disk, a quota: say what is kept and how to go on
+                kept = checkpoints.saved_steps or start_steps
+                leaving = WriteError(f"{err}; {self._going_on(kept, continue_with)}")
+                raise leaving from err
             except BaseException as err:
                 leaving = err
                 raise
@@ -352,6 +356,15 @@ class Run:
                 closing += f" ({progress.recent_text()})"
             print(closing, file=stream, flush=True)
         return summary
+
+    def _going_on(self, kept_steps: int, continue_with: str | None) -> str:
+        """After a write failed: the env step the checkpoint holds and the command that
+        continues from it, or that nothing is saved and how to start again."""
+        if self.folders[0].checkpoint_path.is_file():
+            command = continue_with or f"mappo train --resume {self.path}"
+            return f"the checkpoint holds env step {kept_steps:,}: make room, then {command}"
+        again = f": {continue_with}" if continue_with else " with the same command and --force"
+        return f"no checkpoint was written: make room, then start it again{again}"
 
     def _close(
         self, progress: Progress | None = None, failure: BaseException | None = None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from mappo.checkpoint import save_checkpoint, write_atomically
 from mappo.config import MappoConfig
 from mappo.episodes import return_label
-from mappo.errors import ConfigError, RunFolderError
+from mappo.errors import ConfigError, RunFolderError, refused_write
 from mappo.run_lock import RunLock
 from mappo.trainer import MappoMetrics
 
@@ -120,7 +120,7 @@ class RunFolder:
             if force:  # the replaced run's TensorBoard curves would be drawn beside the new ones
                 for events in folder.path.glob("events.out.tfevents.*"):
                     events.unlink()
-            config.save(folder.config_path)
+            folder.write_config(config)
         return folder
 
     @classmethod
@@ -131,7 +131,7 @@ class RunFolder:
             path, f"{config.env} (seed {config.seed})", return_label(config.decided("team_reward"))
         )
         with folder._released_on_error():
-            config.save(folder.config_path)
+            folder.write_config(config)
             folder._cut_metrics(env_steps)
         folder._purge_step = env_steps + 1  # TensorBoard drops events past the checkpoint
         return folder
@@ -145,10 +145,19 @@ class RunFolder:
         kept = [row for row in rows if int(row["env_steps"]) <= env_steps]
         cut_short = not self.metrics_path.read_bytes().endswith(b"\n")
         if len(kept) < len(rows) or columns != METRICS_COLUMNS or cut_short:
-            with open(self.metrics_path, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(kept)
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+            # Atomically: a crash or a full disk mid-rewrite would lose every row.
+            write_atomically(
+                self.metrics_path, lambda handle: handle.write(text.getvalue().encode())
+            )
+
+    def write_config(self, config: MappoConfig) -> None:
+        """config.toml, written atomically: a resume that fails to write it leaves the one
+        before."""
+        write_atomically(self.config_path, lambda handle: handle.write(config.to_toml().encode()))
 
     @contextlib.contextmanager
     def _released_on_error(self) -> Iterator[None]:
@@ -169,13 +178,18 @@ class RunFolder:
         """
         row = metrics.as_dict()
         new_file = not self.metrics_path.exists()
-        with open(self.metrics_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new_file:
-                writer.writeheader()
-            # Empty cells where no evaluation ran, or the env has no such outcome.
-            blank = {name: "" for name in OPTIONAL_COLUMNS if math.isnan(float(row[name]))}
-            writer.writerow({**row, **blank})
+        try:
+            with open(self.metrics_path, "a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(row))
+                if new_file:
+                    writer.writeheader()
+                # Empty cells where no evaluation ran, or the env has no such outcome.
+                blank = {name: "" for name in OPTIONAL_COLUMNS if math.isnan(float(row[name]))}
+                writer.writerow({**row, **blank})
+        except Exception as err:  # a row cut short is left out when the file is read
+            if refused := refused_write(self.metrics_path, err, "its rows before are kept"):
+                raise refused from err
+            raise
         scalars = {
             "eval/return" if name == "eval_return" else f"train/{name}": value
             for name, value in row.items()
@@ -264,9 +278,16 @@ class RunFolder:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         tmp = self.curve_path.with_name(".curve.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        tmp.replace(self.curve_path)
+        try:
+            fig.savefig(tmp)
+            tmp.replace(self.curve_path)
+        except Exception as err:
+            tmp.unlink(missing_ok=True)
+            if refused := refused_write(self.curve_path, err, "the curve before is as it was"):
+                raise refused from err
+            raise
+        finally:
+            plt.close(fig)
         self._last_curve = time.monotonic()
 
     def close(self) -> None:

@@ -1,8 +1,10 @@
 """Checkpoints: exact resume, atomic writes, and refusal of bad files with a clear reason."""
 
 import csv
+import errno
 import os
 import pickle
+import re
 import signal
 
 import pytest
@@ -13,7 +15,9 @@ import mappo.trainer
 from mappo import MappoTrainer
 from mappo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mappo.cli import main
-from mappo.errors import ConfigError
+from mappo.errors import ConfigError, WriteError
+from mappo.presets import build_config
+from mappo.run import Run
 from mappo.run_folder import RunFolder
 
 RUN = ["--total-steps", "2000", "--num-envs", "16", "--seed", "7", "--quiet"]
@@ -197,10 +201,14 @@ def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) 
 
     def dies_halfway(obj, handle, *args, **kwargs):
         handle.write(b"PK\x03\x04 half a zip")
-        raise OSError("disk full")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:  # as torch's zip writer does, on top of it
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from None
 
     monkeypatch.setattr(torch, "save", dies_halfway)
-    with pytest.raises(OSError, match="disk full"):
+    says = f"cannot write {path} (No space left on device); the file there before, if any, is"
+    with pytest.raises(WriteError, match=re.escape(says)):
         save_checkpoint(
             path,
             {
@@ -215,6 +223,53 @@ def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) 
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["actor"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+
+
+def test_a_full_disk_stops_the_run_in_one_line_that_says_how_to_go_on(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """A checkpoint the disk has no room for, after the first was saved: the run stops with
+    one line naming the file, the reason, the step its checkpoint holds and the command that
+    continues; once there is room again, that command goes on from there."""
+    run_dir = tmp_path / "run"
+    fields = {"env": "spread", "num_envs": 4, "rollout_steps": 25, "minibatch_size": 0}
+    fields |= {"total_steps": 800, "compile": "false", "checkpoint_interval": 1e-6}
+    full = []
+    fsync = os.fsync
+
+    def no_room_once_full(fd: int) -> None:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_room_once_full)
+    run = Run.start(build_config(None, None, fields), run_dir)
+    with pytest.raises(WriteError) as raised:
+        run.train(quiet=True, callback=lambda metrics: full.append(True) and False)
+    says = (
+        f"cannot write {run_dir / 'checkpoint.pt'} (No space left on device); the file there "
+        f"before, if any, is as it was; the checkpoint holds env step 100: make room, then "
+        f"mappo train --resume {run_dir}"
+    )
+    assert str(raised.value) == says
+    assert load_checkpoint(run_dir / "checkpoint.pt")["env_steps"] == 100
+    assert not list(run_dir.glob(".*.tmp"))
+    # Resuming on the full disk: one line, exit code 2, the files as they were.
+    config_toml = (run_dir / "config.toml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: cannot write {run_dir / 'config.toml'} (No space left on device); the "
+        "file there before, if any, is as it was\n"
+    )
+    assert (run_dir / "config.toml").read_text() == config_toml
+    full.clear()
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    assert load_checkpoint(run_dir / "checkpoint.pt")["env_steps"] == 800
+    with open(run_dir / "metrics.csv") as handle:
+        assert [int(row["env_steps"]) for row in csv.DictReader(handle)] == list(
+            range(100, 900, 100)
+        )
 
 
 def test_truncated_checkpoint_is_refused_naming_the_file(tiny_run, tmp_path) -> None:
