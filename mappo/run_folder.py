@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # tensorboard is imported when the first metrics are written
     from torch.utils.tensorboard import SummaryWriter
 
 ENV_STATE_FILE = "env_state.pkl"
+NEXT_ENV_STATE_FILE = ".env_state.next.pkl"  # a save's, until its checkpoint is written
 RUN_FILES = ("config.toml", "metrics.csv", "checkpoint.pt", "best.pt", ENV_STATE_FILE)
 CURVE_INTERVAL_S = 20.0
 METRICS_COLUMNS = [f.name for f in dataclasses.fields(MappoMetrics)]  # metrics.csv's header
@@ -61,6 +62,7 @@ class RunFolder:
         self.checkpoint_path = self.path / "checkpoint.pt"
         self.best_path = self.path / "best.pt"
         self.env_state_path = self.path / ENV_STATE_FILE
+        self._next_env_state = self.path / NEXT_ENV_STATE_FILE
         self.curve_path = self.path / "curve.png"
         self._writer: SummaryWriter | None = None
         self._wandb: Any = None  # a wandb Run once `use_wandb` is called (wandb is optional)
@@ -115,7 +117,7 @@ class RunFolder:
             path, f"{config.env} (seed {config.seed})", return_label(config.decided("team_reward"))
         )
         with folder._released_on_error():
-            for name in RUN_FILES:
+            for name in (*RUN_FILES, NEXT_ENV_STATE_FILE):
                 (folder.path / name).unlink(missing_ok=True)
             if force:  # the replaced run's TensorBoard curves would be drawn beside the new ones
                 for events in folder.path.glob("events.out.tfevents.*"):
@@ -224,15 +226,21 @@ class RunFolder:
 
     def save(self, payload: dict, pickled_env: bytes | str | None = None) -> None:
         """Write the checkpoint atomically, and `pickled_env` (`MappoTrainer.pickled_env_state`)
-        to env_state.pkl before it, its digest in the checkpoint; a reason instead of bytes
-        (the env cannot be pickled) is recorded in the checkpoint for `--resume` to say."""
+        to env_state.pkl with it, its digest in the checkpoint; a reason instead of bytes
+        (the env cannot be pickled) is recorded in the checkpoint for `--resume` to say.
+
+        The new env_state.pkl is written beside the old one first and takes its place only
+        once the checkpoint is saved: a save that fails (a full disk, a crash) leaves the
+        pair before it, or the new pair with the file still beside (`read_pickled_env`)."""
         if isinstance(pickled_env, bytes):
-            write_atomically(self.env_state_path, lambda handle: handle.write(pickled_env))
+            write_atomically(self._next_env_state, lambda handle: handle.write(pickled_env))
             payload = {**payload, "env_state": {"sha256": hashlib.sha256(pickled_env).hexdigest()}}
         elif pickled_env is not None:
             payload = {**payload, "env_state": {"unpicklable": pickled_env}}
         save_checkpoint(self.checkpoint_path, payload)
-        if not isinstance(pickled_env, bytes):  # a file from an earlier save is no longer valid
+        if isinstance(pickled_env, bytes):
+            self._next_env_state.replace(self.env_state_path)
+        else:  # a file from an earlier save is no longer valid
             self.env_state_path.unlink(missing_ok=True)
 
     def save_best(self, payload: dict) -> None:
@@ -250,12 +258,15 @@ class RunFolder:
         if "unpicklable" in saved:
             return saved["unpicklable"]
         file = Path(path) / ENV_STATE_FILE
+        # Beside it: the checkpoint's own, when a save stopped before it took its place.
+        for candidate in (file, file.with_name(NEXT_ENV_STATE_FILE)):
+            if candidate.is_file():
+                data = candidate.read_bytes()
+                if hashlib.sha256(data).hexdigest() == saved["sha256"]:
+                    return data
         if not file.is_file():
             return f"{file} is missing"
-        data = file.read_bytes()
-        if hashlib.sha256(data).hexdigest() != saved["sha256"]:
-            return f"{file} is not the one the checkpoint recorded (another save wrote it)"
-        return data
+        return f"{file} is not the one the checkpoint recorded (another save wrote it)"
 
     def draw_curve(self) -> None:
         """Redraw curve.png: episode return against env steps, from metrics.csv, with the

@@ -2,6 +2,7 @@
 
 import csv
 import errno
+import hashlib
 import os
 import pickle
 import re
@@ -11,8 +12,9 @@ import pytest
 import pz_envs
 import torch
 
+import mappo.run_folder
 import mappo.trainer
-from mappo import MappoTrainer
+from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mappo.cli import main
 from mappo.errors import ConfigError, WriteError
@@ -168,6 +170,33 @@ def test_env_state_file_is_unpickled_only_by_resume_and_only_when_it_is_the_chec
         assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert "is not the one the checkpoint recorded" in caplog.text
     assert not os.path.exists("/tmp/mappo-pwned")
+
+
+def test_a_failed_save_leaves_the_env_state_of_the_checkpoint_before(tmp_path, monkeypatch) -> None:
+    """env_state.pkl and the checkpoint stay a pair through a save that fails midway: the
+    new pickle waits beside the old one until its checkpoint is written."""
+    run = tmp_path / "r"
+    _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:CounterEnv", *PZ_RUN], monkeypatch)
+    before = load_checkpoint(run / "checkpoint.pt")
+    pickled = (run / "env_state.pkl").read_bytes()
+    folder = RunFolder.resume(run, MappoConfig.load(run / "config.toml"), before["env_steps"])
+    try:
+        monkeypatch.setattr(mappo.run_folder, "save_checkpoint", _no_room)
+        with pytest.raises(WriteError):
+            folder.save({**before, "env_steps": 999}, b"the copies one update later")
+    finally:
+        folder.close()
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == before["env_steps"]
+    assert RunFolder.read_pickled_env(run, before) == pickled
+    # Stopped after the checkpoint was written, before its pickle took the old one's place.
+    later = {**before, "env_state": {"sha256": hashlib.sha256(b"later").hexdigest()}}
+    (run / ".env_state.next.pkl").write_bytes(b"later")
+    assert RunFolder.read_pickled_env(run, later) == b"later"
+    assert RunFolder.read_pickled_env(run, before) == pickled
+
+
+def _no_room(path, payload) -> None:
+    raise WriteError(f"cannot write {path} (No space left on device)")
 
 
 def test_resume_refuses_other_flags(tmp_path, capsys) -> None:
