@@ -19,10 +19,10 @@ the task started afresh.
 `--tasks` trains only the tasks named; the table still has a row for every task
 of the suite, scored where its runs have checkpoints. `--hours` stops training
 after that much wall time (saving, as Ctrl-C does, which also stops it) and
-still writes the table, with the fraction of the budget reached. SIGTERM (a
-batch scheduler's stop, whose kill follows within seconds) stops training the
-same way but writes the table from the record without scoring: the next call
-scores the runs.
+still writes the table, with the fraction of the budget reached. SIGTERM during
+training (a batch scheduler's stop, whose kill follows within seconds) stops it
+the same way but writes the table from the record without scoring: the next
+call scores the runs.
 `--torch-threads` sets how the runs are computed, not what they learn (a run
 started on one thread continues on two): give a recurrent suite both cores when
 it trains alone.
@@ -631,8 +631,8 @@ def write_table(
             continue
         entry = record["tasks"][task.name]
         r = entry["result"]
-        sps = r["steps_per_second"]
-        rate = "env steps/s unknown" if sps is None else f"{sps:,.0f}/s"
+        sps = r["steps_per_second"]  # NaN in a score.json kept from before it was None
+        rate = f"{sps:,.0f}/s" if sps is not None and math.isfinite(sps) else "env steps/s unknown"
         rows.append(
             [
                 task.name,
@@ -854,6 +854,10 @@ def reproduce(args: argparse.Namespace) -> None:
     if not args.runs_dir.strip():
         raise SystemExit("--runs-dir: give a folder")
     root = Path(args.runs_dir) / args.suite / slug  # no variant: the suite's own folder
+    for flag, does in (("report_only", "trains nothing"), ("restart_changed", "starts afresh")):
+        if args.resume and getattr(args, flag):
+            name = "--" + flag.replace("_", "-")
+            raise SystemExit(f"--resume only continues runs; {name} {does}: give one of them")
     if args.resume and training:
         training = resumable(training, root)
     try:
@@ -899,8 +903,8 @@ def reproduce(args: argparse.Namespace) -> None:
         # A batch scheduler's stop: its kill follows within a grace period (SLURM: 30 s) that
         # scoring (minutes) would overrun. The table is written from the record at once.
         unshown.append(
-            "stopped by SIGTERM before scoring: the rows are as recorded before; the same "
-            "command, or with --report-only, scores the runs"
+            f"the runs in {root}: not scored, stopped by SIGTERM first; the rows are as "
+            "recorded before, and the same command, or with --report-only, scores the runs"
         )
     for task in tasks if stopped_by != "SIGTERM" else []:
         folder = root / task.name

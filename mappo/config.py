@@ -443,7 +443,8 @@ def _parse_int(text: str) -> int:
         value = Decimal(text.strip())
     except InvalidOperation:
         raise ValueError(text) from None
-    if not value.is_finite() or value != value.to_integral_value():
+    # A bound on the exponent first: int() of `1e9999999` would take minutes.
+    if not value.is_finite() or value.adjusted() > 63 or value != value.to_integral_value():
         raise ValueError(text)
     return int(value)
 

@@ -3,6 +3,8 @@ file), and the CLI prints it as one line with an exit code instead of a tracebac
 
 from __future__ import annotations
 
+import errno
+
 
 class ConfigError(ValueError):
     """A config key, type or value that cannot be used; the message names it."""
@@ -28,7 +30,15 @@ class RunFolderError(RuntimeError):
 
 class WriteError(RunFolderError):
     """A file that could not be written (a full disk, a quota, a folder made read-only); the
-    message names it and says what was kept."""
+    message names it and says what was kept. `no_space`: the disk or the quota is full."""
+
+    def __init__(self, message: str, no_space: bool = False) -> None:
+        super().__init__(message)
+        self.no_space = no_space
+
+    def with_hint(self, hint: str) -> WriteError:
+        """The same error with `hint` (what to do next) after its message."""
+        return WriteError(f"{self}; {hint}", self.no_space)
 
 
 def refused_write(path: object, err: BaseException, kept: str) -> WriteError | None:
@@ -39,7 +49,8 @@ def refused_write(path: object, err: BaseException, kept: str) -> WriteError | N
     found: BaseException | None = err
     while found is not None and id(found) not in seen:
         if isinstance(found, OSError):
-            return WriteError(f"cannot write {path} ({found.strerror or found}); {kept}")
+            no_space = found.errno in (errno.ENOSPC, errno.EDQUOT)
+            return WriteError(f"cannot write {path} ({found.strerror or found}); {kept}", no_space)
         seen.add(id(found))
         found = found.__cause__ or found.__context__
     return None

@@ -321,19 +321,20 @@ class Run:
         leaving: BaseException | None = None  # the error leaving the updates, if any
         with StopOnSignal(may_abandon, sys.stderr if main else None) as stop, heartbeat:
             try:
-                train_until_budget(learner, on_update)
-                stop.disarm()  # the updates are over: what is left is the final save
-                checkpoints.save_final(learner.env_steps)
-            except StopRun:
-                if (
-                    snapshot is not None
-                    and snapshot[0] == boundary_steps != checkpoints.saved_steps
-                ):
-                    self._write(snapshot[1])
-                    checkpoints.saved_steps = snapshot[0]
+                try:
+                    train_until_budget(learner, on_update)
+                    stop.disarm()  # the updates are over: what is left is the final save
+                    checkpoints.save_final(learner.env_steps)
+                except StopRun:
+                    if (
+                        snapshot is not None
+                        and snapshot[0] == boundary_steps != checkpoints.saved_steps
+                    ):
+                        self._write(snapshot[1])
+                        checkpoints.saved_steps = snapshot[0]
             except WriteError as err:  # a full disk, a quota: say what is kept and how to go on
                 kept = checkpoints.saved_steps or start_steps
-                leaving = WriteError(f"{err}; {self._going_on(kept, continue_with)}")
+                leaving = err.with_hint(self._going_on(kept, err.no_space, continue_with))
                 raise leaving from err
             except BaseException as err:
                 leaving = err
@@ -357,14 +358,15 @@ class Run:
             print(closing, file=stream, flush=True)
         return summary
 
-    def _going_on(self, kept_steps: int, continue_with: str | None) -> str:
-        """After a write failed: the env step the checkpoint holds and the command that
-        continues from it, or that nothing is saved and how to start again."""
-        if self.folders[0].checkpoint_path.is_file():
+    def _going_on(self, kept_steps: int, no_space: bool, continue_with: str | None) -> str:
+        """After a write failed: the env step the checkpoint holds (0: none was written) and
+        the command that continues from it, or how to start again."""
+        fix = "make room" if no_space else "fix that"
+        if kept_steps:
             command = continue_with or f"mappo train --resume {self.path}"
-            return f"the checkpoint holds env step {kept_steps:,}: make room, then {command}"
+            return f"the checkpoint holds env step {kept_steps:,}: {fix}, then {command}"
         again = f": {continue_with}" if continue_with else " with the same command and --force"
-        return f"no checkpoint was written: make room, then start it again{again}"
+        return f"no checkpoint was written: {fix}, then start it again{again}"
 
     def _close(
         self, progress: Progress | None = None, failure: BaseException | None = None
@@ -859,7 +861,8 @@ class StopOnSignal:
             )
             return
         if self.signal_name is not None:
-            raise StopRun(signal.Signals(signum).name)
+            self.signal_name = signal.Signals(signum).name  # a scheduler's SIGTERM after a Ctrl-C
+            raise StopRun(self.signal_name)
         self.signal_name = signal.Signals(signum).name
         self._say(
             f"stopping ({self.signal_name}): finishing this update, then saving; "

@@ -15,21 +15,24 @@ import csv
 import dataclasses
 import hashlib
 import io
+import logging
 import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mappo.checkpoint import save_checkpoint, write_atomically
+from mappo.checkpoint import load_checkpoint, save_checkpoint, write_atomically
 from mappo.config import MappoConfig
 from mappo.episodes import return_label
-from mappo.errors import ConfigError, RunFolderError, refused_write
+from mappo.errors import ConfigError, RunFolderError, WriteError, refused_write
 from mappo.run_lock import RunLock
 from mappo.trainer import MappoMetrics
 
 if TYPE_CHECKING:  # tensorboard is imported when the first metrics are written
     from torch.utils.tensorboard import SummaryWriter
+
+logger = logging.getLogger(__name__)
 
 ENV_STATE_FILE = "env_state.pkl"
 NEXT_ENV_STATE_FILE = ".env_state.next.pkl"  # a save's, until its checkpoint is written
@@ -135,6 +138,7 @@ class RunFolder:
         with folder._released_on_error():
             folder.write_config(config)
             folder._cut_metrics(env_steps)
+            folder._settle_env_state()
         folder._purge_step = env_steps + 1  # TensorBoard drops events past the checkpoint
         return folder
 
@@ -240,8 +244,22 @@ class RunFolder:
         save_checkpoint(self.checkpoint_path, payload)
         if isinstance(pickled_env, bytes):
             self._next_env_state.replace(self.env_state_path)
-        else:  # a file from an earlier save is no longer valid
+        else:  # files from an earlier save are no longer valid
             self.env_state_path.unlink(missing_ok=True)
+            self._next_env_state.unlink(missing_ok=True)
+
+    def _settle_env_state(self) -> None:
+        """On resume: a save stopped between writing its checkpoint and moving its pickle
+        (`save`) left the checkpoint's pickle waiting; it takes env_state.pkl's place, so
+        the next save cannot overwrite it. One whose checkpoint was never written goes."""
+        if not self._next_env_state.is_file():
+            return
+        recorded = load_checkpoint(self.checkpoint_path).get("env_state") or {}
+        data = self._next_env_state.read_bytes()
+        if recorded.get("sha256") == hashlib.sha256(data).hexdigest():
+            self._next_env_state.replace(self.env_state_path)
+        else:
+            self._next_env_state.unlink()
 
     def save_best(self, payload: dict) -> None:
         """Write best.pt, the checkpoint of the best evaluation so far, atomically."""
@@ -305,7 +323,10 @@ class RunFolder:
         """Final curve and flushed TensorBoard events; the folder's lock released."""
         try:
             if self.metrics_path.exists():
-                self.draw_curve()
+                try:
+                    self.draw_curve()
+                except WriteError as err:  # the run's own files are saved: a finished run stays so
+                    logger.warning("curve.png not redrawn: %s", err)
             if self._writer is not None:
                 self._writer.close()
             if self._wandb is not None:

@@ -35,7 +35,7 @@ def test_integer_flags_parse_exactly(text, value) -> None:
     assert parse_cli_value("total_steps", text) == value
 
 
-@pytest.mark.parametrize("text", ["2.5", "1e-3", "nan", "inf", "ten", ""])
+@pytest.mark.parametrize("text", ["2.5", "1e-3", "nan", "inf", "ten", "", "1e400", "1e9999999"])
 def test_integer_flags_refuse_what_is_not_an_integer(text) -> None:
     with pytest.raises(ConfigError, match=f"'total_steps' = {text!r}: expected"):
         parse_cli_value("total_steps", text)

@@ -501,7 +501,7 @@ def test_sigterm_writes_the_table_without_scoring(reproduce, tmp_path, monkeypat
     assert 400 < checkpoint["env_steps"] < 800  # saved where it stopped
     assert "| spread | 400 / 800 (50%) | 2 |" in table  # as recorded
     assert "| reference | 200 / 400 (50%) | 2 |" in table  # not trained after the stop
-    assert "- stopped by SIGTERM before scoring: the rows are as recorded before" in table
+    assert f"- the runs in {runs / 'tiny'}: not scored, stopped by SIGTERM first; the rows" in table
     assert "spread stopped short of 800  (python " in table
     row = next(line for line in table.splitlines() if line.startswith("| reference |"))
     assert "h, env steps/s unknown |" in row
@@ -524,3 +524,7 @@ def test_resume_continues_only_what_has_runs(reproduce, tmp_path, monkeypatch, c
     assert f"--resume: {runs / 'tiny' / 'spread'} holds no runs to continue; spread not" in said
     assert "| reference | 400 / 400 (100%) | 2 |" in table
     assert "| spread | 0 / 800 (0%) | 0 | no checkpoint yet |" in table
+    for flag, does in (("--report-only", "trains nothing"), ("--restart-changed", "starts")):
+        says = f"--resume only continues runs; {flag} {does}"
+        with pytest.raises(SystemExit, match=re.escape(says)):
+            call("--resume", flag)

@@ -17,7 +17,7 @@ import mappo.trainer
 from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mappo.cli import main
-from mappo.errors import ConfigError, WriteError
+from mappo.errors import ConfigError, WriteError, refused_write
 from mappo.presets import build_config
 from mappo.run import Run
 from mappo.run_folder import RunFolder
@@ -188,11 +188,56 @@ def test_a_failed_save_leaves_the_env_state_of_the_checkpoint_before(tmp_path, m
         folder.close()
     assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == before["env_steps"]
     assert RunFolder.read_pickled_env(run, before) == pickled
-    # Stopped after the checkpoint was written, before its pickle took the old one's place.
+    # Stopped after the checkpoint was written, before its pickle took the old one's place:
+    # the checkpoint's pickle is read, and a resume moves it into place (the next save would
+    # otherwise overwrite it before its own checkpoint is written).
     later = {**before, "env_state": {"sha256": hashlib.sha256(b"later").hexdigest()}}
     (run / ".env_state.next.pkl").write_bytes(b"later")
     assert RunFolder.read_pickled_env(run, later) == b"later"
     assert RunFolder.read_pickled_env(run, before) == pickled
+    torch.save(later, run / "checkpoint.pt")
+    RunFolder.resume(run, MappoConfig.load(run / "config.toml"), before["env_steps"]).close()
+    assert (run / "env_state.pkl").read_bytes() == b"later"
+    assert not (run / ".env_state.next.pkl").exists()
+    # One whose checkpoint was never written goes.
+    (run / ".env_state.next.pkl").write_bytes(b"never checkpointed")
+    RunFolder.resume(run, MappoConfig.load(run / "config.toml"), before["env_steps"]).close()
+    assert (run / "env_state.pkl").read_bytes() == b"later"
+    assert not (run / ".env_state.next.pkl").exists()
+
+
+def test_a_write_refused_for_another_reason_is_not_blamed_on_space(tmp_path) -> None:
+    """Only a full disk or quota says "make room"; a folder made read-only says "fix that"."""
+    locked = OSError(errno.EACCES, "Permission denied")
+    refused = refused_write(tmp_path / "checkpoint.pt", locked, "kept")
+    assert str(refused) == f"cannot write {tmp_path / 'checkpoint.pt'} (Permission denied); kept"
+    assert not refused.no_space
+    run = Run.start(build_config(None, None, {"env": "spread", "total_steps": 100}), tmp_path)
+    try:
+        assert run._going_on(1200, False, None) == (
+            f"the checkpoint holds env step 1,200: fix that, then mappo train --resume {tmp_path}"
+        )
+        assert run._going_on(0, True, "python reproduce.py --suite mpe") == (
+            "no checkpoint was written: make room, then start it again: python reproduce.py "
+            "--suite mpe"
+        )
+    finally:
+        run._close()
+
+
+def test_a_curve_that_cannot_be_redrawn_at_the_end_does_not_fail_the_run(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    def no_room(self) -> None:
+        raise WriteError(f"cannot write {self.curve_path} (No space left on device)")
+
+    monkeypatch.setattr(RunFolder, "draw_curve", no_room)
+    fields = {"env": "spread", "num_envs": 4, "total_steps": 200, "compile": "false"}
+    run = Run.start(build_config(None, None, {**fields, "minibatch_size": 0}), tmp_path / "r")
+    with caplog.at_level("WARNING", logger="mappo.run_folder"):
+        assert run.train(quiet=True).finished
+    assert f"curve.png not redrawn: cannot write {tmp_path / 'r' / 'curve.png'}" in caplog.text
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["env_steps"] == 200
 
 
 def _no_room(path, payload) -> None:
