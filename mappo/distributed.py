@@ -22,6 +22,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from mappo.stop_signals import drop_hung_up_terminal, stop_signals, terminal_outputs
+
 SHUTDOWN_WAIT_S = 300.0  # how long a rank that is done waits for the others to be done too
 
 
@@ -113,10 +115,10 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
     """`mappo train --nproc N ARGV`: rerun the command as N ranks under torchrun on this node
     (`--nproc` left out), and return its exit code.
 
-    torchrun runs in a session of its own, so that Ctrl-C at the terminal reaches this
-    process only, which passes SIGINT and SIGTERM on to the ranks: they stop as a run
-    does (finish the update, save), and torchrun's agent, which would die with a
-    traceback of its own, sees its ranks end normally.
+    torchrun runs in a session of its own, so that Ctrl-C at the terminal (or its closing)
+    reaches this process only, which passes the signal (`stop_signals()`) on to the ranks:
+    they stop as a run does (finish the update, save), and torchrun's agent, which would
+    die with a traceback of its own, sees its ranks end normally.
     """
     rest, skip = [], False
     for item in argv:
@@ -131,11 +133,15 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
         [*torchrun, f"--nproc-per-node={nproc}", "-m", "mappo", *rest], start_new_session=True
     )
 
+    terminal = terminal_outputs()
+
     def to_ranks(signum: int, frame: object) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            drop_hung_up_terminal(terminal)
         for pid in child_processes(agent.pid):
             os.kill(pid, signum)
 
-    previous = {sig: signal.signal(sig, to_ranks) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, to_ranks) for sig in stop_signals()}
     try:
         return agent.wait()
     finally:

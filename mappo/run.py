@@ -6,7 +6,7 @@
 
 A run owns its learner (a `MappoTrainer`, on one rank or several, or a
 `MultiSeedTrainer` for `seeds`), one run folder per seed, the checkpoint
-schedule, `best.pt`, stopping on SIGINT/SIGTERM and the progress output. One
+schedule, `best.pt`, stopping on SIGINT/SIGTERM/SIGHUP and the progress output. One
 loop (`train_until_budget`) serves one seed and K seeds.
 """
 
@@ -38,6 +38,7 @@ from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
 from mappo.run_lock import RunLock, signal_holders, wait_released
 from mappo.seeds import MultiSeedTrainer, SeedStreams, pooled_metrics
+from mappo.stop_signals import drop_hung_up_terminal, stop_signals, terminal_outputs
 from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
 
 logger = logging.getLogger(__name__)  # `mappo train` shows its INFO lines unless --quiet
@@ -73,7 +74,7 @@ class RunSummary:
     finished: bool  # reached total_steps; False when a signal or the callback stopped it
     recent_returns: list[float]  # per seed: the recent episodes' mean return, NaN if none
     paths: list[Path]  # the run folders, one per seed
-    stopped_by: str | None = None  # the signal that stopped it ("SIGINT", "SIGTERM"), if one did
+    stopped_by: str | None = None  # the signal that stopped it ("SIGINT", "SIGHUP", ...), if any
 
 
 class Run:
@@ -238,11 +239,12 @@ class Run:
         A checkpoint is written after the first update, then whenever
         `checkpoint_interval` seconds or `CHECKPOINT_EVERY_UPDATES` updates have
         passed, and at the end: a hard kill loses at most one interval. A better
-        evaluation (`eval_interval`) writes `best.pt`. SIGINT or SIGTERM stops
-        after the current update and saves; an update still running `GRACE_S`
-        seconds later is abandoned where the state it started from is kept (on
-        disk, or in memory after updates of `SNAPSHOT_MIN_S` or more), and a
-        second signal abandons it at once (`StopOnSignal`). `callback(metrics)`, one
+        evaluation (`eval_interval`) writes `best.pt`. SIGINT, SIGTERM or SIGHUP
+        (a closed terminal; not under `nohup`) stops after the current update and
+        saves; an update still running `GRACE_S` seconds later is abandoned where
+        the state it started from is kept (on disk, or in memory after updates of
+        `SNAPSHOT_MIN_S` or more), and a second signal abandons it at once
+        (`StopOnSignal`). `callback(metrics)`, one
         `MappoMetrics` per seed, runs after every update and stops the run by
         returning True. Progress goes to `stream` (stdout), unless `quiet`. A stopped
         run's last line says to continue with `continue_with` (a script driving the run
@@ -808,10 +810,11 @@ class StopRun(BaseException):  # noqa: N818 - not an error: like KeyboardInterru
 
 
 class StopOnSignal:
-    """SIGINT/SIGTERM: the first asks the run to stop after the update in progress, says so at
-    once, and abandons that update (`StopRun`) when it is not done `GRACE_S` seconds later and
-    `may_abandon()` allows it (nothing that was completed would be lost); a second signal
-    abandons it at once. Only the main thread can take signals: elsewhere this does nothing.
+    """SIGINT/SIGTERM/SIGHUP (`stop_signals()`): the first asks the run to stop after the
+    update in progress, says so at once, and abandons that update (`StopRun`) when it is not
+    done `GRACE_S` seconds later and `may_abandon()` allows it (nothing that was completed
+    would be lost); a second signal abandons it at once. Only the main thread can take
+    signals: elsewhere this does nothing.
     """
 
     def __init__(self, may_abandon: Callable[[], bool], stream: TextIO | None) -> None:
@@ -820,10 +823,11 @@ class StopOnSignal:
         self._stream = stream
         self._previous: dict[signal.Signals, Any] = {}
         self._in_grace = False  # the first signal's grace period is running
+        self._terminal = terminal_outputs()  # what a SIGHUP may have left hung up
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+            for sig in (*stop_signals(), signal.SIGALRM):
                 self._previous[sig] = signal.signal(sig, self._handle)
                 # Restart the system calls a signal interrupts: a C++ library waiting in
                 # one (gloo's sockets between ranks) may abort on EINTR.
@@ -849,6 +853,8 @@ class StopOnSignal:
         )
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            drop_hung_up_terminal(self._terminal)  # before any line: the run writes on
         if signum == signal.SIGALRM:  # the grace period of the first signal is over
             if not self._in_grace:  # disarmed meanwhile: an alarm taken late changes nothing
                 return

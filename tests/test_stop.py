@@ -5,9 +5,12 @@ its folder."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -256,13 +259,20 @@ def ctrl_c_after(
     return took, "".join(out), err
 
 
+def worker_run(env: list[str]) -> list[str]:
+    """A run stepped by 2 worker processes, long enough (30 updates) to stop in the middle."""
+    return [*env, "--num-workers", "2", "--total-steps", "3000", "--num-envs", "4",
+            "--minibatch-size", "50", "--seed", "5", "--compile", "false"]  # fmt: skip
+
+
+COUNTER = ["--env", "pz_envs:CounterEnv", "--env-kwargs", '{"episode_length": 7}']
+
+
 @pytest.mark.parametrize("env", [
-    ["--env", "pz_envs:CounterEnv", "--env-kwargs", '{"episode_length": 7}'],
-    ["--env", "gymnasium:gym_envs:TupleCounter-v0"],
+    COUNTER, ["--env", "gymnasium:gym_envs:TupleCounter-v0"]
 ], ids=["pettingzoo", "gymnasium"])  # fmt: skip
 def test_ctrl_c_with_worker_processes_saves_and_resumes_exactly(env, tmp_path) -> None:
-    argv = [*env, "--num-workers", "2", "--total-steps", "3000", "--num-envs", "4",
-            "--minibatch-size", "50", "--seed", "5", "--compile", "false", "--quiet"]  # fmt: skip
+    argv = [*worker_run(env), "--quiet"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert start_training([*argv, "--run-dir", str(straight)], tmp_path).wait(timeout=300) == 0
     process = start_training([*argv, "--run-dir", str(stopped)], tmp_path)
@@ -274,6 +284,70 @@ def test_ctrl_c_with_worker_processes_saves_and_resumes_exactly(env, tmp_path) -
     resume = start_training(["--resume", str(stopped), "--quiet"], tmp_path)
     assert resume.wait(timeout=300) == 0
     assert_same_checkpoints(straight / "checkpoint.pt", stopped / "checkpoint.pt")
+
+
+def train_in_a_terminal(argv: list[str], tmp_path, nohup: bool = False) -> tuple[int, int]:
+    """`mappo train ARGV` with a terminal of its own (a pseudo-terminal: its session, its
+    workers in its foreground group), as in a window or over ssh; `nohup`: ignoring SIGHUP,
+    its output in a file, as `nohup` starts it. (pid, the terminal's controlling end)."""
+    env = {**os.environ, "PYTHONPATH": TESTS, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ic")}
+    command = [sys.executable, "-m", "mappo", "train", *argv]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: nothing but system calls before exec
+        if nohup:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            out = os.open(tmp_path / "nohup.out", os.O_WRONLY | os.O_CREAT)
+            os.dup2(out, 1), os.dup2(out, 2)
+        os.execve(sys.executable, command, env)
+    return pid, terminal
+
+
+def close_terminal_when(terminal: int, ready: Callable[[], bool], timeout: float = 120) -> str:
+    """Read the terminal's output (a full terminal would block the run) until `ready()`,
+    then close it, as closing a window does; the output so far."""
+    out, deadline = b"", time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"the run never got ready: {out.decode()[-2000:]}"
+        if select.select([terminal], [], [], 0.05)[0]:
+            with contextlib.suppress(OSError):  # EIO: the run ended, its output read
+                out += os.read(terminal, 65536)
+    os.close(terminal)
+    return out.decode(errors="replace")
+
+
+def exit_code(pid: int, timeout: float = 60) -> int:
+    """The exit code of child `pid` within `timeout` seconds (-N for signal N)."""
+    deadline = time.monotonic() + timeout
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        assert time.monotonic() < deadline, "the run did not exit"
+        time.sleep(0.05)
+    return os.waitstatus_to_exitcode(status[1])
+
+
+def test_a_closed_terminal_stops_the_run_as_ctrl_c_does(tmp_path) -> None:
+    # SIGHUP reaches the run and its workers; the run finishes its update and saves, its
+    # last lines written to nowhere (EIO from a hung-up terminal would be a traceback).
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", *worker_run(COUNTER), "--quiet", "--run-dir", str(straight)]) == 0
+    pid, terminal = train_in_a_terminal([*worker_run(COUNTER), "--run-dir", str(stopped)], tmp_path)
+    out = close_terminal_when(terminal, lambda: rows(stopped) >= 2)
+    assert exit_code(pid) == 0, out
+    saved = load_checkpoint(stopped / "checkpoint.pt")["env_steps"]
+    logged, _ = read_metrics(stopped / "metrics.csv")
+    assert saved < 3000 and saved == int(logged[-1]["env_steps"])  # every logged update kept
+    assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
+    assert_same_checkpoints(straight / "checkpoint.pt", stopped / "checkpoint.pt")
+
+
+def test_a_run_under_nohup_trains_on_when_its_terminal_closes(tmp_path) -> None:
+    run = tmp_path / "run"
+    pid, terminal = train_in_a_terminal(
+        [*worker_run(COUNTER), "--run-dir", str(run)], tmp_path, nohup=True
+    )
+    close_terminal_when(terminal, lambda: rows(run) >= 2)
+    assert exit_code(pid, timeout=300) == 0, (tmp_path / "nohup.out").read_text()
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 3000
+    assert "stopping" not in (tmp_path / "nohup.out").read_text()
 
 
 def test_ctrl_c_during_the_first_compile_stops_within_seconds(tmp_path) -> None:

@@ -36,6 +36,7 @@ from mappo.envs.pettingzoo.batch import PettingZooBatch, split_snapshots
 from mappo.envs.pettingzoo.frames import FrameRecorder
 from mappo.envs.pettingzoo.layout import inspect_parallel_env
 from mappo.errors import EnvError, RenderError
+from mappo.stop_signals import stop_signals
 
 logger = logging.getLogger(__name__)
 # Seconds between checks that no worker died while the run waits for their answers.
@@ -429,14 +430,14 @@ def _built_as_parallel(env_fn: Callable[[], Any]) -> Any:
 
 
 def _worker_batch(*args: Any) -> PettingZooBatch:
-    """`PettingZooBatch(*args)`, built in a worker process that ignores SIGINT and SIGTERM:
-    Ctrl-C at a terminal signals the whole process group, and the parent, which finishes
-    its update and saves first, shuts the workers down itself. On Linux the worker is
-    killed when its parent dies, however it dies (`kill -9` of a run leaves no worker
-    stepping on). (Gymnasium also builds one in the parent to read the spaces; the parent
-    keeps its handlers.)"""
+    """`PettingZooBatch(*args)`, built in a worker process that ignores the signals that stop
+    a run (`stop_signals()`): Ctrl-C or a closed terminal signals the whole process group,
+    and the parent, which finishes its update and saves first, shuts the workers down
+    itself. On Linux the worker is killed when its parent dies, however it dies (`kill -9`
+    of a run leaves no worker stepping on). (Gymnasium also builds one in the parent to read
+    the spaces; the parent keeps its handlers.)"""
     if multiprocessing.parent_process() is not None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():
             signal.signal(sig, signal.SIG_IGN)
         _die_with_parent()
     return PettingZooBatch(*args)
