@@ -22,7 +22,9 @@ after that much wall time (saving, as Ctrl-C does, which also stops it) and
 still writes the table, with the fraction of the budget reached. SIGTERM during
 training (a batch scheduler's stop, whose kill follows within seconds) stops it
 the same way but writes the table from the record without scoring: the next
-call scores the runs.
+call scores the runs. A stop signal outside a run's updates (a run being
+opened, the scoring) ends that work at once; the tasks scored by then count,
+and the table is written.
 `--torch-threads` sets how the runs are computed, not what they learn (a run
 started on one thread continues on two): give a recurrent suite both cores when
 it trains alone.
@@ -64,14 +66,17 @@ ablations from the same functions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import re
+import signal
 import sys
 import textwrap
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -108,6 +113,7 @@ from mappo.report import bootstrap_ci, iqm  # noqa: E402
 from mappo.run import RESUME_CHANGES, Run, RunSummary, setting_name  # noqa: E402
 from mappo.run_folder import read_metrics, slot_folders  # noqa: E402
 from mappo.run_lock import RunLock  # noqa: E402
+from mappo.stop_signals import stop_signals  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "published.toml"
@@ -756,6 +762,96 @@ def positive(kind: type) -> Any:
     return parse
 
 
+class Stopped(BaseException):  # noqa: N818 - not an error: a stop asked for, as KeyboardInterrupt
+    """A stop signal outside a run's updates (`stop_raises`), or SIGTERM during them: no more
+    training or scoring, the table written from what was scored."""
+
+    def __init__(self, name: str, where: str) -> None:
+        super().__init__(name)
+        self.name = name  # the signal's ("SIGTERM")
+        self.where = where  # when it came ("while scoring", "during training")
+
+
+@contextlib.contextmanager
+def stop_raises(where: str) -> Iterator[None]:
+    """The stop signals (`stop_signals()`) raise `Stopped(name, where)` while this holds,
+    except while a run trains (`Run.train` takes them, to save first): a signal while a run
+    is opened or closed, or while scoring, ends that work at once, and the table is still
+    written. The handlers before come back after: a signal while the table is written is
+    not caught (its writes are atomic)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signal.Signals(signum).name, where)
+
+    previous = {sig: signal.signal(sig, stop) for sig in stop_signals()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def train_tasks(
+    training: list[Task],
+    root: Path,
+    seeds: list[int],
+    deadline: float,
+    args: argparse.Namespace,
+    trained: list[str],
+) -> str | None:
+    """Train `training` in turn until `deadline` (each from its runs in `root/<task>`),
+    adding a line per task to `trained` for the sessions log; the signal that stopped a
+    run (`RunSummary.stopped_by`), after which no further task trains."""
+    for task in training:
+        if time.time() > deadline:
+            break
+        steps = int(task.budget * args.scale)
+        summary, start = train(
+            task,
+            root / task.name,
+            seeds,
+            steps,
+            deadline,
+            torch_threads=args.torch_threads,
+            restart_changed=args.restart_changed,
+        )
+        if start >= steps:
+            trained.append(f"{task.name} already at {start:,}")
+        else:
+            trained.append(
+                f"{task.name} {'to' if summary.finished else 'stopped short of'} {steps:,}"
+            )
+        if summary.stopped_by:
+            return summary.stopped_by
+        if not summary.finished:  # --hours ran out: no further task
+            break
+    return None
+
+
+def score_task(
+    task: Task, folder: Path, episodes: int, scored: dict[str, Any], unshown: list[str]
+) -> None:
+    """Score the runs in `folder` into `scored[task.name]` (score and curve), or say in
+    `unshown` why they are not: no checkpoint yet, another config, a damaged file."""
+    if not (seed_dirs := slot_folders(folder)):
+        return
+    if unready := [d.name for d in seed_dirs if not (d / "checkpoint.pt").is_file()]:
+        unshown.append(
+            f"{task.name}: {', '.join(unready)} in {folder} have no checkpoint yet; not scored"
+        )
+        return
+    if changed := held_changes(task, seed_dirs[0]):
+        unshown.append(
+            f"{task.name}: the runs in {folder} are of another config than the "
+            f"task's ({'; '.join(changed)}); not scored"
+        )
+        return
+    try:
+        scored[task.name] = (score(task, folder, episodes), curve_of(task, folder))
+    except (CheckpointError, RunFolderError, PlotError) as err:  # the other tasks still count
+        unshown.append(f"{task.name}: {err}; not scored")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", required=True, help="a table of benchmarks/published.toml")
@@ -872,59 +968,36 @@ def reproduce(args: argparse.Namespace) -> None:
     read_record(record_path)  # a bad record is refused before training, not after
     info = machine_info()
     deadline = time.time() + args.hours * 3600
-    trained, stopped_by = [], None
-    for task in training:
-        if time.time() > deadline:
-            break
-        steps = int(task.budget * args.scale)
-        summary, start = train(
-            task,
-            root / task.name,
-            seeds,
-            steps,
-            deadline,
-            torch_threads=args.torch_threads,
-            restart_changed=args.restart_changed,
-        )
-        if start >= steps:
-            trained.append(f"{task.name} already at {start:,}")
-        else:
-            trained.append(
-                f"{task.name} {'to' if summary.finished else 'stopped short of'} {steps:,}"
-            )
-        stopped_by = summary.stopped_by
-        if not summary.finished or stopped_by:  # --hours ran out, or a signal: no further task
-            break
-    # The table is the suite's: every task with checkpoints is scored, not only those `--tasks`
-    # named (another process may be training one: no checkpoint before its first update ends);
-    # runs of another config than the task's (the table edited since) are left out.
-    scored, unshown = {}, []
-    if stopped_by == "SIGTERM":
+    trained: list[str] = []
+    scored: dict[str, Any] = {}
+    unshown: list[str] = []
+    # A stop signal while a run trains is the run's (it saves; `summary.stopped_by`); one
+    # anywhere else (a run being opened, scoring) raises `Stopped`, and the table is written
+    # from what is scored by then.
+    try:
+        with stop_raises("between runs' updates"):
+            stopped_by = train_tasks(training, root, seeds, deadline, args, trained)
         # A batch scheduler's stop: its kill follows within a grace period (SLURM: 30 s) that
         # scoring (minutes) would overrun. The table is written from the record at once.
-        unshown.append(
-            f"the runs in {root}: not scored, stopped by SIGTERM first; the rows are as "
-            "recorded before, and the same command, or with --report-only, scores the runs"
-        )
-    for task in tasks if stopped_by != "SIGTERM" else []:
-        folder = root / task.name
-        if not (seed_dirs := slot_folders(folder)):
-            continue
-        if unready := [d.name for d in seed_dirs if not (d / "checkpoint.pt").is_file()]:
+        if stopped_by == "SIGTERM":
+            raise Stopped(stopped_by, "during training")
+        # The table is the suite's: every task with checkpoints is scored, not only those
+        # `--tasks` named (another process may be training one: no checkpoint before its first
+        # update ends); runs of another config than the task's are left out.
+        with stop_raises("while scoring"):
+            for task in tasks:
+                score_task(task, root / task.name, args.episodes, scored, unshown)
+    except Stopped as stop:
+        if stop.where != "during training":
+            trained.append(f"stopped by {stop.name} {stop.where}")
+        if unscored := [
+            t.name for t in tasks if t.name not in scored and slot_folders(root / t.name)
+        ]:
             unshown.append(
-                f"{task.name}: {', '.join(unready)} in {folder} have no checkpoint yet; not scored"
+                f"the runs in {root} of {', '.join(unscored)}: not scored, stopped by "
+                f"{stop.name} first ({stop.where}); their rows are as recorded before, and the "
+                "same command, or with --report-only, scores them"
             )
-            continue
-        if changed := held_changes(task, seed_dirs[0]):
-            unshown.append(
-                f"{task.name}: the runs in {folder} are of another config than the "
-                f"task's ({'; '.join(changed)}); not scored"
-            )
-            continue
-        try:
-            scored[task.name] = (score(task, folder, args.episodes), curve_of(task, folder))
-        except (CheckpointError, RunFolderError, PlotError) as err:  # the other tasks still count
-            unshown.append(f"{task.name}: {err}; not scored")
     # Read again: another process of the suite may have written it while these trained.
     record = read_record(record_path)
     if trained:

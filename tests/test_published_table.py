@@ -501,10 +501,50 @@ def test_sigterm_writes_the_table_without_scoring(reproduce, tmp_path, monkeypat
     assert 400 < checkpoint["env_steps"] < 800  # saved where it stopped
     assert "| spread | 400 / 800 (50%) | 2 |" in table  # as recorded
     assert "| reference | 200 / 400 (50%) | 2 |" in table  # not trained after the stop
-    assert f"- the runs in {runs / 'tiny'}: not scored, stopped by SIGTERM first; the rows" in table
+    assert (
+        f"- the runs in {runs / 'tiny'} of spread, reference: not scored, stopped by SIGTERM "
+        "first (during training); their rows are as recorded before" in table
+    )
     assert "spread stopped short of 800  (python " in table
     row = next(line for line in table.splitlines() if line.startswith("| reference |"))
     assert "h, env steps/s unknown |" in row
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_scoring_keeps_the_scores_before_it(
+    reproduce, tmp_path, monkeypatch, sig
+) -> None:
+    """Ctrl-C (or a scheduler's SIGTERM) after training, while the runs are scored: the
+    tasks scored by then count, the rest keep their recorded rows, and the table is written,
+    saying which went unscored and why (it used to be a traceback and no table)."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    _, call = table_calls(reproduce, tmp_path, monkeypatch)
+    call("--scale", "0.5")
+    evaluate, tasks_scored = reproduce.evaluate_run, []
+
+    def stopped_at_the_second_task(run_dir, *args, **kwargs):
+        if run_dir.parent.name not in tasks_scored:
+            tasks_scored.append(run_dir.parent.name)
+        if len(tasks_scored) == 2:
+            os.kill(os.getpid(), sig)
+        return evaluate(run_dir, *args, **kwargs)
+
+    monkeypatch.setattr(reproduce, "evaluate_run", stopped_at_the_second_task)
+    handler = signal.getsignal(sig)
+    table = call()
+    assert signal.getsignal(sig) == handler  # the handler before is back
+    assert tasks_scored == ["spread", "reference"]
+    assert "| spread | 800 / 800 (100%) | 2 |" in table  # trained on, then scored
+    assert "| reference | 200 / 400 (50%) | 2 |" in table  # as recorded: its scoring stopped
+    name = signal.Signals(sig).name
+    assert (
+        f"- the runs in {runs / 'tiny'} of reference: not scored, stopped by {name} first "
+        "(while scoring); their rows are as recorded before" in table
+    )
+    assert f"reference to 400; stopped by {name} while scoring  (python " in table
+    record = json.loads((results / "published_tiny.json").read_text())
+    assert record["tasks"]["spread"]["result"]["steps"] == 800
 
 
 def test_resume_continues_only_what_has_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:
