@@ -3,6 +3,7 @@ summary line every `SUMMARY_INTERVAL_S` seconds; and the recent return they show
 
 from __future__ import annotations
 
+import errno
 import math
 import sys
 import time
@@ -92,11 +93,17 @@ class Progress:
         self._line_steps = env_steps
 
     def write(self, line: str) -> None:
-        """A line of its own (above the bar on a terminal)."""
-        if self._bar is not None:
-            self._bar.write(line, file=self.stream)
-        else:
-            print(line, file=self.stream, flush=True)
+        """A line of its own (above the bar on a terminal). On a terminal that has just
+        hung up (EIO) the line is dropped, as tqdm drops its bar: the run's SIGHUP, on its
+        way, stops it (`StopOnSignal`), and a failed line must not fail the run first."""
+        try:
+            if self._bar is not None:
+                self._bar.write(line, file=self.stream)
+            else:
+                print(line, file=self.stream, flush=True)
+        except OSError as err:
+            if err.errno != errno.EIO:
+                raise
 
     def update(self, metrics: MappoMetrics) -> None:
         """Take one update's metrics; redraw the bar, or print a line when one is due."""

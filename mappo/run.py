@@ -847,7 +847,10 @@ class StopOnSignal:
         os.write(fileno, f"{line}\n".encode())
 
     def _again(self) -> str:
-        """What stops at once: a batch scheduler's SIGTERM comes from no keyboard."""
+        """What stops at once: a batch scheduler's SIGTERM comes from no keyboard, and a
+        closed terminal asks nothing twice."""
+        if self.signal_name == "SIGHUP":
+            return "SIGINT or SIGTERM"
         return (
             "press Ctrl-C again" if self.signal_name == "SIGINT" else f"a second {self.signal_name}"
         )
@@ -855,6 +858,11 @@ class StopOnSignal:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == getattr(signal, "SIGHUP", None):
             drop_hung_up_terminal(self._terminal)  # before any line: the run writes on
+            # A closed terminal often hangs up twice (the shell passes its SIGHUP on to its
+            # jobs, then the kernel signals the foreground job as the shell exits): a stop
+            # under way is not hurried by it.
+            if self.signal_name is not None:
+                return
         if signum == signal.SIGALRM:  # the grace period of the first signal is over
             if not self._in_grace:  # disarmed meanwhile: an alarm taken late changes nothing
                 return

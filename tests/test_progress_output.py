@@ -1,8 +1,10 @@
 """`mappo train`'s progress: a bar on a terminal, summary lines in a log, the recent return."""
 
 import csv
+import errno
 import io
 import math
+import os
 
 import pytest
 
@@ -109,6 +111,30 @@ def test_terminal_gets_the_bar_and_quiet_gets_nothing(monkeypatch) -> None:
         progress.update(update(500, -3.0, 1))
         progress.close()
         assert stream.getvalue() == ""
+
+
+class HungUpTerminal(Terminal):
+    """A terminal closed a moment ago: every write fails with `error` (EIO for a hangup)."""
+
+    def __init__(self, error: int) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise OSError(self.error, os.strerror(self.error))
+
+
+def test_a_hung_up_terminal_drops_the_lines_and_other_errors_stand() -> None:
+    # Before the run's SIGHUP handler points stdout at /dev/null, a line or the bar may
+    # meet the closed terminal: the line is lost, not the run.
+    progress = Progress(total=1000, env_steps=0, quiet=False, stream=HungUpTerminal(errno.EIO))
+    progress.write("checkpoint saved")
+    progress.update(update(500, -3.0, 1))  # tqdm disables its bar on EIO
+    progress.close()
+    progress = Progress(total=1000, env_steps=0, quiet=False, stream=io.StringIO())  # a log
+    progress.stream = HungUpTerminal(errno.ENOSPC)  # its disk full
+    with pytest.raises(OSError, match="No space left"):
+        progress.write("checkpoint saved")
 
 
 def test_a_zero_sum_game_shows_each_seats_wins_in_place_of_the_return(monkeypatch) -> None:
