@@ -22,9 +22,10 @@ after that much wall time (saving, as Ctrl-C does, which also stops it) and
 still writes the table, with the fraction of the budget reached. SIGTERM during
 training (a batch scheduler's stop, whose kill follows within seconds) stops it
 the same way but writes the table from the record without scoring: the next
-call scores the runs. A stop signal outside a run's updates (a run being
-opened, the scoring) ends that work at once; the tasks scored by then count,
-and the table is written.
+call scores the runs. Ctrl-C or SIGTERM while a run is opened or while the
+runs are scored ends that work at once; the tasks scored by then count, and
+the table is written. A closed terminal (SIGHUP) stops training at the end of
+the update as Ctrl-C does; the runs are then scored and the table written.
 `--torch-threads` sets how the runs are computed, not what they learn (a run
 started on one thread continues on two): give a recurrent suite both cores when
 it trains alone.
@@ -66,7 +67,6 @@ ablations from the same functions.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -76,7 +76,7 @@ import sys
 import textwrap
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,7 @@ from mappo.report import bootstrap_ci, iqm  # noqa: E402
 from mappo.run import RESUME_CHANGES, Run, RunSummary, setting_name  # noqa: E402
 from mappo.run_folder import read_metrics, slot_folders  # noqa: E402
 from mappo.run_lock import RunLock  # noqa: E402
-from mappo.stop_signals import stop_signals  # noqa: E402
+from mappo.stop_signals import drop_hung_up_terminal, stop_signals, terminal_outputs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "published.toml"
@@ -218,9 +218,11 @@ def train(
     quiet: bool = False,
     torch_threads: int | None = None,
     restart_changed: bool = False,
+    stop_asked: Callable[[], bool] = lambda: False,
 ) -> tuple[RunSummary, int]:
     """Train (or continue) the task's seeds to `steps` env steps each, stopping at `deadline`
-    (a `time.time()`), on `torch_threads` (default: the config's); how training ended and
+    (a `time.time()`) or once `stop_asked()` after an update, on `torch_threads` (default:
+    the config's); how training ended and
     the env steps per seed it started from. Runs of another config than the task's are
     refused, or with `restart_changed` moved aside (`set_aside`) and the task started afresh."""
     threads = {} if torch_threads is None else {"torch_threads": torch_threads}
@@ -257,7 +259,7 @@ def train(
     start = run.learner.env_steps
     summary = run.train(
         quiet=quiet,
-        callback=lambda _: time.time() > deadline,
+        callback=lambda _: time.time() > deadline or stop_asked(),
         continue_with=command_line(),  # which also writes the table; `mappo train` would not
     )
     return summary, start
@@ -763,32 +765,43 @@ def positive(kind: type) -> Any:
 
 
 class Stopped(BaseException):  # noqa: N818 - not an error: a stop asked for, as KeyboardInterrupt
-    """A stop signal outside a run's updates (`stop_raises`), or SIGTERM during them: no more
-    training or scoring, the table written from what was scored."""
+    """SIGINT or SIGTERM outside a run's updates (`Stops`): the work in progress (opening a
+    run, scoring) ends at once."""
 
-    def __init__(self, name: str, where: str) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__(name)
         self.name = name  # the signal's ("SIGTERM")
-        self.where = where  # when it came ("while scoring", "during training")
 
 
-@contextlib.contextmanager
-def stop_raises(where: str) -> Iterator[None]:
-    """The stop signals (`stop_signals()`) raise `Stopped(name, where)` while this holds,
-    except while a run trains (`Run.train` takes them, to save first): a signal while a run
-    is opened or closed, or while scoring, ends that work at once, and the table is still
-    written. The handlers before come back after: a signal while the table is written is
-    not caught (its writes are atomic)."""
+class Stops:
+    """The stop signals while no run trains (a run trains under its own `StopOnSignal`, which
+    saves first): SIGINT and SIGTERM raise `Stopped`; SIGHUP (the terminal closed, often
+    twice: the shell passes one on, the kernel sends another) points the output at
+    /dev/null and sets `hung_up`, which stops training at its next update while scoring and
+    the table go on, as nobody waits on them. On leaving, the handlers before come back
+    (a SIGINT while the table is written is not caught: its writes are atomic), SIGHUP
+    ignored once the terminal is gone."""
 
-    def stop(signum: int, frame: object) -> None:
-        raise Stopped(signal.Signals(signum).name, where)
+    def __init__(self) -> None:
+        self.hung_up = False
+        self._terminal = terminal_outputs()
+        self._previous: dict[signal.Signals, Any] = {}
 
-    previous = {sig: signal.signal(sig, stop) for sig in stop_signals()}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    def __enter__(self) -> Stops:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in stop_signals()}
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            drop_hung_up_terminal(self._terminal)
+            self.hung_up = True
+            return
+        raise Stopped(signal.Signals(signum).name)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            hung_up = self.hung_up and sig == getattr(signal, "SIGHUP", None)
+            signal.signal(sig, signal.SIG_IGN if hung_up else handler)
 
 
 def train_tasks(
@@ -798,12 +811,14 @@ def train_tasks(
     deadline: float,
     args: argparse.Namespace,
     trained: list[str],
+    stops: Stops,
 ) -> str | None:
-    """Train `training` in turn until `deadline` (each from its runs in `root/<task>`),
-    adding a line per task to `trained` for the sessions log; the signal that stopped a
-    run (`RunSummary.stopped_by`), after which no further task trains."""
+    """Train `training` in turn until `deadline` or a closed terminal (`stops.hung_up`),
+    each from its runs in `root/<task>`, adding a line per task to `trained` for the
+    sessions log; the signal that stopped a run (`RunSummary.stopped_by`), after which no
+    further task trains."""
     for task in training:
-        if time.time() > deadline:
+        if time.time() > deadline or stops.hung_up:
             break
         steps = int(task.budget * args.scale)
         summary, start = train(
@@ -814,6 +829,7 @@ def train_tasks(
             deadline,
             torch_threads=args.torch_threads,
             restart_changed=args.restart_changed,
+            stop_asked=lambda: stops.hung_up,
         )
         if start >= steps:
             trained.append(f"{task.name} already at {start:,}")
@@ -910,7 +926,7 @@ def main() -> None:
         reproduce(args)
     except (ConfigError, CheckpointError, RunFolderError, EnvError) as err:
         raise SystemExit(f"reproduce.py: error: {err}") from None
-    except KeyboardInterrupt:  # while scoring: training stops on Ctrl-C by itself, and saves
+    except KeyboardInterrupt:  # before training, or while the table is written (`Stops`)
         print(
             "reproduce.py: interrupted; the runs keep their checkpoints: the same command goes "
             "on and writes the table",
@@ -971,33 +987,38 @@ def reproduce(args: argparse.Namespace) -> None:
     trained: list[str] = []
     scored: dict[str, Any] = {}
     unshown: list[str] = []
-    # A stop signal while a run trains is the run's (it saves; `summary.stopped_by`); one
-    # anywhere else (a run being opened, scoring) raises `Stopped`, and the table is written
-    # from what is scored by then.
-    try:
-        with stop_raises("between runs' updates"):
-            stopped_by = train_tasks(training, root, seeds, deadline, args, trained)
-        # A batch scheduler's stop: its kill follows within a grace period (SLURM: 30 s) that
-        # scoring (minutes) would overrun. The table is written from the record at once.
-        if stopped_by == "SIGTERM":
-            raise Stopped(stopped_by, "during training")
+    # A stop signal while a run trains is the run's (it saves; `summary.stopped_by`); SIGINT
+    # or SIGTERM while a run is opened or scored raises `Stopped` (`Stops`).
+    with Stops() as stops:
+        try:
+            stopped_by = train_tasks(training, root, seeds, deadline, args, trained, stops)
+        except Stopped as stop:
+            stopped_by = stop.name
+            trained.append(f"{stop.name} while a run was opened")
+        stops.hung_up |= stopped_by == "SIGHUP"  # its second SIGHUP may come yet
         # The table is the suite's: every task with checkpoints is scored, not only those
         # `--tasks` named (another process may be training one: no checkpoint before its first
         # update ends); runs of another config than the task's are left out.
-        with stop_raises("while scoring"):
-            for task in tasks:
-                score_task(task, root / task.name, args.episodes, scored, unshown)
-    except Stopped as stop:
-        if stop.where != "during training":
-            trained.append(f"stopped by {stop.name} {stop.where}")
-        if unscored := [
-            t.name for t in tasks if t.name not in scored and slot_folders(root / t.name)
-        ]:
-            unshown.append(
-                f"the runs in {root} of {', '.join(unscored)}: not scored, stopped by "
-                f"{stop.name} first ({stop.where}); their rows are as recorded before, and the "
-                "same command, or with --report-only, scores them"
-            )
+        with_runs = [t for t in tasks if slot_folders(root / t.name)]
+        if stopped_by == "SIGTERM":
+            # A batch scheduler's stop: its kill follows within a grace period (SLURM: 30 s)
+            # that scoring (minutes) would overrun. The table is written from the record.
+            unscored, stopped_while = with_runs, "SIGTERM came during training"
+        else:
+            unscored, stopped_while = [], ""
+            for at, task in enumerate(with_runs):
+                try:
+                    score_task(task, root / task.name, args.episodes, scored, unshown)
+                except Stopped as stop:
+                    unscored, stopped_while = with_runs[at:], f"{stop.name} came while scoring"
+                    trained.append(f"{stop.name} while scoring")
+                    break
+    if unscored:
+        unshown.append(
+            f"{', '.join(t.name for t in unscored)} (runs in {root}): not scored, "
+            f"{stopped_while}; their rows are as recorded before, and the same command (or "
+            "with --report-only) scores them"
+        )
     # Read again: another process of the suite may have written it while these trained.
     record = read_record(record_path)
     if trained:

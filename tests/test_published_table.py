@@ -502,21 +502,30 @@ def test_sigterm_writes_the_table_without_scoring(reproduce, tmp_path, monkeypat
     assert "| spread | 400 / 800 (50%) | 2 |" in table  # as recorded
     assert "| reference | 200 / 400 (50%) | 2 |" in table  # not trained after the stop
     assert (
-        f"- the runs in {runs / 'tiny'} of spread, reference: not scored, stopped by SIGTERM "
-        "first (during training); their rows are as recorded before" in table
+        f"- spread, reference (runs in {runs / 'tiny'}): not scored, SIGTERM came during "
+        "training; their rows are as recorded before, and the same command" in table
     )
     assert "spread stopped short of 800  (python " in table
     row = next(line for line in table.splitlines() if line.startswith("| reference |"))
     assert "h, env steps/s unknown |" in row
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.fixture
+def hangup_restored():
+    """SIGHUP's handler as it was, after a test in which reproduce.py ignores it."""
+    handler = signal.getsignal(signal.SIGHUP)
+    yield
+    signal.signal(signal.SIGHUP, handler)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_while_scoring_keeps_the_scores_before_it(
-    reproduce, tmp_path, monkeypatch, sig
+    reproduce, tmp_path, monkeypatch, sig, hangup_restored
 ) -> None:
     """Ctrl-C (or a scheduler's SIGTERM) after training, while the runs are scored: the
     tasks scored by then count, the rest keep their recorded rows, and the table is written,
-    saying which went unscored and why (it used to be a traceback and no table)."""
+    saying which went unscored and why (it used to be a traceback and no table). A closed
+    terminal (SIGHUP) stops nothing that is not training: the scoring goes on."""
     tiny_suite(reproduce, tmp_path, monkeypatch)
     results, runs = tmp_path / "results", tmp_path / "runs"
     _, call = table_calls(reproduce, tmp_path, monkeypatch)
@@ -526,25 +535,50 @@ def test_a_stop_while_scoring_keeps_the_scores_before_it(
     def stopped_at_the_second_task(run_dir, *args, **kwargs):
         if run_dir.parent.name not in tasks_scored:
             tasks_scored.append(run_dir.parent.name)
-        if len(tasks_scored) == 2:
-            os.kill(os.getpid(), sig)
+            if len(tasks_scored) == 2:
+                os.kill(os.getpid(), sig)
         return evaluate(run_dir, *args, **kwargs)
 
     monkeypatch.setattr(reproduce, "evaluate_run", stopped_at_the_second_task)
     handler = signal.getsignal(sig)
     table = call()
-    assert signal.getsignal(sig) == handler  # the handler before is back
     assert tasks_scored == ["spread", "reference"]
     assert "| spread | 800 / 800 (100%) | 2 |" in table  # trained on, then scored
-    assert "| reference | 200 / 400 (50%) | 2 |" in table  # as recorded: its scoring stopped
-    name = signal.Signals(sig).name
-    assert (
-        f"- the runs in {runs / 'tiny'} of reference: not scored, stopped by {name} first "
-        "(while scoring); their rows are as recorded before" in table
-    )
-    assert f"reference to 400; stopped by {name} while scoring  (python " in table
     record = json.loads((results / "published_tiny.json").read_text())
     assert record["tasks"]["spread"]["result"]["steps"] == 800
+    name = signal.Signals(sig).name
+    if sig == signal.SIGHUP:
+        assert "| reference | 400 / 400 (100%) | 2 |" in table
+        assert "not scored" not in table
+        assert signal.getsignal(sig) == signal.SIG_IGN  # a second hangup kills no table
+        return
+    assert signal.getsignal(sig) == handler  # the handler before is back
+    assert "| reference | 200 / 400 (50%) | 2 |" in table  # as recorded: its scoring stopped
+    assert (
+        f"- reference (runs in {runs / 'tiny'}): not scored, {name} came while scoring; their "
+        "rows are as recorded before" in table
+    )
+    assert f"reference to 400; {name} while scoring  (python " in table
+
+
+def test_a_closed_terminal_while_a_run_opens_stops_training_then_scores(
+    reproduce, tmp_path, monkeypatch, hangup_restored
+) -> None:
+    """SIGHUP before a run's signal handling is up (its env being built): the run saves
+    after its first update, no further task trains, and the runs are scored."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    _, call = table_calls(reproduce, tmp_path, monkeypatch)
+    start = Run.start
+
+    def hung_up_while_opening(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGHUP)
+        return start(*args, **kwargs)
+
+    monkeypatch.setattr(Run, "start", hung_up_while_opening)
+    table = call()
+    assert "| spread | 100 / 800 (12%) | 2 |" in table  # one update: 4 copies x 25 steps
+    assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in table
+    assert "spread stopped short of 800  (python " in table
 
 
 def test_resume_continues_only_what_has_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:
