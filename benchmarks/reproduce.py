@@ -994,7 +994,7 @@ def reproduce(args: argparse.Namespace) -> None:
             stopped_by = train_tasks(training, root, seeds, deadline, args, trained, stops)
         except Stopped as stop:
             stopped_by = stop.name
-            trained.append(f"{stop.name} while a run was opened")
+            trained.append(f"{stop.name} outside a run's updates")
         stops.hung_up |= stopped_by == "SIGHUP"  # its second SIGHUP may come yet
         # The table is the suite's: every task with checkpoints is scored, not only those
         # `--tasks` named (another process may be training one: no checkpoint before its first
