@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mappo.config import ENV_DIM_FIELDS, FIELDS, nearest_name, parse_cli_value, parse_sweep
-from mappo.distributed import launch_ranks
+from mappo.distributed import another_rank_failed, launch_ranks, report_rank_failure
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError
 from mappo.presets import PRESETS, build_config
 from mappo.run import Run, StopRun, info_lines, stop_training
@@ -311,7 +311,34 @@ def _unknown_flag_error(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mappo` command: one line and exit code 2 for bad input, 3 for an
-    env that broke."""
+    env that broke. A rank of `mappo train --nproc` hands its code to the launcher instead
+    (`launch_ranks`), and exits quietly where its error followed another rank's."""
+    try:
+        return _command(argv)
+    except RankFailed:  # torchrun would add its traceback and failure report to the line
+        return 0
+    except Exception:
+        if another_rank_failed():  # a collective whose peer exited: that rank said why
+            return 0
+        raise
+
+
+class RankFailed(Exception):  # noqa: N818 - not an error here: handed on
+    """A rank of `launch_ranks` failed with a one-line error, left to the launcher."""
+
+
+def _failed(code: int, line: str) -> int:
+    """Say `line` on stderr and give exit code `code`; a rank of `launch_ranks` leaves both
+    to the launcher (`RankFailed`), which says each distinct line once: every rank may meet
+    the same bad config."""
+    if report_rank_failure(code, line):
+        raise RankFailed(line)
+    print(line, file=sys.stderr)
+    return code
+
+
+def _command(argv: list[str] | None) -> int:
+    """The command `argv` names, its errors as one line and an exit code."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     try:
@@ -323,19 +350,16 @@ def main(argv: list[str] | None = None) -> int:
                 return launch_ranks(args.nproc, sys.argv[1:] if argv is None else argv)
         return HANDLERS[args.command](args)
     except (ConfigError, RunFolderError, CheckpointError) as err:
-        print(f"mappo: error: {err}", file=sys.stderr)
-        return 2
+        return _failed(2, f"mappo: error: {err}")
     except EnvError as err:
         if args.debug:
             raise
-        print(f"mappo: env error: {err}", file=sys.stderr)
-        return 3
+        return _failed(3, f"mappo: env error: {err}")
     except OSError as err:  # a file a command reads or writes (a run's own writes: WriteError)
         if args.debug:
             raise
         where = f"{err.filename}: " if err.filename else ""
-        print(f"mappo: error: {where}{err.strerror or err}", file=sys.stderr)
-        return 2
+        return _failed(2, f"mappo: error: {where}{err.strerror or err}")
     except (KeyboardInterrupt, StopRun):  # outside a run's own handling, or a second signal
         print("mappo: interrupted", file=sys.stderr)  # while it closed (its saves are done)
         return 130

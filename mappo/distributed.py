@@ -14,9 +14,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +27,9 @@ import torch.distributed as dist
 from mappo.stop_signals import drop_hung_up_terminal, stop_signals, terminal_outputs
 
 SHUTDOWN_WAIT_S = 300.0  # how long a rank that is done waits for the others to be done too
+# Set by `launch_ranks` for its ranks: a folder where a rank that failed with a one-line error
+# leaves its exit code (`report_rank_failure`), which the launcher returns.
+RANK_STATUS_ENV = "MAPPO_RANK_STATUS"
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,12 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
     torchrun runs in a session of its own, so that Ctrl-C at the terminal (or its closing)
     reaches this process only, which passes the signal (`stop_signals()`) on to the ranks:
     they stop as a run does (finish the update, save), and torchrun's agent, which would
-    die with a traceback of its own, sees its ranks end normally.
+    die with a traceback of its own, sees its ranks end normally. A rank that fails with
+    a one-line error (a bad reward, a full disk) leaves the line and its exit code in a
+    folder for this launcher (`report_rank_failure`) and exits 0 to torchrun; the others,
+    whose collectives then fail, exit quietly (`another_rank_failed`). The launcher says
+    each distinct line once (every rank may meet the same bad config) and returns the
+    code: no tracebacks of the other ranks, no failure report of torchrun's.
     """
     rest, skip = [], False
     for item in argv:
@@ -129,8 +139,11 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
         elif not item.startswith("--nproc="):
             rest.append(item)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    status = tempfile.TemporaryDirectory(prefix="mappo-ranks-")
     agent = subprocess.Popen(
-        [*torchrun, f"--nproc-per-node={nproc}", "-m", "mappo", *rest], start_new_session=True
+        [*torchrun, f"--nproc-per-node={nproc}", "-m", "mappo", *rest],
+        start_new_session=True,
+        env={**os.environ, RANK_STATUS_ENV: status.name},
     )
 
     terminal = terminal_outputs()
@@ -143,10 +156,40 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
 
     previous = {sig: signal.signal(sig, to_ranks) for sig in stop_signals()}
     try:
-        return agent.wait()
+        code = agent.wait()
+        failed = [
+            path.read_text().split("\n", 1)
+            for path in sorted(Path(status.name).glob("rank_*"), key=lambda p: int(p.name[5:]))
+        ]
+        for line in dict.fromkeys(line for _, line in failed):  # each once, in rank order
+            print(line, file=sys.stderr)
+        return code or max((int(rank_code) for rank_code, _ in failed), default=0)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        status.cleanup()
+
+
+def report_rank_failure(code: int, line: str) -> bool:
+    """Leave this rank's exit code and error line where `launch_ranks` reads them; whether
+    it did (False: not one of its ranks, so they go to whoever started the process)."""
+    folder, rank = os.environ.get(RANK_STATUS_ENV), os.environ.get("RANK")
+    if not folder or rank is None:
+        return False
+    try:
+        (Path(folder) / f"rank_{rank}").write_text(f"{code}\n{line}")
+    except OSError:  # the folder gone (the launcher killed): say it the usual way
+        return False
+    return True
+
+
+def another_rank_failed() -> bool:
+    """Whether a rank of `launch_ranks` reported a failure: this rank's own error then
+    followed from it (a collective whose peer is gone), and that rank said what it was."""
+    folder, rank = os.environ.get(RANK_STATUS_ENV), os.environ.get("RANK")
+    return bool(folder) and any(
+        path.name != f"rank_{rank}" for path in Path(folder or ".").glob("rank_*")
+    )
 
 
 def child_processes(pid: int) -> list[int]:

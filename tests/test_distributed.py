@@ -1,8 +1,15 @@
 """Two gloo ranks on CPU: one update equals a single process averaging both ranks' minibatches,
-with the value and reward statistics of both ranks' data pooled."""
+with the value and reward statistics of both ranks' data pooled; a rank's one-line error is
+the whole output of `mappo train --nproc`."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -130,3 +137,41 @@ def test_two_ranks_equal_one_process_on_both_ranks_data(tmp_path) -> None:
             trainer.optimizer.step()
     for p, expected in zip(trainer.parameters, ranks[0]["final"], strict=True):
         torch.testing.assert_close(p.detach(), expected, atol=1e-6, rtol=0)
+
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("env_kwargs", "minibatch", "code", "says"),
+    [
+        # Copy 1 of rank 1 (its copies are seeded from seed + 1,000,003) breaks in its 2nd
+        # episode: rank 0, the one that prints, meets it as a collective whose peer is gone.
+        (
+            {"episode": 2, "step": 3, "seed": 1_000_004},
+            "50",
+            3,
+            "mappo: env error: env 'pz_envs:BrokenEnv' failed in step() of env copy 1 at "
+            "episode step 3: RuntimeError: step broke",
+        ),
+        # Both ranks refuse the same config: one line, not one per rank.
+        ({}, "256", 2, "mappo: error: config key 'minibatch_size' = 256: must be <= the batch"),
+    ],
+    ids=["one-rank-env-error", "every-rank-config-error"],
+)
+def test_a_failing_rank_is_one_line_with_its_exit_code(
+    tmp_path, env_kwargs, minibatch, code, says
+) -> None:
+    env = {**os.environ, "PYTHONPATH": TESTS}
+    done = subprocess.run(
+        [sys.executable, "-m", "mappo", "train", "--nproc", "2", "--run-dir",
+         str(tmp_path / "run"), "--env", "pz_envs:BrokenEnv", "--env-kwargs",
+         json.dumps(env_kwargs), "--num-envs", "4", "--minibatch-size", minibatch,
+         "--total-steps", "100000", "--compile", "false", "--seed", "0", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == code, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("mappo")]
+    assert len(errors) == 1 and errors[0].startswith(says), done.stderr
+    assert "Traceback" not in done.stderr and "FAILED" not in done.stderr, done.stderr
