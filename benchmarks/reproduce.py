@@ -110,7 +110,7 @@ from mappo.evaluation import evaluate_run  # noqa: E402
 from mappo.plotting import GRID_POINTS, PlotError, RunGroup, read_run  # noqa: E402
 from mappo.presets import PRESETS, build_config  # noqa: E402
 from mappo.report import bootstrap_ci, iqm  # noqa: E402
-from mappo.run import RESUME_CHANGES, Run, RunSummary, setting_name  # noqa: E402
+from mappo.run import RESUME_CHANGES, Run, RunSummary, StopRun, setting_name  # noqa: E402
 from mappo.run_folder import read_metrics, slot_folders  # noqa: E402
 from mappo.run_lock import RunLock  # noqa: E402
 from mappo.stop_signals import drop_hung_up_terminal, stop_signals, terminal_outputs  # noqa: E402
@@ -992,9 +992,9 @@ def reproduce(args: argparse.Namespace) -> None:
     with Stops() as stops:
         try:
             stopped_by = train_tasks(training, root, seeds, deadline, args, trained, stops)
-        except Stopped as stop:
-            stopped_by = stop.name
-            trained.append(f"{stop.name} outside a run's updates")
+        except (Stopped, StopRun) as stop:  # StopRun: a second signal while a run closed
+            stopped_by = str(stop.args[0])
+            trained.append(f"{stopped_by} outside a run's updates")
         stops.hung_up |= stopped_by == "SIGHUP"  # its second SIGHUP may come yet
         # The table is the suite's: every task with checkpoints is scored, not only those
         # `--tasks` named (another process may be training one: no checkpoint before its first

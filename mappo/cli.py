@@ -361,8 +361,7 @@ def _command(argv: list[str] | None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         return _failed(2, f"mappo: error: {where}{err.strerror or err}")
     except (KeyboardInterrupt, StopRun):  # outside a run's own handling, or a second signal
-        print("mappo: interrupted", file=sys.stderr)  # while it closed (its saves are done)
-        return 130
+        return _failed(130, "mappo: interrupted")  # while it closed (its saves are done)
 
 
 HANDLERS = {

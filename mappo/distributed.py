@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +31,8 @@ SHUTDOWN_WAIT_S = 300.0  # how long a rank that is done waits for the others to 
 # Set by `launch_ranks` for its ranks: a folder where a rank that failed with a one-line error
 # leaves its exit code (`report_rank_failure`), which the launcher returns.
 RANK_STATUS_ENV = "MAPPO_RANK_STATUS"
+RANKS_LEFT_S = 20.0  # after a rank's report, how long the others have to exit by themselves
+REPORT_WAIT_S = 5.0  # how long a rank whose collective failed waits for another's report
 
 
 @dataclass(frozen=True)
@@ -139,57 +142,94 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
         elif not item.startswith("--nproc="):
             rest.append(item)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    status = tempfile.TemporaryDirectory(prefix="mappo-ranks-")
-    agent = subprocess.Popen(
-        [*torchrun, f"--nproc-per-node={nproc}", "-m", "mappo", *rest],
-        start_new_session=True,
-        env={**os.environ, RANK_STATUS_ENV: status.name},
-    )
+    with tempfile.TemporaryDirectory(prefix="mappo-ranks-") as status:
+        agent = subprocess.Popen(
+            [*torchrun, f"--nproc-per-node={nproc}", "-m", "mappo", *rest],
+            start_new_session=True,
+            env={**os.environ, RANK_STATUS_ENV: status},
+        )
+        terminal = terminal_outputs()
 
-    terminal = terminal_outputs()
+        def to_ranks(signum: int, frame: object) -> None:
+            if signum == getattr(signal, "SIGHUP", None):
+                drop_hung_up_terminal(terminal)
+            for pid in child_processes(agent.pid):
+                os.kill(pid, signum)
 
-    def to_ranks(signum: int, frame: object) -> None:
-        if signum == getattr(signal, "SIGHUP", None):
-            drop_hung_up_terminal(terminal)
-        for pid in child_processes(agent.pid):
-            os.kill(pid, signum)
+        previous = {sig: signal.signal(sig, to_ranks) for sig in stop_signals()}
+        try:
+            code = _wait_for_ranks(agent, Path(status))
+            reports = rank_reports(Path(status))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    for line in dict.fromkeys(line for _, line in reports):  # each once, in rank order
+        print(line, file=sys.stderr)
+    return max(rank_code for rank_code, _ in reports) if reports else code
 
-    previous = {sig: signal.signal(sig, to_ranks) for sig in stop_signals()}
-    try:
-        code = agent.wait()
-        failed = [
-            path.read_text().split("\n", 1)
-            for path in sorted(Path(status.name).glob("rank_*"), key=lambda p: int(p.name[5:]))
-        ]
-        for line in dict.fromkeys(line for _, line in failed):  # each once, in rank order
-            print(line, file=sys.stderr)
-        return code or max((int(rank_code) for rank_code, _ in failed), default=0)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        status.cleanup()
+
+def _wait_for_ranks(agent: subprocess.Popen[bytes], status: Path) -> int:
+    """torchrun's exit code. A rank that reported a failure exited 0, so torchrun would
+    wait for the others: those whose collective sees the peer gone exit at once (gloo),
+    but nccl's wait for it, or a rank still joining the group, lasts its timeout (10 to
+    30 min). `RANKS_LEFT_S` after the first report, the agent and its ranks are killed."""
+    reported: float | None = None
+    while True:
+        try:
+            return agent.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        if reported is None and any(status.glob("rank_*")):
+            reported = time.monotonic()
+        if reported is not None and time.monotonic() - reported > RANKS_LEFT_S:
+            ranks = child_processes(agent.pid)
+            agent.kill()  # first: a rank's death is then no failure it reports
+            for pid in ranks:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return agent.wait()
+
+
+def rank_reports(status: Path) -> list[tuple[int, str]]:
+    """The (exit code, line) each failed rank left in `status`, in rank order."""
+    reports = []
+    for path in sorted(status.glob("rank_*"), key=lambda p: int(p.name.removeprefix("rank_"))):
+        code, line = path.read_text().split("\n", 1)
+        reports.append((int(code), line))
+    return reports
 
 
 def report_rank_failure(code: int, line: str) -> bool:
-    """Leave this rank's exit code and error line where `launch_ranks` reads them; whether
-    it did (False: not one of its ranks, so they go to whoever started the process)."""
+    """Leave this rank's exit code and error line where `launch_ranks` reads them, and
+    leave the process group (the others' collectives then fail at once); whether it did
+    (False: not one of its ranks, so they go to whoever started the process)."""
     folder, rank = os.environ.get(RANK_STATUS_ENV), os.environ.get("RANK")
     if not folder or rank is None:
         return False
+    written = Path(folder) / f".rank_{rank}.tmp"
     try:
-        (Path(folder) / f"rank_{rank}").write_text(f"{code}\n{line}")
+        written.write_text(f"{code}\n{line}")
+        written.replace(written.with_name(f"rank_{rank}"))  # whole, or not there
     except OSError:  # the folder gone (the launcher killed): say it the usual way
         return False
+    if dist.is_initialized():  # failed before the run's own close (a refused folder)
+        dist.destroy_process_group()
     return True
 
 
 def another_rank_failed() -> bool:
-    """Whether a rank of `launch_ranks` reported a failure: this rank's own error then
-    followed from it (a collective whose peer is gone), and that rank said what it was."""
+    """Whether another rank of `launch_ranks` reported a failure: this rank's error then
+    followed from it (a collective whose peer is gone), and that rank said what it was.
+    That rank leaves the group before it reports, so its report may follow within seconds."""
     folder, rank = os.environ.get(RANK_STATUS_ENV), os.environ.get("RANK")
-    return bool(folder) and any(
-        path.name != f"rank_{rank}" for path in Path(folder or ".").glob("rank_*")
-    )
+    if not folder:
+        return False
+    deadline = time.monotonic() + REPORT_WAIT_S
+    while not any(p.name != f"rank_{rank}" for p in Path(folder).glob("rank_*")):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def child_processes(pid: int) -> list[int]:

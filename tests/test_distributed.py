@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mappo import AgentBuffer, MappoConfig, MappoTrainer
+from mappo import AgentBuffer, MappoConfig, MappoTrainer, distributed
 from mappo.distributed import Distributed
 from mappo.reward_norm import RewardNorm
 
@@ -175,3 +177,36 @@ def test_a_failing_rank_is_one_line_with_its_exit_code(
     errors = [line for line in done.stderr.splitlines() if line.startswith("mappo")]
     assert len(errors) == 1 and errors[0].startswith(says), done.stderr
     assert "Traceback" not in done.stderr and "FAILED" not in done.stderr, done.stderr
+
+
+def test_ranks_still_waiting_after_a_report_are_killed(tmp_path, monkeypatch) -> None:
+    # nccl's collectives (or a rank joining the group) wait out their timeout for a peer
+    # that exited 0 after its report; the launcher ends them RANKS_LEFT_S after it.
+    monkeypatch.setattr(distributed, "RANKS_LEFT_S", 0.5)
+    agent = subprocess.Popen(  # an agent and its one rank, both waiting forever
+        [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen("
+         "[sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"],
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (ranks := distributed.child_processes(agent.pid)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (tmp_path / "rank_1").write_text("2\nmappo: error: the run folder is in use")
+    start = time.monotonic()
+    assert distributed._wait_for_ranks(agent, tmp_path) == -signal.SIGKILL
+    assert time.monotonic() - start < 10
+    for rank in ranks:  # killed, and reaped by init once the agent is gone
+        while os.path.exists(f"/proc/{rank}") and "Z" not in _state(rank):
+            assert time.monotonic() - start < 10, "the rank lives on"
+            time.sleep(0.05)
+    assert distributed.rank_reports(tmp_path) == [(2, "mappo: error: the run folder is in use")]
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (Z: a zombie, gone but not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
