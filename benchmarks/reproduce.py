@@ -995,6 +995,9 @@ def reproduce(args: argparse.Namespace) -> None:
         except (Stopped, StopRun) as stop:  # StopRun: a second signal while a run closed
             stopped_by = str(stop.args[0])
             trained.append(f"{stopped_by} outside a run's updates")
+        if stops.hung_up and stopped_by is None:  # not a run's own: it stopped at its update
+            stopped_by = "SIGHUP"
+            trained.append("SIGHUP outside a run's updates")
         stops.hung_up |= stopped_by == "SIGHUP"  # its second SIGHUP may come yet
         # The table is the suite's: every task with checkpoints is scored, not only those
         # `--tasks` named (another process may be training one: no checkpoint before its first

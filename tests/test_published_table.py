@@ -578,7 +578,7 @@ def test_a_closed_terminal_while_a_run_opens_stops_training_then_scores(
     table = call()
     assert "| spread | 100 / 800 (12%) | 2 |" in table  # one update: 4 copies x 25 steps
     assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in table
-    assert "spread stopped short of 800  (python " in table
+    assert "spread stopped short of 800; SIGHUP outside a run's updates  (python " in table
 
 
 def test_resume_continues_only_what_has_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:
