@@ -113,7 +113,7 @@ from mappo.report import bootstrap_ci, iqm  # noqa: E402
 from mappo.run import RESUME_CHANGES, Run, RunSummary, StopRun, setting_name  # noqa: E402
 from mappo.run_folder import read_metrics, slot_folders  # noqa: E402
 from mappo.run_lock import RunLock  # noqa: E402
-from mappo.stop_signals import drop_hung_up_terminal, stop_signals, terminal_outputs  # noqa: E402
+from mappo.stop_signals import HANGUP, stop_signals, take_hangup, terminal_outputs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "published.toml"
@@ -792,15 +792,14 @@ class Stops:
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
-        if signum == getattr(signal, "SIGHUP", None):
-            drop_hung_up_terminal(self._terminal)
+        if take_hangup(signum, self._terminal):
             self.hung_up = True
             return
         raise Stopped(signal.Signals(signum).name)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            hung_up = self.hung_up and sig == getattr(signal, "SIGHUP", None)
+            hung_up = self.hung_up and sig == HANGUP
             signal.signal(sig, signal.SIG_IGN if hung_up else handler)
 
 

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import torch
 
 from mappo.config import MappoConfig, from_dict
-from mappo.errors import CheckpointError, ConfigError, refused_write
+from mappo.errors import CheckpointError, ConfigError, writes_refused_as_write_error
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "actor", "critic", "value_norm", "optimizer", "ranks")
@@ -28,15 +28,12 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except Exception as err:
-        if refused := refused_write(path, err, "the file there before, if any, is as it was"):
-            raise refused from err
-        raise
+        with writes_refused_as_write_error(path, "the file there before, if any, is as it was"):
+            with open(tmp, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mappo.stop_signals import drop_hung_up_terminal, stop_signals, terminal_outputs
+from mappo.stop_signals import stop_signals, take_hangup, terminal_outputs
 
 SHUTDOWN_WAIT_S = 300.0  # how long a rank that is done waits for the others to be done too
 # Set by `launch_ranks` for its ranks: a folder where a rank that failed with a one-line error
@@ -151,8 +151,7 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
         terminal = terminal_outputs()
 
         def to_ranks(signum: int, frame: object) -> None:
-            if signum == getattr(signal, "SIGHUP", None):
-                drop_hung_up_terminal(terminal)
+            take_hangup(signum, terminal)  # its own last lines, after a closed terminal
             for pid in child_processes(agent.pid):
                 os.kill(pid, signum)
 

@@ -3,7 +3,9 @@ file), and the CLI prints it as one line with an exit code instead of a tracebac
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,18 @@ def refused_write(path: object, err: BaseException, kept: str) -> WriteError | N
         seen.add(id(found))
         found = found.__cause__ or found.__context__
     return None
+
+
+@contextlib.contextmanager
+def writes_refused_as_write_error(path: object, kept: str) -> Iterator[None]:
+    """Re-raise an error of the block that `refused_write` recognizes as its WriteError for
+    `path` (`kept`: what is left as it was); any other error as it is."""
+    try:
+        yield
+    except Exception as err:
+        if refused := refused_write(path, err, kept):
+            raise refused from err
+        raise
 
 
 class RenderError(ConfigError):

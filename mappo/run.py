@@ -38,7 +38,7 @@ from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
 from mappo.run_lock import RunLock, signal_holders, wait_released
 from mappo.seeds import MultiSeedTrainer, SeedStreams, pooled_metrics
-from mappo.stop_signals import drop_hung_up_terminal, stop_signals, terminal_outputs
+from mappo.stop_signals import stop_signals, take_hangup, terminal_outputs
 from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
 
 logger = logging.getLogger(__name__)  # `mappo train` shows its INFO lines unless --quiet
@@ -856,13 +856,11 @@ class StopOnSignal:
         )
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if signum == getattr(signal, "SIGHUP", None):
-            drop_hung_up_terminal(self._terminal)  # before any line: the run writes on
-            # A closed terminal often hangs up twice (the shell passes its SIGHUP on to its
-            # jobs, then the kernel signals the foreground job as the shell exits): a stop
-            # under way is not hurried by it.
-            if self.signal_name is not None:
-                return
+        # A closed terminal often hangs up twice (the shell passes its SIGHUP on to its jobs,
+        # then the kernel signals the foreground job as the shell exits): a stop under way
+        # is not hurried by it. The output is moved off the terminal before any line.
+        if take_hangup(signum, self._terminal) and self.signal_name is not None:
+            return
         if signum == signal.SIGALRM:  # the grace period of the first signal is over
             if not self._in_grace:  # disarmed meanwhile: an alarm taken late changes nothing
                 return

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from mappo.checkpoint import load_checkpoint, save_checkpoint, write_atomically
 from mappo.config import MappoConfig
 from mappo.episodes import return_label
-from mappo.errors import ConfigError, RunFolderError, WriteError, refused_write
+from mappo.errors import ConfigError, RunFolderError, WriteError, writes_refused_as_write_error
 from mappo.run_lock import RunLock
 from mappo.trainer import MappoMetrics
 
@@ -184,7 +184,8 @@ class RunFolder:
         """
         row = metrics.as_dict()
         new_file = not self.metrics_path.exists()
-        try:
+        # A row cut short is left out when the file is read.
+        with writes_refused_as_write_error(self.metrics_path, "its rows before are kept"):
             with open(self.metrics_path, "a", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(row))
                 if new_file:
@@ -192,10 +193,6 @@ class RunFolder:
                 # Empty cells where no evaluation ran, or the env has no such outcome.
                 blank = {name: "" for name in OPTIONAL_COLUMNS if math.isnan(float(row[name]))}
                 writer.writerow({**row, **blank})
-        except Exception as err:  # a row cut short is left out when the file is read
-            if refused := refused_write(self.metrics_path, err, "its rows before are kept"):
-                raise refused from err
-            raise
         scalars = {
             "eval/return" if name == "eval_return" else f"train/{name}": value
             for name, value in row.items()
@@ -308,14 +305,11 @@ class RunFolder:
         fig.tight_layout()
         tmp = self.curve_path.with_name(".curve.tmp.png")
         try:
-            fig.savefig(tmp)
-            tmp.replace(self.curve_path)
-        except Exception as err:
-            tmp.unlink(missing_ok=True)
-            if refused := refused_write(self.curve_path, err, "the curve before is as it was"):
-                raise refused from err
-            raise
+            with writes_refused_as_write_error(self.curve_path, "the curve before is as it was"):
+                fig.savefig(tmp)
+                tmp.replace(self.curve_path)
         finally:
+            tmp.unlink(missing_ok=True)
             plt.close(fig)
         self._last_curve = time.monotonic()
 
