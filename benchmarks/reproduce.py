@@ -256,12 +256,13 @@ def train(
     else:
         fields = {**task.fields, "env": task.env, "total_steps": steps, **threads}
         run = Run.start(build_config(task.preset, None, fields), folder, seeds=seeds, force=afresh)
-    start = run.learner.env_steps
-    summary = run.train(
-        quiet=quiet,
-        callback=lambda _: time.time() > deadline or stop_asked(),
-        continue_with=command_line(),  # which also writes the table; `mappo train` would not
-    )
+    with run:  # a stop (`Stopped`) before its updates start releases its locks and envs
+        start = run.learner.env_steps
+        summary = run.train(
+            quiet=quiet,
+            callback=lambda _: time.time() > deadline or stop_asked(),
+            continue_with=command_line(),  # which also writes the table; `mappo train` would not
+        )
     return summary, start
 
 
@@ -991,8 +992,9 @@ def reproduce(args: argparse.Namespace) -> None:
     with Stops() as stops:
         try:
             stopped_by = train_tasks(training, root, seeds, deadline, args, trained, stops)
+            run_stopped = True  # if stopped_by: a run's own stop, at an update
         except (Stopped, StopRun) as stop:  # StopRun: a second signal while a run closed
-            stopped_by = str(stop.args[0])
+            stopped_by, run_stopped = str(stop.args[0]), False
             trained.append(f"{stopped_by} outside a run's updates")
         if stops.hung_up and stopped_by is None:  # not a run's own: it stopped at its update
             stopped_by = "SIGHUP"
@@ -1005,7 +1007,8 @@ def reproduce(args: argparse.Namespace) -> None:
         if stopped_by == "SIGTERM":
             # A batch scheduler's stop: its kill follows within a grace period (SLURM: 30 s)
             # that scoring (minutes) would overrun. The table is written from the record.
-            unscored, stopped_while = with_runs, "SIGTERM came during training"
+            during = "training" if run_stopped else "the opening or closing of a run"
+            unscored, stopped_while = with_runs, f"SIGTERM came during {during}"
         else:
             unscored, stopped_while = [], ""
             for at, task in enumerate(with_runs):

@@ -2,7 +2,8 @@
 
     run = Run.start(MappoConfig(env="spread", total_steps=300_000), "runs/spread")
     run.train()                    # progress, checkpoints, best.pt, metrics.csv, curve.png
-    Run.resume("runs/spread", total_steps=600_000).train()
+    with Run.resume("runs/spread", total_steps=600_000) as run:  # closed however it ends
+        run.train()
 
 A run owns its learner (a `MappoTrainer`, on one rank or several, or a
 `MultiSeedTrainer` for `seeds`), one run folder per seed, the checkpoint
@@ -92,6 +93,20 @@ class Run:
         self.folders = folders
         self.path = path  # the run folder, or the folder of the seeds' run folders
         self._opening = opening  # the first line train() prints
+        self._closed = False
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the run folders' locks and close the envs; `train()` does so when it
+        ends, so this matters for a run opened but not trained (an error or Ctrl-C between
+        `Run.start` and `train()`: `with Run.start(...) as run:` closes it however the
+        block ends). Closing twice does nothing."""
+        self._close()
 
     @property
     def trainers(self) -> list[MappoTrainer]:
@@ -223,7 +238,11 @@ class Run:
                 path,
                 _slots_line(path, folders) + "; " + _resume_line(seed_paths[0], trainers[0]),
             )
-        run._keep_best_bars()
+        try:
+            run._keep_best_bars()
+        except BaseException as failure:  # a damaged best.pt, or Ctrl-C meanwhile
+            run._close(failure=failure)
+            raise
         return run
 
     def train(
@@ -250,6 +269,11 @@ class Run:
         run's last line says to continue with `continue_with` (a script driving the run
         names its own command), by default `mappo train --resume <run folder>`.
         """
+        if self._closed:  # its envs are closed, its folders' locks released
+            raise RuntimeError(
+                f"this Run of {self.path} is closed (train() closes it when it ends); "
+                f"continue it with Run.resume({str(self.path)!r}).train()"
+            )
         learner, folders, trainers = self.learner, self.folders, self.trainers
         main = bool(folders)
         config = learner.config
@@ -374,7 +398,11 @@ class Run:
         self, progress: Progress | None = None, failure: BaseException | None = None
     ) -> None:
         """Close the progress lines, the run folders (releasing their locks) and the learner,
-        each even if one before it raised (`close_all`, `failure` the error on its way out)."""
+        each even if one before it raised (`close_all`, `failure` the error on its way out);
+        once."""
+        if self._closed:
+            return
+        self._closed = True
         close_all(
             [
                 *([progress.close] if progress is not None else []),

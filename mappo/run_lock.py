@@ -102,9 +102,9 @@ def _refuse(folder: str | Path, holder: str) -> NoReturn:
     holder = holder or "unknown pid"
     if holder == _holder_line().strip():
         raise RunFolderError(
-            f"run folder {folder} is in use by this process: a Run of it has not finished "
-            "train() (or a failed one is still referenced); let it finish, or choose another "
-            "run folder"
+            f"run folder {folder} is in use by this process: a Run of it has neither finished "
+            "train() nor been closed (run.close(); `with Run.start(...) as run:` closes it); "
+            "close it, or choose another run folder"
         )
     raise RunFolderError(
         f"run folder {folder} is in use by another training process ({holder}); "

@@ -510,6 +510,36 @@ def test_sigterm_writes_the_table_without_scoring(reproduce, tmp_path, monkeypat
     assert "h, env steps/s unknown |" in row
 
 
+def test_sigterm_before_a_run_trains_closes_it_and_says_so(
+    reproduce, tmp_path, monkeypatch
+) -> None:
+    """SIGTERM after a run is opened, before its updates (and their own signal handling)
+    start: the run is closed there and then (its folders and envs are not left to the end
+    of the process), and the table says where the stop came."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    runs = tmp_path / "runs"
+    _, call = table_calls(reproduce, tmp_path, monkeypatch)
+    train, close, closed = Run.train, Run._close, []
+
+    def terminated_before_training(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # `Stops` raises `Stopped` at once
+        return train(self, *args, **kwargs)
+
+    def closing(self, *args, **kwargs):
+        close(self, *args, **kwargs)
+        closed.append(RunLock.holder(runs / "tiny" / "spread" / "seed_0"))
+
+    monkeypatch.setattr(Run, "train", terminated_before_training)
+    monkeypatch.setattr(Run, "_close", closing)
+    table = call()
+    assert closed == [None]  # closed once, its folder free
+    assert (
+        f"- spread (runs in {runs / 'tiny'}): not scored, SIGTERM came during the opening or "
+        "closing of a run; their rows are as recorded before" in table
+    )
+    assert "SIGTERM outside a run's updates  (python " in table
+
+
 @pytest.fixture
 def hangup_restored():
     """SIGHUP's handler as it was, after a test in which reproduce.py ignores it."""

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import pty
+import re
 import select
 import shlex
 import signal
@@ -528,6 +529,31 @@ def test_a_run_that_fails_to_open_or_start_releases_its_folders(tmp_path, capsys
     assert metrics.read_text().startswith(rows)
     resumed, _ = read_metrics(metrics)  # every row whole
     assert resumed[-1]["env_steps"] == "400" and len(resumed) > rows.count("\n") - 1
+
+
+def test_a_run_opened_in_a_with_block_frees_its_folders_however_the_block_ends(
+    tmp_path,
+) -> None:
+    """Ctrl-C between opening a run and training it (a notebook, a script's own setup):
+    the block's end closes the run, so the same process can open its folder again; a
+    closed run refuses to train, naming how to go on."""
+    config = build_config(None, None, {"env": "spread", "num_envs": 4, "total_steps": 200})
+    folder = tmp_path / "a"
+    closes = []
+    with pytest.raises(KeyboardInterrupt), Run.start(config, folder, seeds=[3, 4]) as run:
+        close_envs = run.learner.close
+        run.learner.close = lambda: closes.append(close_envs())
+        assert RunLock.holder(folder / "seed_3") is not None
+        raise KeyboardInterrupt
+    assert RunLock.holder(folder / "seed_3") is None and RunLock.holder(folder / "seed_4") is None
+    assert len(closes) == 1  # the envs too
+    with pytest.raises(RuntimeError, match=re.escape(f"continue it with Run.resume('{folder}')")):
+        run.train(quiet=True)
+    run.close()
+    assert len(closes) == 1  # a second close does nothing
+    with Run.start(config, folder, seeds=[3, 4], force=True) as run:
+        assert run.train(quiet=True).finished
+    assert RunLock.holder(folder / "seed_3") is None
 
 
 @pytest.mark.parametrize("ignores_sigint", [False, True], ids=["stops", "still-saving"])
