@@ -4,7 +4,10 @@ naming the worker or the copy and step, never a wait for ever, no process left b
 import json
 import multiprocessing
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import pz_envs
@@ -176,3 +179,52 @@ def test_an_env_that_steps_in_this_process_is_not_said_to_use_workers(tmp_path, 
     assert (
         "num_workers = 2 has no effect: env 'spread' steps all its copies in this process" in said
     )
+
+
+THREAD_BUILT = """
+import multiprocessing, sys, threading, time
+import torch
+sys.path.insert(0, {tests!r})
+from mappo.envs.registry import make_env
+built = {{}}
+thread = threading.Thread(target=lambda: built.update(env=make_env(
+    {env!r}, 4, seed=7, env_kwargs={{"how": "none"}}, num_workers=2)))
+thread.start()
+thread.join()
+env = built["env"]
+for _ in range(6):  # past an episode's end (5 steps)
+    env.step(torch.zeros(4, env.num_agents, dtype=torch.long))
+print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's parent-death signal")
+def test_workers_started_from_a_thread_that_ends_step_on_and_die_with_their_process() -> None:
+    """Linux kills a worker when the thread that forked it ends: an env built in a thread
+    that then returns (a thread pool's) steps on in its workers, and a kill of the process
+    still takes them with it."""
+    script = THREAD_BUILT.format(tests=str(Path(__file__).parent), env=ENV)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.strip(), process.communicate(timeout=30)
+        workers = [int(pid) for pid in line.split()]
+        assert len(workers) == 2
+    finally:
+        process.kill()
+        process.communicate()
+    deadline = time.monotonic() + 10
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(alive, workers))
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is no zombie (one its new parent has not reaped)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False

@@ -13,15 +13,18 @@ every batch where it runs (each worker its own, through `AsyncVectorEnv.call`).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from multiprocessing import connection
 from typing import Any, cast
@@ -34,7 +37,7 @@ from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
 from mappo.envs.pettingzoo.aec import parallel_view
 from mappo.envs.pettingzoo.batch import PettingZooBatch, split_snapshots
 from mappo.envs.pettingzoo.frames import FrameRecorder
-from mappo.envs.pettingzoo.layout import inspect_parallel_env
+from mappo.envs.pettingzoo.layout import PettingZooLayout, inspect_parallel_env
 from mappo.errors import EnvError, RenderError
 from mappo.stop_signals import stop_signals
 
@@ -128,22 +131,9 @@ class PettingZooWrapper(MultiAgentEnv):
         if num_workers == 0:
             self._batch = PettingZooBatch(env_fn, layout, copies)
         else:
-            others = set(multiprocessing.active_children())
-            try:
-                self._pool = AsyncVectorEnv(
-                    [
-                        partial(_worker_batch, env_fn, layout, copies, w * copies)
-                        for w in range(num_workers)
-                    ],
-                    shared_memory=True,
-                    copy=False,  # we copy once, into torch
-                    autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
-                )
-            except BaseException:  # Ctrl-C or an error while they start: none outlives it
-                for process in set(multiprocessing.active_children()) - others:
-                    process.kill()
-                    process.join()
-                raise
+            self._pool = _in_a_lasting_thread(
+                partial(_start_workers, env_fn, layout, copies, num_workers)
+            )
         self._copies_per_batch = copies
         # Per-field shape with the worker axis folded into E: [W, k, ...] -> [E, ...].
         step_space = layout.step_space(num_envs)
@@ -422,6 +412,47 @@ class PettingZooWrapper(MultiAgentEnv):
             fields["state"] = fields["obs"].flatten(1)
             fields["final_state"] = fields["final_obs"].flatten(1)
         self._fields = fields
+
+
+def _start_workers(
+    env_fn: Callable[[], Any], layout: PettingZooLayout, copies: int, num_workers: int
+) -> AsyncVectorEnv:
+    """`num_workers` processes of `copies` copies each; if starting them fails (Ctrl-C, an
+    env error), none started outlives it."""
+    others = set(multiprocessing.active_children())
+    try:
+        return AsyncVectorEnv(
+            [
+                partial(_worker_batch, env_fn, layout, copies, w * copies)
+                for w in range(num_workers)
+            ],
+            shared_memory=True,
+            copy=False,  # we copy once, into torch
+            autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
+        )
+    except BaseException:
+        for process in set(multiprocessing.active_children()) - others:
+            process.kill()
+            process.join()
+        raise
+
+
+def _in_a_lasting_thread(start: Callable[[], AsyncVectorEnv]) -> AsyncVectorEnv:
+    """`start()` in a thread that lasts as long as this process. A worker dies with the
+    *thread* that forked it (`_die_with_parent`: Linux's parent-death signal follows the
+    thread), so workers started from a thread that then ends (a thread pool's, a web
+    handler's) would be killed with it. The main thread starts them itself, where Ctrl-C
+    reaches the start (and `_start_workers` cleans up after it)."""
+    if threading.current_thread() is threading.main_thread():
+        return start()
+    return _lasting_thread().submit(start).result()
+
+
+@functools.cache
+def _lasting_thread() -> ThreadPoolExecutor:
+    """One idle thread for the process's life, which starts worker processes
+    (`_in_a_lasting_thread`)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="mappo-env-workers")
 
 
 def _built_as_parallel(env_fn: Callable[[], Any]) -> Any:
