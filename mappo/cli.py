@@ -15,13 +15,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mappo.config import ENV_DIM_FIELDS, FIELDS, nearest_name, parse_cli_value, parse_sweep
+from mappo.config import (
+    ENV_DIM_FIELDS,
+    FIELDS,
+    MAX_SEED,
+    SEED_RANGE,
+    nearest_name,
+    parse_cli_value,
+    parse_sweep,
+)
 from mappo.distributed import another_rank_failed, launch_ranks, report_rank_failure
 from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError
+from mappo.policy import require_usable_device
 from mappo.presets import PRESETS, build_config
 from mappo.run import Run, StopRun, info_lines, stop_training
 from mappo.run_folder import is_slots_folder, require_wandb
 from mappo.seeds import parse_seeds
+from mappo.stop_signals import output_lost
+
+
+def given_path(text: str) -> Path:
+    """An argparse type: a path, refusing the empty one (an unset shell variable), which
+    would name the current folder: a run, an export or a plot written over what is there."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a path (an empty one would mean this folder)")
+    return Path(text)
+
 
 EVAL_EPISODES = 100
 RENDER_EPISODES = 3
@@ -29,21 +48,21 @@ STOP_WAIT_S = 120.0  # an update a stop waits for: seconds on a CPU (a first com
 # The env-derived fields are read off the env, so they are no flags (a config file may hold them).
 CLI_FIELDS = {name: f for name, f in FIELDS.items() if name not in ENV_DIM_FIELDS}
 RUN_DIR = {
-    "type": Path,
+    "type": given_path,
     "help": "run folder holding checkpoint.pt, or a checkpoint file "
     "(RUN/best.pt: the best evaluation's)",
 }
-RUN_DIRS = {"type": Path, "nargs": "+", "metavar": "RUN_DIR", "help": "run folders"}
+RUN_DIRS = {"type": given_path, "nargs": "+", "metavar": "RUN_DIR", "help": "run folders"}
 TRUE = {"action": "store_true"}
 # command: (its help, {option or positional: argparse keywords})
 COMMANDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "train": ("train a MAPPO policy and write a run folder", {
-        "--config": {"type": Path, "help": "TOML file with any MappoConfig fields"},
-        "--run-dir": {"type": Path, "help": "run folder (default runs/<env>-<time>)"},
+        "--config": {"type": given_path, "help": "TOML file with any MappoConfig fields"},
+        "--run-dir": {"type": given_path, "help": "run folder (default runs/<env>-<time>)"},
         "--force": {**TRUE, "help": "overwrite an existing run folder"},
         "--preset": {"choices": sorted(PRESETS),
                      "help": "start from a named set of settings (config file and flags win)"},
-        "--resume": {"type": Path, "metavar": "RUN_DIR",
+        "--resume": {"type": given_path, "metavar": "RUN_DIR",
                      "help": "continue the run in RUN_DIR from its checkpoint (compile, device, "
                              "threads, workers, intervals and --total-steps may change)"},
         "--seeds": {"metavar": "S,S,...",
@@ -67,7 +86,7 @@ COMMANDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
         "--json": {**TRUE, "help": "end with one JSON line"},
         "--device": {"help": "torch device (default: the run's)"},
         "--seed": {"type": int, "default": 1000, "help": "seed of the eval envs"},
-        "--render": {"type": Path, "metavar": "FILE",
+        "--render": {"type": given_path, "metavar": "FILE",
                      "help": "draw the episodes (env copy 0, on cpu unless --device) into "
                              "FILE.gif or FILE.mp4"},
         "--fps": {"type": float, "default": 10.0, "help": "frames per second of --render"},
@@ -77,7 +96,7 @@ COMMANDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     }),
     "plot": ("learning curves of runs; seeds become a mean ± std", {
         "run_dirs": RUN_DIRS,
-        "--out": {"type": Path, "default": Path("curves.png"),
+        "--out": {"type": given_path, "default": Path("curves.png"),
                   "help": "image file to write (.png, .pdf; default curves.png)"},
         "--x": {"choices": ("env_steps", "wall_time"), "default": "env_steps",
                 "help": "x axis (default env_steps)"},
@@ -86,23 +105,23 @@ COMMANDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     }),
     "report": ("final returns of runs, seeds pooled: mean, IQM, bootstrap CIs, P(X > Y)", {
         "run_dirs": RUN_DIRS,
-        "--out": {"type": Path, "help": "also write the tables to this markdown file"},
-        "--json": {"type": Path, "help": "write the runs in marl-eval's JSON layout"},
+        "--out": {"type": given_path, "help": "also write the tables to this markdown file"},
+        "--json": {"type": given_path, "help": "write the runs in marl-eval's JSON layout"},
         "--episodes": {"type": int,
                        "help": "score every run by this many greedy episodes of its "
                                "checkpoint.pt (default: the last eval_return logged in "
                                f"training, else {EVAL_EPISODES} episodes)"},
-        "--plot": {"type": Path, "help": "IQM training curves with CI bands (.png)"},
+        "--plot": {"type": given_path, "help": "IQM training curves with CI bands (.png)"},
     }),
     "stop": ("stop the process training in a run folder, as Ctrl-C does: it saves first", {
-        "run_dir": {"type": Path, "help": "run folder (or the folder of a --seeds or --sweep "
+        "run_dir": {"type": given_path, "help": "run folder (or the folder of a --seeds or --sweep "
                                           "run's folders)"},
         "--wait": {"type": float, "default": STOP_WAIT_S,
                    "help": f"seconds to wait for it to save and exit (default {STOP_WAIT_S:g})"},
     }),
     "export": ("write the actors as TorchScript (and ONNX)", {
         "run_dir": RUN_DIR,
-        "--out": {"type": Path, "required": True, "help": "folder for the files"},
+        "--out": {"type": given_path, "required": True, "help": "folder for the files"},
         "--no-onnx": {**TRUE, "help": "TorchScript only"},
     }),
 }  # fmt: skip
@@ -153,6 +172,8 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
 
 def train(args: argparse.Namespace) -> int:
     """`mappo train`: a new run (one seed, or `--seeds`), or `--resume` of one, to its budget."""
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc = {args.nproc}: must be >= 1 (the ranks on this node)")
     overrides = _cli_overrides(args)
     seeds = None if args.seeds is None else parse_seeds(args.seeds)
     sweep = parse_sweep(args.sweep) if args.sweep else None
@@ -202,6 +223,10 @@ def evaluate(args: argparse.Namespace) -> int:
         args.episodes = EVAL_EPISODES if args.render is None else RENDER_EPISODES
     if args.episodes < 1:
         raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
+    if not 0 <= args.seed < MAX_SEED:  # a Gymnasium or PettingZoo env refuses below 0
+        raise ConfigError(f"--seed = {args.seed}: must be an integer {SEED_RANGE}")
+    if args.device is not None:
+        require_usable_device(args.device, "--device")
     if args.opponent is not None and args.render is not None:
         raise ConfigError("--opponent does not combine with --render, which draws self-play")
     writable("--render", args.render)
@@ -355,6 +380,9 @@ def _command(argv: list[str] | None) -> int:
         if args.debug:
             raise
         return _failed(3, f"mappo: env error: {err}")
+    except BrokenPipeError as err:  # `mappo report | head -1`: the reader has what it wanted
+        output_lost(err, sys.stdout)  # no error at exit either, when Python flushes stdout
+        return 141  # a shell's code for a process that SIGPIPE (13) ended, as git's
     except OSError as err:  # a file a command reads or writes (a run's own writes: WriteError)
         if args.debug:
             raise

@@ -203,7 +203,7 @@ class MappoConfig:
         the run's env was, and reading the file back skips them, so the file
         starts the same run on the same env, or a run on another env size.
         """
-        Path(path).write_text(self.to_toml())
+        Path(path).write_text(self.to_toml(), encoding="utf-8")  # TOML is UTF-8 by definition
 
     def to_toml(self) -> str:
         """The text `save` writes."""
@@ -248,9 +248,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """The keys a TOML config file sets, unvalidated."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
+    except UnicodeDecodeError as err:  # e.g. saved as UTF-16 (PowerShell's `>`) or Latin-1
+        raise ConfigError(
+            f"cannot read config file {path}: byte {err.object[err.start]:#04x} at position "
+            f"{err.start} is not UTF-8; a TOML file must be UTF-8 text"
+        ) from None
     facts = data.pop(READ_OFF_ENV, {})
     if not isinstance(facts, dict):
         raise ConfigError(f"config file {path}: '{READ_OFF_ENV}' must be a table")
@@ -291,8 +296,12 @@ def _kind(name: str) -> str:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Check `value` against the field's declared type; convert only lossless cases."""
+    """Check `value` against the field's declared type; convert only lossless cases: an int
+    to a float field's float, an integral float to an int field's int."""
     kind = _kind(name)
+    # TOML writes `1e6` and `20e6` only as floats, and budgets are written so.
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        value = int(value)
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -309,7 +318,7 @@ def _coerce(name: str, value: Any) -> Any:
 def from_dict(data: dict[str, Any], source: str = "config") -> MappoConfig:
     """Build a config from a mapping, refusing unknown keys with a suggestion."""
     check_keys(data, source)
-    return MappoConfig(**{k: _coerce(k, v) for k, v in data.items()})
+    return MappoConfig(**data)
 
 
 # Field names users bring from other libraries, mapped to ours (difflib does not find these).
@@ -344,13 +353,18 @@ def check_keys(data: dict[str, Any], source: str) -> None:
             raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
 
 
+# The seeds a run may take. Env copies, ranks and evaluation envs are seeded with this seed
+# plus an offset, within torch's 64 bits; numpy, Gymnasium and PettingZoo refuse a seed
+# below 0. (The bound above is that of every run saved so far, which must still load.)
 MAX_SEED = 2**62
+SEED_RANGE = "between 0 and 2**62"
 
 
 def validate(cfg: MappoConfig) -> None:
-    """Raise `ConfigError` naming the first field whose value cannot work."""
+    """Bring each field to its declared type (`_coerce`: 20e6 → 20000000), then raise
+    `ConfigError` naming the first field whose value cannot work."""
     for name in FIELDS:
-        _coerce(name, getattr(cfg, name))
+        setattr(cfg, name, _coerce(name, getattr(cfg, name)))
 
     def need(cond: bool, name: str, allowed: str) -> None:
         if not cond:
@@ -379,9 +393,7 @@ def validate(cfg: MappoConfig) -> None:
     need(0.0 < cfg.value_norm_beta <= 1.0, "value_norm_beta", "in (0, 1]")
     need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
     need(cfg.num_workers >= 0, "num_workers", ">= 0")
-    # The seeds of other ranks and of evaluation envs are offset from this one, within
-    # torch's 64 bits. (Gymnasium's envs refuse a negative seed; the built-in ones take it.)
-    need(abs(cfg.seed) < MAX_SEED, "seed", "an integer between -2**62 and 2**62")
+    need(0 <= cfg.seed < MAX_SEED, "seed", f"an integer {SEED_RANGE}")
     need(cfg.checkpoint_interval > 0, "checkpoint_interval", "> 0 seconds")
     need(cfg.eval_interval >= 0, "eval_interval", ">= 0 env steps (0: no evaluation)")
     need(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1")

@@ -11,6 +11,7 @@ by the config keys whose values differ between groups, e.g.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tomllib
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from mappo.run_folder import RunFolderError, read_metrics, slot_folders
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
 
 X_AXES = ("env_steps", "wall_time")
 Y_COLUMNS = ("episode_return", "eval_return")  # metrics.csv columns a curve can show
@@ -154,6 +157,29 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
     )
 
 
+def run_folders(run_dirs: Sequence[str | Path]) -> list[Path]:
+    """The run folders `run_dirs` name, in order, a folder of a seeds run or a sweep
+    standing for its runs (`slot_folders`). A run named more than once (overlapping shell
+    globs: `base base/`, `base base/seed_0`, or a link to it) counts once, as first named,
+    and a warning says which: twice, it would count as two seeds that agree exactly."""
+    folders: dict[Path, Path] = {}  # resolved path → the folder as first named
+    repeated: dict[Path, list[Path]] = {}  # resolved path → the other names it was given
+    for run_dir in run_dirs:
+        for folder in slot_folders(Path(run_dir)) or [Path(run_dir)]:
+            first = folders.setdefault(folder.resolve(), folder)
+            if first is not folder:
+                others = repeated.setdefault(folder.resolve(), [])
+                if folder != first and folder not in others:
+                    others.append(folder)
+    if repeated:
+        named = [
+            f"{folders[key]}" + (f" (also as {', '.join(map(str, others))})" if others else "")
+            for key, others in repeated.items()
+        ]
+        logger.warning("run folders named more than once are counted once: %s", "; ".join(named))
+    return list(folders.values())
+
+
 def _frozen(value: Any) -> Any:
     """A hashable stand-in for a config value (dicts such as env_kwargs included)."""
     return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
@@ -205,9 +231,7 @@ def plot_runs(
         raise PlotError(f"--x {x}: must be one of {', '.join(X_AXES)}")
     if y not in Y_COLUMNS:
         raise PlotError(f"--y {y}: must be one of {', '.join(Y_COLUMNS)}")
-    # A folder of a seeds run or a sweep stands for its runs: one band per setting.
-    folders = [slot for d in run_dirs for slot in (slot_folders(Path(d)) or [Path(d)])]
-    groups = group_runs([read_run(d, y) for d in folders])
+    groups = group_runs([read_run(d, y) for d in run_folders(run_dirs)])
     fig, ax = open_figure(out, "--out")
     for group in groups:
         grid, mean, std = group.band(x)

@@ -449,7 +449,14 @@ def load_policy(
     """
     path = Path(path)
     payload = load_checkpoint(path)
+    if (
+        device is None
+        and payload["config"].get("device") == "cuda"
+        and not torch.cuda.is_available()
+    ):
+        device = "cpu"  # a run trained on a GPU, acted with where there is none
     config = saved_config(payload, path, **({} if device is None else {"device": device}))
+    require_usable_device(config.device)
     env = make_env(config)
     try:
         spec = env.spec
@@ -462,8 +469,19 @@ def load_policy(
         policy.load_state_dicts(payload)
     except (ConfigError, RuntimeError, KeyError, ValueError) as err:
         env.close()
-        first = str(err).strip().splitlines()[0]
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
+        # load_state_dict's first line only heads the list: "Error(s) in ... for Actor:"
+        first = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
         raise CheckpointError(
             f"checkpoint {path} does not fit env '{config.env}': {first}"
         ) from None
     return policy.to(config.device).eval(), env
+
+
+def require_usable_device(device: str, flag: str | None = None) -> None:
+    """Refuse, in one line naming `flag` (default: the config key), a CUDA `device` where
+    this torch has none (a CPU build, no GPU): torch's own error is an assertion deep in the
+    first tensor moved there."""
+    if device == "cuda" and not torch.cuda.is_available():
+        given = f"{flag} cuda" if flag else "config key 'device' = 'cuda'"
+        raise ConfigError(f"{given}: this torch has no usable CUDA device; use 'cpu'")

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from typing import TextIO
 
+from mappo.stop_signals import output_lost
 from mappo.trainer import MappoMetrics
 
 RECENT_UPDATES = 10  # the "recent return" pools the episodes of this many updates
@@ -89,21 +90,27 @@ class Progress:
             else None
         )
         self._lines = not terminal and not quiet
+        self.reader_gone = False  # the output is a pipe whose reader ended (`write`)
         self._start = self._line_time = time.monotonic()
         self._line_steps = env_steps
 
-    def write(self, line: str) -> None:
-        """A line of its own (above the bar on a terminal). On a terminal that has just
-        hung up (EIO) the line is dropped, as tqdm drops its bar: the run's SIGHUP, on its
-        way, stops it (`StopOnSignal`), and a failed line must not fail the run first."""
+    def write(self, line: str, stream: TextIO | None = None) -> None:
+        """A line of its own (above the bar on a terminal), on `stream` if given. Where
+        nothing reads the output any more the line is dropped, as are the lines after it
+        (`output_lost`), and a failed line does not fail the run: on a terminal that hung
+        up (EIO) the run's SIGHUP, on its way, stops it (`StopOnSignal`), or a run started
+        with `& disown` trains on; a pipe whose reader ended (EPIPE: `mappo train | head`)
+        sets `reader_gone`, which stops the run after its update, saved."""
+        stream = stream or self.stream
         try:
-            if self._bar is not None:
-                self._bar.write(line, file=self.stream)
+            if self._bar is not None and stream is self.stream:
+                self._bar.write(line, file=stream)
             else:
-                print(line, file=self.stream, flush=True)
+                print(line, file=stream, flush=True)
         except OSError as err:
-            if err.errno != errno.EIO:
+            if not output_lost(err, stream):
                 raise
+            self.reader_gone |= err.errno == errno.EPIPE
 
     def update(self, metrics: MappoMetrics) -> None:
         """Take one update's metrics; redraw the bar, or print a line when one is due."""

@@ -40,9 +40,10 @@ from mappo.plotting import (
     open_figure,
     read_run,
     returns_label,
+    run_folders,
     save_figure,
 )
-from mappo.run_folder import RunFolderError, slot_folders
+from mappo.run_folder import RunFolderError
 from mappo.run_lock import RunLock
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
@@ -228,9 +229,7 @@ def build_report(
     of one task."""
     if episodes is not None and episodes < 1:
         raise ConfigError(f"--episodes = {episodes}: must be >= 1")
-    # A folder of a seeds run or a sweep stands for its runs.
-    folders = [slot for d in run_dirs for slot in (slot_folders(Path(d)) or [Path(d)])]
-    runs = [read_run(d) for d in folders]
+    runs = [read_run(d) for d in run_folders(run_dirs)]
     for run in runs:  # all checked before the first evaluation, which takes a while
         evaluates = run.eval_return is None or episodes is not None or run.zero_sum
         if evaluates and not (run.path / "checkpoint.pt").is_file():

@@ -39,7 +39,7 @@ from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
 from mappo.run_lock import RunLock, signal_holders, wait_released
 from mappo.seeds import MultiSeedTrainer, SeedStreams, pooled_metrics
-from mappo.stop_signals import stop_signals, take_hangup, terminal_outputs
+from mappo.stop_signals import output_lost, stop_signals, take_hangup, terminal_outputs
 from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
 
 logger = logging.getLogger(__name__)  # `mappo train` shows its INFO lines unless --quiet
@@ -336,8 +336,10 @@ class Run:
                 snapshot = (learner.env_steps, self._states(copied=True))
             boundary_steps, last_boundary = learner.env_steps, time.monotonic()
             heartbeat.beat()
-            return stop.signal_name is not None or (
-                callback is not None and bool(callback(metrics))
+            return (
+                stop.signal_name is not None
+                or progress.reader_gone
+                or (callback is not None and bool(callback(metrics)))
             )
 
         heartbeat = Heartbeat(learner, progress.write, HEARTBEAT_S if main and not quiet else 0)
@@ -373,7 +375,8 @@ class Run:
             boundary_steps >= config.total_steps,
             [r.mean for r in recent],
             [f.path for f in folders],
-            stop.signal_name,
+            # A pipe's reader that ended would have sent SIGPIPE, which Python ignores.
+            stop.signal_name or ("SIGPIPE" if progress.reader_gone else None),
         )
         if main:
             lost = boundary_steps - (checkpoints.saved_steps or start_steps)
@@ -381,7 +384,12 @@ class Run:
             closing = self._closing(summary, recent, lost, continue_with)
             if outcomes and summary.finished:
                 closing += f" ({progress.recent_text()})"
-            print(closing, file=stream, flush=True)
+            if progress.reader_gone:  # the output now goes nowhere: say it where it is seen
+                progress.write(
+                    f"the output's reader has gone (a closed pipe): {closing}", sys.stderr
+                )
+            else:
+                progress.write(closing)
         return summary
 
     def _going_on(self, kept_steps: int, no_space: bool, continue_with: str | None) -> str:
@@ -871,8 +879,12 @@ class StopOnSignal:
         except (AttributeError, OSError):  # a stream in memory (io.UnsupportedOperation)
             self._stream.write(f"{line}\n")
             return
-        self._stream.flush()
-        os.write(fileno, f"{line}\n".encode())
+        try:
+            self._stream.flush()
+            os.write(fileno, f"{line}\n".encode())
+        except OSError as err:  # nothing reads it any more: the stop goes on without the line
+            if not output_lost(err, self._stream):
+                raise
 
     def _again(self) -> str:
         """What stops at once: a batch scheduler's SIGTERM comes from no keyboard, and a

@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from mappo.checkpoint import load_checkpoint, save_checkpoint, write_atomically
 from mappo.config import MappoConfig
@@ -359,23 +359,48 @@ def is_slots_folder(path: Path) -> bool:
     return not (path / "checkpoint.pt").is_file() and bool(slot_folders(path))
 
 
+# The columns that today's writer fills with numbers ("nan", or empty, where it has none).
+NUMBER_COLUMNS = frozenset(
+    name for name, kind in get_type_hints(MappoMetrics).items() if kind in (int, float)
+)
+
+
 def read_metrics(metrics_path: Path) -> tuple[list[dict[str, str]], list[str]]:
-    """The rows and columns of a metrics.csv, each row checked whole with an integer
-    `env_steps`. A last line cut short (no line end: the process was killed while it
-    appended that row) is left out, as `RunFolder.resume` drops it; any other damage is a
-    `RunFolderError` naming the line."""
+    """The rows and columns of a metrics.csv, checked: a header naming `env_steps` and
+    `episode_return`, and whole rows with an integer `env_steps` and a number (or nothing)
+    in each of `NUMBER_COLUMNS`. A last line cut short (no line end: the process was killed
+    while it appended that row) is left out, as `RunFolder.resume` drops it; any other
+    damage is a `RunFolderError` naming the line and what is wrong there."""
     text = metrics_path.read_text()
-    reader = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1], newline=""))
+    whole = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(whole, newline=""))
+    columns = list(reader.fieldnames or [])
+    missing = [name for name in ("env_steps", "episode_return") if name not in columns]
+    if whole and missing:  # every mappo writes both: this header is not one it wrote
+        raise _damaged(metrics_path, 1, f"its header has no {' or '.join(missing)} column")
+    numbers = [name for name in columns if name in NUMBER_COLUMNS]
     rows = []
     for row in reader:
         if None in row or None in row.values() or not row.get("env_steps", "").isdigit():
-            raise RunFolderError(
-                f"{metrics_path} is damaged at line {reader.line_num} (not a whole row with an "
-                "integer env_steps): restore it, or move it away (a resumed run then starts a "
-                "new one)"
+            raise _damaged(
+                metrics_path, reader.line_num, "not a whole row with an integer env_steps"
             )
+        for name in numbers:
+            try:
+                float(row[name] or "nan")
+            except ValueError:
+                what = f"{name} is {row[name]!r}, not a number"
+                raise _damaged(metrics_path, reader.line_num, what) from None
         rows.append(row)
-    return rows, list(reader.fieldnames or [])
+    return rows, columns
+
+
+def _damaged(metrics_path: Path, line: int, what: str) -> RunFolderError:
+    """The error for a metrics.csv damaged at `line`, saying `what` is wrong there."""
+    return RunFolderError(
+        f"{metrics_path} is damaged at line {line} ({what}): restore it, or move it away (a "
+        "resumed run then starts a new one)"
+    )
 
 
 def read_curve(metrics_path: Path, column: str = "episode_return") -> tuple[list[int], list[float]]:

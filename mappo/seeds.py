@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from mappo.buffer import RolloutMinibatch, minibatch_bounds
-from mappo.config import AUTO, FIELDS, MAX_SEED, ConfigError, MappoConfig
+from mappo.config import AUTO, FIELDS, MAX_SEED, SEED_RANGE, ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv
 from mappo.trainer import (
     LossCoefs,
@@ -516,13 +516,14 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def check_seeds(seeds: Sequence[int], settings: Sequence[Mapping[str, Any]] | None = None) -> None:
-    """Refuse an empty list of seeds, or a seed repeated with the same settings:
+    """Refuse an empty list of seeds, a seed outside `SEED_RANGE` (as a config's `seed`), or
+    a seed repeated with the same settings:
     `settings[k]` is slot k's swept values (None: every slot has the same), so a sweep's
     slots may share a seed when their settings differ."""
     if not seeds:
         raise ConfigError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
-    if (bad := next((seed for seed in seeds if abs(seed) >= MAX_SEED), None)) is not None:
-        raise ConfigError(f"--seeds: seed {bad} is not between -2**62 and 2**62")
+    if (bad := next((seed for seed in seeds if not 0 <= seed < MAX_SEED), None)) is not None:
+        raise ConfigError(f"--seeds: seed {bad} is not {SEED_RANGE}")
     slots = [
         (seed, setting_text({} if settings is None else settings[k]))
         for k, seed in enumerate(seeds)

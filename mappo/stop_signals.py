@@ -1,13 +1,18 @@
 """The signals that ask a run to stop and save: SIGINT (Ctrl-C, `mappo stop`), SIGTERM (a
 batch scheduler) and SIGHUP (the terminal it runs in was closed: an ssh connection lost, a
 window shut). A hangup also fails every later write to that terminal (EIO), the run's
-last lines included, so `take_hangup` points them at /dev/null first.
+last lines included, so `take_hangup` points them at /dev/null first. An output whose
+reader is gone for another reason (a pipe's reader ended: `mappo train | head`, EPIPE; a
+terminal closed under a run started with `& disown`, which gets no SIGHUP: EIO) is
+pointed there by `output_lost` when a write meets it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+from typing import TextIO
 
 STANDARD_OUTPUTS = (1, 2)  # stdout and stderr's file descriptors
 HANGUP = getattr(signal, "SIGHUP", None)  # a closed terminal's signal; none on Windows
@@ -34,12 +39,32 @@ def take_hangup(signum: int, was_terminal: tuple[int, ...]) -> bool:
     open (a SIGHUP sent by hand) keeps its output."""
     if HANGUP is None or signum != HANGUP:
         return False
-    hung_up = [fd for fd in was_terminal if not os.isatty(fd)]
-    if hung_up:
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            for fd in hung_up:
-                os.dup2(null, fd)
-        finally:
-            os.close(null)
+    _point_at_null([fd for fd in was_terminal if not os.isatty(fd)])
     return True
+
+
+def output_lost(err: OSError, stream: TextIO) -> bool:
+    """Whether `err`, met writing to `stream`, says that nothing reads it any more: its
+    pipe's reader ended (EPIPE) or its terminal hung up (EIO). If so, `stream`'s file now
+    points at /dev/null, so that the lines after it (and Python's flush at exit) go
+    nowhere instead of failing."""
+    if err.errno not in (errno.EPIPE, errno.EIO):
+        return False
+    try:
+        fileno = stream.fileno()
+    except (AttributeError, OSError):  # a stream in memory: nothing to repoint
+        return True
+    _point_at_null([fileno])
+    return True
+
+
+def _point_at_null(fds: list[int]) -> None:
+    """Make each of `fds` write to /dev/null."""
+    if not fds:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)

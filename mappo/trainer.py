@@ -36,7 +36,13 @@ from mappo.errors import CheckpointError, EnvMismatchError
 from mappo.evaluation import MAX_EVAL_ENVS, evaluate
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.memory import keep_freed_memory
-from mappo.policy import Policy, RecurrentState, env_facts, episode_starts
+from mappo.policy import (
+    Policy,
+    RecurrentState,
+    env_facts,
+    episode_starts,
+    require_usable_device,
+)
 from mappo.reward_norm import RewardNorm
 from mappo.task_settings import resolve_auto
 
@@ -147,10 +153,7 @@ class MappoTrainer:
         env: MultiAgentEnv | None = None,
         distributed: Distributed | None = None,
     ) -> None:
-        if config.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(
-                "config key 'device' = 'cuda': this torch has no usable CUDA device; use 'cpu'"
-            )
+        require_usable_device(config.device)
         self.dist = distributed or Distributed()
         torch.manual_seed(config.seed)
         if config.torch_threads:

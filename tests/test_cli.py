@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -108,6 +109,8 @@ def test_eval_prints_json_last(tiny_run, capsys) -> None:
             "JSON (Expecting property name enclosed in double quotes at character 1)",
         ),
         (["--env-kwargs", "[4]"], "config key 'env_kwargs' = '[4]': expected dict"),
+        (["--nproc", "0"], "--nproc = 0: must be >= 1 (the ranks on this node)"),
+        (["--seed", "-1"], "config key 'seed' = -1: must be an integer between 0 and 2**62"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_culprit(argv, culprit, tmp_path, capsys) -> None:
@@ -306,3 +309,49 @@ def test_resume_without_checkpoint_says_what_to_run(tiny_run, tmp_path, capsys) 
         f"mappo: error: run folder {seeds} has no checkpoint in its seeds' folders (the run "
         f"stopped before its first checkpoint); start it again with: {again} --force\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["train", "--run-dir", ""], "mappo train: error: argument --run-dir: give a path"),
+        (["export", "RUN", "--out", " "], "mappo export: error: argument --out: give a path"),
+        (["eval", ""], "mappo eval: error: argument run_dir: give a path"),
+        (["report", "RUN", ""], "mappo report: error: argument RUN_DIR: give a path"),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_this_folder(
+    argv, says, tiny_run, tmp_path, monkeypatch, capsys
+) -> None:
+    """An unset shell variable (`--run-dir "$RUN"`) would have named the current folder: a
+    run or an export written among the files there."""
+    monkeypatch.chdir(tmp_path)
+    argv = [str(tiny_run) if a == "RUN" else a for a in argv]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert says + " (an empty one would mean this folder)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_eval_refuses_what_the_env_or_torch_cannot_take_and_runs_a_gpu_run_on_the_cpu(
+    tiny_run, tmp_path, capsys
+) -> None:
+    """`--seed -1` (Gymnasium's envs refuse it) and `--device cuda` on a torch without CUDA
+    are one line each (an assertion deep in torch, before); a run trained on a GPU is
+    evaluated on this machine's CPU without a flag."""
+    assert main(["eval", str(tiny_run), "--seed", "-1"]) == 2
+    assert capsys.readouterr().err == (
+        "mappo: error: --seed = -1: must be an integer between 0 and 2**62\n"
+    )
+    assert main(["eval", str(tiny_run), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == (
+        "mappo: error: --device cuda: this torch has no usable CUDA device; use 'cpu'\n"
+    )
+    payload = load_checkpoint(tiny_run / "checkpoint.pt")
+    payload["config"]["device"] = "cuda"
+    torch.save(payload, tmp_path / "gpu.pt")
+    assert main(["eval", str(tmp_path / "gpu.pt"), "--episodes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["episodes"] == 2 and math.isfinite(result["mean_episode_return"])

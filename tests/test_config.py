@@ -1,9 +1,18 @@
 """Config: TOML round trip, validation that names the key, env dimensions taken from the env."""
 
+import re
+
 import pytest
 
 from mappo import ConfigError, MappoConfig
+from mappo.cli import main
 from mappo.config import from_dict, parse_cli_value
+from mappo.seeds import parse_seeds
+
+
+def exactly(message: str) -> str:
+    """A `match=` pattern for the whole message and nothing else."""
+    return f"^{re.escape(message)}$"
 
 
 def test_toml_round_trip(tmp_path) -> None:
@@ -49,13 +58,67 @@ def test_integer_flags_refuse_what_is_not_an_integer(text) -> None:
         ("num_envs", 0, "an integer >= 1"),
         ("lr", 0.0, "> 0"),
         ("activation", "gelu", "one of tanh, relu"),
-        ("seed", -(2**62), r"an integer between -2\*\*62 and 2\*\*62"),
-        ("seed", 2**64, r"an integer between -2\*\*62 and 2\*\*62"),
+        ("seed", -1, r"an integer between 0 and 2\*\*62"),
+        ("seed", 2**62, r"an integer between 0 and 2\*\*62"),
     ],
 )
 def test_impossible_values(key, value, allowed) -> None:
     with pytest.raises(ConfigError, match=f"'{key}' = {value!r}: must be {allowed}"):
         from_dict({key: value})
+
+
+def test_a_config_file_not_in_utf8_is_one_line_naming_it(tmp_path, capsys) -> None:
+    path = tmp_path / "c_bin.toml"
+    path.write_bytes(b"\xff\xfe" + "seed = 1\n".encode("utf-16-le"))  # PowerShell's `>` writes so
+    message = (
+        f"cannot read config file {path}: byte 0xff at position 0 is not UTF-8; "
+        "a TOML file must be UTF-8 text"
+    )
+    with pytest.raises(ConfigError, match=exactly(message)):
+        MappoConfig.load(path)
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"mappo: error: {message}\n"
+
+
+def test_integral_floats_in_toml_are_integers(tmp_path) -> None:
+    """TOML has no `20e6` integer: budgets written so are floats, taken as the int they are."""
+    (tmp_path / "c.toml").write_text("total_steps = 20e6\nnum_envs = 8.0\n")
+    loaded = MappoConfig.load(tmp_path / "c.toml")
+    assert (loaded.total_steps, loaded.num_envs) == (20_000_000, 8)
+    assert type(loaded.total_steps) is int and type(loaded.num_envs) is int
+    assert type(MappoConfig(total_steps=1e6).total_steps) is int  # keywords too
+
+
+@pytest.mark.parametrize("text", ["200.7", "inf", "nan"])
+def test_fractional_floats_in_toml_are_refused_as_on_the_command_line(tmp_path, text) -> None:
+    (tmp_path / "c.toml").write_text(f"total_steps = {text}\n")
+    with pytest.raises(
+        ConfigError, match=exactly(f"config key 'total_steps' = {text}: expected int")
+    ):
+        MappoConfig.load(tmp_path / "c.toml")
+    with pytest.raises(
+        ConfigError, match=exactly(f"config key 'total_steps' = {text!r}: expected int")
+    ):
+        parse_cli_value("total_steps", text)
+
+
+def test_seeds_below_0_are_refused(tmp_path) -> None:
+    """Gymnasium, PettingZoo and numpy refuse negative seeds (a traceback at the env's first
+    reset, before): every seed is refused below 0, in one line; the bound above stays where
+    runs saved so far have their seeds."""
+    assert from_dict({"seed": 2**62 - 1}).seed == 2**62 - 1
+    with pytest.raises(
+        ConfigError, match=exactly("config key 'seed' = -1: must be an integer between 0 and 2**62")
+    ):
+        from_dict({"seed": -1})
+    (tmp_path / "c.toml").write_text("seed = -3.0\n")
+    with pytest.raises(
+        ConfigError, match=exactly("config key 'seed' = -3: must be an integer between 0 and 2**62")
+    ):
+        MappoConfig.load(tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match=exactly("--seeds: seed -1 is not between 0 and 2**62")):
+        parse_seeds("0,-1")
+    assert parse_seeds(f"0,{2**62 - 1}") == [0, 2**62 - 1]
 
 
 def test_minibatch_is_checked_against_the_real_env_batch() -> None:

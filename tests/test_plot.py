@@ -140,3 +140,36 @@ def test_a_run_folder_that_is_not_there_is_named_so(tmp_path, capsys) -> None:
             assert main([command, str(tmp_path / name)]) == 2
             err = capsys.readouterr().err
             assert err == f"mappo: error: run folder {tmp_path / name} {says}\n"
+
+
+def test_a_cell_that_is_not_a_number_is_named_by_its_line(tmp_path, capsys) -> None:
+    """The rows RunFolder writes (nan and empty cells where nothing was computed) plot; a
+    cell edited to something else is one line naming the file and the line."""
+    from mappo import MappoConfig
+    from mappo.run_folder import RunFolder
+    from mappo.trainer import MappoMetrics
+
+    folder = RunFolder.create(tmp_path / "run", MappoConfig(team_reward=False))
+    try:
+        folder.log(MappoMetrics(0.1, 0.2, 1.6, episode_return=-30.0, episodes=4, env_steps=100))
+        folder.log(MappoMetrics(0.1, 0.2, 1.6, forward_time=math.nan, env_steps=200))
+        folder.log(MappoMetrics(0.1, 0.2, 1.6, episode_return=-20.0, episodes=4, env_steps=300))
+    finally:
+        folder.close()
+    metrics = tmp_path / "run" / "metrics.csv"
+    written = metrics.read_text()
+    assert ",nan,per_agent,0,,,,,,," in written.splitlines()[2]  # the update with no episode
+    np.testing.assert_allclose(read_run(tmp_path / "run").returns, [-30.0, -20.0])
+    metrics.write_text(written.replace(",-20.0,", ",-2O.0,"))
+    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: {metrics} is damaged at line 4 (episode_return is '-2O.0', not a "
+        "number): restore it, or move it away (a resumed run then starts a new one)\n"
+    )
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_run_named_twice_is_one_seed_of_its_band(runs, tmp_path, capsys) -> None:
+    argv = ["plot", str(runs[0]), f"{runs[0]}/", str(runs[1]), "--out", str(tmp_path / "x.png")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("spread: 2 run(s)\n")

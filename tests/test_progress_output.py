@@ -5,11 +5,16 @@ import errno
 import io
 import math
 import os
+import pty
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from mappo import MappoMetrics
 from mappo import progress as progress_module
+from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 from mappo.progress import Progress, RecentReturns
 
@@ -296,3 +301,54 @@ def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys, seeds
     done = [int(line.split(": ")[2].split(" of ")[0]) for line in waits]
     assert done == sorted(done) and 0 < done[-1] <= 25  # the rollout's steps, as they come
     assert waits[0].endswith("s since the last update)")
+
+
+def test_a_closed_pipe_stops_the_run_saved_and_says_so_on_stderr(tmp_path) -> None:
+    """`mappo train | head -1`: once the pipe's reader has gone the run stops after its
+    update and saves it, as Ctrl-C does (it used to die at its next line with "Broken
+    pipe", exit code 2, losing the updates since its checkpoint), and its last line goes to
+    stderr. A command whose output was cut short (`mappo report | head -1`) ends quietly,
+    with a shell's code for SIGPIPE."""
+    run = tmp_path / "r"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mappo", "train", "--run-dir", str(run), "--num-envs", "4",
+         "--total-steps", "1000000", "--checkpoint-interval", "1000", "--compile", "false"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout.readline() == "building 4 copies of env 'spread' ...\n"
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=300) == 0, err
+    with open(run / "metrics.csv", newline="") as handle:
+        logged = int(list(csv.DictReader(handle))[-1]["env_steps"])
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == logged < 1_000_000
+    assert err.endswith(
+        f"the output's reader has gone (a closed pipe): stopped after {logged} env steps; "
+        f"checkpoint saved. Continue with: mappo train --resume {run}\n"
+    )
+    report = subprocess.Popen(
+        [sys.executable, "-m", "mappo", "report", str(run), "--episodes", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    report.stdout.close()
+    assert report.wait(timeout=300) == 141
+    assert report.stderr.read() == b""
+
+
+def test_a_run_that_ignores_sighup_trains_on_after_its_terminal_closes(tmp_path) -> None:
+    """A run started with `& disown` (or anything that keeps SIGHUP from it) whose terminal
+    closes: every later write fails (EIO), and the run trains to its end all the same,
+    its lines going nowhere (its last line used to fail it, exit code 1)."""
+    run = tmp_path / "r"
+    terminal, its_side = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mappo", "train", "--run-dir", str(run), "--num-envs", "4",
+         "--total-steps", "1000", "--compile", "false"],
+        stdin=its_side, stdout=its_side, stderr=its_side, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )  # fmt: skip
+    os.close(its_side)
+    assert os.read(terminal, 100).startswith(b"building 4 copies of env 'spread'")
+    os.close(terminal)
+    assert process.wait(timeout=300) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 1000

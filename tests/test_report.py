@@ -247,3 +247,65 @@ def test_runs_still_training_are_named_with_their_process(runs, capsys) -> None:
         lock.release()
     assert main(["report", *map(str, runs)]) == 0
     assert "Still training" not in capsys.readouterr().out
+
+
+def test_a_metrics_cell_or_header_mappo_did_not_write_is_named_by_its_line(
+    tmp_path, capsys
+) -> None:
+    """A cell that is not a number, or a header without the columns every mappo writes, is
+    one line naming the file and the line, as a row cut in two is; empty and nan cells (no
+    evaluation, no finished episode) are read as the writer means them."""
+    run = make_run(tmp_path / "r", SHARED.format(seed=0), [-30.0, -20.0], eval_return=-18.0)
+    metrics = run / "metrics.csv"
+    written = metrics.read_text()
+    assert written.splitlines()[-1] == "300,nan,1000.0,"
+    assert main(["report", str(run)]) == 0
+    capsys.readouterr()
+    metrics.write_text(written.replace("200,-20.0,", "200,abc,"))
+    assert main(["report", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: {metrics} is damaged at line 3 (episode_return is 'abc', not a "
+        "number): restore it, or move it away (a resumed run then starts a new one)\n"
+    )
+    for header, missing in (
+        ("env_steps,episode_retXrn,steps_per_second,eval_return", "episode_return"),
+        ("\x00\x00\x00\x00", "env_steps or episode_return"),
+    ):
+        metrics.write_text(header + written[written.index("\n") :])
+        assert main(["report", str(run)]) == 2
+        assert capsys.readouterr().err == (
+            f"mappo: error: {metrics} is damaged at line 1 (its header has no {missing} "
+            "column): restore it, or move it away (a resumed run then starts a new one)\n"
+        )
+
+
+def test_a_run_named_twice_counts_once(tmp_path, capsys, caplog) -> None:
+    """Overlapping shell globs name a run twice (`base base/`, `base base/seed_0`, a link):
+    it is one run, not two seeds that agree exactly (a CI of width 0), and a warning says
+    which."""
+    base = tmp_path / "base"
+    make_run(base / "seed_0", SHARED.format(seed=0), [-30.0, -20.0], eval_return=-18.0)
+    make_run(base / "seed_1", SHARED.format(seed=1), [-32.0, -22.0], eval_return=-16.0)
+    (tmp_path / "link").symlink_to(base / "seed_1")
+    with caplog.at_level("WARNING"):
+        assert main(["report", str(base / "seed_0"), f"{base / 'seed_0'}/"]) == 0
+        assert (
+            "| spread | spread | 1 | team episode return | eval_return in metrics.csv | "
+            + ("-18.000 | [-18.000, -18.000] |")
+            in capsys.readouterr().out
+        )
+        assert caplog.messages == [
+            f"run folders named more than once are counted once: {base / 'seed_0'}"
+        ]
+        caplog.clear()
+        argv = ["report", str(base), f"{base}/", str(base / "seed_0"), str(tmp_path / "link")]
+        assert main(argv) == 0
+        assert (
+            "| spread | spread | 2 | team episode return | eval_return in metrics.csv | "
+            + ("-17.000 | [-18.000, -16.000] |")
+            in capsys.readouterr().out
+        )
+        assert caplog.messages == [
+            f"run folders named more than once are counted once: {base / 'seed_0'}; "
+            f"{base / 'seed_1'} (also as {tmp_path / 'link'})"
+        ]

@@ -17,7 +17,9 @@ import mappo.trainer
 from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mappo.cli import main
+from mappo.envs.registry import make_env
 from mappo.errors import ConfigError, WriteError, refused_write
+from mappo.policy import load_policy
 from mappo.presets import build_config
 from mappo.run import Run
 from mappo.run_folder import RunFolder
@@ -386,6 +388,22 @@ def test_checkpoint_of_another_env_shape_is_refused(tiny_run, tmp_path) -> None:
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match=f"checkpoint {path} does not fit env 'spread'"):
         MappoTrainer.from_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_are_named_by_their_first_mismatch(tiny_run, tmp_path) -> None:
+    # load_state_dict's first line only heads its list; the line says what does not fit.
+    payload = load_checkpoint(tiny_run / "checkpoint.pt")
+    payload["config"]["hidden_dim"] = 32  # the weights stay 64 wide
+    path = tmp_path / "edited.pt"
+    torch.save(payload, path)
+    assert main(["eval", str(path), "--episodes", "1"]) == 2
+    with pytest.raises(CheckpointError) as refused:
+        load_policy(path, lambda config: make_env(config.env, 1, config.device, 0))
+    assert str(refused.value).startswith(
+        f"checkpoint {path} does not fit env 'spread': Error(s) in loading state_dict for "
+        "Actor: size mismatch for "
+    )
+    assert "from checkpoint, the shape in current model is torch.Size([" in str(refused.value)
 
 
 def test_an_env_that_cannot_be_built_on_resume_is_not_blamed_on_the_checkpoint(
