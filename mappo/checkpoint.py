@@ -74,6 +74,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} has format version {payload['format_version']}, "
             f"this mappo reads version {FORMAT_VERSION}"
         )
+    # Acting on NaN weights looks like acting (the greedy action of NaN logits is the first):
+    # a run that diverged before mappo stopped one (`DivergenceError`) left such a file.
+    for part in ("actor", "critic"):
+        weights = payload[part].values() if isinstance(payload[part], dict) else ()
+        if not all(torch.isfinite(w).all() for w in weights if isinstance(w, torch.Tensor)):
+            raise CheckpointError(
+                f"checkpoint {path} holds {part} weights that are no numbers (NaN or inf): "
+                "its run diverged; use a checkpoint from before, or train again"
+            )
     return payload
 
 

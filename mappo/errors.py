@@ -17,6 +17,12 @@ class EnvMismatchError(ConfigError):
     contradict the env it builds, or whose batch that env cannot fill."""
 
 
+class DivergenceError(ConfigError):
+    """An update whose gradients were no numbers (NaN or inf), which then made the weights
+    none: nothing of it is logged or saved; the message names the update and what to
+    change (a ConfigError: the settings are what let it happen)."""
+
+
 class EnvError(RuntimeError):
     """An env broke the contract or raised; the message names the env, step, agent and field
     (or the call that raised)."""

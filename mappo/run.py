@@ -34,7 +34,7 @@ from mappo.checkpoint import BEFORE_FIELDS, load_checkpoint, saved_config
 from mappo.config import ENV_DIM_FIELDS, FIELDS, MappoConfig, from_dict, read_toml
 from mappo.distributed import Distributed
 from mappo.envs.registry import steps_in_this_process
-from mappo.errors import ConfigError, RunFolderError, WriteError
+from mappo.errors import ConfigError, DivergenceError, RunFolderError, WriteError
 from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
 from mappo.run_lock import RunLock, signal_holders, wait_released
@@ -360,6 +360,11 @@ class Run:
                     ):
                         self._write(snapshot[1])
                         checkpoints.saved_steps = snapshot[0]
+            except DivergenceError as err:  # the weights are lost: say which are kept
+                kept = checkpoints.saved_steps or start_steps
+                held = f"the checkpoint holds env step {kept:,}" if kept else "nothing was saved"
+                leaving = DivergenceError(f"{err} ({held})")
+                raise leaving from None
             except WriteError as err:  # a full disk, a quota: say what is kept and how to go on
                 kept = checkpoints.saved_steps or start_steps
                 leaving = err.with_hint(self._going_on(kept, err.no_space, continue_with))

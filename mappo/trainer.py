@@ -32,7 +32,7 @@ from mappo.envs.base import (
 )
 from mappo.envs.registry import make_env
 from mappo.episodes import DRAW, WIN, EpisodeTracker, return_definition, team_rewards
-from mappo.errors import CheckpointError, EnvMismatchError
+from mappo.errors import CheckpointError, DivergenceError, EnvMismatchError
 from mappo.evaluation import MAX_EVAL_ENVS, evaluate
 from mappo.losses import masked_mean, ppo_policy_loss, ppo_value_loss
 from mappo.memory import keep_freed_memory
@@ -523,6 +523,17 @@ class MappoTrainer:
         cfg = self.config
         # One device sync for all of them.
         stats = dict(zip(mean_stats, torch.stack(list(mean_stats.values())).tolist(), strict=True))
+        # One minibatch's NaN or inf makes the mean so; clipping cannot mend it (its factor is
+        # NaN too), and the optimizer has written it into the weights: stop before any of it
+        # is logged or saved.
+        if not math.isfinite(stats.get("grad_norm", 0.0)):
+            seed = f" of seed {cfg.seed}" if self.dist.world_size == 1 else ""
+            raise DivergenceError(
+                f"training{seed} diverged at update {self.updates + 1} (env step "
+                f"{self.env_steps:,}): its gradient norm is {stats['grad_norm']}, so the weights "
+                f"are no numbers now; lower lr ({cfg.lr:g}) or max_grad_norm "
+                f"({cfg.max_grad_norm:g}), then start again"
+            )
         self.updates += 1
         episode_return, episodes = self.episodes.pop_mean(self.dist.sum)
         win_rate, _ = self.episodes.pop_win_rate(self.dist.sum)
