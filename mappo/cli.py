@@ -25,7 +25,14 @@ from mappo.config import (
     parse_sweep,
 )
 from mappo.distributed import another_rank_failed, launch_ranks, report_rank_failure
-from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError
+from mappo.errors import (
+    CheckpointError,
+    ConfigError,
+    EnvError,
+    RunFolderError,
+    memory_line,
+    out_of_memory,
+)
 from mappo.policy import require_usable_device
 from mappo.presets import PRESETS, build_config
 from mappo.run import Run, StopRun, info_lines, stop_training
@@ -380,6 +387,10 @@ def _command(argv: list[str] | None) -> int:
         if args.debug:
             raise
         return _failed(3, f"mappo: env error: {err}")
+    except (MemoryError, RuntimeError) as err:
+        if args.debug or not out_of_memory(err):
+            raise
+        return _failed(2, f"mappo: error: {memory_line(err)}")
     except BrokenPipeError as err:  # `mappo report | head -1`: the reader has what it wanted
         output_lost(err, sys.stdout)  # no error at exit either, when Python flushes stdout
         return 141  # a shell's code for a process that SIGPIPE (13) ended, as git's

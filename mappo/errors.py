@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import re
 from collections.abc import Iterator
 
 
@@ -81,3 +82,29 @@ class RenderError(ConfigError):
 
     A ConfigError, so the command line reports it like any other bad option.
     """
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` says that memory ran out: Python's or numpy's MemoryError, torch's
+    CUDA OutOfMemoryError, or the RuntimeError of its CPU allocator."""
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError)
+        and ("can't allocate memory" in str(err) or "out of memory" in str(err).lower())
+    )
+
+
+def memory_line(err: BaseException) -> str:
+    """The one line for an `out_of_memory` error: how much was asked for, where the error
+    says (torch's CPU allocator in bytes, numpy's and CUDA's in their own units)."""
+    text = str(err)
+    if found := re.search(r"allocate (\d+) bytes", text):
+        asked = f"{int(found.group(1)) / 2**30:,.1f} GiB"
+    elif found := re.search(r"(?i)allocate ([\d.]+ [KMGTP]i?B)", text):
+        asked = found.group(1)
+    else:
+        asked = ""
+    what = f"it asked for {asked} at once" if asked else "memory ran out"
+    return (
+        f"out of memory: {what}; lower num_envs, rollout_steps, hidden_dim or "
+        "minibatch_size (--debug shows where)"
+    )

@@ -317,7 +317,7 @@ def test_an_episode_that_ends_in_termination_never_asks_for_the_state_after_it(t
             f"{MODULE}:CounterEnv",
             {"nope": 1},
             f"config key 'env_kwargs' = {{'nope': 1}}: env '{MODULE}:CounterEnv' refused them "
-            "(CounterEnv.__init__() got an unexpected keyword argument 'nope'); it takes "
+            "(CounterEnv() got an unexpected keyword argument 'nope'); it takes "
             "num_agents, episode_length",
         ),
         (
@@ -338,6 +338,29 @@ def test_an_episode_that_ends_in_termination_never_asks_for_the_state_after_it(t
             {},
             f"env '{MODULE}:not_a_vectorized_env' takes num_envs, so it was called as a vectorized "
             f"env, but it returned a dict, not a mappo MultiAgentEnv; {ENV_CALLABLES}",
+        ),
+        # The built-in tasks' own options: a traceback (num_agents 0), or episodes of one
+        # step while the run said "no time limit" (max_cycles 0), before.
+        (
+            "spread",
+            {"num_agents": 0},
+            "config key 'env_kwargs': num_agents must be an integer >= 1, got 0",
+        ),
+        (
+            "spread",
+            {"max_cycles": 0},
+            "config key 'env_kwargs': max_cycles must be an integer >= 1, got 0",
+        ),
+        (
+            "reference",
+            {"local_ratio": 2},
+            "config key 'env_kwargs': local_ratio must be in [0, 1], got 2",
+        ),
+        (
+            "gymnasium:CartPole-v1",
+            {},
+            "Gymnasium env 'CartPole-v1' has a Box observation space and a Discrete action "
+            "space; a multi-agent env needs Tuples with one space per agent",
         ),
         (
             "gymnasium.envs.classic_control.cartpole:CartPoleEnv",
@@ -365,6 +388,79 @@ def test_env_of_the_wrong_kind_or_with_wrong_keywords_is_one_line(
     assert code == 2
     assert capsys.readouterr().err == f"mappo: error: {message}\n"
     assert not (tmp_path / "r").exists()  # refused before any work
+
+
+BROKEN_ENVS = """
+from pz_envs import CounterEnv
+
+
+class NoDisplay(CounterEnv):
+    def __init__(self, **kwargs):
+        raise RuntimeError("cannot open display :0")
+
+
+class Buggy(CounterEnv):
+    def __init__(self, num_agents=2):
+        None + num_agents
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "callable_name", "says"),
+    [
+        ("broken_a", BROKEN_ENVS, "NoDisplay", "could not be built: RuntimeError: cannot open "
+         "display :0"),
+        # A TypeError of its own code, with keywords it takes: not blamed on --env-kwargs.
+        ("broken_b", BROKEN_ENVS, "Buggy", "could not be built: TypeError: unsupported operand "
+         "type(s) for +: 'NoneType' and 'int'"),
+        ("broken_c", "raise RuntimeError('no licence')\n", "env",
+         "importing module 'broken_c' failed: RuntimeError: no licence"),
+        ("broken_d", "def env(:\n", "env",
+         "importing module 'broken_d' failed: SyntaxError: invalid syntax (broken_d.py, line 1)"),
+    ],
+)  # fmt: skip
+def test_an_env_whose_own_code_fails_is_one_env_error_line(
+    module, source, callable_name, says, tmp_path, monkeypatch, capsys
+) -> None:
+    """Its import or its constructor raising (a display it cannot open, a licence check, a
+    bug) was a raw traceback, or a TypeError blamed on keywords never given; it is one env
+    error line (exit code 3), and --debug gives the traceback of the env's own error."""
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = f"{module}:{callable_name}"
+    run = ["train", "--env", env, "--run-dir", str(tmp_path / "r"), *SMALL]
+    assert main(run) == 3
+    assert capsys.readouterr().err == (
+        f"mappo: env error: env '{env}'{':' if 'importing' in says else ''} {says}\n"
+    )
+    with pytest.raises(EnvError) as raised:
+        main(["--debug", *run])
+    assert type(raised.value.__cause__) in (RuntimeError, TypeError, SyntaxError)
+
+
+def test_running_out_of_memory_is_one_line_saying_how_much(monkeypatch, tmp_path, capsys) -> None:
+    """torch's CPU allocator refusing (a hidden_dim or num_envs far too large) was a raw
+    traceback; numpy's and CUDA's errors say their sizes their own way."""
+    from mappo.errors import memory_line
+
+    refusal = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 4000000000000 bytes. Error code 12"
+    )
+
+    def refused(*args, **kwargs):
+        raise refusal
+
+    monkeypatch.setattr(mappo.trainer.MappoTrainer, "__init__", refused)
+    assert main(["train", "--run-dir", str(tmp_path / "r"), *SMALL]) == 2
+    assert capsys.readouterr().err == (
+        "mappo: error: out of memory: it asked for 3,725.3 GiB at once; lower num_envs, "
+        "rollout_steps, hidden_dim or minibatch_size (--debug shows where)\n"
+    )
+    numpy_says = MemoryError("Unable to allocate 1.82 TiB for an array with shape (10, 10)")
+    assert memory_line(numpy_says).startswith("out of memory: it asked for 1.82 TiB at once;")
+    cuda_says = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; ...)")
+    assert memory_line(cuda_says).startswith("out of memory: it asked for 2.00 GiB at once;")
 
 
 def test_a_missing_jumanji_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

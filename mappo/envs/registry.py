@@ -53,8 +53,8 @@ from typing import Any
 
 import torch
 
-from mappo.envs.base import ENV_CALLABLES, MultiAgentEnv, does_not_draw
-from mappo.errors import ConfigError
+from mappo.envs.base import ENV_CALLABLES, MultiAgentEnv, does_not_draw, error_line
+from mappo.errors import ConfigError, EnvError, out_of_memory
 
 # Built-in envs, vectorized in torch: name -> (module, class).
 BUILTIN_ENVS = {
@@ -184,13 +184,15 @@ def _make_vectorized(
     with `render`, also `record_frames=True`, and checked to draw itself."""
     if render and isinstance(factory, type):  # refused before anything is built
         _refuse_undrawn(name, factory)
-    kwargs = {**env_kwargs, "record_frames": True} if render else env_kwargs
+    fixed: dict[str, Any] = {"num_envs": num_envs, "device": device, "seed": seed}
+    if render:
+        fixed["record_frames"] = True
     try:
-        env = factory(num_envs=num_envs, device=device, seed=seed, **kwargs)
-    except TypeError as err:  # an unknown or mistyped keyword
-        if render and "record_frames" in str(err):
+        env = _built(name, factory, env_kwargs, fixed)
+    except ConfigError:
+        if render and not _takes(factory, "record_frames"):
             raise does_not_draw(name, factory) from None
-        raise _kwargs_error(name, factory, env_kwargs, err) from None
+        raise
     if not isinstance(env, MultiAgentEnv):
         raise ConfigError(
             f"env '{name}' takes num_envs, so it was called as a vectorized env, but it "
@@ -214,11 +216,51 @@ def _refuse_undrawn(name: str, env_class: type) -> None:
 
 
 def _build_copy(name: str, factory: Callable[..., Any], env_kwargs: dict[str, Any]) -> Any:
-    """One PettingZoo copy, `factory(**env_kwargs)`; a TypeError names the keywords."""
+    """One PettingZoo copy, `factory(**env_kwargs)` (`_built`)."""
+    return _built(name, factory, env_kwargs, {})
+
+
+def _built(
+    name: str, factory: Callable[..., Any], env_kwargs: dict[str, Any], fixed: dict[str, Any]
+) -> Any:
+    """`factory(**fixed, **env_kwargs)`. Keywords it does not take are a ConfigError naming
+    them (`_kwargs_error`); an error of its own code (a display it cannot open, a bug) is
+    an EnvError naming the env, not the keywords, and with `--debug` its traceback. A
+    factory taking `**kwargs` passes them on: a TypeError from it is blamed on them still,
+    as is one from a factory whose signature cannot be read. Our own errors (a ConfigError
+    for an impossible value) and running out of memory go on as they are."""
     try:
-        return factory(**env_kwargs)
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        params = None
+    passes_on = params is None or any(p.kind == p.VAR_KEYWORD for p in params)
+    if not passes_on:
+        try:
+            inspect.signature(factory).bind(**fixed, **env_kwargs)
+        except TypeError as err:  # worded as the call's own: "X() got an unexpected ..."
+            who = getattr(factory, "__qualname__", type(factory).__name__)
+            raise _kwargs_error(name, factory, env_kwargs, TypeError(f"{who}() {err}")) from None
+    try:
+        return factory(**fixed, **env_kwargs)
     except TypeError as err:
-        raise _kwargs_error(name, factory, env_kwargs, err) from None
+        if passes_on:
+            raise _kwargs_error(name, factory, env_kwargs, err) from None
+        raise EnvError(f"env '{name}' could not be built: {error_line(err)}") from err
+    except (ConfigError, EnvError, MemoryError):
+        raise
+    except Exception as err:
+        if out_of_memory(err):
+            raise
+        raise EnvError(f"env '{name}' could not be built: {error_line(err)}") from err
+
+
+def _takes(factory: Callable[..., Any], keyword: str) -> bool:
+    """Whether `factory` takes `keyword` (by name, or through `**kwargs`)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return True
+    return keyword in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
 def _kwargs_error(
@@ -354,3 +396,7 @@ def _import_module(name: str, module_name: str) -> Any:
         if (err.name or "").partition(".")[0] in PETTINGZOO_EXTRA:  # e.g. mpe2 without it
             raise _extra_missing(name) from None
         raise ConfigError(f"env '{name}': cannot import module '{module_name}' ({err})") from err
+    except Exception as err:  # the module's own code failed (a SyntaxError, a check it makes)
+        raise EnvError(
+            f"env '{name}': importing module '{module_name}' failed: {error_line(err)}"
+        ) from err

@@ -26,6 +26,7 @@ import torch
 
 from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult, TaskConventions
 from mappo.envs.mpe.mpe_core import PhysicsParams
+from mappo.errors import ConfigError
 
 GeometryT = TypeVar("GeometryT")
 
@@ -61,6 +62,22 @@ def mpe_conventions(task: str) -> TaskConventions:
 
 
 # Each task's `physics` option: the order of a world step's integration (mpe_core's docstring).
+def check_option(ok: bool, name: str, value: Any, allowed: str) -> None:
+    """Refuse a task option (`--env-kwargs`) the task cannot take, in one line naming it."""
+    if not ok:
+        raise ConfigError(f"config key 'env_kwargs': {name} must be {allowed}, got {value!r}")
+
+
+def is_count(value: Any) -> bool:
+    """Whether `value` is a whole count of at least 1 (a bool is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def is_number(value: Any) -> bool:
+    """Whether `value` is an int or a float (a bool, a string are not)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 PHYSICS = {
     "mpe2": "mpe2's: an agent moves with the velocity from before this step's force",
     "official": "the original MPE's and the official MAPPO code's: with the velocity after it",
@@ -93,8 +110,8 @@ class MpeTask(MultiAgentEnv, Generic[GeometryT]):
         dtype: torch.dtype,
         physics: str = "mpe2",
     ) -> None:
-        if physics not in PHYSICS:
-            raise ValueError(f"physics must be one of {', '.join(PHYSICS)}, got {physics!r}")
+        check_option(physics in PHYSICS, "physics", physics, f"one of {', '.join(PHYSICS)}")
+        check_option(is_count(max_cycles), "max_cycles", max_cycles, "an integer >= 1")
         self.spec = dataclasses.replace(spec, conventions=OFFICIAL_MPE)
         self.num_envs = num_envs
         self.device = torch.device(device)

@@ -25,7 +25,7 @@ import torch
 
 from mappo.envs.base import ActionSpec, EnvSpec
 from mappo.envs.mpe.mpe_core import NUM_DISCRETE_MOVES, integrate, move_and_say_tables
-from mappo.envs.mpe.mpe_task import MpeTask
+from mappo.envs.mpe.mpe_task import MpeTask, check_option, is_number
 
 NUM_AGENTS = 2
 NUM_LANDMARKS = 3
@@ -59,8 +59,12 @@ class ReferenceEnv(MpeTask[torch.Tensor]):
         seed: int | None = None,
         physics: str = "mpe2",
     ) -> None:
-        if not 0.0 <= local_ratio <= 1.0:
-            raise ValueError(f"local_ratio must be in [0, 1], got {local_ratio}")
+        check_option(
+            is_number(local_ratio) and 0.0 <= local_ratio <= 1.0,
+            "local_ratio",
+            local_ratio,
+            "in [0, 1]",
+        )
         self.local_ratio = local_ratio
         spec = EnvSpec(
             name="reference",

@@ -30,7 +30,7 @@ from mappo.envs.mpe.mpe_core import (
     discrete_move_table,
     world_step,
 )
-from mappo.envs.mpe.mpe_task import MpeTask
+from mappo.envs.mpe.mpe_task import MpeTask, check_option, is_count, is_number
 
 AGENT_SIZE = 0.15  # agent radius in mpe2's simple_spread
 COMM_DIM = 2  # mpe2 world.dim_c; silent agents broadcast zeros of this size
@@ -70,12 +70,25 @@ class SpreadEnv(MpeTask[Geometry]):
         physics: str = "mpe2",
         record_frames: bool = False,
     ) -> None:
-        if isinstance(landmark_range, bool) or not landmark_range > 0.0:
-            raise ValueError(f"landmark_range must be a number > 0, got {landmark_range!r}")
-        if global_state not in ("concat_obs", "world"):
-            raise ValueError(f"global_state must be 'concat_obs' or 'world', got {global_state!r}")
-        if not 0.0 <= local_ratio <= 1.0:
-            raise ValueError(f"local_ratio must be in [0, 1], got {local_ratio}")
+        check_option(is_count(num_agents), "num_agents", num_agents, "an integer >= 1")
+        check_option(
+            is_number(landmark_range) and landmark_range > 0.0,
+            "landmark_range",
+            landmark_range,
+            "a number > 0",
+        )
+        check_option(
+            global_state in ("concat_obs", "world"),
+            "global_state",
+            global_state,
+            "'concat_obs' or 'world'",
+        )
+        check_option(
+            is_number(local_ratio) and 0.0 <= local_ratio <= 1.0,
+            "local_ratio",
+            local_ratio,
+            "in [0, 1]",
+        )
         self.local_ratio = local_ratio
         self.landmark_range = landmark_range
         E, A = num_envs, num_agents

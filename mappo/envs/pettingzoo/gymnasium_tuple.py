@@ -35,6 +35,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from mappo.errors import ConfigError
+
 # Methods of the unwrapped env that return every agent's action mask, in the order asked.
 MASK_METHODS = ("action_mask", "get_avail_actions")
 # Methods of the unwrapped env that return the global state, in the order asked.
@@ -53,13 +55,13 @@ class TupleEnvAsParallel:
         self.name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         obs_space, action_space = env.observation_space, env.action_space
         if not (isinstance(obs_space, spaces.Tuple) and isinstance(action_space, spaces.Tuple)):
-            raise ValueError(
+            raise ConfigError(
                 f"Gymnasium env '{self.name}' has a {type(obs_space).__name__} observation space "
                 f"and a {type(action_space).__name__} action space; a multi-agent env needs "
                 "Tuples with one space per agent"
             )
         if len(obs_space) != len(action_space) or not len(obs_space):
-            raise ValueError(
+            raise ConfigError(
                 f"Gymnasium env '{self.name}' has {len(obs_space)} observation spaces and "
                 f"{len(action_space)} action spaces; it needs one of each per agent"
             )
