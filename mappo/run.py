@@ -510,7 +510,8 @@ def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -
     signal, is refused in one line."""
     path = Path(path)
     if not path.is_dir():
-        raise RunFolderError(f"run folder {path} does not exist")
+        how = "is a file, not a run folder" if path.exists() else "does not exist"
+        raise RunFolderError(f"run folder {path} {how}")
     if RunLock.holder(path) is not None:
         for parent in (path.parent, path.parent.parent):
             if path.resolve() in [p.resolve() for p in slot_folders(parent)]:

@@ -80,6 +80,11 @@ class RunFolder:
         `force`; called before any work."""
         RunLock.refuse_if_held(path)
         existing = [name for name in RUN_FILES if (Path(path) / name).exists()]
+        if existing and not force and "checkpoint.pt" not in existing:
+            raise RunFolderError(
+                f"run folder {path} holds a run stopped before its first checkpoint "
+                f"({', '.join(existing)}), nothing to resume; pass --force to start it again"
+            )
         if existing and not force:
             raise RunFolderError(
                 f"run folder {path} already holds a run ({', '.join(existing)}); "
@@ -93,7 +98,7 @@ class RunFolder:
         path = Path(path)
         RunLock.refuse_if_held(path)
         checkpoint = path / "checkpoint.pt"
-        if checkpoint.is_file():
+        if checkpoint.exists():  # a folder in its place is refused by load_checkpoint
             return checkpoint
         if not path.is_dir():
             raise RunFolderError(

@@ -355,3 +355,30 @@ def test_eval_refuses_what_the_env_or_torch_cannot_take_and_runs_a_gpu_run_on_th
     assert main(["eval", str(tmp_path / "gpu.pt"), "--episodes", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert result["episodes"] == 2 and math.isfinite(result["mean_episode_return"])
+
+
+def test_a_folder_where_a_run_file_should_be_or_a_file_for_a_folder_says_so(
+    tiny_run, tmp_path, capsys
+) -> None:
+    """Each error names what is there: a run stopped before its first checkpoint (only
+    config.toml: --resume has nothing to continue, so only --force is offered), a folder
+    in checkpoint.pt's place, a file given to `mappo stop`."""
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "config.toml").write_text((tiny_run / "config.toml").read_text())
+    assert main(["train", "--run-dir", str(stopped), *TINY]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {stopped} holds a run stopped before its first checkpoint "
+        "(config.toml), nothing to resume; pass --force to start it again\n"
+    )
+    (tmp_path / "odd" / "checkpoint.pt").mkdir(parents=True)
+    assert main(["train", "--resume", str(tmp_path / "odd")]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: checkpoint {tmp_path / 'odd' / 'checkpoint.pt'} is a folder, not a "
+        "file\n"
+    )
+    (tmp_path / "job.sh").write_text("")
+    assert main(["stop", str(tmp_path / "job.sh")]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {tmp_path / 'job.sh'} is a file, not a run folder\n"
+    )
