@@ -374,8 +374,7 @@ def test_a_folder_where_a_run_file_should_be_or_a_file_for_a_folder_says_so(
     (tmp_path / "odd" / "checkpoint.pt").mkdir(parents=True)
     assert main(["train", "--resume", str(tmp_path / "odd")]) == 2
     assert capsys.readouterr().err == (
-        f"mappo: error: checkpoint {tmp_path / 'odd' / 'checkpoint.pt'} is a folder, not a "
-        "file\n"
+        f"mappo: error: checkpoint {tmp_path / 'odd' / 'checkpoint.pt'} is a folder, not a file\n"
     )
     (tmp_path / "job.sh").write_text("")
     assert main(["stop", str(tmp_path / "job.sh")]) == 2
