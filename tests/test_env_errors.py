@@ -317,7 +317,7 @@ def test_an_episode_that_ends_in_termination_never_asks_for_the_state_after_it(t
             f"{MODULE}:CounterEnv",
             {"nope": 1},
             f"config key 'env_kwargs' = {{'nope': 1}}: env '{MODULE}:CounterEnv' refused them "
-            "(CounterEnv() got an unexpected keyword argument 'nope'); it takes "
+            "(CounterEnv.__init__() got an unexpected keyword argument 'nope'); it takes "
             "num_agents, episode_length",
         ),
         (

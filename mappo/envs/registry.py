@@ -237,8 +237,9 @@ def _built(
     if not passes_on:
         try:
             inspect.signature(factory).bind(**fixed, **env_kwargs)
-        except TypeError as err:  # worded as the call's own: "X() got an unexpected ..."
+        except TypeError as err:  # worded as the call's own: "X.__init__() got an ..."
             who = getattr(factory, "__qualname__", type(factory).__name__)
+            who += ".__init__" if isinstance(factory, type) else ""
             raise _kwargs_error(name, factory, env_kwargs, TypeError(f"{who}() {err}")) from None
     try:
         return factory(**fixed, **env_kwargs)
