@@ -503,6 +503,16 @@ def read_record(path: Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
         if not isinstance(record.get("tasks"), dict) or not isinstance(record["sessions"], list):
             raise ValueError("no 'tasks' table and 'sessions' list")
+        if not all(isinstance(line, str) for line in record["sessions"]):
+            raise ValueError("a line of 'sessions' is not text")
+        for name, entry in record["tasks"].items():  # each as `merge_scores` writes it
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("result"), dict)
+                and isinstance(entry["result"].get("steps"), int)
+                and all(isinstance(entry.get(key), str) for key in ("date_utc", "machine"))
+            ):
+                raise ValueError(f"task {name!r} has no result, steps, date_utc and machine")
     except (ValueError, KeyError, AttributeError) as err:
         raise SystemExit(
             f"{path}: not a record of reproduce.py ({err}); restore it from git, or move it away"
@@ -972,6 +982,12 @@ def reproduce(args: argparse.Namespace) -> None:
             raise SystemExit(f"--resume only continues runs; {name} {does}: give one of them")
     if args.resume and training:
         training = resumable(training, root)
+    if args.report_only and not root.is_dir():  # a mistyped --runs-dir scores nothing
+        print(
+            f"--report-only: {root} does not exist; nothing to score, the table is written "
+            "from the record",
+            file=sys.stderr,
+        )
     try:
         if not args.report_only:  # scoring alone makes no folder
             root.mkdir(parents=True, exist_ok=True)

@@ -505,8 +505,11 @@ class MultiSeedTrainer:
 
 def parse_seeds(text: str) -> list[int]:
     """`--seeds 0,1,2` → [0, 1, 2], checked; anything else is refused naming the flag."""
+    parts = text.split(",")
+    if text.strip() and not all(part.strip() for part in parts):  # "0,,1", a trailing comma
+        raise ConfigError(f"--seeds = {text!r}: a seed is missing between commas")
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in parts if part.strip()]
     except ValueError:
         raise ConfigError(
             f"--seeds = {text!r}: give integers separated by commas, e.g. --seeds 0,1,2"

@@ -311,3 +311,16 @@ def test_importing_jaxmarl_prints_nothing_and_keeps_a_redirect() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
     )
     assert done.stdout == "True ''\n"
+
+
+def test_keywords_jaxmarl_refuses_by_its_own_checks_are_one_line() -> None:
+    """JaxMARL checks keywords by assert or fails on their type deep inside (a raw
+    traceback before, where only a TypeError was caught)."""
+    with pytest.raises(ConfigError) as refused:
+        make_env("jaxmarl:hanabi", 2, env_kwargs={"num_agents": 1})
+    assert str(refused.value) == (
+        "config key 'env_kwargs' = {'num_agents': 1}: env 'jaxmarl:hanabi' refused them "
+        "(AssertionError: Number of agents must be between 2 and 5)"
+    )
+    with pytest.raises(ConfigError, match=r"refused them \(AttributeError: 'int' object has no"):
+        make_env("jaxmarl:HeuristicEnemySMAX", 2, env_kwargs={"scenario": 5})

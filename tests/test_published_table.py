@@ -390,11 +390,19 @@ def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -
         "task's (lr: 0.0007 -> 0.001); not scored" in edited
     )
 
-    (results / "published_tiny.json").write_text('{"tasks": [')
-    says = f"{results / 'published_tiny.json'}: not a record of reproduce.py ("
-    with pytest.raises(SystemExit, match=re.escape(says)):
-        call("--report-only")
-    assert (results / "published_tiny.json").read_text() == '{"tasks": ['  # left as it was
+    # Damage anywhere in the record is refused before training, left as it was: an entry or
+    # a sessions line of another shape failed after training, with no table, before.
+    for damaged in (
+        '{"tasks": [',
+        '{"tasks": {"spread": 5}, "sessions": []}',
+        '{"tasks": {"spread": {"config": {}, "result": {}}}, "sessions": []}',
+        '{"tasks": {}, "sessions": [5, null]}',
+    ):
+        (results / "published_tiny.json").write_text(damaged)
+        says = f"{results / 'published_tiny.json'}: not a record of reproduce.py ("
+        with pytest.raises(SystemExit, match=re.escape(says)):
+            call("--scale", "0.5")
+        assert (results / "published_tiny.json").read_text() == damaged
 
 
 def test_damage_costs_only_what_it_touches(reproduce, tmp_path, monkeypatch, capsys) -> None:
@@ -632,3 +640,17 @@ def test_resume_continues_only_what_has_runs(reproduce, tmp_path, monkeypatch, c
         says = f"--resume only continues runs; {flag} {does}"
         with pytest.raises(SystemExit, match=re.escape(says)):
             call("--resume", flag)
+
+
+def test_report_only_of_a_runs_dir_that_is_not_there_says_so(
+    reproduce, tmp_path, monkeypatch, capsys
+) -> None:
+    """A mistyped --runs-dir with --report-only scored nothing and said nothing."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    _, call = table_calls(reproduce, tmp_path, monkeypatch)
+    table = call("--report-only")
+    assert "| spread | 0 / 800 (0%) | 0 | no checkpoint yet |" in table
+    assert capsys.readouterr().err == (
+        f"--report-only: {tmp_path / 'runs' / 'tiny'} does not exist; nothing to score, the "
+        "table is written from the record\n"
+    )

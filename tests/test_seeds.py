@@ -340,6 +340,7 @@ def test_seeds_refuse_a_folder_holding_a_solo_run(tmp_path, capsys) -> None:
     "flags, message",
     [
         (["--seeds", "0,0"], "--seeds: seed 0 appears twice; each run needs its own"),
+        (["--seeds", "0,,1"], "--seeds = '0,,1': a seed is missing between commas"),
         (
             ["--seeds", f"0,{2**62}"],
             f"--seeds: seed {2**62} is not between 0 and 2**62",

@@ -14,7 +14,7 @@ from mappo import ConfigError, MappoConfig, MappoTrainer  # noqa: E402
 from mappo.cli import main  # noqa: E402
 from mappo.distributions import ActionDistribution  # noqa: E402
 from mappo.envs.registry import make_env  # noqa: E402
-from mappo.presets import benchmarl_vmas_preset  # noqa: E402
+from mappo.presets import BENCHMARL_VMAS_TASKS, benchmarl_vmas_preset  # noqa: E402
 
 
 def navigation(num_envs: int = 4, seed: int = 0, **kwargs) -> object:
@@ -192,6 +192,27 @@ def test_unknown_scenario_and_reserved_kwargs_are_one_line() -> None:
         make_env("vmas:balance", 2, env_kwargs={"max_steps": 0})
     with pytest.raises(ConfigError, match=r"env 'vmas:navigation' refused them \("):
         make_env("vmas:navigation", 2, env_kwargs={"n_agents": 2, "agents_with_same_goal": 5})
+
+
+def test_a_keyword_the_scenario_does_not_use_or_a_bare_assert_is_named() -> None:
+    """VMAS only warns about a keyword its scenario ignores (a misspelt one trains the
+    default), and most of its checks are bare asserts ("refused them (refused)" before)."""
+    with pytest.raises(ConfigError) as unused:
+        make_env("vmas:balance", 2, env_kwargs={"n_agent": 3})
+    assert str(unused.value) == (
+        "config key 'env_kwargs' = {'n_agent': 3}: env 'vmas:balance' does not use "
+        "{'n_agent': 3} (VMAS passes its scenario only the keywords it reads)"
+    )
+    with pytest.raises(ConfigError) as asserted:
+        make_env("vmas:balance", 2, env_kwargs={"n_agents": 0})
+    assert str(asserted.value) == (
+        "config key 'env_kwargs' = {'n_agents': 0}: env 'vmas:balance' refused them "
+        "(failed: assert self.n_agents > 1)"
+    )
+    with pytest.raises(ConfigError, match="continuous_actions = 'no' must be true or false"):
+        make_env("vmas:balance", 2, env_kwargs={"continuous_actions": "no"})
+    for scenario, kwargs in BENCHMARL_VMAS_TASKS.items():  # the preset's, every one used
+        make_env(f"vmas:{scenario}", 2, "cpu", 0, dict(kwargs)).close()
 
 
 @pytest.mark.parametrize("continuous", [True, False])

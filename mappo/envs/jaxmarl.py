@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions
+from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions, error_line
 from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, num_entries, strongly_typed
 from mappo.envs.mpe.mpe_task import mpe_conventions
 from mappo.errors import ConfigError
@@ -101,10 +101,10 @@ def make_jaxmarl_env(
     kwargs = _jaxmarl_kwargs(name, env_id, dict(env_kwargs or {}))
     try:
         env = jaxmarl.make(env_id, **kwargs)
-    except TypeError as err:
+    except Exception as err:  # a keyword it lacks, or its own checks (asserts, attributes)
         raise ConfigError(
             f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused "
-            f"them ({str(err).splitlines()[0]})"
+            f"them ({error_line(err)})"
         ) from None
     return JaxMarlEnv(env, name, num_envs, device, seed, env_id)
 

@@ -49,7 +49,9 @@ import ast
 import collections
 import difflib
 import functools
+import traceback
 import types
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -82,6 +84,32 @@ RESERVED_KWARGS = (
     "device",
     "seed",
 )
+
+
+def _refusal(err: BaseException) -> str:
+    """Why a scenario refused its keywords: the error's first line, or for a bare `assert`
+    (most of VMAS's checks) the line that asserted."""
+    if text := str(err).strip():
+        return text.splitlines()[0]
+    frames = traceback.extract_tb(err.__traceback__)
+    return f"failed: {frames[-1].line}" if frames and frames[-1].line else "refused"
+
+
+def _refuse_unused(
+    name: str, scenario_kwargs: dict[str, Any], caught: list[warnings.WarningMessage]
+) -> None:
+    """Refuse keywords the scenario did not use (VMAS only warns, "This will turn into an
+    error in future versions"), where a misspelt one would train the default silently;
+    VMAS's other warnings go on as they came."""
+    for warning in caught:
+        text = str(warning.message)
+        if "passed but not used by the scenario" in text:
+            unused = text.removeprefix("Scenario kwargs: ").partition(" passed but")[0]
+            raise ConfigError(
+                f"config key 'env_kwargs' = {scenario_kwargs!r}: env '{name}' does not use "
+                f"{unused} (VMAS passes its scenario only the keywords it reads)"
+            )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def import_vmas(name: str) -> Any:
@@ -126,6 +154,11 @@ class VmasEnv(MultiAgentEnv):
                 f"config key 'env_kwargs' = {scenario_kwargs!r}: env '{name}' "
                 f"sets {', '.join(reserved)} itself"
             )
+        if not isinstance(continuous_actions, bool):  # "no" would read as true
+            raise ConfigError(
+                f"config key 'env_kwargs': env '{name}' continuous_actions = "
+                f"{continuous_actions!r} must be true or false"
+            )
         if max_steps is not None and (
             isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
         ):
@@ -153,23 +186,25 @@ class VmasEnv(MultiAgentEnv):
         self._rng = list(self._shared_rng)
         with self._own_rng():
             try:
-                self._env = vmas.make_env(
-                    scenario,
-                    num_envs=num_envs,
-                    device=self.device,
-                    continuous_actions=continuous_actions,
-                    max_steps=max_steps,
-                    seed=seed,
-                    dict_spaces=False,
-                    terminated_truncated=True,
-                    **scenario_kwargs,
-                )
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    self._env = vmas.make_env(
+                        scenario,
+                        num_envs=num_envs,
+                        device=self.device,
+                        continuous_actions=continuous_actions,
+                        max_steps=max_steps,
+                        seed=seed,
+                        dict_spaces=False,
+                        terminated_truncated=True,
+                        **scenario_kwargs,
+                    )
             except (AssertionError, ValueError) as err:  # scenarios check kwargs by assert
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else "refused"
                 raise ConfigError(
                     f"config key 'env_kwargs' = {scenario_kwargs!r}: env "
-                    f"'{name}' refused them ({reason})"
+                    f"'{name}' refused them ({_refusal(err)})"
                 ) from None
+            _refuse_unused(name, scenario_kwargs, caught)
             first_obs = self._env.reset()
         self._layout(name, first_obs, continuous_actions)
         E, A = num_envs, self.num_agents
