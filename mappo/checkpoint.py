@@ -74,16 +74,30 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} has format version {payload['format_version']}, "
             f"this mappo reads version {FORMAT_VERSION}"
         )
-    # Acting on NaN weights looks like acting (the greedy action of NaN logits is the first):
-    # a run that diverged before mappo stopped one (`DivergenceError`) left such a file.
+    return payload
+
+
+def load_trained(path: str | Path) -> dict[str, Any]:
+    """`load_checkpoint` for acting or training on its weights (eval, export, resume),
+    refusing weights that are not numbers: acting on them looks like acting (the greedy
+    action of NaN logits is the first), and a run that diverged before mappo stopped one
+    (`DivergenceError`) left such files. Reads of its other fields need no such check."""
+    payload = load_checkpoint(path)
     for part in ("actor", "critic"):
         weights = payload[part].values() if isinstance(payload[part], dict) else ()
         if not all(torch.isfinite(w).all() for w in weights if isinstance(w, torch.Tensor)):
             raise CheckpointError(
-                f"checkpoint {path} holds {part} weights that are no numbers (NaN or inf): "
+                f"checkpoint {path} holds {part} weights that are not numbers (NaN or inf): "
                 "its run diverged; use a checkpoint from before, or train again"
             )
     return payload
+
+
+def misfit_line(err: BaseException) -> str:
+    """Why weights do not fit, in one line: `load_state_dict`'s first line only heads its
+    list ("Error(s) in loading state_dict for Actor:"), so the first item goes with it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
+    return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
 
 
 # Fields added since runs were saved, with the value such a run trained with where that is

@@ -18,8 +18,7 @@ from typing import Any
 from mappo.config import (
     ENV_DIM_FIELDS,
     FIELDS,
-    MAX_SEED,
-    SEED_RANGE,
+    check_new_seed,
     nearest_name,
     parse_cli_value,
     parse_sweep,
@@ -38,7 +37,7 @@ from mappo.presets import PRESETS, build_config
 from mappo.run import Run, StopRun, info_lines, stop_training
 from mappo.run_folder import is_slots_folder, require_wandb
 from mappo.seeds import parse_seeds
-from mappo.stop_signals import output_lost
+from mappo.stop_signals import output_lost, stdout_reader_gone
 
 
 def given_path(text: str) -> Path:
@@ -230,8 +229,7 @@ def evaluate(args: argparse.Namespace) -> int:
         args.episodes = EVAL_EPISODES if args.render is None else RENDER_EPISODES
     if args.episodes < 1:
         raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
-    if not 0 <= args.seed < MAX_SEED:  # a Gymnasium or PettingZoo env refuses below 0
-        raise ConfigError(f"--seed = {args.seed}: must be an integer {SEED_RANGE}")
+    check_new_seed(args.seed, "--seed")
     if args.device is not None:
         require_usable_device(args.device, "--device")
     if args.opponent is not None and args.render is not None:
@@ -391,10 +389,12 @@ def _command(argv: list[str] | None) -> int:
         if args.debug or not out_of_memory(err):
             raise
         return _failed(2, f"mappo: error: {memory_line(err)}")
-    except BrokenPipeError as err:  # `mappo report | head -1`: the reader has what it wanted
-        output_lost(err, sys.stdout)  # no error at exit either, when Python flushes stdout
-        return 141  # a shell's code for a process that SIGPIPE (13) ended, as git's
     except OSError as err:  # a file a command reads or writes (a run's own writes: WriteError)
+        if isinstance(err, BrokenPipeError) and stdout_reader_gone():
+            # `mappo report | head -1`: the reader has what it wanted. No error at exit either,
+            # when Python flushes stdout; a shell's code for a process SIGPIPE (13) ended.
+            output_lost(err, sys.stdout)
+            return 141
         if args.debug:
             raise
         where = f"{err.filename}: " if err.filename else ""

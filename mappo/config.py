@@ -353,11 +353,19 @@ def check_keys(data: dict[str, Any], source: str) -> None:
             raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
 
 
-# The seeds a run may take. Env copies, ranks and evaluation envs are seeded with this seed
-# plus an offset, within torch's 64 bits; numpy, Gymnasium and PettingZoo refuse a seed
-# below 0. (The bound above is that of every run saved so far, which must still load.)
+# The seeds a new run may take (`check_new_seed`). Env copies, ranks and evaluation envs
+# are seeded with this seed plus an offset, within torch's 64 bits; numpy, Gymnasium and
+# PettingZoo refuse a seed below 0, which runs of the built-in envs were once saved with:
+# `validate` still takes those, so that they load.
 MAX_SEED = 2**62
 SEED_RANGE = "between 0 and 2**62"
+
+
+def check_new_seed(seed: int, given: str = "config key 'seed'") -> None:
+    """Refuse a new run's seed outside `SEED_RANGE` in one line naming where it was
+    `given`: below 0 a Gymnasium or PettingZoo env fails at its first reset."""
+    if not 0 <= seed < MAX_SEED:
+        raise ConfigError(f"{given} = {seed}: must be an integer {SEED_RANGE}")
 
 
 def validate(cfg: MappoConfig) -> None:
@@ -393,7 +401,7 @@ def validate(cfg: MappoConfig) -> None:
     need(0.0 < cfg.value_norm_beta <= 1.0, "value_norm_beta", "in (0, 1]")
     need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
     need(cfg.num_workers >= 0, "num_workers", ">= 0")
-    need(0 <= cfg.seed < MAX_SEED, "seed", f"an integer {SEED_RANGE}")
+    need(abs(cfg.seed) < MAX_SEED, "seed", "an integer between -2**62 and 2**62")
     need(cfg.checkpoint_interval > 0, "checkpoint_interval", "> 0 seconds")
     need(cfg.eval_interval >= 0, "eval_interval", ">= 0 env steps (0: no evaluation)")
     need(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1")

@@ -19,9 +19,9 @@ class EnvMismatchError(ConfigError):
 
 
 class DivergenceError(ConfigError):
-    """An update whose gradients were no numbers (NaN or inf), which then made the weights
-    none: nothing of it is logged or saved; the message names the update and what to
-    change (a ConfigError: the settings are what let it happen)."""
+    """An update whose gradients were not numbers (NaN or inf), which the optimizer then
+    wrote into the weights: nothing of it is logged or saved; the message names the update
+    and what to change (a ConfigError: the settings are what let it happen)."""
 
 
 class EnvError(RuntimeError):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mappo.buffer import RolloutMinibatch
-from mappo.checkpoint import CheckpointError, load_checkpoint, saved_config
+from mappo.checkpoint import CheckpointError, load_trained, misfit_line, saved_config
 from mappo.config import ConfigError, MappoConfig
 from mappo.distributions import ActionDistribution
 from mappo.envs.base import EnvSpec, MultiAgentEnv, MultiAgentStepResult
@@ -448,7 +448,7 @@ def load_policy(
     `CheckpointError` naming the file.
     """
     path = Path(path)
-    payload = load_checkpoint(path)
+    payload = load_trained(path)
     if (
         device is None
         and payload["config"].get("device") == "cuda"
@@ -469,11 +469,8 @@ def load_policy(
         policy.load_state_dicts(payload)
     except (ConfigError, RuntimeError, KeyError, ValueError) as err:
         env.close()
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
-        # load_state_dict's first line only heads the list: "Error(s) in ... for Actor:"
-        first = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
         raise CheckpointError(
-            f"checkpoint {path} does not fit env '{config.env}': {first}"
+            f"checkpoint {path} does not fit env '{config.env}': {misfit_line(err)}"
         ) from None
     return policy.to(config.device).eval(), env
 

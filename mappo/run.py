@@ -31,7 +31,14 @@ from types import FrameType
 from typing import Any, TextIO
 
 from mappo.checkpoint import BEFORE_FIELDS, load_checkpoint, saved_config
-from mappo.config import ENV_DIM_FIELDS, FIELDS, MappoConfig, from_dict, read_toml
+from mappo.config import (
+    ENV_DIM_FIELDS,
+    FIELDS,
+    MappoConfig,
+    check_new_seed,
+    from_dict,
+    read_toml,
+)
 from mappo.distributed import Distributed
 from mappo.envs.registry import steps_in_this_process
 from mappo.errors import ConfigError, DivergenceError, RunFolderError, WriteError
@@ -133,6 +140,8 @@ class Run:
         `force` (which replaces it).
         """
         path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+        if seeds is None:  # `--seeds` are checked as they are parsed (`check_seeds`)
+            check_new_seed(config.seed)
         if seeds is None and not sweep:
             dist = Distributed.from_environment(config.device)
             if dist.is_main:
@@ -363,7 +372,7 @@ class Run:
             except DivergenceError as err:  # the weights are lost: say which are kept
                 kept = checkpoints.saved_steps or start_steps
                 held = f"the checkpoint holds env step {kept:,}" if kept else "nothing was saved"
-                leaving = DivergenceError(f"{err} ({held})")
+                leaving = DivergenceError(f"{err}; {held}")
                 raise leaving from None
             except WriteError as err:  # a full disk, a quota: say what is kept and how to go on
                 kept = checkpoints.saved_steps or start_steps

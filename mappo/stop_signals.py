@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
+import stat
 from typing import TextIO
 
 STANDARD_OUTPUTS = (1, 2)  # stdout and stderr's file descriptors
@@ -54,8 +56,32 @@ def output_lost(err: OSError, stream: TextIO) -> bool:
         fileno = stream.fileno()
     except (AttributeError, OSError):  # a stream in memory: nothing to repoint
         return True
+    if not _read_by_another(fileno):  # EIO from a file on disk: the disk failed, not a reader
+        return False
     _point_at_null([fileno])
     return True
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has ended (`mappo report | head -1`): only
+    then is a BrokenPipeError the output's, not an env's or a worker's pipe."""
+    try:
+        poller = select.poll()
+        poller.register(STANDARD_OUTPUTS[0], select.POLLOUT)
+        events = poller.poll(0)
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), stdout closed
+        return False
+    return any(mask & select.POLLERR for _, mask in events)
+
+
+def _read_by_another(fd: int) -> bool:
+    """Whether `fd` is read by another process as it is written: a pipe, a socket or a
+    terminal, not a file."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
 
 
 def _point_at_null(fds: list[int]) -> None:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 import torch
 
 from mappo.buffer import AgentBuffer, RolloutMinibatch
-from mappo.checkpoint import load_checkpoint, saved_config
+from mappo.checkpoint import load_trained, misfit_line, saved_config
 from mappo.config import ConfigError, MappoConfig
 from mappo.distributed import Distributed
 from mappo.envs.base import (
@@ -523,16 +523,17 @@ class MappoTrainer:
         cfg = self.config
         # One device sync for all of them.
         stats = dict(zip(mean_stats, torch.stack(list(mean_stats.values())).tolist(), strict=True))
-        # One minibatch's NaN or inf makes the mean so; clipping cannot mend it (its factor is
-        # NaN too), and the optimizer has written it into the weights: stop before any of it
-        # is logged or saved.
+        # One minibatch's NaN or inf makes the mean so. A NaN norm makes clipping's factor NaN
+        # and the optimizer has written it into the weights; an inf one means gradients past
+        # float range, a run already lost: stop before any of it is logged or saved.
         if not math.isfinite(stats.get("grad_norm", 0.0)):
             seed = f" of seed {cfg.seed}" if self.dist.world_size == 1 else ""
             raise DivergenceError(
                 f"training{seed} diverged at update {self.updates + 1} (env step "
                 f"{self.env_steps:,}): its gradient norm is {stats['grad_norm']}, so the weights "
-                f"are no numbers now; lower lr ({cfg.lr:g}) or max_grad_norm "
-                f"({cfg.max_grad_norm:g}), then start again"
+                f"are not numbers now; lower lr ({cfg.lr:g}) or max_grad_norm "
+                f"({cfg.max_grad_norm:g}) and start it again with --force, as a resume keeps "
+                "them"
             )
         self.updates += 1
         episode_return, episodes = self.episodes.pop_mean(self.dist.sum)
@@ -771,7 +772,7 @@ class MappoTrainer:
         builds is refused with a `CheckpointError`.
         """
         path = Path(path)
-        payload = load_checkpoint(path)
+        payload = load_trained(path)
         config = saved_config(payload, path, **config_changes)
         try:
             trainer = cls(config, env=env, distributed=distributed)
@@ -782,10 +783,9 @@ class MappoTrainer:
         try:
             trainer.load_state_dict(payload, resume_rollout, pickled_env)
         except (RuntimeError, KeyError, ValueError) as err:
-            first = str(err).strip().splitlines()[0]
             trainer.close()
             raise CheckpointError(
-                f"checkpoint {path} does not fit env '{config.env}': {first}"
+                f"checkpoint {path} does not fit env '{config.env}': {misfit_line(err)}"
             ) from None
         return trainer, payload
 

@@ -381,3 +381,16 @@ def test_a_folder_where_a_run_file_should_be_or_a_file_for_a_folder_says_so(
     assert capsys.readouterr().err == (
         f"mappo: error: run folder {tmp_path / 'job.sh'} is a file, not a run folder\n"
     )
+
+
+def test_a_broken_pipe_that_is_not_stdouts_is_an_error(tiny_run, monkeypatch, capsys) -> None:
+    """Only a stdout whose reader has gone ends a command quietly (141); a pipe of its own
+    breaking (a worker's, an env's socket) is said, as before."""
+    import mappo.evaluation
+
+    def worker_pipe_broke(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(mappo.evaluation, "evaluate_run", worker_pipe_broke)
+    assert main(["eval", str(tiny_run)]) == 2
+    assert capsys.readouterr().err == "mappo: error: Broken pipe\n"

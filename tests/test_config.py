@@ -7,6 +7,7 @@ import pytest
 from mappo import ConfigError, MappoConfig
 from mappo.cli import main
 from mappo.config import from_dict, parse_cli_value
+from mappo.run import Run
 from mappo.seeds import parse_seeds
 
 
@@ -58,8 +59,8 @@ def test_integer_flags_refuse_what_is_not_an_integer(text) -> None:
         ("num_envs", 0, "an integer >= 1"),
         ("lr", 0.0, "> 0"),
         ("activation", "gelu", "one of tanh, relu"),
-        ("seed", -1, r"an integer between 0 and 2\*\*62"),
-        ("seed", 2**62, r"an integer between 0 and 2\*\*62"),
+        ("seed", -(2**62), r"an integer between -2\*\*62 and 2\*\*62"),
+        ("seed", 2**62, r"an integer between -2\*\*62 and 2\*\*62"),
     ],
 )
 def test_impossible_values(key, value, allowed) -> None:
@@ -102,23 +103,25 @@ def test_fractional_floats_in_toml_are_refused_as_on_the_command_line(tmp_path, 
         parse_cli_value("total_steps", text)
 
 
-def test_seeds_below_0_are_refused(tmp_path) -> None:
+def test_seeds_below_0_are_refused_for_new_runs(tmp_path, capsys) -> None:
     """Gymnasium, PettingZoo and numpy refuse negative seeds (a traceback at the env's first
-    reset, before): every seed is refused below 0, in one line; the bound above stays where
-    runs saved so far have their seeds."""
-    assert from_dict({"seed": 2**62 - 1}).seed == 2**62 - 1
-    with pytest.raises(
-        ConfigError, match=exactly("config key 'seed' = -1: must be an integer between 0 and 2**62")
-    ):
-        from_dict({"seed": -1})
+    reset, before): a new run's seed is refused below 0, in one line, wherever it comes
+    from; a config read back (a run saved with one on a built-in env) still loads."""
+    assert from_dict({"seed": -1}).seed == -1
     (tmp_path / "c.toml").write_text("seed = -3.0\n")
-    with pytest.raises(
-        ConfigError, match=exactly("config key 'seed' = -3: must be an integer between 0 and 2**62")
-    ):
-        MappoConfig.load(tmp_path / "c.toml")
+    assert (
+        main(["train", "--config", str(tmp_path / "c.toml"), "--run-dir", str(tmp_path / "r")]) == 2
+    )
+    assert capsys.readouterr().err == (
+        "mappo: error: config key 'seed' = -3: must be an integer between 0 and 2**62\n"
+    )
+    assert not (tmp_path / "r").exists()
     with pytest.raises(ConfigError, match=exactly("--seeds: seed -1 is not between 0 and 2**62")):
         parse_seeds("0,-1")
     assert parse_seeds(f"0,{2**62 - 1}") == [0, 2**62 - 1]
+    api = "config key 'seed' = -1: must be an integer between 0 and 2**62"
+    with pytest.raises(ConfigError, match=exactly(api)):
+        Run.start(MappoConfig(seed=-1, total_steps=100), tmp_path / "api")
 
 
 def test_minibatch_is_checked_against_the_real_env_batch() -> None:

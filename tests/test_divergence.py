@@ -41,8 +41,9 @@ def test_a_diverged_update_stops_the_run_and_keeps_the_checkpoint_before(
     assert main(argv) == 2
     assert capsys.readouterr().err == (
         "mappo: error: training of seed 0 diverged at update 3 (env step 300): its gradient "
-        "norm is nan, so the weights are no numbers now; lower lr (0.01) or max_grad_norm "
-        "(10), then start again (the checkpoint holds env step 200)\n"
+        "norm is nan, so the weights are not numbers now; lower lr (0.01) or max_grad_norm "
+        "(10) and start it again with --force, as a resume keeps them; the checkpoint holds "
+        "env step 200\n"
     )
     payload = load_checkpoint(run / "checkpoint.pt")
     assert payload["env_steps"] == 200
@@ -80,6 +81,6 @@ def test_a_checkpoint_with_nan_weights_is_refused(tiny_run, tmp_path, capsys) ->
     torch.save(payload, path)
     assert main(["eval", str(path), "--episodes", "1"]) == 2
     assert capsys.readouterr().err == (
-        f"mappo: error: checkpoint {path} holds actor weights that are no numbers (NaN or "
+        f"mappo: error: checkpoint {path} holds actor weights that are not numbers (NaN or "
         "inf): its run diverged; use a checkpoint from before, or train again\n"
     )

@@ -344,17 +344,17 @@ def test_an_episode_that_ends_in_termination_never_asks_for_the_state_after_it(t
         (
             "spread",
             {"num_agents": 0},
-            "config key 'env_kwargs': num_agents must be an integer >= 1, got 0",
+            "config key 'env_kwargs': env 'spread' num_agents = 0 must be an integer >= 1",
         ),
         (
             "spread",
             {"max_cycles": 0},
-            "config key 'env_kwargs': max_cycles must be an integer >= 1, got 0",
+            "config key 'env_kwargs': env 'spread' max_cycles = 0 must be an integer >= 1",
         ),
         (
             "reference",
             {"local_ratio": 2},
-            "config key 'env_kwargs': local_ratio must be in [0, 1], got 2",
+            "config key 'env_kwargs': env 'reference' local_ratio = 2 must be in [0, 1]",
         ),
         (
             "gymnasium:CartPole-v1",

@@ -207,7 +207,7 @@ def test_a_keyword_the_scenario_does_not_use_or_a_bare_assert_is_named() -> None
         make_env("vmas:balance", 2, env_kwargs={"n_agents": 0})
     assert str(asserted.value) == (
         "config key 'env_kwargs' = {'n_agents': 0}: env 'vmas:balance' refused them "
-        "(failed: assert self.n_agents > 1)"
+        "(AssertionError: assert self.n_agents > 1)"
     )
     with pytest.raises(ConfigError, match="continuous_actions = 'no' must be true or false"):
         make_env("vmas:balance", 2, env_kwargs={"continuous_actions": "no"})

@@ -186,24 +186,38 @@ import multiprocessing, sys, threading, time
 import torch
 sys.path.insert(0, {tests!r})
 from mappo.envs.registry import make_env
+
+
+def build(seed):
+    return make_env({env!r}, 4, seed=seed, env_kwargs={{"how": "none"}}, num_workers=2)
+
+
 built = {{}}
-thread = threading.Thread(target=lambda: built.update(env=make_env(
-    {env!r}, 4, seed=7, env_kwargs={{"how": "none"}}, num_workers=2)))
+thread = threading.Thread(target=lambda: built.update(first=build(7)))
 thread.start()
 thread.join()
-env = built["env"]
-for _ in range(6):  # past an episode's end (5 steps)
-    env.step(torch.zeros(4, env.num_agents, dtype=torch.long))
-print(*[p.pid for p in multiprocessing.active_children()], flush=True)
-time.sleep(120)
+
+
+def train_on():
+    time.sleep(1.0)  # the main thread has returned by now
+    second = build(8)  # started after it returned
+    for env in (built["first"], second):
+        for _ in range(6):  # past an episode's end (5 steps)
+            env.step(torch.zeros(4, env.num_agents, dtype=torch.long))
+    print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+    time.sleep(120)
+
+
+threading.Thread(target=train_on).start()
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's parent-death signal")
 def test_workers_started_from_a_thread_that_ends_step_on_and_die_with_their_process() -> None:
     """Linux kills a worker when the thread that forked it ends: an env built in a thread
-    that then returns (a thread pool's) steps on in its workers, and a kill of the process
-    still takes them with it."""
+    that then returns (a thread pool's) steps on in its workers, as does one built after the
+    main thread returned while another trains on; a kill of the process still takes them
+    with it."""
     script = THREAD_BUILT.format(tests=str(Path(__file__).parent), env=ENV)
     process = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -212,7 +226,7 @@ def test_workers_started_from_a_thread_that_ends_step_on_and_die_with_their_proc
         line = process.stdout.readline()
         assert line.strip(), process.communicate(timeout=30)
         workers = [int(pid) for pid in line.split()]
-        assert len(workers) == 2
+        assert len(workers) == 4
     finally:
         process.kill()
         process.communicate()

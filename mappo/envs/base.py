@@ -23,6 +23,7 @@ env's own axis order, `EnvSpec.obs_shape`), and likewise an image state.
 
 from __future__ import annotations
 
+import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -155,8 +156,11 @@ ENV_CALLABLES = (
 
 
 def error_line(err: BaseException) -> str:
-    """`err` in one line: its type and the first line of its message."""
+    """`err` in one line: its type and the first line of its message, or for a bare
+    `assert` (how VMAS and JaxMARL check their keywords) the line that asserted."""
     text = str(err).strip()
+    if not text and err.__traceback__ is not None:
+        text = traceback.extract_tb(err.__traceback__)[-1].line or ""
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 

@@ -46,7 +46,7 @@ import torch
 from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions, error_line
 from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, num_entries, strongly_typed
 from mappo.envs.mpe.mpe_task import mpe_conventions
-from mappo.errors import ConfigError
+from mappo.errors import ConfigError, EnvError, out_of_memory
 
 
 @contextlib.contextmanager
@@ -102,6 +102,10 @@ def make_jaxmarl_env(
     try:
         env = jaxmarl.make(env_id, **kwargs)
     except Exception as err:  # a keyword it lacks, or its own checks (asserts, attributes)
+        if out_of_memory(err):
+            raise
+        if not env_kwargs:  # nothing of the user's to refuse: the env's own failure
+            raise EnvError(f"env '{name}' could not be built: {error_line(err)}") from err
         raise ConfigError(
             f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused "
             f"them ({error_line(err)})"

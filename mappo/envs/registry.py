@@ -223,17 +223,26 @@ def _build_copy(name: str, factory: Callable[..., Any], env_kwargs: dict[str, An
 def _built(
     name: str, factory: Callable[..., Any], env_kwargs: dict[str, Any], fixed: dict[str, Any]
 ) -> Any:
-    """`factory(**fixed, **env_kwargs)`. Keywords it does not take are a ConfigError naming
-    them (`_kwargs_error`); an error of its own code (a display it cannot open, a bug) is
-    an EnvError naming the env, not the keywords, and with `--debug` its traceback. A
-    factory taking `**kwargs` passes them on: a TypeError from it is blamed on them still,
-    as is one from a factory whose signature cannot be read. Our own errors (a ConfigError
-    for an impossible value) and running out of memory go on as they are."""
+    """`factory(**fixed, **env_kwargs)`. Keywords it does not take, or that mappo gives
+    (`fixed`), are a ConfigError naming them (`_kwargs_error`); an error of its own code (a
+    display it cannot open, a bug) is an EnvError naming the env, not the keywords, and
+    with `--debug` its traceback. A factory taking `**kwargs` passes them on: a TypeError
+    from it is blamed on them still, where there are any, as is one from a factory whose
+    signature cannot be read. Our own errors (a ConfigError for an impossible value) and
+    running out of memory go on as they are."""
+    if taken := sorted(set(env_kwargs) & set(fixed)):
+        raise ConfigError(
+            f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' is given "
+            f"{', '.join(taken)} by mappo (num_envs, seed and device come from the config)"
+        )
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):  # no signature to read (some builtins)
         params = None
-    passes_on = params is None or any(p.kind == p.VAR_KEYWORD for p in params)
+    # Keywords it passes on reach code that may refuse them by a TypeError of its own.
+    passes_on = bool(env_kwargs) and (
+        params is None or any(p.kind == p.VAR_KEYWORD for p in params)
+    )
     if not passes_on:
         try:
             inspect.signature(factory).bind(**fixed, **env_kwargs)
@@ -390,7 +399,8 @@ def _package_of(entry_point: Any) -> str:
 
 
 def _import_module(name: str, module_name: str) -> Any:
-    """`module_name` imported, or a ConfigError naming the env `name` and why."""
+    """`module_name` imported; a ConfigError naming the env `name` where it cannot be found
+    (a missing extra named), an EnvError where its own code fails as it is imported."""
     try:
         return importlib.import_module(module_name)
     except ImportError as err:

@@ -49,7 +49,6 @@ import ast
 import collections
 import difflib
 import functools
-import traceback
 import types
 import warnings
 from collections.abc import Iterator, Sequence
@@ -84,15 +83,6 @@ RESERVED_KWARGS = (
     "device",
     "seed",
 )
-
-
-def _refusal(err: BaseException) -> str:
-    """Why a scenario refused its keywords: the error's first line, or for a bare `assert`
-    (most of VMAS's checks) the line that asserted."""
-    if text := str(err).strip():
-        return text.splitlines()[0]
-    frames = traceback.extract_tb(err.__traceback__)
-    return f"failed: {frames[-1].line}" if frames and frames[-1].line else "refused"
 
 
 def _refuse_unused(
@@ -202,7 +192,7 @@ class VmasEnv(MultiAgentEnv):
             except (AssertionError, ValueError) as err:  # scenarios check kwargs by assert
                 raise ConfigError(
                     f"config key 'env_kwargs' = {scenario_kwargs!r}: env "
-                    f"'{name}' refused them ({_refusal(err)})"
+                    f"'{name}' refused them ({error_line(err)})"
                 ) from None
             _refuse_unused(name, scenario_kwargs, caught)
             first_obs = self._env.reset()

@@ -61,11 +61,12 @@ def mpe_conventions(task: str) -> TaskConventions:
     return OFFICIAL_MPE
 
 
-# Each task's `physics` option: the order of a world step's integration (mpe_core's docstring).
-def check_option(ok: bool, name: str, value: Any, allowed: str) -> None:
-    """Refuse a task option (`--env-kwargs`) the task cannot take, in one line naming it."""
+def check_option(ok: bool, env: str, name: str, value: Any, allowed: str) -> None:
+    """Refuse an option (`--env-kwargs`) the task `env` cannot take, in one line naming it."""
     if not ok:
-        raise ConfigError(f"config key 'env_kwargs': {name} must be {allowed}, got {value!r}")
+        raise ConfigError(
+            f"config key 'env_kwargs': env '{env}' {name} = {value!r} must be {allowed}"
+        )
 
 
 def is_count(value: Any) -> bool:
@@ -78,6 +79,7 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+# Each task's `physics` option: the order of a world step's integration (mpe_core's docstring).
 PHYSICS = {
     "mpe2": "mpe2's: an agent moves with the velocity from before this step's force",
     "official": "the original MPE's and the official MAPPO code's: with the velocity after it",
@@ -110,8 +112,10 @@ class MpeTask(MultiAgentEnv, Generic[GeometryT]):
         dtype: torch.dtype,
         physics: str = "mpe2",
     ) -> None:
-        check_option(physics in PHYSICS, "physics", physics, f"one of {', '.join(PHYSICS)}")
-        check_option(is_count(max_cycles), "max_cycles", max_cycles, "an integer >= 1")
+        check_option(
+            physics in PHYSICS, spec.name, "physics", physics, f"one of {', '.join(PHYSICS)}"
+        )
+        check_option(is_count(max_cycles), spec.name, "max_cycles", max_cycles, "an integer >= 1")
         self.spec = dataclasses.replace(spec, conventions=OFFICIAL_MPE)
         self.num_envs = num_envs
         self.device = torch.device(device)

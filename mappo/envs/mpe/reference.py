@@ -61,6 +61,7 @@ class ReferenceEnv(MpeTask[torch.Tensor]):
     ) -> None:
         check_option(
             is_number(local_ratio) and 0.0 <= local_ratio <= 1.0,
+            "reference",
             "local_ratio",
             local_ratio,
             "in [0, 1]",

@@ -70,21 +70,24 @@ class SpreadEnv(MpeTask[Geometry]):
         physics: str = "mpe2",
         record_frames: bool = False,
     ) -> None:
-        check_option(is_count(num_agents), "num_agents", num_agents, "an integer >= 1")
+        check_option(is_count(num_agents), "spread", "num_agents", num_agents, "an integer >= 1")
         check_option(
             is_number(landmark_range) and landmark_range > 0.0,
+            "spread",
             "landmark_range",
             landmark_range,
             "a number > 0",
         )
         check_option(
             global_state in ("concat_obs", "world"),
+            "spread",
             "global_state",
             global_state,
             "'concat_obs' or 'world'",
         )
         check_option(
             is_number(local_ratio) and 0.0 <= local_ratio <= 1.0,
+            "spread",
             "local_ratio",
             local_ratio,
             "in [0, 1]",

@@ -18,13 +18,14 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from functools import partial
 from multiprocessing import connection
 from typing import Any, cast
@@ -445,14 +446,28 @@ def _in_a_lasting_thread(start: Callable[[], AsyncVectorEnv]) -> AsyncVectorEnv:
     reaches the start (and `_start_workers` cleans up after it)."""
     if threading.current_thread() is threading.main_thread():
         return start()
-    return _lasting_thread().submit(start).result()
+    done: Future[AsyncVectorEnv] = Future()
+    _lasting_thread().put((start, done))
+    return done.result()
 
 
 @functools.cache
-def _lasting_thread() -> ThreadPoolExecutor:
-    """One idle thread for the process's life, which starts worker processes
-    (`_in_a_lasting_thread`)."""
-    return ThreadPoolExecutor(1, thread_name_prefix="mappo-env-workers")
+def _lasting_thread() -> queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]:
+    """The jobs of one thread that starts worker processes (`_in_a_lasting_thread`) for
+    the process's life: a daemon, which nothing stops before the interpreter does (a
+    thread pool's thread ends when the main thread returns, though others train on)."""
+    jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+
+    def serve() -> None:
+        while True:
+            job, done = jobs.get()
+            try:
+                done.set_result(job())
+            except BaseException as err:  # the caller's to raise
+                done.set_exception(err)
+
+    threading.Thread(target=serve, name="mappo-env-workers", daemon=True).start()
+    return jobs
 
 
 def _built_as_parallel(env_fn: Callable[[], Any]) -> Any:
