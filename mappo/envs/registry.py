@@ -236,16 +236,16 @@ def _built(
             f"{', '.join(taken)} by mappo (num_envs, seed and device come from the config)"
         )
     try:
-        params = inspect.signature(factory).parameters.values()
+        signature: inspect.Signature | None = inspect.signature(factory)
     except (TypeError, ValueError):  # no signature to read (some builtins)
-        params = None
+        signature = None
     # Keywords it passes on reach code that may refuse them by a TypeError of its own.
     passes_on = bool(env_kwargs) and (
-        params is None or any(p.kind == p.VAR_KEYWORD for p in params)
+        signature is None or any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
     )
-    if not passes_on:
+    if signature is not None and not passes_on:
         try:
-            inspect.signature(factory).bind(**fixed, **env_kwargs)
+            signature.bind(**fixed, **env_kwargs)
         except TypeError as err:  # worded as the call's own: "X.__init__() got an ..."
             who = getattr(factory, "__qualname__", type(factory).__name__)
             who += ".__init__" if isinstance(factory, type) else ""
