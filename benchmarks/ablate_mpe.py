@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import RESULTS_DIR, command_line  # noqa: E402
+from bench_common import RESULTS_DIR, UsageError, command_line, one_line_errors  # noqa: E402
 from reproduce import HERE, Task, read_suite, score, train, variant_name, variant_of  # noqa: E402
 
 PRESET_VARIANTS: dict[str, dict[str, Any]] = {
@@ -78,7 +78,7 @@ def run_variant(
     steps = int(task.budget * scale)
     summary, _ = train(task, folder, seeds, steps, math.inf, quiet=True)
     if not summary.finished:
-        raise SystemExit(f"{folder}: training stopped before {steps:,} env steps")
+        raise UsageError(f"{folder}: training stopped before {steps:,} env steps")
     return score(task, folder, episodes)["returns"]
 
 
@@ -146,4 +146,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors("ablate_mpe.py"):
+        main()

@@ -13,11 +13,45 @@ import platform
 import shlex
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from mappo.errors import (
+    CheckpointError,
+    ConfigError,
+    EnvError,
+    RunFolderError,
+    memory_line,
+    out_of_memory,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class UsageError(Exception):
+    """An option a script refuses, or a state of its folders or files it cannot go on from."""
+
+
+@contextmanager
+def one_line_errors(prog: str) -> Iterator[None]:
+    """A user's error in script `prog` as one line on stderr with `mappo`'s exit codes: 2 for
+    bad input (an option, a config, a run folder or checkpoint, memory that ran out), 3 for
+    an env that broke. Anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except (UsageError, ConfigError, CheckpointError, RunFolderError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except EnvError as err:
+        print(f"{prog}: env error: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        print(f"{prog}: error: {memory_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def cpu_model() -> str:

@@ -49,8 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import (  # noqa: E402
     RESULTS_DIR,
+    UsageError,
     machine_info,
     markdown_table,
+    one_line_errors,
     write_band_plot,
     write_results,
 )
@@ -156,7 +158,7 @@ def main() -> None:
             curve, speed = official_curve(args.onpolicy_checkout, seed, args.steps)
         except FileNotFoundError:
             if not args.train_onpolicy:
-                raise SystemExit(
+                raise UsageError(
                     f"seed {seed}: no finished official run; pass --train-onpolicy"
                 ) from None
             script = args.onpolicy_checkout / "onpolicy/scripts/train/train_mpe.py"
@@ -179,7 +181,7 @@ def main() -> None:
         folder = Path(args.runs_dir) / name
         summary, _ = train(task, folder, seeds, args.steps, math.inf)
         if not summary.finished:
-            raise SystemExit(f"{folder}: training stopped before {args.steps:,} env steps")
+            raise UsageError(f"{folder}: training stopped before {args.steps:,} env steps")
         runs[label], keys[label] = [read_run(seed_dir) for seed_dir in slot_folders(folder)], name
         for curve in runs[label]:  # on the official scale
             curve.returns = converted(task, curve.returns, 3)
@@ -266,4 +268,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors("onpolicy_spread.py"):
+        main()

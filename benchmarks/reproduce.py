@@ -29,6 +29,8 @@ the update as Ctrl-C does; the runs are then scored and the table written.
 `--torch-threads` sets how the runs are computed, not what they learn (a run
 started on one thread continues on two): give a recurrent suite both cores when
 it trains alone.
+A bad option, or runs it cannot go on from, is one line and exit code 2 (3 for
+an env that broke), as for `mappo`.
 Keep `--runs-dir` outside the repository for runs that span days, and give a
 trial run (a tiny `--scale`) its own `--results-dir`: the default is the
 committed tables'.
@@ -89,7 +91,14 @@ os.environ.setdefault(
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_common  # noqa: E402
-from bench_common import command_line, machine_info, markdown_table, write_results  # noqa: E402
+from bench_common import (  # noqa: E402
+    UsageError,
+    command_line,
+    machine_info,
+    markdown_table,
+    one_line_errors,
+    write_results,
+)
 
 from mappo.checkpoint import (  # noqa: E402
     BEFORE_FIELDS,
@@ -105,7 +114,7 @@ from mappo.config import (  # noqa: E402
     parse_cli_value,
     read_toml,
 )
-from mappo.errors import CheckpointError, ConfigError, EnvError, RunFolderError  # noqa: E402
+from mappo.errors import CheckpointError, ConfigError, RunFolderError  # noqa: E402
 from mappo.evaluation import evaluate_run  # noqa: E402
 from mappo.plotting import GRID_POINTS, PlotError, RunGroup, read_run  # noqa: E402
 from mappo.presets import PRESETS, build_config  # noqa: E402
@@ -155,7 +164,7 @@ def read_suite(suite: str) -> tuple[dict[str, Any], list[Task]]:
     """The suite's table of `published.toml` and its tasks."""
     data = tomllib.loads(DATA.read_text())
     if suite not in data:
-        raise SystemExit(f"--suite {suite!r}: {DATA.name} has {', '.join(data)}")
+        raise UsageError(f"--suite {suite!r}: {DATA.name} has {', '.join(data)}")
     table = dict(data[suite])
     shared = table.pop("fields", {})
     tasks = []
@@ -164,7 +173,7 @@ def read_suite(suite: str) -> tuple[dict[str, Any], list[Task]]:
         row["fields"] = {**shared, **row.get("fields", {})}
         row.setdefault("preset", table.get("preset"))
         if row["scale"] not in SCALES:
-            raise SystemExit(f"{DATA.name}: task {row['name']}: scale {row['scale']!r} unknown")
+            raise UsageError(f"{DATA.name}: task {row['name']}: scale {row['scale']!r} unknown")
         tasks.append(Task(**row))
     return table, tasks
 
@@ -177,13 +186,13 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         name, equals, text = item.partition("=")
         name = name.strip().replace("-", "_")
         if not equals or name not in FIELDS:
-            raise SystemExit(f"--set {item!r}: give FIELD=VALUE with a config field as FIELD")
+            raise UsageError(f"--set {item!r}: give FIELD=VALUE with a config field as FIELD")
         if name in TABLE_SETS:
-            raise SystemExit(f"--set {item!r}: the table sets {name}; give {TABLE_SETS[name]}")
+            raise UsageError(f"--set {item!r}: the table sets {name}; give {TABLE_SETS[name]}")
         try:
             sets[name] = parse_cli_value(name, text.strip())
         except ConfigError as err:
-            raise SystemExit(f"--set: {err}") from None
+            raise UsageError(f"--set: {err}") from None
     return sets
 
 
@@ -191,7 +200,7 @@ def variant_of(tasks: list[Task], preset: str | None, sets: dict[str, Any]) -> l
     """The tasks with `preset` (`"none"`: no preset) instead of the table's and `sets` on
     their fields; `env_kwargs` merge with the task's, which set the map or scenario."""
     if preset is not None and preset != "none" and preset not in PRESETS:
-        raise SystemExit(f"--preset {preset!r}: the presets are none, {', '.join(PRESETS)}")
+        raise UsageError(f"--preset {preset!r}: the presets are none, {', '.join(PRESETS)}")
     varied = []
     for task in tasks:
         fields = {**task.fields, **sets}
@@ -237,7 +246,7 @@ def train(
         held = []
     if held and (changed := held_changes(task, held[0])):
         if not restart_changed:
-            raise SystemExit(
+            raise UsageError(
                 f"{folder} holds runs of another config than the task's ({'; '.join(changed)}); "
                 "give another --runs-dir, a variant (--preset, --set) that matches them, or "
                 "--restart-changed to move them aside and start afresh"
@@ -248,7 +257,7 @@ def train(
     if held:
         found = sorted(int(d.name.removeprefix("seed_")) for d in held)
         if found != sorted(seeds):
-            raise SystemExit(
+            raise UsageError(
                 f"--seeds {','.join(map(str, seeds))}: {folder} holds the runs of seeds "
                 f"{','.join(map(str, found))}; continue those, or give another --runs-dir"
             )
@@ -514,7 +523,7 @@ def read_record(path: Path) -> dict[str, Any]:
             ):
                 raise ValueError(f"task {name!r} has no result, steps, date_utc and machine")
     except (ValueError, KeyError, AttributeError) as err:
-        raise SystemExit(
+        raise UsageError(
             f"{path}: not a record of reproduce.py ({err}); restore it from git, or move it away"
         ) from None
     return record
@@ -746,7 +755,7 @@ def resumable(tasks: list[Task], root: Path) -> list[Task]:
 
     kept = [t for t in tasks if held(t)]
     if not kept:
-        raise SystemExit(
+        raise UsageError(
             f"--resume: {root} holds no runs of {', '.join(t.name for t in tasks)} to continue; "
             "check --runs-dir, or leave out --resume to start them"
         )
@@ -756,6 +765,15 @@ def resumable(tasks: list[Task], root: Path) -> list[Task]:
                 f"--resume: {root / task.name} holds no runs to continue; {task.name} not started"
             )
     return kept
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) up to the first that is not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # a run started in it, or something else did
+            return
 
 
 def positive(kind: type) -> Any:
@@ -933,9 +951,8 @@ def main() -> None:
     if args.results_dir is not None:
         bench_common.RESULTS_DIR = args.results_dir
     try:
-        reproduce(args)
-    except (ConfigError, CheckpointError, RunFolderError, EnvError) as err:
-        raise SystemExit(f"reproduce.py: error: {err}") from None
+        with one_line_errors("reproduce.py"):
+            reproduce(args)
     except KeyboardInterrupt:  # before training, or while the table is written (`Stops`)
         print(
             "reproduce.py: interrupted; the runs keep their checkpoints: the same command goes "
@@ -951,7 +968,7 @@ def reproduce(args: argparse.Namespace) -> None:
     if args.tasks:
         unknown = set(args.tasks) - {t.name for t in tasks}
         if unknown:
-            raise SystemExit(
+            raise UsageError(
                 f"--tasks: {args.suite} has no {', '.join(map(repr, sorted(unknown)))}; its tasks "
                 f"are {', '.join(t.name for t in tasks)}"
             )
@@ -961,7 +978,7 @@ def reproduce(args: argparse.Namespace) -> None:
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
-        raise SystemExit(f"--seeds {args.seeds!r}: give integers joined by commas") from None
+        raise UsageError(f"--seeds {args.seeds!r}: give integers joined by commas") from None
     training = [
         t for t in tasks if not args.report_only and (not args.tasks or t.name in args.tasks)
     ]
@@ -969,17 +986,17 @@ def reproduce(args: argparse.Namespace) -> None:
         least = float(f"{1 / min(t.budget for t in too_short):.1e}")  # 2 digits, rounded up:
         while any(int(t.budget * least) < 1 for t in too_short):
             least = float(f"{least + 10 ** (math.floor(math.log10(least)) - 1):.1e}")
-        raise SystemExit(
+        raise UsageError(
             f"--scale {args.scale:g}: {too_short[0].name}'s budget of {too_short[0].budget:,} "
             f"env steps scales to none; give at least {least:.2g}"
         )
     if not args.runs_dir.strip():
-        raise SystemExit("--runs-dir: give a folder")
+        raise UsageError("--runs-dir: give a folder")
     root = Path(args.runs_dir) / args.suite / slug  # no variant: the suite's own folder
     for flag, does in (("report_only", "trains nothing"), ("restart_changed", "starts afresh")):
         if args.resume and getattr(args, flag):
             name = "--" + flag.replace("_", "-")
-            raise SystemExit(f"--resume only continues runs; {name} {does}: give one of them")
+            raise UsageError(f"--resume only continues runs; {name} {does}: give one of them")
     if args.resume and training:
         training = resumable(training, root)
     if args.report_only and not root.is_dir():  # a mistyped --runs-dir scores nothing
@@ -988,12 +1005,14 @@ def reproduce(args: argparse.Namespace) -> None:
             "from the record",
             file=sys.stderr,
         )
-    try:
-        if not args.report_only:  # scoring alone makes no folder
+    made: list[Path] = []  # the folders this call makes, deepest first
+    if not args.report_only:  # scoring alone makes no folder
+        made = [p for p in (root, *root.parents) if not p.exists()]
+        try:
             root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        says = f"cannot make {root}: {err.strerror}"
-        raise SystemExit(f"--runs-dir {args.runs_dir}: {says}") from None
+        except OSError as err:
+            says = f"cannot make {root}: {err.strerror}"
+            raise UsageError(f"--runs-dir {args.runs_dir}: {says}") from None
     # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
     name = f"published_{args.suite}" + f"_{slug}" * bool(slug)
     record_path = bench_common.RESULTS_DIR / f"{name}.json"
@@ -1012,6 +1031,9 @@ def reproduce(args: argparse.Namespace) -> None:
         except (Stopped, StopRun) as stop:  # StopRun: a second signal while a run closed
             stopped_by, run_stopped = str(stop.args[0]), False
             trained.append(f"{stopped_by} outside a run's updates")
+        except BaseException:  # a config or env refused: no empty variant folder stays
+            remove_empty(made)
+            raise
         if stops.hung_up and stopped_by is None:  # not a run's own: it stopped at its update
             stopped_by = "SIGHUP"
             trained.append("SIGHUP outside a run's updates")
