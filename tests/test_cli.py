@@ -18,7 +18,7 @@ def test_train_writes_the_run_folder(tiny_run) -> None:
     for name in ("config.toml", "metrics.csv", "checkpoint.pt", "curve.png"):
         assert (tiny_run / name).stat().st_size > 0, name
     assert list(tiny_run.glob("events.out.tfevents.*"))
-    rows = list(csv.DictReader(open(tiny_run / "metrics.csv")))
+    rows = list(csv.DictReader((tiny_run / "metrics.csv").read_text().splitlines()))
     assert len(rows) == 4  # 1600 steps / (16 envs * 25 steps)
     for column in (
         "env_steps",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 
 import gym_envs
 import pytest
@@ -21,8 +22,6 @@ from mappo.config import ConfigError
 from mappo.envs.pettingzoo.gymnasium_tuple import TupleEnvAsParallel
 from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
 from mappo.envs.registry import make_env
-
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gymnasium's env checker
 
 ENV = f"gymnasium:{gym_envs.__name__}:TupleCounter-v0"
 
@@ -77,6 +76,21 @@ def test_layout_padding_masks_and_per_agent_rewards() -> None:
     assert r.reward.tolist() == [[1.0, 11.0, 21.0]] * 2
     assert torch.equal(r.action_mask, legal_at(1).expand(2, 3, 5))
     env.close()
+
+
+def test_a_tuple_env_draws_no_warning_from_gymnasiums_single_agent_checker() -> None:
+    """Gymnasium's passive checker warned on every run of lbforaging and rware that the
+    reward (one per agent) must be a number; it is off unless asked for."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = gym_env()
+        env.step(torch.tensor([[2, 2, 4], [0, 0, 0]]))
+        env.close()
+    assert [str(w.message) for w in caught] == []
+    checked = gym_env(disable_env_checker=False)
+    with pytest.warns(UserWarning, match="The reward returned by `step\\(\\)` must be a float"):
+        checked.step(torch.tensor([[2, 2, 4], [0, 0, 0]]))
+    checked.close()
 
 
 def test_team_bool_ends_the_episode_for_every_agent_and_the_copy_resets() -> None:
@@ -225,7 +239,7 @@ def test_cli_trains_evaluates_and_resumes(num_workers, tmp_path, capsys) -> None
         str(run),
     ]
     assert main(argv) == 0
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
     assert [int(r["env_steps"]) for r in rows] == [40, 80, 120, 160]
     assert sum(int(r["episodes"]) for r in rows) == 40  # 4 copies x 40 steps / 4 per episode
     assert {float(r["episode_return"]) for r in rows} == {50.0}
@@ -235,7 +249,7 @@ def test_cli_trains_evaluates_and_resumes(num_workers, tmp_path, capsys) -> None
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (result["episodes"], result["mean_episode_return"]) == (6, 50.0)
     assert main(["train", "--resume", str(run), "--total-steps", "240", "--quiet"]) == 0
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
     assert [int(r["env_steps"]) for r in rows][-2:] == [200, 240]
 
 

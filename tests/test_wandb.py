@@ -29,7 +29,7 @@ def test_wandb_gets_every_row(tmp_path, monkeypatch) -> None:
     (run,) = runs
     assert run.init_kwargs["project"] == "p" and run.init_kwargs["config"]["num_envs"] == 16
     assert run.finished
-    rows = list(csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").read_text().splitlines()))
     assert (
         [step for step, _ in run.logged] == [int(r["env_steps"]) for r in rows] == [400, 800, 1200]
     )

@@ -99,8 +99,12 @@ class TupleEnvAsParallel:
         """`gymnasium.make(env_id, **kwargs)`, adapted; `env_id` may be `module:id`.
 
         Gymnasium imports `module` itself (registering the id), so a worker
-        process started fresh builds its copies from this alone.
+        process started fresh builds its copies from this alone. Its env checker is off
+        unless `disable_env_checker=False` is given.
         """
+        # Gymnasium's passive checker assumes one agent: a tuple env's list of rewards drew
+        # its warning on every run, into every log. The adapter checks what it is given.
+        kwargs.setdefault("disable_env_checker", True)
         return cls(gymnasium.make(env_id, **kwargs))
 
     # --------------------------------------------------------- PettingZoo parallel API
