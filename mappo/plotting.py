@@ -33,9 +33,18 @@ logger = logging.getLogger(__name__)
 
 X_AXES = ("env_steps", "wall_time")
 Y_COLUMNS = ("episode_return", "eval_return")  # metrics.csv columns a curve can show
-# Keys that do not change what a run learns: its seed, and when it saves and evaluates
-# (evaluation leaves training bitwise unchanged), so runs differing only there pool.
-GROUP_IGNORED_KEYS = ("seed", "checkpoint_interval", "eval_interval", "eval_episodes")
+# Keys that do not change what a run learns: its seed, when it saves and evaluates
+# (evaluation leaves training bitwise unchanged), and how its envs and math are spread
+# over processes and threads (workers step the same copies; threads change only float
+# rounding), so runs differing only there pool.
+GROUP_IGNORED_KEYS = (
+    "seed",
+    "checkpoint_interval",
+    "eval_interval",
+    "eval_episodes",
+    "num_workers",
+    "torch_threads",
+)
 GRID_POINTS = 200
 
 

@@ -69,6 +69,7 @@ def test_seeds_group_and_labels_name_the_keys_that_differ(runs) -> None:
 def test_runs_differing_only_in_when_they_save_and_evaluate_are_seeds_of_one_group(
     tmp_path,
 ) -> None:
+    """Nor in how many worker processes and torch threads computed them."""
     common = 'env = "spread"\nlr = 5e-4\n'
     runs = [
         make_run(
@@ -77,7 +78,8 @@ def test_runs_differing_only_in_when_they_save_and_evaluate_are_seeds_of_one_gro
         make_run(
             tmp_path / "b",
             common + "seed = 1\neval_interval = 2000000\n"
-            "eval_episodes = 100\ncheckpoint_interval = 60.0\n",
+            "eval_episodes = 100\ncheckpoint_interval = 60.0\nnum_workers = 2\n"
+            "torch_threads = 1\n",
             linear_rows([100], 0.0),
         ),
         make_run(tmp_path / "c", 'env = "spread"\nlr = 3e-4\nseed = 2\n', linear_rows([100], 0.0)),
