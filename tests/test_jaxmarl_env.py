@@ -324,3 +324,38 @@ def test_keywords_jaxmarl_refuses_by_its_own_checks_are_one_line() -> None:
     )
     with pytest.raises(ConfigError, match=r"refused them \(AttributeError: 'int' object has no"):
         make_env("jaxmarl:HeuristicEnemySMAX", 2, env_kwargs={"scenario": 5})
+
+
+def test_a_keyword_jaxmarls_mpe_would_drop_is_refused() -> None:
+    """JaxMARL's MPE envs take `**kwargs` and drop the keys they do not read: a misspelt
+    `num_agent` trained 3 agents silently. The keys they do read off it still build."""
+    with pytest.raises(ConfigError) as refused:
+        make_env("jaxmarl:MPE_simple_spread_v3", 2, env_kwargs={"num_agent": 5, "max_steps": 9})
+    assert str(refused.value).startswith(
+        "config key 'env_kwargs' = {'num_agent': 5, 'max_steps': 9}: env "
+        "'jaxmarl:MPE_simple_spread_v3' does not use num_agent; it takes accel, action_spaces, "
+    )
+    assert ", damping, " in str(refused.value) and ", num_agents, " in str(refused.value)
+    env = make_env("jaxmarl:MPE_simple_spread_v3", 2, env_kwargs={"damping": 0.5, "num_agents": 4})
+    assert env.num_agents == 4
+    env.close()
+
+
+def test_keywords_read_are_told_only_where_the_source_shows_them() -> None:
+    from mappo.envs.jaxmarl import _keywords_read
+
+    class Base:
+        def __init__(self, size: int = 1, **kwargs) -> None:
+            self.rad = kwargs["rad"] if "mass" in kwargs else kwargs.get("speed", 1)
+
+    class Child(Base):
+        def __init__(self, colour: str = "red", **rest) -> None:
+            super().__init__(size=2, **rest)
+
+    class Elsewhere(Base):
+        def __init__(self, **rest) -> None:
+            super().__init__()
+            self.other = dict(**rest)  # handed on where nothing can be read off: no check
+
+    assert _keywords_read(Child) == {"colour", "size", "rad", "mass", "speed"}
+    assert _keywords_read(Elsewhere) is None

@@ -34,10 +34,13 @@ sees a GPU.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
+import inspect
 import io
 import sys
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,7 +113,74 @@ def make_jaxmarl_env(
             f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused "
             f"them ({error_line(err)})"
         ) from None
+    read = _keywords_read(type(env))
+    if read is not None and (unused := sorted(set(kwargs) - read)):
+        raise ConfigError(
+            f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' does not use "
+            f"{', '.join(unused)}; it takes {', '.join(sorted(read))}"
+        )
     return JaxMarlEnv(env, name, num_envs, device, seed, env_id)
+
+
+def _keywords_read(cls: type) -> set[str] | None:
+    """The keywords the `__init__`s of `cls` and its bases read: their named parameters,
+    and the keys read off their `**kwargs` (`kwargs["rad"]`, `"rad" in kwargs`,
+    `kwargs.get("rad")`). JaxMARL's MPE envs take `**kwargs` and drop the keys they do not
+    know, so a misspelt `num_agent` trained the default silently. None where that cannot
+    be told: an `__init__` whose source cannot be read, or that uses its `**kwargs`
+    otherwise (handing them to anything but `super().__init__`)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if not inspect.isfunction(init):
+            continue
+        parameters = list(inspect.signature(init).parameters.values())[1:]  # not `self`
+        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        rest = next((p.name for p in parameters if p.kind is p.VAR_KEYWORD), None)
+        if rest is None:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+        except (OSError, TypeError, SyntaxError):
+            return None
+        read = _keys_read(tree, rest)
+        if read is None:
+            return None
+        names |= read
+    return names
+
+
+def _keys_read(tree: ast.AST, rest: str) -> set[str] | None:
+    """The string keys read off the mapping named `rest` in `tree`, or None where `rest` is
+    used in another way than reading keys or `super().__init__(..., **rest)`."""
+    allowed: set[int] = set()  # ids of the `rest` Name nodes that are accounted for
+    keys: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and _is_name(node.value, rest):
+            if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                keys.add(node.slice.value)
+                allowed.add(id(node.value))
+        elif isinstance(node, ast.Compare) and len(node.ops) == 1:
+            if isinstance(node.ops[0], ast.In | ast.NotIn) and _is_name(node.comparators[0], rest):
+                if isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
+                    keys.add(node.left.value)
+                    allowed.add(id(node.comparators[0]))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            func = node.func
+            if func.attr == "get" and _is_name(func.value, rest) and node.args:
+                if isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                    keys.add(node.args[0].value)
+                    allowed.add(id(func.value))
+            elif func.attr == "__init__" and isinstance(func.value, ast.Call):
+                if _is_name(func.value.func, "super"):
+                    allowed |= {id(k.value) for k in node.keywords if k.arg is None}
+    used = [n for n in ast.walk(tree) if _is_name(n, rest)]
+    return keys if all(id(n) in allowed for n in used) else None
+
+
+def _is_name(node: ast.AST, name: str) -> bool:
+    """Whether `node` is the bare name `name`."""
+    return isinstance(node, ast.Name) and node.id == name
 
 
 def _jaxmarl_kwargs(name: str, env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
