@@ -13,7 +13,8 @@ The other ids: `TupleCounterMethodMask-v0` hands its masks out by
 `get_avail_actions()` instead, `TupleCounterState-v0` has a `get_state()`,
 `TupleCounterTimeLimit-v0` is cut at 3 steps by gymnasium's TimeLimit,
 `WindowOnly-v0` renders only in a window ('human'), `NoDisplay-v0`'s render()
-fails as pyglet's does without a display.
+fails as pyglet's does without a display, `OwnLimit-v0` keeps its 6-step limit in
+`_max_episode_steps` alone (as lbforaging).
 """
 
 from __future__ import annotations
@@ -167,6 +168,15 @@ class NoDisplayEnv(WindowOnlyEnv):
         raise RuntimeError('Cannot connect to "None"')
 
 
+class OwnLimitEnv(TupleCounterEnv):
+    """TupleCounterEnv whose time limit is only its `_max_episode_steps`, as lbforaging's:
+    it registers the limit as a keyword of the env, not of `gymnasium.register`."""
+
+    def __init__(self, max_episode_steps: int = 6, **kwargs: Any) -> None:
+        super().__init__(episode_length=max_episode_steps, **kwargs)
+        self._max_episode_steps = max_episode_steps
+
+
 gymnasium.register("TupleCounter-v0", entry_point=TupleCounterEnv)
 gymnasium.register("TupleCounterMethodMask-v0", entry_point=MethodMaskEnv)
 gymnasium.register("TupleCounterState-v0", entry_point=StateEnv)
@@ -178,3 +188,4 @@ gymnasium.register(
 )
 gymnasium.register("WindowOnly-v0", entry_point=WindowOnlyEnv)
 gymnasium.register("NoDisplay-v0", entry_point=NoDisplayEnv)
+gymnasium.register("OwnLimit-v0", entry_point=OwnLimitEnv, kwargs={"max_episode_steps": 6})

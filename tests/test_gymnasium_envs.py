@@ -153,6 +153,24 @@ def test_time_limit_truncates_the_team_and_sets_the_episode_length() -> None:
     env.close()
 
 
+def test_a_limit_kept_as_the_envs_own_max_episode_steps_is_its_episode_length() -> None:
+    """lbforaging keeps its limit in `_max_episode_steps` only: before, mappo found none and
+    `--critic-time-left true` was refused for it ("declares no time limit")."""
+    env = gym_env("OwnLimit-v0")
+    assert env.spec.max_episode_steps == 6
+    env.close()
+    config = MappoConfig(
+        env=ENV.replace("TupleCounter", "OwnLimit"),
+        num_envs=2,
+        minibatch_size=0,
+        bootstrap_time_limits=False,
+        critic_time_left=True,
+    )
+    trainer = MappoTrainer(config)
+    assert trainer.config.critic_time_left is True
+    trainer.env.close()
+
+
 def test_global_state_from_get_state() -> None:
     env = gym_env("TupleCounterState-v0")
     assert env.spec.state_source == "env" and env.spec.state_dim == 2

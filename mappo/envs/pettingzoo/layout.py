@@ -29,8 +29,9 @@ from mappo.envs.base import ENV_CALLABLES, ActionSpec, EnvError, TaskConventions
 from mappo.envs.mpe.mpe_task import mpe_conventions
 from mappo.errors import ConfigError
 
-# Where the env's episode length may be stored, on the env or its unwrapped base.
-EPISODE_LENGTH_ATTRS = ("max_episode_steps", "max_cycles", "max_steps")
+# Where the env's episode length may be stored, on the env or its unwrapped base
+# (`_max_episode_steps`: lbforaging's, which registers its limit as an env keyword).
+EPISODE_LENGTH_ATTRS = ("max_episode_steps", "max_cycles", "max_steps", "_max_episode_steps")
 
 
 @dataclass(frozen=True)
