@@ -403,7 +403,7 @@ def validate(cfg: MappoConfig) -> None:
     need(0.0 < cfg.value_norm_beta <= 1.0, "value_norm_beta", "in (0, 1]")
     need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
     need(cfg.num_workers >= 0, "num_workers", ">= 0")
-    need(abs(cfg.seed) < MAX_SEED, "seed", "an integer between -2**62 and 2**62")
+    need(abs(cfg.seed) < MAX_SEED, "seed", f"an integer {SEED_RANGE}")  # saved runs: also < 0
     need(cfg.checkpoint_interval > 0, "checkpoint_interval", "> 0 seconds")
     need(cfg.eval_interval >= 0, "eval_interval", ">= 0 env steps (0: no evaluation)")
     need(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1")

@@ -45,7 +45,7 @@ from mappo.errors import ConfigError, DivergenceError, RunFolderError, WriteErro
 from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
 from mappo.run_lock import RunLock, signal_holders, wait_released
-from mappo.seeds import MultiSeedTrainer, SeedStreams, pooled_metrics
+from mappo.seeds import MultiSeedTrainer, SeedStreams, check_slot_configs, pooled_metrics
 from mappo.stop_signals import output_lost, stop_signals, take_hangup, terminal_outputs
 from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
 
@@ -170,6 +170,7 @@ class Run:
         for slot_path in paths:
             RunFolder.check_free(slot_path, force)
         configs = [config.replace(**setting, seed=seed) for setting, seed in slots]
+        check_slot_configs(configs)  # before the line that says envs are being built
         _say_building(config, len(paths) * config.num_envs)
         multi = MultiSeedTrainer.of_configs(configs)
         folders = open_folders(

@@ -48,7 +48,7 @@ from mappo.task_settings import resolve_auto
 
 logger = logging.getLogger(__name__)
 RANK_SEED_STRIDE = 1_000_003  # rank r seeds its envs and sampling with seed + r * stride
-COMPILE_MIN_STEPS = 200_000  # below this, compiling (~20 s cold) costs more than it saves
+COMPILE_MIN_STEPS = 200_000  # below this, compiling (20 s to a minute cold) costs more than saved
 # `compile = auto` leaves recurrent updates eager: their GRU unrolled over a chunk builds for
 # minutes on a CPU (over 5 min for JaxMARL's SMAX config) to gain about a tenth in speed.
 EVAL_SEED_OFFSET = 500_001  # evaluation envs: seed + this, between ranks 0 and 1's seeds

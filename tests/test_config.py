@@ -59,8 +59,8 @@ def test_integer_flags_refuse_what_is_not_an_integer(text) -> None:
         ("num_envs", 0, "an integer >= 1"),
         ("lr", 0.0, "> 0"),
         ("activation", "gelu", "one of tanh, relu"),
-        ("seed", -(2**62), r"an integer between -2\*\*62 and 2\*\*62"),
-        ("seed", 2**62, r"an integer between -2\*\*62 and 2\*\*62"),
+        ("seed", -(2**62), r"an integer between 0 and 2\*\*62"),
+        ("seed", 2**62, r"an integer between 0 and 2\*\*62"),
     ],
 )
 def test_impossible_values(key, value, allowed) -> None:
