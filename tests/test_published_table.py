@@ -660,3 +660,23 @@ def test_report_only_of_a_runs_dir_that_is_not_there_says_so(
         f"--report-only: {tmp_path / 'runs' / 'tiny'} does not exist; nothing to score, the "
         "table is written from the record\n"
     )
+
+
+def test_the_benchmark_scripts_errors_are_one_line_with_mappos_exit_codes(
+    reproduce, capsys
+) -> None:
+    """`reproduce.py` and the scripts that train through it (`one_line_errors`): 2 for bad
+    input, 3 for an env that broke, as `mappo`; a bug keeps its traceback."""
+    from mappo.errors import EnvError
+
+    bench_common = reproduce.bench_common
+    for error, code, line in (
+        (bench_common.UsageError("--seeds 'a': give integers"), 2, "p: error: --seeds 'a'"),
+        (EnvError("env 'x' raised ValueError in step()"), 3, "p: env error: env 'x' raised"),
+    ):
+        with pytest.raises(SystemExit) as exited, bench_common.one_line_errors("p"):
+            raise error
+        assert exited.value.code == code
+        assert capsys.readouterr().err.startswith(line)
+    with pytest.raises(ValueError, match="a bug"), bench_common.one_line_errors("p"):
+        raise ValueError("a bug")
