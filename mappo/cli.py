@@ -37,7 +37,7 @@ from mappo.presets import PRESETS, build_config
 from mappo.run import Run, StopRun, info_lines, stop_training
 from mappo.run_folder import is_slots_folder, require_wandb
 from mappo.seeds import parse_seeds
-from mappo.stop_signals import output_lost, stdout_reader_gone
+from mappo.stop_signals import output_lost, silence, stdout_reader_gone
 
 
 def given_path(text: str) -> Path:
@@ -363,7 +363,10 @@ def _failed(code: int, line: str) -> int:
     the same bad config."""
     if report_rank_failure(code, line):
         raise RankFailed(line)
-    print(line, file=sys.stderr)
+    try:
+        print(line, file=sys.stderr)
+    except OSError:  # stderr on a full disk, or closed: the exit code still says it
+        silence(sys.stderr)
     return code
 
 

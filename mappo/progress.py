@@ -10,7 +10,7 @@ import time
 from collections import deque
 from typing import TextIO
 
-from mappo.stop_signals import output_lost
+from mappo.stop_signals import output_lost, silence, stream_name
 from mappo.trainer import MappoMetrics
 
 RECENT_UPDATES = 10  # the "recent return" pools the episodes of this many updates
@@ -91,6 +91,8 @@ class Progress:
         )
         self._lines = not terminal and not quiet
         self.reader_gone = False  # the output is a pipe whose reader ended (`write`)
+        # The first write that failed otherwise (`write`): the stream's name and the error.
+        self.failed: tuple[str, OSError] | None = None
         self._start = self._line_time = time.monotonic()
         self._line_steps = env_steps
 
@@ -100,7 +102,9 @@ class Progress:
         (`output_lost`), and a failed line does not fail the run: on a terminal that hung
         up (EIO) the run's SIGHUP, on its way, stops it (`StopOnSignal`), or a run started
         with `& disown` trains on; a pipe whose reader ended (EPIPE: `mappo train | head`)
-        sets `reader_gone`, which stops the run after its update, saved."""
+        sets `reader_gone`, which stops the run after its update, saved. Any other failure
+        (a full disk under a log file) sets `failed`, which stops it so too, then says why
+        (`Run.train`); the lines after it go nowhere."""
         stream = stream or self.stream
         try:
             if self._bar is not None and stream is self.stream:
@@ -108,9 +112,11 @@ class Progress:
             else:
                 print(line, file=stream, flush=True)
         except OSError as err:
-            if not output_lost(err, stream):
-                raise
-            self.reader_gone |= err.errno == errno.EPIPE
+            if output_lost(err, stream):
+                self.reader_gone |= err.errno == errno.EPIPE
+                return
+            self.failed = self.failed or (stream_name(stream), err)
+            silence(stream)
 
     def update(self, metrics: MappoMetrics) -> None:
         """Take one update's metrics; redraw the bar, or print a line when one is due."""

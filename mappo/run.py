@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import functools
 import itertools
 import logging
@@ -46,7 +47,13 @@ from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
 from mappo.run_lock import RunLock, signal_holders, wait_released
 from mappo.seeds import MultiSeedTrainer, SeedStreams, check_slot_configs, pooled_metrics
-from mappo.stop_signals import output_lost, stop_signals, take_hangup, terminal_outputs
+from mappo.stop_signals import (
+    output_lost,
+    silence,
+    stop_signals,
+    take_hangup,
+    terminal_outputs,
+)
 from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
 
 logger = logging.getLogger(__name__)  # `mappo train` shows its INFO lines unless --quiet
@@ -349,6 +356,7 @@ class Run:
             return (
                 stop.signal_name is not None
                 or progress.reader_gone
+                or progress.failed is not None
                 or (callback is not None and bool(callback(metrics)))
             )
 
@@ -393,6 +401,16 @@ class Run:
             # A pipe's reader that ended would have sent SIGPIPE, which Python ignores.
             stop.signal_name or ("SIGPIPE" if progress.reader_gone else None),
         )
+        if progress.failed is not None:  # the run stopped, saved: say it as a write error
+            name, failure = progress.failed
+            kept = checkpoints.saved_steps or start_steps
+            no_space = failure.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise WriteError(
+                f"cannot write {name} ({failure.strerror or failure}); the run stopped after its "
+                f"update at env step {boundary_steps:,}, and "
+                + self._going_on(kept, no_space, continue_with),
+                no_space,
+            )
         if main:
             lost = boundary_steps - (checkpoints.saved_steps or start_steps)
             outcomes = set(progress.recent_stats()) - {"ret"}  # seats, wins, rewarded episodes
@@ -595,7 +613,7 @@ def info_lines(stream: TextIO | None) -> Iterator[None]:
     if stream is None:
         yield
         return
-    handler, level = logging.StreamHandler(stream), logger.level
+    handler, level = _LineHandler(stream), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
@@ -603,6 +621,14 @@ def info_lines(stream: TextIO | None) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+class _LineHandler(logging.StreamHandler):
+    """A StreamHandler whose failed line is dropped, not reported with logging's traceback:
+    the progress lines after it meet the same failure, which stops the run (`Progress`)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        """Drop the line."""
 
 
 def default_run_dir(config: MappoConfig) -> Path:
@@ -898,9 +924,9 @@ class StopOnSignal:
         try:
             self._stream.flush()
             os.write(fileno, f"{line}\n".encode())
-        except OSError as err:  # nothing reads it any more: the stop goes on without the line
-            if not output_lost(err, self._stream):
-                raise
+        except OSError as err:  # the stop goes on without the line, whatever the failure
+            if not output_lost(err, self._stream):  # not a lost reader: a full disk, say
+                silence(self._stream)
 
     def _again(self) -> str:
         """What stops at once: a batch scheduler's SIGTERM comes from no keyboard, and a

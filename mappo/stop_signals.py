@@ -62,6 +62,25 @@ def output_lost(err: OSError, stream: TextIO) -> bool:
     return True
 
 
+def silence(stream: TextIO) -> None:
+    """Point `stream`'s file at /dev/null: after a write to it failed (a full disk under a
+    log file), the lines after it go nowhere instead of failing in turn."""
+    try:
+        fileno = stream.fileno()
+    except (AttributeError, OSError):  # a stream in memory: nothing to repoint
+        return
+    _point_at_null([fileno])
+
+
+def stream_name(stream: TextIO) -> str:
+    """`stdout`, `stderr`, or the stream's own name, for messages."""
+    try:
+        fileno = stream.fileno()
+    except (AttributeError, OSError):
+        fileno = -1
+    return {1: "stdout", 2: "stderr"}.get(fileno, str(getattr(stream, "name", "the output")))
+
+
 def stdout_reader_gone() -> bool:
     """Whether stdout is a pipe whose reader has ended (`mappo report | head -1`): only
     then is a BrokenPipeError the output's, not an env's or a worker's pipe."""

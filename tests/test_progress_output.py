@@ -129,17 +129,21 @@ class HungUpTerminal(Terminal):
         raise OSError(self.error, os.strerror(self.error))
 
 
-def test_a_hung_up_terminal_drops_the_lines_and_other_errors_stand() -> None:
+def test_a_hung_up_terminal_drops_the_lines_and_a_full_disk_is_kept_to_stop_the_run() -> None:
     # Before the run's SIGHUP handler points stdout at /dev/null, a line or the bar may
     # meet the closed terminal: the line is lost, not the run.
     progress = Progress(total=1000, env_steps=0, quiet=False, stream=HungUpTerminal(errno.EIO))
     progress.write("checkpoint saved")
     progress.update(update(500, -3.0, 1))  # tqdm disables its bar on EIO
     progress.close()
+    assert progress.failed is None and not progress.reader_gone  # the SIGHUP stops the run
     progress = Progress(total=1000, env_steps=0, quiet=False, stream=io.StringIO())  # a log
     progress.stream = HungUpTerminal(errno.ENOSPC)  # its disk full
-    with pytest.raises(OSError, match="No space left"):
-        progress.write("checkpoint saved")
+    progress.write("checkpoint saved")
+    progress.write("a line after it")
+    name, error = progress.failed
+    assert name == "the output"  # a stream in memory: no file to name
+    assert error.errno == errno.ENOSPC  # the first failure, which stops the run (`Run.train`)
 
 
 def test_a_zero_sum_game_shows_each_seats_wins_in_place_of_the_return(monkeypatch) -> None:
@@ -333,6 +337,40 @@ def test_a_closed_pipe_stops_the_run_saved_and_says_so_on_stderr(tmp_path) -> No
     report.stdout.close()
     assert report.wait(timeout=300) == 141
     assert report.stderr.read() == b""
+
+
+def test_output_on_a_full_disk_stops_the_run_saved_and_says_so(tmp_path) -> None:
+    """A log file on a full disk (/dev/full): the run used to die at its next line with
+    "No space left on device", losing the updates since its checkpoint; it stops after its
+    update, saved, and says so in one line with exit code 2. With stderr on the full disk,
+    Ctrl-C used to crash the run from its signal handler, saving nothing; it saves."""
+    run = tmp_path / "r"
+    train = [sys.executable, "-m", "mappo", "train", "--num-envs", "4", "--minibatch-size",
+             "0", "--total-steps", "1000000", "--compile", "false"]  # fmt: skip
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*train, "--run-dir", str(run)], stdout=full, stderr=subprocess.PIPE, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (
+            "mappo: error: cannot write stdout (No space left on device); the run stopped "
+            "after its update at env step 100, and the checkpoint holds env step 100: make "
+            f"room, then mappo train --resume {run}\n"
+        )
+        assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 100
+        process = subprocess.Popen(
+            [*train, "--run-dir", str(tmp_path / "s")], stdout=subprocess.PIPE, stderr=full,
+            text=True,
+        )  # fmt: skip
+        while not process.stdout.readline().startswith("first update"):
+            pass
+        process.send_signal(signal.SIGINT)  # its "stopping" line meets the full disk
+        assert process.wait(timeout=300) == 0
+        process.stdout.close()
+    with open(tmp_path / "s" / "metrics.csv", newline="") as handle:
+        logged = int(list(csv.DictReader(handle))[-1]["env_steps"])
+    assert load_checkpoint(tmp_path / "s" / "checkpoint.pt")["env_steps"] == logged
 
 
 def test_a_run_that_ignores_sighup_trains_on_after_its_terminal_closes(tmp_path) -> None:
