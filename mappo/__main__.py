@@ -2,6 +2,6 @@
 
 import sys
 
-from mappo.cli import main
+from mappo.console import main
 
 sys.exit(main())

@@ -3,6 +3,8 @@
 import csv
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -394,3 +396,36 @@ def test_a_broken_pipe_that_is_not_stdouts_is_an_error(tiny_run, monkeypatch, ca
     monkeypatch.setattr(mappo.evaluation, "evaluate_run", worker_pipe_broke)
     assert main(["eval", str(tiny_run)]) == 2
     assert capsys.readouterr().err == "mappo: error: Broken pipe\n"
+
+
+def test_ctrl_c_while_torch_loads_is_one_line() -> None:
+    """The first second or more of every command goes to loading torch: a Ctrl-C then gave
+    the import's 20-40-line traceback. `import mappo` loads no torch, and the entry point
+    (`mappo.console`) says one line. Here torch's import is what the Ctrl-C interrupts."""
+    interrupted_torch = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "import mappo\n"
+        "from mappo.console import main\n"
+        "sys.exit(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", interrupted_torch, "train"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (130, "mappo: interrupted\n")
+
+
+def test_the_public_names_load_on_first_use() -> None:
+    import mappo
+
+    assert sorted(mappo.__all__) == sorted(mappo._HOMES)
+    for name in mappo.__all__:
+        assert getattr(mappo, name).__name__ == name
+    assert set(mappo.__all__) <= set(dir(mappo))
+    with pytest.raises(AttributeError, match="module 'mappo' has no attribute 'Trainer'"):
+        mappo.Trainer  # noqa: B018
