@@ -261,6 +261,9 @@ def train(
                 f"--seeds {','.join(map(str, seeds))}: {folder} holds the runs of seeds "
                 f"{','.join(map(str, found))}; continue those, or give another --runs-dir"
             )
+        reached = load_checkpoint(held[0] / "checkpoint.pt").get("env_steps", 0)
+        if reached >= steps:  # at or past the budget (a smaller --scale): nothing to open
+            return RunSummary(reached, True, [math.nan] * len(held), held), reached
         run = Run.resume(folder, total_steps=steps, **threads)
     else:
         fields = {**task.fields, "env": task.env, "total_steps": steps, **threads}

@@ -294,6 +294,16 @@ class Run:
         learner, folders, trainers = self.learner, self.folders, self.trainers
         main = bool(folders)
         config = learner.config
+        if learner.env_steps >= config.total_steps:  # a finished run resumed as it was
+            if main:
+                print(
+                    f"nothing to train: {self.path} is at env step {learner.env_steps:,}, its "
+                    "total_steps; give a larger --total-steps to go on",
+                    file=stream or sys.stdout,
+                )
+            self._close()  # nothing written: its files stay as the run left them
+            paths = [f.path for f in folders]
+            return RunSummary(learner.env_steps, True, [math.nan] * len(trainers), paths)
         if wandb_project is not None and main:
             try:
                 if len(folders) > 1:
@@ -667,6 +677,11 @@ def _trainer_at_checkpoint(
     checkpoint = RunFolder.checkpoint_to_resume(path)
     payload = load_checkpoint(checkpoint)
     config = saved_config(payload, checkpoint, **changes)
+    if config.total_steps < (reached := payload.get("env_steps", 0)):
+        raise ConfigError(
+            f"total_steps {config.total_steps:,}: run {path} has reached env step "
+            f"{reached:,}, and a run does not go back; give more, or leave it out"
+        )
     _check_folder_config(path, saved_config(payload, checkpoint))
     _say_building(config, config.num_envs)
     dist = (

@@ -261,6 +261,28 @@ def test_resume_refuses_other_flags(tmp_path, capsys) -> None:
     ) in capsys.readouterr().err
 
 
+def test_a_finished_run_resumed_trains_nothing_and_writes_nothing(tmp_path, capsys) -> None:
+    """A finished run resumed as it was rewrote its checkpoint and said "recent episode
+    return n/a"; a total_steps below the env steps reached was written into config.toml,
+    a run at 400 then saying its budget was 100. Both now leave the files as they were."""
+    run = tmp_path / "r"
+    flags = ["--total-steps", "400", "--num-envs", "16", "--compile", "false", "--quiet"]
+    assert main(["train", "--run-dir", str(run), *flags]) == 0
+    files = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--total-steps", "100"]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: total_steps 100: run {run} has reached env step 400, and a run does "
+        "not go back; give more, or leave it out\n"
+    )
+    assert main(["train", "--resume", str(run)]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"nothing to train: {run} is at env step 400, its total_steps; give a larger "
+        "--total-steps to go on\n"
+    )
+    assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == files
+
+
 def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(
