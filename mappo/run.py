@@ -42,7 +42,7 @@ from mappo.config import (
 )
 from mappo.distributed import Distributed
 from mappo.envs.registry import steps_in_this_process
-from mappo.errors import ConfigError, DivergenceError, RunFolderError, WriteError
+from mappo.errors import ConfigError, DivergenceError, EnvError, RunFolderError, WriteError
 from mappo.progress import Progress, RecentReturns
 from mappo.run_folder import RunFolder, slot_folders
 from mappo.run_lock import RunLock, signal_holders, wait_released
@@ -397,6 +397,12 @@ class Run:
                 kept = checkpoints.saved_steps or start_steps
                 leaving = err.with_hint(self._going_on(kept, err.no_space, continue_with))
                 raise leaving from err
+            except EnvError as err:  # a worker killed, an env's bug: what is kept, and how on
+                kept = checkpoints.saved_steps or start_steps
+                # The same error (its cause and notes are the env's traceback, for --debug).
+                err.args = (f"{err}; {self._going_on(kept, False, continue_with)}",)
+                leaving = err
+                raise
             except BaseException as err:
                 leaving = err
                 raise

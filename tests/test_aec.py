@@ -325,7 +325,8 @@ def test_an_exception_inside_the_aec_env_is_one_line(tmp_path, capsys) -> None:
     assert code == 3
     assert capsys.readouterr().err == (
         f"mappo: env error: env '{MODULE}:RelayEnv' failed in step() of env copy 0 at "
-        "episode step 3: RuntimeError: turn 3 broke\n"
+        "episode step 3: RuntimeError: turn 3 broke; no checkpoint was written: fix that, "
+        "then start it again with the same command and --force\n"
     )
 
 

@@ -175,7 +175,8 @@ def test_an_exception_in_the_env_is_one_line_after_the_last_checkpoint(
     hint = f"; {STATE_FALLBACK}" if call == "state" else ""
     assert capsys.readouterr().err == (
         f"mappo: env error: env '{MODULE}:BrokenEnv' failed in {call}() of env copy 2 at "
-        f"episode step {named_step}: RuntimeError: {call} broke{hint}\n"
+        f"episode step {named_step}: RuntimeError: {call} broke{hint}; the checkpoint holds "
+        f"env step 100: fix that, then mappo train --resume {run}\n"
     )
     # The first update's checkpoint and metrics stay; nothing of the broken rollout is saved.
     assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 100
@@ -278,7 +279,8 @@ def test_env_whose_state_fails_stops_in_one_line_when_the_critic_uses_it(
     assert capsys.readouterr().err == (
         f"mappo: env error: env '{MODULE}:{env}' failed in state() of env copy 0 at episode "
         f"step {step}: {error}; the critic reads env.state(); --use-global-state false gives "
-        "it the agents' observations instead and never calls it\n"
+        "it the agents' observations instead and never calls it; no checkpoint was written: "
+        "fix that, then start it again with the same command and --force\n"
     )
 
 

@@ -55,7 +55,8 @@ def test_a_worker_that_dies_is_named_in_one_line(how, says, tmp_path, capfd) -> 
     assert train(tmp_path, how, num_workers=2) == 3
     assert capfd.readouterr().err == (
         f"mappo: env error: env '{ENV}': worker process 1 (env copies 2-3) died in step() "
-        f"({says})\n"
+        f"({says}); the checkpoint holds env step 100: fix that, then mappo train --resume "
+        f"{tmp_path / 'r'}\n"
     )
     assert not multiprocessing.active_children()  # the other worker is gone too
     assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["env_steps"] == 100
@@ -81,7 +82,10 @@ def test_an_env_that_exits_or_returns_no_parallel_api_result_names_its_copy_and_
     how, says, num_workers, tmp_path, capfd
 ) -> None:
     assert train(tmp_path, how, num_workers) == 3
-    assert capfd.readouterr().err == f"mappo: env error: env '{ENV}' {says}\n"
+    assert capfd.readouterr().err == (
+        f"mappo: env error: env '{ENV}' {says}; the checkpoint holds env step 100: fix that, "
+        f"then mappo train --resume {tmp_path / 'r'}\n"
+    )
     assert not multiprocessing.active_children()
 
 
