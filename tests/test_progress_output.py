@@ -9,6 +9,7 @@ import pty
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -363,8 +364,9 @@ def test_output_on_a_full_disk_stops_the_run_saved_and_says_so(tmp_path) -> None
             [*train, "--run-dir", str(tmp_path / "s")], stdout=subprocess.PIPE, stderr=full,
             text=True,
         )  # fmt: skip
-        while not process.stdout.readline().startswith("first update"):
-            pass
+        metrics = tmp_path / "s" / "metrics.csv"
+        while not metrics.exists() or len(metrics.read_text().splitlines()) < 2:
+            time.sleep(0.05)  # an update done: the run's stop handler is in place
         process.send_signal(signal.SIGINT)  # its "stopping" line meets the full disk
         assert process.wait(timeout=300) == 0
         process.stdout.close()
