@@ -17,6 +17,7 @@ import hashlib
 import io
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,14 @@ class RunFolder:
         self._last_curve = time.monotonic()
         self._title, self._return_label = title, return_label
         self._lock = RunLock.take(self.path)
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove the temporary files of atomic writes (`write_atomically`) that a process
+        killed mid-write left: with the folder's lock held, no other process writes here."""
+        for temporary in self.path.glob(".*.tmp"):
+            if re.fullmatch(r"\..+\.\d+\.tmp", temporary.name):
+                temporary.unlink(missing_ok=True)
 
     @staticmethod
     def check_free(path: str | Path, force: bool = False) -> None:

@@ -283,6 +283,21 @@ def test_a_finished_run_resumed_trains_nothing_and_writes_nothing(tmp_path, caps
     assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == files
 
 
+def test_a_temporary_file_a_killed_save_left_is_removed_when_the_run_goes_on(tmp_path) -> None:
+    """`kill -9` mid-save leaves `.checkpoint.pt.<pid>.tmp` beside the checkpoint: the next
+    process to hold the folder removes it; other dot files stay."""
+    run = tmp_path / "r"
+    flags = ["--num-envs", "16", "--compile", "false", "--quiet"]
+    assert main(["train", "--run-dir", str(run), "--total-steps", "400", *flags]) == 0
+    left = [run / ".checkpoint.pt.4242.tmp", run / ".metrics.csv.77.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")
+    (run / ".notes.tmp").write_text("the user's")
+    assert main(["train", "--resume", str(run), "--total-steps", "800", "--quiet"]) == 0
+    assert not any(path.exists() for path in left)
+    assert (run / ".notes.tmp").read_text() == "the user's"
+
+
 def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(
