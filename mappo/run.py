@@ -548,20 +548,26 @@ class Run:
 def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -> bool:
     """`mappo stop`: SIGINT to the process training in the run folder `path` (or in its
     seeds' or sweep's folders), as Ctrl-C at its terminal: it finishes or abandons its
-    update, saves and exits. Whether it did within `wait_s` seconds; `say` gets what is
-    done. One seed's folder of a run that trains all its seeds (or settings) in one
-    process stops that run. A folder nothing trains in, or a process this machine cannot
-    signal, is refused in one line."""
+    update, saves and exits. Whether it did within `wait_s` seconds (0: the signal is
+    sent, nothing waited for: True); `say` gets what is done. One seed's folder (or one
+    setting's) of a run that trains all its seeds and settings in one process stops that
+    run, and says so. A folder nothing trains in, or a process this machine cannot signal,
+    is refused in one line."""
     path = Path(path)
     if not path.is_dir():
         how = "is a file, not a run folder" if path.exists() else "does not exist"
         raise RunFolderError(f"run folder {path} {how}")
-    if RunLock.holder(path) is not None:
-        for parent in (path.parent, path.parent.parent):
-            if path.resolve() in [p.resolve() for p in slot_folders(parent)]:
-                say(f"{path} is one run of {parent}, which one process trains: stopping it")
-                path = parent
-                break
+    ours = {p.resolve() for p in slot_folders(path) or [path]}
+    # One seed's folder, or one setting's of a sweep, whose process trains more runs beside
+    # it: the stop is theirs too, and said so.
+    holders = {RunLock.holder(folder) for folder in ours} - {None}
+    for parent in (path.parent, path.parent.parent) if holders else ():
+        others = [p for p in slot_folders(parent) if p.resolve() not in ours]
+        if any(RunLock.holder(other) in holders for other in others):
+            what = "one run" if ours == {path.resolve()} else "one setting's runs"
+            say(f"{path} is {what} of {parent}, which one process trains: stopping it")
+            path = parent
+            break
     folders = slot_folders(path) or [path]
     held = [folder for folder in folders if RunLock.holder(folder) is not None]
     if not held:
@@ -571,6 +577,9 @@ def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -
         f"sent SIGINT to pid {', '.join(map(str, pids))}, training in {path}: a first "
         "signal finishes the update and saves, a second stops at once"
     )
+    if wait_s <= 0:  # asked only to send the signal
+        say("not waiting (--wait 0): it saves and exits by itself")
+        return True
     if not wait_released(held, pids, time.monotonic() + wait_s):
         say(
             f"still running after {wait_s:g} s: an update it cannot leave (e.g. a first "

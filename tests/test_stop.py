@@ -565,13 +565,13 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import signal, time; {ignore}"
          "from mappo.run_folder import RunLock; "
-         f"lock = RunLock.take({str(folder / 'seed_4')!r}); print('held', flush=True); "
+         f"locks = [RunLock.take({str(folder / 'seed_3')!r}), "
+         f"RunLock.take({str(folder / 'seed_4')!r})]; print('held', flush=True); "
          "time.sleep(60)"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert holder.stdout.readline() == "held\n"
-        (folder / "seed_3").mkdir()  # a seed nothing holds
         # A seed's folder, as the in-use refusal names it: the process trains every seed.
         # Time to exit where it stops: a loaded machine took over 1 s to end the process.
         wait = "1" if ignores_sigint else "60"
@@ -599,6 +599,48 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_mappo_stop_of_one_setting_says_it_stops_the_whole_sweep(tmp_path, capsys) -> None:
+    """A sweep's settings train in one process: `mappo stop SWEEP/<setting>` stops them all,
+    and now says so. Another run's folder beside it, held by another process, is not one
+    of them."""
+    sweep = tmp_path / "sweep"
+    held = [  # the sweep's two settings by one process, another run by another
+        [sweep / "lr_0.1" / "seed_0", sweep / "lr_0.2" / "seed_0"],
+        [tmp_path / "other" / "seed_0"],
+    ]
+    holders = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import time; from mappo.run_folder import RunLock; "
+                f"locks = [RunLock.take(p) for p in {[str(p) for p in paths]!r}]; "
+                "print('held', flush=True); time.sleep(60)",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for paths in held
+    ]
+    try:
+        assert [h.stdout.readline() for h in holders] == ["held\n", "held\n"]
+        assert main(["stop", str(sweep / "lr_0.1"), "--wait", "0"]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            f"{sweep / 'lr_0.1'} is one setting's runs of {sweep}, which one process trains: "
+            "stopping it",
+            f"sent SIGINT to pid {holders[0].pid}, training in {sweep}: a first signal "
+            "finishes the update and saves, a second stops at once",
+            "not waiting (--wait 0): it saves and exits by itself",
+        ]
+        assert holders[0].wait(timeout=60) != 0 and holders[1].poll() is None
+        assert main(["stop", str(tmp_path / "other"), "--wait", "60"]) == 0
+        assert capsys.readouterr().out.splitlines()[0].startswith("sent SIGINT to pid ")
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
 
 
 def test_mappo_stop_signals_every_rank_of_a_torchrun_job(tmp_path) -> None:
