@@ -313,7 +313,9 @@ def _coerce(name: str, value: Any) -> Any:
     if not ok:
         raise ConfigError(f"config key '{name}' = {value!r}: expected {KIND_NAMES.get(kind, kind)}")
     if kind == "int" and not -(2**63) <= value < 2**63:  # TOML's integers, and torch's
-        raise ConfigError(f"config key '{name}' = {value!r}: must fit in 64 bits (below 2**63)")
+        raise ConfigError(
+            f"config key '{name}' = {value!r}: must fit in 64 bits (from -2**63 to below 2**63)"
+        )
     return float(value) if kind == "float" else value
 
 

@@ -297,8 +297,9 @@ class Run:
         if learner.env_steps >= config.total_steps:  # a finished run resumed as it was
             if main:
                 print(
-                    f"nothing to train: {self.path} is at env step {learner.env_steps:,}, its "
-                    "total_steps; give a larger --total-steps to go on",
+                    f"nothing to train: {self.path} is at env step {learner.env_steps:,}, "
+                    f"its total_steps being {config.total_steps:,}; give a larger "
+                    "--total-steps to go on",
                     file=stream or sys.stdout,
                 )
             self._close()  # nothing written: its files stay as the run left them
@@ -408,6 +409,7 @@ class Run:
                 raise
             finally:
                 stop.disarm()  # closing (curves, logs) is never abandoned but by a new signal
+                stopped_by_output = progress.failed  # not a last line lost while closing
                 self._close(progress, leaving)
         summary = RunSummary(
             boundary_steps,
@@ -417,8 +419,8 @@ class Run:
             # A pipe's reader that ended would have sent SIGPIPE, which Python ignores.
             stop.signal_name or ("SIGPIPE" if progress.reader_gone else None),
         )
-        if progress.failed is not None:  # the run stopped, saved: say it as a write error
-            name, failure = progress.failed
+        if stopped_by_output is not None and not summary.finished:  # stopped, saved: say so
+            name, failure = stopped_by_output
             kept = checkpoints.saved_steps or start_steps
             no_space = failure.errno in (errno.ENOSPC, errno.EDQUOT)
             raise WriteError(
@@ -561,13 +563,17 @@ def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -
     # One seed's folder, or one setting's of a sweep, whose process trains more runs beside
     # it: the stop is theirs too, and said so.
     holders = {RunLock.holder(folder) for folder in ours} - {None}
+    covered, trained_with = set(ours), None
     for parent in (path.parent, path.parent.parent) if holders else ():
-        others = [p for p in slot_folders(parent) if p.resolve() not in ours]
-        if any(RunLock.holder(other) in holders for other in others):
-            what = "one run" if ours == {path.resolve()} else "one setting's runs"
-            say(f"{path} is {what} of {parent}, which one process trains: stopping it")
-            path = parent
-            break
+        # A folder above counts where the same process trains runs of it not yet counted: a
+        # seeds run's parent folder lists the same seeds again, a sweep's the other settings.
+        slots = {p.resolve() for p in slot_folders(parent)}
+        if any(RunLock.holder(other) in holders for other in slots - covered):
+            covered, trained_with = covered | slots, parent
+    if trained_with is not None:
+        what = "one run" if ours == {path.resolve()} else "one setting's runs"
+        say(f"{path} is {what} of {trained_with}, which one process trains: stopping it")
+        path = trained_with
     folders = slot_folders(path) or [path]
     held = [folder for folder in folders if RunLock.holder(folder) is not None]
     if not held:
@@ -649,11 +655,14 @@ def info_lines(stream: TextIO | None) -> Iterator[None]:
 
 
 class _LineHandler(logging.StreamHandler):
-    """A StreamHandler whose failed line is dropped, not reported with logging's traceback:
-    the progress lines after it meet the same failure, which stops the run (`Progress`)."""
+    """A StreamHandler whose line that cannot be written is dropped, not reported with
+    logging's traceback: the progress lines after it meet the same failure, which stops
+    the run (`Progress`). Other errors (a bad format) are reported as logging does."""
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-        """Drop the line."""
+        """Drop a line the stream refused; report any other error."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
 
 
 def default_run_dir(config: MappoConfig) -> Path:
@@ -692,7 +701,8 @@ def _trainer_at_checkpoint(
     checkpoint = RunFolder.checkpoint_to_resume(path)
     payload = load_checkpoint(checkpoint)
     config = saved_config(payload, checkpoint, **changes)
-    if config.total_steps < (reached := payload.get("env_steps", 0)):
+    # Only a budget given now: a finished run is often past its own (whole rollouts).
+    if "total_steps" in changes and config.total_steps < (reached := payload.get("env_steps", 0)):
         raise ConfigError(
             f"total_steps {config.total_steps:,}: run {path} has reached env step "
             f"{reached:,}, and a run does not go back; give more, or leave it out"

@@ -106,14 +106,15 @@ def test_fractional_floats_in_toml_are_refused_as_on_the_command_line(tmp_path, 
 def test_an_integer_beyond_64_bits_is_refused(tmp_path, capsys) -> None:
     """config.toml would hold an integer no TOML reader takes (nor torch): `--total-steps
     1e30` trained on, to a budget no run reaches."""
-    says = "config key 'total_steps' = 10**30: must fit in 64 bits (below 2**63)"
+    says = "config key 'total_steps' = 10**30: must fit in 64 bits (from -2**63 to below 2**63)"
     for value in (10**30, 1e30, 2**63):
         with pytest.raises(ConfigError, match=exactly(says.replace("10**30", repr(int(value))))):
             MappoConfig(total_steps=value)
     assert MappoConfig(total_steps=2**63 - 1).total_steps == 2**63 - 1
     assert main(["train", "--eval-interval", "1e30", "--run-dir", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == (
-        f"mappo: error: config key 'eval_interval' = {10**30}: must fit in 64 bits (below 2**63)\n"
+        f"mappo: error: config key 'eval_interval' = {10**30}: must fit in 64 bits (from -2**63 "
+        "to below 2**63)\n"
     )
     assert not (tmp_path / "r").exists()
 

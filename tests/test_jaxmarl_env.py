@@ -357,5 +357,11 @@ def test_keywords_read_are_told_only_where_the_source_shows_them() -> None:
             super().__init__()
             self.other = dict(**rest)  # handed on where nothing can be read off: no check
 
-    assert _keywords_read(Child) == {"colour", "size", "rad", "mass", "speed"}
+    class Closed(Base):  # takes no **kwargs: Base's own keywords are not the caller's
+        def __init__(self, colour: str = "red") -> None:
+            super().__init__(size=2, rad=1)
+
+    # `size` is Child's to give (a caller's would be given twice).
+    assert _keywords_read(Child) == {"colour", "rad", "mass", "speed"}
+    assert _keywords_read(Closed) == {"colour"}
     assert _keywords_read(Elsewhere) is None

@@ -364,9 +364,10 @@ def test_output_on_a_full_disk_stops_the_run_saved_and_says_so(tmp_path) -> None
             [*train, "--run-dir", str(tmp_path / "s")], stdout=subprocess.PIPE, stderr=full,
             text=True,
         )  # fmt: skip
-        metrics = tmp_path / "s" / "metrics.csv"
+        metrics, deadline = tmp_path / "s" / "metrics.csv", time.monotonic() + 300
         while not metrics.exists() or len(metrics.read_text().splitlines()) < 2:
-            time.sleep(0.05)  # an update done: the run's stop handler is in place
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)  # until an update is done: the run's stop handler is in place
         process.send_signal(signal.SIGINT)  # its "stopping" line meets the full disk
         assert process.wait(timeout=300) == 0
         process.stdout.close()

@@ -264,23 +264,32 @@ def test_resume_refuses_other_flags(tmp_path, capsys) -> None:
 def test_a_finished_run_resumed_trains_nothing_and_writes_nothing(tmp_path, capsys) -> None:
     """A finished run resumed as it was rewrote its checkpoint and said "recent episode
     return n/a"; a total_steps below the env steps reached was written into config.toml,
-    a run at 400 then saying its budget was 100. Both now leave the files as they were."""
+    a run at 800 then saying its budget was 100. Both now leave the files as they were.
+    The run's own budget, 500, is below its 800 steps (whole rollouts of 400): no error."""
     run = tmp_path / "r"
-    flags = ["--total-steps", "400", "--num-envs", "16", "--compile", "false", "--quiet"]
+    flags = ["--total-steps", "500", "--num-envs", "16", "--compile", "false", "--quiet"]
     assert main(["train", "--run-dir", str(run), *flags]) == 0
-    files = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
+
+    def files() -> dict[str, bytes]:  # not .lock, which each process holding it rewrites
+        return {f.name: f.read_bytes() for f in run.iterdir() if f.name != ".lock"}
+
+    before = files()
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--total-steps", "100"]) == 2
     assert capsys.readouterr().err == (
-        f"mappo: error: total_steps 100: run {run} has reached env step 400, and a run does "
+        f"mappo: error: total_steps 100: run {run} has reached env step 800, and a run does "
         "not go back; give more, or leave it out\n"
     )
-    assert main(["train", "--resume", str(run)]) == 0
-    assert capsys.readouterr().out.endswith(
-        f"nothing to train: {run} is at env step 400, its total_steps; give a larger "
-        "--total-steps to go on\n"
-    )
-    assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == files
+    for budget in ("500", "800"):  # its own, or one given that it has reached
+        given = [] if budget == "500" else ["--total-steps", budget]
+        assert main(["train", "--resume", str(run), *given]) == 0
+        assert capsys.readouterr().out.endswith(
+            f"nothing to train: {run} is at env step 800, its total_steps being {budget}; "
+            "give a larger --total-steps to go on\n"
+        )
+        now = files()
+        assert f"total_steps = {budget}\n" in now.pop("config.toml").decode()  # as asked
+        assert now == {k: v for k, v in before.items() if k != "config.toml"}
 
 
 def test_a_temporary_file_a_killed_save_left_is_removed_when_the_run_goes_on(tmp_path) -> None:

@@ -602,20 +602,21 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
 
 
 def test_mappo_stop_of_one_setting_says_it_stops_the_whole_sweep(tmp_path, capsys) -> None:
-    """A sweep's settings train in one process: `mappo stop SWEEP/<setting>` stops them all,
-    and now says so. Another run's folder beside it, held by another process, is not one
-    of them."""
+    """A sweep's settings train in one process: `mappo stop SWEEP/<setting>` (or one seed's
+    folder in it) stops them all, and now says so. Another run's folder beside it, held by
+    another process, is not one of them."""
     sweep = tmp_path / "sweep"
-    held = [  # the sweep's two settings by one process, another run by another
-        [sweep / "lr_0.1" / "seed_0", sweep / "lr_0.2" / "seed_0"],
+    held = [  # the sweep's two settings of two seeds by one process, another run by another
+        [sweep / setting / f"seed_{s}" for setting in ("lr_0.1", "lr_0.2") for s in (0, 1)],
         [tmp_path / "other" / "seed_0"],
     ]
-    holders = [
+    holders = [  # each says which signal reached it, and holds on
         subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                "import time; from mappo.run_folder import RunLock; "
+                "import signal, time; from mappo.run_folder import RunLock; "
+                "signal.signal(signal.SIGINT, lambda *_: print('SIGINT', flush=True)); "
                 f"locks = [RunLock.take(p) for p in {[str(p) for p in paths]!r}]; "
                 "print('held', flush=True); time.sleep(60)",
             ],
@@ -624,19 +625,27 @@ def test_mappo_stop_of_one_setting_says_it_stops_the_whole_sweep(tmp_path, capsy
         )
         for paths in held
     ]
+    sent = (
+        f"sent SIGINT to pid {holders[0].pid}, training in {sweep}: a first signal "
+        "finishes the update and saves, a second stops at once"
+    )
     try:
         assert [h.stdout.readline() for h in holders] == ["held\n", "held\n"]
-        assert main(["stop", str(sweep / "lr_0.1"), "--wait", "0"]) == 0
-        assert capsys.readouterr().out.splitlines() == [
-            f"{sweep / 'lr_0.1'} is one setting's runs of {sweep}, which one process trains: "
-            "stopping it",
-            f"sent SIGINT to pid {holders[0].pid}, training in {sweep}: a first signal "
-            "finishes the update and saves, a second stops at once",
-            "not waiting (--wait 0): it saves and exits by itself",
-        ]
-        assert holders[0].wait(timeout=60) != 0 and holders[1].poll() is None
-        assert main(["stop", str(tmp_path / "other"), "--wait", "60"]) == 0
-        assert capsys.readouterr().out.splitlines()[0].startswith("sent SIGINT to pid ")
+        for named, what in ((sweep / "lr_0.1" / "seed_1", "one run"), (sweep / "lr_0.1",
+                            "one setting's runs")):  # fmt: skip
+            assert main(["stop", str(named), "--wait", "0"]) == 0
+            assert capsys.readouterr().out.splitlines() == [
+                f"{named} is {what} of {sweep}, which one process trains: stopping it",
+                sent,
+                "not waiting (--wait 0): it saves and exits by itself",
+            ]
+            assert holders[0].stdout.readline() == "SIGINT\n"
+        assert main(["stop", str(tmp_path / "other"), "--wait", "0"]) == 0
+        assert capsys.readouterr().out.splitlines()[0] == (
+            f"sent SIGINT to pid {holders[1].pid}, training in {tmp_path / 'other'}: a first "
+            "signal finishes the update and saves, a second stops at once"
+        )
+        assert holders[1].stdout.readline() == "SIGINT\n"
     finally:
         for holder in holders:
             holder.kill()

@@ -123,38 +123,50 @@ def make_jaxmarl_env(
 
 
 def _keywords_read(cls: type) -> set[str] | None:
-    """The keywords the `__init__`s of `cls` and its bases read: their named parameters,
-    and the keys read off their `**kwargs` (`kwargs["rad"]`, `"rad" in kwargs`,
-    `kwargs.get("rad")`). JaxMARL's MPE envs take `**kwargs` and drop the keys they do not
-    know, so a misspelt `num_agent` trained the default silently. None where that cannot
-    be told: an `__init__` whose source cannot be read, or that uses its `**kwargs`
-    otherwise (handing them to anything but `super().__init__`)."""
+    """The keywords an env of class `cls` reads: the named parameters of its `__init__`, and
+    of its bases' as far as each hands its `**kwargs` on to `super().__init__`, and the keys
+    read off those `**kwargs` (`kwargs["rad"]`, `"rad" in kwargs`, `kwargs.get("rad")`),
+    less those a subclass passes its base itself. JaxMARL's MPE envs take `**kwargs` and
+    drop the keys they do not know, so a misspelt `num_agent` trained the default silently.
+    None where that cannot be told: an `__init__` that is not a plain function, whose source
+    cannot be read, or that uses its `**kwargs` otherwise (hands them to another class)."""
     names: set[str] = set()
-    for klass in cls.__mro__:
+    fixed: set[str] = set()  # keywords a subclass gives its base itself: not the caller's
+    for klass in cls.__mro__[:-1]:  # object's takes nothing
         init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
         if not inspect.isfunction(init):
-            continue
+            return None
         parameters = list(inspect.signature(init).parameters.values())[1:]  # not `self`
-        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        own = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        names |= own - fixed
         rest = next((p.name for p in parameters if p.kind is p.VAR_KEYWORD), None)
-        if rest is None:
-            continue
+        if rest is None:  # the caller's keywords end here
+            break
         try:
             tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
         except (OSError, TypeError, SyntaxError):
             return None
-        read = _keys_read(tree, rest)
-        if read is None:
+        use = _uses_of_rest(tree, rest)
+        if use is None:
             return None
-        names |= read
+        keys, passed, handed_on = use
+        names |= keys - fixed
+        fixed |= passed - own
+        if not handed_on:
+            break
     return names
 
 
-def _keys_read(tree: ast.AST, rest: str) -> set[str] | None:
-    """The string keys read off the mapping named `rest` in `tree`, or None where `rest` is
-    used in another way than reading keys or `super().__init__(..., **rest)`."""
+def _uses_of_rest(tree: ast.AST, rest: str) -> tuple[set[str], set[str], bool] | None:
+    """How the `**rest` mapping of an `__init__` (`tree`) is used: the string keys read off
+    it, the keywords its `super().__init__(...)` call names itself, and whether that call
+    hands `**rest` on; None where `rest` is used in another way."""
     allowed: set[int] = set()  # ids of the `rest` Name nodes that are accounted for
     keys: set[str] = set()
+    passed: set[str] = set()
+    handed_on = False
     for node in ast.walk(tree):
         if isinstance(node, ast.Subscript) and _is_name(node.value, rest):
             if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
@@ -173,9 +185,12 @@ def _keys_read(tree: ast.AST, rest: str) -> set[str] | None:
                     allowed.add(id(func.value))
             elif func.attr == "__init__" and isinstance(func.value, ast.Call):
                 if _is_name(func.value.func, "super"):
-                    allowed |= {id(k.value) for k in node.keywords if k.arg is None}
+                    passed |= {k.arg for k in node.keywords if k.arg is not None}
+                    spread = [k.value for k in node.keywords if k.arg is None]
+                    handed_on |= any(_is_name(value, rest) for value in spread)
+                    allowed |= {id(value) for value in spread}
     used = [n for n in ast.walk(tree) if _is_name(n, rest)]
-    return keys if all(id(n) in allowed for n in used) else None
+    return (keys, passed, handed_on) if all(id(n) in allowed for n in used) else None
 
 
 def _is_name(node: ast.AST, name: str) -> bool:
