@@ -376,6 +376,29 @@ def test_output_on_a_full_disk_stops_the_run_saved_and_says_so(tmp_path) -> None
     assert load_checkpoint(tmp_path / "s" / "checkpoint.pt")["env_steps"] == logged
 
 
+class FullAtTheEnd(io.StringIO):
+    """A log whose disk fills as the run closes: its last summary line and the lines after
+    it cannot be written."""
+
+    def write(self, text: str) -> int:
+        if text.startswith("env steps") or self.getvalue().count("env steps"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(text)
+
+
+def test_a_finished_run_whose_last_lines_are_lost_is_no_error(tmp_path) -> None:
+    """A run that reached its budget and saved is not reported as stopped because its last
+    summary line met a full disk while it closed."""
+    from mappo.presets import build_config
+    from mappo.run import Run
+
+    config = build_config(None, None, {"num_envs": 4, "total_steps": 200, "compile": "false"})
+    with Run.start(config, tmp_path / "r") as run:
+        summary = run.train(stream=FullAtTheEnd())
+    assert summary.finished and summary.stopped_by is None
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["env_steps"] == 200
+
+
 def test_a_run_that_ignores_sighup_trains_on_after_its_terminal_closes(tmp_path) -> None:
     """A run started with `& disown` (or anything that keeps SIGHUP from it) whose terminal
     closes: every later write fails (EIO), and the run trains to its end all the same,
