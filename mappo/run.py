@@ -44,7 +44,7 @@ from mappo.distributed import Distributed
 from mappo.envs.registry import steps_in_this_process
 from mappo.errors import ConfigError, DivergenceError, EnvError, RunFolderError, WriteError
 from mappo.progress import Progress, RecentReturns
-from mappo.run_folder import RunFolder, slot_folders
+from mappo.run_folder import RUN_FILES, RunFolder, slot_folders
 from mappo.run_lock import RunLock, signal_holders, wait_released
 from mappo.seeds import MultiSeedTrainer, SeedStreams, check_slot_configs, pooled_metrics
 from mappo.stop_signals import (
@@ -577,7 +577,9 @@ def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -
     folders = slot_folders(path) or [path]
     held = [folder for folder in folders if RunLock.holder(folder) is not None]
     if not held:
-        raise RunFolderError(f"run folder {path}: no process trains in it, nothing to stop")
+        is_run = any((folder / name).exists() for folder in folders for name in RUN_FILES)
+        what = "no process trains in it" if is_run else "not a run folder (no config.toml)"
+        raise RunFolderError(f"run folder {path}: {what}, nothing to stop")
     pids = signal_holders(held, signal.SIGINT)
     say(
         f"sent SIGINT to pid {', '.join(map(str, pids))}, training in {path}: a first "

@@ -319,7 +319,8 @@ class RunFolder:
         fig.tight_layout()
         tmp = self.curve_path.with_name(".curve.tmp.png")
         try:
-            with writes_refused_as_write_error(self.curve_path, "the curve before is as it was"):
+            kept = "the curve before is as it was" if self.curve_path.exists() else "none drawn yet"
+            with writes_refused_as_write_error(self.curve_path, kept):
                 fig.savefig(tmp)
                 tmp.replace(self.curve_path)
         finally:

@@ -471,6 +471,11 @@ def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> Non
     assert capsys.readouterr().err == (
         f"mappo: error: run folder {run}: no process trains in it, nothing to stop\n"
     )
+    assert main(["stop", str(run.parent)]) == 2  # a folder holding no run at all
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {run.parent}: not a run folder (no config.toml), nothing "
+        "to stop\n"
+    )
     with open(run / "metrics.csv", newline="") as handle:
         steps = [int(row["env_steps"]) for row in csv.DictReader(handle)]
     assert steps == [STEPS_PER_UPDATE * k for k in range(1, len(steps) + 1)]  # one writer
