@@ -154,6 +154,12 @@ class MappoTrainer:
         distributed: Distributed | None = None,
     ) -> None:
         require_usable_device(config.device)
+        if env is not None and not isinstance(env, MultiAgentEnv):  # before any work
+            raise ConfigError(
+                f"env: {type(env).__name__} is not a mappo MultiAgentEnv; give one (a "
+                "PettingZoo env: mappo.PettingZooWrapper(make_env, num_envs)), or none to build "
+                "config.env"
+            )
         self.dist = distributed or Distributed()
         torch.manual_seed(config.seed)
         if config.torch_threads:

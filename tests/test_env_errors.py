@@ -472,3 +472,15 @@ def test_a_missing_jumanji_is_one_line_naming_the_extra(monkeypatch: pytest.Monk
     monkeypatch.setattr(bridge, "_MISSING", ModuleNotFoundError("no jumanji", name="jumanji"))
     with pytest.raises(ConfigError, match=r"pip install 'mappo\[jumanji\]' \(jumanji is missing\)"):
         make_env("jumanji:LevelBasedForaging-v0", 2)
+
+
+def test_an_env_object_of_another_kind_is_refused_in_one_line() -> None:
+    """A PettingZoo env, or anything not a `MultiAgentEnv`, handed to the trainer failed deep
+    inside with "'...' object has no attribute 'spec'"."""
+    config = MappoConfig(num_envs=2, minibatch_size=0, compile="false")
+    with pytest.raises(ConfigError) as refused:
+        MappoTrainer(config, env=object())  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "env: object is not a mappo MultiAgentEnv; give one (a PettingZoo env: "
+        "mappo.PettingZooWrapper(make_env, num_envs)), or none to build config.env"
+    )
