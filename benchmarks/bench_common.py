@@ -17,14 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from mappo.errors import (
-    CheckpointError,
-    ConfigError,
-    EnvError,
-    RunFolderError,
-    memory_line,
-    out_of_memory,
-)
+from mappo.errors import exit_line
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,17 +34,13 @@ def one_line_errors(prog: str) -> Iterator[None]:
     an env that broke. Anything else is a bug and keeps its traceback."""
     try:
         yield
-    except (UsageError, ConfigError, CheckpointError, RunFolderError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except EnvError as err:
-        print(f"{prog}: env error: {err}", file=sys.stderr)
-        raise SystemExit(3) from None
-    except (MemoryError, RuntimeError) as err:
-        if not out_of_memory(err):
+    except Exception as err:
+        said = (2, f"error: {err}") if isinstance(err, UsageError) else exit_line(err)
+        if said is None:
             raise
-        print(f"{prog}: error: {memory_line(err)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        code, line = said
+        print(f"{prog}: {line}", file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 def cpu_model() -> str:

@@ -24,14 +24,7 @@ from mappo.config import (
     parse_sweep,
 )
 from mappo.distributed import another_rank_failed, launch_ranks, report_rank_failure
-from mappo.errors import (
-    CheckpointError,
-    ConfigError,
-    EnvError,
-    RunFolderError,
-    memory_line,
-    out_of_memory,
-)
+from mappo.errors import CheckpointError, ConfigError, RunFolderError, exit_line
 from mappo.policy import require_usable_device
 from mappo.presets import PRESETS, build_config
 from mappo.run import Run, StopRun, info_lines, stop_training
@@ -382,16 +375,14 @@ def _command(argv: list[str] | None) -> int:
             if args.seeds is None and args.sweep is None:  # train refuses them with --nproc
                 return launch_ranks(args.nproc, sys.argv[1:] if argv is None else argv)
         return HANDLERS[args.command](args)
-    except (ConfigError, RunFolderError, CheckpointError) as err:
-        return _failed(2, f"mappo: error: {err}")
-    except EnvError as err:
-        if args.debug:
+    except (ConfigError, RunFolderError, CheckpointError, MemoryError, RuntimeError) as err:
+        said = exit_line(err)  # EnvError is a RuntimeError
+        # --debug shows where an env broke or memory ran out; bad input needs no traceback.
+        bad_input = isinstance(err, ConfigError | RunFolderError | CheckpointError)
+        if said is None or (args.debug and not bad_input):
             raise
-        return _failed(3, f"mappo: env error: {err}")
-    except (MemoryError, RuntimeError) as err:
-        if args.debug or not out_of_memory(err):
-            raise
-        return _failed(2, f"mappo: error: {memory_line(err)}")
+        code, line = said
+        return _failed(code, f"mappo: {line}")
     except OSError as err:  # a file a command reads or writes (a run's own writes: WriteError)
         if isinstance(err, BrokenPipeError) and stdout_reader_gone():
             # `mappo report | head -1`: the reader has what it wanted. No error at exit either,

@@ -93,6 +93,20 @@ def out_of_memory(err: BaseException) -> bool:
     )
 
 
+def exit_line(err: BaseException) -> tuple[int, str] | None:
+    """The exit code and line (after the program's name) of an error a user sees as one
+    line: 2 and "error: ..." for bad input (a config, a run folder, a checkpoint, memory
+    that ran out), 3 and "env error: ..." for an env that broke; None for any other error,
+    a bug, which keeps its traceback."""
+    if isinstance(err, ConfigError | RunFolderError | CheckpointError):
+        return 2, f"error: {err}"
+    if isinstance(err, EnvError):
+        return 3, f"env error: {err}"
+    if out_of_memory(err):
+        return 2, f"error: {memory_line(err)}"
+    return None
+
+
 def memory_line(err: BaseException) -> str:
     """The one line for an `out_of_memory` error: how much was asked for, where the error
     says (torch's CPU allocator in bytes, numpy's and CUDA's in their own units)."""
