@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -207,8 +208,13 @@ def _train(
             raise ConfigError("--sweep seed=...: give the seeds of the runs with --seeds")
         config = build_config(args.preset, args.config, overrides)
         run = Run.start(config, args.run_dir, seeds, args.force, sweep)
-    run.train(quiet=args.quiet, wandb_project=args.wandb_project if args.wandb else None)
-    return 0
+    summary = run.train(quiet=args.quiet, wandb_project=args.wandb_project if args.wandb else None)
+    # A run a signal stopped (saved) exits as stopped: 128 + the signal's number, which the
+    # entry point turns into that signal (`mappo.console`). A rank exits 0, as torchrun
+    # would otherwise report it failed; the process that started the ranks says it.
+    if summary.finished or summary.stopped_by is None or "WORLD_SIZE" in os.environ:
+        return 0
+    return 128 + signal.Signals[summary.stopped_by]
 
 
 def evaluate(args: argparse.Namespace) -> int:

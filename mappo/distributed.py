@@ -149,9 +149,11 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
             env={**os.environ, RANK_STATUS_ENV: status},
         )
         terminal = terminal_outputs()
+        passed_on: list[int] = []  # the signals that asked the ranks to stop
 
         def to_ranks(signum: int, frame: object) -> None:
             take_hangup(signum, terminal)  # its own last lines, after a closed terminal
+            passed_on.append(signum)
             for pid in child_processes(agent.pid):
                 os.kill(pid, signum)
 
@@ -164,7 +166,10 @@ def launch_ranks(nproc: int, argv: list[str]) -> int:
                 signal.signal(sig, handler)
     for line in dict.fromkeys(line for _, line in reports):  # each once, in rank order
         print(line, file=sys.stderr)
-    return max(rank_code for rank_code, _ in reports) if reports else code
+    if reports:
+        return max(rank_code for rank_code, _ in reports)
+    # Ranks stopped by a signal exit 0 to torchrun; the run exits as stopped (`mappo.cli`).
+    return 128 + passed_on[0] if code == 0 and passed_on else code
 
 
 def _wait_for_ranks(agent: subprocess.Popen[bytes], status: Path) -> int:

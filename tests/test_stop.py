@@ -89,7 +89,9 @@ def test_a_stop_mid_rollout_keeps_the_last_update_and_resumes_exactly(
         # Ctrl-C 30 steps into the third update's rollout, which then takes 0.02 s a step.
         signal_during_step(patch, (2 * STEPS_PER_UPDATE + 30,), then_sleep=0.02)
         start = time.monotonic()
-        assert main(["train", "--run-dir", str(stopped), *RUN]) == 0
+        assert (
+            main(["train", "--run-dir", str(stopped), *RUN]) == 130
+        )  # saved, and stopped by SIGINT
         assert time.monotonic() - start < 10
     out, err = capsys.readouterr()
     assert "stopping (SIGINT): finishing this update, then saving" in err
@@ -116,7 +118,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_was_not_saved(
     with monkeypatch.context() as patch:
         signal_during_step(patch, (at, at + 5), then_sleep=0.02, sig=sig)
         start = time.monotonic()
-        assert main(["train", "--run-dir", str(stopped), *RUN]) == 0
+        assert main(["train", "--run-dir", str(stopped), *RUN]) == 128 + sig
         # Well under the 60 s grace a stop waiting for the update would take, with room for
         # a loaded machine (the run itself takes 4-13 s on 2 busy cores).
         assert time.monotonic() - start < 30
@@ -137,7 +139,9 @@ def test_a_stop_before_the_first_checkpoint_says_nothing_was_saved(
     stopped = tmp_path / "stopped"
     with monkeypatch.context() as patch:
         signal_during_step(patch, (30, 35), then_sleep=0.02)
-        assert main(["train", "--run-dir", str(stopped), *RUN]) == 0
+        assert (
+            main(["train", "--run-dir", str(stopped), *RUN]) == 130
+        )  # saved, and stopped by SIGINT
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == (
         f"stopped after 0 env steps, before its first checkpoint: nothing to resume in "
@@ -160,7 +164,9 @@ def test_a_stop_waits_for_an_update_whose_steps_are_not_kept(tmp_path, monkeypat
     stopped = tmp_path / "stopped"
     with monkeypatch.context() as patch:
         signal_during_step(patch, (2 * STEPS_PER_UPDATE + 30,), then_sleep=0.005)
-        assert main(["train", "--run-dir", str(stopped), *RUN]) == 0
+        assert (
+            main(["train", "--run-dir", str(stopped), *RUN]) == 130
+        )  # saved, and stopped by SIGINT
     out, err = capsys.readouterr()
     assert "still finishing the update in progress, so that its steps are kept" in err
     assert "stopped after 300 env steps; checkpoint saved" in out
@@ -188,7 +194,9 @@ def test_a_grace_alarm_taken_while_the_run_closes_changes_nothing(
     with monkeypatch.context() as patch:
         signal_during_step(patch, (2 * STEPS_PER_UPDATE + 30,), then_sleep=0.0)
         patch.setattr(RunFolder, "close", close_with(signal.SIGALRM))
-        assert main(["train", "--run-dir", str(tmp_path / "a"), *RUN]) == 0
+        assert (
+            main(["train", "--run-dir", str(tmp_path / "a"), *RUN]) == 130
+        )  # saved, and stopped by SIGINT
     out, _ = capsys.readouterr()
     assert "stopped after 300 env steps; checkpoint saved" in out
     assert (tmp_path / "a" / "curve.png").is_file()
@@ -210,7 +218,9 @@ def test_seeds_stop_mid_rollout_and_resume_exactly(tmp_path, monkeypatch, capsys
     with monkeypatch.context() as patch:
         # Both seeds' copies step through one CounterEnv.step: 2 seeds' worth per update.
         signal_during_step(patch, (2 * 2 * STEPS_PER_UPDATE + 30,), then_sleep=0.02)
-        assert main(["train", "--run-dir", str(stopped), *seeds]) == 0
+        assert (
+            main(["train", "--run-dir", str(stopped), *seeds]) == 130
+        )  # saved, and stopped by SIGINT
     assert "stopped after 200 env steps per seed; checkpoint saved" in capsys.readouterr().out
     assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
     for seed in (3, 4):
@@ -279,7 +289,8 @@ def test_ctrl_c_with_worker_processes_saves_and_resumes_exactly(env, tmp_path) -
     assert start_training([*argv, "--run-dir", str(straight)], tmp_path).wait(timeout=300) == 0
     process = start_training([*argv, "--run-dir", str(stopped)], tmp_path)
     took, out, err = ctrl_c_after(process, lambda _: rows(stopped) >= 2)
-    assert process.returncode == 0 and took < 10
+    # Saved, and ended by the signal as the shell expects of a stopped command.
+    assert process.returncode == -signal.SIGINT and took < 10
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "stopping (SIGINT)" in err and "checkpoint saved" in out
     assert load_checkpoint(stopped / "checkpoint.pt")["env_steps"] < 3000
@@ -334,6 +345,45 @@ def run_exit_code(shell: int, tmp_path, timeout: float = 60) -> int:
 
 
 @pytest.mark.skipif(not os.path.exists("/bin/bash"), reason="needs bash")
+def test_ctrl_c_stops_the_script_a_run_trains_in(tmp_path) -> None:
+    # A script's loop over seeds, or `train && eval`: bash goes on after a child that exits
+    # normally on Ctrl-C (it takes the signal as handled), so a saved run used to exit 0 and
+    # the script trained the next seed. The run saves, then ends by SIGINT, and so does bash.
+    run, went_on = tmp_path / "r", tmp_path / "went_on"
+    env = {**os.environ, "PYTHONPATH": TESTS, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ic")}
+    train = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "mappo",
+            "train",
+            "--run-dir",
+            str(run),
+            "--num-envs",
+            "4",
+            "--total-steps",
+            "1000000",
+            "--compile",
+            "false",
+        ]
+    )
+    script = subprocess.Popen(
+        ["/bin/bash", "-c", f"{train} > /dev/null; touch {shlex.quote(str(went_on))}"],
+        stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while rows(run) < 2:
+        assert script.poll() is None and time.monotonic() < deadline, script.communicate()
+        time.sleep(0.05)
+    os.killpg(script.pid, signal.SIGINT)  # as Ctrl-C at the script's terminal
+    err = script.communicate(timeout=60)[1]
+    assert script.returncode == -signal.SIGINT and not went_on.exists(), err
+    assert "stopping (SIGINT)" in err and "Traceback" not in err
+    logged, _ = read_metrics(run / "metrics.csv")
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == int(logged[-1]["env_steps"])
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/bash"), reason="needs bash")
 def test_a_closed_terminal_stops_the_run_as_ctrl_c_does(tmp_path) -> None:
     # Both SIGHUPs reach the run and its workers; the run finishes its update and saves (the
     # second is no "stop at once"), its last lines written to nowhere (EIO from a hung-up
@@ -341,7 +391,7 @@ def test_a_closed_terminal_stops_the_run_as_ctrl_c_does(tmp_path) -> None:
     run = tmp_path / "run"
     shell, terminal = train_in_a_terminal([*worker_run(COUNTER), "--run-dir", str(run)], tmp_path)
     out = close_terminal_when(terminal, lambda: rows(run) >= 2)
-    assert run_exit_code(shell, tmp_path) == 0, out
+    assert run_exit_code(shell, tmp_path) == 128 + signal.SIGHUP, out  # stopped, not done
     saved = load_checkpoint(run / "checkpoint.pt")["env_steps"]
     logged, _ = read_metrics(run / "metrics.csv")
     assert saved < 3000 and saved == int(logged[-1]["env_steps"])  # every logged update kept
@@ -375,7 +425,7 @@ def test_ctrl_c_during_the_first_compile_stops_within_seconds(tmp_path) -> None:
         return bool(announced) and time.monotonic() - announced[0] > 3
 
     took, out, err = ctrl_c_after(process, compiling)
-    assert process.returncode == 0 and took < 10, (took, out, err)
+    assert process.returncode == -signal.SIGINT and took < 10, (took, out, err)
     assert "Traceback" not in err and "stopping (SIGINT)" in err
     assert "first update: a rollout of 25 steps in 16 env copies, then compiling the update" in out
     assert not (run / "checkpoint.pt").exists()  # no update was completed, none was lost
@@ -405,7 +455,7 @@ def test_ctrl_c_with_torchrun_ranks_saves_without_a_traceback(tmp_path) -> None:
          "--compile", "false"], tmp_path
     )  # fmt: skip
     took, out, err = ctrl_c_after(process, lambda _: rows(run) >= 2)
-    assert process.returncode == 0 and took < 10, (took, out, err)
+    assert process.returncode == -signal.SIGINT and took < 10, (took, out, err)
     assert "Traceback" not in err + out and "SignalException" not in err
     assert "stopped after" in out and "checkpoint saved" in out
     saved = load_checkpoint(run / "checkpoint.pt")["env_steps"]
@@ -460,7 +510,7 @@ def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> Non
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 0 and "checkpoint saved" in out, err
+    assert process.returncode == -signal.SIGINT and "checkpoint saved" in out, err
     saved = load_checkpoint(run / "checkpoint.pt")["env_steps"]
     assert said == (
         f"sent SIGINT to pid {process.pid}, training in {run}: a first signal finishes the "
@@ -717,7 +767,7 @@ def test_ctrl_c_stops_a_run_whose_env_hangs_in_a_worker_and_kill_leaves_no_worke
          "--run-dir", str(run)], tmp_path
     )  # fmt: skip
     took, out, err = ctrl_c_after(process, lambda _: rows(run) >= 1)
-    assert process.returncode == 0 and took < 30, (took, out, err)
+    assert process.returncode == -signal.SIGINT and took < 30, (took, out, err)
     assert "stopping (SIGINT)" in err and "Traceback" not in err
     assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 100
     # A run killed outright (SIGKILL, which it cannot handle) takes its workers with it, the
