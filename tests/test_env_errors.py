@@ -440,6 +440,40 @@ def test_an_env_whose_own_code_fails_is_one_env_error_line(
     assert type(raised.value.__cause__) in (RuntimeError, TypeError, SyntaxError)
 
 
+CHECKED_ENV = """
+from pz_envs import CounterEnv
+
+
+class Checked(CounterEnv):
+    def __init__(self, num_agents=2, size=-1):
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        super().__init__(num_agents=num_agents)
+"""
+
+
+def test_a_value_the_env_refuses_is_bad_input_when_the_user_gave_it(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """A keyword the env takes, with a value its own check refuses (lbforaging's players 0):
+    an env error (exit code 3) blamed on the env, where JaxMARL and VMAS said it was the
+    user's --env-kwargs (exit code 2). It is so for every env; without --env-kwargs the
+    same check failing is the env's own doing."""
+    (tmp_path / "checked.py").write_text(CHECKED_ENV)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = ["train", "--env", "checked:Checked", "--run-dir", str(tmp_path / "r"), *SMALL]
+    assert main([*run, "--env-kwargs", '{"size": 0}']) == 2
+    assert capsys.readouterr().err == (
+        "mappo: error: config key 'env_kwargs' = {'size': 0}: env 'checked:Checked' refused "
+        "them (ValueError: size must be >= 1, got 0)\n"
+    )
+    assert main(run) == 3
+    assert capsys.readouterr().err == (
+        "mappo: env error: env 'checked:Checked' could not be built: ValueError: size must be "
+        ">= 1, got -1\n"
+    )
+
+
 def test_running_out_of_memory_is_one_line_saying_how_much(monkeypatch, tmp_path, capsys) -> None:
     """torch's CPU allocator refusing (a hidden_dim or num_envs far too large) was a raw
     traceback; numpy's and CUDA's errors say their sizes their own way."""

@@ -228,8 +228,10 @@ def _built(
     display it cannot open, a bug) is an EnvError naming the env, not the keywords, and
     with `--debug` its traceback. A factory taking `**kwargs` passes them on: a TypeError
     from it is blamed on them still, where there are any, as is one from a factory whose
-    signature cannot be read. Our own errors (a ConfigError for an impossible value) and
-    running out of memory go on as they are."""
+    signature cannot be read. A value the env checks and refuses (an AssertionError or a
+    ValueError, as VMAS's and lbforaging's do) with `env_kwargs` given is a ConfigError
+    naming them, as for JaxMARL and VMAS. Our own errors (a ConfigError for an impossible
+    value) and running out of memory go on as they are."""
     if taken := sorted(set(env_kwargs) & set(fixed)):
         raise ConfigError(
             f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' is given "
@@ -258,6 +260,13 @@ def _built(
         raise EnvError(f"env '{name}' could not be built: {error_line(err)}") from err
     except (ConfigError, EnvError, MemoryError):
         raise
+    except (AssertionError, ValueError) as err:  # envs check their arguments so
+        if not env_kwargs:  # nothing of the user's to refuse: the env's own failure
+            raise EnvError(f"env '{name}' could not be built: {error_line(err)}") from err
+        raise ConfigError(
+            f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused them "
+            f"({error_line(err)})"
+        ) from None
     except Exception as err:
         if out_of_memory(err):
             raise
