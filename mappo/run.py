@@ -152,6 +152,7 @@ class Run:
         if seeds is None and not sweep:
             dist = Distributed.from_environment(config.device)
             if dist.is_main:
+                _refuse_other_slots(path, [])
                 RunFolder.check_free(path, force)
                 _say_building(config, config.num_envs)
             trainer = MappoTrainer(config, distributed=dist)
@@ -174,6 +175,7 @@ class Run:
         seeds = list(seeds) if seeds is not None else [config.seed]
         slots = [(setting, seed) for setting in settings for seed in seeds]
         paths = [path / setting_name(setting) / f"seed_{seed}" for setting, seed in slots]
+        _refuse_other_slots(path, paths)
         for slot_path in paths:
             RunFolder.check_free(slot_path, force)
         configs = [config.replace(**setting, seed=seed) for setting, seed in slots]
@@ -797,6 +799,23 @@ def _resume_line(path: Path, trainer: MappoTrainer) -> str:
     return (
         f"resuming {path} at env step {trainer.env_steps:,} (update {trainer.updates}), "
         f"from its checkpoint of {saved}"
+    )
+
+
+def _refuse_other_slots(path: Path, paths: Sequence[Path]) -> None:
+    """Refuse a new run in `path` (one run: `paths` empty; else the folders of its seeds
+    and settings) beside the run folders of an earlier seeds run or sweep that it would not
+    write: `--resume` and `mappo report` of `path` would then find the one and not the
+    other, or both as one run. Even with `force`, which replaces runs but deletes no folders."""
+    others = [slot for slot in slot_folders(path) if slot not in paths]
+    if not others:
+        return
+    names = [str(slot.relative_to(path)) for slot in others]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise RunFolderError(
+        f"run folder {path} holds the runs of an earlier --seeds or --sweep run ({shown}), "
+        f"which this run would not write; continue them with mappo train --resume {path}, "
+        "or choose another --run-dir"
     )
 
 

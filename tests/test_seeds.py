@@ -337,6 +337,33 @@ def test_seeds_refuse_a_folder_holding_a_solo_run(tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize(
+    "flags, hidden",
+    [
+        ([], "seed_0, seed_1"),
+        (["--force"], "seed_0, seed_1"),  # --force replaces runs; it deletes no folders
+        (["--seeds", "1,2"], "seed_0"),
+        (["--seeds", "0,1", "--sweep", "lr=0.001"], "seed_0, seed_1"),
+    ],
+    ids=["one-run", "one-run-forced", "other-seeds", "a-sweep"],
+)
+def test_a_new_run_beside_a_seeds_runs_folders_is_refused(tmp_path, capsys, flags, hidden) -> None:
+    """A run started in the folder of a finished seeds run used to be written beside its
+    seed_<s> folders: --resume then continued the new run alone (the seeds hidden), or the
+    seeds of both runs as one."""
+    run = tmp_path / "seeds"
+    for seed in (0, 1):
+        (run / f"seed_{seed}").mkdir(parents=True)
+        (run / f"seed_{seed}" / "checkpoint.pt").write_bytes(b"")
+    assert main(train_args(run, *flags)) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {run} holds the runs of an earlier --seeds or --sweep run "
+        f"({hidden}), which this run would not write; continue them with mappo train "
+        f"--resume {run}, or choose another --run-dir\n"
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["seed_0", "seed_1"]  # nothing written
+
+
+@pytest.mark.parametrize(
     "flags, message",
     [
         (["--seeds", "0,0"], "--seeds: seed 0 appears twice; each run needs its own"),
