@@ -12,6 +12,7 @@ import difflib
 import functools
 import json
 import math
+import numbers
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -299,9 +300,17 @@ def _coerce(name: str, value: Any) -> Any:
     """Check `value` against the field's declared type; convert only lossless cases: an int
     to a float field's float, an integral float to an int field's int."""
     kind = _kind(name)
+    # numpy's scalars (a value read off an array, a sweep's np.linspace) as Python's.
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | int):
+        value = int(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, float | int):
+        value = float(value)
     # TOML writes `1e6` and `20e6` only as floats, and budgets are written so.
     if kind == "int" and isinstance(value, float) and value.is_integer():
         value = int(value)
+    # `compile = false` in Python or TOML means the choice "false".
+    if isinstance(value, bool) and "true" in FIELDS[name].metadata.get("choices", ()):
+        value = str(value).lower()
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -316,7 +325,35 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(
             f"config key '{name}' = {value!r}: must fit in 64 bits (from -2**63 to below 2**63)"
         )
+    if kind == "dict" and (problem := _not_toml(value, name)):
+        raise ConfigError(f"config key '{name}' = {value!r}: {problem}")
     return float(value) if kind == "float" else value
+
+
+def _not_toml(value: Any, where: str) -> str | None:
+    """Why config.toml cannot hold `value` (found at `where`), or None: TOML has strings,
+    numbers, booleans, lists and tables of them, and no null."""
+    if value is None:
+        return (
+            f"{where} is None, which config.toml cannot hold (leave a keyword out for its default)"
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {key!r}: keys must be strings"
+            if problem := _not_toml(item, f"{where}[{key!r}]"):
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        return next(
+            (p for i, item in enumerate(value) if (p := _not_toml(item, f"{where}[{i}]"))), None
+        )
+    if isinstance(value, str | bool | int | float):
+        return None
+    return (
+        f"{where} is a {type(value).__name__}, which config.toml cannot hold: give strings, "
+        "numbers, booleans, lists or dicts of them"
+    )
 
 
 def from_dict(data: dict[str, Any], source: str = "config") -> MappoConfig:

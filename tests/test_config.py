@@ -32,6 +32,42 @@ def test_wrong_type_names_key_and_value() -> None:
         from_dict({"update_epochs": "ten"})
 
 
+def test_python_and_toml_spellings_of_a_value_are_taken(tmp_path) -> None:
+    """`compile=False` (a choice of strings) and numpy's scalars, as a script writes them,
+    were refused as the wrong type: np.int64 always, np.float32 for a float field."""
+    import numpy as np
+
+    cfg = MappoConfig(compile=False, total_steps=np.int64(5000), lr=np.float32(0.5))
+    assert (cfg.compile, cfg.total_steps, cfg.lr) == ("false", 5000, 0.5)
+    assert type(cfg.total_steps) is int and type(cfg.lr) is float  # written to TOML as such
+    (tmp_path / "c.toml").write_text("compile = true\n")
+    assert MappoConfig.load(tmp_path / "c.toml").compile == "true"
+
+
+@pytest.mark.parametrize(
+    ("env_kwargs", "problem"),
+    [
+        ({"render_mode": None}, "env_kwargs['render_mode'] is None, which config.toml cannot "
+         "hold (leave a keyword out for its default)"),
+        ({"sizes": [3, None]}, "env_kwargs['sizes'][1] is None, which config.toml cannot hold "
+         "(leave a keyword out for its default)"),
+        ({"fn": len}, "env_kwargs['fn'] is a builtin_function_or_method, which config.toml "
+         "cannot hold: give strings, numbers, booleans, lists or dicts of them"),
+        ({1: 2}, "env_kwargs has the key 1: keys must be strings"),
+    ],
+)  # fmt: skip
+def test_env_kwargs_that_config_toml_cannot_hold_are_refused(tmp_path, env_kwargs, problem):
+    """PettingZoo's `render_mode=None` trained, then the run folder's config.toml failed to
+    be written ("Object of type 'NoneType' is not TOML serializable"), leaving a folder
+    locked by a process that had gone on."""
+    with pytest.raises(ConfigError, match=exactly(f"config key 'env_kwargs' = {env_kwargs!r}: "
+                                                  f"{problem}")):  # fmt: skip
+        MappoConfig(env_kwargs=env_kwargs)
+    run = tmp_path / "r"
+    code = main(["train", "--run-dir", str(run), "--env-kwargs", '{"render_mode": null}'])
+    assert code == 2 and not run.exists()
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [
