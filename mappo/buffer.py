@@ -163,6 +163,22 @@ class AgentBuffer:
         """
         if len(self) >= self.rollout_steps:
             raise IndexError(f"AgentBuffer is full ({self.rollout_steps} steps); call clear()")
+        # The step's own tensors, whole (leading axes of 1 may be left out): one repeated
+        # over an axis (obs [E, O] with E = A) would fill the step with another env's data,
+        # and a float action would be truncated.
+        for name, given, slot in (("obs", obs, self.observations), ("state", state, self.states),
+                                  ("log_prob", log_prob, self.log_probs),
+                                  ("value", value, self.values)):  # fmt: skip
+            if isinstance(given, torch.Tensor) and given.numel() != slot[0].numel():
+                raise ValueError(
+                    f"AgentBuffer.add: {name} has shape {list(given.shape)}, not "
+                    f"{list(slot.shape[1:])}"
+                )
+        if action.is_floating_point() and not self.actions.is_floating_point():
+            raise ValueError(
+                f"AgentBuffer.add: action is {action.dtype}, stored as {self.actions.dtype}: "
+                "give discrete actions as integers (or action_dtype=torch.float32)"
+            )
         t = self.step
         self.observations[t] = obs
         self.actions[t] = action
@@ -205,6 +221,11 @@ class AgentBuffer:
         after the rollout, whose last turn `last_value` completes; the open turns
         of the others are deferred (see the class doc).
         """
+        if len(self) < self.rollout_steps:  # GAE would run over rows of no step (or stale)
+            raise ValueError(
+                f"AgentBuffer holds {len(self)} of its {self.rollout_steps} steps: compute the "
+                "advantages of a full rollout (or build it with rollout_steps the steps taken)"
+            )
         deferred = None
         if self.carry_rows:
             assert next_acting is not None, "a turn-based rollout needs next_acting"

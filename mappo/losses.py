@@ -10,6 +10,25 @@ from __future__ import annotations
 import torch
 
 
+def check_shapes(function: str, shape: torch.Size, **tensors: torch.Tensor | None) -> None:
+    """Refuse any of `tensors` (None: not given) whose shape is not `shape`, naming it: one
+    that broadcasts instead (a critic's `[N, 1]` against returns `[N]`) gives a loss over
+    every pair, a wrong number and no error."""
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.shape != shape:
+            raise ValueError(
+                f"{function}: {name} has shape {list(tensor.shape)}, not {list(shape)} as "
+                f"the first argument: give them one shape (squeeze a trailing axis of 1)"
+            )
+
+
+def check_setting(function: str, name: str, value: float | torch.Tensor) -> None:
+    """Refuse a negative (or NaN) number `value` for `name`; a sweep's tensor of per-slot
+    values was checked in its config."""
+    if not isinstance(value, torch.Tensor) and not value >= 0:
+        raise ValueError(f"{function}: {name} = {value!r}: must be >= 0")
+
+
 def masked_mean(x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of `x` over the samples whose weight is non-zero (plain mean without weights)."""
     if weights is None:
@@ -52,6 +71,19 @@ def compute_gae(
     is cut with the next value.
     Returns advantages `[T, ...]`.
     """
+    if not rewards.is_floating_point():  # integer advantages would be truncated
+        raise ValueError(f"compute_gae: rewards are {rewards.dtype}: give floats")
+    shape = rewards.shape
+    check_shapes("compute_gae", shape, values=values, dones=dones, truncated=truncated,
+                 truncation_values=truncation_values, acting=acting, deferred=deferred)  # fmt: skip
+    if last_value.shape != shape[1:]:
+        raise ValueError(
+            f"compute_gae: last_value has shape {list(last_value.shape)}, not "
+            f"{list(shape[1:])}: the rewards' shape {list(shape)} without its time axis"
+        )
+    for name, mask in (("truncated", truncated), ("acting", acting), ("deferred", deferred)):
+        if mask is not None and mask.dtype != torch.bool:
+            raise ValueError(f"compute_gae: {name} is {mask.dtype}: give a bool tensor")
     steps = rewards.shape[0]
     advantages = torch.empty_like(rewards)
     not_done = 1.0 - dones.to(rewards.dtype)
@@ -109,6 +141,9 @@ def ppo_policy_loss(
 ) -> torch.Tensor:
     """Clipped surrogate: mean of -min(r·A, clip(r, 1±ε)·A), r = π_new/π_old. `clip_coef`
     may be a 0-dim tensor (a sweep's per-slot value)."""
+    check_shapes("ppo_policy_loss", advantages.shape, new_log_probs=new_log_probs,
+                 old_log_probs=old_log_probs, weights=weights)  # fmt: skip
+    check_setting("ppo_policy_loss", "clip_coef", clip_coef)
     ratio = (new_log_probs - old_log_probs).exp()
     unclipped = ratio * advantages
     clipped = clamp_around(ratio, 1.0, clip_coef) * advantages
@@ -131,6 +166,11 @@ def ppo_value_loss(
     0-dim tensor (a sweep's per-slot value, inside its `vmap`): then both forms
     are computed and `torch.where` picks, as a program cannot branch on a value.
     """
+
+    check_shapes("ppo_value_loss", new_values.shape, old_values=old_values, returns=returns,
+                 weights=weights)  # fmt: skip
+    check_setting("ppo_value_loss", "clip_coef", clip_coef)
+    check_setting("ppo_value_loss", "huber_delta", huber_delta)
 
     def error_loss(error: torch.Tensor) -> torch.Tensor:
         if isinstance(huber_delta, torch.Tensor):

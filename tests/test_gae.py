@@ -101,3 +101,46 @@ def test_trainer_bootstraps_time_limits_only_when_configured(bootstrap) -> None:
         assert not buf.truncated.any()  # the official code's reading: a terminal state
         expected = buf.rewards[2]
     torch.testing.assert_close(buf.returns[2], expected)
+
+
+def test_inputs_that_would_broadcast_or_truncate_are_refused() -> None:
+    """Integer rewards gave integer advantages ([2, 1, 3] for [2.012, 1.6, 3.6]); dones
+    `[T, E]` against rewards `[T, E, A]` with E = A broadcast over the agents."""
+    rewards, values = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 0.5])
+    dones = torch.tensor([0.0, 1.0, 0.0])
+    assert compute_gae(rewards, values, dones, torch.tensor(2.0), 0.9, 0.8).tolist() == (
+        pytest.approx([1.0 + 0.9 * 1.0 - 0.0 + 0.9 * 0.8 * -1.0, -1.0, 2.0 + 0.9 * 2.0 - 0.5])
+    )
+    with pytest.raises(ValueError, match=r"^compute_gae: rewards are torch.int64: give floats"):
+        compute_gae(torch.tensor([1, 0, 2]), values, dones, torch.tensor(2.0), 0.9, 0.8)
+    T, E = 3, 2
+    with pytest.raises(ValueError, match=r"^compute_gae: dones has shape \[3, 2\], not "
+                       r"\[3, 2, 2\]"):  # fmt: skip
+        compute_gae(torch.ones(T, E, E), torch.ones(T, E, E), torch.zeros(T, E),
+                    torch.zeros(E, E), 0.9, 0.8)  # fmt: skip
+    with pytest.raises(ValueError, match=r"^compute_gae: last_value has shape \[2\], not "
+                       r"\[2, 2\]"):  # fmt: skip
+        compute_gae(torch.ones(T, E, E), torch.ones(T, E, E), torch.zeros(T, E, E),
+                    torch.zeros(E), 0.9, 0.8)  # fmt: skip
+    with pytest.raises(ValueError, match=r"^compute_gae: truncated is torch.float32"):
+        compute_gae(rewards, values, dones, torch.tensor(2.0), 0.9, 0.8,
+                    truncated=dones, truncation_values=values)  # fmt: skip
+
+
+def test_the_buffer_refuses_a_partial_rollout_and_steps_that_would_broadcast() -> None:
+    """GAE over a buffer holding 1 of its 3 steps ran over the empty rows (advantage 4.645
+    for 5.5); obs `[E, O]` with E = A filled each agent with another env's observation; a
+    float action was stored truncated (1.7 as 1)."""
+    buf = AgentBuffer(rollout_steps=3, num_envs=2, num_agents=2, obs_dim=4, state_dim=3,
+                      action_dim=1)  # fmt: skip
+    ones = torch.ones(2, 2)
+    buf.add(torch.zeros(2, 2, 4), torch.zeros(2, 2, 1, dtype=torch.long), ones, 1.0, False, ones)
+    with pytest.raises(ValueError, match=r"^AgentBuffer holds 1 of its 3 steps"):
+        buf.compute_returns_and_advantage(torch.zeros(2, 2), gamma=0.9, gae_lambda=1.0)
+    with pytest.raises(ValueError, match=r"^AgentBuffer.add: obs has shape \[2, 4\], not "
+                       r"\[2, 2, 4\]$"):  # fmt: skip
+        buf.add(torch.zeros(2, 4), torch.zeros(2, 2, 1, dtype=torch.long), ones, 1.0, False, ones)
+    with pytest.raises(ValueError, match=r"^AgentBuffer.add: action is torch.float32, stored "
+                       r"as torch.int64"):  # fmt: skip
+        buf.add(torch.zeros(2, 2, 4), torch.full((2, 2, 1), 1.7), ones, 1.0, False, ones)
+    assert len(buf) == 1  # neither refused step was written
