@@ -179,13 +179,13 @@ class MappoTrainer:
             use_state=config.critic_uses_state,
         )
         try:
-            self._set_up(config, rank_seed)
+            self._set_up(config, rank_seed, handed_env=env is not None)
         except BaseException:
             if env is None:  # ours to close: no worker processes left behind a refusal
                 self.env.close()
             raise
 
-    def _set_up(self, config: MappoConfig, rank_seed: int) -> None:
+    def _set_up(self, config: MappoConfig, rank_seed: int, handed_env: bool) -> None:
         """Everything built after the env, which it decides: the config matched to it, the
         policy, optimizer and buffer, the first observations and the evaluation envs."""
         spec = self.env.spec
@@ -245,7 +245,7 @@ class MappoTrainer:
         self._episode_start = torch.ones_like(self._alive)  # [E, A]
         self._times = {"env": 0.0, "inference": 0.0}
         # Evaluation during training, on rank 0 only (every rank holds the same weights), in
-        # copies of `config.env` (also when this trainer was handed its env).
+        # copies of `config.env` (also when this trainer was handed its env: checked alike).
         self.eval_seed = cfg.seed + EVAL_SEED_OFFSET
         self.best_eval_return = -math.inf  # the run's caller decides what is kept as best
         self.eval_env: MultiAgentEnv | None = None
@@ -259,6 +259,28 @@ class MappoTrainer:
                     cfg.env_kwargs,
                     use_state=False,  # only the actors act
                 )
+            if handed_env:
+                self._check_eval_env_matches(self.eval_env)
+
+    def _check_eval_env_matches(self, eval_env: MultiAgentEnv) -> None:
+        """Refuse evaluation envs (copies of `config.env`) that differ from the env this
+        trainer was handed: an evaluation would fail on another shape, or score another
+        task (another episode limit) without a word."""
+        ours, theirs = self.env.spec, eval_env.spec
+        differ = [
+            f"{f.name} {getattr(theirs, f.name)!r} against {getattr(ours, f.name)!r}"
+            for f in dataclasses.fields(ours)
+            if f.name != "name" and getattr(ours, f.name) != getattr(theirs, f.name)
+        ]
+        if differ:
+            eval_env.close()
+            cfg = self.config
+            raise ConfigError(
+                f"config key 'eval_interval' = {cfg.eval_interval}: evaluation plays copies of "
+                f"config.env {cfg.env!r} (env_kwargs {cfg.env_kwargs}), which differ from the "
+                f"env given to MappoTrainer ({'; '.join(differ[:3])}): set env and env_kwargs "
+                "to build that env, or eval_interval = 0"
+            )
 
     def _rng_of_its_own(self) -> Any:
         """A context in which torch's random streams (CPU and this run's GPU) are saved and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import runpy
 import sys
 import tomllib
@@ -115,3 +116,28 @@ def test_own_vectorized_env_trains_and_evaluates_through_the_cli(tmp_path, capsy
         "refused them (LineEnv.__init__() got an unexpected keyword argument 'agents'); it "
         "takes num_agents, episode_length\n"
     )
+
+
+def test_evaluation_of_a_handed_env_is_refused_unless_config_env_builds_it(tmp_path) -> None:
+    """Evaluation during training plays copies of `config.env`: for an env handed to
+    MappoTrainer that `config.env` does not build, it failed after the first update with a
+    matrix-shape error (another env), or scored another task without a word (another
+    episode limit). Refused before any work; a config that builds the same env trains."""
+    from mappo import ConfigError, MappoConfig, MappoTrainer
+
+    line = load_example("own_vectorized_env")
+    small = {"num_envs": 4, "rollout_steps": 20, "total_steps": 80, "eval_interval": 80,
+             "eval_episodes": 2, "minibatch_size": 0, "compile": "false"}  # fmt: skip
+    refused = (r"^config key 'eval_interval' = 80: evaluation plays copies of config.env "
+               r"'spread' \(env_kwargs \{\}\), which differ from the env given to "
+               r"MappoTrainer \(agent_names .*obs_dim 18 against 2")  # fmt: skip
+    with pytest.raises(ConfigError, match=refused):
+        MappoTrainer(MappoConfig(**small), env=line.LineEnv(4))
+    config = MappoConfig(env="own_vectorized_env:LineEnv", **small)
+    with pytest.raises(
+        ConfigError, match=r"\(max_episode_steps 20 against 5\): set env and env_kwargs"
+    ):
+        MappoTrainer(config, env=line.LineEnv(4, episode_length=5))
+    built = config.replace(env_kwargs={"episode_length": 5})
+    trainer = MappoTrainer(built, env=line.LineEnv(4, episode_length=5))
+    assert math.isfinite(trainer.train()[-1].eval_return)
