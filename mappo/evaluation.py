@@ -22,6 +22,7 @@ from mappo.envs.base import (
     MultiAgentEnv,
     MultiAgentStepResult,
     checked_reset,
+    checked_start,
     checked_step,
 )
 from mappo.envs.registry import make_env
@@ -292,7 +293,7 @@ def _play(
     """`play`, also yielding the episode tracker (whose `finished` describes the episodes
     that just ended)."""
     obs = checked_reset(env, seed)
-    mask, alive = env.get_action_mask(), env.get_alive()
+    mask, alive = checked_start(env)
     team = policy.config.decided("team_reward")
     tracker = EpisodeTracker(alive, team, env.spec.turn_based)
     state = policy.initial_state(env.num_envs)

@@ -27,7 +27,9 @@ from mappo.envs.base import (
     EnvError,
     MultiAgentEnv,
     MultiAgentStepResult,
+    checked_global_state,
     checked_reset,
+    checked_start,
     checked_step,
 )
 from mappo.envs.registry import make_env
@@ -232,9 +234,8 @@ class MappoTrainer:
         )
         self._loss_fn = self.compile_loss(self.minibatch_loss)
         self._obs = checked_reset(self.env, rank_seed)  # [E, A, O]
-        self._state = self.env.get_global_state()  # [E, S]
-        self._mask = self.env.get_action_mask()  # [E, A, K]
-        self._alive = self.env.get_alive()  # [E, A]
+        self._state = checked_global_state(self.env)  # [E, S]
+        self._mask, self._alive = checked_start(self.env)  # [E, A, K], [E, A]
         self._episode_steps = torch.zeros(
             self.env.num_envs, dtype=torch.long, device=self.device
         )  # [E], steps into the episode
@@ -460,10 +461,14 @@ class MappoTrainer:
         """
         buf, spec = self.buffer, self.env.spec
         rollout = slice(buf.carry_rows, None)  # the carry rows were checked when collected
+        # A truncated agent is bootstrapped from the value of its final observation and
+        # state, which are read nowhere else: NaN there shows as NaN in that value only.
+        bootstraps = torch.where(buf.truncated, buf.truncation_values, 0.0)[rollout]
         fields = (
             ("reward", buf.env_rewards[rollout]),
             ("observation", buf.observations[rollout]),
             ("global state", buf.states[rollout]),
+            ("final_obs or final_state (their value bootstraps a truncation)", bootstraps),
         )
         for field, values in fields:
             if not values.is_floating_point():  # uint8 images: every value is finite
@@ -477,7 +482,7 @@ class MappoTrainer:
             value = values[tuple(first)].item()
             # Rewards at t come from step t+1; observations at t were returned by step t
             # (step 0 being the reset).
-            step = self.updates * buf.rollout_steps + t + (field == "reward")
+            step = self.updates * buf.rollout_steps + t + (field in ("reward", fields[3][0]))
             raise EnvError(
                 f"env '{spec.name}' returned {value} in the {field} of {agent}, env copy "
                 f"{copy}, at step {step} (counting env.step calls, 0 = reset)"

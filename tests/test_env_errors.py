@@ -5,6 +5,7 @@ wrong keywords by what would work."""
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -61,6 +62,25 @@ def test_non_finite_env_output_is_named(field, name, value, bad_step) -> None:
         assert all(torch.equal(a, b) for a, b in zip(before, trainer.parameters, strict=True))
 
 
+@pytest.mark.parametrize(
+    ("field", "critic", "agent"),
+    [("final_state", "centralized", "agent_0"), ("final_obs", "local", "agent_1")],
+)
+def test_non_finite_final_observations_of_a_truncation_are_named(field, critic, agent) -> None:
+    """NaN in what the critic reads at the end of a truncated episode (the final state, or
+    a local critic's final observation), read only for its bootstrap value, made NaN
+    advantages: a DivergenceError telling to lower lr."""
+    env = PoisonedSpread(4, field, math.nan, 25, seed=0)  # spread truncates at step 25
+    config = MappoConfig(num_envs=4, minibatch_size=64, total_steps=400, critic=critic,
+                         bootstrap_time_limits=True)  # fmt: skip
+    with pytest.raises(EnvError) as info:
+        MappoTrainer(config, env=env).train()
+    assert str(info.value).startswith(
+        "env 'spread' returned nan in the final_obs or final_state (their value bootstraps a "
+        f"truncation) of agent '{agent}', env copy 2, at step 25"
+    )
+
+
 class MisshapenSpread(SpreadEnv):
     """spread whose `step` call `bad_step` raises, or returns `field` replaced by `make(it)`;
     with `bad_step` 0 its reset returns observations one entry too narrow."""
@@ -97,6 +117,12 @@ class MisshapenSpread(SpreadEnv):
             "step() 6 returned obs of shape [4, 3, 17], not [4, 3, 18]",
         ),
         (7, "env_done", lambda d: d.tolist(), "a list as env_done, not a tensor of shape [4]"),
+        (
+            8,
+            "info",
+            lambda i: None,
+            "step() 8 returned a NoneType as info, not a dict (give {} for none)",
+        ),
         (0, None, None, "reset() returned obs of shape [4, 3, 17], not [4, 3, 18]"),
     ],
 )
@@ -115,6 +141,59 @@ def test_an_env_of_its_own_that_raises_or_breaks_the_contract_is_one_line(
         MappoTrainer(config, env=env).train()
     assert str(info.value).startswith("env 'spread' ")
     assert str(info.value).endswith(says)
+
+
+class TupleSpread(SpreadEnv):
+    """spread whose step returns a plain tuple of the result's fields."""
+
+    def step(self, actions):
+        return tuple(super().step(actions))
+
+
+class StartSpread(SpreadEnv):
+    """spread whose getter `getter` returns `make(what it returns)`."""
+
+    def __init__(self, num_envs, getter, make, **kwargs):
+        self.changed = {getter: make}
+        super().__init__(num_envs, **kwargs)
+
+    def _as_changed(self, getter, value):
+        return self.changed.get(getter, lambda v: v)(value)
+
+    def get_global_state(self):
+        return self._as_changed("get_global_state", super().get_global_state())
+
+    def get_action_mask(self):
+        return self._as_changed("get_action_mask", super().get_action_mask())
+
+    def get_alive(self):
+        return self._as_changed("get_alive", super().get_alive())
+
+
+@pytest.mark.parametrize(
+    ("getter", "make", "says"),
+    [
+        ("get_global_state", lambda s: s[:, :-1],
+         "get_global_state() returned global_state of shape [4, 53], not [4, 54]"),
+        ("get_action_mask", lambda m: m.long(),
+         "get_action_mask() returned action_mask of dtype torch.int64, not torch.bool"),
+        ("get_alive", lambda a: a[:, 0], "get_alive() returned alive of shape [4], not [4, 3]"),
+    ],
+)  # fmt: skip
+def test_what_an_env_gives_after_its_reset_is_checked_as_a_step(getter, make, says) -> None:
+    """The state, action mask and alive flags read after the reset were not checked: a
+    matrix-shape error in the critic, masked_fill's "only supports boolean masks", or an
+    unpacking error in the episode tracker."""
+    config = MappoConfig(num_envs=4, minibatch_size=64, total_steps=400, compile="false")
+    with pytest.raises(EnvError, match=f"^env 'spread' {re.escape(says)}$"):
+        MappoTrainer(config, env=StartSpread(4, getter, make, seed=0))
+
+
+def test_a_step_that_returns_no_step_result_is_one_line() -> None:
+    config = MappoConfig(num_envs=4, minibatch_size=64, total_steps=400, compile="false")
+    with pytest.raises(EnvError, match=r"^env 'spread' step\(\) 1 returned a tuple, not a "
+                       r"MultiAgentStepResult \(it has none of its fields\)$"):  # fmt: skip
+        MappoTrainer(config, env=TupleSpread(4, seed=0)).train()
 
 
 def test_cli_reports_env_errors_in_one_line(tmp_path, monkeypatch, capsys) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -195,6 +196,44 @@ def checked_reset(env: MultiAgentEnv, seed: int | None) -> torch.Tensor:
     return obs
 
 
+def checked_start(env: MultiAgentEnv) -> tuple[torch.Tensor, torch.Tensor]:
+    """After `checked_reset`: the env's action mask `[E, A, K]` and alive flags `[E, A]`,
+    refused in one line where one has another shape or dtype than the contract's (as
+    `checked_step` refuses a step's)."""
+    E, A = env.num_envs, env.num_agents
+    mask_shape = (E, A, env.spec.action.logits_dim)
+    return (
+        _checked_get(env, "get_action_mask", env.get_action_mask, mask_shape, torch.bool),
+        _checked_get(env, "get_alive", env.get_alive, (E, A), torch.bool),
+    )
+
+
+def checked_global_state(env: MultiAgentEnv) -> torch.Tensor:
+    """After `checked_reset`: the env's global state `[E, S]`, checked as `checked_start`."""
+    shape = (env.num_envs, env.spec.state_dim)
+    return _checked_get(env, "get_global_state", env.get_global_state, shape, None)
+
+
+def _checked_get(
+    env: MultiAgentEnv,
+    call: str,
+    getter: Callable[[], Any],
+    shape: tuple[int, ...],
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """`getter()`, env `call`, as one `EnvError` line if it raises or returns another shape
+    or dtype."""
+    try:
+        value = getter()
+    except EnvError:
+        raise
+    except (Exception, SystemExit) as err:
+        raise env_raised(env.spec.name, f"{call}()", "its copies after reset", err) from err
+    if problem := _shape_problem(call.removeprefix("get_"), value, shape, dtype):
+        raise EnvError(f"env '{env.spec.name}' {call}() returned {problem}")
+    return value
+
+
 def checked_step(env: MultiAgentEnv, actions: torch.Tensor, step: int) -> MultiAgentStepResult:
     """`env.step(actions)` as the learner and the evaluator call it: an exception becomes
     one `EnvError` line naming the env and `step` (env.step calls since the reset), and a
@@ -221,10 +260,24 @@ def checked_step(env: MultiAgentEnv, actions: torch.Tensor, step: int) -> MultiA
             and r.action_mask.shape == (E, A, spec.action.logits_dim)
             and r.action_mask.dtype == flag == r.env_done.dtype
             and r.env_done.shape == per_env
+            and isinstance(r.info, dict)
         ):
             return result
-    except AttributeError:  # a field that is no tensor: named below
+    except AttributeError:  # a field that is no tensor, or none at all: named below
         pass
+    missing = [f for f in MultiAgentStepResult._fields if not hasattr(result, f)]
+    if missing:
+        whole = len(missing) == len(MultiAgentStepResult._fields)
+        fields_said = "none of its fields" if whole else f"no {', '.join(missing)}"
+        raise EnvError(
+            f"env '{spec.name}' step() {step} returned a {type(result).__name__}, not a "
+            f"MultiAgentStepResult (it has {fields_said})"
+        )
+    if not isinstance(result.info, dict):
+        raise EnvError(
+            f"env '{spec.name}' step() {step} returned a {type(result.info).__name__} as "
+            "info, not a dict (give {} for none)"
+        )
     expected = (
         ("obs", obs, None),
         ("state", state, None),
