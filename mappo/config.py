@@ -249,7 +249,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """The keys a TOML config file sets, unvalidated."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Windows editors save UTF-8 with a byte-order mark, which TOML refuses.
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
     except UnicodeDecodeError as err:  # e.g. saved as UTF-16 (PowerShell's `>`) or Latin-1

@@ -131,10 +131,15 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
         if not needed.is_file():
             raise PlotError(f"run folder {path}: no {needed.name}")
     try:
-        saved = tomllib.loads(config_path.read_text())
+        saved = tomllib.loads(config_path.read_text(encoding="utf-8-sig"))
         config = {**_config_defaults(), **saved, **saved.pop(READ_OFF_ENV, {})}
     except tomllib.TOMLDecodeError as err:
         raise PlotError(f"run folder {path}: config.toml is not valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise PlotError(
+            f"run folder {path}: config.toml is not UTF-8 text (byte "
+            f"{err.object[err.start]:#04x} at position {err.start})"
+        ) from None
     steps, wall, returns = [], [], []
     elapsed, previous_steps, eval_return, zero_sum = 0.0, 0, None, False
     for row in read_metrics(metrics_path)[0]:

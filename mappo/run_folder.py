@@ -386,7 +386,13 @@ def read_metrics(metrics_path: Path) -> tuple[list[dict[str, str]], list[str]]:
     in each of `NUMBER_COLUMNS`. A last line cut short (no line end: the process was killed
     while it appended that row) is left out, as `RunFolder.resume` drops it; any other
     damage is a `RunFolderError` naming the line and what is wrong there."""
-    text = metrics_path.read_text()
+    try:
+        text = metrics_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:  # a file overwritten, or another file in its place
+        line = err.object[: err.start].count(b"\n") + 1
+        raise _damaged(
+            metrics_path, line, f"byte {err.object[err.start]:#04x} is not text"
+        ) from None
     whole = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(whole, newline=""))
     columns = list(reader.fieldnames or [])

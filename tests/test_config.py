@@ -114,6 +114,8 @@ def test_a_config_file_not_in_utf8_is_one_line_naming_it(tmp_path, capsys) -> No
     with pytest.raises(ConfigError, match=exactly(message)):
         MappoConfig.load(path)
     assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    path.write_bytes("\ufeffseed = 1\n".encode())  # UTF-8 with a byte-order mark (Notepad)
+    assert MappoConfig.load(path).seed == 1
     assert capsys.readouterr().err == f"mappo: error: {message}\n"
 
 

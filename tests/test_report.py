@@ -279,6 +279,26 @@ def test_a_metrics_cell_or_header_mappo_did_not_write_is_named_by_its_line(
         )
 
 
+def test_a_run_folder_file_that_is_not_text_is_one_line(tmp_path, capsys) -> None:
+    """A metrics.csv or config.toml overwritten with bytes that are not UTF-8 was a
+    UnicodeDecodeError traceback from `report`, `plot` and `--resume`."""
+    run = make_run(tmp_path / "r", SHARED.format(seed=0), [-30.0, -20.0])
+    metrics, config = run / "metrics.csv", run / "config.toml"
+    written = metrics.read_bytes()
+    metrics.write_bytes(written + b"300,\xc1\x80,1000.0,\n")
+    assert main(["report", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: {metrics} is damaged at line 4 (byte 0xc1 is not text): restore it, "
+        "or move it away (a resumed run then starts a new one)\n"
+    )
+    metrics.write_bytes(written)
+    config.write_bytes(b"\xc1" + config.read_bytes())
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 2
+    assert capsys.readouterr().err == (
+        f"mappo: error: run folder {run}: config.toml is not UTF-8 text (byte 0xc1 at position 0)\n"
+    )
+
+
 def test_a_run_named_twice_counts_once(tmp_path, capsys, caplog) -> None:
     """Overlapping shell globs name a run twice (`base base/`, `base base/seed_0`, a link):
     it is one run, not two seeds that agree exactly (a CI of width 0), and a warning says
