@@ -551,6 +551,11 @@ def test_a_value_the_env_refuses_is_bad_input_when_the_user_gave_it(
         "mappo: env error: env 'checked:Checked' could not be built: ValueError: size must be "
         ">= 1, got -1\n"
     )
+    # A value of another type than the env's code takes fails there with a TypeError.
+    assert main([*run, "--env-kwargs", '{"size": "3"}']) == 2
+    assert "env 'checked:Checked' refused them (TypeError: '<' not supported" in (
+        capsys.readouterr().err
+    )
 
 
 def test_running_out_of_memory_is_one_line_saying_how_much(monkeypatch, tmp_path, capsys) -> None:

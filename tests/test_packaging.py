@@ -87,6 +87,20 @@ def test_missing_extra_names_the_pip_command(missing, env, kind, monkeypatch) ->
     )
 
 
+def test_missing_lbforaging_names_the_pip_command(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "meta_path", [Uninstalled("lbforaging"), *sys.meta_path])
+    for name in list(sys.modules):
+        if name.partition(".")[0] == "lbforaging":
+            monkeypatch.delitem(sys.modules, name)
+    env = "gymnasium:lbforaging:Foraging-8x8-2p-2f-coop-v3"
+    with pytest.raises(ConfigError) as info:
+        make_env(env, 2)
+    assert str(info.value) == (
+        f"env '{env}': cannot import module 'lbforaging' (No module named 'lbforaging'); "
+        "pip install 'mappo[epymarl-envs]'"
+    )
+
+
 def test_missing_vmas_names_the_pip_command(monkeypatch) -> None:
     monkeypatch.setattr(sys, "meta_path", [Uninstalled("vmas"), *sys.meta_path])
     for name in list(sys.modules):

@@ -395,9 +395,21 @@ def test_registry_imports_module_callable_with_kwargs() -> None:
     [
         ("no_such_module_xyz:parallel_env", "cannot import module"),
         ("mpe2.simple_spread_v3:no_such_env", "has no attribute"),
+        # Another version than the one installed: not the pettingzoo extra missing (it said).
+        (
+            "pettingzoo.sisl.multiwalker_v8:parallel_env",
+            "cannot import module 'pettingzoo.sisl."
+            "multiwalker_v8' (No module named 'pettingzoo.sisl.multiwalker_v8'); pettingzoo.sisl "
+            "has multiwalker_v9",
+        ),
+        (
+            "gym_envs:TupleCounter-v0",
+            "module 'gym_envs' has no attribute 'TupleCounter-v0'; a "
+            "Gymnasium id: --env gymnasium:gym_envs:TupleCounter-v0",
+        ),
         (f"{MODULE}:not_a_parallel_env", "not a PettingZoo ParallelEnv"),
     ],
 )
 def test_registry_errors_name_the_env(name: str, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(f"env '{name}'") + ".*" + message):
+    with pytest.raises(ValueError, match=re.escape(f"env '{name}'") + ".*" + re.escape(message)):
         make_env(name, 2)

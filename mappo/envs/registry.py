@@ -47,6 +47,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import pkgutil
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -68,6 +70,8 @@ JAXMARL_PREFIX = "jaxmarl:"  # `jaxmarl:<registered name>`: JaxMARL envs, steppe
 JUMANJI_PREFIX = "jumanji:"  # `jumanji:<registered id>`: Jumanji's multi-agent envs, in JAX
 GYMNASIUM_PREFIX = "gymnasium:"
 PETTINGZOO_EXTRA = ("pettingzoo", "gymnasium")  # the packages of `pip install 'mappo[pettingzoo]'`
+# Env packages of other extras, named where `--env` imports one that is missing.
+EXTRAS = {"lbforaging": "epymarl-envs", "rware": "epymarl-envs", "supersuit": "images"}
 
 
 def steps_in_this_process(name: str) -> bool:
@@ -228,10 +232,10 @@ def _built(
     display it cannot open, a bug) is an EnvError naming the env, not the keywords, and
     with `--debug` its traceback. A factory taking `**kwargs` passes them on: a TypeError
     from it is blamed on them still, where there are any, as is one from a factory whose
-    signature cannot be read. A value the env checks and refuses (an AssertionError or a
-    ValueError, as VMAS's and lbforaging's do) with `env_kwargs` given is a ConfigError
-    naming them, as for JaxMARL and VMAS. Our own errors (a ConfigError for an impossible
-    value) and running out of memory go on as they are."""
+    signature cannot be read. A value the env checks and refuses (an AssertionError, a
+    TypeError or a ValueError, as VMAS's and lbforaging's do) with `env_kwargs` given is a
+    ConfigError naming them, as for JaxMARL and VMAS. Our own errors (a ConfigError for an
+    impossible value) and running out of memory go on as they are."""
     if taken := sorted(set(env_kwargs) & set(fixed)):
         raise ConfigError(
             f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' is given "
@@ -254,13 +258,13 @@ def _built(
             raise _kwargs_error(name, factory, env_kwargs, TypeError(f"{who}() {err}")) from None
     try:
         return factory(**fixed, **env_kwargs)
-    except TypeError as err:
-        if passes_on:
-            raise _kwargs_error(name, factory, env_kwargs, err) from None
-        raise EnvError(f"env '{name}' could not be built: {error_line(err)}") from err
     except (ConfigError, EnvError, MemoryError):
         raise
-    except (AssertionError, ValueError) as err:  # envs check their arguments so
+    # How envs check their arguments, and how a value of the wrong type fails in them
+    # (spread's dtype "float16": torch.zeros' TypeError).
+    except (AssertionError, TypeError, ValueError) as err:
+        if isinstance(err, TypeError) and passes_on:  # maybe a keyword it does not take
+            raise _kwargs_error(name, factory, env_kwargs, err) from None
         if not env_kwargs:  # nothing of the user's to refuse: the env's own failure
             raise EnvError(f"env '{name}' could not be built: {error_line(err)}") from err
         raise ConfigError(
@@ -347,8 +351,11 @@ def import_env_factory(name: str) -> Callable[..., Any]:
         try:
             factory = getattr(factory, part)
         except AttributeError as err:
+            gymnasium = sys.modules.get("gymnasium")  # imported by a module registering ids
+            registered = gymnasium is not None and attr in gymnasium.registry
+            hint = f"; a Gymnasium id: --env {GYMNASIUM_PREFIX}{target}" if registered else ""
             raise ConfigError(
-                f"env '{name}': module '{module_name}' has no attribute '{attr}'"
+                f"env '{name}': module '{module_name}' has no attribute '{attr}'{hint}"
             ) from err
     if not callable(factory):
         raise ConfigError(f"env '{name}': '{attr}' in '{module_name}' is not callable")
@@ -407,15 +414,33 @@ def _package_of(entry_point: Any) -> str:
     return (module or "").partition(":")[0].partition(".")[0]
 
 
+def _near_modules(missing: str) -> str:
+    """A hint naming the modules of `missing`'s installed package close to it (another
+    version suffix: cooperative_pong_v5 where v6 is installed), or ""."""
+    parent, _, leaf = missing.rpartition(".")
+    package = sys.modules.get(parent)
+    if not leaf or package is None or not hasattr(package, "__path__"):
+        return ""
+    names = [m.name for m in pkgutil.iter_modules(package.__path__)]
+    near = difflib.get_close_matches(leaf, names, n=2, cutoff=0.8)
+    return f"; {parent} has {' and '.join(near)}" if near else ""
+
+
 def _import_module(name: str, module_name: str) -> Any:
     """`module_name` imported; a ConfigError naming the env `name` where it cannot be found
     (a missing extra named), an EnvError where its own code fails as it is imported."""
     try:
         return importlib.import_module(module_name)
     except ImportError as err:
-        if (err.name or "").partition(".")[0] in PETTINGZOO_EXTRA:  # e.g. mpe2 without it
+        # A package missing as a whole (mpe2 without pettingzoo), not a module absent from an
+        # installed one (pettingzoo.butterfly.cooperative_pong_v5, where v6 is installed).
+        if err.name in PETTINGZOO_EXTRA:
             raise _extra_missing(name) from None
-        raise ConfigError(f"env '{name}': cannot import module '{module_name}' ({err})") from err
+        extra = f"; pip install 'mappo[{EXTRAS[err.name]}]'" if err.name in EXTRAS else ""
+        raise ConfigError(
+            f"env '{name}': cannot import module '{module_name}' ({err}){extra}"
+            + _near_modules(err.name or "")
+        ) from err
     except Exception as err:  # the module's own code failed (a SyntaxError, a check it makes)
         raise EnvError(
             f"env '{name}': importing module '{module_name}' failed: {error_line(err)}"
