@@ -231,7 +231,14 @@ class MappoConfig:
         matched.given = self.given  # the env's values are not the user's choices
         batch = matched.num_envs * matched.rollout_steps * matched.num_agents
         if matched.minibatch_size > batch:
-            default = "" if "minibatch_size" in self.given else " (the default)"
+            unset = "minibatch_size" not in self.given
+            default = (
+                " (the default)"
+                if unset and self.minibatch_size == FIELDS["minibatch_size"].default
+                else " (the preset's)"
+                if unset
+                else ""
+            )
             raise EnvMismatchError(
                 f"config key 'minibatch_size' = {matched.minibatch_size}{default}: must be <= "
                 f"the batch of num_envs*rollout_steps*num_agents = {batch} for env "
@@ -297,7 +304,7 @@ def _kind(name: str) -> str:
     return cast(str, FIELDS[name].type)
 
 
-def _coerce(name: str, value: Any) -> Any:
+def coerce_field(name: str, value: Any) -> Any:
     """Check `value` against the field's declared type; convert only lossless cases: an int
     to a float field's float, an integral float to an int field's int."""
     kind = _kind(name)
@@ -411,10 +418,10 @@ def check_new_seed(seed: int, given: str = "config key 'seed'") -> None:
 
 
 def validate(cfg: MappoConfig) -> None:
-    """Bring each field to its declared type (`_coerce`: 20e6 → 20000000), then raise
+    """Bring each field to its declared type (`coerce_field`: 20e6 → 20000000), then raise
     `ConfigError` naming the first field whose value cannot work."""
     for name in FIELDS:
-        setattr(cfg, name, _coerce(name, getattr(cfg, name)))
+        setattr(cfg, name, coerce_field(name, getattr(cfg, name)))
 
     def need(cond: bool, name: str, allowed: str) -> None:
         if not cond:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mappo.config import ConfigError, MappoConfig, from_dict, read_toml
+from mappo.config import ConfigError, MappoConfig, coerce_field, from_dict, read_toml
 
 PAPER_MPE_AGENTS = {"spread": 3, "reference": 2, "speaker_listener": 2}
 
@@ -172,7 +172,8 @@ def benchmarl_vmas_preset(env: str, env_kwargs: dict[str, Any] | None = None) ->
         num_envs=600,
         rollout_steps=100,
         update_epochs=45,
-        minibatch_size=BENCHMARL_VMAS_MINIBATCH_FRAMES * task["n_agents"],
+        minibatch_size=BENCHMARL_VMAS_MINIBATCH_FRAMES
+        * _count_in("benchmarl-vmas", task, "n_agents", "sets the minibatch"),
         total_steps=10_000_000,
         lr=5e-5,
         adam_eps=1e-6,
@@ -240,7 +241,8 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
             "time_limit": EPYMARL_JUMANJI_TIME_LIMITS[jumanji_id],
             **(env_kwargs or {}),
         }
-        episode = int(extra["env_kwargs"]["time_limit"])  # a rollout is one episode
+        # A rollout is one episode.
+        episode = _count_in("epymarl", extra["env_kwargs"], "time_limit", "sets the rollout")
     else:
         raise ConfigError(
             f"preset 'epymarl' covers the Gymnasium envs of "
@@ -391,6 +393,18 @@ PRESETS = {
 }
 
 
+def _count_in(preset: str, env_kwargs: dict[str, Any], key: str, use: str) -> int:
+    """`env_kwargs[key]`, which the preset reads as a count (`use`: what it sets with it),
+    refused in one line unless an integer >= 1: a string would repeat, None would fail."""
+    value = env_kwargs[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"preset {preset!r}: env_kwargs '{key}' = {value!r} must be an integer >= 1 "
+            f"(the preset {use} from it)"
+        )
+    return value
+
+
 def build_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
@@ -410,6 +424,9 @@ def build_config(
     env_kwargs = fields.get("env_kwargs", from_file.get("env_kwargs"))
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; the presets: {', '.join(sorted(PRESETS))}")
+    if preset is not None:  # the preset reads both: of their types first, as the config's
+        env = coerce_field("env", env)
+        env_kwargs = None if env_kwargs is None else coerce_field("env_kwargs", env_kwargs)
     bundle = PRESETS[preset](env, env_kwargs) if preset else {}
     merged = {**bundle, **from_file, **fields}
     if "env_kwargs" in bundle:

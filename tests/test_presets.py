@@ -126,3 +126,35 @@ def test_a_presets_env_settings_keep_under_the_users_env_kwargs(monkeypatch) -> 
     config = presets.build_config("suite", None, {"env": "spread", "env_kwargs": {"n_agents": 3}})
     assert config.env_kwargs == {"max_steps": 100, "n_agents": 3}
     assert config.lr == 1e-3 and "env_kwargs" in config.given and "lr" not in config.given
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--env-kwargs", '{"n_agents": "4"}', "--env", "vmas:balance"],
+         "preset 'benchmarl-vmas': env_kwargs 'n_agents' = '4' must be an integer >= 1 (the "
+         "preset sets the minibatch from it)"),
+        (["--env-kwargs", '{"n_agents": 0}', "--env", "vmas:balance"],
+         "preset 'benchmarl-vmas': env_kwargs 'n_agents' = 0 must be an integer >= 1 (the "
+         "preset sets the minibatch from it)"),
+        (["--env", "vmas:balance"],
+         "config key 'minibatch_size' = 16384 (the preset's): must be <= the batch of "
+         "num_envs*rollout_steps*num_agents = 1600 for env 'vmas:balance' (0 takes the whole "
+         "batch)"),
+    ],
+)  # fmt: skip
+def test_a_preset_refuses_what_it_cannot_read_in_one_line(tmp_path, capsys, flags, message):
+    """A preset reads the env and some env_kwargs: a TOML `env = 5` or `env_kwargs = 5`
+    was an AttributeError or TypeError traceback, `"n_agents": "4"` a minibatch size of a
+    4,096-character string; the preset's own minibatch size was called "the default"."""
+    pytest.importorskip("vmas")
+    run = ["train", "--preset", "benchmarl-vmas", "--run-dir", str(tmp_path / "r"),
+           "--num-envs", "4", "--total-steps", "2000", "--compile", "false"]  # fmt: skip
+    assert main([*run, *flags]) == 2
+    assert capsys.readouterr().err == f"mappo: error: {message}\n"
+    for text, said in (("env = 5\n", "'env' = 5: expected str"),
+                       ("env_kwargs = 5\n", "'env_kwargs' = 5: expected dict")):  # fmt: skip
+        (tmp_path / "c.toml").write_text(text)
+        assert main([*run, "--config", str(tmp_path / "c.toml")]) == 2
+        assert capsys.readouterr().err == f"mappo: error: config key {said}\n"
+    assert not (tmp_path / "r").exists()
