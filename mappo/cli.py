@@ -8,11 +8,13 @@ the work itself is the library's (`Run`, `evaluate_run`, `render_run`,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from mappo.errors import CheckpointError, ConfigError, RunFolderError, exit_line
 from mappo.policy import require_usable_device
 from mappo.presets import PRESETS, build_config
 from mappo.run import Run, StopRun, info_lines, stop_training
-from mappo.run_folder import is_slots_folder, require_wandb
+from mappo.run_folder import is_slots_folder, require_wandb, slot_folders
 from mappo.seeds import parse_seeds
 from mappo.stop_signals import output_lost, silence, stdout_reader_gone
 
@@ -206,6 +208,11 @@ def _train(
             raise ConfigError("--seed and --seeds: give the seeds of the runs with --seeds only")
         if sweep and set(sweep) & {"seed"}:
             raise ConfigError("--sweep seed=...: give the seeds of the runs with --seeds")
+        if sweep and (both := [name for name in sweep if name in overrides]):
+            raise ConfigError(
+                f"--sweep {both[0]}=... and {_flag(both[0])}: give the values of {both[0]} "
+                "with --sweep only"
+            )
         config = build_config(args.preset, args.config, overrides)
         run = Run.start(config, args.run_dir, seeds, args.force, sweep)
     summary = run.train(quiet=args.quiet, wandb_project=args.wandb_project if args.wandb else None)
@@ -233,17 +240,21 @@ def evaluate(args: argparse.Namespace) -> int:
         require_usable_device(args.device, "--device")
     if args.opponent is not None and args.render is not None:
         raise ConfigError("--opponent does not combine with --render, which draws self-play")
-    writable("--render", args.render)
+    _one_run(args.run_dir)
+    if args.opponent not in (None, "random"):
+        _one_run(Path(args.opponent), "--opponent ")
     start = time.perf_counter()
-    if args.render is not None:
-        render = (args.render, args.episodes, args.deterministic, args.seed, args.fps)
-        result = render_run(args.run_dir, *render, args.device or "cpu")
-        print(result.render_line(args.render, time.perf_counter() - start))
-    else:
-        result = evaluate_run(
-            args.run_dir, args.episodes, args.deterministic, args.device, args.seed, args.opponent
-        )
-        print("\n".join(result.summary(args.run_dir, args.deterministic)))
+    with writable(("--render", args.render)):
+        if args.render is not None:
+            render = (args.render, args.episodes, args.deterministic, args.seed, args.fps)
+            result = render_run(args.run_dir, *render, args.device or "cpu")
+            print(result.render_line(args.render, time.perf_counter() - start))
+        else:
+            result = evaluate_run(
+                args.run_dir, args.episodes, args.deterministic, args.device, args.seed,
+                args.opponent,
+            )  # fmt: skip
+            print("\n".join(result.summary(args.run_dir, args.deterministic)))
     if args.json:
         print(json.dumps(result.as_json(args.run_dir, args.deterministic, args.render)))
     return 0
@@ -253,8 +264,9 @@ def plot(args: argparse.Namespace) -> int:
     """`mappo plot`: the learning curves of several runs on one figure."""
     from mappo.plotting import plot_runs
 
-    writable("--out", args.out)
-    for group in plot_runs(args.run_dirs, args.out, args.x, args.y):
+    with writable(("--out", args.out)):
+        groups = plot_runs(args.run_dirs, args.out, args.x, args.y)
+    for group in groups:
         print(f"{group.label}: {len(group.runs)} run(s)")
     print(f"wrote {args.out}")
     return 0
@@ -264,9 +276,9 @@ def report(args: argparse.Namespace) -> int:
     """`mappo report`: the runs' pooled final returns; the markdown, JSON and plot asked for."""
     from mappo.report import write_report
 
-    for flag, path in (("--out", args.out), ("--json", args.json), ("--plot", args.plot)):
-        writable(flag, path)
-    print(write_report(args.run_dirs, args.episodes, args.out, args.json, args.plot), end="")
+    with writable(("--out", args.out), ("--json", args.json), ("--plot", args.plot)):
+        text = write_report(args.run_dirs, args.episodes, args.out, args.json, args.plot)
+    print(text, end="")
     for written in (args.out, args.json, args.plot):
         if written is not None:
             print(f"wrote {written}")
@@ -285,8 +297,9 @@ def export(args: argparse.Namespace) -> int:
     """`mappo export`: a run's actors, one file per policy, and layout.json."""
     from mappo.export import export_run
 
-    writable("--out", args.out, folder=True)
-    layout = export_run(args.run_dir, args.out, onnx=False if args.no_onnx else None)
+    _one_run(args.run_dir)
+    with writable(("--out", args.out), folder=True):
+        layout = export_run(args.run_dir, args.out, onnx=False if args.no_onnx else None)
     for policy in layout["policies"]:
         files = " + ".join(f for f in (policy["file"], policy.get("onnx")) if f)
         print(f"{files}: agents {', '.join(policy['agent_names'])}")
@@ -296,15 +309,31 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def writable(flag: str, path: Path | None, folder: bool = False) -> None:
-    """Refuse, before any work, an output `path` given by `flag` that cannot be written: its
-    folder (`path` itself with `folder`) cannot be made, a file being in the way, or a file
-    is asked for where a folder is."""
-    if path is None:
-        return
+@contextlib.contextmanager
+def writable(*outputs: tuple[str, Path | None], folder: bool = False) -> Iterator[None]:
+    """Refuse, before any work, an output path given by a flag (`(flag, path)`, path None:
+    not given) that cannot be written: its folder (the path itself with `folder`) cannot
+    be made, a file being in the way, or a file is asked for where a folder is. The folders
+    made for them are removed again, where still empty, if the work in the block fails."""
+    made: list[Path] = []
+    try:
+        for flag, path in outputs:
+            if path is not None:
+                made += _make_folder_for(flag, path, folder)
+        yield
+    except BaseException:
+        for made_folder in reversed(made):
+            with contextlib.suppress(OSError):  # not empty: something was written there
+                made_folder.rmdir()
+        raise
+
+
+def _make_folder_for(flag: str, path: Path, folder: bool) -> list[Path]:
+    """`writable`'s check of one output; the folders it made, outermost first."""
     where = path if folder else path.parent
     if blocking := next((p for p in (where, *where.parents) if p.is_file()), None):
         raise ConfigError(f"{flag} {path}: {blocking} is a file, not a folder")
+    missing = [p for p in (where, *where.parents) if not p.exists()][::-1]
     try:
         where.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -313,6 +342,24 @@ def writable(flag: str, path: Path | None, folder: bool = False) -> None:
         ) from None
     if not folder and path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give a file name")
+    return missing
+
+
+def _one_run(run: Path, flag: str = "") -> None:
+    """Refuse a RUN argument of `eval` or `export` (or `flag`'s) that holds no run of its
+    own: a folder that does not exist, or one of a `--seeds` run or a sweep, whose runs are
+    its seeds'. A checkpoint file, or a folder with none, is left to the checkpoint's checks."""
+    if run.suffix == ".pt" or (run / "checkpoint.pt").is_file():
+        return
+    if not run.exists():
+        raise RunFolderError(f"{flag}run folder {run} does not exist")
+    if is_slots_folder(run):
+        slots = [str(slot.relative_to(run)) for slot in slot_folders(run)]
+        listing = ", ".join(slots[:3]) + (f" and {len(slots) - 3} more" if len(slots) > 3 else "")
+        raise RunFolderError(
+            f"{flag}run folder {run} holds the runs of a --seeds run or sweep ({listing}): give "
+            f"one of them, e.g. {run / slots[0]} (mappo report {run} scores them all)"
+        )
 
 
 def _unknown_flag_error(

@@ -536,10 +536,10 @@ class Run:
                 f"stopped after {summary.env_steps} env steps{per_slot}; {saved}. "
                 f"Continue with: {continue_with or f'mappo train --resume {self.path}'}"
             )
-        if len(recent) == 1:
+        if len(recent) == 1:  # its folder: `--seeds 3` writes RUN_DIR/seed_3
             return (
                 f"done: {summary.env_steps} env steps, recent episode return "
-                f"{recent[0].text(3)}, run folder {self.path}"
+                f"{recent[0].text(3)}, run folder {self.folders[0].path}"
             )
         returns = ", ".join(f"{label} {r.text(3)}" for label, r in zip(labels, recent, strict=True))
         where = "<setting>/seed_<s>" if sweep else "seed_<s>"

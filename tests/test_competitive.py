@@ -350,7 +350,9 @@ def test_opponent_mistakes_are_one_line(first_mover, tiny_run, capsys) -> None:
         "mappo: error: --opponent does not combine with --render, which draws self-play\n"
     )
     assert main(["eval", str(run), "--opponent", str(run.parent / "nowhere")]) == 2
-    assert "checkpoint.pt: no such file" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"mappo: error: --opponent run folder {run.parent / 'nowhere'} does not exist\n"
+    )
 
 
 # --- tic-tac-toe and connect four ---------------------------------------------------------

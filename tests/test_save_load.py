@@ -59,7 +59,7 @@ def _train_stopped_after_two_updates(run_dir, argv, monkeypatch) -> None:
 
     with monkeypatch.context() as patch:
         patch.setattr(RunFolder, "log", log_then_interrupt)
-        assert main(["train", "--run-dir", str(run_dir), *argv]) == 0
+        assert main(["train", "--run-dir", str(run_dir), *argv]) == 130  # saved, then stopped
 
 
 def _assert_same_training(straight, resumed, env_steps) -> None:

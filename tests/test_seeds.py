@@ -422,7 +422,7 @@ def test_ctrl_c_saves_every_seed_and_resume_equals_straight_through(tmp_path, mo
 
     with monkeypatch.context() as patch:
         patch.setattr(RunFolder, "log", log_then_interrupt)
-        assert main(["train", "--run-dir", str(resumed), *run]) == 0
+        assert main(["train", "--run-dir", str(resumed), *run]) == 130  # saved, then stopped
     for seed in (3, 4):
         assert load_checkpoint(resumed / f"seed_{seed}" / "checkpoint.pt")["env_steps"] == 200
         assert (resumed / f"seed_{seed}" / "env_state.pkl").is_file()
@@ -441,3 +441,37 @@ def test_ctrl_c_saves_every_seed_and_resume_equals_straight_through(tmp_path, mo
             read_rows(run_dir / f"seed_{seed}" / "metrics.csv") for run_dir in (straight, resumed)
         ]
         assert len(rows[0]) == 4 and rows[0] == rows[1]
+
+
+def test_one_seed_of_seeds_names_its_own_folder_at_the_end(tmp_path, capsys) -> None:
+    """`--seeds 3` writes RUN_DIR/seed_3; its last line named RUN_DIR, where `mappo eval`
+    then found no checkpoint."""
+    run = tmp_path / "s"
+    assert main(train_args(run, "--seeds", "3", "--total-steps", "160")) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("done: 160 env steps") and last.endswith(f"run folder {run / 'seed_3'}")
+    assert main(["eval", str(run / "seed_3"), "--episodes", "1"]) == 0
+
+
+def test_eval_and_export_of_a_seeds_folder_name_its_runs(tmp_path, capsys) -> None:
+    """`mappo eval RUN_DIR` of a `--seeds` run said "checkpoint RUN_DIR/checkpoint.pt: no
+    such file", as for a mistyped folder; and a refused export left its empty --out folder."""
+    run = tmp_path / "s"
+    assert main(train_args(run, "--seeds", "0,1", "--total-steps", "160")) == 0
+    capsys.readouterr()
+    out = tmp_path / "exported" / "x"
+    for command in (["eval", str(run)], ["export", str(run), "--out", str(out)]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == (
+            f"mappo: error: run folder {run} holds the runs of a --seeds run or sweep (seed_0, "
+            f"seed_1): give one of them, e.g. {run / 'seed_0'} (mappo report {run} scores them "
+            "all)\n"
+        )
+    assert main(["eval", str(tmp_path / "typo")]) == 2
+    assert (
+        capsys.readouterr().err == f"mappo: error: run folder {tmp_path / 'typo'} does not exist\n"
+    )
+    (run / "seed_0" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["export", str(run / "seed_0"), "--out", str(out)]) == 2
+    assert "is corrupt or truncated" in capsys.readouterr().err
+    assert not (tmp_path / "exported").exists()  # the folders it made for --out are gone

@@ -90,6 +90,9 @@ def test_a_sweep_writes_one_run_folder_per_setting_and_seed(tmp_path, capsys) ->
     (["--sweep", "hidden_dim=32,64"], "hidden_dim cannot differ between the slots of one sweep"),
     (["--sweep", "seed=1,2"], "--sweep seed=...: give the seeds of the runs with --seeds"),
     (["--sweep", "lr=1e-3,1e-3"], "--sweep lr: a value appears twice"),
+    # The flag was dropped without a word: the sweep's values trained.
+    (["--sweep", "lr=1e-3,2e-3", "--lr", "5e-4"], "--sweep lr=... and --lr: give the values "
+     "of lr with --sweep only"),
     (["--sweep", "lr=1e-3", "--nproc", "2"], "--sweep trains every run in one process; it "
      "does not combine with --nproc"),
 ])  # fmt: skip
