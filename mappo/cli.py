@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -34,6 +35,8 @@ from mappo.run import Run, StopRun, info_lines, stop_training
 from mappo.run_folder import is_slots_folder, require_wandb, slot_folders
 from mappo.seeds import parse_seeds
 from mappo.stop_signals import output_lost, silence, stdout_reader_gone
+
+logger = logging.getLogger(__name__)
 
 
 def given_path(text: str) -> Path:
@@ -215,6 +218,13 @@ def _train(
             )
         config = build_config(args.preset, args.config, overrides)
         run = Run.start(config, args.run_dir, seeds, args.force, sweep)
+    threads = run.learner.config.torch_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    if cores and threads > cores:
+        logger.warning(
+            f"torch_threads = {threads} is more than the {cores} cores this process may use: "
+            "the threads wait for each other, slower than fewer"
+        )
     summary = run.train(quiet=args.quiet, wandb_project=args.wandb_project if args.wandb else None)
     # A run a signal stopped (saved) exits as stopped: 128 + the signal's number, which the
     # entry point turns into that signal (`mappo.console`). A rank exits 0, as torchrun
@@ -373,6 +383,11 @@ def _unknown_flag_error(
         return ConfigError(
             f"unknown option '{flag}'; {name} is read off the env, not set "
             "(the env's own options go in --env-kwargs)"
+        )
+    if flag == "--debug":  # an option of `mappo` itself
+        return ConfigError(
+            f"unknown option '--debug' for 'mappo {name_of_command}': it goes before the "
+            f"command, mappo --debug {name_of_command} ..."
         )
     options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
     if name_of_command != "train" and name in CLI_FIELDS:

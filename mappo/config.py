@@ -448,7 +448,8 @@ def validate(cfg: MappoConfig) -> None:
     for name in ("clip_coef", "vf_coef", "ent_coef", "huber_delta"):
         need(getattr(cfg, name) >= 0 and math.isfinite(getattr(cfg, name)), name, ">= 0")
     need(0.0 < cfg.value_norm_beta <= 1.0, "value_norm_beta", "in (0, 1]")
-    need(cfg.torch_threads >= 0, "torch_threads", ">= 0")
+    # torch crashes (a segfault) building a pool of 100,000 threads; no machine has 1,024 cores.
+    need(0 <= cfg.torch_threads <= 1024, "torch_threads", "between 0 and 1024")
     need(cfg.num_workers >= 0, "num_workers", ">= 0")
     need(abs(cfg.seed) < MAX_SEED, "seed", f"an integer {SEED_RANGE}")  # saved runs: also < 0
     need(cfg.checkpoint_interval > 0, "checkpoint_interval", "> 0 seconds")

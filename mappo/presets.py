@@ -16,7 +16,7 @@ from mappo.config import ConfigError, MappoConfig, coerce_field, from_dict, read
 PAPER_MPE_AGENTS = {"spread": 3, "reference": 2, "speaker_listener": 2}
 
 
-def paper_mpe_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def paper_mpe_preset(env: str | None, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The official MAPPO code's MPE settings (rMAPPO) for one of the paper's three tasks.
 
     Hidden 64 with input LayerNorm, LayerNorm after each hidden layer and a
@@ -34,6 +34,7 @@ def paper_mpe_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict
     fixed scale and offset, which value and advantage normalization remove).
     `env_kwargs` change nothing here.
     """
+    env = env or MappoConfig().env  # --env not given: spread
     if env not in PAPER_MPE_AGENTS:
         raise ConfigError(
             f"preset 'paper-mpe' covers the envs {', '.join(PAPER_MPE_AGENTS)}, not {env!r}"
@@ -120,7 +121,9 @@ BENCHMARL_VMAS_TASKS: dict[str, dict[str, Any]] = {
 BENCHMARL_VMAS_MINIBATCH_FRAMES = 4096  # env steps per minibatch (`on_policy_minibatch_size`)
 
 
-def benchmarl_vmas_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def benchmarl_vmas_preset(
+    env: str | None, env_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """BenchMARL's fine-tuned MAPPO settings for VMAS, on one of its benchmark scenarios.
 
     From BenchMARL 1.5.2 (git 179a956, July 2025): `fine_tuned/vmas/conf/config.yaml`
@@ -159,11 +162,11 @@ def benchmarl_vmas_preset(env: str, env_kwargs: dict[str, Any] | None = None) ->
     counted for the task's n_agents; `env_kwargs` (`--env-kwargs`) override single task
     settings.
     """
-    scenario = env.removeprefix("vmas:")
-    if not env.startswith("vmas:") or scenario not in BENCHMARL_VMAS_TASKS:
+    scenario = (env or "").removeprefix("vmas:")
+    if env is None or not env.startswith("vmas:") or scenario not in BENCHMARL_VMAS_TASKS:
         raise ConfigError(
             f"preset 'benchmarl-vmas' covers the envs "
-            f"{', '.join('vmas:' + name for name in BENCHMARL_VMAS_TASKS)}, not {env!r}"
+            f"{', '.join('vmas:' + name for name in BENCHMARL_VMAS_TASKS)}{_not(env)}"
         )
     task = {**BENCHMARL_VMAS_TASKS[scenario], **(env_kwargs or {})}
     return dict(
@@ -205,7 +208,7 @@ EPYMARL_TIME_LIMITS = {"lbforaging": 50, "rware": 500}
 EPYMARL_JUMANJI_TIME_LIMITS = {"LevelBasedForaging-v0": 50, "RobotWarehouse-v0": 500}
 
 
-def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def epymarl_preset(env: str | None, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """EPyMARL's MAPPO settings (its `src/config/algs/mappo.yaml`) for an LBF or RWARE env.
 
     Mapped: lr 3e-4 (Adam, torch's eps 1e-8), hidden 128 with ReLU and a GRU in the actor
@@ -231,12 +234,13 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
     `jumanji:RobotWarehouse-v0`) get the same settings, with EPyMARL's time limit as their
     `time_limit` unless `env_kwargs` set one.
     """
-    module = env.removeprefix("gymnasium:").partition(":")[0]
-    jumanji_id = env.removeprefix("jumanji:")
+    given = env or ""
+    module = given.removeprefix("gymnasium:").partition(":")[0]
+    jumanji_id = given.removeprefix("jumanji:")
     extra: dict[str, Any] = {}
-    if env.startswith("gymnasium:") and module in EPYMARL_TIME_LIMITS:
+    if given.startswith("gymnasium:") and module in EPYMARL_TIME_LIMITS:
         episode = EPYMARL_TIME_LIMITS[module]
-    elif env.startswith("jumanji:") and jumanji_id in EPYMARL_JUMANJI_TIME_LIMITS:
+    elif given.startswith("jumanji:") and jumanji_id in EPYMARL_JUMANJI_TIME_LIMITS:
         extra["env_kwargs"] = {
             "time_limit": EPYMARL_JUMANJI_TIME_LIMITS[jumanji_id],
             **(env_kwargs or {}),
@@ -247,7 +251,7 @@ def epymarl_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[s
         raise ConfigError(
             f"preset 'epymarl' covers the Gymnasium envs of "
             f"{', '.join(EPYMARL_TIME_LIMITS)} (gymnasium:<module>:<id>) and "
-            f"{', '.join('jumanji:' + n for n in EPYMARL_JUMANJI_TIME_LIMITS)}, not {env!r}"
+            f"{', '.join('jumanji:' + n for n in EPYMARL_JUMANJI_TIME_LIMITS)}{_not(env)}"
         )
     return dict(
         **extra,
@@ -291,7 +295,9 @@ JAXMARL_SMAX_ENV_KWARGS = {
 JAXMARL_MINIBATCHES = 4  # NUM_MINIBATCHES
 
 
-def jaxmarl_smax_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def jaxmarl_smax_preset(
+    env: str | None, env_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """JaxMARL's MAPPO settings for SMAX: `baselines/MAPPO/config/mappo_homogenous_rnn_smax.yaml`
     and `baselines/MAPPO/mappo_rnn_smax.py` of FLAIROx/JaxMARL at commit c793d09 (the
     config unchanged since a9b91a7, 2024-04-02).
@@ -315,8 +321,7 @@ def jaxmarl_smax_preset(env: str, env_kwargs: dict[str, Any] | None = None) -> d
     outputs one value per agent), and trains on dead allies' samples, which mappo
     masks out of every loss.
     """
-    if env == MappoConfig().env:  # --env not given: the preset's own env
-        env = JAXMARL_SMAX_ENVS[0]
+    env = env or JAXMARL_SMAX_ENVS[0]  # --env not given: the preset's own env
     if env not in JAXMARL_SMAX_ENVS:
         raise ConfigError(
             f"preset 'jaxmarl-smax' covers the envs {', '.join(JAXMARL_SMAX_ENVS)}, not {env!r}"
@@ -393,6 +398,11 @@ PRESETS = {
 }
 
 
+def _not(env: str | None) -> str:
+    """The end of a preset's refusal of `env` (None: no --env given)."""
+    return f", not {env!r}" if env is not None else "; give one with --env"
+
+
 def _count_in(preset: str, env_kwargs: dict[str, Any], key: str, use: str) -> int:
     """`env_kwargs[key]`, which the preset reads as a count (`use`: what it sets with it),
     refused in one line unless an integer >= 1: a string would repeat, None would fail."""
@@ -420,12 +430,12 @@ def build_config(
     """
     fields = fields or {}
     from_file = read_toml(config_file) if config_file else {}
-    env = fields.get("env", from_file.get("env", MappoConfig().env))
+    env = fields.get("env", from_file.get("env"))  # None: not given, the preset decides
     env_kwargs = fields.get("env_kwargs", from_file.get("env_kwargs"))
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; the presets: {', '.join(sorted(PRESETS))}")
     if preset is not None:  # the preset reads both: of their types first, as the config's
-        env = coerce_field("env", env)
+        env = None if env is None else coerce_field("env", env)
         env_kwargs = None if env_kwargs is None else coerce_field("env_kwargs", env_kwargs)
     bundle = PRESETS[preset](env, env_kwargs) if preset else {}
     merged = {**bundle, **from_file, **fields}

@@ -114,8 +114,10 @@ def test_eval_prints_json_last(tiny_run, capsys) -> None:
         (["--env-kwargs", "[4]"], "config key 'env_kwargs' = '[4]': expected dict"),
         (["--nproc", "0"], "--nproc = 0: must be >= 1 (the ranks on this node)"),
         (["--seed", "-1"], "config key 'seed' = -1: must be an integer between 0 and 2**62"),
+        (["--debug"], "unknown option '--debug' for 'mappo train': it goes before the command, "
+         "mappo --debug train ..."),
     ],
-)
+)  # fmt: skip
 def test_bad_flags_exit_2_naming_the_culprit(argv, culprit, tmp_path, capsys) -> None:
     assert main(["train", "--run-dir", str(tmp_path / "r"), *argv, *TINY]) == 2
     assert culprit in capsys.readouterr().err

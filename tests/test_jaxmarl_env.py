@@ -276,15 +276,19 @@ def test_training_never_takes_a_masked_action_and_reports_a_win_rate(smax) -> No
 
 
 def test_jaxmarl_smax_preset_follows_the_map() -> None:
-    three_m = jaxmarl_smax_preset("spread", {"scenario": "3m"})  # --env not given
+    three_m = jaxmarl_smax_preset(None, {"scenario": "3m"})  # --env not given
     assert three_m["env"] == "jaxmarl:HeuristicEnemySMAX"
     assert three_m["minibatch_size"] == 128 * 128 * 3 // 4  # 4 minibatches
-    assert jaxmarl_smax_preset("spread")["env_kwargs"]["scenario"] == "2s3z"
-    assert jaxmarl_smax_preset("spread")["minibatch_size"] == 128 * 128 * 5 // 4
+    assert jaxmarl_smax_preset(None)["env_kwargs"]["scenario"] == "2s3z"
+    assert jaxmarl_smax_preset(None)["minibatch_size"] == 128 * 128 * 5 // 4
     with pytest.raises(ConfigError, match="no SMAX map '3z'"):
-        jaxmarl_smax_preset("spread", {"scenario": "3z"})
+        jaxmarl_smax_preset(None, {"scenario": "3z"})
     with pytest.raises(ConfigError, match="preset 'jaxmarl-smax' covers"):
         jaxmarl_smax_preset("jaxmarl:hanabi")
+    # `--env spread` given: refused, not taken for "no --env" (it blamed the preset's
+    # env_kwargs on spread, which refused them).
+    with pytest.raises(ConfigError, match="preset 'jaxmarl-smax' covers .*, not 'spread'$"):
+        jaxmarl_smax_preset("spread")
 
 
 def test_unknown_names_and_maps_are_one_line() -> None:
