@@ -378,8 +378,20 @@ class Policy(nn.Module):
 
         A recurrent actor continues from `state` (zeros when None) reset where
         `episode_start` `[B, A]`, advancing (in a turn-based env) only where `acting`
-        `[B, A]`; the critic takes no part.
+        `[B, A]`; the critic takes no part. Inputs of another kind or shape are refused
+        naming theirs (a numpy array, another env's observations).
         """
+        A, spec = self.spec.num_agents, self.spec
+        for name, given, last in (("obs", obs, (A, spec.obs_dim)),
+                                  ("mask", mask, (A, spec.action.logits_dim))):  # fmt: skip
+            if not isinstance(given, torch.Tensor) or given.dim() != 3 or given.shape[1:] != last:
+                what = (
+                    list(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__
+                )
+                raise ValueError(
+                    f"Policy.act: {name} is {what}, not a tensor [B, {last[0]}, {last[1]}] "
+                    f"(B env copies of env '{spec.name}')"
+                )
         if self.recurrent:
             if state is None:
                 state = self.initial_state(obs.shape[0])

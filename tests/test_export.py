@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -420,3 +421,19 @@ def test_export_without_onnx_installed_says_which_extra_writes_it(
     assert not list((tmp_path / "out").glob("*.onnx")) and list((tmp_path / "out").glob("*.pt"))
     _export(tmp_path / "run", tmp_path / "asked")  # --no-onnx: nothing to say
     assert "no .onnx files" not in capsys.readouterr().out
+
+
+def test_policy_act_refuses_inputs_of_another_kind_or_shape(trained) -> None:
+    """A wrong observation width was torch's "mat1 and mat2 shapes cannot be multiplied", a
+    numpy array an AttributeError on `.float`."""
+    trainer, _ = trained
+    obs, mask = torch.zeros(4, 3, 18), torch.ones(4, 3, 5, dtype=torch.bool)
+    assert _reference(trainer.policy, obs, mask).shape == (4, 3, 1)
+    for bad_obs, said in ((obs[..., :17], "[4, 3, 17]"), (obs.numpy(), "ndarray")):
+        with pytest.raises(ValueError, match=rf"^Policy.act: obs is {re.escape(said)}, not a "
+                           r"tensor \[B, 3, 18\] \(B env copies of env 'spread'\)$"):  # fmt: skip
+            trainer.policy.act(bad_obs, mask)
+    with pytest.raises(
+        ValueError, match=r"^Policy.act: mask is \[4, 3\], not a tensor \[B, 3, 5\]"
+    ):
+        trainer.policy.act(obs, mask[..., 0])
