@@ -333,9 +333,17 @@ def coerce_field(name: str, value: Any) -> Any:
         raise ConfigError(
             f"config key '{name}' = {value!r}: must fit in 64 bits (from -2**63 to below 2**63)"
         )
-    if kind == "dict" and (problem := _not_toml(value, name)):
-        raise ConfigError(f"config key '{name}' = {value!r}: {problem}")
     return float(value) if kind == "float" else value
+
+
+def check_savable(config: MappoConfig) -> None:
+    """Refuse, before any work, a config whose run folder could not hold its config.toml:
+    a trainer in memory takes any env_kwargs (an object, None), a run folder only what
+    TOML writes."""
+    for name in FIELDS:
+        value = getattr(config, name)
+        if _kind(name) == "dict" and (problem := _not_toml(value, name)):
+            raise ConfigError(f"config key '{name}' = {value!r}: {problem}")
 
 
 def _not_toml(value: Any, where: str) -> str | None:

@@ -37,6 +37,7 @@ from mappo.config import (
     FIELDS,
     MappoConfig,
     check_new_seed,
+    check_savable,
     from_dict,
     read_toml,
 )
@@ -147,6 +148,7 @@ class Run:
         `force` (which replaces it).
         """
         path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+        check_savable(config)
         if seeds is None:  # `--seeds` are checked as they are parsed (`check_seeds`)
             check_new_seed(config.seed)
         if seeds is None and not sweep:

@@ -60,9 +60,11 @@ def test_env_kwargs_that_config_toml_cannot_hold_are_refused(tmp_path, env_kwarg
     """PettingZoo's `render_mode=None` trained, then the run folder's config.toml failed to
     be written ("Object of type 'NoneType' is not TOML serializable"), leaving a folder
     locked by a process that had gone on."""
+    config = MappoConfig(env_kwargs=env_kwargs)  # a trainer in memory takes them
     with pytest.raises(ConfigError, match=exactly(f"config key 'env_kwargs' = {env_kwargs!r}: "
                                                   f"{problem}")):  # fmt: skip
-        MappoConfig(env_kwargs=env_kwargs)
+        Run.start(config, tmp_path / "python")
+    assert not (tmp_path / "python").exists()
     run = tmp_path / "r"
     code = main(["train", "--run-dir", str(run), "--env-kwargs", '{"render_mode": null}'])
     assert code == 2 and not run.exists()
