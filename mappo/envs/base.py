@@ -32,7 +32,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from mappo.errors import EnvError, RenderError
+from mappo.errors import ConfigError, EnvError, RenderError
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,17 @@ def does_not_draw(env: str, builder: Any) -> RenderError:
         f"env '{env}' does not draw itself: {who} records no frames (an env that draws "
         "itself takes record_frames=True and overrides MultiAgentEnv.rendered_episodes); "
         "mappo eval without --render still scores the run"
+    )
+
+
+def build_failed(env: str, env_kwargs: dict[str, Any], err: BaseException) -> Exception:
+    """The one-line error for env `env` failing to build with `err`: the user's
+    `env_kwargs` refused (a ConfigError naming them) where there are any, else the env's own
+    failure (an EnvError); raise it `from err`."""
+    if not env_kwargs:  # nothing of the user's to refuse: the env's own failure
+        return EnvError(f"env '{env}' could not be built: {error_line(err)}")
+    return ConfigError(
+        f"config key 'env_kwargs' = {env_kwargs!r}: env '{env}' refused them ({error_line(err)})"
     )
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions, error_line
+from mappo.envs.base import ActionSpec, EnvSpec, TaskConventions, build_failed
 from mappo.envs.jax_bridge import JaxVectorEnv, check_registered, num_entries, strongly_typed
 from mappo.envs.mpe.mpe_task import mpe_conventions
 from mappo.errors import ConfigError, EnvError, out_of_memory
@@ -107,12 +107,8 @@ def make_jaxmarl_env(
     except Exception as err:  # a keyword it lacks, or its own checks (asserts, attributes)
         if out_of_memory(err):
             raise
-        if not env_kwargs:  # nothing of the user's to refuse: the env's own failure
-            raise EnvError(f"env '{name}' could not be built: {error_line(err)}") from err
-        raise ConfigError(
-            f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused "
-            f"them ({error_line(err)})"
-        ) from None
+        refused = build_failed(name, env_kwargs or {}, err)
+        raise refused from (err if isinstance(refused, EnvError) else None)
     read = _keywords_read(type(env))
     if read is not None and (unused := sorted(set(kwargs) - read)):
         raise ConfigError(

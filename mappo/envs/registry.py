@@ -55,7 +55,7 @@ from typing import Any
 
 import torch
 
-from mappo.envs.base import ENV_CALLABLES, MultiAgentEnv, does_not_draw, error_line
+from mappo.envs.base import ENV_CALLABLES, MultiAgentEnv, build_failed, does_not_draw, error_line
 from mappo.errors import ConfigError, EnvError, out_of_memory
 
 # Built-in envs, vectorized in torch: name -> (module, class).
@@ -265,12 +265,8 @@ def _built(
     except (AssertionError, TypeError, ValueError) as err:
         if isinstance(err, TypeError) and passes_on:  # maybe a keyword it does not take
             raise _kwargs_error(name, factory, env_kwargs, err) from None
-        if not env_kwargs:  # nothing of the user's to refuse: the env's own failure
-            raise EnvError(f"env '{name}' could not be built: {error_line(err)}") from err
-        raise ConfigError(
-            f"config key 'env_kwargs' = {env_kwargs!r}: env '{name}' refused them "
-            f"({error_line(err)})"
-        ) from None
+        refused = build_failed(name, env_kwargs, err)
+        raise refused from (err if isinstance(refused, EnvError) else None)
     except Exception as err:
         if out_of_memory(err):
             raise
