@@ -156,7 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     metavars = {"bool": "true|false", "AutoBool": "auto|true|false", "dict": "JSON"}
     for name, f in CLI_FIELDS.items():
         kind = str(f.type)  # the annotation's text (postponed annotations)
-        default = "{}" if kind == "dict" else f.default
+        # As the flag takes it: `true`, not Python's True; an empty string shown as none.
+        default = (
+            "{}"
+            if kind == "dict"
+            else str(f.default).lower()
+            if isinstance(f.default, bool)
+            else f.default
+            if f.default != ""
+            else "none"
+        )
         train.add_argument(
             _flag(name),
             dest=f"cfg_{name}",

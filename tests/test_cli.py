@@ -259,6 +259,10 @@ def test_help_offers_no_env_derived_fields(capsys) -> None:
     assert "--num-envs" in out and "--checkpoint-interval" in out
     for flag in ("--num-agents", "--obs-dim", "--global-state-dim", "--action-dim"):
         assert flag not in out
+    # Defaults as the flags take them: `true`, not Python's True; none, not an empty string.
+    flat = " ".join(out.split())
+    assert "agent_id) (default true)" in flat and "one policy per prefix (default none)" in flat
+    assert "(default True)" not in flat and "(default )" not in flat
 
 
 def test_env_derived_field_as_flag_is_an_unknown_option(tmp_path, capsys) -> None:
