@@ -110,7 +110,8 @@ def saved_config(payload: dict[str, Any], path: str | Path, **changes: Any) -> M
 
     The fields its user set are those recorded at save time (`config_given`)
     plus `changes`: the rest, the env's facts among them, were not choices, so
-    the checks against the env treat them as the run's defaults did.
+    the checks against the env treat them as the run's defaults did. Those an
+    `auto` was decided for (`config_auto_decided`) stay so in its config.toml.
     """
     saved = {**BEFORE_FIELDS, **payload["config"]}
     try:
@@ -125,4 +126,5 @@ def saved_config(payload: dict[str, Any], path: str | Path, **changes: Any) -> M
                 raise
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {err}") from None
     config.given = frozenset(payload.get("config_given", ())) | frozenset(changes)
+    config.auto_decided = frozenset(payload.get("config_auto_decided", ())) - frozenset(changes)
     return config

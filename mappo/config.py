@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import tomli_w
 
@@ -43,7 +43,8 @@ class MappoConfig:
 
     `given` holds the names of the fields its creator set explicitly (copy a
     config with `replace`, which keeps it; `dataclasses.replace` passes every
-    field and so marks them all as set).
+    field and so marks them all as set). `auto_decided` holds those an `auto`
+    was decided for by `task_settings.resolve_auto`, for the env of the run.
     """
 
     # --- specification fields, specification defaults -------------------------
@@ -166,6 +167,7 @@ class MappoConfig:
         # `to_dict`, `save`, `FIELDS`, the CLI, `repr` and equality): declared for the
         # type checker alone.
         given: frozenset[str] = field(init=False, repr=False, compare=False)
+        auto_decided: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -195,14 +197,17 @@ class MappoConfig:
         count as given."""
         copy = from_dict({**self.to_dict(), **changes})
         copy.given = self.given | frozenset(changes)
+        copy.auto_decided = self.auto_decided - frozenset(changes)
         return copy
 
     def save(self, path: str | Path) -> None:
         """Write the full config as TOML, loadable with `load` or `--config`.
 
-        The fields read off the env go in a `[read_off_env]` table: they say what
-        the run's env was, and reading the file back skips them, so the file
-        starts the same run on the same env, or a run on another env size.
+        The fields read off the env go in a `[read_off_env]` table, and those an
+        `auto` was decided for stay `auto`, their values in an `[auto_decided]`
+        table: both say what the run's env was, and reading the file back skips
+        them, so the file starts the same run on the same env, or a run on another
+        env with that env's own facts and conventions.
         """
         Path(path).write_text(self.to_toml(), encoding="utf-8")  # TOML is UTF-8 by definition
 
@@ -210,7 +215,10 @@ class MappoConfig:
         """The text `save` writes."""
         data = self.to_dict()
         facts = {name: data.pop(name) for name in ENV_DIM_FIELDS}
-        return tomli_w.dumps({**data, READ_OFF_ENV: facts})
+        decided = {name: data[name] for name in sorted(self.auto_decided)}
+        data.update(dict.fromkeys(decided, AUTO))
+        tables = {READ_OFF_ENV: facts, AUTO_DECIDED: decided} if decided else {READ_OFF_ENV: facts}
+        return tomli_w.dumps({**data, **tables})
 
     def matched_to_env(self, env_name: str, **facts: int) -> MappoConfig:
         """Take the env's facts (`num_agents`, `obs_dim`, `global_state_dim`, `action_dim`,
@@ -249,11 +257,24 @@ class MappoConfig:
     @classmethod
     def load(cls, path: str | Path) -> MappoConfig:
         """Read a TOML file holding any subset of the fields."""
-        return from_dict(read_toml(path), source=str(path))
+        values, chosen = read_config_file(path)
+        config = from_dict(values, source=str(path))
+        config.given = chosen
+        return config
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The keys a TOML config file sets, unvalidated."""
+class ConfigFile(NamedTuple):
+    """A TOML config file's keys: `values`, unvalidated, and `chosen`, the names that count
+    as set by the user (`MappoConfig.given`)."""
+
+    values: dict[str, Any]
+    chosen: frozenset[str]
+
+
+def read_config_file(path: str | Path) -> ConfigFile:
+    """The keys a TOML config file sets. All are choices, except in a run's own config.toml,
+    which holds every field: there the fields at their defaults were no one's choice, and
+    counting them as set would warn about settings the user never made."""
     path = Path(path)
     try:
         # utf-8-sig: Windows editors save UTF-8 with a byte-order mark, which TOML refuses.
@@ -265,11 +286,31 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             f"cannot read config file {path}: byte {err.object[err.start]:#04x} at position "
             f"{err.start} is not UTF-8; a TOML file must be UTF-8 text"
         ) from None
-    facts = data.pop(READ_OFF_ENV, {})
-    if not isinstance(facts, dict):
-        raise ConfigError(f"config file {path}: '{READ_OFF_ENV}' must be a table")
+    written_by_run = READ_OFF_ENV in data
+    for table in (READ_OFF_ENV, AUTO_DECIDED):
+        if not isinstance(data.pop(table, {}), dict):
+            raise ConfigError(f"config file {path}: '{table}' must be a table")
     check_keys(data, str(path))
-    return data
+    defaults = field_defaults() if written_by_run else {}
+    at_default = {
+        name
+        for name, value in data.items()
+        if name in defaults and type(value) is type(defaults[name]) and value == defaults[name]
+    }
+    return ConfigFile(data, frozenset(data) - at_default)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The keys a TOML config file sets, unvalidated."""
+    return read_config_file(path).values
+
+
+def field_defaults() -> dict[str, Any]:
+    """Every MappoConfig field's default."""
+    return {
+        name: f.default_factory() if callable(f.default_factory) else f.default
+        for name, f in FIELDS.items()
+    }
 
 
 def _record_given(cls: type[MappoConfig]) -> type[MappoConfig]:
@@ -286,6 +327,7 @@ def _record_given(cls: type[MappoConfig]) -> type[MappoConfig]:
     @functools.wraps(generated)
     def init(self: MappoConfig, *args: Any, **kwargs: Any) -> None:
         self.given = frozenset(names[: len(args)]) | frozenset(kwargs)
+        self.auto_decided = frozenset()
         generated(self, *args, **kwargs)
 
     cast(Any, cls).__init__ = init  # replaces the method on purpose, which mypy refuses
@@ -296,6 +338,7 @@ _record_given(MappoConfig)
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(MappoConfig)}
 ENV_DIM_FIELDS = ("num_agents", "obs_dim", "global_state_dim", "action_dim")
 READ_OFF_ENV = "read_off_env"  # config.toml's table of ENV_DIM_FIELDS (facts, not settings)
+AUTO_DECIDED = "auto_decided"  # config.toml's table of what `auto` became for the run's env
 
 
 def _kind(name: str) -> str:

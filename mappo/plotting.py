@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mappo.config import ENV_DIM_FIELDS, FIELDS, READ_OFF_ENV
+from mappo.config import AUTO_DECIDED, ENV_DIM_FIELDS, READ_OFF_ENV, field_defaults
 from mappo.episodes import return_label
 from mappo.run_folder import RunFolderError, read_metrics, slot_folders
 
@@ -110,15 +110,6 @@ def on_common_grid(
     return grid, np.stack([np.interp(grid, run.x(axis), run.returns) for run in runs])
 
 
-def _config_defaults() -> dict[str, Any]:
-    """Every MappoConfig field's default, so configs of older versions still compare."""
-    defaults = {}
-    for name, f in FIELDS.items():
-        factory = f.default_factory
-        defaults[name] = factory() if callable(factory) else f.default
-    return defaults
-
-
 def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
     """Load `config.toml` and column `y` of `metrics.csv` of one run folder."""
     path = Path(run_dir)
@@ -132,7 +123,8 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
             raise PlotError(f"run folder {path}: no {needed.name}")
     try:
         saved = tomllib.loads(config_path.read_text(encoding="utf-8-sig"))
-        config = {**_config_defaults(), **saved, **saved.pop(READ_OFF_ENV, {})}
+        facts, decided = saved.pop(READ_OFF_ENV, {}), saved.pop(AUTO_DECIDED, {})
+        config = {**field_defaults(), **saved, **facts, **decided}
     except tomllib.TOMLDecodeError as err:
         raise PlotError(f"run folder {path}: config.toml is not valid TOML ({err})") from None
     except UnicodeDecodeError as err:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mappo.config import ConfigError, MappoConfig, coerce_field, from_dict, read_toml
+from mappo.config import ConfigError, MappoConfig, coerce_field, from_dict, read_config_file
 
 PAPER_MPE_AGENTS = {"spread": 3, "reference": 2, "speaker_listener": 2}
 
@@ -424,12 +424,12 @@ def build_config(
     """A new run's config: the preset's fields, then the TOML file's, then `fields` on top.
 
     A preset's `env_kwargs` are the task's settings with the user's already on
-    top, so they stand. `config.given` records the file's and `fields`' names
-    only: a preset's values are a bundle, not the user's choices, so none of
+    top, so they stand. `config.given` records the file's choices and `fields`'
+    names only: a preset's values are a bundle, not the user's choices, so none of
     them is warned about as having no effect.
     """
     fields = fields or {}
-    from_file = read_toml(config_file) if config_file else {}
+    from_file, chosen = read_config_file(config_file) if config_file else ({}, frozenset())
     env = fields.get("env", from_file.get("env"))  # None: not given, the preset decides
     env_kwargs = fields.get("env_kwargs", from_file.get("env_kwargs"))
     if preset is not None and preset not in PRESETS:
@@ -442,5 +442,5 @@ def build_config(
     if "env_kwargs" in bundle:
         merged["env_kwargs"] = bundle["env_kwargs"]
     config = from_dict(merged, source=source)
-    config.given = frozenset(from_file) | frozenset(fields)
+    config.given = chosen | frozenset(fields)
     return config

@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 from mappo.checkpoint import BEFORE_FIELDS, load_checkpoint, saved_config
 from mappo.config import (
+    AUTO,
     ENV_DIM_FIELDS,
     FIELDS,
     MappoConfig,
@@ -751,7 +752,9 @@ def _check_folder_config(path: Path, held: MappoConfig) -> None:
     edited = [
         f"{name} = {getattr(written, name)!r} (the checkpoint's: {getattr(held, name)!r})"
         for name in FIELDS
-        if name not in kept_as_saved and getattr(written, name) != getattr(held, name)
+        if name not in kept_as_saved
+        and getattr(written, name) != getattr(held, name)
+        and not (name in held.auto_decided and getattr(written, name) == AUTO)
     ]
     if edited:
         logger.warning(

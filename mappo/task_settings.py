@@ -19,7 +19,8 @@ LIBRARY_DEFAULTS = {"agent_id": True, "team_reward": False}
 
 def resolve_auto(config: MappoConfig, spec: EnvSpec) -> tuple[MappoConfig, str]:
     """`config` with every `auto` setting decided for env `spec`, and a line saying what was
-    decided (empty when nothing was `auto`); the decided fields do not count as given.
+    decided (empty when nothing was `auto`); the decided fields do not count as given (an
+    `auto` set by the user was no choice of a value), they are `auto_decided`.
 
     Time limits are terminal where the limit is part of the task and bootstrapped
     elsewhere. The centralized critic reads the time left (Pardo et al., 2018)
@@ -52,7 +53,8 @@ def resolve_auto(config: MappoConfig, spec: EnvSpec) -> tuple[MappoConfig, str]:
     if not decided:
         return config, ""
     resolved = config.replace(**decided)
-    resolved.given = config.given
+    resolved.given = config.given - frozenset(decided)
+    resolved.auto_decided = config.auto_decided | frozenset(decided)
     said = ", ".join(
         f"{name} = {str(value).lower()} ({why[name]})" for name, value in decided.items()
     )

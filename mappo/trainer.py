@@ -776,6 +776,7 @@ class MappoTrainer:
         return {
             "config": self.config.to_dict(),
             "config_given": sorted(self.config.given),
+            "config_auto_decided": sorted(self.config.auto_decided),
             **self.policy.state_dicts(),
             "reward_norm": self.reward_norm.state_dict(),
             "optimizer": self.optimizer.state_dict(),

@@ -53,21 +53,41 @@ def test_config_toml_is_the_full_config_and_loads(tiny_run) -> None:
         "global_state_dim": 55,
         "action_dim": 5,
     }
-    # The auto settings are written as what they were decided to be.
-    assert (
-        saved["agent_id"],
-        saved["bootstrap_time_limits"],
-        saved["critic_time_left"],
-        saved["team_reward"],
-    ) == (False, False, True, True)
+    # The auto settings stay auto, with what they were decided to be for spread aside.
+    auto = ("agent_id", "bootstrap_time_limits", "critic_time_left", "team_reward")
+    assert [saved[name] for name in auto] == ["auto"] * 4
+    assert saved["auto_decided"] == {
+        "agent_id": False,
+        "bootstrap_time_limits": False,
+        "critic_time_left": True,
+        "team_reward": True,
+    }
     config = MappoConfig.load(tiny_run / "config.toml")
     assert (config.seed, config.num_envs) == (3, 16)
-    # Read back, the facts are not settings: the file trains another size of the env.
-    assert not set(config.given) & {"num_agents", "obs_dim", "global_state_dim", "action_dim"}
+    # Read back, the facts are not settings (the file trains another size of the env), and
+    # the fields the run wrote at their defaults were no one's choice.
+    assert config.given == {"seed", "num_envs", "total_steps"}
     bigger = config.replace(env_kwargs={"num_agents": 4}, total_steps=16, minibatch_size=0)
     from mappo import MappoTrainer
 
     assert MappoTrainer(bigger).config.num_agents == 4
+
+
+def test_a_runs_config_toml_trains_another_env_with_its_own_auto_settings_and_no_warnings(
+    tiny_run, tmp_path, capsys, caplog
+) -> None:
+    """The documented round trip: spread's decisions (no agent id, terminal time limits)
+    are not carried over to an env that has no such conventions."""
+    argv = ["train", "--config", str(tiny_run / "config.toml"), "--run-dir", str(tmp_path / "r")]
+    with caplog.at_level("INFO", logger="mappo"):
+        assert main([*argv, "--env", "pz_envs:CounterEnv", "--total-steps", "16"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert [line for line in said if line.startswith("auto settings")] == [
+        "auto settings for env 'pz_envs:CounterEnv': agent_id = true (library default), "
+        "team_reward = false (library default), bootstrap_time_limits = true (library default), "
+        "critic_time_left = false (time limits are bootstrapped)"
+    ]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_existing_run_folder_is_refused(tiny_run, capsys) -> None:
@@ -195,8 +215,10 @@ def test_resume_says_what_a_hand_edit_of_config_toml_loses_and_refuses_another_e
         assert main(["train", "--resume", str(run), "--total-steps", "2000", "--quiet"]) == 0
     err = "\n".join(r.getMessage() for r in caplog.records)
     assert f"{run}/config.toml differs from the checkpoint's config, which the run resumes " in err
-    assert "writes back: lr = 0.5 (the checkpoint's: 0.0007)" in err
+    # Only the hand edit: the auto settings, `auto` in the file, are the checkpoint's.
+    assert err.endswith("writes back: lr = 0.5 (the checkpoint's: 0.0007)")
     assert "\nlr = 0.0007\n" in config.read_text()  # as the run learned with
+    assert '\nagent_id = "auto"\n' in config.read_text()  # the checkpoint keeps what was decided
     # A checkpoint copied in from a run of another env is not this folder's: refused, with
     # the folder's metrics untouched.
     config.write_text(config.read_text().replace('env = "spread"', 'env = "reference"'))

@@ -175,3 +175,16 @@ def test_a_run_named_twice_is_one_seed_of_its_band(runs, tmp_path, capsys) -> No
     argv = ["plot", str(runs[0]), f"{runs[0]}/", str(runs[1]), "--out", str(tmp_path / "x.png")]
     assert main(argv) == 0
     assert capsys.readouterr().out.startswith("spread: 2 run(s)\n")
+
+
+def test_the_return_an_auto_team_reward_decided_on_labels_the_axis(tmp_path) -> None:
+    """A run's config.toml keeps `team_reward = "auto"`; what it became is in its table."""
+    from mappo.plotting import returns_label
+
+    rows = linear_rows([100, 200], 0.0)
+    text = 'env = "e"\nteam_reward = "auto"\n\n[read_off_env]\nnum_agents = 2\n'
+    mean = make_run(tmp_path / "mean", text + "\n[auto_decided]\nteam_reward = false\n", rows)
+    team = make_run(tmp_path / "team", text + "\n[auto_decided]\nteam_reward = true\n", rows)
+    assert read_run(mean).config["team_reward"] is False
+    assert returns_label(group_runs([read_run(mean)])) == "mean per-agent episode return"
+    assert returns_label(group_runs([read_run(team)])) == "team episode return"

@@ -14,8 +14,8 @@ import torch
 
 import mappo.run_folder
 import mappo.trainer
-from mappo import MappoConfig, MappoTrainer
-from mappo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mappo import MappoTrainer
+from mappo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, saved_config
 from mappo.cli import main
 from mappo.envs.registry import make_env
 from mappo.errors import ConfigError, WriteError, refused_write
@@ -181,7 +181,8 @@ def test_a_failed_save_leaves_the_env_state_of_the_checkpoint_before(tmp_path, m
     _train_stopped_after_two_updates(run, ["--env", f"{MODULE}:CounterEnv", *PZ_RUN], monkeypatch)
     before = load_checkpoint(run / "checkpoint.pt")
     pickled = (run / "env_state.pkl").read_bytes()
-    folder = RunFolder.resume(run, MappoConfig.load(run / "config.toml"), before["env_steps"])
+    config = saved_config(before, run / "checkpoint.pt")  # as a resume takes it
+    folder = RunFolder.resume(run, config, before["env_steps"])
     try:
         monkeypatch.setattr(mappo.run_folder, "save_checkpoint", _no_room)
         with pytest.raises(WriteError):
@@ -198,12 +199,12 @@ def test_a_failed_save_leaves_the_env_state_of_the_checkpoint_before(tmp_path, m
     assert RunFolder.read_pickled_env(run, later) == b"later"
     assert RunFolder.read_pickled_env(run, before) == pickled
     torch.save(later, run / "checkpoint.pt")
-    RunFolder.resume(run, MappoConfig.load(run / "config.toml"), before["env_steps"]).close()
+    RunFolder.resume(run, config, before["env_steps"]).close()
     assert (run / "env_state.pkl").read_bytes() == b"later"
     assert not (run / ".env_state.next.pkl").exists()
     # One whose checkpoint was never written goes.
     (run / ".env_state.next.pkl").write_bytes(b"never checkpointed")
-    RunFolder.resume(run, MappoConfig.load(run / "config.toml"), before["env_steps"]).close()
+    RunFolder.resume(run, config, before["env_steps"]).close()
     assert (run / "env_state.pkl").read_bytes() == b"later"
     assert not (run / ".env_state.next.pkl").exists()
 
