@@ -419,6 +419,7 @@ class MappoTrainer:
             self._mask, self._alive = result.action_mask, result.alive
             self._episode_steps = torch.where(result.env_done, 0, self._episode_steps + 1)
         self._check_finite()
+        self._check_legal_actions()
         self.env_steps += self.config.rollout_steps * self.env.num_envs * self.dist.world_size
 
     def credit(
@@ -487,6 +488,28 @@ class MappoTrainer:
                 f"env '{spec.name}' returned {value} in the {field} of {agent}, env copy "
                 f"{copy}, at step {step} (counting env.step calls, 0 = reset)"
             )
+
+    def _check_legal_actions(self) -> None:
+        """Refuse a rollout in which an agent that acts was left no legal action (one of its
+        sub-actions masked whole), naming where it first happened: its logits all masked
+        alike, it drew among illegal actions, which the env took without a word."""
+        buf, spec = self.buffer, self.env.spec
+        if spec.action.kind != "discrete":
+            return
+        rollout = slice(buf.carry_rows, None)
+        masks = buf.action_masks[rollout].split(spec.action.nvec, dim=-1)  # each [T, E, A, n]
+        legal = torch.stack([sub.any(-1) for sub in masks], -1).all(-1)  # [T, E, A]
+        stuck = buf.alive[rollout] & ~legal
+        if not bool(stuck.any()):
+            return
+        t, copy, agent = stuck.nonzero()[0].tolist()
+        step = self.updates * buf.rollout_steps + t  # masks at t came with step t's obs
+        raise EnvError(
+            f"env '{spec.name}' returned an action mask with no legal action for agent "
+            f"'{spec.agent_names[agent]}', env copy {copy}, at step {step} (counting env.step "
+            "calls, 0 = reset): an agent that acts needs a legal action (of each sub-action); "
+            "mark one that cannot act as not alive"
+        )
 
     # --- learning --------------------------------------------------------------
 

@@ -62,6 +62,20 @@ def test_non_finite_env_output_is_named(field, name, value, bad_step) -> None:
         assert all(torch.equal(a, b) for a, b in zip(before, trainer.parameters, strict=True))
 
 
+def test_a_live_agent_left_without_a_legal_action_is_named() -> None:
+    """All its logits masked alike, the agent drew among its illegal actions."""
+    env = PoisonedSpread(4, "action_mask", False, 30, seed=0)
+    trainer = MappoTrainer(MappoConfig(num_envs=4, minibatch_size=64, total_steps=400), env=env)
+    with pytest.raises(EnvError) as info:
+        trainer.train()
+    assert str(info.value) == (
+        "env 'spread' returned an action mask with no legal action for agent 'agent_1', env "
+        "copy 2, at step 30 (counting env.step calls, 0 = reset): an agent that acts needs a "
+        "legal action (of each sub-action); mark one that cannot act as not alive"
+    )
+    assert trainer.updates == 1  # the first rollout's masks were whole
+
+
 @pytest.mark.parametrize(
     ("field", "critic", "agent"),
     [("final_state", "centralized", "agent_0"), ("final_obs", "local", "agent_1")],

@@ -131,6 +131,31 @@ def test_both_picking_two_terminates_and_the_limit_truncates_then_copies_restart
     assert not cut.terminated.any() and cut.alive.all()
 
 
+class Finishing(Tally):
+    """Tally in which agent 1 is done from step 2 on: no legal action, as MMST's agents once
+    their nodes are connected (the env ignores their actions)."""
+
+    def _observe(self, state: TallyState) -> TallyObservation:
+        seen = super()._observe(state)
+        return seen._replace(action_mask=seen.action_mask.at[1].set(state.step_count < 2))
+
+
+def test_an_agent_left_no_legal_action_does_not_act_until_its_episode_restarts() -> None:
+    env = JumanjiEnv(Finishing(), "finishing", E, seed=0)
+    env.reset(seed=0)
+    assert env.get_alive().all()
+    assert env.step(torch.zeros(E, 2, dtype=torch.long)).alive.all()
+    second = env.step(torch.tensor([[2, 2], [0, 0], [0, 0], [0, 0]]))  # copy 0 ends
+    assert second.alive.tolist() == [[True, True]] + [[True, False]] * 3
+    # Not acting, it is no agent left without a legal action: the rollout trains.
+    trainer = MappoTrainer(
+        MappoConfig(num_envs=E, rollout_steps=8, total_steps=64, minibatch_size=0, compile="false"),
+        env=env,
+    )
+    trainer.train()
+    assert trainer.env_steps == 64 and not bool(trainer.buffer.alive[..., 1].all())
+
+
 def test_a_snapshot_continues_exactly() -> None:
     env = make_env("jumanji:RobotWarehouse-v0", E, seed=3)
     env.reset()

@@ -24,7 +24,9 @@ What the bridge reads off the env (its observation is a NamedTuple of arrays):
 * rewards: `[A]`, or one team reward `[]` given to every agent;
 * ends: a `LAST` step whose discount is 0 terminates, one whose discount is
   positive is cut by the time limit (LBF's truncation); RWARE's own step ends
-  its episodes at the limit with discount 0, so they terminate. No agent dies.
+  its episodes at the limit with discount 0, so they terminate. No agent dies,
+  but one left no legal action (MMST's once its nodes are connected; the env
+  ignores its actions) is not alive until it has one again: it does not act.
 """
 
 from __future__ import annotations
@@ -253,8 +255,9 @@ class JumanjiEnv(JaxVectorEnv):
 
     # ------------------------------------------------------------------ JAX side
 
-    def _pack(self, observation: Any) -> tuple[Any, Any, Any]:
-        """One copy's observation → obs `[A, O]`, critic state `[S]`, action mask `[A, K]`."""
+    def _pack(self, observation: Any) -> tuple[Any, Any, Any, Any]:
+        """One copy's observation → obs `[A, O]`, critic state `[S]`, action mask `[A, K]`,
+        alive `[A]` (the agents with a legal action)."""
         agents = self.num_agents
         parts, world = [], []
         for field, kind in self._fields.items():
@@ -274,12 +277,11 @@ class JumanjiEnv(JaxVectorEnv):
             mask = jnp.pad(legal, ((0, 0), (0, width - legal.shape[1]))) & own
         else:
             mask = own
-        return jnp.concatenate(parts, axis=1), jnp.concatenate(world), mask
+        return jnp.concatenate(parts, axis=1), jnp.concatenate(world), mask, mask.any(-1)
 
     def _reset_one(self, key: Any) -> tuple[Any, ...]:
         state, timestep = self.env.reset(key)
-        alive = jnp.ones(self.num_agents, dtype=bool)
-        return (strongly_typed(state), *self._pack(timestep.observation), alive)
+        return (strongly_typed(state), *self._pack(timestep.observation))
 
     def _reset_all(self, key: Any) -> tuple[Any, ...]:
         return jax.vmap(self._reset_one)(jax.random.split(key, self.num_envs))
@@ -294,8 +296,8 @@ class JumanjiEnv(JaxVectorEnv):
         done = timestep.last()
         terminated = done & (discount == 0)
         truncated = done & ~terminated
-        obs, world, mask = self._pack(timestep.observation)
-        fresh_state, fresh_obs, fresh_world, fresh_mask, alive = self._reset_one(key)
+        obs, world, mask, alive = self._pack(timestep.observation)
+        fresh_state, fresh_obs, fresh_world, fresh_mask, fresh_alive = self._reset_one(key)
         state_out = jax.tree.map(
             lambda r, s: jnp.where(done, r, s), fresh_state, strongly_typed(next_state)
         )
@@ -306,7 +308,7 @@ class JumanjiEnv(JaxVectorEnv):
             reward,
             terminated,
             truncated,
-            alive,
+            jnp.where(done, fresh_alive, alive),
             jnp.where(done, fresh_mask, mask),
             done,
             obs,
