@@ -413,3 +413,23 @@ def test_registry_imports_module_callable_with_kwargs() -> None:
 def test_registry_errors_name_the_env(name: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f"env '{name}'") + ".*" + re.escape(message)):
         make_env(name, 2)
+
+
+@pytest.mark.parametrize(
+    ("bad_value", "said"),
+    [("1", "str '1'"), (None, "NoneType None"), ([1.0, None], "list [1.0, None]")],
+)
+def test_a_reward_that_is_no_number_is_named_not_converted(bad_value, said) -> None:
+    """Text would convert to its number and None to nan, hiding the env's bug."""
+    make = partial(pz_envs.MalformedEnv, field="reward", bad_value=bad_value)
+    env = PettingZooWrapper(make, 2, name="bad")
+    try:
+        env.step(zeros_action(env))
+        with pytest.raises(EnvError) as info:
+            env.step(zeros_action(env))
+        assert str(info.value) == (
+            "env 'bad' returned a bad reward for agent 'agent_1' in env copy 0 at episode step "
+            f"2: not numbers ({said})"
+        )
+    finally:
+        env.close()

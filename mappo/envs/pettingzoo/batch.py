@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import reprlib
 import sys
 import zlib
 from collections.abc import Callable, Mapping
@@ -240,9 +241,13 @@ class PettingZooBatch(gymnasium.Env):
         """`value` as `size` numbers of `dtype` (float32, or uint8 for an image), or an
         EnvError naming env, copy, step, agent and field."""
         try:
+            given = np.asarray(value)
+            # Text ("1") and None would convert (to 1.0 and nan) and hide the env's bug.
+            if given.dtype.kind not in "biuf":
+                raise TypeError(f"{type(value).__name__} {reprlib.repr(value)}")
             # A float64 beyond float32's range becomes inf, which the trainer's check names.
             with np.errstate(over="ignore"):
-                flat = np.asarray(value, dtype).reshape(-1)
+                flat = given.astype(dtype).reshape(-1)
         except (TypeError, ValueError) as err:
             raise self._error(j, agent, field, f"not numbers ({err})") from None
         if flat.size != size:
