@@ -56,7 +56,7 @@ from mappo.stop_signals import (
     take_hangup,
     terminal_outputs,
 )
-from mappo.trainer import Learner, MappoMetrics, MappoTrainer, train_until_budget
+from mappo.trainer import Learner, MappoMetrics, MappoTrainer, budget_end, train_until_budget
 
 logger = logging.getLogger(__name__)  # `mappo train` shows its INFO lines unless --quiet
 CHECKPOINT_EVERY_UPDATES = 50
@@ -322,7 +322,7 @@ class Run:
                 raise
         stream = stream or sys.stdout
         progress = Progress(
-            len(trainers) * config.total_steps,
+            len(trainers) * budget_end(learner),
             len(trainers) * learner.env_steps,
             quiet=quiet or not main,
             stream=stream,
@@ -907,8 +907,10 @@ class Heartbeat:
         learner = self._learner
         compiling = f", then {COMPILING}" if learner.trainers[0].compiled else ""
         copies = learner.config.num_envs * len(learner.trainers)
-        steps = learner.config.rollout_steps
-        return f"first update: a rollout of {steps} steps in {copies} env copies{compiling}"
+        steps, total = learner.config.rollout_steps, learner.config.total_steps
+        end = budget_end(learner)
+        whole = f"; total_steps {total:,} rounds up to whole updates: {end:,}" * (end != total)
+        return f"first update: a rollout of {steps} steps in {copies} env copies{compiling}{whole}"
 
     def __exit__(self, *exc: object) -> None:
         self._stopped.set()

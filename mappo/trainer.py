@@ -959,6 +959,15 @@ class Learner(Protocol):
         """Close every seed's envs."""
 
 
+def budget_end(learner: Learner) -> int:
+    """The env step each seed's training ends at: `total_steps` rounded up to whole updates
+    (a rollout of every env copy, on every rank) from where it stands."""
+    per_update = learner.config.rollout_steps * learner.trainers[0].env.num_envs
+    per_update *= learner.dist.world_size
+    left = max(0, learner.config.total_steps - learner.env_steps)
+    return learner.env_steps + -(-left // per_update) * per_update
+
+
 def train_until_budget(
     learner: Learner, callback: Callable[[list[MappoMetrics]], Any] | None = None
 ) -> list[list[MappoMetrics]]:

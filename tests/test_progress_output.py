@@ -416,3 +416,22 @@ def test_a_run_that_ignores_sighup_trains_on_after_its_terminal_closes(tmp_path)
     os.close(terminal)
     assert process.wait(timeout=300) == 0
     assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 1000
+
+
+@pytest.mark.parametrize("seeds", [None, "1,2"])
+def test_a_budget_between_updates_is_said_rounded_up_and_the_progress_ends_at_100(
+    tmp_path, monkeypatch, capsys, seeds
+) -> None:
+    """1,000 steps with 400 per update train 1,200: said at the start, not "120.0 %"."""
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 1e9)  # only the last line
+    argv = ["train", "--run-dir", str(tmp_path / "r"), "--total-steps", "1000",
+            "--num-envs", "16", "--minibatch-size", "0", "--compile", "false"]  # fmt: skip
+    assert main(argv + (["--seeds", seeds] if seeds else [])) == 0
+    lines = capsys.readouterr().out.splitlines()
+    copies, total = (32, "2,400") if seeds else (16, "1,200")
+    assert (
+        f"first update: a rollout of 25 steps in {copies} env copies; total_steps 1,000 rounds "
+        "up to whole updates: 1,200"
+    ) in lines
+    summaries = [line for line in lines if line.startswith("env steps")]
+    assert summaries[-1].startswith(f"env steps {total} / {total} (100.0 %), ")
