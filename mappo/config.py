@@ -326,6 +326,7 @@ def _record_given(cls: type[MappoConfig]) -> type[MappoConfig]:
 
     @functools.wraps(generated)
     def init(self: MappoConfig, *args: Any, **kwargs: Any) -> None:
+        check_keys(kwargs, "MappoConfig(...)")  # a typo is named with its nearest field
         self.given = frozenset(names[: len(args)]) | frozenset(kwargs)
         self.auto_decided = frozenset()
         generated(self, *args, **kwargs)

@@ -27,6 +27,14 @@ def test_unknown_key_suggests_the_nearest() -> None:
         from_dict({"clip_coeff": 0.1})
 
 
+def test_an_unknown_keyword_in_python_is_named_with_the_nearest_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        MappoConfig(lr=1e-3, lrr=1e-3)
+    assert str(info.value) == "unknown config key 'lrr' in MappoConfig(...); did you mean 'lr'?"
+    with pytest.raises(ConfigError, match="'n_epochs' in MappoConfig.*'update_epochs'"):
+        MappoConfig(n_epochs=4)  # the name another library gives it
+
+
 def test_wrong_type_names_key_and_value() -> None:
     with pytest.raises(ConfigError, match=r"'update_epochs' = 'ten': expected int"):
         from_dict({"update_epochs": "ten"})
