@@ -133,10 +133,8 @@ class Progress:
             # An update without the rate (none finished, or not a zero-sum game) still ages it.
             window.add(rate, 0 if math.isnan(rate) else metrics.episodes)
         if self._bar is not None:
-            self._bar.update(metrics.env_steps - self._bar.n)
-            # In this order (tqdm sorts keyword arguments).
-            steps = {"steps_s": f"{metrics.steps_per_second:,.0f}"}
-            self._bar.set_postfix({**steps, **self.recent_stats()})
+            self._bar.update(metrics.env_steps - self._bar.n)  # the bar shows the rate
+            self._bar.set_postfix(self.recent_stats())
         elif self._lines and time.monotonic() - self._line_time >= SUMMARY_INTERVAL_S:
             self._summary_line()
 
