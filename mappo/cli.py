@@ -34,6 +34,7 @@ from mappo.presets import PRESETS, build_config
 from mappo.run import Run, StopRun, info_lines, stop_training
 from mappo.run_folder import is_slots_folder, require_wandb, slot_folders
 from mappo.seeds import parse_seeds
+from mappo.status import status_lines
 from mappo.stop_signals import output_lost, silence, stdout_reader_gone
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,9 @@ COMMANDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
                                           "run's folders)"},
         "--wait": {"type": float, "default": STOP_WAIT_S,
                    "help": f"seconds to wait for it to save and exit (default {STOP_WAIT_S:g})"},
+    }),
+    "status": ("where runs stand: training or stopped, env steps, recent return, checkpoint", {
+        "run_dirs": {**RUN_DIRS, "help": "run folders (or folders of --seeds or --sweep runs)"},
     }),
     "export": ("write the actors as TorchScript (and ONNX)", {
         "run_dir": RUN_DIR,
@@ -312,6 +316,14 @@ def stop(args: argparse.Namespace) -> int:
     return 0 if stop_training(args.run_dir, args.wait, print) else 1
 
 
+def status(args: argparse.Namespace) -> int:
+    """`mappo status`: one line per run saying where it stands and how it goes on."""
+    for path in args.run_dirs:
+        for line in status_lines(path):
+            print(line)
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
     """`mappo export`: a run's actors, one file per policy, and layout.json."""
     from mappo.export import export_run
@@ -480,6 +492,7 @@ HANDLERS = {
     "plot": plot,
     "report": report,
     "stop": stop,
+    "status": status,
     "export": export,
 }
 

@@ -1,0 +1,103 @@
+"""`mappo status`: one line per run saying whether it trains, how far it is, its recent return,
+its checkpoint, and the command that goes on from there."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import socket
+
+import pytest
+
+from mappo import MappoConfig
+from mappo.cli import main
+from mappo.progress import RecentReturns
+from mappo.run import Run
+from mappo.run_folder import RunFolder
+from mappo.run_lock import RunLock
+
+SMALL = dict(num_envs=16, total_steps=1600, minibatch_size=0, compile="false", seed=3)
+
+
+def recent_return(folder) -> str:
+    """The episode-weighted mean return of the last 10 rows, as the progress line has it."""
+    recent = RecentReturns()
+    with open(folder / "metrics.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            recent.add(float(row["episode_return"] or "nan"), int(row["episodes"]))
+    return recent.text()
+
+
+def status_of(capsys, *paths) -> list[str]:
+    capsys.readouterr()  # what training printed
+    assert main(["status", *map(str, paths)]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_a_finished_run_says_so_with_its_recent_return(tiny_run, capsys) -> None:
+    [line] = status_of(capsys, tiny_run)
+    assert line.startswith(
+        f"{tiny_run}: finished at env step 1,600 of 1,600 (100.0 %), recent return "
+        f"{recent_return(tiny_run)}, last update logged "
+    )
+    assert line.endswith(
+        f"; train it further with: mappo train --resume {tiny_run} --total-steps N"
+    )
+
+
+def test_a_stopped_run_says_where_its_checkpoint_is_and_how_to_go_on(tmp_path, capsys) -> None:
+    run = tmp_path / "r"
+    Run.start(MappoConfig(**SMALL), run).train(quiet=True, callback=lambda metrics: True)
+    [line] = status_of(capsys, run)
+    assert line.startswith(f"{run}: stopped at env step 400 of 1,600 (25.0 %), recent return ")
+    assert line.endswith(f"; continue with: mappo train --resume {run}")
+    # While a process holds its lock, it trains: the step of its last update and its checkpoint.
+    lock = RunLock.take(run)
+    try:
+        [line] = status_of(capsys, run)
+    finally:
+        lock.release()
+    assert line.startswith(
+        f"{run}: training (pid {os.getpid()} on {socket.gethostname()}), env step 400 of 1,600 "
+        "(25.0 %), recent return "
+    )
+    assert re.search(r"; checkpoint: env step 400, \d+ s ago$", line)
+
+
+def test_a_run_without_a_checkpoint_says_how_to_start_it_again(tmp_path, capsys) -> None:
+    run = tmp_path / "r"
+    RunFolder.create(run, MappoConfig(team_reward=True, **SMALL)).close()
+    assert status_of(capsys, run) == [
+        f"{run}: stopped before its first checkpoint, env step 0 of 1,600 (0.0 %); start it "
+        f"again with: mappo train --config {run / 'config.toml'} --run-dir {run} --force"
+    ]
+
+
+def test_each_seed_of_a_seeds_run_has_its_line_and_goes_on_from_the_seeds_folder(
+    tmp_path, capsys
+) -> None:
+    run = tmp_path / "seeds"
+    Run.start(MappoConfig(**SMALL), run, seeds=[1, 2]).train(quiet=True, callback=lambda m: True)
+    lines = status_of(capsys, run)
+    assert [line.split(":")[0] for line in lines] == [str(run / "seed_1"), str(run / "seed_2")]
+    assert all(line.endswith(f"continue with: mappo train --resume {run}") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda path: None, "does not exist"),
+        (lambda path: path.write_text("x"), "is a file, not a run folder"),
+        (lambda path: path.mkdir(), "not a run folder (no config.toml)"),
+    ],
+)
+def test_what_holds_no_run_is_one_line(tmp_path, capsys, make, said) -> None:
+    path = tmp_path / "x"
+    make(path)
+    assert main(["status", str(path)]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"run folder {path} {said}".replace(f"{path} not", f"{path}: not"))
+    )
