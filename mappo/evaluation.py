@@ -342,15 +342,16 @@ def play(
 def evaluate(
     policy: Policy, env: MultiAgentEnv, episodes: int, deterministic: bool = False, seed: int = 1000
 ) -> list[float]:
-    """The return of each of the first `episodes` episodes to finish."""
+    """The return of each of `episodes` episodes, each env copy's first ones
+    (`play_episodes`)."""
     return evaluate_episodes(policy, env, episodes, deterministic, seed)[0]
 
 
 def evaluate_episodes(
     policy: Policy, env: MultiAgentEnv, episodes: int, deterministic: bool = False, seed: int = 1000
 ) -> tuple[list[float], list[bool]]:
-    """The return of each of the first `episodes` episodes to finish, and whether each was
-    won (empty when the env reports no wins)."""
+    """The return of each of `episodes` episodes, each env copy's first ones
+    (`play_episodes`), and whether each was won (empty when the env reports no wins)."""
     result = play_episodes(policy, env, episodes, deterministic, seed)
     return result.returns, list(result.wins)
 
@@ -373,18 +374,20 @@ def play_episodes(
     """`episodes` episodes of the policy, each recorded (return, win, each seat's own return
     and outcome, reward earned).
 
-    Alone, the first `episodes` to finish. Against an `opponent`, ours sits in
-    seat `seats_of` of each env copy and `episodes` are played in each seat:
-    each copy plays a fixed number of them, the first ones it finishes (so that
-    short games are not favoured over long ones), the copies of a seat
-    `episodes` in all.
+    Each env copy plays a fixed number of them, the first ones it finishes, so
+    that short episodes are not favoured over long ones (the first `episodes` to
+    finish, whichever copy they come from, would be mostly short ones where
+    lengths vary: a won SMAX battle, an LBF map cleared early). Alone, the copies
+    play `episodes` in all. Against an `opponent`, ours sits in seat `seats_of`
+    of each env copy, and the copies of each seat play `episodes` in all.
     """
     num_envs, num_agents = env.num_envs, env.num_agents
     ours_seat = seats_of(num_envs, num_agents).to(env.device)
     ours = torch.nn.functional.one_hot(ours_seat, num_agents).bool() if opponent else None
-    copies = max(num_envs // num_agents, 1)  # of each seat
+    seats = num_agents if opponent else 1  # a seat's copies sit `seats` apart
+    copies = max(num_envs // seats, 1)  # of each seat
     # Copy e plays its first quota[e] episodes: a seat's `episodes` spread over its copies.
-    order = torch.arange(num_envs, device=env.device) // num_agents
+    order = torch.arange(num_envs, device=env.device) // seats
     quota = episodes // copies + (order < episodes % copies).long()
     played = torch.zeros(num_envs, dtype=torch.long, device=env.device)
     record: dict[str, list[Any]] = {
@@ -404,7 +407,7 @@ def play_episodes(
         if result is None:
             continue
         assert per_episode is not None  # _play() yields it with every step result
-        counted = result.env_done & (played < quota) if opponent else result.env_done
+        counted = result.env_done & (played < quota)
         played += result.env_done.long()
         if counted.any():
             finished = tracker.finished
@@ -422,20 +425,18 @@ def play_episodes(
                 fields["wins"] = result.info["win"]
             for name, values in fields.items():
                 record[name].extend(values[counted].tolist())
-        done = bool((played >= quota).all()) if opponent else len(record["returns"]) >= episodes
-        if done:
+        if bool((played >= quota).all()):
             break
-    kept = len(record["returns"]) if opponent else episodes  # first finished first
     return Evaluation.of(
         policy,
-        record["returns"][:kept],
-        record["wins"][:kept],
-        seat_returns=tuple(map(tuple, record["seat_returns"][:kept])),
-        outcomes=tuple(map(tuple, record["outcomes"][:kept])),
-        zero_sum=tuple(record["zero_sum"][:kept]),
-        decisive=tuple(record["decisive"][:kept]),
-        rewarded=tuple(record["rewarded"][:kept]),
-        ours=tuple(record["ours"][:kept]) if opponent else (),
+        record["returns"],
+        record["wins"],
+        seat_returns=tuple(map(tuple, record["seat_returns"])),
+        outcomes=tuple(map(tuple, record["outcomes"])),
+        zero_sum=tuple(record["zero_sum"]),
+        decisive=tuple(record["decisive"]),
+        rewarded=tuple(record["rewarded"]),
+        ours=tuple(record["ours"]) if opponent else (),
         opponent=opponent_name,
     )
 

@@ -861,12 +861,14 @@ def no_episode_hint(trainer: MappoTrainer) -> str:
 
 
 class Heartbeat:
-    """While no update ends, one line every `interval` seconds (none when 0) saying what the
-    run is waiting for: the first rollout of a slow env, a first compile, an evaluation."""
+    """While no update ends, a line saying what the run is waiting for (the first rollout of
+    a slow env, a first compile, an evaluation): after `interval` seconds (none when 0),
+    then each time the wait has doubled, so that a log of long updates stays readable."""
 
     def __init__(self, learner: Learner, write: Callable[[str], None], interval: float) -> None:
         self._learner, self._write, self._interval = learner, write, interval
         self._last = time.monotonic()
+        self._due = interval  # seconds of waiting that the next line waits for
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mappo-heartbeat", daemon=True)
 
@@ -878,13 +880,14 @@ class Heartbeat:
 
     def beat(self) -> None:
         """An update ended: the wait starts again."""
-        self._last = time.monotonic()
+        self._last, self._due = time.monotonic(), self._interval
 
     def _run(self) -> None:
         while not self._stopped.wait(self._interval):
             waited = time.monotonic() - self._last
-            if waited >= self._interval:
+            if waited >= self._due:
                 self._write(f"{self.waiting_for()} ({waited:.0f} s since the last update)")
+                self._due = 2 * waited
 
     def waiting_for(self) -> str:
         """What the learner is doing now, in words."""

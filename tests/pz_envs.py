@@ -91,6 +91,24 @@ class CounterEnv(ParallelEnv):
         return self.possible_agents.index(agent)
 
 
+class SeedLengthEnv(CounterEnv):
+    """Episodes of 1 step in a copy reset with an even seed, of 9 in one reset with an odd
+    seed, each step paying every agent 1: an episode's return is its length."""
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict]]:
+        """A seed sets the episodes' length: 1 when even, 9 when odd."""
+        if seed is not None:
+            self.episode_length = self.max_cycles = 1 if seed % 2 == 0 else 9
+        return super().reset(seed, options)
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """CounterEnv's step, paying 1."""
+        obs, rewards, terminations, truncations, infos = super().step(actions)
+        return obs, dict.fromkeys(rewards, 1.0), terminations, truncations, infos
+
+
 class UnpicklableEnv(CounterEnv):
     """CounterEnv holding a lock, which pickle refuses."""
 

@@ -287,8 +287,8 @@ def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys, seeds
     monkeypatch.setattr(run_module, "HEARTBEAT_S", 0.2)
     step = pz_envs.CounterEnv.step
 
-    def slow_step(self, actions):  # a first rollout of 4 x 25 steps that takes 1 s
-        time.sleep(0.01)
+    def slow_step(self, actions):  # a first rollout of 4 x 25 steps that takes 2 s
+        time.sleep(0.02)
         return step(self, actions)
 
     monkeypatch.setattr(pz_envs.CounterEnv, "step", slow_step)
@@ -436,3 +436,19 @@ def test_a_budget_between_updates_is_said_rounded_up_and_the_progress_ends_at_10
     ) in lines
     summaries = [line for line in lines if line.startswith("env steps")]
     assert summaries[-1].startswith(f"env steps {total} / {total} (100.0 %), ")
+
+
+def test_the_lines_of_one_long_wait_come_ever_further_apart() -> None:
+    """After the first, a line each time the wait has doubled: a log of 3-minute updates
+    reads 2 lines per update, not 6."""
+    import time
+    from types import SimpleNamespace
+
+    from mappo.run import Heartbeat
+
+    learner = SimpleNamespace(updates=3, phase="updating")
+    said: list[str] = []
+    with Heartbeat(learner, said.append, 0.05):
+        time.sleep(1.3)  # a line every 0.05 s would make 26
+    assert 2 <= len(said) <= 6, said
+    assert all(line.startswith("updating (") for line in said)

@@ -1,0 +1,22 @@
+"""Greedy or sampled evaluation: which episodes it counts."""
+
+from __future__ import annotations
+
+import pz_envs
+
+from mappo import MappoConfig, MappoTrainer
+from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
+from mappo.evaluation import evaluate
+
+
+def test_short_episodes_are_not_favoured_over_long_ones() -> None:
+    """Copy 0 (seed 0) plays 1-step episodes, copy 1 (seed 1) 9-step ones, each worth its
+    length: 4 episodes are 2 of each, a mean of 5. The first 4 to finish were all copy 0's,
+    a mean of 1: the bias that made a won SMAX battle or a cleared LBF map count more."""
+    env = PettingZooWrapper(pz_envs.SeedLengthEnv, 2, name="lengths")
+    config = MappoConfig(num_envs=2, rollout_steps=9, minibatch_size=0, compile="false")
+    trainer = MappoTrainer(config, env=env)
+    returns = evaluate(trainer.policy, env, episodes=4, seed=0)
+    assert sorted(returns) == [1.0, 1.0, 9.0, 9.0]
+    assert sorted(evaluate(trainer.policy, env, episodes=3, seed=0)) == [1.0, 1.0, 9.0]
+    trainer.close()
