@@ -293,6 +293,7 @@ def _play(
     """`play`, also yielding the episode tracker (whose `finished` describes the episodes
     that just ended)."""
     obs = checked_reset(env, seed)
+    torch.manual_seed(seed)  # and the sampled actions: the same seed plays the same episodes
     mask, alive = checked_start(env)
     team = policy.config.decided("team_reward")
     tracker = EpisodeTracker(alive, team, env.spec.turn_based)
@@ -328,6 +329,8 @@ def play(
 ) -> Iterator[tuple[torch.Tensor, MultiAgentStepResult | None, torch.Tensor | None]]:
     """Run the policy's actors in `env` from a fresh reset, forever.
 
+    The env copies are reset with `seed` and the torch RNG that samples the
+    actions is seeded with it, so that a seed plays the same episodes again.
     Yields `(obs, None, None)` for the first observation, then after every
     step `(obs acted on, step result, episode return [E])`, the last being
     meaningful where `result.env_done` (per-agent mean, or team return with

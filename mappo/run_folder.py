@@ -364,9 +364,10 @@ def slot_folders(path: Path) -> list[Path]:
     direct = seeds_in(path)
     if direct or not path.is_dir():
         return direct
-    return [
-        slot for setting in sorted(path.iterdir()) if setting.is_dir() for slot in seeds_in(setting)
-    ]
+    # A sweep's settings are named `field=value,...` (`run.setting_name`): a folder of other
+    # runs, one of them a seeds run, is no sweep, and its other runs would go unseen.
+    settings = [p for p in sorted(path.iterdir()) if p.is_dir() and "=" in p.name]
+    return [slot for setting in settings for slot in seeds_in(setting)]
 
 
 def is_slots_folder(path: Path) -> bool:

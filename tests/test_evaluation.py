@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pz_envs
+import torch
 
 from mappo import MappoConfig, MappoTrainer
 from mappo.envs.pettingzoo.wrapper import PettingZooWrapper
@@ -19,4 +20,16 @@ def test_short_episodes_are_not_favoured_over_long_ones() -> None:
     returns = evaluate(trainer.policy, env, episodes=4, seed=0)
     assert sorted(returns) == [1.0, 1.0, 9.0, 9.0]
     assert sorted(evaluate(trainer.policy, env, episodes=3, seed=0)) == [1.0, 1.0, 9.0]
+    trainer.close()
+
+
+def test_sampled_actions_repeat_with_the_seed() -> None:
+    """`mappo eval --seed 7` without --deterministic gave another number each time: the
+    seed reached the envs, not the sampling."""
+    trainer = MappoTrainer(MappoConfig(num_envs=4, minibatch_size=0, compile="false"))
+    env = trainer.env
+    first = evaluate(trainer.policy, env, episodes=8, seed=7)
+    torch.rand(3)  # whatever drew from the RNG in between
+    assert evaluate(trainer.policy, env, episodes=8, seed=7) == first
+    assert evaluate(trainer.policy, env, episodes=8, seed=8) != first
     trainer.close()

@@ -101,3 +101,19 @@ def test_what_holds_no_run_is_one_line(tmp_path, capsys, make, said) -> None:
         .err.strip()
         .endswith(f"run folder {path} {said}".replace(f"{path} not", f"{path}: not"))
     )
+
+
+def test_a_folder_of_runs_is_no_sweep_even_with_a_seeds_run_among_them(tmp_path, capsys) -> None:
+    """A sweep's settings are `field=value` folders: a folder holding a seeds run beside
+    other runs was taken for a sweep of one setting, and plot, report and status showed the
+    seeds alone."""
+    from mappo.run_folder import slot_folders
+
+    Run.start(MappoConfig(**SMALL), tmp_path / "seeds", seeds=[1, 2]).train(
+        quiet=True, callback=lambda m: True
+    )
+    RunFolder.create(tmp_path / "single", MappoConfig(team_reward=True, **SMALL)).close()
+    assert slot_folders(tmp_path) == []
+    for command in ("status", "plot", "report"):
+        assert main([command, str(tmp_path)]) == 2
+        assert f"{tmp_path}" in capsys.readouterr().err
