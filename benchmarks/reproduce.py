@@ -30,7 +30,11 @@ the update as Ctrl-C does; the runs are then scored and the table written.
 started on one thread continues on two): give a recurrent suite both cores when
 it trains alone.
 A bad option, or runs it cannot go on from, is one line and exit code 2 (3 for
-an env that broke), as for `mappo`.
+an env that broke), as for `mappo`; so is a `--results-dir` the table could not
+be written to, before any training. A call that a signal stopped (training or
+scoring cut short) writes the table, then exits with 128 + the signal's number
+(130 after Ctrl-C, 143 after SIGTERM) as `mappo train` does, so that a script
+tells it from a finished one; its last line's JSON names it (`stopped_by`).
 Keep `--runs-dir` outside the repository for runs that span days, and give a
 trial run (a tiny `--scale`) its own `--results-dir`: the default is the
 committed tables'.
@@ -75,6 +79,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import textwrap
 import time
 import tomllib
@@ -727,7 +732,10 @@ def write_table(
 
 
 def share(fraction: float) -> str:
-    """A fraction of the budget as a percentage, with the digits that show a small one."""
+    """A fraction of the budget as a percentage, with the digits that show a small one, and
+    never 100% short of the budget (99.7% is not done)."""
+    if 0.995 <= fraction < 1:
+        return f"{math.floor(fraction * 1000) / 10:.1f}%"
     return f"{fraction:.0%}" if fraction >= 0.01 or fraction == 0 else f"{fraction * 100:.2g}%"
 
 
@@ -848,8 +856,9 @@ def train_tasks(
     each from its runs in `root/<task>`, adding a line per task to `trained` for the
     sessions log; the signal that stopped a run (`RunSummary.stopped_by`), after which no
     further task trains."""
-    for task in training:
+    for at, task in enumerate(training):
         if time.time() > deadline or stops.hung_up:
+            trained.append(not_started(training[at:], stops))
             break
         steps = int(task.budget * args.scale)
         summary, start = train(
@@ -864,15 +873,23 @@ def train_tasks(
         )
         if start >= steps:
             trained.append(f"{task.name} already at {start:,}")
+        elif summary.finished:  # whole updates: often past the budget
+            trained.append(f"{task.name} to {summary.env_steps:,}")
         else:
-            trained.append(
-                f"{task.name} {'to' if summary.finished else 'stopped short of'} {steps:,}"
-            )
+            trained.append(f"{task.name} stopped at {summary.env_steps:,} of {steps:,}")
         if summary.stopped_by:
             return summary.stopped_by
-        if not summary.finished:  # --hours ran out: no further task
+        if not summary.finished:  # --hours ran out, or the terminal closed: no further task
+            if rest := training[at + 1 :]:
+                trained.append(not_started(rest, stops))
             break
     return None
+
+
+def not_started(tasks: list[Task], stops: Stops) -> str:
+    """The sessions log's words for `tasks` left untrained, and why."""
+    why = "the terminal closed" if stops.hung_up else "--hours ran out"
+    return f"{', '.join(t.name for t in tasks)} not started: {why}"
 
 
 def score_task(
@@ -955,7 +972,7 @@ def main() -> None:
         bench_common.RESULTS_DIR = args.results_dir
     try:
         with one_line_errors("reproduce.py"):
-            reproduce(args)
+            stopped_by = reproduce(args)
     except KeyboardInterrupt:  # before training, or while the table is written (`Stops`)
         print(
             "reproduce.py: interrupted; the runs keep their checkpoints: the same command goes "
@@ -963,10 +980,27 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(130) from None
+    if stopped_by is not None:  # the table is written, the budget not reached: as `mappo train`
+        raise SystemExit(128 + signal.Signals[stopped_by])
 
 
-def reproduce(args: argparse.Namespace) -> None:
-    """Train, score and tabulate what `args` (main's options) ask for."""
+def check_writable_results(folder: Path) -> None:
+    """Refuse a results folder the table could not be written to, in one line: one that is a
+    file, lies under a file, or takes no new file."""
+    flag = f"--results-dir {folder}"
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        what = "a file" if existing == folder else f"under the file {existing}"
+        raise UsageError(f"{flag}: {what}, not a folder")
+    try:  # what a permission check misses (root, an immutable folder); nothing is made
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise UsageError(f"{flag}: the table cannot be written there ({err.strerror})") from None
+
+
+def reproduce(args: argparse.Namespace) -> str | None:
+    """Train, score and tabulate what `args` (main's options) ask for; the signal that stopped
+    the training or the scoring, if one did."""
     table, tasks = read_suite(args.suite)
     if args.tasks:
         unknown = set(args.tasks) - {t.name for t in tasks}
@@ -1016,6 +1050,7 @@ def reproduce(args: argparse.Namespace) -> None:
         except OSError as err:
             says = f"cannot make {root}: {err.strerror}"
             raise UsageError(f"--runs-dir {args.runs_dir}: {says}") from None
+    check_writable_results(bench_common.RESULTS_DIR)  # before hours of training, not after
     # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
     name = f"published_{args.suite}" + f"_{slug}" * bool(slug)
     record_path = bench_common.RESULTS_DIR / f"{name}.json"
@@ -1058,6 +1093,7 @@ def reproduce(args: argparse.Namespace) -> None:
                 except Stopped as stop:
                     unscored, stopped_while = with_runs[at:], f"{stop.name} came while scoring"
                     trained.append(f"{stop.name} while scoring")
+                    stopped_by = stopped_by or stop.name
                     break
     if unscored:
         unshown.append(
@@ -1081,7 +1117,9 @@ def reproduce(args: argparse.Namespace) -> None:
     path = write_table(name, table, tasks, record, unshown, args, info, variant, plot)
     print(path.read_text())
     results = [record["tasks"][t.name]["result"] for t in tasks if t.name in record["tasks"]]
-    print(json.dumps(without_nan({"suite": args.suite, "results": results}), allow_nan=False))
+    last = {"suite": args.suite, "results": results, "stopped_by": stopped_by}
+    print(json.dumps(without_nan(last), allow_nan=False))
+    return stopped_by
 
 
 if __name__ == "__main__":

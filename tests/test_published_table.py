@@ -93,6 +93,44 @@ def test_a_variant_changes_only_what_it_names(reproduce) -> None:
         reproduce.variant_of(tasks, "epymarl2", {})
 
 
+def test_a_budget_short_of_its_end_never_reads_100_percent(reproduce) -> None:
+    assert [reproduce.share(f) for f in (0.997, 0.9949, 1.0, 1.004, 0.0011, 0)] == [
+        "99.7%",
+        "99%",
+        "100%",
+        "100%",
+        "0.11%",
+        "0%",
+    ]
+
+
+def test_a_results_dir_the_table_cannot_go_to_is_refused_before_training(
+    reproduce, tmp_path, monkeypatch, capsys
+) -> None:
+    """It was a FileExistsError traceback after the hours of training."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    common = ["reproduce.py", "--suite", "tiny", "--runs-dir", str(tmp_path / "runs")]
+    for results, says in (
+        (a_file, f"--results-dir {a_file}: a file, not a folder"),
+        (a_file / "sub", f"--results-dir {a_file / 'sub'}: under the file {a_file}, not a "
+                         "folder"),
+    ):  # fmt: skip
+        monkeypatch.setattr(sys, "argv", [*common, "--results-dir", str(results)])
+        assert refused(reproduce.main, capsys) == f"reproduce.py: error: {says}"
+    assert not (tmp_path / "runs" / "tiny" / "spread").exists()  # nothing trained
+
+
+def test_tasks_left_when_the_hours_run_out_are_named(reproduce, tmp_path, monkeypatch) -> None:
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    _, tasks = reproduce.read_suite("tiny")
+    trained: list[str] = []
+    stops = reproduce.Stops()  # not entered: no signal handlers taken
+    assert reproduce.train_tasks(tasks, tmp_path, [0], 0.0, None, trained, stops) is None
+    assert trained == ["spread, reference not started: --hours ran out"]
+
+
 def test_bad_options_are_refused_before_the_table_is_touched(
     reproduce, tmp_path, monkeypatch, capsys
 ) -> None:
@@ -176,9 +214,15 @@ def table_calls(reproduce, tmp_path, monkeypatch):
     common = ["--suite", "tiny", "--seeds", "0,1", "--runs-dir", str(tmp_path / "runs")]
     common += ["--episodes", "2"]
 
-    def call(*extra: str) -> str:
+    def call(*extra: str, stopped_by: str | None = None) -> str:
+        """The table; a call a signal stopped (`stopped_by`) exits as `mappo train` does."""
         monkeypatch.setattr(sys, "argv", ["reproduce.py", *common, *extra])
-        reproduce.main()
+        if stopped_by is None:
+            reproduce.main()
+        else:
+            with pytest.raises(SystemExit) as exited:
+                reproduce.main()
+            assert exited.value.code == 128 + signal.Signals[stopped_by]
         return (tmp_path / "results" / "published_tiny.md").read_text()
 
     return common, call
@@ -512,7 +556,7 @@ def test_sigterm_writes_the_table_without_scoring(reproduce, tmp_path, monkeypat
 
     monkeypatch.setattr(Run, "train", terminated_after_one_update)
     monkeypatch.setattr(reproduce, "evaluate_run", no_scoring)
-    table = call()
+    table = call(stopped_by="SIGTERM")
     checkpoint = torch.load(runs / "tiny" / "spread" / "seed_0" / "checkpoint.pt")
     assert 400 < checkpoint["env_steps"] < 800  # saved where it stopped
     assert "| spread | 400 / 800 (50%) | 2 |" in table  # as recorded
@@ -521,7 +565,7 @@ def test_sigterm_writes_the_table_without_scoring(reproduce, tmp_path, monkeypat
         f"- spread, reference (runs in {runs / 'tiny'}): not scored, SIGTERM came during "
         "training; their rows are as recorded before, and the same command" in table
     )
-    assert "spread stopped short of 800  (python " in table
+    assert f"spread stopped at {checkpoint['env_steps']:,} of 800  (python " in table
     row = next(line for line in table.splitlines() if line.startswith("| reference |"))
     assert "h, env steps/s unknown |" in row
 
@@ -547,7 +591,7 @@ def test_sigterm_before_a_run_trains_closes_it_and_says_so(
 
     monkeypatch.setattr(Run, "train", terminated_before_training)
     monkeypatch.setattr(Run, "_close", closing)
-    table = call()
+    table = call(stopped_by="SIGTERM")
     assert closed == [None]  # closed once, its folder free
     assert (
         f"- spread (runs in {runs / 'tiny'}): not scored, SIGTERM came during the opening or "
@@ -587,12 +631,12 @@ def test_a_stop_while_scoring_keeps_the_scores_before_it(
 
     monkeypatch.setattr(reproduce, "evaluate_run", stopped_at_the_second_task)
     handler = signal.getsignal(sig)
-    table = call()
+    name = signal.Signals(sig).name
+    table = call(stopped_by=None if sig == signal.SIGHUP else name)  # a hangup stops no scoring
     assert tasks_scored == ["spread", "reference"]
     assert "| spread | 800 / 800 (100%) | 2 |" in table  # trained on, then scored
     record = json.loads((results / "published_tiny.json").read_text())
     assert record["tasks"]["spread"]["result"]["steps"] == 800
-    name = signal.Signals(sig).name
     if sig == signal.SIGHUP:
         assert "| reference | 400 / 400 (100%) | 2 |" in table
         assert "not scored" not in table
@@ -621,10 +665,13 @@ def test_a_closed_terminal_while_a_run_opens_stops_training_then_scores(
         return start(*args, **kwargs)
 
     monkeypatch.setattr(Run, "start", hung_up_while_opening)
-    table = call()
+    table = call(stopped_by="SIGHUP")
     assert "| spread | 100 / 800 (12%) | 2 |" in table  # one update: 4 copies x 25 steps
     assert "| reference | 0 / 400 (0%) | 0 | no checkpoint yet |" in table
-    assert "spread stopped short of 800; SIGHUP outside a run's updates  (python " in table
+    assert (
+        "spread stopped at 100 of 800; reference not started: the terminal closed; SIGHUP "
+        "outside a run's updates  (python " in table
+    )
 
 
 def test_resume_continues_only_what_has_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:
