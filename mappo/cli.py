@@ -347,11 +347,19 @@ def writable(*outputs: tuple[str, Path | None], folder: bool = False) -> Iterato
     be made, a file being in the way, or a file is asked for where a folder is. The folders
     made for them are removed again, where still empty, if the work in the block fails."""
     made: list[Path] = []
+    given = [path for _, path in outputs if path is not None]
     try:
         for flag, path in outputs:
             if path is not None:
                 made += _make_folder_for(flag, path, folder)
-        yield
+        try:
+            yield
+        except OSError as err:
+            if err.filename is not None or not given:
+                raise
+            # A write that failed midway (a full disk) names no file: name the outputs.
+            named = str(given[0]) if len(given) == 1 else f"one of {', '.join(map(str, given))}"
+            raise OSError(err.errno, err.strerror, named) from err
     except BaseException:
         for made_folder in reversed(made):
             with contextlib.suppress(OSError):  # not empty: something was written there
@@ -411,6 +419,15 @@ def _unknown_flag_error(
             f"command, mappo --debug {name_of_command} ..."
         )
     options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    given = flag.split("=")[0]
+    if given not in options and (
+        owners := [c for c, (_, opts) in COMMANDS.items() if c != name_of_command and given in opts]
+    ):  # `mappo train --render x.gif`: an option of eval, not a near miss of --encoder
+        names = [f"mappo {owner}" for owner in owners]
+        listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        return ConfigError(
+            f"'mappo {name_of_command}' has no option '{given}': it is an option of {listed}"
+        )
     if name_of_command != "train" and name in CLI_FIELDS:
         return ConfigError(
             f"'mappo {name_of_command}' has no option '{flag}': it reads the "

@@ -157,6 +157,21 @@ def test_other_commands_suggest_their_own_options(tiny_run, capsys) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["train", "--render", "x.gif"], "'mappo train' has no option '--render': it is an "
+                                         "option of mappo eval"),
+        (["eval", "r", "--out", "o"], "'mappo eval' has no option '--out': it is an option of "
+                                      "mappo plot, mappo report and mappo export"),
+    ],
+)  # fmt: skip
+def test_an_option_of_another_command_says_whose_it_is(argv, said, capsys) -> None:
+    """`train --render` suggested --encoder, the nearest of train's own options."""
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"mappo: error: {said}\n"
+
+
 def test_unknown_key_in_toml_suggests(tmp_path, capsys) -> None:
     (tmp_path / "c.toml").write_text("learning_rate = 0.001\n")
     assert main(["train", "--config", str(tmp_path / "c.toml"), *TINY]) == 2

@@ -202,6 +202,21 @@ def test_one_file_per_policy(changes, files, tmp_path) -> None:
         assert torch.equal(_exported_actions(out, layout, obs, pass_agent=False), expected)
 
 
+def test_an_export_over_an_earlier_one_leaves_none_of_its_actor_files(tmp_path) -> None:
+    """Another run's policy.pt stayed beside per-agent files, and `torch.jit.load` of
+    DIR/policy.pt loaded the wrong actor; the user's own files stay."""
+    out = tmp_path / "actors"
+    for run in ("shared", "apart"):
+        (tmp_path / run).mkdir()
+    _run_folder(tmp_path / "shared")
+    _export(tmp_path / "shared", out)
+    (out / "notes.txt").write_text("mine")
+    _run_folder(tmp_path / "apart", share_policy=False)
+    _export(tmp_path / "apart", out)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["agent_0.pt", "agent_1.pt", "agent_2.pt", "layout.json", "notes.txt"]
+
+
 @pytest.mark.parametrize(
     ("env_class", "changes"),
     [

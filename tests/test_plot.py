@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -188,3 +189,12 @@ def test_the_return_an_auto_team_reward_decided_on_labels_the_axis(tmp_path) -> 
     assert read_run(mean).config["team_reward"] is False
     assert returns_label(group_runs([read_run(mean)])) == "mean per-agent episode return"
     assert returns_label(group_runs([read_run(team)])) == "team episode return"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_an_output_that_fills_the_disk_is_named(runs, tmp_path, capsys) -> None:
+    """A write that fails midway names no file of its own: the flag's path is named."""
+    full = tmp_path / "full.png"
+    full.symlink_to("/dev/full")
+    assert main(["plot", str(runs[0]), "--out", str(full)]) == 2
+    assert capsys.readouterr().err == f"mappo: error: {full}: No space left on device\n"
