@@ -66,6 +66,7 @@ class RunCurve:
     # A two-seat zero-sum game in self-play (metrics.csv logs the seats' win rates): its
     # seats' returns cancel, so its mean return says nothing of how well it plays.
     zero_sum: bool = False
+    last_env_steps: int = 0  # of the last row logged, with or without a finished episode
 
     def x(self, axis: str) -> np.ndarray:
         """The x values for axis `env_steps` or `wall_time`."""
@@ -160,6 +161,7 @@ def read_run(run_dir: str | Path, y: str = "episode_return") -> RunCurve:
         np.asarray(returns, np.float64),
         eval_return,
         zero_sum,
+        previous_steps,
     )
 
 

@@ -316,6 +316,24 @@ def still_training(reports: Sequence[GroupReport]) -> str:
     )
 
 
+def stopped_short(reports: Sequence[GroupReport]) -> str:
+    """A markdown paragraph naming the runs that no process trains and that stopped short of
+    their `total_steps` (Ctrl-C, `mappo stop`, a lost job), pooled as they are; "" if none."""
+    short = [
+        f"{run.path} ({run.last_env_steps:,} of {total:,})"
+        for report in reports
+        for run in report.group.runs
+        if run.last_env_steps < (total := int(run.config.get("total_steps", 0)))
+        and RunLock.holder(run.path) is None
+    ]
+    if not short:
+        return ""
+    return (
+        "\nStopped short of their total_steps, so scored as saved (`mappo train --resume` "
+        f"goes on): {', '.join(short)}.\n"
+    )
+
+
 def ranking(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) -> list[str]:
     """Markdown lines ranking the groups of each task with several (a sweep's settings) by
     IQM, each with P(it beats the next), and naming the best one's config file."""
@@ -416,7 +434,7 @@ def write_report(
     """Build the report of `run_dirs`; write the files asked for; return the markdown."""
     figure = open_figure(plot, "--plot") if plot is not None else None  # a bad name: before work
     reports, comparisons = build_report(run_dirs, episodes)
-    text = markdown(reports, comparisons) + still_training(reports)
+    text = markdown(reports, comparisons) + still_training(reports) + stopped_short(reports)
     if figure is not None and plot is not None:
         plot_iqm_curves(reports, plot, *figure)
     if json_out is not None:

@@ -74,8 +74,8 @@ def test_bootstrap_resamples_within_each_stratum() -> None:
 
 # --- the command ----------------------------------------------------------------------------
 
-SHARED = 'env = "spread"\nseed = {seed}\nshare_policy = true\n'
-SEPARATE = 'env = "spread"\nseed = {seed}\nshare_policy = false\n'
+SHARED = 'env = "spread"\nseed = {seed}\nshare_policy = true\ntotal_steps = 300\n'
+SEPARATE = 'env = "spread"\nseed = {seed}\nshare_policy = false\ntotal_steps = 300\n'
 
 
 @pytest.fixture
@@ -247,6 +247,21 @@ def test_runs_still_training_are_named_with_their_process(runs, capsys) -> None:
         lock.release()
     assert main(["report", *map(str, runs)]) == 0
     assert "Still training" not in capsys.readouterr().out
+
+
+def test_runs_stopped_short_of_their_budget_are_named_with_the_steps_they_reached(
+    runs, tmp_path, capsys
+) -> None:
+    """Pooled with finished seeds, a run stopped at a tenth of its budget went unsaid."""
+    config = SHARED.format(seed=2).replace("300", "3000")
+    short = make_run(tmp_path / "short", config, [-40.0], eval_return=-40.0)
+    assert main(["report", *map(str, [*runs, short])]) == 0
+    assert capsys.readouterr().out.endswith(
+        "\nStopped short of their total_steps, so scored as saved (`mappo train --resume` goes "
+        f"on): {short} (200 of 3,000).\n"
+    )
+    assert main(["report", *map(str, runs)]) == 0
+    assert "Stopped short" not in capsys.readouterr().out
 
 
 def test_a_metrics_cell_or_header_mappo_did_not_write_is_named_by_its_line(
