@@ -588,7 +588,7 @@ def stop_training(path: str | Path, wait_s: float, say: Callable[[str], None]) -
     pids = signal_holders(held, signal.SIGINT)
     say(
         f"sent SIGINT to pid {', '.join(map(str, pids))}, training in {path}: a first "
-        "signal finishes the update and saves, a second stops at once"
+        "signal stops it at the end of an update, saved; a second stops it at once"
     )
     if wait_s <= 0:  # asked only to send the signal
         say("not waiting (--wait 0): it saves and exits by itself")
@@ -1029,10 +1029,14 @@ class StopOnSignal:
             self.signal_name = signal.Signals(signum).name  # a scheduler's SIGTERM after a Ctrl-C
             raise StopRun(self.signal_name)
         self.signal_name = signal.Signals(signum).name
-        self._say(
-            f"stopping ({self.signal_name}): finishing this update, then saving; "
-            f"{self._again()} to stop at once"
+        # Where the state before this update is kept, an update running past the grace
+        # period is left: say so, not that it will be finished.
+        finishing = (
+            f"keeping this update if it ends within {GRACE_S:g} s, else stopping without it"
+            if self._may_abandon()
+            else "finishing this update, then saving"
         )
+        self._say(f"stopping ({self.signal_name}): {finishing}; {self._again()} to stop at once")
         self._in_grace = True
         signal.setitimer(signal.ITIMER_REAL, GRACE_S)
 

@@ -94,7 +94,8 @@ def test_a_stop_mid_rollout_keeps_the_last_update_and_resumes_exactly(
         )  # saved, and stopped by SIGINT
         assert time.monotonic() - start < 10
     out, err = capsys.readouterr()
-    assert "stopping (SIGINT): finishing this update, then saving" in err
+    # The update before is kept (in memory): this one is left if it runs on, and said so.
+    assert "stopping (SIGINT): keeping this update if it ends within 0.3 s, else stopping " in err
     continuing = f"Continue with: mappo train --resume {stopped}"
     assert f"stopped after 200 env steps; checkpoint saved. {continuing}" in out
     # The first update was saved on schedule; the second, from memory, on the stop.
@@ -513,9 +514,9 @@ def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> Non
     assert process.returncode == -signal.SIGINT and "checkpoint saved" in out, err
     saved = load_checkpoint(run / "checkpoint.pt")["env_steps"]
     assert said == (
-        f"sent SIGINT to pid {process.pid}, training in {run}: a first signal finishes the "
-        f"update and saves, a second stops at once\nstopped: its checkpoint holds env step "
-        f"{saved:,}\n"
+        f"sent SIGINT to pid {process.pid}, training in {run}: a first signal stops it at the "
+        f"end of an update, saved; a second stops it at once\nstopped: its checkpoint holds env "
+        f"step {saved:,}\n"
     )
     assert main(["stop", str(run)]) == 2
     assert capsys.readouterr().err == (
@@ -636,8 +637,8 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
             f"{folder / 'seed_4'} is one run of {folder}, which one process trains: stopping it"
         )
         assert out[0] == (
-            f"sent SIGINT to pid {holder.pid}, training in {folder}: a first signal finishes "
-            "the update and saves, a second stops at once"
+            f"sent SIGINT to pid {holder.pid}, training in {folder}: a first signal stops it "
+            "at the end of an update, saved; a second stops it at once"
         )
         if ignores_sigint:
             assert code == 1 and holder.poll() is None
@@ -662,7 +663,7 @@ def test_mappo_stop_of_one_setting_says_it_stops_the_whole_sweep(tmp_path, capsy
     another process, is not one of them."""
     sweep = tmp_path / "sweep"
     held = [  # the sweep's two settings of two seeds by one process, another run by another
-        [sweep / setting / f"seed_{s}" for setting in ("lr_0.1", "lr_0.2") for s in (0, 1)],
+        [sweep / setting / f"seed_{s}" for setting in ("lr=0.1", "lr=0.2") for s in (0, 1)],
         [tmp_path / "other" / "seed_0"],
     ]
     holders = [  # each says which signal reached it, and holds on
@@ -682,11 +683,11 @@ def test_mappo_stop_of_one_setting_says_it_stops_the_whole_sweep(tmp_path, capsy
     ]
     sent = (
         f"sent SIGINT to pid {holders[0].pid}, training in {sweep}: a first signal "
-        "finishes the update and saves, a second stops at once"
+        "stops it at the end of an update, saved; a second stops it at once"
     )
     try:
         assert [h.stdout.readline() for h in holders] == ["held\n", "held\n"]
-        for named, what in ((sweep / "lr_0.1" / "seed_1", "one run"), (sweep / "lr_0.1",
+        for named, what in ((sweep / "lr=0.1" / "seed_1", "one run"), (sweep / "lr=0.1",
                             "one setting's runs")):  # fmt: skip
             assert main(["stop", str(named), "--wait", "0"]) == 0
             assert capsys.readouterr().out.splitlines() == [
@@ -698,7 +699,7 @@ def test_mappo_stop_of_one_setting_says_it_stops_the_whole_sweep(tmp_path, capsy
         assert main(["stop", str(tmp_path / "other"), "--wait", "0"]) == 0
         assert capsys.readouterr().out.splitlines()[0] == (
             f"sent SIGINT to pid {holders[1].pid}, training in {tmp_path / 'other'}: a first "
-            "signal finishes the update and saves, a second stops at once"
+            "signal stops it at the end of an update, saved; a second stops it at once"
         )
         assert holders[1].stdout.readline() == "SIGINT\n"
     finally:
