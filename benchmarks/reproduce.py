@@ -88,7 +88,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+
+def _interrupted_while_loading(signum: int, frame: object) -> None:
+    """Ctrl-C before `main` (numpy, torch and the envs take seconds to load): one line, not
+    the import's traceback; nothing has started."""
+    print("reproduce.py: interrupted while loading; nothing was trained", file=sys.stderr)
+    os._exit(130)  # the import in progress is abandoned: no cleanup of its half state
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+import numpy as np  # noqa: E402
 
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -678,7 +689,7 @@ def write_table(
                 ", ".join(f"{x:.3f}" for x in r["score"]),
                 figure_cell(task),
                 task.metric,
-                f"{r['hours']:.2f} h, {rate}",
+                f"{duration(r['hours'])}, {rate}",
                 f"{entry['date_utc']}, {entry['machine']}",
             ]
         )
@@ -729,6 +740,11 @@ def write_table(
     ]
     title = table["title"] + (f"; variant {variant}" if variant else "")
     return write_results(name, title, info, sections, quick=False)
+
+
+def duration(hours: float) -> str:
+    """Wall time for the table: hours, or minutes where that would read 0.00 h."""
+    return f"{hours:.2f} h" if hours >= 0.1 or not math.isfinite(hours) else f"{hours * 60:.1f} min"
 
 
 def share(fraction: float) -> str:
@@ -917,21 +933,38 @@ def score_task(
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C as usual
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", required=True, help="a table of benchmarks/published.toml")
     parser.add_argument(
         "--tasks", nargs="+", help="train only these (default: all); the table scores all with runs"
     )
-    parser.add_argument("--seeds", default="0,1,2", help="seeds trained in one process")
     parser.add_argument(
-        "--scale", type=positive(float), default=1.0, help="fraction of the budgets"
+        "--seeds", default="0,1,2", help="seeds trained in one process (default %(default)s)"
     )
     parser.add_argument(
-        "--hours", type=positive(float), default=math.inf, help="wall time to train"
+        "--scale",
+        type=positive(float),
+        default=1.0,
+        help="fraction of the budgets (default %(default)s)",
     )
-    parser.add_argument("--runs-dir", default=str(HERE / "runs" / "reproduce"))
     parser.add_argument(
-        "--episodes", type=positive(int), default=100, help="greedy episodes per seed"
+        "--hours",
+        type=positive(float),
+        default=math.inf,
+        help="wall time to train (default: no limit)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        default=str(HERE / "runs" / "reproduce"),
+        help="where the runs train (default %(default)s): keep it outside the repository for "
+        "runs that span days",
+    )
+    parser.add_argument(
+        "--episodes",
+        type=positive(int),
+        default=100,
+        help="greedy episodes per seed (default %(default)s)",
     )
     parser.add_argument("--report-only", action="store_true", help="score, do not train")
     parser.add_argument(

@@ -727,3 +727,32 @@ def test_the_benchmark_scripts_errors_are_one_line_with_mappos_exit_codes(
         assert capsys.readouterr().err.startswith(line)
     with pytest.raises(ValueError, match="a bug"), bench_common.one_line_errors("p"):
         raise ValueError("a bug")
+
+
+def test_a_ctrl_c_while_the_script_loads_is_one_line(tmp_path) -> None:
+    """torch and the envs take seconds to import; a Ctrl-C then was the import's traceback."""
+    import subprocess
+    import time
+
+    from benchmark_scripts import BENCHMARKS
+
+    runs, results = str(tmp_path / "runs"), str(tmp_path / "results")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(BENCHMARKS / "reproduce.py"),
+            "--suite",
+            "mpe",
+            "--runs-dir",
+            runs,
+            "--results-dir",
+            results,
+        ],  # fmt: skip
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)  # into the imports, before main
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err == "reproduce.py: interrupted while loading; nothing was trained\n"
