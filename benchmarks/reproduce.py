@@ -464,7 +464,9 @@ def plot_suite(tasks: list[Task], record: dict[str, Any], out: Path) -> Path | N
     for ax, task in zip(axes[0], panels, strict=True):
         curve = entries[task.name]["curve"]
         grid, mean, std = (np.array(curve[k]) for k in ("env_steps", "mean", "std"))
-        ax.plot(grid, mean, lw=1.5, label=f"ours ({curve['seeds']} seeds, mean ± std)")
+        # A marker too: a curve of one logged point draws no line.
+        ax.plot(grid, mean, lw=1.5, marker="o" if len(grid) == 1 else None,
+                label=f"ours ({curve['seeds']} seeds, mean ± std)")  # fmt: skip
         ax.fill_between(grid, mean - std, mean + std, alpha=0.25, lw=0)
         if task.figure is not None:
             ax.axhline(task.figure, color="k", ls="--", lw=1, label="published")

@@ -290,7 +290,7 @@ def plot(args: argparse.Namespace) -> int:
     with writable(("--out", args.out)):
         groups = plot_runs(args.run_dirs, args.out, args.x, args.y)
     for group in groups:
-        print(f"{group.label}: {len(group.runs)} run(s)")
+        print(f"{group.label}: {len(group.runs)} run{'s' * (len(group.runs) != 1)}")
     print(f"wrote {args.out}")
     return 0
 

@@ -218,8 +218,9 @@ class Evaluation(NamedTuple):
 
     def render_line(self, out: str | Path, seconds: float) -> str:
         """`mappo eval --render`'s line: the file, the episodes drawn and their mean return."""
+        episodes = len(self.returns)
         return (
-            f"{out}: {len(self.returns)} episodes rendered in {seconds:.1f} s, "
+            f"{out}: {episodes} episode{'s' * (episodes != 1)} rendered in {seconds:.1f} s, "
             f"{self.label} {statistics.fmean(self.returns):.3f}"
         )
 

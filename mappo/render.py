@@ -201,7 +201,7 @@ def render_run(
     """Render `episodes` episodes of the run's policy (env copy 0) to `out`; their returns."""
     check_video_path(out)  # before loading anything
     if not fps > 0:
-        raise RenderError(f"--fps {fps}: must be > 0")
+        raise RenderError(f"--fps {fps:g}: must be > 0")
     policy, env = load_for_render(run_dir, device, seed)
     try:
         returns = render_errors_first(

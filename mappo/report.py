@@ -416,7 +416,8 @@ def plot_iqm_curves(reports: Sequence[GroupReport], out: str | Path, fig: Figure
         grid, curves = on_common_grid(r.group.runs)  # [P], [R, P]
         lo, hi = bootstrap_ci([curves], iqm)
         n = len(r.group.runs)
-        (line,) = ax.plot(grid, iqm(curves), lw=1.6, label=f"{r.group.label} ({n} runs)")
+        label = f"{r.group.label} ({n} run{'s' * (n != 1)})"
+        (line,) = ax.plot(grid, iqm(curves), lw=1.6, label=label)
         ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("env steps")
     groups = [r.group for r in reports]

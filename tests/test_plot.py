@@ -125,7 +125,7 @@ def test_plot_writes_an_image_for_either_axis(runs, tmp_path, capsys) -> None:
     assert main(argv) == 0
     assert (tmp_path / "wall.png").read_bytes()[:8] == PNG_MAGIC
     out = capsys.readouterr().out
-    assert "lr=0.0007, share_policy=True: 2 run(s)" in out
+    assert "lr=0.0007, share_policy=True: 2 runs" in out
 
 
 def test_a_folder_without_metrics_is_refused(tmp_path, capsys) -> None:
@@ -175,7 +175,7 @@ def test_a_cell_that_is_not_a_number_is_named_by_its_line(tmp_path, capsys) -> N
 def test_a_run_named_twice_is_one_seed_of_its_band(runs, tmp_path, capsys) -> None:
     argv = ["plot", str(runs[0]), f"{runs[0]}/", str(runs[1]), "--out", str(tmp_path / "x.png")]
     assert main(argv) == 0
-    assert capsys.readouterr().out.startswith("spread: 2 run(s)\n")
+    assert capsys.readouterr().out.startswith("spread: 2 runs\n")
 
 
 def test_the_return_an_auto_team_reward_decided_on_labels_the_axis(tmp_path) -> None:

@@ -78,7 +78,7 @@ def test_a_sweep_writes_one_run_folder_per_setting_and_seed(tmp_path, capsys) ->
 
     # plot: one band per setting
     assert main(["plot", str(run), "--out", str(tmp_path / "p.png")]) == 0
-    assert capsys.readouterr().out.count("2 run(s)") == 4
+    assert capsys.readouterr().out.count("2 runs") == 4
 
     # resume: every slot goes on
     assert main(["train", "--resume", str(run), "--total-steps", "800", "--quiet"]) == 0
