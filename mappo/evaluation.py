@@ -8,6 +8,7 @@ policy) with ours taking each seat in turn. `Evaluation` also words the result, 
 from __future__ import annotations
 
 import itertools
+import logging
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,11 @@ from mappo.episodes import (
 )
 from mappo.policy import Policy, RecurrentState, episode_starts, load_policy
 
+logger = logging.getLogger(__name__)
 MAX_EVAL_ENVS = 128
+# A copy still in one episode this many times the longest finished one (plus STUCK_STEPS)
+# is taken to never end it (`play_episodes`).
+STUCK_FACTOR, STUCK_STEPS = 10, 1000
 RANDOM_OPPONENT = "random"  # `--opponent random`: uniform over the legal actions
 
 
@@ -394,6 +399,8 @@ def play_episodes(
     order = torch.arange(num_envs, device=env.device) // seats
     quota = episodes // copies + (order < episodes % copies).long()
     played = torch.zeros(num_envs, dtype=torch.long, device=env.device)
+    running = torch.zeros(num_envs, dtype=torch.long, device=env.device)  # steps into each one
+    longest = 0  # steps of the longest episode finished so far
     record: dict[str, list[Any]] = {
         name: []
         for name in (
@@ -429,7 +436,29 @@ def play_episodes(
                 fields["wins"] = result.info["win"]
             for name, values in fields.items():
                 record[name].extend(values[counted].tolist())
-        if bool((played >= quota).all()):
+        running += 1
+        if result.env_done.any():
+            longest = max(longest, int(running[result.env_done].max()))
+            running = torch.where(result.env_done, 0, running)
+        short = played < quota
+        if not short.any():
+            break
+        # A copy whose episode never ends (no time limit, a policy going round in circles)
+        # would hold the others forever: the episodes that ended are scored, and said so.
+        patience = STUCK_FACTOR * longest + STUCK_STEPS
+        if record["returns"] and bool((running[short] > patience).all()):
+            stuck = short.nonzero().flatten().tolist()
+            logger.warning(
+                "evaluation: env %s %s played one episode for %d steps, over %d times the "
+                "longest that ended (%d steps); scored the %d episodes that ended, of %d",
+                "copies" if len(stuck) > 1 else "copy",
+                ", ".join(map(str, stuck[:5])) + (" ..." if len(stuck) > 5 else ""),
+                int(running[short].min()),
+                STUCK_FACTOR,
+                longest,
+                len(record["returns"]),
+                int(quota.sum()),
+            )
             break
     return Evaluation.of(
         policy,

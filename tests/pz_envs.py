@@ -92,15 +92,19 @@ class CounterEnv(ParallelEnv):
 
 
 class SeedLengthEnv(CounterEnv):
-    """Episodes of 1 step in a copy reset with an even seed, of 9 in one reset with an odd
-    seed, each step paying every agent 1: an episode's return is its length."""
+    """Episodes of 1 step in a copy reset with an even seed, of `odd_length` (9) in one reset
+    with an odd seed, each step paying every agent 1: an episode's return is its length."""
+
+    def __init__(self, odd_length: int = 9) -> None:
+        super().__init__()
+        self.odd_length = odd_length
 
     def reset(
         self, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, Any], dict[str, dict]]:
-        """A seed sets the episodes' length: 1 when even, 9 when odd."""
+        """A seed sets the episodes' length: 1 when even, `odd_length` when odd."""
         if seed is not None:
-            self.episode_length = self.max_cycles = 1 if seed % 2 == 0 else 9
+            self.episode_length = self.max_cycles = 1 if seed % 2 == 0 else self.odd_length
         return super().reset(seed, options)
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:

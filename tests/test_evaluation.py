@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pz_envs
 import torch
 
@@ -32,4 +34,19 @@ def test_sampled_actions_repeat_with_the_seed() -> None:
     torch.rand(3)  # whatever drew from the RNG in between
     assert evaluate(trainer.policy, env, episodes=8, seed=7) == first
     assert evaluate(trainer.policy, env, episodes=8, seed=8) != first
+    trainer.close()
+
+
+def test_a_copy_whose_episode_never_ends_holds_the_others_only_so_long(caplog) -> None:
+    """Copy 1's episode outlasts 10 x the longest ended one (+ 1000 steps): copy 0's
+    episodes are scored, and a warning says so, instead of waiting forever."""
+    env = PettingZooWrapper(partial(pz_envs.SeedLengthEnv, odd_length=10**9), 2, name="stuck")
+    config = MappoConfig(num_envs=2, rollout_steps=9, minibatch_size=0, compile="false")
+    trainer = MappoTrainer(config, env=env)
+    with caplog.at_level("WARNING", logger="mappo.evaluation"):
+        assert evaluate(trainer.policy, env, episodes=4, seed=0) == [1.0, 1.0]
+    assert [r.getMessage() for r in caplog.records] == [
+        "evaluation: env copy 1 played one episode for 1011 steps, over 10 times the longest "
+        "that ended (1 steps); scored the 2 episodes that ended, of 4"
+    ]
     trainer.close()
