@@ -128,7 +128,7 @@ from mappo.config import (  # noqa: E402
     FIELDS,
     from_dict,
     parse_cli_value,
-    read_toml,
+    read_config_file,
 )
 from mappo.errors import CheckpointError, ConfigError, RunFolderError  # noqa: E402
 from mappo.evaluation import evaluate_run  # noqa: E402
@@ -330,8 +330,11 @@ def held_changes(task: Task, seed_dir: Path) -> list[str]:
     task's `learning_config` (a table or preset edited since it started). A field its
     config.toml predates holds what the run trained with, as a resume reads it."""
     try:
-        saved = read_toml(seed_dir / "config.toml")
-        held = from_dict({**BEFORE_FIELDS, **saved}, source=str(seed_dir / "config.toml"))
+        saved, _, decided = read_config_file(seed_dir / "config.toml")
+        # What `auto` became is what the run learns with, as a table setting it says.
+        held = from_dict(
+            {**BEFORE_FIELDS, **saved, **decided}, source=str(seed_dir / "config.toml")
+        )
     except ConfigError as err:
         # Damaged by hand, or of a mappo that took other keys: the checkpoint's config, which
         # a resume writes back, says what the run learns with.
@@ -1077,6 +1080,7 @@ def reproduce(args: argparse.Namespace) -> str | None:
             "from the record",
             file=sys.stderr,
         )
+    check_writable_results(bench_common.RESULTS_DIR)  # before hours of training, not after
     made: list[Path] = []  # the folders this call makes, deepest first
     if not args.report_only:  # scoring alone makes no folder
         made = [p for p in (root, *root.parents) if not p.exists()]
@@ -1085,7 +1089,6 @@ def reproduce(args: argparse.Namespace) -> str | None:
         except OSError as err:
             says = f"cannot make {root}: {err.strerror}"
             raise UsageError(f"--runs-dir {args.runs_dir}: {says}") from None
-    check_writable_results(bench_common.RESULTS_DIR)  # before hours of training, not after
     # Not `<suite>.md`: mpe.md holds the history of earlier MPE reproductions.
     name = f"published_{args.suite}" + f"_{slug}" * bool(slug)
     record_path = bench_common.RESULTS_DIR / f"{name}.json"

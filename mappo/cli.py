@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ def given_path(text: str) -> Path:
 
 EVAL_EPISODES = 100
 RENDER_EPISODES = 3
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors that name no file
 STOP_WAIT_S = 120.0  # an update a stop waits for: seconds on a CPU (a first compile: minutes)
 # The env-derived fields are read off the env, so they are no flags (a config file may hold them).
 CLI_FIELDS = {name: f for name, f in FIELDS.items() if name not in ENV_DIM_FIELDS}
@@ -355,9 +357,9 @@ def writable(*outputs: tuple[str, Path | None], folder: bool = False) -> Iterato
         try:
             yield
         except OSError as err:
-            if err.filename is not None or not given:
+            if err.filename is not None or not given or err.errno not in DISK_FULL:
                 raise
-            # A write that failed midway (a full disk) names no file: name the outputs.
+            # A write that fails midway on a full disk names no file: name the outputs.
             named = str(given[0]) if len(given) == 1 else f"one of {', '.join(map(str, given))}"
             raise OSError(err.errno, err.strerror, named) from err
     except BaseException:
@@ -419,6 +421,11 @@ def _unknown_flag_error(
             f"command, mappo --debug {name_of_command} ..."
         )
     options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    if name_of_command != "train" and name in CLI_FIELDS:
+        return ConfigError(
+            f"'mappo {name_of_command}' has no option '{flag}': it reads the "
+            f"run's own config.toml (options: {', '.join(options)})"
+        )
     given = flag.split("=")[0]
     if given not in options and (
         owners := [c for c, (_, opts) in COMMANDS.items() if c != name_of_command and given in opts]
@@ -427,11 +434,6 @@ def _unknown_flag_error(
         listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
         return ConfigError(
             f"'mappo {name_of_command}' has no option '{given}': it is an option of {listed}"
-        )
-    if name_of_command != "train" and name in CLI_FIELDS:
-        return ConfigError(
-            f"'mappo {name_of_command}' has no option '{flag}': it reads the "
-            f"run's own config.toml (options: {', '.join(options)})"
         )
     near = nearest_name(name, [o[2:].replace("-", "_") for o in options])
     hint = f"; did you mean {_flag(near[0])}?" if near else ""

@@ -257,18 +257,20 @@ class MappoConfig:
     @classmethod
     def load(cls, path: str | Path) -> MappoConfig:
         """Read a TOML file holding any subset of the fields."""
-        values, chosen = read_config_file(path)
+        values, chosen, _ = read_config_file(path)
         config = from_dict(values, source=str(path))
         config.given = chosen
         return config
 
 
 class ConfigFile(NamedTuple):
-    """A TOML config file's keys: `values`, unvalidated, and `chosen`, the names that count
-    as set by the user (`MappoConfig.given`)."""
+    """A TOML config file's keys: `values`, unvalidated; `chosen`, the names that count as
+    set by the user (`MappoConfig.given`); and `decided`, what a run's `auto` settings
+    became for its env (its `[auto_decided]` table)."""
 
     values: dict[str, Any]
     chosen: frozenset[str]
+    decided: dict[str, Any]
 
 
 def read_config_file(path: str | Path) -> ConfigFile:
@@ -287,8 +289,9 @@ def read_config_file(path: str | Path) -> ConfigFile:
             f"{err.start} is not UTF-8; a TOML file must be UTF-8 text"
         ) from None
     written_by_run = READ_OFF_ENV in data
-    for table in (READ_OFF_ENV, AUTO_DECIDED):
-        if not isinstance(data.pop(table, {}), dict):
+    tables = {table: data.pop(table, {}) for table in (READ_OFF_ENV, AUTO_DECIDED)}
+    for table, content in tables.items():
+        if not isinstance(content, dict):
             raise ConfigError(f"config file {path}: '{table}' must be a table")
     check_keys(data, str(path))
     defaults = field_defaults() if written_by_run else {}
@@ -297,7 +300,7 @@ def read_config_file(path: str | Path) -> ConfigFile:
         for name, value in data.items()
         if name in defaults and type(value) is type(defaults[name]) and value == defaults[name]
     }
-    return ConfigFile(data, frozenset(data) - at_default)
+    return ConfigFile(data, frozenset(data) - at_default, tables[AUTO_DECIDED])
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

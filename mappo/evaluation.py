@@ -19,6 +19,7 @@ import torch
 from mappo.checkpoint import checkpoint_file
 from mappo.config import ConfigError, MappoConfig
 from mappo.envs.base import (
+    EnvError,
     EnvSpec,
     MultiAgentEnv,
     MultiAgentStepResult,
@@ -446,8 +447,15 @@ def play_episodes(
         # A copy whose episode never ends (no time limit, a policy going round in circles)
         # would hold the others forever: the episodes that ended are scored, and said so.
         patience = STUCK_FACTOR * longest + STUCK_STEPS
-        if record["returns"] and bool((running[short] > patience).all()):
+        if longest and bool((running[short] > patience).all()):
             stuck = short.nonzero().flatten().tolist()
+            if not record["returns"]:
+                raise EnvError(
+                    f"env '{env.spec.name}': the evaluation's env copies that score "
+                    f"({', '.join(map(str, stuck[:5]))}{' ...' * (len(stuck) > 5)}) ended no "
+                    f"episode in {int(running[short].min())} steps, over {STUCK_FACTOR} times "
+                    f"the longest that ended elsewhere ({longest} steps); give the env a time limit"
+                )
             logger.warning(
                 "evaluation: env %s %s played one episode for %d steps, over %d times the "
                 "longest that ended (%d steps); scored the %d episodes that ended, of %d",

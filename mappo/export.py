@@ -456,7 +456,7 @@ def export_policy(
     traced = _traced_core(core, spec.obs_dim, hidden_dim, spec.obs_dtype)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_previous_export(out_dir)
+    earlier = _files_of_export(out_dir)
     policies, file_of_agent = [], {}
     for g, stem in enumerate(stems):
         agents = [a for a, gg in enumerate(group_of_agent) if gg == g]
@@ -545,21 +545,22 @@ def export_policy(
         ],
     }
     (out_dir / "layout.json").write_text(json.dumps(layout, indent=2) + "\n")
+    # An earlier export's actor files that this one did not overwrite (an ONNX file after
+    # --no-onnx, another run's policy.pt beside per-agent files) go once this one is whole.
+    for name in earlier - _files_of_export(out_dir):
+        (out_dir / name).unlink(missing_ok=True)
     return layout
 
 
-def _remove_previous_export(out_dir: Path) -> None:
-    """Remove the actor files an earlier export into `out_dir` listed in its layout.json, so
-    that none stays beside this one's (an ONNX file after `--no-onnx`, another run's
-    `policy.pt` beside per-agent files); nothing else in the folder is touched."""
+def _files_of_export(out_dir: Path) -> set[str]:
+    """The actor files the layout.json in `out_dir` lists (of this folder only; none when it
+    has no layout.json mappo wrote)."""
     try:
-        earlier = json.loads((out_dir / "layout.json").read_text())
-        names = [p[key] for p in earlier["policies"] for key in ("file", "onnx") if key in p]
-    except (OSError, ValueError, KeyError, TypeError):  # none, or not one mappo wrote
-        return
-    for name in names:
-        if isinstance(name, str) and name == Path(name).name:  # a file of this folder only
-            (out_dir / name).unlink(missing_ok=True)
+        layout = json.loads((out_dir / "layout.json").read_text())
+        names = [p[key] for p in layout["policies"] for key in ("file", "onnx") if key in p]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n == Path(n).name}
 
 
 def export_run(

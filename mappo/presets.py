@@ -429,7 +429,7 @@ def build_config(
     them is warned about as having no effect.
     """
     fields = fields or {}
-    from_file, chosen = read_config_file(config_file) if config_file else ({}, frozenset())
+    from_file, chosen, _ = read_config_file(config_file) if config_file else ({}, frozenset(), {})
     env = fields.get("env", from_file.get("env"))  # None: not given, the preset decides
     env_kwargs = fields.get("env_kwargs", from_file.get("env_kwargs"))
     if preset is not None and preset not in PRESETS:

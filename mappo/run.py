@@ -886,8 +886,8 @@ class Heartbeat:
         while not self._stopped.wait(self._interval):
             waited = time.monotonic() - self._last
             if waited >= self._due:
+                self._due = 2 * waited  # before the write, which a full pipe may hold up
                 self._write(f"{self.waiting_for()} ({waited:.0f} s since the last update)")
-                self._due = 2 * waited
 
     def waiting_for(self) -> str:
         """What the learner is doing now, in words."""

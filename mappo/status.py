@@ -41,7 +41,15 @@ def status_lines(path: Path) -> list[str]:
     if not slots and not (path / "config.toml").is_file():
         raise RunFolderError(f"run folder {path}: not a run folder (no config.toml)")
     # A seeds run or sweep goes on as a whole, from its own folder.
-    return [run_status(folder, path) for folder in slots or [path]]
+    return [run_status(folder, path) for folder in slots] or [run_status(path, _owner(path))]
+
+
+def _owner(folder: Path) -> Path:
+    """The folder of the seeds run or sweep that `folder` is one run of, else `folder`."""
+    for above in (folder.parent.parent, folder.parent):  # a sweep's, then a seeds run's
+        if folder.resolve() in {slot.resolve() for slot in slot_folders(above)}:
+            return above
+    return folder
 
 
 def run_status(folder: Path, resume: Path) -> str:
@@ -79,11 +87,22 @@ def run_status(folder: Path, resume: Path) -> str:
         held = f"env step {saved:,}, {_ago(checkpoint)} ago" if saved is not None else "none yet"
         return f"{line}; checkpoint: {held}"
     if saved is None:
-        again = f"mappo train --config {config_path} --run-dir {folder} --force"
-        return f"{line}; start it again with: {again}"
+        return f"{line}; start it again with: {_again(folder, resume)}"
     if saved < total:
         return f"{line}; continue with: mappo train --resume {resume}"
     return f"{line}; train it further with: mappo train --resume {resume} --total-steps N"
+
+
+def _again(folder: Path, owner: Path) -> str:
+    """The command that starts the run in `folder` again, one of `owner`'s seeds or sweep."""
+    if owner == folder:
+        return f"mappo train --config {folder / 'config.toml'} --run-dir {folder} --force"
+    if folder.parent != owner:  # one setting of a sweep: all its settings start again
+        return f"its mappo train --sweep ... command, with --run-dir {owner} --force"
+    seeds = ",".join(p.name.removeprefix("seed_") for p in slot_folders(owner))
+    return (
+        f"mappo train --config {folder / 'config.toml'} --seeds {seeds} --run-dir {owner} --force"
+    )
 
 
 def _recent(rows: list[dict[str, str]]) -> str:

@@ -50,3 +50,26 @@ def test_a_copy_whose_episode_never_ends_holds_the_others_only_so_long(caplog) -
         "that ended (1 steps); scored the 2 episodes that ended, of 4"
     ]
     trainer.close()
+
+
+def test_when_only_copies_that_do_not_score_end_episodes_the_env_is_named() -> None:
+    """3 copies for 1 episode: copy 0 scores; it never ends, copies 1 and 2 (no share) do."""
+    import pytest
+
+    from mappo.envs.base import EnvError
+
+    class OddFirst(pz_envs.SeedLengthEnv):  # copy 0 (seed 1) never ends, the others in 1 step
+        def reset(self, seed=None, options=None):
+            return super().reset(None if seed is None else seed + 1, options)
+
+    env = PettingZooWrapper(partial(OddFirst, odd_length=10**9), 3, name="stuck")
+    config = MappoConfig(num_envs=3, rollout_steps=9, minibatch_size=0, compile="false")
+    trainer = MappoTrainer(config, env=env)
+    with pytest.raises(EnvError) as info:
+        evaluate(trainer.policy, env, episodes=1, seed=0)
+    assert str(info.value) == (
+        "env 'stuck': the evaluation's env copies that score (0) ended no episode in 1011 "
+        "steps, over 10 times the longest that ended elsewhere (1 steps); give the env a time "
+        "limit"
+    )
+    trainer.close()

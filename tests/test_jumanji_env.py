@@ -140,20 +140,24 @@ class Finishing(Tally):
         return seen._replace(action_mask=seen.action_mask.at[1].set(state.step_count < 2))
 
 
-def test_an_agent_left_no_legal_action_does_not_act_until_its_episode_restarts() -> None:
+def test_an_agent_left_no_legal_action_gets_its_first_as_its_only_one() -> None:
+    """Its logits all masked alike, it drew among its illegal actions (and the rollout check
+    refuses that); its first action alone leaves it no choice, and its rewards count on."""
     env = JumanjiEnv(Finishing(), "finishing", E, seed=0)
     env.reset(seed=0)
-    assert env.get_alive().all()
-    assert env.step(torch.zeros(E, 2, dtype=torch.long)).alive.all()
+    env.step(torch.zeros(E, 2, dtype=torch.long))
     second = env.step(torch.tensor([[2, 2], [0, 0], [0, 0], [0, 0]]))  # copy 0 ends
-    assert second.alive.tolist() == [[True, True]] + [[True, False]] * 3
-    # Not acting, it is no agent left without a legal action: the rollout trains.
+    assert second.alive.all()
+    assert second.action_mask[1:, 1].tolist() == [[True, False, False]] * 3
+    assert second.action_mask[0, 1].tolist() == [True, True, True]  # restarted
     trainer = MappoTrainer(
         MappoConfig(num_envs=E, rollout_steps=8, total_steps=64, minibatch_size=0, compile="false"),
         env=env,
     )
     trainer.train()
-    assert trainer.env_steps == 64 and not bool(trainer.buffer.alive[..., 1].all())
+    buf = trainer.buffer
+    no_choice = ~buf.action_masks[..., 1, 1:].any(-1)  # [T, E]: agent 1 with action 0 alone
+    assert bool(no_choice.any()) and bool((buf.actions[..., 1, 0][no_choice] == 0).all())
 
 
 def test_a_snapshot_continues_exactly() -> None:

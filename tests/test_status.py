@@ -82,6 +82,17 @@ def test_each_seed_of_a_seeds_run_has_its_line_and_goes_on_from_the_seeds_folder
     lines = status_of(capsys, run)
     assert [line.split(":")[0] for line in lines] == [str(run / "seed_1"), str(run / "seed_2")]
     assert all(line.endswith(f"continue with: mappo train --resume {run}") for line in lines)
+    # One seed's folder named alone goes on with its seeds too; one stopped before its first
+    # checkpoint starts again as the seeds run it is.
+    [line] = status_of(capsys, run / "seed_2")
+    assert line.endswith(f"continue with: mappo train --resume {run}")
+    for seed in (1, 2):
+        (run / f"seed_{seed}" / "checkpoint.pt").unlink()
+    [line] = status_of(capsys, run / "seed_2")
+    assert line.endswith(
+        f"start it again with: mappo train --config {run / 'seed_2' / 'config.toml'} --seeds "
+        f"1,2 --run-dir {run} --force"
+    )
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,10 @@ What the bridge reads off the env (its observation is a NamedTuple of arrays):
 * rewards: `[A]`, or one team reward `[]` given to every agent;
 * ends: a `LAST` step whose discount is 0 terminates, one whose discount is
   positive is cut by the time limit (LBF's truncation); RWARE's own step ends
-  its episodes at the limit with discount 0, so they terminate. No agent dies,
-  but one left no legal action (MMST's once its nodes are connected; the env
-  ignores its actions) is not alive until it has one again: it does not act.
+  its episodes at the limit with discount 0, so they terminate. No agent dies:
+  one left no legal action (MMST's once its nodes are connected; the env
+  ignores its actions) gets its first action as its only legal one, so that it
+  draws no illegal action and learns nothing from a choice it does not have.
 """
 
 from __future__ import annotations
@@ -255,9 +256,8 @@ class JumanjiEnv(JaxVectorEnv):
 
     # ------------------------------------------------------------------ JAX side
 
-    def _pack(self, observation: Any) -> tuple[Any, Any, Any, Any]:
-        """One copy's observation → obs `[A, O]`, critic state `[S]`, action mask `[A, K]`,
-        alive `[A]` (the agents with a legal action)."""
+    def _pack(self, observation: Any) -> tuple[Any, Any, Any]:
+        """One copy's observation → obs `[A, O]`, critic state `[S]`, action mask `[A, K]`."""
         agents = self.num_agents
         parts, world = [], []
         for field, kind in self._fields.items():
@@ -275,13 +275,17 @@ class JumanjiEnv(JaxVectorEnv):
             legal = jnp.asarray(getattr(observation, MASK_FIELD)).astype(bool)  # [A, n]
             width = own.shape[1]
             mask = jnp.pad(legal, ((0, 0), (0, width - legal.shape[1]))) & own
+            # No legal action (the env ignores it): the first, alone, a choice it does not have.
+            first = own & (jnp.arange(width) == 0)[None, :]
+            mask = jnp.where(mask.any(-1, keepdims=True), mask, first)
         else:
             mask = own
-        return jnp.concatenate(parts, axis=1), jnp.concatenate(world), mask, mask.any(-1)
+        return jnp.concatenate(parts, axis=1), jnp.concatenate(world), mask
 
     def _reset_one(self, key: Any) -> tuple[Any, ...]:
         state, timestep = self.env.reset(key)
-        return (strongly_typed(state), *self._pack(timestep.observation))
+        alive = jnp.ones(self.num_agents, dtype=bool)
+        return (strongly_typed(state), *self._pack(timestep.observation), alive)
 
     def _reset_all(self, key: Any) -> tuple[Any, ...]:
         return jax.vmap(self._reset_one)(jax.random.split(key, self.num_envs))
@@ -296,8 +300,8 @@ class JumanjiEnv(JaxVectorEnv):
         done = timestep.last()
         terminated = done & (discount == 0)
         truncated = done & ~terminated
-        obs, world, mask, alive = self._pack(timestep.observation)
-        fresh_state, fresh_obs, fresh_world, fresh_mask, fresh_alive = self._reset_one(key)
+        obs, world, mask = self._pack(timestep.observation)
+        fresh_state, fresh_obs, fresh_world, fresh_mask, alive = self._reset_one(key)
         state_out = jax.tree.map(
             lambda r, s: jnp.where(done, r, s), fresh_state, strongly_typed(next_state)
         )
@@ -308,7 +312,7 @@ class JumanjiEnv(JaxVectorEnv):
             reward,
             terminated,
             truncated,
-            jnp.where(done, fresh_alive, alive),
+            alive,
             jnp.where(done, fresh_mask, mask),
             done,
             obs,

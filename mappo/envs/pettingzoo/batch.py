@@ -243,7 +243,7 @@ class PettingZooBatch(gymnasium.Env):
         try:
             given = np.asarray(value)
             # Text ("1") and None would convert (to 1.0 and nan) and hide the env's bug.
-            if given.dtype.kind not in "biuf":
+            if given.dtype.kind in "USO":  # str, bytes, objects (None); bfloat16 converts
                 raise TypeError(f"{type(value).__name__} {reprlib.repr(value)}")
             # A float64 beyond float32's range becomes inf, which the trainer's check names.
             with np.errstate(over="ignore"):
