@@ -401,7 +401,7 @@ def play_episodes(
     quota = episodes // copies + (order < episodes % copies).long()
     played = torch.zeros(num_envs, dtype=torch.long, device=env.device)
     running = torch.zeros(num_envs, dtype=torch.long, device=env.device)  # steps into each one
-    longest = 0  # steps of the longest episode finished so far
+    longest = torch.zeros((), dtype=torch.long, device=env.device)  # of the episodes finished
     record: dict[str, list[Any]] = {
         name: []
         for name in (
@@ -437,36 +437,18 @@ def play_episodes(
                 fields["wins"] = result.info["win"]
             for name, values in fields.items():
                 record[name].extend(values[counted].tolist())
-        running += 1
-        if result.env_done.any():
-            longest = max(longest, int(running[result.env_done].max()))
-            running = torch.where(result.env_done, 0, running)
+        steps = running + 1
+        longest = torch.maximum(longest, torch.where(result.env_done, steps, 0).max())
+        running = torch.where(result.env_done, 0, steps)
         short = played < quota
-        if not short.any():
-            break
         # A copy whose episode never ends (no time limit, a policy going round in circles)
         # would hold the others forever: the episodes that ended are scored, and said so.
-        patience = STUCK_FACTOR * longest + STUCK_STEPS
-        if longest and bool((running[short] > patience).all()):
-            stuck = short.nonzero().flatten().tolist()
-            if not record["returns"]:
-                raise EnvError(
-                    f"env '{env.spec.name}': the evaluation's env copies that score "
-                    f"({', '.join(map(str, stuck[:5]))}{' ...' * (len(stuck) > 5)}) ended no "
-                    f"episode in {int(running[short].min())} steps, over {STUCK_FACTOR} times "
-                    f"the longest that ended elsewhere ({longest} steps); give the env a time limit"
-                )
-            logger.warning(
-                "evaluation: env %s %s played one episode for %d steps, over %d times the "
-                "longest that ended (%d steps); scored the %d episodes that ended, of %d",
-                "copies" if len(stuck) > 1 else "copy",
-                ", ".join(map(str, stuck[:5])) + (" ..." if len(stuck) > 5 else ""),
-                int(running[short].min()),
-                STUCK_FACTOR,
-                longest,
-                len(record["returns"]),
-                int(quota.sum()),
-            )
+        past = ~short | (running > STUCK_FACTOR * longest + STUCK_STEPS)
+        all_played, stuck = torch.stack([~short.any(), (longest > 0) & past.all()]).tolist()
+        if all_played:
+            break
+        if stuck:
+            _say_stuck(env, short, running, int(longest), len(record["returns"]), int(quota.sum()))
             break
     return Evaluation.of(
         policy,
@@ -479,6 +461,35 @@ def play_episodes(
         rewarded=tuple(record["rewarded"]),
         ours=tuple(record["ours"]) if opponent else (),
         opponent=opponent_name,
+    )
+
+
+def _say_stuck(
+    env: MultiAgentEnv, short: torch.Tensor, running: torch.Tensor, longest: int, ended: int,
+    asked: int,
+) -> None:  # fmt: skip
+    """`play_episodes` stops for the copies `short` of their episodes, each in one for
+    `running` steps, past `STUCK_FACTOR` times the `longest` that ended: a warning naming
+    them when `ended` of the `asked` episodes did, else an EnvError naming the env."""
+    stuck = short.nonzero().flatten().tolist()
+    copies = ", ".join(map(str, stuck[:5])) + (" ..." if len(stuck) > 5 else "")
+    steps = int(running[short].min())
+    if not ended:
+        raise EnvError(
+            f"env '{env.spec.name}': the evaluation's env copies that score ({copies}) ended no "
+            f"episode in {steps} steps, over {STUCK_FACTOR} times the longest that ended "
+            f"elsewhere ({longest} steps); give the env a time limit"
+        )
+    logger.warning(
+        "evaluation: env %s %s played one episode for %d steps, over %d times the longest "
+        "that ended (%d steps); scored the %d episodes that ended, of %d",
+        "copies" if len(stuck) > 1 else "copy",
+        copies,
+        steps,
+        STUCK_FACTOR,
+        longest,
+        ended,
+        asked,
     )
 
 

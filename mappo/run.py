@@ -46,7 +46,7 @@ from mappo.distributed import Distributed
 from mappo.envs.registry import steps_in_this_process
 from mappo.errors import ConfigError, DivergenceError, EnvError, RunFolderError, WriteError
 from mappo.progress import Progress, RecentReturns
-from mappo.run_folder import RUN_FILES, RunFolder, slot_folders
+from mappo.run_folder import RUN_FILES, RunFolder, slot_folders, start_again
 from mappo.run_lock import RunLock, signal_holders, wait_released
 from mappo.seeds import MultiSeedTrainer, SeedStreams, check_slot_configs, pooled_metrics
 from mappo.stop_signals import (
@@ -222,14 +222,10 @@ class Run:
             run = cls(trainer, folders, path, _resume_line(path, trainer))
         else:
             if not any((p / "checkpoint.pt").is_file() for p in seed_paths):
-                seeds = ",".join(p.name.removeprefix("seed_") for p in seed_paths)
-                again = (
-                    f"mappo train --config {seed_paths[0] / 'config.toml'} --seeds {seeds} "
-                    f"--run-dir {path} --force"
-                )
                 raise RunFolderError(
                     f"run folder {path} has no checkpoint in its seeds' folders (the run "
-                    f"stopped before its first checkpoint); start it again with: {again}"
+                    f"stopped before its first checkpoint); start it again with: "
+                    f"{start_again(path)}"
                 )
             # Before any env is built (a JAX env compiles): the seeds must be in step.
             steps = [load_checkpoint(p / "checkpoint.pt").get("env_steps", 0) for p in seed_paths]

@@ -114,11 +114,10 @@ class RunFolder:
                 f"run folder {path} does not exist; start a run there with: "
                 f"mappo train --run-dir {path}"
             )
-        config = path / "config.toml"
         # A saved config.toml holds every field, so it restarts the same run.
         again = (
-            f"mappo train --config {config} --run-dir {path} --force"
-            if config.is_file()
+            start_again(path)
+            if (path / "config.toml").is_file()
             else f"mappo train --run-dir {path} --force and the run's flags"
         )
         raise RunFolderError(
@@ -368,6 +367,20 @@ def slot_folders(path: Path) -> list[Path]:
     # runs, one of them a seeds run, is no sweep, and its other runs would go unseen.
     settings = [p for p in sorted(path.iterdir()) if p.is_dir() and "=" in p.name]
     return [slot for setting in settings for slot in seeds_in(setting)]
+
+
+def start_again(path: Path, config: Path | None = None) -> str:
+    """The command that starts the run of folder `path` afresh from its config.toml (or
+    `config`), with --force; for a seeds run, all its seeds; a sweep's is its own --sweep
+    command (one setting's config.toml holds no other setting)."""
+    slots = slot_folders(path)
+    if not slots:
+        return f"mappo train --config {config or path / 'config.toml'} --run-dir {path} --force"
+    if any(slot.parent != path for slot in slots):
+        return f"its mappo train --sweep ... command, with --run-dir {path} --force"
+    seeds = ",".join(slot.name.removeprefix("seed_") for slot in slots)
+    config = config or slots[0] / "config.toml"
+    return f"mappo train --config {config} --seeds {seeds} --run-dir {path} --force"
 
 
 def is_slots_folder(path: Path) -> bool:

@@ -22,7 +22,7 @@ from typing import get_type_hints
 from mappo.checkpoint import CheckpointError, load_checkpoint
 from mappo.errors import RunFolderError
 from mappo.progress import RECENT_UPDATES, Progress
-from mappo.run_folder import NUMBER_COLUMNS, read_metrics, slot_folders
+from mappo.run_folder import NUMBER_COLUMNS, read_metrics, slot_folders, start_again
 from mappo.run_lock import RunLock
 from mappo.trainer import MappoMetrics
 
@@ -87,22 +87,10 @@ def run_status(folder: Path, resume: Path) -> str:
         held = f"env step {saved:,}, {_ago(checkpoint)} ago" if saved is not None else "none yet"
         return f"{line}; checkpoint: {held}"
     if saved is None:
-        return f"{line}; start it again with: {_again(folder, resume)}"
+        return f"{line}; start it again with: {start_again(resume, folder / 'config.toml')}"
     if saved < total:
         return f"{line}; continue with: mappo train --resume {resume}"
     return f"{line}; train it further with: mappo train --resume {resume} --total-steps N"
-
-
-def _again(folder: Path, owner: Path) -> str:
-    """The command that starts the run in `folder` again, one of `owner`'s seeds or sweep."""
-    if owner == folder:
-        return f"mappo train --config {folder / 'config.toml'} --run-dir {folder} --force"
-    if folder.parent != owner:  # one setting of a sweep: all its settings start again
-        return f"its mappo train --sweep ... command, with --run-dir {owner} --force"
-    seeds = ",".join(p.name.removeprefix("seed_") for p in slot_folders(owner))
-    return (
-        f"mappo train --config {folder / 'config.toml'} --seeds {seeds} --run-dir {owner} --force"
-    )
 
 
 def _recent(rows: list[dict[str, str]]) -> str:

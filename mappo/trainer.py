@@ -420,7 +420,7 @@ class MappoTrainer:
             self._episode_steps = torch.where(result.env_done, 0, self._episode_steps + 1)
         self._check_finite()
         self._check_legal_actions()
-        self.env_steps += self.config.rollout_steps * self.env.num_envs * self.dist.world_size
+        self.env_steps += self.steps_per_update
 
     def credit(
         self, result: MultiAgentStepResult
@@ -741,6 +741,11 @@ class MappoTrainer:
         """The seeds this trainer trains: itself (a `MultiSeedTrainer` has K)."""
         return [self]
 
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps one rollout adds: every env copy's `rollout_steps`, on every rank."""
+        return self.config.rollout_steps * self.env.num_envs * self.dist.world_size
+
     def seed_state_dict(self, k: int = 0) -> dict[str, Any]:
         """`state_dict()`, seed `k` = 0 of `trainers` (as `MultiSeedTrainer.seed_state_dict`)."""
         if k != 0:
@@ -962,8 +967,7 @@ class Learner(Protocol):
 def budget_end(learner: Learner) -> int:
     """The env step each seed's training ends at: `total_steps` rounded up to whole updates
     (a rollout of every env copy, on every rank) from where it stands."""
-    per_update = learner.config.rollout_steps * learner.trainers[0].env.num_envs
-    per_update *= learner.dist.world_size
+    per_update = learner.trainers[0].steps_per_update
     left = max(0, learner.config.total_steps - learner.env_steps)
     return learner.env_steps + -(-left // per_update) * per_update
 

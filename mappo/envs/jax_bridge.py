@@ -211,6 +211,12 @@ class JaxVectorEnv(MultiAgentEnv):
         width = max(self._num_actions)
         return jnp.arange(width)[None, :] < jnp.array(self._num_actions)[:, None]
 
+    def first_action_alone(self) -> Any:
+        """`[A, K]` JAX bool: each agent's first action as its only legal one, for an agent
+        whose action the env ignores (dead, or done) but whose logits still need one."""
+        own = self.own_actions()
+        return own & (jnp.arange(own.shape[1]) == 0)[None, :]
+
     # ---------------------------------------------------------------- torch side
 
     def reset(self, seed: int | None = None) -> torch.Tensor:

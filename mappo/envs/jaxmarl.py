@@ -299,7 +299,7 @@ class JaxMarlEnv(JaxVectorEnv):
         ]
         mask = jnp.stack(rows) & own
         # A dead agent's action is ignored, but it still needs one legal logit to sample.
-        return jnp.where(alive[:, None], mask, own & (jnp.arange(width) == 0)[None, :])
+        return jnp.where(alive[:, None], mask, self.first_action_alone())
 
     def _reset_one(self, key: Any) -> tuple[Any, ...]:
         obs, state = self.env.reset(key)

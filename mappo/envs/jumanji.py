@@ -276,8 +276,7 @@ class JumanjiEnv(JaxVectorEnv):
             width = own.shape[1]
             mask = jnp.pad(legal, ((0, 0), (0, width - legal.shape[1]))) & own
             # No legal action (the env ignores it): the first, alone, a choice it does not have.
-            first = own & (jnp.arange(width) == 0)[None, :]
-            mask = jnp.where(mask.any(-1, keepdims=True), mask, first)
+            mask = jnp.where(mask.any(-1, keepdims=True), mask, self.first_action_alone())
         else:
             mask = own
         return jnp.concatenate(parts, axis=1), jnp.concatenate(world), mask
