@@ -285,7 +285,7 @@ def epymarl_preset(env: str | None, env_kwargs: dict[str, Any] | None = None) ->
     )
 
 
-JAXMARL_SMAX_ENVS = ("jaxmarl:HeuristicEnemySMAX", "jaxmarl:SMAX")
+JAXMARL_SMAX_ENV = "jaxmarl:HeuristicEnemySMAX"  # the config's ENV_NAME
 JAXMARL_SMAX_MAP = "2s3z"  # the config's MAP_NAME
 JAXMARL_SMAX_ENV_KWARGS = {
     "see_enemy_actions": True,
@@ -321,10 +321,12 @@ def jaxmarl_smax_preset(
     outputs one value per agent), and trains on dead allies' samples, which mappo
     masks out of every loss.
     """
-    env = env or JAXMARL_SMAX_ENVS[0]  # --env not given: the preset's own env
-    if env not in JAXMARL_SMAX_ENVS:
+    env = env or JAXMARL_SMAX_ENV  # --env not given: the preset's own env
+    if env != JAXMARL_SMAX_ENV:
+        # Plain jaxmarl:SMAX makes both sides agents: the team reward would mix the sides.
         raise ConfigError(
-            f"preset 'jaxmarl-smax' covers the envs {', '.join(JAXMARL_SMAX_ENVS)}, not {env!r}"
+            f"preset 'jaxmarl-smax' covers {JAXMARL_SMAX_ENV} (the allies against the "
+            f"heuristic enemy, as JaxMARL's MAPPO trains), not {env!r}"
         )
     env_kwargs = {**JAXMARL_SMAX_ENV_KWARGS, "scenario": JAXMARL_SMAX_MAP, **(env_kwargs or {})}
     allies = smax_allies(env_kwargs["scenario"])

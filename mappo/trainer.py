@@ -435,16 +435,13 @@ class MappoTrainer:
         `team_reward`: every slot, alive or dead, is credited with its env's team
         reward until the env's episode ends, so an action that kills an agent is
         still credited with what the team earns after; a team episode ends cut by
-        a time limit when some agent was truncated and none terminated.
+        a time limit when some agent was truncated without terminating (one that dies on
+        that step ends its own episode, not the team's).
         """
         if not self.config.team_reward:
             return result.reward, result.agent_done, result.truncated & ~result.terminated
         env_done = result.env_done.unsqueeze(-1)  # [E, 1]
-        cut = (
-            env_done
-            & result.truncated.any(-1, keepdim=True)
-            & ~result.terminated.any(-1, keepdim=True)
-        )
+        cut = env_done & (result.truncated & ~result.terminated).any(-1, keepdim=True)
         every_slot = result.reward.shape
         # In a turn-based env every agent in the game earns at every turn (as EpisodeTracker).
         earned = torch.ones_like(self._alive) if self.env.spec.turn_based else self._alive

@@ -132,6 +132,17 @@ class DyingAgentEnv(CounterEnv):
         return agent == "agent_1" and self.t == 2
 
 
+class LastStepDeathEnv(CounterEnv):
+    """Three agents; agent_1 terminates at step 5 of 5, the step that truncates the others."""
+
+    def __init__(self, episode_length: int = 5) -> None:
+        super().__init__(num_agents=3, episode_length=episode_length)
+
+    def terminates(self, agent: str) -> bool:
+        """agent_1 dies at the time limit."""
+        return agent == "agent_1" and self.t == self.episode_length
+
+
 class LoneTruncationEnv(CounterEnv):
     """Two agents; agent_0 is truncated at step 2 of 5 while agent_1 goes on."""
 

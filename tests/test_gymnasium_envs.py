@@ -323,3 +323,25 @@ def test_wrong_number_of_rewards_is_named(monkeypatch) -> None:
     )
     with pytest.raises(ValueError, match="returned 3 rewards for 2 agents"):
         env.step({"agent_0": 0, "agent_1": 0})
+
+
+@pytest.mark.parametrize(
+    "env_id", ["lbforaging:Foraging-8x8-2p-2f-coop-v3", "rware:rware-tiny-2ag-v2"]
+)
+def test_epymarls_envs_score_up_to_their_limit_which_they_end_as_a_terminal_step(
+    env_id: str,
+) -> None:
+    """Both packages end their time limit with `terminated` (never `truncated`): `auto`
+    said "bootstrap_time_limits = true" though no cut was ever bootstrapped, and gave
+    the critic no time left; EPyMARL's MAPPO also trains on the common reward."""
+    pytest.importorskip(env_id.partition(":")[0])
+    config = MappoConfig(env=f"gymnasium:{env_id}", num_envs=1, minibatch_size=0)
+    trainer = MappoTrainer(config)
+    limit = trainer.env.spec.max_episode_steps
+    assert limit in (50, 500)
+    assert not trainer.config.bootstrap_time_limits and trainer.config.critic_time_left
+    assert trainer.config.team_reward
+    for _ in range(limit):
+        result = trainer.env.step(torch.zeros(1, 2, dtype=torch.long))  # agents stand still
+    assert result.env_done.all() and result.terminated.all() and not result.truncated.any()
+    trainer.env.close()

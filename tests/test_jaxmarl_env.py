@@ -23,6 +23,7 @@ from mappo.envs.jax_bridge import to_jax  # noqa: E402
 from mappo.envs.registry import make_env  # noqa: E402
 from mappo.networks import image_axes  # noqa: E402
 from mappo.presets import jaxmarl_smax_preset  # noqa: E402
+from mappo.task_settings import resolve_auto  # noqa: E402
 from mappo.trainer import MappoTrainer  # noqa: E402
 
 E = 4  # env copies
@@ -285,6 +286,9 @@ def test_jaxmarl_smax_preset_follows_the_map() -> None:
         jaxmarl_smax_preset(None, {"scenario": "3z"})
     with pytest.raises(ConfigError, match="preset 'jaxmarl-smax' covers"):
         jaxmarl_smax_preset("jaxmarl:hanabi")
+    # Plain SMAX makes both sides agents: the preset's team reward would mix the sides.
+    with pytest.raises(ConfigError, match="heuristic enemy.*not 'jaxmarl:SMAX'$"):
+        jaxmarl_smax_preset("jaxmarl:SMAX", {"scenario": "3m"})
     # `--env spread` given: refused, not taken for "no --env" (it blamed the preset's
     # env_kwargs on spread, which refused them).
     with pytest.raises(ConfigError, match="preset 'jaxmarl-smax' covers .*, not 'spread'$"):
@@ -369,3 +373,13 @@ def test_keywords_read_are_told_only_where_the_source_shows_them() -> None:
     assert _keywords_read(Child) == {"colour", "rad", "mass", "speed"}
     assert _keywords_read(Closed) == {"colour"}
     assert _keywords_read(Elsewhere) is None
+
+
+def test_both_sides_of_plain_smax_learn_their_own_sides_reward() -> None:
+    both = make_env("jaxmarl:SMAX", 1, seed=0, env_kwargs={"scenario": "3m"})
+    assert len(both.spec.agent_names) == 6  # the allies and the enemies
+    config, line = resolve_auto(MappoConfig(env="jaxmarl:SMAX"), both.spec)
+    # One team reward over every slot would pay each side for the other's damage too.
+    assert not config.team_reward
+    assert "team_reward = false (SMAX with both sides learning" in line
+    assert not config.bootstrap_time_limits  # a battle is scored within its time limit

@@ -90,6 +90,15 @@ def test_team_episode_ended_by_the_time_limit_is_bootstrapped() -> None:
     assert buf.advantages[4, 0, 1].item() == pytest.approx(15.0 + GAMMA * 2.0 - 2.0)
 
 
+def test_team_episode_cut_by_the_time_limit_is_bootstrapped_though_an_agent_died_then() -> None:
+    # LastStepDeathEnv: agent_1 dies on the step that truncates the others; the team goes on.
+    trainer = _one_episode("LastStepDeathEnv", critic_value=2.0, team_reward=True)
+    buf = trainer.buffer
+    assert buf.truncated[4, 0].tolist() == [True, True, True]
+    # Team reward at t = 5: (5 + 15 + 25) / 3 = 15, then the survivors' value, 2.
+    assert buf.advantages[4, 0, 0].item() == pytest.approx(15.0 + GAMMA * 2.0 - 2.0)
+
+
 def test_return_labels_name_the_definition() -> None:
     assert return_label(False) == "mean per-agent episode return"
     assert return_label(True) == "team episode return"

@@ -84,6 +84,13 @@ SMAX_ENVS = ("SMAX", "HeuristicEnemySMAX", "LearnedPolicyEnemySMAX")
 SMAX_CONVENTIONS = TaskConventions(
     source="JaxMARL's MAPPO on SMAX", time_limit_in_task=True, team_reward=True
 )
+# Plain SMAX makes both sides agents, each paid its own side's reward: one team reward over
+# every slot would pay each side for the other's damage too.
+BOTH_SIDES_SMAX_CONVENTIONS = TaskConventions(
+    source="SMAX with both sides learning: each side's own reward",
+    time_limit_in_task=True,
+    team_reward=False,
+)
 
 
 def make_jaxmarl_env(
@@ -465,6 +472,8 @@ def _inner_state(state: Any) -> Any:
 def _conventions(registered: str) -> TaskConventions:
     """What the official MAPPO code of the family of JaxMARL env `registered` does where the
     specification is silent: SMAX's, MPE's (`MPE_*`: the same tasks), else nothing."""
+    if registered == "SMAX":
+        return BOTH_SIDES_SMAX_CONVENTIONS
     if registered in SMAX_ENVS:
         return SMAX_CONVENTIONS
     return mpe_conventions(registered) if registered.startswith("MPE_") else TaskConventions()

@@ -314,13 +314,26 @@ def _env_state(env: Any, name: str) -> np.ndarray | None:
 
 
 MPE_MODULES = ("mpe2.", "pettingzoo.mpe.")  # PettingZoo's MPE, in its old and new homes
+# EPyMARL's MAPPO on the Gymnasium LBF and RWARE (`gymnasium:<module>:<id>`): the common
+# reward, scored up to the time limit, which both packages' own steps report as a terminal
+# step (`truncated` is always False), so no cut is ever there to bootstrap.
+EPYMARL_CONVENTIONS = {
+    module: TaskConventions(
+        source=f"EPyMARL's common reward; {module} ends its time limit as a terminal step",
+        time_limit_in_task=True,
+        team_reward=True,
+    )
+    for module in ("lbforaging", "rware")
+}
 
 
 def _family_conventions(env: Any) -> TaskConventions:
     """What the official MAPPO code does on the env's family: MPE's for PettingZoo's MPE
-    tasks (the same tasks as the built-in ones), else nothing."""
+    tasks (the same tasks as the built-in ones), EPyMARL's for LBF and RWARE, else nothing."""
     module = type(getattr(env, "unwrapped", env)).__module__ + "."
-    return mpe_conventions(module) if module.startswith(MPE_MODULES) else TaskConventions()
+    if module.startswith(MPE_MODULES):
+        return mpe_conventions(module)
+    return EPYMARL_CONVENTIONS.get(module.partition(".")[0], TaskConventions())
 
 
 def _episode_length(env: Any) -> int | None:
