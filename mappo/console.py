@@ -29,6 +29,7 @@ def main() -> int:
     # Registered before anything else, so run after every other exit handler (torch's,
     # logging's flush, multiprocessing's shutdown of workers), Python running them last first.
     atexit.register(_end_by_signal)
+    _fill_closed_outputs()
     try:
         from mappo.cli import main as command
     except KeyboardInterrupt:
@@ -39,6 +40,20 @@ def main() -> int:
     if code in ENDING_SIGNALS and os.name == "posix":
         _ended_by.append(ENDING_SIGNALS[code])
     return code
+
+
+def _fill_closed_outputs() -> None:
+    """Point stdout or stderr that the process started without (`mappo train >&-`) at
+    /dev/null, before anything opens a file. Python leaves such a `sys.stdout` None, which
+    the first line printed met as a traceback; and the next file opened would take its
+    number, so that a worker process's output would land in that file."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:  # its number was no open file when Python started
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:  # the lowest free number: fd, unless an earlier one was free too
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115 - lives on
 
 
 def _end_by_signal() -> None:

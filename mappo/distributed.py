@@ -35,6 +35,12 @@ RANKS_LEFT_S = 20.0  # after a rank's report, how long the others have to exit b
 REPORT_WAIT_S = 5.0  # how long a rank whose collective failed waits for another's report
 
 
+def is_main_rank() -> bool:
+    """Whether this process is rank 0 of the process group torchrun describes (or of none),
+    known before it joins the group."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @dataclass(frozen=True)
 class Distributed:
     """This process's place among the ranks, and the collectives the trainer needs."""

@@ -42,7 +42,7 @@ from mappo.config import (
     from_dict,
     read_toml,
 )
-from mappo.distributed import Distributed
+from mappo.distributed import Distributed, is_main_rank
 from mappo.envs.registry import steps_in_this_process
 from mappo.errors import ConfigError, DivergenceError, EnvError, RunFolderError, WriteError
 from mappo.progress import Progress, RecentReturns
@@ -210,58 +210,86 @@ class Run:
             )
         path = Path(run_dir)
         seed_paths = slot_folders(path)
-        if (path / "checkpoint.pt").is_file() or not seed_paths:
-            trainer = _trainer_at_checkpoint(path, changes, distributed=True)
-            folders = (
-                open_folders(
-                    trainer, [lambda: RunFolder.resume(path, trainer.config, trainer.env_steps)]
-                )
-                if trainer.dist.is_main
-                else []
-            )
-            run = cls(trainer, folders, path, _resume_line(path, trainer))
-        else:
-            if not any((p / "checkpoint.pt").is_file() for p in seed_paths):
-                raise RunFolderError(
-                    f"run folder {path} has no checkpoint in its seeds' folders (the run "
-                    f"stopped before its first checkpoint); start it again with: "
-                    f"{start_again(path)}"
-                )
-            # Before any env is built (a JAX env compiles): the seeds must be in step.
-            steps = [load_checkpoint(p / "checkpoint.pt").get("env_steps", 0) for p in seed_paths]
-            _check_in_step(path, seed_paths, steps)
-            trainers: list[MappoTrainer] = []
-            streams = None
-            try:
-                for seed_path in seed_paths:
-                    trainers.append(_trainer_at_checkpoint(seed_path, changes))
-                    streams = streams or SeedStreams(trainers[0].device)
-                    streams.capture()  # the seed's stream, as its checkpoint saved it
-                assert streams is not None  # a seeds folder holds at least one seed
-                multi = MultiSeedTrainer.from_trainers(trainers, streams)
-            except BaseException:
-                for trainer in trainers:
-                    trainer.close()
-                raise
-            folders = open_folders(
-                multi,
-                [
-                    functools.partial(RunFolder.resume, p, t.config, t.env_steps)
-                    for p, t in zip(seed_paths, trainers, strict=True)
-                ],
-            )
-            run = cls(
-                multi,
-                folders,
-                path,
-                _slots_line(path, folders) + "; " + _resume_line(seed_paths[0], trainers[0]),
-            )
+        single = (path / "checkpoint.pt").is_file() or not seed_paths
+        # Each folder's lock before its checkpoint is read; rank 0 alone writes the folders.
+        locks: dict[Path, RunLock] = {}
+        try:
+            writers = ([path] if single else seed_paths) if is_main_rank() else []
+            for folder in writers:
+                if (lock := RunFolder.lock_to_resume(folder)) is not None:
+                    locks[folder] = lock
+            run = cls._at_checkpoints(path, seed_paths if not single else [], changes, locks)
+        except BaseException:
+            for lock in locks.values():  # a folder opened released its own (a no-op again)
+                lock.release()
+            raise
         try:
             run._keep_best_bars()
         except BaseException as failure:  # a damaged best.pt, or Ctrl-C meanwhile
             run._close(failure=failure)
             raise
         return run
+
+    @classmethod
+    def _at_checkpoints(
+        cls,
+        path: Path,
+        seed_paths: list[Path],
+        changes: dict[str, Any],
+        locks: dict[Path, RunLock],
+    ) -> Run:
+        """The run of folder `path` (or of its `seed_paths`, a seeds run) at its checkpoints,
+        its folders opened with `locks`, the ones `resume` took."""
+        if not seed_paths:
+            trainer = _trainer_at_checkpoint(path, changes, distributed=True)
+            folders = (
+                open_folders(
+                    trainer,
+                    [
+                        lambda: RunFolder.resume(
+                            path, trainer.config, trainer.env_steps, locks.get(path)
+                        )
+                    ],
+                )
+                if trainer.dist.is_main
+                else []
+            )
+            return cls(trainer, folders, path, _resume_line(path, trainer))
+        if not any((p / "checkpoint.pt").is_file() for p in seed_paths):
+            raise RunFolderError(
+                f"run folder {path} has no checkpoint in its seeds' folders (the run "
+                f"stopped before its first checkpoint); start it again with: "
+                f"{start_again(path)}"
+            )
+        # Before any env is built (a JAX env compiles): the seeds must be in step.
+        steps = [load_checkpoint(p / "checkpoint.pt").get("env_steps", 0) for p in seed_paths]
+        _check_in_step(path, seed_paths, steps)
+        trainers: list[MappoTrainer] = []
+        streams = None
+        try:
+            for seed_path in seed_paths:
+                trainers.append(_trainer_at_checkpoint(seed_path, changes))
+                streams = streams or SeedStreams(trainers[0].device)
+                streams.capture()  # the seed's stream, as its checkpoint saved it
+            assert streams is not None  # a seeds folder holds at least one seed
+            multi = MultiSeedTrainer.from_trainers(trainers, streams)
+        except BaseException:
+            for trainer in trainers:
+                trainer.close()
+            raise
+        folders = open_folders(
+            multi,
+            [
+                functools.partial(RunFolder.resume, p, t.config, t.env_steps, locks.get(p))
+                for p, t in zip(seed_paths, trainers, strict=True)
+            ],
+        )
+        return cls(
+            multi,
+            folders,
+            path,
+            _slots_line(path, folders) + "; " + _resume_line(seed_paths[0], trainers[0]),
+        )
 
     def train(
         self,

@@ -58,7 +58,11 @@ class RunFolder:
     existing run unless told to."""
 
     def __init__(
-        self, path: str | Path, title: str, return_label: str = "mean per-agent episode return"
+        self,
+        path: str | Path,
+        title: str,
+        return_label: str = "mean per-agent episode return",
+        lock: RunLock | None = None,
     ) -> None:
         self.path = Path(path)
         self.config_path = self.path / "config.toml"
@@ -73,7 +77,7 @@ class RunFolder:
         self._purge_step: int | None = None
         self._last_curve = time.monotonic()
         self._title, self._return_label = title, return_label
-        self._lock = RunLock.take(self.path)
+        self._lock = lock or RunLock.take(self.path)  # `lock`: this folder's, taken before
         self._remove_stale_temporaries()
 
     def _remove_stale_temporaries(self) -> None:
@@ -102,10 +106,9 @@ class RunFolder:
 
     @staticmethod
     def checkpoint_to_resume(path: str | Path) -> Path:
-        """The checkpoint `--resume path` continues from; a missing one says what to run,
-        and a folder another process trains in is refused."""
+        """The checkpoint `--resume path` continues from; a missing one says what to run.
+        The caller holds the folder's lock (`lock_to_resume`)."""
         path = Path(path)
-        RunLock.refuse_if_held(path)
         checkpoint = path / "checkpoint.pt"
         if checkpoint.exists():  # a folder in its place is refused by load_checkpoint
             return checkpoint
@@ -141,12 +144,27 @@ class RunFolder:
             folder.write_config(config)
         return folder
 
+    @staticmethod
+    def lock_to_resume(path: str | Path) -> RunLock | None:
+        """The lock of the run folder `path`, taken before its checkpoint is read: a second
+        `--resume` is refused at once, instead of training on from the checkpoint it read
+        and then cutting the first one's newer rows and overwriting its checkpoint (and
+        `mappo status` and `mappo stop` see a resume while its envs are built). None where
+        `path` is no folder (`checkpoint_to_resume` says so)."""
+        return RunLock.take(path) if Path(path).is_dir() else None
+
     @classmethod
-    def resume(cls, path: str | Path, config: MappoConfig, env_steps: int) -> RunFolder:
-        """Reopen a run at its checkpoint: metrics rows past `env_steps` are dropped, and
-        rows of an older mappo are rewritten in today's columns (new ones left empty)."""
+    def resume(
+        cls, path: str | Path, config: MappoConfig, env_steps: int, lock: RunLock | None = None
+    ) -> RunFolder:
+        """Reopen a run at its checkpoint, with `lock` (`lock_to_resume`) if taken: metrics
+        rows past `env_steps` are dropped, and rows of an older mappo are rewritten in
+        today's columns (new ones left empty)."""
         folder = cls(
-            path, f"{config.env} (seed {config.seed})", return_label(config.decided("team_reward"))
+            path,
+            f"{config.env} (seed {config.seed})",
+            return_label(config.decided("team_reward")),
+            lock,
         )
         with folder._released_on_error():
             folder.write_config(config)

@@ -78,7 +78,10 @@ def run_status(folder: Path, resume: Path) -> str:
     else:
         state = ("finished" if saved >= total else "stopped") + f" at env step {saved:,}"
         logged = saved  # what a resume continues from (it drops rows logged after it)
-    parts = [f"{state} of {total:,} ({100 * logged / max(total, 1):.1f} %)"]
+    if saved is not None and saved > total and holder is None:  # as progress counts it
+        parts = [f"{state} (total_steps {total:,}, rounded up to whole updates)"]
+    else:
+        parts = [f"{state} of {total:,} ({100 * logged / max(total, 1):.1f} %)"]
     if rows:
         parts.append(_recent(rows))
         parts.append(f"last update logged {_ago(metrics)} ago")

@@ -341,6 +341,24 @@ def test_a_closed_pipe_stops_the_run_saved_and_says_so_on_stderr(tmp_path) -> No
     assert report.stderr.read() == b""
 
 
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_command_started_without_stdout_or_stderr_runs_as_with_them(tmp_path, closed) -> None:
+    """`mappo train >&-` (or `2>&-`): Python leaves that stream None, and the first line
+    printed was a traceback, leaving a folder with config.toml alone."""
+    run = tmp_path / "r"
+    train = [sys.executable, "-m", "mappo", "train", "--run-dir", str(run), "--num-envs", "4",
+             "--total-steps", "200", "--compile", "false"]  # fmt: skip
+    kept = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    kept.pop("stdout" if closed == 1 else "stderr")
+    process = subprocess.run(
+        train, preexec_fn=lambda: os.close(closed), text=True, timeout=300, **kept
+    )
+    assert process.returncode == 0, process.stderr
+    assert (process.stderr if closed == 1 else process.stdout).count("Traceback") == 0
+    assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == 200
+    assert (run / "curve.png").is_file()
+
+
 def test_output_on_a_full_disk_stops_the_run_saved_and_says_so(tmp_path) -> None:
     """A log file on a full disk (/dev/full): the run used to die at its next line with
     "No space left on device", losing the updates since its checkpoint; it stops after its

@@ -46,6 +46,16 @@ def test_a_finished_run_says_so_with_its_recent_return(tiny_run, capsys) -> None
     )
 
 
+def test_a_run_past_its_total_steps_says_the_budget_was_rounded_up(tmp_path, capsys) -> None:
+    run = tmp_path / "r"  # updates of 16 copies x 25 steps: 1,500 rounds up to 1,600
+    Run.start(MappoConfig(**{**SMALL, "total_steps": 1500}), run).train(quiet=True)
+    [line] = status_of(capsys, run)
+    assert line.startswith(
+        f"{run}: finished at env step 1,600 (total_steps 1,500, rounded up to whole updates), "
+        "recent return "
+    )  # it said "of 1,500 (106.7 %)", where progress had counted 1,600 of 1,600
+
+
 def test_a_stopped_run_says_where_its_checkpoint_is_and_how_to_go_on(tmp_path, capsys) -> None:
     run = tmp_path / "r"
     Run.start(MappoConfig(**SMALL), run).train(quiet=True, callback=lambda metrics: True)

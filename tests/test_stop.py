@@ -534,6 +534,33 @@ def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> Non
     assert load_checkpoint(run / "checkpoint.pt")["env_steps"] == saved + 200
 
 
+@pytest.mark.parametrize("seeds", [None, [0, 1]])
+def test_a_resume_holds_its_folders_before_it_reads_their_checkpoints(
+    tmp_path, monkeypatch, seeds
+) -> None:
+    """A resume that read a checkpoint before it took the folder trained on from it while
+    another resume finished there, then cut that one's newer rows and overwrote its
+    checkpoint; and while its envs were built, `mappo status` and `mappo stop` saw no
+    process in the folder."""
+    config = build_config(None, None, {"env": "spread", "num_envs": 4, "total_steps": 400})
+    run = tmp_path / "run"
+    Run.start(config, run, seeds=seeds).train(quiet=True, callback=lambda metrics: True)
+    folders = [run] if seeds is None else [run / f"seed_{s}" for s in seeds]
+    held_when_read: dict[str, str | None] = {}
+    load = run_module.load_checkpoint
+
+    def reading(path, *args, **kwargs):
+        held_when_read[Path(path).parent.name] = RunLock.holder(Path(path).parent)
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "load_checkpoint", reading)
+    resumed = Run.resume(run)
+    this_process = f"pid {os.getpid()} on {socket.gethostname()}"
+    assert held_when_read == {folder.name: this_process for folder in folders}
+    assert resumed.train(quiet=True).finished
+    assert all(RunLock.holder(folder) is None for folder in folders)  # released at the end
+
+
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path) -> None:
     """The lock is the kernel's: SIGKILL of the process holding a seed's folder frees it.
     While held, a seeds run is refused before it writes any seed's folder."""
