@@ -262,8 +262,19 @@ class Run:
                 f"{start_again(path)}"
             )
         # Before any env is built (a JAX env compiles): the seeds must be in step.
-        steps = [load_checkpoint(p / "checkpoint.pt").get("env_steps", 0) for p in seed_paths]
-        _check_in_step(path, seed_paths, steps)
+        payloads = [load_checkpoint(p / "checkpoint.pt") for p in seed_paths]
+        _check_in_step(path, seed_paths, [payload.get("env_steps", 0) for payload in payloads])
+        budgets = {payload["config"]["total_steps"] for payload in payloads}
+        if len(budgets) > 1 and "total_steps" not in changes:
+            # A seed brought level alone (`_check_in_step`'s advice) saved the budget it was
+            # brought to; the run goes on to the budget the others still hold.
+            changes = {**changes, "total_steps": max(budgets)}
+            logger.warning(
+                "%s: its seeds' total_steps differ (%s): they go on to %s",
+                path,
+                ", ".join(f"{n:,}" for n in sorted(budgets)),
+                f"{max(budgets):,}",
+            )
         trainers: list[MappoTrainer] = []
         streams = None
         try:

@@ -76,6 +76,7 @@ class RunFolder:
         self._wandb: Any = None  # a wandb Run once `use_wandb` is called (wandb is optional)
         self._purge_step: int | None = None
         self._last_curve = time.monotonic()
+        self._curve_refused = False  # a damaged metrics.csv was said once
         self._title, self._return_label = title, return_label
         self._lock = lock or RunLock.take(self.path)  # `lock`: this folder's, taken before
         self._remove_stale_temporaries()
@@ -322,8 +323,15 @@ class RunFolder:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        steps, returns = read_curve(self.metrics_path)
-        eval_steps, eval_returns = read_curve(self.metrics_path, "eval_return")
+        self._last_curve = time.monotonic()
+        try:
+            steps, returns = read_curve(self.metrics_path)
+            eval_steps, eval_returns = read_curve(self.metrics_path, "eval_return")
+        except RunFolderError as err:  # a damaged metrics.csv: the training itself goes on
+            if not self._curve_refused:
+                logger.warning("curve.png not redrawn: %s", err)
+            self._curve_refused = True
+            return
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         ax.plot(steps, returns, lw=1.5, label="training episodes")
         if eval_steps:
@@ -343,7 +351,6 @@ class RunFolder:
         finally:
             tmp.unlink(missing_ok=True)
             plt.close(fig)
-        self._last_curve = time.monotonic()
 
     def close(self) -> None:
         """Final curve and flushed TensorBoard events; the folder's lock released."""

@@ -62,7 +62,11 @@ def run_status(folder: Path, resume: Path) -> str:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as err:
         return f"{folder}: its config.toml cannot be read ({type(err).__name__}: {err})"
     metrics = folder / "metrics.csv"
-    rows = read_metrics(metrics)[0] if metrics.is_file() else []
+    damaged: str | None = None
+    try:
+        rows = read_metrics(metrics)[0] if metrics.is_file() else []
+    except RunFolderError as err:  # the checkpoint still says where the run stands
+        rows, damaged = [], str(err)
     holder = RunLock.holder(folder)
     checkpoint, saved = folder / "checkpoint.pt", None
     if checkpoint.is_file():
@@ -85,6 +89,8 @@ def run_status(folder: Path, resume: Path) -> str:
     if rows:
         parts.append(_recent(rows))
         parts.append(f"last update logged {_ago(metrics)} ago")
+    if damaged is not None:  # what a resume would refuse, and how to go on
+        parts.append(damaged)
     line = f"{folder}: " + ", ".join(parts)
     if holder is not None:
         held = f"env step {saved:,}, {_ago(checkpoint)} ago" if saved is not None else "none yet"

@@ -15,6 +15,7 @@ from mappo import MappoConfig, MappoTrainer
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 from mappo.policy import load_policy
+from mappo.run import Run
 from mappo.run_folder import RunFolder
 from mappo.seeds import FlatLayout, MultiSeedTrainer, adam_step, flat_adam_state
 
@@ -321,6 +322,27 @@ def test_seeds_resume_together_only_from_one_step(tmp_path, capsys) -> None:
     )
     assert main(["train", "--resume", str(run / "seed_2"), "--total-steps", "480", "--quiet"]) == 0
     assert main(["train", "--resume", str(run), "--total-steps", "640", "--quiet"]) == 0
+    for seed in (2, 9):
+        assert load_checkpoint(run / f"seed_{seed}" / "checkpoint.pt")["env_steps"] == 640
+
+
+def test_a_seed_brought_level_alone_goes_on_with_the_others_to_their_budget(
+    tmp_path, capsys, caplog
+) -> None:
+    """The refusal's advice, `--resume <seed> --total-steps <step>`, saves that step as the
+    seed's budget: the run's own `--resume` then refused with "total_steps cannot differ
+    between the slots of one sweep", a dead end. It goes on to the others' budget."""
+    config = MappoConfig(
+        num_envs=8, rollout_steps=20, minibatch_size=64, update_epochs=2, compile="false",
+        total_steps=640,
+    )  # fmt: skip
+    run = tmp_path / "seeds"
+    Run.start(config, run, seeds=[2, 9]).train(quiet=True, callback=lambda metrics: True)
+    Run.resume(run / "seed_9").train(quiet=True, callback=lambda metrics: True)  # one ahead
+    assert main(["train", "--resume", str(run / "seed_2"), "--total-steps", "320", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0, capsys.readouterr().err
+    assert f"{run}: its seeds' total_steps differ (320, 640): they go on to 640" in caplog.text
     for seed in (2, 9):
         assert load_checkpoint(run / f"seed_{seed}" / "checkpoint.pt")["env_steps"] == 640
 

@@ -56,6 +56,27 @@ def test_a_run_past_its_total_steps_says_the_budget_was_rounded_up(tmp_path, cap
     )  # it said "of 1,500 (106.7 %)", where progress had counted 1,600 of 1,600
 
 
+def test_a_damaged_metrics_csv_leaves_a_finished_run_finished(tmp_path, capsys, caplog) -> None:
+    """A line of garbage in metrics.csv mid-run: the run trained and saved to its budget,
+    then failed at its last curve (exit code 2, no closing line); and `mappo status`
+    failed outright instead of saying where the checkpoint stands."""
+    run = tmp_path / "r"
+
+    def damage(metrics) -> bool:
+        if metrics[0].env_steps == 400:
+            with open(run / "metrics.csv", "a") as handle:
+                handle.write("garbage line\n")
+        return False
+
+    summary = Run.start(MappoConfig(**SMALL), run).train(quiet=True, callback=damage)
+    assert summary.finished and summary.env_steps == 1600
+    assert caplog.text.count("curve.png not redrawn: ") == 1
+    assert f"{run / 'metrics.csv'} is damaged at line 3" in caplog.text
+    [line] = status_of(capsys, run)
+    assert line.startswith(f"{run}: finished at env step 1,600 of 1,600 (100.0 %), {run}")
+    assert "metrics.csv is damaged at line 3" in line
+
+
 def test_a_stopped_run_says_where_its_checkpoint_is_and_how_to_go_on(tmp_path, capsys) -> None:
     run = tmp_path / "r"
     Run.start(MappoConfig(**SMALL), run).train(quiet=True, callback=lambda metrics: True)
