@@ -23,9 +23,16 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None
     """`write(handle)` into a temporary file beside `path`, then rename it into place.
 
     A crash mid-write leaves the previous file untouched; a write the system refuses (a
-    full disk, a quota) is a WriteError naming `path`.
+    full disk, a quota) is a WriteError naming `path`. A link takes the new file where it
+    points; what is no regular file (a device, a pipe: `--out /dev/stdout`) is written
+    in place, as it cannot be replaced.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as handle:
+            write(handle)
+        return
+    path = path.resolve() if path.is_symlink() else path
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with writes_refused_as_write_error(path, "the file there before, if any, is as it was"):

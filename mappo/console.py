@@ -30,8 +30,14 @@ def main() -> int:
     # logging's flush, multiprocessing's shutdown of workers), Python running them last first.
     atexit.register(_end_by_signal)
     _fill_closed_outputs()
+    from mappo.stop_signals import Stopped, stop_as_interrupt  # the standard library's alone
+
+    stop_as_interrupt()
     try:
         from mappo.cli import main as command
+    except Stopped as stop:
+        print(f"mappo: stopped by {stop}", file=sys.stderr)
+        code = 128 + stop.signum
     except KeyboardInterrupt:
         print("mappo: interrupted", file=sys.stderr)
         code = 130

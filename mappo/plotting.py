@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mappo.checkpoint import write_atomically
 from mappo.config import AUTO_DECIDED, ENV_DIM_FIELDS, READ_OFF_ENV, field_defaults
 from mappo.episodes import return_label
 from mappo.run_folder import RunFolderError, read_metrics, slot_folders
@@ -293,5 +294,9 @@ def save_figure(fig: Figure, ax: Axes, groups: Sequence[RunGroup], out: str | Pa
     # Below the axes, so long labels (several differing keys) neither cover curves nor clip.
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
+    try:  # atomically: a command stopped mid-write leaves the figure there before as it was
+        image_format = Path(out).suffix[1:].lower() or None
+        write_atomically(out, lambda handle: fig.savefig(handle, format=image_format,
+                                                         bbox_inches="tight"))  # fmt: skip
+    finally:
+        plt.close(fig)

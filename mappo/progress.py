@@ -96,6 +96,11 @@ class Progress:
         self._start = self._line_time = time.monotonic()
         self._line_steps = env_steps
 
+    @property
+    def bar_on_terminal(self) -> bool:
+        """Whether a bar is drawn on a terminal: its line ends with no newline."""
+        return self._bar is not None
+
     def write(self, line: str, stream: TextIO | None = None) -> None:
         """A line of its own (above the bar on a terminal), on `stream` if given. Where
         nothing reads the output any more the line is dropped, as are the lines after it

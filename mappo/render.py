@@ -17,7 +17,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from mappo.checkpoint import checkpoint_file
+from mappo.checkpoint import checkpoint_file, write_atomically
 from mappo.config import MappoConfig
 from mappo.envs.base import MultiAgentEnv
 from mappo.envs.registry import make_env
@@ -185,8 +185,12 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: float = 10.0) -
     images = [Image.fromarray(index, mode="P") for index in indices]
     for image in images:  # each frame's own palette, so that the writer maps nothing
         image.putpalette(palette.tobytes())
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
-                   duration=1000.0 / fps, loop=0, optimize=False)  # fmt: skip
+    # Atomically: a command stopped mid-write leaves the GIF there before as it was.
+    write_atomically(
+        path,
+        partial(images[0].save, format="GIF", save_all=True, append_images=images[1:],
+                duration=1000.0 / fps, loop=0, optimize=False),
+    )  # fmt: skip
 
 
 def render_run(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mappo.checkpoint import write_atomically
 from mappo.episodes import return_label
 from mappo.errors import ConfigError
 from mappo.plotting import (
@@ -438,8 +439,10 @@ def write_report(
     text = markdown(reports, comparisons) + still_training(reports) + stopped_short(reports)
     if figure is not None and plot is not None:
         plot_iqm_curves(reports, plot, *figure)
+    # Atomically: a command stopped mid-write leaves the files there before as they were.
     if json_out is not None:
-        Path(json_out).write_text(json.dumps(marl_eval_json(reports), indent=1) + "\n")
+        written = json.dumps(marl_eval_json(reports), indent=1) + "\n"
+        write_atomically(json_out, lambda handle: handle.write(written.encode()))
     if out is not None:
-        Path(out).write_text(text)
+        write_atomically(out, lambda handle: handle.write(text.encode()))
     return text

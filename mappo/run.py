@@ -416,7 +416,9 @@ class Run:
             progress.write(heartbeat.first_line())
         # One "stopping" line per run, not per rank.
         leaving: BaseException | None = None  # the error leaving the updates, if any
-        with StopOnSignal(may_abandon, sys.stderr if main else None) as stop, heartbeat:
+        stop_stream = sys.stderr if main else None
+        below_bar = progress.bar_on_terminal and stop_stream is not None and stop_stream.isatty()
+        with StopOnSignal(may_abandon, stop_stream, below_bar) as stop, heartbeat:
             try:
                 try:
                     train_until_budget(learner, on_update)
@@ -1001,10 +1003,15 @@ class StopOnSignal:
     signals: elsewhere this does nothing.
     """
 
-    def __init__(self, may_abandon: Callable[[], bool], stream: TextIO | None) -> None:
+    def __init__(
+        self, may_abandon: Callable[[], bool], stream: TextIO | None, below_bar: bool = False
+    ) -> None:
         self.signal_name: str | None = None
         self._may_abandon = may_abandon
         self._stream = stream
+        # A progress bar on the same terminal ends its line with none: a line of ours
+        # starts on the next one instead of after the bar.
+        self._start = "\n" if below_bar else ""
         self._previous: dict[signal.Signals, Any] = {}
         self._in_grace = False  # the first signal's grace period is running
         self._terminal = terminal_outputs()  # what a SIGHUP may have left hung up
@@ -1029,7 +1036,7 @@ class StopOnSignal:
             return
         try:
             self._stream.flush()
-            os.write(fileno, f"{line}\n".encode())
+            os.write(fileno, f"{self._start}{line}\n".encode())
         except OSError as err:  # the stop goes on without the line, whatever the failure
             if not output_lost(err, self._stream):  # not a lost reader: a full disk, say
                 silence(self._stream)

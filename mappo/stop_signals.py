@@ -29,6 +29,33 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return (signal.SIGINT, signal.SIGTERM, HANGUP)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside a run's training (`stop_as_interrupt`), raised where
+    Python raises KeyboardInterrupt for SIGINT: what a command cleans up after a Ctrl-C
+    is cleaned up after these too, and it ends by the signal, with one line."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_as_interrupt() -> None:
+    """Have SIGTERM and SIGHUP (`stop_signals()`: not one this process ignores) raise
+    `Stopped` in the main thread, as SIGINT raises KeyboardInterrupt. By default they
+    killed a command on the spot, silently: a batch scheduler's SIGTERM left an `--out`
+    folder half written, where Ctrl-C removed it. A run's training takes them over
+    (`mappo.run.StopOnSignal`), to stop after its update, saved."""
+    terminal = terminal_outputs()
+
+    def raise_stopped(signum: int, frame: object) -> None:
+        take_hangup(signum, terminal)
+        raise Stopped(signum)
+
+    for sig in stop_signals():
+        if sig != signal.SIGINT:
+            signal.signal(sig, raise_stopped)
+
+
 def terminal_outputs() -> tuple[int, ...]:
     """Which of stdout and stderr are a terminal now (a hung-up one no longer reads as one)."""
     return tuple(fd for fd in STANDARD_OUTPUTS if os.isatty(fd))

@@ -217,6 +217,26 @@ def test_rgb_frames_of_few_colours_are_stored_exactly(tmp_path) -> None:
     assert iio.imread(tmp_path / "noisy.gif", index=None).shape == (1, 32, 32, 3)
 
 
+def test_a_gif_write_stopped_midway_leaves_the_gif_there_before(tmp_path, monkeypatch) -> None:
+    """A SIGTERM while `--render out.gif` was written left out.gif at 0 bytes, the GIF
+    there before lost."""
+    from PIL import Image
+
+    frames = [np.full((8, 8, 3), value, np.uint8) for value in (0, 255)]
+    write_video(frames, tmp_path / "out.gif")
+    before = (tmp_path / "out.gif").read_bytes()
+
+    def stopped_midway(self, handle, *args, **kwargs) -> None:
+        handle.write(b"GIF89a")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", stopped_midway)
+    with pytest.raises(KeyboardInterrupt):
+        write_video(frames[::-1], tmp_path / "out.gif")
+    assert (tmp_path / "out.gif").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.gif"]  # no temporary file left
+
+
 def soft_discs(shift: int) -> np.ndarray:
     """A 96x96 frame as anti-aliased renderers draw: a red and a blue disc on white, their
     edges blended over 12 pixels (hundreds of colours)."""

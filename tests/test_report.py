@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -344,3 +347,24 @@ def test_a_run_named_twice_counts_once(tmp_path, capsys, caplog) -> None:
             f"run folders named more than once are counted once: {base / 'seed_0'}; "
             f"{base / 'seed_1'} (also as {tmp_path / 'link'})"
         ]
+
+
+def test_report_files_replace_the_ones_before_whole_through_a_link(runs, tmp_path) -> None:
+    """`--out` and `--json` are written atomically (a command stopped midway left them half
+    written); a link keeps pointing at its file, which takes the new report, and what is
+    no regular file (a device, a pipe) is written in place."""
+    target = tmp_path / "kept" / "report.md"
+    target.parent.mkdir()
+    target.write_text("the report before\n")
+    link = tmp_path / "report.md"
+    link.symlink_to(target)
+    assert main(["report", *map(str, runs), "--out", str(link)]) == 0
+    assert link.is_symlink() and target.read_text().startswith("Score of a run: ")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.md"]  # no temporary
+    pipe, read = tmp_path / "pipe", []
+    os.mkfifo(pipe)
+    reader = threading.Thread(target=lambda: read.append(pipe.read_text()), daemon=True)
+    reader.start()
+    assert main(["report", *map(str, runs), "--json", str(pipe)]) == 0
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and '"step_count"' in read[0]  # not replaced

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import json
 import os
 import pty
@@ -15,8 +16,10 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -345,6 +348,38 @@ def run_exit_code(shell: int, tmp_path, timeout: float = 60) -> int:
     return int(rc.read_text())
 
 
+def test_the_stop_line_starts_below_the_bar_on_a_terminal(tmp_path) -> None:
+    """The bar's line ends with no newline: on a terminal the stop line was glued to it,
+    `...[00:03, ret=-25.68]stopping (SIGINT): ...`."""
+    env = {**os.environ, "PYTHONPATH": TESTS}
+    argv = [sys.executable, "-m", "mappo", "train", "--run-dir", str(tmp_path / "run"),
+            *[a for a in RUN if a != "--quiet"]]  # fmt: skip
+    argv[argv.index("400")] = "100000000"  # trains until stopped
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: nothing but system calls before exec
+        os.execve(sys.executable, argv, env)
+    # A window 120 columns wide: tqdm draws nothing on a terminal of 0 columns.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    out, deadline = b"", time.monotonic() + 120
+    while b"ret=" not in out:  # the bar is drawn, after an update (training: stops are its)
+        assert time.monotonic() < deadline, out.decode()[-2000:]
+        if select.select([terminal], [], [], 0.05)[0]:
+            out += os.read(terminal, 65536)
+    os.kill(pid, signal.SIGINT)
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # EIO: the run ended, its output read
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    os.close(terminal)
+    text = out.decode(errors="replace")
+    assert "\nstopping (SIGINT): " in text.replace("\r\n", "\n"), text[-2000:]
+
+
 @pytest.mark.skipif(not os.path.exists("/bin/bash"), reason="needs bash")
 def test_ctrl_c_stops_the_script_a_run_trains_in(tmp_path) -> None:
     # A script's loop over seeds, or `train && eval`: bash goes on after a child that exits
@@ -480,6 +515,40 @@ def test_a_script_that_stops_its_run_names_its_own_command_to_continue(tmp_path,
         "stopped after 100 env steps; checkpoint saved. "
         "Continue with: python benchmarks/reproduce.py --suite x"
     )
+
+
+def catches(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler for `sig` now (Linux's /proc SigCgt mask)."""
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(line for line in status if line.startswith("SigCgt:")).split()[1]
+    return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_ends_other_commands_as_ctrl_c_does_with_one_line(
+    straight, tmp_path, sig
+) -> None:
+    """SIGTERM (a batch scheduler) or SIGHUP killed `mappo eval` or `mappo export` on the
+    spot, silently, leaving an export's `--out` folder half written, where Ctrl-C said one
+    line and removed it."""
+    out = tmp_path / "actors"
+    for command in (["eval", str(straight), "--episodes", "10000000"],
+                    ["export", str(straight), "--out", str(out)]):  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mappo", *command],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not catches(process.pid, sig):  # the command's own handler is in place
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.01)
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode in (-sig, 0), err  # an export may have finished first
+        if process.returncode:
+            assert err == f"mappo: stopped by {signal.Signals(sig).name}\n"
+            assert not out.exists()
 
 
 def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> None:
