@@ -142,6 +142,11 @@ def signal_holders(folders: Sequence[Path], signum: int) -> list[int]:
                 os.kill(target, signum)
             except ProcessLookupError:  # it ended meanwhile
                 continue
+            except PermissionError:
+                raise RunFolderError(
+                    f"cannot signal pid {target}, which trains in {', '.join(map(str, folders))}:"
+                    " it belongs to another user (stop it as that user, or as root)"
+                ) from None
             pids.add(target)
     return sorted(pids)
 

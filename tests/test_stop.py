@@ -753,6 +753,33 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
         holder.wait()
 
 
+def test_mappo_stop_of_another_users_run_says_whose_it_is(tmp_path, capsys, monkeypatch) -> None:
+    """It said only `mappo: error: Operation not permitted`."""
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from mappo.run_folder import RunLock; "
+         f"lock = RunLock.take({str(folder)!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        (folder / "config.toml").write_text("")
+
+        def not_permitted(pid: int, signum: int) -> None:
+            raise PermissionError(1, "Operation not permitted")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "kill", not_permitted)
+            assert main(["stop", str(folder)]) == 2
+        assert capsys.readouterr().err == (
+            f"mappo: error: cannot signal pid {holder.pid}, which trains in {folder}: it "
+            "belongs to another user (stop it as that user, or as root)\n"
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_mappo_stop_of_one_setting_says_it_stops_the_whole_sweep(tmp_path, capsys) -> None:
     """A sweep's settings train in one process: `mappo stop SWEEP/<setting>` (or one seed's
     folder in it) stops them all, and now says so. Another run's folder beside it, held by
