@@ -75,6 +75,7 @@ def run_status(folder: Path, resume: Path) -> str:
         except CheckpointError as err:
             return f"{folder}: {err}"
     logged = int(rows[-1]["env_steps"]) if rows else 0
+    dropped = 0  # rows logged after the checkpoint of a stopped run
     if holder is not None:
         state = f"training ({holder}), env step {logged:,}"
     elif saved is None:
@@ -82,10 +83,14 @@ def run_status(folder: Path, resume: Path) -> str:
     else:
         state = ("finished" if saved >= total else "stopped") + f" at env step {saved:,}"
         logged = saved  # what a resume continues from (it drops rows logged after it)
+        kept = [row for row in rows if int(row["env_steps"]) <= saved]
+        dropped, rows = len(rows) - len(kept), kept  # the recent return is the resumed one's
     if saved is not None and saved > total and holder is None:  # as progress counts it
         parts = [f"{state} (total_steps {total:,}, rounded up to whole updates)"]
     else:
         parts = [f"{state} of {total:,} ({100 * logged / max(total, 1):.1f} %)"]
+    if dropped:  # a kill -9 after updates the checkpoint has not caught
+        parts.append(f"{dropped} later update{'s' * (dropped > 1)} logged, which a resume drops")
     if rows:
         parts.append(_recent(rows))
         parts.append(f"last update logged {_ago(metrics)} ago")

@@ -96,6 +96,24 @@ def test_a_stopped_run_says_where_its_checkpoint_is_and_how_to_go_on(tmp_path, c
     assert re.search(r"; checkpoint: env step 400, \d+ s ago$", line)
 
 
+def test_a_killed_run_names_the_updates_its_checkpoint_lacks(tmp_path, capsys) -> None:
+    """After `kill -9`, metrics.csv holds updates past the checkpoint, which a resume drops:
+    the recent return and step were theirs, not the checkpoint's."""
+    run = tmp_path / "r"
+    Run.start(MappoConfig(**SMALL), run).train(quiet=True, callback=lambda metrics: True)
+    with open(run / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(run / "metrics.csv", "a", newline="") as handle:  # two updates the kill lost
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        for steps in (800, 1200):
+            writer.writerow({**rows[-1], "env_steps": steps, "episode_return": -1000.0})
+    [line] = status_of(capsys, run)
+    assert line.startswith(
+        f"{run}: stopped at env step 400 of 1,600 (25.0 %), 2 later updates logged, which a "
+        f"resume drops, recent return {float(rows[-1]['episode_return']):.2f}, "
+    )
+
+
 def test_a_run_without_a_checkpoint_says_how_to_start_it_again(tmp_path, capsys) -> None:
     run = tmp_path / "r"
     RunFolder.create(run, MappoConfig(team_reward=True, **SMALL)).close()
