@@ -32,7 +32,7 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None
         with open(path, "wb") as handle:
             write(handle)
         return
-    path = path.resolve() if path.is_symlink() else path
+    path = Path(os.path.realpath(path)) if path.is_symlink() else path  # a loop: itself
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with writes_refused_as_write_error(path, "the file there before, if any, is as it was"):

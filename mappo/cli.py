@@ -36,7 +36,7 @@ from mappo.run import Run, StopRun, info_lines, stop_training
 from mappo.run_folder import is_slots_folder, require_wandb, slot_folders
 from mappo.seeds import parse_seeds
 from mappo.status import status_lines
-from mappo.stop_signals import Stopped, output_lost, silence, stdout_reader_gone
+from mappo.stop_signals import StoppedBySignal, output_lost, silence, stdout_reader_gone
 
 logger = logging.getLogger(__name__)
 
@@ -503,7 +503,7 @@ def _command(argv: list[str] | None) -> int:
         return _failed(2, f"mappo: error: {where}{err.strerror or err}")
     except (KeyboardInterrupt, StopRun) as stop:  # outside a run's own handling, or a second
         # signal while it closed (its saves are done)
-        name = str(stop) if isinstance(stop, Stopped | StopRun) else "SIGINT"
+        name = str(stop) if isinstance(stop, StoppedBySignal | StopRun) else "SIGINT"
         if name == "SIGINT":
             return _failed(130, "mappo: interrupted")
         return _failed(128 + signal.Signals[name], f"mappo: stopped by {name}")

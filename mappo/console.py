@@ -30,12 +30,13 @@ def main() -> int:
     # logging's flush, multiprocessing's shutdown of workers), Python running them last first.
     atexit.register(_end_by_signal)
     _fill_closed_outputs()
-    from mappo.stop_signals import Stopped, stop_as_interrupt  # the standard library's alone
+    # Its module imports the standard library alone.
+    from mappo.stop_signals import StoppedBySignal, stop_as_interrupt
 
     stop_as_interrupt()
     try:
         from mappo.cli import main as command
-    except Stopped as stop:
+    except StoppedBySignal as stop:
         print(f"mappo: stopped by {stop}", file=sys.stderr)
         code = 128 + stop.signum
     except KeyboardInterrupt:

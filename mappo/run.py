@@ -214,6 +214,8 @@ class Run:
         # Each folder's lock before its checkpoint is read; rank 0 alone writes the folders.
         locks: dict[Path, RunLock] = {}
         try:
+            if not is_main_rank():  # a rank of a --nproc run (one folder): rank 0 holds it
+                RunLock.refuse_if_held_outside_this_job(path)
             writers = ([path] if single else seed_paths) if is_main_rank() else []
             for folder in writers:
                 if (lock := RunFolder.lock_to_resume(folder)) is not None:

@@ -151,8 +151,13 @@ class RunFolder:
         `--resume` is refused at once, instead of training on from the checkpoint it read
         and then cutting the first one's newer rows and overwriting its checkpoint (and
         `mappo status` and `mappo stop` see a resume while its envs are built). None where
-        `path` is no folder (`checkpoint_to_resume` says so)."""
-        return RunLock.take(path) if Path(path).is_dir() else None
+        `path` holds no checkpoint (`checkpoint_to_resume` says what to do), after refusing
+        one that a run trains in before its first checkpoint: no `.lock` is left in a
+        folder that holds no run."""
+        if (Path(path) / "checkpoint.pt").exists():
+            return RunLock.take(path)
+        RunLock.refuse_if_held(path)
+        return None
 
     @classmethod
     def resume(
@@ -342,14 +347,9 @@ class RunFolder:
         ax.set_title(self._title)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        tmp = self.curve_path.with_name(".curve.tmp.png")
         try:
-            kept = "the curve before is as it was" if self.curve_path.exists() else "none drawn yet"
-            with writes_refused_as_write_error(self.curve_path, kept):
-                fig.savefig(tmp)
-                tmp.replace(self.curve_path)
+            write_atomically(self.curve_path, lambda handle: fig.savefig(handle, format="png"))
         finally:
-            tmp.unlink(missing_ok=True)
             plt.close(fig)
 
     def close(self) -> None:

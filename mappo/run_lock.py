@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from mappo.distributed import child_processes
 from mappo.errors import RunFolderError
+from mappo.stop_signals import TORCHRUN_RANK
 
 LOCK_FILE = ".lock"
 TAKE_TRIES = 10  # attempts 50 ms apart before a held lock is refused
@@ -76,6 +77,17 @@ class RunLock:
         if holder is not None:
             _refuse(folder, holder)
 
+    @classmethod
+    def refuse_if_held_outside_this_job(cls, folder: str | Path) -> None:
+        """For a rank other than 0 of a torchrun job, which writes no folder: refuse at
+        once, as rank 0 does, a `folder` that a process outside the job holds. Rank 0,
+        a sibling under torchrun's agent, holds it from its start."""
+        if (holder := cls.holder(folder)) is None:
+            return
+        pids = _file_holder(Path(folder))  # none: another host's, or unknown
+        if not pids or not pids <= set(child_processes(os.getppid())):
+            _refuse(folder, holder)
+
     def release(self) -> None:
         """Let another process train in the folder."""
         self._handle.close()
@@ -124,6 +136,7 @@ def signal_holders(folders: Sequence[Path], signum: int) -> list[int]:
     outside this machine's processes (another machine on a shared filesystem, another
     pid namespace) or by this very process is refused in one line."""
     pids: set[int] = set()
+    trains_in: dict[int, Path] = {}  # each holder's folder, for messages
     for folder in folders:
         holders = _kernel_holders(folder / LOCK_FILE)
         if holders is None:  # no kernel lock table to read: trust the file on this host
@@ -136,6 +149,7 @@ def signal_holders(folders: Sequence[Path], signum: int) -> list[int]:
         if os.getpid() in holders:
             raise RunFolderError(f"run folder {folder} is trained by this very process")
         pids |= holders
+        trains_in |= dict.fromkeys(holders, folder)
     for pid in sorted(pids):
         for target in _with_other_ranks(pid):
             try:
@@ -144,8 +158,8 @@ def signal_holders(folders: Sequence[Path], signum: int) -> list[int]:
                 continue
             except PermissionError:
                 raise RunFolderError(
-                    f"cannot signal pid {target}, which trains in {', '.join(map(str, folders))}:"
-                    " it belongs to another user (stop it as that user, or as root)"
+                    f"cannot signal pid {target}, which trains in {trains_in[pid]}: it belongs "
+                    "to another user (stop it as that user, or as root)"
                 ) from None
             pids.add(target)
     return sorted(pids)
@@ -190,7 +204,7 @@ def _with_other_ranks(pid: int) -> list[int]:
     torchrun's agent (Linux)."""
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        if not any(item.startswith(b"TORCHELASTIC_RUN_ID=") for item in environ):
+        if not any(item.startswith(f"{TORCHRUN_RANK}=".encode()) for item in environ):
             return [pid]
         agent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):

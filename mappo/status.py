@@ -74,7 +74,7 @@ def run_status(folder: Path, resume: Path) -> str:
             saved = int(load_checkpoint(checkpoint)["env_steps"])
         except CheckpointError as err:
             return f"{folder}: {err}"
-    logged = int(rows[-1]["env_steps"]) if rows else 0
+    logged = int(rows[-1]["env_steps"]) if rows else saved or 0  # rows unreadable: the save's
     dropped = 0  # rows logged after the checkpoint of a stopped run
     if holder is not None:
         state = f"training ({holder}), env step {logged:,}"

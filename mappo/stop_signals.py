@@ -18,6 +18,7 @@ from typing import TextIO
 
 STANDARD_OUTPUTS = (1, 2)  # stdout and stderr's file descriptors
 HANGUP = getattr(signal, "SIGHUP", None)  # a closed terminal's signal; none on Windows
+TORCHRUN_RANK = "TORCHELASTIC_RUN_ID"  # in the environment of each rank torchrun starts
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
@@ -29,7 +30,7 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return (signal.SIGINT, signal.SIGTERM, HANGUP)
 
 
-class Stopped(KeyboardInterrupt):
+class StoppedBySignal(KeyboardInterrupt):
     """SIGTERM or SIGHUP outside a run's training (`stop_as_interrupt`), raised where
     Python raises KeyboardInterrupt for SIGINT: what a command cleans up after a Ctrl-C
     is cleaned up after these too, and it ends by the signal, with one line."""
@@ -41,15 +42,19 @@ class Stopped(KeyboardInterrupt):
 
 def stop_as_interrupt() -> None:
     """Have SIGTERM and SIGHUP (`stop_signals()`: not one this process ignores) raise
-    `Stopped` in the main thread, as SIGINT raises KeyboardInterrupt. By default they
+    `StoppedBySignal` in the main thread, as SIGINT raises KeyboardInterrupt. By default they
     killed a command on the spot, silently: a batch scheduler's SIGTERM left an `--out`
     folder half written, where Ctrl-C removed it. A run's training takes them over
-    (`mappo.run.StopOnSignal`), to stop after its update, saved."""
+    (`mappo.run.StopOnSignal`), to stop after its update, saved. A rank of a torchrun job
+    keeps the defaults: torchrun's agent ends the other ranks with SIGTERM when one fails,
+    which is no stop, and its launcher reports the failure."""
+    if TORCHRUN_RANK in os.environ:
+        return
     terminal = terminal_outputs()
 
     def raise_stopped(signum: int, frame: object) -> None:
         take_hangup(signum, terminal)
-        raise Stopped(signum)
+        raise StoppedBySignal(signum)
 
     for sig in stop_signals():
         if sig != signal.SIGINT:

@@ -36,6 +36,7 @@ from mappo.errors import ConfigError, RunFolderError
 from mappo.presets import build_config
 from mappo.run import Run
 from mappo.run_folder import RunLock, read_metrics
+from mappo.stop_signals import stop_as_interrupt
 
 STEPS_PER_UPDATE = 4 * 25  # env copies x rollout steps: env.step calls of one copy each
 RUN = [
@@ -498,6 +499,29 @@ def test_ctrl_c_with_torchrun_ranks_saves_without_a_traceback(tmp_path) -> None:
     assert saved >= 2 * 16 * 25 * 2  # both ranks' steps of at least two updates
 
 
+def test_a_torchrun_resume_of_a_folder_in_use_is_refused_by_every_rank_at_once(
+    straight, tmp_path
+) -> None:
+    """Rank 0 takes the folder's lock before it reads the checkpoint; the other ranks, which
+    take none, built their envs and waited for it in the process group until the launcher
+    ended them, 20 s on."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from mappo.run_folder import RunLock; "
+         f"lock = RunLock.take({str(straight)!r}); print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        process = start_training(["--resume", str(straight), "--nproc", "2"], tmp_path)
+        out, err = process.communicate(timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert process.returncode == 2, err
+    assert f"is in use by another training process (pid {holder.pid} on " in err
+    assert "building" not in out  # no rank built its envs
+
+
 def test_a_script_that_stops_its_run_names_its_own_command_to_continue(tmp_path, capsys) -> None:
     # benchmarks/reproduce.py continues by running itself again (it also writes the table).
     config = build_config(
@@ -517,38 +541,29 @@ def test_a_script_that_stops_its_run_names_its_own_command_to_continue(tmp_path,
     )
 
 
-def catches(pid: int, sig: int) -> bool:
-    """Whether process `pid` has a handler for `sig` now (Linux's /proc SigCgt mask)."""
-    with open(f"/proc/{pid}/status") as status:
-        mask = next(line for line in status if line.startswith("SigCgt:")).split()[1]
-    return bool(int(mask, 16) >> (sig - 1) & 1)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_a_stop_signal_ends_other_commands_as_ctrl_c_does_with_one_line(
-    straight, tmp_path, sig
-) -> None:
-    """SIGTERM (a batch scheduler) or SIGHUP killed `mappo eval` or `mappo export` on the
-    spot, silently, leaving an export's `--out` folder half written, where Ctrl-C said one
-    line and removed it."""
-    out = tmp_path / "actors"
-    for command in (["eval", str(straight), "--episodes", "10000000"],
-                    ["export", str(straight), "--out", str(out)]):  # fmt: skip
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mappo", *command],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not catches(process.pid, sig):  # the command's own handler is in place
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.01)
-        process.send_signal(sig)
-        _, err = process.communicate(timeout=120)
-        assert process.returncode in (-sig, 0), err  # an export may have finished first
-        if process.returncode:
-            assert err == f"mappo: stopped by {signal.Signals(sig).name}\n"
-            assert not out.exists()
+def test_a_stop_signal_ends_other_commands_as_ctrl_c_does_with_one_line(tmp_path, sig) -> None:
+    """SIGTERM (a batch scheduler) or SIGHUP killed `mappo eval` (or `export`, `report`,
+    `plot`) on the spot, silently, where Ctrl-C said one line. Here it comes while the
+    evaluation steps an env whose copy first reset with seed 9 (eval's `--seed 9`, none of
+    training's) hangs in its second episode."""
+    run, marker = tmp_path / "run", tmp_path / "hanging"
+    kwargs = {"how": "hang", "episode": 2, "step": 3, "marker": str(marker)}
+    assert main(["train", "--run-dir", str(run), "--env", "pz_envs:WorkerTroubleEnv",
+                 "--env-kwargs", json.dumps(kwargs), *RUN[4:]]) == 0  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mappo", "eval", str(run), "--episodes", "100", "--seed", "9"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": TESTS},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not marker.exists():  # the evaluation is under way, in the env's step
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == -sig  # it ends by the signal, as the shell then reads
+    assert err == f"mappo: stopped by {signal.Signals(sig).name}\n"
 
 
 def test_a_folder_in_use_is_refused_until_its_run_stops(tmp_path, capsys) -> None:
@@ -628,6 +643,30 @@ def test_a_resume_holds_its_folders_before_it_reads_their_checkpoints(
     assert held_when_read == {folder.name: this_process for folder in folders}
     assert resumed.train(quiet=True).finished
     assert all(RunLock.holder(folder) is None for folder in folders)  # released at the end
+
+
+def test_a_resume_of_a_folder_without_a_run_leaves_no_lock_there(tmp_path, capsys) -> None:
+    folder = tmp_path / "not_a_run"
+    folder.mkdir()
+    assert main(["train", "--resume", str(folder)]) == 2
+    assert "has no checkpoint.pt" in capsys.readouterr().err
+    assert list(folder.iterdir()) == []  # it used to leave its .lock
+
+
+def test_a_torchrun_rank_keeps_the_default_stop_signals(monkeypatch) -> None:
+    """torchrun's agent ends the other ranks with SIGTERM when one fails: in a starting rank
+    that read as a scheduler's stop (exit code 143, "stopped by SIGTERM"), not a failure."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+        stop_as_interrupt()
+        assert {sig: signal.getsignal(sig) for sig in saved} == saved
+        monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+        stop_as_interrupt()
+        assert signal.getsignal(signal.SIGTERM) not in (saved[signal.SIGTERM], signal.SIG_DFL)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path) -> None:
