@@ -22,7 +22,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -246,6 +246,26 @@ def start_training(argv: list[str], tmp_path) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         start_new_session=True,
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def holding(*folders: Path, ignores_sigint: bool = False) -> Iterator[subprocess.Popen]:
+    """Another process holding `folders`' locks (as a run training there does), optionally
+    ignoring SIGINT; killed when the block ends."""
+    ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN); " if ignores_sigint else ""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import signal, time; {ignore}"
+         "from mappo.run_folder import RunLock; "
+         f"locks = [RunLock.take(f) for f in {[str(f) for f in folders]!r}]; "
+         "print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def rows(path) -> int:
@@ -505,18 +525,9 @@ def test_a_torchrun_resume_of_a_folder_in_use_is_refused_by_every_rank_at_once(
     """Rank 0 takes the folder's lock before it reads the checkpoint; the other ranks, which
     take none, built their envs and waited for it in the process group until the launcher
     ended them, 20 s on."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from mappo.run_folder import RunLock; "
-         f"lock = RunLock.take({str(straight)!r}); print('held', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with holding(straight) as holder:
         process = start_training(["--resume", str(straight), "--nproc", "2"], tmp_path)
         out, err = process.communicate(timeout=120)
-    finally:
-        holder.kill()
-        holder.wait()
     assert process.returncode == 2, err
     assert f"is in use by another training process (pid {holder.pid} on " in err
     assert "building" not in out  # no rank built its envs
@@ -673,21 +684,11 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path) -> None:
     """The lock is the kernel's: SIGKILL of the process holding a seed's folder frees it.
     While held, a seeds run is refused before it writes any seed's folder."""
     folder = tmp_path / "seeds"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from mappo.run_folder import RunLock; "
-         f"lock = RunLock.take({str(folder / 'seed_4')!r}); print('held', flush=True); "
-         "time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with holding(folder / "seed_4") as holder:
         config = build_config(None, None, {"env": "spread", "num_envs": 4, "total_steps": 200})
         with pytest.raises(RunFolderError, match=rf"seed_4 is in use .*\(pid {holder.pid} on "):
             Run.start(config, folder, seeds=[3, 4])
         assert not (folder / "seed_3").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     RunLock.take(folder / "seed_4").release()
     summary = Run.start(config, folder, seeds=[3, 4]).train(quiet=True)
     assert summary.finished and (folder / "seed_4" / "checkpoint.pt").is_file()
@@ -752,17 +753,7 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
     """`mappo stop` on the folder of a seeds run signals the process holding its seeds'
     folders; one still busy after --wait gets a line saying how to stop it at once."""
     folder = tmp_path / "seeds"
-    ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN); " if ignores_sigint else ""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import signal, time; {ignore}"
-         "from mappo.run_folder import RunLock; "
-         f"locks = [RunLock.take({str(folder / 'seed_3')!r}), "
-         f"RunLock.take({str(folder / 'seed_4')!r})]; print('held', flush=True); "
-         "time.sleep(60)"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with holding(folder / "seed_3", folder / "seed_4", ignores_sigint=ignores_sigint) as holder:
         # A seed's folder, as the in-use refusal names it: the process trains every seed.
         # Time to exit where it stops: a loaded machine took over 1 s to end the process.
         wait = "1" if ignores_sigint else "60"
@@ -787,21 +778,12 @@ def test_mappo_stop_finds_the_process_of_a_seeds_folder(tmp_path, capsys, ignore
                 f"stopped before its first checkpoint: {folder} holds nothing to resume"
             )
             assert holder.wait(timeout=10) != 0
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_mappo_stop_of_another_users_run_says_whose_it_is(tmp_path, capsys, monkeypatch) -> None:
     """It said only `mappo: error: Operation not permitted`."""
     folder = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from mappo.run_folder import RunLock; "
-         f"lock = RunLock.take({str(folder)!r}); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with holding(folder) as holder:
         (folder / "config.toml").write_text("")
 
         def not_permitted(pid: int, signum: int) -> None:
@@ -814,9 +796,6 @@ def test_mappo_stop_of_another_users_run_says_whose_it_is(tmp_path, capsys, monk
             f"mappo: error: cannot signal pid {holder.pid}, which trains in {folder}: it "
             "belongs to another user (stop it as that user, or as root)\n"
         )
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_mappo_stop_of_one_setting_says_it_stops_the_whole_sweep(tmp_path, capsys) -> None:
