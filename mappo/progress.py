@@ -126,6 +126,16 @@ class Progress:
     def update(self, metrics: MappoMetrics) -> None:
         """Take one update's metrics; redraw the bar, or print a line when one is due."""
         self.env_steps = metrics.env_steps
+        self.remember(metrics)
+        if self._bar is not None:
+            self._bar.update(metrics.env_steps - self._bar.n)  # the bar shows the rate
+            self._bar.set_postfix(self.recent_stats())
+        elif self._lines and time.monotonic() - self._line_time >= SUMMARY_INTERVAL_S:
+            self._summary_line()
+
+    def remember(self, metrics: MappoMetrics) -> None:
+        """Take one update's episodes into the recent windows, drawing nothing: `update`'s,
+        or one logged before a resume."""
         self.recent.add(metrics.episode_return, metrics.episodes)
         rates = (
             (self.recent_wins, metrics.win_rate),
@@ -137,11 +147,6 @@ class Progress:
         for window, rate in rates:
             # An update without the rate (none finished, or not a zero-sum game) still ages it.
             window.add(rate, 0 if math.isnan(rate) else metrics.episodes)
-        if self._bar is not None:
-            self._bar.update(metrics.env_steps - self._bar.n)  # the bar shows the rate
-            self._bar.set_postfix(self.recent_stats())
-        elif self._lines and time.monotonic() - self._line_time >= SUMMARY_INTERVAL_S:
-            self._summary_line()
 
     def recent_stats(self) -> dict[str, str]:
         """What the recent episodes say, by short name (the bar's postfix): the return, or

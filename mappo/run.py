@@ -369,6 +369,14 @@ class Run:
             if trainers[0].auto_settings:
                 progress.write(trainers[0].auto_settings)
         recent = [RecentReturns() for _ in trainers]
+        # A resume's recent return goes on from the updates logged before it.
+        for k, folder in enumerate(folders):
+            for logged in folder.logged_before:
+                recent[k].add(logged.episode_return, logged.episodes)
+        # Seeds with fewer logged updates (seeds resumed out of step) join at their last one.
+        latest_first = zip(*(reversed(f.logged_before) for f in folders), strict=False)
+        for logged_together in reversed(list(latest_first)):
+            progress.remember(pooled_metrics(list(logged_together)))
         checkpoints = CheckpointSchedule(self._save, config.checkpoint_interval)
         start_steps = boundary_steps = learner.env_steps  # the last completed update's
         snapshot: tuple[int, list[tuple[dict[str, Any], bytes | str | None]]] | None = None

@@ -20,6 +20,7 @@ import math
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import MISSING
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_type_hints
 
@@ -27,6 +28,7 @@ from mappo.checkpoint import load_checkpoint, save_checkpoint, write_atomically
 from mappo.config import MappoConfig
 from mappo.episodes import return_label
 from mappo.errors import ConfigError, RunFolderError, WriteError, writes_refused_as_write_error
+from mappo.progress import RECENT_UPDATES
 from mappo.run_lock import RunLock
 from mappo.trainer import MappoMetrics
 
@@ -77,6 +79,9 @@ class RunFolder:
         self._purge_step: int | None = None
         self._last_curve = time.monotonic()
         self._curve_refused = False  # a damaged metrics.csv was said once
+        # A resumed run's last logged updates, oldest first: its recent return goes on
+        # from them (`Progress.remember`) rather than from the resume.
+        self.logged_before: list[MappoMetrics] = []
         self._title, self._return_label = title, return_label
         self._lock = lock or RunLock.take(self.path)  # `lock`: this folder's, taken before
         self._remove_stale_temporaries()
@@ -174,16 +179,17 @@ class RunFolder:
         )
         with folder._released_on_error():
             folder.write_config(config)
-            folder._cut_metrics(env_steps)
+            kept = folder._cut_metrics(env_steps)
+            folder.logged_before = [metrics_of_row(row) for row in kept[-RECENT_UPDATES:]]
             folder._settle_env_state()
         folder._purge_step = env_steps + 1  # TensorBoard drops events past the checkpoint
         return folder
 
-    def _cut_metrics(self, env_steps: int) -> None:
+    def _cut_metrics(self, env_steps: int) -> list[dict[str, str]]:
         """metrics.csv without rows past `env_steps` (nor a last row cut short), in today's
-        columns."""
+        columns; the rows kept."""
         if not self.metrics_path.exists():
-            return
+            return []
         rows, columns = read_metrics(self.metrics_path)
         kept = [row for row in rows if int(row["env_steps"]) <= env_steps]
         cut_short = not self.metrics_path.read_bytes().endswith(b"\n")
@@ -196,6 +202,7 @@ class RunFolder:
             write_atomically(
                 self.metrics_path, lambda handle: handle.write(text.getvalue().encode())
             )
+        return kept
 
     def write_config(self, config: MappoConfig) -> None:
         """config.toml, written atomically: a resume that fails to write it leaves the one
@@ -413,10 +420,22 @@ def is_slots_folder(path: Path) -> bool:
     return not (path / "checkpoint.pt").is_file() and bool(slot_folders(path))
 
 
+KINDS = get_type_hints(MappoMetrics)  # each column's type
 # The columns that today's writer fills with numbers ("nan", or empty, where it has none).
-NUMBER_COLUMNS = frozenset(
-    name for name, kind in get_type_hints(MappoMetrics).items() if kind in (int, float)
-)
+NUMBER_COLUMNS = frozenset(name for name, kind in KINDS.items() if kind in (int, float))
+# What a row of an older mappo lacks reads as NaN (the fields with no default: the losses).
+UNSET = {f.name: math.nan for f in dataclasses.fields(MappoMetrics) if f.default is MISSING}
+
+
+def metrics_of_row(row: dict[str, str]) -> MappoMetrics:
+    """One `read_metrics` row as the update's metrics: NaN where a column is empty or missing
+    (a row of an older mappo)."""
+    values = {
+        name: KINDS[name](float(text))
+        for name, text in row.items()
+        if name in NUMBER_COLUMNS and text != ""
+    }
+    return MappoMetrics(**{**UNSET, **values})
 
 
 def read_metrics(metrics_path: Path) -> tuple[list[dict[str, str]], list[str]]:

@@ -11,24 +11,16 @@ files and the checkpoint's counters; it writes nothing and scores nothing
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import tomllib
-from dataclasses import MISSING
 from pathlib import Path
-from typing import get_type_hints
 
 from mappo.checkpoint import CheckpointError, load_checkpoint
 from mappo.errors import RunFolderError
 from mappo.progress import RECENT_UPDATES, Progress
-from mappo.run_folder import NUMBER_COLUMNS, read_metrics, slot_folders, start_again
+from mappo.run_folder import metrics_of_row, read_metrics, slot_folders, start_again
 from mappo.run_lock import RunLock
-from mappo.trainer import MappoMetrics
-
-KINDS = get_type_hints(MappoMetrics)  # the number columns' types: int or float
-# The fields without a default (the losses), for a row of another mappo that lacks one.
-UNSET = {f.name: math.nan for f in dataclasses.fields(MappoMetrics) if f.default is MISSING}
 
 
 def status_lines(path: Path) -> list[str]:
@@ -112,12 +104,7 @@ def _recent(rows: list[dict[str, str]]) -> str:
     the win rate where the env reports wins, and so on)."""
     progress = Progress(total=1, env_steps=0, quiet=True)
     for row in rows[-RECENT_UPDATES:]:
-        values = {
-            name: KINDS[name](float(text))
-            for name, text in row.items()
-            if name in NUMBER_COLUMNS and text != ""
-        }
-        progress.update(MappoMetrics(**{**UNSET, **values}))
+        progress.remember(metrics_of_row(row))
     return progress.recent_text()
 
 

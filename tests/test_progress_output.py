@@ -213,12 +213,38 @@ def test_train_in_a_log_prints_lines_not_a_bar(tmp_path, monkeypatch, capsys) ->
     assert "no episode has finished" not in captured.out  # spread's episodes fit a rollout
 
     # The recent return printed is the episode-weighted mean of the last 10 updates' rows.
-    with open(tmp_path / "r" / "metrics.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))[-10:]
-    episodes = sum(int(r["episodes"]) for r in rows)
-    mean = sum(float(r["episode_return"]) * int(r["episodes"]) for r in rows) / episodes
+    mean = recent_mean(tmp_path / "r" / "metrics.csv")
     assert f"recent return {mean:.2f}," in summaries[0]
     assert lines[-1].startswith(f"done: 1600 env steps, recent episode return {mean:.3f}, ")
+
+
+def recent_mean(metrics_csv, updates: int = 10) -> float:
+    """The episode-weighted mean return of the last `updates` rows of a metrics.csv."""
+    with open(metrics_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))[-updates:]
+    episodes = sum(int(r["episodes"]) for r in rows)
+    return sum(float(r["episode_return"]) * int(r["episodes"]) for r in rows) / episodes
+
+
+@pytest.mark.parametrize("seeds", [None, "3,4"])
+def test_a_resume_goes_on_from_the_updates_logged_before(tmp_path, monkeypatch, capsys, seeds):
+    """One update after a resume, the recent return still pools the last 10 updates' rows,
+    the 4 logged before the resume with it: not that one update's episodes alone."""
+    monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 1e9)
+    run = tmp_path / "r"
+    seeding = [*TINY[:-2], "--seeds", seeds] if seeds else TINY  # TINY ends in --seed 3
+    assert main(["train", "--run-dir", str(run), *seeding, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--total-steps", "2000"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    folders = [run / f"seed_{s}" for s in seeds.split(",")] if seeds else [run]
+    means = [recent_mean(folder / "metrics.csv") for folder in folders]
+    with open(folders[-1] / "metrics.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 5  # the last update's alone would differ
+    if seeds:
+        assert f"seed 3 {means[0]:.3f}, seed 4 {means[1]:.3f}" in lines[-1]
+    else:
+        assert lines[-1].startswith(f"done: 2000 env steps, recent episode return {means[0]:.3f}")
 
 
 def test_train_in_a_log_prints_a_line_per_interval(tmp_path, monkeypatch, capsys) -> None:
