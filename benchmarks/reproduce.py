@@ -49,9 +49,12 @@ record (the table edited since) drops the record, and runs of the old config are
 not scored (the table says so). An unchanged score (the same env steps and
 per-seed scores) keeps the date and machine that gave it first.
 
-Each task's final policies are scored greedily on `--episodes` episodes per
-seed (kept in `<task>/score.json` until its checkpoints change); the table
-gives the interquartile mean with its 95 % bootstrap CI (as `mappo report`),
+Each task's final policies are scored on `--episodes` episodes per seed,
+choosing actions as the published figure's source did (the suite's `actions`:
+most sources sample them, BenchMARL takes the greedy ones), and again the other
+way, which the table gives beside it (both kept in `<task>/score.json` until its
+checkpoints change); the table gives the interquartile mean with its 95 %
+bootstrap CI (as `mappo report`),
 the score converted to the published figure's scale (the data file's `scale`
 says how), the published figure and its source, the budget reached, wall time
 and env steps/s, and when and where it was scored. Every invocation that trains
@@ -148,8 +151,12 @@ SCALES = {
     "theirs the sum)",
     "spread_official": "6 R - 75 for a mean per-agent return R (the official code's team sum "
     "with each agent's self-collision, mappo.envs.mpe.spread.official_team_return)",
-    "win_rate": "the share of greedy episodes won",
+    "win_rate": "the share of episodes won",
 }
+
+
+# How the scoring episodes choose actions (a suite's `actions`): as the published source did.
+ACTIONS = ("sampled", "greedy")
 
 
 # Fields each task or the command sets, which a `--set` variant would not change.
@@ -174,6 +181,12 @@ class Task:
     metric: str = ""
     preset: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)  # config fields on the preset
+    actions: str = "greedy"  # how the source's scoring episodes chose actions: ACTIONS
+
+    @property
+    def other_actions(self) -> str:
+        """The other way of choosing actions, which the table gives beside the source's."""
+        return next(a for a in ACTIONS if a != self.actions)
 
 
 def read_suite(suite: str) -> tuple[dict[str, Any], list[Task]]:
@@ -188,8 +201,14 @@ def read_suite(suite: str) -> tuple[dict[str, Any], list[Task]]:
         row = dict(row)
         row["fields"] = {**shared, **row.get("fields", {})}
         row.setdefault("preset", table.get("preset"))
+        row.setdefault("actions", table.get("actions", "greedy"))
         if row["scale"] not in SCALES:
             raise UsageError(f"{DATA.name}: task {row['name']}: scale {row['scale']!r} unknown")
+        if row["actions"] not in ACTIONS:
+            raise UsageError(
+                f"{DATA.name}: task {row['name']}: actions {row['actions']!r}, not "
+                + " or ".join(ACTIONS)
+            )
         tasks.append(Task(**row))
     return table, tasks
 
@@ -373,41 +392,33 @@ def converted(task: Task, scores: np.ndarray, num_agents: int) -> np.ndarray:
 
 
 def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
-    """Greedy scores of the task's seeds, their IQM and CI, on ours and the published scale.
+    """Scores of the task's seeds, their IQM and CI, on ours and the published scale, with
+    actions chosen as the source's were (`task.actions`), and under `other_actions` the
+    other way.
 
     Kept in `<folder>/score.json` and reused while the seeds' checkpoints (their env
-    steps), `episodes` and the scale stay the same: a finished task is not replayed by
-    every later call that writes the suite's table.
+    steps), `episodes`, the scale and the actions stay the same: a finished task is not
+    replayed by every later call that writes the suite's table.
     """
     seeds = slot_folders(folder)
     checkpoints = [load_checkpoint(seed_dir / "checkpoint.pt") for seed_dir in seeds]
     steps = [int(checkpoint["env_steps"]) for checkpoint in checkpoints]
-    key = {"episodes": episodes, "env_steps": steps, "scale": task.scale}
+    key = {"episodes": episodes, "env_steps": steps, "scale": task.scale, "actions": task.actions}
     kept = folder / "score.json"
     if (saved := read_kept_score(kept)) is not None and saved.get("key") == key:
         return {**saved["result"], "episodes": episodes}  # kept before it held the count
     seconds = training_seconds(seeds[0])  # a damaged metrics.csv is found before the episodes
-    returns, wins = [], []
-    for seed_dir in seeds:
-        evaluation = evaluate_run(seed_dir, episodes, deterministic=True)
-        returns.append(float(np.mean(evaluation.returns)))
-        wins.append(evaluation.win_rate if evaluation.wins else math.nan)
     config = checkpoints[0]["config"]
-    ours = np.array(wins if task.scale == "win_rate" else returns)
-    theirs = converted(task, ours, len(evaluation.seat_names))
-    (lo,), (hi,) = bootstrap_ci([theirs], lambda x, axis: iqm(x, axis)[..., None])
+    other = scores_of(task, seeds, episodes, task.other_actions)
     result = {
         "task": task.name,
         "env": config["env"],
         "seeds": len(seeds),
         "steps": min(steps),
         "fraction": min(steps) / task.budget,
-        "returns": returns,
-        "label": evaluation.label,
-        "win_rates": wins,
-        "score": [float(x) for x in theirs],
-        "iqm": float(iqm(theirs)),
-        "ci": [float(lo), float(hi)],
+        **scores_of(task, seeds, episodes, task.actions),
+        "actions": task.actions,
+        "other_actions": {"actions": task.other_actions, **other},
         "hours": seconds / 3600,
         "steps_per_second": sum(steps) / seconds if seconds else None,  # no metrics rows
         "episodes": episodes,
@@ -415,6 +426,27 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
     text = json.dumps({"key": key, "result": result})
     write_atomically(kept, lambda handle: handle.write(text.encode()))
     return result
+
+
+def scores_of(task: Task, seeds: list[Path], episodes: int, actions: str) -> dict[str, Any]:
+    """`episodes` episodes of each seed's checkpoint with `actions` chosen so: each seed's
+    mean return and win rate, and its score on the published scale with their IQM and CI."""
+    returns, wins = [], []
+    for seed_dir in seeds:
+        evaluation = evaluate_run(seed_dir, episodes, deterministic=actions == "greedy")
+        returns.append(float(np.mean(evaluation.returns)))
+        wins.append(evaluation.win_rate if evaluation.wins else math.nan)
+    ours = np.array(wins if task.scale == "win_rate" else returns)
+    theirs = converted(task, ours, len(evaluation.seat_names))
+    (lo,), (hi,) = bootstrap_ci([theirs], lambda x, axis: iqm(x, axis)[..., None])
+    return {
+        "returns": returns,
+        "label": evaluation.label,
+        "win_rates": wins,
+        "score": [float(x) for x in theirs],
+        "iqm": float(iqm(theirs)),
+        "ci": [float(lo), float(hi)],
+    }
 
 
 def read_kept_score(path: Path) -> dict[str, Any] | None:
@@ -590,12 +622,14 @@ def merge_scores(
                 f"{old['date_utc']} on {old['machine']}); they replace them once they pass them"
             )
             continue
-        if old is not None and all(old["result"][k] == result[k] for k in ("steps", "score")):
+        unchanged = ("steps", "score", "actions")  # records before 2026-12-08: greedy
+        if old is not None and all(old["result"].get(k, "greedy") == result[k] for k in unchanged):
             # The same checkpoints scored the same again: when and where they were scored stays,
-            # and a record from before records kept the episodes takes this call's count.
+            # and what an older record lacks (the episodes, the other actions' score) is this
+            # call's.
             entries[task.name] = {
                 **old,
-                "result": {"episodes": result["episodes"], **old["result"]},
+                "result": {**result, **old["result"]},
                 "curve": old.get("curve") or curve,
             }
             continue
@@ -677,8 +711,8 @@ def write_table(
         if task.name not in record["tasks"]:
             budget = f"0 / {task.budget:,} (0%)"
             rows.append(
-                [task.name, budget, 0, "no checkpoint yet", "", figure_cell(task), task.metric]
-                + ["", ""]
+                [task.name, budget, 0, "no checkpoint yet", "", "", figure_cell(task)]
+                + [task.metric, "", ""]
             )
             continue
         entry = record["tasks"][task.name]
@@ -690,8 +724,10 @@ def write_table(
                 task.name,
                 f"{r['steps']:,} / {task.budget:,} ({share(r['steps'] / task.budget)})",
                 r["seeds"],
-                f"{r['iqm']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]",
+                f"{r['iqm']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}], "
+                + r.get("actions", "greedy"),
                 ", ".join(f"{x:.3f}" for x in r["score"]),
+                other_actions_cell(r),
                 figure_cell(task),
                 task.metric,
                 f"{duration(r['hours'])}, {rate}",
@@ -702,8 +738,9 @@ def write_table(
         "task",
         "env steps per seed / published budget",
         "seeds",
-        "ours: IQM [95 % CI], published scale",
+        "ours: IQM [95 % CI], published scale, actions as the source's",
         "ours per seed",
+        "ours with the other actions: IQM (per seed)",
         "published",
         "metric",
         "training wall time, env steps/s (all seeds in one process)",
@@ -712,6 +749,7 @@ def write_table(
     scales = "\n".join(
         f"- {t.name}: `{t.env}`, {SCALES[t.scale]}; source: {t.source}" for t in tasks
     )
+    actions = table.get("actions_source", "")
     sessions = "\n".join(record["sessions"]) or "(none yet)"
     changed = (
         f"**A variant, not the published config**: {variant} (`--preset`/`--set` of "
@@ -738,13 +776,26 @@ def write_table(
         f"Scores: {episodes_text(tasks, record)} per seed of each seed's last checkpoint; "
         "IQM and its 95 % CI from a 2,000-sample percentile bootstrap over the seeds "
         "(`mappo report`'s statistics). Where the budget is not reached, the row scores the "
-        "policy at the env steps it gives.\n\nHow each task is trained and scaled:\n" + scales,
+        "policy at the env steps it gives. Actions are chosen as the source's scores chose "
+        "them (sampled from the policy, or greedy: its most likely action), and the other way "
+        "beside them" + (f": {actions}" if actions else "") + "."
+        "\n\nHow each task is trained and scaled:\n" + scales,
         "Sessions (date, load average 1/5/15 min at start, what ran):\n\n```\n"
         + sessions
         + "\n```",
     ]
     title = table["title"] + (f"; variant {variant}" if variant else "")
     return write_results(name, title, info, sections, quick=False)
+
+
+def other_actions_cell(result: dict[str, Any]) -> str:
+    """The table's cell for a result's score with the other actions: "greedy 0.812 (0.836,
+    0.837, 0.764)"; records before 2026-12-08 hold none."""
+    other = result.get("other_actions")
+    if other is None:
+        return "not scored (recorded before scores took both)"
+    per_seed = ", ".join(f"{x:.3f}" for x in other["score"])
+    return f"{other['actions']} {other['iqm']:.3f} ({per_seed})"
 
 
 def duration(hours: float) -> str:
@@ -761,21 +812,21 @@ def share(fraction: float) -> str:
 
 
 def episodes_text(tasks: list[Task], record: dict[str, Any]) -> str:
-    """How many greedy episodes scored the recorded rows (`100 greedy episodes`, or each
-    count with its tasks where they differ); records kept none before 2026-12-07."""
+    """How many episodes scored the recorded rows (`100 episodes`, or each count with its
+    tasks where they differ); records kept none before 2026-12-07."""
     by_count: dict[Any, list[str]] = {}
     for task in (t for t in tasks if t.name in record["tasks"]):
         by_count.setdefault(record["tasks"][task.name]["result"].get("episodes"), []).append(
             task.name
         )
     if len(by_count) <= 1 and None not in by_count:
-        return f"{next(iter(by_count), '')} greedy episodes".lstrip()
+        return f"{next(iter(by_count), '')} episodes".lstrip()
     parts = [
         f"{'an unrecorded number (scored before the record kept it)' if n is None else n} for "
         + ", ".join(names)
         for n, names in by_count.items()
     ]
-    return "greedy episodes (" + "; ".join(parts) + ")"
+    return "episodes (" + "; ".join(parts) + ")"
 
 
 def resumable(tasks: list[Task], root: Path) -> list[Task]:
@@ -969,7 +1020,7 @@ def main() -> None:
         "--episodes",
         type=positive(int),
         default=100,
-        help="greedy episodes per seed (default %(default)s)",
+        help="scoring episodes per seed, for each way of choosing actions (default %(default)s)",
     )
     parser.add_argument("--report-only", action="store_true", help="score, do not train")
     parser.add_argument(

@@ -46,6 +46,8 @@ def test_every_task_builds_its_published_config(reproduce, suite) -> None:
         pytest.importorskip("jaxmarl")  # the preset checks the map against JaxMARL's
     table, tasks = reproduce.read_suite(suite)
     assert table["title"] and tasks
+    # How the source chose actions is read from it, never the code's default.
+    assert table["actions"] in reproduce.ACTIONS and table["actions_source"]
     for task in tasks:
         fields = {**task.fields, "env": task.env, "total_steps": task.budget}
         config = build_config(task.preset, None, fields)
@@ -267,8 +269,11 @@ def test_a_suite_trains_resumes_and_writes_its_table(
     reproduce.main()
     # How the run is computed may change on resume; the runs stay the table's.
     assert "torch_threads = 2" in (runs / "tiny" / "spread" / "seed_0" / "config.toml").read_text()
+    # Each seed plays its episodes twice: with sampled actions and with greedy ones.
     assert sorted(p.relative_to(runs).as_posix() for p in played) == [
         "tiny/spread/seed_0",
+        "tiny/spread/seed_0",
+        "tiny/spread/seed_1",
         "tiny/spread/seed_1",
     ]
     second = (tmp_path / "results" / "published_tiny.md").read_text()
@@ -330,6 +335,42 @@ def test_a_suite_trains_resumes_and_writes_its_table(
         lock.release()
     assert not (runs / "tiny" / "spread.superseded").exists()
     assert len(list((runs / "tiny").glob("spread.superseded-*"))) == 1
+
+
+def test_scores_choose_actions_as_the_source_did_and_give_the_other_way_beside(
+    reproduce, tmp_path, monkeypatch
+) -> None:
+    """A suite whose source sampled actions is scored with sampled actions, the greedy score
+    beside it; the scoring episodes are told which (here each way returns its own number)."""
+    table = tiny_suite(reproduce, tmp_path, monkeypatch)
+    table.write_text(
+        table.read_text().replace("[[tiny.task]]", 'actions = "sampled"\n[[tiny.task]]', 1)
+    )
+    _, call = table_calls(reproduce, tmp_path, monkeypatch)
+    evaluate = reproduce.evaluate_run
+    by_seed = {"seed_0": -10.0, "seed_1": -30.0}
+
+    def sampled_below_greedy(run_dir, episodes, deterministic):
+        evaluation = evaluate(run_dir, episodes, deterministic=deterministic)
+        mean = by_seed[run_dir.name] + (5.0 if deterministic else 0.0)
+        return evaluation._replace(returns=[mean] * episodes)
+
+    monkeypatch.setattr(reproduce, "evaluate_run", sampled_below_greedy)
+    text = call("--scale", "0.5", "--tasks", "reference")
+    row = next(line for line in text.splitlines() if line.startswith("| reference |"))
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    # Two seeds: their IQM is their mean, and the CI spans them.
+    assert cells[3:6] == [
+        "-20.000 [-30.000, -10.000], sampled",
+        "-10.000, -30.000",
+        "greedy -15.000 (-5.000, -25.000)",
+    ]
+    assert "ours: IQM [95 % CI], published scale, actions as the source's" in text
+    table.write_text(table.read_text().replace('"sampled"', '"argmax"'))
+    with pytest.raises(
+        reproduce.UsageError, match="task spread: actions 'argmax', not sampled or greedy"
+    ):
+        reproduce.read_suite("tiny")
 
 
 def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:
@@ -468,7 +509,7 @@ def test_damage_costs_only_what_it_touches(reproduce, tmp_path, monkeypatch, cap
 
     first = call("--scale", "0.5")
     rows = [line for line in first.splitlines() if line.startswith("| spread |")]
-    assert "Scores: 2 greedy episodes per seed" in first
+    assert "Scores: 2 episodes per seed" in first
     spread = runs / "tiny" / "spread"
     (spread / "score.json").write_text('{"key": {"epis')
     metrics = spread / "seed_0" / "metrics.csv"
@@ -489,7 +530,7 @@ def test_damage_costs_only_what_it_touches(reproduce, tmp_path, monkeypatch, cap
     cache = json.loads(kept.read_text())
     del cache["result"]["episodes"]
     kept.write_text(json.dumps(cache))
-    assert "Scores: 2 greedy episodes per seed" in call("--report-only")
+    assert "Scores: 2 episodes per seed" in call("--report-only")
     # Scored on 3 episodes: the rows say which count each had.
     (runs / "tiny" / "reference" / "seed_1" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     (spread / "seed_1" / "checkpoint.pt").unlink()
@@ -497,10 +538,10 @@ def test_damage_costs_only_what_it_touches(reproduce, tmp_path, monkeypatch, cap
     assert "| reference | 200 / 400 (50%) | 2 |" in damaged  # as recorded
     assert f"- spread: seed_1 in {spread} have no checkpoint yet; not scored" in damaged
     assert "- reference: checkpoint " in damaged and "; not scored" in damaged
-    assert "Scores: 2 greedy episodes per seed" in damaged  # nothing was scored on 3
+    assert "Scores: 2 episodes per seed" in damaged  # nothing was scored on 3
     shutil.rmtree(runs / "tiny" / "reference")
     (spread / "seed_1").rename(spread / "seed_1.lost")
-    assert "Scores: greedy episodes (3 for spread; 2 for reference)" in call(
+    assert "Scores: episodes (3 for spread; 2 for reference)" in call(
         "--report-only", "--episodes", "3"
     )
 
