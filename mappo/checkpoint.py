@@ -5,6 +5,7 @@ is `MappoTrainer.from_checkpoint`'s)."""
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -65,7 +66,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # torch.save records a CRC-32 of every part of its zip, which torch.load does not
+        # check: a flipped byte in the weights would load as other weights.
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        payload = None if damaged else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
         # Torch's own words are no help here: a KeyError's bare byte value, or advice to load
         # with weights_only=False, which would run whatever code the file holds.
@@ -74,6 +79,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"({type(err).__name__} while reading it; it is only ever read as tensors and "
             "plain data)"
         ) from None
+    if damaged is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its part {damaged} does not match the checksum "
+            "written with it (the file changed after it was saved)"
+        )
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise CheckpointError(f"checkpoint {path} is not a mappo checkpoint (keys missing)")
     if payload["format_version"] != FORMAT_VERSION:

@@ -7,6 +7,8 @@ import os
 import pickle
 import re
 import signal
+import struct
+import zipfile
 
 import pytest
 import pz_envs
@@ -393,6 +395,41 @@ def test_a_full_disk_stops_the_run_in_one_line_that_says_how_to_go_on(
         assert [int(row["env_steps"]) for row in csv.DictReader(handle)] == list(
             range(100, 900, 100)
         )
+
+
+def test_a_checkpoint_changed_after_it_was_saved_is_refused(tiny_run, tmp_path, capsys) -> None:
+    """One bit flipped in the actor's weights still reads as a checkpoint, with other
+    weights (torch.load does not check the CRC-32 that torch.save writes); it is refused,
+    in one line naming the file and the part."""
+    data = bytearray((tiny_run / "checkpoint.pt").read_bytes())
+    with zipfile.ZipFile(tiny_run / "checkpoint.pt") as archive:
+        payload = load_checkpoint(tiny_run / "checkpoint.pt")
+        weights = next(iter(payload["actor"].values()))
+        # The part holding the actor's first tensor: the one whose bytes are its bytes.
+        part = next(
+            info
+            for info in archive.infolist()
+            if "/data/" in info.filename
+            and archive.read(info.filename) == weights.numpy().tobytes()
+        )
+    name_length, extra_length = struct.unpack(
+        "<HH", data[part.header_offset + 26 : part.header_offset + 30]
+    )
+    data[part.header_offset + 30 + name_length + extra_length + 4] ^= 0x01
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.toml", "metrics.csv"):
+        (run / name).write_bytes((tiny_run / name).read_bytes())
+    (run / "checkpoint.pt").write_bytes(bytes(data))
+    flipped = torch.load(run / "checkpoint.pt", weights_only=True)["actor"]
+    assert not torch.equal(next(iter(flipped.values())), weights)  # torch reads it as weights
+    assert main(["eval", str(run), "--episodes", "2"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"mappo: error: checkpoint {run / 'checkpoint.pt'} is corrupt: its part "
+        f"{part.filename} does not match the checksum written with it (the file changed "
+        "after it was saved)"
+    )
 
 
 def test_truncated_checkpoint_is_refused_naming_the_file(tiny_run, tmp_path) -> None:
