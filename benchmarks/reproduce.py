@@ -134,7 +134,7 @@ from mappo.config import (  # noqa: E402
     read_config_file,
 )
 from mappo.errors import CheckpointError, ConfigError, RunFolderError  # noqa: E402
-from mappo.evaluation import evaluate_run  # noqa: E402
+from mappo.evaluation import EVALUATION_VERSION, evaluate_run  # noqa: E402
 from mappo.plotting import GRID_POINTS, PlotError, RunGroup, read_run  # noqa: E402
 from mappo.presets import PRESETS, build_config  # noqa: E402
 from mappo.report import bootstrap_ci, iqm  # noqa: E402
@@ -397,13 +397,20 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
     other way.
 
     Kept in `<folder>/score.json` and reused while the seeds' checkpoints (their env
-    steps), `episodes`, the scale and the actions stay the same: a finished task is not
-    replayed by every later call that writes the suite's table.
+    steps), `episodes`, the scale, the actions and the way episodes are played
+    (`EVALUATION_VERSION`) stay the same: a finished task is not replayed by every later
+    call that writes the suite's table.
     """
     seeds = slot_folders(folder)
     checkpoints = [load_checkpoint(seed_dir / "checkpoint.pt") for seed_dir in seeds]
     steps = [int(checkpoint["env_steps"]) for checkpoint in checkpoints]
-    key = {"episodes": episodes, "env_steps": steps, "scale": task.scale, "actions": task.actions}
+    key = {
+        "episodes": episodes,
+        "env_steps": steps,
+        "scale": task.scale,
+        "actions": task.actions,
+        "evaluation": EVALUATION_VERSION,
+    }
     kept = folder / "score.json"
     if (saved := read_kept_score(kept)) is not None and saved.get("key") == key:
         return {**saved["result"], "episodes": episodes}  # kept before it held the count

@@ -42,6 +42,10 @@ from mappo.policy import Policy, RecurrentState, episode_starts, load_policy
 
 logger = logging.getLogger(__name__)
 MAX_EVAL_ENVS = 128
+# Raised whenever a change to how episodes are played changes what they score (2: each env
+# copy plays a fixed share of the episodes, 2026-12-07), so that scores kept on disk
+# (`benchmarks/reproduce.py`'s score.json) are played again rather than reused.
+EVALUATION_VERSION = 2
 # A copy still in one episode this many times the longest finished one (plus STUCK_STEPS)
 # is taken to never end it (`play_episodes`).
 STUCK_FACTOR, STUCK_STEPS = 10, 1000

@@ -373,6 +373,26 @@ def test_scores_choose_actions_as_the_source_did_and_give_the_other_way_beside(
         reproduce.read_suite("tiny")
 
 
+def test_scores_kept_are_played_again_when_evaluation_changes(
+    reproduce, tmp_path, monkeypatch
+) -> None:
+    """A score kept in score.json is reused while the checkpoints are the same, and played
+    again once the way episodes are played has changed (`EVALUATION_VERSION`): a fix to
+    evaluation reaches the table without a run trained further."""
+    tiny_suite(reproduce, tmp_path, monkeypatch)
+    _, call = table_calls(reproduce, tmp_path, monkeypatch)
+    call("--scale", "0.5", "--tasks", "reference")
+    evaluate, played = reproduce.evaluate_run, []
+    monkeypatch.setattr(
+        reproduce, "evaluate_run", lambda run, *a, **k: played.append(run) or evaluate(run, *a, **k)
+    )
+    call("--report-only")
+    assert played == []
+    monkeypatch.setattr(reproduce, "EVALUATION_VERSION", reproduce.EVALUATION_VERSION + 1)
+    call("--report-only")
+    assert sorted(run.name for run in played) == ["seed_0", "seed_0", "seed_1", "seed_1"]
+
+
 def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:
     """The runs folder lost (a new machine): the recorded rows and curves stay; a restarted
     run behind its record leaves the row as it was, says so, and replaces it once it has
