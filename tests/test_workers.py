@@ -3,6 +3,7 @@ naming the worker or the copy and step, never a wait for ever, no process left b
 
 import json
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
@@ -246,3 +247,34 @@ def alive(pid: int) -> bool:
         return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
+
+
+def test_a_stop_signal_just_after_a_worker_is_forked_leaves_it_working(monkeypatch) -> None:
+    """A worker is forked with the run's handlers, which raise on SIGTERM here; one that
+    came before the worker ignores its stop signals (here it sends itself one) used to
+    stop it, so the env broke. Workers now ignore them from the fork on, and the env steps."""
+    import mappo.envs.pettingzoo.wrapper as wrapper
+
+    def stopped(signum, frame):
+        raise RuntimeError(f"the run's handler ran for signal {signum}")
+
+    worker_batch = wrapper._worker_batch
+
+    def signalled_first(*args):
+        if multiprocessing.parent_process() is not None:  # not the parent's copy for spaces
+            os.kill(os.getpid(), signal.SIGTERM)
+        return worker_batch(*args)
+
+    monkeypatch.setattr(wrapper, "_worker_batch", signalled_first)
+    before = signal.signal(signal.SIGTERM, stopped)
+    try:
+        env = make_env(ENV, 4, seed=7, env_kwargs={"how": "none"}, num_workers=2)
+        result = env.step(torch.zeros(4, env.num_agents, dtype=torch.long))
+        assert result.reward.shape == (4, env.num_agents)
+        env.close()
+        # The parent's own handler and signal mask are as they were.
+        assert signal.getsignal(signal.SIGTERM) is stopped
+        assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert not multiprocessing.active_children()

@@ -12,6 +12,7 @@ every batch where it runs (each worker its own, through `AsyncVectorEnv.call`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -24,7 +25,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from functools import partial
 from multiprocessing import connection
@@ -415,6 +416,50 @@ class PettingZooWrapper(MultiAgentEnv):
         self._fields = fields
 
 
+# While a thread starts workers: the stop signals, and that thread's signal mask before
+# each fork (`_forking_ignores_stops`).
+_forking = threading.local()
+
+
+def _block_stops_over_fork() -> None:
+    if signals := getattr(_forking, "signals", None):
+        _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+
+def _unblock_in_parent() -> None:
+    if getattr(_forking, "signals", None):
+        signal.pthread_sigmask(signal.SIG_SETMASK, _forking.mask)
+
+
+def _ignore_stops_in_child() -> None:
+    if signals := getattr(_forking, "signals", None):
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)  # which also drops one that came meanwhile
+        signal.pthread_sigmask(signal.SIG_SETMASK, _forking.mask)
+        _forking.signals = None
+
+
+os.register_at_fork(
+    before=_block_stops_over_fork,
+    after_in_parent=_unblock_in_parent,
+    after_in_child=_ignore_stops_in_child,
+)
+
+
+@contextlib.contextmanager
+def _forking_ignores_stops() -> Iterator[None]:
+    """Processes that this thread forks meanwhile ignore the stop signals from their first
+    instruction. A forked worker would otherwise run this process's handlers until
+    `_worker_batch` ignores them, and be stopped as they stop a run (a traceback, a broken
+    env); the signals stay blocked over the fork, in the worker until it ignores them, and
+    here only for the fork itself."""
+    _forking.signals = stop_signals()
+    try:
+        yield
+    finally:
+        _forking.signals = None
+
+
 def _start_workers(
     env_fn: Callable[[], Any], layout: PettingZooLayout, copies: int, num_workers: int
 ) -> AsyncVectorEnv:
@@ -422,15 +467,16 @@ def _start_workers(
     env error), none started outlives it."""
     others = set(multiprocessing.active_children())
     try:
-        return AsyncVectorEnv(
-            [
-                partial(_worker_batch, env_fn, layout, copies, w * copies)
-                for w in range(num_workers)
-            ],
-            shared_memory=True,
-            copy=False,  # we copy once, into torch
-            autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
-        )
+        with _forking_ignores_stops():
+            return AsyncVectorEnv(
+                [
+                    partial(_worker_batch, env_fn, layout, copies, w * copies)
+                    for w in range(num_workers)
+                ],
+                shared_memory=True,
+                copy=False,  # we copy once, into torch
+                autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
+            )
     except BaseException:
         for process in set(multiprocessing.active_children()) - others:
             process.kill()
