@@ -177,7 +177,8 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: float = 10.0) -
     path = check_video_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".mp4":
-        iio.imwrite(path, np.stack(frames), extension=".mp4", fps=fps)
+        video = iio.imwrite("<bytes>", np.stack(frames), extension=".mp4", fps=fps)
+        write_atomically(path, lambda handle: handle.write(video))
         return
     from PIL import Image
 
@@ -185,7 +186,7 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: float = 10.0) -
     images = [Image.fromarray(index, mode="P") for index in indices]
     for image in images:  # each frame's own palette, so that the writer maps nothing
         image.putpalette(palette.tobytes())
-    # Atomically: a command stopped mid-write leaves the GIF there before as it was.
+    # Atomically (the MP4 too): a command stopped mid-write leaves the file there before.
     write_atomically(
         path,
         partial(images[0].save, format="GIF", save_all=True, append_images=images[1:],

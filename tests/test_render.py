@@ -3,6 +3,9 @@ read back, envs that do not draw refused."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -235,6 +238,30 @@ def test_a_gif_write_stopped_midway_leaves_the_gif_there_before(tmp_path, monkey
         write_video(frames[::-1], tmp_path / "out.gif")
     assert (tmp_path / "out.gif").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.gif"]  # no temporary file left
+
+
+def test_an_mp4_write_stopped_midway_leaves_the_mp4_there_before(tmp_path, monkeypatch) -> None:
+    """An MP4 was encoded into its file as the frames came, so a stop midway left a
+    truncated file in place of the video there before; it is encoded first, then moved in."""
+    if not any(importlib.util.find_spec(name) for name in ("imageio_ffmpeg", "av")):
+        pytest.skip("no MP4 encoder installed (imageio-ffmpeg)")
+    frames = [np.full((16, 16, 3), value, np.uint8) for value in (0, 128, 255)]
+    write_video(frames, tmp_path / "out.mp4")
+    before = (tmp_path / "out.mp4").read_bytes()
+    assert before[4:8] == b"ftyp" and len(iio.imread(tmp_path / "out.mp4", index=None)) == 3
+    encode = iio.imwrite
+
+    def stopped_midway(target, image, **kwargs):
+        encoded = encode("<bytes>", image, **kwargs)
+        if target != "<bytes>":
+            Path(target).write_bytes(encoded[: len(encoded) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(iio, "imwrite", stopped_midway)
+    with pytest.raises(KeyboardInterrupt):
+        write_video(frames[::-1], tmp_path / "out.mp4")
+    assert (tmp_path / "out.mp4").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
 def soft_discs(shift: int) -> np.ndarray:
