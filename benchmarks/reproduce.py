@@ -631,12 +631,13 @@ def merge_scores(
             continue
         unchanged = ("steps", "score", "actions")  # records before 2026-12-08: greedy
         if old is not None and all(old["result"].get(k, "greedy") == result[k] for k in unchanged):
-            # The same checkpoints scored the same again: when and where they were scored stays,
-            # and what an older record lacks (the episodes, the other actions' score) is this
-            # call's.
+            # The same checkpoints scored the same again: when and where they were scored stays;
+            # the other actions' score is this call's (a record before 2026-12-08 has none,
+            # and a change to evaluation may move it alone), as is the episodes' count where an
+            # older record lacks it.
             entries[task.name] = {
                 **old,
-                "result": {**result, **old["result"]},
+                "result": {**result, **old["result"], "other_actions": result["other_actions"]},
                 "curve": old.get("curve") or curve,
             }
             continue

@@ -68,9 +68,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         # torch.save records a CRC-32 of every part of its zip, which torch.load does not
         # check: a flipped byte in the weights would load as other weights.
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-        payload = None if damaged else torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:  # once: a file replaced meanwhile is not read
+            damaged = zipfile.ZipFile(handle).testzip()
+            handle.seek(0)
+            payload = None if damaged else torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
         # Torch's own words are no help here: a KeyError's bare byte value, or advice to load
         # with weights_only=False, which would run whatever code the file holds.

@@ -374,9 +374,9 @@ class Run:
             for logged in folder.logged_before:
                 recent[k].add(logged.episode_return, logged.episodes)
         # Seeds with fewer logged updates (seeds resumed out of step) join at their last one.
-        latest_first = zip(*(reversed(f.logged_before) for f in folders), strict=False)
+        latest_first = itertools.zip_longest(*(reversed(f.logged_before) for f in folders))
         for logged_together in reversed(list(latest_first)):
-            progress.remember(pooled_metrics(list(logged_together)))
+            progress.remember(pooled_metrics([m for m in logged_together if m is not None]))
         checkpoints = CheckpointSchedule(self._save, config.checkpoint_interval)
         start_steps = boundary_steps = learner.env_steps  # the last completed update's
         snapshot: tuple[int, list[tuple[dict[str, Any], bytes | str | None]]] | None = None

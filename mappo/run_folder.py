@@ -429,12 +429,14 @@ UNSET = {f.name: math.nan for f in dataclasses.fields(MappoMetrics) if f.default
 
 def metrics_of_row(row: dict[str, str]) -> MappoMetrics:
     """One `read_metrics` row as the update's metrics: NaN where a column is empty or missing
-    (a row of an older mappo)."""
-    values = {
+    (a row of an older mappo), and the return's definition where the row gives it."""
+    values: dict[str, Any] = {
         name: KINDS[name](float(text))
         for name, text in row.items()
         if name in NUMBER_COLUMNS and text != ""
     }
+    if row.get("return_definition"):  # team and per-agent returns are pooled apart
+        values["return_definition"] = row["return_definition"]
     return MappoMetrics(**{**UNSET, **values})
 
 
@@ -466,10 +468,13 @@ def read_metrics(metrics_path: Path) -> tuple[list[dict[str, str]], list[str]]:
             )
         for name in numbers:
             try:
-                float(row[name] or "nan")
+                number = float(row[name] or "nan")
             except ValueError:
                 what = f"{name} is {row[name]!r}, not a number"
                 raise _damaged(metrics_path, reader.line_num, what) from None
+            if KINDS[name] is int and not number.is_integer():  # a count: episodes
+                what = f"{name} is {row[name]!r}, not a whole number"
+                raise _damaged(metrics_path, reader.line_num, what)
         rows.append(row)
     return rows, columns
 

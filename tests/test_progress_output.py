@@ -18,6 +18,7 @@ from mappo import progress as progress_module
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
 from mappo.progress import Progress, RecentReturns
+from mappo.run_folder import metrics_of_row
 
 TINY = ["--total-steps", "1600", "--num-envs", "16", "--seed", "3"]  # 4 updates of 400 steps
 
@@ -218,33 +219,53 @@ def test_train_in_a_log_prints_lines_not_a_bar(tmp_path, monkeypatch, capsys) ->
     assert lines[-1].startswith(f"done: 1600 env steps, recent episode return {mean:.3f}, ")
 
 
-def recent_mean(metrics_csv, updates: int = 10) -> float:
-    """The episode-weighted mean return of the last `updates` rows of a metrics.csv."""
-    with open(metrics_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))[-updates:]
+def recent_mean(*metrics_csvs, updates: int = 10) -> float:
+    """The episode-weighted mean return of the last `updates` rows of metrics.csv files,
+    pooled."""
+    rows = []
+    for path in metrics_csvs:
+        with open(path, newline="") as handle:
+            rows += list(csv.DictReader(handle))[-updates:]
     episodes = sum(int(r["episodes"]) for r in rows)
     return sum(float(r["episode_return"]) * int(r["episodes"]) for r in rows) / episodes
 
 
-@pytest.mark.parametrize("seeds", [None, "3,4"])
+@pytest.mark.parametrize("seeds", [None, "3,4", "3,4 out of step"])
 def test_a_resume_goes_on_from_the_updates_logged_before(tmp_path, monkeypatch, capsys, seeds):
     """One update after a resume, the recent return still pools the last 10 updates' rows,
-    the 4 logged before the resume with it: not that one update's episodes alone."""
+    the 4 logged before the resume with it, not that one update's episodes alone: in the
+    closing line, each seed's own, and in the progress line, every seed's pooled; a seed
+    that kept fewer rows (here its first two lost) pools what it has."""
     monkeypatch.setattr(progress_module, "SUMMARY_INTERVAL_S", 1e9)
     run = tmp_path / "r"
-    seeding = [*TINY[:-2], "--seeds", seeds] if seeds else TINY  # TINY ends in --seed 3
+    seeding = [*TINY[:-2], "--seeds", "3,4"] if seeds else TINY  # TINY ends in --seed 3
     assert main(["train", "--run-dir", str(run), *seeding, "--quiet"]) == 0
     capsys.readouterr()
+    folders = [run / "seed_3", run / "seed_4"] if seeds else [run]
+    if seeds == "3,4 out of step":
+        lines = (folders[1] / "metrics.csv").read_text().splitlines(keepends=True)
+        (folders[1] / "metrics.csv").write_text("".join([lines[0], *lines[-2:]]))
     assert main(["train", "--resume", str(run), "--total-steps", "2000"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    folders = [run / f"seed_{s}" for s in seeds.split(",")] if seeds else [run]
     means = [recent_mean(folder / "metrics.csv") for folder in folders]
-    with open(folders[-1] / "metrics.csv", newline="") as handle:
+    with open(folders[0] / "metrics.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 5  # the last update's alone would differ
     if seeds:
         assert f"seed 3 {means[0]:.3f}, seed 4 {means[1]:.3f}" in lines[-1]
     else:
         assert lines[-1].startswith(f"done: 2000 env steps, recent episode return {means[0]:.3f}")
+    [summary] = [line for line in lines if line.startswith("env steps")]
+    pooled = recent_mean(*(folder / "metrics.csv" for folder in folders))
+    assert f"recent return {pooled:.2f}," in summary
+
+
+def test_a_metrics_row_keeps_the_definition_of_its_return() -> None:
+    """A sweep over team_reward pools team and per-agent returns apart: a row read back
+    says which it is (a row of an older mappo, without the column, is per-agent)."""
+    row = {"env_steps": "400", "episode_return": "-3.5", "episodes": "2"}
+    assert metrics_of_row({**row, "return_definition": "team"}).return_definition == "team"
+    assert metrics_of_row(row).return_definition == "per_agent"
+    assert math.isnan(metrics_of_row(row).policy_loss)
 
 
 def test_train_in_a_log_prints_a_line_per_interval(tmp_path, monkeypatch, capsys) -> None:

@@ -388,9 +388,28 @@ def test_scores_kept_are_played_again_when_evaluation_changes(
     )
     call("--report-only")
     assert played == []
+    before = json.loads((tmp_path / "results" / "published_tiny.json").read_text())
+    before = before["tasks"]["reference"]
+    # Played again, the greedy score (the source's here) is the same, the sampled one not:
+    # the row keeps when it was scored, and takes the sampled score played now.
     monkeypatch.setattr(reproduce, "EVALUATION_VERSION", reproduce.EVALUATION_VERSION + 1)
-    call("--report-only")
+
+    def sampled_moved(run, episodes, deterministic):
+        played.append(run)
+        evaluation = evaluate(run, episodes, deterministic=deterministic)
+        return evaluation if deterministic else evaluation._replace(returns=[-1.0] * episodes)
+
+    monkeypatch.setattr(reproduce, "evaluate_run", sampled_moved)
+    text = call("--report-only")
     assert sorted(run.name for run in played) == ["seed_0", "seed_0", "seed_1", "seed_1"]
+    after = json.loads((tmp_path / "results" / "published_tiny.json").read_text())
+    after = after["tasks"]["reference"]
+    assert (
+        after["date_utc"] == before["date_utc"]
+        and after["result"]["score"] == (before["result"]["score"])
+    )
+    assert after["result"]["other_actions"]["score"] == [-1.0, -1.0]
+    assert "| sampled -1.000 (-1.000, -1.000) |" in text
 
 
 def test_the_table_outlives_its_runs(reproduce, tmp_path, monkeypatch, capsys) -> None:

@@ -77,6 +77,26 @@ def test_a_damaged_metrics_csv_leaves_a_finished_run_finished(tmp_path, capsys, 
     assert "metrics.csv is damaged at line 3" in line
 
 
+def test_a_count_that_is_no_whole_number_is_damage_named_by_its_line(tmp_path, capsys) -> None:
+    """`episodes` of "nan" passed as a number, then failed `mappo status` and a resume with a
+    traceback (no integer from NaN); it is damage, named by its line, as a word there is."""
+    run = tmp_path / "r"
+    Run.start(MappoConfig(**SMALL), run).train(quiet=True, callback=lambda metrics: True)
+    text = (run / "metrics.csv").read_text().splitlines()
+    for count in ("nan", "2.5"):
+        columns = text[0].split(",")
+        cells = text[1].split(",")
+        cells[columns.index("episodes")] = count
+        (run / "metrics.csv").write_text("\n".join([text[0], ",".join(cells)]) + "\n")
+        [line] = status_of(capsys, run)
+        assert (
+            f"metrics.csv is damaged at line 2 (episodes is '{count}', not a whole number" in line
+        )
+        assert main(["train", "--resume", str(run)]) == 2
+        [error] = capsys.readouterr().err.splitlines()
+        assert "is damaged at line 2 (episodes is" in error
+
+
 def test_a_stopped_run_says_where_its_checkpoint_is_and_how_to_go_on(tmp_path, capsys) -> None:
     run = tmp_path / "r"
     Run.start(MappoConfig(**SMALL), run).train(quiet=True, callback=lambda metrics: True)

@@ -249,23 +249,32 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_a_stop_signal_just_after_a_worker_is_forked_leaves_it_working(monkeypatch) -> None:
+@pytest.mark.parametrize("default", ["fork", "forkserver", "spawn"])
+def test_a_stop_signal_just_after_a_worker_is_forked_leaves_it_working(
+    monkeypatch, default
+) -> None:
     """A worker is forked with the run's handlers, which raise on SIGTERM here; one that
     came before the worker ignores its stop signals (here it sends itself one) used to
-    stop it, so the env broke. Workers now ignore them from the fork on, and the env steps."""
+    stop it, so the env broke. Workers now ignore them from the fork on, and the env steps,
+    whatever start method is the default (Python 3.14's is forkserver). A program that the
+    env's constructor starts meanwhile keeps the signals (exec would keep them ignored)."""
     import mappo.envs.pettingzoo.wrapper as wrapper
 
     def stopped(signum, frame):
         raise RuntimeError(f"the run's handler ran for signal {signum}")
 
-    worker_batch = wrapper._worker_batch
+    worker_batch, programs = wrapper._worker_batch, []
 
     def signalled_first(*args):
-        if multiprocessing.parent_process() is not None:  # not the parent's copy for spaces
+        if multiprocessing.parent_process() is not None:
             os.kill(os.getpid(), signal.SIGTERM)
+        else:  # the parent's copy, which gymnasium builds for the spaces
+            programs.append(subprocess.Popen(["sleep", "60"], preexec_fn=os.getpid))
         return worker_batch(*args)
 
     monkeypatch.setattr(wrapper, "_worker_batch", signalled_first)
+    method = multiprocessing.get_start_method()
+    multiprocessing.set_start_method(default, force=True)
     before = signal.signal(signal.SIGTERM, stopped)
     try:
         env = make_env(ENV, 4, seed=7, env_kwargs={"how": "none"}, num_workers=2)
@@ -277,4 +286,8 @@ def test_a_stop_signal_just_after_a_worker_is_forked_leaves_it_working(monkeypat
         assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     finally:
         signal.signal(signal.SIGTERM, before)
+        multiprocessing.set_start_method(method, force=True)
+        for program in programs:
+            program.terminate()
+    assert [program.wait(timeout=10) for program in programs] == [-signal.SIGTERM]
     assert not multiprocessing.active_children()

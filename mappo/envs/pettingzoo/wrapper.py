@@ -416,27 +416,32 @@ class PettingZooWrapper(MultiAgentEnv):
         self._fields = fields
 
 
-# While a thread starts workers: the stop signals, and that thread's signal mask before
-# each fork (`_forking_ignores_stops`).
+# While a thread starts workers: the stop signals (`_forking_ignores_stops`), and over a
+# worker's fork that thread's signal mask before it.
 _forking = threading.local()
 
 
 def _block_stops_over_fork() -> None:
-    if signals := getattr(_forking, "signals", None):
-        _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    # Only multiprocessing's fork of a worker: a subprocess that an env's constructor starts
+    # meanwhile would run its program with the signals ignored (exec keeps that).
+    caller = sys._getframe(1).f_globals.get("__name__")
+    signals: tuple[signal.Signals, ...] | None = getattr(_forking, "signals", None)
+    worker = signals is not None and caller == "multiprocessing.popen_fork"
+    _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals or ()) if worker else None
 
 
 def _unblock_in_parent() -> None:
-    if getattr(_forking, "signals", None):
+    if getattr(_forking, "mask", None) is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, _forking.mask)
+        _forking.mask = None
 
 
 def _ignore_stops_in_child() -> None:
-    if signals := getattr(_forking, "signals", None):
-        for sig in signals:
+    if getattr(_forking, "mask", None) is not None:
+        for sig in _forking.signals:
             signal.signal(sig, signal.SIG_IGN)  # which also drops one that came meanwhile
         signal.pthread_sigmask(signal.SIG_SETMASK, _forking.mask)
-        _forking.signals = None
+        _forking.signals = _forking.mask = None
 
 
 os.register_at_fork(
@@ -475,6 +480,9 @@ def _start_workers(
                 ],
                 shared_memory=True,
                 copy=False,  # we copy once, into torch
+                # Forked from this thread, whatever the default (forkserver from Python
+                # 3.14): the parent-death signal and the signals' hooks above rely on it.
+                context="fork" if sys.platform.startswith("linux") else None,
                 autoreset_mode=AutoresetMode.DISABLED,  # the batch resets its own copies
             )
     except BaseException:
