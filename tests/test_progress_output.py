@@ -333,8 +333,16 @@ def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys, seeds
 
     monkeypatch.setattr(run_module, "HEARTBEAT_S", 0.2)
     step = pz_envs.CounterEnv.step
+    copies = 4 * (len(seeds.split(",")) if seeds else 1)
+    calls, start = [], time.monotonic()
 
-    def slow_step(self, actions):  # a first rollout of 4 x 25 steps that takes 2 s
+    def slow_step(self, actions):  # a first rollout of 25 steps, each copy 20 ms a step
+        calls.append(1)
+        if len(calls) == 12 * copies + 1:
+            # Stalled about halfway for as long as the run has waited (and more): the
+            # heartbeat, whose waits double, has a line due meanwhile however slowly the
+            # machine got this far (a loaded one had its lines all before the first step).
+            time.sleep(time.monotonic() - start + 0.5)
         time.sleep(0.02)
         return step(self, actions)
 
@@ -346,7 +354,6 @@ def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys, seeds
         argv += ["--seeds", seeds]
     assert main(["train", *argv]) == 0
     lines = capsys.readouterr().out.splitlines()
-    copies = 4 * (len(seeds.split(",")) if seeds else 1)
     assert f"first update: a rollout of 25 steps in {copies} env copies" in lines
     waits = [line for line in lines if line.startswith("first update: collecting a rollout")]
     assert len(waits) >= 2, lines
