@@ -454,10 +454,10 @@ os.register_at_fork(
 @contextlib.contextmanager
 def _forking_ignores_stops() -> Iterator[None]:
     """The processes that multiprocessing forks from this thread meanwhile (the workers)
-    ignore the stop signals from their first instruction. A forked worker would otherwise run this process's handlers until
-    `_worker_batch` ignores them, and be stopped as they stop a run (a traceback, a broken
-    env); the signals stay blocked over the fork, in the worker until it ignores them, and
-    here only for the fork itself."""
+    ignore the stop signals from their first instruction. A forked worker would otherwise
+    run this process's handlers until `_worker_batch` ignores them, and be stopped as they
+    stop a run (a traceback, a broken env); the signals stay blocked over the fork, in the
+    worker until it ignores them, and here only for the fork itself."""
     _forking.signals = stop_signals()
     try:
         yield
