@@ -120,6 +120,9 @@ COMMANDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
                                "checkpoint.pt (default: the last eval_return logged in "
                                f"training, else {EVAL_EPISODES} episodes)"},
         "--plot": {"type": given_path, "help": "IQM training curves with CI bands (.png)"},
+        "--sampled": {**TRUE, "help": "score by episodes whose actions are sampled from the "
+                                      "policy, as most published MAPPO figures are (default "
+                                      "greedy)"},
     }),
     "stop": ("stop the process training in a run folder, as Ctrl-C does: it saves first", {
         "run_dir": {"type": given_path, "help": "run folder (or the folder of a --seeds or --sweep "
@@ -302,7 +305,9 @@ def report(args: argparse.Namespace) -> int:
     from mappo.report import write_report
 
     with writable(("--out", args.out), ("--json", args.json), ("--plot", args.plot)):
-        text = write_report(args.run_dirs, args.episodes, args.out, args.json, args.plot)
+        text = write_report(
+            args.run_dirs, args.episodes, args.out, args.json, args.plot, args.sampled
+        )
     print(text, end="")
     for written in (args.out, args.json, args.plot):
         if written is not None:

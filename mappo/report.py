@@ -6,7 +6,10 @@ that differ). A run's score is its final evaluation return: the mean return
 of `episodes` greedy episodes of its checkpoint.pt (`evaluate_run(...,
 deterministic=True)`) when `episodes` is given; else the last `eval_return` in
 its metrics.csv where the run evaluated while training, and 100 greedy
-episodes where it did not.
+episodes where it did not. With `sampled`, the episodes' actions are sampled
+from the policy instead, as most published MAPPO figures are (the official
+code's and JaxMARL's training returns, Mava's and EPyMARL's evaluations), and
+the episodes are always played: training's `eval_return` is greedy.
 
 Per group: the mean and the interquartile mean (IQM) of the scores, each with a
 95 % stratified percentile-bootstrap CI (runs resampled with replacement within
@@ -179,31 +182,33 @@ def task_name(config: dict[str, Any]) -> str:
     return f"{env} {format_value(kwargs)}" if kwargs else env
 
 
-def score_run(run: RunCurve, episodes: int | None) -> Score:
+def score_run(run: RunCurve, episodes: int | None, sampled: bool = False) -> Score:
     """`episodes` greedy episodes of the run's checkpoint; without `episodes`, its
     `eval_return` from training if it logged one, else `EVAL_EPISODES` greedy ones.
+    `sampled`: the episodes' actions sampled from the policy (always played).
 
     A zero-sum game learnt in self-play scores 0 against itself whatever it learnt, so
     its run plays `episodes` greedy episodes in each seat against a uniformly random
     legal player instead, scored by its own mean return there (where the actions are
     continuous there is no such player, and the self-play score stands, named so).
     """
-    if episodes is None and run.eval_return is not None and not run.zero_sum:
+    if episodes is None and run.eval_return is not None and not run.zero_sum and not sampled:
         return Score(run.eval_return, [run.eval_return], "eval_return in metrics.csv")
     from mappo.evaluation import RANDOM_OPPONENT, evaluate_run  # torch and envs: when needed
 
     episodes = episodes or EVAL_EPISODES
+    greedy, how = not sampled, "sampled" if sampled else "greedy"
     if run.zero_sum:
         try:
-            played = evaluate_run(run.path, episodes, deterministic=True, opponent=RANDOM_OPPONENT)
+            played = evaluate_run(run.path, episodes, greedy, opponent=RANDOM_OPPONENT)
         except ConfigError:  # continuous actions: no random legal player
-            returns = evaluate_run(run.path, episodes, deterministic=True).returns
-            return Score(float(np.mean(returns)), returns, f"{episodes} greedy self-play episodes")
+            returns = evaluate_run(run.path, episodes, greedy).returns
+            return Score(float(np.mean(returns)), returns, f"{episodes} {how} self-play episodes")
         returns = [r for seat in range(len(played.seat_names)) for r in played.seat_return(seat)]
-        source = f"{episodes} greedy episodes per seat against a random legal player"
+        source = f"{episodes} {how} episodes per seat against a random legal player"
         return Score(float(np.mean(returns)), returns, source, ZERO_SUM_LABEL)
-    returns = evaluate_run(run.path, episodes, deterministic=True).returns
-    return Score(float(np.mean(returns)), returns, f"{episodes} greedy episodes")
+    returns = evaluate_run(run.path, episodes, greedy).returns
+    return Score(float(np.mean(returns)), returns, f"{episodes} {how} episodes")
 
 
 def summarize(group: RunGroup, scores: list[Score]) -> GroupReport:
@@ -224,7 +229,7 @@ def summarize(group: RunGroup, scores: list[Score]) -> GroupReport:
 
 
 def build_report(
-    run_dirs: Sequence[str | Path], episodes: int | None = None
+    run_dirs: Sequence[str | Path], episodes: int | None = None, sampled: bool = False
 ) -> tuple[list[GroupReport], list[Comparison]]:
     """Score every run (`score_run`), then the groups' statistics and every pair of groups
     of one task."""
@@ -232,12 +237,12 @@ def build_report(
         raise ConfigError(f"--episodes = {episodes}: must be >= 1")
     runs = [read_run(d) for d in run_folders(run_dirs)]
     for run in runs:  # all checked before the first evaluation, which takes a while
-        evaluates = run.eval_return is None or episodes is not None or run.zero_sum
+        evaluates = run.eval_return is None or episodes is not None or run.zero_sum or sampled
         if evaluates and not (run.path / "checkpoint.pt").is_file():
-            logged = "" if episodes is not None else " and no eval_return in metrics.csv"
+            logged = "" if episodes is not None or sampled else " and no eval_return in metrics.csv"
             raise ReportError(f"run folder {run.path}: no checkpoint.pt to evaluate{logged}")
     reports = [
-        summarize(group, [score_run(run, episodes) for run in group.runs])
+        summarize(group, [score_run(run, episodes, sampled) for run in group.runs])
         for group in group_runs(runs)
     ]
     comparisons = []
@@ -267,7 +272,8 @@ def markdown(reports: Sequence[GroupReport], comparisons: Sequence[Comparison]) 
     percent = f"{100 * CONFIDENCE:g} %"
     lines = [
         "Score of a run: its final evaluation return (greedy episodes of checkpoint.pt with "
-        "--episodes, else the last eval_return logged in training). Mean and IQM (rliable's: "
+        "--episodes, sampled ones with --sampled, else the last eval_return logged in "
+        "training). Mean and IQM (rliable's: "
         "the mean without the lowest and highest quarter of the runs) over the runs of a "
         f"group, with {percent} stratified percentile-bootstrap "
         f"CIs ({BOOTSTRAP_SAMPLES:,} samples, seed {BOOTSTRAP_SEED}).",
@@ -382,8 +388,8 @@ def marl_eval_json(reports: Sequence[GroupReport]) -> dict[str, Any]:
     one grid per task (marl-eval expects every run of a task logged at the
     same steps) of as many points as the run with the fewest logged returns
     has, spanning the env steps all runs cover, one value each;
-    absolute_metrics holds the run's final evaluation returns (one per greedy
-    episode, or the single eval_return).
+    absolute_metrics holds the run's final evaluation returns (one per episode
+    played, or the single eval_return).
     """
     layout: dict[str, Any] = {}
     for task in dict.fromkeys(r.task for r in reports):
@@ -432,10 +438,11 @@ def write_report(
     out: str | Path | None = None,
     json_out: str | Path | None = None,
     plot: str | Path | None = None,
+    sampled: bool = False,
 ) -> str:
     """Build the report of `run_dirs`; write the files asked for; return the markdown."""
     figure = open_figure(plot, "--plot") if plot is not None else None  # a bad name: before work
-    reports, comparisons = build_report(run_dirs, episodes)
+    reports, comparisons = build_report(run_dirs, episodes, sampled)
     text = markdown(reports, comparisons) + still_training(reports) + stopped_short(reports)
     if figure is not None and plot is not None:
         plot_iqm_curves(reports, plot, *figure)

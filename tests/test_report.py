@@ -177,6 +177,30 @@ def test_episodes_given_score_from_the_checkpoint_even_with_eval_return(tmp_path
     )
 
 
+def test_sampled_scores_play_episodes_with_sampled_actions(tmp_path, capsys) -> None:
+    """`--sampled` scores as most published MAPPO figures do: its episodes sample their
+    actions (the same numbers `mappo eval` gives without --deterministic), and they are
+    played even where training logged an eval_return, which is greedy."""
+    from mappo import MappoConfig, MappoTrainer
+    from mappo.evaluation import evaluate_run
+    from mappo.run_folder import RunFolder
+
+    trainer = MappoTrainer(MappoConfig(num_envs=2, total_steps=100, minibatch_size=0))
+    RunFolder.create(tmp_path / "run", trainer.config).save(trainer.state_dict())
+    (tmp_path / "run" / "metrics.csv").write_text(
+        "env_steps,episode_return,eval_return\n50,-40.0,-1.5\n"
+    )
+    data = tmp_path / "runs.json"
+    assert main(["report", str(tmp_path / "run"), "--sampled", "--json", str(data)]) == 0
+    assert "| 100 sampled episodes |" in capsys.readouterr().out
+    returns = json.loads(data.read_text())["spread"]["spread"]["spread"]["run_1"][
+        "absolute_metrics"
+    ]["return"]
+    sampled = evaluate_run(tmp_path / "run", 100, deterministic=False).returns
+    greedy = evaluate_run(tmp_path / "run", 100, deterministic=True).returns
+    assert returns == pytest.approx(sampled) and returns != pytest.approx(greedy)
+
+
 def test_errors_are_one_line(tmp_path, capsys) -> None:
     no_score = make_run(tmp_path / "n", SHARED.format(seed=0), [-30.0])
     assert main(["report", str(no_score)]) == 2
