@@ -126,7 +126,8 @@ class FinishedEpisodes(NamedTuple):
 class EpisodeTracker:
     """Running per-agent returns of E envs, folded into a tally when an env finishes.
 
-    An agent counts in its episode's mean if it was alive at any step of it;
+    An agent counts in its episode's mean if it was alive at any step of it, or was
+    paid (a turn-based game's seat that won before its first turn);
     rewards only accrue while it is alive, or, in a `turn_based` env, at every
     step (rewards arrive between an agent's turns). With `team_reward`, every
     slot accrues the team reward at every step, so each episode's value is the
@@ -226,8 +227,10 @@ class EpisodeTracker:
         else:
             self.running += own
         self.paid += own.abs()
-        agents = self.ever_alive.sum(-1).clamp_min(1)
-        per_agent = (self.running * self.ever_alive).sum(-1) / agents  # [E]
+        # The agents in the episode, as `_scored` seats them: in a card game a seat can win
+        # without a turn (the other folds), and a zero-sum episode's mean is then still 0.
+        seated = self.ever_alive | (self.own_returns != 0)  # [E, A]
+        per_agent = (self.running * seated).sum(-1) / seated.sum(-1).clamp_min(1)  # [E]
         self.return_sum += (per_agent * env_done).sum()
         self.count += env_done.sum()
         if self._ring_len == self.RING_STEPS:

@@ -36,6 +36,20 @@ def test_dead_agent_keeps_its_return_until_the_episode_ends() -> None:
     assert out.item() == pytest.approx((2.0 + 2.0) / 2)
 
 
+def test_a_seat_that_wins_before_its_first_turn_counts_in_the_mean() -> None:
+    """Leduc hold'em: the first player folds on its first turn, paying the second, which
+    never had a turn. Zero-sum, so the episode's mean is 0 (it read -1: the seat that never
+    acted was left out); an agent neither acting nor paid stays out (here the third)."""
+    first_to_act = torch.tensor([[True, False, False]])
+    tracker = EpisodeTracker(first_to_act, turn_based=True)
+    out = tracker.step(
+        torch.tensor([[-1.0, 1.0, 0.0]]), first_to_act, torch.tensor([True]), first_to_act
+    )
+    assert out.item() == 0.0
+    assert tracker.pop_mean() == (0.0, 1)
+    assert tracker.finished.seated.tolist() == [[True, True, False]]
+
+
 def test_policy_groups_by_prefix() -> None:
     names = ("adversary_0", "agent_0", "agent_1", "adversary_1")
     assert policy_groups(names, True, "adversary,agent") == [0, 1, 1, 0]
