@@ -182,12 +182,15 @@ def test_cli_renders_a_run_and_refuses_unknown_formats(spread_trainer, tmp_path,
     assert "must end in .gif or .mp4" in capsys.readouterr().err
 
 
-def test_pettingzoo_env_renders_its_own_frames(tmp_path) -> None:
+@pytest.mark.parametrize("own_render_mode", [False, True])
+def test_pettingzoo_env_renders_its_own_frames(tmp_path, own_render_mode) -> None:
+    """Also where the run itself sets render_mode (an env that draws its observations, as
+    cooperative_pong's need): --render used to fail, render_mode given twice."""
     config = MappoConfig(
         env="mpe2.simple_spread_v3:parallel_env",
         num_envs=1,
         minibatch_size=1,
-        env_kwargs={"max_cycles": 4},
+        env_kwargs={"max_cycles": 4, **({"render_mode": "rgb_array"} if own_render_mode else {})},
         compile="false",
     )
     trainer = MappoTrainer(config)

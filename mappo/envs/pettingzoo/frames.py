@@ -67,9 +67,10 @@ class FrameRecorder:
 
 def recording_copy(name: str, factory: Callable[..., Any], env_kwargs: dict[str, Any]) -> Any:
     """One copy of the env `name`, `factory(**env_kwargs, render_mode="rgb_array")`, whose
-    frames a `FrameRecorder` keeps (an AEC env's after every turn)."""
+    frames a `FrameRecorder` keeps (an AEC env's after every turn). A `render_mode` among
+    the run's own `env_kwargs` (an env that draws its observations) gives way."""
     try:
-        env = factory(**env_kwargs, render_mode="rgb_array")
+        env = factory(**{**env_kwargs, "render_mode": "rgb_array"})
     except TypeError as err:
         raise RenderError(f"env '{name}' does not take render_mode='rgb_array': {err}") from None
     return FrameRecorder(parallel_view(env), name)
