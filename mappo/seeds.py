@@ -45,6 +45,7 @@ from mappo.buffer import RolloutMinibatch, minibatch_bounds
 from mappo.config import AUTO, FIELDS, MAX_SEED, SEED_RANGE, ConfigError, MappoConfig
 from mappo.envs.base import MultiAgentEnv
 from mappo.trainer import (
+    SAVING_PHASE,
     LossCoefs,
     LossStats,
     MappoMetrics,
@@ -472,6 +473,7 @@ class MultiSeedTrainer:
         for trainer, seed_metrics in zip(self.trainers, metrics, strict=True):
             seed_metrics.steps_per_second = steps_per_second  # of this seed
             seed_metrics.eval_return = trainer.evaluate_if_due(steps_before)
+        self.phase = SAVING_PHASE
         return metrics
 
     def train(

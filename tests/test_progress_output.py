@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from mappo import MappoMetrics
+from mappo import MappoConfig, MappoMetrics
 from mappo import progress as progress_module
 from mappo.checkpoint import load_checkpoint
 from mappo.cli import main
@@ -524,3 +524,27 @@ def test_the_lines_of_one_long_wait_come_ever_further_apart() -> None:
         time.sleep(1.3)  # a line every 0.05 s would make 26
     assert 2 <= len(said) <= 6, said
     assert all(line.startswith("updating (") for line in said)
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_a_wait_after_the_update_says_saving_and_evaluating_only_while_it_runs(seeds) -> None:
+    """Once an update is done the run logs it and may save a large checkpoint: a wait then
+    said "evaluating", with evaluation off; it says what happens, and "evaluating" only
+    while an evaluation runs."""
+    from mappo.run import Heartbeat
+    from mappo.seeds import MultiSeedTrainer
+    from mappo.trainer import MappoTrainer
+
+    config = MappoConfig(num_envs=2, rollout_steps=5, minibatch_size=0, eval_interval=10)
+    learner = (
+        MappoTrainer(config) if seeds == 1 else MultiSeedTrainer(config, seeds=list(range(seeds)))
+    )
+    heartbeat = Heartbeat(learner, print, 0.0)
+    during = []
+    for trainer in learner.trainers:
+        evaluate = trainer.evaluate_policy
+        trainer.evaluate_policy = lambda e=evaluate: during.append(heartbeat.waiting_for()) or e()
+    learner.iteration()
+    assert during == ["evaluating"] * seeds
+    assert heartbeat.waiting_for() == "saving the update (metrics, curve, checkpoint)"
+    learner.close()
