@@ -56,17 +56,21 @@ def test_pettingzoos_mpe_tasks_are_mpe_tasks() -> None:
     trainer.close()
 
 
-def test_mpes_competitive_tasks_keep_each_agents_own_reward() -> None:
+def test_mpes_competitive_tasks_keep_each_agents_own_reward_and_id() -> None:
     """A team reward in simple_tag would pay the prey for being caught: each side learns
-    from its own rewards there, while the other MPE conventions hold."""
-    from mpe2 import simple_tag_v3
+    from its own rewards there, and a shared actor tells the agents apart by their one-hot
+    (simple_crypto's speaker and listener observe alike), while the other MPE conventions
+    hold."""
+    from mpe2 import simple_crypto_v3, simple_tag_v3
 
-    env = PettingZooWrapper(lambda: simple_tag_v3.parallel_env(), 2, seed=0, name="tag")
-    config = MappoConfig(num_envs=2, minibatch_size=0, compile="false", share_policy=False)
-    trainer = MappoTrainer(config, env=env)
-    assert decided(trainer) == (False, False, True, False)
-    assert "team_reward = false (library default)" in trainer.auto_settings
-    trainer.close()
+    for make in (simple_tag_v3.parallel_env, simple_crypto_v3.parallel_env):
+        env = PettingZooWrapper(lambda make=make: make(), 2, seed=0, name=make.__module__)
+        config = MappoConfig(num_envs=2, minibatch_size=0, compile="false")
+        trainer = MappoTrainer(config, env=env)
+        assert decided(trainer) == (True, False, True, False)
+        assert "agent_id = true (library default)" in trainer.auto_settings
+        assert "team_reward = false (library default)" in trainer.auto_settings
+        trainer.close()
 
 
 def test_settings_given_win_and_only_auto_ones_are_reported() -> None:

@@ -42,7 +42,10 @@ OFFICIAL_MPE = TaskConventions(
 )
 # MPE's competitive tasks, which that code does not run: their sides' rewards oppose (in
 # simple_tag a catch pays each chaser 10 and costs the prey 10), so a team reward would pay
-# the prey for being caught; each agent learns from its own, as the library's default.
+# the prey for being caught; each agent learns from its own, as the library's default. And
+# a shared actor tells the agents apart by the library's one-hot: without it, simple_crypto's
+# speaker and listener (both a one-hot key and a one-hot message) look alike, and the sides
+# of simple_adversary act as one.
 COMPETITIVE_MPE_TASKS = (
     "simple_adversary",
     "simple_crypto",
@@ -55,9 +58,9 @@ COMPETITIVE_MPE_TASKS = (
 def mpe_conventions(task: str) -> TaskConventions:
     """`OFFICIAL_MPE` for the MPE task that `task` names (a module such as
     `mpe2.simple_tag.simple_tag`, or JaxMARL's `MPE_simple_tag_v3`), without its team
-    reward for a competitive task."""
+    reward and its actor without agent ids for a competitive task."""
     if any(name in task for name in COMPETITIVE_MPE_TASKS):
-        return dataclasses.replace(OFFICIAL_MPE, team_reward=None)
+        return dataclasses.replace(OFFICIAL_MPE, team_reward=None, agent_id=None)
     return OFFICIAL_MPE
 
 
