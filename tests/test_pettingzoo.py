@@ -408,6 +408,11 @@ def test_registry_imports_module_callable_with_kwargs() -> None:
             "Gymnasium id: --env gymnasium:gym_envs:TupleCounter-v0",
         ),
         (f"{MODULE}:not_a_parallel_env", "not a PettingZoo ParallelEnv"),
+        # PettingZoo's MPE moved to mpe2 (1.25): the name that tutorials give is translated.
+        (
+            "pettingzoo.mpe.simple_spread_v3:parallel_env",
+            "; mpe2 is installed: --env mpe2.simple_spread_v3:parallel_env",
+        ),
     ],
 )
 def test_registry_errors_name_the_env(name: str, message: str) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import sys
@@ -422,6 +423,9 @@ def _near_modules(missing: str) -> str:
     return f"; {parent} has {' and '.join(near)}" if near else ""
 
 
+OLD_MPE = "pettingzoo.mpe."  # PettingZoo's MPE until 1.25; mpe2 since
+
+
 def _import_module(name: str, module_name: str) -> Any:
     """`module_name` imported; a ConfigError naming the env `name` where it cannot be found
     (a missing extra named), an EnvError where its own code fails as it is imported."""
@@ -433,6 +437,9 @@ def _import_module(name: str, module_name: str) -> Any:
         if err.name in PETTINGZOO_EXTRA:
             raise _extra_missing(name) from None
         extra = f"; pip install 'mappo[{EXTRAS[err.name]}]'" if err.name in EXTRAS else ""
+        if module_name.startswith(OLD_MPE) and importlib.util.find_spec("mpe2") is not None:
+            # PettingZoo's MPE moved to mpe2, whose module names are the same.
+            extra = f"; mpe2 is installed: --env {'mpe2.' + name[len(OLD_MPE) :]}"
         raise ConfigError(
             f"env '{name}': cannot import module '{module_name}' ({err}){extra}"
             + _near_modules(err.name or "")
