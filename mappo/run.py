@@ -945,8 +945,10 @@ class Heartbeat:
         if learner.phase != "collecting a rollout":
             return f"{first}{learner.phase}"
         trainers, steps = learner.trainers, learner.config.rollout_steps
-        # The seeds of one process step together: the rollout is as far as its slowest.
-        done = min(len(t.buffer) for t in trainers)
+        # The seeds of one process roll out one after another (`collect_rollouts`): the
+        # steps done over all of them, per seed (the seeds after this one hold last update's).
+        k = learner.rollout_seed
+        done = (k * steps + len(trainers[k].buffer)) // len(trainers)
         return (
             f"{first}collecting a rollout of {steps} steps in "
             f"{learner.config.num_envs * len(trainers)} env copies: {done} of {steps} done"

@@ -252,6 +252,7 @@ class MultiSeedTrainer:
         self.device = first.device
         self.dist = first.dist  # one process, one rank (checked below)
         self.phase = "starting"  # what the seeds are doing, for messages during long waits
+        self.rollout_seed = 0  # which seed collects its rollout (`collect_rollouts`)
         if any(t.dist.world_size > 1 for t in trainers):
             raise ConfigError("the slots of one process train on one rank; they have several")
         if len(trainers) == 1:  # the solo path: bitwise a solo run
@@ -406,6 +407,7 @@ class MultiSeedTrainer:
         calls per rollout, not per env or per step.
         """
         for k, trainer in enumerate(self.trainers):
+            self.rollout_seed = k
             with self.streams.use(k):
                 trainer.collect_rollout()
 

@@ -232,6 +232,7 @@ class MappoTrainer:
         self.env_steps = 0
         self.updates = 0
         self.phase = "starting"  # what the trainer is doing, for messages during long waits
+        self.rollout_seed = 0  # its one seed's (`Learner`)
         self.compiled = cfg.compile == "true" or (  # the minibatch loss runs compiled
             cfg.compile == "auto" and cfg.total_steps >= COMPILE_MIN_STEPS and not cfg.recurrent
         )
@@ -942,6 +943,7 @@ class Learner(Protocol):
     config: MappoConfig
     dist: Distributed
     phase: str  # "collecting a rollout", "updating", "evaluating" or SAVING_PHASE
+    rollout_seed: int  # which of `trainers` collects its rollout (they take turns)
 
     @property
     def trainers(self) -> list[MappoTrainer]:

@@ -6,6 +6,7 @@ import io
 import math
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -324,7 +325,8 @@ def test_long_episodes_get_one_hint(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("seeds", [None, "0,1"])
 def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys, seeds) -> None:
-    """The heartbeat counts the rollout's steps, the same for every seed of one process."""
+    """The heartbeat counts the rollout's steps; with seeds, which roll out one after
+    another, the steps over all of them per seed (it read 0 until the last seed's began)."""
     import time
 
     import pz_envs
@@ -334,15 +336,17 @@ def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys, seeds
     monkeypatch.setattr(run_module, "HEARTBEAT_S", 0.2)
     step = pz_envs.CounterEnv.step
     copies = 4 * (len(seeds.split(",")) if seeds else 1)
-    calls, start = [], time.monotonic()
+    calls, said = [], []  # said: the output read while the rollout stalls
 
     def slow_step(self, actions):  # a first rollout of 25 steps, each copy 20 ms a step
         calls.append(1)
         if len(calls) == 12 * copies + 1:
-            # Stalled about halfway for as long as the run has waited (and more): the
-            # heartbeat, whose waits double, has a line due meanwhile however slowly the
-            # machine got this far (a loaded one had its lines all before the first step).
-            time.sleep(time.monotonic() - start + 0.5)
+            # Stalled about halfway until the heartbeat says so, as its doubling waits make it
+            # (a loaded machine had said all its lines before the first step), a minute at most.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not re.search(r": [1-9]\d* of 25", "".join(said)):
+                said.append(capsys.readouterr().out)
+                time.sleep(0.05)
         time.sleep(0.02)
         return step(self, actions)
 
@@ -353,7 +357,7 @@ def test_a_long_wait_says_what_it_waits_for(tmp_path, monkeypatch, capsys, seeds
     if seeds:
         argv += ["--seeds", seeds]
     assert main(["train", *argv]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = ("".join(said) + capsys.readouterr().out).splitlines()
     assert f"first update: a rollout of 25 steps in {copies} env copies" in lines
     waits = [line for line in lines if line.startswith("first update: collecting a rollout")]
     assert len(waits) >= 2, lines
