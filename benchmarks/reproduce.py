@@ -416,6 +416,7 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
         return {**saved["result"], "episodes": episodes}  # kept before it held the count
     seconds = training_seconds(seeds[0])  # a damaged metrics.csv is found before the episodes
     config = checkpoints[0]["config"]
+    ours = scores_of(task, seeds, episodes, task.actions)
     other = scores_of(task, seeds, episodes, task.other_actions)
     result = {
         "task": task.name,
@@ -423,7 +424,7 @@ def score(task: Task, folder: Path, episodes: int) -> dict[str, Any]:
         "seeds": len(seeds),
         "steps": min(steps),
         "fraction": min(steps) / task.budget,
-        **scores_of(task, seeds, episodes, task.actions),
+        **ours,
         "actions": task.actions,
         "other_actions": {"actions": task.other_actions, **other},
         "hours": seconds / 3600,

@@ -53,10 +53,10 @@ RANK_SEED_STRIDE = 1_000_003  # rank r seeds its envs and sampling with seed + r
 COMPILE_MIN_STEPS = 200_000  # below this, compiling (20 s to a minute cold) costs more than saved
 # `compile = auto` leaves recurrent updates eager: their GRU unrolled over a chunk builds for
 # minutes on a CPU (over 5 min for JaxMARL's SMAX config) to gain about a tenth in speed.
+EVAL_SEED_OFFSET = 500_001  # evaluation envs: seed + this, between ranks 0 and 1's seeds
 # What a learner does between its update (and evaluation) and the next rollout: the run
 # logs the update and may draw the curve and save a checkpoint (seconds for a large one).
 SAVING_PHASE = "saving the update (metrics, curve, checkpoint)"
-EVAL_SEED_OFFSET = 500_001  # evaluation envs: seed + this, between ranks 0 and 1's seeds
 
 
 # Diagnostics of minibatch steps by `MappoMetrics` field name: each a tensor `[]`, or `[K]`
